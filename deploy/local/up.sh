@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Quickstart on real components, all on 127.0.0.1, all under deploy/local/.data (gitignored):
+# a private PostgreSQL 15, a Tansu Kafka broker, a rivven-schema registry, and switchyard
+# running routes.toml. Sends one sample webhook and shows it with `switchyard tail`.
+# Stop everything with deploy/local/down.sh.
+#
+# Ports (override by environment): KAFKA_PORT=9092 REGISTRY_PORT=8081 SWITCHYARD_PORT=8080
+# PG_PORT=54329.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+DATA=$ROOT/deploy/local/.data
+KAFKA_PORT=${KAFKA_PORT:-9092}
+REGISTRY_PORT=${REGISTRY_PORT:-8081}
+SWITCHYARD_PORT=${SWITCHYARD_PORT:-8080}
+PG_PORT=${PG_PORT:-54329}
+mkdir -p "$DATA"
+cd "$ROOT"
+
+say() { printf '\n==> %s\n' "$*"; }
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+wait_until() { # description seconds command...
+  local what=$1 secs=$2; shift 2
+  local deadline=$(( $(date +%s) + secs ))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      echo "timed out after ${secs}s waiting for $what; logs are in $DATA" >&2; exit 1
+    fi
+    sleep 0.2
+  done
+}
+running() { [ -f "$DATA/$1.pid" ] && kill -0 "$(cat "$DATA/$1.pid")" 2>/dev/null; }
+start_bg() { # name command...
+  local name=$1; shift
+  if running "$name"; then echo "$name already running (pid $(cat "$DATA/$name.pid"))"; return; fi
+  nohup "$@" >"$DATA/$name.log" 2>&1 &
+  echo $! >"$DATA/$name.pid"
+  echo "$name started (pid $!, log $DATA/$name.log)"
+}
+
+say "Installing tools (cached after the first run)"
+. "$ROOT/scripts/tools.sh"
+
+for p in "$KAFKA_PORT:kafka:tansu" "$REGISTRY_PORT:registry:registry" "$SWITCHYARD_PORT:switchyard:switchyard" "$PG_PORT:postgres:postgres"; do
+  IFS=: read -r port what name <<<"$p"
+  if ! running "$name" && port_busy "$port"; then
+    echo "port $port (for $what) is in use; set ${what^^}_PORT to another port" >&2; exit 1
+  fi
+done
+
+say "PostgreSQL 15 on 127.0.0.1:$PG_PORT (wal_level=logical)"
+PGDATA=$DATA/postgres
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+if [ ! -f "$PGDATA/PG_VERSION" ]; then
+  mkdir -p "$PGDATA"; [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$DATA/postgres"
+  as_pg "$PG_BINDIR/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 >"$DATA/initdb.log"
+fi
+if ! as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
+  as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -w -l "$PGDATA/postgres.log" \
+    -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PGDATA -c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10" start >/dev/null
+fi
+echo "postgres running: postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+
+say "Kafka broker (Tansu) on 127.0.0.1:$KAFKA_PORT"
+start_bg tansu "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/
+wait_until "the broker" 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT"
+
+say "Schema registry (rivven-schema) on 127.0.0.1:$REGISTRY_PORT"
+(cd "$DATA" && start_bg registry "$RIVVEN_SCHEMA_BIN" serve --host 127.0.0.1 --port "$REGISTRY_PORT")
+wait_until "the registry" 30 curl -sf "http://127.0.0.1:$REGISTRY_PORT/subjects"
+
+say "Building switchyard"
+cargo build --locked --bin switchyard
+SY=${CARGO_TARGET_DIR:-$ROOT/target}/debug/switchyard
+export KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
+export SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
+export SWITCHYARD_LISTEN=127.0.0.1:$SWITCHYARD_PORT
+"$SY" check -c routes.toml
+
+say "switchyard on 127.0.0.1:$SWITCHYARD_PORT"
+start_bg switchyard "$SY" run -c "$ROOT/routes.toml"
+wait_until "switchyard to be ready" 60 curl -sf "http://127.0.0.1:$SWITCHYARD_PORT/readyz"
+
+say "Sending a sample webhook"
+curl -sS -X POST "http://127.0.0.1:$SWITCHYARD_PORT/webhooks/shop" \
+  -H 'content-type: application/json' -H "webhook-id: quickstart-$(date +%s)" -H 'ce-type: order.created' \
+  -d '{"order_id": 1001, "total": "42.00", "currency": "EUR"}'
+echo
+
+say "Reading it back: switchyard tail webhooks.shop"
+"$SY" tail webhooks.shop -c routes.toml --idle 3s
+
+cat <<MSG
+
+Everything is running. Try:
+  curl -X POST http://127.0.0.1:$SWITCHYARD_PORT/webhooks/shop -H 'content-type: application/json' -d '{"hello":"world"}'
+  KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL $SY tail webhooks.shop
+Logs: $DATA/*.log      Stop: deploy/local/down.sh
+MSG

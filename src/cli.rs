@@ -1,0 +1,216 @@
+//! The command line: `switchyard run | check | tail | route | dlq`.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, SourceKind};
+use crate::daemon::Daemon;
+use crate::tail::{TailOptions, tail};
+use crate::telemetry::{LogFormat, init_logging};
+
+/// Switchyard routes PostgreSQL change events and SaaS webhooks into Kafka as Avro,
+/// at-least-once, with a replayable dead-letter queue.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, propagate_version = true)]
+#[command(
+    after_help = "Start with `switchyard check` to validate routes.toml, then `switchyard run`.\n\
+Log level: SWITCHYARD_LOG (e.g. info, switchyard=debug)."
+)]
+pub struct Cli {
+    /// Configuration file; relative paths inside it are relative to its directory.
+    #[arg(
+        short,
+        long,
+        global = true,
+        default_value = "routes.toml",
+        env = "SWITCHYARD_CONFIG"
+    )]
+    pub config: PathBuf,
+
+    /// Log format on standard error.
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "SWITCHYARD_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon: serve webhooks and forward events to Kafka until SIGINT/SIGTERM.
+    Run,
+    /// Validate the configuration file: exit 0 when valid, 1 with every error otherwise.
+    ///
+    /// Suitable for CI: errors name file:line:column and say how to fix them.
+    Check,
+    /// Print a topic's records as JSON lines (key, headers, value), Avro decoded through the
+    /// schema registry. Reads from the earliest offset.
+    Tail {
+        /// The topic to read.
+        topic: String,
+        /// Stop after this many records.
+        #[arg(short = 'n', long)]
+        limit: Option<usize>,
+        /// Keep waiting for new records (stop with Ctrl-C).
+        #[arg(short, long)]
+        follow: bool,
+        /// Without --follow: stop when no record arrives for this long.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        idle: Duration,
+    },
+    /// Test routes against sample events (not yet available).
+    #[command(disable_help_flag = true)]
+    Route {
+        /// Arguments for a later version.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
+    /// Inspect, replay and discard dead letters (not yet available).
+    #[command(disable_help_flag = true)]
+    Dlq {
+        /// Arguments for a later version.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
+}
+
+/// Parses the command line and runs it.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match &cli.command {
+        Command::Check => check(&cli),
+        Command::Route { .. } => not_yet(
+            "route",
+            "the router release (routes with filters, keys, dry-run)",
+        ),
+        Command::Dlq { .. } => not_yet(
+            "dlq",
+            "the dead-letter queue release (list, show, replay, discard)",
+        ),
+        Command::Run | Command::Tail { .. } => {
+            let runtime = match tokio::runtime::Runtime::new() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run_async(&cli)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn not_yet(verb: &str, release: &str) -> ExitCode {
+    eprintln!("switchyard {verb}: not yet available in this version; it arrives with {release}.");
+    ExitCode::from(2)
+}
+
+fn load(cli: &Cli) -> Result<Config, ExitCode> {
+    Config::load(&cli.config).map_err(|errors| {
+        eprintln!("{errors}");
+        ExitCode::FAILURE
+    })
+}
+
+fn check(cli: &Cli) -> ExitCode {
+    let config = match load(cli) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    println!("{}: OK", cli.config.display());
+    for (name, source) in &config.sources {
+        let SourceKind::Webhook(w) = &source.kind;
+        println!("  source {name}: webhook POST {}", w.path);
+    }
+    for route in &config.routes {
+        let topic: String = route
+            .topic
+            .parts()
+            .iter()
+            .map(|p| match p {
+                crate::config::TopicPart::Literal(s) => s.clone(),
+                crate::config::TopicPart::Field(f) => format!("{{{}}}", f.name()),
+            })
+            .collect();
+        println!("  route {}: {} -> {topic}", route.name, route.source);
+    }
+    ExitCode::SUCCESS
+}
+
+async fn run_async(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let config = match load(cli) {
+        Ok(c) => c,
+        Err(code) => return Ok(code),
+    };
+    match &cli.command {
+        Command::Run => {
+            let daemon = Daemon::start(config).await.context("starting switchyard")?;
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+            daemon.shutdown(Duration::from_secs(30)).await;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail {
+            topic,
+            limit,
+            follow,
+            idle,
+        } => {
+            let opts = TailOptions {
+                topic: topic.clone(),
+                limit: *limit,
+                follow: *follow,
+                idle: *idle,
+            };
+            let mut stdout = std::io::stdout().lock();
+            let printed = tail(&config, &opts, &mut stdout).await?;
+            if std::io::stderr().is_terminal() {
+                eprintln!("{printed} record(s)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => Ok(ExitCode::SUCCESS),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,239 @@
+//! Configuration: one TOML file (default `routes.toml`) read into validated types.
+//!
+//! Loading happens in three steps: `${VAR}` substitution on the raw text
+//! ([`interpolate`]), parsing into span-carrying serde structs ([`raw`]), and validation into the
+//! types below ([`validate`]). Every step collects all of its errors, each naming
+//! `file:line:column`, so a user fixes a file in one pass. Later code never re-checks.
+
+pub mod diagnostic;
+pub mod interpolate;
+pub mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub use diagnostic::{ConfigError, ConfigErrors};
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// `[server]`
+    pub server: ServerConfig,
+    /// `[kafka]`
+    pub kafka: KafkaConfig,
+    /// `[schema_registry]`
+    pub schema_registry: RegistryConfig,
+    /// `[dlq]`
+    pub dlq: DlqConfig,
+    /// `[sources.<name>]`, by name.
+    pub sources: BTreeMap<String, SourceConfig>,
+    /// `[[routes]]`, in file order.
+    pub routes: Vec<RouteConfig>,
+}
+
+/// `[server]`: the HTTP listener.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Listen address (default `127.0.0.1:8080`).
+    pub listen: SocketAddr,
+    /// Largest accepted request body in bytes (default 1 MiB).
+    pub max_body_bytes: usize,
+    /// How long a webhook waits for its Kafka acknowledgement before answering 503.
+    pub ack_timeout: Duration,
+}
+
+/// `[kafka]`: the sink.
+#[derive(Debug, Clone)]
+pub struct KafkaConfig {
+    /// `bootstrap.servers`
+    pub bootstrap_servers: String,
+    /// Partitions of topics switchyard creates (default 3).
+    pub partitions: i32,
+    /// Replication factor of topics switchyard creates (default 1).
+    pub replication_factor: i32,
+    /// librdkafka `message.timeout.ms` for one produce attempt (default 30s).
+    pub delivery_timeout: Duration,
+    /// How long transient failures are retried before the event fails (default 5m).
+    pub retry_max_elapsed: Duration,
+    /// Events in flight to Kafka at once (default 10,000); sources wait beyond it.
+    pub max_in_flight: usize,
+    /// Extra librdkafka properties, passed as given.
+    pub properties: BTreeMap<String, String>,
+}
+
+/// `[schema_registry]`
+#[derive(Debug, Clone)]
+pub struct RegistryConfig {
+    /// Base URL.
+    pub url: String,
+    /// Per-request timeout (default 10s).
+    pub timeout: Duration,
+}
+
+/// `[dlq]`: where dead letters are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DlqConfig {
+    /// Embedded SQLite file; relative paths were resolved against the config file's directory.
+    Sqlite(PathBuf),
+    /// Shared PostgreSQL store.
+    Postgres(String),
+}
+
+/// One `[sources.<name>]` table.
+#[derive(Debug, Clone)]
+pub struct SourceConfig {
+    /// The table's name.
+    pub name: String,
+    /// What kind of source it is.
+    pub kind: SourceKind,
+}
+
+/// The source types.
+#[derive(Debug, Clone)]
+pub enum SourceKind {
+    /// HTTP webhooks.
+    Webhook(WebhookSourceConfig),
+}
+
+/// `type = "webhook"`
+#[derive(Debug, Clone)]
+pub struct WebhookSourceConfig {
+    /// URL path, starting with `/`.
+    pub path: String,
+    /// Signature scheme.
+    pub provider: WebhookProvider,
+}
+
+/// How webhook requests are authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookProvider {
+    /// No signature check.
+    None,
+}
+
+/// One `[[routes]]` entry.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Unique name.
+    pub name: String,
+    /// The source it takes events from.
+    pub source: String,
+    /// Topic template.
+    pub topic: TopicTemplate,
+}
+
+/// A topic name with `{placeholders}`, checked at load time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicTemplate {
+    parts: Vec<TopicPart>,
+}
+
+/// A piece of a [`TopicTemplate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicPart {
+    /// Written as is.
+    Literal(String),
+    /// Filled from the event.
+    Field(TopicField),
+}
+
+/// The event fields a topic may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicField {
+    /// `{source}`
+    Source,
+    /// `{schema}` (Postgres sources)
+    Schema,
+    /// `{table}` (Postgres sources)
+    Table,
+    /// `{event_type}`
+    EventType,
+}
+
+impl TopicField {
+    /// The placeholder's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TopicField::Source => "source",
+            TopicField::Schema => "schema",
+            TopicField::Table => "table",
+            TopicField::EventType => "event_type",
+        }
+    }
+}
+
+impl TopicTemplate {
+    /// The pieces, in order.
+    pub fn parts(&self) -> &[TopicPart] {
+        &self.parts
+    }
+
+    /// The topic when it has no placeholders.
+    pub fn as_literal(&self) -> Option<&str> {
+        match self.parts.as_slice() {
+            [TopicPart::Literal(s)] => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Fills the placeholders; `None` when the event lacks a field the template names.
+    pub fn render(&self, field: impl Fn(TopicField) -> Option<String>) -> Option<String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                TopicPart::Literal(s) => out.push_str(s),
+                TopicPart::Field(f) => out.push_str(&field(*f)?),
+            }
+        }
+        Some(out)
+    }
+}
+
+/// Characters Kafka allows in a topic name.
+pub fn is_legal_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+impl Config {
+    /// Reads and validates a configuration file, reporting every problem at once.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_path_buf(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the configuration file: {e}"),
+                help: Some("pass the file with -c/--config PATH".into()),
+            }])
+        })?;
+        Self::from_str_with_env(path, &text, |name| std::env::var(name).ok())
+    }
+
+    /// Validates configuration text as if read from `path`, looking variables up with `env`.
+    pub fn from_str_with_env(
+        path: &Path,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        validate::load(path, text, env)
+    }
+
+    /// The directory relative paths in the file are resolved against.
+    pub fn base_dir(path: &Path) -> PathBuf {
+        match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    }
+}

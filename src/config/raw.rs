@@ -1,0 +1,105 @@
+//! The configuration file as written: serde structs that reject unknown keys and keep spans.
+//! [`super::validate`] turns them into the types the daemon uses.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_spanned::Spanned;
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Address for webhooks, `/metrics`, `/healthz`, `/readyz`.
+    pub listen: Option<Spanned<String>>,
+    /// Largest accepted request body: bytes, or a size such as "1MiB".
+    pub max_body_size: Option<Spanned<SizeValue>>,
+    /// How long a webhook request waits for the Kafka acknowledgement before 503.
+    pub ack_timeout: Option<Spanned<String>>,
+}
+
+/// A size written as a number of bytes or a string with a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum SizeValue {
+    /// Plain bytes.
+    Bytes(u64),
+    /// "512KiB", "1MiB", "1MB".
+    Text(String),
+}
+
+/// `[kafka]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawKafka {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: Spanned<String>,
+    /// Partitions of topics switchyard creates.
+    pub partitions: Option<Spanned<i64>>,
+    /// Replication factor of topics switchyard creates.
+    pub replication_factor: Option<Spanned<i64>>,
+    /// How long one produce attempt may take before it is retried ("30s").
+    pub delivery_timeout: Option<Spanned<String>>,
+    /// How long transient produce failures are retried before giving up ("5m").
+    pub retry_max_elapsed: Option<Spanned<String>>,
+    /// Upper bound on events in flight to Kafka at once.
+    pub max_in_flight: Option<Spanned<i64>>,
+    /// Passed to librdkafka as given.
+    #[serde(default)]
+    pub properties: BTreeMap<String, Spanned<PropertyValue>>,
+}
+
+/// A librdkafka property value: strings, integers and booleans are accepted.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum PropertyValue {
+    /// `"zstd"`
+    Text(String),
+    /// `1048576`
+    Integer(i64),
+    /// `true`
+    Bool(bool),
+}
+
+/// `[schema_registry]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSchemaRegistry {
+    /// Base URL of a Confluent-compatible registry.
+    pub url: Spanned<String>,
+    /// Per-request timeout ("10s").
+    pub timeout: Option<Spanned<String>>,
+}
+
+/// `[dlq]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDlq {
+    /// `sqlite://path` (relative to the config file) or `postgres://…`.
+    pub url: Spanned<String>,
+}
+
+/// `[sources.<name>]` with `type = "webhook"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWebhookSource {
+    /// Always "webhook" here.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// URL path the source listens on; defaults to `/webhooks/<name>`.
+    pub path: Option<Spanned<String>>,
+    /// Signature scheme; only "none" so far.
+    pub provider: Option<Spanned<String>>,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Unique route name.
+    pub name: Spanned<String>,
+    /// Name of a `[sources.<name>]` table.
+    pub source: Spanned<String>,
+    /// Topic, may use `{source}` `{schema}` `{table}` `{event_type}`.
+    pub topic: Spanned<String>,
+}

@@ -1,0 +1,659 @@
+//! Raw structs → validated [`Config`]; every error is collected, none stops the others.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde_spanned::Spanned;
+use toml::de::{DeValue, ValueDeserializer};
+
+use super::diagnostic::Diagnostics;
+use super::interpolate::{VarProblem, interpolate};
+use super::raw::*;
+use super::*;
+
+const SECTIONS: &str = "server, kafka, schema_registry, dlq, sources, routes";
+
+pub(super) fn load(
+    path: &Path,
+    original: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let (interpolated, missing) = interpolate(original, env);
+    let map = |offset: usize| interpolated.original_offset(offset);
+    let mut diag = Diagnostics::new(path, original, &map);
+    for var in &missing {
+        let (message, help) = match var.problem {
+            VarProblem::Unset => (
+                format!("environment variable `{}` is not set", var.name),
+                format!(
+                    "set {} in the environment, or give a default: ${{{}:-value}}",
+                    var.name, var.name
+                ),
+            ),
+            VarProblem::Unterminated => (
+                "`${` is not closed on this line".to_string(),
+                "write ${NAME} or ${NAME:-default}; write $${ for a literal ${".to_string(),
+            ),
+            VarProblem::BadName => (
+                format!("`{}` is not a valid environment variable name", var.name),
+                "names use letters, digits and _ only".to_string(),
+            ),
+        };
+        diag.variable(var.span.start, message, help);
+    }
+
+    let (doc, syntax) = toml::de::DeTable::parse_recoverable(&interpolated.text);
+    if !syntax.is_empty() {
+        for e in &syntax {
+            diag.toml(e, Some("fix the TOML syntax here".into()));
+        }
+        return Err(ConfigErrors(diag.finish()));
+    }
+    let doc = doc.into_inner();
+
+    let mut sections: HashMap<&'static str, Spanned<DeValue<'_>>> = HashMap::new();
+    for (key, value) in doc {
+        let name = match key.get_ref().as_ref() {
+            "server" => "server",
+            "kafka" => "kafka",
+            "schema_registry" => "schema_registry",
+            "dlq" => "dlq",
+            "sources" => "sources",
+            "routes" => "routes",
+            other => {
+                diag.at(
+                    key.span(),
+                    format!("unknown section `{other}`"),
+                    Some(format!("the sections are: {SECTIONS}")),
+                );
+                continue;
+            }
+        };
+        sections.insert(name, value);
+    }
+    let whole = 0..0;
+
+    let server = sections
+        .remove("server")
+        .map(|v| section::<RawServer>(v, &mut diag))
+        .unwrap_or_else(|| Some(RawServer::default()));
+    let kafka = required::<RawKafka>(&mut sections, "kafka", &mut diag, &whole);
+    let registry =
+        required::<RawSchemaRegistry>(&mut sections, "schema_registry", &mut diag, &whole);
+    let dlq = sections
+        .remove("dlq")
+        .and_then(|v| section::<RawDlq>(v, &mut diag));
+    let sources = sections
+        .remove("sources")
+        .map(|v| sources(v, &mut diag))
+        .unwrap_or_default();
+    let routes = sections
+        .remove("routes")
+        .map(|v| routes(v, &mut diag))
+        .unwrap_or_default();
+
+    let server = server.and_then(|s| validate_server(s, &mut diag));
+    let kafka = kafka.and_then(|k| validate_kafka(k, &mut diag));
+    let registry = registry.and_then(|r| validate_registry(r, &mut diag));
+    let dlq = match dlq {
+        Some(d) => validate_dlq(d, path, &mut diag),
+        None => Some(DlqConfig::Sqlite(
+            Config::base_dir(path).join("dlq/switchyard.db"),
+        )),
+    };
+    let sources = validate_sources(sources, &mut diag);
+    let routes = validate_routes(routes, &sources, &mut diag);
+
+    match (server, kafka, registry, dlq) {
+        (Some(server), Some(kafka), Some(schema_registry), Some(dlq)) if diag.is_empty() => {
+            Ok(Config {
+                path: path.to_path_buf(),
+                server,
+                kafka,
+                schema_registry,
+                dlq,
+                sources,
+                routes,
+            })
+        }
+        _ => Err(ConfigErrors(diag.finish())),
+    }
+}
+
+fn section<T: DeserializeOwned>(value: Spanned<DeValue<'_>>, diag: &mut Diagnostics) -> Option<T> {
+    match T::deserialize(ValueDeserializer::from(value)) {
+        Ok(v) => Some(v),
+        Err(e) => {
+            diag.toml(&e, None);
+            None
+        }
+    }
+}
+
+fn required<T: DeserializeOwned>(
+    sections: &mut HashMap<&'static str, Spanned<DeValue<'_>>>,
+    name: &str,
+    diag: &mut Diagnostics,
+    whole: &Range<usize>,
+) -> Option<T> {
+    match sections.remove(name) {
+        Some(v) => section(v, diag),
+        None => {
+            diag.at(
+                whole.clone(),
+                format!("the required section [{name}] is missing"),
+                Some(format!("add a [{name}] table; README.md shows an example")),
+            );
+            None
+        }
+    }
+}
+
+fn sources(
+    value: Spanned<DeValue<'_>>,
+    diag: &mut Diagnostics,
+) -> Vec<(Spanned<String>, RawWebhookSource)> {
+    let span = value.span();
+    let DeValue::Table(table) = value.into_inner() else {
+        diag.at(
+            span,
+            "`sources` must be a table of tables",
+            Some("write [sources.<name>] followed by its keys".into()),
+        );
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (name, body) in table {
+        let name = Spanned::new(name.span(), name.into_inner().into_owned());
+        if !is_identifier(name.get_ref()) {
+            diag.at(
+                name.span(),
+                format!("source name `{}` is not allowed", name.get_ref()),
+                Some("use lowercase letters, digits, `_` and `-`".into()),
+            );
+        }
+        let kind = body
+            .get_ref()
+            .get("type")
+            .map(|v| (v.span(), v.get_ref().as_str().map(str::to_string)));
+        match kind {
+            Some((_, Some(k))) if k == "webhook" => {
+                if let Some(raw) = section::<RawWebhookSource>(body, diag) {
+                    out.push((name, raw));
+                }
+            }
+            Some((span, Some(k))) if k == "postgres" => diag.at(
+                span,
+                format!("source `{}`: type \"postgres\" is not available in this version yet", name.get_ref()),
+                Some("the Postgres CDC source is the next release's work; use type = \"webhook\" for now".into()),
+            ),
+            Some((span, Some(k))) => diag.at(
+                span,
+                format!("source `{}` has unknown type \"{k}\"", name.get_ref()),
+                Some("type is \"webhook\" or \"postgres\"".into()),
+            ),
+            Some((span, None)) => diag.at(
+                span,
+                "invalid type: `type` must be a string",
+                Some("write type = \"webhook\"".into()),
+            ),
+            None => diag.at(
+                body.span(),
+                format!("source `{}` has no `type`", name.get_ref()),
+                Some("add type = \"webhook\" (or \"postgres\")".into()),
+            ),
+        }
+    }
+    out
+}
+
+fn routes(value: Spanned<DeValue<'_>>, diag: &mut Diagnostics) -> Vec<RawRoute> {
+    let span = value.span();
+    let DeValue::Array(items) = value.into_inner() else {
+        diag.at(
+            span,
+            "`routes` must be an array of tables",
+            Some("write each route as a [[routes]] table".into()),
+        );
+        return Vec::new();
+    };
+    items
+        .into_iter()
+        .filter_map(|item| section::<RawRoute>(item, diag))
+        .collect()
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
+fn duration(v: &Spanned<String>, diag: &mut Diagnostics) -> Option<Duration> {
+    match humantime::parse_duration(v.get_ref()) {
+        Ok(d) if !d.is_zero() => Some(d),
+        Ok(_) => {
+            diag.at(
+                v.span(),
+                "a duration of zero is not allowed",
+                Some("use e.g. \"10s\"".into()),
+            );
+            None
+        }
+        Err(e) => {
+            diag.at(
+                v.span(),
+                format!("invalid duration \"{}\": {e}", v.get_ref()),
+                Some("write a number with a unit, e.g. \"500ms\", \"10s\", \"5m\"".into()),
+            );
+            None
+        }
+    }
+}
+
+fn validate_server(raw: RawServer, diag: &mut Diagnostics) -> Option<ServerConfig> {
+    let listen = match &raw.listen {
+        None => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        Some(l) => match l.get_ref().parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                diag.at(
+                    l.span(),
+                    format!("`{}` is not an IP address and port", l.get_ref()),
+                    Some("write e.g. listen = \"127.0.0.1:8080\"".into()),
+                );
+                None
+            }
+        },
+    };
+    let max_body_bytes = match &raw.max_body_size {
+        None => Some(1024 * 1024),
+        Some(v) => match parse_size(v.get_ref()) {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                diag.at(
+                    v.span(),
+                    "invalid size",
+                    Some(
+                        "write bytes (1048576) or a size with a unit: \"512KiB\", \"1MiB\"".into(),
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let ack_timeout = match &raw.ack_timeout {
+        None => Some(Duration::from_secs(10)),
+        Some(v) => duration(v, diag),
+    };
+    Some(ServerConfig {
+        listen: listen?,
+        max_body_bytes: max_body_bytes?,
+        ack_timeout: ack_timeout?,
+    })
+}
+
+/// Parses `1048576`, "512KiB", "1MiB", "2MB", "100B".
+pub(crate) fn parse_size(v: &SizeValue) -> Option<usize> {
+    match v {
+        SizeValue::Bytes(n) => usize::try_from(*n).ok(),
+        SizeValue::Text(s) => {
+            let s = s.trim();
+            let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+            let (num, unit) = s.split_at(split);
+            let n: usize = num.parse().ok()?;
+            let mult = match unit.trim() {
+                "" | "B" => 1,
+                "KiB" => 1 << 10,
+                "MiB" => 1 << 20,
+                "GiB" => 1 << 30,
+                "KB" | "kB" => 1000,
+                "MB" => 1_000_000,
+                "GB" => 1_000_000_000,
+                _ => return None,
+            };
+            n.checked_mul(mult)
+        }
+    }
+}
+
+fn positive_i32(
+    v: &Option<Spanned<i64>>,
+    default: i32,
+    what: &str,
+    diag: &mut Diagnostics,
+) -> Option<i32> {
+    match v {
+        None => Some(default),
+        Some(n) => match i32::try_from(*n.get_ref()) {
+            Ok(x) if x >= 1 => Some(x),
+            _ => {
+                diag.at(n.span(), format!("{what} must be at least 1"), None);
+                None
+            }
+        },
+    }
+}
+
+fn validate_kafka(raw: RawKafka, diag: &mut Diagnostics) -> Option<KafkaConfig> {
+    let bootstrap = raw.bootstrap_servers.get_ref().trim().to_string();
+    if bootstrap.is_empty() {
+        diag.at(
+            raw.bootstrap_servers.span(),
+            "bootstrap_servers is empty",
+            Some("write host:port[,host:port…]".into()),
+        );
+    }
+    let partitions = positive_i32(&raw.partitions, 3, "partitions", diag);
+    let replication_factor = positive_i32(&raw.replication_factor, 1, "replication_factor", diag);
+    let delivery_timeout = match &raw.delivery_timeout {
+        None => Some(Duration::from_secs(30)),
+        Some(v) => duration(v, diag),
+    };
+    let retry_max_elapsed = match &raw.retry_max_elapsed {
+        None => Some(Duration::from_secs(300)),
+        Some(v) => duration(v, diag),
+    };
+    let max_in_flight = match &raw.max_in_flight {
+        None => Some(10_000),
+        Some(n) => match usize::try_from(*n.get_ref()) {
+            Ok(x) if (1..=1_000_000).contains(&x) => Some(x),
+            _ => {
+                diag.at(
+                    n.span(),
+                    "max_in_flight must be between 1 and 1000000",
+                    None,
+                );
+                None
+            }
+        },
+    };
+    let mut properties = BTreeMap::new();
+    for (key, value) in raw.properties {
+        let text = match value.get_ref() {
+            PropertyValue::Text(s) => s.clone(),
+            PropertyValue::Integer(i) => i.to_string(),
+            PropertyValue::Bool(b) => b.to_string(),
+        };
+        if matches!(
+            key.as_str(),
+            "bootstrap.servers" | "enable.idempotence" | "acks"
+        ) {
+            diag.at(
+                value.span(),
+                format!("`{key}` cannot be set in [kafka.properties]"),
+                Some(match key.as_str() {
+                    "bootstrap.servers" => "use [kafka].bootstrap_servers".to_string(),
+                    _ => "switchyard always uses an idempotent producer with acks=all, which at-least-once delivery in source order depends on".to_string(),
+                }),
+            );
+            continue;
+        }
+        properties.insert(key, text);
+    }
+    Some(KafkaConfig {
+        bootstrap_servers: bootstrap,
+        partitions: partitions?,
+        replication_factor: replication_factor?,
+        delivery_timeout: delivery_timeout?,
+        retry_max_elapsed: retry_max_elapsed?,
+        max_in_flight: max_in_flight?,
+        properties,
+    })
+}
+
+fn validate_registry(raw: RawSchemaRegistry, diag: &mut Diagnostics) -> Option<RegistryConfig> {
+    let url = raw.url.get_ref().trim_end_matches('/').to_string();
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        diag.at(
+            raw.url.span(),
+            format!("schema registry url `{url}` is not an http(s) URL"),
+            Some("write e.g. url = \"http://127.0.0.1:8081\"".into()),
+        );
+        return None;
+    }
+    let timeout = match &raw.timeout {
+        None => Some(Duration::from_secs(10)),
+        Some(v) => duration(v, diag),
+    };
+    Some(RegistryConfig {
+        url,
+        timeout: timeout?,
+    })
+}
+
+fn validate_dlq(raw: RawDlq, config_path: &Path, diag: &mut Diagnostics) -> Option<DlqConfig> {
+    let url = raw.url.get_ref();
+    if let Some(rest) = url.strip_prefix("sqlite://") {
+        if rest.is_empty() {
+            diag.at(
+                raw.url.span(),
+                "sqlite:// needs a file path",
+                Some("write url = \"sqlite://dlq/switchyard.db\"".into()),
+            );
+            return None;
+        }
+        let p = Path::new(rest);
+        let resolved = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            Config::base_dir(config_path).join(p)
+        };
+        Some(DlqConfig::Sqlite(resolved))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Some(DlqConfig::Postgres(url.clone()))
+    } else {
+        diag.at(
+            raw.url.span(),
+            "the dead-letter store url must start with sqlite:// or postgres://",
+            Some("write url = \"sqlite://dlq/switchyard.db\" for the embedded store".into()),
+        );
+        None
+    }
+}
+
+fn validate_sources(
+    raw: Vec<(Spanned<String>, RawWebhookSource)>,
+    diag: &mut Diagnostics,
+) -> BTreeMap<String, SourceConfig> {
+    let mut out = BTreeMap::new();
+    let mut paths: HashMap<String, String> = HashMap::new();
+    for (name, src) in raw {
+        let name = name.into_inner();
+        let path = match &src.path {
+            Some(p) => {
+                let v = p.get_ref();
+                if !v.starts_with('/') || v.contains(['?', '#', '{', '}', '*', ' ']) {
+                    diag.at(
+                        p.span(),
+                        format!("webhook path `{v}` is not a plain absolute path"),
+                        Some("write e.g. path = \"/webhooks/orders\"".into()),
+                    );
+                    continue;
+                }
+                if matches!(v.as_str(), "/metrics" | "/healthz" | "/readyz") {
+                    diag.at(
+                        p.span(),
+                        format!("webhook path `{v}` is reserved"),
+                        Some("pick another path, e.g. /webhooks/<name>".into()),
+                    );
+                    continue;
+                }
+                if let Some(other) = paths.get(v) {
+                    diag.at(
+                        p.span(),
+                        format!("webhook path `{v}` is already used by source `{other}`"),
+                        Some("give each webhook source its own path".into()),
+                    );
+                    continue;
+                }
+                v.clone()
+            }
+            None => format!("/webhooks/{name}"),
+        };
+        paths.insert(path.clone(), name.clone());
+        let provider = match &src.provider {
+            None => WebhookProvider::None,
+            Some(p) if p.get_ref() == "none" => WebhookProvider::None,
+            Some(p) => {
+                diag.at(
+                    p.span(),
+                    format!("webhook provider \"{}\" is not available in this version", p.get_ref()),
+                    Some("use provider = \"none\"; signed providers (stripe, github, shopify, slack, standard-webhooks, hmac) arrive with the webhook sources release".into()),
+                );
+                continue;
+            }
+        };
+        let _ = src.kind;
+        out.insert(
+            name.clone(),
+            SourceConfig {
+                name,
+                kind: SourceKind::Webhook(WebhookSourceConfig { path, provider }),
+            },
+        );
+    }
+    out
+}
+
+fn validate_routes(
+    raw: Vec<RawRoute>,
+    sources: &BTreeMap<String, SourceConfig>,
+    diag: &mut Diagnostics,
+) -> Vec<RouteConfig> {
+    let mut seen: HashMap<String, Range<usize>> = HashMap::new();
+    let mut out = Vec::new();
+    for r in raw {
+        let name = r.name.get_ref().clone();
+        let mut ok = true;
+        if !is_identifier(&name) {
+            diag.at(
+                r.name.span(),
+                format!("route name `{name}` is not allowed"),
+                Some("use lowercase letters, digits, `_` and `-`".into()),
+            );
+            ok = false;
+        }
+        if seen.contains_key(&name) {
+            diag.at(
+                r.name.span(),
+                format!("duplicate route name `{name}`"),
+                Some("route names must be unique: rename one of them".into()),
+            );
+            ok = false;
+        } else {
+            seen.insert(name.clone(), r.name.span());
+        }
+        let source = r.source.get_ref();
+        let source_cfg = sources.get(source);
+        if source_cfg.is_none() {
+            let known: Vec<&str> = sources.keys().map(String::as_str).collect();
+            diag.at(
+                r.source.span(),
+                format!("route `{name}` names source `{source}`, which is not defined"),
+                Some(if known.is_empty() {
+                    "define it as a [sources.<name>] table".to_string()
+                } else {
+                    format!("the defined sources are: {}", known.join(", "))
+                }),
+            );
+            ok = false;
+        }
+        let topic = match parse_topic(r.topic.get_ref()) {
+            Ok(t) => Some(t),
+            Err(msg) => {
+                diag.at(
+                    r.topic.span(),
+                    msg,
+                    Some("topics use letters, digits, `.`, `_`, `-` and the placeholders {source} {schema} {table} {event_type}".into()),
+                );
+                None
+            }
+        };
+        if let (
+            Some(t),
+            Some(SourceConfig {
+                kind: SourceKind::Webhook(_),
+                ..
+            }),
+        ) = (&topic, source_cfg)
+        {
+            for part in t.parts() {
+                if let TopicPart::Field(f @ (TopicField::Schema | TopicField::Table)) = part {
+                    diag.at(
+                        r.topic.span(),
+                        format!("{{{}}} is only known for postgres sources, and `{source}` is a webhook source", f.name()),
+                        Some("use {source} or {event_type} for webhook routes".into()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        if let (true, Some(topic)) = (ok, topic) {
+            out.push(RouteConfig {
+                name,
+                source: source.clone(),
+                topic,
+            });
+        }
+    }
+    out
+}
+
+fn parse_topic(s: &str) -> Result<TopicTemplate, String> {
+    let mut parts = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        match rest.find('{') {
+            Some(0) => {
+                let close = rest
+                    .find('}')
+                    .ok_or_else(|| format!("`{{` in topic `{s}` is not closed"))?;
+                let field = match &rest[1..close] {
+                    "source" => TopicField::Source,
+                    "schema" => TopicField::Schema,
+                    "table" => TopicField::Table,
+                    "event_type" => TopicField::EventType,
+                    other => return Err(format!("unknown placeholder {{{other}}} in topic `{s}`")),
+                };
+                parts.push(TopicPart::Field(field));
+                rest = &rest[close + 1..];
+            }
+            Some(n) => {
+                parts.push(TopicPart::Literal(rest[..n].to_string()));
+                rest = &rest[n..];
+            }
+            None => {
+                parts.push(TopicPart::Literal(rest.to_string()));
+                rest = "";
+            }
+        }
+    }
+    for p in &parts {
+        if let TopicPart::Literal(l) = p {
+            if l.contains('}')
+                || !l
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            {
+                return Err(format!(
+                    "topic `{s}` has characters Kafka does not allow in topic names"
+                ));
+            }
+        }
+    }
+    let template = TopicTemplate { parts };
+    if template.parts().is_empty() {
+        return Err("topic is empty".into());
+    }
+    if let Some(lit) = template.as_literal() {
+        if !is_legal_topic(lit) {
+            return Err(format!("`{lit}` is not a legal Kafka topic name"));
+        }
+    }
+    Ok(template)
+}

@@ -1,0 +1,180 @@
+//! The running daemon: the HTTP listener (webhooks, health) on top of the pipeline.
+//!
+//! Shutdown stops accepting requests, lets requests in progress finish (each is bounded by
+//! `ack_timeout`), then waits for events in flight and flushes the producer, so an orderly stop
+//! acknowledges nothing it has not delivered and drops nothing it has acknowledged.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::{Config, SourceKind};
+use crate::pipeline::{Pipeline, PipelineError};
+use crate::source::webhook::{WebhookSource, error};
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The pipeline could not be built.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A running daemon.
+pub struct Daemon {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    pipeline: Arc<Pipeline>,
+    max_in_flight: usize,
+}
+
+impl Daemon {
+    /// Builds the pipeline, binds the listener and starts serving.
+    pub async fn start(config: Config) -> Result<Daemon, StartError> {
+        let pipeline = Arc::new(Pipeline::new(&config)?);
+        let app = app(&config, Arc::clone(&pipeline));
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|source| StartError::Listen {
+                addr: config.server.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen {
+            addr: config.server.listen,
+            source,
+        })?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        // Create the topics we already know, so that a permissions problem shows at start.
+        let warm = Arc::clone(&pipeline);
+        tokio::spawn(async move {
+            for topic in warm.routes().static_topics() {
+                if let Err(e) = warm.sink().ensure_topic(&topic).await {
+                    warn!(topic, error = %e, "could not create topic yet; will retry on first event");
+                }
+            }
+        });
+        info!(%addr, sources = config.sources.len(), routes = config.routes.len(), "switchyard is listening");
+        Ok(Daemon {
+            addr,
+            stop: Some(stop),
+            server,
+            pipeline,
+            max_in_flight: config.kafka.max_in_flight,
+        })
+    }
+
+    /// The address the HTTP listener is bound to.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, finishes requests and events in flight (up to `timeout`), flushes Kafka.
+    pub async fn shutdown(mut self, timeout: Duration) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(timeout, &mut self.server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server stopped with an error"),
+            Ok(Err(e)) => warn!(error = %e, "HTTP server task failed"),
+            Err(_) => {
+                warn!("requests still open at shutdown deadline");
+                self.server.abort();
+            }
+        }
+        if !self.pipeline.drain(timeout, self.max_in_flight).await {
+            warn!(
+                "events still in flight at shutdown deadline; they were not acknowledged and will be delivered again by their sources"
+            );
+        }
+        info!("switchyard stopped");
+    }
+}
+
+/// The HTTP application: one POST route per webhook source, health, and JSON 404/405.
+pub fn app(config: &Config, pipeline: Arc<Pipeline>) -> Router {
+    let mut router = Router::new();
+    for (name, source) in &config.sources {
+        let SourceKind::Webhook(wh) = &source.kind;
+        let handler = WebhookSource::new(
+            name,
+            wh.clone(),
+            Arc::clone(&pipeline),
+            config.server.ack_timeout,
+        );
+        let path = handler.path().to_string();
+        router = router.route(
+            &path,
+            post(move |headers, body| {
+                let handler = handler.clone();
+                async move { handler.receive(headers, body).await }
+            }),
+        );
+    }
+    let ready = Arc::clone(&pipeline);
+    router
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let p = Arc::clone(&ready);
+                async move { readiness(&p).await }
+            }),
+        )
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no webhook source listens on this path".into(),
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "webhook sources accept POST only".into(),
+            )
+        })
+        .layer(DefaultBodyLimit::max(config.server.max_body_bytes))
+}
+
+async fn readiness(pipeline: &Pipeline) -> Response {
+    match pipeline.sink().is_reachable(Duration::from_secs(2)).await {
+        Ok(()) => axum::Json(json!({"status": "ready", "kafka": "ok"})).into_response(),
+        Err(e) => error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("Kafka is not reachable: {e}"),
+        ),
+    }
+}

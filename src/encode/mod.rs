@@ -1,0 +1,143 @@
+//! Avro encoding in the Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro
+//! binary), with schemas registered in a Confluent-compatible registry.
+//!
+//! Each (subject, schema) is registered once and its id cached by `schema_registry_converter`;
+//! the per-event work is encoding only. Subjects follow TopicNameStrategy: `<topic>-value` and
+//! `<topic>-key`.
+
+pub mod cloudevent;
+
+use std::time::Duration;
+
+use apache_avro::types::Value;
+use schema_registry_converter::async_impl::avro::AvroEncoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::error::SRCError;
+use schema_registry_converter::schema_registry_common::{
+    SchemaType, SubjectNameStrategy, SuppliedSchema,
+};
+
+use crate::error::ErrorClass;
+
+/// Why a record could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// The registry could not be reached or answered 5xx: retry.
+    #[error("schema registry unavailable: {0}")]
+    Unavailable(String),
+    /// The registry refused the schema (incompatible, invalid).
+    #[error("schema rejected by the registry: {0}")]
+    Schema(String),
+    /// The value does not fit the schema.
+    #[error("value does not fit the schema: {0}")]
+    Encode(String),
+}
+
+impl EncodeError {
+    /// The DLQ error class.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            EncodeError::Unavailable(_) => ErrorClass::Unavailable,
+            EncodeError::Schema(_) => ErrorClass::Schema,
+            EncodeError::Encode(_) => ErrorClass::Encode,
+        }
+    }
+
+    fn from_src(e: SRCError) -> EncodeError {
+        let text = match &e.cause {
+            Some(c) => format!("{}: {c}", e.error),
+            None => e.error.clone(),
+        };
+        if e.retriable {
+            EncodeError::Unavailable(text)
+        } else if text.contains("Could not get avro bytes")
+            || text.contains("Could not validate")
+            || text.contains("value does not match")
+        {
+            EncodeError::Encode(text)
+        } else {
+            EncodeError::Schema(text)
+        }
+    }
+}
+
+/// A schema given to the registry: its canonical JSON text.
+#[derive(Debug, Clone)]
+pub struct AvroSchema {
+    supplied: SuppliedSchema,
+}
+
+impl AvroSchema {
+    /// A schema from its JSON text (checked when the schema is registered).
+    pub fn from_json(json: &str) -> AvroSchema {
+        AvroSchema {
+            supplied: SuppliedSchema::new(None, SchemaType::Avro, json.to_string()),
+        }
+    }
+
+    /// The Avro `"string"` schema, used for keys.
+    pub fn string() -> AvroSchema {
+        Self::from_json("\"string\"")
+    }
+}
+
+/// Encodes keys and values for topics, registering their schemas once.
+pub struct Encoder {
+    inner: AvroEncoder,
+}
+
+impl Encoder {
+    /// An encoder talking to the registry at `url`.
+    pub fn new(url: &str, timeout: Duration) -> Result<Encoder, EncodeError> {
+        let settings = SrSettings::new_builder(url.to_string())
+            .set_timeout(timeout)
+            .build()
+            .map_err(|e| EncodeError::Schema(format!("registry settings: {e}")))?;
+        Ok(Encoder {
+            inner: AvroEncoder::new(settings),
+        })
+    }
+
+    /// Encodes a record value for `topic` (subject `<topic>-value`).
+    pub async fn value(
+        &self,
+        topic: &str,
+        schema: &AvroSchema,
+        value: Value,
+    ) -> Result<Vec<u8>, EncodeError> {
+        self.encode(topic, false, schema, value).await
+    }
+
+    /// Encodes a record key for `topic` (subject `<topic>-key`).
+    pub async fn key(
+        &self,
+        topic: &str,
+        schema: &AvroSchema,
+        value: Value,
+    ) -> Result<Vec<u8>, EncodeError> {
+        self.encode(topic, true, schema, value).await
+    }
+
+    async fn encode(
+        &self,
+        topic: &str,
+        is_key: bool,
+        schema: &AvroSchema,
+        value: Value,
+    ) -> Result<Vec<u8>, EncodeError> {
+        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
+            topic.to_string(),
+            is_key,
+            schema.supplied.clone(),
+        );
+        self.inner
+            .encode_value(value, &strategy)
+            .await
+            .map_err(EncodeError::from_src)
+    }
+
+    /// Forgets cached definite failures, so a fixed registry or schema is tried again.
+    pub fn forget_errors(&self) {
+        self.inner.remove_errors_from_cache();
+    }
+}

@@ -1,0 +1,125 @@
+//! The event that travels from a source through the router to a sink or the dead-letter queue.
+//!
+//! An [`Event`] is plain data: it can be cloned, stored in the DLQ and routed again by a replay.
+//! Its acknowledgement travels beside it as an [`crate::ack::AckToken`], which is not data.
+
+use std::fmt;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A stable identity for an event, the same every time the source delivers it again.
+///
+/// CDC: commit LSN and ordinal in the transaction. Webhooks: the provider's delivery id, else a
+/// hash of the body.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct EventId(String);
+
+impl EventId {
+    /// An id the provider gave (e.g. the `webhook-id` header).
+    pub fn from_provider(id: &str) -> EventId {
+        EventId(id.to_string())
+    }
+
+    /// An id derived from the content when the provider gives none: `sha256:<hex>`.
+    pub fn from_content(body: &[u8]) -> EventId {
+        let digest = Sha256::digest(body);
+        EventId(format!("sha256:{}", hex::encode(digest)))
+    }
+
+    /// A change event's id: `<commit lsn>/<ordinal>`.
+    pub fn from_lsn(commit_lsn: u64, ordinal: u32) -> EventId {
+        EventId(format!(
+            "{:X}/{:X}:{ordinal}",
+            commit_lsn >> 32,
+            commit_lsn & 0xFFFF_FFFF
+        ))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One event from a source.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// Stable identity (see [`EventId`]).
+    pub id: EventId,
+    /// The name of the `[sources.<name>]` table it came from.
+    pub source: String,
+    /// What happened: a webhook's event type, or a change's operation.
+    pub event_type: String,
+    /// When switchyard received it, microseconds since the Unix epoch.
+    pub received_at_micros: i64,
+    /// The event's content.
+    pub payload: Payload,
+}
+
+/// The content of an event, by source kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Payload {
+    /// An HTTP webhook as received.
+    Webhook(WebhookPayload),
+}
+
+/// A webhook request as received: enough to verify and route it again.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WebhookPayload {
+    /// The request path.
+    pub path: String,
+    /// The `content-type` header, if any.
+    pub content_type: Option<String>,
+    /// Request headers (names lowercased); secrets such as signatures are kept for re-verification.
+    pub headers: Vec<(String, String)>,
+    /// The raw body, which is valid JSON.
+    pub body: String,
+}
+
+impl Event {
+    /// The value a `{field}` of a topic template takes for this event.
+    pub fn topic_field(&self, field: crate::config::TopicField) -> Option<String> {
+        use crate::config::TopicField;
+        match field {
+            TopicField::Source => Some(self.source.clone()),
+            TopicField::EventType => Some(self.event_type.clone()),
+            TopicField::Schema | TopicField::Table => match &self.payload {
+                Payload::Webhook(_) => None,
+            },
+        }
+    }
+}
+
+/// Microseconds since the Unix epoch, now.
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_ids_are_stable_and_distinct() {
+        assert_eq!(EventId::from_content(b"{}"), EventId::from_content(b"{}"));
+        assert_ne!(EventId::from_content(b"{}"), EventId::from_content(b"[]"));
+        assert!(EventId::from_content(b"{}").as_str().starts_with("sha256:"));
+    }
+
+    #[test]
+    fn lsn_ids_read_like_postgres_lsns() {
+        assert_eq!(EventId::from_lsn(0x1_6B37_4D48, 3).as_str(), "1/6B374D48:3");
+    }
+}

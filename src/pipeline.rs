@@ -1,0 +1,226 @@
+//! The path every event takes after its source: route → encode → sink, then resolve its ack.
+//!
+//! ```text
+//!  source ──dispatch(event, ack)──► [permit: max_in_flight] ──► route ──► encode ──► Kafka
+//!     ▲                                                                          │
+//!     └──────────────── ack.resolve(Delivered | Failed) ◄── delivery report ─────┘
+//! ```
+//!
+//! Invariant: an event's [`AckToken`] is resolved `Delivered` only after every route it matched
+//! has a Kafka delivery report. [`Pipeline::dispatch`] waits for a permit before it takes an
+//! event, so at most `max_in_flight` events are in flight and a fast source is slowed, never
+//! buffered without bound. Transient failures (registry or broker down) are retried with
+//! backoff until the source abandons the event or `retry_max_elapsed` passes.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apache_avro::types::Value;
+use backoff::backoff::Backoff;
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+use crate::ack::{AckToken, Delivery, Failure};
+use crate::config::Config;
+use crate::encode::{AvroSchema, EncodeError, Encoder, cloudevent};
+use crate::error::{ErrorClass, retry_policy};
+use crate::event::{Event, Payload};
+use crate::router::{RouteMatch, RouteTable};
+use crate::sink::kafka::{KafkaSink, Record, SinkError};
+
+/// Header names switchyard sets on every record.
+pub mod headers {
+    /// The event's stable id.
+    pub const EVENT_ID: &str = "switchyard.event_id";
+    /// The source name.
+    pub const SOURCE: &str = "switchyard.source";
+    /// The route name.
+    pub const ROUTE: &str = "switchyard.route";
+}
+
+/// Route, encode and deliver events.
+pub struct Pipeline {
+    routes: RouteTable,
+    encoder: Encoder,
+    sink: KafkaSink,
+    in_flight: Arc<Semaphore>,
+    retry_max_elapsed: Duration,
+}
+
+/// Why the pipeline could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The Kafka client configuration is invalid.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The registry client could not be built.
+    #[error(transparent)]
+    Encode(#[from] EncodeError),
+}
+
+impl Pipeline {
+    /// Builds the route table, registry client and Kafka producer from a configuration.
+    pub fn new(config: &Config) -> Result<Pipeline, PipelineError> {
+        Ok(Pipeline {
+            routes: RouteTable::compile(config),
+            encoder: Encoder::new(&config.schema_registry.url, config.schema_registry.timeout)?,
+            sink: KafkaSink::new(&config.kafka)?,
+            in_flight: Arc::new(Semaphore::new(config.kafka.max_in_flight)),
+            retry_max_elapsed: config.kafka.retry_max_elapsed,
+        })
+    }
+
+    /// The Kafka sink (readiness checks, topic creation, flush).
+    pub fn sink(&self) -> &KafkaSink {
+        &self.sink
+    }
+
+    /// The compiled routes.
+    pub fn routes(&self) -> &RouteTable {
+        &self.routes
+    }
+
+    /// Takes an event once there is room in flight, and resolves `ack` when it is durable or
+    /// has failed. Returns as soon as the event is taken.
+    pub async fn dispatch(self: &Arc<Self>, event: Event, ack: AckToken) {
+        let permit = match Arc::clone(&self.in_flight).acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => {
+                ack.resolve(failed(ErrorClass::Internal, "switchyard is shutting down"));
+                return;
+            }
+        };
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let delivery = this.deliver(&event, &ack).await;
+            if let Delivery::Failed(f) = &delivery {
+                warn!(event_id = %event.id, source = %event.source, class = %f.class, error = %f.message, "event not delivered");
+            }
+            ack.resolve(delivery);
+            drop(permit);
+        });
+    }
+
+    /// Routes, encodes and delivers one event to every matching route, in route order.
+    pub async fn deliver(&self, event: &Event, ack: &AckToken) -> Delivery {
+        let matches = self.routes.route(event);
+        if matches.is_empty() {
+            return failed(
+                ErrorClass::Unroutable,
+                &format!("no route takes events from source `{}`", event.source),
+            );
+        }
+        for m in matches {
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => return failed(ErrorClass::Unroutable, &e.to_string()),
+            };
+            let record = match self.encode(event, &m, ack).await {
+                Ok(r) => r,
+                Err(f) => return Delivery::Failed(f),
+            };
+            let abandoned = || ack.is_abandoned();
+            match self.sink.deliver(&record, &abandoned).await {
+                Ok(p) => {
+                    debug!(event_id = %event.id, route = %m.route, topic = %m.topic, partition = p.partition, offset = p.offset, "delivered")
+                }
+                Err(e) => {
+                    return Delivery::Failed(Failure {
+                        class: e.class(),
+                        message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
+                    });
+                }
+            }
+        }
+        Delivery::Delivered
+    }
+
+    /// Builds the Kafka record for one route, retrying while the registry is unavailable.
+    pub async fn encode(
+        &self,
+        event: &Event,
+        m: &RouteMatch,
+        ack: &AckToken,
+    ) -> Result<Record, Failure> {
+        let (schema, value) = match &event.payload {
+            Payload::Webhook(_) => (cloudevent::schema(), cloudevent::record(event)),
+        };
+        let key = Value::String(event.id.as_str().to_string());
+        let mut backoff = retry_policy(self.retry_max_elapsed);
+        let started = Instant::now();
+        loop {
+            let attempt = self
+                .encode_once(&m.topic, schema, value.clone(), key.clone())
+                .await;
+            match attempt {
+                Ok((key, value)) => {
+                    return Ok(Record {
+                        topic: m.topic.clone(),
+                        key: Some(key),
+                        value,
+                        headers: vec![
+                            (
+                                headers::EVENT_ID.into(),
+                                event.id.as_str().as_bytes().to_vec(),
+                            ),
+                            (headers::SOURCE.into(), event.source.as_bytes().to_vec()),
+                            (headers::ROUTE.into(), m.route.as_bytes().to_vec()),
+                        ],
+                    });
+                }
+                Err(e @ EncodeError::Unavailable(_)) => {
+                    if ack.is_abandoned() {
+                        return Err(Failure {
+                            class: ErrorClass::Unavailable,
+                            message: e.to_string(),
+                        });
+                    }
+                    match backoff.next_backoff() {
+                        Some(wait) => tokio::time::sleep(wait).await,
+                        None => {
+                            return Err(Failure {
+                                class: ErrorClass::RetriesExhausted,
+                                message: format!("after {:?}: {e}", started.elapsed()),
+                            });
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(Failure {
+                        class: e.class(),
+                        message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
+                    });
+                }
+            }
+        }
+    }
+
+    async fn encode_once(
+        &self,
+        topic: &str,
+        schema: &AvroSchema,
+        value: Value,
+        key: Value,
+    ) -> Result<(Vec<u8>, Vec<u8>), EncodeError> {
+        let key = self.encoder.key(topic, &AvroSchema::string(), key).await?;
+        let value = self.encoder.value(topic, schema, value).await?;
+        Ok((key, value))
+    }
+
+    /// Waits until no event is in flight, up to `timeout`; true when all finished.
+    pub async fn drain(&self, timeout: Duration, max_in_flight: usize) -> bool {
+        let all = u32::try_from(max_in_flight).unwrap_or(u32::MAX);
+        let ok = tokio::time::timeout(timeout, self.in_flight.acquire_many(all))
+            .await
+            .is_ok();
+        self.sink.flush(Duration::from_secs(5));
+        ok
+    }
+}
+
+fn failed(class: ErrorClass, message: &str) -> Delivery {
+    Delivery::Failed(Failure {
+        class,
+        message: message.to_string(),
+    })
+}

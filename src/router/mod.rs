@@ -1,0 +1,153 @@
+//! The route table: which routes take an event, and to which topic.
+//!
+//! [`RouteTable::route`] is pure (no I/O) and cheap: routes are compiled once from the
+//! configuration and indexed by source. The router issue adds filters, keys and transforms.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::{Config, TopicTemplate, is_legal_topic};
+use crate::event::Event;
+
+/// A compiled route.
+#[derive(Debug, Clone)]
+struct CompiledRoute {
+    name: Arc<str>,
+    topic: TopicTemplate,
+}
+
+/// Where one route sends an event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// The route's name.
+    pub route: Arc<str>,
+    /// The rendered topic.
+    pub topic: String,
+}
+
+/// A route matched but could not name a topic for this event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("route `{route}`: {message}")]
+pub struct RouteError {
+    /// The route's name.
+    pub route: Arc<str>,
+    /// What went wrong.
+    pub message: String,
+}
+
+/// All routes, indexed by source.
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    by_source: HashMap<String, Vec<CompiledRoute>>,
+}
+
+impl RouteTable {
+    /// Compiles the routes of a validated configuration.
+    pub fn compile(config: &Config) -> RouteTable {
+        let mut by_source: HashMap<String, Vec<CompiledRoute>> = HashMap::new();
+        for r in &config.routes {
+            by_source
+                .entry(r.source.clone())
+                .or_default()
+                .push(CompiledRoute {
+                    name: Arc::from(r.name.as_str()),
+                    topic: r.topic.clone(),
+                });
+        }
+        RouteTable { by_source }
+    }
+
+    /// The routes that take `event`, in configuration order.
+    pub fn route(&self, event: &Event) -> Vec<Result<RouteMatch, RouteError>> {
+        let Some(routes) = self.by_source.get(&event.source) else {
+            return Vec::new();
+        };
+        routes
+            .iter()
+            .map(|r| {
+                let topic = r
+                    .topic
+                    .render(|f| event.topic_field(f))
+                    .ok_or_else(|| RouteError {
+                        route: r.name.clone(),
+                        message: "the topic names a field this event does not have".into(),
+                    })?;
+                if !is_legal_topic(&topic) {
+                    return Err(RouteError {
+                        route: r.name.clone(),
+                        message: format!("`{topic}` is not a legal Kafka topic name"),
+                    });
+                }
+                Ok(RouteMatch {
+                    route: r.name.clone(),
+                    topic,
+                })
+            })
+            .collect()
+    }
+
+    /// Topics known without seeing an event (templates without placeholders).
+    pub fn static_topics(&self) -> Vec<String> {
+        let mut topics: Vec<String> = self
+            .by_source
+            .values()
+            .flatten()
+            .filter_map(|r| r.topic.as_literal().map(str::to_string))
+            .collect();
+        topics.sort();
+        topics.dedup();
+        topics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::event::{Payload, WebhookPayload};
+
+    fn table(routes: &str) -> RouteTable {
+        let text = format!(
+            "[kafka]\nbootstrap_servers = \"x:1\"\n[schema_registry]\nurl = \"http://x\"\n\
+             [sources.shop]\ntype = \"webhook\"\n[sources.other]\ntype = \"webhook\"\n{routes}"
+        );
+        let cfg = Config::from_str_with_env(Path::new("t.toml"), &text, |_| None).expect("valid");
+        RouteTable::compile(&cfg)
+    }
+
+    fn event(source: &str, event_type: &str) -> Event {
+        Event {
+            id: crate::event::EventId::from_provider("1"),
+            source: source.into(),
+            event_type: event_type.into(),
+            received_at_micros: 0,
+            payload: Payload::Webhook(WebhookPayload {
+                path: "/".into(),
+                content_type: None,
+                headers: vec![],
+                body: "{}".into(),
+            }),
+        }
+    }
+
+    #[test]
+    fn routes_by_source_and_renders_topics() {
+        let t = table(
+            "[[routes]]\nname = \"a\"\nsource = \"shop\"\ntopic = \"{source}.{event_type}\"\n\
+             [[routes]]\nname = \"b\"\nsource = \"shop\"\ntopic = \"all\"\n",
+        );
+        let m = t.route(&event("shop", "order.paid"));
+        let topics: Vec<String> = m.into_iter().map(|r| r.expect("routes").topic).collect();
+        assert_eq!(topics, vec!["shop.order.paid", "all"]);
+        assert!(t.route(&event("other", "x")).is_empty());
+        assert_eq!(t.static_topics(), vec!["all".to_string()]);
+    }
+
+    #[test]
+    fn an_event_type_that_makes_an_illegal_topic_is_an_error_not_a_guess() {
+        let t = table("[[routes]]\nname = \"a\"\nsource = \"shop\"\ntopic = \"{event_type}\"\n");
+        let m = t.route(&event("shop", "order/paid"));
+        assert!(matches!(&m[0], Err(e) if e.message.contains("not a legal")));
+    }
+}

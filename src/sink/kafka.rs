@@ -1,0 +1,376 @@
+//! The Kafka sink: an idempotent rdkafka producer with `acks=all`.
+//!
+//! Invariant: [`KafkaSink::deliver`] returns `Ok` only after the broker's delivery report for
+//! the record, i.e. once every in-sync replica has it. Transient failures (broker down, leader
+//! moving, timeouts) are retried with exponential backoff until the caller abandons the event or
+//! `retry_max_elapsed` passes; definite ones (too large, not allowed, invalid) are returned at
+//! once with their [`ErrorClass`] so that one poison record never stalls the stream.
+//!
+//! Topics are created through the admin API the first time they are used, since brokers may not
+//! auto-create them.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use tracing::{debug, info, warn};
+
+use crate::config::KafkaConfig;
+use crate::error::{ErrorClass, retry_policy};
+
+/// A record ready for Kafka.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    /// Topic name (legal, already rendered).
+    pub topic: String,
+    /// Encoded key.
+    pub key: Option<Vec<u8>>,
+    /// Encoded value.
+    pub value: Vec<u8>,
+    /// Headers.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// Why a record was not delivered.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    /// The record itself cannot be produced; retrying will not help.
+    #[error("{class}: {message}")]
+    Definite {
+        /// Error class for the DLQ.
+        class: ErrorClass,
+        /// What the broker or client said.
+        message: String,
+    },
+    /// Transient failures went on for longer than `retry_max_elapsed`.
+    #[error("gave up after retrying for {elapsed:?}: {last}")]
+    RetriesExhausted {
+        /// How long it was retried.
+        elapsed: Duration,
+        /// The last error.
+        last: String,
+    },
+    /// The caller stopped waiting; the source will deliver the event again.
+    #[error("abandoned by the source after: {last}")]
+    Abandoned {
+        /// The last error.
+        last: String,
+    },
+    /// The sink could not be set up (bad librdkafka properties).
+    #[error("kafka client configuration: {0}")]
+    Config(String),
+}
+
+impl SinkError {
+    /// The DLQ error class.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            SinkError::Definite { class, .. } => *class,
+            SinkError::RetriesExhausted { .. } => ErrorClass::RetriesExhausted,
+            SinkError::Abandoned { .. } => ErrorClass::Unavailable,
+            SinkError::Config(_) => ErrorClass::Internal,
+        }
+    }
+}
+
+/// What to do about one failed attempt.
+enum Attempt {
+    Retry(String),
+    RecreateTopic(String),
+    RebuildProducer(String),
+    Fail(ErrorClass, String),
+}
+
+/// The Kafka sink.
+pub struct KafkaSink {
+    cfg: KafkaConfig,
+    client_config: ClientConfig,
+    producer: RwLock<Arc<FutureProducer>>,
+    admin: AdminClient<DefaultClientContext>,
+    known_topics: Mutex<HashSet<String>>,
+}
+
+impl KafkaSink {
+    /// Builds the producer and admin client; no connection is made yet.
+    pub fn new(cfg: &KafkaConfig) -> Result<KafkaSink, SinkError> {
+        let client_config = client_config(cfg);
+        let producer: FutureProducer = client_config
+            .create()
+            .map_err(|e| SinkError::Config(e.to_string()))?;
+        let admin: AdminClient<DefaultClientContext> = admin_config(cfg)
+            .create()
+            .map_err(|e| SinkError::Config(e.to_string()))?;
+        Ok(KafkaSink {
+            cfg: cfg.clone(),
+            client_config,
+            producer: RwLock::new(Arc::new(producer)),
+            admin,
+            known_topics: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn producer(&self) -> Arc<FutureProducer> {
+        match self.producer.read() {
+            Ok(p) => Arc::clone(&p),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    fn rebuild_producer(&self, reason: &str) {
+        warn!(reason, "rebuilding the Kafka producer after a fatal error");
+        match self.client_config.create::<FutureProducer>() {
+            Ok(p) => {
+                let mut guard = match self.producer.write() {
+                    Ok(g) => g,
+                    Err(poisoned) => poisoned.into_inner(),
+                };
+                *guard = Arc::new(p);
+            }
+            Err(e) => warn!(error = %e, "could not rebuild the Kafka producer"),
+        }
+    }
+
+    fn topic_known(&self, topic: &str) -> bool {
+        self.known_topics
+            .lock()
+            .map(|t| t.contains(topic))
+            .unwrap_or(false)
+    }
+
+    fn set_topic_known(&self, topic: &str, known: bool) {
+        if let Ok(mut t) = self.known_topics.lock() {
+            if known {
+                t.insert(topic.to_string());
+            } else {
+                t.remove(topic);
+            }
+        }
+    }
+
+    /// Creates `topic` unless it exists; remembered, so each topic costs one call per process.
+    pub async fn ensure_topic(&self, topic: &str) -> Result<(), SinkError> {
+        if self.topic_known(topic) {
+            return Ok(());
+        }
+        let new = NewTopic::new(
+            topic,
+            self.cfg.partitions,
+            TopicReplication::Fixed(self.cfg.replication_factor),
+        );
+        let opts = AdminOptions::new()
+            .operation_timeout(Some(Duration::from_secs(10)))
+            .request_timeout(Some(Duration::from_secs(10)));
+        let results = self.admin.create_topics([&new], &opts).await.map_err(|e| {
+            SinkError::RetriesExhausted {
+                elapsed: Duration::ZERO,
+                last: format!("creating topic {topic}: {e}"),
+            }
+        })?;
+        for result in results {
+            match result {
+                Ok(_) => info!(topic, "created topic"),
+                Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => debug!(topic, "topic exists"),
+                Err((
+                    _,
+                    code @ (RDKafkaErrorCode::InvalidTopic
+                    | RDKafkaErrorCode::TopicAuthorizationFailed
+                    | RDKafkaErrorCode::ClusterAuthorizationFailed
+                    | RDKafkaErrorCode::PolicyViolation
+                    | RDKafkaErrorCode::InvalidReplicationFactor
+                    | RDKafkaErrorCode::InvalidPartitions),
+                )) => {
+                    return Err(SinkError::Definite {
+                        class: ErrorClass::Produce,
+                        message: format!("cannot create topic {topic}: {code}"),
+                    });
+                }
+                Err((_, code)) => {
+                    return Err(SinkError::RetriesExhausted {
+                        elapsed: Duration::ZERO,
+                        last: format!("creating topic {topic}: {code}"),
+                    });
+                }
+            }
+        }
+        self.set_topic_known(topic, true);
+        Ok(())
+    }
+
+    /// Produces `record` and waits for its delivery report; see the module invariant.
+    pub async fn deliver(
+        &self,
+        record: &Record,
+        abandoned: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Result<Placement, SinkError> {
+        let mut backoff = retry_policy(self.cfg.retry_max_elapsed);
+        let started = std::time::Instant::now();
+        loop {
+            let outcome = match self.ensure_topic(&record.topic).await {
+                Err(SinkError::Definite { class, message }) => Attempt::Fail(class, message),
+                Err(e) => Attempt::Retry(e.to_string()),
+                Ok(()) => match self.produce_once(record).await {
+                    Ok(placement) => return Ok(placement),
+                    Err(attempt) => attempt,
+                },
+            };
+            let last = match outcome {
+                Attempt::Fail(class, message) => {
+                    return Err(SinkError::Definite { class, message });
+                }
+                Attempt::Retry(m) => m,
+                Attempt::RecreateTopic(m) => {
+                    self.set_topic_known(&record.topic, false);
+                    m
+                }
+                Attempt::RebuildProducer(m) => {
+                    self.rebuild_producer(&m);
+                    m
+                }
+            };
+            if abandoned() {
+                return Err(SinkError::Abandoned { last });
+            }
+            match backoff.next_backoff() {
+                Some(wait) => {
+                    debug!(topic = %record.topic, error = %last, ?wait, "produce failed; retrying");
+                    tokio::time::sleep(wait).await;
+                }
+                None => {
+                    return Err(SinkError::RetriesExhausted {
+                        elapsed: started.elapsed(),
+                        last,
+                    });
+                }
+            }
+        }
+    }
+
+    async fn produce_once(&self, record: &Record) -> Result<Placement, Attempt> {
+        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+        for (k, v) in &record.headers {
+            headers = headers.insert(Header {
+                key: k,
+                value: Some(v),
+            });
+        }
+        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic)
+            .payload(record.value.as_slice())
+            .headers(headers);
+        if let Some(k) = &record.key {
+            fr = fr.key(k.as_slice());
+        }
+        let producer = self.producer();
+        // Waits for queue space up to the delivery timeout: librdkafka's queue is the bound.
+        match producer.send(fr, self.cfg.delivery_timeout).await {
+            Ok(d) => Ok(Placement {
+                partition: d.partition,
+                offset: d.offset,
+            }),
+            Err((err, _)) => Err(self.classify(&producer, err)),
+        }
+    }
+
+    fn classify(&self, producer: &FutureProducer, err: KafkaError) -> Attempt {
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            return Attempt::RebuildProducer(format!("{code}: {reason}"));
+        }
+        let text = err.to_string();
+        let Some(code) = err.rdkafka_error_code() else {
+            return Attempt::Retry(text);
+        };
+        use RDKafkaErrorCode as C;
+        match code {
+            C::MessageSizeTooLarge | C::InvalidMessageSize => {
+                Attempt::Fail(ErrorClass::Oversize, text)
+            }
+            C::InvalidRecord
+            | C::InvalidMessage
+            | C::TopicAuthorizationFailed
+            | C::ClusterAuthorizationFailed
+            | C::PolicyViolation
+            | C::InvalidTopic
+            | C::UnsupportedForMessageFormat
+            | C::InvalidRequiredAcks => Attempt::Fail(ErrorClass::Produce, text),
+            C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition => {
+                Attempt::RecreateTopic(text)
+            }
+            C::Fatal
+            | C::OutOfOrderSequenceNumber
+            | C::UnknownProducerId
+            | C::InvalidProducerEpoch => Attempt::RebuildProducer(text),
+            _ => Attempt::Retry(text),
+        }
+    }
+
+    /// True when a broker answers a metadata request within `timeout`.
+    pub async fn is_reachable(&self, timeout: Duration) -> Result<(), String> {
+        let producer = self.producer();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(None, timeout)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    }
+
+    /// Waits up to `timeout` for records still queued in the producer.
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer().flush(timeout) {
+            warn!(error = %e, "records were still queued at shutdown");
+        }
+    }
+}
+
+fn base_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap_servers)
+        .set("client.id", "switchyard")
+        .set("log_level", "4");
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Producer settings: idempotent, acks=all, one delivery attempt bounded by `delivery_timeout`.
+pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = base_config(cfg);
+    c.set("enable.idempotence", "true").set("acks", "all").set(
+        "message.timeout.ms",
+        cfg.delivery_timeout.as_millis().to_string(),
+    );
+    c
+}
+
+fn admin_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap_servers)
+        .set("client.id", "switchyard-admin")
+        .set("log_level", "4");
+    // Security settings apply to every client; producer tuning does not.
+    for (k, v) in &cfg.properties {
+        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
+            c.set(k, v);
+        }
+    }
+    c
+}

@@ -1,0 +1,3 @@
+//! Sinks: where events become durable. Only Kafka for now.
+
+pub mod kafka;

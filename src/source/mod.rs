@@ -1,0 +1,3 @@
+//! Sources: where events come from.
+
+pub mod webhook;

@@ -1,0 +1,155 @@
+//! A platform engineer's mistakes in routes.toml get precise, complete error messages.
+
+use std::path::Path;
+
+use switchyard::config::{Config, ConfigErrors};
+
+const BASE: &str = r#"[kafka]
+bootstrap_servers = "127.0.0.1:9092"
+
+[schema_registry]
+url = "http://127.0.0.1:8081"
+
+[sources.orders]
+type = "webhook"
+"#;
+
+fn errors(text: &str) -> Vec<String> {
+    errors_with_env(text, |_| None)
+}
+
+fn errors_with_env(text: &str, env: impl Fn(&str) -> Option<String>) -> Vec<String> {
+    match Config::from_str_with_env(Path::new("conf/routes.toml"), text, env) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(ConfigErrors(errs)) => errs.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn an_unknown_key_names_its_line_and_column() {
+    let text = format!("{BASE}\n[[routes]]\nname = \"r\"\nsource = \"orders\"\ntopik = \"x\"\n");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    let unknown = errs
+        .iter()
+        .find(|e| e.contains("topik"))
+        .expect("unknown key reported");
+    assert!(
+        unknown.starts_with("conf/routes.toml:13:1: unknown field `topik`"),
+        "{unknown}"
+    );
+    assert!(unknown.contains("help:"), "{unknown}");
+}
+
+#[test]
+fn a_bad_type_names_the_value() {
+    let text = BASE.replace("[kafka]\n", "[kafka]\npartitions = \"three\"\n");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("conf/routes.toml:2:14: invalid type: string \"three\", expected i64"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn a_missing_environment_variable_points_at_the_reference() {
+    let text = BASE.replace("\"127.0.0.1:9092\"", "\"${KAFKA_BROKERS}\"");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .starts_with("conf/routes.toml:2:22: environment variable `KAFKA_BROKERS` is not set"),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[0].contains("${KAFKA_BROKERS:-value}"), "{}", errs[0]);
+}
+
+#[test]
+fn environment_variables_and_defaults_are_substituted() {
+    let text = BASE
+        .replace("\"127.0.0.1:9092\"", "\"${KAFKA_BROKERS}\"")
+        .replace(
+            "\"http://127.0.0.1:8081\"",
+            "\"${REGISTRY:-http://registry:8081}\"",
+        );
+    let cfg = Config::from_str_with_env(Path::new("routes.toml"), &text, |n| {
+        (n == "KAFKA_BROKERS").then(|| "kafka-1:9092,kafka-2:9092".to_string())
+    })
+    .expect("valid");
+    assert_eq!(cfg.kafka.bootstrap_servers, "kafka-1:9092,kafka-2:9092");
+    assert_eq!(cfg.schema_registry.url, "http://registry:8081");
+}
+
+#[test]
+fn duplicate_route_names_are_reported_at_the_second_one() {
+    let route = "[[routes]]\nname = \"orders\"\nsource = \"orders\"\ntopic = \"orders\"\n";
+    let text = format!("{BASE}\n{route}\n{route}");
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("conf/routes.toml:16:8: duplicate route name `orders`"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn every_error_is_reported_at_once_in_file_order() {
+    let text = format!(
+        "[server]\nlisten = \"nowhere\"\n{}\n[[routes]]\nname = \"a\"\nsource = \"missing\"\ntopic = \"{{table}}\"\n",
+        BASE.replace("[kafka]\n", "[kafka]\ncolour = 1\n")
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs[0].contains(":2:10: `nowhere` is not an IP address and port"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains(":4:1: unknown field `colour`"),
+        "{}",
+        errs[1]
+    );
+    assert!(
+        errs[2].contains("names source `missing`, which is not defined"),
+        "{}",
+        errs[2]
+    );
+}
+
+#[test]
+fn relative_dlq_paths_are_relative_to_the_config_file() {
+    let text = format!("{BASE}\n[dlq]\nurl = \"sqlite://dlq/switchyard.db\"\n");
+    let cfg = Config::from_str_with_env(Path::new("/etc/switchyard/routes.toml"), &text, |_| None)
+        .expect("valid");
+    assert_eq!(
+        cfg.dlq,
+        switchyard::config::DlqConfig::Sqlite("/etc/switchyard/dlq/switchyard.db".into())
+    );
+}
+
+#[test]
+fn a_topic_placeholder_a_webhook_cannot_fill_is_rejected() {
+    let text = format!(
+        "{BASE}\n[[routes]]\nname = \"a\"\nsource = \"orders\"\ntopic = \"cdc.{{table}}\"\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("{table} is only known for postgres sources"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn the_shipped_routes_toml_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.toml");
+    if let Err(e) = Config::load(&path) {
+        panic!("routes.toml is invalid:\n{e}");
+    }
+}

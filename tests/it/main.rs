@@ -1,0 +1,11 @@
+//! Switchyard's integration tests: one binary, real components (see `tests/support`).
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod ack_discipline;
+mod bad_input;
+mod cli;
+mod config_errors;
+mod harness;
+mod webhook_e2e;

@@ -1,0 +1,95 @@
+//! A real Kafka-protocol broker: Tansu with in-memory storage, on a loopback port.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use super::{ChildGuard, accepts, find_bin, free_port, wait_for};
+
+/// A running Tansu broker.
+pub struct Broker {
+    process: ChildGuard,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Broker {
+    /// Starts a broker on a free port and waits until it answers metadata requests.
+    pub fn start(dir: &std::path::Path) -> Broker {
+        Self::start_on(free_port(), dir)
+    }
+
+    /// Starts a broker on `port` (e.g. to restart one that was stopped).
+    pub fn start_on(port: u16, dir: &std::path::Path) -> Broker {
+        let bin = find_bin(
+            "TANSU_BIN",
+            "tansu",
+            "cargo install tansu --version 0.6.0 --features dynostore",
+        );
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+            "--storage-engine",
+            "memory://tansu/",
+        ])
+        .env("RUST_LOG", "warn");
+        let log = dir.join(format!("tansu-{port}.log"));
+        let mut process = ChildGuard::spawn("tansu", cmd, log.clone());
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        wait_for("tansu to listen", Duration::from_secs(30), || {
+            process.assert_running();
+            accepts(addr).then_some(())
+        });
+        let broker = Broker { process, port, log };
+        broker.wait_ready();
+        broker
+    }
+
+    fn wait_ready(&self) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", self.bootstrap())
+            .set("log_level", "0")
+            .create()
+            .expect("metadata client");
+        wait_for("tansu to answer metadata", Duration::from_secs(30), || {
+            consumer
+                .fetch_metadata(None, Duration::from_secs(1))
+                .ok()
+                .filter(|m| !m.brokers().is_empty())
+                .map(|_| ())
+        });
+    }
+
+    /// `host:port` for `bootstrap.servers`.
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills the broker (SIGKILL). In-memory storage: its data is gone.
+    pub fn stop(&mut self) {
+        self.process.kill();
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        wait_for("tansu to stop listening", Duration::from_secs(10), || {
+            (!accepts(addr)).then_some(())
+        });
+    }
+
+    /// The broker's log file.
+    pub fn log(&self) -> &std::path::Path {
+        &self.log
+    }
+}

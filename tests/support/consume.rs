@@ -1,0 +1,96 @@
+//! Reading a topic back with a plain Kafka consumer, and decoding through the registry.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use schema_registry_converter::async_impl::avro::AvroDecoder;
+use schema_registry_converter::async_impl::schema_registry::SrSettings;
+
+/// One record as read from Kafka.
+#[derive(Debug, Clone)]
+pub struct Consumed {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Vec<u8>,
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads `topic` from the earliest offset until `want` records arrived or `timeout` passed.
+/// Tansu's latest-offset answer is wrong, so this never relies on watermarks.
+pub fn read_topic(bootstrap: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "switchyard-tests")
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("log_level", "3")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("topic metadata");
+    let partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition_offset(topic, *p, Offset::Beginning)
+            .expect("tpl");
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + timeout;
+    let mut out = Vec::new();
+    while out.len() < want && Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => out.push(Consumed {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                headers: m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|x| {
+                                (
+                                    x.key.to_string(),
+                                    x.value.map(<[u8]>::to_vec).unwrap_or_default(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            }),
+            Some(Err(e)) => eprintln!("consumer: {e}"),
+            None => {}
+        }
+    }
+    out
+}
+
+/// A decoder that checks the Confluent framing and resolves schema ids at the registry.
+pub fn decoder(registry_url: &str) -> AvroDecoder {
+    AvroDecoder::new(SrSettings::new(registry_url.to_string()))
+}
+
+/// Decodes one Confluent-framed Avro value to JSON, asserting the magic byte.
+pub async fn decode(decoder: &AvroDecoder, bytes: &[u8]) -> (u32, serde_json::Value) {
+    assert!(
+        bytes.len() > 5,
+        "record too short for the Confluent wire format"
+    );
+    assert_eq!(bytes[0], 0, "magic byte must be 0");
+    let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    let decoded = decoder
+        .decode(Some(bytes))
+        .await
+        .unwrap_or_else(|e| panic!("schema id {id} does not decode at the registry: {e}"));
+    (id, switchyard::tail::avro_to_json(decoded.value))
+}

@@ -1,0 +1,59 @@
+//! Switchyard in-process, wired to a test's broker and registry.
+
+use std::path::Path;
+use std::time::Duration;
+
+use switchyard::config::Config;
+use switchyard::daemon::Daemon;
+
+/// A configuration for one webhook source `orders` routed to `topic`.
+pub fn webhook_config(
+    dir: &Path,
+    bootstrap: &str,
+    registry: &str,
+    topic: &str,
+    extra_server: &str,
+) -> Config {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{extra_server}
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+partitions = 3
+delivery_timeout = "5s"
+
+[schema_registry]
+url = "{registry}"
+
+[sources.orders]
+type = "webhook"
+path = "/webhooks/orders"
+
+[[routes]]
+name = "orders-to-kafka"
+source = "orders"
+topic = "{topic}"
+"#
+    );
+    let path = dir.join("routes.toml");
+    std::fs::write(&path, &text).expect("write config");
+    match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => panic!("test config invalid:\n{e}\n{text}"),
+    }
+}
+
+/// Starts switchyard and returns it with its base URL.
+pub async fn start(config: Config) -> (Daemon, String) {
+    let daemon = Daemon::start(config).await.expect("switchyard starts");
+    let url = format!("http://{}", daemon.addr());
+    (daemon, url)
+}
+
+/// Stops switchyard.
+pub async fn stop(daemon: Daemon) {
+    daemon.shutdown(Duration::from_secs(10)).await;
+}
