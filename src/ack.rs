@@ -126,19 +126,17 @@ impl<P: Copy + Ord> Checkpoint<P> {
 
     /// Records the outcome of a tracked position and returns the new confirmed position.
     pub fn resolve(&mut self, seq: Seq, durable: bool) -> Option<P> {
-        if let Some(idx) = seq.0.checked_sub(self.base_seq) {
-            if let Some(slot) = usize::try_from(idx)
+        if let Some(idx) = seq.0.checked_sub(self.base_seq)
+            && let Some(slot) = usize::try_from(idx)
                 .ok()
                 .and_then(|i| self.pending.get_mut(i))
-            {
-                if slot.1 == SlotState::InFlight {
-                    slot.1 = if durable {
-                        SlotState::Durable
-                    } else {
-                        SlotState::Failed
-                    };
-                }
-            }
+            && slot.1 == SlotState::InFlight
+        {
+            slot.1 = if durable {
+                SlotState::Durable
+            } else {
+                SlotState::Failed
+            };
         }
         while let Some((pos, SlotState::Durable)) = self.pending.front().copied() {
             self.pending.pop_front();

@@ -137,6 +137,14 @@ fn check(cli: &Cli) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
+    // librdkafka checks property names and values without connecting.
+    if let Err(e) = crate::sink::kafka::KafkaSink::new(&config.kafka) {
+        eprintln!(
+            "error: {}: [kafka.properties]: {e}\n  help: see librdkafka's CONFIGURATION.md for property names and values",
+            cli.config.display()
+        );
+        return ExitCode::FAILURE;
+    }
     println!("{}: OK", cli.config.display());
     for (name, source) in &config.sources {
         let SourceKind::Webhook(w) = &source.kind;

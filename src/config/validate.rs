@@ -634,26 +634,24 @@ fn parse_topic(s: &str) -> Result<TopicTemplate, String> {
         }
     }
     for p in &parts {
-        if let TopicPart::Literal(l) = p {
-            if l.contains('}')
-                || !l
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-            {
-                return Err(format!(
-                    "topic `{s}` has characters Kafka does not allow in topic names"
-                ));
-            }
+        if let TopicPart::Literal(l) = p
+            && !l
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(format!(
+                "topic `{s}` has characters Kafka does not allow in topic names"
+            ));
         }
     }
     let template = TopicTemplate { parts };
     if template.parts().is_empty() {
         return Err("topic is empty".into());
     }
-    if let Some(lit) = template.as_literal() {
-        if !is_legal_topic(lit) {
-            return Err(format!("`{lit}` is not a legal Kafka topic name"));
-        }
+    if let Some(lit) = template.as_literal()
+        && !is_legal_topic(lit)
+    {
+        return Err(format!("`{lit}` is not a legal Kafka topic name"));
     }
     Ok(template)
 }

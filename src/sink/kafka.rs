@@ -374,3 +374,51 @@ fn admin_config(cfg: &KafkaConfig) -> ClientConfig {
     }
     c
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn cfg(props: &[(&str, &str)]) -> KafkaConfig {
+        KafkaConfig {
+            bootstrap_servers: "127.0.0.1:1".into(),
+            partitions: 1,
+            replication_factor: 1,
+            delivery_timeout: Duration::from_secs(1),
+            retry_max_elapsed: Duration::from_secs(1),
+            max_in_flight: 1,
+            properties: props
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn managed_kafka_security_settings_are_accepted_by_the_bundled_librdkafka() {
+        // Fails at client creation if librdkafka was built without OpenSSL or SASL SCRAM.
+        for mechanism in ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] {
+            let c = cfg(&[
+                ("security.protocol", "SASL_SSL"),
+                ("sasl.mechanisms", mechanism),
+                ("sasl.username", "user"),
+                ("sasl.password", "secret"),
+                ("compression.type", "zstd"),
+            ]);
+            if let Err(e) = KafkaSink::new(&c) {
+                panic!("{mechanism}: {e}");
+            }
+        }
+        assert!(KafkaSink::new(&cfg(&[("security.protocol", "SSL")])).is_ok());
+    }
+
+    #[test]
+    fn an_unknown_librdkafka_property_is_a_configuration_error() {
+        let err = KafkaSink::new(&cfg(&[("no.such.property", "1")]))
+            .err()
+            .expect("rejected");
+        assert!(matches!(err, SinkError::Config(m) if m.contains("no.such.property")));
+    }
+}

@@ -65,3 +65,27 @@ fn unbuilt_verbs_say_so_instead_of_pretending() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn check_rejects_a_librdkafka_property_that_does_not_exist() {
+    let dir = scratch();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        "[kafka]\nbootstrap_servers = \"127.0.0.1:9\"\n[kafka.properties]\n\"compresion.type\" = \"zstd\"\n\
+         [schema_registry]\nurl = \"http://127.0.0.1:9\"\n",
+    )
+    .expect("write");
+    let out = switchyard()
+        .arg("check")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("[kafka.properties]") && stderr.contains("compresion.type"),
+        "{stderr}"
+    );
+}

@@ -138,3 +138,61 @@ async fn without_a_webhook_id_the_event_id_is_a_hash_of_the_body() {
     assert!(first["id"].as_str().expect("id").starts_with("sha256:"));
     daemon::stop(sy).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_each_record_decoded_as_one_json_line() {
+    let dir = scratch();
+    let broker = Broker::start(dir.path());
+    let registry = Registry::start(dir.path());
+    let config = daemon::webhook_config(
+        dir.path(),
+        &broker.bootstrap(),
+        &registry.url(),
+        "tailed",
+        "",
+    );
+    let config_path = config.path.clone();
+    let (sy, url) = daemon::start(config).await;
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let r = client
+            .post(format!("{url}/webhooks/orders"))
+            .header("webhook-id", format!("t-{i}"))
+            .body(format!(r#"{{"n":{i}}}"#))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+    }
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["tail", "tailed", "--limit", "3", "--idle", "20s", "-c"])
+        .arg(&config_path)
+        .output()
+        .await
+        .expect("run tail");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let mut ids: Vec<String> = lines
+        .iter()
+        .map(|l| l["value"]["id"].as_str().expect("id").to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["t-0", "t-1", "t-2"]);
+    for l in &lines {
+        assert_eq!(
+            l["key"], l["value"]["id"],
+            "key decoded through the registry"
+        );
+        assert_eq!(l["headers"]["switchyard.route"], "orders-to-kafka");
+        assert_eq!(l["topic"], "tailed");
+    }
+    daemon::stop(sy).await;
+}

@@ -130,8 +130,10 @@ impl ChildGuard {
 
     /// Panics with the log's tail if the process has exited.
     pub fn assert_running(&mut self) {
-        if let Some(c) = self.child.as_mut() {
-            if let Ok(Some(status)) = c.try_wait() {
+        if let Some(c) = self.child.as_mut()
+            && let Ok(Some(status)) = c.try_wait()
+        {
+            {
                 let log = std::fs::read_to_string(&self.log).unwrap_or_default();
                 let tail: String = log
                     .lines()

@@ -161,10 +161,8 @@ impl Drop for PgCluster {
             .args(["-m", "immediate", "-w", "-t", "20", "stop"])
             .output()
             .is_ok_and(|o| o.status.success());
-        if !stopped {
-            if let Some(pid) = self.pid.take() {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-            }
+        if !stopped && let Some(pid) = self.pid.take() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
     }
 }
