@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
 use rdkafka::ClientConfig;
@@ -92,6 +92,8 @@ impl SinkError {
 /// What to do about one failed attempt.
 enum Attempt {
     Retry(String),
+    /// The delivery timed out: the broker is down, or up but refusing this producer's state.
+    TimedOut(String),
     RecreateTopic(String),
     RebuildProducer(String),
     Fail(ErrorClass, String),
@@ -104,7 +106,11 @@ pub struct KafkaSink {
     producer: RwLock<Arc<FutureProducer>>,
     admin: AdminClient<DefaultClientContext>,
     known_topics: Mutex<HashSet<String>>,
+    last_rebuild: Mutex<Option<Instant>>,
 }
+
+/// A producer is rebuilt at most this often, however many deliveries fail at once.
+const REBUILD_INTERVAL: Duration = Duration::from_secs(10);
 
 impl KafkaSink {
     /// Builds the producer and admin client; no connection is made yet.
@@ -122,6 +128,7 @@ impl KafkaSink {
             producer: RwLock::new(Arc::new(producer)),
             admin,
             known_topics: Mutex::new(HashSet::new()),
+            last_rebuild: Mutex::new(None),
         })
     }
 
@@ -132,8 +139,22 @@ impl KafkaSink {
         }
     }
 
+    /// False while a rebuild happened less than [`REBUILD_INTERVAL`] ago.
+    fn rebuild_due(&self) -> bool {
+        self.last_rebuild
+            .lock()
+            .map(|last| !last.is_some_and(|t| t.elapsed() < REBUILD_INTERVAL))
+            .unwrap_or(true)
+    }
+
     fn rebuild_producer(&self, reason: &str) {
-        warn!(reason, "rebuilding the Kafka producer after a fatal error");
+        if let Ok(mut last) = self.last_rebuild.lock() {
+            if last.is_some_and(|t| t.elapsed() < REBUILD_INTERVAL) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        warn!(reason, "rebuilding the Kafka producer");
         match self.client_config.create::<FutureProducer>() {
             Ok(p) => {
                 let mut guard = match self.producer.write() {
@@ -219,7 +240,7 @@ impl KafkaSink {
         abandoned: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<Placement, SinkError> {
         let mut backoff = retry_policy(self.cfg.retry_max_elapsed);
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         loop {
             let outcome = match self.ensure_topic(&record.topic).await {
                 Err(SinkError::Definite { class, message }) => Attempt::Fail(class, message),
@@ -234,6 +255,18 @@ impl KafkaSink {
                     return Err(SinkError::Definite { class, message });
                 }
                 Attempt::Retry(m) => m,
+                Attempt::TimedOut(m) => {
+                    // Reachable yet timing out: the broker lost this producer's id (e.g. a
+                    // restarted broker without its state) and librdkafka keeps retrying with it.
+                    // A new producer gets a new id; with the broker down this changes nothing.
+                    // Its topic may be gone with it: check again before the next attempt.
+                    if self.rebuild_due() && self.is_reachable(Duration::from_secs(1)).await.is_ok()
+                    {
+                        self.rebuild_producer(&m);
+                        self.set_topic_known(&record.topic, false);
+                    }
+                    m
+                }
                 Attempt::RecreateTopic(m) => {
                     self.set_topic_known(&record.topic, false);
                     m
@@ -310,6 +343,7 @@ impl KafkaSink {
             C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition => {
                 Attempt::RecreateTopic(text)
             }
+            C::MessageTimedOut => Attempt::TimedOut(text),
             C::Fatal
             | C::OutOfOrderSequenceNumber
             | C::UnknownProducerId

@@ -48,6 +48,10 @@ topic = "{topic}"
 
 /// Starts switchyard and returns it with its base URL.
 pub async fn start(config: Config) -> (Daemon, String) {
+    // Logs only on request: SWITCHYARD_LOG=switchyard=debug scripts/test NAME
+    if std::env::var_os("SWITCHYARD_LOG").is_some() {
+        switchyard::telemetry::init_logging(switchyard::telemetry::LogFormat::Text);
+    }
     let daemon = Daemon::start(config).await.expect("switchyard starts");
     let url = format!("http://{}", daemon.addr());
     (daemon, url)

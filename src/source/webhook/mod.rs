@@ -117,7 +117,7 @@ impl WebhookSource {
                 error(status, f.class.as_str(), f.message)
             }
             Err(_) => unavailable(&format!(
-                "the event was not acknowledged by Kafka within {:?}; nothing was accepted, retry later",
+                "Kafka did not acknowledge the event within {:?}; retry later (a retry keeps the event id, so a consumer can recognise a duplicate)",
                 self.ack_timeout
             )),
         }
