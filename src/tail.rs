@@ -15,6 +15,7 @@ use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use serde_json::{Map, json};
 
 use crate::config::Config;
+use crate::sink::context::KafkaLog;
 
 /// What to print.
 #[derive(Debug, Clone)]
@@ -64,7 +65,7 @@ pub async fn tail(
             cc.set(k, v);
         }
     }
-    let consumer: StreamConsumer = cc.create()?;
+    let consumer: StreamConsumer<KafkaLog> = cc.create_with_context(KafkaLog)?;
     let topic = opts.topic.clone();
     let partitions = {
         let md = consumer.fetch_metadata(Some(&topic), Duration::from_secs(10))?;

@@ -16,7 +16,7 @@ PG_PORT=${PG_PORT:-54329}
 mkdir -p "$DATA"
 cd "$ROOT"
 
-say() { printf '\n==> %s\n' "$*"; }
+step() { printf '\n==> %s\n' "$*"; }
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 wait_until() { # description seconds command...
   local what=$1 secs=$2; shift 2
@@ -37,7 +37,7 @@ start_bg() { # name command...
   echo "$name started (pid $!, log $DATA/$name.log)"
 }
 
-say "Installing tools (cached after the first run)"
+step "Installing tools (cached after the first run)"
 . "$ROOT/scripts/tools.sh"
 
 for p in "$KAFKA_PORT:kafka:tansu" "$REGISTRY_PORT:registry:registry" "$SWITCHYARD_PORT:switchyard:switchyard" "$PG_PORT:postgres:postgres"; do
@@ -47,7 +47,7 @@ for p in "$KAFKA_PORT:kafka:tansu" "$REGISTRY_PORT:registry:registry" "$SWITCHYA
   fi
 done
 
-say "PostgreSQL 15 on 127.0.0.1:$PG_PORT (wal_level=logical)"
+step "PostgreSQL 15 on 127.0.0.1:$PG_PORT (wal_level=logical)"
 PGDATA=$DATA/postgres
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 if [ ! -f "$PGDATA/PG_VERSION" ]; then
@@ -60,16 +60,16 @@ if ! as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
 fi
 echo "postgres running: postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 
-say "Kafka broker (Tansu) on 127.0.0.1:$KAFKA_PORT"
+step "Kafka broker (Tansu) on 127.0.0.1:$KAFKA_PORT"
 start_bg tansu "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
   --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine memory://tansu/
 wait_until "the broker" 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT"
 
-say "Schema registry (rivven-schema) on 127.0.0.1:$REGISTRY_PORT"
+step "Schema registry (rivven-schema) on 127.0.0.1:$REGISTRY_PORT"
 (cd "$DATA" && start_bg registry "$RIVVEN_SCHEMA_BIN" serve --host 127.0.0.1 --port "$REGISTRY_PORT")
 wait_until "the registry" 30 curl -sf "http://127.0.0.1:$REGISTRY_PORT/subjects"
 
-say "Building switchyard"
+step "Building switchyard"
 cargo build --locked --bin switchyard
 SY=${CARGO_TARGET_DIR:-$ROOT/target}/debug/switchyard
 export KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
@@ -77,17 +77,17 @@ export SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 export SWITCHYARD_LISTEN=127.0.0.1:$SWITCHYARD_PORT
 "$SY" check -c routes.toml
 
-say "switchyard on 127.0.0.1:$SWITCHYARD_PORT"
+step "switchyard on 127.0.0.1:$SWITCHYARD_PORT"
 start_bg switchyard "$SY" run -c "$ROOT/routes.toml"
 wait_until "switchyard to be ready" 60 curl -sf "http://127.0.0.1:$SWITCHYARD_PORT/readyz"
 
-say "Sending a sample webhook"
+step "Sending a sample webhook"
 curl -sS -X POST "http://127.0.0.1:$SWITCHYARD_PORT/webhooks/shop" \
   -H 'content-type: application/json' -H "webhook-id: quickstart-$(date +%s)" -H 'ce-type: order.created' \
   -d '{"order_id": 1001, "total": "42.00", "currency": "EUR"}'
 echo
 
-say "Reading it back: switchyard tail webhooks.shop"
+step "Reading it back: switchyard tail webhooks.shop"
 "$SY" tail webhooks.shop -c routes.toml --idle 3s
 
 cat <<MSG

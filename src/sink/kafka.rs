@@ -16,12 +16,12 @@ use std::time::{Duration, Instant};
 use backoff::backoff::Backoff;
 use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tracing::{debug, info, warn};
 
+use super::context::KafkaLog;
 use crate::config::KafkaConfig;
 use crate::error::{ErrorClass, retry_policy};
 
@@ -103,8 +103,8 @@ enum Attempt {
 pub struct KafkaSink {
     cfg: KafkaConfig,
     client_config: ClientConfig,
-    producer: RwLock<Arc<FutureProducer>>,
-    admin: AdminClient<DefaultClientContext>,
+    producer: RwLock<Arc<FutureProducer<KafkaLog>>>,
+    admin: AdminClient<KafkaLog>,
     known_topics: Mutex<HashSet<String>>,
     last_rebuild: Mutex<Option<Instant>>,
 }
@@ -116,11 +116,11 @@ impl KafkaSink {
     /// Builds the producer and admin client; no connection is made yet.
     pub fn new(cfg: &KafkaConfig) -> Result<KafkaSink, SinkError> {
         let client_config = client_config(cfg);
-        let producer: FutureProducer = client_config
-            .create()
+        let producer: FutureProducer<KafkaLog> = client_config
+            .create_with_context(KafkaLog)
             .map_err(|e| SinkError::Config(e.to_string()))?;
-        let admin: AdminClient<DefaultClientContext> = admin_config(cfg)
-            .create()
+        let admin: AdminClient<KafkaLog> = admin_config(cfg)
+            .create_with_context(KafkaLog)
             .map_err(|e| SinkError::Config(e.to_string()))?;
         Ok(KafkaSink {
             cfg: cfg.clone(),
@@ -132,7 +132,7 @@ impl KafkaSink {
         })
     }
 
-    fn producer(&self) -> Arc<FutureProducer> {
+    fn producer(&self) -> Arc<FutureProducer<KafkaLog>> {
         match self.producer.read() {
             Ok(p) => Arc::clone(&p),
             Err(poisoned) => Arc::clone(&poisoned.into_inner()),
@@ -155,7 +155,10 @@ impl KafkaSink {
             *last = Some(Instant::now());
         }
         warn!(reason, "rebuilding the Kafka producer");
-        match self.client_config.create::<FutureProducer>() {
+        match self
+            .client_config
+            .create_with_context::<_, FutureProducer<KafkaLog>>(KafkaLog)
+        {
             Ok(p) => {
                 let mut guard = match self.producer.write() {
                     Ok(g) => g,
@@ -319,7 +322,7 @@ impl KafkaSink {
         }
     }
 
-    fn classify(&self, producer: &FutureProducer, err: KafkaError) -> Attempt {
+    fn classify(&self, producer: &FutureProducer<KafkaLog>, err: KafkaError) -> Attempt {
         if let Some((code, reason)) = producer.client().fatal_error() {
             return Attempt::RebuildProducer(format!("{code}: {reason}"));
         }
