@@ -20,6 +20,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use crate::config::{Config, SourceKind};
+use crate::dlq::{DlqError, DlqStore};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::source::webhook::{WebhookSource, error};
 
@@ -29,6 +30,9 @@ pub enum StartError {
     /// The pipeline could not be built.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The dead-letter store could not be opened.
+    #[error(transparent)]
+    Dlq(#[from] DlqError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -46,12 +50,15 @@ pub struct Daemon {
     server: JoinHandle<std::io::Result<()>>,
     pipeline: Arc<Pipeline>,
     max_in_flight: usize,
+    retention: JoinHandle<()>,
 }
 
 impl Daemon {
     /// Builds the pipeline, binds the listener and starts serving.
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
-        let pipeline = Arc::new(Pipeline::new(&config)?);
+        let dlq = Arc::new(DlqStore::open(&config.dlq.store).await?);
+        let pipeline = Arc::new(Pipeline::new(&config)?.with_dlq(Arc::clone(&dlq)));
+        let retention = tokio::spawn(purge_periodically(Arc::clone(&dlq), config.dlq.retain));
         let app = app(&config, Arc::clone(&pipeline));
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -87,6 +94,7 @@ impl Daemon {
             server,
             pipeline,
             max_in_flight: config.kafka.max_in_flight,
+            retention,
         })
     }
 
@@ -114,6 +122,7 @@ impl Daemon {
                 "events still in flight at shutdown deadline; they were not acknowledged and will be delivered again by their sources"
             );
         }
+        self.retention.abort();
         info!("switchyard stopped");
     }
 }
@@ -176,5 +185,20 @@ async fn readiness(pipeline: &Pipeline) -> Response {
             "not_ready",
             format!("Kafka is not reachable: {e}"),
         ),
+    }
+}
+
+/// Purges replayed and discarded dead letters older than `retain`, hourly (pending ones stay).
+async fn purge_periodically(dlq: Arc<DlqStore>, retain: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        let before =
+            crate::event::now_micros() - i64::try_from(retain.as_micros()).unwrap_or(i64::MAX / 2);
+        match dlq.purge(before).await {
+            Ok(0) => {}
+            Ok(n) => info!(purged = n, "purged old replayed/discarded dead letters"),
+            Err(e) => warn!(error = %e, "dead-letter retention purge failed"),
+        }
     }
 }

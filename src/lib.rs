@@ -13,6 +13,7 @@ pub mod ack;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dlq;
 pub mod encode;
 pub mod error;
 pub mod event;

@@ -22,6 +22,7 @@ use tracing::{debug, warn};
 
 use crate::ack::{AckToken, Delivery, Failure};
 use crate::config::Config;
+use crate::dlq::{DlqStore, EncodedRecord, NewDeadLetter};
 use crate::encode::{AvroSchema, EncodeError, Encoder, cloudevent};
 use crate::error::{ErrorClass, retry_policy};
 use crate::event::{Event, Payload};
@@ -45,6 +46,7 @@ pub struct Pipeline {
     sink: KafkaSink,
     in_flight: Arc<Semaphore>,
     retry_max_elapsed: Duration,
+    dlq: Option<Arc<DlqStore>>,
 }
 
 /// Why the pipeline could not be built.
@@ -67,7 +69,14 @@ impl Pipeline {
             sink: KafkaSink::new(&config.kafka)?,
             in_flight: Arc::new(Semaphore::new(config.kafka.max_in_flight)),
             retry_max_elapsed: config.kafka.retry_max_elapsed,
+            dlq: None,
         })
+    }
+
+    /// Sends events that fail for good to `dlq` instead of failing them back to the source.
+    pub fn with_dlq(mut self, dlq: Arc<DlqStore>) -> Pipeline {
+        self.dlq = Some(dlq);
+        self
     }
 
     /// The Kafka sink (readiness checks, topic creation, flush).
@@ -102,6 +111,11 @@ impl Pipeline {
     }
 
     /// Routes, encodes and delivers one event to every matching route, in route order.
+    ///
+    /// A route that fails for good (a dead-letter class) is written to the DLQ and the others
+    /// go on; the event is then `DeadLettered`. A transient failure fails the whole event back
+    /// to its source, which delivers it again (routes already delivered get a duplicate:
+    /// at-least-once).
     pub async fn deliver(&self, event: &Event, ack: &AckToken) -> Delivery {
         let matches = self.routes.route(event);
         if matches.is_empty() {
@@ -110,13 +124,38 @@ impl Pipeline {
                 &format!("no route takes events from source `{}`", event.source),
             );
         }
+        let mut dead_lettered = false;
         for m in matches {
             let m = match m {
                 Ok(m) => m,
-                Err(e) => return failed(ErrorClass::Unroutable, &e.to_string()),
+                Err(e) => {
+                    let f = Failure {
+                        class: ErrorClass::Unroutable,
+                        message: e.to_string(),
+                    };
+                    if let Err(f) = self.dead_letter(event, Some(&e.route), None, None, f).await {
+                        return Delivery::Failed(f);
+                    }
+                    dead_lettered = true;
+                    continue;
+                }
             };
             let record = match self.encode(event, &m, ack).await {
                 Ok(r) => r,
+                Err(f) if f.class.is_dead_letter() => {
+                    if f.class == ErrorClass::Schema {
+                        // Let the next event ask the registry again: the subject may be fixed.
+                        self.encoder.forget_errors();
+                    }
+                    if let Err(f) = self
+                        .dead_letter(event, Some(&m.route), Some(&m.topic), None, f)
+                        .await
+                    {
+                        return Delivery::Failed(f);
+                    }
+                    dead_lettered = true;
+                    continue;
+                }
                 Err(f) => return Delivery::Failed(f),
             };
             let abandoned = || ack.is_abandoned();
@@ -125,14 +164,70 @@ impl Pipeline {
                     debug!(event_id = %event.id, route = %m.route, topic = %m.topic, partition = p.partition, offset = p.offset, "delivered")
                 }
                 Err(e) => {
-                    return Delivery::Failed(Failure {
+                    let f = Failure {
                         class: e.class(),
                         message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
-                    });
+                    };
+                    if !f.class.is_dead_letter() {
+                        return Delivery::Failed(f);
+                    }
+                    let encoded = EncodedRecord {
+                        key: record.key.clone(),
+                        value: record.value.clone(),
+                    };
+                    if let Err(f) = self
+                        .dead_letter(event, Some(&m.route), Some(&m.topic), Some(encoded), f)
+                        .await
+                    {
+                        return Delivery::Failed(f);
+                    }
+                    dead_lettered = true;
                 }
             }
         }
-        Delivery::Delivered
+        if dead_lettered {
+            Delivery::DeadLettered
+        } else {
+            Delivery::Delivered
+        }
+    }
+
+    /// Writes a dead letter; without a DLQ (or if the write fails) the failure stands.
+    async fn dead_letter(
+        &self,
+        event: &Event,
+        route: Option<&str>,
+        topic: Option<&str>,
+        record: Option<EncodedRecord>,
+        failure: Failure,
+    ) -> Result<(), Failure> {
+        let Some(dlq) = &self.dlq else {
+            return Err(failure);
+        };
+        let letter = NewDeadLetter {
+            event: event.clone(),
+            route: route.map(str::to_string),
+            topic: topic.map(str::to_string),
+            key: Some(event.id.as_str().to_string()),
+            record,
+            class: failure.class,
+            message: failure.message.clone(),
+            attempts: 1,
+            failed_at: crate::event::now_micros(),
+        };
+        match dlq.put(&letter).await {
+            Ok(id) => {
+                warn!(event_id = %event.id, dead_letter = id, class = %failure.class, error = %failure.message, "dead-lettered");
+                Ok(())
+            }
+            Err(e) => Err(Failure {
+                class: ErrorClass::Unavailable,
+                message: format!(
+                    "{} (and the dead-letter store failed: {e})",
+                    failure.message
+                ),
+            }),
+        }
     }
 
     /// Builds the Kafka record for one route, retrying while the registry is unavailable.

@@ -75,9 +75,18 @@ pub struct RegistryConfig {
     pub timeout: Duration,
 }
 
-/// `[dlq]`: where dead letters are stored.
+/// `[dlq]`
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DlqConfig {
+pub struct DlqConfig {
+    /// Where dead letters are stored (`url`).
+    pub store: DlqStoreConfig,
+    /// Replayed and discarded entries older than this are purged (`retain`, default 14d).
+    pub retain: Duration,
+}
+
+/// Where dead letters are stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DlqStoreConfig {
     /// Embedded SQLite file; relative paths were resolved against the config file's directory.
     Sqlite(PathBuf),
     /// Shared PostgreSQL store.

@@ -77,6 +77,8 @@ pub struct RawSchemaRegistry {
 pub struct RawDlq {
     /// `sqlite://path` (relative to the config file) or `postgres://…`.
     pub url: Spanned<String>,
+    /// Purge replayed and discarded entries older than this ("14d").
+    pub retain: Option<Spanned<String>>,
 }
 
 /// `[sources.<name>]` with `type = "webhook"`.

@@ -15,6 +15,8 @@ use super::interpolate::{VarProblem, interpolate};
 use super::raw::*;
 use super::*;
 
+const DEFAULT_RETAIN: Duration = Duration::from_secs(14 * 24 * 3600);
+
 const SECTIONS: &str = "server, kafka, schema_registry, dlq, sources, routes";
 
 pub(super) fn load(
@@ -101,9 +103,10 @@ pub(super) fn load(
     let registry = registry.and_then(|r| validate_registry(r, &mut diag));
     let dlq = match dlq {
         Some(d) => validate_dlq(d, path, &mut diag),
-        None => Some(DlqConfig::Sqlite(
-            Config::base_dir(path).join("dlq/switchyard.db"),
-        )),
+        None => Some(DlqConfig {
+            store: DlqStoreConfig::Sqlite(Config::base_dir(path).join("dlq/switchyard.db")),
+            retain: DEFAULT_RETAIN,
+        }),
     };
     let sources = validate_sources(sources, &mut diag);
     let routes = validate_routes(routes, &sources, &mut diag);
@@ -427,6 +430,22 @@ fn validate_registry(raw: RawSchemaRegistry, diag: &mut Diagnostics) -> Option<R
 }
 
 fn validate_dlq(raw: RawDlq, config_path: &Path, diag: &mut Diagnostics) -> Option<DlqConfig> {
+    let retain = match &raw.retain {
+        None => Some(DEFAULT_RETAIN),
+        Some(v) => duration(v, diag),
+    };
+    let store = validate_dlq_url(&raw, config_path, diag);
+    Some(DlqConfig {
+        store: store?,
+        retain: retain?,
+    })
+}
+
+fn validate_dlq_url(
+    raw: &RawDlq,
+    config_path: &Path,
+    diag: &mut Diagnostics,
+) -> Option<DlqStoreConfig> {
     let url = raw.url.get_ref();
     if let Some(rest) = url.strip_prefix("sqlite://") {
         if rest.is_empty() {
@@ -443,9 +462,9 @@ fn validate_dlq(raw: RawDlq, config_path: &Path, diag: &mut Diagnostics) -> Opti
         } else {
             Config::base_dir(config_path).join(p)
         };
-        Some(DlqConfig::Sqlite(resolved))
+        Some(DlqStoreConfig::Sqlite(resolved))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Some(DlqConfig::Postgres(url.clone()))
+        Some(DlqStoreConfig::Postgres(url.clone()))
     } else {
         diag.at(
             raw.url.span(),

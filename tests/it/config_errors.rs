@@ -127,8 +127,8 @@ fn relative_dlq_paths_are_relative_to_the_config_file() {
     let cfg = Config::from_str_with_env(Path::new("/etc/switchyard/routes.toml"), &text, |_| None)
         .expect("valid");
     assert_eq!(
-        cfg.dlq,
-        switchyard::config::DlqConfig::Sqlite("/etc/switchyard/dlq/switchyard.db".into())
+        cfg.dlq.store,
+        switchyard::config::DlqStoreConfig::Sqlite("/etc/switchyard/dlq/switchyard.db".into())
     );
 }
 

@@ -1,5 +1,7 @@
 //! The command line: `switchyard run | check | tail | route | dlq`.
 
+mod dlq;
+
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -78,12 +80,11 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,
     },
-    /// Inspect, replay and discard dead letters (not yet available).
-    #[command(disable_help_flag = true)]
+    /// Inspect, replay and discard dead letters (on the store named by [dlq].url).
     Dlq {
-        /// Arguments for a later version.
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        args: Vec<String>,
+        /// What to do.
+        #[command(subcommand)]
+        command: dlq::DlqCommand,
     },
 }
 
@@ -197,6 +198,7 @@ async fn run_async(cli: &Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dlq { command } => dlq::run(&config, command).await,
         _ => Ok(ExitCode::SUCCESS),
     }
 }

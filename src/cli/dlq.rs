@@ -1,0 +1,561 @@
+//! `switchyard dlq …`: on-call's view of the dead-letter queue, straight on the store.
+
+use std::io::{IsTerminal, Write};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::dlq::replay::{ReplayOptions, replay};
+use crate::dlq::{AuditEntry, DeadLetter, DlqStore, Selector, Status};
+use crate::event::now_micros;
+use crate::pipeline::Pipeline;
+
+const CLASSES: &[&str] = &[
+    "decode",
+    "verify",
+    "schema",
+    "encode",
+    "oversize",
+    "unroutable",
+    "produce",
+    "retries_exhausted",
+];
+
+/// The `dlq` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters (pending only unless --status says otherwise).
+    List {
+        #[command(flatten)]
+        filter: Filter,
+        /// pending, replayed, discarded or all.
+        #[arg(long, default_value = "pending", value_parser = parse_status_filter)]
+        status: StatusFilter,
+        /// At most this many (oldest first).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Show one dead letter: the full error and the payload, pretty-printed.
+    Show {
+        /// The dead letter's id.
+        id: i64,
+    },
+    /// Put dead letters back through today's routes, schemas and sink.
+    ///
+    /// An entry is marked replayed only after Kafka acknowledged it; replaying twice produces
+    /// no second record unless --force. Asks for confirmation on a terminal.
+    Replay {
+        #[command(flatten)]
+        select: Select,
+        /// Print what would be produced and what would fail; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// At most this many entries per second, e.g. 50/s.
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<f64>,
+        /// Also replay entries that were already replayed.
+        #[arg(long)]
+        force: bool,
+        /// Who is doing this (default: the OS user), for the audit log.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Give up on dead letters, with a reason (kept in the entry and the audit log).
+    Discard {
+        #[command(flatten)]
+        select: Select,
+        /// Why (required).
+        #[arg(long)]
+        reason: String,
+        /// Who is doing this (default: the OS user).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(short, long)]
+        yes: bool,
+    },
+    /// Counts by route × class × status.
+    Stats {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+    /// Every matching dead letter as JSON lines, with its event (for backups and analysis).
+    Export {
+        #[command(flatten)]
+        filter: Filter,
+        /// pending, replayed, discarded or all.
+        #[arg(long, default_value = "all", value_parser = parse_status_filter)]
+        status: StatusFilter,
+    },
+    /// Who replayed or discarded what, and when (newest first).
+    Audit {
+        /// At most this many lines.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: Format,
+    },
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// JSON for scripts.
+    Json,
+}
+
+/// A status filter: one status or all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusFilter(Vec<Status>);
+
+fn parse_status_filter(s: &str) -> Result<StatusFilter, String> {
+    if s == "all" {
+        return Ok(StatusFilter(Vec::new()));
+    }
+    s.parse::<Status>().map(|st| StatusFilter(vec![st]))
+}
+
+/// Filters shared by list and export.
+#[derive(Debug, Clone, Args)]
+pub struct Filter {
+    /// Only this route.
+    #[arg(long)]
+    route: Option<String>,
+    /// Only this source.
+    #[arg(long)]
+    source: Option<String>,
+    /// Only this error class.
+    #[arg(long, value_parser = parse_class)]
+    class: Option<String>,
+    /// Failed at or after: a duration ago (1h, 2d) or a time (2026-11-21T10:00:00Z).
+    #[arg(long, value_parser = parse_time)]
+    since: Option<i64>,
+    /// Failed before: a duration ago or a time.
+    #[arg(long, value_parser = parse_time)]
+    until: Option<i64>,
+}
+
+/// Which entries replay and discard act on: at least one selector is required.
+#[derive(Debug, Clone, Args)]
+#[group(id = "selector", required = true, multiple = true, args = ["ids", "route", "class", "all"])]
+pub struct Select {
+    /// These ids.
+    #[arg(long = "id", num_args = 1.., value_name = "ID")]
+    ids: Vec<i64>,
+    /// Every entry of this route.
+    #[arg(long)]
+    route: Option<String>,
+    /// Every entry of this error class.
+    #[arg(long, value_parser = parse_class)]
+    class: Option<String>,
+    /// Every pending entry.
+    #[arg(long)]
+    all: bool,
+    /// Only this source.
+    #[arg(long)]
+    source: Option<String>,
+    /// Failed at or after: a duration ago (1h) or a time.
+    #[arg(long, value_parser = parse_time)]
+    since: Option<i64>,
+    /// Failed before: a duration ago or a time.
+    #[arg(long, value_parser = parse_time)]
+    until: Option<i64>,
+    /// At most this many entries.
+    #[arg(long)]
+    limit: Option<usize>,
+}
+
+fn parse_class(s: &str) -> Result<String, String> {
+    if CLASSES.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "unknown class `{s}`; the classes are {}",
+            CLASSES.join(", ")
+        ))
+    }
+}
+
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let n = s.strip_suffix("/s").unwrap_or(s);
+    match n.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!("`{s}` is not a rate; write e.g. 50/s")),
+    }
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    let now = now_micros();
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(now - i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2));
+    }
+    let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
+        format!("`{s}` is neither a duration (1h, 2d) nor a time (2026-11-21T10:00:00Z)")
+    })?;
+    let micros = t
+        .duration_since(UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_micros();
+    i64::try_from(micros).map_err(|e| e.to_string())
+}
+
+impl Filter {
+    fn selector(&self, statuses: &StatusFilter) -> Selector {
+        Selector {
+            route: self.route.clone(),
+            source: self.source.clone(),
+            class: self.class.clone(),
+            statuses: statuses.0.clone(),
+            since: self.since,
+            until: self.until,
+            ..Selector::default()
+        }
+    }
+}
+
+impl Select {
+    fn selector(&self) -> Selector {
+        Selector {
+            ids: self.ids.clone(),
+            route: self.route.clone(),
+            source: self.source.clone(),
+            class: self.class.clone(),
+            statuses: vec![Status::Pending],
+            since: self.since,
+            until: self.until,
+            limit: self.limit,
+        }
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.ids.is_empty() {
+            let ids: Vec<String> = self.ids.iter().map(i64::to_string).collect();
+            parts.push(format!("--id {}", ids.join(" ")));
+        }
+        for (flag, v) in [
+            ("--route", &self.route),
+            ("--class", &self.class),
+            ("--source", &self.source),
+        ] {
+            if let Some(v) = v {
+                parts.push(format!("{flag} {v}"));
+            }
+        }
+        if self.all {
+            parts.push("--all".into());
+        }
+        if let Some(l) = self.limit {
+            parts.push(format!("--limit {l}"));
+        }
+        parts.join(" ")
+    }
+}
+
+fn actor(given: &Option<String>) -> String {
+    given
+        .clone()
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn time(micros: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
+    if yes || !std::io::stdin().is_terminal() {
+        return Ok(true);
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+}
+
+/// Exit status 2: the command was well-formed but named nothing that exists.
+fn usage_error(message: &str) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+/// Runs a `dlq` subcommand.
+pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCode> {
+    let store = DlqStore::open(&config.dlq.store)
+        .await
+        .context("opening the dead-letter store")?;
+    let mut out = std::io::stdout().lock();
+    match command {
+        DlqCommand::List {
+            filter,
+            status,
+            limit,
+            format,
+        } => {
+            let mut sel = filter.selector(status);
+            sel.limit = Some(*limit);
+            let letters = store.list(&sel).await?;
+            match format {
+                Format::Json => writeln!(
+                    out,
+                    "{}",
+                    serde_json::to_string_pretty(&letters.iter().map(summary).collect::<Vec<_>>())?
+                )?,
+                Format::Table => print_table(&mut out, &letters)?,
+            }
+        }
+        DlqCommand::Show { id } => {
+            let Some(dl) = store.get(*id).await? else {
+                return Ok(usage_error(&format!("no dead letter with id {id}")));
+            };
+            let mut v = summary(&dl);
+            if let Some(e) = &dl.event {
+                v["event"] = serde_json::to_value(e)?;
+                if let crate::event::Payload::Webhook(w) = &e.payload
+                    && let Ok(body) = serde_json::from_str::<serde_json::Value>(&w.body)
+                {
+                    v["event"]["payload"]["body"] = body;
+                }
+            }
+            v["record_bytes"] = json!(dl.record.as_ref().map(|r| r.value.len()));
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        }
+        DlqCommand::Replay {
+            select,
+            dry_run,
+            rate,
+            force,
+            actor: who,
+            yes,
+        } => {
+            let mut sel = select.selector();
+            if *force {
+                sel.statuses.push(Status::Replayed);
+            }
+            if !select.ids.is_empty() {
+                let found = store
+                    .list(&Selector {
+                        ids: select.ids.clone(),
+                        ..Selector::default()
+                    })
+                    .await?;
+                if let Some(missing) = select
+                    .ids
+                    .iter()
+                    .find(|id| !found.iter().any(|d| d.id == **id))
+                {
+                    return Ok(usage_error(&format!(
+                        "no dead letter with id {missing}; nothing was replayed"
+                    )));
+                }
+            }
+            let count = store.list(&sel).await?.len();
+            if !dry_run
+                && count > 0
+                && !confirm(&format!("Replay {count} dead letter(s) to Kafka?"), *yes)?
+            {
+                bail!("cancelled; nothing was replayed");
+            }
+            let pipeline = Arc::new(Pipeline::new(config)?);
+            let action = if *dry_run {
+                "replay --dry-run"
+            } else {
+                "replay"
+            };
+            let who = actor(who);
+            if !dry_run {
+                store
+                    .audit(&AuditEntry {
+                        at: now_micros(),
+                        actor: who.clone(),
+                        action: "replay started".into(),
+                        selector: select.describe(),
+                        count: i64::try_from(count).unwrap_or(i64::MAX),
+                        result: "started".into(),
+                    })
+                    .await?;
+            }
+            let opts = ReplayOptions {
+                selector: select.selector(),
+                dry_run: *dry_run,
+                rate: *rate,
+                force: *force,
+                ..ReplayOptions::default()
+            };
+            let report = replay(&store, &pipeline, &opts, &mut out).await?;
+            let result = format!("delivered {}, failed {}", report.delivered, report.failed);
+            if !dry_run {
+                pipeline.sink().flush(Duration::from_secs(10));
+                store
+                    .audit(&AuditEntry {
+                        at: now_micros(),
+                        actor: who,
+                        action: action.into(),
+                        selector: select.describe(),
+                        count: i64::try_from(report.delivered + report.failed).unwrap_or(i64::MAX),
+                        result: result.clone(),
+                    })
+                    .await?;
+            }
+            eprintln!("{action}: {result}");
+            if report.failed > 0 && !dry_run {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        DlqCommand::Discard {
+            select,
+            reason,
+            actor: who,
+            yes,
+        } => {
+            if reason.trim().is_empty() {
+                return Ok(usage_error("--reason must say why"));
+            }
+            let sel = select.selector();
+            if !select.ids.is_empty() {
+                let found = store
+                    .list(&Selector {
+                        ids: select.ids.clone(),
+                        ..Selector::default()
+                    })
+                    .await?;
+                if let Some(missing) = select
+                    .ids
+                    .iter()
+                    .find(|id| !found.iter().any(|d| d.id == **id))
+                {
+                    return Ok(usage_error(&format!(
+                        "no dead letter with id {missing}; nothing was discarded"
+                    )));
+                }
+            }
+            let count = store.list(&sel).await?.len();
+            if count > 0 && !confirm(&format!("Discard {count} dead letter(s)?"), *yes)? {
+                bail!("cancelled; nothing was discarded");
+            }
+            let n = store.discard(&sel, reason).await?;
+            store
+                .audit(&AuditEntry {
+                    at: now_micros(),
+                    actor: actor(who),
+                    action: "discard".into(),
+                    selector: select.describe(),
+                    count: i64::try_from(n).unwrap_or(i64::MAX),
+                    result: format!("discarded {n}: {reason}"),
+                })
+                .await?;
+            eprintln!("discarded {n}");
+        }
+        DlqCommand::Stats { format } => {
+            let rows = store.stats().await?;
+            match format {
+                Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
+                Format::Table => {
+                    writeln!(
+                        out,
+                        "{:<24} {:<18} {:<10} {:>8}",
+                        "ROUTE", "CLASS", "STATUS", "COUNT"
+                    )?;
+                    for r in rows {
+                        writeln!(
+                            out,
+                            "{:<24} {:<18} {:<10} {:>8}",
+                            r.route, r.class, r.status, r.count
+                        )?;
+                    }
+                }
+            }
+        }
+        DlqCommand::Export { filter, status } => {
+            for dl in store.list(&filter.selector(status)).await? {
+                let mut v = summary(&dl);
+                v["event"] = serde_json::to_value(&dl.event)?;
+                writeln!(out, "{v}")?;
+            }
+        }
+        DlqCommand::Audit { limit, format } => {
+            let rows = store.audit_log(*limit).await?;
+            match format {
+                Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
+                Format::Table => {
+                    for r in rows {
+                        writeln!(
+                            out,
+                            "{}  {:<12} {:<18} {:<30} {:>6}  {}",
+                            time(r.at),
+                            r.actor,
+                            r.action,
+                            r.selector,
+                            r.count,
+                            r.result
+                        )?;
+                    }
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn summary(dl: &DeadLetter) -> serde_json::Value {
+    json!({
+        "id": dl.id,
+        "event_id": dl.event_id,
+        "source": dl.source,
+        "route": dl.route,
+        "topic": dl.topic,
+        "key": dl.key,
+        "class": dl.class,
+        "message": dl.message,
+        "attempts": dl.attempts,
+        "status": dl.status,
+        "first_failed_at": time(dl.first_failed_at),
+        "last_failed_at": time(dl.last_failed_at),
+        "replay_count": dl.replay_count,
+        "resolution": dl.resolution,
+    })
+}
+
+fn print_table(out: &mut dyn Write, letters: &[DeadLetter]) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>6}  {:<20} {:<16} {:<18} {:<9} {:>4}  {:<20}  MESSAGE",
+        "ID", "LAST FAILED", "ROUTE", "CLASS", "STATUS", "TRY", "SOURCE"
+    )?;
+    for d in letters {
+        let msg: String = d.message.chars().take(80).collect();
+        writeln!(
+            out,
+            "{:>6}  {:<20} {:<16} {:<18} {:<9} {:>4}  {:<20}  {msg}",
+            d.id,
+            time(d.last_failed_at),
+            d.route.as_deref().unwrap_or("-"),
+            d.class,
+            d.status,
+            d.attempts,
+            d.source,
+        )?;
+    }
+    if letters.is_empty() {
+        writeln!(out, "(no dead letters match)")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,346 @@
+//! The dead-letter queue: where events that cannot be delivered wait for on-call.
+//!
+//! ```text
+//!  pipeline ──definite failure──► DlqStore::put ──► ack DeadLettered (source may move on)
+//!                                       │
+//!  switchyard dlq list/show/stats ◄─────┤
+//!  switchyard dlq replay ──claim──► router → encode → Kafka ──ack──► mark replayed
+//!  switchyard dlq discard ─────────────►┘   (every replay/discard is written to the audit log)
+//! ```
+//!
+//! Invariants: an event is acknowledged `DeadLettered` only after `put` committed. A replayed
+//! entry is marked `replayed` only after its Kafka delivery report; until then it stays
+//! `pending`, so a crash mid-replay loses nothing. Replays claim entries (with an owner and a
+//! lease) before delivering them, so two replays of one selection never deliver an entry twice;
+//! a claim whose owner died (same host, process gone) or whose lease expired is taken over.
+//! Pending entries are never purged automatically.
+
+mod postgres;
+pub mod replay;
+mod sql;
+mod sqlite;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::DlqStoreConfig;
+use crate::error::ErrorClass;
+use crate::event::Event;
+
+pub use postgres::PostgresStore;
+pub use sqlite::SqliteStore;
+
+/// The state of a dead letter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Waiting for on-call.
+    Pending,
+    /// Delivered by a replay.
+    Replayed,
+    /// Given up on, with a reason.
+    Discarded,
+}
+
+impl Status {
+    /// As stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Replayed => "replayed",
+            Status::Discarded => "discarded",
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Status {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "pending" => Ok(Status::Pending),
+            "replayed" => Ok(Status::Replayed),
+            "discarded" => Ok(Status::Discarded),
+            other => Err(format!(
+                "unknown status `{other}` (pending, replayed, discarded)"
+            )),
+        }
+    }
+}
+
+/// The Kafka record that was built before delivery failed, if one was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EncodedRecord {
+    /// Encoded key.
+    pub key: Option<Vec<u8>>,
+    /// Encoded value.
+    pub value: Vec<u8>,
+}
+
+/// A failure to store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewDeadLetter {
+    /// The event as received: enough to route it again.
+    pub event: Event,
+    /// The route that failed; `None` when no route could take the event.
+    pub route: Option<String>,
+    /// The topic it was meant for.
+    pub topic: Option<String>,
+    /// The record key as text (for on-call), if known.
+    pub key: Option<String>,
+    /// The encoded record, if one was made.
+    pub record: Option<EncodedRecord>,
+    /// Error class.
+    pub class: ErrorClass,
+    /// Error message (no secrets).
+    pub message: String,
+    /// Delivery attempts so far.
+    pub attempts: u32,
+    /// When it failed, microseconds since the epoch.
+    pub failed_at: i64,
+}
+
+/// A stored dead letter.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    /// Store id.
+    pub id: i64,
+    /// The event's id.
+    pub event_id: String,
+    /// Source name.
+    pub source: String,
+    /// Route name, if a route took it.
+    pub route: Option<String>,
+    /// Topic it was meant for.
+    pub topic: Option<String>,
+    /// Record key as text.
+    pub key: Option<String>,
+    /// Error class (as stored; see [`ErrorClass::as_str`]).
+    pub class: String,
+    /// Last error message.
+    pub message: String,
+    /// Delivery attempts, replays included.
+    pub attempts: i64,
+    /// First failure, micros since the epoch.
+    pub first_failed_at: i64,
+    /// Last failure, micros since the epoch.
+    pub last_failed_at: i64,
+    /// State.
+    pub status: Status,
+    /// How often it was replayed successfully.
+    pub replay_count: i64,
+    /// Why it was discarded, or which replay delivered it.
+    pub resolution: Option<String>,
+    /// The original event.
+    #[serde(skip)]
+    pub event: Option<Event>,
+    /// The encoded record, if one was made.
+    #[serde(skip)]
+    pub record: Option<EncodedRecord>,
+}
+
+/// Which dead letters a command applies to. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Selector {
+    /// Only these ids.
+    pub ids: Vec<i64>,
+    /// Only this route.
+    pub route: Option<String>,
+    /// Only this source.
+    pub source: Option<String>,
+    /// Only this class.
+    pub class: Option<String>,
+    /// Only these statuses (empty: any).
+    pub statuses: Vec<Status>,
+    /// Last failure at or after (micros).
+    pub since: Option<i64>,
+    /// Last failure before (micros).
+    pub until: Option<i64>,
+    /// At most this many.
+    pub limit: Option<usize>,
+}
+
+/// Counts by route, class and status.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatsRow {
+    /// Route (`-` when none).
+    pub route: String,
+    /// Error class.
+    pub class: String,
+    /// Status.
+    pub status: Status,
+    /// Count.
+    pub count: i64,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    /// When, micros since the epoch.
+    pub at: i64,
+    /// Who (OS user or `--actor`).
+    pub actor: String,
+    /// `replay`, `replay --dry-run`, `discard`.
+    pub action: String,
+    /// The selector as typed.
+    pub selector: String,
+    /// How many entries it applied to.
+    pub count: i64,
+    /// What happened.
+    pub result: String,
+}
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum DlqError {
+    /// SQLite failed.
+    #[error("sqlite dead-letter store {path}: {message}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// PostgreSQL failed.
+    #[error("postgres dead-letter store: {0}")]
+    Postgres(String),
+    /// A stored row could not be read back.
+    #[error("dead letter {id} is unreadable: {message}")]
+    Corrupt {
+        /// Row id.
+        id: i64,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The configured store. An enum rather than a trait object: two backends, chosen by URL
+/// scheme, with the same methods and one conformance suite.
+pub enum DlqStore {
+    /// Embedded SQLite.
+    Sqlite(SqliteStore),
+    /// Shared PostgreSQL.
+    Postgres(PostgresStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $store:ident => $call:expr) => {
+        match $self {
+            DlqStore::Sqlite($store) => $call,
+            DlqStore::Postgres($store) => $call,
+        }
+    };
+}
+
+impl DlqStore {
+    /// Opens (and on first use creates) the store named by `[dlq].url`.
+    pub async fn open(config: &DlqStoreConfig) -> Result<DlqStore, DlqError> {
+        Ok(match config {
+            DlqStoreConfig::Sqlite(path) => DlqStore::Sqlite(SqliteStore::open(path).await?),
+            DlqStoreConfig::Postgres(url) => DlqStore::Postgres(PostgresStore::connect(url).await?),
+        })
+    }
+
+    /// Stores a dead letter; a pending one for the same event and route is updated instead
+    /// (attempts + 1, last failure). Returns its id once committed.
+    pub async fn put(&self, letter: &NewDeadLetter) -> Result<i64, DlqError> {
+        dispatch!(self, s => s.put(letter).await)
+    }
+
+    /// Dead letters matching `selector`, oldest first.
+    pub async fn list(&self, selector: &Selector) -> Result<Vec<DeadLetter>, DlqError> {
+        dispatch!(self, s => s.list(selector).await)
+    }
+
+    /// One dead letter with its event and record.
+    pub async fn get(&self, id: i64) -> Result<Option<DeadLetter>, DlqError> {
+        dispatch!(self, s => s.get(id).await)
+    }
+
+    /// Claims up to `batch` pending entries matching `selector` for `owner` until
+    /// `lease_until` (micros). Entries already claimed by someone else are skipped.
+    pub async fn claim(
+        &self,
+        selector: &Selector,
+        owner: &str,
+        lease_until: i64,
+        batch: usize,
+    ) -> Result<Vec<DeadLetter>, DlqError> {
+        dispatch!(self, s => s.claim(selector, owner, lease_until, batch).await)
+    }
+
+    /// Owners holding live claims (for taking over from dead ones).
+    pub async fn claim_owners(&self, now: i64) -> Result<Vec<String>, DlqError> {
+        dispatch!(self, s => s.claim_owners(now).await)
+    }
+
+    /// Drops every claim of `owner` (a replay that died).
+    pub async fn release_owner(&self, owner: &str) -> Result<u64, DlqError> {
+        dispatch!(self, s => s.release_owner(owner).await)
+    }
+
+    /// Marks a claimed entry replayed (after its delivery ack).
+    pub async fn mark_replayed(&self, id: i64, owner: &str, note: &str) -> Result<bool, DlqError> {
+        dispatch!(self, s => s.mark_replayed(id, owner, note).await)
+    }
+
+    /// Records a failed replay attempt and releases the claim; the entry stays pending.
+    pub async fn mark_failed(
+        &self,
+        id: i64,
+        owner: &str,
+        class: &str,
+        message: &str,
+        at: i64,
+    ) -> Result<(), DlqError> {
+        dispatch!(self, s => s.mark_failed(id, owner, class, message, at).await)
+    }
+
+    /// Discards pending entries matching `selector` (unclaimed only); returns how many.
+    pub async fn discard(&self, selector: &Selector, reason: &str) -> Result<u64, DlqError> {
+        dispatch!(self, s => s.discard(selector, reason).await)
+    }
+
+    /// Counts by route × class × status.
+    pub async fn stats(&self) -> Result<Vec<StatsRow>, DlqError> {
+        dispatch!(self, s => s.stats().await)
+    }
+
+    /// Appends to the audit log.
+    pub async fn audit(&self, entry: &AuditEntry) -> Result<(), DlqError> {
+        dispatch!(self, s => s.audit(entry).await)
+    }
+
+    /// The audit log, newest first.
+    pub async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, DlqError> {
+        dispatch!(self, s => s.audit_log(limit).await)
+    }
+
+    /// Deletes replayed and discarded entries whose last change is older than `before`
+    /// (micros). Pending entries are never purged.
+    pub async fn purge(&self, before: i64) -> Result<u64, DlqError> {
+        dispatch!(self, s => s.purge(before).await)
+    }
+}
+
+/// Decodes the stored event JSON.
+pub(crate) fn decode_event(id: i64, json: &str) -> Result<Event, DlqError> {
+    serde_json::from_str(json).map_err(|e| DlqError::Corrupt {
+        id,
+        message: format!("event JSON: {e}"),
+    })
+}
+
+/// Encodes an event for storage.
+pub(crate) fn encode_event(event: &Event) -> String {
+    // Serialising plain data to a String cannot fail.
+    serde_json::to_string(event).unwrap_or_default()
+}

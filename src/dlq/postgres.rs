@@ -1,0 +1,374 @@
+//! The shared dead-letter store: PostgreSQL, so several switchyard instances see one DLQ.
+//! Same schema and semantics as the SQLite store; claims use `FOR UPDATE SKIP LOCKED`.
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls, Row};
+
+use super::sql::{COLUMNS, Param, limit_clause, where_clause};
+use super::{
+    AuditEntry, DeadLetter, DlqError, EncodedRecord, NewDeadLetter, Selector, StatsRow, Status,
+    decode_event, encode_event,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS switchyard_dead_letters (
+    id BIGSERIAL PRIMARY KEY,
+    event_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    route TEXT NOT NULL DEFAULT '',
+    topic TEXT,
+    record_key_text TEXT,
+    event_json TEXT NOT NULL,
+    record_key BYTEA,
+    record_value BYTEA,
+    class TEXT NOT NULL,
+    message TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    first_failed_at BIGINT NOT NULL,
+    last_failed_at BIGINT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    replay_count BIGINT NOT NULL DEFAULT 0,
+    resolution TEXT,
+    updated_at BIGINT NOT NULL,
+    claimed_by TEXT,
+    claimed_until BIGINT
+);
+CREATE UNIQUE INDEX IF NOT EXISTS switchyard_dead_letters_pending_event
+    ON switchyard_dead_letters(event_id, route) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS switchyard_dead_letters_status
+    ON switchyard_dead_letters(status, last_failed_at);
+CREATE TABLE IF NOT EXISTS switchyard_dlq_audit (
+    id BIGSERIAL PRIMARY KEY,
+    at BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    selector TEXT NOT NULL,
+    count BIGINT NOT NULL,
+    result TEXT NOT NULL
+);
+";
+
+const TABLE: &str = "switchyard_dead_letters";
+
+/// The PostgreSQL store.
+pub struct PostgresStore {
+    client: Client,
+}
+
+fn pg(e: tokio_postgres::Error) -> DlqError {
+    DlqError::Postgres(match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    })
+}
+
+fn bind(params: &[Param]) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    params
+        .iter()
+        .map(|p| -> Box<dyn ToSql + Sync + Send> {
+            match p {
+                Param::Int(i) => Box::new(*i),
+                Param::Text(t) => Box::new(t.clone()),
+            }
+        })
+        .collect()
+}
+
+fn refs(b: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
+    b.iter()
+        .map(|x| x.as_ref() as &(dyn ToSql + Sync))
+        .collect()
+}
+
+impl PostgresStore {
+    /// Connects and creates the tables on first use.
+    pub async fn connect(url: &str) -> Result<PostgresStore, DlqError> {
+        let (client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::warn!(error = %e, "dead-letter store connection closed");
+            }
+        });
+        // Concurrent first starts race on CREATE … IF NOT EXISTS; serialise them.
+        client
+            .batch_execute(&format!(
+                "SELECT pg_advisory_lock(7406230); {SCHEMA} SELECT pg_advisory_unlock(7406230);"
+            ))
+            .await
+            .map_err(pg)?;
+        Ok(PostgresStore { client })
+    }
+
+    pub(super) async fn put(&self, l: &NewDeadLetter) -> Result<i64, DlqError> {
+        let row = self
+            .client
+            .query_one(
+                &format!(
+                    "INSERT INTO {TABLE} (event_id, source, route, topic, record_key_text,
+                        event_json, record_key, record_value, class, message, attempts,
+                        first_failed_at, last_failed_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $12)
+                     ON CONFLICT (event_id, route) WHERE status = 'pending' DO UPDATE SET
+                        attempts = {TABLE}.attempts + excluded.attempts,
+                        last_failed_at = excluded.last_failed_at,
+                        updated_at = excluded.updated_at,
+                        class = excluded.class,
+                        message = excluded.message,
+                        record_key = coalesce(excluded.record_key, {TABLE}.record_key),
+                        record_value = coalesce(excluded.record_value, {TABLE}.record_value)
+                     RETURNING id"
+                ),
+                &[
+                    &l.event.id.as_str(),
+                    &l.event.source,
+                    &l.route.clone().unwrap_or_default(),
+                    &l.topic,
+                    &l.key,
+                    &encode_event(&l.event),
+                    &l.record.as_ref().and_then(|r| r.key.clone()),
+                    &l.record.as_ref().map(|r| r.value.clone()),
+                    &l.class.as_str(),
+                    &l.message,
+                    &i64::from(l.attempts),
+                    &l.failed_at,
+                ],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.get(0))
+    }
+
+    pub(super) async fn list(&self, sel: &Selector) -> Result<Vec<DeadLetter>, DlqError> {
+        let mut params = Vec::new();
+        let w = where_clause(sel, '$', &mut params);
+        let sql = format!(
+            "SELECT {COLUMNS} FROM {TABLE} {w} ORDER BY id{}",
+            limit_clause(sel)
+        );
+        let b = bind(&params);
+        let rows = self.client.query(&sql, &refs(&b)).await.map_err(pg)?;
+        rows.iter().map(read_row).collect()
+    }
+
+    pub(super) async fn get(&self, id: i64) -> Result<Option<DeadLetter>, DlqError> {
+        let sql = format!("SELECT {COLUMNS} FROM {TABLE} WHERE id = $1");
+        let row = self.client.query_opt(&sql, &[&id]).await.map_err(pg)?;
+        row.as_ref().map(read_row).transpose()
+    }
+
+    pub(super) async fn claim(
+        &self,
+        sel: &Selector,
+        owner: &str,
+        lease_until: i64,
+        batch: usize,
+    ) -> Result<Vec<DeadLetter>, DlqError> {
+        let now = crate::event::now_micros();
+        let mut params = vec![
+            Param::Text(owner.to_string()),
+            Param::Int(lease_until),
+            Param::Int(now),
+        ];
+        let w = where_clause(sel, '$', &mut params);
+        let sql = format!(
+            "UPDATE {TABLE} SET claimed_by = $1, claimed_until = $2
+             WHERE id IN (SELECT id FROM {TABLE} {w}
+                 AND status IN ('pending', 'replayed')
+                 AND (claimed_until IS NULL OR claimed_until < $3)
+                 ORDER BY id LIMIT {batch} FOR UPDATE SKIP LOCKED)
+             RETURNING {COLUMNS}"
+        );
+        let b = bind(&params);
+        let rows = self.client.query(&sql, &refs(&b)).await.map_err(pg)?;
+        let mut out: Vec<DeadLetter> = rows.iter().map(read_row).collect::<Result<_, _>>()?;
+        out.sort_by_key(|d| d.id);
+        Ok(out)
+    }
+
+    pub(super) async fn claim_owners(&self, now: i64) -> Result<Vec<String>, DlqError> {
+        let rows = self
+            .client
+            .query(
+                &format!("SELECT DISTINCT claimed_by FROM {TABLE} WHERE claimed_by IS NOT NULL AND claimed_until >= $1"),
+                &[&now],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub(super) async fn release_owner(&self, owner: &str) -> Result<u64, DlqError> {
+        self.client
+            .execute(
+                &format!("UPDATE {TABLE} SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = $1"),
+                &[&owner],
+            )
+            .await
+            .map_err(pg)
+    }
+
+    pub(super) async fn mark_replayed(
+        &self,
+        id: i64,
+        owner: &str,
+        note: &str,
+    ) -> Result<bool, DlqError> {
+        let now = crate::event::now_micros();
+        let n = self
+            .client
+            .execute(
+                &format!(
+                    "UPDATE {TABLE} SET status = 'replayed', replay_count = replay_count + 1,
+                        resolution = $3, updated_at = $4, claimed_by = NULL, claimed_until = NULL
+                     WHERE id = $1 AND claimed_by = $2"
+                ),
+                &[&id, &owner, &note, &now],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(n == 1)
+    }
+
+    pub(super) async fn mark_failed(
+        &self,
+        id: i64,
+        owner: &str,
+        class: &str,
+        message: &str,
+        at: i64,
+    ) -> Result<(), DlqError> {
+        self.client
+            .execute(
+                &format!(
+                    "UPDATE {TABLE} SET attempts = attempts + 1, class = $3, message = $4,
+                        last_failed_at = $5, updated_at = $5, claimed_by = NULL, claimed_until = NULL
+                     WHERE id = $1 AND claimed_by = $2"
+                ),
+                &[&id, &owner, &class, &message, &at],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    pub(super) async fn discard(&self, sel: &Selector, reason: &str) -> Result<u64, DlqError> {
+        let now = crate::event::now_micros();
+        let mut params = vec![Param::Text(reason.to_string()), Param::Int(now)];
+        let w = where_clause(sel, '$', &mut params);
+        let sql = format!(
+            "UPDATE {TABLE} SET status = 'discarded', resolution = $1, updated_at = $2
+             WHERE id IN (SELECT id FROM {TABLE} {w} AND status = 'pending'
+                 AND (claimed_until IS NULL OR claimed_until < $2) ORDER BY id{})",
+            limit_clause(sel)
+        );
+        let b = bind(&params);
+        self.client.execute(&sql, &refs(&b)).await.map_err(pg)
+    }
+
+    pub(super) async fn stats(&self) -> Result<Vec<StatsRow>, DlqError> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT route, class, status, count(*)::BIGINT FROM {TABLE}
+                     GROUP BY route, class, status ORDER BY route, class, status"
+                ),
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        rows.iter()
+            .map(|r| {
+                let route: String = r.get(0);
+                let status: String = r.get(2);
+                Ok(StatsRow {
+                    route: if route.is_empty() { "-".into() } else { route },
+                    class: r.get(1),
+                    status: status
+                        .parse()
+                        .map_err(|m| DlqError::Corrupt { id: 0, message: m })?,
+                    count: r.get(3),
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn audit(&self, e: &AuditEntry) -> Result<(), DlqError> {
+        self.client
+            .execute(
+                "INSERT INTO switchyard_dlq_audit (at, actor, action, selector, count, result)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&e.at, &e.actor, &e.action, &e.selector, &e.count, &e.result],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    pub(super) async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, DlqError> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT at, actor, action, selector, count, result FROM switchyard_dlq_audit
+                     ORDER BY id DESC LIMIT {limit}"
+                ),
+                &[],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows
+            .iter()
+            .map(|r| AuditEntry {
+                at: r.get(0),
+                actor: r.get(1),
+                action: r.get(2),
+                selector: r.get(3),
+                count: r.get(4),
+                result: r.get(5),
+            })
+            .collect())
+    }
+
+    pub(super) async fn purge(&self, before: i64) -> Result<u64, DlqError> {
+        self.client
+            .execute(
+                &format!("DELETE FROM {TABLE} WHERE status IN ('replayed', 'discarded') AND updated_at < $1"),
+                &[&before],
+            )
+            .await
+            .map_err(pg)
+    }
+}
+
+fn read_row(r: &Row) -> Result<DeadLetter, DlqError> {
+    let id: i64 = r.get(0);
+    let route: String = r.get(3);
+    let status: String = r.get(11);
+    let event_json: String = r.get(14);
+    let record_key: Option<Vec<u8>> = r.get(15);
+    let record_value: Option<Vec<u8>> = r.get(16);
+    Ok(DeadLetter {
+        id,
+        event_id: r.get(1),
+        source: r.get(2),
+        route: (!route.is_empty()).then_some(route),
+        topic: r.get(4),
+        key: r.get(5),
+        class: r.get(6),
+        message: r.get(7),
+        attempts: r.get(8),
+        first_failed_at: r.get(9),
+        last_failed_at: r.get(10),
+        status: status
+            .parse::<Status>()
+            .map_err(|message| DlqError::Corrupt { id, message })?,
+        replay_count: r.get(12),
+        resolution: r.get(13),
+        event: Some(decode_event(id, &event_json)?),
+        record: record_value.map(|value| EncodedRecord {
+            key: record_key,
+            value,
+        }),
+    })
+}

@@ -1,0 +1,297 @@
+//! `switchyard dlq replay`: dead letters back through today's routes, schemas and sink.
+//!
+//! Invariant: an entry is marked `replayed` only after the Kafka delivery report for it, so a
+//! replay killed at any instant leaves every undelivered entry `pending` (delivered-but-unmarked
+//! entries are the at-least-once window: at most one batch). Entries are claimed in batches
+//! with an owner (`host:pid`) and a lease before delivery, so concurrent replays of the same
+//! selection never deliver an entry twice; claims of a dead owner on this host are taken over
+//! at once, others when their lease expires. Dry runs touch neither the store, the registry nor
+//! Kafka.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use serde_json::json;
+
+use super::{DeadLetter, DlqError, DlqStore, Selector, Status};
+use crate::ack::{AckToken, Failure};
+use crate::encode::cloudevent;
+use crate::error::ErrorClass;
+use crate::event::{Event, Payload, now_micros};
+use crate::pipeline::Pipeline;
+use crate::router::RouteMatch;
+
+/// How a replay runs.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// Which entries.
+    pub selector: Selector,
+    /// Print what would happen; change nothing.
+    pub dry_run: bool,
+    /// At most this many entries per second.
+    pub rate: Option<f64>,
+    /// Also replay entries already replayed.
+    pub force: bool,
+    /// Entries claimed at once.
+    pub batch: usize,
+    /// How long a claim holds.
+    pub lease: Duration,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+}
+
+impl Default for ReplayOptions {
+    fn default() -> Self {
+        ReplayOptions {
+            selector: Selector::default(),
+            dry_run: false,
+            rate: None,
+            force: false,
+            batch: 200,
+            lease: Duration::from_secs(120),
+            concurrency: 32,
+        }
+    }
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Entries delivered and marked replayed (or, dry run: that would be produced).
+    pub delivered: usize,
+    /// Entries that failed again (still pending, attempts + 1).
+    pub failed: usize,
+}
+
+/// Why a replay stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] DlqError),
+    /// Output could not be written.
+    #[error("output: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// This process's claim owner: `host:pid`.
+pub fn owner_id() -> String {
+    format!("{}:{}", hostname(), std::process::id())
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// Releases claims held by replays on this host whose process is gone.
+pub async fn take_over_dead_claims(store: &DlqStore) -> Result<u64, DlqError> {
+    let host = hostname();
+    let mut released = 0;
+    for owner in store.claim_owners(now_micros()).await? {
+        let Some((h, pid)) = owner.rsplit_once(':') else {
+            continue;
+        };
+        let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        if h == host && pid != std::process::id().to_string() && !alive {
+            released += store.release_owner(&owner).await?;
+        }
+    }
+    Ok(released)
+}
+
+/// Runs a replay, writing one JSON line per entry to `out`.
+pub async fn replay(
+    store: &DlqStore,
+    pipeline: &Arc<Pipeline>,
+    opts: &ReplayOptions,
+    out: &mut dyn Write,
+) -> Result<ReplayReport, ReplayError> {
+    let mut selector = opts.selector.clone();
+    selector.statuses = if opts.force {
+        vec![Status::Pending, Status::Replayed]
+    } else {
+        vec![Status::Pending]
+    };
+    if opts.dry_run {
+        return dry_run(store, pipeline, &selector, out).await;
+    }
+    take_over_dead_claims(store).await?;
+    let owner = owner_id();
+    let started = Instant::now();
+    let mut sent = 0usize;
+    let mut report = ReplayReport::default();
+    let mut remaining = selector.limit;
+    loop {
+        let batch = remaining.map_or(opts.batch, |r| r.min(opts.batch));
+        if batch == 0 {
+            break;
+        }
+        let lease_until =
+            now_micros() + i64::try_from(opts.lease.as_micros()).unwrap_or(i64::MAX / 2);
+        let mut claim_sel = selector.clone();
+        claim_sel.limit = None;
+        let claimed = store.claim(&claim_sel, &owner, lease_until, batch).await?;
+        if claimed.is_empty() {
+            break;
+        }
+        if let Some(r) = remaining.as_mut() {
+            *r = r.saturating_sub(claimed.len());
+        }
+        let mut pace = Vec::with_capacity(claimed.len());
+        for _ in &claimed {
+            pace.push(
+                opts.rate
+                    .map(|r| started + Duration::from_secs_f64(sent as f64 / r)),
+            );
+            sent += 1;
+        }
+        let results: Vec<(DeadLetter, Result<String, Failure>)> =
+            futures::stream::iter(claimed.into_iter().zip(pace))
+                .map(|(dl, at)| async move {
+                    if let Some(at) = at {
+                        tokio::time::sleep_until(at.into()).await;
+                    }
+                    let r = deliver_entry(pipeline, &dl).await;
+                    (dl, r)
+                })
+                .buffered(opts.concurrency.max(1))
+                .collect()
+                .await;
+        for (dl, result) in results {
+            match result {
+                Ok(topic) => {
+                    let marked = store
+                        .mark_replayed(dl.id, &owner, &format!("replayed by {owner}"))
+                        .await?;
+                    report.delivered += 1;
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"id": dl.id, "result": "delivered", "topic": topic, "marked": marked})
+                    )?;
+                }
+                Err(f) => {
+                    store
+                        .mark_failed(dl.id, &owner, f.class.as_str(), &f.message, now_micros())
+                        .await?;
+                    report.failed += 1;
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({"id": dl.id, "result": "failed", "class": f.class.as_str(), "message": f.message})
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// The routes an entry goes to today: its own route if it had one, else every match.
+fn routes_for(
+    pipeline: &Pipeline,
+    dl: &DeadLetter,
+    event: &Event,
+) -> Result<Vec<RouteMatch>, Failure> {
+    let matches: Vec<RouteMatch> = pipeline
+        .routes()
+        .route(event)
+        .into_iter()
+        .map(|m| {
+            m.map_err(|e| Failure {
+                class: ErrorClass::Unroutable,
+                message: e.to_string(),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let chosen: Vec<RouteMatch> = match &dl.route {
+        Some(r) => matches.into_iter().filter(|m| &*m.route == r).collect(),
+        None => matches,
+    };
+    if chosen.is_empty() {
+        return Err(Failure {
+            class: ErrorClass::Unroutable,
+            message: match &dl.route {
+                Some(r) => format!(
+                    "route `{r}` no longer takes events from source `{}`",
+                    event.source
+                ),
+                None => format!("no route takes events from source `{}`", event.source),
+            },
+        });
+    }
+    Ok(chosen)
+}
+
+async fn deliver_entry(pipeline: &Pipeline, dl: &DeadLetter) -> Result<String, Failure> {
+    let event = dl.event.as_ref().ok_or_else(|| Failure {
+        class: ErrorClass::Decode,
+        message: "the stored event is missing".into(),
+    })?;
+    let mut topics = Vec::new();
+    for m in routes_for(pipeline, dl, event)? {
+        let ack = AckToken::detached();
+        let record = pipeline.encode(event, &m, &ack).await?;
+        pipeline
+            .sink()
+            .deliver(&record, &|| false)
+            .await
+            .map_err(|e| Failure {
+                class: e.class(),
+                message: e.to_string(),
+            })?;
+        topics.push(m.topic);
+    }
+    Ok(topics.join(","))
+}
+
+async fn dry_run(
+    store: &DlqStore,
+    pipeline: &Pipeline,
+    selector: &Selector,
+    out: &mut dyn Write,
+) -> Result<ReplayReport, ReplayError> {
+    let mut report = ReplayReport::default();
+    for dl in store.list(selector).await? {
+        let Some(event) = dl.event.as_ref() else {
+            continue;
+        };
+        match routes_for(pipeline, &dl, event) {
+            Err(f) => {
+                report.failed += 1;
+                writeln!(
+                    out,
+                    "{}",
+                    json!({"id": dl.id, "would_fail": f.class.as_str(), "message": f.message})
+                )?;
+            }
+            Ok(matches) => {
+                for m in matches {
+                    let value = match &event.payload {
+                        Payload::Webhook(_) => cloudevent::record(event),
+                    };
+                    writeln!(
+                        out,
+                        "{}",
+                        json!({
+                            "id": dl.id,
+                            "would_produce": {
+                                "topic": m.topic,
+                                "route": &*m.route,
+                                "key": event.id.as_str(),
+                                "value": crate::tail::avro_to_json(value),
+                            }
+                        })
+                    )?;
+                }
+                report.delivered += 1;
+            }
+        }
+    }
+    Ok(report)
+}

@@ -1,0 +1,473 @@
+//! The embedded dead-letter store: one SQLite file (WAL mode, `synchronous=FULL`), so a
+//! dead letter is on disk before the event is acknowledged, and a kill -9 loses nothing that
+//! was committed. Every call runs on the blocking pool; the daemon and the CLI may use the
+//! file at the same time (SQLite serialises writers; `busy_timeout` waits for the lock).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+
+use super::sql::{COLUMNS, Param, limit_clause, where_clause};
+use super::{
+    AuditEntry, DeadLetter, DlqError, EncodedRecord, NewDeadLetter, Selector, StatsRow, Status,
+    decode_event, encode_event,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS dead_letters (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    route TEXT NOT NULL DEFAULT '',
+    topic TEXT,
+    record_key_text TEXT,
+    event_json TEXT NOT NULL,
+    record_key BLOB,
+    record_value BLOB,
+    class TEXT NOT NULL,
+    message TEXT NOT NULL,
+    attempts INTEGER NOT NULL,
+    first_failed_at INTEGER NOT NULL,
+    last_failed_at INTEGER NOT NULL,
+    status TEXT NOT NULL DEFAULT 'pending',
+    replay_count INTEGER NOT NULL DEFAULT 0,
+    resolution TEXT,
+    updated_at INTEGER NOT NULL,
+    claimed_by TEXT,
+    claimed_until INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_pending_event
+    ON dead_letters(event_id, route) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS dead_letters_status ON dead_letters(status, last_failed_at);
+CREATE TABLE IF NOT EXISTS audit_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    selector TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    result TEXT NOT NULL
+);
+";
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    path: PathBuf,
+    conn: Arc<Mutex<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens or creates the file (and its directory).
+    pub async fn open(path: &Path) -> Result<SqliteStore, DlqError> {
+        let path = path.to_path_buf();
+        let p = path.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, String> {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            }
+            let conn = Connection::open(&p).map_err(|e| e.to_string())?;
+            conn.busy_timeout(std::time::Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .map_err(|e| e.to_string())?;
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(|e| e.to_string())?;
+            conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| DlqError::Sqlite {
+            path: path.clone(),
+            message: e.to_string(),
+        })?
+        .map_err(|message| DlqError::Sqlite {
+            path: path.clone(),
+            message,
+        })?;
+        Ok(SqliteStore {
+            path,
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, DlqError> + Send + 'static,
+    ) -> Result<T, DlqError> {
+        let conn = Arc::clone(&self.conn);
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn.lock().map_err(|_| DlqError::Sqlite {
+                path: path.clone(),
+                message: "connection lock poisoned".into(),
+            })?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| DlqError::Sqlite {
+            path: self.path.clone(),
+            message: e.to_string(),
+        })?
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> DlqError + Send + 'static {
+        let path = self.path.clone();
+        move |e| DlqError::Sqlite {
+            path: path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    pub(super) async fn put(&self, l: &NewDeadLetter) -> Result<i64, DlqError> {
+        let l = l.clone();
+        let err = self.err();
+        self.with(move |c| {
+            c.query_row(
+                "INSERT INTO dead_letters (event_id, source, route, topic, record_key_text,
+                    event_json, record_key, record_value, class, message, attempts,
+                    first_failed_at, last_failed_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?12)
+                 ON CONFLICT (event_id, route) WHERE status = 'pending' DO UPDATE SET
+                    attempts = attempts + excluded.attempts,
+                    last_failed_at = excluded.last_failed_at,
+                    updated_at = excluded.updated_at,
+                    class = excluded.class,
+                    message = excluded.message,
+                    record_key = coalesce(excluded.record_key, record_key),
+                    record_value = coalesce(excluded.record_value, record_value)
+                 RETURNING id",
+                params![
+                    l.event.id.as_str(),
+                    l.event.source,
+                    l.route.clone().unwrap_or_default(),
+                    l.topic,
+                    l.key,
+                    encode_event(&l.event),
+                    l.record.as_ref().and_then(|r| r.key.clone()),
+                    l.record.as_ref().map(|r| r.value.clone()),
+                    l.class.as_str(),
+                    l.message,
+                    i64::from(l.attempts),
+                    l.failed_at,
+                ],
+                |row| row.get(0),
+            )
+            .map_err(&err)
+        })
+        .await
+    }
+
+    pub(super) async fn list(&self, sel: &Selector) -> Result<Vec<DeadLetter>, DlqError> {
+        let sel = sel.clone();
+        let err = self.err();
+        self.with(move |c| {
+            let mut params = Vec::new();
+            let w = where_clause(&sel, '?', &mut params);
+            let sql = format!(
+                "SELECT {COLUMNS} FROM dead_letters {w} ORDER BY id{}",
+                limit_clause(&sel)
+            );
+            let mut stmt = c.prepare(&sql).map_err(&err)?;
+            let rows = stmt
+                .query_map(params_from_iter(to_sql(&params)), read_row)
+                .map_err(&err)?;
+            collect(rows, &err)
+        })
+        .await
+    }
+
+    pub(super) async fn get(&self, id: i64) -> Result<Option<DeadLetter>, DlqError> {
+        let err = self.err();
+        self.with(move |c| {
+            let sql = format!("SELECT {COLUMNS} FROM dead_letters WHERE id = ?1");
+            let row = c.query_row(&sql, [id], read_row).optional().map_err(&err)?;
+            row.transpose()
+        })
+        .await
+    }
+
+    pub(super) async fn claim(
+        &self,
+        sel: &Selector,
+        owner: &str,
+        lease_until: i64,
+        batch: usize,
+    ) -> Result<Vec<DeadLetter>, DlqError> {
+        let sel = sel.clone();
+        let owner = owner.to_string();
+        let err = self.err();
+        self.with(move |c| {
+            let now = crate::event::now_micros();
+            let mut params = vec![Param::Text(owner), Param::Int(lease_until), Param::Int(now)];
+            let w = where_clause(&sel, '?', &mut params);
+            let sql = format!(
+                "UPDATE dead_letters SET claimed_by = ?1, claimed_until = ?2
+                 WHERE id IN (SELECT id FROM dead_letters {w}
+                     AND status IN ('pending', 'replayed')
+                     AND (claimed_until IS NULL OR claimed_until < ?3)
+                     ORDER BY id LIMIT {batch})
+                 RETURNING {COLUMNS}"
+            );
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            let out = {
+                let mut stmt = tx.prepare(&sql).map_err(&err)?;
+                let rows = stmt
+                    .query_map(params_from_iter(to_sql(&params)), read_row)
+                    .map_err(&err)?;
+                collect(rows, &err)?
+            };
+            tx.commit().map_err(&err)?;
+            let mut out = out;
+            out.sort_by_key(|d| d.id);
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn claim_owners(&self, now: i64) -> Result<Vec<String>, DlqError> {
+        let err = self.err();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare("SELECT DISTINCT claimed_by FROM dead_letters WHERE claimed_by IS NOT NULL AND claimed_until >= ?1")
+                .map_err(&err)?;
+            let rows = stmt.query_map([now], |r| r.get::<_, String>(0)).map_err(&err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+        })
+        .await
+    }
+
+    pub(super) async fn release_owner(&self, owner: &str) -> Result<u64, DlqError> {
+        let owner = owner.to_string();
+        let err = self.err();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE dead_letters SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?1",
+                [owner],
+            )
+            .map(|n| n as u64)
+            .map_err(&err)
+        })
+        .await
+    }
+
+    pub(super) async fn mark_replayed(
+        &self,
+        id: i64,
+        owner: &str,
+        note: &str,
+    ) -> Result<bool, DlqError> {
+        let (owner, note) = (owner.to_string(), note.to_string());
+        let err = self.err();
+        self.with(move |c| {
+            let now = crate::event::now_micros();
+            c.execute(
+                "UPDATE dead_letters SET status = 'replayed', replay_count = replay_count + 1,
+                    resolution = ?3, updated_at = ?4, claimed_by = NULL, claimed_until = NULL
+                 WHERE id = ?1 AND claimed_by = ?2",
+                params![id, owner, note, now],
+            )
+            .map(|n| n == 1)
+            .map_err(&err)
+        })
+        .await
+    }
+
+    pub(super) async fn mark_failed(
+        &self,
+        id: i64,
+        owner: &str,
+        class: &str,
+        message: &str,
+        at: i64,
+    ) -> Result<(), DlqError> {
+        let (owner, class, message) = (owner.to_string(), class.to_string(), message.to_string());
+        let err = self.err();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE dead_letters SET attempts = attempts + 1, class = ?3, message = ?4,
+                    last_failed_at = ?5, updated_at = ?5, claimed_by = NULL, claimed_until = NULL
+                 WHERE id = ?1 AND claimed_by = ?2",
+                params![id, owner, class, message, at],
+            )
+            .map(|_| ())
+            .map_err(&err)
+        })
+        .await
+    }
+
+    pub(super) async fn discard(&self, sel: &Selector, reason: &str) -> Result<u64, DlqError> {
+        let sel = sel.clone();
+        let reason = reason.to_string();
+        let err = self.err();
+        self.with(move |c| {
+            let now = crate::event::now_micros();
+            let mut params = vec![Param::Text(reason), Param::Int(now)];
+            let w = where_clause(&sel, '?', &mut params);
+            let sql = format!(
+                "UPDATE dead_letters SET status = 'discarded', resolution = ?1, updated_at = ?2
+                 WHERE id IN (SELECT id FROM dead_letters {w} AND status = 'pending'
+                     AND (claimed_until IS NULL OR claimed_until < ?2) ORDER BY id{})",
+                limit_clause(&sel)
+            );
+            c.execute(&sql, params_from_iter(to_sql(&params)))
+                .map(|n| n as u64)
+                .map_err(&err)
+        })
+        .await
+    }
+
+    pub(super) async fn stats(&self) -> Result<Vec<StatsRow>, DlqError> {
+        let err = self.err();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT route, class, status, count(*) FROM dead_letters
+                     GROUP BY route, class, status ORDER BY route, class, status",
+                )
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                    ))
+                })
+                .map_err(&err)?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (route, class, status, count) = row.map_err(&err)?;
+                out.push(StatsRow {
+                    route: if route.is_empty() { "-".into() } else { route },
+                    class,
+                    status: status
+                        .parse()
+                        .map_err(|m| DlqError::Corrupt { id: 0, message: m })?,
+                    count,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn audit(&self, e: &AuditEntry) -> Result<(), DlqError> {
+        let e = e.clone();
+        let err = self.err();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO audit_log (at, actor, action, selector, count, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![e.at, e.actor, e.action, e.selector, e.count, e.result],
+            )
+            .map(|_| ())
+            .map_err(&err)
+        })
+        .await
+    }
+
+    pub(super) async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, DlqError> {
+        let err = self.err();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT at, actor, action, selector, count, result FROM audit_log ORDER BY id DESC LIMIT {limit}"
+                ))
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(AuditEntry {
+                        at: r.get(0)?,
+                        actor: r.get(1)?,
+                        action: r.get(2)?,
+                        selector: r.get(3)?,
+                        count: r.get(4)?,
+                        result: r.get(5)?,
+                    })
+                })
+                .map_err(&err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+        })
+        .await
+    }
+
+    pub(super) async fn purge(&self, before: i64) -> Result<u64, DlqError> {
+        let err = self.err();
+        self.with(move |c| {
+            c.execute(
+                "DELETE FROM dead_letters WHERE status IN ('replayed', 'discarded') AND updated_at < ?1",
+                [before],
+            )
+            .map(|n| n as u64)
+            .map_err(&err)
+        })
+        .await
+    }
+}
+
+fn to_sql(params: &[Param]) -> Vec<SqlValue> {
+    params
+        .iter()
+        .map(|p| match p {
+            Param::Int(i) => SqlValue::Integer(*i),
+            Param::Text(t) => SqlValue::Text(t.clone()),
+        })
+        .collect()
+}
+
+type RowResult = Result<DeadLetter, DlqError>;
+
+fn read_row(r: &Row<'_>) -> rusqlite::Result<RowResult> {
+    let id: i64 = r.get(0)?;
+    let route: String = r.get(3)?;
+    let status: String = r.get(11)?;
+    let event_json: String = r.get(14)?;
+    let record_key: Option<Vec<u8>> = r.get(15)?;
+    let record_value: Option<Vec<u8>> = r.get(16)?;
+    let status = match status.parse::<Status>() {
+        Ok(s) => s,
+        Err(message) => return Ok(Err(DlqError::Corrupt { id, message })),
+    };
+    let event = match decode_event(id, &event_json) {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok(DeadLetter {
+        id,
+        event_id: r.get(1)?,
+        source: r.get(2)?,
+        route: (!route.is_empty()).then_some(route),
+        topic: r.get(4)?,
+        key: r.get(5)?,
+        class: r.get(6)?,
+        message: r.get(7)?,
+        attempts: r.get(8)?,
+        first_failed_at: r.get(9)?,
+        last_failed_at: r.get(10)?,
+        status,
+        replay_count: r.get(12)?,
+        resolution: r.get(13)?,
+        event: Some(event),
+        record: record_value.map(|value| EncodedRecord {
+            key: record_key,
+            value,
+        }),
+    }))
+}
+
+fn collect(
+    rows: impl Iterator<Item = rusqlite::Result<RowResult>>,
+    err: &impl Fn(rusqlite::Error) -> DlqError,
+) -> Result<Vec<DeadLetter>, DlqError> {
+    let mut out = Vec::new();
+    for row in rows {
+        out.push(row.map_err(err)??);
+    }
+    Ok(out)
+}
