@@ -239,6 +239,7 @@ impl Select {
             since: self.since,
             until: self.until,
             limit: self.limit,
+            after_id: None,
         }
     }
 

@@ -98,11 +98,7 @@ pub fn main() -> ExitCode {
             "route",
             "the router release (routes with filters, keys, dry-run)",
         ),
-        Command::Dlq { .. } => not_yet(
-            "dlq",
-            "the dead-letter queue release (list, show, replay, discard)",
-        ),
-        Command::Run | Command::Tail { .. } => {
+        Command::Run | Command::Tail { .. } | Command::Dlq { .. } => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {

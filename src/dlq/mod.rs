@@ -166,6 +166,8 @@ pub struct Selector {
     pub until: Option<i64>,
     /// At most this many.
     pub limit: Option<usize>,
+    /// Only ids greater than this (a replay's cursor, so one run visits each entry once).
+    pub after_id: Option<i64>,
 }
 
 /// Counts by route, class and status.

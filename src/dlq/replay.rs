@@ -139,6 +139,9 @@ pub async fn replay(
         if claimed.is_empty() {
             break;
         }
+        // Each entry once per run: failed ones stay pending for the next run, and with
+        // --force replayed ones would otherwise be claimed again and again.
+        selector.after_id = claimed.iter().map(|d| d.id).max();
         if let Some(r) = remaining.as_mut() {
             *r = r.saturating_sub(claimed.len());
         }

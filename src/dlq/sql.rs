@@ -52,6 +52,10 @@ pub(crate) fn where_clause(sel: &Selector, sigil: char, params: &mut Vec<Param>)
             .collect();
         clauses.push(format!("status IN ({})", list.join(", ")));
     }
+    if let Some(id) = sel.after_id {
+        let p = bind(Param::Int(id), params);
+        clauses.push(format!("id > {p}"));
+    }
     if let Some(t) = sel.since {
         let p = bind(Param::Int(t), params);
         clauses.push(format!("last_failed_at >= {p}"));

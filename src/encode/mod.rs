@@ -48,7 +48,17 @@ impl EncodeError {
             Some(c) => format!("{}: {c}", e.error),
             None => e.error.clone(),
         };
-        if e.retriable {
+        // The library retries only 502/503; other 5xx, throttling, timeouts and auth problems
+        // are the registry's state too, not the event's: retry them rather than dead-letter
+        // every event while the registry is unwell.
+        let status = e
+            .error
+            .split("failed with status ")
+            .nth(1)
+            .and_then(|rest| rest.get(..3))
+            .and_then(|code| code.parse::<u16>().ok());
+        let registry_unwell = matches!(status, Some(401 | 403 | 408 | 429 | 500..=599));
+        if e.retriable || registry_unwell {
             EncodeError::Unavailable(text)
         } else if text.contains("Could not get avro bytes")
             || text.contains("Could not validate")
@@ -139,5 +149,44 @@ impl Encoder {
     /// Forgets cached definite failures, so a fixed registry or schema is tried again.
     pub fn forget_errors(&self) {
         self.inner.remove_errors_from_cache();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn http(status: &str) -> SRCError {
+        SRCError::new(
+            &format!("HTTP request to schema registry failed with status {status}"),
+            Some("body".into()),
+            false,
+        )
+    }
+
+    #[test]
+    fn registry_outages_are_transient_and_rejections_are_definite() {
+        for s in [
+            "500 Internal Server Error",
+            "504 Gateway Timeout",
+            "429 Too Many Requests",
+            "401 Unauthorized",
+        ] {
+            assert!(
+                matches!(EncodeError::from_src(http(s)), EncodeError::Unavailable(_)),
+                "{s}"
+            );
+        }
+        for s in ["409 Conflict", "422 Unprocessable Entity"] {
+            assert!(
+                matches!(EncodeError::from_src(http(s)), EncodeError::Schema(_)),
+                "{s}"
+            );
+        }
+        let net = SRCError::new("http call to schema registry failed", None, true);
+        assert!(matches!(
+            EncodeError::from_src(net),
+            EncodeError::Unavailable(_)
+        ));
     }
 }

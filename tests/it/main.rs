@@ -7,6 +7,7 @@ mod ack_discipline;
 mod bad_input;
 mod cli;
 mod config_errors;
+mod dlq_replay;
 mod dlq_store;
 mod harness;
 mod webhook_e2e;

@@ -61,3 +61,67 @@ pub async fn start(config: Config) -> (Daemon, String) {
 pub async fn stop(daemon: Daemon) {
     daemon.shutdown(Duration::from_secs(10)).await;
 }
+
+/// The parts of a test configuration that vary.
+#[derive(Debug, Clone, Default)]
+pub struct Setup {
+    /// `bootstrap_servers`.
+    pub bootstrap: String,
+    /// Registry URL.
+    pub registry: String,
+    /// Topic of the `orders-to-kafka` route.
+    pub topic: String,
+    /// Lines under `[server]`.
+    pub server: String,
+    /// Lines under `[kafka.properties]`.
+    pub kafka_properties: String,
+    /// `[dlq].url` (default: sqlite://dlq/switchyard.db beside the file).
+    pub dlq_url: Option<String>,
+}
+
+/// Writes `routes.toml` for `setup` into `dir` and returns its path.
+pub fn write_config(dir: &Path, setup: &Setup) -> std::path::PathBuf {
+    let Setup {
+        bootstrap,
+        registry,
+        topic,
+        server,
+        kafka_properties,
+        dlq_url,
+    } = setup;
+    let dlq = dlq_url
+        .clone()
+        .unwrap_or_else(|| "sqlite://dlq/switchyard.db".into());
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+{server}
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+delivery_timeout = "5s"
+retry_max_elapsed = "20s"
+
+[kafka.properties]
+{kafka_properties}
+
+[schema_registry]
+url = "{registry}"
+
+[dlq]
+url = "{dlq}"
+
+[sources.orders]
+type = "webhook"
+
+[[routes]]
+name = "orders-to-kafka"
+source = "orders"
+topic = "{topic}"
+"#
+    );
+    let path = dir.join("routes.toml");
+    std::fs::write(&path, text).expect("write config");
+    path
+}

@@ -98,13 +98,14 @@ impl WebhookSource {
         })
         .await;
         match outcome {
-            Ok(Delivery::Delivered) | Ok(Delivery::DeadLettered) => {
+            Ok(Delivery::Delivered) => {
                 debug!(source = %self.name, event_id = %id, "webhook accepted");
-                (
-                    StatusCode::OK,
-                    Json(json!({"status": "accepted", "id": id.as_str()})),
-                )
-                    .into_response()
+                let body = json!({"status": "accepted", "id": id.as_str()});
+                (StatusCode::OK, Json(body)).into_response()
+            }
+            Ok(Delivery::DeadLettered) => {
+                let body = json!({"status": "dead_lettered", "id": id.as_str()});
+                (StatusCode::OK, Json(body)).into_response()
             }
             Ok(Delivery::Failed(f)) if f.class.is_transient() => unavailable(&f.message),
             Ok(Delivery::Failed(f)) => {

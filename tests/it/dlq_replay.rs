@@ -1,0 +1,572 @@
+//! On-call sees what failed and why, fixes it, and replays: once, safely, with an audit trail.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use switchyard::config::Config;
+use switchyard::dlq::{DlqStore, Selector, Status};
+use switchyard::error::ErrorClass;
+
+use crate::dlq_store::letter;
+use crate::support::broker::Broker;
+use crate::support::consume::{decode, decoder, read_topic};
+use crate::support::daemon::{self, Setup, write_config};
+use crate::support::registry::Registry;
+use crate::support::scratch;
+
+fn switchyard(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .env("USER", "oncall-test")
+        .output()
+        .expect("run switchyard")
+}
+
+fn json_lines(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+fn list(config: &Path, status: &str) -> Vec<serde_json::Value> {
+    let out = switchyard(
+        config,
+        &["dlq", "list", "--format", "json", "--status", status],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("json array")
+}
+
+async fn ids_on_topic(
+    broker: &Broker,
+    registry: &Registry,
+    topic: &str,
+    at_least: usize,
+) -> Vec<String> {
+    let bootstrap = broker.bootstrap();
+    let t = topic.to_string();
+    // Ask for one more than expected, so that a duplicate would be seen.
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic(&bootstrap, &t, at_least + 1, Duration::from_secs(5))
+    })
+    .await
+    .expect("consumer");
+    let dec = decoder(&registry.url());
+    let mut ids = Vec::new();
+    for r in records {
+        let (_, v) = decode(&dec, &r.value).await;
+        ids.push(v["id"].as_str().expect("id").to_string());
+    }
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversize_event_is_dead_lettered_then_replayed_exactly_once_after_the_fix() {
+    let dir = scratch();
+    let broker = Broker::start(dir.path());
+    let registry = Registry::start(dir.path());
+    let mut setup = Setup {
+        bootstrap: broker.bootstrap(),
+        registry: registry.url(),
+        topic: "orders".into(),
+        kafka_properties: "\"message.max.bytes\" = 1000".into(),
+        ..Setup::default()
+    };
+    let path = write_config(dir.path(), &setup);
+    let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
+    let client = reqwest::Client::new();
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(3000));
+    let r = client
+        .post(format!("{url}/webhooks/orders"))
+        .header("webhook-id", "big-1")
+        .body(big.clone())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(
+        r.status(),
+        200,
+        "dead-lettered events are acknowledged: they are durable in the DLQ"
+    );
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["status"], "dead_lettered");
+    let r = client
+        .post(format!("{url}/webhooks/orders"))
+        .header("webhook-id", "small-1")
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    daemon::stop(sy).await;
+
+    // On-call sees what failed and why.
+    let pending = list(&path, "pending");
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let entry = &pending[0];
+    assert_eq!(entry["class"], "oversize");
+    assert_eq!(entry["route"], "orders-to-kafka");
+    assert_eq!(entry["topic"], "orders");
+    assert_eq!(entry["event_id"], "big-1");
+    assert_eq!(entry["attempts"], 1);
+    assert_eq!(entry["status"], "pending");
+    for field in [
+        "id",
+        "source",
+        "message",
+        "first_failed_at",
+        "last_failed_at",
+        "replay_count",
+    ] {
+        assert!(entry.get(field).is_some(), "list --format json has {field}");
+    }
+    let id = entry["id"].as_i64().expect("id").to_string();
+    let show = switchyard(&path, &["dlq", "show", &id]);
+    assert!(show.status.success());
+    let shown: serde_json::Value = serde_json::from_slice(&show.stdout).expect("show is JSON");
+    assert_eq!(
+        shown["event"]["payload"]["body"]["pad"]
+            .as_str()
+            .map(str::len),
+        Some(3000),
+        "payload pretty-printed"
+    );
+    assert!(
+        shown["message"]
+            .as_str()
+            .expect("message")
+            .contains("too large"),
+        "{shown}"
+    );
+
+    // A dry run says what would be produced and changes nothing.
+    let dry = switchyard(
+        &path,
+        &["dlq", "replay", "--class", "oversize", "--dry-run"],
+    );
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let lines = json_lines(&dry);
+    assert_eq!(lines.len(), 1);
+    assert_eq!(lines[0]["would_produce"]["topic"], "orders");
+    assert_eq!(lines[0]["would_produce"]["value"]["id"], "big-1");
+    assert_eq!(list(&path, "pending").len(), 1);
+    assert_eq!(
+        ids_on_topic(&broker, &registry, "orders", 1).await,
+        ["small-1"]
+    );
+
+    // Fix the cause (the size limit) and replay.
+    setup.kafka_properties.clear();
+    write_config(dir.path(), &setup);
+    let replay = switchyard(&path, &["dlq", "replay", "--class", "oversize"]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(list(&path, "pending").is_empty());
+    let replayed = list(&path, "replayed");
+    assert_eq!(
+        (replayed.len(), &replayed[0]["replay_count"]),
+        (1, &serde_json::json!(1))
+    );
+    assert_eq!(
+        ids_on_topic(&broker, &registry, "orders", 2).await,
+        ["big-1", "small-1"]
+    );
+
+    // Replaying the same entry again produces nothing new, unless forced.
+    let again = switchyard(&path, &["dlq", "replay", "--id", &id]);
+    assert!(again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("delivered 0"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(
+        ids_on_topic(&broker, &registry, "orders", 2).await,
+        ["big-1", "small-1"]
+    );
+    let forced = switchyard(&path, &["dlq", "replay", "--id", &id, "--force"]);
+    assert!(forced.status.success());
+    assert_eq!(
+        ids_on_topic(&broker, &registry, "orders", 3).await,
+        ["big-1", "big-1", "small-1"]
+    );
+
+    // Every replay is in the audit log, with who did it.
+    let audit = switchyard(&path, &["dlq", "audit", "--format", "json"]);
+    let log: Vec<serde_json::Value> = serde_json::from_slice(&audit.stdout).expect("audit json");
+    let replays: Vec<_> = log.iter().filter(|e| e["action"] == "replay").collect();
+    assert_eq!(replays.len(), 3, "{log:?}");
+    assert!(replays.iter().all(|e| e["actor"] == "oncall-test"));
+    assert_eq!(
+        replays.last().map(|e| e["result"].clone()),
+        Some(serde_json::json!("delivered 1, failed 0"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_the_registry_rejects_is_dead_lettered_and_replays_once_compatibility_is_fixed() {
+    let dir = scratch();
+    let broker = Broker::start(dir.path());
+    let registry = Registry::start(dir.path());
+    let setup = Setup {
+        bootstrap: broker.bootstrap(),
+        registry: registry.url(),
+        topic: "invoices".into(),
+        ..Setup::default()
+    };
+    let path = write_config(dir.path(), &setup);
+    // Someone else already owns the subject with an incompatible schema (BACKWARD by default).
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{}/subjects/invoices-value/versions", registry.url()))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .body(r#"{"schema":"{\"type\":\"record\",\"name\":\"Legacy\",\"fields\":[{\"name\":\"amount\",\"type\":\"long\"}]}"}"#)
+        .send()
+        .await
+        .expect("register");
+    assert!(r.status().is_success());
+    let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
+    let r = http
+        .post(format!("{url}/webhooks/orders"))
+        .header("webhook-id", "inv-1")
+        .body(r#"{"amount":5}"#)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.expect("json")["status"],
+        "dead_lettered"
+    );
+    daemon::stop(sy).await;
+    let pending = list(&path, "pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["class"], "schema");
+    assert!(
+        pending[0]["message"]
+            .as_str()
+            .expect("message")
+            .contains("ncompatible"),
+        "{}",
+        pending[0]["message"]
+    );
+
+    // Fix: the subject's owner relaxes compatibility.
+    let r = http
+        .put(format!("{}/config/invoices-value", registry.url()))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .body(r#"{"compatibility":"NONE"}"#)
+        .send()
+        .await
+        .expect("config");
+    assert!(r.status().is_success());
+    let replay = switchyard(&path, &["dlq", "replay", "--class", "schema"]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert_eq!(
+        ids_on_topic(&broker, &registry, "invoices", 1).await,
+        ["inv-1"]
+    );
+    assert_eq!(list(&path, "replayed").len(), 1);
+}
+
+async fn fill(path: &Path, n: usize) -> DlqStore {
+    let config = Config::load(path).expect("config");
+    let store = DlqStore::open(&config.dlq.store).await.expect("store");
+    for i in 0..n {
+        store
+            .put(&letter(
+                &format!("ev-{i:05}"),
+                "orders-to-kafka",
+                ErrorClass::RetriesExhausted,
+            ))
+            .await
+            .expect("put");
+    }
+    store
+}
+
+async fn count(store: &DlqStore, status: Status) -> i64 {
+    store
+        .stats()
+        .await
+        .expect("stats")
+        .iter()
+        .filter(|r| r.status == status)
+        .map(|r| r.count)
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_honours_the_rate_limit() {
+    let dir = scratch();
+    let broker = Broker::start(dir.path());
+    let registry = Registry::start(dir.path());
+    let path = write_config(
+        dir.path(),
+        &Setup {
+            bootstrap: broker.bootstrap(),
+            registry: registry.url(),
+            topic: "rated".into(),
+            ..Setup::default()
+        },
+    );
+    let store = fill(&path, 20).await;
+    let started = Instant::now();
+    let out = switchyard(&path, &["dlq", "replay", "--all", "--rate", "10/s"]);
+    let took = started.elapsed();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(count(&store, Status::Replayed).await, 20);
+    // 20 entries at 10/s: the last one starts 1.9 s after the first.
+    assert!(
+        took >= Duration::from_millis(1900),
+        "20 entries at 10/s took only {took:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_replays_of_one_selection_deliver_each_entry_once() {
+    let dir = scratch();
+    let broker = Broker::start(dir.path());
+    let registry = Registry::start(dir.path());
+    let path = write_config(
+        dir.path(),
+        &Setup {
+            bootstrap: broker.bootstrap(),
+            registry: registry.url(),
+            topic: "twice".into(),
+            ..Setup::default()
+        },
+    );
+    let store = fill(&path, 400).await;
+    let spawn = || {
+        Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["dlq", "replay", "--all", "-c"])
+            .arg(&path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn replay")
+    };
+    let (a, b) = (spawn(), spawn());
+    let (a, b) = (
+        a.wait_with_output().expect("a"),
+        b.wait_with_output().expect("b"),
+    );
+    assert!(
+        a.status.success() && b.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&a.stderr),
+        String::from_utf8_lossy(&b.stderr)
+    );
+    assert_eq!(count(&store, Status::Replayed).await, 400);
+    let ids = ids_on_topic(&broker, &registry, "twice", 400).await;
+    assert_eq!(ids.len(), 400, "no entry delivered twice");
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_killed_midway_is_completed_by_a_rerun_without_loss() {
+    let dir = scratch();
+    let broker = Broker::start(dir.path());
+    let registry = Registry::start(dir.path());
+    let path = write_config(
+        dir.path(),
+        &Setup {
+            bootstrap: broker.bootstrap(),
+            registry: registry.url(),
+            topic: "bulk".into(),
+            ..Setup::default()
+        },
+    );
+    let n = 10_000;
+    let store = fill(&path, n).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["dlq", "replay", "--all", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn replay");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let done = count(&store, Status::Replayed).await;
+        if done >= 1500 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "replay made no progress: {done} replayed"
+        );
+        assert!(
+            child.try_wait().expect("try_wait").is_none(),
+            "replay finished before it could be killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().expect("kill -9");
+    child.wait().expect("reap");
+    let after_kill = count(&store, Status::Replayed).await;
+    assert!(after_kill < n as i64, "killed midway");
+
+    let rerun = switchyard(&path, &["dlq", "replay", "--all"]);
+    assert!(
+        rerun.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rerun.stderr)
+    );
+    assert_eq!(count(&store, Status::Replayed).await, n as i64);
+    assert_eq!(count(&store, Status::Pending).await, 0);
+
+    let ids = ids_on_topic(&broker, &registry, "bulk", n + 400).await;
+    let mut unique = ids.clone();
+    unique.dedup();
+    assert_eq!(unique.len(), n, "every entry reached Kafka");
+    let duplicates = ids.len() - unique.len();
+    assert!(
+        duplicates <= 232,
+        "{duplicates} duplicates: more than one batch in flight"
+    );
+    assert!(
+        store
+            .list(&Selector::default())
+            .await
+            .expect("list")
+            .iter()
+            .all(|d| d.status == Status::Replayed)
+    );
+}
+
+#[test]
+fn bad_dlq_commands_exit_2_and_change_nothing() {
+    let dir = scratch();
+    let path = write_config(
+        dir.path(),
+        &Setup {
+            bootstrap: "127.0.0.1:1".into(),
+            registry: "http://127.0.0.1:1".into(),
+            topic: "t".into(),
+            ..Setup::default()
+        },
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let store = rt.block_on(fill(&path, 3));
+    for (args, expect) in [
+        (vec!["dlq", "replay"], "required"),
+        (vec!["dlq", "discard", "--reason", "x"], "required"),
+        (
+            vec!["dlq", "replay", "--id", "999"],
+            "no dead letter with id 999",
+        ),
+        (vec!["dlq", "show", "999"], "no dead letter with id 999"),
+        (vec!["dlq", "list", "--since", "5x"], "neither a duration"),
+        (
+            vec!["dlq", "replay", "--class", "bogus"],
+            "unknown class `bogus`",
+        ),
+        (
+            vec!["dlq", "replay", "--all", "--rate", "fast"],
+            "not a rate",
+        ),
+        (
+            vec!["dlq", "discard", "--all", "--reason", " "],
+            "--reason must say why",
+        ),
+        (vec!["dlq", "list", "--status", "gone"], "unknown status"),
+    ] {
+        let out = switchyard(&path, &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
+    let pending = rt.block_on(count(&store, Status::Pending));
+    assert_eq!(pending, 3, "nothing changed");
+    let audit = switchyard(&path, &["dlq", "audit", "--format", "json"]);
+    assert_eq!(
+        serde_json::from_slice::<Vec<serde_json::Value>>(&audit.stdout)
+            .expect("json")
+            .len(),
+        0
+    );
+}
+
+#[test]
+fn discard_needs_a_reason_and_is_audited() {
+    let dir = scratch();
+    let path = write_config(
+        dir.path(),
+        &Setup {
+            bootstrap: "127.0.0.1:1".into(),
+            registry: "http://127.0.0.1:1".into(),
+            topic: "t".into(),
+            ..Setup::default()
+        },
+    );
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let store = rt.block_on(fill(&path, 3));
+    let out = switchyard(
+        &path,
+        &[
+            "dlq",
+            "discard",
+            "--all",
+            "--limit",
+            "2",
+            "--reason",
+            "test traffic",
+            "--actor",
+            "alice",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(rt.block_on(count(&store, Status::Discarded)), 2);
+    assert_eq!(rt.block_on(count(&store, Status::Pending)), 1);
+    let audit = switchyard(&path, &["dlq", "audit", "--format", "json"]);
+    let log: Vec<serde_json::Value> = serde_json::from_slice(&audit.stdout).expect("json");
+    assert_eq!(log[0]["actor"], "alice");
+    assert_eq!(log[0]["action"], "discard");
+    assert_eq!(log[0]["count"], 2);
+    let stats = switchyard(&path, &["dlq", "stats", "--format", "json"]);
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&stats.stdout).expect("json");
+    assert!(rows.iter().any(|r| r["status"] == "discarded"
+        && r["count"] == 2
+        && r["class"] == "retries_exhausted"));
+    let export = switchyard(&path, &["dlq", "export"]);
+    let lines = json_lines(&export);
+    assert_eq!(lines.len(), 3, "export covers every status by default");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["event"]["payload"]["body"].is_string())
+    );
+}
