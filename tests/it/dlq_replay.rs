@@ -570,3 +570,76 @@ fn discard_needs_a_reason_and_is_audited() {
             .all(|l| l["event"]["payload"]["body"].is_string())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_and_corrupts_nothing() {
+    let dir = scratch();
+    let broker = Broker::start(dir.path());
+    let registry = Registry::start(dir.path());
+    let port = crate::support::free_port();
+    let path = write_config(
+        dir.path(),
+        &Setup {
+            bootstrap: broker.bootstrap(),
+            registry: registry.url(),
+            topic: "crash".into(),
+            kafka_properties: "\"message.max.bytes\" = 1000".into(),
+            listen: Some(format!("127.0.0.1:{port}")),
+            ..Setup::default()
+        },
+    );
+    let mut daemon = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start switchyard");
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    crate::support::wait_for_async("switchyard to be ready", Duration::from_secs(30), || async {
+        client.get(format!("{url}/readyz")).send().await.ok().filter(|r| r.status() == 200).map(|_| ())
+    })
+    .await;
+
+    // Every event is too large for the broker, so every one is a dead-letter write.
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, u16)>(1000);
+    let big = format!(r#"{{"pad":"{}"}}"#, "y".repeat(2000));
+    for i in 0..600 {
+        let (tx, client, url, body) = (tx.clone(), client.clone(), url.clone(), big.clone());
+        tokio::spawn(async move {
+            let id = format!("crash-{i}");
+            let status = match client.post(format!("{url}/webhooks/orders")).header("webhook-id", &id).body(body).send().await {
+                Ok(r) => r.status().as_u16(),
+                Err(_) => 0,
+            };
+            let _ = tx.send((id, status)).await;
+        });
+    }
+    drop(tx);
+    let mut answered = Vec::new();
+    while let Some((id, status)) = rx.recv().await {
+        answered.push((id, status));
+        if answered.len() == 150 {
+            daemon.kill().expect("kill -9 switchyard");
+            daemon.wait().expect("reap");
+        }
+    }
+    let acked: Vec<&String> = answered.iter().filter(|(_, s)| *s == 200).map(|(id, _)| id).collect();
+    assert!(acked.len() >= 100, "only {} acknowledged before the kill", acked.len());
+    assert!(acked.len() < 600, "the kill came too late to test anything");
+
+    let config = Config::load(&path).expect("config");
+    let switchyard::config::DlqStoreConfig::Sqlite(db) = &config.dlq.store else {
+        panic!("sqlite store expected");
+    };
+    let conn = rusqlite::Connection::open(db).expect("open after crash");
+    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity check");
+    assert_eq!(check, "ok");
+    drop(conn);
+    let store = DlqStore::open(&config.dlq.store).await.expect("store");
+    let stored = store.list(&Selector::default()).await.expect("every row reads back");
+    for id in acked {
+        assert!(stored.iter().any(|d| &d.event_id == id && d.class == "oversize"), "{id} was acknowledged but is not in the DLQ");
+    }
+}

@@ -77,6 +77,8 @@ pub struct Setup {
     pub kafka_properties: String,
     /// `[dlq].url` (default: sqlite://dlq/switchyard.db beside the file).
     pub dlq_url: Option<String>,
+    /// `[server].listen` (default 127.0.0.1:0).
+    pub listen: Option<String>,
 }
 
 /// Writes `routes.toml` for `setup` into `dir` and returns its path.
@@ -88,14 +90,16 @@ pub fn write_config(dir: &Path, setup: &Setup) -> std::path::PathBuf {
         server,
         kafka_properties,
         dlq_url,
+        listen,
     } = setup;
+    let listen = listen.clone().unwrap_or_else(|| "127.0.0.1:0".into());
     let dlq = dlq_url
         .clone()
         .unwrap_or_else(|| "sqlite://dlq/switchyard.db".into());
     let text = format!(
         r#"
 [server]
-listen = "127.0.0.1:0"
+listen = "{listen}"
 {server}
 
 [kafka]
