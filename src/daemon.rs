@@ -59,7 +59,7 @@ impl Daemon {
         let dlq = Arc::new(DlqStore::open(&config.dlq.store).await?);
         let pipeline = Arc::new(Pipeline::new(&config)?.with_dlq(Arc::clone(&dlq)));
         let retention = tokio::spawn(purge_periodically(Arc::clone(&dlq), config.dlq.retain));
-        let app = app(&config, Arc::clone(&pipeline));
+        let app = app(&config, Arc::clone(&pipeline), Arc::clone(&dlq));
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|source| StartError::Listen {
@@ -128,7 +128,7 @@ impl Daemon {
 }
 
 /// The HTTP application: one POST route per webhook source, health, and JSON 404/405.
-pub fn app(config: &Config, pipeline: Arc<Pipeline>) -> Router {
+pub fn app(config: &Config, pipeline: Arc<Pipeline>, dlq: Arc<DlqStore>) -> Router {
     let mut router = Router::new();
     for (name, source) in &config.sources {
         let SourceKind::Webhook(wh) = &source.kind;
@@ -152,6 +152,13 @@ pub fn app(config: &Config, pipeline: Arc<Pipeline>) -> Router {
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let dlq = Arc::clone(&dlq);
+                async move { metrics(&dlq).await }
+            }),
         )
         .route(
             "/readyz",
@@ -201,4 +208,27 @@ async fn purge_periodically(dlq: Arc<DlqStore>, retain: Duration) {
             Err(e) => warn!(error = %e, "dead-letter retention purge failed"),
         }
     }
+}
+
+/// Prometheus metrics; the DLQ depth is read from the store at each scrape.
+async fn metrics(dlq: &DlqStore) -> Response {
+    if let (Some(m), Ok(rows)) = (crate::telemetry::metrics::metrics(), dlq.stats().await) {
+        m.dlq_depth.reset();
+        for r in rows
+            .iter()
+            .filter(|r| r.status == crate::dlq::Status::Pending)
+        {
+            m.dlq_depth
+                .with_label_values(&[r.route.as_str(), r.class.as_str()])
+                .set(r.count);
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::telemetry::metrics::render(),
+    )
+        .into_response()
 }

@@ -217,6 +217,11 @@ impl Pipeline {
         };
         match dlq.put(&letter).await {
             Ok(id) => {
+                if let Some(m) = crate::telemetry::metrics::metrics() {
+                    m.dead_letters
+                        .with_label_values(&[route.unwrap_or("-"), failure.class.as_str()])
+                        .inc();
+                }
                 warn!(event_id = %event.id, dead_letter = id, class = %failure.class, error = %failure.message, "dead-lettered");
                 Ok(())
             }

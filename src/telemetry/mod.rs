@@ -1,4 +1,6 @@
-//! Logging setup. Metric names will be defined here, once, when metrics arrive.
+//! Logging setup, and metric names defined once ([`metrics`]).
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 

@@ -153,3 +153,15 @@ fn the_shipped_routes_toml_is_valid() {
         panic!("routes.toml is invalid:\n{e}");
     }
 }
+
+#[test]
+fn dlq_retention_is_a_duration_with_a_default_of_14_days() {
+    let cfg = Config::from_str_with_env(Path::new("routes.toml"), BASE, |_| None).expect("valid");
+    assert_eq!(cfg.dlq.retain, std::time::Duration::from_secs(14 * 86400));
+    let text = format!("{BASE}\n[dlq]\nurl = \"sqlite://d.db\"\nretain = \"30days\"\n");
+    let cfg = Config::from_str_with_env(Path::new("routes.toml"), &text, |_| None).expect("valid");
+    assert_eq!(cfg.dlq.retain, std::time::Duration::from_secs(30 * 86400));
+    let errs = errors(&format!("{BASE}\n[dlq]\nurl = \"sqlite://d.db\"\nretain = \"forever\"\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains(":12:10: invalid duration \"forever\""), "{}", errs[0]);
+}

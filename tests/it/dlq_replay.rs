@@ -108,6 +108,18 @@ async fn an_oversize_event_is_dead_lettered_then_replayed_exactly_once_after_the
         .await
         .expect("send");
     assert_eq!(r.status(), 200);
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"switchyard_dlq_depth{class="oversize",route="orders-to-kafka"} 1"#),
+        "DLQ depth by route and class:\n{metrics}"
+    );
     daemon::stop(sy).await;
 
     // On-call sees what failed and why.
@@ -572,7 +584,8 @@ fn discard_needs_a_reason_and_is_audited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_and_corrupts_nothing() {
+async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_and_corrupts_nothing()
+{
     let dir = scratch();
     let broker = Broker::start(dir.path());
     let registry = Registry::start(dir.path());
@@ -596,10 +609,23 @@ async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_an
         .spawn()
         .expect("start switchyard");
     let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-    crate::support::wait_for_async("switchyard to be ready", Duration::from_secs(30), || async {
-        client.get(format!("{url}/readyz")).send().await.ok().filter(|r| r.status() == 200).map(|_| ())
-    })
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    crate::support::wait_for_async(
+        "switchyard to be ready",
+        Duration::from_secs(30),
+        || async {
+            client
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        },
+    )
     .await;
 
     // Every event is too large for the broker, so every one is a dead-letter write.
@@ -609,7 +635,13 @@ async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_an
         let (tx, client, url, body) = (tx.clone(), client.clone(), url.clone(), big.clone());
         tokio::spawn(async move {
             let id = format!("crash-{i}");
-            let status = match client.post(format!("{url}/webhooks/orders")).header("webhook-id", &id).body(body).send().await {
+            let status = match client
+                .post(format!("{url}/webhooks/orders"))
+                .header("webhook-id", &id)
+                .body(body)
+                .send()
+                .await
+            {
                 Ok(r) => r.status().as_u16(),
                 Err(_) => 0,
             };
@@ -625,8 +657,16 @@ async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_an
             daemon.wait().expect("reap");
         }
     }
-    let acked: Vec<&String> = answered.iter().filter(|(_, s)| *s == 200).map(|(id, _)| id).collect();
-    assert!(acked.len() >= 100, "only {} acknowledged before the kill", acked.len());
+    let acked: Vec<&String> = answered
+        .iter()
+        .filter(|(_, s)| *s == 200)
+        .map(|(id, _)| id)
+        .collect();
+    assert!(
+        acked.len() >= 100,
+        "only {} acknowledged before the kill",
+        acked.len()
+    );
     assert!(acked.len() < 600, "the kill came too late to test anything");
 
     let config = Config::load(&path).expect("config");
@@ -634,12 +674,83 @@ async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_an
         panic!("sqlite store expected");
     };
     let conn = rusqlite::Connection::open(db).expect("open after crash");
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("integrity check");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("integrity check");
     assert_eq!(check, "ok");
     drop(conn);
     let store = DlqStore::open(&config.dlq.store).await.expect("store");
-    let stored = store.list(&Selector::default()).await.expect("every row reads back");
+    let stored = store
+        .list(&Selector::default())
+        .await
+        .expect("every row reads back");
     for id in acked {
-        assert!(stored.iter().any(|d| &d.event_id == id && d.class == "oversize"), "{id} was acknowledged but is not in the DLQ");
+        assert!(
+            stored
+                .iter()
+                .any(|d| &d.event_id == id && d.class == "oversize"),
+            "{id} was acknowledged but is not in the DLQ"
+        );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_outage_past_the_retry_limit_dead_letters_and_replays_when_it_is_back() {
+    let dir = scratch();
+    let mut broker = Broker::start(dir.path());
+    let registry = Registry::start(dir.path());
+    let path = write_config(
+        dir.path(),
+        &Setup {
+            bootstrap: broker.bootstrap(),
+            registry: registry.url(),
+            topic: "outage".into(),
+            server: "ack_timeout = \"30s\"".into(),
+            ..Setup::default()
+        },
+    );
+    // A short retry limit: the outage outlasts it.
+    let text = std::fs::read_to_string(&path)
+        .expect("read")
+        .replace("retry_max_elapsed = \"20s\"", "retry_max_elapsed = \"1s\"");
+    std::fs::write(&path, text).expect("write");
+    let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
+    let client = reqwest::Client::new();
+    let r = client
+        .post(format!("{url}/webhooks/orders"))
+        .header("webhook-id", "warm")
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    broker.stop();
+    let r = client
+        .post(format!("{url}/webhooks/orders"))
+        .header("webhook-id", "during-outage")
+        .body("{}")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.expect("json")["status"],
+        "dead_lettered"
+    );
+    daemon::stop(sy).await;
+    let pending = list(&path, "pending");
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0]["class"], "retries_exhausted");
+
+    let broker = Broker::start_on(broker.port(), dir.path());
+    let replay = switchyard(&path, &["dlq", "replay", "--class", "retries_exhausted"]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert_eq!(
+        ids_on_topic(&broker, &registry, "outage", 1).await,
+        ["during-outage"]
+    );
 }

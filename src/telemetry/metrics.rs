@@ -1,0 +1,72 @@
+//! Metric names and the Prometheus registry. Every metric is defined here, once.
+
+use std::sync::LazyLock;
+
+use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+
+/// Dead letters waiting (status pending), by route and error class.
+pub const DLQ_DEPTH: &str = "switchyard_dlq_depth";
+/// Dead letters written since start, by route and error class.
+pub const DEAD_LETTERS_TOTAL: &str = "switchyard_dead_letters_total";
+
+/// The process's metrics.
+pub struct Metrics {
+    registry: Registry,
+    /// See [`DLQ_DEPTH`].
+    pub dlq_depth: IntGaugeVec,
+    /// See [`DEAD_LETTERS_TOTAL`].
+    pub dead_letters: IntCounterVec,
+}
+
+fn build() -> Result<Metrics, prometheus::Error> {
+    let registry = Registry::new();
+    let dlq_depth = IntGaugeVec::new(
+        Opts::new(
+            DLQ_DEPTH,
+            "Dead letters waiting for on-call (status pending)",
+        ),
+        &["route", "class"],
+    )?;
+    let dead_letters = IntCounterVec::new(
+        Opts::new(
+            DEAD_LETTERS_TOTAL,
+            "Dead letters written since the process started",
+        ),
+        &["route", "class"],
+    )?;
+    registry.register(Box::new(dlq_depth.clone()))?;
+    registry.register(Box::new(dead_letters.clone()))?;
+    Ok(Metrics {
+        registry,
+        dlq_depth,
+        dead_letters,
+    })
+}
+
+static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| match build() {
+    Ok(m) => Some(m),
+    Err(e) => {
+        tracing::error!(error = %e, "metrics are unavailable");
+        None
+    }
+});
+
+/// The process's metrics, if they could be registered.
+pub fn metrics() -> Option<&'static Metrics> {
+    METRICS.as_ref()
+}
+
+/// All metrics in the Prometheus text format.
+pub fn render() -> String {
+    let Some(m) = metrics() else {
+        return String::new();
+    };
+    let mut buf = Vec::new();
+    if TextEncoder::new()
+        .encode(&m.registry.gather(), &mut buf)
+        .is_err()
+    {
+        return String::new();
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
