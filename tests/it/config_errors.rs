@@ -161,7 +161,13 @@ fn dlq_retention_is_a_duration_with_a_default_of_14_days() {
     let text = format!("{BASE}\n[dlq]\nurl = \"sqlite://d.db\"\nretain = \"30days\"\n");
     let cfg = Config::from_str_with_env(Path::new("routes.toml"), &text, |_| None).expect("valid");
     assert_eq!(cfg.dlq.retain, std::time::Duration::from_secs(30 * 86400));
-    let errs = errors(&format!("{BASE}\n[dlq]\nurl = \"sqlite://d.db\"\nretain = \"forever\"\n"));
+    let errs = errors(&format!(
+        "{BASE}\n[dlq]\nurl = \"sqlite://d.db\"\nretain = \"forever\"\n"
+    ));
     assert_eq!(errs.len(), 1, "{errs:?}");
-    assert!(errs[0].contains(":12:10: invalid duration \"forever\""), "{}", errs[0]);
+    assert!(
+        errs[0].contains(":12:10: invalid duration \"forever\""),
+        "{}",
+        errs[0]
+    );
 }

@@ -601,13 +601,10 @@ async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_an
             ..Setup::default()
         },
     );
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["run", "-c"])
-        .arg(&path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("start switchyard");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.args(["run", "-c"]).arg(&path);
+    let mut daemon =
+        crate::support::ChildGuard::spawn("switchyard", cmd, dir.path().join("switchyard.log"));
     let url = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
@@ -653,8 +650,7 @@ async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_an
     while let Some((id, status)) = rx.recv().await {
         answered.push((id, status));
         if answered.len() == 150 {
-            daemon.kill().expect("kill -9 switchyard");
-            daemon.wait().expect("reap");
+            daemon.kill(); // SIGKILL, then reaped
         }
     }
     let acked: Vec<&String> = answered
