@@ -274,10 +274,32 @@ async fn dry_run(
                 )?;
             }
             Ok(matches) => {
-                for m in matches {
+                let mut would_fail = None;
+                for m in &matches {
                     let value = match &event.payload {
                         Payload::Webhook(_) => cloudevent::record(event),
                     };
+                    // Checked locally: a dry run registers nothing and produces nothing.
+                    let problem = match cloudevent::encode_locally(value.clone()) {
+                        Err(e) => Some((ErrorClass::Encode, e)),
+                        Ok(bytes) => {
+                            // Confluent framing (5 bytes) on the value and the string key.
+                            let size = bytes.len() + 5 + event.id.as_str().len() + 7;
+                            let max = pipeline.sink().max_message_bytes();
+                            (size > max).then(|| {
+                                (ErrorClass::Oversize, format!("record of about {size} bytes, over message.max.bytes = {max}"))
+                            })
+                        }
+                    };
+                    if let Some((class, message)) = problem {
+                        writeln!(
+                            out,
+                            "{}",
+                            json!({"id": dl.id, "route": &*m.route, "would_fail": class.as_str(), "message": message})
+                        )?;
+                        would_fail = Some(class);
+                        continue;
+                    }
                     writeln!(
                         out,
                         "{}",
@@ -292,7 +314,11 @@ async fn dry_run(
                         })
                     )?;
                 }
-                report.delivered += 1;
+                if would_fail.is_some() {
+                    report.failed += 1;
+                } else {
+                    report.delivered += 1;
+                }
             }
         }
     }

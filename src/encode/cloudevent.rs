@@ -26,9 +26,22 @@ pub const SCHEMA_JSON: &str = r#"{
 
 static SCHEMA: LazyLock<AvroSchema> = LazyLock::new(|| AvroSchema::from_json(SCHEMA_JSON));
 
+static PARSED: LazyLock<Result<apache_avro::Schema, String>> =
+    LazyLock::new(|| apache_avro::Schema::parse_str(SCHEMA_JSON).map_err(|e| e.to_string()));
+
 /// The value schema of webhook topics.
 pub fn schema() -> &'static AvroSchema {
     &SCHEMA
+}
+
+/// The Avro binary encoding of a record (without the Confluent framing), for checks that must
+/// not touch the registry, such as a replay dry run.
+pub fn encode_locally(value: Value) -> Result<Vec<u8>, String> {
+    let schema = PARSED.as_ref().map_err(Clone::clone)?;
+    let writer = apache_avro::writer::datum::GenericDatumWriter::builder(schema)
+        .build()
+        .map_err(|e| e.to_string())?;
+    writer.write_value_to_vec(value).map_err(|e| e.to_string())
 }
 
 /// The record for a webhook event.

@@ -355,6 +355,15 @@ impl KafkaSink {
         }
     }
 
+    /// The largest record librdkafka accepts (`message.max.bytes`, default 1,000,000).
+    pub fn max_message_bytes(&self) -> usize {
+        self.cfg
+            .properties
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000)
+    }
+
     /// True when a broker answers a metadata request within `timeout`.
     pub async fn is_reachable(&self, timeout: Duration) -> Result<(), String> {
         let producer = self.producer();

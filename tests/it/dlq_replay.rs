@@ -161,7 +161,23 @@ async fn an_oversize_event_is_dead_lettered_then_replayed_exactly_once_after_the
         "{shown}"
     );
 
-    // A dry run says what would be produced and changes nothing.
+    // Before the fix, a dry run says it would fail again, and why.
+    let dry = switchyard(
+        &path,
+        &["dlq", "replay", "--class", "oversize", "--dry-run"],
+    );
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let lines = json_lines(&dry);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["would_fail"], "oversize");
+
+    // Fix the cause (the size limit). A dry run now shows the record and changes nothing.
+    setup.kafka_properties.clear();
+    write_config(dir.path(), &setup);
     let dry = switchyard(
         &path,
         &["dlq", "replay", "--class", "oversize", "--dry-run"],
@@ -174,6 +190,7 @@ async fn an_oversize_event_is_dead_lettered_then_replayed_exactly_once_after_the
     let lines = json_lines(&dry);
     assert_eq!(lines.len(), 1);
     assert_eq!(lines[0]["would_produce"]["topic"], "orders");
+    assert_eq!(lines[0]["would_produce"]["key"], "big-1");
     assert_eq!(lines[0]["would_produce"]["value"]["id"], "big-1");
     assert_eq!(list(&path, "pending").len(), 1);
     assert_eq!(
@@ -181,9 +198,7 @@ async fn an_oversize_event_is_dead_lettered_then_replayed_exactly_once_after_the
         ["small-1"]
     );
 
-    // Fix the cause (the size limit) and replay.
-    setup.kafka_properties.clear();
-    write_config(dir.path(), &setup);
+    // Replay.
     let replay = switchyard(&path, &["dlq", "replay", "--class", "oversize"]);
     assert!(
         replay.status.success(),
