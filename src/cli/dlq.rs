@@ -351,22 +351,10 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
             if *force {
                 sel.statuses.push(Status::Replayed);
             }
-            if !select.ids.is_empty() {
-                let found = store
-                    .list(&Selector {
-                        ids: select.ids.clone(),
-                        ..Selector::default()
-                    })
-                    .await?;
-                if let Some(missing) = select
-                    .ids
-                    .iter()
-                    .find(|id| !found.iter().any(|d| d.id == **id))
-                {
-                    return Ok(usage_error(&format!(
-                        "no dead letter with id {missing}; nothing was replayed"
-                    )));
-                }
+            if let Some(missing) = first_unknown_id(&store, &select.ids).await? {
+                return Ok(usage_error(&format!(
+                    "no dead letter with id {missing}; nothing was replayed"
+                )));
             }
             let count = store.list(&sel).await?.len();
             if !dry_run
@@ -431,22 +419,10 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
                 return Ok(usage_error("--reason must say why"));
             }
             let sel = select.selector();
-            if !select.ids.is_empty() {
-                let found = store
-                    .list(&Selector {
-                        ids: select.ids.clone(),
-                        ..Selector::default()
-                    })
-                    .await?;
-                if let Some(missing) = select
-                    .ids
-                    .iter()
-                    .find(|id| !found.iter().any(|d| d.id == **id))
-                {
-                    return Ok(usage_error(&format!(
-                        "no dead letter with id {missing}; nothing was discarded"
-                    )));
-                }
+            if let Some(missing) = first_unknown_id(&store, &select.ids).await? {
+                return Ok(usage_error(&format!(
+                    "no dead letter with id {missing}; nothing was discarded"
+                )));
             }
             let count = store.list(&sel).await?.len();
             if count > 0 && !confirm(&format!("Discard {count} dead letter(s)?"), *yes)? {
@@ -514,6 +490,23 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The first of `ids` that names no dead letter, if any.
+async fn first_unknown_id(store: &DlqStore, ids: &[i64]) -> anyhow::Result<Option<i64>> {
+    if ids.is_empty() {
+        return Ok(None);
+    }
+    let found = store
+        .list(&Selector {
+            ids: ids.to_vec(),
+            ..Selector::default()
+        })
+        .await?;
+    Ok(ids
+        .iter()
+        .copied()
+        .find(|id| !found.iter().any(|d| d.id == *id)))
 }
 
 fn summary(dl: &DeadLetter) -> serde_json::Value {

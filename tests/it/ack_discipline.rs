@@ -2,16 +2,18 @@
 
 use std::time::Duration;
 
+use crate::support::Stack;
 use crate::support::broker::Broker;
 use crate::support::consume::{decode, decoder, read_topic};
-use crate::support::registry::Registry;
-use crate::support::{daemon, scratch, wait_for_async};
+use crate::support::{daemon, wait_for_async};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_broker_down_a_post_gets_503_and_succeeds_when_retried_after_it_is_back() {
-    let dir = scratch();
-    let mut broker = Broker::start(dir.path());
-    let registry = Registry::start(dir.path());
+    let Stack {
+        dir,
+        mut broker,
+        registry,
+    } = Stack::start();
     let config = daemon::webhook_config(
         dir.path(),
         &broker.bootstrap(),

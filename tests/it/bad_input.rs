@@ -2,15 +2,16 @@
 
 use std::time::Duration;
 
-use crate::support::broker::Broker;
-use crate::support::registry::Registry;
+use crate::support::Stack;
 use crate::support::{daemon, scratch};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_get_precise_json_errors() {
-    let dir = scratch();
-    let broker = Broker::start(dir.path());
-    let registry = Registry::start(dir.path());
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
     let config = daemon::webhook_config(
         dir.path(),
         &broker.bootstrap(),

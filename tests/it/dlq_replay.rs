@@ -9,6 +9,7 @@ use switchyard::dlq::{DlqStore, Selector, Status};
 use switchyard::error::ErrorClass;
 
 use crate::dlq_store::letter;
+use crate::support::Stack;
 use crate::support::broker::Broker;
 use crate::support::consume::{decode, decoder, read_topic};
 use crate::support::daemon::{self, Setup, write_config};
@@ -72,9 +73,11 @@ async fn ids_on_topic(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_event_is_dead_lettered_then_replayed_exactly_once_after_the_fix() {
-    let dir = scratch();
-    let broker = Broker::start(dir.path());
-    let registry = Registry::start(dir.path());
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
     let mut setup = Setup {
         bootstrap: broker.bootstrap(),
         registry: registry.url(),
@@ -249,9 +252,11 @@ async fn an_oversize_event_is_dead_lettered_then_replayed_exactly_once_after_the
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_the_registry_rejects_is_dead_lettered_and_replays_once_compatibility_is_fixed() {
-    let dir = scratch();
-    let broker = Broker::start(dir.path());
-    let registry = Registry::start(dir.path());
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
     let setup = Setup {
         bootstrap: broker.bootstrap(),
         registry: registry.url(),
@@ -346,9 +351,11 @@ async fn count(store: &DlqStore, status: Status) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_honours_the_rate_limit() {
-    let dir = scratch();
-    let broker = Broker::start(dir.path());
-    let registry = Registry::start(dir.path());
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
     let path = write_config(
         dir.path(),
         &Setup {
@@ -377,9 +384,11 @@ async fn replay_honours_the_rate_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_replays_of_one_selection_deliver_each_entry_once() {
-    let dir = scratch();
-    let broker = Broker::start(dir.path());
-    let registry = Registry::start(dir.path());
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
     let path = write_config(
         dir.path(),
         &Setup {
@@ -420,9 +429,11 @@ async fn concurrent_replays_of_one_selection_deliver_each_entry_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_killed_midway_is_completed_by_a_rerun_without_loss() {
-    let dir = scratch();
-    let broker = Broker::start(dir.path());
-    let registry = Registry::start(dir.path());
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
     let path = write_config(
         dir.path(),
         &Setup {
@@ -601,9 +612,11 @@ fn discard_needs_a_reason_and_is_audited() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_and_corrupts_nothing()
 {
-    let dir = scratch();
-    let broker = Broker::start(dir.path());
-    let registry = Registry::start(dir.path());
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
     let port = crate::support::free_port();
     let path = write_config(
         dir.path(),
@@ -707,9 +720,11 @@ async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_past_the_retry_limit_dead_letters_and_replays_when_it_is_back() {
-    let dir = scratch();
-    let mut broker = Broker::start(dir.path());
-    let registry = Registry::start(dir.path());
+    let Stack {
+        dir,
+        mut broker,
+        registry,
+    } = Stack::start();
     let path = write_config(
         dir.path(),
         &Setup {

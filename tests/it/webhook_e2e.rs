@@ -5,16 +5,17 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use crate::support::broker::Broker;
+use crate::support::Stack;
 use crate::support::consume::{decode, decoder, read_topic};
-use crate::support::registry::Registry;
-use crate::support::{daemon, scratch};
+use crate::support::daemon;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_webhooks_each_land_once_intact_after_200() {
-    let dir = scratch();
-    let broker = Broker::start(dir.path());
-    let registry = Registry::start(dir.path());
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
     let config = daemon::webhook_config(
         dir.path(),
         &broker.bootstrap(),
@@ -103,9 +104,11 @@ async fn a_thousand_concurrent_webhooks_each_land_once_intact_after_200() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_webhook_id_the_event_id_is_a_hash_of_the_body() {
-    let dir = scratch();
-    let broker = Broker::start(dir.path());
-    let registry = Registry::start(dir.path());
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
     let config = daemon::webhook_config(
         dir.path(),
         &broker.bootstrap(),
@@ -141,9 +144,11 @@ async fn without_a_webhook_id_the_event_id_is_a_hash_of_the_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_prints_each_record_decoded_as_one_json_line() {
-    let dir = scratch();
-    let broker = Broker::start(dir.path());
-    let registry = Registry::start(dir.path());
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
     let config = daemon::webhook_config(
         dir.path(),
         &broker.bootstrap(),

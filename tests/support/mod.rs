@@ -171,3 +171,27 @@ pub fn scratch() -> tempfile::TempDir {
         .tempdir()
         .expect("create temp dir")
 }
+
+/// The components most tests need: a scratch dir, a broker and a registry.
+pub struct Stack {
+    /// Scratch directory (logs, config, DLQ); removed last.
+    pub dir: tempfile::TempDir,
+    /// Kafka-protocol broker.
+    pub broker: broker::Broker,
+    /// Schema registry.
+    pub registry: registry::Registry,
+}
+
+impl Stack {
+    /// Starts a broker and a registry in a fresh scratch dir.
+    pub fn start() -> Stack {
+        let dir = scratch();
+        let broker = broker::Broker::start(dir.path());
+        let registry = registry::Registry::start(dir.path());
+        Stack {
+            dir,
+            broker,
+            registry,
+        }
+    }
+}
