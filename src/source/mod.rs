@@ -1,3 +1,4 @@
 //! Sources: where events come from.
 
+pub mod postgres;
 pub mod webhook;

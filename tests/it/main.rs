@@ -10,4 +10,5 @@ mod config_errors;
 mod dlq_replay;
 mod dlq_store;
 mod harness;
+mod pgoutput_real;
 mod webhook_e2e;

@@ -1,0 +1,5 @@
+//! The PostgreSQL CDC source (in progress): so far the pgoutput decoder and LSNs. The
+//! replication stream, snapshot and slot management build on these.
+
+pub mod lsn;
+pub mod pgoutput;
