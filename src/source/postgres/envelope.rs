@@ -1,0 +1,301 @@
+//! Debezium-compatible change envelopes: the Avro schemas and values product teams read.
+//!
+//! What Debezium's consumers check, and this module keeps: the value record is `Envelope` in
+//! namespace `<source>.<schema>.<table>` (Kafka Connect SMTs act on names ending `.Envelope`);
+//! `before` and `after` are the same `Value` record, nullable; `source` is the record
+//! `io.debezium.connector.postgresql.Source` with `ts_ms`, `txId` and `lsn` as longs and
+//! `snapshot` a string defaulting to "false"; `op` is a string (`c`, `u`, `d`, `r`, `t`, `m`).
+//! NOT NULL columns are bare types, nullable ones `["null", T]` with default null. The key is
+//! the record `Key` of the key columns. Column and table comments become `doc`.
+
+use apache_avro::types::Value;
+use serde_json::{Value as Json, json};
+
+use super::pgoutput::{Datum, Tuple};
+use super::types::{ColumnType, TypeError};
+
+/// One column of a captured table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableColumn {
+    /// Column name as in Postgres.
+    pub name: String,
+    /// Its Avro type.
+    pub ty: ColumnType,
+    /// False for NOT NULL columns.
+    pub nullable: bool,
+    /// Part of the key.
+    pub is_key: bool,
+    /// `COMMENT ON COLUMN`, if any.
+    pub doc: Option<String>,
+}
+
+/// A captured table's shape, from the Relation message and the catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSchema {
+    /// The switchyard source name.
+    pub source: String,
+    /// Database name.
+    pub database: String,
+    /// Postgres schema.
+    pub schema: String,
+    /// Table name.
+    pub table: String,
+    /// `COMMENT ON TABLE`, if any.
+    pub doc: Option<String>,
+    /// Columns in table order.
+    pub columns: Vec<TableColumn>,
+}
+
+/// Where a change came from: the `source` block of the envelope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// Commit time, milliseconds since the epoch.
+    pub ts_ms: i64,
+    /// Transaction id.
+    pub tx_id: Option<i64>,
+    /// LSN of the change (commit LSN for streamed changes).
+    pub lsn: Option<i64>,
+    /// "false", "true", "last" (snapshot reads).
+    pub snapshot: &'static str,
+}
+
+/// Why a row could not be turned into a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RowError {
+    /// The tuple has a different number of columns than the table.
+    #[error("the row has {got} columns, the table {want}")]
+    Arity {
+        /// Columns in the tuple.
+        got: usize,
+        /// Columns in the table.
+        want: usize,
+    },
+    /// An unchanged TOASTed value that the caller must fill in first.
+    #[error("column `{0}` is an unchanged TOASTed value that was not filled in")]
+    Unchanged(String),
+    /// A NULL in a NOT NULL column.
+    #[error("column `{0}` is NULL but NOT NULL")]
+    NullInNotNull(String),
+    /// A value did not parse.
+    #[error("column `{column}`: {source}")]
+    Type {
+        /// The column.
+        column: String,
+        /// The problem.
+        source: TypeError,
+    },
+    /// A value is not UTF-8 text.
+    #[error("column `{0}` is not UTF-8 text")]
+    NotText(String),
+}
+
+/// An Avro name: letters, digits and `_`, not starting with a digit (Debezium's rule).
+pub fn avro_name(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
+impl TableSchema {
+    /// `<source>.<schema>.<table>`, each part an Avro name.
+    pub fn namespace(&self) -> String {
+        format!(
+            "{}.{}.{}",
+            avro_name(&self.source),
+            avro_name(&self.schema),
+            avro_name(&self.table)
+        )
+    }
+
+    fn field(col: &TableColumn, force_required: bool) -> Json {
+        let ty = col.ty.avro_schema();
+        let mut f = if col.nullable && !force_required {
+            json!({"name": avro_name(&col.name), "type": ["null", ty], "default": null})
+        } else {
+            json!({"name": avro_name(&col.name), "type": ty})
+        };
+        if let Some(doc) = &col.doc {
+            f["doc"] = json!(doc);
+        }
+        f
+    }
+
+    fn row_schema(&self) -> Json {
+        let mut r = json!({
+            "type": "record",
+            "name": "Value",
+            "namespace": self.namespace(),
+            "fields": self.columns.iter().map(|c| Self::field(c, false)).collect::<Vec<_>>(),
+            "connect.name": format!("{}.Value", self.namespace()),
+        });
+        if let Some(doc) = &self.doc {
+            r["doc"] = json!(doc);
+        }
+        r
+    }
+
+    /// The value schema: the `Envelope` record.
+    pub fn value_schema(&self) -> Json {
+        let ns = self.namespace();
+        json!({
+            "type": "record",
+            "name": "Envelope",
+            "namespace": ns,
+            "connect.name": format!("{ns}.Envelope"),
+            "fields": [
+                {"name": "before", "type": ["null", self.row_schema()], "default": null},
+                {"name": "after", "type": ["null", format!("{ns}.Value")], "default": null},
+                {"name": "source", "type": source_schema()},
+                {"name": "op", "type": "string"},
+                {"name": "ts_ms", "type": ["null", "long"], "default": null}
+            ]
+        })
+    }
+
+    /// The key schema: the `Key` record of the key columns.
+    pub fn key_schema(&self) -> Json {
+        json!({
+            "type": "record",
+            "name": "Key",
+            "namespace": self.namespace(),
+            "connect.name": format!("{}.Key", self.namespace()),
+            "fields": self.columns.iter().filter(|c| c.is_key).map(|c| Self::field(c, true)).collect::<Vec<_>>(),
+        })
+    }
+
+    fn cell(col: &TableColumn, datum: &Datum, required: bool) -> Result<Value, RowError> {
+        let parsed = match datum {
+            Datum::Null => None,
+            Datum::UnchangedToast => return Err(RowError::Unchanged(col.name.clone())),
+            Datum::Text(bytes) => {
+                let text =
+                    std::str::from_utf8(bytes).map_err(|_| RowError::NotText(col.name.clone()))?;
+                Some(col.ty.parse(text).map_err(|source| RowError::Type {
+                    column: col.name.clone(),
+                    source,
+                })?)
+            }
+            Datum::Binary(_) => return Err(RowError::NotText(col.name.clone())),
+        };
+        match (parsed, col.nullable && !required) {
+            (Some(v), true) => Ok(Value::Union(1, Box::new(v))),
+            (Some(v), false) => Ok(v),
+            (None, true) => Ok(Value::Union(0, Box::new(Value::Null))),
+            (None, false) => Err(RowError::NullInNotNull(col.name.clone())),
+        }
+    }
+
+    /// The `Value` record of a row.
+    pub fn row(&self, tuple: &Tuple) -> Result<Value, RowError> {
+        if tuple.0.len() != self.columns.len() {
+            return Err(RowError::Arity {
+                got: tuple.0.len(),
+                want: self.columns.len(),
+            });
+        }
+        let fields = self
+            .columns
+            .iter()
+            .zip(&tuple.0)
+            .map(|(c, d)| Ok((avro_name(&c.name), Self::cell(c, d, false)?)))
+            .collect::<Result<Vec<_>, RowError>>()?;
+        Ok(Value::Record(fields))
+    }
+
+    /// The `Key` record of a row (or of an old key tuple).
+    pub fn key(&self, tuple: &Tuple) -> Result<Value, RowError> {
+        if tuple.0.len() != self.columns.len() {
+            return Err(RowError::Arity {
+                got: tuple.0.len(),
+                want: self.columns.len(),
+            });
+        }
+        let fields = self
+            .columns
+            .iter()
+            .zip(&tuple.0)
+            .filter(|(c, _)| c.is_key)
+            .map(|(c, d)| Ok((avro_name(&c.name), Self::cell(c, d, true)?)))
+            .collect::<Result<Vec<_>, RowError>>()?;
+        Ok(Value::Record(fields))
+    }
+
+    /// The envelope value for one change.
+    pub fn envelope(
+        &self,
+        before: Option<Value>,
+        after: Option<Value>,
+        op: &str,
+        source: &SourceInfo,
+        processed_ms: i64,
+    ) -> Value {
+        let opt = |v: Option<Value>| match v {
+            Some(v) => Value::Union(1, Box::new(v)),
+            None => Value::Union(0, Box::new(Value::Null)),
+        };
+        let opt_long = |v: Option<i64>| match v {
+            Some(v) => Value::Union(1, Box::new(Value::Long(v))),
+            None => Value::Union(0, Box::new(Value::Null)),
+        };
+        Value::Record(vec![
+            ("before".into(), opt(before)),
+            ("after".into(), opt(after)),
+            (
+                "source".into(),
+                Value::Record(vec![
+                    (
+                        "version".into(),
+                        Value::String(env!("CARGO_PKG_VERSION").into()),
+                    ),
+                    ("connector".into(), Value::String("postgresql".into())),
+                    ("name".into(), Value::String(self.source.clone())),
+                    ("ts_ms".into(), Value::Long(source.ts_ms)),
+                    ("snapshot".into(), Value::String(source.snapshot.into())),
+                    ("db".into(), Value::String(self.database.clone())),
+                    ("schema".into(), Value::String(self.schema.clone())),
+                    ("table".into(), Value::String(self.table.clone())),
+                    ("txId".into(), opt_long(source.tx_id)),
+                    ("lsn".into(), opt_long(source.lsn)),
+                ]),
+            ),
+            ("op".into(), Value::String(op.into())),
+            ("ts_ms".into(), opt_long(Some(processed_ms))),
+        ])
+    }
+}
+
+/// `io.debezium.connector.postgresql.Source`
+fn source_schema() -> Json {
+    json!({
+        "type": "record",
+        "name": "Source",
+        "namespace": "io.debezium.connector.postgresql",
+        "connect.name": "io.debezium.connector.postgresql.Source",
+        "fields": [
+            {"name": "version", "type": "string"},
+            {"name": "connector", "type": "string"},
+            {"name": "name", "type": "string"},
+            {"name": "ts_ms", "type": "long"},
+            {"name": "snapshot", "type": "string", "default": "false"},
+            {"name": "db", "type": "string"},
+            {"name": "schema", "type": "string"},
+            {"name": "table", "type": "string"},
+            {"name": "txId", "type": ["null", "long"], "default": null},
+            {"name": "lsn", "type": ["null", "long"], "default": null}
+        ]
+    })
+}
+
+#[cfg(test)]
+mod tests;
