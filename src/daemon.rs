@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::config::{Config, SourceKind};
 use crate::dlq::{DlqError, DlqStore};
 use crate::pipeline::{Pipeline, PipelineError};
+use crate::source::postgres::stream::PostgresSource;
 use crate::source::webhook::{WebhookSource, error};
 
 /// Why the daemon could not start.
@@ -51,6 +52,8 @@ pub struct Daemon {
     pipeline: Arc<Pipeline>,
     max_in_flight: usize,
     retention: JoinHandle<()>,
+    stop_sources: tokio::sync::watch::Sender<bool>,
+    source_tasks: Vec<JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -70,6 +73,14 @@ impl Daemon {
             addr: config.server.listen,
             source,
         })?;
+        let (stop_sources, sources_stopped) = tokio::sync::watch::channel(false);
+        let mut source_tasks = Vec::new();
+        for (name, source) in &config.sources {
+            if let SourceKind::Postgres(pg) = &source.kind {
+                let src = PostgresSource::new(name, pg.clone(), Arc::clone(&pipeline));
+                source_tasks.push(tokio::spawn(src.run(sources_stopped.clone())));
+            }
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let server = tokio::spawn(async move {
             axum::serve(listener, app)
@@ -95,6 +106,8 @@ impl Daemon {
             pipeline,
             max_in_flight: config.kafka.max_in_flight,
             retention,
+            stop_sources,
+            source_tasks,
         })
     }
 
@@ -107,6 +120,12 @@ impl Daemon {
     pub async fn shutdown(mut self, timeout: Duration) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
+        }
+        let _ = self.stop_sources.send(true);
+        for task in self.source_tasks.drain(..) {
+            if tokio::time::timeout(timeout, task).await.is_err() {
+                warn!("a postgres source did not stop in time");
+            }
         }
         match tokio::time::timeout(timeout, &mut self.server).await {
             Ok(Ok(Ok(()))) => {}
@@ -131,7 +150,9 @@ impl Daemon {
 pub fn app(config: &Config, pipeline: Arc<Pipeline>, dlq: Arc<DlqStore>) -> Router {
     let mut router = Router::new();
     for (name, source) in &config.sources {
-        let SourceKind::Webhook(wh) = &source.kind;
+        let SourceKind::Webhook(wh) = &source.kind else {
+            continue;
+        };
         let handler = WebhookSource::new(
             name,
             wh.clone(),

@@ -70,6 +70,62 @@ pub struct Event {
 pub enum Payload {
     /// An HTTP webhook as received.
     Webhook(WebhookPayload),
+    /// A row change from PostgreSQL logical replication.
+    Change(ChangePayload),
+}
+
+/// A column of a changed table, as the source saw it (enough to rebuild the Avro schema).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangeColumn {
+    /// Column name.
+    pub name: String,
+    /// Type OID.
+    pub type_oid: u32,
+    /// Type modifier.
+    pub type_modifier: i32,
+    /// False for NOT NULL.
+    pub nullable: bool,
+    /// Part of the key.
+    pub is_key: bool,
+    /// Column comment.
+    pub doc: Option<String>,
+}
+
+/// A row change: the table's shape and the row before and after, as pgoutput text values
+/// (`None` is SQL NULL). Plain data, so a dead-lettered change can be encoded again by a replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChangePayload {
+    /// Database.
+    pub database: String,
+    /// Schema.
+    pub schema: String,
+    /// Table.
+    pub table: String,
+    /// Table comment.
+    pub table_doc: Option<String>,
+    /// `c`, `u`, `d` or `t`.
+    pub op: String,
+    /// Columns in table order.
+    pub columns: Vec<ChangeColumn>,
+    /// The row before (updates with an old row or key, deletes).
+    pub before: Option<Vec<Option<String>>>,
+    /// The row after (inserts, updates).
+    pub after: Option<Vec<Option<String>>>,
+    /// Commit LSN of the transaction.
+    pub commit_lsn: u64,
+    /// Transaction id.
+    pub tx_id: u32,
+    /// Commit time, milliseconds since the epoch.
+    pub commit_time_ms: i64,
+    /// Columns of `after` that were unchanged TOASTed values the source could not fill in
+    /// (sent as null, and named in the `switchyard.unchanged_toast` header).
+    #[serde(default)]
+    pub unchanged_toast: Vec<String>,
+    /// `before` holds only the key columns (REPLICA IDENTITY DEFAULT): other NOT NULL columns
+    /// carry their type's zero value, as Debezium does, and the record says so in the
+    /// `switchyard.before` header (`key_only`).
+    #[serde(default)]
+    pub before_key_only: bool,
 }
 
 /// A webhook request as received: enough to verify and route it again.
@@ -94,6 +150,11 @@ impl Event {
             TopicField::EventType => Some(self.event_type.clone()),
             TopicField::Schema | TopicField::Table => match &self.payload {
                 Payload::Webhook(_) => None,
+                Payload::Change(c) => Some(if field == TopicField::Schema {
+                    c.schema.clone()
+                } else {
+                    c.table.clone()
+                }),
             },
         }
     }

@@ -15,7 +15,6 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apache_avro::types::Value;
 use backoff::backoff::Backoff;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
@@ -23,9 +22,9 @@ use tracing::{debug, warn};
 use crate::ack::{AckToken, Delivery, Failure};
 use crate::config::Config;
 use crate::dlq::{DlqStore, EncodedRecord, NewDeadLetter};
-use crate::encode::{AvroSchema, EncodeError, Encoder, cloudevent};
+use crate::encode::{EncodeError, Encoder, RecordParts, record_parts};
 use crate::error::{ErrorClass, retry_policy};
-use crate::event::{Event, Payload};
+use crate::event::Event;
 use crate::router::{RouteMatch, RouteTable};
 use crate::sink::kafka::{KafkaSink, Record, SinkError};
 
@@ -37,6 +36,10 @@ pub mod headers {
     pub const SOURCE: &str = "switchyard.source";
     /// The route name.
     pub const ROUTE: &str = "switchyard.route";
+    /// `key_only` when `before` holds only the key columns (REPLICA IDENTITY DEFAULT).
+    pub const BEFORE: &str = "switchyard.before";
+    /// Columns sent as null because they were unchanged TOASTed values nobody could fill in.
+    pub const UNCHANGED_TOAST: &str = "switchyard.unchanged_toast";
 }
 
 /// Route, encode and deliver events.
@@ -242,30 +245,40 @@ impl Pipeline {
         m: &RouteMatch,
         ack: &AckToken,
     ) -> Result<Record, Failure> {
-        let (schema, value) = match &event.payload {
-            Payload::Webhook(_) => (cloudevent::schema(), cloudevent::record(event)),
-        };
-        let key = Value::String(event.id.as_str().to_string());
+        let parts = record_parts(event).map_err(|e| Failure {
+            class: e.class(),
+            message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
+        })?;
         let mut backoff = retry_policy(self.retry_max_elapsed);
         let started = Instant::now();
         loop {
-            let attempt = self
-                .encode_once(&m.topic, schema, value.clone(), key.clone())
-                .await;
+            let attempt = self.encode_once(&m.topic, &parts).await;
             match attempt {
                 Ok((key, value)) => {
+                    let mut record_headers = vec![
+                        (
+                            headers::EVENT_ID.into(),
+                            event.id.as_str().as_bytes().to_vec(),
+                        ),
+                        (headers::SOURCE.into(), event.source.as_bytes().to_vec()),
+                        (headers::ROUTE.into(), m.route.as_bytes().to_vec()),
+                    ];
+                    if let crate::event::Payload::Change(c) = &event.payload {
+                        if !c.unchanged_toast.is_empty() {
+                            record_headers.push((
+                                headers::UNCHANGED_TOAST.into(),
+                                c.unchanged_toast.join(",").into_bytes(),
+                            ));
+                        }
+                        if c.before_key_only {
+                            record_headers.push((headers::BEFORE.into(), b"key_only".to_vec()));
+                        }
+                    }
                     return Ok(Record {
                         topic: m.topic.clone(),
                         key: Some(key),
                         value,
-                        headers: vec![
-                            (
-                                headers::EVENT_ID.into(),
-                                event.id.as_str().as_bytes().to_vec(),
-                            ),
-                            (headers::SOURCE.into(), event.source.as_bytes().to_vec()),
-                            (headers::ROUTE.into(), m.route.as_bytes().to_vec()),
-                        ],
+                        headers: record_headers,
                     });
                 }
                 Err(e @ EncodeError::Unavailable(_)) => {
@@ -298,12 +311,16 @@ impl Pipeline {
     async fn encode_once(
         &self,
         topic: &str,
-        schema: &AvroSchema,
-        value: Value,
-        key: Value,
+        parts: &RecordParts,
     ) -> Result<(Vec<u8>, Vec<u8>), EncodeError> {
-        let key = self.encoder.key(topic, &AvroSchema::string(), key).await?;
-        let value = self.encoder.value(topic, schema, value).await?;
+        let key = self
+            .encoder
+            .key(topic, &parts.key_schema, parts.key.clone())
+            .await?;
+        let value = self
+            .encoder
+            .value(topic, &parts.value_schema, parts.value.clone())
+            .await?;
         Ok((key, value))
     }
 

@@ -144,8 +144,22 @@ fn check(cli: &Cli) -> ExitCode {
     }
     println!("{}: OK", cli.config.display());
     for (name, source) in &config.sources {
-        let SourceKind::Webhook(w) = &source.kind;
-        println!("  source {name}: webhook POST {}", w.path);
+        match &source.kind {
+            SourceKind::Webhook(w) => println!("  source {name}: webhook POST {}", w.path),
+            SourceKind::Postgres(p) => {
+                let tables: Vec<String> = p
+                    .tables
+                    .iter()
+                    .map(|t| format!("{}.{}", t.schema, t.table.as_deref().unwrap_or("*")))
+                    .collect();
+                println!(
+                    "  source {name}: postgres slot {} publication {} tables {}",
+                    p.slot,
+                    p.publication,
+                    tables.join(", ")
+                );
+            }
+        }
     }
     for route in &config.routes {
         let topic: String = route

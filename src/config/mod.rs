@@ -7,6 +7,7 @@
 
 pub mod diagnostic;
 pub mod interpolate;
+mod postgres;
 pub mod raw;
 mod validate;
 
@@ -107,6 +108,32 @@ pub struct SourceConfig {
 pub enum SourceKind {
     /// HTTP webhooks.
     Webhook(WebhookSourceConfig),
+    /// PostgreSQL logical replication.
+    Postgres(PostgresSourceConfig),
+}
+
+/// `type = "postgres"`
+#[derive(Debug, Clone)]
+pub struct PostgresSourceConfig {
+    /// Connection URL (may hold a password: never log it).
+    pub url: String,
+    /// Replication slot name.
+    pub slot: String,
+    /// Publication name.
+    pub publication: String,
+    /// Captured tables.
+    pub tables: Vec<TableSelector>,
+    /// Heartbeat interval on idle databases.
+    pub heartbeat_interval: Duration,
+}
+
+/// `schema.table` or `schema.*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSelector {
+    /// Schema.
+    pub schema: String,
+    /// Table, `None` for every table of the schema.
+    pub table: Option<String>,
 }
 
 /// `type = "webhook"`

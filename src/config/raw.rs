@@ -94,6 +94,36 @@ pub struct RawWebhookSource {
     pub provider: Option<Spanned<String>>,
 }
 
+/// `[sources.<name>]` with `type = "postgres"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPostgresSource {
+    /// Always "postgres" here.
+    #[serde(rename = "type")]
+    pub kind: Spanned<String>,
+    /// `postgres://user@host:port/db`; the password comes from `${ENV}`.
+    pub url: Spanned<String>,
+    /// Replication slot (default `switchyard_<name>`), created if missing.
+    pub slot: Option<Spanned<String>>,
+    /// Publication (default `switchyard_<name>`), created if missing.
+    pub publication: Option<Spanned<String>>,
+    /// `schema.table` or `schema.*` entries.
+    pub tables: Spanned<Vec<Spanned<String>>>,
+    /// "never" (default) or "initial".
+    pub snapshot: Option<Spanned<String>>,
+    /// How often to write a heartbeat on an idle database ("30s").
+    pub heartbeat_interval: Option<Spanned<String>>,
+}
+
+/// Either kind of source.
+#[derive(Debug)]
+pub enum RawSource {
+    /// `type = "webhook"`
+    Webhook(RawWebhookSource),
+    /// `type = "postgres"`
+    Postgres(RawPostgresSource),
+}
+
 /// `[[routes]]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -102,6 +132,7 @@ pub struct RawRoute {
     pub name: Spanned<String>,
     /// Name of a `[sources.<name>]` table.
     pub source: Spanned<String>,
-    /// Topic, may use `{source}` `{schema}` `{table}` `{event_type}`.
-    pub topic: Spanned<String>,
+    /// Topic, may use `{source}` `{schema}` `{table}` `{event_type}`; postgres sources default
+    /// to `{source}.{schema}.{table}`.
+    pub topic: Option<Spanned<String>>,
 }

@@ -159,7 +159,7 @@ fn required<T: DeserializeOwned>(
 fn sources(
     value: Spanned<DeValue<'_>>,
     diag: &mut Diagnostics,
-) -> Vec<(Spanned<String>, RawWebhookSource)> {
+) -> Vec<(Spanned<String>, RawSource)> {
     let span = value.span();
     let DeValue::Table(table) = value.into_inner() else {
         diag.at(
@@ -186,14 +186,14 @@ fn sources(
         match kind {
             Some((_, Some(k))) if k == "webhook" => {
                 if let Some(raw) = section::<RawWebhookSource>(body, diag) {
-                    out.push((name, raw));
+                    out.push((name, RawSource::Webhook(raw)));
                 }
             }
-            Some((span, Some(k))) if k == "postgres" => diag.at(
-                span,
-                format!("source `{}`: type \"postgres\" is not available in this version yet", name.get_ref()),
-                Some("the Postgres CDC source is the next release's work; use type = \"webhook\" for now".into()),
-            ),
+            Some((_, Some(k))) if k == "postgres" => {
+                if let Some(raw) = section::<RawPostgresSource>(body, diag) {
+                    out.push((name, RawSource::Postgres(raw)));
+                }
+            }
             Some((span, Some(k))) => diag.at(
                 span,
                 format!("source `{}` has unknown type \"{k}\"", name.get_ref()),
@@ -476,13 +476,28 @@ fn validate_dlq_url(
 }
 
 fn validate_sources(
-    raw: Vec<(Spanned<String>, RawWebhookSource)>,
+    raw: Vec<(Spanned<String>, RawSource)>,
     diag: &mut Diagnostics,
 ) -> BTreeMap<String, SourceConfig> {
     let mut out = BTreeMap::new();
     let mut paths: HashMap<String, String> = HashMap::new();
     for (name, src) in raw {
         let name = name.into_inner();
+        let src = match src {
+            RawSource::Webhook(w) => w,
+            RawSource::Postgres(p) => {
+                if let Some(cfg) = super::postgres::validate(&name, p, diag) {
+                    out.insert(
+                        name.clone(),
+                        SourceConfig {
+                            name,
+                            kind: SourceKind::Postgres(cfg),
+                        },
+                    );
+                }
+                continue;
+            }
+        };
         let path = match &src.path {
             Some(p) => {
                 let v = p.get_ref();
@@ -582,16 +597,39 @@ fn validate_routes(
             );
             ok = false;
         }
-        let topic = match parse_topic(r.topic.get_ref()) {
-            Ok(t) => Some(t),
-            Err(msg) => {
+        let is_postgres = matches!(
+            source_cfg,
+            Some(SourceConfig {
+                kind: SourceKind::Postgres(_),
+                ..
+            })
+        );
+        let topic_span = r.topic.as_ref().map_or(r.name.span(), |t| t.span());
+        let topic_text = match (&r.topic, is_postgres) {
+            (Some(t), _) => Some(t.get_ref().clone()),
+            (None, true) => Some("{source}.{schema}.{table}".to_string()),
+            (None, false) => {
+                if source_cfg.is_some() {
+                    diag.at(
+                        r.name.span(),
+                        format!("route `{name}` has no topic"),
+                        Some("add e.g. topic = \"webhooks.{source}\"".into()),
+                    );
+                }
+                None
+            }
+        };
+        let topic = match topic_text.as_deref().map(parse_topic) {
+            Some(Ok(t)) => Some(t),
+            Some(Err(msg)) => {
                 diag.at(
-                    r.topic.span(),
+                    topic_span.clone(),
                     msg,
                     Some("topics use letters, digits, `.`, `_`, `-` and the placeholders {source} {schema} {table} {event_type}".into()),
                 );
                 None
             }
+            None => None,
         };
         if let (
             Some(t),
@@ -604,7 +642,7 @@ fn validate_routes(
             for part in t.parts() {
                 if let TopicPart::Field(f @ (TopicField::Schema | TopicField::Table)) = part {
                     diag.at(
-                        r.topic.span(),
+                        topic_span.clone(),
                         format!("{{{}}} is only known for postgres sources, and `{source}` is a webhook source", f.name()),
                         Some("use {source} or {event_type} for webhook routes".into()),
                     );

@@ -17,9 +17,9 @@ use serde_json::json;
 
 use super::{DeadLetter, DlqError, DlqStore, Selector, Status};
 use crate::ack::{AckToken, Failure};
-use crate::encode::cloudevent;
+use crate::encode::record_parts;
 use crate::error::ErrorClass;
-use crate::event::{Event, Payload, now_micros};
+use crate::event::{Event, now_micros};
 use crate::pipeline::Pipeline;
 use crate::router::RouteMatch;
 
@@ -276,11 +276,21 @@ async fn dry_run(
             Ok(matches) => {
                 let mut would_fail = None;
                 for m in &matches {
-                    let value = match &event.payload {
-                        Payload::Webhook(_) => cloudevent::record(event),
+                    let parts = match record_parts(event) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            writeln!(
+                                out,
+                                "{}",
+                                json!({"id": dl.id, "route": &*m.route, "would_fail": e.class().as_str(), "message": e.to_string()})
+                            )?;
+                            would_fail = Some(e.class());
+                            continue;
+                        }
                     };
+                    let value = parts.value;
                     // Checked locally: a dry run registers nothing and produces nothing.
-                    let problem = match cloudevent::encode_locally(value.clone()) {
+                    let problem = match parts.value_schema.encode_locally(value.clone()) {
                         Err(e) => Some((ErrorClass::Encode, e)),
                         Ok(bytes) => {
                             // Confluent framing (5 bytes) on the value and the string key.

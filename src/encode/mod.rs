@@ -5,6 +5,7 @@
 //! the per-event work is encoding only. Subjects follow TopicNameStrategy: `<topic>-value` and
 //! `<topic>-key`.
 
+pub mod change;
 pub mod cloudevent;
 
 use std::time::Duration;
@@ -85,9 +86,60 @@ impl AvroSchema {
         }
     }
 
+    /// The schema's JSON text.
+    pub fn json(&self) -> &str {
+        &self.supplied.schema
+    }
+
+    /// The Avro binary encoding of `value` (without the Confluent framing), for checks that
+    /// must not touch the registry, such as a replay dry run.
+    pub fn encode_locally(&self, value: Value) -> Result<Vec<u8>, String> {
+        let schema = apache_avro::Schema::parse_str(self.json()).map_err(|e| e.to_string())?;
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+            .build()
+            .map_err(|e| e.to_string())?;
+        writer.write_value_to_vec(value).map_err(|e| e.to_string())
+    }
+
     /// The Avro `"string"` schema, used for keys.
     pub fn string() -> AvroSchema {
         Self::from_json("\"string\"")
+    }
+}
+
+/// What one event becomes: value and key, each with its schema.
+pub struct RecordParts {
+    /// Value schema.
+    pub value_schema: AvroSchema,
+    /// Value.
+    pub value: Value,
+    /// Key schema.
+    pub key_schema: AvroSchema,
+    /// Key.
+    pub key: Value,
+}
+
+/// The Avro value and key of an event, by payload kind: CloudEvents for webhooks (keyed by
+/// event id), Debezium envelopes for changes (keyed by the key columns).
+pub fn record_parts(event: &crate::event::Event) -> Result<RecordParts, EncodeError> {
+    use crate::event::Payload;
+    match &event.payload {
+        Payload::Webhook(w) => Ok(RecordParts {
+            value_schema: cloudevent::schema().clone(),
+            value: cloudevent::record(event, w),
+            key_schema: AvroSchema::string(),
+            key: Value::String(event.id.as_str().to_string()),
+        }),
+        Payload::Change(c) => {
+            let (value_schema, value, key_schema, key) =
+                change::parts(event, c).map_err(|e| EncodeError::Encode(e.to_string()))?;
+            Ok(RecordParts {
+                value_schema,
+                value,
+                key_schema,
+                key,
+            })
+        }
     }
 }
 

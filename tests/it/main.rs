@@ -5,6 +5,7 @@ mod support;
 
 mod ack_discipline;
 mod bad_input;
+mod cdc;
 mod cli;
 mod config_errors;
 mod dlq_replay;

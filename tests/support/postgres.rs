@@ -115,6 +115,11 @@ impl PgCluster {
         }
     }
 
+    /// The server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
     /// The port.
     pub fn port(&self) -> u16 {
         self.port

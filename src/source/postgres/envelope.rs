@@ -213,6 +213,30 @@ impl TableSchema {
         Ok(Value::Record(fields))
     }
 
+    /// The `Value` record of a key-only old row: non-key NOT NULL columns get their type's zero
+    /// value (their real value is not in the WAL), nullable ones null.
+    pub fn key_only_row(&self, tuple: &Tuple) -> Result<Value, RowError> {
+        if tuple.0.len() != self.columns.len() {
+            return Err(RowError::Arity {
+                got: tuple.0.len(),
+                want: self.columns.len(),
+            });
+        }
+        let fields = self
+            .columns
+            .iter()
+            .zip(&tuple.0)
+            .map(|(c, d)| {
+                let v = match (c.is_key, c.nullable, d) {
+                    (false, false, Datum::Null) => c.ty.zero(),
+                    _ => Self::cell(c, d, false)?,
+                };
+                Ok((avro_name(&c.name), v))
+            })
+            .collect::<Result<Vec<_>, RowError>>()?;
+        Ok(Value::Record(fields))
+    }
+
     /// The `Key` record of a row (or of an old key tuple).
     pub fn key(&self, tuple: &Tuple) -> Result<Value, RowError> {
         if tuple.0.len() != self.columns.len() {

@@ -4,4 +4,5 @@
 pub mod envelope;
 pub mod lsn;
 pub mod pgoutput;
+pub mod stream;
 pub mod types;

@@ -146,6 +146,26 @@ impl ColumnType {
         }
     }
 
+    /// The value Debezium puts in a NOT NULL column whose value is not known (a key-only old
+    /// row): zero, empty, or the epoch.
+    pub fn zero(&self) -> Value {
+        match self {
+            ColumnType::Int => Value::Int(0),
+            ColumnType::Long => Value::Long(0),
+            ColumnType::Float => Value::Float(0.0),
+            ColumnType::Double => Value::Double(0.0),
+            ColumnType::Boolean => Value::Boolean(false),
+            ColumnType::String { .. } => Value::String(String::new()),
+            ColumnType::Decimal { .. } => Value::Decimal(vec![0u8].into()),
+            ColumnType::Date => Value::Date(0),
+            ColumnType::TimeMicros => Value::TimeMicros(0),
+            ColumnType::TimestampMicros => Value::TimestampMicros(0),
+            ColumnType::ZonedTimestamp => Value::String("1970-01-01T00:00:00.000000Z".into()),
+            ColumnType::Bytes => Value::Bytes(Vec::new()),
+            ColumnType::Array(_) => Value::Array(Vec::new()),
+        }
+    }
+
     /// Parses a pgoutput text value.
     pub fn parse(&self, text: &str) -> Result<Value, TypeError> {
         Ok(match self {

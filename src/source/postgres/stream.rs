@@ -1,0 +1,512 @@
+//! The Postgres source: a logical replication slot streamed into the pipeline.
+//!
+//! ```text
+//!  slot ──pgwire-replication──► pgoutput::decode ──► Event (Change) ──► pipeline.dispatch
+//!    ▲                                                                       │ ack
+//!    └──── update_applied_lsn(end of the newest fully durable commit) ◄── Checkpoint
+//! ```
+//!
+//! Invariant: the slot's confirmed LSN advances only to the end of a commit all of whose events,
+//! and all before them, are durable (Kafka ack or DLQ). Every event carries the id
+//! `<commit LSN>:<ordinal>`. After any error the session restarts from the slot's confirmed
+//! position: what was not confirmed is delivered again (at-least-once), nothing is skipped.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use pgwire_replication::{Lsn as WireLsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
+use tokio::sync::watch;
+use tokio_postgres::{Client, NoTls};
+use tracing::{debug, info, warn};
+
+use super::pgoutput::{self, Datum, Message, OldTuple, Relation, Tuple};
+use crate::ack::{AckToken, Checkpoint, Delivery, Seq};
+use crate::config::PostgresSourceConfig;
+use crate::event::{ChangeColumn, ChangePayload, Event, EventId, Payload, now_micros};
+use crate::pipeline::Pipeline;
+
+/// Why a session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The SQL connection failed.
+    #[error("postgres: {0}")]
+    Sql(String),
+    /// The server is not set up for logical replication; the message says how to fix it.
+    #[error("{0}")]
+    Preflight(String),
+    /// The replication stream failed.
+    #[error("replication stream: {0}")]
+    Stream(String),
+    /// A message could not be decoded.
+    #[error(transparent)]
+    Decode(#[from] pgoutput::DecodeError),
+    /// An event was neither delivered nor dead-lettered: restart from the confirmed position.
+    #[error("event {0} was not made durable; restarting from the slot's confirmed position")]
+    NotDurable(String),
+}
+
+fn sql(e: tokio_postgres::Error) -> SourceError {
+    SourceError::Sql(match e.as_db_error() {
+        Some(db) => db.message().to_string(),
+        None => e.to_string(),
+    })
+}
+
+/// A relation as the source knows it: pgoutput's shape plus the catalog's nullability and
+/// comments.
+#[derive(Debug, Clone)]
+struct KnownRelation {
+    schema: String,
+    table: String,
+    table_doc: Option<String>,
+    columns: Vec<ChangeColumn>,
+}
+
+/// The source's connection parameters, from the URL.
+struct Target {
+    host: String,
+    port: u16,
+    user: String,
+    password: String,
+    database: String,
+}
+
+fn target(url: &str) -> Result<Target, SourceError> {
+    let cfg = tokio_postgres::Config::from_str(url)
+        .map_err(|e| SourceError::Preflight(format!("invalid postgres url: {e}")))?;
+    let host = match cfg.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+        _ => "127.0.0.1".into(),
+    };
+    Ok(Target {
+        host,
+        port: cfg.get_ports().first().copied().unwrap_or(5432),
+        user: cfg.get_user().unwrap_or("postgres").to_string(),
+        password: cfg
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default(),
+        database: cfg.get_dbname().unwrap_or("postgres").to_string(),
+    })
+}
+
+/// One Postgres source.
+pub struct PostgresSource {
+    name: String,
+    cfg: PostgresSourceConfig,
+    pipeline: Arc<Pipeline>,
+}
+
+type AckFuture = Pin<Box<dyn Future<Output = (Seq, String, Delivery)> + Send>>;
+
+impl PostgresSource {
+    /// A source named `name`.
+    pub fn new(name: &str, cfg: PostgresSourceConfig, pipeline: Arc<Pipeline>) -> Self {
+        PostgresSource {
+            name: name.to_string(),
+            cfg,
+            pipeline,
+        }
+    }
+
+    /// Streams until `stop` turns true; reconnects with backoff after any error.
+    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+        let mut wait = Duration::from_millis(500);
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.session(&mut stop).await {
+                Ok(()) => return,
+                Err(e) => {
+                    warn!(source = %self.name, error = %e, retry_in = ?wait, "postgres source stopped; reconnecting");
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return,
+            }
+            wait = (wait * 2).min(Duration::from_secs(30));
+        }
+    }
+
+    async fn connect_sql(&self) -> Result<Client, SourceError> {
+        let (client, conn) = tokio_postgres::connect(&self.cfg.url, NoTls)
+            .await
+            .map_err(sql)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "postgres SQL connection closed");
+            }
+        });
+        Ok(client)
+    }
+
+    /// Checks the server, creates the publication and slot if missing; returns where to start.
+    async fn preflight(&self, client: &Client) -> Result<u64, SourceError> {
+        let wal: String = client
+            .query_one("SHOW wal_level", &[])
+            .await
+            .map_err(sql)?
+            .get(0);
+        if wal != "logical" {
+            return Err(SourceError::Preflight(format!(
+                "wal_level is `{wal}`, logical replication needs `logical`: run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL"
+            )));
+        }
+        let publication = &self.cfg.publication;
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[publication],
+            )
+            .await
+            .map_err(sql)?
+            .is_some();
+        if !exists {
+            let mut tables = Vec::new();
+            let mut schemas = Vec::new();
+            for t in &self.cfg.tables {
+                match &t.table {
+                    Some(table) => tables.push(format!("\"{}\".\"{}\"", t.schema, table)),
+                    None => schemas.push(format!("\"{}\"", t.schema)),
+                }
+            }
+            let mut parts = Vec::new();
+            if !tables.is_empty() {
+                parts.push(format!("TABLE {}", tables.join(", ")));
+            }
+            if !schemas.is_empty() {
+                parts.push(format!("TABLES IN SCHEMA {}", schemas.join(", ")));
+            }
+            client
+                .batch_execute(&format!(
+                    "CREATE PUBLICATION \"{publication}\" FOR {}",
+                    parts.join(", ")
+                ))
+                .await
+                .map_err(|e| {
+                    SourceError::Preflight(format!(
+                        "creating publication {publication}: {}",
+                        sql(e)
+                    ))
+                })?;
+            info!(source = %self.name, publication, "created publication");
+        }
+        // Tables that cannot be replicated safely: no key to identify rows by.
+        let keyless = client
+            .query(
+                "SELECT n.nspname || '.' || c.relname FROM pg_publication_tables p
+                 JOIN pg_class c ON c.relname = p.tablename
+                 JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = p.schemaname
+                 WHERE p.pubname = $1 AND c.relreplident = 'd'
+                   AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)",
+                &[publication],
+            )
+            .await
+            .map_err(sql)?;
+        if let Some(row) = keyless.first() {
+            let table: String = row.get(0);
+            return Err(SourceError::Preflight(format!(
+                "table {table} has no primary key and REPLICA IDENTITY DEFAULT: UPDATE and DELETE on it fail on the primary once it is published. Add a primary key, or run ALTER TABLE {table} REPLICA IDENTITY FULL"
+            )));
+        }
+        let slot = &self.cfg.slot;
+        let row = client
+            .query_opt(
+                "SELECT plugin, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                &[slot],
+            )
+            .await
+            .map_err(sql)?;
+        let confirmed = match row {
+            Some(r) => {
+                let plugin: Option<String> = r.get(0);
+                if plugin.as_deref() != Some("pgoutput") {
+                    return Err(SourceError::Preflight(format!(
+                        "replication slot {slot} uses plugin {plugin:?}, not pgoutput: drop it or configure another slot"
+                    )));
+                }
+                let status: Option<String> = r.get(2);
+                if status.as_deref() == Some("lost") {
+                    return Err(SourceError::Preflight(format!(
+                        "replication slot {slot} is lost (its WAL was removed): changes were missed. Drop and recreate the slot, and re-snapshot the tables"
+                    )));
+                }
+                let lsn: Option<String> = r.get(1);
+                lsn.and_then(|l| l.parse::<super::lsn::Lsn>().ok())
+                    .map_or(0, |l| l.0)
+            }
+            None => {
+                let r = client
+                    .query_one(
+                        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                        &[slot],
+                    )
+                    .await
+                    .map_err(|e| {
+                        SourceError::Preflight(format!(
+                            "creating replication slot {slot}: {}",
+                            sql(e)
+                        ))
+                    })?;
+                info!(source = %self.name, slot, "created replication slot");
+                let lsn: String = r.get(0);
+                lsn.parse::<super::lsn::Lsn>().map_or(0, |l| l.0)
+            }
+        };
+        Ok(confirmed)
+    }
+
+    async fn describe(
+        &self,
+        client: &Client,
+        rel: &Relation,
+    ) -> Result<KnownRelation, SourceError> {
+        let rows = client
+            .query(
+                "SELECT a.attname::text, a.attnotnull, col_description(a.attrelid, a.attnum),
+                        obj_description(a.attrelid, 'pg_class')
+                 FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&rel.oid],
+            )
+            .await
+            .map_err(sql)?;
+        let mut not_null: HashMap<String, (bool, Option<String>)> = HashMap::new();
+        let mut table_doc = None;
+        for r in &rows {
+            not_null.insert(r.get(0), (r.get(1), r.get(2)));
+            table_doc = r.get(3);
+        }
+        Ok(KnownRelation {
+            schema: rel.namespace.clone(),
+            table: rel.name.clone(),
+            table_doc,
+            columns: rel
+                .columns
+                .iter()
+                .map(|c| {
+                    let (nn, doc) = not_null.get(&c.name).cloned().unwrap_or((false, None));
+                    ChangeColumn {
+                        name: c.name.clone(),
+                        type_oid: c.type_oid,
+                        type_modifier: c.type_modifier,
+                        nullable: !nn && !c.is_key,
+                        is_key: c.is_key,
+                        doc,
+                    }
+                })
+                .collect(),
+        })
+    }
+
+    async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), SourceError> {
+        let client = self.connect_sql().await?;
+        let confirmed = self.preflight(&client).await?;
+        let t = target(&self.cfg.url)?;
+        let config = ReplicationConfig::new(
+            t.host,
+            t.user,
+            t.password,
+            t.database.clone(),
+            self.cfg.slot.clone(),
+            self.cfg.publication.clone(),
+        )
+        .with_port(t.port)
+        .with_start_lsn(WireLsn(confirmed))
+        .with_options("-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3")
+        .with_application_name(format!("switchyard-{}", self.name));
+        let mut repl = ReplicationClient::connect(config)
+            .await
+            .map_err(|e| SourceError::Stream(e.to_string()))?;
+        info!(source = %self.name, slot = %self.cfg.slot, from = %super::lsn::Lsn(confirmed), "streaming changes");
+
+        let mut relations: HashMap<u32, KnownRelation> = HashMap::new();
+        let mut checkpoint: Checkpoint<u64> = Checkpoint::new(Some(confirmed));
+        let mut commits: VecDeque<u64> = VecDeque::new();
+        let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
+        let mut txn: Option<(u64, u32, i64, u32)> = None; // final_lsn, xid, commit ms, ordinal
+        let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval);
+        heartbeat.tick().await;
+
+        loop {
+            tokio::select! {
+                _ = stop.changed() => {
+                    if *stop.borrow() {
+                        return Ok(());
+                    }
+                }
+                Some((seq, id, delivery)) = acks.next(), if !acks.is_empty() => {
+                    let durable = matches!(delivery, Delivery::Delivered | Delivery::DeadLettered);
+                    let at = checkpoint.resolve(seq, durable);
+                    if !durable {
+                        return Err(SourceError::NotDurable(id));
+                    }
+                    apply(&repl, &mut commits, at);
+                }
+                _ = heartbeat.tick() => {
+                    // Writes WAL on idle databases so the slot's position can advance.
+                    if let Err(e) = client
+                        .query_one("SELECT pg_logical_emit_message(false, 'switchyard.heartbeat', now()::text)::text", &[])
+                        .await
+                    {
+                        warn!(source = %self.name, error = %e, "heartbeat failed");
+                    }
+                }
+                event = repl.recv() => {
+                    let Some(event) = event.map_err(|e| SourceError::Stream(e.to_string()))? else {
+                        return Err(SourceError::Stream("the server ended the stream".into()));
+                    };
+                    match event {
+                        ReplicationEvent::Begin { final_lsn, xid, commit_time_micros } => {
+                            let ms = (commit_time_micros + pgoutput::PG_EPOCH_OFFSET_MICROS) / 1000;
+                            txn = Some((final_lsn.0, xid, ms, 0));
+                        }
+                        ReplicationEvent::Commit { end_lsn, .. } => {
+                            txn = None;
+                            let seq = checkpoint.track(end_lsn.0);
+                            commits.push_back(end_lsn.0);
+                            let at = checkpoint.resolve(seq, true);
+                            apply(&repl, &mut commits, at);
+                        }
+                        ReplicationEvent::Message { lsn, transactional, .. } => {
+                            // A heartbeat: with nothing in flight, everything before it is durable.
+                            if !transactional && txn.is_none() && checkpoint.in_flight() == 0 {
+                                repl.update_applied_lsn(lsn);
+                            }
+                        }
+                        ReplicationEvent::XLogData { data, .. } => {
+                            let msg = pgoutput::decode(&data)?;
+                            if let Message::Relation(rel) = &msg {
+                                let known = self.describe(&client, rel).await?;
+                                relations.insert(rel.oid, known);
+                                continue;
+                            }
+                            let Some((final_lsn, xid, commit_ms, ordinal)) = txn.as_mut() else {
+                                continue;
+                            };
+                            for change in changes(&msg) {
+                                let Some(rel) = relations.get(&change.relation) else {
+                                    return Err(SourceError::Stream(format!("change for unknown relation {}", change.relation)));
+                                };
+                                let event = Event {
+                                    id: EventId::from_lsn(*final_lsn, *ordinal),
+                                    source: self.name.clone(),
+                                    event_type: change.op.to_string(),
+                                    received_at_micros: now_micros(),
+                                    payload: Payload::Change(ChangePayload {
+                                        database: t.database.clone(),
+                                        schema: rel.schema.clone(),
+                                        table: rel.table.clone(),
+                                        table_doc: rel.table_doc.clone(),
+                                        op: change.op.to_string(),
+                                        columns: rel.columns.clone(),
+                                        before: change.before.map(|b| text_row(&b, None)),
+                                        before_key_only: change.before_key_only,
+                                        unchanged_toast: change.after.as_ref().map(|a| unfilled(a, change.old_full.as_ref(), &rel.columns)).unwrap_or_default(),
+                                        after: change.after.map(|a| text_row(&a, change.old_full.as_ref())),
+                                        commit_lsn: *final_lsn,
+                                        tx_id: *xid,
+                                        commit_time_ms: *commit_ms,
+                                    }),
+                                };
+                                *ordinal += 1;
+                                let seq = checkpoint.track(*final_lsn);
+                                if self.pipeline.routes().route(&event).is_empty() {
+                                    checkpoint.resolve(seq, true);
+                                    continue;
+                                }
+                                let (ack, rx) = AckToken::new();
+                                let id = event.id.to_string();
+                                self.pipeline.dispatch(event, ack).await;
+                                acks.push(Box::pin(async move { (seq, id, rx.wait().await) }));
+                            }
+                        }
+                        ReplicationEvent::KeepAlive { .. } => {}
+                        ReplicationEvent::StoppedAt { .. } => return Ok(()),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reports the end of the newest commit whose events are all durable.
+fn apply(repl: &ReplicationClient, commits: &mut VecDeque<u64>, confirmed: Option<u64>) {
+    let Some(confirmed) = confirmed else { return };
+    let mut last = None;
+    while commits.front().is_some_and(|c| *c <= confirmed) {
+        last = commits.pop_front();
+    }
+    if let Some(end) = last {
+        repl.update_applied_lsn(WireLsn(end));
+    }
+}
+
+/// One row change of a message.
+struct RowChange {
+    relation: u32,
+    op: &'static str,
+    before: Option<Tuple>,
+    after: Option<Tuple>,
+    old_full: Option<Tuple>,
+    before_key_only: bool,
+}
+
+fn changes(msg: &Message) -> Vec<RowChange> {
+    let change = |relation, op, before: Option<&OldTuple>, after: Option<&Tuple>| {
+        let (before, old_full, before_key_only) = match before {
+            Some(OldTuple::Full(t)) => (Some(t.clone()), Some(t.clone()), false),
+            Some(OldTuple::Key(t)) => (Some(t.clone()), None, true),
+            None => (None, None, false),
+        };
+        RowChange {
+            relation,
+            op,
+            before,
+            after: after.cloned(),
+            old_full,
+            before_key_only,
+        }
+    };
+    match msg {
+        Message::Insert(i) => vec![change(i.relation, "c", None, Some(&i.new))],
+        Message::Update(u) => vec![change(u.relation, "u", u.old.as_ref(), Some(&u.new))],
+        Message::Delete(d) => vec![change(d.relation, "d", Some(&d.old), None)],
+        _ => Vec::new(),
+    }
+}
+
+/// Text values of a tuple; an unchanged TOASTed value is taken from the old row when REPLICA
+/// IDENTITY FULL sent one.
+fn text_row(t: &Tuple, old: Option<&Tuple>) -> Vec<Option<String>> {
+    t.0.iter()
+        .enumerate()
+        .map(|(i, d)| match d {
+            Datum::Text(b) | Datum::Binary(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            Datum::Null => None,
+            Datum::UnchangedToast => match old.and_then(|o| o.0.get(i)) {
+                Some(Datum::Text(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            },
+        })
+        .collect()
+}
+
+/// Names of unchanged TOASTed columns that the old row cannot fill in.
+fn unfilled(t: &Tuple, old: Option<&Tuple>, columns: &[ChangeColumn]) -> Vec<String> {
+    t.0.iter()
+        .enumerate()
+        .filter(|(i, d)| {
+            matches!(d, Datum::UnchangedToast)
+                && !matches!(old.and_then(|o| o.0.get(*i)), Some(Datum::Text(_)))
+        })
+        .filter_map(|(i, _)| columns.get(i).map(|c| c.name.clone()))
+        .collect()
+}

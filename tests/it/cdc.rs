@@ -1,0 +1,202 @@
+//! Row changes in PostgreSQL reach Kafka as Debezium-style envelopes, and the slot advances
+//! only over what Kafka acknowledged.
+
+use std::time::Duration;
+
+use switchyard::config::Config;
+
+use crate::support::consume::{decode, decoder, read_topic};
+use crate::support::postgres::PgCluster;
+use crate::support::{Stack, daemon, wait_for_async};
+
+async fn connect(pg: &PgCluster, db: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(&pg.libpq(db), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    client
+}
+
+async fn lsn(client: &tokio_postgres::Client, sql: &str) -> Option<u64> {
+    let row = client.query_opt(sql, &[]).await.expect("query")?;
+    let text: Option<String> = row.get(0);
+    text.and_then(|t| t.parse::<switchyard::source::postgres::lsn::Lsn>().ok())
+        .map(|l| l.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_updates_and_deletes_arrive_as_envelopes_and_the_slot_advances() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("app").await;
+    let client = connect(&pg, &db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE orders (id bigint PRIMARY KEY, note text, total numeric(10,2) NOT NULL,
+                                  tags text[], created timestamptz);
+             COMMENT ON TABLE orders IS 'Customer orders';
+             COMMENT ON COLUMN orders.total IS 'Gross, in EUR';",
+        )
+        .await
+        .expect("schema");
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[kafka]
+bootstrap_servers = "{}"
+delivery_timeout = "5s"
+[schema_registry]
+url = "{}"
+[sources.appdb]
+type = "postgres"
+url = "{}"
+tables = ["public.orders"]
+heartbeat_interval = "1s"
+[[routes]]
+name = "orders"
+source = "appdb"
+"#,
+            broker.bootstrap(),
+            registry.url(),
+            pg.url(&db)
+        ),
+    )
+    .expect("config");
+    let (sy, _) = daemon::start(Config::load(&path).expect("config")).await;
+    wait_for_async("the slot to be created", Duration::from_secs(30), || async {
+        lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await
+    })
+    .await;
+
+    client
+        .batch_execute("INSERT INTO orders VALUES (1, 'café ✓', 12.50, '{a,\"b c\"}', '2024-11-05 08:49:37.5+00')")
+        .await
+        .expect("insert");
+    client
+        .batch_execute("UPDATE orders SET note = NULL, total = 13 WHERE id = 1")
+        .await
+        .expect("update");
+    let before_delete = lsn(&client, "SELECT pg_current_wal_lsn()::text")
+        .await
+        .expect("lsn");
+    client
+        .batch_execute("DELETE FROM orders WHERE id = 1")
+        .await
+        .expect("delete");
+
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = broker.bootstrap();
+        move || {
+            read_topic(
+                &bootstrap,
+                "appdb.public.orders",
+                4,
+                Duration::from_secs(10),
+            )
+        }
+    })
+    .await
+    .expect("consumer");
+    if std::env::var_os("SWITCHYARD_LOG").is_some() {
+        eprintln!("{}", pg.log());
+    }
+    assert_eq!(records.len(), 3, "one record per change");
+    let dec = decoder(&registry.url());
+    let mut values = Vec::new();
+    for r in &records {
+        let (_, v) = decode(&dec, &r.value).await;
+        let (_, k) = decode(&dec, r.key.as_ref().expect("keyed")).await;
+        assert_eq!(k, serde_json::json!({"id": 1}), "keyed by the primary key");
+        let id = r
+            .headers
+            .iter()
+            .find(|(h, _)| h == "switchyard.event_id")
+            .expect("event id header");
+        assert!(
+            String::from_utf8_lossy(&id.1).contains(':'),
+            "commit LSN and ordinal"
+        );
+        values.push(v);
+    }
+    values.sort_by_key(|v| v["source"]["lsn"].as_i64());
+    let ops: Vec<&str> = values
+        .iter()
+        .map(|v| v["op"].as_str().expect("op"))
+        .collect();
+    assert_eq!(ops, ["c", "u", "d"]);
+    let insert = &values[0];
+    assert_eq!(insert["before"], serde_json::Value::Null);
+    assert_eq!(insert["after"]["id"], 1);
+    assert_eq!(insert["after"]["note"], "café ✓");
+    assert_eq!(insert["after"]["tags"], serde_json::json!(["a", "b c"]));
+    assert_eq!(insert["after"]["created"], "2024-11-05T08:49:37.500000Z");
+    assert_eq!(insert["source"]["connector"], "postgresql");
+    assert_eq!(insert["source"]["name"], "appdb");
+    assert_eq!(insert["source"]["db"], "app");
+    assert_eq!(
+        (
+            insert["source"]["schema"].as_str(),
+            insert["source"]["table"].as_str()
+        ),
+        (Some("public"), Some("orders"))
+    );
+    assert_eq!(insert["source"]["snapshot"], "false");
+    assert!(
+        insert["source"]["txId"].as_i64().is_some() && insert["source"]["lsn"].as_i64().is_some()
+    );
+    assert_eq!(values[1]["after"]["note"], serde_json::Value::Null);
+    assert_eq!(values[2]["after"], serde_json::Value::Null);
+    assert_eq!(values[2]["before"]["id"], 1);
+    assert_eq!(values[2]["before"]["note"], serde_json::Value::Null);
+    assert!(
+        records.iter().any(|r| r
+            .headers
+            .iter()
+            .any(|(h, v)| h == "switchyard.before" && v == b"key_only")),
+        "the delete says its before image has only the key (REPLICA IDENTITY DEFAULT)"
+    );
+
+    // The registered schema is Debezium's shape, with the comments as docs.
+    let schema: serde_json::Value = reqwest::get(format!(
+        "{}/subjects/appdb.public.orders-value/versions/latest",
+        registry.url()
+    ))
+    .await
+    .expect("registry")
+    .json()
+    .await
+    .expect("json");
+    let schema: serde_json::Value =
+        serde_json::from_str(schema["schema"].as_str().expect("schema text")).expect("schema json");
+    assert_eq!(schema["name"], "Envelope");
+    assert_eq!(schema["namespace"], "appdb.public.orders");
+    let row = &schema["fields"][0]["type"][1];
+    assert_eq!(row["doc"], "Customer orders");
+    let total = row["fields"]
+        .as_array()
+        .expect("fields")
+        .iter()
+        .find(|f| f["name"] == "total")
+        .expect("total");
+    assert_eq!(total["doc"], "Gross, in EUR");
+    assert_eq!(
+        total["type"]["logicalType"], "decimal",
+        "NOT NULL numeric(10,2) is a bare decimal"
+    );
+
+    // Everything was acknowledged, so the slot moves past the delete.
+    wait_for_async("the slot to confirm the delete", Duration::from_secs(30), || async {
+        let confirmed = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await?;
+        (confirmed > before_delete).then_some(())
+    })
+    .await;
+    daemon::stop(sy).await;
+}
