@@ -200,3 +200,148 @@ source = "appdb"
     .await;
     daemon::stop(sy).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_while_rows_are_written_loses_no_committed_row() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("crash").await;
+    let client = connect(&pg, &db).await;
+    client
+        .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL)")
+        .await
+        .expect("schema");
+    let port = crate::support::free_port();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+[kafka]
+bootstrap_servers = "{}"
+delivery_timeout = "5s"
+[schema_registry]
+url = "{}"
+[sources.appdb]
+type = "postgres"
+url = "{}"
+tables = ["public.items"]
+[[routes]]
+name = "items"
+source = "appdb"
+topic = "items"
+"#,
+            broker.bootstrap(),
+            registry.url(),
+            pg.url(&db)
+        ),
+    )
+    .expect("config");
+    let start = |n: usize| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["run", "-c"]).arg(&path);
+        crate::support::ChildGuard::spawn(
+            "switchyard",
+            cmd,
+            dir.path().join(format!("switchyard-{n}.log")),
+        )
+    };
+    let mut sy = start(0);
+    wait_for_async("the slot to be created", Duration::from_secs(30), || async {
+        lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await
+    })
+    .await;
+
+    // 3,000 rows in transactions of 10, while switchyard is killed and restarted twice.
+    let rows = 3000i64;
+    let writer = {
+        let url = pg.libpq(&db);
+        tokio::spawn(async move {
+            let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                .await
+                .expect("writer");
+            tokio::spawn(conn);
+            for batch in 0..rows / 10 {
+                let values: Vec<String> = (0..10)
+                    .map(|i| format!("({}, 'row {}')", batch * 10 + i, batch * 10 + i))
+                    .collect();
+                c.batch_execute(&format!("INSERT INTO items VALUES {}", values.join(",")))
+                    .await
+                    .expect("insert");
+                if batch % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        })
+    };
+    for round in 1..=2 {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let n: i64 = client
+                .query_one("SELECT count(*) FROM items", &[])
+                .await
+                .expect("count")
+                .get(0);
+            if n >= rows * round / 3 || std::time::Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        sy.kill(); // SIGKILL
+        sy = start(round as usize);
+    }
+    writer.await.expect("writer done");
+
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = broker.bootstrap();
+        move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            loop {
+                let records = read_topic(&bootstrap, "items", usize::MAX, Duration::from_secs(3));
+                let mut ids: Vec<Vec<u8>> = records.iter().filter_map(|r| r.key.clone()).collect();
+                ids.sort();
+                ids.dedup();
+                if ids.len() as i64 >= rows || std::time::Instant::now() > deadline {
+                    return records;
+                }
+            }
+        }
+    })
+    .await
+    .expect("consumer");
+    let dec = decoder(&registry.url());
+    let mut ids = std::collections::BTreeSet::new();
+    for r in &records {
+        let (_, k) = decode(&dec, r.key.as_ref().expect("key")).await;
+        ids.insert(k["id"].as_i64().expect("id"));
+    }
+    let missing: Vec<i64> = (0..rows).filter(|i| !ids.contains(i)).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "committed rows missing from Kafka after kill -9: {missing:?}"
+    );
+    eprintln!(
+        "kill -9 twice during {rows} rows: {} records, {} duplicates (at-least-once)",
+        records.len(),
+        records.len() as i64 - rows
+    );
+    let end = lsn(&client, "SELECT pg_current_wal_lsn()::text")
+        .await
+        .expect("lsn");
+    client
+        .batch_execute("SELECT pg_logical_emit_message(false, 'test', 'x')")
+        .await
+        .expect("message");
+    wait_for_async("the slot to catch up", Duration::from_secs(60), || async {
+        let confirmed = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await?;
+        (confirmed >= end).then_some(())
+    })
+    .await;
+    drop(sy);
+}
