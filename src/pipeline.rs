@@ -146,10 +146,6 @@ impl Pipeline {
             let record = match self.encode(event, &m, ack).await {
                 Ok(r) => r,
                 Err(f) if f.class.is_dead_letter() => {
-                    if f.class == ErrorClass::Schema {
-                        // Let the next event ask the registry again: the subject may be fixed.
-                        self.encoder.forget_errors();
-                    }
                     if let Err(f) = self
                         .dead_letter(event, Some(&m.route), Some(&m.topic), None, f)
                         .await

@@ -1,22 +1,21 @@
 //! Avro encoding in the Confluent wire format (magic byte 0, 4-byte big-endian schema id, Avro
 //! binary), with schemas registered in a Confluent-compatible registry.
 //!
-//! Each (subject, schema) is registered once and its id cached by `schema_registry_converter`;
+//! Each (subject, schema) is registered once and its id cached ([`Encoder`]);
 //! the per-event work is encoding only. Subjects follow TopicNameStrategy: `<topic>-value` and
 //! `<topic>-key`.
 
 pub mod change;
 pub mod cloudevent;
 
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use apache_avro::types::Value;
-use schema_registry_converter::async_impl::avro::AvroEncoder;
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
+use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{
-    SchemaType, SubjectNameStrategy, SuppliedSchema,
-};
+use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema, get_payload};
 
 use crate::error::ErrorClass;
 
@@ -61,11 +60,6 @@ impl EncodeError {
         let registry_unwell = matches!(status, Some(401 | 403 | 408 | 429 | 500..=599));
         if e.retriable || registry_unwell {
             EncodeError::Unavailable(text)
-        } else if text.contains("Could not get avro bytes")
-            || text.contains("Could not validate")
-            || text.contains("value does not match")
-        {
-            EncodeError::Encode(text)
         } else {
             EncodeError::Schema(text)
         }
@@ -143,9 +137,22 @@ pub fn record_parts(event: &crate::event::Event) -> Result<RecordParts, EncodeEr
     }
 }
 
-/// Encodes keys and values for topics, registering their schemas once.
+/// A schema the registry knows, with its id.
+struct Registered {
+    json: String,
+    id: u32,
+    schema: apache_avro::Schema,
+}
+
+/// Encodes keys and values for topics in the Confluent wire format.
+///
+/// Each (subject, schema) is registered once and cached with its id; a changed schema for a
+/// subject (a table that gained a column) is registered as a new version before the first
+/// record that needs it. The per-record work is encoding only.
 pub struct Encoder {
-    inner: AvroEncoder,
+    settings: SrSettings,
+    known: RwLock<HashMap<String, Vec<Arc<Registered>>>>,
+    registering: tokio::sync::Mutex<()>,
 }
 
 impl Encoder {
@@ -156,7 +163,9 @@ impl Encoder {
             .build()
             .map_err(|e| EncodeError::Schema(format!("registry settings: {e}")))?;
         Ok(Encoder {
-            inner: AvroEncoder::new(settings),
+            settings,
+            known: RwLock::new(HashMap::new()),
+            registering: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -167,7 +176,7 @@ impl Encoder {
         schema: &AvroSchema,
         value: Value,
     ) -> Result<Vec<u8>, EncodeError> {
-        self.encode(topic, false, schema, value).await
+        self.encode(&format!("{topic}-value"), schema, value).await
     }
 
     /// Encodes a record key for `topic` (subject `<topic>-key`).
@@ -177,30 +186,61 @@ impl Encoder {
         schema: &AvroSchema,
         value: Value,
     ) -> Result<Vec<u8>, EncodeError> {
-        self.encode(topic, true, schema, value).await
+        self.encode(&format!("{topic}-key"), schema, value).await
+    }
+
+    fn cached(&self, subject: &str, json: &str) -> Option<Arc<Registered>> {
+        let known = self.known.read().ok()?;
+        known.get(subject)?.iter().find(|r| r.json == json).cloned()
+    }
+
+    async fn registered(
+        &self,
+        subject: &str,
+        schema: &AvroSchema,
+    ) -> Result<Arc<Registered>, EncodeError> {
+        if let Some(r) = self.cached(subject, schema.json()) {
+            return Ok(r);
+        }
+        // One registration at a time: concurrent first records wait for it instead of
+        // posting the same schema again.
+        let _guard = self.registering.lock().await;
+        if let Some(r) = self.cached(subject, schema.json()) {
+            return Ok(r);
+        }
+        let parsed = apache_avro::Schema::parse_str(schema.json())
+            .map_err(|e| EncodeError::Schema(format!("invalid schema for {subject}: {e}")))?;
+        let registered = post_schema(&self.settings, subject.to_string(), schema.supplied.clone())
+            .await
+            .map_err(EncodeError::from_src)?;
+        let entry = Arc::new(Registered {
+            json: schema.json().to_string(),
+            id: registered.id,
+            schema: parsed,
+        });
+        if let Ok(mut known) = self.known.write() {
+            known
+                .entry(subject.to_string())
+                .or_default()
+                .push(Arc::clone(&entry));
+        }
+        Ok(entry)
     }
 
     async fn encode(
         &self,
-        topic: &str,
-        is_key: bool,
+        subject: &str,
         schema: &AvroSchema,
         value: Value,
     ) -> Result<Vec<u8>, EncodeError> {
-        let strategy = SubjectNameStrategy::TopicNameStrategyWithSchema(
-            topic.to_string(),
-            is_key,
-            schema.supplied.clone(),
-        );
-        self.inner
-            .encode_value(value, &strategy)
-            .await
-            .map_err(EncodeError::from_src)
-    }
-
-    /// Forgets cached definite failures, so a fixed registry or schema is tried again.
-    pub fn forget_errors(&self) {
-        self.inner.remove_errors_from_cache();
+        let r = self.registered(subject, schema).await?;
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&r.schema)
+            .build()
+            .map_err(|e| EncodeError::Encode(e.to_string()))?;
+        let bytes = writer
+            .write_value_to_vec(value)
+            .map_err(|e| EncodeError::Encode(e.to_string()))?;
+        Ok(get_payload(r.id, bytes))
     }
 }
 

@@ -345,3 +345,102 @@ topic = "items"
     .await;
     drop(sy);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn columns_added_and_dropped_mid_stream_register_new_schema_versions_and_lose_nothing() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("ddl").await;
+    let client = connect(&pg, &db).await;
+    client
+        .batch_execute("CREATE TABLE products (id int PRIMARY KEY, name text NOT NULL)")
+        .await
+        .expect("schema");
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             [schema_registry]\nurl = \"{}\"\n[sources.shop]\ntype = \"postgres\"\nurl = \"{}\"\n\
+             tables = [\"public.*\"]\n[[routes]]\nname = \"all\"\nsource = \"shop\"\n",
+            broker.bootstrap(),
+            registry.url(),
+            pg.url(&db)
+        ),
+    )
+    .expect("config");
+    // rivven-schema's BACKWARD check cannot resolve the named `Value` reference that `after`
+    // shares with `before` (Debezium's layout) and calls an added optional column
+    // incompatible; a Confluent registry accepts it. The registry's verdict is not what this
+    // test is about (the DLQ tests cover rejections), so compatibility is NONE here.
+    let r = reqwest::Client::new()
+        .put(format!("{}/config", registry.url()))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .body(r#"{"compatibility":"NONE"}"#)
+        .send()
+        .await
+        .expect("registry config");
+    assert!(r.status().is_success());
+    let (sy, _) = daemon::start(Config::load(&path).expect("config")).await;
+    wait_for_async("the slot to be created", Duration::from_secs(30), || async {
+        lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_shop'").await
+    })
+    .await;
+    for sql in [
+        "INSERT INTO products VALUES (1, 'kettle')",
+        "ALTER TABLE products ADD COLUMN price numeric(8,2) DEFAULT 9.99",
+        "INSERT INTO products VALUES (2, 'teapot', 19.50)",
+        "ALTER TABLE products DROP COLUMN price",
+        "INSERT INTO products VALUES (3, 'cup')",
+    ] {
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = broker.bootstrap();
+        move || {
+            read_topic(
+                &bootstrap,
+                "shop.public.products",
+                4,
+                Duration::from_secs(10),
+            )
+        }
+    })
+    .await
+    .expect("consumer");
+    assert_eq!(records.len(), 3, "every row, across both schema changes");
+    let dec = decoder(&registry.url());
+    let mut by_id = std::collections::BTreeMap::new();
+    let mut schema_ids = std::collections::BTreeSet::new();
+    for r in &records {
+        let (schema_id, v) = decode(&dec, &r.value).await;
+        schema_ids.insert(schema_id);
+        by_id.insert(v["after"]["id"].as_i64().expect("id"), v["after"].clone());
+    }
+    assert_eq!(by_id[&1].get("price"), None, "before ADD COLUMN");
+    assert!(by_id[&2].get("price").is_some(), "after ADD COLUMN");
+    assert_eq!(by_id[&3].get("price"), None, "after DROP COLUMN");
+    assert_eq!(by_id[&3]["name"], "cup");
+    assert!(
+        schema_ids.len() >= 2,
+        "a new schema version per shape: {schema_ids:?}"
+    );
+    let versions: Vec<u32> = reqwest::get(format!(
+        "{}/subjects/shop.public.products-value/versions",
+        registry.url()
+    ))
+    .await
+    .expect("registry")
+    .json()
+    .await
+    .expect("versions");
+    assert!(versions.len() >= 2, "{versions:?}");
+    daemon::stop(sy).await;
+}
