@@ -172,7 +172,7 @@ impl Pipeline {
                     }
                     let encoded = EncodedRecord {
                         key: record.key.clone(),
-                        value: record.value.clone(),
+                        value: record.value.clone().unwrap_or_default(),
                     };
                     if let Err(f) = self
                         .dead_letter(event, Some(&m.route), Some(&m.topic), Some(encoded), f)
@@ -272,7 +272,7 @@ impl Pipeline {
                     }
                     return Ok(Record {
                         topic: m.topic.clone(),
-                        key: Some(key),
+                        key,
                         value,
                         headers: record_headers,
                     });
@@ -308,15 +308,23 @@ impl Pipeline {
         &self,
         topic: &str,
         parts: &RecordParts,
-    ) -> Result<(Vec<u8>, Vec<u8>), EncodeError> {
-        let key = self
-            .encoder
-            .key(topic, &parts.key_schema, parts.key.clone())
-            .await?;
-        let value = self
-            .encoder
-            .value(topic, &parts.value_schema, parts.value.clone())
-            .await?;
+    ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), EncodeError> {
+        let key = match &parts.key {
+            Some(k) => Some(
+                self.encoder
+                    .key(topic, &parts.key_schema, k.clone())
+                    .await?,
+            ),
+            None => None,
+        };
+        let value = match &parts.value {
+            Some(v) => Some(
+                self.encoder
+                    .value(topic, &parts.value_schema, v.clone())
+                    .await?,
+            ),
+            None => None,
+        };
         Ok((key, value))
     }
 

@@ -125,6 +125,8 @@ pub struct PostgresSourceConfig {
     pub tables: Vec<TableSelector>,
     /// Heartbeat interval on idle databases.
     pub heartbeat_interval: Duration,
+    /// Follow each delete with a tombstone.
+    pub tombstones: bool,
 }
 
 /// `schema.table` or `schema.*`.

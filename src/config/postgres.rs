@@ -129,5 +129,6 @@ pub(super) fn validate(
         publication,
         tables,
         heartbeat_interval,
+        tombstones: raw.tombstones.unwrap_or(true),
     })
 }

@@ -113,6 +113,8 @@ pub struct RawPostgresSource {
     pub snapshot: Option<Spanned<String>>,
     /// How often to write a heartbeat on an idle database ("30s").
     pub heartbeat_interval: Option<Spanned<String>>,
+    /// Follow each delete with a tombstone (null value, same key); default true.
+    pub tombstones: Option<bool>,
 }
 
 /// Either kind of source.

@@ -288,7 +288,15 @@ async fn dry_run(
                             continue;
                         }
                     };
-                    let value = parts.value;
+                    let key_json = parts.key.clone().map(crate::tail::avro_to_json);
+                    let Some(value) = parts.value else {
+                        writeln!(
+                            out,
+                            "{}",
+                            json!({"id": dl.id, "would_produce": {"topic": m.topic, "route": &*m.route, "key": key_json, "value": null}})
+                        )?;
+                        continue;
+                    };
                     // Checked locally: a dry run registers nothing and produces nothing.
                     let problem = match parts.value_schema.encode_locally(value.clone()) {
                         Err(e) => Some((ErrorClass::Encode, e)),
@@ -318,7 +326,7 @@ async fn dry_run(
                             "would_produce": {
                                 "topic": m.topic,
                                 "route": &*m.route,
-                                "key": event.id.as_str(),
+                                "key": key_json,
                                 "value": crate::tail::avro_to_json(value),
                             }
                         })

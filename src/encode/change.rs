@@ -41,11 +41,12 @@ fn tuple(row: &[Option<String>]) -> Tuple {
     )
 }
 
-/// Value schema, envelope, key schema and key of a change.
+/// Value schema, envelope, key schema and key of a change. A `tombstone` has no value; a
+/// truncate (`t`) has no key.
 pub fn parts(
     event: &Event,
     c: &ChangePayload,
-) -> Result<(AvroSchema, Value, AvroSchema, Value), RowError> {
+) -> Result<(AvroSchema, Option<Value>, AvroSchema, Option<Value>), RowError> {
     let t = table_schema(&event.source, c);
     let before = match c.before.as_deref() {
         Some(r) if c.before_key_only => Some(t.key_only_row(&tuple(r))?),
@@ -53,12 +54,15 @@ pub fn parts(
         None => None,
     };
     let after = c.after.as_deref().map(|r| t.row(&tuple(r))).transpose()?;
-    let key_row = c.after.as_deref().or(c.before.as_deref()).unwrap_or(&[]);
-    let key = if key_row.is_empty() {
-        Value::Record(Vec::new())
-    } else {
-        t.key(&tuple(key_row))?
+    let key = match c.after.as_deref().or(c.before.as_deref()) {
+        Some(row) => Some(t.key(&tuple(row))?),
+        None => None,
     };
+    let value_schema = AvroSchema::from_json(&t.value_schema().to_string());
+    let key_schema = AvroSchema::from_json(&t.key_schema().to_string());
+    if c.op == "tombstone" {
+        return Ok((value_schema, None, key_schema, key));
+    }
     let source = SourceInfo {
         ts_ms: c.commit_time_ms,
         tx_id: Some(i64::from(c.tx_id)),
@@ -72,10 +76,5 @@ pub fn parts(
         &source,
         event.received_at_micros / 1000,
     );
-    Ok((
-        AvroSchema::from_json(&t.value_schema().to_string()),
-        envelope,
-        AvroSchema::from_json(&t.key_schema().to_string()),
-        key,
-    ))
+    Ok((value_schema, Some(envelope), key_schema, key))
 }

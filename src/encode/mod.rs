@@ -105,12 +105,12 @@ impl AvroSchema {
 pub struct RecordParts {
     /// Value schema.
     pub value_schema: AvroSchema,
-    /// Value.
-    pub value: Value,
+    /// Value; `None` for a tombstone.
+    pub value: Option<Value>,
     /// Key schema.
     pub key_schema: AvroSchema,
-    /// Key.
-    pub key: Value,
+    /// Key; `None` for records without one (truncates).
+    pub key: Option<Value>,
 }
 
 /// The Avro value and key of an event, by payload kind: CloudEvents for webhooks (keyed by
@@ -120,9 +120,9 @@ pub fn record_parts(event: &crate::event::Event) -> Result<RecordParts, EncodeEr
     match &event.payload {
         Payload::Webhook(w) => Ok(RecordParts {
             value_schema: cloudevent::schema().clone(),
-            value: cloudevent::record(event, w),
+            value: Some(cloudevent::record(event, w)),
             key_schema: AvroSchema::string(),
-            key: Value::String(event.id.as_str().to_string()),
+            key: Some(Value::String(event.id.as_str().to_string())),
         }),
         Payload::Change(c) => {
             let (value_schema, value, key_schema, key) =

@@ -32,8 +32,8 @@ pub struct Record {
     pub topic: String,
     /// Encoded key.
     pub key: Option<Vec<u8>>,
-    /// Encoded value.
-    pub value: Vec<u8>,
+    /// Encoded value; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
     /// Headers.
     pub headers: Vec<(String, Vec<u8>)>,
 }
@@ -305,9 +305,10 @@ impl KafkaSink {
                 value: Some(v),
             });
         }
-        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic)
-            .payload(record.value.as_slice())
-            .headers(headers);
+        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).headers(headers);
+        if let Some(v) = &record.value {
+            fr = fr.payload(v.as_slice());
+        }
         if let Some(k) = &record.key {
             fr = fr.key(k.as_slice());
         }

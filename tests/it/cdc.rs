@@ -91,6 +91,10 @@ source = "appdb"
         .batch_execute("DELETE FROM orders WHERE id = 1")
         .await
         .expect("delete");
+    client
+        .batch_execute("TRUNCATE orders")
+        .await
+        .expect("truncate");
 
     let records = tokio::task::spawn_blocking({
         let bootstrap = broker.bootstrap();
@@ -98,7 +102,7 @@ source = "appdb"
             read_topic(
                 &bootstrap,
                 "appdb.public.orders",
-                4,
+                6,
                 Duration::from_secs(10),
             )
         }
@@ -108,11 +112,32 @@ source = "appdb"
     if std::env::var_os("SWITCHYARD_LOG").is_some() {
         eprintln!("{}", pg.log());
     }
-    assert_eq!(records.len(), 3, "one record per change");
+    assert_eq!(
+        records.len(),
+        5,
+        "insert, update, delete, its tombstone, truncate"
+    );
     let dec = decoder(&registry.url());
+    let tombstones: Vec<_> = records.iter().filter(|r| r.value.is_empty()).collect();
+    assert_eq!(tombstones.len(), 1, "the delete is followed by a tombstone");
+    let (_, k) = decode(&dec, tombstones[0].key.as_ref().expect("keyed")).await;
+    assert_eq!(
+        k,
+        serde_json::json!({"id": 1}),
+        "the tombstone has the deleted row's key"
+    );
     let mut values = Vec::new();
-    for r in &records {
+    for r in records.iter().filter(|r| !r.value.is_empty()) {
         let (_, v) = decode(&dec, &r.value).await;
+        if v["op"] == "t" {
+            assert!(r.key.is_none(), "a truncate has no key");
+            assert_eq!(
+                (&v["before"], &v["after"]),
+                (&serde_json::Value::Null, &serde_json::Value::Null)
+            );
+            assert_eq!(v["source"]["table"], "orders");
+            continue;
+        }
         let (_, k) = decode(&dec, r.key.as_ref().expect("keyed")).await;
         assert_eq!(k, serde_json::json!({"id": 1}), "keyed by the primary key");
         let id = r

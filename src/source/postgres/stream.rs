@@ -391,7 +391,7 @@ impl PostgresSource {
                             let Some((final_lsn, xid, commit_ms, ordinal)) = txn.as_mut() else {
                                 continue;
                             };
-                            for change in changes(&msg) {
+                            for change in changes(&msg, self.cfg.tombstones) {
                                 let Some(rel) = relations.get(&change.relation) else {
                                     return Err(SourceError::Stream(format!("change for unknown relation {}", change.relation)));
                                 };
@@ -459,7 +459,7 @@ struct RowChange {
     before_key_only: bool,
 }
 
-fn changes(msg: &Message) -> Vec<RowChange> {
+fn changes(msg: &Message, tombstones: bool) -> Vec<RowChange> {
     let change = |relation, op, before: Option<&OldTuple>, after: Option<&Tuple>| {
         let (before, old_full, before_key_only) = match before {
             Some(OldTuple::Full(t)) => (Some(t.clone()), Some(t.clone()), false),
@@ -478,7 +478,18 @@ fn changes(msg: &Message) -> Vec<RowChange> {
     match msg {
         Message::Insert(i) => vec![change(i.relation, "c", None, Some(&i.new))],
         Message::Update(u) => vec![change(u.relation, "u", u.old.as_ref(), Some(&u.new))],
-        Message::Delete(d) => vec![change(d.relation, "d", Some(&d.old), None)],
+        Message::Delete(d) => {
+            let mut out = vec![change(d.relation, "d", Some(&d.old), None)];
+            if tombstones {
+                out.push(change(d.relation, "tombstone", Some(&d.old), None));
+            }
+            out
+        }
+        Message::Truncate(t) => t
+            .relations
+            .iter()
+            .map(|r| change(*r, "t", None, None))
+            .collect(),
         _ => Vec::new(),
     }
 }
