@@ -469,3 +469,106 @@ async fn columns_added_and_dropped_mid_stream_register_new_schema_versions_and_l
     assert!(versions.len() >= 2, "{versions:?}");
     daemon::stop(sy).await;
 }
+
+/// Writes a config with one postgres source `appdb` for `tables`, routed to `topic`.
+fn cdc_config(
+    dir: &std::path::Path,
+    stack: (&str, &str),
+    pg_url: &str,
+    tables: &str,
+    topic: &str,
+) -> Config {
+    let path = dir.join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             [schema_registry]\nurl = \"{}\"\n[sources.appdb]\ntype = \"postgres\"\nurl = \"{pg_url}\"\n\
+             tables = [{tables}]\ntombstones = false\n[[routes]]\nname = \"r\"\nsource = \"appdb\"\ntopic = \"{topic}\"\n",
+            stack.0, stack.1
+        ),
+    )
+    .expect("config");
+    Config::load(&path).expect("config")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unchanged_toasted_values_are_filled_in_never_sent_as_null() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("toast").await;
+    let client = connect(&pg, &db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE docs (id int PRIMARY KEY, title text, body text);
+             ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;
+             CREATE TABLE docs_full (id int PRIMARY KEY, title text, body text);
+             ALTER TABLE docs_full ALTER COLUMN body SET STORAGE EXTERNAL;
+             ALTER TABLE docs_full REPLICA IDENTITY FULL;",
+        )
+        .await
+        .expect("schema");
+    let config = cdc_config(
+        dir.path(),
+        (&broker.bootstrap(), &registry.url()),
+        &pg.url(&db),
+        "\"public.docs\", \"public.docs_full\"",
+        "{source}.{table}",
+    );
+    let (sy, _) = daemon::start(config).await;
+    wait_for_async("the slot to be created", Duration::from_secs(30), || async {
+        lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await
+    })
+    .await;
+    let body = "é".repeat(20_000);
+    for table in ["docs", "docs_full"] {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO {table} VALUES (1, 'draft', '{body}')"
+            ))
+            .await
+            .expect("insert");
+        client
+            .batch_execute(&format!("UPDATE {table} SET title = 'final' WHERE id = 1"))
+            .await
+            .expect("update");
+    }
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = broker.bootstrap();
+        move || {
+            let mut all = read_topic(&bootstrap, "appdb.docs", 3, Duration::from_secs(10));
+            all.extend(read_topic(
+                &bootstrap,
+                "appdb.docs_full",
+                3,
+                Duration::from_secs(10),
+            ));
+            all
+        }
+    })
+    .await
+    .expect("consumer");
+    assert_eq!(records.len(), 4, "an insert and an update per table");
+    let dec = decoder(&registry.url());
+    for r in &records {
+        assert!(
+            !r.headers
+                .iter()
+                .any(|(h, _)| h == "switchyard.unchanged_toast"),
+            "every unchanged value was filled in"
+        );
+        let (_, v) = decode(&dec, &r.value).await;
+        assert_eq!(
+            v["after"]["body"].as_str().map(str::len),
+            Some(body.len()),
+            "{} {}",
+            v["source"]["table"],
+            v["op"]
+        );
+    }
+    daemon::stop(sy).await;
+}

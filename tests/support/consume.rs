@@ -29,16 +29,19 @@ pub fn read_topic(bootstrap: &str, topic: &str, want: usize, timeout: Duration) 
         .set("log_level", "3")
         .create()
         .expect("consumer");
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("topic metadata");
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    assert!(!partitions.is_empty(), "topic {topic} has no partitions");
+    // The topic may not exist yet: switchyard creates it with the first record.
+    let partitions: Vec<i32> = super::wait_for(&format!("topic {topic} to exist"), timeout, || {
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(2))
+            .ok()?;
+        let p: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        (!p.is_empty()).then_some(p)
+    });
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
         tpl.add_partition_offset(topic, *p, Offset::Beginning)

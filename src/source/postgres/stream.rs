@@ -395,6 +395,17 @@ impl PostgresSource {
                                 let Some(rel) = relations.get(&change.relation) else {
                                     return Err(SourceError::Stream(format!("change for unknown relation {}", change.relation)));
                                 };
+                                let mut unchanged_toast = change
+                                    .after
+                                    .as_ref()
+                                    .map(|a| unfilled(a, change.old_full.as_ref(), &rel.columns))
+                                    .unwrap_or_default();
+                                let mut after = change.after.as_ref().map(|a| text_row(a, change.old_full.as_ref()));
+                                if let Some(row) = after.as_mut()
+                                    && !unchanged_toast.is_empty()
+                                {
+                                    unchanged_toast = fill_toast(&client, rel, row, unchanged_toast).await;
+                                }
                                 let event = Event {
                                     id: EventId::from_lsn(*final_lsn, *ordinal),
                                     source: self.name.clone(),
@@ -409,8 +420,8 @@ impl PostgresSource {
                                         columns: rel.columns.clone(),
                                         before: change.before.map(|b| text_row(&b, None)),
                                         before_key_only: change.before_key_only,
-                                        unchanged_toast: change.after.as_ref().map(|a| unfilled(a, change.old_full.as_ref(), &rel.columns)).unwrap_or_default(),
-                                        after: change.after.map(|a| text_row(&a, change.old_full.as_ref())),
+                                        unchanged_toast,
+                                        after,
                                         commit_lsn: *final_lsn,
                                         tx_id: *xid,
                                         commit_time_ms: *commit_ms,
@@ -520,4 +531,61 @@ fn unfilled(t: &Tuple, old: Option<&Tuple>, columns: &[ChangeColumn]) -> Vec<Str
         })
         .filter_map(|(i, _)| columns.get(i).map(|c| c.name.clone()))
         .collect()
+}
+
+/// Fills unchanged TOASTed columns that no old row carried by reading them by primary key.
+///
+/// Chosen over a per-key cache because it works for every row that still exists, not only rows
+/// this process saw before; the price is that the value read may be newer than the change (a
+/// later update of the same column). Returns the columns that still could not be read (the row
+/// is gone): they are sent as null and named in the `switchyard.unchanged_toast` header.
+async fn fill_toast(
+    client: &Client,
+    rel: &KnownRelation,
+    row: &mut [Option<String>],
+    missing: Vec<String>,
+) -> Vec<String> {
+    let quote_ident = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+    let quote_literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let mut conditions = Vec::new();
+    for (i, c) in rel.columns.iter().enumerate() {
+        if c.is_key {
+            match row.get(i).and_then(Clone::clone) {
+                Some(v) => {
+                    conditions.push(format!("{} = {}", quote_ident(&c.name), quote_literal(&v)))
+                }
+                None => return missing,
+            }
+        }
+    }
+    if conditions.is_empty() {
+        return missing;
+    }
+    let select: Vec<String> = missing
+        .iter()
+        .map(|c| format!("{}::text", quote_ident(c)))
+        .collect();
+    let sql = format!(
+        "SELECT {} FROM {}.{} WHERE {}",
+        select.join(", "),
+        quote_ident(&rel.schema),
+        quote_ident(&rel.table),
+        conditions.join(" AND ")
+    );
+    let Ok(messages) = client.simple_query(&sql).await else {
+        return missing;
+    };
+    for m in messages {
+        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+            for (j, name) in missing.iter().enumerate() {
+                if let Some(i) = rel.columns.iter().position(|c| &c.name == name)
+                    && let Some(slot) = row.get_mut(i)
+                {
+                    *slot = r.get(j).map(str::to_string);
+                }
+            }
+            return Vec::new();
+        }
+    }
+    missing
 }
