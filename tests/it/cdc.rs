@@ -572,3 +572,71 @@ async fn unchanged_toasted_values_are_filled_in_never_sent_as_null() {
     }
     daemon::stop(sy).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_mid_stream_is_survived_without_loss() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("restart").await;
+    let client = connect(&pg, &db).await;
+    client
+        .batch_execute("CREATE TABLE events (id int PRIMARY KEY)")
+        .await
+        .expect("schema");
+    let config = cdc_config(
+        dir.path(),
+        (&broker.bootstrap(), &registry.url()),
+        &pg.url(&db),
+        "\"public.events\"",
+        "events",
+    );
+    let (sy, _) = daemon::start(config).await;
+    wait_for_async("the slot to be created", Duration::from_secs(30), || async {
+        lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await
+    })
+    .await;
+    client
+        .batch_execute("INSERT INTO events SELECT generate_series(1, 100)")
+        .await
+        .expect("first rows");
+    drop(client);
+    pg.restart();
+    let client = connect(&pg, &db).await;
+    client
+        .batch_execute("INSERT INTO events SELECT generate_series(101, 200)")
+        .await
+        .expect("rows after the restart");
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = broker.bootstrap();
+        move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            loop {
+                let r = read_topic(&bootstrap, "events", usize::MAX, Duration::from_secs(3));
+                let mut keys: Vec<Vec<u8>> = r.iter().filter_map(|x| x.key.clone()).collect();
+                keys.sort();
+                keys.dedup();
+                if keys.len() >= 200 || std::time::Instant::now() > deadline {
+                    return r;
+                }
+            }
+        }
+    })
+    .await
+    .expect("consumer");
+    let dec = decoder(&registry.url());
+    let mut ids = std::collections::BTreeSet::new();
+    for r in &records {
+        let (_, k) = decode(&dec, r.key.as_ref().expect("key")).await;
+        ids.insert(k["id"].as_i64().expect("id"));
+    }
+    assert_eq!(
+        ids.len(),
+        200,
+        "every row from before and after the restart"
+    );
+    daemon::stop(sy).await;
+}

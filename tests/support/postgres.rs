@@ -115,6 +115,23 @@ impl PgCluster {
         }
     }
 
+    /// Restarts the server (fast shutdown, same port and settings): clients are disconnected.
+    pub fn restart(&self) {
+        let out = pg_command(&self.bindir, "pg_ctl")
+            .args(["-D"])
+            .arg(self.dir.path().join("data"))
+            .args(["-w", "-t", "60", "-m", "fast", "-l"])
+            .arg(self.dir.path().join("postgres.log"))
+            .arg("restart")
+            .output()
+            .expect("run pg_ctl restart");
+        assert!(
+            out.status.success(),
+            "pg_ctl restart failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     /// The server log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
