@@ -6,6 +6,8 @@ use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncode
 
 /// Dead letters waiting (status pending), by route and error class.
 pub const DLQ_DEPTH: &str = "switchyard_dlq_depth";
+/// WAL bytes the replication slot holds back (server WAL end − confirmed position), by source.
+pub const SLOT_LAG_BYTES: &str = "switchyard_slot_lag_bytes";
 /// Dead letters written since start, by route and error class.
 pub const DEAD_LETTERS_TOTAL: &str = "switchyard_dead_letters_total";
 
@@ -16,6 +18,8 @@ pub struct Metrics {
     pub dlq_depth: IntGaugeVec,
     /// See [`DEAD_LETTERS_TOTAL`].
     pub dead_letters: IntCounterVec,
+    /// See [`SLOT_LAG_BYTES`].
+    pub slot_lag: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -34,12 +38,18 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["route", "class"],
     )?;
+    let slot_lag = IntGaugeVec::new(
+        Opts::new(SLOT_LAG_BYTES, "WAL bytes retained by the replication slot"),
+        &["source"],
+    )?;
+    registry.register(Box::new(slot_lag.clone()))?;
     registry.register(Box::new(dlq_depth.clone()))?;
     registry.register(Box::new(dead_letters.clone()))?;
     Ok(Metrics {
         registry,
         dlq_depth,
         dead_letters,
+        slot_lag,
     })
 }
 

@@ -70,9 +70,20 @@ source = "appdb"
         ),
     )
     .expect("config");
-    let (sy, _) = daemon::start(Config::load(&path).expect("config")).await;
+    let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
     wait_for_async("the slot to be created", Duration::from_secs(30), || async {
         lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await
+    })
+    .await;
+    wait_for_async("the slot lag metric", Duration::from_secs(30), || async {
+        let text = reqwest::get(format!("{url}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.contains("switchyard_slot_lag_bytes{source=\"appdb\"}")
+            .then_some(())
     })
     .await;
 

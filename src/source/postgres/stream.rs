@@ -306,6 +306,23 @@ impl PostgresSource {
         })
     }
 
+    /// Publishes how much WAL the slot holds back.
+    async fn report_lag(&self, client: &Client) {
+        let lag = client
+            .query_opt(
+                "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&self.cfg.slot],
+            )
+            .await;
+        if let (Ok(Some(row)), Some(m)) = (lag, crate::telemetry::metrics::metrics()) {
+            let bytes: Option<i64> = row.get(0);
+            m.slot_lag
+                .with_label_values(&[self.name.as_str()])
+                .set(bytes.unwrap_or(0));
+        }
+    }
+
     async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), SourceError> {
         let client = self.connect_sql().await?;
         let confirmed = self.preflight(&client).await?;
@@ -358,6 +375,7 @@ impl PostgresSource {
                     {
                         warn!(source = %self.name, error = %e, "heartbeat failed");
                     }
+                    self.report_lag(&client).await;
                 }
                 event = repl.recv() => {
                     let Some(event) = event.map_err(|e| SourceError::Stream(e.to_string()))? else {
