@@ -196,8 +196,13 @@ impl TableSchema {
         }
     }
 
-    /// The `Value` record of a row.
-    pub fn row(&self, tuple: &Tuple) -> Result<Value, RowError> {
+    /// A record of the columns `pick` selects, each value made by `cell`.
+    fn record(
+        &self,
+        tuple: &Tuple,
+        pick: impl Fn(&TableColumn) -> bool,
+        cell: impl Fn(&TableColumn, &Datum) -> Result<Value, RowError>,
+    ) -> Result<Value, RowError> {
         if tuple.0.len() != self.columns.len() {
             return Err(RowError::Arity {
                 got: tuple.0.len(),
@@ -208,51 +213,33 @@ impl TableSchema {
             .columns
             .iter()
             .zip(&tuple.0)
-            .map(|(c, d)| Ok((avro_name(&c.name), Self::cell(c, d, false)?)))
+            .filter(|(c, _)| pick(c))
+            .map(|(c, d)| Ok((avro_name(&c.name), cell(c, d)?)))
             .collect::<Result<Vec<_>, RowError>>()?;
         Ok(Value::Record(fields))
+    }
+
+    /// The `Value` record of a row.
+    pub fn row(&self, tuple: &Tuple) -> Result<Value, RowError> {
+        self.record(tuple, |_| true, |c, d| Self::cell(c, d, false))
     }
 
     /// The `Value` record of a key-only old row: non-key NOT NULL columns get their type's zero
     /// value (their real value is not in the WAL), nullable ones null.
     pub fn key_only_row(&self, tuple: &Tuple) -> Result<Value, RowError> {
-        if tuple.0.len() != self.columns.len() {
-            return Err(RowError::Arity {
-                got: tuple.0.len(),
-                want: self.columns.len(),
-            });
-        }
-        let fields = self
-            .columns
-            .iter()
-            .zip(&tuple.0)
-            .map(|(c, d)| {
-                let v = match (c.is_key, c.nullable, d) {
-                    (false, false, Datum::Null) => c.ty.zero(),
-                    _ => Self::cell(c, d, false)?,
-                };
-                Ok((avro_name(&c.name), v))
-            })
-            .collect::<Result<Vec<_>, RowError>>()?;
-        Ok(Value::Record(fields))
+        self.record(
+            tuple,
+            |_| true,
+            |c, d| match (c.is_key, c.nullable, d) {
+                (false, false, Datum::Null) => Ok(c.ty.zero()),
+                _ => Self::cell(c, d, false),
+            },
+        )
     }
 
     /// The `Key` record of a row (or of an old key tuple).
     pub fn key(&self, tuple: &Tuple) -> Result<Value, RowError> {
-        if tuple.0.len() != self.columns.len() {
-            return Err(RowError::Arity {
-                got: tuple.0.len(),
-                want: self.columns.len(),
-            });
-        }
-        let fields = self
-            .columns
-            .iter()
-            .zip(&tuple.0)
-            .filter(|(c, _)| c.is_key)
-            .map(|(c, d)| Ok((avro_name(&c.name), Self::cell(c, d, true)?)))
-            .collect::<Result<Vec<_>, RowError>>()?;
-        Ok(Value::Record(fields))
+        self.record(tuple, |c| c.is_key, |c, d| Self::cell(c, d, true))
     }
 
     /// The envelope value for one change.
