@@ -241,7 +241,7 @@ impl Pipeline {
         m: &RouteMatch,
         ack: &AckToken,
     ) -> Result<Record, Failure> {
-        let parts = record_parts(event).map_err(|e| Failure {
+        let parts = record_parts(event, &m.key).map_err(|e| Failure {
             class: e.class(),
             message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
         })?;

@@ -163,6 +163,12 @@ pub struct RouteConfig {
     pub source: String,
     /// Topic template.
     pub topic: TopicTemplate,
+    /// Only changes of these tables (`schema.table` or `table`); empty: all.
+    pub tables: Vec<String>,
+    /// Only these change operations (`c`, `u`, `d`, `t`); empty: all.
+    pub ops: Vec<String>,
+    /// Key columns instead of the primary key; empty: the primary key.
+    pub key: Vec<String>,
 }
 
 /// A topic name with `{placeholders}`, checked at load time.

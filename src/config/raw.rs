@@ -137,4 +137,10 @@ pub struct RawRoute {
     /// Topic, may use `{source}` `{schema}` `{table}` `{event_type}`; postgres sources default
     /// to `{source}.{schema}.{table}`.
     pub topic: Option<Spanned<String>>,
+    /// Postgres sources: only these tables (`schema.table`, or `table` for any schema).
+    pub tables: Option<Spanned<Vec<String>>>,
+    /// Postgres sources: only these operations (`insert`, `update`, `delete`, `truncate`).
+    pub ops: Option<Spanned<Vec<String>>>,
+    /// Postgres sources: key columns instead of the primary key.
+    pub key: Option<Spanned<Vec<String>>>,
 }

@@ -650,11 +650,61 @@ fn validate_routes(
                 }
             }
         }
-        if let (true, Some(topic)) = (ok, topic) {
+        let mut filter_ok = true;
+        for (what, given) in [("tables", &r.tables), ("ops", &r.ops), ("key", &r.key)] {
+            if let Some(v) = given
+                && !is_postgres
+                && source_cfg.is_some()
+            {
+                diag.at(
+                    v.span(),
+                    format!(
+                        "`{what}` filters apply to postgres sources, and `{source}` is not one"
+                    ),
+                    Some(format!("remove `{what}` from route `{name}`")),
+                );
+                filter_ok = false;
+            }
+        }
+        let mut ops = Vec::new();
+        if let Some(v) = &r.ops {
+            for op in v.get_ref() {
+                match op.as_str() {
+                    "insert" => ops.push("c".to_string()),
+                    "update" => ops.push("u".to_string()),
+                    "delete" => {
+                        ops.push("d".to_string());
+                        ops.push("tombstone".to_string());
+                    }
+                    "truncate" => ops.push("t".to_string()),
+                    other => {
+                        diag.at(
+                            v.span(),
+                            format!("unknown operation \"{other}\""),
+                            Some("ops are \"insert\", \"update\", \"delete\", \"truncate\"".into()),
+                        );
+                        filter_ok = false;
+                    }
+                }
+            }
+        }
+        let tables = r
+            .tables
+            .as_ref()
+            .map(|t| t.get_ref().clone())
+            .unwrap_or_default();
+        if let (true, true, Some(topic)) = (ok, filter_ok, topic) {
             out.push(RouteConfig {
                 name,
                 source: source.clone(),
                 topic,
+                tables,
+                ops,
+                key: r
+                    .key
+                    .as_ref()
+                    .map(|k| k.get_ref().clone())
+                    .unwrap_or_default(),
             });
         }
     }

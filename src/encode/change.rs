@@ -8,8 +8,8 @@ use crate::source::postgres::envelope::{RowError, SourceInfo, TableColumn, Table
 use crate::source::postgres::pgoutput::{Datum, Tuple};
 use crate::source::postgres::types::column_type;
 
-/// The table shape of a change.
-pub fn table_schema(source: &str, c: &ChangePayload) -> TableSchema {
+/// The table shape of a change; `key_columns`, when given, replace the primary key.
+pub fn table_schema(source: &str, c: &ChangePayload, key_columns: &[String]) -> TableSchema {
     TableSchema {
         source: source.to_string(),
         database: c.database.clone(),
@@ -23,7 +23,11 @@ pub fn table_schema(source: &str, c: &ChangePayload) -> TableSchema {
                 name: col.name.clone(),
                 ty: column_type(col.type_oid, col.type_modifier),
                 nullable: col.nullable,
-                is_key: col.is_key,
+                is_key: if key_columns.is_empty() {
+                    col.is_key
+                } else {
+                    key_columns.contains(&col.name)
+                },
                 doc: col.doc.clone(),
             })
             .collect(),
@@ -46,8 +50,9 @@ fn tuple(row: &[Option<String>]) -> Tuple {
 pub fn parts(
     event: &Event,
     c: &ChangePayload,
+    key_columns: &[String],
 ) -> Result<(AvroSchema, Option<Value>, AvroSchema, Option<Value>), RowError> {
-    let t = table_schema(&event.source, c);
+    let t = table_schema(&event.source, c, key_columns);
     let before = match c.before.as_deref() {
         Some(r) if c.before_key_only => Some(t.key_only_row(&tuple(r))?),
         Some(r) => Some(t.row(&tuple(r))?),
@@ -77,4 +82,75 @@ pub fn parts(
         event.received_at_micros / 1000,
     );
     Ok((value_schema, Some(envelope), key_schema, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{ChangeColumn, EventId, Payload};
+
+    fn event() -> (Event, ChangePayload) {
+        let col = |name: &str, oid: u32, is_key: bool| ChangeColumn {
+            name: name.into(),
+            type_oid: oid,
+            type_modifier: -1,
+            nullable: !is_key,
+            is_key,
+            doc: None,
+        };
+        let c = ChangePayload {
+            database: "app".into(),
+            schema: "public".into(),
+            table: "users".into(),
+            table_doc: None,
+            op: "c".into(),
+            columns: vec![col("id", 20, true), col("email", 25, false)],
+            before: None,
+            after: Some(vec![Some("7".into()), Some("a@example.com".into())]),
+            commit_lsn: 42,
+            tx_id: 9,
+            commit_time_ms: 1,
+            unchanged_toast: vec![],
+            before_key_only: false,
+        };
+        let e = Event {
+            id: EventId::from_lsn(42, 0),
+            source: "db".into(),
+            event_type: "c".into(),
+            received_at_micros: 5_000,
+            payload: Payload::Change(c.clone()),
+        };
+        (e, c)
+    }
+
+    #[test]
+    fn the_key_is_the_primary_key_unless_the_route_names_columns() {
+        let (e, c) = event();
+        let (_, value, key_schema, key) = parts(&e, &c, &[]).expect("parts");
+        assert_eq!(
+            key,
+            Some(Value::Record(vec![("id".into(), Value::Long(7))]))
+        );
+        assert!(value.is_some());
+        assert!(key_schema.json().contains("\"id\""));
+        let (_, _, key_schema, key) = parts(&e, &c, &["email".to_string()]).expect("parts");
+        assert_eq!(
+            key,
+            Some(Value::Record(vec![(
+                "email".into(),
+                Value::String("a@example.com".into())
+            )]))
+        );
+        assert!(key_schema.json().contains("\"email\"") && !key_schema.json().contains("\"id\""));
+    }
+
+    #[test]
+    fn a_tombstone_has_a_key_and_no_value() {
+        let (e, mut c) = event();
+        c.op = "tombstone".into();
+        c.before = c.after.take();
+        let (_, value, _, key) = parts(&e, &c, &[]).expect("parts");
+        assert!(value.is_none());
+        assert!(key.is_some());
+    }
 }

@@ -115,7 +115,10 @@ pub struct RecordParts {
 
 /// The Avro value and key of an event, by payload kind: CloudEvents for webhooks (keyed by
 /// event id), Debezium envelopes for changes (keyed by the key columns).
-pub fn record_parts(event: &crate::event::Event) -> Result<RecordParts, EncodeError> {
+pub fn record_parts(
+    event: &crate::event::Event,
+    key_columns: &[String],
+) -> Result<RecordParts, EncodeError> {
     use crate::event::Payload;
     match &event.payload {
         Payload::Webhook(w) => Ok(RecordParts {
@@ -125,8 +128,8 @@ pub fn record_parts(event: &crate::event::Event) -> Result<RecordParts, EncodeEr
             key: Some(Value::String(event.id.as_str().to_string())),
         }),
         Payload::Change(c) => {
-            let (value_schema, value, key_schema, key) =
-                change::parts(event, c).map_err(|e| EncodeError::Encode(e.to_string()))?;
+            let (value_schema, value, key_schema, key) = change::parts(event, c, key_columns)
+                .map_err(|e| EncodeError::Encode(e.to_string()))?;
             Ok(RecordParts {
                 value_schema,
                 value,

@@ -7,13 +7,32 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, TopicTemplate, is_legal_topic};
-use crate::event::Event;
+use crate::event::{Event, Payload};
 
 /// A compiled route.
 #[derive(Debug, Clone)]
 struct CompiledRoute {
     name: Arc<str>,
     topic: TopicTemplate,
+    tables: Vec<String>,
+    ops: Vec<String>,
+    key: Arc<[String]>,
+}
+
+impl CompiledRoute {
+    /// True when the route's filters take the event.
+    fn takes(&self, event: &Event) -> bool {
+        let Payload::Change(c) = &event.payload else {
+            return true;
+        };
+        let table_ok = self.tables.is_empty()
+            || self.tables.iter().any(|t| match t.split_once('.') {
+                Some((schema, table)) => schema == c.schema && table == c.table,
+                None => *t == c.table,
+            });
+        let op_ok = self.ops.is_empty() || self.ops.contains(&c.op);
+        table_ok && op_ok
+    }
 }
 
 /// Where one route sends an event.
@@ -23,6 +42,8 @@ pub struct RouteMatch {
     pub route: Arc<str>,
     /// The rendered topic.
     pub topic: String,
+    /// Key columns instead of the primary key (change events); empty: the primary key.
+    pub key: Arc<[String]>,
 }
 
 /// A route matched but could not name a topic for this event.
@@ -52,6 +73,9 @@ impl RouteTable {
                 .push(CompiledRoute {
                     name: Arc::from(r.name.as_str()),
                     topic: r.topic.clone(),
+                    tables: r.tables.clone(),
+                    ops: r.ops.clone(),
+                    key: Arc::from(r.key.clone()),
                 });
         }
         RouteTable { by_source }
@@ -64,6 +88,7 @@ impl RouteTable {
         };
         routes
             .iter()
+            .filter(|r| r.takes(event))
             .map(|r| {
                 let topic = r
                     .topic
@@ -81,6 +106,7 @@ impl RouteTable {
                 Ok(RouteMatch {
                     route: r.name.clone(),
                     topic,
+                    key: Arc::clone(&r.key),
                 })
             })
             .collect()
@@ -142,6 +168,61 @@ mod tests {
         assert_eq!(topics, vec!["shop.order.paid", "all"]);
         assert!(t.route(&event("other", "x")).is_empty());
         assert_eq!(t.static_topics(), vec!["all".to_string()]);
+    }
+
+    fn change(table: &str, op: &str) -> Event {
+        Event {
+            id: crate::event::EventId::from_lsn(1, 0),
+            source: "db".into(),
+            event_type: op.into(),
+            received_at_micros: 0,
+            payload: Payload::Change(crate::event::ChangePayload {
+                database: "app".into(),
+                schema: "public".into(),
+                table: table.into(),
+                table_doc: None,
+                op: op.into(),
+                columns: vec![],
+                before: None,
+                after: None,
+                commit_lsn: 1,
+                tx_id: 1,
+                commit_time_ms: 0,
+                unchanged_toast: vec![],
+                before_key_only: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn postgres_routes_filter_by_table_and_operation() {
+        let text = "[kafka]\nbootstrap_servers = \"x:1\"\n[schema_registry]\nurl = \"http://x\"\n\
+                    [sources.db]\ntype = \"postgres\"\nurl = \"postgres://u@h/app\"\ntables = [\"public.*\"]\n\
+                    [[routes]]\nname = \"orders\"\nsource = \"db\"\ntables = [\"public.orders\"]\n\
+                    [[routes]]\nname = \"deletes\"\nsource = \"db\"\nops = [\"delete\"]\ntopic = \"deletes\"\n";
+        let cfg = Config::from_str_with_env(Path::new("t.toml"), text, |_| None).expect("valid");
+        let t = RouteTable::compile(&cfg);
+        let names = |e: &Event| -> Vec<String> {
+            t.route(e)
+                .into_iter()
+                .map(|m| m.expect("ok").route.to_string())
+                .collect()
+        };
+        assert_eq!(names(&change("orders", "c")), ["orders"]);
+        assert_eq!(names(&change("orders", "d")), ["orders", "deletes"]);
+        assert_eq!(
+            names(&change("orders", "tombstone")),
+            ["orders", "deletes"],
+            "a delete's tombstone follows it"
+        );
+        assert_eq!(names(&change("customers", "u")), Vec::<String>::new());
+        assert_eq!(names(&change("customers", "d")), ["deletes"]);
+        let m = t.route(&change("orders", "c"));
+        assert_eq!(
+            m[0].as_ref().expect("ok").topic,
+            "db.public.orders",
+            "the default postgres topic"
+        );
     }
 
     #[test]

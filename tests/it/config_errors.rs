@@ -171,3 +171,24 @@ fn dlq_retention_is_a_duration_with_a_default_of_14_days() {
         errs[0]
     );
 }
+
+#[test]
+fn change_filters_on_a_webhook_route_and_unknown_operations_are_errors() {
+    let text = format!(
+        "{BASE}\n[[routes]]\nname = \"a\"\nsource = \"orders\"\ntopic = \"t\"\nops = [\"insert\"]\n\
+         [sources.db]\ntype = \"postgres\"\nurl = \"postgres://u@h/app\"\ntables = [\"public.orders\"]\n\
+         [[routes]]\nname = \"b\"\nsource = \"db\"\nops = [\"upsert\"]\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].contains("`ops` filters apply to postgres sources"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[1].contains("unknown operation \"upsert\""),
+        "{}",
+        errs[1]
+    );
+}
