@@ -651,3 +651,74 @@ async fn a_postgres_restart_mid_stream_is_survived_without_loss() {
     );
     daemon::stop(sy).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_an_idle_database_heartbeats_keep_the_slot_from_holding_wal() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("idle").await;
+    let busy = pg.fresh_database("busy").await;
+    let client = connect(&pg, &db).await;
+    client
+        .batch_execute("CREATE TABLE quiet (id int PRIMARY KEY)")
+        .await
+        .expect("schema");
+    let config = cdc_config(
+        dir.path(),
+        (&broker.bootstrap(), &registry.url()),
+        &pg.url(&db),
+        "\"public.quiet\"",
+        "quiet",
+    );
+    let text = std::fs::read_to_string(&config.path)
+        .expect("read")
+        .replace(
+            "tombstones = false",
+            "tombstones = false\nheartbeat_interval = \"500ms\"",
+        );
+    std::fs::write(&config.path, text).expect("write");
+    let (sy, _) = daemon::start(Config::load(&config.path).expect("config")).await;
+    wait_for_async("the slot to be created", Duration::from_secs(30), || async {
+        lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await
+    })
+    .await;
+    // Another database writes ~16 MB of WAL; nothing in the captured database changes.
+    let other = connect(&pg, &busy).await;
+    other
+        .batch_execute("CREATE TABLE noise AS SELECT g, repeat('x', 200) AS pad FROM generate_series(1, 60000) g")
+        .await
+        .expect("noise");
+    let written = slot_lag(&client).await.expect("lag");
+    assert!(
+        written > 5_000_000,
+        "the noise wrote WAL the slot holds: {written} bytes"
+    );
+    wait_for_async(
+        "heartbeats to move the slot past the noise",
+        Duration::from_secs(30),
+        || async {
+            slot_lag(&client)
+                .await
+                .filter(|l| *l < 1_000_000)
+                .map(|_| ())
+        },
+    )
+    .await;
+    daemon::stop(sy).await;
+}
+
+async fn slot_lag(client: &tokio_postgres::Client) -> Option<i64> {
+    let row = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
+             FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'",
+            &[],
+        )
+        .await
+        .ok()?;
+    row.get::<_, Option<i64>>(0)
+}
