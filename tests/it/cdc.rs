@@ -238,7 +238,7 @@ source = "appdb"
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_while_rows_are_written_loses_no_committed_row() {
+async fn kill_9_at_random_points_while_50k_rows_are_written_loses_no_committed_row() {
     let Stack {
         dir,
         broker,
@@ -294,8 +294,24 @@ topic = "items"
     })
     .await;
 
-    // 3,000 rows in transactions of 10, while switchyard is killed and restarted twice.
-    let rows = 3000i64;
+    // 50,000 rows in transactions of 10, while switchyard is killed (SIGKILL) at three random
+    // points and restarted each time.
+    let rows = 50_000i64;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(7);
+    let mut x = u64::from(seed) | 1;
+    let mut kill_at: Vec<i64> = (0..3)
+        .map(|_| {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            rows / 10 + (x >> 33) as i64 % (rows * 8 / 10)
+        })
+        .collect();
+    kill_at.sort();
+    eprintln!("kill points (rows committed): {kill_at:?} (seed {seed})");
     let writer = {
         let url = pg.libpq(&db);
         tokio::spawn(async move {
@@ -316,28 +332,28 @@ topic = "items"
             }
         })
     };
-    for round in 1..=2 {
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for (round, at) in kill_at.iter().enumerate() {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
             let n: i64 = client
                 .query_one("SELECT count(*) FROM items", &[])
                 .await
                 .expect("count")
                 .get(0);
-            if n >= rows * round / 3 || std::time::Instant::now() > deadline {
+            if n >= *at || std::time::Instant::now() > deadline {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         sy.kill(); // SIGKILL
-        sy = start(round as usize);
+        sy = start(round + 1);
     }
     writer.await.expect("writer done");
 
     let records = tokio::task::spawn_blocking({
         let bootstrap = broker.bootstrap();
         move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(90);
+            let deadline = std::time::Instant::now() + Duration::from_secs(180);
             loop {
                 let records = read_topic(&bootstrap, "items", usize::MAX, Duration::from_secs(3));
                 let mut ids: Vec<Vec<u8>> = records.iter().filter_map(|r| r.key.clone()).collect();
@@ -363,7 +379,7 @@ topic = "items"
         "committed rows missing from Kafka after kill -9: {missing:?}"
     );
     eprintln!(
-        "kill -9 twice during {rows} rows: {} records, {} duplicates (at-least-once)",
+        "kill -9 three times during {rows} rows: {} records, {} duplicates (at-least-once)",
         records.len(),
         records.len() as i64 - rows
     );

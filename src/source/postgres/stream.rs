@@ -338,7 +338,10 @@ impl PostgresSource {
         .with_port(t.port)
         .with_start_lsn(WireLsn(confirmed))
         .with_options("-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3")
-        .with_application_name(format!("switchyard-{}", self.name));
+        .with_application_name(format!("switchyard-{}", self.name))
+        // Tell the server the confirmed position often: after a crash, everything past it is
+        // delivered again, so this interval bounds the duplicates.
+        .with_status_interval(Duration::from_secs(1));
         let mut repl = ReplicationClient::connect(config)
             .await
             .map_err(|e| SourceError::Stream(e.to_string()))?;
