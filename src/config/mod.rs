@@ -127,6 +127,32 @@ pub struct PostgresSourceConfig {
     pub heartbeat_interval: Duration,
     /// Follow each delete with a tombstone.
     pub tombstones: bool,
+    /// TLS to Postgres, from `sslmode` / `sslrootcert` in the URL (removed from `url`).
+    pub tls: PgTls,
+}
+
+/// libpq's `sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PgSslMode {
+    /// No TLS.
+    Disable,
+    /// TLS when the server offers it, unverified (libpq's default).
+    Prefer,
+    /// TLS, certificate not verified.
+    Require,
+    /// TLS, certificate chain verified.
+    VerifyCa,
+    /// TLS, certificate chain and host name verified.
+    VerifyFull,
+}
+
+/// TLS settings for both the SQL and the replication connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PgTls {
+    /// The mode.
+    pub mode: PgSslMode,
+    /// CA certificate (PEM) for `verify-ca` / `verify-full`; relative to the config file.
+    pub root_cert: Option<PathBuf>,
 }
 
 /// `schema.table` or `schema.*`.

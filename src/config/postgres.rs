@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::diagnostic::Diagnostics;
 use super::raw::RawPostgresSource;
-use super::{PostgresSourceConfig, TableSelector};
+use super::{PgSslMode, PgTls, PostgresSourceConfig, TableSelector};
 
 fn pg_identifier(s: &str) -> bool {
     !s.is_empty()
@@ -15,13 +15,75 @@ fn pg_identifier(s: &str) -> bool {
 }
 
 /// Checks one postgres source; every problem is recorded in `diag`.
+/// Removes `sslmode` and `sslrootcert` from a URL's query; returns the rest and their values.
+fn split_tls(url: &str) -> (String, Option<String>, Option<String>) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), None, None);
+    };
+    let (mut mode, mut root) = (None, None);
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.split_once('=') {
+            Some(("sslmode", v)) => {
+                mode = Some(v.to_string());
+                false
+            }
+            Some(("sslrootcert", v)) => {
+                root = Some(v.to_string());
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    let url = if kept.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", kept.join("&"))
+    };
+    (url, mode, root)
+}
+
 pub(super) fn validate(
     name: &str,
     raw: RawPostgresSource,
+    config_path: &std::path::Path,
     diag: &mut Diagnostics,
 ) -> Option<PostgresSourceConfig> {
     let mut ok = true;
-    let url = raw.url.get_ref().clone();
+    let (url, sslmode, sslrootcert) = split_tls(raw.url.get_ref());
+    let mode = match sslmode.as_deref() {
+        None | Some("prefer") => PgSslMode::Prefer,
+        Some("disable") => PgSslMode::Disable,
+        Some("require") => PgSslMode::Require,
+        Some("verify-ca") => PgSslMode::VerifyCa,
+        Some("verify-full") => PgSslMode::VerifyFull,
+        Some(other) => {
+            diag.at(
+                raw.url.span(),
+                format!("sslmode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"),
+                Some("managed services usually need sslmode=require or verify-full".into()),
+            );
+            ok = false;
+            PgSslMode::Prefer
+        }
+    };
+    if matches!(mode, PgSslMode::VerifyCa | PgSslMode::VerifyFull) && sslrootcert.is_none() {
+        diag.at(
+            raw.url.span(),
+            "sslmode verify-ca and verify-full need sslrootcert=<CA certificate file>",
+            Some("add &sslrootcert=/path/to/ca.pem to the url".into()),
+        );
+        ok = false;
+    }
+    let root_cert = sslrootcert.map(|p| {
+        let p = std::path::PathBuf::from(p);
+        if p.is_absolute() {
+            p
+        } else {
+            super::Config::base_dir(config_path).join(p)
+        }
+    });
+    let tls = PgTls { mode, root_cert };
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         diag.at(
             raw.url.span(),
@@ -130,5 +192,6 @@ pub(super) fn validate(
         tables,
         heartbeat_interval,
         tombstones: raw.tombstones.unwrap_or(true),
+        tls,
     })
 }

@@ -108,7 +108,7 @@ pub(super) fn load(
             retain: DEFAULT_RETAIN,
         }),
     };
-    let sources = validate_sources(sources, &mut diag);
+    let sources = validate_sources(sources, path, &mut diag);
     let routes = validate_routes(routes, &sources, &mut diag);
 
     match (server, kafka, registry, dlq) {
@@ -477,6 +477,7 @@ fn validate_dlq_url(
 
 fn validate_sources(
     raw: Vec<(Spanned<String>, RawSource)>,
+    config_path: &Path,
     diag: &mut Diagnostics,
 ) -> BTreeMap<String, SourceConfig> {
     let mut out = BTreeMap::new();
@@ -486,7 +487,7 @@ fn validate_sources(
         let src = match src {
             RawSource::Webhook(w) => w,
             RawSource::Postgres(p) => {
-                if let Some(cfg) = super::postgres::validate(&name, p, diag) {
+                if let Some(cfg) = super::postgres::validate(&name, p, config_path, diag) {
                     out.insert(
                         name.clone(),
                         SourceConfig {

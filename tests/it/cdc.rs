@@ -738,3 +738,92 @@ async fn slot_lag(client: &tokio_postgres::Client) -> Option<i64> {
         .ok()?;
     row.get::<_, Option<i64>>(0)
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_require_and_verify_full_work_for_both_connections() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let pg = PgCluster::start_with_tls();
+    let db = pg.fresh_database("secure").await;
+    let client = connect(&pg, &db).await;
+    client
+        .batch_execute(
+            "CREATE ROLE tls_only LOGIN SUPERUSER REPLICATION;
+             CREATE TABLE secrets (id int PRIMARY KEY, v text)",
+        )
+        .await
+        .expect("schema");
+    let base = format!("postgres://tls_only@127.0.0.1:{}/{db}", pg.port());
+    // verify-full checks the certificate against a host name.
+    let host_base = format!("postgres://tls_only@localhost:{}/{db}", pg.port());
+    let ca = pg.ca_cert();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+[kafka]
+bootstrap_servers = "{}"
+[schema_registry]
+url = "{}"
+[sources.req]
+type = "postgres"
+url = "{base}?sslmode=require"
+tables = ["public.secrets"]
+[sources.full]
+type = "postgres"
+url = "{host_base}?sslmode=verify-full&sslrootcert={}"
+tables = ["public.secrets"]
+[[routes]]
+name = "req"
+source = "req"
+topic = "{{source}}.{{table}}"
+[[routes]]
+name = "full"
+source = "full"
+topic = "{{source}}.{{table}}"
+"#,
+            broker.bootstrap(),
+            registry.url(),
+            ca.display()
+        ),
+    )
+    .expect("config");
+    let (sy, _) = daemon::start(Config::load(&path).expect("config")).await;
+    for slot in ["switchyard_req", "switchyard_full"] {
+        wait_for_async("the slots to be created over TLS", Duration::from_secs(30), || async {
+            lsn(&client, &format!("SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '{slot}' AND active")).await
+        })
+        .await;
+    }
+    client
+        .batch_execute("INSERT INTO secrets VALUES (1, 'over TLS')")
+        .await
+        .expect("insert");
+    for topic in ["req.secrets", "full.secrets"] {
+        let records = tokio::task::spawn_blocking({
+            let bootstrap = broker.bootstrap();
+            let topic = topic.to_string();
+            move || read_topic(&bootstrap, &topic, 1, Duration::from_secs(20))
+        })
+        .await
+        .expect("consumer");
+        assert_eq!(records.len(), 1, "{topic}");
+    }
+    let plain = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.usename = 'tls_only' AND NOT s.ssl",
+            &[],
+        )
+        .await
+        .expect("pg_stat_ssl")
+        .get::<_, i64>(0);
+    assert_eq!(plain, 0, "every connection of the source is encrypted");
+    daemon::stop(sy).await;
+}

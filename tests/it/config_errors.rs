@@ -192,3 +192,38 @@ fn change_filters_on_a_webhook_route_and_unknown_operations_are_errors() {
         errs[1]
     );
 }
+
+#[test]
+fn postgres_tls_settings_are_checked_when_the_file_is_loaded() {
+    let source = |url: &str| {
+        format!(
+            "{BASE}\n[sources.db]\ntype = \"postgres\"\nurl = \"{url}\"\ntables = [\"public.t\"]\n"
+        )
+    };
+    let errs = errors(&source("postgres://u@h/db?sslmode=always"));
+    assert!(
+        errs[0].contains("sslmode `always` is not one of"),
+        "{}",
+        errs[0]
+    );
+    let errs = errors(&source("postgres://u@h/db?sslmode=verify-full"));
+    assert!(errs[0].contains("need sslrootcert"), "{}", errs[0]);
+    let cfg = Config::from_str_with_env(
+        Path::new("/etc/switchyard/routes.toml"),
+        &source("postgres://u@h/db?application_name=x&sslmode=verify-ca&sslrootcert=ca.pem"),
+        |_| None,
+    )
+    .expect("valid");
+    let switchyard::config::SourceKind::Postgres(pg) = &cfg.sources["db"].kind else {
+        panic!("postgres source");
+    };
+    assert_eq!(
+        pg.url, "postgres://u@h/db?application_name=x",
+        "TLS keys are taken out of the url"
+    );
+    assert_eq!(pg.tls.mode, switchyard::config::PgSslMode::VerifyCa);
+    assert_eq!(
+        pg.tls.root_cert.as_deref(),
+        Some(Path::new("/etc/switchyard/ca.pem"))
+    );
+}

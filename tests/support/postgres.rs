@@ -56,12 +56,101 @@ fn pg_command(bindir: &Path, tool: &str) -> Command {
 impl PgCluster {
     /// Initialises and starts a cluster; panics with the tool's output on failure.
     pub fn start() -> PgCluster {
+        Self::start_inner(false)
+    }
+
+    /// Like [`PgCluster::start`], with `ssl = on` and a server certificate for 127.0.0.1 signed
+    /// by a CA made for the test (`ca.pem` in [`PgCluster::ca_cert`]). Role `tls_only` (superuser,
+    /// replication) may connect over TLS only; `postgres` may connect either way.
+    pub fn start_with_tls() -> PgCluster {
+        Self::start_inner(true)
+    }
+
+    /// The test CA's certificate (PEM), for `sslrootcert`.
+    pub fn ca_cert(&self) -> std::path::PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    fn make_certs(dir: &Path) {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        std::fs::write(
+            dir.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .expect("ext");
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=switchyard-test-ca",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-out",
+            "server.pem",
+            "-extfile",
+            "san.ext",
+        ]);
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            dir.join("server.key"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .expect("chmod key");
+    }
+
+    fn start_inner(tls: bool) -> PgCluster {
         let bindir = bindir();
         let dir = tempfile::Builder::new()
             .prefix("switchyard-pg-")
             .tempdir()
             .expect("temp dir");
         let data = dir.path().join("data");
+        if tls {
+            Self::make_certs(dir.path());
+        }
         if is_root() {
             let ok = Command::new("chown")
                 .args(["-R", "postgres:postgres"])
@@ -82,11 +171,22 @@ impl PgCluster {
             String::from_utf8_lossy(&out.stderr)
         );
         let port = free_port();
-        let opts = format!(
+        let mut opts = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={} \
              -c wal_level=logical -c max_replication_slots=16 -c max_wal_senders=16 -c fsync=off",
             dir.path().display()
         );
+        if tls {
+            opts.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={0}/server.pem -c ssl_key_file={0}/server.key",
+                dir.path().display()
+            ));
+            // tls_only may not connect in plain text, for SQL or replication.
+            let hba = data.join("pg_hba.conf");
+            let old = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+            let rules = "hostnossl all tls_only 127.0.0.1/32 reject\nhostnossl replication tls_only 127.0.0.1/32 reject\nhostssl replication all 127.0.0.1/32 trust\n";
+            std::fs::write(&hba, format!("{rules}{old}")).expect("write pg_hba.conf");
+        }
         let out = pg_command(&bindir, "pg_ctl")
             .args(["-D"])
             .arg(&data)

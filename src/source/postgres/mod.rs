@@ -5,4 +5,5 @@ pub mod envelope;
 pub mod lsn;
 pub mod pgoutput;
 pub mod stream;
+pub mod tls;
 pub mod types;

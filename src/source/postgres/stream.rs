@@ -137,9 +137,20 @@ impl PostgresSource {
     }
 
     async fn connect_sql(&self) -> Result<Client, SourceError> {
-        let (client, conn) = tokio_postgres::connect(&self.cfg.url, NoTls)
-            .await
-            .map_err(sql)?;
+        let mut cfg = tokio_postgres::Config::from_str(&self.cfg.url)
+            .map_err(|e| SourceError::Preflight(format!("invalid postgres url: {e}")))?;
+        cfg.ssl_mode(super::tls::sql_mode(&self.cfg.tls));
+        if self.cfg.tls.mode == crate::config::PgSslMode::Disable {
+            let (client, conn) = cfg.connect(NoTls).await.map_err(sql)?;
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    debug!(error = %e, "postgres SQL connection closed");
+                }
+            });
+            return Ok(client);
+        }
+        let connector = super::tls::sql_connector(&self.cfg.tls).map_err(SourceError::Preflight)?;
+        let (client, conn) = cfg.connect(connector).await.map_err(sql)?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 debug!(error = %e, "postgres SQL connection closed");
@@ -336,6 +347,7 @@ impl PostgresSource {
             self.cfg.publication.clone(),
         )
         .with_port(t.port)
+        .with_tls(super::tls::replication(&self.cfg.tls))
         .with_start_lsn(WireLsn(confirmed))
         .with_options("-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3")
         .with_application_name(format!("switchyard-{}", self.name))
