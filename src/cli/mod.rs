@@ -1,6 +1,7 @@
 //! The command line: `switchyard run | check | tail | route | dlq`.
 
 mod dlq;
+mod slot;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -80,6 +81,12 @@ pub enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
         args: Vec<String>,
     },
+    /// Inspect and reset the replication slots of postgres sources.
+    Slot {
+        /// What to do.
+        #[command(subcommand)]
+        command: slot::SlotCommand,
+    },
     /// Inspect, replay and discard dead letters (on the store named by [dlq].url).
     Dlq {
         /// What to do.
@@ -98,7 +105,7 @@ pub fn main() -> ExitCode {
             "route",
             "the router release (routes with filters, keys, dry-run)",
         ),
-        Command::Run | Command::Tail { .. } | Command::Dlq { .. } => {
+        Command::Run | Command::Tail { .. } | Command::Dlq { .. } | Command::Slot { .. } => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -209,6 +216,7 @@ async fn run_async(cli: &Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Dlq { command } => dlq::run(&config, command).await,
+        Command::Slot { command } => slot::run(&config, command).await,
         _ => Ok(ExitCode::SUCCESS),
     }
 }

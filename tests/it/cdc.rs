@@ -827,3 +827,88 @@ topic = "{{source}}.{{table}}"
     assert_eq!(plain, 0, "every connection of the source is encrypted");
     daemon::stop(sy).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_call_sees_the_slot_and_can_reset_it_only_when_it_is_not_in_use() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("slots").await;
+    let client = connect(&pg, &db).await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .expect("schema");
+    let config = cdc_config(
+        dir.path(),
+        (&broker.bootstrap(), &registry.url()),
+        &pg.url(&db),
+        "\"public.t\"",
+        "t",
+    );
+    let path = config.path.clone();
+    let slot = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .arg("slot")
+            .args(args)
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .expect("run switchyard slot")
+    };
+    let (sy, _) = daemon::start(config).await;
+    wait_for_async("the slot to be active", Duration::from_secs(30), || async {
+        lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb' AND active").await
+    })
+    .await;
+    let status = slot(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("switchyard_appdb") && text.contains("true"),
+        "{text}"
+    );
+    let busy = slot(&["reset", "--source", "appdb"]);
+    assert_eq!(
+        busy.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&busy.stderr)
+    );
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("in use"));
+    daemon::stop(sy).await;
+    wait_for_async(
+        "the slot to be released",
+        Duration::from_secs(30),
+        || async {
+            let row = client
+                .query_one(
+                    "SELECT active FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'",
+                    &[],
+                )
+                .await
+                .ok()?;
+            (!row.get::<_, bool>(0)).then_some(())
+        },
+    )
+    .await;
+    let unknown = slot(&["reset", "--source", "nope"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    let reset = slot(&["reset", "--source", "appdb"]);
+    assert!(
+        reset.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reset.stderr)
+    );
+    let left: i64 = client
+        .query_one(
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'",
+            &[],
+        )
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(left, 0, "the slot is gone");
+}

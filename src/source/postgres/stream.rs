@@ -137,26 +137,7 @@ impl PostgresSource {
     }
 
     async fn connect_sql(&self) -> Result<Client, SourceError> {
-        let mut cfg = tokio_postgres::Config::from_str(&self.cfg.url)
-            .map_err(|e| SourceError::Preflight(format!("invalid postgres url: {e}")))?;
-        cfg.ssl_mode(super::tls::sql_mode(&self.cfg.tls));
-        if self.cfg.tls.mode == crate::config::PgSslMode::Disable {
-            let (client, conn) = cfg.connect(NoTls).await.map_err(sql)?;
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    debug!(error = %e, "postgres SQL connection closed");
-                }
-            });
-            return Ok(client);
-        }
-        let connector = super::tls::sql_connector(&self.cfg.tls).map_err(SourceError::Preflight)?;
-        let (client, conn) = cfg.connect(connector).await.map_err(sql)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "postgres SQL connection closed");
-            }
-        });
-        Ok(client)
+        connect_sql(&self.cfg).await
     }
 
     /// Checks the server, creates the publication and slot if missing; returns where to start.
@@ -246,8 +227,9 @@ impl PostgresSource {
                 }
                 let status: Option<String> = r.get(2);
                 if status.as_deref() == Some("lost") {
+                    let name = &self.name;
                     return Err(SourceError::Preflight(format!(
-                        "replication slot {slot} is lost (its WAL was removed): changes were missed. Drop and recreate the slot, and re-snapshot the tables"
+                        "replication slot {slot} is lost (its WAL was removed): changes were missed. Run `switchyard slot reset --source {name}` to start again from now, then re-snapshot the tables"
                     )));
                 }
                 let lsn: Option<String> = r.get(1);
@@ -479,6 +461,30 @@ impl PostgresSource {
             }
         }
     }
+}
+
+/// Opens the SQL connection of a source (TLS as configured).
+pub async fn connect_sql(source: &PostgresSourceConfig) -> Result<Client, SourceError> {
+    let mut cfg = tokio_postgres::Config::from_str(&source.url)
+        .map_err(|e| SourceError::Preflight(format!("invalid postgres url: {e}")))?;
+    cfg.ssl_mode(super::tls::sql_mode(&source.tls));
+    if source.tls.mode == crate::config::PgSslMode::Disable {
+        let (client, conn) = cfg.connect(NoTls).await.map_err(sql)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(error = %e, "postgres SQL connection closed");
+            }
+        });
+        return Ok(client);
+    }
+    let connector = super::tls::sql_connector(&source.tls).map_err(SourceError::Preflight)?;
+    let (client, conn) = cfg.connect(connector).await.map_err(sql)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            debug!(error = %e, "postgres SQL connection closed");
+        }
+    });
+    Ok(client)
 }
 
 /// Reports the end of the newest commit whose events are all durable.
