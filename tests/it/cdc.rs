@@ -71,10 +71,7 @@ source = "appdb"
     )
     .expect("config");
     let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
-    wait_for_async("the slot to be created", Duration::from_secs(30), || async {
-        lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await
-    })
-    .await;
+    wait_for_slot(&client, "switchyard_appdb").await;
     wait_for_async("the slot lag metric", Duration::from_secs(30), || async {
         let text = reqwest::get(format!("{url}/metrics"))
             .await
@@ -289,10 +286,7 @@ topic = "items"
         )
     };
     let mut sy = start(0);
-    wait_for_async("the slot to be created", Duration::from_secs(30), || async {
-        lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await
-    })
-    .await;
+    wait_for_slot(&client, "switchyard_appdb").await;
 
     // 50,000 rows in transactions of 10, while switchyard is killed (SIGKILL) at three random
     // points and restarted each time.
@@ -438,10 +432,7 @@ async fn columns_added_and_dropped_mid_stream_register_new_schema_versions_and_l
         .expect("registry config");
     assert!(r.status().is_success());
     let (sy, _) = daemon::start(Config::load(&path).expect("config")).await;
-    wait_for_async("the slot to be created", Duration::from_secs(30), || async {
-        lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_shop'").await
-    })
-    .await;
+    wait_for_slot(&client, "switchyard_shop").await;
     for sql in [
         "INSERT INTO products VALUES (1, 'kettle')",
         "ALTER TABLE products ADD COLUMN price numeric(8,2) DEFAULT 9.99",
@@ -547,10 +538,7 @@ async fn unchanged_toasted_values_are_filled_in_never_sent_as_null() {
         "{source}.{table}",
     );
     let (sy, _) = daemon::start(config).await;
-    wait_for_async("the slot to be created", Duration::from_secs(30), || async {
-        lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await
-    })
-    .await;
+    wait_for_slot(&client, "switchyard_appdb").await;
     let body = "é".repeat(20_000);
     for table in ["docs", "docs_full"] {
         client
@@ -622,10 +610,7 @@ async fn a_postgres_restart_mid_stream_is_survived_without_loss() {
         "events",
     );
     let (sy, _) = daemon::start(config).await;
-    wait_for_async("the slot to be created", Duration::from_secs(30), || async {
-        lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await
-    })
-    .await;
+    wait_for_slot(&client, "switchyard_appdb").await;
     client
         .batch_execute("INSERT INTO events SELECT generate_series(1, 100)")
         .await
@@ -698,10 +683,7 @@ async fn on_an_idle_database_heartbeats_keep_the_slot_from_holding_wal() {
         );
     std::fs::write(&config.path, text).expect("write");
     let (sy, _) = daemon::start(Config::load(&config.path).expect("config")).await;
-    wait_for_async("the slot to be created", Duration::from_secs(30), || async {
-        lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await
-    })
-    .await;
+    wait_for_slot(&client, "switchyard_appdb").await;
     // Another database writes ~16 MB of WAL; nothing in the captured database changes.
     let other = connect(&pg, &busy).await;
     other
@@ -911,4 +893,17 @@ async fn on_call_sees_the_slot_and_can_reset_it_only_when_it_is_not_in_use() {
         .expect("count")
         .get(0);
     assert_eq!(left, 0, "the slot is gone");
+}
+
+/// Waits until switchyard has created `slot`.
+async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) {
+    let sql = format!(
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '{slot}'"
+    );
+    wait_for_async(
+        &format!("slot {slot} to be created"),
+        Duration::from_secs(30),
+        || lsn(client, &sql),
+    )
+    .await;
 }
