@@ -60,10 +60,8 @@ pub async fn tail(
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         .set("log_level", "3");
-    for (k, v) in &config.kafka.properties {
-        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
-            cc.set(k, v);
-        }
+    for (k, v) in crate::sink::kafka::security_properties(&config.kafka) {
+        cc.set(k, v);
     }
     let consumer: StreamConsumer<KafkaLog> = cc.create_with_context(KafkaLog)?;
     let topic = opts.topic.clone();

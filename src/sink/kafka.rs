@@ -413,13 +413,17 @@ fn admin_config(cfg: &KafkaConfig) -> ClientConfig {
     c.set("bootstrap.servers", &cfg.bootstrap_servers)
         .set("client.id", "switchyard-admin")
         .set("log_level", "4");
-    // Security settings apply to every client; producer tuning does not.
-    for (k, v) in &cfg.properties {
-        if k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.") {
-            c.set(k, v);
-        }
+    for (k, v) in security_properties(cfg) {
+        c.set(k, v);
     }
     c
+}
+
+/// The `[kafka.properties]` every client needs (TLS and SASL), as opposed to producer tuning.
+pub fn security_properties(cfg: &KafkaConfig) -> impl Iterator<Item = (&String, &String)> {
+    cfg.properties.iter().filter(|(k, _)| {
+        k.starts_with("security.") || k.starts_with("sasl.") || k.starts_with("ssl.")
+    })
 }
 
 #[cfg(test)]
