@@ -333,6 +333,23 @@ impl DlqStore {
     }
 }
 
+/// A stats row as both stores read it (`route` '' is "no route", shown as `-`).
+pub(crate) fn stats_row(
+    route: String,
+    class: String,
+    status: &str,
+    count: i64,
+) -> Result<StatsRow, DlqError> {
+    Ok(StatsRow {
+        route: if route.is_empty() { "-".into() } else { route },
+        class,
+        status: status
+            .parse()
+            .map_err(|m| DlqError::Corrupt { id: 0, message: m })?,
+        count,
+    })
+}
+
 /// Decodes the stored event JSON.
 pub(crate) fn decode_event(id: i64, json: &str) -> Result<Event, DlqError> {
     serde_json::from_str(json).map_err(|e| DlqError::Corrupt {

@@ -7,7 +7,7 @@ use tokio_postgres::{Client, NoTls, Row};
 use super::sql::{COLUMNS, Param, limit_clause, where_clause};
 use super::{
     AuditEntry, DeadLetter, DlqError, EncodedRecord, NewDeadLetter, Selector, StatsRow, Status,
-    decode_event, encode_event,
+    decode_event, encode_event, stats_row,
 };
 
 const SCHEMA: &str = "
@@ -281,14 +281,7 @@ impl PostgresStore {
             .map(|r| {
                 let route: String = r.get(0);
                 let status: String = r.get(2);
-                Ok(StatsRow {
-                    route: if route.is_empty() { "-".into() } else { route },
-                    class: r.get(1),
-                    status: status
-                        .parse()
-                        .map_err(|m| DlqError::Corrupt { id: 0, message: m })?,
-                    count: r.get(3),
-                })
+                stats_row(route, r.get(1), &status, r.get(3))
             })
             .collect()
     }

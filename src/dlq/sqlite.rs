@@ -12,7 +12,7 @@ use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 use super::sql::{COLUMNS, Param, limit_clause, where_clause};
 use super::{
     AuditEntry, DeadLetter, DlqError, EncodedRecord, NewDeadLetter, Selector, StatsRow, Status,
-    decode_event, encode_event,
+    decode_event, encode_event, stats_row,
 };
 
 const SCHEMA: &str = "
@@ -344,14 +344,7 @@ impl SqliteStore {
             let mut out = Vec::new();
             for row in rows {
                 let (route, class, status, count) = row.map_err(&err)?;
-                out.push(StatsRow {
-                    route: if route.is_empty() { "-".into() } else { route },
-                    class,
-                    status: status
-                        .parse()
-                        .map_err(|m| DlqError::Corrupt { id: 0, message: m })?,
-                    count,
-                });
+                out.push(stats_row(route, class, &status, count)?);
             }
             Ok(out)
         })
