@@ -1,5 +1,8 @@
 //! Change events → Debezium envelope records (see `source::postgres::envelope`).
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use apache_avro::types::Value;
 
 use super::AvroSchema;
@@ -34,6 +37,36 @@ pub fn table_schema(source: &str, c: &ChangePayload, key_columns: &[String]) -> 
     }
 }
 
+/// Value and key schemas per table shape: built when a shape is first seen (a new table or a
+/// DDL change), not for every event.
+type Schemas = Arc<(AvroSchema, AvroSchema)>;
+static SCHEMAS: LazyLock<Mutex<HashMap<TableSchema, Schemas>>> =
+    LazyLock::new(|| Mutex::new(HashMap::new()));
+
+/// Shapes kept at most; past it the cache starts again (shapes are few: tables × versions).
+const MAX_SHAPES: usize = 4096;
+
+fn schemas(t: &TableSchema) -> Schemas {
+    let build = || {
+        Arc::new((
+            AvroSchema::from_json(&t.value_schema().to_string()),
+            AvroSchema::from_json(&t.key_schema().to_string()),
+        ))
+    };
+    let Ok(mut cache) = SCHEMAS.lock() else {
+        return build();
+    };
+    if let Some(s) = cache.get(t) {
+        return Arc::clone(s);
+    }
+    if cache.len() >= MAX_SHAPES {
+        cache.clear();
+    }
+    let s = build();
+    cache.insert(t.clone(), Arc::clone(&s));
+    s
+}
+
 fn tuple(row: &[Option<String>]) -> Tuple {
     Tuple(
         row.iter()
@@ -63,8 +96,8 @@ pub fn parts(
         Some(row) => Some(t.key(&tuple(row))?),
         None => None,
     };
-    let value_schema = AvroSchema::from_json(&t.value_schema().to_string());
-    let key_schema = AvroSchema::from_json(&t.key_schema().to_string());
+    let shapes = schemas(&t);
+    let (value_schema, key_schema) = (shapes.0.clone(), shapes.1.clone());
     if c.op == "tombstone" {
         return Ok((value_schema, None, key_schema, key));
     }

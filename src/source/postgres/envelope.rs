@@ -15,7 +15,7 @@ use super::pgoutput::{Datum, Tuple};
 use super::types::{ColumnType, TypeError};
 
 /// One column of a captured table.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TableColumn {
     /// Column name as in Postgres.
     pub name: String,
@@ -30,7 +30,7 @@ pub struct TableColumn {
 }
 
 /// A captured table's shape, from the Relation message and the catalog.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TableSchema {
     /// The switchyard source name.
     pub source: String,

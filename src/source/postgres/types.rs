@@ -12,7 +12,7 @@ use apache_avro::types::Value;
 use serde_json::{Value as Json, json};
 
 /// The Avro shape of a column.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ColumnType {
     /// int2, int4
     Int,
