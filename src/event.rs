@@ -72,6 +72,28 @@ pub enum Payload {
     Webhook(WebhookPayload),
     /// A row change from PostgreSQL logical replication.
     Change(ChangePayload),
+    /// A logical decoding message (`pg_logical_emit_message`) from PostgreSQL.
+    Message(MessagePayload),
+}
+
+/// A logical decoding message: an application's note in the WAL (outbox patterns, markers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessagePayload {
+    /// Database.
+    pub database: String,
+    /// The message's prefix (its first argument).
+    pub prefix: String,
+    /// The message's content, as written.
+    pub content: Vec<u8>,
+    /// Written inside a transaction (delivered when it commits) or not (delivered at once).
+    pub transactional: bool,
+    /// The message's LSN.
+    pub lsn: u64,
+    /// The enclosing transaction's id (transactional messages).
+    pub tx_id: Option<u32>,
+    /// Commit time of the enclosing transaction, or when switchyard read a non-transactional
+    /// message; milliseconds since the epoch.
+    pub ts_ms: i64,
 }
 
 /// A column of a changed table, as the source saw it (enough to rebuild the Avro schema).
@@ -103,7 +125,7 @@ pub struct ChangePayload {
     pub table: String,
     /// Table comment.
     pub table_doc: Option<String>,
-    /// `c`, `u`, `d` or `t`.
+    /// `c`, `u`, `d`, `t`, `r` (snapshot read) or `tombstone`.
     pub op: String,
     /// Columns in table order.
     pub columns: Vec<ChangeColumn>,
@@ -149,7 +171,7 @@ impl Event {
             TopicField::Source => Some(self.source.clone()),
             TopicField::EventType => Some(self.event_type.clone()),
             TopicField::Schema | TopicField::Table => match &self.payload {
-                Payload::Webhook(_) => None,
+                Payload::Webhook(_) | Payload::Message(_) => None,
                 Payload::Change(c) => Some(if field == TopicField::Schema {
                     c.schema.clone()
                 } else {

@@ -608,7 +608,13 @@ fn validate_routes(
         let topic_span = r.topic.as_ref().map_or(r.name.span(), |t| t.span());
         let topic_text = match (&r.topic, is_postgres) {
             (Some(t), _) => Some(t.get_ref().clone()),
-            (None, true) => Some("{source}.{schema}.{table}".to_string()),
+            (None, true) => Some(
+                if only_messages(r.ops.as_ref().map(|o| o.get_ref().as_slice())) {
+                    "{source}.message".to_string()
+                } else {
+                    "{source}.{schema}.{table}".to_string()
+                },
+            ),
             (None, false) => {
                 if source_cfg.is_some() {
                     diag.at(
@@ -678,16 +684,31 @@ fn validate_routes(
                         ops.push("tombstone".to_string());
                     }
                     "truncate" => ops.push("t".to_string()),
+                    "read" => ops.push("r".to_string()),
+                    "message" => ops.push("m".to_string()),
                     other => {
                         diag.at(
                             v.span(),
                             format!("unknown operation \"{other}\""),
-                            Some("ops are \"insert\", \"update\", \"delete\", \"truncate\"".into()),
+                            Some("ops are \"insert\", \"update\", \"delete\", \"truncate\", \"read\" (snapshot rows), \"message\" (logical decoding messages)".into()),
                         );
                         filter_ok = false;
                     }
                 }
             }
+        }
+        if let (Some(t), Some(v)) = (&topic, &r.ops)
+            && v.get_ref().iter().any(|o| o == "message")
+            && t.parts()
+                .iter()
+                .any(|p| matches!(p, TopicPart::Field(TopicField::Schema | TopicField::Table)))
+        {
+            diag.at(
+                topic_span.clone(),
+                format!("route `{name}` takes messages, which belong to no table, but its topic names {{schema}} or {{table}}"),
+                Some("send messages through their own route, e.g. ops = [\"message\"] and topic = \"{source}.message\"".into()),
+            );
+            filter_ok = false;
         }
         let tables = r
             .tables
@@ -710,6 +731,11 @@ fn validate_routes(
         }
     }
     out
+}
+
+/// True when a route's `ops` lists only logical decoding messages.
+fn only_messages(ops: Option<&[String]>) -> bool {
+    ops.is_some_and(|o| !o.is_empty() && o.iter().all(|x| x == "message"))
 }
 
 fn parse_topic(s: &str) -> Result<TopicTemplate, String> {

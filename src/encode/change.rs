@@ -6,8 +6,8 @@ use std::sync::{Arc, LazyLock, Mutex};
 use apache_avro::types::Value;
 
 use super::AvroSchema;
-use crate::event::{ChangePayload, Event};
-use crate::source::postgres::envelope::{RowError, SourceInfo, TableColumn, TableSchema};
+use crate::event::{ChangePayload, Event, MessagePayload};
+use crate::source::postgres::envelope::{self, RowError, SourceInfo, TableColumn, TableSchema};
 use crate::source::postgres::pgoutput::{Datum, Tuple};
 use crate::source::postgres::types::column_type;
 
@@ -78,6 +78,39 @@ fn tuple(row: &[Option<String>]) -> Tuple {
     )
 }
 
+/// Value schema, value, key schema and key of a logical decoding message.
+pub fn message_parts(
+    event: &Event,
+    m: &MessagePayload,
+) -> (AvroSchema, Option<Value>, AvroSchema, Option<Value>) {
+    static SCHEMAS: LazyLock<(AvroSchema, AvroSchema)> = LazyLock::new(|| {
+        (
+            AvroSchema::from_json(&envelope::message_value_schema().to_string()),
+            AvroSchema::from_json(&envelope::message_key_schema().to_string()),
+        )
+    });
+    let source = SourceInfo {
+        ts_ms: m.ts_ms,
+        tx_id: m.tx_id.map(i64::from),
+        lsn: i64::try_from(m.lsn).ok(),
+        snapshot: "false",
+    };
+    let value = envelope::message_value(
+        &event.source,
+        &m.database,
+        &m.prefix,
+        &m.content,
+        &source,
+        event.received_at_micros / 1000,
+    );
+    (
+        SCHEMAS.0.clone(),
+        Some(value),
+        SCHEMAS.1.clone(),
+        Some(envelope::message_key(&m.prefix)),
+    )
+}
+
 /// Value schema, envelope, key schema and key of a change. A `tombstone` has no value; a
 /// truncate (`t`) has no key.
 pub fn parts(
@@ -105,7 +138,7 @@ pub fn parts(
         ts_ms: c.commit_time_ms,
         tx_id: Some(i64::from(c.tx_id)),
         lsn: i64::try_from(c.commit_lsn).ok(),
-        snapshot: "false",
+        snapshot: if c.op == "r" { "true" } else { "false" },
     };
     let envelope = t.envelope(
         before,

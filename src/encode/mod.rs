@@ -127,6 +127,15 @@ pub fn record_parts(
             key_schema: AvroSchema::string(),
             key: Some(Value::String(event.id.as_str().to_string())),
         }),
+        Payload::Message(m) => {
+            let (value_schema, value, key_schema, key) = change::message_parts(event, m);
+            Ok(RecordParts {
+                value_schema,
+                value,
+                key_schema,
+                key,
+            })
+        }
         Payload::Change(c) => {
             let (value_schema, value, key_schema, key) = change::parts(event, c, key_columns)
                 .map_err(|e| EncodeError::Encode(e.to_string()))?;

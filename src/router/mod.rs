@@ -22,8 +22,11 @@ struct CompiledRoute {
 impl CompiledRoute {
     /// True when the route's filters take the event.
     fn takes(&self, event: &Event) -> bool {
-        let Payload::Change(c) = &event.payload else {
-            return true;
+        let c = match &event.payload {
+            Payload::Change(c) => c,
+            // Messages are not rows: only routes that ask for them take them.
+            Payload::Message(_) => return self.ops.iter().any(|o| o == "m"),
+            Payload::Webhook(_) => return true,
         };
         let table_ok = self.tables.is_empty()
             || self.tables.iter().any(|t| match t.split_once('.') {

@@ -907,3 +907,94 @@ async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logical_decoding_messages_reach_their_route_and_heartbeats_do_not() {
+    let stack = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("msgs").await;
+    let client = connect(&pg, &db).await;
+    client
+        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .expect("schema");
+    let path = stack.dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             [schema_registry]\nurl = \"{}\"\n[sources.appdb]\ntype = \"postgres\"\nurl = \"{}\"\n\
+             tables = [\"public.t\"]\nheartbeat_interval = \"1s\"\n\
+             [[routes]]\nname = \"rows\"\nsource = \"appdb\"\ntopic = \"rows\"\n\
+             [[routes]]\nname = \"outbox\"\nsource = \"appdb\"\nops = [\"message\"]\n",
+            stack.broker.bootstrap(),
+            stack.registry.url(),
+            pg.url(&db)
+        ),
+    )
+    .expect("config");
+    let (sy, _) = daemon::start(Config::load(&path).expect("config")).await;
+    wait_for_slot(&client, "switchyard_appdb").await;
+    client
+        .batch_execute(
+            "BEGIN;
+             INSERT INTO t VALUES (1);
+             SELECT pg_logical_emit_message(true, 'outbox', 'in a transaction');
+             COMMIT;
+             SELECT pg_logical_emit_message(false, 'audit', '\\x00ff'::bytea);",
+        )
+        .await
+        .expect("messages");
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = stack.broker.bootstrap();
+        // Heartbeats run every second meanwhile: none may arrive.
+        move || {
+            read_topic(
+                &bootstrap,
+                "appdb.message",
+                usize::MAX,
+                Duration::from_secs(6),
+            )
+        }
+    })
+    .await
+    .expect("consumer");
+    let dec = decoder(&stack.registry.url());
+    let mut seen = Vec::new();
+    for r in &records {
+        let (_, v) = decode(&dec, &r.value).await;
+        let (_, k) = decode(&dec, r.key.as_ref().expect("keyed by prefix")).await;
+        assert_eq!(v["op"], "m");
+        assert_eq!(k["prefix"], v["message"]["prefix"]);
+        assert_eq!(v["source"]["table"], "");
+        seen.push((
+            v["message"]["prefix"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            v["message"]["content"].clone(),
+            v["source"]["txId"].is_null(),
+        ));
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "outbox".to_string(),
+                serde_json::json!(hex::encode("in a transaction")),
+                false
+            ),
+            ("audit".to_string(), serde_json::json!("00ff"), true),
+        ],
+        "the two messages, in order, and no heartbeat"
+    );
+    let rows = tokio::task::spawn_blocking({
+        let bootstrap = stack.broker.bootstrap();
+        move || read_topic(&bootstrap, "rows", 1, Duration::from_secs(10))
+    })
+    .await
+    .expect("consumer");
+    let (_, v) = decode(&dec, &rows[0].value).await;
+    assert_eq!(v["op"], "c", "the row route takes rows, not messages");
+    daemon::stop(sy).await;
+}

@@ -286,6 +286,96 @@ impl TableSchema {
     }
 }
 
+/// The value schema of logical decoding messages: Debezium's
+/// `io.debezium.connector.postgresql.MessageValue` (`op` "m", `source`, and `message` with the
+/// prefix and the content as bytes).
+pub fn message_value_schema() -> Json {
+    json!({
+        "type": "record",
+        "name": "MessageValue",
+        "namespace": "io.debezium.connector.postgresql",
+        "connect.name": "io.debezium.connector.postgresql.MessageValue",
+        "fields": [
+            {"name": "op", "type": "string"},
+            {"name": "ts_ms", "type": ["null", "long"], "default": null},
+            {"name": "source", "type": source_schema()},
+            {"name": "message", "type": {
+                "type": "record",
+                "name": "Message",
+                "connect.name": "io.debezium.connector.postgresql.Message",
+                "fields": [
+                    {"name": "prefix", "type": "string"},
+                    {"name": "content", "type": "bytes"}
+                ]
+            }}
+        ]
+    })
+}
+
+/// The key schema of logical decoding messages: `MessageKey` with the prefix.
+pub fn message_key_schema() -> Json {
+    json!({
+        "type": "record",
+        "name": "MessageKey",
+        "namespace": "io.debezium.connector.postgresql",
+        "connect.name": "io.debezium.connector.postgresql.MessageKey",
+        "fields": [{"name": "prefix", "type": ["null", "string"], "default": null}]
+    })
+}
+
+/// The value of one logical decoding message. `schema` and `table` of the source block are
+/// empty: a message belongs to no table.
+pub fn message_value(
+    source_name: &str,
+    database: &str,
+    prefix: &str,
+    content: &[u8],
+    source: &SourceInfo,
+    processed_ms: i64,
+) -> Value {
+    let opt_long = |v: Option<i64>| match v {
+        Some(v) => Value::Union(1, Box::new(Value::Long(v))),
+        None => Value::Union(0, Box::new(Value::Null)),
+    };
+    Value::Record(vec![
+        ("op".into(), Value::String("m".into())),
+        ("ts_ms".into(), opt_long(Some(processed_ms))),
+        (
+            "source".into(),
+            Value::Record(vec![
+                (
+                    "version".into(),
+                    Value::String(env!("CARGO_PKG_VERSION").into()),
+                ),
+                ("connector".into(), Value::String("postgresql".into())),
+                ("name".into(), Value::String(source_name.into())),
+                ("ts_ms".into(), Value::Long(source.ts_ms)),
+                ("snapshot".into(), Value::String(source.snapshot.into())),
+                ("db".into(), Value::String(database.into())),
+                ("schema".into(), Value::String(String::new())),
+                ("table".into(), Value::String(String::new())),
+                ("txId".into(), opt_long(source.tx_id)),
+                ("lsn".into(), opt_long(source.lsn)),
+            ]),
+        ),
+        (
+            "message".into(),
+            Value::Record(vec![
+                ("prefix".into(), Value::String(prefix.into())),
+                ("content".into(), Value::Bytes(content.to_vec())),
+            ]),
+        ),
+    ])
+}
+
+/// The key of one logical decoding message.
+pub fn message_key(prefix: &str) -> Value {
+    Value::Record(vec![(
+        "prefix".into(),
+        Value::Union(1, Box::new(Value::String(prefix.into()))),
+    )])
+}
+
 /// `io.debezium.connector.postgresql.Source`
 fn source_schema() -> Json {
     json!({

@@ -28,7 +28,9 @@ use tracing::{debug, info, warn};
 use super::pgoutput::{self, Datum, Message, OldTuple, Relation, Tuple};
 use crate::ack::{AckToken, Checkpoint, Delivery, Seq};
 use crate::config::PostgresSourceConfig;
-use crate::event::{ChangeColumn, ChangePayload, Event, EventId, Payload, now_micros};
+use crate::event::{
+    ChangeColumn, ChangePayload, Event, EventId, MessagePayload, Payload, now_micros,
+};
 use crate::pipeline::Pipeline;
 
 /// Why a session ended.
@@ -316,6 +318,26 @@ impl PostgresSource {
         }
     }
 
+    /// Tracks `event` at `position` and hands it to the pipeline; an event no route takes is
+    /// durable at once (returns the checkpoint's new position then).
+    async fn send(
+        &self,
+        event: Event,
+        position: u64,
+        checkpoint: &mut Checkpoint<u64>,
+        acks: &mut FuturesUnordered<AckFuture>,
+    ) -> Option<u64> {
+        let seq = checkpoint.track(position);
+        if self.pipeline.routes().route(&event).is_empty() {
+            return checkpoint.resolve(seq, true);
+        }
+        let (ack, rx) = AckToken::new();
+        let id = event.id.to_string();
+        self.pipeline.dispatch(event, ack).await;
+        acks.push(Box::pin(async move { (seq, id, rx.wait().await) }));
+        None
+    }
+
     async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), SourceError> {
         let client = self.connect_sql().await?;
         let confirmed = self.preflight(&client).await?;
@@ -367,7 +389,7 @@ impl PostgresSource {
                 _ = heartbeat.tick() => {
                     // Writes WAL on idle databases so the slot's position can advance.
                     if let Err(e) = client
-                        .query_one("SELECT pg_logical_emit_message(false, 'switchyard.heartbeat', now()::text)::text", &[])
+                        .query_one("SELECT pg_logical_emit_message(false, $1, now()::text)::text", &[&HEARTBEAT_PREFIX])
                         .await
                     {
                         warn!(source = %self.name, error = %e, "heartbeat failed");
@@ -390,11 +412,42 @@ impl PostgresSource {
                             let at = checkpoint.resolve(seq, true);
                             apply(&repl, &mut commits, at);
                         }
-                        ReplicationEvent::Message { lsn, transactional, .. } => {
-                            // A heartbeat: with nothing in flight, everything before it is durable.
-                            if !transactional && txn.is_none() && checkpoint.in_flight() == 0 {
-                                repl.update_applied_lsn(lsn);
+                        ReplicationEvent::Message { lsn, transactional, prefix, content } => {
+                            if prefix == HEARTBEAT_PREFIX {
+                                // With nothing in flight, everything before it is durable.
+                                if !transactional && txn.is_none() && checkpoint.in_flight() == 0 {
+                                    repl.update_applied_lsn(lsn);
+                                }
+                                continue;
                             }
+                            let (position, tx_id, ts_ms, ordinal) = match (transactional, txn.as_mut()) {
+                                (true, Some((final_lsn, xid, ms, ordinal))) => {
+                                    *ordinal += 1;
+                                    (*final_lsn, Some(*xid), *ms, *ordinal - 1)
+                                }
+                                _ => (lsn.0, None, now_micros() / 1000, 0),
+                            };
+                            let event = Event {
+                                id: EventId::from_lsn(position, ordinal),
+                                source: self.name.clone(),
+                                event_type: "m".into(),
+                                received_at_micros: now_micros(),
+                                payload: Payload::Message(MessagePayload {
+                                    database: t.database.clone(),
+                                    prefix,
+                                    content: content.to_vec(),
+                                    transactional,
+                                    lsn: lsn.0,
+                                    tx_id,
+                                    ts_ms,
+                                }),
+                            };
+                            if !transactional {
+                                // Outside a transaction the message is its own unit of progress.
+                                commits.push_back(position);
+                            }
+                            let at = self.send(event, position, &mut checkpoint, &mut acks).await;
+                            apply(&repl, &mut commits, at);
                         }
                         ReplicationEvent::XLogData { data, .. } => {
                             let msg = pgoutput::decode(&data)?;
@@ -443,15 +496,7 @@ impl PostgresSource {
                                     }),
                                 };
                                 *ordinal += 1;
-                                let seq = checkpoint.track(*final_lsn);
-                                if self.pipeline.routes().route(&event).is_empty() {
-                                    checkpoint.resolve(seq, true);
-                                    continue;
-                                }
-                                let (ack, rx) = AckToken::new();
-                                let id = event.id.to_string();
-                                self.pipeline.dispatch(event, ack).await;
-                                acks.push(Box::pin(async move { (seq, id, rx.wait().await) }));
+                                self.send(event, *final_lsn, &mut checkpoint, &mut acks).await;
                             }
                         }
                         ReplicationEvent::KeepAlive { .. } => {}
@@ -462,6 +507,9 @@ impl PostgresSource {
         }
     }
 }
+
+/// The prefix of switchyard's own heartbeat messages (never forwarded).
+pub const HEARTBEAT_PREFIX: &str = "switchyard.heartbeat";
 
 /// Opens the SQL connection of a source (TLS as configured).
 pub async fn connect_sql(source: &PostgresSourceConfig) -> Result<Client, SourceError> {
