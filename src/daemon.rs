@@ -77,7 +77,8 @@ impl Daemon {
         let mut source_tasks = Vec::new();
         for (name, source) in &config.sources {
             if let SourceKind::Postgres(pg) = &source.kind {
-                let src = PostgresSource::new(name, pg.clone(), Arc::clone(&pipeline));
+                let src =
+                    PostgresSource::new(name, pg.clone(), Arc::clone(&pipeline), Arc::clone(&dlq));
                 source_tasks.push(tokio::spawn(src.run(sources_stopped.clone())));
             }
         }

@@ -37,6 +37,15 @@ impl EventId {
         ))
     }
 
+    /// A snapshot read's id: `<consistent point>:r:<schema>.<table>:<ordinal>`.
+    pub fn from_snapshot(point: u64, schema: &str, table: &str, ordinal: u64) -> EventId {
+        EventId(format!(
+            "{:X}/{:X}:r:{schema}.{table}:{ordinal}",
+            point >> 32,
+            point & 0xFFFF_FFFF
+        ))
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -129,6 +129,19 @@ pub struct PostgresSourceConfig {
     pub tombstones: bool,
     /// TLS to Postgres, from `sslmode` / `sslrootcert` in the URL (removed from `url`).
     pub tls: PgTls,
+    /// Copy the tables' existing rows before streaming (`snapshot = "initial"`).
+    pub snapshot: SnapshotMode,
+    /// Rows per snapshot chunk.
+    pub snapshot_chunk_rows: usize,
+}
+
+/// `snapshot = "never" | "initial"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotMode {
+    /// Only changes committed after the slot exists.
+    Never,
+    /// The rows that exist when the slot is created (op "r"), then the changes after them.
+    Initial,
 }
 
 /// libpq's `sslmode`.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::diagnostic::Diagnostics;
 use super::raw::RawPostgresSource;
-use super::{PgSslMode, PgTls, PostgresSourceConfig, TableSelector};
+use super::{PgSslMode, PgTls, PostgresSourceConfig, SnapshotMode, TableSelector};
 
 fn pg_identifier(s: &str) -> bool {
     !s.is_empty()
@@ -148,17 +148,11 @@ pub(super) fn validate(
             }
         }
     }
+    let mut snapshot = SnapshotMode::Never;
     if let Some(s) = &raw.snapshot {
         match s.get_ref().as_str() {
             "never" => {}
-            "initial" => {
-                diag.at(
-                    s.span(),
-                    "snapshot = \"initial\" is not available in this version yet",
-                    Some("use snapshot = \"never\": changes committed after the slot exists are captured".into()),
-                );
-                ok = false;
-            }
+            "initial" => snapshot = SnapshotMode::Initial,
             other => {
                 diag.at(
                     s.span(),
@@ -184,6 +178,21 @@ pub(super) fn validate(
             }
         },
     };
+    let snapshot_chunk_rows = match &raw.snapshot_chunk_rows {
+        None => 10_000,
+        Some(n) => match usize::try_from(*n.get_ref()) {
+            Ok(n @ 1..=1_000_000) => n,
+            _ => {
+                diag.at(
+                    n.span(),
+                    format!("snapshot_chunk_rows = {} is out of range", n.get_ref()),
+                    Some("write a number of rows from 1 to 1000000, e.g. 10000".into()),
+                );
+                ok = false;
+                0
+            }
+        },
+    };
     let _ = raw.kind;
     ok.then_some(PostgresSourceConfig {
         url,
@@ -193,5 +202,7 @@ pub(super) fn validate(
         heartbeat_interval,
         tombstones: raw.tombstones.unwrap_or(true),
         tls,
+        snapshot,
+        snapshot_chunk_rows,
     })
 }

@@ -111,6 +111,8 @@ pub struct RawPostgresSource {
     pub tables: Spanned<Vec<Spanned<String>>>,
     /// "never" (default) or "initial".
     pub snapshot: Option<Spanned<String>>,
+    /// Rows per snapshot chunk (default 10000): the unit of progress and of resumption.
+    pub snapshot_chunk_rows: Option<Spanned<i64>>,
     /// How often to write a heartbeat on an idle database ("30s").
     pub heartbeat_interval: Option<Spanned<String>>,
     /// Follow each delete with a tombstone (null value, same key); default true.

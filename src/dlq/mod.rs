@@ -316,6 +316,16 @@ impl DlqStore {
         dispatch!(self, s => s.stats().await)
     }
 
+    /// Source state kept beside the dead letters (e.g. snapshot progress), by key.
+    pub async fn get_state(&self, key: &str) -> Result<Option<String>, DlqError> {
+        dispatch!(self, s => s.get_state(key).await)
+    }
+
+    /// Stores source state under `key` (durable once this returns).
+    pub async fn put_state(&self, key: &str, value: &str) -> Result<(), DlqError> {
+        dispatch!(self, s => s.put_state(key, value).await)
+    }
+
     /// Appends to the audit log.
     pub async fn audit(&self, entry: &AuditEntry) -> Result<(), DlqError> {
         dispatch!(self, s => s.audit(entry).await)

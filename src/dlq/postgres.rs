@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS switchyard_dlq_audit (
     count BIGINT NOT NULL,
     result TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS switchyard_state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at BIGINT NOT NULL
+);
 ";
 
 const TABLE: &str = "switchyard_dead_letters";
@@ -284,6 +289,27 @@ impl PostgresStore {
                 stats_row(route, r.get(1), &status, r.get(3))
             })
             .collect()
+    }
+
+    pub(super) async fn get_state(&self, key: &str) -> Result<Option<String>, DlqError> {
+        let row = self
+            .client
+            .query_opt("SELECT value FROM switchyard_state WHERE key = $1", &[&key])
+            .await
+            .map_err(pg)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    pub(super) async fn put_state(&self, key: &str, value: &str) -> Result<(), DlqError> {
+        self.client
+            .execute(
+                "INSERT INTO switchyard_state (key, value, updated_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                &[&key, &value, &crate::event::now_micros()],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
     }
 
     pub(super) async fn audit(&self, e: &AuditEntry) -> Result<(), DlqError> {

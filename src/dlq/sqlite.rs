@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS audit_log (
     count INTEGER NOT NULL,
     result TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS state (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL
+);
 ";
 
 /// The SQLite store.
@@ -347,6 +352,36 @@ impl SqliteStore {
                 out.push(stats_row(route, class, &status, count)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn get_state(&self, key: &str) -> Result<Option<String>, DlqError> {
+        let key = key.to_string();
+        let err = self.err();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT value FROM state WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(&err)
+        })
+        .await
+    }
+
+    pub(super) async fn put_state(&self, key: &str, value: &str) -> Result<(), DlqError> {
+        let (key, value) = (key.to_string(), value.to_string());
+        let err = self.err();
+        self.with(move |c| {
+            c.execute(
+                "INSERT INTO state (key, value, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![key, value, crate::event::now_micros()],
+            )
+            .map(|_| ())
+            .map_err(&err)
         })
         .await
     }

@@ -2,12 +2,16 @@
 
 use std::sync::LazyLock;
 
-use prometheus::{Encoder, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 /// Dead letters waiting (status pending), by route and error class.
 pub const DLQ_DEPTH: &str = "switchyard_dlq_depth";
 /// WAL bytes the replication slot holds back (server WAL end − confirmed position), by source.
 pub const SLOT_LAG_BYTES: &str = "switchyard_slot_lag_bytes";
+/// Rows copied by the initial snapshot since start, by source and table.
+pub const SNAPSHOT_ROWS_TOTAL: &str = "switchyard_snapshot_rows_total";
+/// How far the initial snapshot is (0 to 1, from the tables' estimated sizes), by source.
+pub const SNAPSHOT_PROGRESS: &str = "switchyard_snapshot_progress_ratio";
 /// Dead letters written since start, by route and error class.
 pub const DEAD_LETTERS_TOTAL: &str = "switchyard_dead_letters_total";
 
@@ -20,6 +24,10 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// See [`SLOT_LAG_BYTES`].
     pub slot_lag: IntGaugeVec,
+    /// See [`SNAPSHOT_ROWS_TOTAL`].
+    pub snapshot_rows: IntCounterVec,
+    /// See [`SNAPSHOT_PROGRESS`].
+    pub snapshot_progress: GaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -42,6 +50,19 @@ fn build() -> Result<Metrics, prometheus::Error> {
         Opts::new(SLOT_LAG_BYTES, "WAL bytes retained by the replication slot"),
         &["source"],
     )?;
+    let snapshot_rows = IntCounterVec::new(
+        Opts::new(SNAPSHOT_ROWS_TOTAL, "Rows copied by the initial snapshot"),
+        &["source", "table"],
+    )?;
+    let snapshot_progress = GaugeVec::new(
+        Opts::new(
+            SNAPSHOT_PROGRESS,
+            "Initial snapshot progress, 0 to 1 (from estimated table sizes)",
+        ),
+        &["source"],
+    )?;
+    registry.register(Box::new(snapshot_rows.clone()))?;
+    registry.register(Box::new(snapshot_progress.clone()))?;
     registry.register(Box::new(slot_lag.clone()))?;
     registry.register(Box::new(dlq_depth.clone()))?;
     registry.register(Box::new(dead_letters.clone()))?;
@@ -50,6 +71,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         dlq_depth,
         dead_letters,
         slot_lag,
+        snapshot_rows,
+        snapshot_progress,
     })
 }
 

@@ -9,7 +9,7 @@ use crate::support::consume::{decode, decoder, read_topic};
 use crate::support::postgres::PgCluster;
 use crate::support::{Stack, daemon, wait_for_async};
 
-async fn connect(pg: &PgCluster, db: &str) -> tokio_postgres::Client {
+pub(crate) async fn connect(pg: &PgCluster, db: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&pg.libpq(db), tokio_postgres::NoTls)
         .await
         .expect("connect");
@@ -17,7 +17,7 @@ async fn connect(pg: &PgCluster, db: &str) -> tokio_postgres::Client {
     client
 }
 
-async fn lsn(client: &tokio_postgres::Client, sql: &str) -> Option<u64> {
+pub(crate) async fn lsn(client: &tokio_postgres::Client, sql: &str) -> Option<u64> {
     let row = client.query_opt(sql, &[]).await.expect("query")?;
     let text: Option<String> = row.get(0);
     text.and_then(|t| t.parse::<switchyard::source::postgres::lsn::Lsn>().ok())
@@ -896,7 +896,7 @@ async fn on_call_sees_the_slot_and_can_reset_it_only_when_it_is_not_in_use() {
 }
 
 /// Waits until switchyard has created `slot`.
-async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) {
+pub(crate) async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) {
     let sql = format!(
         "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = '{slot}'"
     );

@@ -12,4 +12,5 @@ mod dlq_replay;
 mod dlq_store;
 mod harness;
 mod pgoutput_real;
+mod snapshot;
 mod webhook_e2e;

@@ -1,9 +1,10 @@
-//! The PostgreSQL CDC source (in progress): so far the pgoutput decoder and LSNs. The
-//! replication stream, snapshot and slot management build on these.
+//! The PostgreSQL CDC source: pgoutput decoding, Debezium envelopes, the replication stream and
+//! the initial snapshot.
 
 pub mod envelope;
 pub mod lsn;
 pub mod pgoutput;
+pub mod snapshot;
 pub mod stream;
 pub mod tls;
 pub mod types;

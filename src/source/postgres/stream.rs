@@ -27,7 +27,8 @@ use tracing::{debug, info, warn};
 
 use super::pgoutput::{self, Datum, Message, OldTuple, Relation, Tuple};
 use crate::ack::{AckToken, Checkpoint, Delivery, Seq};
-use crate::config::PostgresSourceConfig;
+use crate::config::{PostgresSourceConfig, SnapshotMode};
+use crate::dlq::DlqStore;
 use crate::event::{
     ChangeColumn, ChangePayload, Event, EventId, MessagePayload, Payload, now_micros,
 };
@@ -48,12 +49,15 @@ pub enum SourceError {
     /// A message could not be decoded.
     #[error(transparent)]
     Decode(#[from] pgoutput::DecodeError),
+    /// The state store (snapshot progress) failed.
+    #[error("state store: {0}")]
+    State(String),
     /// An event was neither delivered nor dead-lettered: restart from the confirmed position.
     #[error("event {0} was not made durable; restarting from the slot's confirmed position")]
     NotDurable(String),
 }
 
-fn sql(e: tokio_postgres::Error) -> SourceError {
+pub(super) fn sql(e: tokio_postgres::Error) -> SourceError {
     SourceError::Sql(match e.as_db_error() {
         Some(db) => db.message().to_string(),
         None => e.to_string(),
@@ -63,11 +67,11 @@ fn sql(e: tokio_postgres::Error) -> SourceError {
 /// A relation as the source knows it: pgoutput's shape plus the catalog's nullability and
 /// comments.
 #[derive(Debug, Clone)]
-struct KnownRelation {
-    schema: String,
-    table: String,
-    table_doc: Option<String>,
-    columns: Vec<ChangeColumn>,
+pub(super) struct KnownRelation {
+    pub(super) schema: String,
+    pub(super) table: String,
+    pub(super) table_doc: Option<String>,
+    pub(super) columns: Vec<ChangeColumn>,
 }
 
 /// The source's connection parameters, from the URL.
@@ -100,21 +104,54 @@ fn target(url: &str) -> Result<Target, SourceError> {
 
 /// One Postgres source.
 pub struct PostgresSource {
-    name: String,
-    cfg: PostgresSourceConfig,
-    pipeline: Arc<Pipeline>,
+    pub(super) name: String,
+    pub(super) cfg: PostgresSourceConfig,
+    pub(super) pipeline: Arc<Pipeline>,
+    /// Where snapshot progress is kept (the dead-letter store's state table).
+    pub(super) state: Arc<DlqStore>,
+    /// The database name, from the URL.
+    pub(super) database: String,
 }
 
 type AckFuture = Pin<Box<dyn Future<Output = (Seq, String, Delivery)> + Send>>;
 
 impl PostgresSource {
-    /// A source named `name`.
-    pub fn new(name: &str, cfg: PostgresSourceConfig, pipeline: Arc<Pipeline>) -> Self {
+    /// A source named `name`; `state` keeps its snapshot progress.
+    pub fn new(
+        name: &str,
+        cfg: PostgresSourceConfig,
+        pipeline: Arc<Pipeline>,
+        state: Arc<DlqStore>,
+    ) -> Self {
+        let database = target(&cfg.url).map(|t| t.database).unwrap_or_default();
         PostgresSource {
             name: name.to_string(),
             cfg,
             pipeline,
+            state,
+            database,
         }
+    }
+
+    /// The replication connection's settings, streaming from `start`.
+    pub(super) fn replication_config(&self, start: u64) -> Result<ReplicationConfig, SourceError> {
+        let t = target(&self.cfg.url)?;
+        Ok(ReplicationConfig::new(
+            t.host,
+            t.user,
+            t.password,
+            t.database,
+            self.cfg.slot.clone(),
+            self.cfg.publication.clone(),
+        )
+        .with_port(t.port)
+        .with_tls(super::tls::replication(&self.cfg.tls))
+        .with_start_lsn(WireLsn(start))
+        .with_options("-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3")
+        .with_application_name(format!("switchyard-{}", self.name))
+        // Tell the server the confirmed position often: after a crash, everything past it is
+        // delivered again, so this interval bounds the duplicates.
+        .with_status_interval(Duration::from_secs(1)))
     }
 
     /// Streams until `stop` turns true; reconnects with backoff after any error.
@@ -142,8 +179,9 @@ impl PostgresSource {
         connect_sql(&self.cfg).await
     }
 
-    /// Checks the server, creates the publication and slot if missing; returns where to start.
-    async fn preflight(&self, client: &Client) -> Result<u64, SourceError> {
+    /// Checks the server and creates the publication if missing; returns the slot's confirmed
+    /// position, `None` when the slot does not exist yet.
+    async fn preflight(&self, client: &Client) -> Result<Option<u64>, SourceError> {
         let wal: String = client
             .query_one("SHOW wal_level", &[])
             .await
@@ -219,7 +257,7 @@ impl PostgresSource {
             )
             .await
             .map_err(sql)?;
-        let confirmed = match row {
+        Ok(match row {
             Some(r) => {
                 let plugin: Option<String> = r.get(0);
                 if plugin.as_deref() != Some("pgoutput") {
@@ -235,28 +273,30 @@ impl PostgresSource {
                     )));
                 }
                 let lsn: Option<String> = r.get(1);
-                lsn.and_then(|l| l.parse::<super::lsn::Lsn>().ok())
-                    .map_or(0, |l| l.0)
+                Some(
+                    lsn.and_then(|l| l.parse::<super::lsn::Lsn>().ok())
+                        .map_or(0, |l| l.0),
+                )
             }
-            None => {
-                let r = client
-                    .query_one(
-                        "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
-                        &[slot],
-                    )
-                    .await
-                    .map_err(|e| {
-                        SourceError::Preflight(format!(
-                            "creating replication slot {slot}: {}",
-                            sql(e)
-                        ))
-                    })?;
-                info!(source = %self.name, slot, "created replication slot");
-                let lsn: String = r.get(0);
-                lsn.parse::<super::lsn::Lsn>().map_or(0, |l| l.0)
-            }
-        };
-        Ok(confirmed)
+            None => None,
+        })
+    }
+
+    /// Creates the slot (no snapshot); returns its consistent point.
+    async fn create_slot(&self, client: &Client) -> Result<u64, SourceError> {
+        let slot = &self.cfg.slot;
+        let r = client
+            .query_one(
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[slot],
+            )
+            .await
+            .map_err(|e| {
+                SourceError::Preflight(format!("creating replication slot {slot}: {}", sql(e)))
+            })?;
+        info!(source = %self.name, slot, "created replication slot");
+        let lsn: String = r.get(0);
+        Ok(lsn.parse::<super::lsn::Lsn>().map_or(0, |l| l.0))
     }
 
     async fn describe(
@@ -340,24 +380,16 @@ impl PostgresSource {
 
     async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), SourceError> {
         let client = self.connect_sql().await?;
-        let confirmed = self.preflight(&client).await?;
-        let t = target(&self.cfg.url)?;
-        let config = ReplicationConfig::new(
-            t.host,
-            t.user,
-            t.password,
-            t.database.clone(),
-            self.cfg.slot.clone(),
-            self.cfg.publication.clone(),
-        )
-        .with_port(t.port)
-        .with_tls(super::tls::replication(&self.cfg.tls))
-        .with_start_lsn(WireLsn(confirmed))
-        .with_options("-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3")
-        .with_application_name(format!("switchyard-{}", self.name))
-        // Tell the server the confirmed position often: after a crash, everything past it is
-        // delivered again, so this interval bounds the duplicates.
-        .with_status_interval(Duration::from_secs(1));
+        let slot = self.preflight(&client).await?;
+        let confirmed = match (self.cfg.snapshot, slot) {
+            (SnapshotMode::Initial, slot) => match self.snapshot(&client, slot, stop).await? {
+                Some(start) => start,
+                None => return Ok(()),
+            },
+            (SnapshotMode::Never, Some(confirmed)) => confirmed,
+            (SnapshotMode::Never, None) => self.create_slot(&client).await?,
+        };
+        let config = self.replication_config(confirmed)?;
         let mut repl = ReplicationClient::connect(config)
             .await
             .map_err(|e| SourceError::Stream(e.to_string()))?;
@@ -433,7 +465,7 @@ impl PostgresSource {
                                 event_type: "m".into(),
                                 received_at_micros: now_micros(),
                                 payload: Payload::Message(MessagePayload {
-                                    database: t.database.clone(),
+                                    database: self.database.clone(),
                                     prefix,
                                     content: content.to_vec(),
                                     transactional,
@@ -480,7 +512,7 @@ impl PostgresSource {
                                     event_type: change.op.to_string(),
                                     received_at_micros: now_micros(),
                                     payload: Payload::Change(ChangePayload {
-                                        database: t.database.clone(),
+                                        database: self.database.clone(),
                                         schema: rel.schema.clone(),
                                         table: rel.table.clone(),
                                         table_doc: rel.table_doc.clone(),

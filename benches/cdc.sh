@@ -1,0 +1,391 @@
+#!/usr/bin/env bash
+# CDC benchmark: switchyard end to end (slot → pgoutput decode → Avro → Kafka acked → slot's
+# confirmed LSN) against pg_recvlogical reading the same pgoutput backlog to /dev/null, run side by
+# side (A B A B …) on one machine. Method: /work/shared/BENCHMARKING.md. Results: BENCHMARKS.md.
+#
+#   benches/cdc.sh                                   # 1M rows, 100 transactions, 5 pairs
+#   ROWS=100000 TXNS=10 PAIRS=2 benches/cdc.sh       # quick check
+#
+# Everything runs on 127.0.0.1 under a temp dir: a private PostgreSQL 15 cluster, Tansu, a
+# rivven-schema registry, and the release build of switchyard. Every process started here is
+# stopped by PID on exit.
+#
+# Knobs (environment):
+#   ROWS=1000000      rows loaded (about 190 bytes each, primary key), before any run
+#   TXNS=100          transactions the rows are loaded in
+#   PAIRS=5           baseline/switchyard pairs; each pair reads the whole backlog from its own slots
+#   SPARE=2           spare slot pairs, used to rerun a pair whose load1 moved by more than 1
+#   STORAGE=null://sink   Tansu storage engine; memory://tansu/ also counts the Kafka messages
+#                     of each run with `switchyard tail` (broker memory then grows with ROWS×PAIRS)
+#   RUN_TIMEOUT=600   seconds one run may take; STOP_TIMEOUT=30 seconds for SIGTERM before SIGKILL
+#   POLL=0.1          seconds between polls of the switchyard slot's confirmed_flush_lsn
+#   KEEP=0            1 keeps the temp dir (logs, configs, cluster) after exit
+#   RESULTS=          also copy the per-run TSV there
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+ROWS=${ROWS:-1000000}
+TXNS=${TXNS:-100}
+PAIRS=${PAIRS:-5}
+SPARE=${SPARE:-2}
+STORAGE=${STORAGE:-null://sink}
+RUN_TIMEOUT=${RUN_TIMEOUT:-600}
+STOP_TIMEOUT=${STOP_TIMEOUT:-30}
+POLL=${POLL:-0.1}
+KEEP=${KEEP:-0}
+RESULTS=${RESULTS:-}
+SLOTS=$((PAIRS + SPARE))
+CLK_TCK=$(getconf CLK_TCK)
+
+die() { echo "cdc bench: $*" >&2; exit 1; }
+log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+[ "$ROWS" -ge "$TXNS" ] && [ "$TXNS" -ge 1 ] && [ "$PAIRS" -ge 1 ] || die "need ROWS >= TXNS >= 1, PAIRS >= 1"
+
+# --- tools -------------------------------------------------------------------------------
+TOOLS_BIN=${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}/tools/bin
+TANSU_BIN=${TANSU_BIN:-$TOOLS_BIN/tansu}
+RIVVEN_SCHEMA_BIN=${RIVVEN_SCHEMA_BIN:-$TOOLS_BIN/rivven-schema}
+PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
+if [ ! -x "$TANSU_BIN" ] || [ ! -x "$RIVVEN_SCHEMA_BIN" ] || [ ! -x "$PG_BINDIR/initdb" ]; then
+  log "tools missing; installing them with scripts/tools.sh"
+  # shellcheck source=../scripts/tools.sh
+  . "$ROOT/scripts/tools.sh"
+fi
+for b in "$TANSU_BIN" "$RIVVEN_SCHEMA_BIN" "$PG_BINDIR/initdb" "$PG_BINDIR/pg_ctl" \
+  "$PG_BINDIR/pg_recvlogical" "$PG_BINDIR/psql"; do
+  [ -x "$b" ] || die "not found: $b"
+done
+command -v python3 >/dev/null || die "python3 is needed for the summary"
+command -v curl >/dev/null || die "curl is needed"
+
+log "building switchyard (release)"
+(cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --locked) >&2
+SY=$ROOT/target/release/switchyard
+[ -x "$SY" ] || die "no binary at $SY"
+
+# --- temp dir, processes, cleanup --------------------------------------------------------
+T=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-cdc-bench.XXXXXX")
+chmod 755 "$T"
+mkdir -p "$T/pg" "$T/sy" "$T/registry"
+as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+[ "$(id -u)" = 0 ] && chown postgres:postgres "$T/pg"
+PGDATA=$T/pg/data
+TANSU_PID= REGISTRY_PID= DAEMON_PID= RECV_PID= PSQL_COPROC_PID= PG_STARTED=0
+
+stop_pid() { # pid seconds: SIGTERM, then SIGKILL after the timeout
+  local pid=$1 secs=$2 deadline
+  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  deadline=$((SECONDS + secs))
+  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_pid "$DAEMON_PID" 5
+  stop_pid "$RECV_PID" 5
+  if [ -n "$PSQL_COPROC_PID" ]; then
+    [ -n "${SQL[1]:-}" ] && eval "exec ${SQL[1]}>&-"
+    stop_pid "$PSQL_COPROC_PID" 5
+  fi
+  stop_pid "$TANSU_PID" 10
+  stop_pid "$REGISTRY_PID" 10
+  if [ "$PG_STARTED" = 1 ]; then
+    as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -m fast -t 30 stop >/dev/null 2>&1 || {
+      local pm; pm=$(head -1 "$PGDATA/postmaster.pid" 2>/dev/null || true)
+      [ -n "$pm" ] && kill -KILL "$pm" 2>/dev/null || true
+    }
+  fi
+  if [ "$KEEP" = 1 ] || [ "$rc" != 0 ]; then
+    [ "$rc" != 0 ] && [ "$KEEP" != 1 ] && { echo "failed (exit $rc): logs kept in $T" >&2; }
+    [ "$KEEP" = 1 ] && echo "kept: $T" >&2
+  else
+    rm -rf "$T"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+wait_until() { # description seconds command...
+  local what=$1 secs=$2 deadline; shift 2
+  deadline=$((SECONDS + secs))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${secs}s waiting for $what (logs: $T)"
+    sleep 0.2
+  done
+}
+load1() { cut -d' ' -f1 /proc/loadavg; }
+cpu_ticks() { # utime+stime of a process, all threads (fields 14, 15 of /proc/PID/stat)
+  awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+child_ticks() { # cutime+cstime: CPU of waited-for children (fields 16, 17)
+  awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$1/stat"
+}
+hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
+
+# --- PostgreSQL 15 -----------------------------------------------------------------------
+PG_PORT=$(free_port)
+log "PostgreSQL 15 on 127.0.0.1:$PG_PORT ($T/pg)"
+as_pg "$PG_BINDIR/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 >"$T/pg/initdb.log" 2>&1 \
+  || die "initdb failed: $(tail -5 "$T/pg/initdb.log")"
+PG_OPTS="-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$T/pg"
+PG_OPTS+=" -c wal_level=logical -c max_replication_slots=$((2 * SLOTS + 4)) -c max_wal_senders=$((2 * SLOTS + 4))"
+PG_OPTS+=" -c shared_buffers=512MB -c max_wal_size=8GB -c min_wal_size=1GB -c checkpoint_timeout=30min"
+PG_OPTS+=" -c autovacuum=off -c wal_sender_timeout=120s"
+as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -w -t 60 -l "$T/pg/postgres.log" -o "$PG_OPTS" start >/dev/null \
+  || die "pg_ctl start failed: $(tail -5 "$T/pg/postgres.log")"
+PG_STARTED=1
+POSTMASTER=$(head -1 "$PGDATA/postmaster.pid")
+psql_() { "$PG_BINDIR/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -XAtq -v ON_ERROR_STOP=1 "$@"; }
+psql_ -d postgres -c "CREATE DATABASE bench" >/dev/null
+q() { psql_ -d bench -c "$1"; }
+
+# One long-lived SQL session for polling: a psql per poll would cost CPU on a 2-core machine
+# and its exiting backends would land in the postmaster's child CPU.
+coproc SQL { exec "$PG_BINDIR/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -XAtq 2>&1; }
+PSQL_COPROC_PID=$SQL_PID
+poll_sql() { # one-row, one-column query on the polling session
+  local line
+  printf '%s\n' "$1" >&"${SQL[1]}"
+  IFS= read -r -t 10 line <&"${SQL[0]}" || die "polling session did not answer: $1"
+  printf '%s\n' "$line"
+}
+
+# --- Tansu and rivven-schema -------------------------------------------------------------
+KAFKA_PORT=$(free_port)
+log "Tansu on 127.0.0.1:$KAFKA_PORT, storage $STORAGE"
+"$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine "$STORAGE" \
+  >"$T/tansu.log" 2>&1 </dev/null &
+TANSU_PID=$!
+wait_until "the broker" 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT"
+
+REGISTRY_PORT=$(free_port)
+log "rivven-schema on 127.0.0.1:$REGISTRY_PORT"
+(cd "$T/registry" && exec "$RIVVEN_SCHEMA_BIN" serve --host 127.0.0.1 --port "$REGISTRY_PORT") \
+  >"$T/registry.log" 2>&1 </dev/null &
+REGISTRY_PID=$!
+wait_until "the registry" 30 curl -sf "http://127.0.0.1:$REGISTRY_PORT/subjects"
+
+# --- schema, publication, slots, load ----------------------------------------------------
+log "table, publication and $SLOTS pairs of pgoutput slots (created before the load)"
+q "CREATE TABLE public.bench_rows (
+     id         bigint PRIMARY KEY,
+     account_id integer NOT NULL,
+     status     smallint NOT NULL,
+     amount     numeric(12,2) NOT NULL,
+     created_at timestamptz NOT NULL,
+     updated_at timestamptz NOT NULL,
+     email      text NOT NULL,
+     note       text NOT NULL)" >/dev/null
+q "CREATE PUBLICATION bench_pub FOR TABLE public.bench_rows" >/dev/null
+for i in $(seq 1 "$SLOTS"); do
+  q "SELECT pg_create_logical_replication_slot('bench_base_$i', 'pgoutput'),
+            pg_create_logical_replication_slot('bench_sy_$i', 'pgoutput')" >/dev/null
+done
+q "CHECKPOINT" >/dev/null
+
+START_LSN=$(q "SELECT pg_current_wal_insert_lsn()")
+per_txn=$((ROWS / TXNS))
+log "loading $ROWS rows in $TXNS transactions"
+t_load=$EPOCHREALTIME
+{
+  lo=1
+  for t in $(seq 1 "$TXNS"); do
+    hi=$((t == TXNS ? ROWS : lo + per_txn - 1))
+    cat <<SQL
+INSERT INTO public.bench_rows
+SELECT g, (g % 100000)::int, (g % 7)::smallint, ((g * 7919) % 10000000) / 100.0,
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second',
+       timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second' + interval '7 minutes',
+       'user' || g || '@example.com',
+       md5(g::text) || md5((g + 1)::text) || left(md5((g + 2)::text), 16)
+FROM generate_series($lo, $hi) AS g;
+SQL
+    lo=$((hi + 1))
+  done
+} >"$T/load.sql"
+psql_ -d bench -f "$T/load.sql" >/dev/null
+load_s=$(python3 -c "print(f'{$EPOCHREALTIME - $t_load:.1f}')")
+# End of the workload: the insert position after the last commit (pg_current_wal_lsn() may
+# precede it), then one marker transaction after it so every reader has a record past E.
+E=$(q "SELECT pg_current_wal_insert_lsn()")
+q "INSERT INTO public.bench_rows VALUES ($((ROWS + 1)), 0, 0, 0, now(), now(), 'marker', 'marker')" >/dev/null
+q "CHECKPOINT" >/dev/null
+WAL_BYTES=$(q "SELECT pg_wal_lsn_diff('$E', '$START_LSN')::bigint")
+ROW_BYTES=$(q "SELECT round(avg(pg_column_size(t.*)), 1) FROM public.bench_rows t WHERE id <= $ROWS")
+TEXT_BYTES=$(q "SELECT round(avg(length(t::text)), 1) FROM public.bench_rows t WHERE id <= $ROWS")
+COUNT=$(q "SELECT count(*) FROM public.bench_rows WHERE id <= $ROWS")
+[ "$COUNT" = "$ROWS" ] || die "loaded $COUNT rows, expected $ROWS"
+log "loaded in ${load_s}s; E=$E; WAL $((WAL_BYTES / 1048576)) MiB ($((WAL_BYTES / ROWS)) B/row); row $ROW_BYTES B (pg_column_size), $TEXT_BYTES B as text"
+
+# --- runs --------------------------------------------------------------------------------
+RESULTS_TSV=$T/results.tsv
+printf 'pair\tslot\tkind\tload1_start\tload1_end\tseconds\trows_per_s\tcpu_s\tws_cpu_s\tbroker_cpu_s\thwm_kib\tcheck\n' >"$RESULTS_TSV"
+
+run_baseline() { # slot-index pair → appends a row
+  local i=$1 pair=$2 l0 l1 t0 t1 pm0 pm1 rc secs
+  l0=$(load1); pm0=$(child_ticks "$POSTMASTER")
+  t0=$EPOCHREALTIME
+  timeout "$RUN_TIMEOUT" "$PG_BINDIR/pg_recvlogical" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench \
+    --slot "bench_base_$i" --start --endpos "$E" -o proto_version=1 -o publication_names=bench_pub \
+    --no-loop -f /dev/null 2>"$T/recvlogical-$i.log" &
+  RECV_PID=$!
+  rc=0; wait "$RECV_PID" || rc=$?
+  RECV_PID=
+  t1=$EPOCHREALTIME
+  [ "$rc" = 0 ] || die "pg_recvlogical exited $rc: $(tail -5 "$T/recvlogical-$i.log")"
+  sleep 0.3 # the walsender exits and is reaped by the postmaster: its CPU lands in cutime
+  pm1=$(child_ticks "$POSTMASTER"); l1=$(load1)
+  secs=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
+  printf '%s\t%s\tbaseline\t%s\t%s\t%s\t%s\t\t%s\t\t\t%s\n' "$pair" "$i" "$l0" "$l1" "$secs" \
+    "$(python3 -c "print(round($ROWS / ($t1 - $t0)))")" \
+    "$(python3 -c "print(f'{($pm1 - $pm0) / $CLK_TCK:.2f}')")" "endpos reached" >>"$RESULTS_TSV"
+  log "pair $pair A pg_recvlogical: ${secs}s (load1 $l0 → $l1)"
+}
+
+write_config() { # slot-index → path
+  local i=$1 cfg=$T/sy/routes-$i.toml
+  cat >"$cfg" <<TOML
+# switchyard config for CDC benchmark run $i (generated by benches/cdc.sh)
+[server]
+listen = "127.0.0.1:$(free_port)"
+
+[kafka]
+bootstrap_servers = "127.0.0.1:$KAFKA_PORT"
+
+[schema_registry]
+url = "http://127.0.0.1:$REGISTRY_PORT"
+
+[dlq]
+url = "sqlite://dlq-$i.db"
+
+[sources.bench]
+type = "postgres"
+url = "postgres://postgres@127.0.0.1:$PG_PORT/bench?sslmode=disable"
+slot = "bench_sy_$i"
+publication = "bench_pub"
+tables = ["public.bench_rows"]
+heartbeat_interval = "1h"
+
+[[routes]]
+name = "bench"
+source = "bench"
+topic = "bench.run$i.bench_rows"
+TOML
+  printf '%s\n' "$cfg"
+}
+
+run_switchyard() { # slot-index pair → appends a row
+  local i=$1 pair=$2 cfg l0 l1 t0 t1 cpu1 b0 b1 ws= ws_ticks= hwm done_ deadline check secs dl n
+  cfg=$(write_config "$i")
+  "$SY" -c "$cfg" check >"$T/sy/check-$i.log" 2>&1 || die "switchyard check failed: $(cat "$T/sy/check-$i.log")"
+  l0=$(load1); b0=$(cpu_ticks "$TANSU_PID")
+  t0=$EPOCHREALTIME
+  SWITCHYARD_LOG=${SWITCHYARD_LOG:-info} "$SY" -c "$cfg" run >"$T/sy/daemon-$i.log" 2>&1 </dev/null &
+  DAEMON_PID=$!
+  deadline=$((SECONDS + RUN_TIMEOUT)); done_=f
+  while :; do
+    done_=$(poll_sql "SELECT coalesce(confirmed_flush_lsn >= '$E'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = 'bench_sy_$i'")
+    [ "$done_" = t ] && break
+    if [ -z "$ws" ]; then
+      ws=$(poll_sql "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = 'switchyard-bench'")
+      [ "$ws" = 0 ] && ws=
+    fi
+    kill -0 "$DAEMON_PID" 2>/dev/null || { tail -30 "$T/sy/daemon-$i.log" >&2; die "switchyard exited before the slot reached $E"; }
+    [ "$SECONDS" -lt "$deadline" ] || { tail -30 "$T/sy/daemon-$i.log" >&2; die "switchyard: slot bench_sy_$i did not reach $E in ${RUN_TIMEOUT}s"; }
+    sleep "$POLL"
+  done
+  t1=$EPOCHREALTIME
+  cpu1=$(cpu_ticks "$DAEMON_PID"); hwm=$(hwm_kib "$DAEMON_PID"); b1=$(cpu_ticks "$TANSU_PID"); l1=$(load1)
+  [ -n "$ws" ] && [ -r "/proc/$ws/stat" ] && ws_ticks=$(cpu_ticks "$ws")
+  stop_pid "$DAEMON_PID" "$STOP_TIMEOUT"
+  DAEMON_PID=
+  # Count check: every event up to E was acknowledged by Kafka or dead-lettered (the slot only
+  # advances past a commit whose events are durable); none may be in the DLQ.
+  dl=$(cd "$T/sy" && "$SY" -c "$cfg" dlq stats --format json 2>>"$T/sy/dlq-$i.log" \
+    | python3 -c 'import json,sys; print(sum(r["count"] for r in json.load(sys.stdin)))') \
+    || die "switchyard dlq stats failed: $(cat "$T/sy/dlq-$i.log")"
+  [ "$dl" = 0 ] || die "run $i dead-lettered $dl events (see $T/sy/daemon-$i.log)"
+  check="slot>=E, DLQ 0"
+  if [ "${STORAGE%%:*}" = memory ]; then
+    n=$(timeout "$RUN_TIMEOUT" "$SY" -c "$cfg" tail "bench.run$i.bench_rows" --idle 5s 2>"$T/sy/tail-$i.log" | wc -l)
+    [ "$n" -ge "$((ROWS + 1))" ] || die "run $i: $n messages on bench.run$i.bench_rows, expected $((ROWS + 1)) (rows + marker)"
+    check+=", $n msgs"
+  fi
+  secs=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
+  printf '%s\t%s\tswitchyard\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pair" "$i" "$l0" "$l1" "$secs" \
+    "$(python3 -c "print(round($ROWS / ($t1 - $t0)))")" \
+    "$(python3 -c "print(f'{$cpu1 / $CLK_TCK:.2f}')")" \
+    "$([ -n "$ws_ticks" ] && python3 -c "print(f'{$ws_ticks / $CLK_TCK:.2f}')")" \
+    "$(python3 -c "print(f'{($b1 - $b0) / $CLK_TCK:.2f}')")" "$hwm" "$check" >>"$RESULTS_TSV"
+  log "pair $pair B switchyard: ${secs}s (load1 $l0 → $l1), RSS peak $((hwm / 1024)) MiB"
+  grep -E ' (WARN|ERROR) ' "$T/sy/daemon-$i.log" | head -5 >&2 || true
+}
+
+slot=0 pair=0 spares=$SPARE
+while [ "$pair" -lt "$PAIRS" ]; do
+  pair=$((pair + 1)); slot=$((slot + 1))
+  la=$(load1)
+  run_baseline "$slot" "$pair"
+  sleep 1
+  lb=$(load1)
+  run_switchyard "$slot" "$pair"
+  sleep 1
+  if python3 -c "import sys; sys.exit(0 if abs($lb - $la) > 1 else 1)" && [ "$spares" -gt 0 ]; then
+    log "pair $pair: load1 moved from $la to $lb (> 1): rerunning it on spare slots"
+    sed -i "s/^$pair\t$slot\t/${pair}x\t$slot\t/" "$RESULTS_TSV"
+    spares=$((spares - 1)); pair=$((pair - 1))
+  fi
+done
+[ -n "$RESULTS" ] && cp "$RESULTS_TSV" "$RESULTS"
+cp "$RESULTS_TSV" "$T/results-final.tsv"
+
+# --- report ------------------------------------------------------------------------------
+echo
+echo "CDC benchmark: $ROWS rows (${ROW_BYTES} B/row pg_column_size, ${TEXT_BYTES} B as text) in $TXNS transactions; WAL $((WAL_BYTES / 1048576)) MiB; broker storage $STORAGE"
+echo "broker: Tansu peak RSS $(($(hwm_kib "$TANSU_PID") / 1024)) MiB"
+echo "machine: $(nproc) cores, $(uname -r), load1 now $(load1); switchyard $("$SY" --version 2>/dev/null || echo '?') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified'))"
+python3 - "$RESULTS_TSV" "$ROWS" <<'PY'
+import csv, statistics, sys
+path, rows = sys.argv[1], int(sys.argv[2])
+runs = list(csv.DictReader(open(path), delimiter="\t"))
+pairs = {}
+for r in runs:
+    pairs.setdefault(r["pair"], {})[r["kind"]] = r
+print()
+print(f"{'pair':<5} {'load1 A':>7} {'recvlogical rows/s':>18} {'walsender CPU-s':>15} "
+      f"{'load1 B':>7} {'switchyard rows/s':>17} {'ratio':>6} {'sy CPU-s':>8} {'sy CPU-s/M':>10} "
+      f"{'walsender CPU-s':>15} {'broker CPU-s':>12} {'RSS MiB':>7}  check")
+ratios, cpm, rss, kept = [], [], [], []
+for p, d in pairs.items():
+    a, b = d.get("baseline"), d.get("switchyard")
+    if not a or not b:
+        continue
+    ratio = float(b["rows_per_s"]) / float(a["rows_per_s"])
+    c = float(b["cpu_s"]) / rows * 1e6
+    mib = int(b["hwm_kib"]) / 1024
+    flag = "" if not p.endswith("x") else "  (load moved > 1: rerun, not counted)"
+    print(f"{p:<5} {a['load1_start']:>7} {int(a['rows_per_s']):>18,} {a['ws_cpu_s'] or '-':>15} "
+          f"{b['load1_start']:>7} {int(b['rows_per_s']):>17,} {ratio:>6.3f} {float(b['cpu_s']):>8.2f} "
+          f"{c:>10.2f} {b['ws_cpu_s'] or '-':>15} {b['broker_cpu_s']:>12} {mib:>7.1f}  {b['check']}{flag}")
+    if not p.endswith("x"):
+        ratios.append(ratio); cpm.append(c); rss.append(mib)
+        kept.append((float(a["rows_per_s"]), float(b["rows_per_s"])))
+if not ratios:
+    sys.exit("no complete pair")
+print()
+print(f"median ratio switchyard/pg_recvlogical: {statistics.median(ratios):.3f} "
+      f"(min {min(ratios):.3f}, max {max(ratios):.3f}, n={len(ratios)})   target >= 0.5")
+print(f"median rows/s: pg_recvlogical {statistics.median(k[0] for k in kept):,.0f}, "
+      f"switchyard {statistics.median(k[1] for k in kept):,.0f}")
+print(f"switchyard CPU-s per million rows (median): {statistics.median(cpm):.2f}")
+print(f"switchyard peak RSS (max VmHWM): {max(rss):.1f} MiB   target < 200 MiB")
+PY
