@@ -248,6 +248,10 @@ async fn kill_9_at_random_points_while_50k_rows_are_written_loses_no_committed_r
         .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL)")
         .await
         .expect("schema");
+    client
+        .batch_execute("SELECT pg_create_logical_replication_slot('audit', 'test_decoding')")
+        .await
+        .expect("an audit slot that records each row's commit position");
     let port = crate::support::free_port();
     let path = dir.path().join("routes.toml");
     std::fs::write(
@@ -326,6 +330,7 @@ topic = "items"
             }
         })
     };
+    let mut samples = Vec::new();
     for (round, at) in kill_at.iter().enumerate() {
         let deadline = std::time::Instant::now() + Duration::from_secs(60);
         loop {
@@ -340,7 +345,35 @@ topic = "items"
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         sy.kill(); // SIGKILL
+        // What the slot confirmed, and what Kafka holds, at the moment of the kill.
+        let confirmed = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'")
+            .await
+            .expect("confirmed lsn");
+        let held = tokio::task::spawn_blocking({
+            let bootstrap = broker.bootstrap();
+            move || read_topic(&bootstrap, "items", usize::MAX, Duration::from_secs(3))
+        })
+        .await
+        .expect("consumer");
+        let dec = decoder(&registry.url());
+        let mut ids = std::collections::HashSet::new();
+        for r in &held {
+            let (_, k) = decode(&dec, r.key.as_ref().expect("key")).await;
+            ids.insert(k["id"].as_i64().expect("id"));
+        }
+        samples.push((confirmed, ids));
         sy = start(round + 1);
+        // The restarted process takes over the slot and moves it on before the next kill.
+        let restarted = std::time::Instant::now();
+        wait_for_async("the restarted process to advance the slot", Duration::from_secs(60), || async {
+            let now = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await?;
+            (now > confirmed).then_some(())
+        })
+        .await;
+        eprintln!(
+            "restart {round}: slot advanced after {:?}",
+            restarted.elapsed()
+        );
     }
     writer.await.expect("writer done");
 
@@ -377,6 +410,33 @@ topic = "items"
         records.len(),
         records.len() as i64 - rows
     );
+    // At every kill, each row whose commit the slot had confirmed was already in Kafka: the
+    // confirmed LSN never passed an event that was not acknowledged.
+    let commits = commit_ends(&client, "audit").await;
+    assert_eq!(commits.len() as i64, rows, "the audit slot saw every row");
+    for (k, (confirmed, held)) in samples.iter().enumerate() {
+        let covered: Vec<i64> = commits
+            .iter()
+            .filter(|(_, end)| *end <= *confirmed)
+            .map(|(id, _)| *id)
+            .collect();
+        let unacked: Vec<&i64> = covered
+            .iter()
+            .filter(|id| !held.contains(id))
+            .take(10)
+            .collect();
+        assert!(
+            unacked.is_empty(),
+            "kill {k}: the slot confirmed {} but rows of commits before it were not in Kafka: {unacked:?}",
+            switchyard::source::postgres::lsn::Lsn(*confirmed)
+        );
+        eprintln!(
+            "kill {k}: confirmed {} covered {} rows, all in Kafka ({} held)",
+            switchyard::source::postgres::lsn::Lsn(*confirmed),
+            covered.len(),
+            held.len()
+        );
+    }
     let end = lsn(&client, "SELECT pg_current_wal_lsn()::text")
         .await
         .expect("lsn");
@@ -893,6 +953,37 @@ async fn on_call_sees_the_slot_and_can_reset_it_only_when_it_is_not_in_use() {
         .expect("count")
         .get(0);
     assert_eq!(left, 0, "the slot is gone");
+}
+
+/// Each inserted row's id and the end LSN of its commit, from a `test_decoding` slot.
+async fn commit_ends(client: &tokio_postgres::Client, slot: &str) -> Vec<(i64, u64)> {
+    let rows = client
+        .query(
+            "SELECT lsn::text, data FROM pg_logical_slot_peek_changes($1, NULL, NULL)",
+            &[&slot],
+        )
+        .await
+        .expect("peek");
+    let mut out = Vec::new();
+    let mut open = Vec::new();
+    for r in rows {
+        let (at, data): (String, String) = (r.get(0), r.get(1));
+        if let Some(rest) = data.split("id[bigint]:").nth(1) {
+            let id: i64 = rest
+                .split(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("id");
+            open.push(id);
+        } else if data.starts_with("COMMIT") {
+            let end = at
+                .parse::<switchyard::source::postgres::lsn::Lsn>()
+                .expect("lsn")
+                .0;
+            out.extend(open.drain(..).map(|id| (id, end)));
+        }
+    }
+    out
 }
 
 /// Waits until switchyard has created `slot`.

@@ -227,3 +227,43 @@ fn postgres_tls_settings_are_checked_when_the_file_is_loaded() {
         Some(Path::new("/etc/switchyard/ca.pem"))
     );
 }
+
+#[test]
+fn snapshot_chunks_and_message_routes_are_checked() {
+    let text = format!(
+        "{BASE}\n[sources.db]\ntype = \"postgres\"\nurl = \"postgres://u@h/app\"\ntables = [\"public.orders\"]\n\
+         snapshot = \"initial\"\nsnapshot_chunk_rows = 0\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("conf/routes.toml:15:23: snapshot_chunk_rows = 0 is out of range"),
+        "{}",
+        errs[0]
+    );
+    let text = format!(
+        "{BASE}\n[sources.db]\ntype = \"postgres\"\nurl = \"postgres://u@h/app\"\ntables = [\"public.orders\"]\n\
+         [[routes]]\nname = \"all\"\nsource = \"db\"\nops = [\"insert\", \"message\"]\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].contains("takes messages, which belong to no table")
+            && errs[0].contains("topic = \"{source}.message\""),
+        "{}",
+        errs[0]
+    );
+    // A route of messages only gets `{source}.message` by default.
+    let ok = format!(
+        "{BASE}\n[sources.db]\ntype = \"postgres\"\nurl = \"postgres://u@h/app\"\ntables = [\"public.orders\"]\n\
+         snapshot = \"initial\"\n[[routes]]\nname = \"outbox\"\nsource = \"db\"\nops = [\"message\"]\n"
+    );
+    let config =
+        Config::from_str_with_env(Path::new("conf/routes.toml"), &ok, |_| None).expect("valid");
+    assert_eq!(
+        config.routes[0].topic.parts().len(),
+        2,
+        "{{source}} and \".message\""
+    );
+    assert_eq!(config.routes[0].ops, vec!["m".to_string()]);
+}

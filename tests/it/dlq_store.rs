@@ -286,6 +286,26 @@ async fn conformance(store: DlqStore) {
         vec![id1, id3]
     );
     assert!(left.iter().all(|d| d.status == Status::Pending));
+
+    // Source state (snapshot progress) is kept by key, last write wins.
+    assert_eq!(store.get_state("snapshot/appdb").await.expect("get"), None);
+    store
+        .put_state("snapshot/appdb", "{\"rows\":1}")
+        .await
+        .expect("put");
+    store
+        .put_state("snapshot/appdb", "{\"rows\":2}")
+        .await
+        .expect("put");
+    store.put_state("snapshot/other", "x").await.expect("put");
+    assert_eq!(
+        store
+            .get_state("snapshot/appdb")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some("{\"rows\":2}")
+    );
 }
 
 #[tokio::test]
