@@ -1089,3 +1089,76 @@ async fn logical_decoding_messages_reach_their_route_and_heartbeats_do_not() {
     assert_eq!(v["op"], "c", "the row route takes rows, not messages");
     daemon::stop(sy).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_240_mb_transaction_streams_through_in_bounded_memory() {
+    let stack = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("bigtx").await;
+    let client = connect(&pg, &db).await;
+    client
+        .batch_execute("CREATE TABLE blobs (id bigint PRIMARY KEY, body text NOT NULL)")
+        .await
+        .expect("schema");
+    let path = stack.dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             [schema_registry]\nurl = \"{}\"\n[sources.appdb]\ntype = \"postgres\"\nurl = \"{}\"\n\
+             tables = [\"public.blobs\"]\n[[routes]]\nname = \"r\"\nsource = \"appdb\"\ntopic = \"blobs\"\n",
+            stack.broker.bootstrap(),
+            stack.registry.url(),
+            pg.url(&db)
+        ),
+    )
+    .expect("config");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.args(["run", "-c"]).arg(&path);
+    let sy = crate::support::ChildGuard::spawn(
+        "switchyard",
+        cmd,
+        stack.dir.path().join("switchyard.log"),
+    );
+    wait_for_slot(&client, "switchyard_appdb").await;
+    // One transaction of 120,000 rows of 1,920 bytes: about 240 MB of row data.
+    let rows = 120_000;
+    client
+        .batch_execute(&format!(
+            "INSERT INTO blobs SELECT g, repeat(md5(g::text), 60) FROM generate_series(1, {rows}) g"
+        ))
+        .await
+        .expect("big transaction");
+    let end = lsn(&client, "SELECT pg_current_wal_lsn()::text")
+        .await
+        .expect("lsn");
+    client
+        .batch_execute("SELECT pg_logical_emit_message(false, 'test', 'after')")
+        .await
+        .expect("marker");
+    // The slot passes the transaction only once every one of its rows is acknowledged.
+    wait_for_async(
+        "the slot to pass the big transaction",
+        Duration::from_secs(300),
+        || async {
+            let confirmed = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await?;
+            (confirmed >= end).then_some(())
+        },
+    )
+    .await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", sy.pid())).expect("status");
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .expect("VmHWM");
+    eprintln!(
+        "240 MB transaction: switchyard peak RSS {} MiB",
+        peak_kib / 1024
+    );
+    assert!(
+        peak_kib < 160 * 1024,
+        "switchyard held {} MiB at its peak: the transaction was buffered, not streamed",
+        peak_kib / 1024
+    );
+}
