@@ -151,11 +151,10 @@ q() { psql_ -d bench -c "$1"; }
 # and its exiting backends would land in the postmaster's child CPU.
 coproc SQL { exec "$PG_BINDIR/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench -XAtq 2>&1; }
 PSQL_COPROC_PID=$SQL_PID
-poll_sql() { # one-row, one-column query on the polling session
-  local line
+poll_sql() { # one-row, one-column query on the polling session → $POLLED (no subshell: the
+  # coprocess's descriptors are not inherited by command substitutions)
   printf '%s\n' "$1" >&"${SQL[1]}"
-  IFS= read -r -t 10 line <&"${SQL[0]}" || die "polling session did not answer: $1"
-  printf '%s\n' "$line"
+  IFS= read -r -t 10 POLLED <&"${SQL[0]}" || die "polling session did not answer: $1"
 }
 
 # --- Tansu and rivven-schema -------------------------------------------------------------
@@ -206,7 +205,7 @@ SELECT g, (g % 100000)::int, (g % 7)::smallint, ((g * 7919) % 10000000) / 100.0,
        timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second',
        timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second' + interval '7 minutes',
        'user' || g || '@example.com',
-       md5(g::text) || md5((g + 1)::text) || left(md5((g + 2)::text), 16)
+       md5(g::text) || md5((g + 1)::text) || md5((g + 2)::text) || left(md5((g + 3)::text), 7)
 FROM generate_series($lo, $hi) AS g;
 SQL
     lo=$((hi + 1))
@@ -284,20 +283,20 @@ TOML
 }
 
 run_switchyard() { # slot-index pair → appends a row
-  local i=$1 pair=$2 cfg l0 l1 t0 t1 cpu1 b0 b1 ws= ws_ticks= hwm done_ deadline check secs dl n
+  local i=$1 pair=$2 cfg l0 l1 t0 t1 cpu1 b0 b1 ws= ws_ticks= hwm deadline check secs dl n
   cfg=$(write_config "$i")
   "$SY" -c "$cfg" check >"$T/sy/check-$i.log" 2>&1 || die "switchyard check failed: $(cat "$T/sy/check-$i.log")"
   l0=$(load1); b0=$(cpu_ticks "$TANSU_PID")
   t0=$EPOCHREALTIME
   SWITCHYARD_LOG=${SWITCHYARD_LOG:-info} "$SY" -c "$cfg" run >"$T/sy/daemon-$i.log" 2>&1 </dev/null &
   DAEMON_PID=$!
-  deadline=$((SECONDS + RUN_TIMEOUT)); done_=f
+  deadline=$((SECONDS + RUN_TIMEOUT))
   while :; do
-    done_=$(poll_sql "SELECT coalesce(confirmed_flush_lsn >= '$E'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = 'bench_sy_$i'")
-    [ "$done_" = t ] && break
+    poll_sql "SELECT coalesce(confirmed_flush_lsn >= '$E'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = 'bench_sy_$i'"
+    [ "$POLLED" = t ] && break
     if [ -z "$ws" ]; then
-      ws=$(poll_sql "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = 'switchyard-bench'")
-      [ "$ws" = 0 ] && ws=
+      poll_sql "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = 'switchyard-bench'"
+      [ "$POLLED" != 0 ] && ws=$POLLED
     fi
     kill -0 "$DAEMON_PID" 2>/dev/null || { tail -30 "$T/sy/daemon-$i.log" >&2; die "switchyard exited before the slot reached $E"; }
     [ "$SECONDS" -lt "$deadline" ] || { tail -30 "$T/sy/daemon-$i.log" >&2; die "switchyard: slot bench_sy_$i did not reach $E in ${RUN_TIMEOUT}s"; }

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use crate::config::{Config, SourceKind};
 use crate::dlq::{DlqError, DlqStore};
 use crate::pipeline::{Pipeline, PipelineError};
+use crate::source::health::SourceHealth;
 use crate::source::postgres::stream::PostgresSource;
 use crate::source::webhook::{WebhookSource, error};
 
@@ -62,7 +63,13 @@ impl Daemon {
         let dlq = Arc::new(DlqStore::open(&config.dlq.store).await?);
         let pipeline = Arc::new(Pipeline::new(&config)?.with_dlq(Arc::clone(&dlq)));
         let retention = tokio::spawn(purge_periodically(Arc::clone(&dlq), config.dlq.retain));
-        let app = app(&config, Arc::clone(&pipeline), Arc::clone(&dlq));
+        let health = Arc::new(SourceHealth::default());
+        let app = app(
+            &config,
+            Arc::clone(&pipeline),
+            Arc::clone(&dlq),
+            Arc::clone(&health),
+        );
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|source| StartError::Listen {
@@ -77,8 +84,13 @@ impl Daemon {
         let mut source_tasks = Vec::new();
         for (name, source) in &config.sources {
             if let SourceKind::Postgres(pg) = &source.kind {
-                let src =
-                    PostgresSource::new(name, pg.clone(), Arc::clone(&pipeline), Arc::clone(&dlq));
+                let src = PostgresSource::new(
+                    name,
+                    pg.clone(),
+                    Arc::clone(&pipeline),
+                    Arc::clone(&dlq),
+                    Arc::clone(&health),
+                );
                 source_tasks.push(tokio::spawn(src.run(sources_stopped.clone())));
             }
         }
@@ -148,7 +160,12 @@ impl Daemon {
 }
 
 /// The HTTP application: one POST route per webhook source, health, and JSON 404/405.
-pub fn app(config: &Config, pipeline: Arc<Pipeline>, dlq: Arc<DlqStore>) -> Router {
+pub fn app(
+    config: &Config,
+    pipeline: Arc<Pipeline>,
+    dlq: Arc<DlqStore>,
+    health: Arc<SourceHealth>,
+) -> Router {
     let mut router = Router::new();
     for (name, source) in &config.sources {
         let SourceKind::Webhook(wh) = &source.kind else {
@@ -186,7 +203,8 @@ pub fn app(config: &Config, pipeline: Arc<Pipeline>, dlq: Arc<DlqStore>) -> Rout
             "/readyz",
             get(move || {
                 let p = Arc::clone(&ready);
-                async move { readiness(&p).await }
+                let h = Arc::clone(&health);
+                async move { readiness(&p, &h).await }
             }),
         )
         .fallback(|| async {
@@ -206,9 +224,12 @@ pub fn app(config: &Config, pipeline: Arc<Pipeline>, dlq: Arc<DlqStore>) -> Rout
         .layer(DefaultBodyLimit::max(config.server.max_body_bytes))
 }
 
-async fn readiness(pipeline: &Pipeline) -> Response {
+/// Ready means webhooks can be taken (Kafka answers). The CDC sources' states ride along, so
+/// on-call sees a failing source and why, without a failing source taking webhooks offline.
+async fn readiness(pipeline: &Pipeline, health: &SourceHealth) -> Response {
     match pipeline.sink().is_reachable(Duration::from_secs(2)).await {
-        Ok(()) => axum::Json(json!({"status": "ready", "kafka": "ok"})).into_response(),
+        Ok(()) => axum::Json(json!({"status": "ready", "kafka": "ok", "sources": health.all()}))
+            .into_response(),
         Err(e) => error(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",

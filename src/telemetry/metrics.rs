@@ -12,6 +12,8 @@ pub const SLOT_LAG_BYTES: &str = "switchyard_slot_lag_bytes";
 pub const SNAPSHOT_ROWS_TOTAL: &str = "switchyard_snapshot_rows_total";
 /// How far the initial snapshot is (0 to 1, from the tables' estimated sizes), by source.
 pub const SNAPSHOT_PROGRESS: &str = "switchyard_snapshot_progress_ratio";
+/// 1 while a source works (connecting, snapshotting, streaming), 0 while it fails.
+pub const SOURCE_UP: &str = "switchyard_source_up";
 /// Dead letters written since start, by route and error class.
 pub const DEAD_LETTERS_TOTAL: &str = "switchyard_dead_letters_total";
 
@@ -28,6 +30,8 @@ pub struct Metrics {
     pub snapshot_rows: IntCounterVec,
     /// See [`SNAPSHOT_PROGRESS`].
     pub snapshot_progress: GaugeVec,
+    /// See [`SOURCE_UP`].
+    pub source_up: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -61,6 +65,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["source"],
     )?;
+    let source_up = IntGaugeVec::new(
+        Opts::new(
+            SOURCE_UP,
+            "1 while the source works, 0 while it fails (see /readyz for the error)",
+        ),
+        &["source"],
+    )?;
+    registry.register(Box::new(source_up.clone()))?;
     registry.register(Box::new(snapshot_rows.clone()))?;
     registry.register(Box::new(snapshot_progress.clone()))?;
     registry.register(Box::new(slot_lag.clone()))?;
@@ -73,6 +85,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         slot_lag,
         snapshot_rows,
         snapshot_progress,
+        source_up,
     })
 }
 

@@ -1162,3 +1162,102 @@ async fn a_240_mb_transaction_streams_through_in_bounded_memory() {
         peak_kib / 1024
     );
 }
+
+/// The state and error `/readyz` reports for `source`.
+async fn source_state(url: &str, source: &str) -> Option<(String, String)> {
+    let body: serde_json::Value = reqwest::get(format!("{url}/readyz"))
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    let s = &body["sources"][source];
+    Some((
+        s["state"].as_str()?.to_string(),
+        s["error"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preflight_errors_say_what_to_fix_and_the_source_recovers_once_fixed() {
+    let stack = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("preflight").await;
+    let admin = connect(&pg, &db).await;
+    admin
+        .batch_execute(
+            "CREATE ROLE cdc LOGIN;
+             CREATE TABLE t (id int PRIMARY KEY);
+             CREATE TABLE nokey (v text);
+             CREATE PUBLICATION pub FOR TABLE t, nokey;",
+        )
+        .await
+        .expect("setup");
+    admin
+        .batch_execute(
+            "SELECT pg_create_logical_replication_slot('switchyard_preflight', 'test_decoding')",
+        )
+        .await
+        .expect("a slot of another plugin");
+    let path = stack.dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             [schema_registry]\nurl = \"{}\"\n[sources.preflight]\ntype = \"postgres\"\n\
+             url = \"postgres://cdc@127.0.0.1:{}/{db}\"\npublication = \"pub\"\n\
+             tables = [\"public.t\", \"public.nokey\"]\n[[routes]]\nname = \"r\"\nsource = \"preflight\"\n",
+            stack.broker.bootstrap(),
+            stack.registry.url(),
+            pg.port()
+        ),
+    )
+    .expect("config");
+    let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
+
+    // Each problem in turn: the error names the fix; once it is applied the source goes on.
+    let steps: [(&str, &str); 4] = [
+        ("ALTER ROLE cdc REPLICATION", "ALTER ROLE cdc REPLICATION"),
+        (
+            "GRANT SELECT ON public.",
+            "GRANT SELECT ON ALL TABLES IN SCHEMA public TO cdc",
+        ),
+        (
+            "ALTER TABLE public.nokey REPLICA IDENTITY FULL",
+            "ALTER TABLE nokey REPLICA IDENTITY FULL",
+        ),
+        (
+            "uses plugin Some(\"test_decoding\"), not pgoutput",
+            "SELECT pg_drop_replication_slot('switchyard_preflight')",
+        ),
+    ];
+    for (says, fix) in steps {
+        let (state, error) = wait_for_async(
+            &format!("the source to fail with `{says}`"),
+            Duration::from_secs(90),
+            || async {
+                let (state, error) = source_state(&url, "preflight").await?;
+                error.contains(says).then_some((state, error))
+            },
+        )
+        .await;
+        assert_eq!(state, "failing", "{error}");
+        admin.batch_execute(fix).await.expect("fix");
+    }
+    wait_for_async("the source to stream", Duration::from_secs(90), || async {
+        let (state, _) = source_state(&url, "preflight").await?;
+        (state == "streaming").then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("switchyard_source_up{source=\"preflight\"} 1"),
+        "{metrics}"
+    );
+    daemon::stop(sy).await;
+}

@@ -137,6 +137,9 @@ impl PostgresSource {
             Err(e) => return Err(SourceError::State(e.to_string())),
         };
         let saved = saved.filter(|p| p.slot == self.cfg.slot);
+        if slot.is_none() || saved.as_ref().is_some_and(|p| !p.done) {
+            self.health.set(&self.name, "snapshotting", None);
+        }
         match (slot, saved) {
             (None, _) => {
                 let tables = self.published_tables(client).await?;

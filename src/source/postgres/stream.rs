@@ -23,7 +23,7 @@ use futures::stream::FuturesUnordered;
 use pgwire_replication::{Lsn as WireLsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use tokio::sync::watch;
 use tokio_postgres::{Client, NoTls};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::pgoutput::{self, Datum, Message, OldTuple, Relation, Tuple};
 use crate::ack::{AckToken, Checkpoint, Delivery, Seq};
@@ -33,6 +33,7 @@ use crate::event::{
     ChangeColumn, ChangePayload, Event, EventId, MessagePayload, Payload, now_micros,
 };
 use crate::pipeline::Pipeline;
+use crate::source::health::SourceHealth;
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -111,6 +112,8 @@ pub struct PostgresSource {
     pub(super) state: Arc<DlqStore>,
     /// The database name, from the URL.
     pub(super) database: String,
+    /// Where the source reports what it is doing.
+    pub(super) health: Arc<SourceHealth>,
 }
 
 type AckFuture = Pin<Box<dyn Future<Output = (Seq, String, Delivery)> + Send>>;
@@ -122,6 +125,7 @@ impl PostgresSource {
         cfg: PostgresSourceConfig,
         pipeline: Arc<Pipeline>,
         state: Arc<DlqStore>,
+        health: Arc<SourceHealth>,
     ) -> Self {
         let database = target(&cfg.url).map(|t| t.database).unwrap_or_default();
         PostgresSource {
@@ -130,6 +134,7 @@ impl PostgresSource {
             pipeline,
             state,
             database,
+            health,
         }
     }
 
@@ -161,10 +166,16 @@ impl PostgresSource {
             if *stop.borrow() {
                 return;
             }
+            self.health.set(&self.name, "connecting", None);
             match self.session(&mut stop).await {
                 Ok(()) => return,
+                Err(e @ SourceError::Preflight(_)) => {
+                    error!(source = %self.name, error = %e, retry_in = ?wait, "postgres source cannot start; retrying");
+                    self.health.set(&self.name, "failing", Some(e.to_string()));
+                }
                 Err(e) => {
                     warn!(source = %self.name, error = %e, retry_in = ?wait, "postgres source stopped; reconnecting");
+                    self.health.set(&self.name, "failing", Some(e.to_string()));
                 }
             }
             tokio::select! {
@@ -190,6 +201,19 @@ impl PostgresSource {
         if wal != "logical" {
             return Err(SourceError::Preflight(format!(
                 "wal_level is `{wal}`, logical replication needs `logical`: run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL"
+            )));
+        }
+        let role = client
+            .query_one(
+                "SELECT current_user::text, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .map_err(sql)?;
+        let (user, may_replicate): (String, bool) = (role.get(0), role.get(1));
+        if !may_replicate {
+            return Err(SourceError::Preflight(format!(
+                "role {user} may not use replication: run ALTER ROLE {user} REPLICATION (on Amazon RDS and Aurora: GRANT rds_replication TO {user})"
             )));
         }
         let publication = &self.cfg.publication;
@@ -225,8 +249,9 @@ impl PostgresSource {
                 .await
                 .map_err(|e| {
                     SourceError::Preflight(format!(
-                        "creating publication {publication}: {}",
-                        sql(e)
+                        "creating publication {publication}: {}. Creating it needs ownership of the tables (or superuser); or have their owner run: CREATE PUBLICATION \"{publication}\" FOR {}",
+                        sql(e),
+                        parts.join(", ")
                     ))
                 })?;
             info!(source = %self.name, publication, "created publication");
@@ -243,6 +268,21 @@ impl PostgresSource {
             )
             .await
             .map_err(sql)?;
+        let unreadable = client
+            .query(
+                "SELECT schemaname || '.' || tablename FROM pg_publication_tables
+                 WHERE pubname = $1
+                   AND NOT has_table_privilege(quote_ident(schemaname) || '.' || quote_ident(tablename), 'SELECT')",
+                &[publication],
+            )
+            .await
+            .map_err(sql)?;
+        if let Some(row) = unreadable.first() {
+            let table: String = row.get(0);
+            return Err(SourceError::Preflight(format!(
+                "role {user} cannot read table {table}, which snapshots and unchanged-TOAST fills need: run GRANT SELECT ON {table} TO {user}"
+            )));
+        }
         if let Some(row) = keyless.first() {
             let table: String = row.get(0);
             return Err(SourceError::Preflight(format!(
@@ -394,6 +434,7 @@ impl PostgresSource {
             .await
             .map_err(|e| SourceError::Stream(e.to_string()))?;
         info!(source = %self.name, slot = %self.cfg.slot, from = %super::lsn::Lsn(confirmed), "streaming changes");
+        self.health.set(&self.name, "streaming", None);
 
         let mut relations: HashMap<u32, KnownRelation> = HashMap::new();
         let mut checkpoint: Checkpoint<u64> = Checkpoint::new(Some(confirmed));
