@@ -118,10 +118,17 @@ pub async fn run(config: &Config, command: &SlotCommand) -> anyhow::Result<ExitC
             client
                 .execute("SELECT pg_drop_replication_slot($1)", &[&pg.slot])
                 .await?;
-            eprintln!(
-                "dropped slot {}; the next start creates it at the current position. Re-snapshot the tables to recover changes made meanwhile.",
-                pg.slot
-            );
+            if pg.snapshot == crate::config::SnapshotMode::Initial {
+                eprintln!(
+                    "dropped slot {}; the next start creates it and takes a new snapshot (snapshot = \"initial\").",
+                    pg.slot
+                );
+            } else {
+                eprintln!(
+                    "dropped slot {}; the next start creates it at the current position. Changes made meanwhile are not captured: set snapshot = \"initial\" before the next start to copy the tables again.",
+                    pg.slot
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
