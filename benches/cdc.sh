@@ -153,7 +153,7 @@ coproc SQL { exec "$PG_BINDIR/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d be
 PSQL_COPROC_PID=$SQL_PID
 poll_sql() { # one-row, one-column query on the polling session → $POLLED (no subshell: the
   # coprocess's descriptors are not inherited by command substitutions)
-  printf '%s\n' "$1" >&"${SQL[1]}"
+  printf '%s;\n' "$1" >&"${SQL[1]}"
   IFS= read -r -t 10 POLLED <&"${SQL[0]}" || die "polling session did not answer: $1"
 }
 
@@ -326,7 +326,7 @@ run_switchyard() { # slot-index pair → appends a row
     "$([ -n "$ws_ticks" ] && python3 -c "print(f'{$ws_ticks / $CLK_TCK:.2f}')")" \
     "$(python3 -c "print(f'{($b1 - $b0) / $CLK_TCK:.2f}')")" "$hwm" "$check" >>"$RESULTS_TSV"
   log "pair $pair B switchyard: ${secs}s (load1 $l0 → $l1), RSS peak $((hwm / 1024)) MiB"
-  grep -E ' (WARN|ERROR) ' "$T/sy/daemon-$i.log" | head -5 >&2 || true
+  grep -E 'WARN|ERROR' "$T/sy/daemon-$i.log" | head -5 >&2 || true
 }
 
 slot=0 pair=0 spares=$SPARE

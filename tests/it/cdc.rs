@@ -1261,3 +1261,173 @@ async fn preflight_errors_say_what_to_fix_and_the_source_recovers_once_fixed() {
     );
     daemon::stop(sy).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mapped_type_decodes_to_the_right_value_from_snapshot_and_stream_alike() {
+    let stack = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("types").await;
+    let client = connect(&pg, &db).await;
+    let values = "-32768, 2147483647, -9223372036854775808, 1.5, -2.25e-300, true,
+        'naïve café ✓ 日本', 'x', 'ab', -99999999.9999, 12345678901234567890.123456789,
+        '2024-02-29', '23:59:59.999999', '2024-11-05 08:49:37.123456',
+        '2024-11-05 08:49:37.5+02', 'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11',
+        '{\"a\": [1, 2]}', '{\"b\": {\"c\": null}}', '\\x00ff10', '{1,NULL,3}',
+        '{\"a b\",\"c,d\",NULL}', 'happy', '1 day 02:03:04',
+        (SELECT string_agg(md5(g::text), '') FROM generate_series(1, 300) g)";
+    client
+        .batch_execute(&format!(
+            "CREATE TYPE mood AS ENUM ('sad', 'happy');
+             CREATE TABLE every_type (
+                id int PRIMARY KEY, i2 smallint, i4 integer, i8 bigint, f4 real,
+                f8 double precision, b boolean, t text, vc varchar(20), ch char(3),
+                n numeric(12,4), nu numeric, d date, tm time, ts timestamp, tz timestamptz,
+                u uuid, j json, jb jsonb, by bytea, ai int[], at text[], e mood, iv interval,
+                big text);
+             ALTER TABLE every_type ALTER COLUMN big SET STORAGE EXTERNAL;
+             INSERT INTO every_type VALUES (1, {values});"
+        ))
+        .await
+        .expect("schema and a row for the snapshot");
+    let path = stack.dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             [schema_registry]\nurl = \"{}\"\n[sources.appdb]\ntype = \"postgres\"\nurl = \"{}\"\n\
+             tables = [\"public.every_type\"]\nsnapshot = \"initial\"\n\
+             [[routes]]\nname = \"r\"\nsource = \"appdb\"\ntopic = \"types\"\n",
+            stack.broker.bootstrap(),
+            stack.registry.url(),
+            pg.url(&db)
+        ),
+    )
+    .expect("config");
+    let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
+    wait_for_async(
+        "the snapshot to finish",
+        Duration::from_secs(60),
+        || async {
+            let (state, _) = source_state(&url, "appdb").await?;
+            (state == "streaming").then_some(())
+        },
+    )
+    .await;
+    for sql in [
+        format!("INSERT INTO every_type VALUES (2, {values})"),
+        "INSERT INTO every_type (id) VALUES (3)".to_string(),
+        // `big` is TOASTed and unchanged: it must still arrive in full.
+        "UPDATE every_type SET i4 = 0 WHERE id = 2".to_string(),
+        "DELETE FROM every_type WHERE id = 3".to_string(),
+    ] {
+        client.batch_execute(&sql).await.expect("change");
+    }
+    // Truncate only once the update is through: the TOAST fill reads row 2 by key.
+    tokio::task::spawn_blocking({
+        let bootstrap = stack.broker.bootstrap();
+        move || read_topic(&bootstrap, "types", 6, Duration::from_secs(20))
+    })
+    .await
+    .expect("consumer");
+    client
+        .batch_execute("TRUNCATE every_type")
+        .await
+        .expect("truncate");
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = stack.broker.bootstrap();
+        move || read_topic(&bootstrap, "types", 7, Duration::from_secs(20))
+    })
+    .await
+    .expect("consumer");
+    let dec = decoder(&stack.registry.url());
+    // Partitions interleave: order by event id (commit LSN, then ordinal).
+    let mut records = records;
+    records.sort_by_key(|r| {
+        let id = r
+            .headers
+            .iter()
+            .find(|(h, _)| h == "switchyard.event_id")
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        let lsn = id
+            .split(':')
+            .next()
+            .and_then(|l| l.parse::<switchyard::source::postgres::lsn::Lsn>().ok())
+            .map_or(0, |l| l.0);
+        let ordinal: u64 = id
+            .rsplit(':')
+            .next()
+            .and_then(|o| o.parse().ok())
+            .unwrap_or(0);
+        (lsn, ordinal)
+    });
+    let mut seen = Vec::new();
+    for r in &records {
+        let key = match &r.key {
+            Some(k) => decode(&dec, k).await.1,
+            None => serde_json::Value::Null,
+        };
+        let value = if r.value.is_empty() {
+            serde_json::Value::Null
+        } else {
+            decode(&dec, &r.value).await.1
+        };
+        seen.push((key, value));
+    }
+    let ops: Vec<&str> = seen
+        .iter()
+        .map(|(_, v)| v["op"].as_str().unwrap_or("tombstone"))
+        .collect();
+    assert_eq!(ops, ["r", "c", "c", "u", "d", "tombstone", "t"]);
+    let big: String = client
+        .query_one(
+            "SELECT string_agg(md5(g::text), '') FROM generate_series(1, 300) g",
+            &[],
+        )
+        .await
+        .expect("big")
+        .get(0);
+    let expected = |id: i64, i4: i64| {
+        serde_json::json!({
+            "id": id, "i2": -32768, "i4": i4, "i8": i64::MIN, "f4": 1.5, "f8": -2.25e-300,
+            "b": true, "t": "naïve café ✓ 日本", "vc": "x", "ch": "ab ",
+            "n": "-99999999.9999", "nu": "12345678901234567890.123456789",
+            "d": 19782, "tm": 86_399_999_999i64, "ts": 1_730_796_577_123_456i64,
+            "tz": "2024-11-05T06:49:37.500000Z", "u": "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            "j": "{\"a\": [1, 2]}", "jb": "{\"b\": {\"c\": null}}", "by": "00ff10",
+            "ai": [1, null, 3], "at": ["a b", "c,d", null], "e": "happy",
+            "iv": "1 day 02:03:04", "big": big,
+        })
+    };
+    assert_eq!(
+        seen[0].1["after"],
+        expected(1, 2147483647),
+        "the snapshot read"
+    );
+    assert_eq!(
+        seen[1].1["after"],
+        expected(2, 2147483647),
+        "the streamed insert"
+    );
+    let nulls = &seen[2].1["after"];
+    assert_eq!(nulls["id"], 3);
+    for (name, v) in nulls.as_object().expect("row") {
+        assert!(name == "id" || v.is_null(), "{name} is NULL: {v}");
+    }
+    assert_eq!(
+        seen[3].1["after"],
+        expected(2, 0),
+        "the update carries the unchanged TOASTed column in full"
+    );
+    assert_eq!(seen[4].1["before"]["id"], 3);
+    assert_eq!(
+        seen[5].0,
+        serde_json::json!({"id": 3}),
+        "the tombstone's key"
+    );
+    assert_eq!(seen[6].0, serde_json::Value::Null, "a truncate has no key");
+    for (k, (key, _)) in seen.iter().enumerate().take(4) {
+        assert!(key["id"].is_i64(), "record {k} is keyed by id: {key}");
+    }
+    daemon::stop(sy).await;
+}

@@ -92,8 +92,12 @@ pub async fn decode(decoder: &AvroDecoder, bytes: &[u8]) -> (u32, serde_json::Va
     assert_eq!(bytes[0], 0, "magic byte must be 0");
     let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
     let decoded = decoder
-        .decode(Some(bytes))
+        .decode_with_schema(Some(bytes))
         .await
-        .unwrap_or_else(|e| panic!("schema id {id} does not decode at the registry: {e}"));
-    (id, switchyard::tail::avro_to_json(decoded.value))
+        .unwrap_or_else(|e| panic!("schema id {id} does not decode at the registry: {e}"))
+        .expect("a value");
+    (
+        id,
+        switchyard::tail::avro_to_json_typed(decoded.value, &decoded.schema.parsed),
+    )
 }

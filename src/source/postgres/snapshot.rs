@@ -15,6 +15,11 @@
 //! after the last saved key in a fresh snapshot, and the stream still starts at the slot's
 //! consistent point. Rows changed in between then arrive both as "r" and as a change:
 //! at-least-once, nothing missing. A table without a primary key is read again from its start.
+//!
+//! Locks: the copied tables are locked `ACCESS SHARE` for the whole copy (as Debezium does),
+//! so a TRUNCATE or rewriting ALTER waits instead of making a table look empty to the
+//! snapshot. One committed in the milliseconds between the slot's creation and the lock still
+//! reaches the stream after the consistent point, so consumers end in the right state.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -269,6 +274,23 @@ impl PostgresSource {
         stop: &watch::Receiver<bool>,
     ) -> Result<bool, SourceError> {
         let key = state_key(&self.name);
+        // TRUNCATE and table rewrites are not MVCC-safe: committed after the snapshot, they
+        // would make a table look empty to it. Holding ACCESS SHARE locks until the copy ends
+        // keeps them out (they wait; changes after the consistent point reach the stream).
+        let pending: Vec<String> = progress
+            .tables
+            .iter()
+            .filter(|t| !t.done)
+            .map(|t| format!("{}.{}", quote_ident(&t.schema), quote_ident(&t.table)))
+            .collect();
+        if !pending.is_empty() {
+            conn.batch_execute(&format!(
+                "SET LOCAL lock_timeout = '60s'; LOCK TABLE {} IN ACCESS SHARE MODE",
+                pending.join(", ")
+            ))
+            .await
+            .map_err(sql)?;
+        }
         let mut shapes = HashMap::new();
         let mut total = 0;
         let mut done = 0;
@@ -307,6 +329,7 @@ impl PostgresSource {
                 progress.tables[i].rows = 0;
             }
             let cursor = self.declare(shape, progress.tables[i].last_key.as_deref());
+            tracing::debug!(source = %self.name, sql = %cursor, estimate = shape.estimate, "snapshot cursor");
             conn.batch_execute(&cursor).await.map_err(sql)?;
             loop {
                 if *stop.borrow() {
