@@ -19,6 +19,9 @@
 #                     of each run with `switchyard tail` (broker memory then grows with ROWS×PAIRS)
 #   RUN_TIMEOUT=600   seconds one run may take; STOP_TIMEOUT=30 seconds for SIGTERM before SIGKILL
 #   POLL=0.1          seconds between polls of the switchyard slot's confirmed_flush_lsn
+#   PERF=0            1 samples the daemon with `perf record $PERF_ARGS` (default: flat, 499 Hz)
+#                     in each switchyard run
+#                     and prints its top symbols; profiled runs are slower, do not quote them
 #   KEEP=0            1 keeps the temp dir (logs, configs, cluster) after exit
 #   RESULTS=          also copy the per-run TSV there
 set -euo pipefail
@@ -33,6 +36,8 @@ RUN_TIMEOUT=${RUN_TIMEOUT:-600}
 STOP_TIMEOUT=${STOP_TIMEOUT:-30}
 POLL=${POLL:-0.1}
 KEEP=${KEEP:-0}
+PERF=${PERF:-0}
+PERF_ARGS=${PERF_ARGS:--F 499}
 RESULTS=${RESULTS:-}
 SLOTS=$((PAIRS + SPARE))
 CLK_TCK=$(getconf CLK_TCK)
@@ -70,7 +75,7 @@ mkdir -p "$T/pg" "$T/sy" "$T/registry"
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$T/pg"
 PGDATA=$T/pg/data
-TANSU_PID= REGISTRY_PID= DAEMON_PID= RECV_PID= PSQL_COPROC_PID= PG_STARTED=0
+TANSU_PID= REGISTRY_PID= DAEMON_PID= RECV_PID= PSQL_COPROC_PID= PERF_PID= PG_STARTED=0
 
 stop_pid() { # pid seconds: SIGTERM, then SIGKILL after the timeout
   local pid=$1 secs=$2 deadline
@@ -84,6 +89,7 @@ stop_pid() { # pid seconds: SIGTERM, then SIGKILL after the timeout
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  stop_pid "$PERF_PID" 10
   stop_pid "$DAEMON_PID" 5
   stop_pid "$RECV_PID" 5
   if [ -n "$PSQL_COPROC_PID" ]; then
@@ -290,6 +296,11 @@ run_switchyard() { # slot-index pair → appends a row
   t0=$EPOCHREALTIME
   SWITCHYARD_LOG=${SWITCHYARD_LOG:-info} "$SY" -c "$cfg" run >"$T/sy/daemon-$i.log" 2>&1 </dev/null &
   DAEMON_PID=$!
+  if [ "$PERF" = 1 ]; then
+    # shellcheck disable=SC2086
+    perf record $PERF_ARGS -p "$DAEMON_PID" -o "$T/sy/perf-$i.data" >"$T/sy/perf-$i.log" 2>&1 &
+    PERF_PID=$!
+  fi
   deadline=$((SECONDS + RUN_TIMEOUT))
   while :; do
     poll_sql "SELECT coalesce(confirmed_flush_lsn >= '$E'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = 'bench_sy_$i'"
@@ -305,6 +316,11 @@ run_switchyard() { # slot-index pair → appends a row
   t1=$EPOCHREALTIME
   cpu1=$(cpu_ticks "$DAEMON_PID"); hwm=$(hwm_kib "$DAEMON_PID"); b1=$(cpu_ticks "$TANSU_PID"); l1=$(load1)
   [ -n "$ws" ] && [ -r "/proc/$ws/stat" ] && ws_ticks=$(cpu_ticks "$ws")
+  if [ -n "$PERF_PID" ]; then
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=
+  fi
   stop_pid "$DAEMON_PID" "$STOP_TIMEOUT"
   DAEMON_PID=
   # Count check: every event up to E was acknowledged by Kafka or dead-lettered (the slot only
@@ -388,3 +404,10 @@ print(f"median rows/s: pg_recvlogical {statistics.median(k[0] for k in kept):,.0
 print(f"switchyard CPU-s per million rows (median): {statistics.median(cpm):.2f}")
 print(f"switchyard peak RSS (max VmHWM): {max(rss):.1f} MiB   target < 200 MiB")
 PY
+if [ "$PERF" = 1 ]; then
+  for f in "$T"/sy/perf-*.data; do
+    echo; echo "perf: top symbols of switchyard ($(basename "$f"); runs were profiled, their times are not comparable)"
+    perf report -i "$f" --no-children --sort dso,symbol --percent-limit 1 --stdio 2>/dev/null \
+      | grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | cut -c1-140 | head -40
+  done
+fi
