@@ -1435,3 +1435,175 @@ async fn every_mapped_type_decodes_to_the_right_value_from_snapshot_and_stream_a
     }
     daemon::stop(sy).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_the_registry_rejects_dead_letters_those_rows_and_the_stream_goes_on() {
+    let stack = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("reject").await;
+    let client = connect(&pg, &db).await;
+    client
+        .batch_execute(
+            "CREATE TABLE products (id int PRIMARY KEY, name text NOT NULL);
+             CREATE TABLE audit (id int PRIMARY KEY);",
+        )
+        .await
+        .expect("schema");
+    let r = reqwest::Client::new()
+        .put(format!("{}/config", stack.registry.url()))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .body(r#"{"compatibility":"BACKWARD"}"#)
+        .send()
+        .await
+        .expect("registry config");
+    assert!(r.status().is_success());
+    let config = cdc_config(
+        stack.dir.path(),
+        (&stack.broker.bootstrap(), &stack.registry.url()),
+        &pg.url(&db),
+        "\"public.products\", \"public.audit\"",
+        "{table}",
+    );
+    let store = config.dlq.store.clone();
+    let (sy, _) = daemon::start(config).await;
+    wait_for_slot(&client, "switchyard_appdb").await;
+    for sql in [
+        "INSERT INTO products VALUES (1, 'kettle')",
+        // string → int is incompatible under BACKWARD in every registry.
+        "ALTER TABLE products ALTER COLUMN name TYPE int USING length(name)",
+        "INSERT INTO products VALUES (2, 6)",
+        "INSERT INTO audit VALUES (1)",
+    ] {
+        client
+            .batch_execute(sql)
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    let end = lsn(&client, "SELECT pg_current_wal_lsn()::text")
+        .await
+        .expect("lsn");
+    let audit = tokio::task::spawn_blocking({
+        let bootstrap = stack.broker.bootstrap();
+        move || read_topic(&bootstrap, "audit", 1, Duration::from_secs(30))
+    })
+    .await
+    .expect("consumer");
+    assert_eq!(audit.len(), 1, "the stream goes on past the rejected rows");
+    let products = tokio::task::spawn_blocking({
+        let bootstrap = stack.broker.bootstrap();
+        move || read_topic(&bootstrap, "products", usize::MAX, Duration::from_secs(3))
+    })
+    .await
+    .expect("consumer");
+    assert_eq!(
+        products.len(),
+        1,
+        "only the row of the first schema is in Kafka"
+    );
+    let dlq = switchyard::dlq::DlqStore::open(&store).await.expect("dlq");
+    let letters = dlq
+        .list(&switchyard::dlq::Selector::default())
+        .await
+        .expect("list");
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].class, "schema", "{}", letters[0].message);
+    assert_eq!(letters[0].topic.as_deref(), Some("products"));
+    wait_for_async("the slot to pass the rejected row", Duration::from_secs(30), || async {
+        let confirmed = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await?;
+        (confirmed >= end).then_some(())
+    })
+    .await;
+    daemon::stop(sy).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_kafka_is_down_the_replication_connection_stays_alive_and_nothing_is_lost() {
+    let Stack {
+        dir,
+        mut broker,
+        registry,
+    } = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("stall").await;
+    let client = connect(&pg, &db).await;
+    client
+        .batch_execute("CREATE TABLE items (id int PRIMARY KEY)")
+        .await
+        .expect("schema");
+    for sql in [
+        "ALTER SYSTEM SET wal_sender_timeout = '2s'",
+        "SELECT pg_reload_conf()",
+    ] {
+        client
+            .batch_execute(sql)
+            .await
+            .expect("a short walsender timeout");
+    }
+    let config = cdc_config(
+        dir.path(),
+        (&broker.bootstrap(), &registry.url()),
+        &pg.url(&db),
+        "\"public.items\"",
+        "items",
+    );
+    let (sy, _) = daemon::start(config).await;
+    wait_for_slot(&client, "switchyard_appdb").await;
+    client
+        .batch_execute("INSERT INTO items VALUES (1)")
+        .await
+        .expect("insert");
+    let walsender = || async {
+        client
+            .query_opt(
+                "SELECT pid FROM pg_stat_replication WHERE application_name = 'switchyard-appdb'",
+                &[],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get::<_, i32>(0))
+    };
+    let pid = wait_for_async("the walsender", Duration::from_secs(30), walsender).await;
+    let port = broker.port();
+    broker.stop();
+    client
+        .batch_execute("INSERT INTO items SELECT g FROM generate_series(2, 100) g")
+        .await
+        .expect("insert while Kafka is down");
+    // Three walsender timeouts with the sink stalled: status updates keep the session alive.
+    let until = std::time::Instant::now() + Duration::from_secs(6);
+    while std::time::Instant::now() < until {
+        assert_eq!(
+            walsender().await,
+            Some(pid),
+            "the walsender was not dropped for silence while Kafka was down"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let broker = crate::support::broker::Broker::start_on(port, dir.path());
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = broker.bootstrap();
+        move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(120);
+            // switchyard creates the topic again on the empty broker.
+            read_topic(&bootstrap, "items", 1, Duration::from_secs(90));
+            loop {
+                let r = read_topic(&bootstrap, "items", usize::MAX, Duration::from_secs(3));
+                let mut keys: Vec<Vec<u8>> = r.iter().filter_map(|x| x.key.clone()).collect();
+                keys.sort();
+                keys.dedup();
+                if keys.len() >= 99 || std::time::Instant::now() > deadline {
+                    return keys.len();
+                }
+            }
+        }
+    })
+    .await
+    .expect("consumer");
+    // The restarted broker kept nothing (memory storage): rows 2..=100 arrive after it.
+    assert!(
+        records >= 99,
+        "rows written while Kafka was down arrive: {records}"
+    );
+    daemon::stop(sy).await;
+}
