@@ -24,6 +24,7 @@ use crate::dlq::{DlqError, DlqStore};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::source::health::SourceHealth;
 use crate::source::postgres::stream::PostgresSource;
+use crate::source::webhook::dedupe::Dedupe;
 use crate::source::webhook::{WebhookSource, error};
 
 /// Why the daemon could not start.
@@ -62,13 +63,34 @@ impl Daemon {
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
         let dlq = Arc::new(DlqStore::open(&config.dlq.store).await?);
         let pipeline = Arc::new(Pipeline::new(&config)?.with_dlq(Arc::clone(&dlq)));
-        let retention = tokio::spawn(purge_periodically(Arc::clone(&dlq), config.dlq.retain));
+        // Webhook deduplication remembers ids for the longest window of any source.
+        let window = config
+            .sources
+            .values()
+            .filter_map(|s| match &s.kind {
+                SourceKind::Webhook(w) => Some(w.dedupe_window),
+                _ => None,
+            })
+            .max()
+            .unwrap_or_default();
+        let dedupe = if window.is_zero() {
+            None
+        } else {
+            let micros = i64::try_from(window.as_micros()).unwrap_or(i64::MAX / 2);
+            Some(Dedupe::start(Arc::clone(&dlq), micros).await)
+        };
+        let retention = tokio::spawn(purge_periodically(
+            Arc::clone(&dlq),
+            config.dlq.retain,
+            window,
+        ));
         let health = Arc::new(SourceHealth::default());
         let app = app(
             &config,
             Arc::clone(&pipeline),
             Arc::clone(&dlq),
             Arc::clone(&health),
+            dedupe,
         );
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -165,8 +187,10 @@ pub fn app(
     pipeline: Arc<Pipeline>,
     dlq: Arc<DlqStore>,
     health: Arc<SourceHealth>,
+    dedupe: Option<Arc<Dedupe>>,
 ) -> Router {
     let mut router = Router::new();
+    let mut body_limit = config.server.max_body_bytes;
     for (name, source) in &config.sources {
         let SourceKind::Webhook(wh) = &source.kind else {
             continue;
@@ -176,7 +200,9 @@ pub fn app(
             wh.clone(),
             Arc::clone(&pipeline),
             config.server.ack_timeout,
+            dedupe.clone(),
         );
+        body_limit = body_limit.max(wh.max_body_bytes);
         let path = handler.path().to_string();
         router = router.route(
             &path,
@@ -221,7 +247,7 @@ pub fn app(
                 "webhook sources accept POST only".into(),
             )
         })
-        .layer(DefaultBodyLimit::max(config.server.max_body_bytes))
+        .layer(DefaultBodyLimit::max(body_limit))
 }
 
 /// Ready means webhooks can be taken (Kafka answers). The CDC sources' states ride along, so
@@ -238,8 +264,9 @@ async fn readiness(pipeline: &Pipeline, health: &SourceHealth) -> Response {
     }
 }
 
-/// Purges replayed and discarded dead letters older than `retain`, hourly (pending ones stay).
-async fn purge_periodically(dlq: Arc<DlqStore>, retain: Duration) {
+/// Purges replayed and discarded dead letters older than `retain` (pending ones stay) and
+/// webhook deduplication ids older than `window`, hourly.
+async fn purge_periodically(dlq: Arc<DlqStore>, retain: Duration, window: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
@@ -249,6 +276,11 @@ async fn purge_periodically(dlq: Arc<DlqStore>, retain: Duration) {
             Ok(0) => {}
             Ok(n) => info!(purged = n, "purged old replayed/discarded dead letters"),
             Err(e) => warn!(error = %e, "dead-letter retention purge failed"),
+        }
+        let before =
+            crate::event::now_micros() - i64::try_from(window.as_micros()).unwrap_or(i64::MAX / 2);
+        if let Err(e) = dlq.purge_seen(before).await {
+            warn!(error = %e, "purging old webhook deduplication ids failed");
         }
     }
 }

@@ -168,8 +168,14 @@ pub struct WebhookPayload {
     pub content_type: Option<String>,
     /// Request headers (names lowercased); secrets such as signatures are kept for re-verification.
     pub headers: Vec<(String, String)>,
-    /// The raw body, which is valid JSON.
+    /// The raw body (JSON, or a form for Slack).
     pub body: String,
+    /// What the event is about, when the provider says (CloudEvents `subject`).
+    #[serde(default)]
+    pub subject: Option<String>,
+    /// The allow-listed request headers for the envelope's `headers` map.
+    #[serde(default)]
+    pub selected_headers: Vec<(String, String)>,
 }
 
 impl Event {

@@ -191,6 +191,20 @@ impl Pipeline {
         }
     }
 
+    /// Stores an event Kafka could not take in time (class `unavailable`), for a source that
+    /// prefers the DLQ to a 503; `dlq replay` delivers it later.
+    pub async fn dead_letter_unavailable(
+        &self,
+        event: &Event,
+        message: &str,
+    ) -> Result<(), Failure> {
+        let f = Failure {
+            class: ErrorClass::Unavailable,
+            message: message.to_string(),
+        };
+        self.dead_letter(event, None, None, None, f).await
+    }
+
     /// Writes a dead letter; without a DLQ (or if the write fails) the failure stands.
     async fn dead_letter(
         &self,

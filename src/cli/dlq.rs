@@ -24,6 +24,7 @@ const CLASSES: &[&str] = &[
     "unroutable",
     "produce",
     "retries_exhausted",
+    "unavailable",
 ];
 
 /// The `dlq` subcommands.

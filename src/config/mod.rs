@@ -10,6 +10,7 @@ pub mod interpolate;
 mod postgres;
 pub mod raw;
 mod validate;
+mod webhook;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -184,13 +185,115 @@ pub struct WebhookSourceConfig {
     pub path: String,
     /// Signature scheme.
     pub provider: WebhookProvider,
+    /// Active signing secrets (raw key bytes; Standard Webhooks' `whsec_` already decoded).
+    pub secrets: Vec<Secret>,
+    /// Largest accepted age (either way) of a signed timestamp.
+    pub tolerance: Duration,
+    /// Largest accepted body.
+    pub max_body_bytes: usize,
+    /// Requests per second above which the source answers 429.
+    pub rate_limit: Option<f64>,
+    /// How long accepted event ids are remembered (zero: no deduplication).
+    pub dedupe_window: Duration,
+    /// Request headers (lowercase) copied into the envelope.
+    pub headers: Vec<String>,
+    /// What to do when Kafka cannot take an event in time.
+    pub when_unavailable: WhenUnavailable,
+    /// JSON Pointer to the event id in the body.
+    pub id_pointer: Option<String>,
+    /// JSON Pointer to the event type in the body.
+    pub type_pointer: Option<String>,
+}
+
+/// A secret: its `Debug` never shows the value.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// When Kafka cannot take a webhook in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhenUnavailable {
+    /// 503 with `Retry-After`: the provider delivers it again.
+    Reject,
+    /// Stored in the DLQ (class `unavailable`) and answered 200; `dlq replay` sends it later.
+    DeadLetter,
 }
 
 /// How webhook requests are authenticated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WebhookProvider {
-    /// No signature check.
-    None,
+    /// No signature; optionally a static bearer token.
+    None {
+        /// `Authorization: Bearer <token>` required when set.
+        token: Option<Secret>,
+    },
+    /// `Stripe-Signature: t=…,v1=…`.
+    Stripe,
+    /// `X-Hub-Signature-256: sha256=…`.
+    Github,
+    /// `X-Shopify-Hmac-Sha256` (base64).
+    Shopify,
+    /// `X-Slack-Signature: v0=…` with `X-Slack-Request-Timestamp`.
+    Slack,
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature`.
+    Standard,
+    /// A generic HMAC header.
+    Hmac(HmacSpec),
+}
+
+impl WebhookProvider {
+    /// The name used in the configuration.
+    pub fn name(&self) -> &'static str {
+        match self {
+            WebhookProvider::None { .. } => "none",
+            WebhookProvider::Stripe => "stripe",
+            WebhookProvider::Github => "github",
+            WebhookProvider::Shopify => "shopify",
+            WebhookProvider::Slack => "slack",
+            WebhookProvider::Standard => "standard",
+            WebhookProvider::Hmac(_) => "hmac",
+        }
+    }
+}
+
+/// The generic HMAC scheme.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HmacSpec {
+    /// Header carrying the signature (lowercase).
+    pub header: String,
+    /// Digest.
+    pub algorithm: HmacAlgorithm,
+    /// How the signature is written.
+    pub encoding: SignatureEncoding,
+    /// Text before the signature, e.g. `sha256=`.
+    pub prefix: String,
+    /// Header with a Unix timestamp; when set the signed content is `<timestamp>.<body>`.
+    pub timestamp_header: Option<String>,
+}
+
+/// HMAC digests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HmacAlgorithm {
+    /// SHA-1 (legacy senders).
+    Sha1,
+    /// SHA-256.
+    Sha256,
+    /// SHA-512.
+    Sha512,
+}
+
+/// Signature encodings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureEncoding {
+    /// Lowercase or uppercase hex.
+    Hex,
+    /// Standard base64.
+    Base64,
 }
 
 /// One `[[routes]]` entry.

@@ -90,8 +90,39 @@ pub struct RawWebhookSource {
     pub kind: Spanned<String>,
     /// URL path the source listens on; defaults to `/webhooks/<name>`.
     pub path: Option<Spanned<String>>,
-    /// Signature scheme; only "none" so far.
+    /// Signature scheme: stripe, github, shopify, slack, standard, hmac, none.
     pub provider: Option<Spanned<String>>,
+    /// Active signing secrets (several during a rotation).
+    pub secrets: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Largest accepted age of a signed timestamp ("5m").
+    pub tolerance: Option<Spanned<String>>,
+    /// Largest accepted body for this source (default `[server].max_body_size`).
+    pub max_body_size: Option<Spanned<SizeValue>>,
+    /// Requests per second above which the source answers 429 ("100/s", "6000/m").
+    pub rate_limit: Option<Spanned<String>>,
+    /// How long an accepted event id is remembered to drop provider retries ("24h"; "0s": off).
+    pub dedupe_window: Option<Spanned<String>>,
+    /// Request headers copied into the envelope's `headers` map (allow-list).
+    pub headers: Option<Spanned<Vec<String>>>,
+    /// When Kafka cannot take an event in time: "reject" (503, the provider retries) or
+    /// "dead_letter" (stored in the DLQ, answered 200).
+    pub when_unavailable: Option<Spanned<String>>,
+    /// `hmac`: the header carrying the signature.
+    pub signature_header: Option<Spanned<String>>,
+    /// `hmac`: sha1, sha256 or sha512.
+    pub algorithm: Option<Spanned<String>>,
+    /// `hmac`: hex or base64.
+    pub encoding: Option<Spanned<String>>,
+    /// `hmac`: text before the signature in its header, e.g. "sha256=".
+    pub prefix: Option<Spanned<String>>,
+    /// `hmac`: a header with a Unix timestamp, signed as `<timestamp>.<body>`.
+    pub timestamp_header: Option<Spanned<String>>,
+    /// JSON Pointer to the event id in the body.
+    pub id_pointer: Option<Spanned<String>>,
+    /// JSON Pointer to the event type in the body.
+    pub type_pointer: Option<Spanned<String>>,
+    /// `none`: a static bearer token the sender must present.
+    pub token: Option<Spanned<String>>,
 }
 
 /// `[sources.<name>]` with `type = "postgres"`.
@@ -123,9 +154,9 @@ pub struct RawPostgresSource {
 #[derive(Debug)]
 pub enum RawSource {
     /// `type = "webhook"`
-    Webhook(RawWebhookSource),
+    Webhook(Box<RawWebhookSource>),
     /// `type = "postgres"`
-    Postgres(RawPostgresSource),
+    Postgres(Box<RawPostgresSource>),
 }
 
 /// `[[routes]]`

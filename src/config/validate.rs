@@ -108,7 +108,8 @@ pub(super) fn load(
             retain: DEFAULT_RETAIN,
         }),
     };
-    let sources = validate_sources(sources, path, &mut diag);
+    let default_body = server.as_ref().map_or(1024 * 1024, |s| s.max_body_bytes);
+    let sources = validate_sources(sources, path, default_body, &mut diag);
     let routes = validate_routes(routes, &sources, &mut diag);
 
     match (server, kafka, registry, dlq) {
@@ -186,12 +187,12 @@ fn sources(
         match kind {
             Some((_, Some(k))) if k == "webhook" => {
                 if let Some(raw) = section::<RawWebhookSource>(body, diag) {
-                    out.push((name, RawSource::Webhook(raw)));
+                    out.push((name, RawSource::Webhook(Box::new(raw))));
                 }
             }
             Some((_, Some(k))) if k == "postgres" => {
                 if let Some(raw) = section::<RawPostgresSource>(body, diag) {
-                    out.push((name, RawSource::Postgres(raw)));
+                    out.push((name, RawSource::Postgres(Box::new(raw))));
                 }
             }
             Some((span, Some(k))) => diag.at(
@@ -478,6 +479,7 @@ fn validate_dlq_url(
 fn validate_sources(
     raw: Vec<(Spanned<String>, RawSource)>,
     config_path: &Path,
+    default_body: usize,
     diag: &mut Diagnostics,
 ) -> BTreeMap<String, SourceConfig> {
     let mut out = BTreeMap::new();
@@ -487,7 +489,7 @@ fn validate_sources(
         let src = match src {
             RawSource::Webhook(w) => w,
             RawSource::Postgres(p) => {
-                if let Some(cfg) = super::postgres::validate(&name, p, config_path, diag) {
+                if let Some(cfg) = super::postgres::validate(&name, *p, config_path, diag) {
                     out.insert(
                         name.clone(),
                         SourceConfig {
@@ -531,24 +533,14 @@ fn validate_sources(
             None => format!("/webhooks/{name}"),
         };
         paths.insert(path.clone(), name.clone());
-        let provider = match &src.provider {
-            None => WebhookProvider::None,
-            Some(p) if p.get_ref() == "none" => WebhookProvider::None,
-            Some(p) => {
-                diag.at(
-                    p.span(),
-                    format!("webhook provider \"{}\" is not available in this version", p.get_ref()),
-                    Some("use provider = \"none\"; signed providers (stripe, github, shopify, slack, standard-webhooks, hmac) arrive with the webhook sources release".into()),
-                );
-                continue;
-            }
+        let Some(cfg) = super::webhook::validate(&name, path, &src, default_body, diag) else {
+            continue;
         };
-        let _ = src.kind;
         out.insert(
             name.clone(),
             SourceConfig {
                 name,
-                kind: SourceKind::Webhook(WebhookSourceConfig { path, provider }),
+                kind: SourceKind::Webhook(cfg),
             },
         );
     }

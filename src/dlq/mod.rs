@@ -316,6 +316,30 @@ impl DlqStore {
         dispatch!(self, s => s.stats().await)
     }
 
+    /// True when the webhook event `key` was accepted at or after `since` (micros).
+    pub async fn seen_since(&self, key: &str, since: i64) -> Result<bool, DlqError> {
+        dispatch!(self, s => s.seen_since(key, since).await)
+    }
+
+    /// Remembers accepted webhook events (one transaction for the batch).
+    pub async fn remember_seen(&self, entries: Vec<(String, i64)>) -> Result<(), DlqError> {
+        dispatch!(self, s => s.remember_seen(entries).await)
+    }
+
+    /// The newest remembered webhook events since `since`, at most `limit`.
+    pub async fn recent_seen(
+        &self,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, DlqError> {
+        dispatch!(self, s => s.recent_seen(since, limit).await)
+    }
+
+    /// Forgets webhook events accepted before `before`; returns how many.
+    pub async fn purge_seen(&self, before: i64) -> Result<u64, DlqError> {
+        dispatch!(self, s => s.purge_seen(before).await)
+    }
+
     /// Source state kept beside the dead letters (e.g. snapshot progress), by key.
     pub async fn get_state(&self, key: &str) -> Result<Option<String>, DlqError> {
         dispatch!(self, s => s.get_state(key).await)

@@ -46,6 +46,11 @@ CREATE TABLE IF NOT EXISTS switchyard_dlq_audit (
     count BIGINT NOT NULL,
     result TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS switchyard_webhook_seen (
+    key TEXT PRIMARY KEY,
+    at BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS switchyard_webhook_seen_at ON switchyard_webhook_seen(at);
 CREATE TABLE IF NOT EXISTS switchyard_state (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -289,6 +294,61 @@ impl PostgresStore {
                 stats_row(route, r.get(1), &status, r.get(3))
             })
             .collect()
+    }
+
+    pub(super) async fn seen_since(&self, key: &str, since: i64) -> Result<bool, DlqError> {
+        let row = self
+            .client
+            .query_opt(
+                "SELECT 1 FROM switchyard_webhook_seen WHERE key = $1 AND at >= $2",
+                &[&key, &since],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(row.is_some())
+    }
+
+    pub(super) async fn remember_seen(&self, entries: Vec<(String, i64)>) -> Result<(), DlqError> {
+        let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
+        let ats: Vec<i64> = entries.iter().map(|(_, a)| *a).collect();
+        self.client
+            .execute(
+                "INSERT INTO switchyard_webhook_seen (key, at)
+                 SELECT * FROM unnest($1::text[], $2::bigint[])
+                 ON CONFLICT (key) DO UPDATE SET at = excluded.at",
+                &[&keys, &ats],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    pub(super) async fn recent_seen(
+        &self,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, DlqError> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "SELECT key, at FROM switchyard_webhook_seen WHERE at >= $1 ORDER BY at DESC LIMIT {limit}"
+                ),
+                &[&since],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub(super) async fn purge_seen(&self, before: i64) -> Result<u64, DlqError> {
+        self.client
+            .execute(
+                "DELETE FROM switchyard_webhook_seen WHERE at < $1",
+                &[&before],
+            )
+            .await
+            .map_err(pg)
     }
 
     pub(super) async fn get_state(&self, key: &str) -> Result<Option<String>, DlqError> {

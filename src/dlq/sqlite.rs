@@ -50,6 +50,11 @@ CREATE TABLE IF NOT EXISTS audit_log (
     count INTEGER NOT NULL,
     result TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS webhook_seen (
+    key TEXT PRIMARY KEY,
+    at INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS webhook_seen_at ON webhook_seen(at);
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -352,6 +357,72 @@ impl SqliteStore {
                 out.push(stats_row(route, class, &status, count)?);
             }
             Ok(out)
+        })
+        .await
+    }
+
+    pub(super) async fn seen_since(&self, key: &str, since: i64) -> Result<bool, DlqError> {
+        let key = key.to_string();
+        let err = self.err();
+        self.with(move |c| {
+            c.query_row(
+                "SELECT 1 FROM webhook_seen WHERE key = ?1 AND at >= ?2",
+                params![key, since],
+                |_| Ok(()),
+            )
+            .optional()
+            .map(|r| r.is_some())
+            .map_err(&err)
+        })
+        .await
+    }
+
+    pub(super) async fn remember_seen(&self, entries: Vec<(String, i64)>) -> Result<(), DlqError> {
+        let err = self.err();
+        self.with(move |c| {
+            let tx = c.transaction().map_err(&err)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO webhook_seen (key, at) VALUES (?1, ?2)
+                         ON CONFLICT (key) DO UPDATE SET at = excluded.at",
+                    )
+                    .map_err(&err)?;
+                for (k, at) in &entries {
+                    stmt.execute(params![k, at]).map_err(&err)?;
+                }
+            }
+            tx.commit().map_err(&err)
+        })
+        .await
+    }
+
+    pub(super) async fn recent_seen(
+        &self,
+        since: i64,
+        limit: usize,
+    ) -> Result<Vec<(String, i64)>, DlqError> {
+        let err = self.err();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(&format!(
+                    "SELECT key, at FROM webhook_seen WHERE at >= ?1 ORDER BY at DESC LIMIT {limit}"
+                ))
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(&err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+        })
+        .await
+    }
+
+    pub(super) async fn purge_seen(&self, before: i64) -> Result<u64, DlqError> {
+        let err = self.err();
+        self.with(move |c| {
+            c.execute("DELETE FROM webhook_seen WHERE at < ?1", params![before])
+                .map(|n| n as u64)
+                .map_err(&err)
         })
         .await
     }

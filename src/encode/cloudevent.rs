@@ -16,11 +16,13 @@ pub const SCHEMA_JSON: &str = r#"{
   "fields": [
     {"name": "specversion", "type": "string", "doc": "Always 1.0"},
     {"name": "id", "type": "string", "doc": "The provider's delivery id, else sha256 of the body"},
-    {"name": "source", "type": "string", "doc": "The switchyard source, as /sources/<name>"},
+    {"name": "source", "type": "string", "doc": "The switchyard source, as switchyard/<name>"},
     {"name": "type", "type": "string", "doc": "The event type"},
     {"name": "time", "type": {"type": "long", "logicalType": "timestamp-micros"}, "doc": "When switchyard received it"},
     {"name": "datacontenttype", "type": "string", "doc": "Media type of data"},
-    {"name": "data", "type": "string", "doc": "The raw request body"}
+    {"name": "data", "type": "string", "doc": "The raw request body"},
+    {"name": "subject", "type": ["null", "string"], "default": null, "doc": "What the event is about, when the provider says (e.g. Stripe's data.object.id)"},
+    {"name": "headers", "type": {"type": "map", "values": "string"}, "default": {}, "doc": "Request headers on the source's allow-list"}
   ]
 }"#;
 
@@ -43,7 +45,7 @@ pub fn record(event: &Event, webhook: &WebhookPayload) -> Value {
         ("id".into(), Value::String(event.id.as_str().to_string())),
         (
             "source".into(),
-            Value::String(format!("/sources/{}", event.source)),
+            Value::String(format!("switchyard/{}", event.source)),
         ),
         ("type".into(), Value::String(event.event_type.clone())),
         (
@@ -52,6 +54,23 @@ pub fn record(event: &Event, webhook: &WebhookPayload) -> Value {
         ),
         ("datacontenttype".into(), Value::String(content_type)),
         ("data".into(), Value::String(body)),
+        (
+            "subject".into(),
+            match &webhook.subject {
+                Some(s) => Value::Union(1, Box::new(Value::String(s.clone()))),
+                None => Value::Union(0, Box::new(Value::Null)),
+            },
+        ),
+        (
+            "headers".into(),
+            Value::Map(
+                webhook
+                    .selected_headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            ),
+        ),
     ])
 }
 
@@ -73,6 +92,8 @@ mod tests {
                 content_type: None,
                 headers: vec![],
                 body: "{\"a\":1}".into(),
+                subject: None,
+                selected_headers: Vec::new(),
             }),
         };
         let Payload::Webhook(w) = &event.payload else {

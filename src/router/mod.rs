@@ -156,6 +156,8 @@ mod tests {
                 content_type: None,
                 headers: vec![],
                 body: "{}".into(),
+                subject: None,
+                selected_headers: Vec::new(),
             }),
         }
     }

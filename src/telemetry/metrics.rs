@@ -14,6 +14,12 @@ pub const SNAPSHOT_ROWS_TOTAL: &str = "switchyard_snapshot_rows_total";
 pub const SNAPSHOT_PROGRESS: &str = "switchyard_snapshot_progress_ratio";
 /// 1 while a source works (connecting, snapshotting, streaming), 0 while it fails.
 pub const SOURCE_UP: &str = "switchyard_source_up";
+/// Webhook requests answered, by source and HTTP status.
+pub const WEBHOOK_REQUESTS_TOTAL: &str = "switchyard_webhook_requests_total";
+/// Webhook requests refused by the signature check, by source and reason.
+pub const WEBHOOK_REJECTED_TOTAL: &str = "switchyard_webhook_rejected_total";
+/// Provider retries answered without a second record, by source.
+pub const WEBHOOK_DUPLICATES_TOTAL: &str = "switchyard_webhook_duplicates_total";
 /// Dead letters written since start, by route and error class.
 pub const DEAD_LETTERS_TOTAL: &str = "switchyard_dead_letters_total";
 
@@ -32,6 +38,12 @@ pub struct Metrics {
     pub snapshot_progress: GaugeVec,
     /// See [`SOURCE_UP`].
     pub source_up: IntGaugeVec,
+    /// See [`WEBHOOK_REQUESTS_TOTAL`].
+    pub webhook_requests: IntCounterVec,
+    /// See [`WEBHOOK_REJECTED_TOTAL`].
+    pub webhook_rejected: IntCounterVec,
+    /// See [`WEBHOOK_DUPLICATES_TOTAL`].
+    pub webhook_duplicates: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -73,6 +85,30 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["source"],
     )?;
     registry.register(Box::new(source_up.clone()))?;
+    let webhook_requests = IntCounterVec::new(
+        Opts::new(
+            WEBHOOK_REQUESTS_TOTAL,
+            "Webhook requests answered, by HTTP status",
+        ),
+        &["source", "status"],
+    )?;
+    let webhook_rejected = IntCounterVec::new(
+        Opts::new(
+            WEBHOOK_REJECTED_TOTAL,
+            "Webhook requests refused by the signature check (401)",
+        ),
+        &["source", "reason"],
+    )?;
+    let webhook_duplicates = IntCounterVec::new(
+        Opts::new(
+            WEBHOOK_DUPLICATES_TOTAL,
+            "Provider retries answered 200 without a second record",
+        ),
+        &["source"],
+    )?;
+    registry.register(Box::new(webhook_requests.clone()))?;
+    registry.register(Box::new(webhook_rejected.clone()))?;
+    registry.register(Box::new(webhook_duplicates.clone()))?;
     registry.register(Box::new(snapshot_rows.clone()))?;
     registry.register(Box::new(snapshot_progress.clone()))?;
     registry.register(Box::new(slot_lag.clone()))?;
@@ -86,6 +122,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         snapshot_rows,
         snapshot_progress,
         source_up,
+        webhook_requests,
+        webhook_rejected,
+        webhook_duplicates,
     })
 }
 

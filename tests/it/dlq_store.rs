@@ -19,6 +19,8 @@ pub fn webhook_event(id: &str, body: &str) -> Event {
             content_type: Some("application/json".into()),
             headers: vec![("webhook-id".into(), id.into())],
             body: body.into(),
+            subject: None,
+            selected_headers: Vec::new(),
         }),
     }
 }

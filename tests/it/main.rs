@@ -14,3 +14,4 @@ mod harness;
 mod pgoutput_real;
 mod snapshot;
 mod webhook_e2e;
+mod webhook_providers;

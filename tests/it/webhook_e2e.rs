@@ -81,7 +81,7 @@ async fn a_thousand_concurrent_webhooks_each_land_once_intact_after_200() {
         );
         assert_eq!(value["specversion"], "1.0");
         assert_eq!(value["type"], "order.created");
-        assert_eq!(value["source"], "/sources/orders");
+        assert_eq!(value["source"], "switchyard/orders");
         assert_eq!(value["datacontenttype"], "application/json");
         assert!(
             value["time"].as_i64().expect("time") > 1_600_000_000_000_000,

@@ -1,9 +1,20 @@
 //! The webhook source: HTTP POSTs to a source's path become events.
 //!
+//! Order of checks, cheapest first, so a flood of forged requests costs little: body size
+//! (413), rate limit (429), content type (415), signature over the raw bytes (401), then the
+//! body is parsed (400). Nothing that fails a check is forwarded.
+//!
 //! Invariant: a request is answered 200 only after its event is durable (every matched route
-//! acknowledged by Kafka). If that does not happen within `[server].ack_timeout` the answer is
-//! 503 with `Retry-After`, and the event's retries stop: the sender delivers it again. Every
-//! error answer is a precise status code with a JSON body `{"error": …, "message": …}`.
+//! acknowledged by Kafka, or the event stored in the DLQ) and, with deduplication on, after its
+//! id is stored. If that does not happen within `[server].ack_timeout` the answer is 503 with
+//! `Retry-After` and the event's retries stop (the provider delivers it again), or with
+//! `when_unavailable = "dead_letter"` the event is stored in the DLQ and answered 200. Every
+//! error answer is a precise status code with a JSON body `{"error", "detail", "message"}`.
+
+pub mod dedupe;
+pub mod identity;
+pub mod limit;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +25,14 @@ use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tracing::debug;
+use tracing::{debug, warn};
 
+use self::dedupe::{Claim, Dedupe, Outcome};
+use self::identity::{Body, BodyError};
+use self::limit::RateLimit;
+use self::verify::Verifier;
 use crate::ack::{AckToken, Delivery};
-use crate::config::WebhookSourceConfig;
+use crate::config::{WebhookSourceConfig, WhenUnavailable};
 use crate::error::ErrorClass;
 use crate::event::{Event, EventId, Payload, WebhookPayload, now_micros};
 use crate::pipeline::Pipeline;
@@ -29,22 +44,35 @@ const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cooki
 #[derive(Clone)]
 pub struct WebhookSource {
     name: Arc<str>,
-    config: WebhookSourceConfig,
+    config: Arc<WebhookSourceConfig>,
     pipeline: Arc<Pipeline>,
     ack_timeout: Duration,
+    verifier: Arc<Verifier>,
+    limit: Option<Arc<RateLimit>>,
+    dedupe: Option<Arc<Dedupe>>,
 }
 
 impl WebhookSource {
-    /// A handler for the source `name`.
+    /// A handler for the source `name`; `dedupe` remembers accepted ids (when the source's
+    /// window is not zero).
     pub fn new(
         name: &str,
         config: WebhookSourceConfig,
         pipeline: Arc<Pipeline>,
         ack_timeout: Duration,
+        dedupe: Option<Arc<Dedupe>>,
     ) -> WebhookSource {
+        let verifier = Verifier::new(
+            config.provider.clone(),
+            config.secrets.clone(),
+            config.tolerance,
+        );
         WebhookSource {
             name: Arc::from(name),
-            config,
+            limit: config.rate_limit.map(|r| Arc::new(RateLimit::new(r))),
+            dedupe: dedupe.filter(|_| !config.dedupe_window.is_zero()),
+            verifier: Arc::new(verifier),
+            config: Arc::new(config),
             pipeline,
             ack_timeout,
         }
@@ -61,35 +89,142 @@ impl WebhookSource {
         headers: HeaderMap,
         body: Result<Bytes, BytesRejection>,
     ) -> Response {
+        let response = self.handle(headers, body).await;
+        if let Some(m) = crate::telemetry::metrics::metrics() {
+            m.webhook_requests
+                .with_label_values(&[&*self.name, response.status().as_str()])
+                .inc();
+        }
+        response
+    }
+
+    async fn handle(&self, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
         let body = match body {
+            Ok(b) if b.len() > self.config.max_body_bytes => return self.too_large(),
             Ok(b) => b,
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "the request body is larger than [server].max_body_size".into(),
-                );
+                return self.too_large();
             }
             Err(rejection) => {
                 return error(StatusCode::BAD_REQUEST, "bad_body", rejection.body_text());
             }
         };
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&body) {
+        if let Some(limit) = &self.limit
+            && let Err(wait) = limit.take()
+        {
+            let mut r = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "source `{}` takes at most its rate_limit; retry later",
+                    self.name
+                ),
+            );
+            let secs = wait.as_secs().max(1).to_string();
+            if let Ok(v) = HeaderValue::from_str(&secs) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+        let content_type = headers.get(header::CONTENT_TYPE);
+        if identity::is_form(content_type) && !identity::accepts_form(&self.config.provider) {
+            return unsupported("application/x-www-form-urlencoded");
+        }
+        // Verify the raw bytes before anything parses them.
+        if let Err(rejection) = self
+            .verifier
+            .verify(&headers, &body, now_micros() / 1_000_000)
+        {
+            if let Some(m) = crate::telemetry::metrics::metrics() {
+                m.webhook_rejected
+                    .with_label_values(&[&*self.name, rejection.reason()])
+                    .inc();
+            }
+            warn!(source = %self.name, provider = self.config.provider.name(), reason = rejection.reason(), detail = %rejection, "webhook refused: signature check failed");
             return error(
-                StatusCode::BAD_REQUEST,
-                "invalid_json",
-                format!("the body must be JSON: {e}"),
+                StatusCode::UNAUTHORIZED,
+                "invalid_signature",
+                rejection.to_string(),
             );
         }
-        let Ok(text) = String::from_utf8(body.to_vec()) else {
+        let parsed = match identity::parse_body(&body, content_type) {
+            Ok(b) => b,
+            Err(BodyError::Unsupported(t)) => return unsupported(&t),
+            Err(BodyError::InvalidJson(detail)) => {
+                return error(StatusCode::BAD_REQUEST, "invalid_json", detail);
+            }
+            Err(BodyError::InvalidForm(detail)) => {
+                return error(StatusCode::BAD_REQUEST, "invalid_form", detail);
+            }
+        };
+        if matches!(self.config.provider, crate::config::WebhookProvider::Slack)
+            && let Some(challenge) = identity::slack_challenge(&parsed)
+        {
+            return (StatusCode::OK, Json(json!({"challenge": challenge}))).into_response();
+        }
+        let Ok(text) = std::str::from_utf8(&body) else {
             return error(
                 StatusCode::BAD_REQUEST,
-                "invalid_json",
+                "invalid_body",
                 "the body is not UTF-8".into(),
             );
         };
-        let event = self.event(&headers, text, &body);
+        let event = self.event(&headers, text.to_string(), &body, &parsed);
         let id = event.id.clone();
+        let Some(dedupe) = &self.dedupe else {
+            return self.deliver(event, None).await;
+        };
+        let key = format!("{}\u{1f}{}", self.name, id.as_str());
+        let window = i64::try_from(self.config.dedupe_window.as_micros()).unwrap_or(i64::MAX);
+        match dedupe
+            .claim(&key, now_micros().saturating_sub(window))
+            .await
+        {
+            Claim::Seen => self.duplicate(&id),
+            Claim::Follow(mut rx) => {
+                let outcome = tokio::time::timeout(self.ack_timeout, async {
+                    rx.wait_for(Option::is_some)
+                        .await
+                        .ok()
+                        .and_then(|v| v.clone())
+                })
+                .await;
+                match outcome {
+                    Ok(Some(Outcome::Accepted)) => self.duplicate(&id),
+                    _ => unavailable(
+                        "an earlier delivery of this event is not yet acknowledged; retry later",
+                    ),
+                }
+            }
+            Claim::Lead(lead) => self.deliver(event, Some(lead)).await,
+        }
+    }
+
+    fn too_large(&self) -> Response {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the request body is larger than the {} bytes source `{}` accepts (max_body_size)",
+                self.config.max_body_bytes, self.name
+            ),
+        )
+    }
+
+    fn duplicate(&self, id: &EventId) -> Response {
+        if let Some(m) = crate::telemetry::metrics::metrics() {
+            m.webhook_duplicates.with_label_values(&[&*self.name]).inc();
+        }
+        debug!(source = %self.name, event_id = %id, "duplicate delivery answered without a second record");
+        let body = json!({"status": "duplicate", "id": id.as_str()});
+        (StatusCode::OK, Json(body)).into_response()
+    }
+
+    /// Hands the event to the pipeline and answers once it is durable (or not in time).
+    async fn deliver(&self, event: Event, lead: Option<dedupe::Lead>) -> Response {
+        let id = event.id.clone();
+        let spare =
+            (self.config.when_unavailable == WhenUnavailable::DeadLetter).then(|| event.clone());
         let (ack, done) = AckToken::new();
         let pipeline = Arc::clone(&self.pipeline);
         let outcome = tokio::time::timeout(self.ack_timeout, async move {
@@ -97,44 +232,76 @@ impl WebhookSource {
             done.wait().await
         })
         .await;
-        match outcome {
+        let failure = match outcome {
             Ok(Delivery::Delivered) => {
+                if let Some(l) = lead {
+                    l.finish(Outcome::Accepted).await;
+                }
                 debug!(source = %self.name, event_id = %id, "webhook accepted");
                 let body = json!({"status": "accepted", "id": id.as_str()});
-                (StatusCode::OK, Json(body)).into_response()
+                return (StatusCode::OK, Json(body)).into_response();
             }
             Ok(Delivery::DeadLettered) => {
+                if let Some(l) = lead {
+                    l.finish(Outcome::Accepted).await;
+                }
                 let body = json!({"status": "dead_lettered", "id": id.as_str()});
-                (StatusCode::OK, Json(body)).into_response()
+                return (StatusCode::OK, Json(body)).into_response();
             }
-            Ok(Delivery::Failed(f)) if f.class.is_transient() => unavailable(&f.message),
-            Ok(Delivery::Failed(f)) => {
+            Ok(Delivery::Failed(f)) if !f.class.is_transient() => {
+                if let Some(l) = lead {
+                    l.finish(Outcome::Failed).await;
+                }
                 let status = match f.class {
                     ErrorClass::Unroutable | ErrorClass::Encode | ErrorClass::Oversize => {
                         StatusCode::UNPROCESSABLE_ENTITY
                     }
                     _ => StatusCode::INTERNAL_SERVER_ERROR,
                 };
-                error(status, f.class.as_str(), f.message)
+                return error(status, f.class.as_str(), f.message);
             }
-            Err(_) => unavailable(&format!(
+            Ok(Delivery::Failed(f)) => f.message,
+            Err(_) => format!(
                 "Kafka did not acknowledge the event within {:?}; retry later (a retry keeps the event id, so a consumer can recognise a duplicate)",
                 self.ack_timeout
-            )),
+            ),
+        };
+        if let Some(event) = spare {
+            match self
+                .pipeline
+                .dead_letter_unavailable(&event, &failure)
+                .await
+            {
+                Ok(()) => {
+                    if let Some(l) = lead {
+                        l.finish(Outcome::Accepted).await;
+                    }
+                    let body = json!({"status": "dead_lettered", "id": id.as_str()});
+                    return (StatusCode::OK, Json(body)).into_response();
+                }
+                Err(e) => {
+                    warn!(source = %self.name, event_id = %id, error = %e.message, "could not store the event in the DLQ either")
+                }
+            }
         }
+        if let Some(l) = lead {
+            l.finish(Outcome::Failed).await;
+        }
+        unavailable(&failure)
     }
 
-    fn event(&self, headers: &HeaderMap, body: String, raw: &[u8]) -> Event {
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        let id = match header("webhook-id") {
-            Some(id) if !id.is_empty() => EventId::from_provider(id),
-            _ => EventId::from_content(raw),
+    fn event(&self, headers: &HeaderMap, text: String, raw: &[u8], parsed: &Body) -> Event {
+        let who = identity::identify(
+            &self.config.provider,
+            self.config.id_pointer.as_deref(),
+            self.config.type_pointer.as_deref(),
+            headers,
+            parsed,
+        );
+        let id = match who.id {
+            Some(id) => EventId::from_provider(&id),
+            None => EventId::from_content(raw),
         };
-        let event_type = header("ce-type")
-            .or_else(|| header("x-event-type"))
-            .filter(|t| !t.is_empty())
-            .unwrap_or("webhook")
-            .to_string();
         let kept = headers
             .iter()
             .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
@@ -144,24 +311,51 @@ impl WebhookSource {
                     .map(|v| (k.as_str().to_string(), v.to_string()))
             })
             .collect();
+        let selected = self
+            .config
+            .headers
+            .iter()
+            .filter_map(|name| {
+                let v = headers.get(name.as_str())?.to_str().ok()?;
+                Some((name.clone(), v.to_string()))
+            })
+            .collect();
         Event {
             id,
             source: self.name.to_string(),
-            event_type,
+            event_type: who.event_type.unwrap_or_else(|| "webhook".into()),
             received_at_micros: now_micros(),
             payload: Payload::Webhook(WebhookPayload {
                 path: self.config.path.clone(),
-                content_type: header("content-type").map(str::to_string),
+                content_type: headers
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string),
                 headers: kept,
-                body,
+                body: text,
+                subject: who.subject,
+                selected_headers: selected,
             }),
         }
     }
 }
 
-/// A JSON error response.
-pub fn error(status: StatusCode, code: &str, message: String) -> Response {
-    (status, Json(json!({"error": code, "message": message}))).into_response()
+/// A JSON error response: `{"error": code, "detail": text, "message": text}` (`message` is
+/// kept for clients of the first release).
+pub fn error(status: StatusCode, code: &str, detail: String) -> Response {
+    (
+        status,
+        Json(json!({"error": code, "detail": detail, "message": detail})),
+    )
+        .into_response()
+}
+
+fn unsupported(content_type: &str) -> Response {
+    error(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported_media_type",
+        format!("content type `{content_type}` is not accepted here; send application/json"),
+    )
 }
 
 fn unavailable(message: &str) -> Response {

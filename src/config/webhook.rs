@@ -1,0 +1,343 @@
+//! Validation of `[sources.<name>]` tables with `type = "webhook"` (path checked by the caller).
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_spanned::Spanned;
+
+use super::diagnostic::Diagnostics;
+use super::raw::RawWebhookSource;
+use super::validate::parse_size;
+use super::{
+    HmacAlgorithm, HmacSpec, Secret, SignatureEncoding, WebhookProvider, WebhookSourceConfig,
+    WhenUnavailable,
+};
+
+const PROVIDERS: &str = "stripe, github, shopify, slack, standard, hmac, none";
+
+fn duration(v: &Spanned<String>, allow_zero: bool, diag: &mut Diagnostics) -> Option<Duration> {
+    match humantime::parse_duration(v.get_ref()) {
+        Ok(d) if allow_zero || !d.is_zero() => Some(d),
+        _ => {
+            diag.at(
+                v.span(),
+                format!("invalid duration \"{}\"", v.get_ref()),
+                Some("write a number with a unit, e.g. \"5m\", \"24h\"".into()),
+            );
+            None
+        }
+    }
+}
+
+/// Parses "100/s", "6000/m", "10/h" into requests per second.
+fn rate(text: &str) -> Option<f64> {
+    let (n, per) = text.split_once('/')?;
+    let n: f64 = n.trim().parse().ok().filter(|n: &f64| *n > 0.0)?;
+    let secs = match per.trim() {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        "h" | "hour" => 3600.0,
+        _ => return None,
+    };
+    Some(n / secs)
+}
+
+/// A JSON Pointer (RFC 6901): empty or starting with `/`.
+fn pointer(v: &Option<Spanned<String>>, diag: &mut Diagnostics) -> Option<Option<String>> {
+    match v {
+        None => Some(None),
+        Some(p) if p.get_ref().starts_with('/') => Some(Some(p.get_ref().clone())),
+        Some(p) => {
+            diag.at(
+                p.span(),
+                format!("`{}` is not a JSON Pointer", p.get_ref()),
+                Some("write e.g. \"/data/object/id\"".into()),
+            );
+            None
+        }
+    }
+}
+
+/// Checks the webhook keys of one source; `path` was checked already.
+pub(super) fn validate(
+    name: &str,
+    path: String,
+    src: &RawWebhookSource,
+    default_max_body: usize,
+    diag: &mut Diagnostics,
+) -> Option<WebhookSourceConfig> {
+    let mut ok = true;
+    let provider_name = src
+        .provider
+        .as_ref()
+        .map_or("none", |p| p.get_ref().as_str());
+    let provider_span = src.provider.as_ref().map(Spanned::span);
+    let secrets_raw: Vec<&Spanned<String>> = src
+        .secrets
+        .as_ref()
+        .map(|s| s.get_ref().iter().collect())
+        .unwrap_or_default();
+    // Keys that only one provider reads.
+    let hmac_only = [
+        ("signature_header", &src.signature_header),
+        ("algorithm", &src.algorithm),
+        ("encoding", &src.encoding),
+        ("prefix", &src.prefix),
+        ("timestamp_header", &src.timestamp_header),
+    ];
+    if provider_name != "hmac" {
+        for (key, v) in &hmac_only {
+            if let Some(v) = v {
+                diag.at(
+                    v.span(),
+                    format!("`{key}` applies to provider = \"hmac\", and source `{name}` uses \"{provider_name}\""),
+                    Some(format!("remove `{key}`, or set provider = \"hmac\"")),
+                );
+                ok = false;
+            }
+        }
+    }
+    if let (Some(t), false) = (&src.token, provider_name == "none") {
+        diag.at(
+            t.span(),
+            format!("`token` applies to provider = \"none\", and source `{name}` uses \"{provider_name}\""),
+            Some("signed providers authenticate with `secrets`; remove `token`".into()),
+        );
+        ok = false;
+    }
+    let provider = match provider_name {
+        "none" => {
+            if let Some(s) = &src.secrets {
+                diag.at(
+                    s.span(),
+                    format!("source `{name}` has no signature scheme (provider = \"none\"), so `secrets` would be ignored"),
+                    Some(format!("set provider to one of {PROVIDERS}, or use token = \"${{TOKEN}}\" for a static bearer token")),
+                );
+                ok = false;
+            }
+            let token = src.token.as_ref().and_then(|t| {
+                if t.get_ref().is_empty() {
+                    diag.at(
+                        t.span(),
+                        "the token is empty",
+                        Some("set token = \"${WEBHOOK_TOKEN}\" with a non-empty variable".into()),
+                    );
+                    ok = false;
+                    None
+                } else {
+                    Some(Secret(t.get_ref().as_bytes().to_vec()))
+                }
+            });
+            WebhookProvider::None { token }
+        }
+        "stripe" => WebhookProvider::Stripe,
+        "github" => WebhookProvider::Github,
+        "shopify" => WebhookProvider::Shopify,
+        "slack" => WebhookProvider::Slack,
+        "standard" => WebhookProvider::Standard,
+        "hmac" => {
+            let header = match &src.signature_header {
+                Some(h) if !h.get_ref().is_empty() => h.get_ref().to_ascii_lowercase(),
+                _ => {
+                    diag.at(
+                        provider_span.clone().unwrap_or(0..0),
+                        format!("provider = \"hmac\" on source `{name}` needs `signature_header`"),
+                        Some("add e.g. signature_header = \"X-Signature\"".into()),
+                    );
+                    ok = false;
+                    String::new()
+                }
+            };
+            let algorithm = match src
+                .algorithm
+                .as_ref()
+                .map(|a| (a.get_ref().as_str(), a.span()))
+            {
+                None | Some(("sha256", _)) => HmacAlgorithm::Sha256,
+                Some(("sha1", _)) => HmacAlgorithm::Sha1,
+                Some(("sha512", _)) => HmacAlgorithm::Sha512,
+                Some((other, span)) => {
+                    diag.at(
+                        span,
+                        format!("unknown algorithm \"{other}\""),
+                        Some("write \"sha1\", \"sha256\" or \"sha512\"".into()),
+                    );
+                    ok = false;
+                    HmacAlgorithm::Sha256
+                }
+            };
+            let encoding = match src
+                .encoding
+                .as_ref()
+                .map(|e| (e.get_ref().as_str(), e.span()))
+            {
+                None | Some(("hex", _)) => SignatureEncoding::Hex,
+                Some(("base64", _)) => SignatureEncoding::Base64,
+                Some((other, span)) => {
+                    diag.at(
+                        span,
+                        format!("unknown encoding \"{other}\""),
+                        Some("write \"hex\" or \"base64\"".into()),
+                    );
+                    ok = false;
+                    SignatureEncoding::Hex
+                }
+            };
+            WebhookProvider::Hmac(HmacSpec {
+                header,
+                algorithm,
+                encoding,
+                prefix: src
+                    .prefix
+                    .as_ref()
+                    .map(|p| p.get_ref().clone())
+                    .unwrap_or_default(),
+                timestamp_header: src
+                    .timestamp_header
+                    .as_ref()
+                    .map(|t| t.get_ref().to_ascii_lowercase()),
+            })
+        }
+        other => {
+            diag.at(
+                provider_span.clone().unwrap_or(0..0),
+                format!("unknown webhook provider \"{other}\""),
+                Some(format!("write one of {PROVIDERS}")),
+            );
+            return None;
+        }
+    };
+    let signed = !matches!(provider, WebhookProvider::None { .. });
+    if signed && secrets_raw.is_empty() {
+        diag.at(
+            src.secrets
+                .as_ref()
+                .map(Spanned::span)
+                .or(provider_span.clone())
+                .unwrap_or(0..0),
+            format!("provider = \"{provider_name}\" on source `{name}` needs at least one secret"),
+            Some(format!(
+                "add secrets = [\"${{{}_WEBHOOK_SECRET}}\"] (two during a rotation)",
+                name.to_ascii_uppercase().replace('-', "_")
+            )),
+        );
+        ok = false;
+    }
+    let mut secrets = Vec::new();
+    for s in &secrets_raw {
+        let text = s.get_ref();
+        if text.is_empty() {
+            diag.at(
+                s.span(),
+                "this secret is empty",
+                Some("check the environment variable it comes from".into()),
+            );
+            ok = false;
+            continue;
+        }
+        if matches!(provider, WebhookProvider::Standard) {
+            // Standard Webhooks secrets are `whsec_<base64 key>`.
+            match BASE64.decode(text.strip_prefix("whsec_").unwrap_or(text)) {
+                Ok(key) if !key.is_empty() => secrets.push(Secret(key)),
+                _ => {
+                    diag.at(
+                        s.span(),
+                        "a Standard Webhooks secret is `whsec_` followed by base64",
+                        Some("copy the secret exactly as the sender shows it, e.g. \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"".into()),
+                    );
+                    ok = false;
+                }
+            }
+        } else {
+            secrets.push(Secret(text.as_bytes().to_vec()));
+        }
+    }
+    let tolerance = match &src.tolerance {
+        None => Some(Duration::from_secs(300)),
+        Some(t) => duration(t, false, diag),
+    };
+    let max_body_bytes = match &src.max_body_size {
+        None => Some(default_max_body),
+        Some(v) => match parse_size(v.get_ref()) {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                diag.at(
+                    v.span(),
+                    "invalid size",
+                    Some(
+                        "write bytes (1048576) or a size with a unit: \"512KiB\", \"1MiB\"".into(),
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let rate_limit = match &src.rate_limit {
+        None => Some(None),
+        Some(r) => match rate(r.get_ref()) {
+            Some(x) => Some(Some(x)),
+            None => {
+                diag.at(
+                    r.span(),
+                    format!("invalid rate \"{}\"", r.get_ref()),
+                    Some("write requests per unit of time, e.g. \"100/s\" or \"6000/m\"".into()),
+                );
+                None
+            }
+        },
+    };
+    let dedupe_window = match &src.dedupe_window {
+        None => Some(Duration::from_secs(24 * 3600)),
+        Some(w) => duration(w, true, diag),
+    };
+    let when_unavailable = match src
+        .when_unavailable
+        .as_ref()
+        .map(|w| (w.get_ref().as_str(), w.span()))
+    {
+        None | Some(("reject", _)) => Some(WhenUnavailable::Reject),
+        Some(("dead_letter", _)) => Some(WhenUnavailable::DeadLetter),
+        Some((other, span)) => {
+            diag.at(span, format!("unknown when_unavailable \"{other}\""), Some("write \"reject\" (answer 503) or \"dead_letter\" (store in the DLQ, answer 200)".into()));
+            None
+        }
+    };
+    let id_pointer = pointer(&src.id_pointer, diag);
+    let type_pointer = pointer(&src.type_pointer, diag);
+    let headers = src
+        .headers
+        .as_ref()
+        .map(|h| h.get_ref().iter().map(|x| x.to_ascii_lowercase()).collect())
+        .unwrap_or_default();
+    let _ = &src.kind;
+    if !ok {
+        return None;
+    }
+    Some(WebhookSourceConfig {
+        path,
+        provider,
+        secrets,
+        tolerance: tolerance?,
+        max_body_bytes: max_body_bytes?,
+        rate_limit: rate_limit?,
+        dedupe_window: dedupe_window?,
+        headers,
+        when_unavailable: when_unavailable?,
+        id_pointer: id_pointer?,
+        type_pointer: type_pointer?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rate;
+
+    #[test]
+    fn rates_are_requests_per_second() {
+        assert_eq!(rate("100/s"), Some(100.0));
+        assert_eq!(rate("6000/m"), Some(100.0));
+        assert_eq!(rate("0/s"), None);
+        assert_eq!(rate("fast"), None);
+    }
+}
