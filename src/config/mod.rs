@@ -311,6 +311,10 @@ pub struct RouteConfig {
     pub ops: Vec<String>,
     /// Key columns instead of the primary key; empty: the primary key.
     pub key: Vec<String>,
+    /// Webhooks: a JSON Pointer to the key in the body; none: the event id.
+    pub key_pointer: Option<String>,
+    /// Webhooks: only event types matching one of these globs; empty: all.
+    pub event_types: Vec<String>,
 }
 
 /// A topic name with `{placeholders}`, checked at load time.

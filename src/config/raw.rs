@@ -174,6 +174,19 @@ pub struct RawRoute {
     pub tables: Option<Spanned<Vec<String>>>,
     /// Postgres sources: only these operations (`insert`, `update`, `delete`, `truncate`).
     pub ops: Option<Spanned<Vec<String>>>,
-    /// Postgres sources: key columns instead of the primary key.
-    pub key: Option<Spanned<Vec<String>>>,
+    /// Postgres sources: key columns instead of the primary key (`["email"]`); webhook
+    /// sources: a JSON Pointer into the body (`"/data/object/id"`) instead of the event id.
+    pub key: Option<Spanned<RouteKey>>,
+    /// Webhook sources: only these event types (globs: `"payment_intent.*"`).
+    pub event_types: Option<Spanned<Vec<String>>>,
+}
+
+/// A route's `key`: columns (postgres) or a JSON Pointer (webhooks).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RouteKey {
+    /// `"/data/object/id"`
+    Pointer(String),
+    /// `["email"]`
+    Columns(Vec<String>),
 }

@@ -649,8 +649,54 @@ fn validate_routes(
                 }
             }
         }
-        let mut filter_ok = true;
-        for (what, given) in [("tables", &r.tables), ("ops", &r.ops), ("key", &r.key)] {
+        let mut filter_ok_early = true;
+        let key_span = r.key.as_ref().map(Spanned::span);
+        let (key, key_pointer) = match r.key.as_ref().map(|k| k.get_ref().clone()) {
+            None => (Vec::new(), None),
+            Some(RouteKey::Columns(c)) if is_postgres || source_cfg.is_none() => (c, None),
+            Some(RouteKey::Pointer(p)) if !is_postgres && p.starts_with('/') => {
+                (Vec::new(), Some(p))
+            }
+            Some(RouteKey::Columns(_)) => {
+                diag.at(
+                    key_span.clone().unwrap_or(0..0),
+                    format!(
+                        "`{source}` is a webhook source: its key is a JSON Pointer into the body"
+                    ),
+                    Some("write e.g. key = \"/data/object/id\"".into()),
+                );
+                filter_ok_early = false;
+                (Vec::new(), None)
+            }
+            Some(RouteKey::Pointer(p)) => {
+                diag.at(
+                    key_span.clone().unwrap_or(0..0),
+                    if is_postgres {
+                        format!("`{source}` is a postgres source: its key is a list of columns")
+                    } else {
+                        format!("`{p}` is not a JSON Pointer")
+                    },
+                    Some(if is_postgres {
+                        "write e.g. key = [\"email\"]".into()
+                    } else {
+                        "write e.g. key = \"/data/object/id\"".into()
+                    }),
+                );
+                filter_ok_early = false;
+                (Vec::new(), None)
+            }
+        };
+        if let Some(v) = &r.event_types
+            && is_postgres
+        {
+            diag.at(
+                v.span(),
+                format!("`event_types` filters apply to webhook sources, and `{source}` is a postgres source"),
+                Some("filter changes with `tables` and `ops`".into()),
+            );
+            filter_ok_early = false;
+        }
+        for (what, given) in [("tables", &r.tables), ("ops", &r.ops)] {
             if let Some(v) = given
                 && !is_postgres
                 && source_cfg.is_some()
@@ -662,9 +708,10 @@ fn validate_routes(
                     ),
                     Some(format!("remove `{what}` from route `{name}`")),
                 );
-                filter_ok = false;
+                filter_ok_early = false;
             }
         }
+        let mut filter_ok = filter_ok_early;
         let mut ops = Vec::new();
         if let Some(v) = &r.ops {
             for op in v.get_ref() {
@@ -714,10 +761,12 @@ fn validate_routes(
                 topic,
                 tables,
                 ops,
-                key: r
-                    .key
+                key,
+                key_pointer,
+                event_types: r
+                    .event_types
                     .as_ref()
-                    .map(|k| k.get_ref().clone())
+                    .map(|e| e.get_ref().clone())
                     .unwrap_or_default(),
             });
         }

@@ -33,6 +33,25 @@ pub fn schema() -> &'static AvroSchema {
     &SCHEMA
 }
 
+/// The value at JSON Pointer `pointer` in a webhook's body (or in a form's `payload`), as text;
+/// `None` when the body has nothing there (the key is then the event id).
+pub fn body_pointer(webhook: &WebhookPayload, pointer: &str) -> Option<String> {
+    let doc: serde_json::Value = match serde_json::from_str(&webhook.body) {
+        Ok(v) => v,
+        Err(_) => {
+            let payload = form_urlencoded::parse(webhook.body.as_bytes())
+                .find(|(k, _)| k == "payload")?
+                .1;
+            serde_json::from_str(&payload).ok()?
+        }
+    };
+    match doc.pointer(pointer)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        other => Some(other.to_string()),
+    }
+}
+
 /// The record for a webhook event.
 pub fn record(event: &Event, webhook: &WebhookPayload) -> Value {
     let content_type = webhook

@@ -114,10 +114,12 @@ pub struct RecordParts {
 }
 
 /// The Avro value and key of an event, by payload kind: CloudEvents for webhooks (keyed by
-/// event id), Debezium envelopes for changes (keyed by the key columns).
+/// event id, or the route's JSON Pointer into the body), Debezium envelopes for changes (keyed
+/// by the key columns).
 pub fn record_parts(
     event: &crate::event::Event,
     key_columns: &[String],
+    key_pointer: Option<&str>,
 ) -> Result<RecordParts, EncodeError> {
     use crate::event::Payload;
     match &event.payload {
@@ -125,7 +127,11 @@ pub fn record_parts(
             value_schema: cloudevent::schema().clone(),
             value: Some(cloudevent::record(event, w)),
             key_schema: AvroSchema::string(),
-            key: Some(Value::String(event.id.as_str().to_string())),
+            key: Some(Value::String(
+                key_pointer
+                    .and_then(|p| cloudevent::body_pointer(w, p))
+                    .unwrap_or_else(|| event.id.as_str().to_string()),
+            )),
         }),
         Payload::Message(m) => {
             let (value_schema, value, key_schema, key) = change::message_parts(event, m);

@@ -17,6 +17,8 @@ struct CompiledRoute {
     tables: Vec<String>,
     ops: Vec<String>,
     key: Arc<[String]>,
+    key_pointer: Option<Arc<str>>,
+    event_types: Vec<String>,
 }
 
 impl CompiledRoute {
@@ -26,7 +28,10 @@ impl CompiledRoute {
             Payload::Change(c) => c,
             // Messages are not rows: only routes that ask for them take them.
             Payload::Message(_) => return self.ops.iter().any(|o| o == "m"),
-            Payload::Webhook(_) => return true,
+            Payload::Webhook(_) => {
+                return self.event_types.is_empty()
+                    || self.event_types.iter().any(|g| glob(g, &event.event_type));
+            }
         };
         let table_ok = self.tables.is_empty()
             || self.tables.iter().any(|t| match t.split_once('.') {
@@ -38,6 +43,29 @@ impl CompiledRoute {
     }
 }
 
+/// True when `text` matches `pattern`, where `*` stands for any run of characters
+/// (`payment_intent.*`, `*.created`, `*`).
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let mut parts = pattern.split('*');
+    let Some(first) = parts.next() else {
+        return false;
+    };
+    let Some(mut rest) = text.strip_prefix(first) else {
+        return false;
+    };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else {
+        return rest.is_empty();
+    };
+    for m in middle {
+        match rest.find(m) {
+            Some(i) => rest = &rest[i + m.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 /// Where one route sends an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteMatch {
@@ -47,6 +75,8 @@ pub struct RouteMatch {
     pub topic: String,
     /// Key columns instead of the primary key (change events); empty: the primary key.
     pub key: Arc<[String]>,
+    /// A JSON Pointer to the key in a webhook body; none: the event id.
+    pub key_pointer: Option<Arc<str>>,
 }
 
 /// A route matched but could not name a topic for this event.
@@ -79,6 +109,8 @@ impl RouteTable {
                     tables: r.tables.clone(),
                     ops: r.ops.clone(),
                     key: Arc::from(r.key.clone()),
+                    key_pointer: r.key_pointer.as_deref().map(Arc::from),
+                    event_types: r.event_types.clone(),
                 });
         }
         RouteTable { by_source }
@@ -110,6 +142,7 @@ impl RouteTable {
                     route: r.name.clone(),
                     topic,
                     key: Arc::clone(&r.key),
+                    key_pointer: r.key_pointer.clone(),
                 })
             })
             .collect()
@@ -134,6 +167,19 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+
+    #[test]
+    fn event_type_globs() {
+        assert!(glob("payment_intent.*", "payment_intent.succeeded"));
+        assert!(!glob("payment_intent.*", "charge.refunded"));
+        assert!(glob("charge.refunded", "charge.refunded"));
+        assert!(!glob("charge.refunded", "charge.refunded.x"));
+        assert!(glob("*", "anything"));
+        assert!(glob("*.created", "customer.created"));
+        assert!(glob("a*b*c", "a-b-b-c"));
+        assert!(!glob("a*b*c", "a-c-b"));
+        assert!(!glob("ab*ba", "aba"));
+    }
     use crate::event::{Payload, WebhookPayload};
 
     fn table(routes: &str) -> RouteTable {

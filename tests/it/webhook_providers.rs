@@ -587,3 +587,74 @@ async fn with_dead_letter_on_unavailable_a_broker_outage_is_answered_200_and_rep
         "after recovery: the outage's event once, nothing doubled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_routes_pick_event_types_by_glob_and_key_by_json_pointer() {
+    let stack = Stack::start();
+    let path = stack.dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             [schema_registry]\nurl = \"{}\"\n\
+             [sources.stripe]\ntype = \"webhook\"\nprovider = \"stripe\"\nsecrets = [\"whsec_new\"]\n\
+             [[routes]]\nname = \"payments\"\nsource = \"stripe\"\ntopic = \"payments\"\n\
+             event_types = [\"payment_intent.*\"]\nkey = \"/data/object/id\"\n\
+             [[routes]]\nname = \"refunds\"\nsource = \"stripe\"\ntopic = \"refunds\"\n\
+             event_types = [\"charge.refunded\"]\n",
+            stack.broker.bootstrap(),
+            stack.registry.url()
+        ),
+    )
+    .expect("config");
+    let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
+    let client = reqwest::Client::new();
+    let at = format!("{url}/webhooks/stripe");
+    let send = |id: &str, ty: &str, object: &str| {
+        let body =
+            format!(r#"{{"id":"{id}","type":"{ty}","data":{{"object":{{"id":"{object}"}}}}}}"#);
+        let h = vec![(
+            "stripe-signature".to_string(),
+            sign::stripe("whsec_new", now(), body.as_bytes()),
+        )];
+        let client = client.clone();
+        let at = at.clone();
+        async move { post(&client, &at, &h, body, "application/json").await }
+    };
+    assert_eq!(
+        send("evt_1", "payment_intent.succeeded", "pi_1").await.0,
+        200
+    );
+    assert_eq!(send("evt_2", "payment_intent.created", "pi_1").await.0, 200);
+    assert_eq!(send("evt_3", "charge.refunded", "ch_1").await.0, 200);
+    let (status, reply) = send("evt_4", "customer.created", "cus_1").await;
+    assert_eq!(
+        (status, reply["error"].as_str()),
+        (422, Some("unroutable")),
+        "no route takes it"
+    );
+    let dec = decoder(&stack.registry.url());
+    let read = |topic: &'static str| {
+        let bootstrap = stack.broker.bootstrap();
+        tokio::task::spawn_blocking(move || {
+            read_topic(&bootstrap, topic, usize::MAX, Duration::from_secs(4))
+        })
+    };
+    let payments = read("payments").await.expect("consumer");
+    assert_eq!(payments.len(), 2);
+    for r in &payments {
+        let (_, key) = decode(&dec, r.key.as_ref().expect("key")).await;
+        assert_eq!(
+            key, "pi_1",
+            "keyed by the payment intent, so its events share a partition"
+        );
+    }
+    let refunds = read("refunds").await.expect("consumer");
+    assert_eq!(refunds.len(), 1);
+    let (_, key) = decode(&dec, refunds[0].key.as_ref().expect("key")).await;
+    assert_eq!(
+        key, "evt_3",
+        "without a key pointer the key is the event id"
+    );
+    daemon::stop(sy).await;
+}
