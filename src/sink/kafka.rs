@@ -107,6 +107,19 @@ pub struct KafkaSink {
     admin: AdminClient<KafkaLog>,
     known_topics: Mutex<HashSet<String>>,
     last_rebuild: Mutex<Option<Instant>>,
+    /// Benchmarks only (`SWITCHYARD_BENCH_SINK=null`): records are acknowledged and discarded.
+    null: bool,
+}
+
+/// True when the benchmark-only null sink is on: `SWITCHYARD_BENCH_SINK=null` makes every
+/// record count as acknowledged without being sent, to measure everything but Kafka. Never for
+/// production: it is announced loudly at start.
+fn bench_null_sink() -> bool {
+    let on = std::env::var("SWITCHYARD_BENCH_SINK").is_ok_and(|v| v == "null");
+    if on {
+        warn!("SWITCHYARD_BENCH_SINK=null: BENCHMARK MODE, records are discarded, not sent to Kafka");
+    }
+    on
 }
 
 /// A producer is rebuilt at most this often, however many deliveries fail at once.
@@ -129,6 +142,7 @@ impl KafkaSink {
             admin,
             known_topics: Mutex::new(HashSet::new()),
             last_rebuild: Mutex::new(None),
+            null: bench_null_sink(),
         })
     }
 
@@ -242,6 +256,12 @@ impl KafkaSink {
         record: &Record,
         abandoned: &(dyn Fn() -> bool + Send + Sync),
     ) -> Result<Placement, SinkError> {
+        if self.null {
+            return Ok(Placement {
+                partition: 0,
+                offset: -1,
+            });
+        }
         let mut backoff = retry_policy(self.cfg.retry_max_elapsed);
         let started = Instant::now();
         loop {
