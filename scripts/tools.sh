@@ -33,7 +33,7 @@ apt_ensure() {
 
 # rdkafka-sys builds librdkafka with its own configure script: a C toolchain, make, perl,
 # pkg-config, zlib and OpenSSL headers. Tests run a private PostgreSQL 15 cluster.
-apt_ensure build-essential pkg-config perl zlib1g-dev libssl-dev curl postgresql-15 postgresql-client-15
+apt_ensure build-essential pkg-config perl zlib1g-dev libssl-dev curl openssl postgresql-15 postgresql-client-15
 
 cargo_tool() { # name version bin features locked
   local name=$1 version=$2 bin=$3 features=$4 locked=$5

@@ -90,6 +90,18 @@ echo
 step "Reading it back: switchyard tail webhooks.shop"
 "$SY" tail webhooks.shop -c routes.toml --idle 3s
 
+step "Sending a signed Stripe event (twice: the retry is a duplicate, not a second record)"
+SECRET=${STRIPE_WEBHOOK_SECRET:-whsec_local_quickstart}
+BODY="{\"id\":\"evt_quickstart_$(date +%s)\",\"type\":\"payment_intent.succeeded\",\"data\":{\"object\":{\"id\":\"pi_1001\"}}}"
+T=$(date +%s)
+SIG=$(printf '%s' "$T.$BODY" | openssl dgst -sha256 -hmac "$SECRET" | sed 's/^.* //')
+for attempt in 1 2; do
+  curl -sS -X POST "http://127.0.0.1:$SWITCHYARD_PORT/webhooks/stripe" \
+    -H 'content-type: application/json' -H "Stripe-Signature: t=$T,v1=$SIG" -d "$BODY"
+  echo
+done
+"$SY" tail webhooks.stripe -c routes.toml --idle 3s
+
 cat <<MSG
 
 Everything is running. Try:

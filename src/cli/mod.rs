@@ -142,7 +142,7 @@ fn check(cli: &Cli) -> ExitCode {
         Err(code) => return code,
     };
     // librdkafka checks property names and values without connecting.
-    if let Err(e) = crate::sink::kafka::KafkaSink::new(&config.kafka) {
+    if let Err(e) = crate::sink::kafka::KafkaSink::validate(&config.kafka) {
         eprintln!(
             "error: {}: [kafka.properties]: {e}\n  help: see librdkafka's CONFIGURATION.md for property names and values",
             cli.config.display()
@@ -152,7 +152,13 @@ fn check(cli: &Cli) -> ExitCode {
     println!("{}: OK", cli.config.display());
     for (name, source) in &config.sources {
         match &source.kind {
-            SourceKind::Webhook(w) => println!("  source {name}: webhook POST {}", w.path),
+            SourceKind::Webhook(w) => println!(
+                "  source {name}: webhook POST {} (provider {}, {} secret{})",
+                w.path,
+                w.provider.name(),
+                w.secrets.len(),
+                if w.secrets.len() == 1 { "" } else { "s" }
+            ),
             SourceKind::Postgres(p) => {
                 let tables: Vec<String> = p
                     .tables

@@ -126,6 +126,15 @@ fn bench_null_sink() -> bool {
 const REBUILD_INTERVAL: Duration = Duration::from_secs(10);
 
 impl KafkaSink {
+    /// Checks the producer properties (names and values) without creating a client, so
+    /// nothing connects: for `switchyard check`.
+    pub fn validate(cfg: &KafkaConfig) -> Result<(), SinkError> {
+        client_config(cfg)
+            .create_native_config()
+            .map(|_| ())
+            .map_err(|e| SinkError::Config(e.to_string()))
+    }
+
     /// Builds the producer and admin client; no connection is made yet.
     pub fn new(cfg: &KafkaConfig) -> Result<KafkaSink, SinkError> {
         let client_config = client_config(cfg);
