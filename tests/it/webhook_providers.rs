@@ -658,3 +658,66 @@ async fn webhook_routes_pick_event_types_by_glob_and_key_by_json_pointer() {
     );
     daemon::stop(sy).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_accepted_id_is_remembered_across_kill_9() {
+    let stack = Stack::start();
+    let port = crate::support::free_port();
+    let path = stack.dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             [schema_registry]\nurl = \"{}\"\n\
+             [sources.stripe]\ntype = \"webhook\"\nprovider = \"stripe\"\nsecrets = [\"whsec_new\"]\n\
+             [[routes]]\nname = \"stripe\"\nsource = \"stripe\"\ntopic = \"wh.stripe\"\n",
+            stack.broker.bootstrap(),
+            stack.registry.url()
+        ),
+    )
+    .expect("config");
+    let start = |n: usize| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+        cmd.args(["run", "-c"]).arg(&path);
+        crate::support::ChildGuard::spawn(
+            "switchyard",
+            cmd,
+            stack.dir.path().join(format!("switchyard-{n}.log")),
+        )
+    };
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}");
+    let ready = || async {
+        crate::support::wait_for_async("switchyard to listen", Duration::from_secs(30), || async {
+            client
+                .get(format!("{url}/healthz"))
+                .send()
+                .await
+                .ok()
+                .map(|_| ())
+        })
+        .await
+    };
+    let mut sy = start(0);
+    ready().await;
+    let at = format!("{url}/webhooks/stripe");
+    let (h, body) = request("stripe", 9, "whsec_new", now());
+    let (status, reply) = post(&client, &at, &h, body.clone(), "application/json").await;
+    assert_eq!((status, reply["status"].as_str()), (200, Some("accepted")));
+    sy.kill(); // SIGKILL right after the 200
+    let _sy = start(1);
+    ready().await;
+    let (status, reply) = post(&client, &at, &h, body, "application/json").await;
+    assert_eq!(
+        (status, reply["status"].as_str()),
+        (200, Some("duplicate")),
+        "{reply}"
+    );
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = stack.broker.bootstrap();
+        move || read_topic(&bootstrap, "wh.stripe", usize::MAX, Duration::from_secs(4))
+    })
+    .await
+    .expect("consumer");
+    assert_eq!(records.len(), 1);
+}
