@@ -22,8 +22,18 @@ pub enum Delivery {
     Delivered,
     /// Stored in the dead-letter queue.
     DeadLettered,
-    /// Neither: the source must not acknowledge it.
+    /// No route takes it and `[router] unmatched = "drop"`: acknowledged without a record.
+    Dropped,
+    /// None of these: the source must not acknowledge it.
     Failed(Failure),
+}
+
+impl Delivery {
+    /// True when the source may acknowledge the event: it is in Kafka, in the DLQ, or was
+    /// dropped by policy.
+    pub fn is_durable(&self) -> bool {
+        !matches!(self, Delivery::Failed(_))
+    }
 }
 
 /// Why an event was not made durable.

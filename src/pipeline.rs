@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::ack::{AckToken, Delivery, Failure};
-use crate::config::Config;
+use crate::config::{Config, Unmatched};
 use crate::dlq::{DlqStore, EncodedRecord, NewDeadLetter};
 use crate::encode::{EncodeError, Encoder, RecordParts, record_parts};
 use crate::error::{ErrorClass, retry_policy};
@@ -50,6 +50,7 @@ pub struct Pipeline {
     in_flight: Arc<Semaphore>,
     retry_max_elapsed: Duration,
     dlq: Option<Arc<DlqStore>>,
+    unmatched: Unmatched,
 }
 
 /// Why the pipeline could not be built.
@@ -73,6 +74,7 @@ impl Pipeline {
             in_flight: Arc::new(Semaphore::new(config.kafka.max_in_flight)),
             retry_max_elapsed: config.kafka.retry_max_elapsed,
             dlq: None,
+            unmatched: config.router.unmatched,
         })
     }
 
@@ -90,6 +92,18 @@ impl Pipeline {
     /// The compiled routes.
     pub fn routes(&self) -> &RouteTable {
         &self.routes
+    }
+
+    /// What happens to events no route takes.
+    pub fn unmatched(&self) -> Unmatched {
+        self.unmatched
+    }
+
+    /// Counts an event dropped because no route takes it.
+    pub fn count_unmatched(&self, source: &str) {
+        if let Some(m) = crate::telemetry::metrics::metrics() {
+            m.unmatched.with_label_values(&[source]).inc();
+        }
     }
 
     /// Takes an event once there is room in flight, and resolves `ack` when it is durable or
@@ -122,10 +136,23 @@ impl Pipeline {
     pub async fn deliver(&self, event: &Event, ack: &AckToken) -> Delivery {
         let matches = self.routes.route(event);
         if matches.is_empty() {
-            return failed(
-                ErrorClass::Unroutable,
-                &format!("no route takes events from source `{}`", event.source),
-            );
+            let f = Failure {
+                class: ErrorClass::Unroutable,
+                message: format!(
+                    "no route takes this {} event from source `{}`",
+                    event.event_type, event.source
+                ),
+            };
+            return match self.unmatched {
+                Unmatched::Drop => {
+                    self.count_unmatched(&event.source);
+                    Delivery::Dropped
+                }
+                Unmatched::Dlq => match self.dead_letter(event, None, None, None, f).await {
+                    Ok(()) => Delivery::DeadLettered,
+                    Err(f) => Delivery::Failed(f),
+                },
+            };
         }
         let mut dead_lettered = false;
         for m in matches {

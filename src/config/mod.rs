@@ -36,6 +36,25 @@ pub struct Config {
     pub sources: BTreeMap<String, SourceConfig>,
     /// `[[routes]]`, in file order.
     pub routes: Vec<RouteConfig>,
+    /// `[router]`
+    pub router: RouterConfig,
+}
+
+/// `[router]`: policies of the route table as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RouterConfig {
+    /// What happens to an event no route takes.
+    pub unmatched: Unmatched,
+}
+
+/// `[router] unmatched`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Unmatched {
+    /// Acknowledged and dropped, counted in `switchyard_unmatched_total{source}`.
+    #[default]
+    Drop,
+    /// Stored in the DLQ (class `unroutable`), to be replayed once a route takes it.
+    Dlq,
 }
 
 /// `[server]`: the HTTP listener.
@@ -315,6 +334,8 @@ pub struct RouteConfig {
     pub key_pointer: Option<String>,
     /// Webhooks: only event types matching one of these globs; empty: all.
     pub event_types: Vec<String>,
+    /// A CEL expression the event must satisfy (compiled when the file is loaded).
+    pub filter: Option<String>,
 }
 
 /// A topic name with `{placeholders}`, checked at load time.

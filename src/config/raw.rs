@@ -81,6 +81,14 @@ pub struct RawDlq {
     pub retain: Option<Spanned<String>>,
 }
 
+/// `[router]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouter {
+    /// What happens to an event no route takes: "drop" (default) or "dlq".
+    pub unmatched: Option<Spanned<String>>,
+}
+
 /// `[sources.<name>]` with `type = "webhook"`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -179,6 +187,8 @@ pub struct RawRoute {
     pub key: Option<Spanned<RouteKey>>,
     /// Webhook sources: only these event types (globs: `"payment_intent.*"`).
     pub event_types: Option<Spanned<Vec<String>>>,
+    /// A CEL expression the event must satisfy.
+    pub filter: Option<Spanned<String>>,
 }
 
 /// A route's `key`: columns (postgres) or a JSON Pointer (webhooks).

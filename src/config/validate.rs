@@ -17,7 +17,7 @@ use super::*;
 
 const DEFAULT_RETAIN: Duration = Duration::from_secs(14 * 24 * 3600);
 
-const SECTIONS: &str = "server, kafka, schema_registry, dlq, sources, routes";
+const SECTIONS: &str = "server, kafka, schema_registry, dlq, sources, routes, router";
 
 pub(super) fn load(
     path: &Path,
@@ -66,6 +66,7 @@ pub(super) fn load(
             "dlq" => "dlq",
             "sources" => "sources",
             "routes" => "routes",
+            "router" => "router",
             other => {
                 diag.at(
                     key.span(),
@@ -89,6 +90,10 @@ pub(super) fn load(
     let dlq = sections
         .remove("dlq")
         .and_then(|v| section::<RawDlq>(v, &mut diag));
+    let router = match sections.remove("router") {
+        None => Some(RouterConfig::default()),
+        Some(v) => section::<RawRouter>(v, &mut diag).and_then(|r| validate_router(r, &mut diag)),
+    };
     let sources = sections
         .remove("sources")
         .map(|v| sources(v, &mut diag))
@@ -112,9 +117,12 @@ pub(super) fn load(
     let sources = validate_sources(sources, path, default_body, &mut diag);
     let routes = validate_routes(routes, &sources, &mut diag);
 
-    match (server, kafka, registry, dlq) {
-        (Some(server), Some(kafka), Some(schema_registry), Some(dlq)) if diag.is_empty() => {
+    match (server, kafka, registry, dlq, router) {
+        (Some(server), Some(kafka), Some(schema_registry), Some(dlq), Some(router))
+            if diag.is_empty() =>
+        {
             Ok(Config {
+                router,
                 path: path.to_path_buf(),
                 server,
                 kafka,
@@ -476,6 +484,26 @@ fn validate_dlq_url(
     }
 }
 
+fn validate_router(raw: RawRouter, diag: &mut Diagnostics) -> Option<RouterConfig> {
+    let unmatched = match raw
+        .unmatched
+        .as_ref()
+        .map(|u| (u.get_ref().as_str(), u.span()))
+    {
+        None | Some(("drop", _)) => Unmatched::Drop,
+        Some(("dlq", _)) => Unmatched::Dlq,
+        Some((other, span)) => {
+            diag.at(
+                span,
+                format!("unknown unmatched policy \"{other}\""),
+                Some("write \"drop\" (acknowledge and count) or \"dlq\" (store for replay)".into()),
+            );
+            return None;
+        }
+    };
+    Some(RouterConfig { unmatched })
+}
+
 fn validate_sources(
     raw: Vec<(Spanned<String>, RawSource)>,
     config_path: &Path,
@@ -711,6 +739,25 @@ fn validate_routes(
                 filter_ok_early = false;
             }
         }
+        let filter = match &r.filter {
+            None => None,
+            Some(f) => match crate::router::filter::check(f.get_ref(), is_postgres) {
+                Ok(()) => Some(f.get_ref().clone()),
+                Err(message) => {
+                    diag.at(
+                        f.span(),
+                        format!("route `{name}`: filter: {message}"),
+                        Some(if is_postgres {
+                            "change events have `op`, `before`, `after` and `source` (e.g. \"after.amount > 100 && op == 'c'\")".into()
+                        } else {
+                            "webhook events have `type`, `id`, `data` and `headers` (e.g. \"data.amount > 100\")".into()
+                        }),
+                    );
+                    filter_ok_early = false;
+                    None
+                }
+            },
+        };
         let mut filter_ok = filter_ok_early;
         let mut ops = Vec::new();
         if let Some(v) = &r.ops {
@@ -763,6 +810,7 @@ fn validate_routes(
                 ops,
                 key,
                 key_pointer,
+                filter,
                 event_types: r
                     .event_types
                     .as_ref()

@@ -3,6 +3,8 @@
 //! [`RouteTable::route`] is pure (no I/O) and cheap: routes are compiled once from the
 //! configuration and indexed by source. The router issue adds filters, keys and transforms.
 
+pub mod filter;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -19,6 +21,18 @@ struct CompiledRoute {
     key: Arc<[String]>,
     key_pointer: Option<Arc<str>>,
     event_types: Vec<String>,
+    filter: Filter,
+}
+
+/// A route's compiled CEL filter.
+#[derive(Debug, Clone)]
+enum Filter {
+    /// No filter: every event the other conditions let through.
+    None,
+    /// Compiled once.
+    Cel(Arc<cel::Program>),
+    /// Did not compile (cannot happen after validation): takes nothing.
+    Broken,
 }
 
 impl CompiledRoute {
@@ -111,6 +125,19 @@ impl RouteTable {
                     key: Arc::from(r.key.clone()),
                     key_pointer: r.key_pointer.as_deref().map(Arc::from),
                     event_types: r.event_types.clone(),
+                    filter: match &r.filter {
+                        None => Filter::None,
+                        Some(expr) => {
+                            let change = matches!(
+                                config.sources.get(&r.source).map(|s| &s.kind),
+                                Some(crate::config::SourceKind::Postgres(_))
+                            );
+                            match filter::compile(expr, change) {
+                                Ok(p) => Filter::Cel(Arc::new(p)),
+                                Err(_) => Filter::Broken,
+                            }
+                        }
+                    },
                 });
         }
         RouteTable { by_source }
@@ -121,9 +148,15 @@ impl RouteTable {
         let Some(routes) = self.by_source.get(&event.source) else {
             return Vec::new();
         };
+        let mut vars = None;
         routes
             .iter()
             .filter(|r| r.takes(event))
+            .filter(|r| match &r.filter {
+                Filter::None => true,
+                Filter::Broken => false,
+                Filter::Cel(p) => filter::holds(p, vars.get_or_insert_with(|| filter::vars(event))),
+            })
             .map(|r| {
                 let topic = r
                     .topic

@@ -117,7 +117,9 @@ pub struct KafkaSink {
 fn bench_null_sink() -> bool {
     let on = std::env::var("SWITCHYARD_BENCH_SINK").is_ok_and(|v| v == "null");
     if on {
-        warn!("SWITCHYARD_BENCH_SINK=null: BENCHMARK MODE, records are discarded, not sent to Kafka");
+        warn!(
+            "SWITCHYARD_BENCH_SINK=null: BENCHMARK MODE, records are discarded, not sent to Kafka"
+        );
     }
     on
 }

@@ -20,6 +20,8 @@ pub const WEBHOOK_REQUESTS_TOTAL: &str = "switchyard_webhook_requests_total";
 pub const WEBHOOK_REJECTED_TOTAL: &str = "switchyard_webhook_rejected_total";
 /// Provider retries answered without a second record, by source.
 pub const WEBHOOK_DUPLICATES_TOTAL: &str = "switchyard_webhook_duplicates_total";
+/// Events no route took, dropped by `[router] unmatched = "drop"`, by source.
+pub const UNMATCHED_TOTAL: &str = "switchyard_unmatched_total";
 /// Dead letters written since start, by route and error class.
 pub const DEAD_LETTERS_TOTAL: &str = "switchyard_dead_letters_total";
 
@@ -44,6 +46,8 @@ pub struct Metrics {
     pub webhook_rejected: IntCounterVec,
     /// See [`WEBHOOK_DUPLICATES_TOTAL`].
     pub webhook_duplicates: IntCounterVec,
+    /// See [`UNMATCHED_TOTAL`].
+    pub unmatched: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -109,6 +113,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(webhook_requests.clone()))?;
     registry.register(Box::new(webhook_rejected.clone()))?;
     registry.register(Box::new(webhook_duplicates.clone()))?;
+    let unmatched = IntCounterVec::new(
+        Opts::new(UNMATCHED_TOTAL, "Events no route took, dropped by policy"),
+        &["source"],
+    )?;
+    registry.register(Box::new(unmatched.clone()))?;
     registry.register(Box::new(snapshot_rows.clone()))?;
     registry.register(Box::new(snapshot_progress.clone()))?;
     registry.register(Box::new(slot_lag.clone()))?;
@@ -125,6 +134,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         webhook_requests,
         webhook_rejected,
         webhook_duplicates,
+        unmatched,
     })
 }
 

@@ -267,3 +267,32 @@ fn snapshot_chunks_and_message_routes_are_checked() {
     );
     assert_eq!(config.routes[0].ops, vec!["m".to_string()]);
 }
+
+#[test]
+fn route_filters_must_compile_and_name_fields_of_their_source() {
+    let text = format!(
+        "{BASE}\n[[routes]]\nname = \"a\"\nsource = \"orders\"\ntopic = \"t\"\nfilter = \"data.amount >\"\n\
+         [[routes]]\nname = \"b\"\nsource = \"orders\"\ntopic = \"t\"\nfilter = \"after.amount > 1\"\n\
+         [router]\nunmatched = \"keep\"\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with("conf/routes.toml:21:13: unknown unmatched policy \"keep\"")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(
+            |e| e.starts_with("conf/routes.toml:14:10: route `a`: filter:")
+                && e.contains("Syntax error")
+        ),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.starts_with(
+            "conf/routes.toml:19:10: route `b`: filter: `after` is not a field of webhook events"
+        )),
+        "{errs:?}"
+    );
+}

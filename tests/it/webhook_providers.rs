@@ -601,7 +601,9 @@ async fn webhook_routes_pick_event_types_by_glob_and_key_by_json_pointer() {
              [[routes]]\nname = \"payments\"\nsource = \"stripe\"\ntopic = \"payments\"\n\
              event_types = [\"payment_intent.*\"]\nkey = \"/data/object/id\"\n\
              [[routes]]\nname = \"refunds\"\nsource = \"stripe\"\ntopic = \"refunds\"\n\
-             event_types = [\"charge.refunded\"]\n",
+             event_types = [\"charge.refunded\"]\n\
+             [[routes]]\nname = \"big\"\nsource = \"stripe\"\ntopic = \"big\"\n\
+             filter = \"type.startsWith('payment_intent.') && data.data.object.amount > 1000\"\n",
             stack.broker.bootstrap(),
             stack.registry.url()
         ),
@@ -611,8 +613,10 @@ async fn webhook_routes_pick_event_types_by_glob_and_key_by_json_pointer() {
     let client = reqwest::Client::new();
     let at = format!("{url}/webhooks/stripe");
     let send = |id: &str, ty: &str, object: &str| {
-        let body =
-            format!(r#"{{"id":"{id}","type":"{ty}","data":{{"object":{{"id":"{object}"}}}}}}"#);
+        let amount = if id == "evt_1" { 5000 } else { 10 };
+        let body = format!(
+            r#"{{"id":"{id}","type":"{ty}","data":{{"object":{{"id":"{object}","amount":{amount}}}}}}}"#
+        );
         let h = vec![(
             "stripe-signature".to_string(),
             sign::stripe("whsec_new", now(), body.as_bytes()),
@@ -629,9 +633,9 @@ async fn webhook_routes_pick_event_types_by_glob_and_key_by_json_pointer() {
     assert_eq!(send("evt_3", "charge.refunded", "ch_1").await.0, 200);
     let (status, reply) = send("evt_4", "customer.created", "cus_1").await;
     assert_eq!(
-        (status, reply["error"].as_str()),
-        (422, Some("unroutable")),
-        "no route takes it"
+        (status, reply["status"].as_str()),
+        (200, Some("unmatched")),
+        "no route takes it: dropped by the default policy, and counted"
     );
     let dec = decoder(&stack.registry.url());
     let read = |topic: &'static str| {
@@ -655,6 +659,23 @@ async fn webhook_routes_pick_event_types_by_glob_and_key_by_json_pointer() {
     assert_eq!(
         key, "evt_3",
         "without a key pointer the key is the event id"
+    );
+    // Fan-out: the big payment went to `payments` and, through the CEL filter, to `big`.
+    let big = read("big").await.expect("consumer");
+    assert_eq!(big.len(), 1, "only the payment over 1000");
+    let (_, v) = decode(&dec, &big[0].value).await;
+    assert_eq!(v["id"], "evt_1");
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("switchyard_unmatched_total{source=\"stripe\"} 1"),
+        "{metrics}"
     );
     daemon::stop(sy).await;
 }

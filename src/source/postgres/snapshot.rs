@@ -31,7 +31,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use tracing::{info, warn};
 
 use super::stream::{KnownRelation, PostgresSource, SourceError, connect_sql, sql};
-use crate::ack::{AckToken, Delivery};
+use crate::ack::AckToken;
 use crate::event::{ChangeColumn, ChangePayload, Event, EventId, Payload, now_micros};
 
 /// What the state store remembers of a source's snapshot.
@@ -349,10 +349,7 @@ impl PostgresSource {
                     receivers.push((id, rx));
                 }
                 for (id, rx) in receivers {
-                    if !matches!(
-                        rx.wait().await,
-                        Delivery::Delivered | Delivery::DeadLettered
-                    ) {
+                    if !rx.wait().await.is_durable() {
                         return Err(SourceError::NotDurable(id));
                     }
                 }

@@ -27,7 +27,7 @@ use tracing::{debug, error, info, warn};
 
 use super::pgoutput::{self, Datum, Message, OldTuple, Relation, Tuple};
 use crate::ack::{AckToken, Checkpoint, Delivery, Seq};
-use crate::config::{PostgresSourceConfig, SnapshotMode};
+use crate::config::{PostgresSourceConfig, SnapshotMode, Unmatched};
 use crate::dlq::DlqStore;
 use crate::event::{
     ChangeColumn, ChangePayload, Event, EventId, MessagePayload, Payload, now_micros,
@@ -408,7 +408,10 @@ impl PostgresSource {
         acks: &mut FuturesUnordered<AckFuture>,
     ) -> Option<u64> {
         let seq = checkpoint.track(position);
-        if self.pipeline.routes().route(&event).is_empty() {
+        if self.pipeline.unmatched() == Unmatched::Drop
+            && self.pipeline.routes().route(&event).is_empty()
+        {
+            // Unrouted tables and operations are the common case for CDC: not counted.
             return checkpoint.resolve(seq, true);
         }
         let (ack, rx) = AckToken::new();
@@ -452,7 +455,7 @@ impl PostgresSource {
                     }
                 }
                 Some((seq, id, delivery)) = acks.next(), if !acks.is_empty() => {
-                    let durable = matches!(delivery, Delivery::Delivered | Delivery::DeadLettered);
+                    let durable = delivery.is_durable();
                     let at = checkpoint.resolve(seq, durable);
                     if !durable {
                         return Err(SourceError::NotDurable(id));

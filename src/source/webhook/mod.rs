@@ -248,6 +248,13 @@ impl WebhookSource {
                 let body = json!({"status": "dead_lettered", "id": id.as_str()});
                 return (StatusCode::OK, Json(body)).into_response();
             }
+            Ok(Delivery::Dropped) => {
+                if let Some(l) = lead {
+                    l.finish(Outcome::Accepted).await;
+                }
+                let body = json!({"status": "unmatched", "id": id.as_str()});
+                return (StatusCode::OK, Json(body)).into_response();
+            }
             Ok(Delivery::Failed(f)) if !f.class.is_transient() => {
                 if let Some(l) = lead {
                     l.finish(Outcome::Failed).await;
