@@ -22,6 +22,7 @@ struct CompiledRoute {
     key_pointer: Option<Arc<str>>,
     event_types: Vec<String>,
     filter: Filter,
+    filter_text: Option<Arc<str>>,
 }
 
 /// A route's compiled CEL filter.
@@ -36,6 +37,61 @@ enum Filter {
 }
 
 impl CompiledRoute {
+    /// Why the route's table/operation/type conditions do not take `event` (for dry runs;
+    /// [`CompiledRoute::takes`] is the allocation-free twin).
+    fn why_not(&self, event: &Event) -> Option<String> {
+        if self.takes(event) {
+            return None;
+        }
+        Some(match &event.payload {
+            Payload::Message(_) => {
+                "logical decoding messages go to routes with ops = [\"message\"]".into()
+            }
+            Payload::Webhook(_) => format!(
+                "type `{}` matches none of event_types {:?}",
+                event.event_type, self.event_types
+            ),
+            Payload::Change(c) => {
+                let table_ok = self.tables.is_empty()
+                    || self.tables.iter().any(|t| match t.split_once('.') {
+                        Some((schema, table)) => schema == c.schema && table == c.table,
+                        None => *t == c.table,
+                    });
+                if table_ok {
+                    format!("operation `{}` is not in ops {:?}", c.op, self.ops)
+                } else {
+                    format!(
+                        "table `{}.{}` is not in tables {:?}",
+                        c.schema, c.table, self.tables
+                    )
+                }
+            }
+        })
+    }
+
+    /// The topic and key of an event this route takes.
+    fn render(&self, event: &Event) -> Result<RouteMatch, RouteError> {
+        let topic = self
+            .topic
+            .render(|f| event.topic_field(f))
+            .ok_or_else(|| RouteError {
+                route: self.name.clone(),
+                message: "the topic names a field this event does not have".into(),
+            })?;
+        if !is_legal_topic(&topic) {
+            return Err(RouteError {
+                route: self.name.clone(),
+                message: format!("`{topic}` is not a legal Kafka topic name"),
+            });
+        }
+        Ok(RouteMatch {
+            route: self.name.clone(),
+            topic,
+            key: Arc::clone(&self.key),
+            key_pointer: self.key_pointer.clone(),
+        })
+    }
+
     /// True when the route's filters take the event.
     fn takes(&self, event: &Event) -> bool {
         let c = match &event.payload {
@@ -138,6 +194,7 @@ impl RouteTable {
                             }
                         }
                     },
+                    filter_text: r.filter.as_deref().map(Arc::from),
                 });
         }
         RouteTable { by_source }
@@ -157,26 +214,33 @@ impl RouteTable {
                 Filter::Broken => false,
                 Filter::Cel(p) => filter::holds(p, vars.get_or_insert_with(|| filter::vars(event))),
             })
+            .map(|r| r.render(event))
+            .collect()
+    }
+
+    /// Every route of `event`'s source, in configuration order, with where it would send the
+    /// event or why it does not take it (for `switchyard route`).
+    pub fn explain(&self, event: &Event) -> Vec<(Arc<str>, Result<RouteMatch, String>)> {
+        let Some(routes) = self.by_source.get(&event.source) else {
+            return Vec::new();
+        };
+        let vars = filter::vars(event);
+        routes
+            .iter()
             .map(|r| {
-                let topic = r
-                    .topic
-                    .render(|f| event.topic_field(f))
-                    .ok_or_else(|| RouteError {
-                        route: r.name.clone(),
-                        message: "the topic names a field this event does not have".into(),
-                    })?;
-                if !is_legal_topic(&topic) {
-                    return Err(RouteError {
-                        route: r.name.clone(),
-                        message: format!("`{topic}` is not a legal Kafka topic name"),
-                    });
-                }
-                Ok(RouteMatch {
-                    route: r.name.clone(),
-                    topic,
-                    key: Arc::clone(&r.key),
-                    key_pointer: r.key_pointer.clone(),
-                })
+                let outcome = if let Some(why) = r.why_not(event) {
+                    Err(why)
+                } else {
+                    match &r.filter {
+                        Filter::Cel(p) if !filter::holds(p, &vars) => Err(format!(
+                            "filter `{}` does not hold",
+                            r.filter_text.as_deref().unwrap_or("")
+                        )),
+                        Filter::Broken => Err("the filter does not compile".into()),
+                        _ => r.render(event).map_err(|e| e.message),
+                    }
+                };
+                (r.name.clone(), outcome)
             })
             .collect()
     }

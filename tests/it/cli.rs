@@ -56,12 +56,157 @@ fn check_exits_1_with_every_error_and_the_global_flag_works_before_the_subcomman
     assert!(stderr.contains("3 errors"), "{stderr}");
 }
 
+const ROUTES: &str = r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9"
+[schema_registry]
+url = "http://127.0.0.1:9"
+[sources.stripe]
+type = "webhook"
+provider = "stripe"
+secrets = ["whsec_x"]
+[sources.appdb]
+type = "postgres"
+url = "postgres://u@127.0.0.1:9/app"
+tables = ["public.orders"]
+[[routes]]
+name = "payments"
+source = "stripe"
+topic = "payments"
+event_types = ["payment_intent.*"]
+key = "/data/object/id"
+[[routes]]
+name = "refunds"
+source = "stripe"
+topic = "refunds"
+event_types = ["charge.refunded"]
+[[routes]]
+name = "big-orders"
+source = "appdb"
+tables = ["public.orders"]
+ops = ["insert", "update"]
+filter = "after.amount > 100 && after.status != 'draft'"
+[[routes]]
+name = "deletes"
+source = "appdb"
+ops = ["delete"]
+"#;
+
 #[test]
-fn the_unbuilt_route_verb_says_so_instead_of_pretending() {
-    let out = switchyard().args(["route", "list"]).output().expect("run");
+fn route_dry_runs_a_webhook_sample_offline() {
+    let dir = scratch();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, ROUTES).expect("write");
+    let sample = dir.path().join("payment.json");
+    std::fs::write(
+        &sample,
+        r#"{"headers": {"Stripe-Signature": "t=1,v1=00"},
+            "body": {"id": "evt_1", "type": "payment_intent.succeeded",
+                     "data": {"object": {"id": "pi_42", "amount": 4200}}}}"#,
+    )
+    .expect("write");
+    let out = switchyard()
+        .args(["route", "--source", "stripe", "--event"])
+        .arg(&sample)
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("route payments: yes"), "{stdout}");
+    assert!(stdout.contains("  topic:   payments"), "{stdout}");
+    assert!(stdout.contains("  key:     \"pi_42\""), "{stdout}");
+    assert!(
+        stdout.contains("\"source\": \"switchyard/stripe\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("route refunds: no — type `payment_intent.succeeded` matches none of event_types [\"charge.refunded\"]"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn route_dry_runs_a_change_sample_as_json_for_scripts() {
+    let dir = scratch();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, ROUTES).expect("write");
+    let sample = dir.path().join("order.json");
+    std::fs::write(
+        &sample,
+        r#"{"table": "public.orders", "op": "insert",
+            "columns": [{"name": "id", "type": "bigint", "key": true},
+                        {"name": "amount", "type": "numeric(10,2)", "nullable": false},
+                        {"name": "status", "type": "text"}],
+            "after": {"id": 7, "amount": "150.00", "status": "paid"}}"#,
+    )
+    .expect("write");
+    let run = |sample: &std::path::Path| {
+        let out = switchyard()
+            .args(["route", "--format", "json", "--source", "appdb", "--event"])
+            .arg(sample)
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let out = run(&sample);
+    let routes = out["routes"].as_array().expect("routes");
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[0]["route"], "big-orders");
+    assert_eq!(routes[0]["matched"], true);
+    assert_eq!(routes[0]["topic"], "appdb.public.orders");
+    assert_eq!(routes[0]["key"], serde_json::json!({"id": 7}));
+    assert_eq!(routes[0]["value"]["op"], "c");
+    assert_eq!(routes[0]["value"]["after"]["amount"], "150.00");
+    assert_eq!(routes[0]["value_subject"], "appdb.public.orders-value");
+    assert_eq!(routes[1]["matched"], false);
+    assert!(
+        routes[1]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("operation `c` is not in ops")
+    );
+    // A draft order does not pass the filter, and the policy for unmatched events is shown.
+    std::fs::write(
+        &sample,
+        r#"{"table": "public.orders", "op": "insert",
+            "after": {"id": 8, "amount": 900, "status": "draft"}}"#,
+    )
+    .expect("write");
+    let out = run(&sample);
+    assert!(
+        out["routes"][0]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("does not hold"),
+        "{out}"
+    );
+    assert_eq!(out["unmatched"], "drop");
+    // A sample that cannot be used exits 2 with a message.
+    std::fs::write(&sample, "{").expect("write");
+    let out = switchyard()
+        .args(["route", "--source", "appdb", "--event"])
+        .arg(&sample)
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run");
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not yet available"));
-    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not JSON"));
 }
 
 #[test]

@@ -298,52 +298,64 @@ impl WebhookSource {
     }
 
     fn event(&self, headers: &HeaderMap, text: String, raw: &[u8], parsed: &Body) -> Event {
-        let who = identity::identify(
-            &self.config.provider,
-            self.config.id_pointer.as_deref(),
-            self.config.type_pointer.as_deref(),
-            headers,
-            parsed,
-        );
-        let id = match who.id {
-            Some(id) => EventId::from_provider(&id),
-            None => EventId::from_content(raw),
-        };
-        let kept = headers
-            .iter()
-            .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
-            .filter_map(|(k, v)| {
-                v.to_str()
-                    .ok()
-                    .map(|v| (k.as_str().to_string(), v.to_string()))
-            })
-            .collect();
-        let selected = self
-            .config
-            .headers
-            .iter()
-            .filter_map(|name| {
-                let v = headers.get(name.as_str())?.to_str().ok()?;
-                Some((name.clone(), v.to_string()))
-            })
-            .collect();
-        Event {
-            id,
-            source: self.name.to_string(),
-            event_type: who.event_type.unwrap_or_else(|| "webhook".into()),
-            received_at_micros: now_micros(),
-            payload: Payload::Webhook(WebhookPayload {
-                path: self.config.path.clone(),
-                content_type: headers
-                    .get(header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string),
-                headers: kept,
-                body: text,
-                subject: who.subject,
-                selected_headers: selected,
-            }),
-        }
+        event_from_request(&self.name, &self.config, headers, text, raw, parsed)
+    }
+}
+
+/// The event of a verified request with `parsed` body, as source `name` makes it (also used
+/// by `switchyard route` dry runs).
+pub fn event_from_request(
+    name: &str,
+    config: &WebhookSourceConfig,
+    headers: &HeaderMap,
+    text: String,
+    raw: &[u8],
+    parsed: &Body,
+) -> Event {
+    let who = identity::identify(
+        &config.provider,
+        config.id_pointer.as_deref(),
+        config.type_pointer.as_deref(),
+        headers,
+        parsed,
+    );
+    let id = match who.id {
+        Some(id) => EventId::from_provider(&id),
+        None => EventId::from_content(raw),
+    };
+    let kept = headers
+        .iter()
+        .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
+        .filter_map(|(k, v)| {
+            v.to_str()
+                .ok()
+                .map(|v| (k.as_str().to_string(), v.to_string()))
+        })
+        .collect();
+    let selected = config
+        .headers
+        .iter()
+        .filter_map(|name| {
+            let v = headers.get(name.as_str())?.to_str().ok()?;
+            Some((name.clone(), v.to_string()))
+        })
+        .collect();
+    Event {
+        id,
+        source: name.to_string(),
+        event_type: who.event_type.unwrap_or_else(|| "webhook".into()),
+        received_at_micros: now_micros(),
+        payload: Payload::Webhook(WebhookPayload {
+            path: config.path.clone(),
+            content_type: headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+            headers: kept,
+            body: text,
+            subject: who.subject,
+            selected_headers: selected,
+        }),
     }
 }
 
