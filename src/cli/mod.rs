@@ -1,5 +1,6 @@
 //! The command line: `switchyard run | check | tail | route | dlq`.
 
+mod catalog;
 mod dlq;
 mod route;
 mod slot;
@@ -82,6 +83,19 @@ pub enum Command {
     /// "public.orders", "op": "insert", "after": {...}} with optional "before" and "columns":
     /// [{"name", "type", "key", "nullable"}]. Exit 0 when it ran, 1 invalid config, 2 bad sample.
     Route(route::RouteArgs),
+    /// Every topic the configuration can produce, for product teams: source, route, what it
+    /// carries, envelope, key and schema subjects.
+    Topics {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "table")]
+        format: catalog::TopicsFormat,
+    },
+    /// The data flow from the configuration: source → table or event type → route → topic.
+    Lineage {
+        /// Output format.
+        #[arg(long, value_enum, default_value = "json")]
+        format: catalog::LineageFormat,
+    },
     /// Inspect and reset the replication slots of postgres sources.
     Slot {
         /// What to do.
@@ -104,6 +118,14 @@ pub fn main() -> ExitCode {
         Command::Check => check(&cli),
         Command::Route(args) => match load(&cli) {
             Ok(config) => route::run(&config, args),
+            Err(code) => code,
+        },
+        Command::Topics { format } => match load(&cli) {
+            Ok(config) => catalog::topics(&config, *format),
+            Err(code) => code,
+        },
+        Command::Lineage { format } => match load(&cli) {
+            Ok(config) => catalog::lineage(&config, *format),
             Err(code) => code,
         },
         Command::Run | Command::Tail { .. } | Command::Dlq { .. } | Command::Slot { .. } => {

@@ -232,3 +232,60 @@ fn check_rejects_a_librdkafka_property_that_does_not_exist() {
         "{stderr}"
     );
 }
+
+#[test]
+fn topics_and_lineage_describe_what_the_config_produces() {
+    let dir = scratch();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, ROUTES).expect("write");
+    let run = |args: &[&str]| {
+        let out = switchyard()
+            .args(args)
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let topics = run(&["topics", "--format", "json"]);
+    let find = |t: &str| {
+        topics
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|x| x["topic"] == t)
+            .cloned()
+            .unwrap_or_else(|| panic!("no topic {t} in {topics}"))
+    };
+    let payments = find("payments");
+    assert_eq!(payments["key"], "string: body at /data/object/id");
+    assert_eq!(
+        payments["subjects"],
+        serde_json::json!(["payments-key", "payments-value"])
+    );
+    assert_eq!(payments["carries"], serde_json::json!(["payment_intent.*"]));
+    let orders = find("appdb.public.orders");
+    assert_eq!(orders["route"], "big-orders");
+    assert_eq!(
+        orders["filter"],
+        "after.amount > 100 && after.status != 'draft'"
+    );
+    let lineage = run(&["lineage"]);
+    let edges = lineage["edges"].as_array().expect("edges");
+    for (from, to) in [
+        ("source:appdb", "input:appdb:public.orders"),
+        ("input:appdb:public.orders", "route:big-orders"),
+        ("route:big-orders", "topic:appdb.public.orders"),
+        ("route:payments", "topic:payments"),
+    ] {
+        assert!(
+            edges.iter().any(|e| e["from"] == from && e["to"] == to),
+            "{from} -> {to} in {lineage}"
+        );
+    }
+}
