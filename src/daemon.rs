@@ -17,7 +17,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::config::{Config, SourceKind};
 use crate::dlq::{DlqError, DlqStore};
@@ -55,6 +55,7 @@ pub struct Daemon {
     max_in_flight: usize,
     retention: JoinHandle<()>,
     stop_sources: tokio::sync::watch::Sender<bool>,
+    reloader: JoinHandle<()>,
     source_tasks: Vec<JoinHandle<()>>,
 }
 
@@ -133,6 +134,10 @@ impl Daemon {
                 }
             }
         });
+        let reloader = tokio::spawn(reload_on_signal_or_change(
+            Arc::clone(&pipeline),
+            config.clone(),
+        ));
         info!(%addr, sources = config.sources.len(), routes = config.routes.len(), "switchyard is listening");
         Ok(Daemon {
             addr,
@@ -142,6 +147,7 @@ impl Daemon {
             max_in_flight: config.kafka.max_in_flight,
             retention,
             stop_sources,
+            reloader,
             source_tasks,
         })
     }
@@ -156,6 +162,7 @@ impl Daemon {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        self.reloader.abort();
         let _ = self.stop_sources.send(true);
         for task in self.source_tasks.drain(..) {
             if tokio::time::timeout(timeout, task).await.is_err() {
@@ -261,6 +268,77 @@ async fn readiness(pipeline: &Pipeline, health: &SourceHealth) -> Response {
             "not_ready",
             format!("Kafka is not reachable: {e}"),
         ),
+    }
+}
+
+/// Reloads the routes from the configuration file: a valid file replaces the route table
+/// atomically (events already routed keep the old one, the next event uses the new one); an
+/// invalid file is logged with every error and the running table stays. Sources are not
+/// reloaded: a changed `[sources]` section is reported and needs a restart.
+pub fn reload(pipeline: &Pipeline, running: &Config) -> Result<usize, String> {
+    let new = Config::load(&running.path).map_err(|e| e.to_string())?;
+    if format!("{:?}", new.sources) != format!("{:?}", running.sources) {
+        warn!(
+            "the [sources] section changed: source changes take effect after a restart; routes are reloaded now (routes of sources that do not run yet receive nothing)"
+        );
+    }
+    pipeline.replace_routes(&new);
+    Ok(new.routes.len())
+}
+
+fn count_reload(ok: bool) {
+    if let Some(m) = crate::telemetry::metrics::metrics() {
+        m.reloads
+            .with_label_values(&[if ok { "ok" } else { "error" }])
+            .inc();
+    }
+}
+
+/// Reloads on SIGHUP, and on file changes with `[router] watch = true`.
+async fn reload_on_signal_or_change(pipeline: Arc<Pipeline>, running: Config) {
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            warn!(error = %e, "cannot listen for SIGHUP; reload by restarting");
+            None
+        }
+    };
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut last = stamp(&running.path);
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        let why = tokio::select! {
+            Some(()) = async { match hangup.as_mut() { Some(h) => h.recv().await, None => std::future::pending().await } } => "SIGHUP",
+            _ = tick.tick(), if running.router.watch => {
+                let now = stamp(&running.path);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                "file changed"
+            }
+        };
+        match reload(&pipeline, &running) {
+            Ok(n) => {
+                count_reload(true);
+                info!(
+                    trigger = why,
+                    routes = n,
+                    "configuration reloaded: the new route table is in force"
+                );
+            }
+            Err(errors) => {
+                count_reload(false);
+                error!(
+                    trigger = why,
+                    "configuration NOT reloaded, the running routes stay in force:\n{errors}"
+                );
+            }
+        }
     }
 }
 

@@ -44,13 +44,13 @@ pub mod headers {
 
 /// Route, encode and deliver events.
 pub struct Pipeline {
-    routes: RouteTable,
+    /// Replaced whole on reload; each event is routed by one table.
+    routes: std::sync::RwLock<(Arc<RouteTable>, Unmatched)>,
     encoder: Encoder,
     sink: KafkaSink,
     in_flight: Arc<Semaphore>,
     retry_max_elapsed: Duration,
     dlq: Option<Arc<DlqStore>>,
-    unmatched: Unmatched,
 }
 
 /// Why the pipeline could not be built.
@@ -68,13 +68,15 @@ impl Pipeline {
     /// Builds the route table, registry client and Kafka producer from a configuration.
     pub fn new(config: &Config) -> Result<Pipeline, PipelineError> {
         Ok(Pipeline {
-            routes: RouteTable::compile(config),
+            routes: std::sync::RwLock::new((
+                Arc::new(RouteTable::compile(config)),
+                config.router.unmatched,
+            )),
             encoder: Encoder::new(&config.schema_registry.url, config.schema_registry.timeout)?,
             sink: KafkaSink::new(&config.kafka)?,
             in_flight: Arc::new(Semaphore::new(config.kafka.max_in_flight)),
             retry_max_elapsed: config.kafka.retry_max_elapsed,
             dlq: None,
-            unmatched: config.router.unmatched,
         })
     }
 
@@ -89,14 +91,33 @@ impl Pipeline {
         &self.sink
     }
 
-    /// The compiled routes.
-    pub fn routes(&self) -> &RouteTable {
-        &self.routes
+    /// The compiled routes in force now.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        match self.routes.read() {
+            Ok(r) => Arc::clone(&r.0),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner().0),
+        }
     }
 
     /// What happens to events no route takes.
     pub fn unmatched(&self) -> Unmatched {
-        self.unmatched
+        match self.routes.read() {
+            Ok(r) => r.1,
+            Err(poisoned) => poisoned.into_inner().1,
+        }
+    }
+
+    /// Replaces the route table and unmatched policy at once (a configuration reload): events
+    /// routed from now on use the new table; events already routed keep theirs.
+    pub fn replace_routes(&self, config: &Config) {
+        let new = (
+            Arc::new(RouteTable::compile(config)),
+            config.router.unmatched,
+        );
+        match self.routes.write() {
+            Ok(mut r) => *r = new,
+            Err(poisoned) => *poisoned.into_inner() = new,
+        }
     }
 
     /// Counts an event dropped because no route takes it.
@@ -134,7 +155,7 @@ impl Pipeline {
     /// to its source, which delivers it again (routes already delivered get a duplicate:
     /// at-least-once).
     pub async fn deliver(&self, event: &Event, ack: &AckToken) -> Delivery {
-        let matches = self.routes.route(event);
+        let matches = self.routes().route(event);
         if matches.is_empty() {
             let f = Failure {
                 class: ErrorClass::Unroutable,
@@ -143,7 +164,7 @@ impl Pipeline {
                     event.event_type, event.source
                 ),
             };
-            return match self.unmatched {
+            return match self.unmatched() {
                 Unmatched::Drop => {
                     self.count_unmatched(&event.source);
                     Delivery::Dropped

@@ -45,6 +45,8 @@ pub struct Config {
 pub struct RouterConfig {
     /// What happens to an event no route takes.
     pub unmatched: Unmatched,
+    /// Reload when the file changes.
+    pub watch: bool,
 }
 
 /// `[router] unmatched`.

@@ -87,6 +87,8 @@ pub struct RawDlq {
 pub struct RawRouter {
     /// What happens to an event no route takes: "drop" (default) or "dlq".
     pub unmatched: Option<Spanned<String>>,
+    /// Reload the routes when the file changes (checked every 2 s); SIGHUP always reloads.
+    pub watch: Option<bool>,
 }
 
 /// `[sources.<name>]` with `type = "webhook"`.

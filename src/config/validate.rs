@@ -501,7 +501,10 @@ fn validate_router(raw: RawRouter, diag: &mut Diagnostics) -> Option<RouterConfi
             return None;
         }
     };
-    Some(RouterConfig { unmatched })
+    Some(RouterConfig {
+        unmatched,
+        watch: raw.watch.unwrap_or(false),
+    })
 }
 
 fn validate_sources(

@@ -22,6 +22,8 @@ pub const WEBHOOK_REJECTED_TOTAL: &str = "switchyard_webhook_rejected_total";
 pub const WEBHOOK_DUPLICATES_TOTAL: &str = "switchyard_webhook_duplicates_total";
 /// Events no route took, dropped by `[router] unmatched = "drop"`, by source.
 pub const UNMATCHED_TOTAL: &str = "switchyard_unmatched_total";
+/// Configuration reloads, by result (`ok`, `error`).
+pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
 /// Dead letters written since start, by route and error class.
 pub const DEAD_LETTERS_TOTAL: &str = "switchyard_dead_letters_total";
 
@@ -48,6 +50,8 @@ pub struct Metrics {
     pub webhook_duplicates: IntCounterVec,
     /// See [`UNMATCHED_TOTAL`].
     pub unmatched: IntCounterVec,
+    /// See [`CONFIG_RELOADS_TOTAL`].
+    pub reloads: IntCounterVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -118,6 +122,11 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["source"],
     )?;
     registry.register(Box::new(unmatched.clone()))?;
+    let reloads = IntCounterVec::new(
+        Opts::new(CONFIG_RELOADS_TOTAL, "Configuration reloads, by result"),
+        &["result"],
+    )?;
+    registry.register(Box::new(reloads.clone()))?;
     registry.register(Box::new(snapshot_rows.clone()))?;
     registry.register(Box::new(snapshot_progress.clone()))?;
     registry.register(Box::new(slot_lag.clone()))?;
@@ -135,6 +144,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         webhook_rejected,
         webhook_duplicates,
         unmatched,
+        reloads,
     })
 }
 

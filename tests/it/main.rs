@@ -12,6 +12,7 @@ mod dlq_replay;
 mod dlq_store;
 mod harness;
 mod pgoutput_real;
+mod reload;
 mod snapshot;
 mod webhook_e2e;
 mod webhook_providers;
