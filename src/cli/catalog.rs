@@ -151,8 +151,9 @@ fn describe(config: &Config, e: &Entry) -> Json {
         "envelope": envelope,
         "key": key,
         "subjects": [format!("{}-key", e.topic), format!("{}-value", e.topic)],
-        "masked": [],
-        "dropped": [],
+        "masked": r.transform.as_ref().map(|t| t.mask.iter().map(|(f, k)| format!("{f} ({})", match k { crate::config::MaskKind::Sha256 => "sha256", crate::config::MaskKind::Redact => "redacted" })).collect::<Vec<_>>()).unwrap_or_default(),
+        "dropped": r.transform.as_ref().map(|t| t.drop.clone()).unwrap_or_default(),
+        "renamed": r.transform.as_ref().map(|t| t.rename.iter().map(|(a, b)| format!("{a} -> {b}")).collect::<Vec<_>>()).unwrap_or_default(),
     })
 }
 

@@ -41,12 +41,14 @@ pub struct Config {
 }
 
 /// `[router]`: policies of the route table as a whole.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RouterConfig {
     /// What happens to an event no route takes.
     pub unmatched: Unmatched,
     /// Reload when the file changes.
     pub watch: bool,
+    /// Key of `sha256` masks.
+    pub mask_key: Option<Secret>,
 }
 
 /// `[router] unmatched`.
@@ -227,7 +229,7 @@ pub struct WebhookSourceConfig {
 }
 
 /// A secret: its `Debug` never shows the value.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, Default)]
 pub struct Secret(pub Vec<u8>);
 
 impl std::fmt::Debug for Secret {
@@ -338,6 +340,32 @@ pub struct RouteConfig {
     pub event_types: Vec<String>,
     /// A CEL expression the event must satisfy (compiled when the file is loaded).
     pub filter: Option<String>,
+    /// Field transforms applied to what this route writes.
+    pub transform: Option<std::sync::Arc<Transform>>,
+}
+
+/// `[routes.transform]`: applied in the order drop, mask, rename (all name the original fields).
+/// For changes the fields are columns (of `before` and `after`); for webhooks they are keys of
+/// the JSON body (`name` at the top level, or a JSON Pointer `/a/b`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Transform {
+    /// Fields left out (and out of the schema).
+    pub drop: Vec<String>,
+    /// Fields replaced by a keyed hash or a placeholder (their schema type becomes string).
+    pub mask: Vec<(String, MaskKind)>,
+    /// Fields renamed.
+    pub rename: Vec<(String, String)>,
+    /// The HMAC key of `sha256` masks.
+    pub mask_key: Secret,
+}
+
+/// How a field is masked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskKind {
+    /// HMAC-SHA256 with `[router] mask_key`, hex: equal values stay equal (joins work).
+    Sha256,
+    /// The text `[redacted]`.
+    Redact,
 }
 
 /// A topic name with `{placeholders}`, checked at load time.

@@ -89,6 +89,8 @@ pub struct RawRouter {
     pub unmatched: Option<Spanned<String>>,
     /// Reload the routes when the file changes (checked every 2 s); SIGHUP always reloads.
     pub watch: Option<bool>,
+    /// Key of the `sha256` mask (an HMAC key, so hashes cannot be reversed by guessing).
+    pub mask_key: Option<Spanned<String>>,
 }
 
 /// `[sources.<name>]` with `type = "webhook"`.
@@ -191,6 +193,23 @@ pub struct RawRoute {
     pub event_types: Option<Spanned<Vec<String>>>,
     /// A CEL expression the event must satisfy.
     pub filter: Option<Spanned<String>>,
+    /// Field transforms: `mask`, `drop`, `rename`.
+    pub transform: Option<Spanned<RawTransform>>,
+}
+
+/// `[routes.transform]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransform {
+    /// Field → "sha256" (keyed hash) or "redact".
+    #[serde(default)]
+    pub mask: BTreeMap<String, Spanned<String>>,
+    /// Fields left out.
+    #[serde(default)]
+    pub drop: Vec<String>,
+    /// Field → new name.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
 }
 
 /// A route's `key`: columns (postgres) or a JSON Pointer (webhooks).

@@ -115,7 +115,8 @@ pub(super) fn load(
     };
     let default_body = server.as_ref().map_or(1024 * 1024, |s| s.max_body_bytes);
     let sources = validate_sources(sources, path, default_body, &mut diag);
-    let routes = validate_routes(routes, &sources, &mut diag);
+    let mask_key = router.as_ref().and_then(|r| r.mask_key.clone());
+    let routes = validate_routes(routes, &sources, mask_key.as_ref(), &mut diag);
 
     match (server, kafka, registry, dlq, router) {
         (Some(server), Some(kafka), Some(schema_registry), Some(dlq), Some(router))
@@ -501,9 +502,22 @@ fn validate_router(raw: RawRouter, diag: &mut Diagnostics) -> Option<RouterConfi
             return None;
         }
     };
+    let mask_key = match &raw.mask_key {
+        None => None,
+        Some(k) if k.get_ref().is_empty() => {
+            diag.at(
+                k.span(),
+                "mask_key is empty",
+                Some("set mask_key = \"${SWITCHYARD_MASK_KEY}\" to a long random value".into()),
+            );
+            return None;
+        }
+        Some(k) => Some(Secret(k.get_ref().as_bytes().to_vec())),
+    };
     Some(RouterConfig {
         unmatched,
         watch: raw.watch.unwrap_or(false),
+        mask_key,
     })
 }
 
@@ -578,9 +592,77 @@ fn validate_sources(
     out
 }
 
+fn validate_transform(
+    name: &str,
+    raw: &Spanned<RawTransform>,
+    mask_key: Option<&Secret>,
+    diag: &mut Diagnostics,
+) -> Option<Transform> {
+    let t = raw.get_ref();
+    let mut ok = true;
+    let mut mask = Vec::new();
+    for (field, kind) in &t.mask {
+        let k = match kind.get_ref().as_str() {
+            "sha256" | "hash" => MaskKind::Sha256,
+            "redact" => MaskKind::Redact,
+            other => {
+                diag.at(
+                    kind.span(),
+                    format!("route `{name}`: unknown mask \"{other}\" for `{field}`"),
+                    Some("write \"sha256\" (keyed hash) or \"redact\"".into()),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        if k == MaskKind::Sha256 && mask_key.is_none() {
+            diag.at(
+                kind.span(),
+                format!("route `{name}` hashes `{field}`, which needs a key"),
+                Some("add [router] mask_key = \"${SWITCHYARD_MASK_KEY}\" (a long random value, kept secret)".into()),
+            );
+            ok = false;
+        }
+        if t.drop.contains(field) {
+            diag.at(
+                kind.span(),
+                format!("route `{name}` both drops and masks `{field}`"),
+                Some(format!("keep `{field}` in one of `drop` and `mask`")),
+            );
+            ok = false;
+        }
+        mask.push((field.clone(), k));
+    }
+    let mut targets = std::collections::HashSet::new();
+    for (from, to) in &t.rename {
+        if to.is_empty() || !targets.insert(to.clone()) || t.drop.contains(from) {
+            diag.at(
+                raw.span(),
+                format!("route `{name}`: cannot rename `{from}` to `{to}`"),
+                Some(
+                    "each field is renamed once, to a new non-empty name, and is not dropped"
+                        .into(),
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| Transform {
+        drop: t.drop.clone(),
+        mask,
+        rename: t
+            .rename
+            .iter()
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .collect(),
+        mask_key: mask_key.cloned().unwrap_or_default(),
+    })
+}
+
 fn validate_routes(
     raw: Vec<RawRoute>,
     sources: &BTreeMap<String, SourceConfig>,
+    mask_key: Option<&Secret>,
     diag: &mut Diagnostics,
 ) -> Vec<RouteConfig> {
     let mut seen: HashMap<String, Range<usize>> = HashMap::new();
@@ -761,6 +843,16 @@ fn validate_routes(
                 }
             },
         };
+        let transform = match &r.transform {
+            None => None,
+            Some(t) => match validate_transform(&name, t, mask_key, diag) {
+                Some(t) => Some(std::sync::Arc::new(t)),
+                None => {
+                    filter_ok_early = false;
+                    None
+                }
+            },
+        };
         let mut filter_ok = filter_ok_early;
         let mut ops = Vec::new();
         if let Some(v) = &r.ops {
@@ -814,6 +906,7 @@ fn validate_routes(
                 key,
                 key_pointer,
                 filter,
+                transform,
                 event_types: r
                     .event_types
                     .as_ref()

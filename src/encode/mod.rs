@@ -120,9 +120,31 @@ pub fn record_parts(
     event: &crate::event::Event,
     key_columns: &[String],
     key_pointer: Option<&str>,
+    transform: Option<&crate::config::Transform>,
 ) -> Result<RecordParts, EncodeError> {
     use crate::event::Payload;
-    match &event.payload {
+    use crate::router::transform as tf;
+    let transformed;
+    let payload = match (transform, &event.payload) {
+        (Some(t), Payload::Webhook(w)) => {
+            transformed = Payload::Webhook(tf::webhook(w, t));
+            &transformed
+        }
+        (Some(t), Payload::Change(c)) => {
+            transformed = Payload::Change(tf::change(c, t));
+            &transformed
+        }
+        (_, p) => p,
+    };
+    let renamed_keys;
+    let key_columns = match transform {
+        Some(t) => {
+            renamed_keys = tf::key_columns(key_columns, t);
+            renamed_keys.as_slice()
+        }
+        None => key_columns,
+    };
+    match payload {
         Payload::Webhook(w) => Ok(RecordParts {
             value_schema: cloudevent::schema().clone(),
             value: Some(cloudevent::record(event, w)),

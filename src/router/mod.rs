@@ -4,6 +4,7 @@
 //! configuration and indexed by source. The router issue adds filters, keys and transforms.
 
 pub mod filter;
+pub mod transform;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,6 +24,7 @@ struct CompiledRoute {
     event_types: Vec<String>,
     filter: Filter,
     filter_text: Option<Arc<str>>,
+    transform: Option<Arc<crate::config::Transform>>,
 }
 
 /// A route's compiled CEL filter.
@@ -89,6 +91,7 @@ impl CompiledRoute {
             topic,
             key: Arc::clone(&self.key),
             key_pointer: self.key_pointer.clone(),
+            transform: self.transform.clone(),
         })
     }
 
@@ -147,6 +150,8 @@ pub struct RouteMatch {
     pub key: Arc<[String]>,
     /// A JSON Pointer to the key in a webhook body; none: the event id.
     pub key_pointer: Option<Arc<str>>,
+    /// Field transforms of this route.
+    pub transform: Option<Arc<crate::config::Transform>>,
 }
 
 /// A route matched but could not name a topic for this event.
@@ -195,6 +200,7 @@ impl RouteTable {
                         }
                     },
                     filter_text: r.filter.as_deref().map(Arc::from),
+                    transform: r.transform.clone(),
                 });
         }
         RouteTable { by_source }

@@ -68,7 +68,7 @@ secrets = ["whsec_x"]
 [sources.appdb]
 type = "postgres"
 url = "postgres://u@127.0.0.1:9/app"
-tables = ["public.orders"]
+tables = ["public.orders", "public.customers"]
 [[routes]]
 name = "payments"
 source = "stripe"
@@ -90,6 +90,17 @@ filter = "after.amount > 100 && after.status != 'draft'"
 name = "deletes"
 source = "appdb"
 ops = ["delete"]
+[[routes]]
+name = "customers-pii-safe"
+source = "appdb"
+tables = ["public.customers"]
+topic = "customers"
+[routes.transform]
+mask = { email = "sha256", phone = "redact" }
+drop = ["internal_notes"]
+rename = { cust_id = "customer_id" }
+[router]
+mask_key = "k"
 "#;
 
 #[test]
@@ -165,7 +176,7 @@ fn route_dry_runs_a_change_sample_as_json_for_scripts() {
     };
     let out = run(&sample);
     let routes = out["routes"].as_array().expect("routes");
-    assert_eq!(routes.len(), 2);
+    assert_eq!(routes.len(), 3, "every route of the source is explained");
     assert_eq!(routes[0]["route"], "big-orders");
     assert_eq!(routes[0]["matched"], true);
     assert_eq!(routes[0]["topic"], "appdb.public.orders");
@@ -288,4 +299,67 @@ fn topics_and_lineage_describe_what_the_config_produces() {
             "{from} -> {to} in {lineage}"
         );
     }
+}
+
+#[test]
+fn route_shows_a_transformed_change_and_topics_lists_what_is_masked() {
+    let dir = scratch();
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, ROUTES).expect("write");
+    let sample = dir.path().join("customer.json");
+    std::fs::write(
+        &sample,
+        r#"{"table": "public.customers", "op": "update",
+            "after": {"id": 1, "email": "ana@example.com", "phone": "555", "internal_notes": "vip", "cust_id": 9}}"#,
+    )
+    .expect("write");
+    let out = switchyard()
+        .args(["route", "--format", "json", "--source", "appdb", "--event"])
+        .arg(&sample)
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let route = out["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .find(|r| r["route"] == "customers-pii-safe")
+        .expect("route");
+    let after = &route["value"]["after"];
+    assert_eq!(after["phone"], "[redacted]");
+    assert_eq!(
+        after["email"].as_str().map(str::len),
+        Some(64),
+        "a hex HMAC-SHA256: {after}"
+    );
+    assert_eq!(after["customer_id"], 9);
+    assert!(
+        after.get("internal_notes").is_none() && after.get("cust_id").is_none(),
+        "{after}"
+    );
+    let topics = switchyard()
+        .args(["topics", "--format", "json", "-c"])
+        .arg(&path)
+        .output()
+        .expect("run");
+    let topics: serde_json::Value = serde_json::from_slice(&topics.stdout).expect("json");
+    let t = topics
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|t| t["topic"] == "customers")
+        .expect("customers topic");
+    assert_eq!(
+        t["masked"],
+        serde_json::json!(["email (sha256)", "phone (redacted)"])
+    );
+    assert_eq!(t["dropped"], serde_json::json!(["internal_notes"]));
 }

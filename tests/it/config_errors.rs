@@ -296,3 +296,32 @@ fn route_filters_must_compile_and_name_fields_of_their_source() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn transforms_are_checked_when_the_file_loads() {
+    let text = format!(
+        "{BASE}\n[[routes]]\nname = \"a\"\nsource = \"orders\"\ntopic = \"t\"\n\
+         [routes.transform]\nmask = {{ email = \"sha256\", phone = \"blur\" }}\ndrop = [\"email\"]\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("unknown mask \"blur\" for `phone`")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("hashes `email`, which needs a key") && e.contains("mask_key")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter()
+            .any(|e| e.contains("both drops and masks `email`")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().all(|e| e.starts_with("conf/routes.toml:15:")),
+        "{errs:?}"
+    );
+}

@@ -1,0 +1,266 @@
+//! Route transforms: drop, mask and rename fields of what a route writes. They are applied to
+//! a copy of the event for that route only (other routes and the DLQ keep the original), before
+//! the Avro record is built, so the schema follows: a dropped column is not in it, a masked one
+//! is a string, a renamed one has its new name.
+
+use hmac::{Hmac, Mac};
+use serde_json::Value as Json;
+
+use crate::config::{MaskKind, Transform};
+use crate::event::{ChangeColumn, ChangePayload, WebhookPayload};
+
+/// Text of a redacted value.
+pub const REDACTED: &str = "[redacted]";
+
+fn hash(key: &[u8], value: &[u8]) -> String {
+    match <Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(key) {
+        Ok(mut m) => {
+            m.update(value);
+            hex::encode(m.finalize().into_bytes())
+        }
+        Err(_) => REDACTED.to_string(),
+    }
+}
+
+fn masked(kind: MaskKind, key: &[u8], value: &str) -> String {
+    match kind {
+        MaskKind::Sha256 => hash(key, value.as_bytes()),
+        MaskKind::Redact => REDACTED.to_string(),
+    }
+}
+
+/// A change as route `t` writes it.
+pub fn change(c: &ChangePayload, t: &Transform) -> ChangePayload {
+    let keep: Vec<bool> = c
+        .columns
+        .iter()
+        .map(|col| !t.drop.contains(&col.name))
+        .collect();
+    let mask_of = |name: &str| t.mask.iter().find(|(f, _)| f == name).map(|(_, k)| *k);
+    let rename = |name: &str| {
+        t.rename
+            .iter()
+            .find(|(f, _)| f == name)
+            .map_or_else(|| name.to_string(), |(_, to)| to.clone())
+    };
+    let columns: Vec<ChangeColumn> = c
+        .columns
+        .iter()
+        .zip(&keep)
+        .filter(|(_, k)| **k)
+        .map(|(col, _)| {
+            let mut col = col.clone();
+            if mask_of(&col.name).is_some() {
+                // A masked value is text, whatever the column's type.
+                col.type_oid = 25;
+                col.type_modifier = -1;
+            }
+            col.name = rename(&col.name);
+            col
+        })
+        .collect();
+    let row = |values: &Option<Vec<Option<String>>>| {
+        values.as_ref().map(|vals| {
+            c.columns
+                .iter()
+                .zip(vals)
+                .zip(&keep)
+                .filter(|(_, k)| **k)
+                .map(|((col, v), _)| match (mask_of(&col.name), v) {
+                    (Some(kind), Some(text)) => Some(masked(kind, &t.mask_key.0, text)),
+                    _ => v.clone(),
+                })
+                .collect()
+        })
+    };
+    ChangePayload {
+        columns,
+        before: row(&c.before),
+        after: row(&c.after),
+        unchanged_toast: c
+            .unchanged_toast
+            .iter()
+            .filter(|n| !t.drop.contains(n))
+            .map(|n| rename(n))
+            .collect(),
+        ..c.clone()
+    }
+}
+
+/// Route key columns named as the route wrote them (after renames).
+pub fn key_columns(key: &[String], t: &Transform) -> Vec<String> {
+    key.iter()
+        .map(|k| {
+            t.rename
+                .iter()
+                .find(|(f, _)| f == k)
+                .map_or_else(|| k.clone(), |(_, to)| to.clone())
+        })
+        .collect()
+}
+
+/// Splits a field into (parent pointer, last key): `name` is top-level, `/a/b` a JSON Pointer.
+fn locate<'a>(
+    doc: &'a mut Json,
+    field: &str,
+) -> Option<(&'a mut serde_json::Map<String, Json>, String)> {
+    let (parent, last) = match field.strip_prefix('/') {
+        None => ("", field.to_string()),
+        Some(_) => {
+            let i = field.rfind('/')?;
+            (
+                &field[..i],
+                field[i + 1..].replace("~1", "/").replace("~0", "~"),
+            )
+        }
+    };
+    let target = if parent.is_empty() {
+        doc
+    } else {
+        doc.pointer_mut(parent)?
+    };
+    Some((target.as_object_mut()?, last))
+}
+
+/// A webhook as route `t` writes it: fields of the JSON body dropped, masked, renamed. A body
+/// that is not a JSON object is left as it is.
+pub fn webhook(w: &WebhookPayload, t: &Transform) -> WebhookPayload {
+    let Ok(mut doc) = serde_json::from_str::<Json>(&w.body) else {
+        return w.clone();
+    };
+    for field in &t.drop {
+        if let Some((obj, key)) = locate(&mut doc, field) {
+            obj.remove(&key);
+        }
+    }
+    for (field, kind) in &t.mask {
+        if let Some((obj, key)) = locate(&mut doc, field)
+            && let Some(v) = obj.get_mut(&key)
+            && !v.is_null()
+        {
+            let text = match &*v {
+                Json::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            *v = Json::String(masked(*kind, &t.mask_key.0, &text));
+        }
+    }
+    for (from, to) in &t.rename {
+        if let Some((obj, key)) = locate(&mut doc, from)
+            && let Some(v) = obj.remove(&key)
+        {
+            obj.insert(to.clone(), v);
+        }
+    }
+    WebhookPayload {
+        body: doc.to_string(),
+        ..w.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn t() -> Transform {
+        Transform {
+            drop: vec!["internal_notes".into(), "/meta/trace".into()],
+            mask: vec![
+                ("email".into(), MaskKind::Sha256),
+                ("phone".into(), MaskKind::Redact),
+            ],
+            rename: vec![("cust_id".into(), "customer_id".into())],
+            mask_key: Secret(b"k".to_vec()),
+        }
+    }
+
+    fn col(name: &str, oid: u32) -> ChangeColumn {
+        ChangeColumn {
+            name: name.into(),
+            type_oid: oid,
+            type_modifier: -1,
+            nullable: true,
+            is_key: name == "id",
+            doc: None,
+        }
+    }
+
+    #[test]
+    fn change_columns_are_dropped_masked_and_renamed_with_the_schema() {
+        let c = ChangePayload {
+            database: "app".into(),
+            schema: "public".into(),
+            table: "customers".into(),
+            table_doc: None,
+            op: "u".into(),
+            columns: vec![
+                col("id", 20),
+                col("email", 25),
+                col("phone", 20),
+                col("internal_notes", 25),
+                col("cust_id", 23),
+            ],
+            before: Some(vec![
+                Some("1".into()),
+                Some("a@x.io".into()),
+                None,
+                Some("vip".into()),
+                Some("9".into()),
+            ]),
+            after: Some(vec![
+                Some("1".into()),
+                Some("ü@x.io".into()),
+                Some("5551234".into()),
+                Some("vip".into()),
+                Some("9".into()),
+            ]),
+            commit_lsn: 1,
+            tx_id: 1,
+            commit_time_ms: 0,
+            unchanged_toast: vec!["internal_notes".into(), "cust_id".into()],
+            before_key_only: false,
+        };
+        let out = change(&c, &t());
+        let names: Vec<&str> = out.columns.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["id", "email", "phone", "customer_id"]);
+        assert_eq!(out.columns[2].type_oid, 25, "a masked bigint is text");
+        let after = out.after.expect("after");
+        assert_eq!(after[0].as_deref(), Some("1"));
+        assert_eq!(
+            after[1].as_deref(),
+            Some(hash(b"k", "ü@x.io".as_bytes()).as_str())
+        );
+        assert_eq!(after[2].as_deref(), Some(REDACTED));
+        assert_eq!(after[3].as_deref(), Some("9"));
+        assert_eq!(out.before.expect("before")[2], None, "NULL stays NULL");
+        assert_eq!(out.unchanged_toast, ["customer_id"]);
+        assert_eq!(key_columns(&["cust_id".into()], &t()), ["customer_id"]);
+        // Equal values hash equally (consumers can still join on them).
+        assert_eq!(hash(b"k", b"a"), hash(b"k", b"a"));
+        assert_ne!(hash(b"k", b"a"), hash(b"other", b"a"));
+    }
+
+    #[test]
+    fn webhook_bodies_are_transformed_by_name_and_pointer() {
+        let w = WebhookPayload {
+            path: "/".into(),
+            content_type: None,
+            headers: vec![],
+            body: r#"{"email":"a@x.io","phone":5551234,"cust_id":9,"internal_notes":"x","meta":{"trace":"t","keep":1}}"#.into(),
+            subject: None,
+            selected_headers: vec![],
+        };
+        let out: Json = serde_json::from_str(&webhook(&w, &t()).body).expect("json");
+        assert_eq!(out["email"], hash(b"k", b"a@x.io"));
+        assert_eq!(out["phone"], REDACTED);
+        assert_eq!(out["customer_id"], 9);
+        assert!(out.get("cust_id").is_none() && out.get("internal_notes").is_none());
+        assert_eq!(out["meta"], serde_json::json!({"keep": 1}));
+        let not_json = WebhookPayload {
+            body: "a=b".into(),
+            ..w
+        };
+        assert_eq!(webhook(&not_json, &t()).body, "a=b");
+    }
+}
