@@ -20,7 +20,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::ack::{AckToken, Delivery, Failure};
-use crate::config::{Config, Unmatched};
+use crate::config::{Config, OnError, Unmatched};
 use crate::dlq::{DlqStore, EncodedRecord, NewDeadLetter};
 use crate::encode::{EncodeError, Encoder, RecordParts, record_parts};
 use crate::error::{ErrorClass, retry_policy};
@@ -194,6 +194,9 @@ impl Pipeline {
             let record = match self.encode(event, &m, ack).await {
                 Ok(r) => r,
                 Err(f) if f.class.is_dead_letter() => {
+                    if m.on_error == OnError::Halt {
+                        return Delivery::Failed(halted(&m.route, f));
+                    }
                     if let Err(f) = self
                         .dead_letter(event, Some(&m.route), Some(&m.topic), None, f)
                         .await
@@ -217,6 +220,9 @@ impl Pipeline {
                     };
                     if !f.class.is_dead_letter() {
                         return Delivery::Failed(f);
+                    }
+                    if m.on_error == OnError::Halt {
+                        return Delivery::Failed(halted(&m.route, f));
                     }
                     let encoded = EncodedRecord {
                         key: record.key.clone(),
@@ -412,4 +418,17 @@ fn failed(class: ErrorClass, message: &str) -> Delivery {
         class,
         message: message.to_string(),
     })
+}
+
+/// A definite failure on an `on_error = "halt"` route: the source must stop at the event and
+/// try again later (CDC: the slot holds; webhooks: 503), so it is reported as unavailable.
+fn halted(route: &str, f: Failure) -> Failure {
+    warn!(route, class = %f.class, error = %f.message, "route halts on error: the source stops at this event until the cause is fixed");
+    Failure {
+        class: ErrorClass::Unavailable,
+        message: format!(
+            "route `{route}` halts on errors ({}: {}); fix the cause, the event is retried",
+            f.class, f.message
+        ),
+    }
 }

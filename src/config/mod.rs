@@ -342,6 +342,19 @@ pub struct RouteConfig {
     pub filter: Option<String>,
     /// Field transforms applied to what this route writes.
     pub transform: Option<std::sync::Arc<Transform>>,
+    /// What a definite failure (schema, encode, oversize, produce) on this route does.
+    pub on_error: OnError,
+}
+
+/// `on_error` of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// The event goes to the DLQ and the stream goes on.
+    #[default]
+    Dlq,
+    /// The source stops at the event (CDC: the slot holds, retried with backoff; webhooks:
+    /// 503) until the cause is fixed: for routes where order matters more than progress.
+    Halt,
 }
 
 /// `[routes.transform]`: applied in the order drop, mask, rename (all name the original fields).

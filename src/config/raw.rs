@@ -195,6 +195,8 @@ pub struct RawRoute {
     pub filter: Option<Spanned<String>>,
     /// Field transforms: `mask`, `drop`, `rename`.
     pub transform: Option<Spanned<RawTransform>>,
+    /// What a definite failure on this route does: "dlq" (default) or "halt".
+    pub on_error: Option<Spanned<String>>,
 }
 
 /// `[routes.transform]`

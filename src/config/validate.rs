@@ -853,6 +853,23 @@ fn validate_routes(
                 }
             },
         };
+        let on_error = match r
+            .on_error
+            .as_ref()
+            .map(|o| (o.get_ref().as_str(), o.span()))
+        {
+            None | Some(("dlq", _)) => OnError::Dlq,
+            Some(("halt", _)) => OnError::Halt,
+            Some((other, span)) => {
+                diag.at(
+                    span,
+                    format!("unknown on_error \"{other}\""),
+                    Some("write \"dlq\" (dead-letter and go on) or \"halt\" (stop the source at the event)".into()),
+                );
+                filter_ok_early = false;
+                OnError::Dlq
+            }
+        };
         let mut filter_ok = filter_ok_early;
         let mut ops = Vec::new();
         if let Some(v) = &r.ops {
@@ -907,6 +924,7 @@ fn validate_routes(
                 key_pointer,
                 filter,
                 transform,
+                on_error,
                 event_types: r
                     .event_types
                     .as_ref()

@@ -25,6 +25,7 @@ struct CompiledRoute {
     filter: Filter,
     filter_text: Option<Arc<str>>,
     transform: Option<Arc<crate::config::Transform>>,
+    on_error: crate::config::OnError,
 }
 
 /// A route's compiled CEL filter.
@@ -92,6 +93,7 @@ impl CompiledRoute {
             key: Arc::clone(&self.key),
             key_pointer: self.key_pointer.clone(),
             transform: self.transform.clone(),
+            on_error: self.on_error,
         })
     }
 
@@ -152,6 +154,8 @@ pub struct RouteMatch {
     pub key_pointer: Option<Arc<str>>,
     /// Field transforms of this route.
     pub transform: Option<Arc<crate::config::Transform>>,
+    /// What a definite failure on this route does.
+    pub on_error: crate::config::OnError,
 }
 
 /// A route matched but could not name a topic for this event.
@@ -201,6 +205,7 @@ impl RouteTable {
                     },
                     filter_text: r.filter.as_deref().map(Arc::from),
                     transform: r.transform.clone(),
+                    on_error: r.on_error,
                 });
         }
         RouteTable { by_source }

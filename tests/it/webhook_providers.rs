@@ -742,3 +742,67 @@ async fn an_accepted_id_is_remembered_across_kill_9() {
     .expect("consumer");
     assert_eq!(records.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_halting_route_stops_at_a_failing_event_instead_of_dead_lettering_it() {
+    let stack = Stack::start();
+    let path = stack.dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             [kafka.properties]\n\"message.max.bytes\" = 1000\n\
+             [schema_registry]\nurl = \"{}\"\n\
+             [sources.strict]\ntype = \"webhook\"\n[sources.lenient]\ntype = \"webhook\"\n\
+             [[routes]]\nname = \"strict\"\nsource = \"strict\"\ntopic = \"strict\"\non_error = \"halt\"\n\
+             [[routes]]\nname = \"lenient\"\nsource = \"lenient\"\ntopic = \"lenient\"\n",
+            stack.broker.bootstrap(),
+            stack.registry.url()
+        ),
+    )
+    .expect("config");
+    let config = Config::load(&path).expect("config");
+    let store = config.dlq.store.clone();
+    let (sy, url) = daemon::start(config).await;
+    let client = reqwest::Client::new();
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(3000));
+    let (status, reply) = post(
+        &client,
+        &format!("{url}/webhooks/strict"),
+        &[],
+        big.clone(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        status, 503,
+        "halted: the provider is asked to retry: {reply}"
+    );
+    assert!(
+        reply["detail"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("halts on errors"),
+        "{reply}"
+    );
+    let (status, reply) = post(
+        &client,
+        &format!("{url}/webhooks/lenient"),
+        &[],
+        big,
+        "application/json",
+    )
+    .await;
+    assert_eq!(
+        (status, reply["status"].as_str()),
+        (200, Some("dead_lettered"))
+    );
+    let dlq = switchyard::dlq::DlqStore::open(&store).await.expect("dlq");
+    let letters = dlq
+        .list(&switchyard::dlq::Selector::default())
+        .await
+        .expect("list");
+    assert_eq!(letters.len(), 1, "only the lenient route dead-letters");
+    assert_eq!(letters[0].route.as_deref(), Some("lenient"));
+    daemon::stop(sy).await;
+}
