@@ -390,4 +390,77 @@ mod tests {
         let m = t.route(&event("shop", "order/paid"));
         assert!(matches!(&m[0], Err(e) if e.message.contains("not a legal")));
     }
+
+    /// Deterministic xorshift, so a failing case reproduces.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn json(&mut self, depth: u32) -> serde_json::Value {
+            use serde_json::json;
+            let keys = [
+                "amount", "status", "data", "object", "id", "é", "", "a b", "/", "~1",
+            ];
+            match self.next() % if depth == 0 { 5 } else { 7 } {
+                0 => json!(null),
+                1 => json!(self.next() % 2 == 0),
+                2 => json!((self.next() as i64) >> (self.next() % 64)),
+                3 => json!(f64::from_bits(self.next() >> 2)),
+                4 => json!(["ü", "\u{0}", "'", "\"", "1e999"][(self.next() % 5) as usize]),
+                5 => serde_json::Value::Array(
+                    (0..self.next() % 4).map(|_| self.json(depth - 1)).collect(),
+                ),
+                _ => serde_json::Value::Object(
+                    (0..self.next() % 5)
+                        .map(|_| {
+                            (
+                                keys[(self.next() % keys.len() as u64) as usize].to_string(),
+                                self.json(depth - 1),
+                            )
+                        })
+                        .collect(),
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn the_router_never_panics_on_arbitrary_json_events() {
+        let routes = table(
+            "[router]\nmask_key = \"k\"\n\
+             [[routes]]\nname = \"f\"\nsource = \"shop\"\ntopic = \"t.{event_type}\"\n\
+             filter = \"data.amount > 1 || data.data.object.id == 'x' || size(headers) > 0\"\nkey = \"/data/object/id\"\n\
+             [routes.transform]\nmask = { amount = \"sha256\", \"/data/object\" = \"redact\" }\ndrop = [\"status\", \"/data/id\"]\n\
+             rename = { id = \"ident\" }\n\
+             [[routes]]\nname = \"g\"\nsource = \"shop\"\ntopic = \"all\"\nevent_types = [\"*.created\", \"a*b*c\"]\n",
+        );
+        let mut rng = Rng(0x0123_4567_89ab_cdef);
+        for round in 0..3000 {
+            let body = rng.json(4).to_string();
+            let types = ["x.created", "abc", "", "é.created", "*"];
+            let mut e = event("shop", types[round % types.len()]);
+            if let Payload::Webhook(w) = &mut e.payload {
+                w.body = if round % 7 == 0 {
+                    format!("{body}garbage")
+                } else {
+                    body
+                };
+            }
+            for m in routes.route(&e).into_iter().flatten() {
+                let _ = crate::encode::record_parts(
+                    &e,
+                    &m.key,
+                    m.key_pointer.as_deref(),
+                    m.transform.as_deref(),
+                );
+            }
+            let _ = routes.explain(&e);
+        }
+    }
 }
