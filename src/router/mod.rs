@@ -409,7 +409,7 @@ mod tests {
             ];
             match self.next() % if depth == 0 { 5 } else { 7 } {
                 0 => json!(null),
-                1 => json!(self.next() % 2 == 0),
+                1 => json!(self.next().is_multiple_of(2)),
                 2 => json!((self.next() as i64) >> (self.next() % 64)),
                 3 => json!(f64::from_bits(self.next() >> 2)),
                 4 => json!(["ü", "\u{0}", "'", "\"", "1e999"][(self.next() % 5) as usize]),
