@@ -41,6 +41,86 @@ pub fn compile(expr: &str, change: bool) -> Result<Program, String> {
     Ok(program)
 }
 
+/// What a set of filters reads of an event: only that is built per event. The default reads
+/// nothing.
+#[derive(Debug, Clone)]
+pub struct Needs {
+    vars: std::collections::BTreeSet<&'static str>,
+    /// Columns of `before`/`after` read by name; `None`: all of them.
+    columns: Option<std::collections::BTreeSet<String>>,
+}
+
+impl Default for Needs {
+    fn default() -> Self {
+        Needs {
+            vars: std::collections::BTreeSet::new(),
+            columns: Some(std::collections::BTreeSet::new()),
+        }
+    }
+}
+
+impl Needs {
+    /// What `expr` (already compiled for `change` events or not) reads.
+    pub fn of(expr: &str, program: &Program, change: bool) -> Needs {
+        let allowed = if change { CHANGE_VARS } else { WEBHOOK_VARS };
+        let refs = program.references();
+        let vars = allowed
+            .iter()
+            .copied()
+            .filter(|v| refs.has_variable(v))
+            .collect();
+        let mut columns = Some(std::collections::BTreeSet::new());
+        for row in ["after", "before"] {
+            let mut rest = expr;
+            while let Some(i) = rest.find(row) {
+                let before_ok = rest[..i]
+                    .chars()
+                    .next_back()
+                    .is_none_or(|c| !(c.is_alphanumeric() || c == '_' || c == '.'));
+                let tail = &rest[i + row.len()..];
+                rest = tail;
+                if !before_ok || tail.starts_with(|c: char| c.is_alphanumeric() || c == '_') {
+                    continue;
+                }
+                match tail.strip_prefix('.') {
+                    Some(field) => {
+                        let name: String = field
+                            .chars()
+                            .take_while(|c| c.is_alphanumeric() || *c == '_')
+                            .collect();
+                        if let Some(set) = columns.as_mut() {
+                            set.insert(name);
+                        }
+                    }
+                    // `after['x']`, `size(after)`, …: every column.
+                    None => columns = None,
+                }
+            }
+        }
+        Needs { vars, columns }
+    }
+
+    /// Both sets together.
+    pub fn merge(&mut self, other: &Needs) {
+        self.vars.extend(other.vars.iter().copied());
+        self.columns = match (self.columns.take(), &other.columns) {
+            (Some(mut a), Some(b)) => {
+                a.extend(b.iter().cloned());
+                Some(a)
+            }
+            _ => None,
+        };
+    }
+
+    /// Everything (dry runs).
+    pub fn all() -> Needs {
+        Needs {
+            vars: CHANGE_VARS.iter().chain(WEBHOOK_VARS).copied().collect(),
+            columns: None,
+        }
+    }
+}
+
 /// [`compile`] without keeping the program (for `check`).
 pub fn check(expr: &str, change: bool) -> Result<(), String> {
     compile(expr, change).map(|_| ())
@@ -92,7 +172,7 @@ fn from_avro(v: apache_avro::types::Value) -> Value {
     }
 }
 
-fn row(c: &ChangePayload, values: Option<&[Option<String>]>) -> Value {
+fn row(c: &ChangePayload, values: Option<&[Option<String>]>, needs: &Needs) -> Value {
     let Some(values) = values else {
         return Value::Null;
     };
@@ -100,6 +180,12 @@ fn row(c: &ChangePayload, values: Option<&[Option<String>]>) -> Value {
         .columns
         .iter()
         .zip(values)
+        .filter(|(col, _)| {
+            needs
+                .columns
+                .as_ref()
+                .is_none_or(|set| set.contains(&col.name))
+        })
         .map(|(col, v)| {
             let value = match v {
                 None => Value::Null,
@@ -134,88 +220,129 @@ fn webhook_data(w: &WebhookPayload) -> Value {
     map(fields)
 }
 
-/// The variables of `event`.
-pub fn vars(event: &Event) -> Vars {
+/// The variables of `event` that `needs` names (all of them with [`Needs::all`]); each is
+/// built only when named.
+pub fn vars(event: &Event, needs: &Needs) -> Vars {
+    let want = |v: &str| needs.vars.contains(v);
+    let mut out = Vec::with_capacity(4);
     match &event.payload {
         Payload::Change(c) => {
-            let op = if c.op == "tombstone" {
-                "d"
-            } else {
-                c.op.as_str()
-            };
-            let source = map(vec![
-                ("db".into(), s(&c.database)),
-                ("schema".into(), s(&c.schema)),
-                ("table".into(), s(&c.table)),
-                ("name".into(), s(&event.source)),
-                (
-                    "lsn".into(),
-                    Value::Int(i64::try_from(c.commit_lsn).unwrap_or(i64::MAX)),
-                ),
-                ("txId".into(), Value::Int(i64::from(c.tx_id))),
-                ("ts_ms".into(), Value::Int(c.commit_time_ms)),
-                (
-                    "snapshot".into(),
-                    s(if c.op == "r" { "true" } else { "false" }),
-                ),
-            ]);
-            let before = if c.before_key_only {
-                // Only the key is known: other columns are absent, not zero.
-                let known: Vec<Option<String>> = c
-                    .before
-                    .iter()
-                    .flatten()
-                    .zip(&c.columns)
-                    .map(|(v, col)| if col.is_key { v.clone() } else { None })
-                    .collect();
-                row(c, Some(&known))
-            } else {
-                row(c, c.before.as_deref())
-            };
-            Vars(vec![
-                ("op", s(op)),
-                ("before", before),
-                ("after", row(c, c.after.as_deref())),
-                ("source", source),
-            ])
+            if want("op") {
+                out.push((
+                    "op",
+                    s(if c.op == "tombstone" {
+                        "d"
+                    } else {
+                        c.op.as_str()
+                    }),
+                ));
+            }
+            if want("before") {
+                let before = if c.before_key_only {
+                    // Only the key is known: other columns are absent, not zero.
+                    let known: Vec<Option<String>> = c
+                        .before
+                        .iter()
+                        .flatten()
+                        .zip(&c.columns)
+                        .map(|(v, col)| if col.is_key { v.clone() } else { None })
+                        .collect();
+                    row(c, Some(&known), needs)
+                } else {
+                    row(c, c.before.as_deref(), needs)
+                };
+                out.push(("before", before));
+            }
+            if want("after") {
+                out.push(("after", row(c, c.after.as_deref(), needs)));
+            }
+            if want("source") {
+                out.push((
+                    "source",
+                    map(vec![
+                        ("db".into(), s(&c.database)),
+                        ("schema".into(), s(&c.schema)),
+                        ("table".into(), s(&c.table)),
+                        ("name".into(), s(&event.source)),
+                        (
+                            "lsn".into(),
+                            Value::Int(i64::try_from(c.commit_lsn).unwrap_or(i64::MAX)),
+                        ),
+                        ("txId".into(), Value::Int(i64::from(c.tx_id))),
+                        ("ts_ms".into(), Value::Int(c.commit_time_ms)),
+                        (
+                            "snapshot".into(),
+                            s(if c.op == "r" { "true" } else { "false" }),
+                        ),
+                    ]),
+                ));
+            }
         }
-        Payload::Message(m) => Vars(vec![
-            ("op", s("m")),
-            ("before", Value::Null),
-            ("after", Value::Null),
-            (
-                "source",
-                map(vec![
-                    ("db".into(), s(&m.database)),
-                    ("name".into(), s(&event.source)),
-                    ("prefix".into(), s(&m.prefix)),
-                ]),
-            ),
-        ]),
-        Payload::Webhook(w) => Vars(vec![
-            ("type", s(&event.event_type)),
-            ("id", s(event.id.as_str())),
-            ("data", webhook_data(w)),
-            (
-                "headers",
-                map(w
-                    .headers
-                    .iter()
-                    .map(|(k, v)| (k.to_ascii_lowercase(), s(v)))
-                    .collect()),
-            ),
-        ]),
+        Payload::Message(m) => {
+            for name in ["op", "before", "after", "source"] {
+                if !want(name) {
+                    continue;
+                }
+                out.push(match name {
+                    "op" => ("op", s("m")),
+                    "source" => (
+                        "source",
+                        map(vec![
+                            ("db".into(), s(&m.database)),
+                            ("name".into(), s(&event.source)),
+                            ("prefix".into(), s(&m.prefix)),
+                        ]),
+                    ),
+                    "before" => ("before", Value::Null),
+                    _ => ("after", Value::Null),
+                });
+            }
+        }
+        Payload::Webhook(w) => {
+            if want("type") {
+                out.push(("type", s(&event.event_type)));
+            }
+            if want("id") {
+                out.push(("id", s(event.id.as_str())));
+            }
+            if want("data") {
+                out.push(("data", webhook_data(w)));
+            }
+            if want("headers") {
+                out.push((
+                    "headers",
+                    map(w
+                        .headers
+                        .iter()
+                        .map(|(k, v)| (k.to_ascii_lowercase(), s(v)))
+                        .collect()),
+                ));
+            }
+        }
     }
+    Vars(out)
 }
 
 /// True when `program` holds for the event whose variables are `vars`.
 pub fn holds(program: &Program, vars: &Vars) -> bool {
+    evaluate(&[Some(program)], vars)[0]
+}
+
+/// Evaluates several filters on one event in one scope (its variables are converted once);
+/// `None` stands for "no filter" (holds).
+pub fn evaluate(programs: &[Option<&Program>], vars: &Vars) -> Vec<bool> {
     ROOT.with(|root| {
         let mut scope = root.new_inner_scope();
         for (name, value) in &vars.0 {
             scope.add_variable_from_value(*name, value.clone());
         }
-        matches!(program.execute(&scope), Ok(Value::Bool(true)))
+        programs
+            .iter()
+            .map(|p| match p {
+                None => true,
+                Some(p) => matches!(p.execute(&scope), Ok(Value::Bool(true))),
+            })
+            .collect()
     })
 }
 
@@ -276,7 +403,7 @@ mod tests {
                 ("gone", 25, -1, None),
             ],
         );
-        let v = vars(&e);
+        let v = vars(&e, &Needs::all());
         let cases = [
             ("after.amount > 100 && after.status != 'draft'", true),
             ("after.amount > 200", false),
@@ -313,7 +440,7 @@ mod tests {
                 selected_headers: vec![],
             }),
         };
-        let v = vars(&e);
+        let v = vars(&e, &Needs::all());
         for (expr, want) in [
             (
                 "data.data.object.amount >= 4200 && type.startsWith('payment_intent.')",
@@ -369,7 +496,31 @@ mod tests {
                     selected_headers: vec![],
                 }),
             };
-            let _ = holds(&p, &vars(&e));
+            let _ = holds(&p, &vars(&e, &Needs::all()));
         }
+    }
+
+    #[test]
+    fn filters_read_only_the_columns_they_name() {
+        let expr = "after.amount > 100 && after.status != 'draft'";
+        let p = compile(expr, true).expect("compiles");
+        let mut n = Needs::default();
+        n.merge(&Needs::of(expr, &p, true));
+        assert_eq!(
+            n.columns,
+            Some(
+                ["amount".to_string(), "status".to_string()]
+                    .into_iter()
+                    .collect()
+            )
+        );
+        assert!(n.vars.contains("after") && !n.vars.contains("before"));
+        let all = "size(after) > 2";
+        let p = compile(all, true).expect("compiles");
+        assert_eq!(
+            Needs::of(all, &p, true).columns,
+            None,
+            "a whole row is read"
+        );
     }
 }

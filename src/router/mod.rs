@@ -172,11 +172,14 @@ pub struct RouteError {
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     by_source: HashMap<String, Vec<CompiledRoute>>,
+    /// What the filters of each source read (built per event, once).
+    needs: HashMap<String, filter::Needs>,
 }
 
 impl RouteTable {
     /// Compiles the routes of a validated configuration.
     pub fn compile(config: &Config) -> RouteTable {
+        let mut needs: HashMap<String, filter::Needs> = HashMap::new();
         let mut by_source: HashMap<String, Vec<CompiledRoute>> = HashMap::new();
         for r in &config.routes {
             by_source
@@ -198,7 +201,13 @@ impl RouteTable {
                                 Some(crate::config::SourceKind::Postgres(_))
                             );
                             match filter::compile(expr, change) {
-                                Ok(p) => Filter::Cel(Arc::new(p)),
+                                Ok(p) => {
+                                    needs
+                                        .entry(r.source.clone())
+                                        .or_default()
+                                        .merge(&filter::Needs::of(expr, &p, change));
+                                    Filter::Cel(Arc::new(p))
+                                }
                                 Err(_) => Filter::Broken,
                             }
                         }
@@ -208,7 +217,7 @@ impl RouteTable {
                     on_error: r.on_error,
                 });
         }
-        RouteTable { by_source }
+        RouteTable { by_source, needs }
     }
 
     /// The routes that take `event`, in configuration order.
@@ -216,16 +225,32 @@ impl RouteTable {
         let Some(routes) = self.by_source.get(&event.source) else {
             return Vec::new();
         };
-        let mut vars = None;
-        routes
+        let candidates: Vec<&CompiledRoute> = routes
             .iter()
-            .filter(|r| r.takes(event))
-            .filter(|r| match &r.filter {
-                Filter::None => true,
-                Filter::Broken => false,
-                Filter::Cel(p) => filter::holds(p, vars.get_or_insert_with(|| filter::vars(event))),
+            .filter(|r| r.takes(event) && !matches!(r.filter, Filter::Broken))
+            .collect();
+        if !candidates
+            .iter()
+            .any(|r| matches!(r.filter, Filter::Cel(_)))
+        {
+            return candidates.iter().map(|r| r.render(event)).collect();
+        }
+        // One scope for the event, shared by its source's filters.
+        let programs: Vec<Option<&cel::Program>> = candidates
+            .iter()
+            .map(|r| match &r.filter {
+                Filter::Cel(p) => Some(p.as_ref()),
+                _ => None,
             })
-            .map(|r| r.render(event))
+            .collect();
+        let none = filter::Needs::default();
+        let needs = self.needs.get(&event.source).unwrap_or(&none);
+        let pass = filter::evaluate(&programs, &filter::vars(event, needs));
+        candidates
+            .iter()
+            .zip(pass)
+            .filter(|(_, ok)| *ok)
+            .map(|(r, _)| r.render(event))
             .collect()
     }
 
@@ -235,7 +260,7 @@ impl RouteTable {
         let Some(routes) = self.by_source.get(&event.source) else {
             return Vec::new();
         };
-        let vars = filter::vars(event);
+        let vars = filter::vars(event, &filter::Needs::all());
         routes
             .iter()
             .map(|r| {
