@@ -14,14 +14,19 @@
 #   ROWS=1000000      rows loaded (about 190 bytes each, primary key), before any run
 #   TXNS=100          transactions the rows are loaded in
 #   PAIRS=5           baseline/switchyard pairs; each pair reads the whole backlog from its own slots
-#   SPARE=2           spare slot pairs, used to rerun a pair whose load1 moved by more than 1
+#   SPARE=2           spare slot pairs, used to rerun a noisy pair (see NOISE)
 #   STORAGE=null://sink   Tansu storage engine; memory://tansu/ also counts the Kafka messages
 #                     of each run with `switchyard tail` (broker memory then grows with ROWS×PAIRS)
+#   NOISE=0.25        a pair is noisy, and rerun while spares last, if other processes used more
+#                     than this many cores in one of its runs, or load1 moved by more than 1
 #   RUN_TIMEOUT=600   seconds one run may take; STOP_TIMEOUT=30 seconds for SIGTERM before SIGKILL
 #   POLL=0.1          seconds between polls of the switchyard slot's confirmed_flush_lsn
 #   PERF=0            1 samples the daemon with `perf record $PERF_ARGS` (default: flat, 499 Hz)
-#                     in each switchyard run
-#                     and prints its top symbols; profiled runs are slower, do not quote them
+#                     in each switchyard run and prints its top symbols; profiled runs are
+#                     slower, do not quote their times
+#   NULL_SINK=0       1 runs switchyard with SWITCHYARD_BENCH_SINK=null (records acknowledged and
+#                     discarded without Kafka): splits the cost, but is not the end-to-end figure
+#   BUILD=1           0 skips `cargo build` and runs the release binary already in target/
 #   KEEP=0            1 keeps the temp dir (logs, configs, cluster) after exit
 #   RESULTS=          also copy the per-run TSV there
 set -euo pipefail
@@ -34,8 +39,13 @@ SPARE=${SPARE:-2}
 STORAGE=${STORAGE:-null://sink}
 RUN_TIMEOUT=${RUN_TIMEOUT:-600}
 STOP_TIMEOUT=${STOP_TIMEOUT:-30}
+NOISE=${NOISE:-0.25}
 POLL=${POLL:-0.1}
 KEEP=${KEEP:-0}
+BUILD=${BUILD:-1}
+NULL_SINK=${NULL_SINK:-0}
+# The end-to-end figure must go through Kafka: the bench-only null sink is opt-in here, never inherited.
+unset SWITCHYARD_BENCH_SINK
 PERF=${PERF:-0}
 PERF_ARGS=${PERF_ARGS:--F 499}
 RESULTS=${RESULTS:-}
@@ -63,15 +73,23 @@ done
 command -v python3 >/dev/null || die "python3 is needed for the summary"
 command -v curl >/dev/null || die "curl is needed"
 
-log "building switchyard (release)"
-(cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --locked) >&2
 SY=$ROOT/target/release/switchyard
+if [ "$BUILD" = 1 ]; then
+  log "building switchyard (release)"
+  (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --locked) >&2
+fi
 [ -x "$SY" ] || die "no binary at $SY"
+SY_BUILT=$(date -r "$SY" '+%F %T')
+SY_TREE="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' with uncommitted changes in src/ or Cargo.*')"
 
 # --- temp dir, processes, cleanup --------------------------------------------------------
 T=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-cdc-bench.XXXXXX")
 chmod 755 "$T"
 mkdir -p "$T/pg" "$T/sy" "$T/registry"
+# Run a private copy: target/ is shared, and another build may replace the binary mid-benchmark.
+cp "$SY" "$T/switchyard"
+SY=$T/switchyard
+log "switchyard: copy of target/release/switchyard built $SY_BUILT (tree $SY_TREE)"
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$T/pg"
 PGDATA=$T/pg/data
@@ -212,7 +230,7 @@ SELECT g, (g % 100000)::int, (g % 7)::smallint, ((g * 7919) % 10000000) / 100.0,
        timestamptz '2024-01-01 00:00:00+00' + g * interval '1 second' + interval '7 minutes',
        'user' || g || '@example.com',
        md5(g::text) || md5((g + 1)::text) || md5((g + 2)::text) || left(md5((g + 3)::text), 7)
-FROM generate_series($lo, $hi) AS g;
+FROM generate_series($lo::bigint, $hi::bigint) AS g;
 SQL
     lo=$((hi + 1))
   done
@@ -233,26 +251,73 @@ log "loaded in ${load_s}s; E=$E; WAL $((WAL_BYTES / 1048576)) MiB ($((WAL_BYTES 
 
 # --- runs --------------------------------------------------------------------------------
 RESULTS_TSV=$T/results.tsv
-printf 'pair\tslot\tkind\tload1_start\tload1_end\tseconds\trows_per_s\tcpu_s\tws_cpu_s\tbroker_cpu_s\thwm_kib\tcheck\n' >"$RESULTS_TSV"
+# cpu_s: pg_recvlogical or switchyard; ws: its walsender; other: CPU of every process outside this
+# script's and our postmaster's trees during the run (neighbours) and window_s the time between
+# those two snapshots; steal: taken by the hypervisor
+printf 'pair\tslot\tkind\tload1_start\tload1_end\tseconds\trows_per_s\tcpu_s\tws_cpu_s\tbroker_cpu_s\tother_cpu_s\twindow_s\tsteal_s\thwm_kib\tcheck\n' >"$RESULTS_TSV"
+
+steal_ticks() { awk '/^cpu / { print $9 }' /proc/stat; }
+# Neighbour CPU: a snapshot of every process's utime+stime except this script's and our
+# postmaster's process trees; the difference of two snapshots is what the rest of the machine used
+# in between. A lower bound: a process that starts and ends within the run is not seen (a parent's
+# cutime would count it, but also all of the CPU it used before the run, so it is left out).
+cat >"$T/procsnap.py" <<'PY'
+import json, os, sys
+def snap(exclude):
+    procs = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as fh:
+                f = fh.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after the comm: state ppid ... utime(12) stime(13) cutime(14) cstime(15) ... starttime(20)
+        procs[d] = (f[1], int(f[11]) + int(f[12]), int(f[13]) + int(f[14]), f[19])
+    def ours(pid, depth=0):
+        while pid in procs and depth < 64:
+            if pid in exclude:
+                return True
+            pid, depth = procs[pid][0], depth + 1
+        return False
+    return {f"{p}/{v[3]}": [v[1], v[2]] for p, v in procs.items() if not ours(p)}
+if sys.argv[1] == "snap":
+    json.dump(snap(set(sys.argv[3:])), open(sys.argv[2], "w"))
+else:
+    a, b = json.load(open(sys.argv[2])), json.load(open(sys.argv[3]))
+    print(sum(own - a[k][0] if k in a else own for k, (own, _) in b.items()))
+PY
+other_snap() { python3 "$T/procsnap.py" snap "$1" "$$" "$POSTMASTER"; }
+other_ticks() { python3 "$T/procsnap.py" diff "$1" "$2"; }
+children_ticks() { # CPU of this shell's waited-for children, from a file `times` wrote (call
+  # `times` itself in this shell: in a command substitution it would see the subshell's children)
+  awk -v hz="$CLK_TCK" 'NR == 2 { s = 0; for (f = 1; f <= 2; f++) { split($f, a, /[ms]/); s += a[1] * 60 + a[2] } printf "%d\n", s * hz + 0.5 }' "$1"
+}
+ticks() { python3 -c "print(f'{($1) / $CLK_TCK:.2f}')"; }
 
 run_baseline() { # slot-index pair → appends a row
-  local i=$1 pair=$2 l0 l1 t0 t1 pm0 pm1 rc secs
-  l0=$(load1); pm0=$(child_ticks "$POSTMASTER")
+  local i=$1 pair=$2 l0 l1 t0 t1 pm0 pm1 c0 c1 st0 st1 w0 w1 rc secs
+  w0=$EPOCHREALTIME; other_snap "$T/snap-0"; l0=$(load1); pm0=$(child_ticks "$POSTMASTER"); st0=$(steal_ticks)
+  times >"$T/times-0"
   t0=$EPOCHREALTIME
   timeout "$RUN_TIMEOUT" "$PG_BINDIR/pg_recvlogical" -h 127.0.0.1 -p "$PG_PORT" -U postgres -d bench \
     --slot "bench_base_$i" --start --endpos "$E" -o proto_version=1 -o publication_names=bench_pub \
     --no-loop -f /dev/null 2>"$T/recvlogical-$i.log" &
   RECV_PID=$!
   rc=0; wait "$RECV_PID" || rc=$?
-  RECV_PID=
   t1=$EPOCHREALTIME
+  times >"$T/times-1"; st1=$(steal_ticks); other_snap "$T/snap-1"; w1=$EPOCHREALTIME
+  c0=$(children_ticks "$T/times-0"); c1=$(children_ticks "$T/times-1")
+  RECV_PID=
   [ "$rc" = 0 ] || die "pg_recvlogical exited $rc: $(tail -5 "$T/recvlogical-$i.log")"
   sleep 0.3 # the walsender exits and is reaped by the postmaster: its CPU lands in cutime
   pm1=$(child_ticks "$POSTMASTER"); l1=$(load1)
   secs=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
-  printf '%s\t%s\tbaseline\t%s\t%s\t%s\t%s\t\t%s\t\t\t%s\n' "$pair" "$i" "$l0" "$l1" "$secs" \
-    "$(python3 -c "print(round($ROWS / ($t1 - $t0)))")" \
-    "$(python3 -c "print(f'{($pm1 - $pm0) / $CLK_TCK:.2f}')")" "endpos reached" >>"$RESULTS_TSV"
+  printf '%s\t%s\tbaseline\t%s\t%s\t%s\t%s\t%s\t%s\t\t%s\t%s\t%s\t\t%s\n' "$pair" "$i" "$l0" "$l1" "$secs" \
+    "$(python3 -c "print(round($ROWS / ($t1 - $t0)))")" "$(ticks "$c1 - $c0")" "$(ticks "$pm1 - $pm0")" \
+    "$(ticks "$(other_ticks "$T/snap-0" "$T/snap-1")")" "$(python3 -c "print(f'{$w1 - $w0:.3f}')")" \
+    "$(ticks "$st1 - $st0")" "endpos reached" >>"$RESULTS_TSV"
   log "pair $pair A pg_recvlogical: ${secs}s (load1 $l0 → $l1)"
 }
 
@@ -289,12 +354,14 @@ TOML
 }
 
 run_switchyard() { # slot-index pair → appends a row
-  local i=$1 pair=$2 cfg l0 l1 t0 t1 cpu1 b0 b1 ws= ws_ticks= hwm deadline check secs dl n
+  local i=$1 pair=$2 cfg l0 l1 t0 t1 cpu1 b0 b1 st0 st1 w0 w1 ws= ws_ticks=0 hwm deadline check secs dl n
   cfg=$(write_config "$i")
   "$SY" -c "$cfg" check >"$T/sy/check-$i.log" 2>&1 || die "switchyard check failed: $(cat "$T/sy/check-$i.log")"
-  l0=$(load1); b0=$(cpu_ticks "$TANSU_PID")
+  w0=$EPOCHREALTIME; other_snap "$T/snap-0"; l0=$(load1); b0=$(cpu_ticks "$TANSU_PID"); st0=$(steal_ticks)
   t0=$EPOCHREALTIME
-  SWITCHYARD_LOG=${SWITCHYARD_LOG:-info} "$SY" -c "$cfg" run >"$T/sy/daemon-$i.log" 2>&1 </dev/null &
+  local sink_env=()
+  [ "$NULL_SINK" = 1 ] && sink_env=(SWITCHYARD_BENCH_SINK=null)
+  env "${sink_env[@]}" SWITCHYARD_LOG="${SWITCHYARD_LOG:-info}" "$SY" -c "$cfg" run >"$T/sy/daemon-$i.log" 2>&1 </dev/null &
   DAEMON_PID=$!
   if [ "$PERF" = 1 ]; then
     # shellcheck disable=SC2086
@@ -314,15 +381,19 @@ run_switchyard() { # slot-index pair → appends a row
     sleep "$POLL"
   done
   t1=$EPOCHREALTIME
-  cpu1=$(cpu_ticks "$DAEMON_PID"); hwm=$(hwm_kib "$DAEMON_PID"); b1=$(cpu_ticks "$TANSU_PID"); l1=$(load1)
+  st1=$(steal_ticks); cpu1=$(cpu_ticks "$DAEMON_PID"); hwm=$(hwm_kib "$DAEMON_PID"); b1=$(cpu_ticks "$TANSU_PID")
+  other_snap "$T/snap-1"; w1=$EPOCHREALTIME; l1=$(load1)
   [ -n "$ws" ] && [ -r "/proc/$ws/stat" ] && ws_ticks=$(cpu_ticks "$ws")
   if [ -n "$PERF_PID" ]; then
     kill -INT "$PERF_PID" 2>/dev/null || true
     wait "$PERF_PID" 2>/dev/null || true
     PERF_PID=
   fi
+  local stop0=$SECONDS
   stop_pid "$DAEMON_PID" "$STOP_TIMEOUT"
   DAEMON_PID=
+  grep -q 'switchyard stopped' "$T/sy/daemon-$i.log" \
+    || log "run $i: switchyard did not log a clean stop after SIGTERM (killed after $((SECONDS - stop0))s?)"
   # Count check: every event up to E was acknowledged by Kafka or dead-lettered (the slot only
   # advances past a commit whose events are durable); none may be in the DLQ.
   dl=$(cd "$T/sy" && "$SY" -c "$cfg" dlq stats --format json 2>>"$T/sy/dlq-$i.log" \
@@ -330,21 +401,43 @@ run_switchyard() { # slot-index pair → appends a row
     || die "switchyard dlq stats failed: $(cat "$T/sy/dlq-$i.log")"
   [ "$dl" = 0 ] || die "run $i dead-lettered $dl events (see $T/sy/daemon-$i.log)"
   check="slot>=E, DLQ 0"
+  if grep -q 'BENCHMARK MODE' "$T/sy/daemon-$i.log"; then
+    [ "$NULL_SINK" = 1 ] || die "run $i: the daemon ran with the bench-only null sink (see $T/sy/daemon-$i.log)"
+    check+=", NULL SINK (no Kafka)"
+  fi
   if [ "${STORAGE%%:*}" = memory ]; then
     n=$(timeout "$RUN_TIMEOUT" "$SY" -c "$cfg" tail "bench.run$i.bench_rows" --idle 5s 2>"$T/sy/tail-$i.log" | wc -l)
     [ "$n" -ge "$((ROWS + 1))" ] || die "run $i: $n messages on bench.run$i.bench_rows, expected $((ROWS + 1)) (rows + marker)"
     check+=", $n msgs"
   fi
   secs=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
-  printf '%s\t%s\tswitchyard\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pair" "$i" "$l0" "$l1" "$secs" \
-    "$(python3 -c "print(round($ROWS / ($t1 - $t0)))")" \
-    "$(python3 -c "print(f'{$cpu1 / $CLK_TCK:.2f}')")" \
-    "$([ -n "$ws_ticks" ] && python3 -c "print(f'{$ws_ticks / $CLK_TCK:.2f}')")" \
-    "$(python3 -c "print(f'{($b1 - $b0) / $CLK_TCK:.2f}')")" "$hwm" "$check" >>"$RESULTS_TSV"
+  printf '%s\t%s\tswitchyard\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pair" "$i" "$l0" "$l1" "$secs" \
+    "$(python3 -c "print(round($ROWS / ($t1 - $t0)))")" "$(ticks "$cpu1")" "$(ticks "$ws_ticks")" \
+    "$(ticks "$b1 - $b0")" "$(ticks "$(other_ticks "$T/snap-0" "$T/snap-1")")" \
+    "$(python3 -c "print(f'{$w1 - $w0:.3f}')")" "$(ticks "$st1 - $st0")" \
+    "$hwm" "$check" >>"$RESULTS_TSV"
   log "pair $pair B switchyard: ${secs}s (load1 $l0 → $l1), RSS peak $((hwm / 1024)) MiB"
   grep -E 'WARN|ERROR' "$T/sy/daemon-$i.log" | head -5 >&2 || true
 }
 
+# A pair is rerun (on spare slots) when load1 moved by more than 1 between its two runs, or when
+# the rest of the machine used more than NOISE cores during either run (a neighbour was busy).
+noisy_pair() { # load1-A load1-B → exit 0 if the last pair must be rerun; says why
+  python3 - "$RESULTS_TSV" "$1" "$2" "$NOISE" <<'PY'
+import csv, sys
+path, la, lb, noise = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+runs = list(csv.DictReader(open(path), delimiter="\t"))[-2:]
+why = []
+if abs(lb - la) > 1:
+    why.append(f"load1 moved {la} -> {lb}")
+for r in runs:
+    cores = float(r["other_cpu_s"]) / float(r["window_s"])
+    if cores > noise:
+        why.append(f"{r['kind']}: other processes used {cores:.2f} cores")
+print("; ".join(why))
+sys.exit(0 if why else 1)
+PY
+}
 slot=0 pair=0 spares=$SPARE
 while [ "$pair" -lt "$PAIRS" ]; do
   pair=$((pair + 1)); slot=$((slot + 1))
@@ -354,10 +447,15 @@ while [ "$pair" -lt "$PAIRS" ]; do
   lb=$(load1)
   run_switchyard "$slot" "$pair"
   sleep 1
-  if python3 -c "import sys; sys.exit(0 if abs($lb - $la) > 1 else 1)" && [ "$spares" -gt 0 ]; then
-    log "pair $pair: load1 moved from $la to $lb (> 1): rerunning it on spare slots"
+  if why=$(noisy_pair "$la" "$lb"); then
     sed -i "s/^$pair\t$slot\t/${pair}x\t$slot\t/" "$RESULTS_TSV"
-    spares=$((spares - 1)); pair=$((pair - 1))
+    if [ "$spares" -gt 0 ]; then
+      log "pair $pair is noisy ($why): rerunning it on spare slots"
+      spares=$((spares - 1)); pair=$((pair - 1))
+    else
+      log "pair $pair is noisy ($why) and no spare slots are left: kept, marked"
+      sed -i "s/^${pair}x\t$slot\t/${pair}n\t$slot\t/" "$RESULTS_TSV"
+    fi
   fi
 done
 [ -n "$RESULTS" ] && cp "$RESULTS_TSV" "$RESULTS"
@@ -366,48 +464,59 @@ cp "$RESULTS_TSV" "$T/results-final.tsv"
 # --- report ------------------------------------------------------------------------------
 echo
 echo "CDC benchmark: $ROWS rows (${ROW_BYTES} B/row pg_column_size, ${TEXT_BYTES} B as text) in $TXNS transactions; WAL $((WAL_BYTES / 1048576)) MiB; broker storage $STORAGE"
+[ "$NULL_SINK" = 1 ] && echo "NULL_SINK=1: switchyard discarded records instead of producing them; these are NOT end-to-end figures"
 echo "broker: Tansu peak RSS $(($(hwm_kib "$TANSU_PID") / 1024)) MiB"
-echo "machine: $(nproc) cores, $(uname -r), load1 now $(load1); switchyard $("$SY" --version 2>/dev/null || echo '?') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified'))"
+echo "machine: $(nproc) cores, $(uname -r), load1 now $(load1)"
+echo "switchyard: $("$SY" --version 2>/dev/null || echo '?'), release binary built $SY_BUILT; tree then at $SY_TREE"
 python3 - "$RESULTS_TSV" "$ROWS" <<'PY'
 import csv, statistics, sys
 path, rows = sys.argv[1], int(sys.argv[2])
-runs = list(csv.DictReader(open(path), delimiter="\t"))
+M = rows / 1e6
 pairs = {}
-for r in runs:
-    pairs.setdefault(r["pair"], {})[r["kind"]] = r
+for r in csv.DictReader(open(path), delimiter="\t"):
+    pairs.setdefault((r["pair"], r["slot"]), {})[r["kind"]] = r
+f = float
 print()
-print(f"{'pair':<5} {'load1 A':>7} {'recvlogical rows/s':>18} {'walsender CPU-s':>15} "
-      f"{'load1 B':>7} {'switchyard rows/s':>17} {'ratio':>6} {'sy CPU-s':>8} {'sy CPU-s/M':>10} "
-      f"{'walsender CPU-s':>15} {'broker CPU-s':>12} {'RSS MiB':>7}  check")
-ratios, cpm, rss, kept = [], [], [], []
-for p, d in pairs.items():
+print("A = pg_recvlogical to /dev/null, B = switchyard to Kafka; CPU in CPU-seconds per million rows;")
+print("other = cores used by processes that are not this benchmark's during the run;")
+print("x = noisy (load1 moved > 1 or other > NOISE), rerun and not counted;")
+print("n = noisy, no spare slots left to rerun it, counted")
+print(f"{'pair':<5}{'load1 A':>8}{'A rows/s':>10}{'A walsnd':>9}{'A other':>8}  "
+      f"{'load1 B':>8}{'B rows/s':>10}{'ratio':>7}{'B CPU':>7}{'B walsnd':>9}{'broker':>7}"
+      f"{'B other':>8}{'steal':>6}{'RSS MiB':>8}  check")
+keep = []
+for (p, _), d in pairs.items():
     a, b = d.get("baseline"), d.get("switchyard")
     if not a or not b:
         continue
-    ratio = float(b["rows_per_s"]) / float(a["rows_per_s"])
-    c = float(b["cpu_s"]) / rows * 1e6
-    mib = int(b["hwm_kib"]) / 1024
-    flag = "" if not p.endswith("x") else "  (load moved > 1: rerun, not counted)"
-    print(f"{p:<5} {a['load1_start']:>7} {int(a['rows_per_s']):>18,} {a['ws_cpu_s'] or '-':>15} "
-          f"{b['load1_start']:>7} {int(b['rows_per_s']):>17,} {ratio:>6.3f} {float(b['cpu_s']):>8.2f} "
-          f"{c:>10.2f} {b['ws_cpu_s'] or '-':>15} {b['broker_cpu_s']:>12} {mib:>7.1f}  {b['check']}{flag}")
+    ratio = f(b["rows_per_s"]) / f(a["rows_per_s"])
+    row = dict(ratio=ratio, a=f(a["rows_per_s"]), b=f(b["rows_per_s"]), cpu=f(b["cpu_s"]) / M,
+               ws_a=f(a["ws_cpu_s"]) / M, ws_b=f(b["ws_cpu_s"]) / M, broker=f(b["broker_cpu_s"]) / M,
+               rss=int(b["hwm_kib"]) / 1024)
+    print(f"{p:<5}{a['load1_start']:>8}{int(a['rows_per_s']):>10,}{row['ws_a']:>9.2f}"
+          f"{f(a['other_cpu_s']) / f(a['window_s']):>8.2f}  {b['load1_start']:>8}{int(b['rows_per_s']):>10,}"
+          f"{ratio:>7.3f}{row['cpu']:>7.2f}{row['ws_b']:>9.2f}{row['broker']:>7.2f}"
+          f"{f(b['other_cpu_s']) / f(b['window_s']):>8.2f}{f(a['steal_s']) + f(b['steal_s']):>6.2f}"
+          f"{row['rss']:>8.1f}  {b['check']}")
     if not p.endswith("x"):
-        ratios.append(ratio); cpm.append(c); rss.append(mib)
-        kept.append((float(a["rows_per_s"]), float(b["rows_per_s"])))
-if not ratios:
+        keep.append(row)
+if not keep:
     sys.exit("no complete pair")
+med = lambda k: statistics.median(r[k] for r in keep)
+ratios = [r["ratio"] for r in keep]
 print()
-print(f"median ratio switchyard/pg_recvlogical: {statistics.median(ratios):.3f} "
-      f"(min {min(ratios):.3f}, max {max(ratios):.3f}, n={len(ratios)})   target >= 0.5")
-print(f"median rows/s: pg_recvlogical {statistics.median(k[0] for k in kept):,.0f}, "
-      f"switchyard {statistics.median(k[1] for k in kept):,.0f}")
-print(f"switchyard CPU-s per million rows (median): {statistics.median(cpm):.2f}")
-print(f"switchyard peak RSS (max VmHWM): {max(rss):.1f} MiB   target < 200 MiB")
+print(f"median ratio switchyard/pg_recvlogical: {med('ratio'):.3f} (min {min(ratios):.3f}, "
+      f"max {max(ratios):.3f}, n={len(keep)})   target >= 0.5")
+print(f"median rows/s: pg_recvlogical {med('a'):,.0f}, switchyard {med('b'):,.0f}")
+print(f"switchyard CPU-s per million rows (median): {med('cpu'):.2f}   "
+      f"(walsender: {med('ws_b'):.2f} under switchyard, {med('ws_a'):.2f} under pg_recvlogical; "
+      f"broker {med('broker'):.2f})")
+print(f"switchyard peak RSS (max VmHWM): {max(r['rss'] for r in keep):.1f} MiB   target < 200 MiB")
 PY
 if [ "$PERF" = 1 ]; then
   for f in "$T"/sy/perf-*.data; do
     echo; echo "perf: top symbols of switchyard ($(basename "$f"); runs were profiled, their times are not comparable)"
     perf report -i "$f" --no-children --sort dso,symbol --percent-limit 1 --stdio 2>/dev/null \
-      | grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | cut -c1-140 | head -40
+      | grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | cut -c1-140 | head -40 || true
   done
 fi

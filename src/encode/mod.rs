@@ -181,7 +181,10 @@ pub fn record_parts(
 struct Registered {
     json: String,
     id: u32,
-    schema: apache_avro::Schema,
+    /// A writer with the schema's names resolved once, not per record. Its schema is interned
+    /// for the life of the process (one per registered subject version: bounded by the number
+    /// of table shapes and topics, a few KiB each).
+    writer: apache_avro::writer::datum::GenericDatumWriter<'static>,
 }
 
 /// Encodes keys and values for topics in the Confluent wire format.
@@ -253,10 +256,15 @@ impl Encoder {
         let registered = post_schema(&self.settings, subject.to_string(), schema.supplied.clone())
             .await
             .map_err(EncodeError::from_src)?;
+        // Interned only once registered, so failed attempts leave nothing behind.
+        let interned: &'static apache_avro::Schema = Box::leak(Box::new(parsed));
+        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(interned)
+            .build()
+            .map_err(|e| EncodeError::Encode(e.to_string()))?;
         let entry = Arc::new(Registered {
             json: schema.json().to_string(),
             id: registered.id,
-            schema: parsed,
+            writer,
         });
         if let Ok(mut known) = self.known.write() {
             known
@@ -274,10 +282,8 @@ impl Encoder {
         value: Value,
     ) -> Result<Vec<u8>, EncodeError> {
         let r = self.registered(subject, schema).await?;
-        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&r.schema)
-            .build()
-            .map_err(|e| EncodeError::Encode(e.to_string()))?;
-        let bytes = writer
+        let bytes = r
+            .writer
             .write_value_to_vec(value)
             .map_err(|e| EncodeError::Encode(e.to_string()))?;
         Ok(get_payload(r.id, bytes))
