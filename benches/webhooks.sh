@@ -131,7 +131,10 @@ SY=$ROOT/target/release/switchyard
 # --- temp dir, processes, cleanup --------------------------------------------------------
 T=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-webhooks-bench.XXXXXX")
 chmod 755 "$T"
-mkdir -p "$T/sy" "$T/registry" "$T/nginx" "$T/runs"
+mkdir -p "$T/sy" "$T/registry" "$T/nginx" "$T/runs" "$T/bin"
+# Private copies: target/ is shared, and a rebuild during the runs must not swap the binary.
+cp "$SY" "$T/bin/switchyard" && SY=$T/bin/switchyard
+cp "$GEN" "$T/bin/webhook_load" && GEN=$T/bin/webhook_load
 if [ -n "$DLQ_DIR" ]; then
   DLQ_DIR=$(mktemp -d "$DLQ_DIR/switchyard-webhooks-dlq.XXXXXX")
 else
@@ -426,6 +429,18 @@ quiet_wait() { # waits up to QUIET_WAIT s for an idle machine; goes on regardles
 
 
 n=0 pair=0 spares=$SPARE
+# Marks the last triplet's rows in the results: x (rerun, not counted) or n (noisy, counted).
+mark_last_triplet() {
+  python3 - "$RESULTS_TSV" "$1" <<'PY'
+import sys
+p, mark = sys.argv[1], sys.argv[2]
+lines = open(p).read().splitlines()
+for i in range(len(lines) - 3, len(lines)):
+    f = lines[i].split("\t"); f[0] += mark; lines[i] = "\t".join(f)
+open(p, "w").write("\n".join(lines) + "\n")
+PY
+}
+
 while [ "$pair" -lt "$PAIRS" ]; do
   avoid_wait
   quiet_wait
@@ -437,16 +452,11 @@ while [ "$pair" -lt "$PAIRS" ]; do
     [ -n "$clash" ] && why="${why:+$why; }'$AVOID' ran during it"
     if [ "$spares" -gt 0 ]; then
       log "pair $pair is noisy ($why): rerunning it"
-      python3 - "$RESULTS_TSV" <<'PY'
-import sys
-p = sys.argv[1]; lines = open(p).read().splitlines()
-for i in range(len(lines) - 3, len(lines)):
-    f = lines[i].split("\t"); f[0] += "x"; lines[i] = "\t".join(f)
-open(p, "w").write("\n".join(lines) + "\n")
-PY
+      mark_last_triplet x
       spares=$((spares - 1)); pair=$((pair - 1))
     else
-      log "pair $pair is noisy ($why) and no spare reruns are left: kept"
+      log "pair $pair is noisy ($why) and no spare reruns are left: kept, marked n"
+      mark_last_triplet n
     fi
   fi
 done
@@ -465,7 +475,8 @@ f = float
 print()
 print("per run: req/s; p50/p99 latency in ms; server CPU in µs per request (nginx: master+workers;")
 print("switchyard: all threads); broker = Tansu µs/request; other = cores used by the rest of the machine;")
-print("bad = non-200 answers, or 200 not \"accepted\"/\"ok\"; x = noisy triplet, rerun and not counted")
+print("bad = non-200 answers, or 200 not \"accepted\"/\"ok\"; x = noisy triplet, rerun and not counted;")
+print("n = noisy, no spare rerun left: counted")
 print(f"{'pair':<5}{'kind':<6}{'load1':>6}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'bad':>5}{'srv µs':>8}"
       f"{'broker':>7}{'gen µs':>7}{'other':>6}{'RSS MiB':>8}  check")
 for r in rows:
@@ -487,8 +498,9 @@ def per_req(r, k):
 print()
 for kind, target in (("ack", 0.25), ("null", 0.45)):
     ratios = [f(d[kind]["rps"]) / f(d["nginx"]["rps"]) for d in keep]
+    noisy = sum(1 for p in pairs if p.endswith("n") and len(pairs[p]) == 3)
     print(f"median ratio switchyard {kind}/nginx: {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f}, n={len(ratios)})   target >= {target}")
+          f"(min {min(ratios):.3f}, max {max(ratios):.3f}, n={len(ratios)}, {noisy} of them noisy)   target >= {target}")
 print()
 for kind in ("nginx", "ack", "null"):
     med = lambda k: statistics.median(f(d[kind][k]) for d in keep)
