@@ -9,6 +9,7 @@ pub mod diagnostic;
 pub mod interpolate;
 mod postgres;
 pub mod raw;
+mod route;
 mod validate;
 mod webhook;
 

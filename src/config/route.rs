@@ -1,0 +1,412 @@
+//! Validation of `[[routes]]`: sources, topics, filters (CEL), keys, transforms, `on_error`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
+
+use serde_spanned::Spanned;
+
+use super::diagnostic::Diagnostics;
+use super::raw::*;
+use super::validate::is_identifier;
+use super::*;
+
+fn validate_transform(
+    name: &str,
+    raw: &Spanned<RawTransform>,
+    mask_key: Option<&Secret>,
+    diag: &mut Diagnostics,
+) -> Option<Transform> {
+    let t = raw.get_ref();
+    let mut ok = true;
+    let mut mask = Vec::new();
+    for (field, kind) in &t.mask {
+        let k = match kind.get_ref().as_str() {
+            "sha256" | "hash" => MaskKind::Sha256,
+            "redact" => MaskKind::Redact,
+            other => {
+                diag.at(
+                    kind.span(),
+                    format!("route `{name}`: unknown mask \"{other}\" for `{field}`"),
+                    Some("write \"sha256\" (keyed hash) or \"redact\"".into()),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        if k == MaskKind::Sha256 && mask_key.is_none() {
+            diag.at(
+                kind.span(),
+                format!("route `{name}` hashes `{field}`, which needs a key"),
+                Some("add [router] mask_key = \"${SWITCHYARD_MASK_KEY}\" (a long random value, kept secret)".into()),
+            );
+            ok = false;
+        }
+        if t.drop.contains(field) {
+            diag.at(
+                kind.span(),
+                format!("route `{name}` both drops and masks `{field}`"),
+                Some(format!("keep `{field}` in one of `drop` and `mask`")),
+            );
+            ok = false;
+        }
+        mask.push((field.clone(), k));
+    }
+    let mut targets = std::collections::HashSet::new();
+    for (from, to) in &t.rename {
+        if to.is_empty() || !targets.insert(to.clone()) || t.drop.contains(from) {
+            diag.at(
+                raw.span(),
+                format!("route `{name}`: cannot rename `{from}` to `{to}`"),
+                Some(
+                    "each field is renamed once, to a new non-empty name, and is not dropped"
+                        .into(),
+                ),
+            );
+            ok = false;
+        }
+    }
+    ok.then(|| Transform {
+        drop: t.drop.clone(),
+        mask,
+        rename: t
+            .rename
+            .iter()
+            .map(|(a, b)| (a.clone(), b.clone()))
+            .collect(),
+        mask_key: mask_key.cloned().unwrap_or_default(),
+    })
+}
+
+pub(super) fn validate_routes(
+    raw: Vec<RawRoute>,
+    sources: &BTreeMap<String, SourceConfig>,
+    mask_key: Option<&Secret>,
+    diag: &mut Diagnostics,
+) -> Vec<RouteConfig> {
+    let mut seen: HashMap<String, Range<usize>> = HashMap::new();
+    let mut out = Vec::new();
+    for r in raw {
+        let name = r.name.get_ref().clone();
+        let mut ok = true;
+        if !is_identifier(&name) {
+            diag.at(
+                r.name.span(),
+                format!("route name `{name}` is not allowed"),
+                Some("use lowercase letters, digits, `_` and `-`".into()),
+            );
+            ok = false;
+        }
+        if seen.contains_key(&name) {
+            diag.at(
+                r.name.span(),
+                format!("duplicate route name `{name}`"),
+                Some("route names must be unique: rename one of them".into()),
+            );
+            ok = false;
+        } else {
+            seen.insert(name.clone(), r.name.span());
+        }
+        let source = r.source.get_ref();
+        let source_cfg = sources.get(source);
+        if source_cfg.is_none() {
+            let known: Vec<&str> = sources.keys().map(String::as_str).collect();
+            diag.at(
+                r.source.span(),
+                format!("route `{name}` names source `{source}`, which is not defined"),
+                Some(if known.is_empty() {
+                    "define it as a [sources.<name>] table".to_string()
+                } else {
+                    format!("the defined sources are: {}", known.join(", "))
+                }),
+            );
+            ok = false;
+        }
+        let is_postgres = matches!(
+            source_cfg,
+            Some(SourceConfig {
+                kind: SourceKind::Postgres(_),
+                ..
+            })
+        );
+        let topic_span = r.topic.as_ref().map_or(r.name.span(), |t| t.span());
+        let topic_text = match (&r.topic, is_postgres) {
+            (Some(t), _) => Some(t.get_ref().clone()),
+            (None, true) => Some(
+                if only_messages(r.ops.as_ref().map(|o| o.get_ref().as_slice())) {
+                    "{source}.message".to_string()
+                } else {
+                    "{source}.{schema}.{table}".to_string()
+                },
+            ),
+            (None, false) => {
+                if source_cfg.is_some() {
+                    diag.at(
+                        r.name.span(),
+                        format!("route `{name}` has no topic"),
+                        Some("add e.g. topic = \"webhooks.{source}\"".into()),
+                    );
+                }
+                None
+            }
+        };
+        let topic = match topic_text.as_deref().map(parse_topic) {
+            Some(Ok(t)) => Some(t),
+            Some(Err(msg)) => {
+                diag.at(
+                    topic_span.clone(),
+                    msg,
+                    Some("topics use letters, digits, `.`, `_`, `-` and the placeholders {source} {schema} {table} {event_type}".into()),
+                );
+                None
+            }
+            None => None,
+        };
+        if let (
+            Some(t),
+            Some(SourceConfig {
+                kind: SourceKind::Webhook(_),
+                ..
+            }),
+        ) = (&topic, source_cfg)
+        {
+            for part in t.parts() {
+                if let TopicPart::Field(f @ (TopicField::Schema | TopicField::Table)) = part {
+                    diag.at(
+                        topic_span.clone(),
+                        format!("{{{}}} is only known for postgres sources, and `{source}` is a webhook source", f.name()),
+                        Some("use {source} or {event_type} for webhook routes".into()),
+                    );
+                    ok = false;
+                }
+            }
+        }
+        let mut filter_ok_early = true;
+        let key_span = r.key.as_ref().map(Spanned::span);
+        let (key, key_pointer) = match r.key.as_ref().map(|k| k.get_ref().clone()) {
+            None => (Vec::new(), None),
+            Some(RouteKey::Columns(c)) if is_postgres || source_cfg.is_none() => (c, None),
+            Some(RouteKey::Pointer(p)) if !is_postgres && p.starts_with('/') => {
+                (Vec::new(), Some(p))
+            }
+            Some(RouteKey::Columns(_)) => {
+                diag.at(
+                    key_span.clone().unwrap_or(0..0),
+                    format!(
+                        "`{source}` is a webhook source: its key is a JSON Pointer into the body"
+                    ),
+                    Some("write e.g. key = \"/data/object/id\"".into()),
+                );
+                filter_ok_early = false;
+                (Vec::new(), None)
+            }
+            Some(RouteKey::Pointer(p)) => {
+                diag.at(
+                    key_span.clone().unwrap_or(0..0),
+                    if is_postgres {
+                        format!("`{source}` is a postgres source: its key is a list of columns")
+                    } else {
+                        format!("`{p}` is not a JSON Pointer")
+                    },
+                    Some(if is_postgres {
+                        "write e.g. key = [\"email\"]".into()
+                    } else {
+                        "write e.g. key = \"/data/object/id\"".into()
+                    }),
+                );
+                filter_ok_early = false;
+                (Vec::new(), None)
+            }
+        };
+        if let Some(v) = &r.event_types
+            && is_postgres
+        {
+            diag.at(
+                v.span(),
+                format!("`event_types` filters apply to webhook sources, and `{source}` is a postgres source"),
+                Some("filter changes with `tables` and `ops`".into()),
+            );
+            filter_ok_early = false;
+        }
+        for (what, given) in [("tables", &r.tables), ("ops", &r.ops)] {
+            if let Some(v) = given
+                && !is_postgres
+                && source_cfg.is_some()
+            {
+                diag.at(
+                    v.span(),
+                    format!(
+                        "`{what}` filters apply to postgres sources, and `{source}` is not one"
+                    ),
+                    Some(format!("remove `{what}` from route `{name}`")),
+                );
+                filter_ok_early = false;
+            }
+        }
+        let filter = match &r.filter {
+            None => None,
+            Some(f) => match crate::router::filter::check(f.get_ref(), is_postgres) {
+                Ok(()) => Some(f.get_ref().clone()),
+                Err(message) => {
+                    diag.at(
+                        f.span(),
+                        format!("route `{name}`: filter: {message}"),
+                        Some(if is_postgres {
+                            "change events have `op`, `before`, `after` and `source` (e.g. \"after.amount > 100 && op == 'c'\")".into()
+                        } else {
+                            "webhook events have `type`, `id`, `data` and `headers` (e.g. \"data.amount > 100\")".into()
+                        }),
+                    );
+                    filter_ok_early = false;
+                    None
+                }
+            },
+        };
+        let transform = match &r.transform {
+            None => None,
+            Some(t) => match validate_transform(&name, t, mask_key, diag) {
+                Some(t) => Some(std::sync::Arc::new(t)),
+                None => {
+                    filter_ok_early = false;
+                    None
+                }
+            },
+        };
+        let on_error = match r
+            .on_error
+            .as_ref()
+            .map(|o| (o.get_ref().as_str(), o.span()))
+        {
+            None | Some(("dlq", _)) => OnError::Dlq,
+            Some(("halt", _)) => OnError::Halt,
+            Some((other, span)) => {
+                diag.at(
+                    span,
+                    format!("unknown on_error \"{other}\""),
+                    Some("write \"dlq\" (dead-letter and go on) or \"halt\" (stop the source at the event)".into()),
+                );
+                filter_ok_early = false;
+                OnError::Dlq
+            }
+        };
+        let mut filter_ok = filter_ok_early;
+        let mut ops = Vec::new();
+        if let Some(v) = &r.ops {
+            for op in v.get_ref() {
+                match op.as_str() {
+                    "insert" => ops.push("c".to_string()),
+                    "update" => ops.push("u".to_string()),
+                    "delete" => {
+                        ops.push("d".to_string());
+                        ops.push("tombstone".to_string());
+                    }
+                    "truncate" => ops.push("t".to_string()),
+                    "read" => ops.push("r".to_string()),
+                    "message" => ops.push("m".to_string()),
+                    other => {
+                        diag.at(
+                            v.span(),
+                            format!("unknown operation \"{other}\""),
+                            Some("ops are \"insert\", \"update\", \"delete\", \"truncate\", \"read\" (snapshot rows), \"message\" (logical decoding messages)".into()),
+                        );
+                        filter_ok = false;
+                    }
+                }
+            }
+        }
+        if let (Some(t), Some(v)) = (&topic, &r.ops)
+            && v.get_ref().iter().any(|o| o == "message")
+            && t.parts()
+                .iter()
+                .any(|p| matches!(p, TopicPart::Field(TopicField::Schema | TopicField::Table)))
+        {
+            diag.at(
+                topic_span.clone(),
+                format!("route `{name}` takes messages, which belong to no table, but its topic names {{schema}} or {{table}}"),
+                Some("send messages through their own route, e.g. ops = [\"message\"] and topic = \"{source}.message\"".into()),
+            );
+            filter_ok = false;
+        }
+        let tables = r
+            .tables
+            .as_ref()
+            .map(|t| t.get_ref().clone())
+            .unwrap_or_default();
+        if let (true, true, Some(topic)) = (ok, filter_ok, topic) {
+            out.push(RouteConfig {
+                name,
+                source: source.clone(),
+                topic,
+                tables,
+                ops,
+                key,
+                key_pointer,
+                filter,
+                transform,
+                on_error,
+                event_types: r
+                    .event_types
+                    .as_ref()
+                    .map(|e| e.get_ref().clone())
+                    .unwrap_or_default(),
+            });
+        }
+    }
+    out
+}
+
+/// True when a route's `ops` lists only logical decoding messages.
+fn only_messages(ops: Option<&[String]>) -> bool {
+    ops.is_some_and(|o| !o.is_empty() && o.iter().all(|x| x == "message"))
+}
+
+fn parse_topic(s: &str) -> Result<TopicTemplate, String> {
+    let mut parts = Vec::new();
+    let mut rest = s;
+    while !rest.is_empty() {
+        match rest.find('{') {
+            Some(0) => {
+                let close = rest
+                    .find('}')
+                    .ok_or_else(|| format!("`{{` in topic `{s}` is not closed"))?;
+                let field = match &rest[1..close] {
+                    "source" => TopicField::Source,
+                    "schema" => TopicField::Schema,
+                    "table" => TopicField::Table,
+                    "event_type" => TopicField::EventType,
+                    other => return Err(format!("unknown placeholder {{{other}}} in topic `{s}`")),
+                };
+                parts.push(TopicPart::Field(field));
+                rest = &rest[close + 1..];
+            }
+            Some(n) => {
+                parts.push(TopicPart::Literal(rest[..n].to_string()));
+                rest = &rest[n..];
+            }
+            None => {
+                parts.push(TopicPart::Literal(rest.to_string()));
+                rest = "";
+            }
+        }
+    }
+    for p in &parts {
+        if let TopicPart::Literal(l) = p
+            && !l
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(format!(
+                "topic `{s}` has characters Kafka does not allow in topic names"
+            ));
+        }
+    }
+    let template = TopicTemplate { parts };
+    if template.parts().is_empty() {
+        return Err("topic is empty".into());
+    }
+    if let Some(lit) = template.as_literal()
+        && !is_legal_topic(lit)
+    {
+        return Err(format!("`{lit}` is not a legal Kafka topic name"));
+    }
+    Ok(template)
+}
