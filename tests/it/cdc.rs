@@ -226,10 +226,11 @@ source = "appdb"
     );
 
     // Everything was acknowledged, so the slot moves past the delete.
-    wait_for_async("the slot to confirm the delete", Duration::from_secs(30), || async {
-        let confirmed = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await?;
-        (confirmed > before_delete).then_some(())
-    })
+    wait_for_async(
+        "the slot to confirm the delete",
+        Duration::from_secs(30),
+        || async { (confirmed(&client).await? > before_delete).then_some(()) },
+    )
     .await;
     daemon::stop(sy).await;
 }
@@ -280,15 +281,8 @@ topic = "items"
         ),
     )
     .expect("config");
-    let start = |n: usize| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.args(["run", "-c"]).arg(&path);
-        crate::support::ChildGuard::spawn(
-            "switchyard",
-            cmd,
-            dir.path().join(format!("switchyard-{n}.log")),
-        )
-    };
+    let start =
+        |n: usize| daemon::spawn_binary(&path, dir.path().join(format!("switchyard-{n}.log")));
     let mut sy = start(0);
     wait_for_slot(&client, "switchyard_appdb").await;
 
@@ -346,9 +340,7 @@ topic = "items"
         }
         sy.kill(); // SIGKILL
         // What the slot confirmed, and what Kafka holds, at the moment of the kill.
-        let confirmed = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'")
-            .await
-            .expect("confirmed lsn");
+        let at_kill = confirmed(&client).await.expect("confirmed lsn");
         let held = tokio::task::spawn_blocking({
             let bootstrap = broker.bootstrap();
             move || read_topic(&bootstrap, "items", usize::MAX, Duration::from_secs(3))
@@ -361,14 +353,18 @@ topic = "items"
             let (_, k) = decode(&dec, r.key.as_ref().expect("key")).await;
             ids.insert(k["id"].as_i64().expect("id"));
         }
-        samples.push((confirmed, ids));
+        samples.push((at_kill, ids));
         sy = start(round + 1);
         // The restarted process takes over the slot and moves it on before the next kill.
         let restarted = std::time::Instant::now();
-        wait_for_async("the restarted process to advance the slot", Duration::from_secs(60), || async {
-            let now = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await?;
-            (now > confirmed).then_some(())
-        })
+        wait_for_async(
+            "the restarted process to advance the slot",
+            Duration::from_secs(60),
+            || async {
+                let now = confirmed(&client).await?;
+                (now > at_kill).then_some(())
+            },
+        )
         .await;
         eprintln!(
             "restart {round}: slot advanced after {:?}",
@@ -444,11 +440,7 @@ topic = "items"
         .batch_execute("SELECT pg_logical_emit_message(false, 'test', 'x')")
         .await
         .expect("message");
-    wait_for_async("the slot to catch up", Duration::from_secs(60), || async {
-        let confirmed = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await?;
-        (confirmed >= end).then_some(())
-    })
-    .await;
+    wait_for_confirmed(&client, end, "the slot to catch up", 60).await;
     drop(sy);
 }
 
@@ -986,6 +978,23 @@ async fn commit_ends(client: &tokio_postgres::Client, slot: &str) -> Vec<(i64, u
     out
 }
 
+/// The confirmed position of switchyard's slot `switchyard_appdb`.
+pub(crate) async fn confirmed(client: &tokio_postgres::Client) -> Option<u64> {
+    lsn(
+        client,
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'",
+    )
+    .await
+}
+
+/// Waits until switchyard's slot has confirmed `end` (everything before it is durable).
+async fn wait_for_confirmed(client: &tokio_postgres::Client, end: u64, what: &str, secs: u64) {
+    wait_for_async(what, Duration::from_secs(secs), || async {
+        (confirmed(client).await? >= end).then_some(())
+    })
+    .await;
+}
+
 /// Waits until switchyard has created `slot`.
 pub(crate) async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) {
     let sql = format!(
@@ -1117,13 +1126,7 @@ async fn a_240_mb_transaction_streams_through_in_bounded_memory() {
         ),
     )
     .expect("config");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
-    cmd.args(["run", "-c"]).arg(&path);
-    let sy = crate::support::ChildGuard::spawn(
-        "switchyard",
-        cmd,
-        stack.dir.path().join("switchyard.log"),
-    );
+    let sy = daemon::spawn_binary(&path, stack.dir.path().join("switchyard.log"));
     wait_for_slot(&client, "switchyard_appdb").await;
     // One transaction of 120,000 rows of 1,920 bytes: about 240 MB of row data.
     let rows = 120_000;
@@ -1141,15 +1144,7 @@ async fn a_240_mb_transaction_streams_through_in_bounded_memory() {
         .await
         .expect("marker");
     // The slot passes the transaction only once every one of its rows is acknowledged.
-    wait_for_async(
-        "the slot to pass the big transaction",
-        Duration::from_secs(300),
-        || async {
-            let confirmed = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await?;
-            (confirmed >= end).then_some(())
-        },
-    )
-    .await;
+    wait_for_confirmed(&client, end, "the slot to pass the big transaction", 300).await;
     let status = std::fs::read_to_string(format!("/proc/{}/status", sy.pid())).expect("status");
     let peak_kib: u64 = status
         .lines()
@@ -1253,12 +1248,7 @@ async fn preflight_errors_say_what_to_fix_and_the_source_recovers_once_fixed() {
         (state == "streaming").then_some(())
     })
     .await;
-    let metrics = reqwest::get(format!("{url}/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = daemon::metrics(&url).await;
     assert!(
         metrics.contains("switchyard_source_up{source=\"preflight\"} 1"),
         "{metrics}"
@@ -1508,11 +1498,7 @@ async fn a_schema_change_the_registry_rejects_dead_letters_those_rows_and_the_st
     assert_eq!(letters.len(), 1, "{letters:?}");
     assert_eq!(letters[0].class, "schema", "{}", letters[0].message);
     assert_eq!(letters[0].topic.as_deref(), Some("products"));
-    wait_for_async("the slot to pass the rejected row", Duration::from_secs(30), || async {
-        let confirmed = lsn(&client, "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'").await?;
-        (confirmed >= end).then_some(())
-    })
-    .await;
+    wait_for_confirmed(&client, end, "the slot to pass the rejected row", 30).await;
     daemon::stop(sy).await;
 }
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::support::consume::{decode, decoder, read_topic};
-use crate::support::{ChildGuard, Stack, free_port, wait_for_async};
+use crate::support::{Stack, free_port, wait_for_async};
 
 fn config(stack: &Stack, port: u16, topic: &str, extra: &str) -> String {
     format!(
@@ -32,10 +32,8 @@ async fn sighup_swaps_the_routes_under_load_and_an_invalid_file_changes_nothing(
     let port = free_port();
     let path = stack.dir.path().join("routes.toml");
     std::fs::write(&path, config(&stack, port, "before", "")).expect("config");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
-    cmd.args(["run", "-c"]).arg(&path);
     let log = stack.dir.path().join("switchyard.log");
-    let sy = ChildGuard::spawn("switchyard", cmd, log.clone());
+    let sy = crate::support::daemon::spawn_binary(&path, log.clone());
     let url = format!("http://127.0.0.1:{port}/webhooks/hooks");
     let client = reqwest::Client::new();
     let post = move |id: usize| {

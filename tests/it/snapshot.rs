@@ -190,13 +190,7 @@ async fn a_snapshot_killed_mid_copy_resumes_from_its_last_durable_chunk() {
     let path = snapshot_config(&stack, &pg.url(&db), &format!("127.0.0.1:{port}"), chunk);
     let url = format!("http://127.0.0.1:{port}");
     let start = |n: usize| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.args(["run", "-c"]).arg(&path);
-        crate::support::ChildGuard::spawn(
-            "switchyard",
-            cmd,
-            stack.dir.path().join(format!("switchyard-{n}.log")),
-        )
+        daemon::spawn_binary(&path, stack.dir.path().join(format!("switchyard-{n}.log")))
     };
     let mut sy = start(0);
     let copied_before = wait_for_async(

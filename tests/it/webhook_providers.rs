@@ -303,14 +303,7 @@ async fn each_provider_accepts_its_signature_and_refuses_forgeries_with_401() {
             );
         }
     }
-    let metrics = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = daemon::metrics(&url).await;
     assert!(
         metrics
             .contains("switchyard_webhook_rejected_total{reason=\"mismatch\",source=\"stripe\"}"),
@@ -665,14 +658,7 @@ async fn webhook_routes_pick_event_types_by_glob_and_key_by_json_pointer() {
     assert_eq!(big.len(), 1, "only the payment over 1000");
     let (_, v) = decode(&dec, &big[0].value).await;
     assert_eq!(v["id"], "evt_1");
-    let metrics = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = daemon::metrics(&url).await;
     assert!(
         metrics.contains("switchyard_unmatched_total{source=\"stripe\"} 1"),
         "{metrics}"
@@ -698,13 +684,7 @@ async fn an_accepted_id_is_remembered_across_kill_9() {
     )
     .expect("config");
     let start = |n: usize| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
-        cmd.args(["run", "-c"]).arg(&path);
-        crate::support::ChildGuard::spawn(
-            "switchyard",
-            cmd,
-            stack.dir.path().join(format!("switchyard-{n}.log")),
-        )
+        daemon::spawn_binary(&path, stack.dir.path().join(format!("switchyard-{n}.log")))
     };
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}");

@@ -129,3 +129,21 @@ topic = "{topic}"
     std::fs::write(&path, text).expect("write config");
     path
 }
+
+/// Starts the switchyard binary on `config` (`switchyard run -c config`), logging to `log`;
+/// killed by PID when dropped.
+pub fn spawn_binary(config: &Path, log: std::path::PathBuf) -> crate::support::ChildGuard {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.args(["run", "-c"]).arg(config);
+    crate::support::ChildGuard::spawn("switchyard", cmd, log)
+}
+
+/// The text of `GET {url}/metrics`.
+pub async fn metrics(url: &str) -> String {
+    reqwest::get(format!("{url}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text")
+}
