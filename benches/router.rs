@@ -72,7 +72,8 @@ fn event() -> Event {
                 col("note", 25, -1),
                 col("created", 1184, -1),
                 col("tags", 1009, -1),
-            ],
+            ]
+            .into(),
             before: None,
             after: Some(vec![
                 Some("1001".into()),

@@ -136,8 +136,9 @@ pub struct ChangePayload {
     pub table_doc: Option<String>,
     /// `c`, `u`, `d`, `t`, `r` (snapshot read) or `tombstone`.
     pub op: String,
-    /// Columns in table order.
-    pub columns: Vec<ChangeColumn>,
+    /// Columns in table order; shared by every change of one relation version (cheap to clone,
+    /// and lets encoders cache per-shape work by pointer).
+    pub columns: std::sync::Arc<[ChangeColumn]>,
     /// The row before (updates with an old row or key, deletes).
     pub before: Option<Vec<Option<String>>>,
     /// The row after (inserts, updates).

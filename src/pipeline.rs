@@ -384,19 +384,11 @@ impl Pipeline {
         parts: &RecordParts,
     ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), EncodeError> {
         let key = match &parts.key {
-            Some(k) => Some(
-                self.encoder
-                    .key(topic, &parts.key_schema, k.clone())
-                    .await?,
-            ),
+            Some(k) => Some(self.encoder.key(topic, &parts.key_schema, k).await?),
             None => None,
         };
         let value = match &parts.value {
-            Some(v) => Some(
-                self.encoder
-                    .value(topic, &parts.value_schema, v.clone())
-                    .await?,
-            ),
+            Some(v) => Some(self.encoder.value(topic, &parts.value_schema, v).await?),
             None => None,
         };
         Ok((key, value))

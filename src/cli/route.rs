@@ -316,7 +316,7 @@ fn change_event(name: &str, sample: &Json) -> Result<Event, String> {
             op: op.to_string(),
             before: values(before),
             after: values(after),
-            columns,
+            columns: columns.into(),
             commit_lsn: 0,
             tx_id: 0,
             commit_time_ms: now_micros() / 1000,

@@ -8,7 +8,6 @@ use apache_avro::types::Value;
 use super::AvroSchema;
 use crate::event::{ChangePayload, Event, MessagePayload};
 use crate::source::postgres::envelope::{self, RowError, SourceInfo, TableColumn, TableSchema};
-use crate::source::postgres::pgoutput::{Datum, Tuple};
 use crate::source::postgres::types::column_type;
 
 /// The table shape of a change; `key_columns`, when given, replace the primary key.
@@ -67,15 +66,78 @@ fn schemas(t: &TableSchema) -> Schemas {
     s
 }
 
-fn tuple(row: &[Option<String>]) -> Tuple {
-    Tuple(
-        row.iter()
-            .map(|v| match v {
-                Some(s) => Datum::Text(s.as_bytes().to_vec()),
-                None => Datum::Null,
-            })
-            .collect(),
-    )
+/// Everything about a change's shape that does not depend on its row: the table schema with
+/// its column types, and the value and key schemas.
+struct Prepared {
+    table: TableSchema,
+    schemas: Schemas,
+}
+
+/// One cached shape. It holds the columns it was made for, so their address (the cache key)
+/// cannot be reused by other columns while it is cached.
+struct ShapeEntry {
+    columns: Arc<[crate::event::ChangeColumn]>,
+    source: String,
+    database: String,
+    schema: String,
+    table: String,
+    doc: Option<String>,
+    key_columns: Vec<String>,
+    prepared: Arc<Prepared>,
+}
+
+/// Shapes by the address of the events' shared columns: every change of one relation version
+/// shares them, so the lookup is a pointer hash and a few short compares, not a rebuild of the
+/// table schema (its types and names) for every row. Changes that do not share columns (read
+/// back from the DLQ) still find the schemas through the structural cache behind it.
+#[allow(clippy::type_complexity)]
+static PREPARED: LazyLock<Mutex<(usize, HashMap<usize, Vec<ShapeEntry>>)>> =
+    LazyLock::new(|| Mutex::new((0, HashMap::new())));
+
+fn prepared(source: &str, c: &ChangePayload, key_columns: &[String]) -> Arc<Prepared> {
+    let address = Arc::as_ptr(&c.columns).cast::<u8>() as usize;
+    let matches = |e: &ShapeEntry| {
+        Arc::ptr_eq(&e.columns, &c.columns)
+            && e.key_columns == key_columns
+            && e.source == source
+            && e.table == c.table
+            && e.schema == c.schema
+            && e.database == c.database
+            && e.doc == c.table_doc
+    };
+    if let Ok(cache) = PREPARED.lock() {
+        if let Some(e) = cache
+            .1
+            .get(&address)
+            .and_then(|v| v.iter().find(|e| matches(e)))
+        {
+            return Arc::clone(&e.prepared);
+        }
+    }
+    let table = table_schema(source, c, key_columns);
+    let prepared = Arc::new(Prepared {
+        schemas: schemas(&table),
+        table,
+    });
+    if let Ok(mut cache) = PREPARED.lock() {
+        let (len, map) = &mut *cache;
+        if *len >= MAX_SHAPES {
+            map.clear();
+            *len = 0;
+        }
+        *len += 1;
+        map.entry(address).or_default().push(ShapeEntry {
+            columns: Arc::clone(&c.columns),
+            source: source.to_string(),
+            database: c.database.clone(),
+            schema: c.schema.clone(),
+            table: c.table.clone(),
+            doc: c.table_doc.clone(),
+            key_columns: key_columns.to_vec(),
+            prepared: Arc::clone(&prepared),
+        });
+    }
+    prepared
 }
 
 /// Value schema, value, key schema and key of a logical decoding message.
@@ -118,19 +180,19 @@ pub fn parts(
     c: &ChangePayload,
     key_columns: &[String],
 ) -> Result<(AvroSchema, Option<Value>, AvroSchema, Option<Value>), RowError> {
-    let t = table_schema(&event.source, c, key_columns);
+    let shape = prepared(&event.source, c, key_columns);
+    let t = &shape.table;
     let before = match c.before.as_deref() {
-        Some(r) if c.before_key_only => Some(t.key_only_row(&tuple(r))?),
-        Some(r) => Some(t.row(&tuple(r))?),
+        Some(r) if c.before_key_only => Some(t.key_only_row(r)?),
+        Some(r) => Some(t.row_of(r)?),
         None => None,
     };
-    let after = c.after.as_deref().map(|r| t.row(&tuple(r))).transpose()?;
+    let after = c.after.as_deref().map(|r| t.row_of(r)).transpose()?;
     let key = match c.after.as_deref().or(c.before.as_deref()) {
-        Some(row) => Some(t.key(&tuple(row))?),
+        Some(row) => Some(t.key_of(row)?),
         None => None,
     };
-    let shapes = schemas(&t);
-    let (value_schema, key_schema) = (shapes.0.clone(), shapes.1.clone());
+    let (value_schema, key_schema) = (shape.schemas.0.clone(), shape.schemas.1.clone());
     if c.op == "tombstone" {
         return Ok((value_schema, None, key_schema, key));
     }
@@ -170,7 +232,7 @@ mod tests {
             table: "users".into(),
             table_doc: None,
             op: "c".into(),
-            columns: vec![col("id", 20, true), col("email", 25, false)],
+            columns: vec![col("id", 20, true), col("email", 25, false)].into(),
             before: None,
             after: Some(vec![Some("7".into()), Some("a@example.com".into())]),
             commit_lsn: 42,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use apache_avro::types::Value;
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema, get_payload};
+use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
 use crate::error::ErrorClass;
 
@@ -69,14 +69,19 @@ impl EncodeError {
 /// A schema given to the registry: its canonical JSON text.
 #[derive(Debug, Clone)]
 pub struct AvroSchema {
-    supplied: SuppliedSchema,
+    /// Shared: a schema is cloned into every record's parts, and compared by pointer first.
+    supplied: Arc<SuppliedSchema>,
 }
 
 impl AvroSchema {
     /// A schema from its JSON text (checked when the schema is registered).
     pub fn from_json(json: &str) -> AvroSchema {
         AvroSchema {
-            supplied: SuppliedSchema::new(None, SchemaType::Avro, json.to_string()),
+            supplied: Arc::new(SuppliedSchema::new(
+                None,
+                SchemaType::Avro,
+                json.to_string(),
+            )),
         }
     }
 
@@ -179,7 +184,8 @@ pub fn record_parts(
 
 /// A schema the registry knows, with its id.
 struct Registered {
-    json: String,
+    /// The schema as first seen (its text is what identifies it).
+    schema: Arc<SuppliedSchema>,
     id: u32,
     /// A writer with the schema's names resolved once, not per record. Its schema is interned
     /// for the life of the process (one per registered subject version: bounded by the number
@@ -217,7 +223,7 @@ impl Encoder {
         &self,
         topic: &str,
         schema: &AvroSchema,
-        value: Value,
+        value: &Value,
     ) -> Result<Vec<u8>, EncodeError> {
         self.encode(&format!("{topic}-value"), schema, value).await
     }
@@ -227,14 +233,19 @@ impl Encoder {
         &self,
         topic: &str,
         schema: &AvroSchema,
-        value: Value,
+        value: &Value,
     ) -> Result<Vec<u8>, EncodeError> {
         self.encode(&format!("{topic}-key"), schema, value).await
     }
 
-    fn cached(&self, subject: &str, json: &str) -> Option<Arc<Registered>> {
+    fn cached(&self, subject: &str, schema: &AvroSchema) -> Option<Arc<Registered>> {
         let known = self.known.read().ok()?;
-        known.get(subject)?.iter().find(|r| r.json == json).cloned()
+        let versions = known.get(subject)?;
+        versions
+            .iter()
+            .find(|r| Arc::ptr_eq(&r.schema, &schema.supplied))
+            .or_else(|| versions.iter().find(|r| r.schema.schema == schema.json()))
+            .cloned()
     }
 
     async fn registered(
@@ -242,27 +253,35 @@ impl Encoder {
         subject: &str,
         schema: &AvroSchema,
     ) -> Result<Arc<Registered>, EncodeError> {
-        if let Some(r) = self.cached(subject, schema.json()) {
+        if let Some(r) = self.cached(subject, schema) {
             return Ok(r);
         }
         // One registration at a time: concurrent first records wait for it instead of
         // posting the same schema again.
         let _guard = self.registering.lock().await;
-        if let Some(r) = self.cached(subject, schema.json()) {
+        if let Some(r) = self.cached(subject, schema) {
             return Ok(r);
         }
         let parsed = apache_avro::Schema::parse_str(schema.json())
             .map_err(|e| EncodeError::Schema(format!("invalid schema for {subject}: {e}")))?;
-        let registered = post_schema(&self.settings, subject.to_string(), schema.supplied.clone())
-            .await
-            .map_err(EncodeError::from_src)?;
+        let registered = post_schema(
+            &self.settings,
+            subject.to_string(),
+            SuppliedSchema::clone(&schema.supplied),
+        )
+        .await
+        .map_err(EncodeError::from_src)?;
         // Interned only once registered, so failed attempts leave nothing behind.
         let interned: &'static apache_avro::Schema = Box::leak(Box::new(parsed));
+        // No separate validation pass per record: the values are built from this schema (change
+        // envelopes, CloudEvents, typed webhook data converted against it), and the encoder
+        // still refuses a value whose kind does not fit its schema (class `encode`).
         let writer = apache_avro::writer::datum::GenericDatumWriter::builder(interned)
+            .validate(false)
             .build()
             .map_err(|e| EncodeError::Encode(e.to_string()))?;
         let entry = Arc::new(Registered {
-            json: schema.json().to_string(),
+            schema: Arc::clone(&schema.supplied),
             id: registered.id,
             writer,
         });
@@ -279,14 +298,17 @@ impl Encoder {
         &self,
         subject: &str,
         schema: &AvroSchema,
-        value: Value,
+        value: &Value,
     ) -> Result<Vec<u8>, EncodeError> {
         let r = self.registered(subject, schema).await?;
-        let bytes = r
-            .writer
-            .write_value_to_vec(value)
+        // Confluent framing written first, the datum after it: one buffer, no copy.
+        let mut out = Vec::with_capacity(256);
+        out.push(0);
+        out.extend_from_slice(&r.id.to_be_bytes());
+        r.writer
+            .write_value_ref(&mut out, value)
             .map_err(|e| EncodeError::Encode(e.to_string()))?;
-        Ok(get_payload(r.id, bytes))
+        Ok(out)
     }
 }
 

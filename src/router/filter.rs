@@ -244,7 +244,7 @@ pub fn vars(event: &Event, needs: &Needs) -> Vars {
                         .before
                         .iter()
                         .flatten()
-                        .zip(&c.columns)
+                        .zip(c.columns.iter())
                         .map(|(v, col)| if col.is_key { v.clone() } else { None })
                         .collect();
                     row(c, Some(&known), needs)

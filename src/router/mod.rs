@@ -366,7 +366,7 @@ mod tests {
                 table: table.into(),
                 table_doc: None,
                 op: op.into(),
-                columns: vec![],
+                columns: vec![].into(),
                 before: None,
                 after: None,
                 commit_lsn: 1,

@@ -3,6 +3,9 @@
 //! the Avro record is built, so the schema follows: a dropped column is not in it, a masked one
 //! is a string, a renamed one has its new name.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
+
 use hmac::{Hmac, Mac};
 use serde_json::Value as Json;
 
@@ -43,22 +46,23 @@ pub fn change(c: &ChangePayload, t: &Transform) -> ChangePayload {
             .find(|(f, _)| f == name)
             .map_or_else(|| name.to_string(), |(_, to)| to.clone())
     };
-    let columns: Vec<ChangeColumn> = c
-        .columns
-        .iter()
-        .zip(&keep)
-        .filter(|(_, k)| **k)
-        .map(|(col, _)| {
-            let mut col = col.clone();
-            if mask_of(&col.name).is_some() {
-                // A masked value is text, whatever the column's type.
-                col.type_oid = 25;
-                col.type_modifier = -1;
-            }
-            col.name = rename(&col.name);
-            col
-        })
-        .collect();
+    let columns = shared_columns(&c.columns, t, || {
+        c.columns
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(col, _)| {
+                let mut col = col.clone();
+                if mask_of(&col.name).is_some() {
+                    // A masked value is text, whatever the column's type.
+                    col.type_oid = 25;
+                    col.type_modifier = -1;
+                }
+                col.name = rename(&col.name);
+                col
+            })
+            .collect()
+    });
     let row = |values: &Option<Vec<Option<String>>>| {
         values.as_ref().map(|vals| {
             c.columns
@@ -74,17 +78,71 @@ pub fn change(c: &ChangePayload, t: &Transform) -> ChangePayload {
         })
     };
     ChangePayload {
+        database: c.database.clone(),
+        schema: c.schema.clone(),
+        table: c.table.clone(),
+        table_doc: c.table_doc.clone(),
+        op: c.op.clone(),
         columns,
         before: row(&c.before),
         after: row(&c.after),
+        commit_lsn: c.commit_lsn,
+        tx_id: c.tx_id,
+        commit_time_ms: c.commit_time_ms,
         unchanged_toast: c
             .unchanged_toast
             .iter()
             .filter(|n| !t.drop.contains(n))
             .map(|n| rename(n))
             .collect(),
-        ..c.clone()
+        before_key_only: c.before_key_only,
     }
+}
+
+/// A transformed column list made once per (columns, transform) and shared, like the source's
+/// own columns, so the encoder's per-shape cache finds it by pointer.
+struct ColumnsEntry {
+    /// Pins the input's address (the key) while cached.
+    input: Arc<[ChangeColumn]>,
+    transform: Transform,
+    output: Arc<[ChangeColumn]>,
+}
+
+/// Entries kept at most before the cache starts again (inputs × transforms are few).
+const MAX_SHARED: usize = 4096;
+
+#[allow(clippy::type_complexity)]
+static SHARED: LazyLock<Mutex<(usize, HashMap<usize, Vec<ColumnsEntry>>)>> =
+    LazyLock::new(|| Mutex::new((0, HashMap::new())));
+
+fn shared_columns(
+    input: &Arc<[ChangeColumn]>,
+    t: &Transform,
+    build: impl FnOnce() -> Vec<ChangeColumn>,
+) -> Arc<[ChangeColumn]> {
+    let address = Arc::as_ptr(input).cast::<u8>() as usize;
+    let Ok(mut cache) = SHARED.lock() else {
+        return build().into();
+    };
+    let (len, map) = &mut *cache;
+    if let Some(e) = map.get(&address).and_then(|v| {
+        v.iter()
+            .find(|e| Arc::ptr_eq(&e.input, input) && e.transform == *t)
+    }) {
+        return Arc::clone(&e.output);
+    }
+    if *len >= MAX_SHARED {
+        map.clear();
+        *len = 0;
+    }
+    let output: Arc<[ChangeColumn]> = build().into();
+    map.entry(address).or_default().push(ColumnsEntry {
+        input: Arc::clone(input),
+        transform: t.clone(),
+        output: Arc::clone(&output),
+    });
+    *len += 1;
+    output
 }
 
 /// Route key columns named as the route wrote them (after renames).
@@ -200,7 +258,8 @@ mod tests {
                 col("phone", 20),
                 col("internal_notes", 25),
                 col("cust_id", 23),
-            ],
+            ]
+            .into(),
             before: Some(vec![
                 Some("1".into()),
                 Some("a@x.io".into()),

@@ -89,8 +89,37 @@ pub enum RowError {
     NotText(String),
 }
 
+/// One column value as the envelope reads it: a pgoutput datum or a stored text value.
+pub trait Cell {
+    /// The value: `Ok(None)` for NULL, `Ok(Some(text))` for a text value, `Err(datum)` for a
+    /// datum that is not text (unchanged TOAST or binary).
+    fn text(&self) -> Result<Option<&[u8]>, &Datum>;
+}
+
+impl Cell for Datum {
+    fn text(&self) -> Result<Option<&[u8]>, &Datum> {
+        match self {
+            Datum::Null => Ok(None),
+            Datum::Text(b) => Ok(Some(b)),
+            other => Err(other),
+        }
+    }
+}
+
+impl Cell for Option<String> {
+    fn text(&self) -> Result<Option<&[u8]>, &Datum> {
+        Ok(self.as_deref().map(str::as_bytes))
+    }
+}
+
 /// An Avro name: letters, digits and `_`, not starting with a digit (Debezium's rule).
 pub fn avro_name(name: &str) -> String {
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    if valid {
+        return name.to_string();
+    }
     let mut out: String = name
         .chars()
         .map(|c| {
@@ -174,11 +203,11 @@ impl TableSchema {
         })
     }
 
-    fn cell(col: &TableColumn, datum: &Datum, required: bool) -> Result<Value, RowError> {
-        let parsed = match datum {
-            Datum::Null => None,
-            Datum::UnchangedToast => return Err(RowError::Unchanged(col.name.clone())),
-            Datum::Text(bytes) => {
+    fn cell(col: &TableColumn, datum: &impl Cell, required: bool) -> Result<Value, RowError> {
+        let parsed = match datum.text() {
+            Ok(None) => None,
+            Err(Datum::UnchangedToast) => return Err(RowError::Unchanged(col.name.clone())),
+            Ok(Some(bytes)) => {
                 let text =
                     std::str::from_utf8(bytes).map_err(|_| RowError::NotText(col.name.clone()))?;
                 Some(col.ty.parse(text).map_err(|source| RowError::Type {
@@ -186,7 +215,7 @@ impl TableSchema {
                     source,
                 })?)
             }
-            Datum::Binary(_) => return Err(RowError::NotText(col.name.clone())),
+            Err(_) => return Err(RowError::NotText(col.name.clone())),
         };
         match (parsed, col.nullable && !required) {
             (Some(v), true) => Ok(Value::Union(1, Box::new(v))),
@@ -197,22 +226,22 @@ impl TableSchema {
     }
 
     /// A record of the columns `pick` selects, each value made by `cell`.
-    fn record(
+    fn record<C: Cell>(
         &self,
-        tuple: &Tuple,
+        cells: &[C],
         pick: impl Fn(&TableColumn) -> bool,
-        cell: impl Fn(&TableColumn, &Datum) -> Result<Value, RowError>,
+        cell: impl Fn(&TableColumn, &C) -> Result<Value, RowError>,
     ) -> Result<Value, RowError> {
-        if tuple.0.len() != self.columns.len() {
+        if cells.len() != self.columns.len() {
             return Err(RowError::Arity {
-                got: tuple.0.len(),
+                got: cells.len(),
                 want: self.columns.len(),
             });
         }
         let fields = self
             .columns
             .iter()
-            .zip(&tuple.0)
+            .zip(cells)
             .filter(|(c, _)| pick(c))
             .map(|(c, d)| Ok((avro_name(&c.name), cell(c, d)?)))
             .collect::<Result<Vec<_>, RowError>>()?;
@@ -221,17 +250,22 @@ impl TableSchema {
 
     /// The `Value` record of a row.
     pub fn row(&self, tuple: &Tuple) -> Result<Value, RowError> {
-        self.record(tuple, |_| true, |c, d| Self::cell(c, d, false))
+        self.row_of(&tuple.0)
+    }
+
+    /// The `Value` record of a row given as cells (datums or stored text values).
+    pub fn row_of<C: Cell>(&self, cells: &[C]) -> Result<Value, RowError> {
+        self.record(cells, |_| true, |c, d| Self::cell(c, d, false))
     }
 
     /// The `Value` record of a key-only old row: non-key NOT NULL columns get their type's zero
     /// value (their real value is not in the WAL), nullable ones null.
-    pub fn key_only_row(&self, tuple: &Tuple) -> Result<Value, RowError> {
+    pub fn key_only_row<C: Cell>(&self, cells: &[C]) -> Result<Value, RowError> {
         self.record(
-            tuple,
+            cells,
             |_| true,
-            |c, d| match (c.is_key, c.nullable, d) {
-                (false, false, Datum::Null) => Ok(c.ty.zero()),
+            |c, d| match (c.is_key, c.nullable, d.text()) {
+                (false, false, Ok(None)) => Ok(c.ty.zero()),
                 _ => Self::cell(c, d, false),
             },
         )
@@ -239,7 +273,12 @@ impl TableSchema {
 
     /// The `Key` record of a row (or of an old key tuple).
     pub fn key(&self, tuple: &Tuple) -> Result<Value, RowError> {
-        self.record(tuple, |c| c.is_key, |c, d| Self::cell(c, d, true))
+        self.key_of(&tuple.0)
+    }
+
+    /// The `Key` record of a row given as cells.
+    pub fn key_of<C: Cell>(&self, cells: &[C]) -> Result<Value, RowError> {
+        self.record(cells, |c| c.is_key, |c, d| Self::cell(c, d, true))
     }
 
     /// The envelope value for one change.

@@ -578,7 +578,7 @@ impl PostgresSource {
                 schema: schema.to_string(),
                 table: table.to_string(),
                 table_doc,
-                columns,
+                columns: columns.into(),
             },
             order,
             row_filter,

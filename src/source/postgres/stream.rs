@@ -72,7 +72,7 @@ pub(super) struct KnownRelation {
     pub(super) schema: String,
     pub(super) table: String,
     pub(super) table_doc: Option<String>,
-    pub(super) columns: Vec<ChangeColumn>,
+    pub(super) columns: std::sync::Arc<[ChangeColumn]>,
 }
 
 /// The source's connection parameters, from the URL.
