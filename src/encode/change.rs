@@ -105,14 +105,13 @@ fn prepared(source: &str, c: &ChangePayload, key_columns: &[String]) -> Arc<Prep
             && e.database == c.database
             && e.doc == c.table_doc
     };
-    if let Ok(cache) = PREPARED.lock() {
-        if let Some(e) = cache
+    if let Ok(cache) = PREPARED.lock()
+        && let Some(e) = cache
             .1
             .get(&address)
             .and_then(|v| v.iter().find(|e| matches(e)))
-        {
-            return Arc::clone(&e.prepared);
-        }
+    {
+        return Arc::clone(&e.prepared);
     }
     let table = table_schema(source, c, key_columns);
     let prepared = Arc::new(Prepared {
