@@ -121,18 +121,21 @@ fn describe(config: &Config, e: &Entry) -> Json {
     let kind = config.sources.get(&r.source).map(|s| &s.kind);
     let (envelope, key) = match kind {
         Some(SourceKind::Webhook(_)) => (
-            "io.switchyard.webhook.CloudEvent",
+            match &r.value_schema {
+                Some(v) => format!("io.switchyard.webhook.CloudEvent (data: {})", v.record_name),
+                None => "io.switchyard.webhook.CloudEvent (data: string)".into(),
+            },
             match &r.key_pointer {
                 Some(p) => format!("string: body at {p}"),
                 None => "string: event id".into(),
             },
         ),
         _ if r.ops.iter().all(|o| o == "m") && !r.ops.is_empty() => (
-            "io.debezium.connector.postgresql.MessageValue",
+            "io.debezium.connector.postgresql.MessageValue".into(),
             "MessageKey: prefix".into(),
         ),
         _ => (
-            "Debezium Envelope (<source>.<schema>.<table>.Envelope)",
+            "Debezium Envelope (<source>.<schema>.<table>.Envelope)".into(),
             if r.key.is_empty() {
                 "Key: primary key columns".into()
             } else {
@@ -151,6 +154,7 @@ fn describe(config: &Config, e: &Entry) -> Json {
         "envelope": envelope,
         "key": key,
         "subjects": [format!("{}-key", e.topic), format!("{}-value", e.topic)],
+        "value_schema": r.value_schema.as_ref().map(|v| v.path.display().to_string()),
         "masked": r.transform.as_ref().map(|t| t.mask.iter().map(|(f, k)| format!("{f} ({})", match k { crate::config::MaskKind::Sha256 => "sha256", crate::config::MaskKind::Redact => "redacted" })).collect::<Vec<_>>()).unwrap_or_default(),
         "dropped": r.transform.as_ref().map(|t| t.drop.clone()).unwrap_or_default(),
         "renamed": r.transform.as_ref().map(|t| t.rename.iter().map(|(a, b)| format!("{a} -> {b}")).collect::<Vec<_>>()).unwrap_or_default(),

@@ -14,5 +14,6 @@ mod harness;
 mod pgoutput_real;
 mod reload;
 mod snapshot;
+mod typed_values;
 mod webhook_e2e;
 mod webhook_providers;
