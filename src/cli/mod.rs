@@ -2,6 +2,7 @@
 
 mod catalog;
 mod dlq;
+mod registry;
 mod route;
 mod slot;
 
@@ -59,8 +60,16 @@ pub enum Command {
     Run,
     /// Validate the configuration file: exit 0 when valid, 1 with every error otherwise.
     ///
-    /// Suitable for CI: errors name file:line:column and say how to fix them.
-    Check,
+    /// Suitable for CI: errors name file:line:column and say how to fix them. With
+    /// --registry, also ask the schema registry whether each route's schemas would be accepted
+    /// (nothing is registered): exit 1 when one would be rejected, 2 when the registry (or, for
+    /// postgres routes, the database) cannot be reached.
+    Check {
+        /// Also check every route's value and key schemas against the registry's
+        /// compatibility endpoint, without registering them.
+        #[arg(long)]
+        registry: bool,
+    },
     /// Print a topic's records as JSON lines (key, headers, value), Avro decoded through the
     /// schema registry. Reads from the earliest offset.
     Tail {
@@ -115,7 +124,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match &cli.command {
-        Command::Check => check(&cli),
+        Command::Check { registry } => check(&cli, *registry),
         Command::Route(args) => match load(&cli) {
             Ok(config) => route::run(&config, args),
             Err(code) => code,
@@ -154,7 +163,7 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
     })
 }
 
-fn check(cli: &Cli) -> ExitCode {
+fn check(cli: &Cli, with_registry: bool) -> ExitCode {
     let config = match load(cli) {
         Ok(c) => c,
         Err(code) => return code,
@@ -203,6 +212,9 @@ fn check(cli: &Cli) -> ExitCode {
             })
             .collect();
         println!("  route {}: {} -> {topic}", route.name, route.source);
+    }
+    if with_registry {
+        return registry::run(&config);
     }
     ExitCode::SUCCESS
 }
