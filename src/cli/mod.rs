@@ -2,6 +2,7 @@
 
 mod catalog;
 mod dlq;
+mod openlineage;
 mod registry;
 mod route;
 mod slot;
@@ -100,10 +101,18 @@ pub enum Command {
         format: catalog::TopicsFormat,
     },
     /// The data flow from the configuration: source → table or event type → route → topic.
+    ///
+    /// Formats: json (nodes and edges), dot (Graphviz), openlineage (one OpenLineage JobEvent
+    /// per route). With --live, postgres sources list the tables their database streams (the
+    /// publication's, read-only) instead of the configured globs; exit 2 when a database
+    /// cannot be reached.
     Lineage {
         /// Output format.
         #[arg(long, value_enum, default_value = "json")]
         format: catalog::LineageFormat,
+        /// Read each postgres source's real table list from its database.
+        #[arg(long)]
+        live: bool,
     },
     /// Inspect and reset the replication slots of postgres sources.
     Slot {
@@ -133,8 +142,20 @@ pub fn main() -> ExitCode {
             Ok(config) => catalog::topics(&config, *format),
             Err(code) => code,
         },
-        Command::Lineage { format } => match load(&cli) {
-            Ok(config) => catalog::lineage(&config, *format),
+        Command::Lineage { format, live } => match load(&cli) {
+            Ok(config) if *live => {
+                let tables = tokio::runtime::Runtime::new()
+                    .map_err(|e| format!("cannot start the async runtime: {e}"))
+                    .and_then(|rt| rt.block_on(catalog::live_tables(&config)));
+                match tables {
+                    Ok(tables) => catalog::lineage(&config, *format, Some(&tables)),
+                    Err(e) => {
+                        eprintln!("error: cannot read the live table list: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+            Ok(config) => catalog::lineage(&config, *format, None),
             Err(code) => code,
         },
         Command::Run | Command::Tail { .. } | Command::Dlq { .. } | Command::Slot { .. } => {

@@ -11,6 +11,7 @@ mod config_errors;
 mod dlq_replay;
 mod dlq_store;
 mod harness;
+mod live_lineage;
 mod pgoutput_real;
 mod registry_check;
 mod reload;
