@@ -309,13 +309,7 @@ impl Pipeline {
         m: &RouteMatch,
         ack: &AckToken,
     ) -> Result<Record, Failure> {
-        let parts = record_parts(
-            event,
-            &m.key,
-            m.key_pointer.as_deref(),
-            m.transform.as_deref(),
-        )
-        .map_err(|e| Failure {
+        let parts = record_parts(event, m).map_err(|e| Failure {
             class: e.class(),
             message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
         })?;

@@ -174,6 +174,12 @@ fn collect_names<'a>(schema: &'a Schema, names: &mut HashMap<String, &'a Schema>
         Schema::Union(u) => u.variants().iter().for_each(|v| collect_names(v, names)),
         Schema::Array(a) => collect_names(&a.items, names),
         Schema::Map(m) => collect_names(&m.types, names),
+        Schema::Enum(e) => {
+            names.insert(e.name.fullname(None), schema);
+        }
+        Schema::Fixed(f) => {
+            names.insert(f.name.fullname(None), schema);
+        }
         _ => {}
     }
 }
@@ -203,6 +209,12 @@ fn typed(value: Value, schema: &Schema, names: &HashMap<String, &Schema>) -> ser
                     };
                     (k, v)
                 })
+                .collect(),
+        ),
+        (Value::Map(entries), Schema::Map(m)) => serde_json::Value::Object(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k, typed(v, &m.types, names)))
                 .collect(),
         ),
         (Value::Array(items), Schema::Array(a)) => serde_json::Value::Array(

@@ -1,6 +1,7 @@
 //! `switchyard topics` (what product teams can subscribe to) and `switchyard lineage` (source →
 //! table or event type → route → topic), both from the configuration alone.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use serde_json::{Value as Json, json};
@@ -23,14 +24,21 @@ pub enum LineageFormat {
     Json,
     /// Graphviz DOT.
     Dot,
+    /// OpenLineage JobEvents: one job per route, its input and output datasets.
+    Openlineage,
 }
 
+/// The tables each postgres source streams, read from its database (`lineage --live`).
+pub type LiveTables = HashMap<String, Vec<(String, String)>>;
+
 /// What one route publishes on one topic (pattern).
-struct Entry<'a> {
-    topic: String,
-    route: &'a RouteConfig,
+pub(crate) struct Entry<'a> {
+    /// The topic, or its template where a part is only known at run time.
+    pub(crate) topic: String,
+    /// The route.
+    pub(crate) route: &'a RouteConfig,
     /// The tables (CDC) or event types (webhooks) it carries.
-    inputs: Vec<String>,
+    pub(crate) inputs: Vec<String>,
 }
 
 fn render(route: &RouteConfig, source: &str, schema: &str, table: &str) -> String {
@@ -49,8 +57,9 @@ fn render(route: &RouteConfig, source: &str, schema: &str, table: &str) -> Strin
 }
 
 /// Every topic each route can produce: templates are expanded over the tables a postgres route
-/// takes; a `*` stays where the tables are only known at run time.
-fn entries(config: &Config) -> Vec<Entry<'_>> {
+/// takes; a `*` stays where the tables are only known at run time, unless `live` lists the
+/// source's real tables.
+pub(crate) fn entries<'a>(config: &'a Config, live: Option<&LiveTables>) -> Vec<Entry<'a>> {
     let mut out = Vec::new();
     for route in &config.routes {
         let Some(source) = config.sources.get(&route.source) else {
@@ -58,7 +67,19 @@ fn entries(config: &Config) -> Vec<Entry<'_>> {
         };
         match &source.kind {
             SourceKind::Postgres(pg) => {
-                let tables: Vec<(String, String)> = if route.tables.is_empty() {
+                let real = live.and_then(|l| l.get(&route.source));
+                let tables: Vec<(String, String)> = if let Some(real) = real {
+                    real.iter()
+                        .filter(|(schema, table)| {
+                            route.tables.is_empty()
+                                || route.tables.iter().any(|t| match t.split_once('.') {
+                                    Some((s, t)) => s == schema && t == table,
+                                    None => t == table,
+                                })
+                        })
+                        .cloned()
+                        .collect()
+                } else if route.tables.is_empty() {
                     pg.tables
                         .iter()
                         .map(|t| {
@@ -121,18 +142,21 @@ fn describe(config: &Config, e: &Entry) -> Json {
     let kind = config.sources.get(&r.source).map(|s| &s.kind);
     let (envelope, key) = match kind {
         Some(SourceKind::Webhook(_)) => (
-            "io.switchyard.webhook.CloudEvent",
+            match &r.value_schema {
+                Some(v) => format!("io.switchyard.webhook.CloudEvent (data: {})", v.record_name),
+                None => "io.switchyard.webhook.CloudEvent (data: string)".into(),
+            },
             match &r.key_pointer {
                 Some(p) => format!("string: body at {p}"),
                 None => "string: event id".into(),
             },
         ),
         _ if r.ops.iter().all(|o| o == "m") && !r.ops.is_empty() => (
-            "io.debezium.connector.postgresql.MessageValue",
+            "io.debezium.connector.postgresql.MessageValue".into(),
             "MessageKey: prefix".into(),
         ),
         _ => (
-            "Debezium Envelope (<source>.<schema>.<table>.Envelope)",
+            "Debezium Envelope (<source>.<schema>.<table>.Envelope)".into(),
             if r.key.is_empty() {
                 "Key: primary key columns".into()
             } else {
@@ -151,6 +175,7 @@ fn describe(config: &Config, e: &Entry) -> Json {
         "envelope": envelope,
         "key": key,
         "subjects": [format!("{}-key", e.topic), format!("{}-value", e.topic)],
+        "value_schema": r.value_schema.as_ref().map(|v| v.path.display().to_string()),
         "masked": r.transform.as_ref().map(|t| t.mask.iter().map(|(f, k)| format!("{f} ({})", match k { crate::config::MaskKind::Sha256 => "sha256", crate::config::MaskKind::Redact => "redacted" })).collect::<Vec<_>>()).unwrap_or_default(),
         "dropped": r.transform.as_ref().map(|t| t.drop.clone()).unwrap_or_default(),
         "renamed": r.transform.as_ref().map(|t| t.rename.iter().map(|(a, b)| format!("{a} -> {b}")).collect::<Vec<_>>()).unwrap_or_default(),
@@ -159,7 +184,7 @@ fn describe(config: &Config, e: &Entry) -> Json {
 
 /// `switchyard topics`.
 pub fn topics(config: &Config, format: TopicsFormat) -> ExitCode {
-    let list: Vec<Json> = entries(config)
+    let list: Vec<Json> = entries(config, None)
         .iter()
         .map(|e| describe(config, e))
         .collect();
@@ -197,8 +222,44 @@ pub fn topics(config: &Config, format: TopicsFormat) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `switchyard lineage`.
-pub fn lineage(config: &Config, format: LineageFormat) -> ExitCode {
+/// The tables each postgres source streams, read-only from its database: the publication's
+/// tables, or the tables its `tables` select when the publication does not exist yet.
+pub async fn live_tables(config: &Config) -> Result<LiveTables, String> {
+    use crate::source::postgres::{catalog, stream};
+    let mut out = LiveTables::new();
+    for (name, source) in &config.sources {
+        let SourceKind::Postgres(pg) = &source.kind else {
+            continue;
+        };
+        let conn =
+            tokio::time::timeout(std::time::Duration::from_secs(10), stream::connect_sql(pg))
+                .await
+                .map_err(|_| format!("source `{name}`: the database did not answer within 10s"))?
+                .map_err(|e| format!("source `{name}`: {e}"))?;
+        let (from, tables) = catalog::live_tables(&conn, pg)
+            .await
+            .map_err(|e| format!("source `{name}`: {e}"))?;
+        if from == catalog::TablesFrom::Configuration {
+            eprintln!(
+                "note: source `{name}`: publication {} does not exist yet; listing the tables `tables` selects today",
+                pg.publication
+            );
+        }
+        out.insert(name.clone(), tables);
+    }
+    Ok(out)
+}
+
+/// `switchyard lineage`; with `live`, postgres sources list the tables their database streams.
+pub fn lineage(config: &Config, format: LineageFormat, live: Option<&LiveTables>) -> ExitCode {
+    if format == LineageFormat::Openlineage {
+        let events = super::openlineage::job_events(config, live, std::time::SystemTime::now());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&events).unwrap_or_default()
+        );
+        return ExitCode::SUCCESS;
+    }
     let mut nodes: Vec<Json> = Vec::new();
     let mut edges: Vec<Json> = Vec::new();
     let mut add_node = |id: String, kind: &str, label: &str| {
@@ -213,7 +274,7 @@ pub fn lineage(config: &Config, format: LineageFormat) -> ExitCode {
         };
         add_node(format!("source:{name}"), kind, name);
     }
-    for e in entries(config) {
+    for e in entries(config, live) {
         let r = e.route;
         add_node(format!("route:{}", r.name), "route", &r.name);
         add_node(format!("topic:{}", e.topic), "topic", &e.topic);
@@ -242,8 +303,10 @@ pub fn lineage(config: &Config, format: LineageFormat) -> ExitCode {
     match format {
         LineageFormat::Json => println!(
             "{}",
-            serde_json::to_string_pretty(&json!({"nodes": nodes, "edges": edges}))
-                .unwrap_or_default()
+            serde_json::to_string_pretty(
+                &json!({"nodes": nodes, "edges": edges, "live": live.is_some()})
+            )
+            .unwrap_or_default()
         ),
         LineageFormat::Dot => {
             println!("digraph switchyard {{\n  rankdir=LR;");
@@ -269,6 +332,7 @@ pub fn lineage(config: &Config, format: LineageFormat) -> ExitCode {
             }
             println!("}}");
         }
+        LineageFormat::Openlineage => {}
     }
     ExitCode::SUCCESS
 }

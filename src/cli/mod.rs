@@ -2,6 +2,8 @@
 
 mod catalog;
 mod dlq;
+mod openlineage;
+mod registry;
 mod route;
 mod slot;
 
@@ -59,8 +61,16 @@ pub enum Command {
     Run,
     /// Validate the configuration file: exit 0 when valid, 1 with every error otherwise.
     ///
-    /// Suitable for CI: errors name file:line:column and say how to fix them.
-    Check,
+    /// Suitable for CI: errors name file:line:column and say how to fix them. With
+    /// --registry, also ask the schema registry whether each route's schemas would be accepted
+    /// (nothing is registered): exit 1 when one would be rejected, 2 when the registry (or, for
+    /// postgres routes, the database) cannot be reached.
+    Check {
+        /// Also check every route's value and key schemas against the registry's
+        /// compatibility endpoint, without registering them.
+        #[arg(long)]
+        registry: bool,
+    },
     /// Print a topic's records as JSON lines (key, headers, value), Avro decoded through the
     /// schema registry. Reads from the earliest offset.
     Tail {
@@ -91,10 +101,18 @@ pub enum Command {
         format: catalog::TopicsFormat,
     },
     /// The data flow from the configuration: source → table or event type → route → topic.
+    ///
+    /// Formats: json (nodes and edges), dot (Graphviz), openlineage (one OpenLineage JobEvent
+    /// per route). With --live, postgres sources list the tables their database streams (the
+    /// publication's, read-only) instead of the configured globs; exit 2 when a database
+    /// cannot be reached.
     Lineage {
         /// Output format.
         #[arg(long, value_enum, default_value = "json")]
         format: catalog::LineageFormat,
+        /// Read each postgres source's real table list from its database.
+        #[arg(long)]
+        live: bool,
     },
     /// Inspect and reset the replication slots of postgres sources.
     Slot {
@@ -115,7 +133,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match &cli.command {
-        Command::Check => check(&cli),
+        Command::Check { registry } => check(&cli, *registry),
         Command::Route(args) => match load(&cli) {
             Ok(config) => route::run(&config, args),
             Err(code) => code,
@@ -124,8 +142,20 @@ pub fn main() -> ExitCode {
             Ok(config) => catalog::topics(&config, *format),
             Err(code) => code,
         },
-        Command::Lineage { format } => match load(&cli) {
-            Ok(config) => catalog::lineage(&config, *format),
+        Command::Lineage { format, live } => match load(&cli) {
+            Ok(config) if *live => {
+                let tables = tokio::runtime::Runtime::new()
+                    .map_err(|e| format!("cannot start the async runtime: {e}"))
+                    .and_then(|rt| rt.block_on(catalog::live_tables(&config)));
+                match tables {
+                    Ok(tables) => catalog::lineage(&config, *format, Some(&tables)),
+                    Err(e) => {
+                        eprintln!("error: cannot read the live table list: {e}");
+                        ExitCode::from(2)
+                    }
+                }
+            }
+            Ok(config) => catalog::lineage(&config, *format, None),
             Err(code) => code,
         },
         Command::Run | Command::Tail { .. } | Command::Dlq { .. } | Command::Slot { .. } => {
@@ -154,7 +184,7 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
     })
 }
 
-fn check(cli: &Cli) -> ExitCode {
+fn check(cli: &Cli, with_registry: bool) -> ExitCode {
     let config = match load(cli) {
         Ok(c) => c,
         Err(code) => return code,
@@ -203,6 +233,9 @@ fn check(cli: &Cli) -> ExitCode {
             })
             .collect();
         println!("  route {}: {} -> {topic}", route.name, route.source);
+    }
+    if with_registry {
+        return registry::run(&config);
     }
     ExitCode::SUCCESS
 }

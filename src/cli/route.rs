@@ -92,12 +92,7 @@ fn dry_run(config: &Config, args: &RouteArgs) -> Result<Json, String> {
             }
             Ok(m) => m,
         };
-        let parts = match record_parts(
-            &event,
-            &m.key,
-            m.key_pointer.as_deref(),
-            m.transform.as_deref(),
-        ) {
+        let parts = match record_parts(&event, &m) {
             Ok(p) => p,
             Err(e) => {
                 routes.push(json!({

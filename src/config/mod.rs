@@ -345,6 +345,9 @@ pub struct RouteConfig {
     pub transform: Option<std::sync::Arc<Transform>>,
     /// What a definite failure (schema, encode, oversize, produce) on this route does.
     pub on_error: OnError,
+    /// Webhooks: the Avro record the body is converted into (`value_schema`), read and
+    /// checked at load; none: `data` is the body as a string.
+    pub value_schema: Option<std::sync::Arc<crate::encode::typed::ValueSchema>>,
 }
 
 /// `on_error` of a route.

@@ -197,6 +197,9 @@ pub struct RawRoute {
     pub transform: Option<Spanned<RawTransform>>,
     /// What a definite failure on this route does: "dlq" (default) or "halt".
     pub on_error: Option<Spanned<String>>,
+    /// Webhook sources: an Avro record schema (`.avsc`, relative to this file) that the body
+    /// is converted into, as the CloudEvent's `data`.
+    pub value_schema: Option<Spanned<String>>,
 }
 
 /// `[routes.transform]`

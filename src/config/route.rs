@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
+use std::path::Path;
 
 use serde_spanned::Spanned;
 
@@ -81,6 +82,7 @@ pub(super) fn validate_routes(
     raw: Vec<RawRoute>,
     sources: &BTreeMap<String, SourceConfig>,
     mask_key: Option<&Secret>,
+    config_path: &Path,
     diag: &mut Diagnostics,
 ) -> Vec<RouteConfig> {
     let mut seen: HashMap<String, Range<usize>> = HashMap::new();
@@ -288,6 +290,33 @@ pub(super) fn validate_routes(
                 OnError::Dlq
             }
         };
+        let value_schema = match &r.value_schema {
+            None => None,
+            Some(v) if is_postgres => {
+                diag.at(
+                    v.span(),
+                    format!("route `{name}`: `value_schema` applies to webhook routes, and `{source}` is a postgres source"),
+                    Some("change events get their schema from the table; remove `value_schema`".into()),
+                );
+                filter_ok_early = false;
+                None
+            }
+            Some(v) => {
+                let file = Config::base_dir(config_path).join(v.get_ref());
+                match crate::encode::typed::ValueSchema::load(&file) {
+                    Ok(s) => Some(std::sync::Arc::new(s)),
+                    Err(message) => {
+                        diag.at(
+                            v.span(),
+                            format!("route `{name}`: value_schema: {message}"),
+                            Some("give the path (relative to this file) of an Avro record schema (.avsc), e.g. value_schema = \"schemas/payment.avsc\"".into()),
+                        );
+                        filter_ok_early = false;
+                        None
+                    }
+                }
+            }
+        };
         let mut filter_ok = filter_ok_early;
         let mut ops = Vec::new();
         if let Some(v) = &r.ops {
@@ -343,6 +372,7 @@ pub(super) fn validate_routes(
                 filter,
                 transform,
                 on_error,
+                value_schema,
                 event_types: r
                     .event_types
                     .as_ref()
@@ -409,4 +439,68 @@ fn parse_topic(s: &str) -> Result<TopicTemplate, String> {
         return Err(format!("`{lit}` is not a legal Kafka topic name"));
     }
     Ok(template)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "[kafka]\nbootstrap_servers = \"x:1\"\n[schema_registry]\nurl = \"http://x\"\n\
+                        [sources.shop]\ntype = \"webhook\"\n\
+                        [sources.db]\ntype = \"postgres\"\nurl = \"postgres://u@h/app\"\ntables = [\"public.*\"]\n";
+
+    fn load(dir: &Path, routes: &str) -> Result<Config, ConfigErrors> {
+        let path = dir.join("routes.toml");
+        Config::from_str_with_env(&path, &format!("{HEAD}{routes}"), |_| None)
+    }
+
+    #[test]
+    fn value_schema_is_read_relative_to_the_file_and_checked_at_load() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("schemas")).expect("mkdir");
+        std::fs::write(
+            dir.path().join("schemas/payment.avsc"),
+            r#"{"type": "record", "name": "Payment", "fields": [{"name": "id", "type": "string"}]}"#,
+        )
+        .expect("write");
+        std::fs::write(dir.path().join("schemas/bad.avsc"), r#"{"type": "record"}"#)
+            .expect("write");
+        let ok = load(
+            dir.path(),
+            "[[routes]]\nname = \"p\"\nsource = \"shop\"\ntopic = \"p\"\nvalue_schema = \"schemas/payment.avsc\"\n",
+        )
+        .expect("valid");
+        let typed = ok.routes[0].value_schema.as_ref().expect("typed");
+        assert_eq!(typed.record_name, "io.switchyard.webhook.Payment");
+        assert_eq!(typed.path, dir.path().join("schemas/payment.avsc"));
+
+        let errors = load(
+            dir.path(),
+            "[[routes]]\nname = \"m\"\nsource = \"shop\"\ntopic = \"p\"\nvalue_schema = \"schemas/missing.avsc\"\n\
+             [[routes]]\nname = \"b\"\nsource = \"shop\"\ntopic = \"p\"\nvalue_schema = \"schemas/bad.avsc\"\n\
+             [[routes]]\nname = \"c\"\nsource = \"db\"\nvalue_schema = \"schemas/payment.avsc\"\n",
+        )
+        .expect_err("invalid")
+        .0;
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 3, "{text:#?}");
+        assert!(
+            text[0].contains("routes.toml:15:16: route `m`: value_schema: cannot read"),
+            "{}",
+            text[0]
+        );
+        assert!(text[0].contains("help: give the path"), "{}", text[0]);
+        assert!(
+            text[1].contains("routes.toml:20:16: route `b`: value_schema:")
+                && text[1].contains("not a valid Avro schema"),
+            "{}",
+            text[1]
+        );
+        assert!(
+            text[2]
+                .contains("routes.toml:24:16: route `c`: `value_schema` applies to webhook routes"),
+            "{}",
+            text[2]
+        );
+    }
 }

@@ -116,7 +116,8 @@ pub(super) fn load(
     let default_body = server.as_ref().map_or(1024 * 1024, |s| s.max_body_bytes);
     let sources = validate_sources(sources, path, default_body, &mut diag);
     let mask_key = router.as_ref().and_then(|r| r.mask_key.clone());
-    let routes = super::route::validate_routes(routes, &sources, mask_key.as_ref(), &mut diag);
+    let routes =
+        super::route::validate_routes(routes, &sources, mask_key.as_ref(), path, &mut diag);
 
     match (server, kafka, registry, dlq, router) {
         (Some(server), Some(kafka), Some(schema_registry), Some(dlq), Some(router))

@@ -276,12 +276,7 @@ async fn dry_run(
             Ok(matches) => {
                 let mut would_fail = None;
                 for m in &matches {
-                    let parts = match record_parts(
-                        event,
-                        &m.key,
-                        m.key_pointer.as_deref(),
-                        m.transform.as_deref(),
-                    ) {
+                    let parts = match record_parts(event, m) {
                         Ok(p) => p,
                         Err(e) => {
                             writeln!(

@@ -33,18 +33,24 @@ pub fn schema() -> &'static AvroSchema {
     &SCHEMA
 }
 
-/// The value at JSON Pointer `pointer` in a webhook's body (or in a form's `payload`), as text;
-/// `None` when the body has nothing there (the key is then the event id).
-pub fn body_pointer(webhook: &WebhookPayload, pointer: &str) -> Option<String> {
-    let doc: serde_json::Value = match serde_json::from_str(&webhook.body) {
-        Ok(v) => v,
+/// A webhook's body as JSON (or a form's `payload` field, as Slack sends); `None` when it is
+/// neither.
+pub fn body_json(webhook: &WebhookPayload) -> Option<serde_json::Value> {
+    match serde_json::from_str(&webhook.body) {
+        Ok(v) => Some(v),
         Err(_) => {
             let payload = form_urlencoded::parse(webhook.body.as_bytes())
                 .find(|(k, _)| k == "payload")?
                 .1;
-            serde_json::from_str(&payload).ok()?
+            serde_json::from_str(&payload).ok()
         }
-    };
+    }
+}
+
+/// The value at JSON Pointer `pointer` in a webhook's body (or in a form's `payload`), as text;
+/// `None` when the body has nothing there (the key is then the event id).
+pub fn body_pointer(webhook: &WebhookPayload, pointer: &str) -> Option<String> {
+    let doc = body_json(webhook)?;
     match doc.pointer(pointer)? {
         serde_json::Value::String(s) => Some(s.clone()),
         serde_json::Value::Null => None,
@@ -52,13 +58,18 @@ pub fn body_pointer(webhook: &WebhookPayload, pointer: &str) -> Option<String> {
     }
 }
 
-/// The record for a webhook event.
+/// The record for a webhook event (`data` is the body as text).
 pub fn record(event: &Event, webhook: &WebhookPayload) -> Value {
+    record_with_data(event, webhook, Value::String(webhook.body.clone()))
+}
+
+/// The record for a webhook event with `data` already built (a string, or the record of a
+/// route's `value_schema`).
+pub fn record_with_data(event: &Event, webhook: &WebhookPayload, data: Value) -> Value {
     let content_type = webhook
         .content_type
         .clone()
         .unwrap_or_else(|| "application/json".into());
-    let body = webhook.body.clone();
     Value::Record(vec![
         ("specversion".into(), Value::String("1.0".into())),
         ("id".into(), Value::String(event.id.as_str().to_string())),
@@ -72,7 +83,7 @@ pub fn record(event: &Event, webhook: &WebhookPayload) -> Value {
             Value::TimestampMicros(event.received_at_micros),
         ),
         ("datacontenttype".into(), Value::String(content_type)),
-        ("data".into(), Value::String(body)),
+        ("data".into(), data),
         (
             "subject".into(),
             match &webhook.subject {

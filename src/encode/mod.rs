@@ -7,6 +7,7 @@
 
 pub mod change;
 pub mod cloudevent;
+pub mod typed;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -118,17 +119,19 @@ pub struct RecordParts {
     pub key: Option<Value>,
 }
 
-/// The Avro value and key of an event, by payload kind: CloudEvents for webhooks (keyed by
-/// event id, or the route's JSON Pointer into the body), Debezium envelopes for changes (keyed
-/// by the key columns).
+/// The Avro value and key of an event on one route, by payload kind: CloudEvents for webhooks
+/// (keyed by event id, or the route's JSON Pointer into the body; `data` typed when the route
+/// has a `value_schema`), Debezium envelopes for changes (keyed by the key columns). The
+/// route's transforms apply first, so a typed `data` is built from the transformed body.
 pub fn record_parts(
     event: &crate::event::Event,
-    key_columns: &[String],
-    key_pointer: Option<&str>,
-    transform: Option<&crate::config::Transform>,
+    route: &crate::router::RouteMatch,
 ) -> Result<RecordParts, EncodeError> {
     use crate::event::Payload;
     use crate::router::transform as tf;
+    let key_columns: &[String] = &route.key;
+    let key_pointer = route.key_pointer.as_deref();
+    let transform = route.transform.as_deref();
     let transformed;
     let payload = match (transform, &event.payload) {
         (Some(t), Payload::Webhook(w)) => {
@@ -151,8 +154,26 @@ pub fn record_parts(
     };
     match payload {
         Payload::Webhook(w) => Ok(RecordParts {
-            value_schema: cloudevent::schema().clone(),
-            value: Some(cloudevent::record(event, w)),
+            value_schema: match &route.value_schema {
+                Some(typed) => typed.envelope().clone(),
+                None => cloudevent::schema().clone(),
+            },
+            value: Some(match &route.value_schema {
+                Some(typed) => {
+                    let body = cloudevent::body_json(w).ok_or_else(|| {
+                        EncodeError::Encode(format!(
+                            "the body is not JSON, so it cannot be converted to {} ({})",
+                            typed.record_name,
+                            typed.path.display()
+                        ))
+                    })?;
+                    let data = typed
+                        .convert(&body)
+                        .map_err(|e| EncodeError::Encode(format!("{}: {e}", typed.record_name)))?;
+                    cloudevent::record_with_data(event, w, data)
+                }
+                None => cloudevent::record(event, w),
+            }),
             key_schema: AvroSchema::string(),
             key: Some(Value::String(
                 key_pointer

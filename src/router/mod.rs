@@ -26,6 +26,7 @@ struct CompiledRoute {
     filter_text: Option<Arc<str>>,
     transform: Option<Arc<crate::config::Transform>>,
     on_error: crate::config::OnError,
+    value_schema: Option<Arc<crate::encode::typed::ValueSchema>>,
 }
 
 /// A route's compiled CEL filter.
@@ -94,6 +95,7 @@ impl CompiledRoute {
             key_pointer: self.key_pointer.clone(),
             transform: self.transform.clone(),
             on_error: self.on_error,
+            value_schema: self.value_schema.clone(),
         })
     }
 
@@ -156,6 +158,8 @@ pub struct RouteMatch {
     pub transform: Option<Arc<crate::config::Transform>>,
     /// What a definite failure on this route does.
     pub on_error: crate::config::OnError,
+    /// Webhooks: the typed record of `data` (`value_schema`).
+    pub value_schema: Option<Arc<crate::encode::typed::ValueSchema>>,
 }
 
 /// A route matched but could not name a topic for this event.
@@ -215,6 +219,7 @@ impl RouteTable {
                     filter_text: r.filter.as_deref().map(Arc::from),
                     transform: r.transform.clone(),
                     on_error: r.on_error,
+                    value_schema: r.value_schema.clone(),
                 });
         }
         RouteTable { by_source, needs }
@@ -478,12 +483,7 @@ mod tests {
                 };
             }
             for m in routes.route(&e).into_iter().flatten() {
-                let _ = crate::encode::record_parts(
-                    &e,
-                    &m.key,
-                    m.key_pointer.as_deref(),
-                    m.transform.as_deref(),
-                );
+                let _ = crate::encode::record_parts(&e, &m);
             }
             let _ = routes.explain(&e);
         }

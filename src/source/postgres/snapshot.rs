@@ -32,7 +32,7 @@ use tracing::{info, warn};
 
 use super::stream::{KnownRelation, PostgresSource, SourceError, connect_sql, sql};
 use crate::ack::AckToken;
-use crate::event::{ChangeColumn, ChangePayload, Event, EventId, Payload, now_micros};
+use crate::event::{ChangePayload, Event, EventId, Payload, now_micros};
 
 /// What the state store remembers of a source's snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -463,85 +463,11 @@ impl PostgresSource {
     /// The table's columns as pgoutput describes them (same key flags, so the snapshot and the
     /// stream share one Avro schema), its primary key, row filter and size estimate.
     async fn shape(&self, conn: &Client, schema: &str, table: &str) -> Result<Shape, SourceError> {
-        let rel = conn
-            .query_one(
-                "SELECT c.oid, c.relreplident::text, obj_description(c.oid, 'pg_class'),
-                        c.reltuples::bigint
-                 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                 WHERE n.nspname = $1 AND c.relname = $2",
-                &[&schema, &table],
-            )
-            .await
-            .map_err(sql)?;
-        let oid: u32 = rel.get(0);
-        let identity: String = rel.get(1);
-        let table_doc: Option<String> = rel.get(2);
-        let reltuples: i64 = rel.get(3);
-        let (columns_filter, row_filter) = if conn
-            .query_one(
-                "SELECT current_setting('server_version_num')::int >= 150000",
-                &[],
-            )
-            .await
-            .map_err(sql)?
-            .get::<_, bool>(0)
-        {
-            let r = conn
-                .query_one(
-                    "SELECT attnames::text[], rowfilter FROM pg_publication_tables
-                     WHERE pubname = $1 AND schemaname = $2 AND tablename = $3",
-                    &[&self.cfg.publication, &schema, &table],
-                )
-                .await
-                .map_err(sql)?;
-            (
-                r.get::<_, Option<Vec<String>>>(0),
-                r.get::<_, Option<String>>(1),
-            )
-        } else {
-            (None, None)
-        };
-        let attrs = conn
-            .query(
-                "SELECT a.attname::text, a.atttypid, a.atttypmod, a.attnotnull,
-                        col_description(a.attrelid, a.attnum),
-                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid
-                                AND i.indisprimary AND a.attnum = ANY (i.indkey)),
-                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid
-                                AND i.indisreplident AND a.attnum = ANY (i.indkey))
-                 FROM pg_attribute a
-                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped
-                   AND a.attgenerated = ''
-                 ORDER BY a.attnum",
-                &[&oid],
-            )
-            .await
-            .map_err(sql)?;
-        let columns: Vec<ChangeColumn> = attrs
-            .iter()
-            .filter(|a| {
-                columns_filter
-                    .as_ref()
-                    .is_none_or(|f| f.contains(&a.get::<_, String>(0)))
-            })
-            .map(|a| {
-                let is_key = match identity.as_str() {
-                    "f" => true,
-                    "i" => a.get(6),
-                    "n" => false,
-                    _ => a.get(5),
-                };
-                let not_null: bool = a.get(3);
-                ChangeColumn {
-                    name: a.get(0),
-                    type_oid: a.get(1),
-                    type_modifier: a.get(2),
-                    nullable: !not_null && !is_key,
-                    is_key,
-                    doc: a.get(4),
-                }
-            })
-            .collect();
+        let described =
+            super::catalog::describe(conn, &self.cfg.publication, schema, table).await?;
+        let (oid, reltuples, row_filter) =
+            (described.oid, described.reltuples, described.row_filter);
+        let relation = described.relation;
         let order: Vec<String> = conn
             .query(
                 "SELECT a.attname::text
@@ -574,12 +500,7 @@ impl PostgresSource {
             n as u64
         };
         Ok(Shape {
-            relation: KnownRelation {
-                schema: schema.to_string(),
-                table: table.to_string(),
-                table_doc,
-                columns: columns.into(),
-            },
+            relation,
             order,
             row_filter,
             estimate,

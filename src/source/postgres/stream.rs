@@ -68,11 +68,16 @@ pub(super) fn sql(e: tokio_postgres::Error) -> SourceError {
 /// A relation as the source knows it: pgoutput's shape plus the catalog's nullability and
 /// comments.
 #[derive(Debug, Clone)]
-pub(super) struct KnownRelation {
-    pub(super) schema: String,
-    pub(super) table: String,
-    pub(super) table_doc: Option<String>,
-    pub(super) columns: std::sync::Arc<[ChangeColumn]>,
+pub struct KnownRelation {
+    /// Schema.
+    pub schema: String,
+    /// Table.
+    pub table: String,
+    /// The table's comment.
+    pub table_doc: Option<String>,
+    /// Columns in order, with key flags and nullability; shared by every change of this
+    /// relation version.
+    pub columns: std::sync::Arc<[ChangeColumn]>,
 }
 
 /// The source's connection parameters, from the URL.
