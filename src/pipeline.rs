@@ -378,11 +378,19 @@ impl Pipeline {
         parts: &RecordParts,
     ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), EncodeError> {
         let key = match &parts.key {
-            Some(k) => Some(self.encoder.key(topic, &parts.key_schema, k).await?),
+            Some(k) => Some(
+                self.encoder
+                    .key(topic, &parts.key_schema, k, parts.ordered)
+                    .await?,
+            ),
             None => None,
         };
         let value = match &parts.value {
-            Some(v) => Some(self.encoder.value(topic, &parts.value_schema, v).await?),
+            Some(v) => Some(
+                self.encoder
+                    .value(topic, &parts.value_schema, v, parts.ordered)
+                    .await?,
+            ),
             None => None,
         };
         Ok((key, value))

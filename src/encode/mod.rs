@@ -7,6 +7,7 @@
 
 pub mod change;
 pub mod cloudevent;
+pub mod datum;
 pub mod typed;
 
 use std::collections::HashMap;
@@ -117,6 +118,9 @@ pub struct RecordParts {
     pub key_schema: AvroSchema,
     /// Key; `None` for records without one (truncates).
     pub key: Option<Value>,
+    /// Value and key were built field by field in their schemas' order (change envelopes), so
+    /// the positional writer ([`datum`]) may encode them.
+    pub ordered: bool,
 }
 
 /// The Avro value and key of an event on one route, by payload kind: CloudEvents for webhooks
@@ -180,6 +184,7 @@ pub fn record_parts(
                     .and_then(|p| cloudevent::body_pointer(w, p))
                     .unwrap_or_else(|| event.id.as_str().to_string()),
             )),
+            ordered: false,
         }),
         Payload::Message(m) => {
             let (value_schema, value, key_schema, key) = change::message_parts(event, m);
@@ -188,6 +193,7 @@ pub fn record_parts(
                 value,
                 key_schema,
                 key,
+                ordered: false,
             })
         }
         Payload::Change(c) => {
@@ -198,6 +204,7 @@ pub fn record_parts(
                 value,
                 key_schema,
                 key,
+                ordered: true,
             })
         }
     }
@@ -245,8 +252,10 @@ impl Encoder {
         topic: &str,
         schema: &AvroSchema,
         value: &Value,
+        ordered: bool,
     ) -> Result<Vec<u8>, EncodeError> {
-        self.encode(&format!("{topic}-value"), schema, value).await
+        self.encode(&format!("{topic}-value"), schema, value, ordered)
+            .await
     }
 
     /// Encodes a record key for `topic` (subject `<topic>-key`).
@@ -255,8 +264,10 @@ impl Encoder {
         topic: &str,
         schema: &AvroSchema,
         value: &Value,
+        ordered: bool,
     ) -> Result<Vec<u8>, EncodeError> {
-        self.encode(&format!("{topic}-key"), schema, value).await
+        self.encode(&format!("{topic}-key"), schema, value, ordered)
+            .await
     }
 
     fn cached(&self, subject: &str, schema: &AvroSchema) -> Option<Arc<Registered>> {
@@ -320,12 +331,17 @@ impl Encoder {
         subject: &str,
         schema: &AvroSchema,
         value: &Value,
+        ordered: bool,
     ) -> Result<Vec<u8>, EncodeError> {
         let r = self.registered(subject, schema).await?;
         // Confluent framing written first, the datum after it: one buffer, no copy.
         let mut out = Vec::with_capacity(256);
         out.push(0);
         out.extend_from_slice(&r.id.to_be_bytes());
+        if ordered && datum::write_ordered(value, &mut out) {
+            return Ok(out);
+        }
+        out.truncate(5);
         r.writer
             .write_value_ref(&mut out, value)
             .map_err(|e| EncodeError::Encode(e.to_string()))?;
