@@ -3,8 +3,10 @@
 //!
 //! - **Durable**: accepted ids are written to the embedded store (the DLQ store's
 //!   `webhook_seen` table) *before* the 200 goes out, so they survive a restart, even kill -9.
-//!   Writes from concurrent requests share one transaction (group commit, gathered for up to
-//!   1 ms): one commit per batch, not per request.
+//!   Writes from concurrent requests share one transaction (group commit): the writer commits
+//!   at once whatever is queued, and ids that arrive during a commit go together in the next
+//!   one, so a lone request waits for one commit and a busy source gets large batches without
+//!   a gathering delay.
 //! - **Fast**: the newest ids are also kept in memory (bounded); while memory holds every id of
 //!   the window, a new id costs no store read.
 //! - **Concurrent retries**: the first request for an id leads; copies arriving meanwhile wait
@@ -24,9 +26,6 @@ use crate::dlq::DlqStore;
 pub const MEMORY_CAP: usize = 200_000;
 /// Largest batch written in one transaction.
 const BATCH: usize = 1024;
-/// How long the writer gathers ids after the first of a batch: concurrent requests then share
-/// one transaction instead of one each (costs a new request at most this much latency).
-const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// How the leading request for an id ended, as followers answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -222,11 +221,10 @@ impl Dedupe {
 async fn write_batches(store: Arc<DlqStore>, mut rx: mpsc::Receiver<WriteRequest>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
-        let until = tokio::time::Instant::now() + GATHER;
         while batch.len() < BATCH {
-            match tokio::time::timeout_at(until, rx.recv()).await {
-                Ok(Some(w)) => batch.push(w),
-                _ => break,
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
             }
         }
         let entries = batch.iter().map(|(k, at, _)| (k.clone(), *at)).collect();
