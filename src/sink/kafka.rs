@@ -432,15 +432,6 @@ fn base_config(cfg: &KafkaConfig) -> ClientConfig {
 /// Producer settings: idempotent, acks=all, one delivery attempt bounded by `delivery_timeout`.
 pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = base_config(cfg);
-    // A webhook's 200 waits for its record's ack, so the batch linger is on every request's
-    // path: librdkafka's 5 ms default capped 64 connections at ~12k requests/s on loopback.
-    // Under load batches fill without it. `[kafka.properties]` may set either name.
-    let set_by_user = ["linger.ms", "queue.buffering.max.ms"]
-        .iter()
-        .any(|k| cfg.properties.iter().any(|(p, _)| p == k));
-    if !set_by_user {
-        c.set("linger.ms", "1");
-    }
     c.set("enable.idempotence", "true").set("acks", "all").set(
         "message.timeout.ms",
         cfg.delivery_timeout.as_millis().to_string(),
