@@ -4,10 +4,17 @@
 //!
 //! `cargo bench --bench router` prints ns/event (median of 7 runs of 200,000 events, with the
 //! spread). Under `cargo test` it runs a few events only, as a smoke test.
+//! `ROUTER_BENCH_EVENTS=N` sets the events per run (e.g. a few thousand under callgrind:
+//! `valgrind --tool=callgrind --toggle-collect='*route_one*' target/release/deps/router-… --bench`).
+//!
+//! Like the daemon (`src/main.rs`), the benchmark runs with mimalloc as its allocator.
 
 use std::hint::black_box;
 use std::path::Path;
 use std::time::Instant;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use switchyard::config::Config;
 use switchyard::event::{ChangeColumn, ChangePayload, Event, EventId, Payload};
@@ -119,7 +126,10 @@ fn main() {
     if !bench {
         return;
     }
-    let events = 200_000;
+    let events: u32 = std::env::var("ROUTER_BENCH_EVENTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(200_000);
     let mut per_event = Vec::new();
     for _ in 0..7 {
         let started = Instant::now();

@@ -12,13 +12,17 @@
 //! not hold for it: the route does not take the event.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use cel::common::traits::{Container, Indexer, Iterable, Sizer, Zeroer};
+use cel::common::types::{CelDouble, CelMap, CelMapKey, CelNull, CelString, MAP_TYPE, Type};
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::objects::Key;
-use cel::{Context, Program, Value};
+use cel::{Context, ExecutionError, Program, Value};
 
-use crate::event::{ChangePayload, Event, Payload, WebhookPayload};
-use crate::source::postgres::types::ColumnType;
+use crate::event::{ChangeColumn, ChangePayload, Event, Payload, WebhookPayload};
+use crate::source::postgres::types::{ColumnType, column_type};
 
 /// Variables of change events.
 pub const CHANGE_VARS: &[&str] = &["op", "before", "after", "source"];
@@ -132,8 +136,18 @@ thread_local! {
     static ROOT: Context<'static, 'static> = Context::default();
 }
 
-/// One event's variables, built once and shared by every filter of its source.
-pub struct Vars(Vec<(&'static str, Value)>);
+/// One event's variables, built once and shared by every filter of its source. Rows and
+/// strings borrow the event: nothing is copied until a filter reads it.
+pub struct Vars<'e>(Vec<(&'static str, Box<dyn Val + 'e>)>);
+
+impl VariableResolver for Vars<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        self.0
+            .iter()
+            .find(|(name, _)| *name == variable)
+            .map(|(_, v)| CowVal::Borrowed(v.as_ref()))
+    }
+}
 
 fn s(text: &str) -> Value {
     Value::String(Arc::new(text.to_string()))
@@ -145,6 +159,12 @@ fn map(entries: Vec<(String, Value)>) -> Value {
         .map(|(k, v)| (Key::String(Arc::new(k)), v))
         .collect();
     Value::Map(m.into())
+}
+
+/// `value` as the interpreter holds it.
+fn boxed(value: Value) -> Box<dyn Val> {
+    let converted: Result<Box<dyn Val>, _> = value.try_into();
+    converted.unwrap_or_else(|_| Box::new(CelNull))
 }
 
 fn from_avro(v: apache_avro::types::Value) -> Value {
@@ -172,42 +192,161 @@ fn from_avro(v: apache_avro::types::Value) -> Value {
     }
 }
 
-fn row(c: &ChangePayload, values: Option<&[Option<String>]>, needs: &Needs) -> Value {
+/// A row (`before` or `after`) as filters see it: a map of column name to typed value.
+///
+/// A column's value is parsed when a filter reads it (`after.amount`); only that is built per
+/// event. Whatever needs the whole map (`size`, comprehensions, `in`, equality, a copy) gets a
+/// real CEL map, built once per event on first use, so the view answers exactly as the map
+/// would. [`vars`] only hands out the view when every filter of the source reads rows by
+/// `.column` (see [`Needs`]); otherwise it builds the map up front.
+#[derive(Debug)]
+struct Row<'e> {
+    columns: &'e [ChangeColumn],
+    values: &'e [Option<String>],
+    /// Only the key is known (a `before` without `REPLICA IDENTITY FULL`): the other columns
+    /// read as null.
+    key_only: bool,
+    whole: OnceLock<CelMap<'e>>,
+}
+
+impl<'e> Row<'e> {
+    fn new(c: &'e ChangePayload, values: &'e [Option<String>], key_only: bool) -> Row<'e> {
+        Row {
+            columns: &c.columns,
+            values,
+            key_only,
+            whole: OnceLock::new(),
+        }
+    }
+
+    /// Columns that have a value (the shorter of columns and values, as a zip).
+    fn len(&self) -> usize {
+        self.columns.len().min(self.values.len())
+    }
+
+    /// The typed value of column `i`: numbers as numbers, numeric as double (comparable with
+    /// numbers), text borrowed, NULL as null, a value that does not parse as its text.
+    fn value(&self, i: usize) -> Box<dyn Val + 'e> {
+        let col = &self.columns[i];
+        let text = match &self.values[i] {
+            Some(text) if col.is_key || !self.key_only => text.as_str(),
+            _ => return Box::new(CelNull),
+        };
+        match column_type(col.type_oid, col.type_modifier) {
+            ColumnType::String { .. } => Box::new(CelString::from(text)),
+            ColumnType::Decimal { .. } => match text.parse::<f64>() {
+                Ok(f) => Box::new(CelDouble::from(f)),
+                Err(_) => Box::new(CelString::from(text)),
+            },
+            ty => boxed(ty.parse(text).map(from_avro).unwrap_or_else(|_| s(text))),
+        }
+    }
+
+    /// The whole row as a CEL map, built on first use.
+    fn whole(&self) -> &CelMap<'e> {
+        self.whole.get_or_init(|| {
+            let entries: HashMap<CelMapKey<'e>, Box<dyn Val + 'e>> = (0..self.len())
+                .map(|i| {
+                    (
+                        CelMapKey::from(self.columns[i].name.as_str()),
+                        self.value(i),
+                    )
+                })
+                .collect();
+            CelMap::from(entries)
+        })
+    }
+}
+
+impl<'e> Val for Row<'e> {
+    fn get_type(&self) -> &Type {
+        <Self as Val>::cel_type()
+    }
+
+    fn cel_type() -> &'static Type {
+        &MAP_TYPE
+    }
+
+    fn as_container(&self) -> Option<&dyn Container> {
+        self.whole().as_container()
+    }
+
+    fn as_indexer<'b, 'w>(&'b self) -> Option<&'b (dyn Indexer + 'w)>
+    where
+        Self: 'w,
+    {
+        Some(self)
+    }
+
+    fn as_iterable<'b, 'w>(&'b self) -> Option<&'b (dyn Iterable + 'w)>
+    where
+        Self: 'w,
+    {
+        self.whole().as_iterable()
+    }
+
+    fn as_sizer(&self) -> Option<&dyn Sizer> {
+        self.whole().as_sizer()
+    }
+
+    fn as_zeroer(&self) -> Option<&dyn Zeroer> {
+        self.whole().as_zeroer()
+    }
+
+    fn equals(&self, other: &dyn Val) -> bool {
+        self.whole().equals(other)
+    }
+
+    fn clone_as_boxed<'w>(&self) -> Box<dyn Val + 'w>
+    where
+        Self: 'w,
+    {
+        Box::new(self.whole().clone())
+    }
+}
+
+impl Indexer for Row<'_> {
+    fn get<'b, 'w>(&'b self, idx: &dyn Val) -> Result<CowVal<'b, 'w>, ExecutionError>
+    where
+        Self: 'w,
+    {
+        if let Some(name) = idx.downcast_ref::<CelString>()
+            && let Some(i) = (0..self.len()).rfind(|i| self.columns[*i].name == name.inner())
+        {
+            return Ok(CowVal::Owned(self.value(i)));
+        }
+        // A missing column or a key that is not a string: as the map answers.
+        self.whole().get(idx)
+    }
+
+    fn steal<'w>(self: Box<Self>, idx: &dyn Val) -> Result<Box<dyn Val + 'w>, ExecutionError>
+    where
+        Self: 'w,
+    {
+        self.get(idx).map(CowVal::into_owned)
+    }
+}
+
+/// `before` or `after`: null without a row, a lazy view when the filters only read
+/// `row.column`, else the whole map.
+fn row<'e>(
+    c: &'e ChangePayload,
+    values: Option<&'e [Option<String>]>,
+    key_only: bool,
+    needs: &Needs,
+) -> Box<dyn Val + 'e> {
     let Some(values) = values else {
-        return Value::Null;
+        return Box::new(CelNull);
     };
-    let entries = c
-        .columns
-        .iter()
-        .zip(values)
-        .filter(|(col, _)| {
-            needs
-                .columns
-                .as_ref()
-                .is_none_or(|set| set.contains(&col.name))
-        })
-        .map(|(col, v)| {
-            let value = match v {
-                None => Value::Null,
-                Some(text) => {
-                    let ty = crate::source::postgres::types::column_type(
-                        col.type_oid,
-                        col.type_modifier,
-                    );
-                    match ty {
-                        // Comparable with numbers in expressions.
-                        ColumnType::Decimal { .. } => text
-                            .parse::<f64>()
-                            .map(Value::Float)
-                            .unwrap_or_else(|_| s(text)),
-                        _ => ty.parse(text).map(from_avro).unwrap_or_else(|_| s(text)),
-                    }
-                }
-            };
-            (col.name.clone(), value)
-        })
-        .collect();
-    map(entries)
+    let row = Row::new(c, values, key_only);
+    if needs.columns.is_some() {
+        return Box::new(row);
+    }
+    row.whole();
+    match row.whole.into_inner() {
+        Some(map) => Box::new(map),
+        None => Box::new(CelNull),
+    }
 }
 
 fn webhook_data(w: &WebhookPayload) -> Value {
@@ -222,44 +361,32 @@ fn webhook_data(w: &WebhookPayload) -> Value {
 
 /// The variables of `event` that `needs` names (all of them with [`Needs::all`]); each is
 /// built only when named.
-pub fn vars(event: &Event, needs: &Needs) -> Vars {
+pub fn vars<'e>(event: &'e Event, needs: &Needs) -> Vars<'e> {
     let want = |v: &str| needs.vars.contains(v);
-    let mut out = Vec::with_capacity(4);
+    let mut out: Vec<(&'static str, Box<dyn Val + 'e>)> = Vec::with_capacity(4);
     match &event.payload {
         Payload::Change(c) => {
             if want("op") {
-                out.push((
-                    "op",
-                    s(if c.op == "tombstone" {
-                        "d"
-                    } else {
-                        c.op.as_str()
-                    }),
-                ));
+                let op = if c.op == "tombstone" {
+                    "d"
+                } else {
+                    c.op.as_str()
+                };
+                out.push(("op", Box::new(CelString::from(op))));
             }
             if want("before") {
-                let before = if c.before_key_only {
-                    // Only the key is known: other columns are absent, not zero.
-                    let known: Vec<Option<String>> = c
-                        .before
-                        .iter()
-                        .flatten()
-                        .zip(c.columns.iter())
-                        .map(|(v, col)| if col.is_key { v.clone() } else { None })
-                        .collect();
-                    row(c, Some(&known), needs)
-                } else {
-                    row(c, c.before.as_deref(), needs)
-                };
-                out.push(("before", before));
+                out.push((
+                    "before",
+                    row(c, c.before.as_deref(), c.before_key_only, needs),
+                ));
             }
             if want("after") {
-                out.push(("after", row(c, c.after.as_deref(), needs)));
+                out.push(("after", row(c, c.after.as_deref(), false, needs)));
             }
             if want("source") {
                 out.push((
                     "source",
-                    map(vec![
+                    boxed(map(vec![
                         ("db".into(), s(&c.database)),
                         ("schema".into(), s(&c.schema)),
                         ("table".into(), s(&c.table)),
@@ -274,7 +401,7 @@ pub fn vars(event: &Event, needs: &Needs) -> Vars {
                             "snapshot".into(),
                             s(if c.op == "r" { "true" } else { "false" }),
                         ),
-                    ]),
+                    ])),
                 ));
             }
         }
@@ -284,38 +411,38 @@ pub fn vars(event: &Event, needs: &Needs) -> Vars {
                     continue;
                 }
                 out.push(match name {
-                    "op" => ("op", s("m")),
+                    "op" => ("op", Box::new(CelString::from("m"))),
                     "source" => (
                         "source",
-                        map(vec![
+                        boxed(map(vec![
                             ("db".into(), s(&m.database)),
                             ("name".into(), s(&event.source)),
                             ("prefix".into(), s(&m.prefix)),
-                        ]),
+                        ])),
                     ),
-                    "before" => ("before", Value::Null),
-                    _ => ("after", Value::Null),
+                    "before" => ("before", Box::new(CelNull)),
+                    _ => ("after", Box::new(CelNull)),
                 });
             }
         }
         Payload::Webhook(w) => {
             if want("type") {
-                out.push(("type", s(&event.event_type)));
+                out.push(("type", Box::new(CelString::from(event.event_type.as_str()))));
             }
             if want("id") {
-                out.push(("id", s(event.id.as_str())));
+                out.push(("id", Box::new(CelString::from(event.id.as_str()))));
             }
             if want("data") {
-                out.push(("data", webhook_data(w)));
+                out.push(("data", boxed(webhook_data(w))));
             }
             if want("headers") {
                 out.push((
                     "headers",
-                    map(w
+                    boxed(map(w
                         .headers
                         .iter()
                         .map(|(k, v)| (k.to_ascii_lowercase(), s(v)))
-                        .collect()),
+                        .collect())),
                 ));
             }
         }
@@ -324,25 +451,24 @@ pub fn vars(event: &Event, needs: &Needs) -> Vars {
 }
 
 /// True when `program` holds for the event whose variables are `vars`.
-pub fn holds(program: &Program, vars: &Vars) -> bool {
-    evaluate(&[Some(program)], vars)[0]
+pub fn holds(program: &Program, vars: &Vars<'_>) -> bool {
+    with_scope(vars, |holds| holds(program))
 }
 
-/// Evaluates several filters on one event in one scope (its variables are converted once);
-/// `None` stands for "no filter" (holds).
-pub fn evaluate(programs: &[Option<&Program>], vars: &Vars) -> Vec<bool> {
+/// Evaluates several filters on one event in one scope; `None` stands for "no filter" (holds).
+pub fn evaluate(programs: &[Option<&Program>], vars: &Vars<'_>) -> Vec<bool> {
+    with_scope(vars, |holds| {
+        programs.iter().map(|p| p.is_none_or(holds)).collect()
+    })
+}
+
+/// Runs `f` with a test of "this filter holds for the event of `vars`", all filters sharing
+/// one scope (the variables are looked up in `vars`, not copied into the scope).
+pub fn with_scope<R>(vars: &Vars<'_>, f: impl FnOnce(&dyn Fn(&Program) -> bool) -> R) -> R {
     ROOT.with(|root| {
         let mut scope = root.new_inner_scope();
-        for (name, value) in &vars.0 {
-            scope.add_variable_from_value(*name, value.clone());
-        }
-        programs
-            .iter()
-            .map(|p| match p {
-                None => true,
-                Some(p) => matches!(p.execute(&scope), Ok(Value::Bool(true))),
-            })
-            .collect()
+        scope.set_variable_resolver(vars);
+        f(&|p: &Program| matches!(p.execute(&scope), Ok(Value::Bool(true))))
     })
 }
 
@@ -421,6 +547,76 @@ mod tests {
         for (expr, want) in cases {
             let p = compile(expr, true).expect(expr);
             assert_eq!(holds(&p, &v), want, "{expr}");
+        }
+    }
+
+    /// The needs of `exprs` together, as the route table merges them per source.
+    fn needs_of(exprs: &[&str]) -> Needs {
+        let mut n = Needs::default();
+        for e in exprs {
+            n.merge(&Needs::of(e, &compile(e, true).expect(e), true));
+        }
+        n
+    }
+
+    #[test]
+    fn rows_read_by_column_answer_as_the_whole_map_does() {
+        let numeric = (10 << 16 | 2) + 4;
+        let mut e = change(
+            "u",
+            &[
+                ("id", 20, -1, Some("7")),
+                ("amount", 1700, numeric, Some("150.50")),
+                ("status", 25, -1, Some("paid")),
+                ("gone", 25, -1, None),
+                ("created", 1114, -1, Some("2026-11-22 10:00:00")),
+                ("tags", 1009, -1, Some("{a,b}")),
+                ("odd", 1700, numeric, Some("NaN-ish")),
+            ],
+        );
+        if let Payload::Change(c) = &mut e.payload {
+            c.before = c.after.clone();
+            c.before_key_only = true;
+        }
+        let cases = [
+            ("after.amount > 100 && after.status != 'draft'", true),
+            (
+                "after.amount == 150.5 && after.id == 7 && after.id > 6.5",
+                true,
+            ),
+            (
+                "after.gone == null && has(after.gone) && !has(after.nope)",
+                true,
+            ),
+            ("after.missing > 1", false),
+            (
+                "after.created > 0 && after.tags.size() == 2 && 'b' in after.tags",
+                true,
+            ),
+            ("after.odd == 'NaN-ish'", true),
+            ("before.id == 7 && before.status == null", true),
+            ("after.size() == 7", true),
+        ];
+        for (expr, want) in cases {
+            let p = compile(expr, true).expect(expr);
+            let lazy = needs_of(&[expr]);
+            assert!(lazy.columns.is_some(), "{expr} reads rows by column");
+            assert_eq!(holds(&p, &vars(&e, &lazy)), want, "{expr} (by column)");
+            assert_eq!(
+                holds(&p, &vars(&e, &Needs::all())),
+                want,
+                "{expr} (whole row)"
+            );
+        }
+        // Whole-row expressions get the map itself.
+        for (expr, want) in [
+            ("after['status'] == 'paid' && size(after) == 7", true),
+            ("{'id': 7} == {'id': before.id} && before != after", true),
+            ("after == after", true),
+        ] {
+            let p = compile(expr, true).expect(expr);
+            assert!(needs_of(&[expr]).columns.is_none(), "{expr}");
+            assert_eq!(holds(&p, &vars(&e, &needs_of(&[expr]))), want, "{expr}");
         }
     }
 

@@ -17,7 +17,12 @@ use crate::event::{Event, Payload};
 struct CompiledRoute {
     name: Arc<str>,
     topic: TopicTemplate,
+    /// The topic when the template has no placeholders, and whether it is a legal name
+    /// (checked once here, not per event).
+    literal_topic: Option<(String, bool)>,
     tables: Vec<String>,
+    /// `tables` split once: (schema, table); no schema matches any schema.
+    table_names: Vec<(Option<String>, String)>,
     ops: Vec<String>,
     key: Arc<[String]>,
     key_pointer: Option<Arc<str>>,
@@ -75,14 +80,18 @@ impl CompiledRoute {
 
     /// The topic and key of an event this route takes.
     fn render(&self, event: &Event) -> Result<RouteMatch, RouteError> {
-        let topic = self
-            .topic
-            .render(|f| event.topic_field(f))
-            .ok_or_else(|| RouteError {
-                route: self.name.clone(),
-                message: "the topic names a field this event does not have".into(),
-            })?;
-        if !is_legal_topic(&topic) {
+        let (topic, legal) = match &self.literal_topic {
+            Some((topic, legal)) => (topic.clone(), *legal),
+            None => {
+                let topic = render_topic(&self.topic, event).ok_or_else(|| RouteError {
+                    route: self.name.clone(),
+                    message: "the topic names a field this event does not have".into(),
+                })?;
+                let legal = is_legal_topic(&topic);
+                (topic, legal)
+            }
+        };
+        if !legal {
             return Err(RouteError {
                 route: self.name.clone(),
                 message: format!("`{topic}` is not a legal Kafka topic name"),
@@ -110,14 +119,36 @@ impl CompiledRoute {
                     || self.event_types.iter().any(|g| glob(g, &event.event_type));
             }
         };
-        let table_ok = self.tables.is_empty()
-            || self.tables.iter().any(|t| match t.split_once('.') {
-                Some((schema, table)) => schema == c.schema && table == c.table,
-                None => *t == c.table,
+        let table_ok = self.table_names.is_empty()
+            || self.table_names.iter().any(|(schema, table)| {
+                *table == c.table && schema.as_ref().is_none_or(|s| *s == c.schema)
             });
         let op_ok = self.ops.is_empty() || self.ops.contains(&c.op);
         table_ok && op_ok
     }
+}
+
+/// Fills the placeholders of `topic` from `event`, copying each field once; `None` when the
+/// event lacks a field the template names.
+fn render_topic(topic: &TopicTemplate, event: &Event) -> Option<String> {
+    use crate::config::{TopicField, TopicPart};
+    let field = |f: TopicField| -> Option<&str> {
+        match (f, &event.payload) {
+            (TopicField::Source, _) => Some(&event.source),
+            (TopicField::EventType, _) => Some(&event.event_type),
+            (TopicField::Schema, Payload::Change(c)) => Some(&c.schema),
+            (TopicField::Table, Payload::Change(c)) => Some(&c.table),
+            (TopicField::Schema | TopicField::Table, _) => None,
+        }
+    };
+    let mut out = String::with_capacity(64);
+    for part in topic.parts() {
+        match part {
+            TopicPart::Literal(s) => out.push_str(s),
+            TopicPart::Field(f) => out.push_str(field(*f)?),
+        }
+    }
+    Some(out)
 }
 
 /// True when `text` matches `pattern`, where `*` stands for any run of characters
@@ -192,7 +223,19 @@ impl RouteTable {
                 .push(CompiledRoute {
                     name: Arc::from(r.name.as_str()),
                     topic: r.topic.clone(),
+                    literal_topic: r
+                        .topic
+                        .as_literal()
+                        .map(|t| (t.to_string(), is_legal_topic(t))),
                     tables: r.tables.clone(),
+                    table_names: r
+                        .tables
+                        .iter()
+                        .map(|t| match t.split_once('.') {
+                            Some((schema, table)) => (Some(schema.to_string()), table.to_string()),
+                            None => (None, t.clone()),
+                        })
+                        .collect(),
                     ops: r.ops.clone(),
                     key: Arc::from(r.key.clone()),
                     key_pointer: r.key_pointer.as_deref().map(Arc::from),
@@ -230,33 +273,33 @@ impl RouteTable {
         let Some(routes) = self.by_source.get(&event.source) else {
             return Vec::new();
         };
-        let candidates: Vec<&CompiledRoute> = routes
+        let takes = |r: &&CompiledRoute| r.takes(event) && !matches!(r.filter, Filter::Broken);
+        if !routes
             .iter()
-            .filter(|r| r.takes(event) && !matches!(r.filter, Filter::Broken))
-            .collect();
-        if !candidates
-            .iter()
+            .filter(takes)
             .any(|r| matches!(r.filter, Filter::Cel(_)))
         {
-            return candidates.iter().map(|r| r.render(event)).collect();
+            return routes
+                .iter()
+                .filter(takes)
+                .map(|r| r.render(event))
+                .collect();
         }
         // One scope for the event, shared by its source's filters.
-        let programs: Vec<Option<&cel::Program>> = candidates
-            .iter()
-            .map(|r| match &r.filter {
-                Filter::Cel(p) => Some(p.as_ref()),
-                _ => None,
-            })
-            .collect();
         let none = filter::Needs::default();
         let needs = self.needs.get(&event.source).unwrap_or(&none);
-        let pass = filter::evaluate(&programs, &filter::vars(event, needs));
-        candidates
-            .iter()
-            .zip(pass)
-            .filter(|(_, ok)| *ok)
-            .map(|(r, _)| r.render(event))
-            .collect()
+        let vars = filter::vars(event, needs);
+        filter::with_scope(&vars, |holds| {
+            routes
+                .iter()
+                .filter(takes)
+                .filter(|r| match &r.filter {
+                    Filter::Cel(p) => holds(p),
+                    _ => true,
+                })
+                .map(|r| r.render(event))
+                .collect()
+        })
     }
 
     /// Every route of `event`'s source, in configuration order, with where it would send the

@@ -3,6 +3,7 @@
 //! the Avro record is built, so the schema follows: a dropped column is not in it, a masked one
 //! is a string, a renamed one has its new name.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
@@ -15,14 +16,44 @@ use crate::event::{ChangeColumn, ChangePayload, WebhookPayload};
 /// Text of a redacted value.
 pub const REDACTED: &str = "[redacted]";
 
+type HmacSha256 = Hmac<sha2::Sha256>;
+
+thread_local! {
+    /// The HMAC state after the last key used on this thread (the key's two blocks already
+    /// hashed): masks clone it rather than key a new one per value.
+    static KEYED: RefCell<Option<(Vec<u8>, HmacSha256)>> = const { RefCell::new(None) };
+}
+
 fn hash(key: &[u8], value: &[u8]) -> String {
-    match <Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(key) {
-        Ok(mut m) => {
-            m.update(value);
-            hex::encode(m.finalize().into_bytes())
+    let keyed = KEYED.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if let Some((k, m)) = cached.as_ref()
+            && k == key
+        {
+            return Some(m.clone());
         }
-        Err(_) => REDACTED.to_string(),
+        let m = <HmacSha256 as hmac::digest::KeyInit>::new_from_slice(key).ok()?;
+        *cached = Some((key.to_vec(), m.clone()));
+        Some(m)
+    });
+    match keyed {
+        Some(mut m) => {
+            m.update(value);
+            lower_hex(&m.finalize().into_bytes())
+        }
+        None => REDACTED.to_string(),
     }
+}
+
+/// Lowercase hex of `bytes` (as `hex::encode`, without a char at a time).
+fn lower_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }
 
 fn masked(kind: MaskKind, key: &[u8], value: &str) -> String {
@@ -295,6 +326,18 @@ mod tests {
         assert_eq!(out.before.expect("before")[2], None, "NULL stays NULL");
         assert_eq!(out.unchanged_toast, ["customer_id"]);
         assert_eq!(key_columns(&["cust_id".into()], &t()), ["customer_id"]);
+        assert_eq!(
+            hash(b"k", b"x"),
+            hex::encode(
+                <Hmac<sha2::Sha256> as hmac::digest::KeyInit>::new_from_slice(b"k")
+                    .map(|mut m| {
+                        m.update(b"x");
+                        m.finalize().into_bytes()
+                    })
+                    .expect("any key length")
+            ),
+            "the cached keyed state hashes as a fresh one"
+        );
         // Equal values hash equally (consumers can still join on them).
         assert_eq!(hash(b"k", b"a"), hash(b"k", b"a"));
         assert_ne!(hash(b"k", b"a"), hash(b"other", b"a"));
