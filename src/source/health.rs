@@ -9,7 +9,8 @@ use serde::Serialize;
 /// One source's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
-    /// `connecting`, `snapshotting`, `streaming` or `failing`.
+    /// `connecting`, `standby` (another instance streams the slot), `snapshotting`, `streaming`
+    /// or `failing`.
     pub state: &'static str,
     /// Why it is failing (retried with backoff meanwhile).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1163,7 +1163,7 @@ async fn a_240_mb_transaction_streams_through_in_bounded_memory() {
 }
 
 /// The state and error `/readyz` reports for `source`.
-async fn source_state(url: &str, source: &str) -> Option<(String, String)> {
+pub(crate) async fn source_state(url: &str, source: &str) -> Option<(String, String)> {
     let body: serde_json::Value = reqwest::get(format!("{url}/readyz"))
         .await
         .ok()?

@@ -10,6 +10,7 @@ mod cli;
 mod config_errors;
 mod dlq_replay;
 mod dlq_store;
+mod ha;
 mod harness;
 mod live_lineage;
 mod pgoutput_real;

@@ -3,6 +3,7 @@
 
 pub mod catalog;
 pub mod envelope;
+pub mod leader;
 pub mod lsn;
 pub mod pgoutput;
 pub mod snapshot;

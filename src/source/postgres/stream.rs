@@ -164,15 +164,54 @@ impl PostgresSource {
         .with_status_interval(Duration::from_secs(1)))
     }
 
-    /// Streams until `stop` turns true; reconnects with backoff after any error.
+    /// Streams until `stop` turns true; reconnects with backoff after any error. Streams only
+    /// while this instance holds the slot's leadership lock (see [`super::leader`]); otherwise
+    /// it stands by.
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut wait = Duration::from_millis(500);
+        let mut lease: Option<super::leader::Lease> = None;
         loop {
             if *stop.borrow() {
                 return;
             }
+            // Keep the lease across retries while its connection holds it.
+            if let Some(l) = &lease
+                && !l.alive().await
+            {
+                warn!(source = %self.name, slot = %self.cfg.slot, "lost the connection holding the slot's leadership lock");
+                lease = None;
+            }
+            if lease.is_none() {
+                self.health.set(&self.name, "connecting", None);
+                match super::leader::acquire(&self.name, &self.cfg, &self.health, &mut stop).await {
+                    Ok(Some(l)) => {
+                        lease = Some(l);
+                        wait = Duration::from_millis(500);
+                    }
+                    Ok(None) => return,
+                    Err(e) => {
+                        warn!(source = %self.name, error = %e, retry_in = ?wait, "postgres source cannot reach its database; retrying");
+                        self.health.set(&self.name, "failing", Some(e.to_string()));
+                        tokio::select! {
+                            _ = tokio::time::sleep(wait) => {}
+                            _ = stop.changed() => return,
+                        }
+                        wait = (wait * 2).min(Duration::from_secs(30));
+                        continue;
+                    }
+                }
+            }
+            let Some(held) = &lease else {
+                continue;
+            };
             self.health.set(&self.name, "connecting", None);
-            match self.session(&mut stop).await {
+            let outcome = tokio::select! {
+                r = self.session(&mut stop) => r,
+                () = held.lost() => Err(SourceError::Stream(
+                    "the connection holding the slot's leadership lock is gone: stopped streaming so that another instance can take over".into(),
+                )),
+            };
+            match outcome {
                 Ok(()) => return,
                 Err(e @ SourceError::Preflight(_)) => {
                     error!(source = %self.name, error = %e, retry_in = ?wait, "postgres source cannot start; retrying");
