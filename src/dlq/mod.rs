@@ -321,6 +321,11 @@ impl DlqStore {
         dispatch!(self, s => s.seen_since(key, since).await)
     }
 
+    /// True when other switchyard instances may use the same store (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, DlqStore::Postgres(_))
+    }
+
     /// Remembers accepted webhook events (one transaction for the batch).
     pub async fn remember_seen(&self, entries: Vec<(String, i64)>) -> Result<(), DlqError> {
         dispatch!(self, s => s.remember_seen(entries).await)

@@ -786,3 +786,39 @@ async fn a_halting_route_stops_at_a_failing_event_instead_of_dead_lettering_it()
     assert_eq!(letters[0].route.as_deref(), Some("lenient"));
     daemon::stop(sy).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_sharing_a_postgres_dlq_deduplicate_each_others_events() {
+    let stack = Stack::start();
+    let pg = crate::support::postgres::PgCluster::start();
+    let db = pg.fresh_database("shared_dlq").await;
+    let path = providers_config(&stack, &format!("[dlq]\nurl = \"{}\"\n", pg.url(&db)));
+    // Two instances (two ports) with one configuration, as behind one load balancer.
+    let (a, a_url) = daemon::start(Config::load(&path).expect("config")).await;
+    let (b, b_url) = daemon::start(Config::load(&path).expect("config")).await;
+    assert_ne!(a_url, b_url);
+    let client = reqwest::Client::new();
+    let t = now();
+    for (n, first, retry) in [(21, &a_url, &b_url), (22, &b_url, &a_url)] {
+        let (h, body) = request("stripe", n, "whsec_new", t);
+        let at = |url: &String| format!("{url}/webhooks/stripe");
+        let (status, reply) = post(&client, &at(first), &h, body.clone(), "application/json").await;
+        assert_eq!((status, reply["status"].as_str()), (200, Some("accepted")));
+        // The provider's retry lands on the other instance.
+        let (status, reply) = post(&client, &at(retry), &h, body, "application/json").await;
+        assert_eq!(
+            (status, reply["status"].as_str()),
+            (200, Some("duplicate")),
+            "evt_{n} retried on the other instance"
+        );
+    }
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = stack.broker.bootstrap();
+        move || read_topic(&bootstrap, "wh.stripe", usize::MAX, Duration::from_secs(4))
+    })
+    .await
+    .expect("consumer");
+    assert_eq!(records.len(), 2, "one record per event across instances");
+    daemon::stop(a).await;
+    daemon::stop(b).await;
+}

@@ -9,6 +9,9 @@
 //!   a gathering delay.
 //! - **Fast**: the newest ids are also kept in memory (bounded); while memory holds every id of
 //!   the window, a new id costs no store read.
+//! - **Shared**: with a PostgreSQL DLQ store several instances behind one address share the
+//!   ids: an id memory does not know is then always looked up in the store, so a provider retry
+//!   that lands on another instance is still answered as a duplicate.
 //! - **Concurrent retries**: the first request for an id leads; copies arriving meanwhile wait
 //!   for its outcome and answer the same, so five simultaneous deliveries make one record.
 //! - **Bounded**: ids older than the window are purged hourly; memory holds at most
@@ -139,6 +142,10 @@ impl Dedupe {
                 warn!(error = %e, "could not load webhook deduplication ids; asking the store per request");
                 recent.complete_since = i64::MAX;
             }
+        }
+        if store.is_shared() {
+            // Other instances accept ids into the same store: memory never holds all of them.
+            recent.complete_since = i64::MAX;
         }
         let (writes, rx) = mpsc::channel(BATCH * 4);
         tokio::spawn(write_batches(Arc::clone(&store), rx));
