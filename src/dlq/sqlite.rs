@@ -380,19 +380,28 @@ impl SqliteStore {
     pub(super) async fn remember_seen(&self, entries: Vec<(String, i64)>) -> Result<(), DlqError> {
         let err = self.err();
         self.with(move |c| {
-            let tx = c.transaction().map_err(&err)?;
-            {
-                let mut stmt = tx
-                    .prepare_cached(
+            // Deduplication ids are committed without an fsync (WAL, synchronous=NORMAL): the
+            // commit survives the process dying, kill -9 included; only an OS crash or a power
+            // loss can drop the last few ids, which would let a provider's retry of one of them
+            // through a second time (at-least-once). Dead letters keep synchronous=FULL.
+            c.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(&err)?;
+            let written = (|| {
+                let tx = c.transaction()?;
+                {
+                    let mut stmt = tx.prepare_cached(
                         "INSERT INTO webhook_seen (key, at) VALUES (?1, ?2)
                          ON CONFLICT (key) DO UPDATE SET at = excluded.at",
-                    )
-                    .map_err(&err)?;
-                for (k, at) in &entries {
-                    stmt.execute(params![k, at]).map_err(&err)?;
+                    )?;
+                    for (k, at) in &entries {
+                        stmt.execute(params![k, at])?;
+                    }
                 }
-            }
-            tx.commit().map_err(&err)
+                tx.commit()
+            })()
+            .map_err(&err);
+            c.pragma_update(None, "synchronous", "FULL").map_err(&err)?;
+            written
         })
         .await
     }

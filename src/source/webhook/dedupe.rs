@@ -2,7 +2,9 @@
 //! answered 200 again without a second Kafka record.
 //!
 //! - **Durable**: accepted ids are written to the embedded store (the DLQ store's
-//!   `webhook_seen` table) *before* the 200 goes out, so they survive a restart, even kill -9.
+//!   `webhook_seen` table) *before* the 200 goes out, so they survive a restart, even kill -9
+//!   (SQLite commits them without an fsync: only an OS crash or power loss can forget the last
+//!   few, and a retry of one of those is then delivered again — at-least-once).
 //!   Writes from concurrent requests share one transaction (group commit): the writer commits
 //!   at once whatever is queued, and ids that arrive during a commit go together in the next
 //!   one, so a lone request waits for one commit and a busy source gets large batches without
