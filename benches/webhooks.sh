@@ -27,6 +27,7 @@
 #   STORAGE=memory://tansu/   Tansu storage engine (null://sink discards)
 #   DEDUPE_WINDOW=24h the source's dedupe_window (every accepted id is stored durably before the
 #                     200; "0s" turns deduplication off: a diagnostic, not the product's path)
+#   KAFKA_PROPS=      TOML lines for [kafka.properties], e.g. '"linger.ms" = "1"' (a diagnostic)
 #   DLQ_DIR=          directory of the DLQ/dedupe SQLite files (default: the temp dir, on disk;
 #                     /dev/shm takes fsync latency out: a diagnostic)
 #   VERIFY=first      count the Kafka messages of the first ack run (`switchyard tail`); all | none
@@ -57,6 +58,7 @@ NGINX_WORKERS=${NGINX_WORKERS:-2}
 STORAGE=${STORAGE:-memory://tansu/}
 VERIFY=${VERIFY:-first}
 DEDUPE_WINDOW=${DEDUPE_WINDOW:-24h}
+KAFKA_PROPS=${KAFKA_PROPS:-}
 DLQ_DIR=${DLQ_DIR:-}
 SPARE=${SPARE:-2}
 NOISE=${NOISE:-0.3}
@@ -311,6 +313,8 @@ listen = "127.0.0.1:$(free_port)"
 
 [kafka]
 bootstrap_servers = "127.0.0.1:$KAFKA_PORT"
+[kafka.properties]
+$KAFKA_PROPS
 
 [schema_registry]
 url = "http://127.0.0.1:$REGISTRY_PORT"
