@@ -458,9 +458,10 @@ pub fn is_legal_topic(name: &str) -> bool {
         && name.len() <= 249
         && name != "."
         && name != ".."
+        // Bytes, not chars: any non-ASCII byte fails the test either way.
         && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'-'))
 }
 
 impl Config {
