@@ -220,6 +220,7 @@ pub fn app(
         );
     }
     let ready = Arc::clone(&pipeline);
+    let scraped = Arc::clone(&pipeline);
     router
         .route(
             "/healthz",
@@ -229,7 +230,8 @@ pub fn app(
             "/metrics",
             get(move || {
                 let dlq = Arc::clone(&dlq);
-                async move { metrics(&dlq).await }
+                let p = Arc::clone(&scraped);
+                async move { metrics(&dlq, &p).await }
             }),
         )
         .route(
@@ -363,10 +365,26 @@ async fn purge_periodically(dlq: Arc<DlqStore>, retain: Duration, window: Durati
     }
 }
 
-/// Prometheus metrics; the DLQ depth is read from the store at each scrape.
-async fn metrics(dlq: &DlqStore) -> Response {
+/// Prometheus metrics; the DLQ depth and the events in flight are read at each scrape.
+async fn metrics(dlq: &DlqStore, pipeline: &Pipeline) -> Response {
+    if let Some(m) = crate::telemetry::metrics::metrics() {
+        m.in_flight
+            .set(i64::try_from(pipeline.in_flight()).unwrap_or(i64::MAX));
+    }
     if let (Some(m), Ok(rows)) = (crate::telemetry::metrics::metrics(), dlq.stats().await) {
         m.dlq_depth.reset();
+        for status in [
+            crate::dlq::Status::Pending,
+            crate::dlq::Status::Replayed,
+            crate::dlq::Status::Discarded,
+        ] {
+            let n: i64 = rows
+                .iter()
+                .filter(|r| r.status == status)
+                .map(|r| r.count)
+                .sum();
+            m.dlq_entries.with_label_values(&[status.as_str()]).set(n);
+        }
         for r in rows
             .iter()
             .filter(|r| r.status == crate::dlq::Status::Pending)

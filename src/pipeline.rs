@@ -49,6 +49,7 @@ pub struct Pipeline {
     encoder: Encoder,
     sink: KafkaSink,
     in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
     retry_max_elapsed: Duration,
     dlq: Option<Arc<DlqStore>>,
 }
@@ -75,6 +76,7 @@ impl Pipeline {
             encoder: Encoder::new(&config.schema_registry.url, config.schema_registry.timeout)?,
             sink: KafkaSink::new(&config.kafka)?,
             in_flight: Arc::new(Semaphore::new(config.kafka.max_in_flight)),
+            max_in_flight: config.kafka.max_in_flight,
             retry_max_elapsed: config.kafka.retry_max_elapsed,
             dlq: None,
         })
@@ -120,6 +122,12 @@ impl Pipeline {
         }
     }
 
+    /// Events taken and not yet resolved (for `switchyard_events_in_flight`).
+    pub fn in_flight(&self) -> usize {
+        self.max_in_flight
+            .saturating_sub(self.in_flight.available_permits())
+    }
+
     /// Counts an event dropped because no route takes it.
     pub fn count_unmatched(&self, source: &str) {
         if let Some(m) = crate::telemetry::metrics::metrics() {
@@ -140,8 +148,12 @@ impl Pipeline {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             let delivery = this.deliver(&event, &ack).await;
-            if let Delivery::Failed(f) = &delivery {
-                warn!(event_id = %event.id, source = %event.source, class = %f.class, error = %f.message, "event not delivered");
+            match &delivery {
+                Delivery::Failed(f) => {
+                    warn!(event_id = %event.id, source = %event.source, class = %f.class, error = %f.message, "event not delivered");
+                }
+                Delivery::Delivered => observe_end_to_end(&event),
+                Delivery::DeadLettered | Delivery::Dropped => {}
             }
             ack.resolve(delivery);
             drop(permit);
@@ -191,6 +203,9 @@ impl Pipeline {
                     continue;
                 }
             };
+            if let Some(metrics) = crate::telemetry::metrics::metrics() {
+                metrics.events_routed.with(&m.route, |c| c.inc());
+            }
             let record = match self.encode(event, &m, ack).await {
                 Ok(r) => r,
                 Err(f) if f.class.is_dead_letter() => {
@@ -405,6 +420,20 @@ impl Pipeline {
         self.sink.flush(Duration::from_secs(5));
         ok
     }
+}
+
+/// Records how long a delivered event took from its source's commit (or receipt) to Kafka.
+fn observe_end_to_end(event: &Event) {
+    let (Some(origin), Some(m)) = (event.origin_micros(), crate::telemetry::metrics::metrics())
+    else {
+        return;
+    };
+    // Clocks of the database and this host may disagree slightly: never a negative latency.
+    let micros = (crate::event::now_micros() - origin).max(0);
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = micros as f64 / 1e6;
+    m.end_to_end_latency
+        .with(&event.source, |h| h.observe(seconds));
 }
 
 fn failed(class: ErrorClass, message: &str) -> Delivery {

@@ -12,6 +12,7 @@ mod dlq_replay;
 mod dlq_store;
 mod harness;
 mod live_lineage;
+mod observability;
 mod pgoutput_real;
 mod registry_check;
 mod reload;

@@ -119,6 +119,44 @@ pub struct PostgresSource {
     pub(super) database: String,
     /// Where the source reports what it is doing.
     pub(super) health: Arc<SourceHealth>,
+    /// `switchyard_events_received_total{source}` and `switchyard_confirmed_lsn{source}` of
+    /// this source, resolved once.
+    pub(super) counters: SourceCounters,
+}
+
+/// A postgres source's own metrics, resolved once so the hot path only increments.
+#[derive(Clone, Default)]
+pub(super) struct SourceCounters {
+    pub(super) received: Option<prometheus::IntCounter>,
+    confirmed_lsn: Option<prometheus::IntGauge>,
+}
+
+impl SourceCounters {
+    fn new(source: &str) -> SourceCounters {
+        let Some(m) = crate::telemetry::metrics::metrics() else {
+            return SourceCounters::default();
+        };
+        SourceCounters {
+            received: m
+                .events_received
+                .get_metric_with_label_values(&[source])
+                .ok(),
+            confirmed_lsn: m.confirmed_lsn.get_metric_with_label_values(&[source]).ok(),
+        }
+    }
+
+    /// Counts one event handed to the pipeline.
+    pub(super) fn receive(&self) {
+        if let Some(c) = &self.received {
+            c.inc();
+        }
+    }
+
+    fn confirmed(&self, lsn: u64) {
+        if let Some(g) = &self.confirmed_lsn {
+            g.set(i64::try_from(lsn).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 type AckFuture = Pin<Box<dyn Future<Output = (Seq, String, Delivery)> + Send>>;
@@ -140,6 +178,7 @@ impl PostgresSource {
             state,
             database,
             health,
+            counters: SourceCounters::new(name),
         }
     }
 
@@ -413,6 +452,7 @@ impl PostgresSource {
         acks: &mut FuturesUnordered<AckFuture>,
     ) -> Option<u64> {
         let seq = checkpoint.track(position);
+        self.counters.receive();
         if self.pipeline.unmatched() == Unmatched::Drop
             && self.pipeline.routes().route(&event).is_empty()
         {
@@ -443,6 +483,7 @@ impl PostgresSource {
             .map_err(|e| SourceError::Stream(e.to_string()))?;
         info!(source = %self.name, slot = %self.cfg.slot, from = %super::lsn::Lsn(confirmed), "streaming changes");
         self.health.set(&self.name, "streaming", None);
+        self.counters.confirmed(confirmed);
 
         let mut relations: HashMap<u32, KnownRelation> = HashMap::new();
         let mut checkpoint: Checkpoint<u64> = Checkpoint::new(Some(confirmed));
@@ -465,7 +506,7 @@ impl PostgresSource {
                     if !durable {
                         return Err(SourceError::NotDurable(id));
                     }
-                    apply(&repl, &mut commits, at);
+                    apply(&repl, &mut commits, at, &self.counters);
                 }
                 _ = heartbeat.tick() => {
                     // Writes WAL on idle databases so the slot's position can advance.
@@ -491,13 +532,14 @@ impl PostgresSource {
                             let seq = checkpoint.track(end_lsn.0);
                             commits.push_back(end_lsn.0);
                             let at = checkpoint.resolve(seq, true);
-                            apply(&repl, &mut commits, at);
+                            apply(&repl, &mut commits, at, &self.counters);
                         }
                         ReplicationEvent::Message { lsn, transactional, prefix, content } => {
                             if prefix == HEARTBEAT_PREFIX {
                                 // With nothing in flight, everything before it is durable.
                                 if !transactional && txn.is_none() && checkpoint.in_flight() == 0 {
                                     repl.update_applied_lsn(lsn);
+                                    self.counters.confirmed(lsn.0);
                                 }
                                 continue;
                             }
@@ -528,7 +570,7 @@ impl PostgresSource {
                                 commits.push_back(position);
                             }
                             let at = self.send(event, position, &mut checkpoint, &mut acks).await;
-                            apply(&repl, &mut commits, at);
+                            apply(&repl, &mut commits, at, &self.counters);
                         }
                         ReplicationEvent::XLogData { data, .. } => {
                             let msg = pgoutput::decode(&data)?;
@@ -617,7 +659,12 @@ pub async fn connect_sql(source: &PostgresSourceConfig) -> Result<Client, Source
 }
 
 /// Reports the end of the newest commit whose events are all durable.
-fn apply(repl: &ReplicationClient, commits: &mut VecDeque<u64>, confirmed: Option<u64>) {
+fn apply(
+    repl: &ReplicationClient,
+    commits: &mut VecDeque<u64>,
+    confirmed: Option<u64>,
+    counters: &SourceCounters,
+) {
     let Some(confirmed) = confirmed else { return };
     let mut last = None;
     while commits.front().is_some_and(|c| *c <= confirmed) {
@@ -625,6 +672,7 @@ fn apply(repl: &ReplicationClient, commits: &mut VecDeque<u64>, confirmed: Optio
     }
     if let Some(end) = last {
         repl.update_applied_lsn(WireLsn(end));
+        counters.confirmed(end);
     }
 }
 

@@ -50,6 +50,8 @@ pub struct WebhookSource {
     verifier: Arc<Verifier>,
     limit: Option<Arc<RateLimit>>,
     dedupe: Option<Arc<Dedupe>>,
+    /// `switchyard_events_received_total{source}` of this source, resolved once.
+    received: Option<prometheus::IntCounter>,
 }
 
 impl WebhookSource {
@@ -67,7 +69,10 @@ impl WebhookSource {
             config.secrets.clone(),
             config.tolerance,
         );
+        let received = crate::telemetry::metrics::metrics()
+            .and_then(|m| m.events_received.get_metric_with_label_values(&[name]).ok());
         WebhookSource {
+            received,
             name: Arc::from(name),
             limit: config.rate_limit.map(|r| Arc::new(RateLimit::new(r))),
             dedupe: dedupe.filter(|_| !config.dedupe_window.is_zero()),
@@ -225,6 +230,9 @@ impl WebhookSource {
         let id = event.id.clone();
         let spare =
             (self.config.when_unavailable == WhenUnavailable::DeadLetter).then(|| event.clone());
+        if let Some(c) = &self.received {
+            c.inc();
+        }
         let (ack, done) = AckToken::new();
         let pipeline = Arc::clone(&self.pipeline);
         let outcome = tokio::time::timeout(self.ack_timeout, async move {

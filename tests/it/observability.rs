@@ -1,0 +1,189 @@
+//! On-call sees what happened: `/metrics` counts exactly the events that were sent and parses
+//! as Prometheus text; `/readyz` says which component is not ready.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use prometheus_parse::{LineInfo, Scrape, Value};
+
+use crate::support::daemon::{self, Setup, write_config};
+use crate::support::{Stack, wait_for_async};
+
+/// The exposition parsed; panics (with the offending line) if any sample line does not parse.
+fn parse(text: &str) -> Scrape {
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        match LineInfo::parse(line) {
+            LineInfo::Sample { value, .. } => assert!(
+                value.parse::<f64>().is_ok() || ["+Inf", "-Inf", "NaN"].contains(&value),
+                "sample value does not parse: {line}"
+            ),
+            _ => panic!("not a sample line: {line}"),
+        }
+    }
+    Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("exposition parses")
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn value(scrape: &Scrape, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => *v,
+            Value::Histogram(_) | Value::Summary(_) => f64::NAN,
+        })
+}
+
+async fn ready(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    let r = client.get(format!("{url}/readyz")).send().await.ok()?;
+    (r.status() == 200).then_some(())?;
+    r.json().await.ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_exactly_the_webhooks_sent_and_parse_as_prometheus_text() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let port = crate::support::free_port();
+    let path = write_config(
+        dir.path(),
+        &Setup {
+            bootstrap: broker.bootstrap(),
+            registry: registry.url(),
+            topic: "metered".into(),
+            listen: Some(format!("127.0.0.1:{port}")),
+            ..Setup::default()
+        },
+    );
+    // Its own process: the metrics registry is process-wide.
+    let _sy = daemon::spawn_binary(&path, dir.path().join("switchyard.log"));
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    wait_for_async("switchyard to be ready", Duration::from_secs(60), || {
+        ready(&client, &url)
+    })
+    .await;
+
+    let sent = 40usize;
+    let statuses: Vec<u16> = futures::stream::iter(0..sent)
+        .map(|i| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                client
+                    .post(format!("{url}/webhooks/orders"))
+                    .header("content-type", "application/json")
+                    .header("webhook-id", format!("m-{i}"))
+                    .body(format!(r#"{{"n":{i}}}"#))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            }
+        })
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    for _ in 0..3 {
+        let r = client
+            .post(format!("{url}/webhooks/orders"))
+            .header("content-type", "application/json")
+            .body("{not json")
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 400);
+    }
+
+    let text = daemon::metrics(&url).await;
+    let scrape = parse(&text);
+    let n = sent as f64;
+    let source = [("source", "orders")];
+    assert_eq!(
+        value(&scrape, "switchyard_events_received_total", &source),
+        Some(n),
+        "{text}"
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "switchyard_events_routed_total",
+            &[("route", "orders-to-kafka")]
+        ),
+        Some(n)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "switchyard_records_produced_total",
+            &[("topic", "metered")]
+        ),
+        Some(n)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "switchyard_webhook_requests_total",
+            &[("source", "orders"), ("status", "200")]
+        ),
+        Some(n)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "switchyard_webhook_requests_total",
+            &[("source", "orders"), ("status", "400")]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &scrape,
+            "switchyard_end_to_end_latency_seconds_count",
+            &source
+        ),
+        Some(n)
+    );
+    assert_eq!(
+        value(&scrape, "switchyard_produce_latency_seconds_count", &[]),
+        Some(n)
+    );
+    assert_eq!(
+        value(&scrape, "switchyard_events_in_flight", &[]),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&scrape, "switchyard_dlq_entries", &[("status", "pending")]),
+        Some(0.0)
+    );
+    // Key and value schemas are registered once each; every other encoding hits the cache.
+    let registered = value(
+        &scrape,
+        "switchyard_registry_requests_total",
+        &[("result", "ok")],
+    );
+    let hits = value(&scrape, "switchyard_schema_cache_hits_total", &[]);
+    assert_eq!(registered, Some(2.0));
+    assert_eq!(hits, Some(2.0 * n - 2.0));
+    let build = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "switchyard_build_info")
+        .expect("build info");
+    assert_eq!(build.labels.get("version"), Some(env!("CARGO_PKG_VERSION")));
+    assert!(build.labels.get("git_sha").is_some_and(|s| !s.is_empty()));
+    // Every family is prefixed and has help text.
+    for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        assert!(line["# TYPE ".len()..].starts_with("switchyard_"), "{line}");
+    }
+}
