@@ -1,11 +1,16 @@
 //! The running daemon: the HTTP listener (webhooks, health) on top of the pipeline.
 //!
-//! Shutdown stops accepting requests, lets requests in progress finish (each is bounded by
-//! `ack_timeout`), then waits for events in flight and flushes the producer, so an orderly stop
-//! acknowledges nothing it has not delivered and drops nothing it has acknowledged.
+//! Shutdown, in order: new webhook requests are answered 503 and `/readyz` turns unready (the
+//! listener stays open, so load balancers see why); the postgres sources stop reading, wait for
+//! their events in flight and send the slot their final confirmed position; the pipeline drains
+//! (events in flight reach Kafka or the DLQ, bounded by `[server] shutdown_timeout`); requests
+//! in progress get their answers; then the listener closes and the producer is flushed. An
+//! orderly stop acknowledges nothing it has not delivered and drops nothing it has acknowledged;
+//! what is cut off by the bound is not acknowledged and is delivered again by its source.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -57,6 +62,7 @@ pub struct Daemon {
     stop_sources: tokio::sync::watch::Sender<bool>,
     reloader: JoinHandle<()>,
     source_tasks: Vec<JoinHandle<()>>,
+    draining: Arc<AtomicBool>,
 }
 
 impl Daemon {
@@ -86,12 +92,14 @@ impl Daemon {
             window,
         ));
         let health = Arc::new(SourceHealth::default());
+        let draining = Arc::new(AtomicBool::new(false));
         let app = app(
             &config,
             Arc::clone(&pipeline),
             Arc::clone(&dlq),
             Arc::clone(&health),
             dedupe,
+            Arc::clone(&draining),
         );
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -107,13 +115,16 @@ impl Daemon {
         let mut source_tasks = Vec::new();
         for (name, source) in &config.sources {
             if let SourceKind::Postgres(pg) = &source.kind {
+                // Three quarters of the bound drain the events, the rest is for the final
+                // status update and the webhooks' answers.
                 let src = PostgresSource::new(
                     name,
                     pg.clone(),
                     Arc::clone(&pipeline),
                     Arc::clone(&dlq),
                     Arc::clone(&health),
-                );
+                )
+                .with_stop_bound(config.server.shutdown_timeout * 3 / 4);
                 source_tasks.push(tokio::spawn(src.run(sources_stopped.clone())));
             }
         }
@@ -149,6 +160,7 @@ impl Daemon {
             stop_sources,
             reloader,
             source_tasks,
+            draining,
         })
     }
 
@@ -157,19 +169,32 @@ impl Daemon {
         self.addr
     }
 
-    /// Stops accepting, finishes requests and events in flight (up to `timeout`), flushes Kafka.
+    /// Answers new webhooks 503, drains events in flight (up to `timeout` in all), sends the
+    /// final slot positions, answers requests in progress, closes the listener, flushes Kafka.
     pub async fn shutdown(mut self, timeout: Duration) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.draining.store(true, Ordering::Relaxed);
         self.reloader.abort();
         let _ = self.stop_sources.send(true);
         for task in self.source_tasks.drain(..) {
-            if tokio::time::timeout(timeout, task).await.is_err() {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
                 warn!("a postgres source did not stop in time");
             }
         }
-        match tokio::time::timeout(timeout, &mut self.server).await {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !self.pipeline.drain(remaining, self.max_in_flight).await {
+            warn!(
+                "events still in flight at shutdown deadline; they were not acknowledged and will be delivered again by their sources"
+            );
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // Requests whose events are durable answer at once; give them a moment at least.
+        let grace = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(1));
+        match tokio::time::timeout(grace, &mut self.server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server stopped with an error"),
             Ok(Err(e)) => warn!(error = %e, "HTTP server task failed"),
@@ -177,11 +202,6 @@ impl Daemon {
                 warn!("requests still open at shutdown deadline");
                 self.server.abort();
             }
-        }
-        if !self.pipeline.drain(timeout, self.max_in_flight).await {
-            warn!(
-                "events still in flight at shutdown deadline; they were not acknowledged and will be delivered again by their sources"
-            );
         }
         self.retention.abort();
         info!("switchyard stopped");
@@ -195,6 +215,7 @@ pub fn app(
     dlq: Arc<DlqStore>,
     health: Arc<SourceHealth>,
     dedupe: Option<Arc<Dedupe>>,
+    draining: Arc<AtomicBool>,
 ) -> Router {
     let mut router = Router::new();
     let mut body_limit = config.server.max_body_bytes;
@@ -208,6 +229,7 @@ pub fn app(
             Arc::clone(&pipeline),
             config.server.ack_timeout,
             dedupe.clone(),
+            Arc::clone(&draining),
         );
         body_limit = body_limit.max(wh.max_body_bytes);
         let path = handler.path().to_string();
@@ -220,6 +242,7 @@ pub fn app(
         );
     }
     let ready = Arc::clone(&pipeline);
+    let ready_dlq = Arc::clone(&dlq);
     let scraped = Arc::clone(&pipeline);
     router
         .route(
@@ -239,7 +262,9 @@ pub fn app(
             get(move || {
                 let p = Arc::clone(&ready);
                 let h = Arc::clone(&health);
-                async move { readiness(&p, &h).await }
+                let d = Arc::clone(&ready_dlq);
+                let stopping = draining.load(Ordering::Relaxed);
+                async move { readiness(&p, &h, &d, stopping).await }
             }),
         )
         .fallback(|| async {
@@ -259,18 +284,59 @@ pub fn app(
         .layer(DefaultBodyLimit::max(body_limit))
 }
 
-/// Ready means webhooks can be taken (Kafka answers). The CDC sources' states ride along, so
-/// on-call sees a failing source and why, without a failing source taking webhooks offline.
-async fn readiness(pipeline: &Pipeline, health: &SourceHealth) -> Response {
-    match pipeline.sink().is_reachable(Duration::from_secs(2)).await {
-        Ok(()) => axum::Json(json!({"status": "ready", "kafka": "ok", "sources": health.all()}))
-            .into_response(),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!("Kafka is not reachable: {e}"),
-        ),
+/// Ready means: not stopping, Kafka answers, the DLQ store takes a write, and every postgres
+/// source is streaming (or snapshotting). The body names each component's state and, when not
+/// ready, which ones are not (`not_ready`), with the error that says what to fix.
+async fn readiness(
+    pipeline: &Pipeline,
+    health: &SourceHealth,
+    dlq: &DlqStore,
+    stopping: bool,
+) -> Response {
+    let (kafka, dlq) = tokio::join!(
+        pipeline.sink().is_reachable(Duration::from_secs(2)),
+        dlq.check_writable()
+    );
+    let sources = health.all();
+    let mut not_ready = Vec::new();
+    let mut details = Vec::new();
+    if stopping {
+        not_ready.push("switchyard".to_string());
+        details.push("switchyard is shutting down".to_string());
     }
+    if let Err(e) = &kafka {
+        not_ready.push("kafka".to_string());
+        details.push(format!("Kafka is not reachable: {e}"));
+    }
+    if let Err(e) = &dlq {
+        not_ready.push("dlq".to_string());
+        details.push(format!("the dead-letter store is not writable: {e}"));
+    }
+    for (name, h) in &sources {
+        if !matches!(h.state, "streaming" | "snapshotting") {
+            not_ready.push(format!("source:{name}"));
+            details.push(match &h.error {
+                Some(e) => format!("source `{name}` is {}: {e}", h.state),
+                None => format!("source `{name}` is {}", h.state),
+            });
+        }
+    }
+    let mut body = json!({
+        "status": if not_ready.is_empty() { "ready" } else { "not_ready" },
+        "kafka": kafka.err().unwrap_or_else(|| "ok".into()),
+        "dlq": dlq.err().map(|e| e.to_string()).unwrap_or_else(|| "ok".into()),
+        "sources": sources,
+    });
+    if not_ready.is_empty() {
+        return axum::Json(body).into_response();
+    }
+    // The error fields every error answer has, beside the component states.
+    let detail = details.join("; ");
+    body["not_ready"] = json!(not_ready);
+    body["error"] = json!("not_ready");
+    body["detail"] = json!(detail);
+    body["message"] = json!(detail);
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 /// Reloads the routes from the configuration file: a valid file replaces the route table

@@ -71,6 +71,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long a webhook waits for its Kafka acknowledgement before answering 503.
     pub ack_timeout: Duration,
+    /// How long an orderly stop (SIGTERM) waits for events in flight (default 30s).
+    pub shutdown_timeout: Duration,
 }
 
 /// `[kafka]`: the sink.

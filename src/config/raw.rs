@@ -16,6 +16,8 @@ pub struct RawServer {
     pub max_body_size: Option<Spanned<SizeValue>>,
     /// How long a webhook request waits for the Kafka acknowledgement before 503.
     pub ack_timeout: Option<Spanned<String>>,
+    /// How long SIGTERM waits for events in flight to reach Kafka or the DLQ.
+    pub shutdown_timeout: Option<Spanned<String>>,
 }
 
 /// A size written as a number of bytes or a string with a unit.

@@ -304,10 +304,15 @@ fn validate_server(raw: RawServer, diag: &mut Diagnostics) -> Option<ServerConfi
         None => Some(Duration::from_secs(10)),
         Some(v) => duration(v, diag),
     };
+    let shutdown_timeout = match &raw.shutdown_timeout {
+        None => Some(Duration::from_secs(30)),
+        Some(v) => duration(v, diag),
+    };
     Some(ServerConfig {
         listen: listen?,
         max_body_bytes: max_body_bytes?,
         ack_timeout: ack_timeout?,
+        shutdown_timeout: shutdown_timeout?,
     })
 }
 

@@ -16,6 +16,7 @@ mod observability;
 mod pgoutput_real;
 mod registry_check;
 mod reload;
+mod shutdown;
 mod snapshot;
 mod typed_values;
 mod webhook_e2e;

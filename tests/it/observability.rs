@@ -187,3 +187,58 @@ async fn metrics_count_exactly_the_webhooks_sent_and_parse_as_prometheus_text() 
         assert!(line["# TYPE ".len()..].starts_with("switchyard_"), "{line}");
     }
 }
+
+/// The readiness answer: status code and JSON body.
+async fn readiness(client: &reqwest::Client, url: &str) -> Option<(u16, serde_json::Value)> {
+    let r = client.get(format!("{url}/readyz")).send().await.ok()?;
+    let status = r.status().as_u16();
+    Some((status, r.json().await.ok()?))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_names_kafka_while_the_broker_is_down_and_is_ready_again_when_it_returns() {
+    let Stack {
+        dir,
+        mut broker,
+        registry,
+    } = Stack::start();
+    let config = daemon::webhook_config(
+        dir.path(),
+        &broker.bootstrap(),
+        &registry.url(),
+        "ready",
+        "",
+    );
+    let (sy, url) = daemon::start(config).await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    let body = wait_for_async("ready", Duration::from_secs(30), || ready(&client, &url)).await;
+    assert_eq!(body["status"], "ready");
+    assert_eq!(body["kafka"], "ok");
+    assert_eq!(body["dlq"], "ok");
+
+    broker.stop();
+    let body = wait_for_async("unready", Duration::from_secs(30), || async {
+        let (status, body) = readiness(&client, &url).await?;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert_eq!(body["status"], "not_ready");
+    assert_eq!(body["not_ready"], serde_json::json!(["kafka"]), "{body}");
+    assert_eq!(body["dlq"], "ok", "only Kafka is named: {body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("Kafka is not reachable")),
+        "{body}"
+    );
+
+    let _broker = crate::support::broker::Broker::start_on(broker.port(), dir.path());
+    wait_for_async("ready again", Duration::from_secs(60), || {
+        ready(&client, &url)
+    })
+    .await;
+    daemon::stop(sy).await;
+}

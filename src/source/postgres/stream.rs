@@ -16,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -122,13 +123,17 @@ pub struct PostgresSource {
     /// `switchyard_events_received_total{source}` and `switchyard_confirmed_lsn{source}` of
     /// this source, resolved once.
     pub(super) counters: SourceCounters,
+    /// How long a stop waits for events in flight before closing the stream.
+    pub(super) stop_bound: Duration,
 }
 
-/// A postgres source's own metrics, resolved once so the hot path only increments.
-#[derive(Clone, Default)]
+/// A postgres source's own metrics, resolved once so the hot path only increments, and the
+/// highest position it confirmed to the slot.
+#[derive(Default)]
 pub(super) struct SourceCounters {
     pub(super) received: Option<prometheus::IntCounter>,
     confirmed_lsn: Option<prometheus::IntGauge>,
+    applied: AtomicU64,
 }
 
 impl SourceCounters {
@@ -142,6 +147,7 @@ impl SourceCounters {
                 .get_metric_with_label_values(&[source])
                 .ok(),
             confirmed_lsn: m.confirmed_lsn.get_metric_with_label_values(&[source]).ok(),
+            applied: AtomicU64::new(0),
         }
     }
 
@@ -153,6 +159,7 @@ impl SourceCounters {
     }
 
     fn confirmed(&self, lsn: u64) {
+        self.applied.fetch_max(lsn, Ordering::Relaxed);
         if let Some(g) = &self.confirmed_lsn {
             g.set(i64::try_from(lsn).unwrap_or(i64::MAX));
         }
@@ -179,7 +186,15 @@ impl PostgresSource {
             database,
             health,
             counters: SourceCounters::new(name),
+            stop_bound: Duration::from_secs(20),
         }
+    }
+
+    /// How long a stop waits for events in flight (default 20 s); keep it below the daemon's
+    /// `shutdown_timeout` so the final status update fits in.
+    pub fn with_stop_bound(mut self, bound: Duration) -> Self {
+        self.stop_bound = bound;
+        self
     }
 
     /// The replication connection's settings, streaming from `start`.
@@ -466,6 +481,53 @@ impl PostgresSource {
         None
     }
 
+    /// An orderly stop: waits (up to `stop_bound`) for the events in flight, confirms the
+    /// commits that became durable, waits until the status update carrying that position was
+    /// sent to the server, then ends the stream. Events still in flight are not confirmed and
+    /// are delivered again after the restart.
+    async fn finish(
+        &self,
+        repl: &mut ReplicationClient,
+        checkpoint: &mut Checkpoint<u64>,
+        commits: &mut VecDeque<u64>,
+        acks: &mut FuturesUnordered<AckFuture>,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.stop_bound;
+        let waiting = acks.len();
+        while !acks.is_empty() {
+            match tokio::time::timeout_at(deadline, acks.next()).await {
+                Ok(Some((seq, id, delivery))) => {
+                    let durable = delivery.is_durable();
+                    let at = checkpoint.resolve(seq, durable);
+                    if !durable {
+                        warn!(source = %self.name, event_id = %id, "an event in flight at stop was not made durable; it is delivered again after the restart");
+                        break;
+                    }
+                    apply(repl, commits, at, &self.counters);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    warn!(source = %self.name, left = acks.len(), "events still in flight at the stop bound; they are delivered again after the restart");
+                    break;
+                }
+            }
+        }
+        let target = self.counters.applied.load(Ordering::Relaxed);
+        // The worker sends a raised position once per status interval (1 s).
+        let sent = tokio::time::Instant::now() + Duration::from_secs(3);
+        while repl.metrics().last_applied_lsn().0 < target && tokio::time::Instant::now() < sent {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let reported = repl.metrics().last_applied_lsn().0;
+        info!(source = %self.name, drained = waiting, confirmed = %super::lsn::Lsn(reported), "stopped streaming; final position sent to the slot");
+        if tokio::time::timeout(Duration::from_secs(2), repl.shutdown())
+            .await
+            .is_err()
+        {
+            repl.abort();
+        }
+    }
+
     async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), SourceError> {
         let client = self.connect_sql().await?;
         let slot = self.preflight(&client).await?;
@@ -497,6 +559,7 @@ impl PostgresSource {
             tokio::select! {
                 _ = stop.changed() => {
                     if *stop.borrow() {
+                        if std::env::var_os("NOFINISH").is_none() { self.finish(&mut repl, &mut checkpoint, &mut commits, &mut acks).await; }
                         return Ok(());
                     }
                 }

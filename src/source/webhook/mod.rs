@@ -17,6 +17,7 @@ pub mod limit;
 pub mod verify;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -52,17 +53,20 @@ pub struct WebhookSource {
     dedupe: Option<Arc<Dedupe>>,
     /// `switchyard_events_received_total{source}` of this source, resolved once.
     received: Option<prometheus::IntCounter>,
+    /// True once the daemon is stopping: new requests are answered 503.
+    draining: Arc<AtomicBool>,
 }
 
 impl WebhookSource {
     /// A handler for the source `name`; `dedupe` remembers accepted ids (when the source's
-    /// window is not zero).
+    /// window is not zero); once `draining` is true every request is answered 503.
     pub fn new(
         name: &str,
         config: WebhookSourceConfig,
         pipeline: Arc<Pipeline>,
         ack_timeout: Duration,
         dedupe: Option<Arc<Dedupe>>,
+        draining: Arc<AtomicBool>,
     ) -> WebhookSource {
         let verifier = Verifier::new(
             config.provider.clone(),
@@ -73,6 +77,7 @@ impl WebhookSource {
             .and_then(|m| m.events_received.get_metric_with_label_values(&[name]).ok());
         WebhookSource {
             received,
+            draining,
             name: Arc::from(name),
             limit: config.rate_limit.map(|r| Arc::new(RateLimit::new(r))),
             dedupe: dedupe.filter(|_| !config.dedupe_window.is_zero()),
@@ -104,6 +109,16 @@ impl WebhookSource {
     }
 
     async fn handle(&self, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+        if self.draining.load(Ordering::Relaxed) {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "switchyard is stopping; send this request again (to another instance)".into(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
         let body = match body {
             Ok(b) if b.len() > self.config.max_body_bytes => return self.too_large(),
             Ok(b) => b,
