@@ -56,6 +56,32 @@ pub const SCHEMA_CACHE_HITS_TOTAL: &str = "switchyard_schema_cache_hits_total";
 /// Always 1, labelled with the version and git commit of the running binary.
 pub const BUILD_INFO: &str = "switchyard_build_info";
 
+/// Every metric name above (the dashboard and alert rules in `deploy/` use only these).
+pub const ALL: &[&str] = &[
+    DLQ_DEPTH,
+    SLOT_LAG_BYTES,
+    SNAPSHOT_ROWS_TOTAL,
+    SNAPSHOT_PROGRESS,
+    SOURCE_UP,
+    WEBHOOK_REQUESTS_TOTAL,
+    WEBHOOK_REJECTED_TOTAL,
+    WEBHOOK_DUPLICATES_TOTAL,
+    UNMATCHED_TOTAL,
+    CONFIG_RELOADS_TOTAL,
+    DEAD_LETTERS_TOTAL,
+    EVENTS_RECEIVED_TOTAL,
+    EVENTS_ROUTED_TOTAL,
+    RECORDS_PRODUCED_TOTAL,
+    PRODUCE_LATENCY_SECONDS,
+    END_TO_END_LATENCY_SECONDS,
+    EVENTS_IN_FLIGHT,
+    DLQ_ENTRIES,
+    CONFIRMED_LSN,
+    REGISTRY_REQUESTS_TOTAL,
+    SCHEMA_CACHE_HITS_TOTAL,
+    BUILD_INFO,
+];
+
 /// The git commit the binary was built from (`unknown` outside a git checkout).
 pub const GIT_SHA: &str = env!("SWITCHYARD_GIT_SHA");
 
@@ -366,4 +392,60 @@ pub fn render() -> String {
         return String::new();
     }
     String::from_utf8(buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ALL;
+
+    /// The `switchyard_*` names a text mentions, histogram suffixes removed.
+    fn mentioned(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("switchyard_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|b| ALL.contains(b))
+                .unwrap_or(name);
+            names.push(base.to_string());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_dashboard_and_alert_rules_use_only_metrics_that_exist() {
+        for (file, text) in [
+            (
+                "alerts.yml",
+                include_str!("../../deploy/observability/alerts.yml"),
+            ),
+            (
+                "grafana-dashboard.json",
+                include_str!("../../deploy/observability/grafana-dashboard.json"),
+            ),
+        ] {
+            let names = mentioned(text);
+            assert!(!names.is_empty(), "{file} mentions no metric");
+            for name in names {
+                assert!(ALL.contains(&name.as_str()), "{file}: no metric {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_metric_is_registered_once_with_the_switchyard_prefix() {
+        assert!(ALL.iter().all(|n| n.starts_with("switchyard_")));
+        let mut unique = ALL.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ALL.len());
+        assert!(super::metrics().is_some(), "the registry builds");
+    }
 }
