@@ -83,7 +83,8 @@ async fn metrics_count_exactly_the_webhooks_sent_and_parse_as_prometheus_text() 
                     .post(format!("{url}/webhooks/orders"))
                     .header("content-type", "application/json")
                     .header("webhook-id", format!("m-{i}"))
-                    .body(format!(r#"{{"n":{i}}}"#))
+                    .header("authorization", "Bearer secret-canary")
+                    .body(format!(r#"{{"n":{i},"card":"payload-canary"}}"#))
                     .send()
                     .await
                     .map(|r| r.status().as_u16())
@@ -186,6 +187,21 @@ async fn metrics_count_exactly_the_webhooks_sent_and_parse_as_prometheus_text() 
     for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
         assert!(line["# TYPE ".len()..].starts_with("switchyard_"), "{line}");
     }
+
+    // Not a terminal: one JSON object per line; at info level no payload and no credential.
+    let log = std::fs::read_to_string(dir.path().join("switchyard.log")).expect("log");
+    assert!(log.contains("switchyard is listening"), "{log}");
+    for line in log.lines().filter(|l| l.starts_with('{')) {
+        let entry: serde_json::Value = serde_json::from_str(line).expect("a JSON log line");
+        assert!(entry["level"].is_string() && entry["fields"]["message"].is_string());
+    }
+    assert!(
+        log.lines()
+            .filter(|l| !l.trim().is_empty())
+            .all(|l| l.starts_with('{')),
+        "JSON lines only:\n{log}"
+    );
+    assert!(!log.contains("payload-canary") && !log.contains("secret-canary"));
 }
 
 /// The readiness answer: status code and JSON body.
