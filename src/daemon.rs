@@ -31,6 +31,7 @@ use crate::source::health::SourceHealth;
 use crate::source::postgres::stream::PostgresSource;
 use crate::source::webhook::dedupe::Dedupe;
 use crate::source::webhook::{WebhookSource, error};
+use crate::telemetry::traces::{Traces, TracesError};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +42,9 @@ pub enum StartError {
     /// The dead-letter store could not be opened.
     #[error(transparent)]
     Dlq(#[from] DlqError),
+    /// The OTLP trace exporter could not be set up.
+    #[error(transparent)]
+    Traces(#[from] TracesError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -63,13 +67,32 @@ pub struct Daemon {
     reloader: JoinHandle<()>,
     source_tasks: Vec<JoinHandle<()>>,
     draining: Arc<AtomicBool>,
+    traces: Traces,
 }
 
 impl Daemon {
-    /// Builds the pipeline, binds the listener and starts serving.
+    /// Builds the pipeline, binds the listener and starts serving; spans go to
+    /// `[telemetry] otlp_endpoint` when it is set.
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
+        let traces = Traces::from_config(&config.telemetry)?;
+        if let Some(endpoint) = &config.telemetry.otlp_endpoint {
+            info!(
+                endpoint,
+                sample_ratio = config.telemetry.sample_ratio,
+                "sending traces over OTLP/HTTP"
+            );
+        }
+        Daemon::start_with_traces(config, traces).await
+    }
+
+    /// [`Daemon::start`] with spans going to `traces` (tests: an in-memory exporter).
+    pub async fn start_with_traces(config: Config, traces: Traces) -> Result<Daemon, StartError> {
         let dlq = Arc::new(DlqStore::open(&config.dlq.store).await?);
-        let pipeline = Arc::new(Pipeline::new(&config)?.with_dlq(Arc::clone(&dlq)));
+        let pipeline = Arc::new(
+            Pipeline::new(&config)?
+                .with_dlq(Arc::clone(&dlq))
+                .with_traces(traces.clone()),
+        );
         // Webhook deduplication remembers ids for the longest window of any source.
         let window = config
             .sources
@@ -161,6 +184,7 @@ impl Daemon {
             reloader,
             source_tasks,
             draining,
+            traces,
         })
     }
 
@@ -204,6 +228,8 @@ impl Daemon {
             }
         }
         self.retention.abort();
+        let traces = self.traces.clone();
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
         info!("switchyard stopped");
     }
 }

@@ -83,6 +83,18 @@ pub struct RawDlq {
     pub retain: Option<Spanned<String>>,
 }
 
+/// `[telemetry]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// OTLP/HTTP collector for traces, e.g. "http://otel-collector:4318"; no traces without it.
+    pub otlp_endpoint: Option<Spanned<String>>,
+    /// Share of new traces kept, 0 to 1 (default 1); a sampled incoming `traceparent` is kept.
+    pub sample_ratio: Option<Spanned<f64>>,
+    /// The spans' `service.name` (default "switchyard").
+    pub service_name: Option<Spanned<String>>,
+}
+
 /// `[router]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,6 +1,7 @@
-//! Logging setup, and metric names defined once ([`metrics`]).
+//! Logging setup, metric names defined once ([`metrics`]), and OpenTelemetry traces ([`traces`]).
 
 pub mod metrics;
+pub mod traces;
 
 use std::io::IsTerminal;
 

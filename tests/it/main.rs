@@ -18,6 +18,7 @@ mod registry_check;
 mod reload;
 mod shutdown;
 mod snapshot;
+mod traces;
 mod typed_values;
 mod webhook_e2e;
 mod webhook_providers;

@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use pgwire_replication::{Lsn as WireLsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use tokio::sync::watch;
 use tokio_postgres::{Client, NoTls};
@@ -35,6 +37,7 @@ use crate::event::{
 };
 use crate::pipeline::Pipeline;
 use crate::source::health::SourceHealth;
+use crate::telemetry::traces::Traced;
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -465,6 +468,7 @@ impl PostgresSource {
         position: u64,
         checkpoint: &mut Checkpoint<u64>,
         acks: &mut FuturesUnordered<AckFuture>,
+        trace: Option<opentelemetry::Context>,
     ) -> Option<u64> {
         let seq = checkpoint.track(position);
         self.counters.receive();
@@ -476,7 +480,7 @@ impl PostgresSource {
         }
         let (ack, rx) = AckToken::new();
         let id = event.id.to_string();
-        self.pipeline.dispatch(event, ack).await;
+        self.pipeline.dispatch_traced(event, ack, trace).await;
         acks.push(Box::pin(async move { (seq, id, rx.wait().await) }));
         None
     }
@@ -528,6 +532,28 @@ impl PostgresSource {
         }
     }
 
+    /// The span of one transaction (Begin to Commit), parent of its events' spans.
+    fn transaction_span(&self, commit_lsn: u64, xid: u32) -> Traced {
+        let traces = self.pipeline.traces();
+        if !traces.is_on() {
+            return Traced::none();
+        }
+        traces.root(
+            "cdc.transaction",
+            SpanKind::Consumer,
+            None,
+            vec![
+                KeyValue::new("switchyard.source", self.name.clone()),
+                KeyValue::new("db.system.name", "postgresql"),
+                KeyValue::new("switchyard.xid", i64::from(xid)),
+                KeyValue::new(
+                    "switchyard.commit_lsn",
+                    super::lsn::Lsn(commit_lsn).to_string(),
+                ),
+            ],
+        )
+    }
+
     async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), SourceError> {
         let client = self.connect_sql().await?;
         let slot = self.preflight(&client).await?;
@@ -552,6 +578,7 @@ impl PostgresSource {
         let mut commits: VecDeque<u64> = VecDeque::new();
         let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
         let mut txn: Option<(u64, u32, i64, u32)> = None; // final_lsn, xid, commit ms, ordinal
+        let mut txn_span = Traced::none();
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval);
         heartbeat.tick().await;
 
@@ -589,9 +616,14 @@ impl PostgresSource {
                         ReplicationEvent::Begin { final_lsn, xid, commit_time_micros } => {
                             let ms = (commit_time_micros + pgoutput::PG_EPOCH_OFFSET_MICROS) / 1000;
                             txn = Some((final_lsn.0, xid, ms, 0));
+                            txn_span = self.transaction_span(final_lsn.0, xid);
                         }
                         ReplicationEvent::Commit { end_lsn, .. } => {
+                            if let Some((_, _, _, events)) = txn {
+                                txn_span.set(KeyValue::new("switchyard.events", i64::from(events)));
+                            }
                             txn = None;
+                            txn_span = Traced::none();
                             let seq = checkpoint.track(end_lsn.0);
                             commits.push_back(end_lsn.0);
                             let at = checkpoint.resolve(seq, true);
@@ -632,7 +664,8 @@ impl PostgresSource {
                                 // Outside a transaction the message is its own unit of progress.
                                 commits.push_back(position);
                             }
-                            let at = self.send(event, position, &mut checkpoint, &mut acks).await;
+                            let trace = if transactional { txn_span.context() } else { None };
+                            let at = self.send(event, position, &mut checkpoint, &mut acks, trace).await;
                             apply(&repl, &mut commits, at, &self.counters);
                         }
                         ReplicationEvent::XLogData { data, .. } => {
@@ -682,7 +715,7 @@ impl PostgresSource {
                                     }),
                                 };
                                 *ordinal += 1;
-                                self.send(event, *final_lsn, &mut checkpoint, &mut acks).await;
+                                self.send(event, *final_lsn, &mut checkpoint, &mut acks, txn_span.context()).await;
                             }
                         }
                         ReplicationEvent::KeepAlive { .. } => {}

@@ -25,6 +25,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use serde_json::json;
 use tracing::{debug, warn};
 
@@ -37,6 +39,7 @@ use crate::config::{WebhookSourceConfig, WhenUnavailable};
 use crate::error::ErrorClass;
 use crate::event::{Event, EventId, Payload, WebhookPayload, now_micros};
 use crate::pipeline::Pipeline;
+use crate::telemetry::traces::{self, Traced};
 
 /// Headers never copied into the stored event: they carry credentials of the sender.
 const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
@@ -99,7 +102,29 @@ impl WebhookSource {
         headers: HeaderMap,
         body: Result<Bytes, BytesRejection>,
     ) -> Response {
-        let response = self.handle(headers, body).await;
+        // A span per request, continuing the sender's trace when it sent a `traceparent`.
+        let span = {
+            let traces = self.pipeline.traces();
+            if traces.is_on() {
+                traces.root(
+                    "webhook",
+                    SpanKind::Server,
+                    traces::extract(&headers).as_ref(),
+                    vec![KeyValue::new("switchyard.source", self.name.to_string())],
+                )
+            } else {
+                Traced::none()
+            }
+        };
+        let response = self.handle(headers, body, &span).await;
+        let status = response.status();
+        span.set(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        ));
+        if status.is_server_error() {
+            span.fail(status.as_str());
+        }
         if let Some(m) = crate::telemetry::metrics::metrics() {
             m.webhook_requests
                 .with_label_values(&[&*self.name, response.status().as_str()])
@@ -108,7 +133,12 @@ impl WebhookSource {
         response
     }
 
-    async fn handle(&self, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    async fn handle(
+        &self,
+        headers: HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+        span: &Traced,
+    ) -> Response {
         if self.draining.load(Ordering::Relaxed) {
             let mut r = error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -191,8 +221,12 @@ impl WebhookSource {
         };
         let event = self.event(&headers, text.to_string(), &body, &parsed);
         let id = event.id.clone();
+        span.set(KeyValue::new(
+            "switchyard.event_id",
+            id.as_str().to_string(),
+        ));
         let Some(dedupe) = &self.dedupe else {
-            return self.deliver(event, None).await;
+            return self.deliver(event, None, span.context()).await;
         };
         let key = format!("{}\u{1f}{}", self.name, id.as_str());
         let window = i64::try_from(self.config.dedupe_window.as_micros()).unwrap_or(i64::MAX);
@@ -216,7 +250,7 @@ impl WebhookSource {
                     ),
                 }
             }
-            Claim::Lead(lead) => self.deliver(event, Some(lead)).await,
+            Claim::Lead(lead) => self.deliver(event, Some(lead), span.context()).await,
         }
     }
 
@@ -241,7 +275,12 @@ impl WebhookSource {
     }
 
     /// Hands the event to the pipeline and answers once it is durable (or not in time).
-    async fn deliver(&self, event: Event, lead: Option<dedupe::Lead>) -> Response {
+    async fn deliver(
+        &self,
+        event: Event,
+        lead: Option<dedupe::Lead>,
+        trace: Option<opentelemetry::Context>,
+    ) -> Response {
         let id = event.id.clone();
         let spare =
             (self.config.when_unavailable == WhenUnavailable::DeadLetter).then(|| event.clone());
@@ -251,7 +290,7 @@ impl WebhookSource {
         let (ack, done) = AckToken::new();
         let pipeline = Arc::clone(&self.pipeline);
         let outcome = tokio::time::timeout(self.ack_timeout, async move {
-            pipeline.dispatch(event, ack).await;
+            pipeline.dispatch_traced(event, ack, trace).await;
             done.wait().await
         })
         .await;
