@@ -228,3 +228,80 @@ topic = "orders"
         switchyard::source::postgres::lsn::Lsn(confirmed)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once_while_the_drain_waits_for_kafka() {
+    let crate::support::Stack {
+        dir,
+        mut broker,
+        registry,
+    } = Stack::start();
+    let port = crate::support::free_port();
+    let path = daemon::write_config(
+        dir.path(),
+        &daemon::Setup {
+            bootstrap: broker.bootstrap(),
+            registry: registry.url(),
+            topic: "stuck".into(),
+            server: "ack_timeout = \"60s\"\nshutdown_timeout = \"60s\"".into(),
+            listen: Some(format!("127.0.0.1:{port}")),
+            ..daemon::Setup::default()
+        },
+    );
+    let mut sy = daemon::spawn_binary(&path, dir.path().join("switchyard.log"));
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .expect("client");
+    let post = |id: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            client
+                .post(format!("{url}/webhooks/orders"))
+                .header("webhook-id", id)
+                .body(r#"{"n":1}"#)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    wait_for_async(
+        "a first webhook accepted",
+        Duration::from_secs(60),
+        || async { (post("warm").await == 200).then_some(()) },
+    )
+    .await;
+
+    // Kafka goes away: the next event stays in flight, so an orderly stop would wait for it.
+    broker.stop();
+    let pending = tokio::spawn(post("stuck"));
+    wait_for_async(
+        "the event to be in flight",
+        Duration::from_secs(30),
+        || async {
+            let text = daemon::metrics(&url).await;
+            text.lines()
+                .any(|l| l == "switchyard_events_in_flight 1")
+                .then_some(())
+        },
+    )
+    .await;
+    sy.signal("TERM");
+    // Stopping: new requests are refused with 503 while the drain waits.
+    wait_for_async("a 503 while stopping", Duration::from_secs(10), || async {
+        (post("late").await == 503).then_some(())
+    })
+    .await;
+    let started = std::time::Instant::now();
+    sy.signal("TERM");
+    let status = sy.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130), "the second signal exits at once");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_ne!(
+        pending.await.expect("request"),
+        200,
+        "the event in flight was never acknowledged"
+    );
+}
