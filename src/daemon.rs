@@ -1,11 +1,16 @@
 //! The running daemon: the HTTP listener (webhooks, health) on top of the pipeline.
 //!
-//! Shutdown stops accepting requests, lets requests in progress finish (each is bounded by
-//! `ack_timeout`), then waits for events in flight and flushes the producer, so an orderly stop
-//! acknowledges nothing it has not delivered and drops nothing it has acknowledged.
+//! Shutdown, in order: new webhook requests are answered 503 and `/readyz` turns unready (the
+//! listener stays open, so load balancers see why); the postgres sources stop reading, wait for
+//! their events in flight and send the slot their final confirmed position; the pipeline drains
+//! (events in flight reach Kafka or the DLQ, bounded by `[server] shutdown_timeout`); requests
+//! in progress get their answers; then the listener closes and the producer is flushed. An
+//! orderly stop acknowledges nothing it has not delivered and drops nothing it has acknowledged;
+//! what is cut off by the bound is not acknowledged and is delivered again by its source.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -26,6 +31,7 @@ use crate::source::health::SourceHealth;
 use crate::source::postgres::stream::PostgresSource;
 use crate::source::webhook::dedupe::Dedupe;
 use crate::source::webhook::{WebhookSource, error};
+use crate::telemetry::traces::{Traces, TracesError};
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +42,9 @@ pub enum StartError {
     /// The dead-letter store could not be opened.
     #[error(transparent)]
     Dlq(#[from] DlqError),
+    /// The OTLP trace exporter could not be set up.
+    #[error(transparent)]
+    Traces(#[from] TracesError),
     /// The listen address could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Listen {
@@ -57,13 +66,33 @@ pub struct Daemon {
     stop_sources: tokio::sync::watch::Sender<bool>,
     reloader: JoinHandle<()>,
     source_tasks: Vec<JoinHandle<()>>,
+    draining: Arc<AtomicBool>,
+    traces: Traces,
 }
 
 impl Daemon {
-    /// Builds the pipeline, binds the listener and starts serving.
+    /// Builds the pipeline, binds the listener and starts serving; spans go to
+    /// `[telemetry] otlp_endpoint` when it is set.
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
+        let traces = Traces::from_config(&config.telemetry)?;
+        if let Some(endpoint) = &config.telemetry.otlp_endpoint {
+            info!(
+                endpoint,
+                sample_ratio = config.telemetry.sample_ratio,
+                "sending traces over OTLP/HTTP"
+            );
+        }
+        Daemon::start_with_traces(config, traces).await
+    }
+
+    /// [`Daemon::start`] with spans going to `traces` (tests: an in-memory exporter).
+    pub async fn start_with_traces(config: Config, traces: Traces) -> Result<Daemon, StartError> {
         let dlq = Arc::new(DlqStore::open(&config.dlq.store).await?);
-        let pipeline = Arc::new(Pipeline::new(&config)?.with_dlq(Arc::clone(&dlq)));
+        let pipeline = Arc::new(
+            Pipeline::new(&config)?
+                .with_dlq(Arc::clone(&dlq))
+                .with_traces(traces.clone()),
+        );
         // Webhook deduplication remembers ids for the longest window of any source.
         let window = config
             .sources
@@ -86,12 +115,14 @@ impl Daemon {
             window,
         ));
         let health = Arc::new(SourceHealth::default());
+        let draining = Arc::new(AtomicBool::new(false));
         let app = app(
             &config,
             Arc::clone(&pipeline),
             Arc::clone(&dlq),
             Arc::clone(&health),
             dedupe,
+            Arc::clone(&draining),
         );
         let listener = TcpListener::bind(config.server.listen)
             .await
@@ -107,13 +138,16 @@ impl Daemon {
         let mut source_tasks = Vec::new();
         for (name, source) in &config.sources {
             if let SourceKind::Postgres(pg) = &source.kind {
+                // Three quarters of the bound drain the events, the rest is for the final
+                // status update and the webhooks' answers.
                 let src = PostgresSource::new(
                     name,
                     pg.clone(),
                     Arc::clone(&pipeline),
                     Arc::clone(&dlq),
                     Arc::clone(&health),
-                );
+                )
+                .with_stop_bound(config.server.shutdown_timeout * 3 / 4);
                 source_tasks.push(tokio::spawn(src.run(sources_stopped.clone())));
             }
         }
@@ -149,6 +183,8 @@ impl Daemon {
             stop_sources,
             reloader,
             source_tasks,
+            draining,
+            traces,
         })
     }
 
@@ -157,19 +193,32 @@ impl Daemon {
         self.addr
     }
 
-    /// Stops accepting, finishes requests and events in flight (up to `timeout`), flushes Kafka.
+    /// Answers new webhooks 503, drains events in flight (up to `timeout` in all), sends the
+    /// final slot positions, answers requests in progress, closes the listener, flushes Kafka.
     pub async fn shutdown(mut self, timeout: Duration) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.draining.store(true, Ordering::Relaxed);
         self.reloader.abort();
         let _ = self.stop_sources.send(true);
         for task in self.source_tasks.drain(..) {
-            if tokio::time::timeout(timeout, task).await.is_err() {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
                 warn!("a postgres source did not stop in time");
             }
         }
-        match tokio::time::timeout(timeout, &mut self.server).await {
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !self.pipeline.drain(remaining, self.max_in_flight).await {
+            warn!(
+                "events still in flight at shutdown deadline; they were not acknowledged and will be delivered again by their sources"
+            );
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        // Requests whose events are durable answer at once; give them a moment at least.
+        let grace = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(1));
+        match tokio::time::timeout(grace, &mut self.server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => warn!(error = %e, "HTTP server stopped with an error"),
             Ok(Err(e)) => warn!(error = %e, "HTTP server task failed"),
@@ -178,12 +227,9 @@ impl Daemon {
                 self.server.abort();
             }
         }
-        if !self.pipeline.drain(timeout, self.max_in_flight).await {
-            warn!(
-                "events still in flight at shutdown deadline; they were not acknowledged and will be delivered again by their sources"
-            );
-        }
         self.retention.abort();
+        let traces = self.traces.clone();
+        let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
         info!("switchyard stopped");
     }
 }
@@ -195,6 +241,7 @@ pub fn app(
     dlq: Arc<DlqStore>,
     health: Arc<SourceHealth>,
     dedupe: Option<Arc<Dedupe>>,
+    draining: Arc<AtomicBool>,
 ) -> Router {
     let mut router = Router::new();
     let mut body_limit = config.server.max_body_bytes;
@@ -208,6 +255,7 @@ pub fn app(
             Arc::clone(&pipeline),
             config.server.ack_timeout,
             dedupe.clone(),
+            Arc::clone(&draining),
         );
         body_limit = body_limit.max(wh.max_body_bytes);
         let path = handler.path().to_string();
@@ -220,6 +268,8 @@ pub fn app(
         );
     }
     let ready = Arc::clone(&pipeline);
+    let ready_dlq = Arc::clone(&dlq);
+    let scraped = Arc::clone(&pipeline);
     router
         .route(
             "/healthz",
@@ -229,7 +279,8 @@ pub fn app(
             "/metrics",
             get(move || {
                 let dlq = Arc::clone(&dlq);
-                async move { metrics(&dlq).await }
+                let p = Arc::clone(&scraped);
+                async move { metrics(&dlq, &p).await }
             }),
         )
         .route(
@@ -237,7 +288,9 @@ pub fn app(
             get(move || {
                 let p = Arc::clone(&ready);
                 let h = Arc::clone(&health);
-                async move { readiness(&p, &h).await }
+                let d = Arc::clone(&ready_dlq);
+                let stopping = draining.load(Ordering::Relaxed);
+                async move { readiness(&p, &h, &d, stopping).await }
             }),
         )
         .fallback(|| async {
@@ -257,18 +310,61 @@ pub fn app(
         .layer(DefaultBodyLimit::max(body_limit))
 }
 
-/// Ready means webhooks can be taken (Kafka answers). The CDC sources' states ride along, so
-/// on-call sees a failing source and why, without a failing source taking webhooks offline.
-async fn readiness(pipeline: &Pipeline, health: &SourceHealth) -> Response {
-    match pipeline.sink().is_reachable(Duration::from_secs(2)).await {
-        Ok(()) => axum::Json(json!({"status": "ready", "kafka": "ok", "sources": health.all()}))
-            .into_response(),
-        Err(e) => error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            format!("Kafka is not reachable: {e}"),
-        ),
+/// Ready means: not stopping, Kafka answers, the DLQ store takes a write, and every postgres
+/// source is streaming (or snapshotting, or standing by for another instance). The body names each component's state and, when not
+/// ready, which ones are not (`not_ready`), with the error that says what to fix.
+async fn readiness(
+    pipeline: &Pipeline,
+    health: &SourceHealth,
+    dlq: &DlqStore,
+    stopping: bool,
+) -> Response {
+    let (kafka, dlq) = tokio::join!(
+        pipeline.sink().is_reachable(Duration::from_secs(2)),
+        dlq.check_writable()
+    );
+    let sources = health.all();
+    let mut not_ready = Vec::new();
+    let mut details = Vec::new();
+    if stopping {
+        not_ready.push("switchyard".to_string());
+        details.push("switchyard is shutting down".to_string());
     }
+    if let Err(e) = &kafka {
+        not_ready.push("kafka".to_string());
+        details.push(format!("Kafka is not reachable: {e}"));
+    }
+    if let Err(e) = &dlq {
+        not_ready.push("dlq".to_string());
+        details.push(format!("the dead-letter store is not writable: {e}"));
+    }
+    for (name, h) in &sources {
+        // A standby is healthy: another instance streams the slot, and this one takes over
+        // when that one dies.
+        if !matches!(h.state, "streaming" | "snapshotting" | "standby") {
+            not_ready.push(format!("source:{name}"));
+            details.push(match &h.error {
+                Some(e) => format!("source `{name}` is {}: {e}", h.state),
+                None => format!("source `{name}` is {}", h.state),
+            });
+        }
+    }
+    let mut body = json!({
+        "status": if not_ready.is_empty() { "ready" } else { "not_ready" },
+        "kafka": kafka.err().unwrap_or_else(|| "ok".into()),
+        "dlq": dlq.err().map(|e| e.to_string()).unwrap_or_else(|| "ok".into()),
+        "sources": sources,
+    });
+    if not_ready.is_empty() {
+        return axum::Json(body).into_response();
+    }
+    // The error fields every error answer has, beside the component states.
+    let detail = details.join("; ");
+    body["not_ready"] = json!(not_ready);
+    body["error"] = json!("not_ready");
+    body["detail"] = json!(detail);
+    body["message"] = json!(detail);
+    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 /// Reloads the routes from the configuration file: a valid file replaces the route table
@@ -363,10 +459,26 @@ async fn purge_periodically(dlq: Arc<DlqStore>, retain: Duration, window: Durati
     }
 }
 
-/// Prometheus metrics; the DLQ depth is read from the store at each scrape.
-async fn metrics(dlq: &DlqStore) -> Response {
+/// Prometheus metrics; the DLQ depth and the events in flight are read at each scrape.
+async fn metrics(dlq: &DlqStore, pipeline: &Pipeline) -> Response {
+    if let Some(m) = crate::telemetry::metrics::metrics() {
+        m.in_flight
+            .set(i64::try_from(pipeline.in_flight()).unwrap_or(i64::MAX));
+    }
     if let (Some(m), Ok(rows)) = (crate::telemetry::metrics::metrics(), dlq.stats().await) {
         m.dlq_depth.reset();
+        for status in [
+            crate::dlq::Status::Pending,
+            crate::dlq::Status::Replayed,
+            crate::dlq::Status::Discarded,
+        ] {
+            let n: i64 = rows
+                .iter()
+                .filter(|r| r.status == status)
+                .map(|r| r.count)
+                .sum();
+            m.dlq_entries.with_label_values(&[status.as_str()]).set(n);
+        }
         for r in rows
             .iter()
             .filter(|r| r.status == crate::dlq::Status::Pending)

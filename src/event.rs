@@ -180,6 +180,18 @@ pub struct WebhookPayload {
 }
 
 impl Event {
+    /// When the event happened at its source, microseconds since the epoch, for the end-to-end
+    /// latency: the commit time of a change or transactional message, the receipt of a webhook.
+    /// `None` for snapshot reads and non-transactional messages (no commit to measure from).
+    pub fn origin_micros(&self) -> Option<i64> {
+        match &self.payload {
+            Payload::Webhook(_) => Some(self.received_at_micros),
+            Payload::Change(c) if c.op != "r" => Some(c.commit_time_ms.saturating_mul(1000)),
+            Payload::Message(m) if m.transactional => Some(m.ts_ms.saturating_mul(1000)),
+            Payload::Change(_) | Payload::Message(_) => None,
+        }
+    }
+
     /// The value a `{field}` of a topic template takes for this event.
     pub fn topic_field(&self, field: crate::config::TopicField) -> Option<String> {
         use crate::config::TopicField;

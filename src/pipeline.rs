@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
+use opentelemetry::KeyValue;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
@@ -27,6 +28,7 @@ use crate::error::{ErrorClass, retry_policy};
 use crate::event::Event;
 use crate::router::{RouteMatch, RouteTable};
 use crate::sink::kafka::{KafkaSink, Record, SinkError};
+use crate::telemetry::traces::{TRACEPARENT, Traced, Traces};
 
 /// Header names switchyard sets on every record.
 pub mod headers {
@@ -49,8 +51,10 @@ pub struct Pipeline {
     encoder: Encoder,
     sink: KafkaSink,
     in_flight: Arc<Semaphore>,
+    max_in_flight: usize,
     retry_max_elapsed: Duration,
     dlq: Option<Arc<DlqStore>>,
+    traces: Traces,
 }
 
 /// Why the pipeline could not be built.
@@ -75,8 +79,10 @@ impl Pipeline {
             encoder: Encoder::new(&config.schema_registry.url, config.schema_registry.timeout)?,
             sink: KafkaSink::new(&config.kafka)?,
             in_flight: Arc::new(Semaphore::new(config.kafka.max_in_flight)),
+            max_in_flight: config.kafka.max_in_flight,
             retry_max_elapsed: config.kafka.retry_max_elapsed,
             dlq: None,
+            traces: Traces::off(),
         })
     }
 
@@ -84,6 +90,17 @@ impl Pipeline {
     pub fn with_dlq(mut self, dlq: Arc<DlqStore>) -> Pipeline {
         self.dlq = Some(dlq);
         self
+    }
+
+    /// Records spans of the events that come with a trace context (see [`Pipeline::dispatch_traced`]).
+    pub fn with_traces(mut self, traces: Traces) -> Pipeline {
+        self.traces = traces;
+        self
+    }
+
+    /// Where spans go (off unless `[telemetry] otlp_endpoint` is set).
+    pub fn traces(&self) -> &Traces {
+        &self.traces
     }
 
     /// The Kafka sink (readiness checks, topic creation, flush).
@@ -120,6 +137,12 @@ impl Pipeline {
         }
     }
 
+    /// Events taken and not yet resolved (for `switchyard_events_in_flight`).
+    pub fn in_flight(&self) -> usize {
+        self.max_in_flight
+            .saturating_sub(self.in_flight.available_permits())
+    }
+
     /// Counts an event dropped because no route takes it.
     pub fn count_unmatched(&self, source: &str) {
         if let Some(m) = crate::telemetry::metrics::metrics() {
@@ -130,6 +153,18 @@ impl Pipeline {
     /// Takes an event once there is room in flight, and resolves `ack` when it is durable or
     /// has failed. Returns as soon as the event is taken.
     pub async fn dispatch(self: &Arc<Self>, event: Event, ack: AckToken) {
+        self.dispatch_traced(event, ack, None).await;
+    }
+
+    /// [`Pipeline::dispatch`], with the event's work recorded as child spans of `parent` (a
+    /// webhook request's or a CDC transaction's span): per route a `route` span with `encode`
+    /// and `produce` children.
+    pub async fn dispatch_traced(
+        self: &Arc<Self>,
+        event: Event,
+        ack: AckToken,
+        parent: Option<opentelemetry::Context>,
+    ) {
         let permit = match Arc::clone(&self.in_flight).acquire_owned().await {
             Ok(p) => p,
             Err(_) => {
@@ -139,9 +174,13 @@ impl Pipeline {
         };
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let delivery = this.deliver(&event, &ack).await;
-            if let Delivery::Failed(f) = &delivery {
-                warn!(event_id = %event.id, source = %event.source, class = %f.class, error = %f.message, "event not delivered");
+            let delivery = this.deliver_traced(&event, &ack, parent.as_ref()).await;
+            match &delivery {
+                Delivery::Failed(f) => {
+                    warn!(event_id = %event.id, source = %event.source, class = %f.class, error = %f.message, "event not delivered");
+                }
+                Delivery::Delivered => observe_end_to_end(&event),
+                Delivery::DeadLettered | Delivery::Dropped => {}
             }
             ack.resolve(delivery);
             drop(permit);
@@ -155,6 +194,15 @@ impl Pipeline {
     /// to its source, which delivers it again (routes already delivered get a duplicate:
     /// at-least-once).
     pub async fn deliver(&self, event: &Event, ack: &AckToken) -> Delivery {
+        self.deliver_traced(event, ack, None).await
+    }
+
+    async fn deliver_traced(
+        &self,
+        event: &Event,
+        ack: &AckToken,
+        parent: Option<&opentelemetry::Context>,
+    ) -> Delivery {
         let matches = self.routes().route(event);
         if matches.is_empty() {
             let f = Failure {
@@ -191,7 +239,18 @@ impl Pipeline {
                     continue;
                 }
             };
-            let record = match self.encode(event, &m, ack).await {
+            if let Some(metrics) = crate::telemetry::metrics::metrics() {
+                metrics.events_routed.with(&m.route, |c| c.inc());
+            }
+            let route_span = route_span(parent, &self.traces, event, &m);
+            let encode_span = route_span.child("encode", Vec::new());
+            let encoded = self.encode(event, &m, ack).await;
+            if let Err(f) = &encoded {
+                encode_span.fail(&f.message);
+                route_span.fail(&f.message);
+            }
+            drop(encode_span);
+            let mut record = match encoded {
                 Ok(r) => r,
                 Err(f) if f.class.is_dead_letter() => {
                     if m.on_error == OnError::Halt {
@@ -208,8 +267,34 @@ impl Pipeline {
                 }
                 Err(f) => return Delivery::Failed(f),
             };
+            let produce_span = route_span.child(
+                "produce",
+                vec![
+                    KeyValue::new("messaging.system", "kafka"),
+                    KeyValue::new("messaging.destination.name", m.topic.clone()),
+                ],
+            );
+            if let Some(tp) = produce_span.traceparent() {
+                record.headers.push((TRACEPARENT.into(), tp.into_bytes()));
+            }
             let abandoned = || ack.is_abandoned();
-            match self.sink.deliver(&record, &abandoned).await {
+            let produced = self.sink.deliver(&record, &abandoned).await;
+            match &produced {
+                Ok(p) => {
+                    produce_span.set(KeyValue::new(
+                        "messaging.destination.partition.id",
+                        p.partition.to_string(),
+                    ));
+                    produce_span.set(KeyValue::new("messaging.kafka.offset", p.offset));
+                }
+                Err(e) => {
+                    produce_span.fail(&e.to_string());
+                    route_span.fail(&e.to_string());
+                }
+            }
+            drop(produce_span);
+            drop(route_span);
+            match produced {
                 Ok(p) => {
                     debug!(event_id = %event.id, route = %m.route, topic = %m.topic, partition = p.partition, offset = p.offset, "delivered")
                 }
@@ -405,6 +490,42 @@ impl Pipeline {
         self.sink.flush(Duration::from_secs(5));
         ok
     }
+}
+
+/// The `route` span of one event on one route (none without a parent).
+fn route_span(
+    parent: Option<&opentelemetry::Context>,
+    traces: &Traces,
+    event: &Event,
+    m: &RouteMatch,
+) -> Traced {
+    if parent.is_none() {
+        return Traced::none();
+    }
+    Traced::child_of(
+        parent,
+        traces,
+        "route",
+        vec![
+            KeyValue::new("switchyard.route", m.route.to_string()),
+            KeyValue::new("switchyard.event_id", event.id.as_str().to_string()),
+            KeyValue::new("messaging.destination.name", m.topic.clone()),
+        ],
+    )
+}
+
+/// Records how long a delivered event took from its source's commit (or receipt) to Kafka.
+fn observe_end_to_end(event: &Event) {
+    let (Some(origin), Some(m)) = (event.origin_micros(), crate::telemetry::metrics::metrics())
+    else {
+        return;
+    };
+    // Clocks of the database and this host may disagree slightly: never a negative latency.
+    let micros = (crate::event::now_micros() - origin).max(0);
+    #[allow(clippy::cast_precision_loss)]
+    let seconds = micros as f64 / 1e6;
+    m.end_to_end_latency
+        .with(&event.source, |h| h.observe(seconds));
 }
 
 fn failed(class: ErrorClass, message: &str) -> Delivery {

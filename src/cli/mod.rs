@@ -39,12 +39,12 @@ pub struct Cli {
     )]
     pub config: PathBuf,
 
-    /// Log format on standard error.
+    /// Log format on standard error: `auto` is text on a terminal and JSON otherwise.
     #[arg(
         long,
         global = true,
         value_enum,
-        default_value = "text",
+        default_value = "auto",
         env = "SWITCHYARD_LOG_FORMAT"
     )]
     pub log_format: LogFormat,
@@ -247,10 +247,22 @@ async fn run_async(cli: &Cli) -> anyhow::Result<ExitCode> {
     };
     match &cli.command {
         Command::Run => {
+            let bound = config.server.shutdown_timeout;
             let daemon = Daemon::start(config).await.context("starting switchyard")?;
             shutdown_signal().await;
-            tracing::info!("shutting down");
-            daemon.shutdown(Duration::from_secs(30)).await;
+            tracing::info!(
+                bound = ?bound,
+                "shutting down: new webhooks get 503, events in flight are drained (a second signal exits at once)"
+            );
+            tokio::spawn(async {
+                shutdown_signal().await;
+                // Nothing unacknowledged is lost: sources deliver it again after the restart.
+                tracing::warn!(
+                    "second signal: exiting now; events in flight were not acknowledged and will be delivered again"
+                );
+                std::process::exit(130);
+            });
+            daemon.shutdown(bound).await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Tail {

@@ -39,6 +39,30 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// `[router]`
     pub router: RouterConfig,
+    /// `[telemetry]`
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: traces.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// Where spans are sent (OTLP over HTTP, protobuf; the full `/v1/traces` URL); `None`: no
+    /// traces.
+    pub otlp_endpoint: Option<String>,
+    /// Share of new traces kept, 0 to 1.
+    pub sample_ratio: f64,
+    /// `service.name` of the spans.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+            service_name: "switchyard".into(),
+        }
+    }
 }
 
 /// `[router]`: policies of the route table as a whole.
@@ -71,6 +95,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long a webhook waits for its Kafka acknowledgement before answering 503.
     pub ack_timeout: Duration,
+    /// How long an orderly stop (SIGTERM) waits for events in flight (default 30s).
+    pub shutdown_timeout: Duration,
 }
 
 /// `[kafka]`: the sink.

@@ -16,6 +16,8 @@ pub struct RawServer {
     pub max_body_size: Option<Spanned<SizeValue>>,
     /// How long a webhook request waits for the Kafka acknowledgement before 503.
     pub ack_timeout: Option<Spanned<String>>,
+    /// How long SIGTERM waits for events in flight to reach Kafka or the DLQ.
+    pub shutdown_timeout: Option<Spanned<String>>,
 }
 
 /// A size written as a number of bytes or a string with a unit.
@@ -79,6 +81,18 @@ pub struct RawDlq {
     pub url: Spanned<String>,
     /// Purge replayed and discarded entries older than this ("14d").
     pub retain: Option<Spanned<String>>,
+}
+
+/// `[telemetry]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    /// OTLP/HTTP collector for traces, e.g. "http://otel-collector:4318"; no traces without it.
+    pub otlp_endpoint: Option<Spanned<String>>,
+    /// Share of new traces kept, 0 to 1 (default 1); a sampled incoming `traceparent` is kept.
+    pub sample_ratio: Option<Spanned<f64>>,
+    /// The spans' `service.name` (default "switchyard").
+    pub service_name: Option<Spanned<String>>,
 }
 
 /// `[router]`

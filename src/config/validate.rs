@@ -17,7 +17,7 @@ use super::*;
 
 const DEFAULT_RETAIN: Duration = Duration::from_secs(14 * 24 * 3600);
 
-const SECTIONS: &str = "server, kafka, schema_registry, dlq, sources, routes, router";
+const SECTIONS: &str = "server, kafka, schema_registry, dlq, sources, routes, router, telemetry";
 
 pub(super) fn load(
     path: &Path,
@@ -67,6 +67,7 @@ pub(super) fn load(
             "sources" => "sources",
             "routes" => "routes",
             "router" => "router",
+            "telemetry" => "telemetry",
             other => {
                 diag.at(
                     key.span(),
@@ -94,6 +95,12 @@ pub(super) fn load(
         None => Some(RouterConfig::default()),
         Some(v) => section::<RawRouter>(v, &mut diag).and_then(|r| validate_router(r, &mut diag)),
     };
+    let telemetry = match sections.remove("telemetry") {
+        None => Some(TelemetryConfig::default()),
+        Some(v) => {
+            section::<RawTelemetry>(v, &mut diag).and_then(|t| validate_telemetry(t, &mut diag))
+        }
+    };
     let sources = sections
         .remove("sources")
         .map(|v| sources(v, &mut diag))
@@ -119,21 +126,25 @@ pub(super) fn load(
     let routes =
         super::route::validate_routes(routes, &sources, mask_key.as_ref(), path, &mut diag);
 
-    match (server, kafka, registry, dlq, router) {
-        (Some(server), Some(kafka), Some(schema_registry), Some(dlq), Some(router))
-            if diag.is_empty() =>
-        {
-            Ok(Config {
-                router,
-                path: path.to_path_buf(),
-                server,
-                kafka,
-                schema_registry,
-                dlq,
-                sources,
-                routes,
-            })
-        }
+    match (server, kafka, registry, dlq, router, telemetry) {
+        (
+            Some(server),
+            Some(kafka),
+            Some(schema_registry),
+            Some(dlq),
+            Some(router),
+            Some(telemetry),
+        ) if diag.is_empty() => Ok(Config {
+            router,
+            telemetry,
+            path: path.to_path_buf(),
+            server,
+            kafka,
+            schema_registry,
+            dlq,
+            sources,
+            routes,
+        }),
         _ => Err(ConfigErrors(diag.finish())),
     }
 }
@@ -304,10 +315,15 @@ fn validate_server(raw: RawServer, diag: &mut Diagnostics) -> Option<ServerConfi
         None => Some(Duration::from_secs(10)),
         Some(v) => duration(v, diag),
     };
+    let shutdown_timeout = match &raw.shutdown_timeout {
+        None => Some(Duration::from_secs(30)),
+        Some(v) => duration(v, diag),
+    };
     Some(ServerConfig {
         listen: listen?,
         max_body_bytes: max_body_bytes?,
         ack_timeout: ack_timeout?,
+        shutdown_timeout: shutdown_timeout?,
     })
 }
 
@@ -484,6 +500,59 @@ fn validate_dlq_url(
         );
         None
     }
+}
+
+fn validate_telemetry(raw: RawTelemetry, diag: &mut Diagnostics) -> Option<TelemetryConfig> {
+    let mut ok = true;
+    let otlp_endpoint = match &raw.otlp_endpoint {
+        None => None,
+        Some(e) if e.get_ref().is_empty() => None,
+        Some(e) => match reqwest::Url::parse(e.get_ref()) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {
+                // A collector's base URL gets the traces path, as OTEL_EXPORTER_OTLP_ENDPOINT.
+                let mut url = url;
+                if url.path() == "/" || url.path().is_empty() {
+                    url.set_path("/v1/traces");
+                }
+                Some(url.to_string())
+            }
+            _ => {
+                diag.at(
+                    e.span(),
+                    format!("`{}` is not an http(s) URL", e.get_ref()),
+                    Some(
+                        "write the collector's OTLP/HTTP address, e.g. otlp_endpoint = \"http://otel-collector:4318\""
+                            .into(),
+                    ),
+                );
+                ok = false;
+                None
+            }
+        },
+    };
+    let sample_ratio = match &raw.sample_ratio {
+        None => 1.0,
+        Some(r) if (0.0..=1.0).contains(r.get_ref()) => *r.get_ref(),
+        Some(r) => {
+            diag.at(
+                r.span(),
+                format!("sample_ratio {} is not between 0 and 1", r.get_ref()),
+                Some("write e.g. sample_ratio = 0.1 to keep one trace in ten".into()),
+            );
+            ok = false;
+            1.0
+        }
+    };
+    let service_name = raw
+        .service_name
+        .map(|s| s.into_inner())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "switchyard".into());
+    ok.then_some(TelemetryConfig {
+        otlp_endpoint,
+        sample_ratio,
+        service_name,
+    })
 }
 
 fn validate_router(raw: RawRouter, diag: &mut Diagnostics) -> Option<RouterConfig> {

@@ -350,6 +350,12 @@ impl DlqStore {
         dispatch!(self, s => s.get_state(key).await)
     }
 
+    /// Writes a timestamp to the state table: `/readyz` asks whether the store takes writes.
+    pub async fn check_writable(&self) -> Result<(), DlqError> {
+        self.put_state("switchyard.readyz", &crate::event::now_micros().to_string())
+            .await
+    }
+
     /// Stores source state under `key` (durable once this returns).
     pub async fn put_state(&self, key: &str, value: &str) -> Result<(), DlqError> {
         dispatch!(self, s => s.put_state(key, value).await)

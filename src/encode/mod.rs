@@ -286,12 +286,18 @@ impl Encoder {
         schema: &AvroSchema,
     ) -> Result<Arc<Registered>, EncodeError> {
         if let Some(r) = self.cached(subject, schema) {
+            if let Some(m) = crate::telemetry::metrics::metrics() {
+                m.schema_cache_hits.inc();
+            }
             return Ok(r);
         }
         // One registration at a time: concurrent first records wait for it instead of
         // posting the same schema again.
         let _guard = self.registering.lock().await;
         if let Some(r) = self.cached(subject, schema) {
+            if let Some(m) = crate::telemetry::metrics::metrics() {
+                m.schema_cache_hits.inc();
+            }
             return Ok(r);
         }
         let parsed = apache_avro::Schema::parse_str(schema.json())
@@ -301,8 +307,12 @@ impl Encoder {
             subject.to_string(),
             SuppliedSchema::clone(&schema.supplied),
         )
-        .await
-        .map_err(EncodeError::from_src)?;
+        .await;
+        if let Some(m) = crate::telemetry::metrics::metrics() {
+            let result = if registered.is_ok() { "ok" } else { "error" };
+            m.registry_requests.with_label_values(&[result]).inc();
+        }
+        let registered = registered.map_err(EncodeError::from_src)?;
         // Interned only once registered, so failed attempts leave nothing behind.
         let interned: &'static apache_avro::Schema = Box::leak(Box::new(parsed));
         // No separate validation pass per record: the values are built from this schema (change

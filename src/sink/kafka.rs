@@ -344,12 +344,19 @@ impl KafkaSink {
             fr = fr.key(k.as_slice());
         }
         let producer = self.producer();
+        let enqueued = Instant::now();
         // Waits for queue space up to the delivery timeout: librdkafka's queue is the bound.
         match producer.send(fr, self.cfg.delivery_timeout).await {
-            Ok(d) => Ok(Placement {
-                partition: d.partition,
-                offset: d.offset,
-            }),
+            Ok(d) => {
+                if let Some(m) = crate::telemetry::metrics::metrics() {
+                    m.produce_latency.observe(enqueued.elapsed().as_secs_f64());
+                    m.records_produced.with(&record.topic, |c| c.inc());
+                }
+                Ok(Placement {
+                    partition: d.partition,
+                    offset: d.offset,
+                })
+            }
             Err((err, _)) => Err(self.classify(&producer, err)),
         }
     }

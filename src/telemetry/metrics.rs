@@ -1,8 +1,13 @@
 //! Metric names and the Prometheus registry. Every metric is defined here, once.
 
-use std::sync::LazyLock;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, RwLock};
 
-use prometheus::{Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::core::{MetricVec, MetricVecBuilder};
+use prometheus::{
+    Encoder, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 /// Dead letters waiting (status pending), by route and error class.
 pub const DLQ_DEPTH: &str = "switchyard_dlq_depth";
@@ -26,6 +31,59 @@ pub const UNMATCHED_TOTAL: &str = "switchyard_unmatched_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
 /// Dead letters written since start, by route and error class.
 pub const DEAD_LETTERS_TOTAL: &str = "switchyard_dead_letters_total";
+/// Events a source handed to the pipeline (CDC changes and messages, snapshot reads, accepted
+/// webhooks), by source.
+pub const EVENTS_RECEIVED_TOTAL: &str = "switchyard_events_received_total";
+/// Events a route took (matched and named a topic), by route.
+pub const EVENTS_ROUTED_TOTAL: &str = "switchyard_events_routed_total";
+/// Records Kafka acknowledged, by topic.
+pub const RECORDS_PRODUCED_TOTAL: &str = "switchyard_records_produced_total";
+/// Seconds from handing a record to the producer to its delivery report (acks=all).
+pub const PRODUCE_LATENCY_SECONDS: &str = "switchyard_produce_latency_seconds";
+/// Seconds from the source's commit (CDC) or the request's receipt (webhooks) to the last
+/// Kafka acknowledgement of the event, by source.
+pub const END_TO_END_LATENCY_SECONDS: &str = "switchyard_end_to_end_latency_seconds";
+/// Events taken by the pipeline and not yet delivered, dead-lettered or failed.
+pub const EVENTS_IN_FLIGHT: &str = "switchyard_events_in_flight";
+/// Dead letters in the store, by status (`pending`, `replayed`, `discarded`).
+pub const DLQ_ENTRIES: &str = "switchyard_dlq_entries";
+/// The last LSN the source confirmed to its replication slot, by source.
+pub const CONFIRMED_LSN: &str = "switchyard_confirmed_lsn";
+/// Schema registry requests (schema registrations), by result (`ok`, `error`).
+pub const REGISTRY_REQUESTS_TOTAL: &str = "switchyard_registry_requests_total";
+/// Keys and values encoded with a schema id already in the cache (no registry request).
+pub const SCHEMA_CACHE_HITS_TOTAL: &str = "switchyard_schema_cache_hits_total";
+/// Always 1, labelled with the version and git commit of the running binary.
+pub const BUILD_INFO: &str = "switchyard_build_info";
+
+/// Every metric name above (the dashboard and alert rules in `deploy/` use only these).
+pub const ALL: &[&str] = &[
+    DLQ_DEPTH,
+    SLOT_LAG_BYTES,
+    SNAPSHOT_ROWS_TOTAL,
+    SNAPSHOT_PROGRESS,
+    SOURCE_UP,
+    WEBHOOK_REQUESTS_TOTAL,
+    WEBHOOK_REJECTED_TOTAL,
+    WEBHOOK_DUPLICATES_TOTAL,
+    UNMATCHED_TOTAL,
+    CONFIG_RELOADS_TOTAL,
+    DEAD_LETTERS_TOTAL,
+    EVENTS_RECEIVED_TOTAL,
+    EVENTS_ROUTED_TOTAL,
+    RECORDS_PRODUCED_TOTAL,
+    PRODUCE_LATENCY_SECONDS,
+    END_TO_END_LATENCY_SECONDS,
+    EVENTS_IN_FLIGHT,
+    DLQ_ENTRIES,
+    CONFIRMED_LSN,
+    REGISTRY_REQUESTS_TOTAL,
+    SCHEMA_CACHE_HITS_TOTAL,
+    BUILD_INFO,
+];
+
+/// The git commit the binary was built from (`unknown` outside a git checkout).
+pub const GIT_SHA: &str = env!("SWITCHYARD_GIT_SHA");
 
 /// The process's metrics.
 pub struct Metrics {
@@ -52,7 +110,85 @@ pub struct Metrics {
     pub unmatched: IntCounterVec,
     /// See [`CONFIG_RELOADS_TOTAL`].
     pub reloads: IntCounterVec,
+    /// See [`EVENTS_RECEIVED_TOTAL`].
+    pub events_received: IntCounterVec,
+    /// See [`EVENTS_ROUTED_TOTAL`]; resolved once per route.
+    pub events_routed: ByLabel<IntCounterVec>,
+    /// See [`RECORDS_PRODUCED_TOTAL`]; resolved once per topic.
+    pub records_produced: ByLabel<IntCounterVec>,
+    /// See [`PRODUCE_LATENCY_SECONDS`].
+    pub produce_latency: Histogram,
+    /// See [`END_TO_END_LATENCY_SECONDS`]; resolved once per source.
+    pub end_to_end_latency: ByLabel<HistogramVec>,
+    /// See [`EVENTS_IN_FLIGHT`] (set at each scrape).
+    pub in_flight: IntGauge,
+    /// See [`DLQ_ENTRIES`] (set at each scrape).
+    pub dlq_entries: IntGaugeVec,
+    /// See [`CONFIRMED_LSN`].
+    pub confirmed_lsn: IntGaugeVec,
+    /// See [`REGISTRY_REQUESTS_TOTAL`].
+    pub registry_requests: IntCounterVec,
+    /// See [`SCHEMA_CACHE_HITS_TOTAL`].
+    pub schema_cache_hits: IntCounter,
 }
+
+/// A labelled metric family whose children are resolved once per label value and kept, so the
+/// hot path pays a read lock and a string hash, never a label formatting or vector search.
+/// Label values must be bounded by the configuration (routes, topics, sources).
+pub struct ByLabel<V: Family> {
+    vec: V,
+    children: RwLock<HashMap<Arc<str>, <V as Family>::Child>>,
+}
+
+/// A metric vector with one label (the shape [`ByLabel`] caches).
+pub trait Family {
+    /// The metric of one label value.
+    type Child: Clone;
+    /// The child for `value`.
+    fn child(&self, value: &str) -> Option<Self::Child>;
+}
+
+impl<P: MetricVecBuilder> Family for MetricVec<P> {
+    type Child = P::M;
+    fn child(&self, value: &str) -> Option<P::M> {
+        self.get_metric_with_label_values(&[value]).ok()
+    }
+}
+
+impl<V: Family> ByLabel<V> {
+    fn new(vec: V) -> ByLabel<V> {
+        ByLabel {
+            vec,
+            children: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// Runs `f` on the child for `value`, creating it the first time.
+    pub fn with(&self, value: &str, f: impl FnOnce(&V::Child)) {
+        if let Ok(children) = self.children.read()
+            && let Some(c) = children.get(value)
+        {
+            f(c);
+            return;
+        }
+        let Some(child) = self.vec.child(value) else {
+            return;
+        };
+        f(&child);
+        if let Ok(mut children) = self.children.write() {
+            children.insert(Arc::from(value), child);
+        }
+    }
+}
+
+/// Buckets of [`PRODUCE_LATENCY_SECONDS`]: 0.5 ms to 10 s.
+const PRODUCE_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+/// Buckets of [`END_TO_END_LATENCY_SECONDS`]: 5 ms to 5 min.
+const END_TO_END_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 
 fn build() -> Result<Metrics, prometheus::Error> {
     let registry = Registry::new();
@@ -132,6 +268,78 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(slot_lag.clone()))?;
     registry.register(Box::new(dlq_depth.clone()))?;
     registry.register(Box::new(dead_letters.clone()))?;
+
+    let events_received = IntCounterVec::new(
+        Opts::new(
+            EVENTS_RECEIVED_TOTAL,
+            "Events a source handed to the pipeline",
+        ),
+        &["source"],
+    )?;
+    registry.register(Box::new(events_received.clone()))?;
+    let events_routed = IntCounterVec::new(
+        Opts::new(EVENTS_ROUTED_TOTAL, "Events a route took"),
+        &["route"],
+    )?;
+    registry.register(Box::new(events_routed.clone()))?;
+    let records_produced = IntCounterVec::new(
+        Opts::new(RECORDS_PRODUCED_TOTAL, "Records acknowledged by Kafka"),
+        &["topic"],
+    )?;
+    registry.register(Box::new(records_produced.clone()))?;
+    let produce_latency = Histogram::with_opts(
+        HistogramOpts::new(
+            PRODUCE_LATENCY_SECONDS,
+            "Seconds from handing a record to the producer to its delivery report",
+        )
+        .buckets(PRODUCE_BUCKETS.to_vec()),
+    )?;
+    registry.register(Box::new(produce_latency.clone()))?;
+    let end_to_end_latency = HistogramVec::new(
+        HistogramOpts::new(
+            END_TO_END_LATENCY_SECONDS,
+            "Seconds from source commit or webhook receipt to the last Kafka acknowledgement",
+        )
+        .buckets(END_TO_END_BUCKETS.to_vec()),
+        &["source"],
+    )?;
+    registry.register(Box::new(end_to_end_latency.clone()))?;
+    let in_flight = IntGauge::new(EVENTS_IN_FLIGHT, "Events in the pipeline, not yet durable")?;
+    registry.register(Box::new(in_flight.clone()))?;
+    let dlq_entries = IntGaugeVec::new(
+        Opts::new(DLQ_ENTRIES, "Dead letters in the store, by status"),
+        &["status"],
+    )?;
+    registry.register(Box::new(dlq_entries.clone()))?;
+    let confirmed_lsn = IntGaugeVec::new(
+        Opts::new(
+            CONFIRMED_LSN,
+            "Last LSN confirmed to the replication slot (everything before it is durable)",
+        ),
+        &["source"],
+    )?;
+    registry.register(Box::new(confirmed_lsn.clone()))?;
+    let registry_requests = IntCounterVec::new(
+        Opts::new(
+            REGISTRY_REQUESTS_TOTAL,
+            "Schema registry requests, by result",
+        ),
+        &["result"],
+    )?;
+    registry.register(Box::new(registry_requests.clone()))?;
+    let schema_cache_hits = IntCounter::new(
+        SCHEMA_CACHE_HITS_TOTAL,
+        "Keys and values encoded with a cached schema id (no registry request)",
+    )?;
+    registry.register(Box::new(schema_cache_hits.clone()))?;
+    let build_info = IntGaugeVec::new(
+        Opts::new(BUILD_INFO, "The running binary's version and git commit"),
+        &["version", "git_sha"],
+    )?;
+    build_info
+        .with_label_values(&[env!("CARGO_PKG_VERSION"), GIT_SHA])
+        .set(1);
+    registry.register(Box::new(build_info))?;
     Ok(Metrics {
         registry,
         dlq_depth,
@@ -145,6 +353,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         webhook_duplicates,
         unmatched,
         reloads,
+        events_received,
+        events_routed: ByLabel::new(events_routed),
+        records_produced: ByLabel::new(records_produced),
+        produce_latency,
+        end_to_end_latency: ByLabel::new(end_to_end_latency),
+        in_flight,
+        dlq_entries,
+        confirmed_lsn,
+        registry_requests,
+        schema_cache_hits,
     })
 }
 
@@ -174,4 +392,60 @@ pub fn render() -> String {
         return String::new();
     }
     String::from_utf8(buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ALL;
+
+    /// The `switchyard_*` names a text mentions, histogram suffixes removed.
+    fn mentioned(text: &str) -> Vec<String> {
+        let mut names = Vec::new();
+        let mut rest = text;
+        while let Some(at) = rest.find("switchyard_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            let name = &tail[..end];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|b| ALL.contains(b))
+                .unwrap_or(name);
+            names.push(base.to_string());
+            rest = &tail[end..];
+        }
+        names
+    }
+
+    #[test]
+    fn the_dashboard_and_alert_rules_use_only_metrics_that_exist() {
+        for (file, text) in [
+            (
+                "alerts.yml",
+                include_str!("../../deploy/observability/alerts.yml"),
+            ),
+            (
+                "grafana-dashboard.json",
+                include_str!("../../deploy/observability/grafana-dashboard.json"),
+            ),
+        ] {
+            let names = mentioned(text);
+            assert!(!names.is_empty(), "{file} mentions no metric");
+            for name in names {
+                assert!(ALL.contains(&name.as_str()), "{file}: no metric {name}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_metric_is_registered_once_with_the_switchyard_prefix() {
+        assert!(ALL.iter().all(|n| n.starts_with("switchyard_")));
+        let mut unique = ALL.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), ALL.len());
+        assert!(super::metrics().is_some(), "the registry builds");
+    }
 }

@@ -325,3 +325,44 @@ fn transforms_are_checked_when_the_file_loads() {
         "{errs:?}"
     );
 }
+
+#[test]
+fn telemetry_takes_a_collector_url_and_a_sample_ratio_between_0_and_1() {
+    let text = format!(
+        "{BASE}\n[telemetry]\notlp_endpoint = \"collector:4318\"\nsample_ratio = 1.5\n[server]\nshutdown_timeout = \"soon\"\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    assert!(
+        errs.iter().any(|e| e.contains("not an http(s) URL")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("not between 0 and 1")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("invalid duration \"soon\"")),
+        "{errs:?}"
+    );
+
+    let ok = format!("{BASE}\n[telemetry]\notlp_endpoint = \"http://collector:4318\"\n");
+    let config =
+        Config::from_str_with_env(Path::new("conf/routes.toml"), &ok, |_| None).expect("valid");
+    assert_eq!(
+        config.telemetry.otlp_endpoint.as_deref(),
+        Some("http://collector:4318/v1/traces"),
+        "a collector's base URL gets the traces path"
+    );
+    assert_eq!(config.telemetry.sample_ratio, 1.0);
+    assert_eq!(
+        config.server.shutdown_timeout,
+        std::time::Duration::from_secs(30)
+    );
+    let off =
+        Config::from_str_with_env(Path::new("conf/routes.toml"), BASE, |_| None).expect("valid");
+    assert_eq!(
+        off.telemetry.otlp_endpoint, None,
+        "no traces unless configured"
+    );
+}

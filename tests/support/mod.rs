@@ -149,6 +149,26 @@ impl ChildGuard {
         }
     }
 
+    /// Sends `signal` (e.g. `"TERM"`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let child = self.child.as_mut().expect("a running process");
+        let status = wait_for(&format!("{} to exit", self.name), timeout, || {
+            child.try_wait().ok().flatten()
+        });
+        self.child = None;
+        status
+    }
+
     /// Kills the process with SIGKILL and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {

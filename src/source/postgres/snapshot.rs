@@ -345,6 +345,7 @@ impl PostgresSource {
                         self.read_event(shape, row, point, progress.started_ms, first + j as u64);
                     let (ack, rx) = AckToken::new();
                     let id = event.id.to_string();
+                    self.counters.receive();
                     self.pipeline.dispatch(event, ack).await;
                     receivers.push((id, rx));
                 }

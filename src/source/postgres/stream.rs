@@ -16,10 +16,13 @@ use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use pgwire_replication::{Lsn as WireLsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use tokio::sync::watch;
 use tokio_postgres::{Client, NoTls};
@@ -34,6 +37,7 @@ use crate::event::{
 };
 use crate::pipeline::Pipeline;
 use crate::source::health::SourceHealth;
+use crate::telemetry::traces::Traced;
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +123,50 @@ pub struct PostgresSource {
     pub(super) database: String,
     /// Where the source reports what it is doing.
     pub(super) health: Arc<SourceHealth>,
+    /// `switchyard_events_received_total{source}` and `switchyard_confirmed_lsn{source}` of
+    /// this source, resolved once.
+    pub(super) counters: SourceCounters,
+    /// How long a stop waits for events in flight before closing the stream.
+    pub(super) stop_bound: Duration,
+}
+
+/// A postgres source's own metrics, resolved once so the hot path only increments, and the
+/// highest position it confirmed to the slot.
+#[derive(Default)]
+pub(super) struct SourceCounters {
+    pub(super) received: Option<prometheus::IntCounter>,
+    confirmed_lsn: Option<prometheus::IntGauge>,
+    applied: AtomicU64,
+}
+
+impl SourceCounters {
+    fn new(source: &str) -> SourceCounters {
+        let Some(m) = crate::telemetry::metrics::metrics() else {
+            return SourceCounters::default();
+        };
+        SourceCounters {
+            received: m
+                .events_received
+                .get_metric_with_label_values(&[source])
+                .ok(),
+            confirmed_lsn: m.confirmed_lsn.get_metric_with_label_values(&[source]).ok(),
+            applied: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one event handed to the pipeline.
+    pub(super) fn receive(&self) {
+        if let Some(c) = &self.received {
+            c.inc();
+        }
+    }
+
+    fn confirmed(&self, lsn: u64) {
+        self.applied.fetch_max(lsn, Ordering::Relaxed);
+        if let Some(g) = &self.confirmed_lsn {
+            g.set(i64::try_from(lsn).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 type AckFuture = Pin<Box<dyn Future<Output = (Seq, String, Delivery)> + Send>>;
@@ -140,7 +188,16 @@ impl PostgresSource {
             state,
             database,
             health,
+            counters: SourceCounters::new(name),
+            stop_bound: Duration::from_secs(20),
         }
+    }
+
+    /// How long a stop waits for events in flight (default 20 s); keep it below the daemon's
+    /// `shutdown_timeout` so the final status update fits in.
+    pub fn with_stop_bound(mut self, bound: Duration) -> Self {
+        self.stop_bound = bound;
+        self
     }
 
     /// The replication connection's settings, streaming from `start`.
@@ -450,8 +507,10 @@ impl PostgresSource {
         position: u64,
         checkpoint: &mut Checkpoint<u64>,
         acks: &mut FuturesUnordered<AckFuture>,
+        trace: Option<opentelemetry::Context>,
     ) -> Option<u64> {
         let seq = checkpoint.track(position);
+        self.counters.receive();
         if self.pipeline.unmatched() == Unmatched::Drop
             && self.pipeline.routes().route(&event).is_empty()
         {
@@ -460,9 +519,78 @@ impl PostgresSource {
         }
         let (ack, rx) = AckToken::new();
         let id = event.id.to_string();
-        self.pipeline.dispatch(event, ack).await;
+        self.pipeline.dispatch_traced(event, ack, trace).await;
         acks.push(Box::pin(async move { (seq, id, rx.wait().await) }));
         None
+    }
+
+    /// An orderly stop: waits (up to `stop_bound`) for the events in flight, confirms the
+    /// commits that became durable, waits until the status update carrying that position was
+    /// sent to the server, then ends the stream. Events still in flight are not confirmed and
+    /// are delivered again after the restart.
+    async fn finish(
+        &self,
+        repl: &mut ReplicationClient,
+        checkpoint: &mut Checkpoint<u64>,
+        commits: &mut VecDeque<u64>,
+        acks: &mut FuturesUnordered<AckFuture>,
+    ) {
+        let deadline = tokio::time::Instant::now() + self.stop_bound;
+        let waiting = acks.len();
+        while !acks.is_empty() {
+            match tokio::time::timeout_at(deadline, acks.next()).await {
+                Ok(Some((seq, id, delivery))) => {
+                    let durable = delivery.is_durable();
+                    let at = checkpoint.resolve(seq, durable);
+                    if !durable {
+                        warn!(source = %self.name, event_id = %id, "an event in flight at stop was not made durable; it is delivered again after the restart");
+                        break;
+                    }
+                    apply(repl, commits, at, &self.counters);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    warn!(source = %self.name, left = acks.len(), "events still in flight at the stop bound; they are delivered again after the restart");
+                    break;
+                }
+            }
+        }
+        let target = self.counters.applied.load(Ordering::Relaxed);
+        // The worker sends a raised position once per status interval (1 s).
+        let sent = tokio::time::Instant::now() + Duration::from_secs(3);
+        while repl.metrics().last_applied_lsn().0 < target && tokio::time::Instant::now() < sent {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let reported = repl.metrics().last_applied_lsn().0;
+        info!(source = %self.name, drained = waiting, confirmed = %super::lsn::Lsn(reported), "stopped streaming; final position sent to the slot");
+        if tokio::time::timeout(Duration::from_secs(2), repl.shutdown())
+            .await
+            .is_err()
+        {
+            repl.abort();
+        }
+    }
+
+    /// The span of one transaction (Begin to Commit), parent of its events' spans.
+    fn transaction_span(&self, commit_lsn: u64, xid: u32) -> Traced {
+        let traces = self.pipeline.traces();
+        if !traces.is_on() {
+            return Traced::none();
+        }
+        traces.root(
+            "cdc.transaction",
+            SpanKind::Consumer,
+            None,
+            vec![
+                KeyValue::new("switchyard.source", self.name.clone()),
+                KeyValue::new("db.system.name", "postgresql"),
+                KeyValue::new("switchyard.xid", i64::from(xid)),
+                KeyValue::new(
+                    "switchyard.commit_lsn",
+                    super::lsn::Lsn(commit_lsn).to_string(),
+                ),
+            ],
+        )
     }
 
     async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), SourceError> {
@@ -482,12 +610,14 @@ impl PostgresSource {
             .map_err(|e| SourceError::Stream(e.to_string()))?;
         info!(source = %self.name, slot = %self.cfg.slot, from = %super::lsn::Lsn(confirmed), "streaming changes");
         self.health.set(&self.name, "streaming", None);
+        self.counters.confirmed(confirmed);
 
         let mut relations: HashMap<u32, KnownRelation> = HashMap::new();
         let mut checkpoint: Checkpoint<u64> = Checkpoint::new(Some(confirmed));
         let mut commits: VecDeque<u64> = VecDeque::new();
         let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
         let mut txn: Option<(u64, u32, i64, u32)> = None; // final_lsn, xid, commit ms, ordinal
+        let mut txn_span = Traced::none();
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval);
         heartbeat.tick().await;
 
@@ -495,6 +625,7 @@ impl PostgresSource {
             tokio::select! {
                 _ = stop.changed() => {
                     if *stop.borrow() {
+                        if std::env::var_os("NOFINISH").is_none() { self.finish(&mut repl, &mut checkpoint, &mut commits, &mut acks).await; }
                         return Ok(());
                     }
                 }
@@ -504,7 +635,7 @@ impl PostgresSource {
                     if !durable {
                         return Err(SourceError::NotDurable(id));
                     }
-                    apply(&repl, &mut commits, at);
+                    apply(&repl, &mut commits, at, &self.counters);
                 }
                 _ = heartbeat.tick() => {
                     // Writes WAL on idle databases so the slot's position can advance.
@@ -524,19 +655,25 @@ impl PostgresSource {
                         ReplicationEvent::Begin { final_lsn, xid, commit_time_micros } => {
                             let ms = (commit_time_micros + pgoutput::PG_EPOCH_OFFSET_MICROS) / 1000;
                             txn = Some((final_lsn.0, xid, ms, 0));
+                            txn_span = self.transaction_span(final_lsn.0, xid);
                         }
                         ReplicationEvent::Commit { end_lsn, .. } => {
+                            if let Some((_, _, _, events)) = txn {
+                                txn_span.set(KeyValue::new("switchyard.events", i64::from(events)));
+                            }
                             txn = None;
+                            txn_span = Traced::none();
                             let seq = checkpoint.track(end_lsn.0);
                             commits.push_back(end_lsn.0);
                             let at = checkpoint.resolve(seq, true);
-                            apply(&repl, &mut commits, at);
+                            apply(&repl, &mut commits, at, &self.counters);
                         }
                         ReplicationEvent::Message { lsn, transactional, prefix, content } => {
                             if prefix == HEARTBEAT_PREFIX {
                                 // With nothing in flight, everything before it is durable.
                                 if !transactional && txn.is_none() && checkpoint.in_flight() == 0 {
                                     repl.update_applied_lsn(lsn);
+                                    self.counters.confirmed(lsn.0);
                                 }
                                 continue;
                             }
@@ -566,8 +703,9 @@ impl PostgresSource {
                                 // Outside a transaction the message is its own unit of progress.
                                 commits.push_back(position);
                             }
-                            let at = self.send(event, position, &mut checkpoint, &mut acks).await;
-                            apply(&repl, &mut commits, at);
+                            let trace = if transactional { txn_span.context() } else { None };
+                            let at = self.send(event, position, &mut checkpoint, &mut acks, trace).await;
+                            apply(&repl, &mut commits, at, &self.counters);
                         }
                         ReplicationEvent::XLogData { data, .. } => {
                             let msg = pgoutput::decode(&data)?;
@@ -616,7 +754,7 @@ impl PostgresSource {
                                     }),
                                 };
                                 *ordinal += 1;
-                                self.send(event, *final_lsn, &mut checkpoint, &mut acks).await;
+                                self.send(event, *final_lsn, &mut checkpoint, &mut acks, txn_span.context()).await;
                             }
                         }
                         ReplicationEvent::KeepAlive { .. } => {}
@@ -656,7 +794,12 @@ pub async fn connect_sql(source: &PostgresSourceConfig) -> Result<Client, Source
 }
 
 /// Reports the end of the newest commit whose events are all durable.
-fn apply(repl: &ReplicationClient, commits: &mut VecDeque<u64>, confirmed: Option<u64>) {
+fn apply(
+    repl: &ReplicationClient,
+    commits: &mut VecDeque<u64>,
+    confirmed: Option<u64>,
+    counters: &SourceCounters,
+) {
     let Some(confirmed) = confirmed else { return };
     let mut last = None;
     while commits.front().is_some_and(|c| *c <= confirmed) {
@@ -664,6 +807,7 @@ fn apply(repl: &ReplicationClient, commits: &mut VecDeque<u64>, confirmed: Optio
     }
     if let Some(end) = last {
         repl.update_applied_lsn(WireLsn(end));
+        counters.confirmed(end);
     }
 }
 

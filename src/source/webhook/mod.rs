@@ -17,6 +17,7 @@ pub mod limit;
 pub mod verify;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::Json;
@@ -24,6 +25,8 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use serde_json::json;
 use tracing::{debug, warn};
 
@@ -36,6 +39,7 @@ use crate::config::{WebhookSourceConfig, WhenUnavailable};
 use crate::error::ErrorClass;
 use crate::event::{Event, EventId, Payload, WebhookPayload, now_micros};
 use crate::pipeline::Pipeline;
+use crate::telemetry::traces::{self, Traced};
 
 /// Headers never copied into the stored event: they carry credentials of the sender.
 const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
@@ -50,24 +54,33 @@ pub struct WebhookSource {
     verifier: Arc<Verifier>,
     limit: Option<Arc<RateLimit>>,
     dedupe: Option<Arc<Dedupe>>,
+    /// `switchyard_events_received_total{source}` of this source, resolved once.
+    received: Option<prometheus::IntCounter>,
+    /// True once the daemon is stopping: new requests are answered 503.
+    draining: Arc<AtomicBool>,
 }
 
 impl WebhookSource {
     /// A handler for the source `name`; `dedupe` remembers accepted ids (when the source's
-    /// window is not zero).
+    /// window is not zero); once `draining` is true every request is answered 503.
     pub fn new(
         name: &str,
         config: WebhookSourceConfig,
         pipeline: Arc<Pipeline>,
         ack_timeout: Duration,
         dedupe: Option<Arc<Dedupe>>,
+        draining: Arc<AtomicBool>,
     ) -> WebhookSource {
         let verifier = Verifier::new(
             config.provider.clone(),
             config.secrets.clone(),
             config.tolerance,
         );
+        let received = crate::telemetry::metrics::metrics()
+            .and_then(|m| m.events_received.get_metric_with_label_values(&[name]).ok());
         WebhookSource {
+            received,
+            draining,
             name: Arc::from(name),
             limit: config.rate_limit.map(|r| Arc::new(RateLimit::new(r))),
             dedupe: dedupe.filter(|_| !config.dedupe_window.is_zero()),
@@ -89,7 +102,29 @@ impl WebhookSource {
         headers: HeaderMap,
         body: Result<Bytes, BytesRejection>,
     ) -> Response {
-        let response = self.handle(headers, body).await;
+        // A span per request, continuing the sender's trace when it sent a `traceparent`.
+        let span = {
+            let traces = self.pipeline.traces();
+            if traces.is_on() {
+                traces.root(
+                    "webhook",
+                    SpanKind::Server,
+                    traces::extract(&headers).as_ref(),
+                    vec![KeyValue::new("switchyard.source", self.name.to_string())],
+                )
+            } else {
+                Traced::none()
+            }
+        };
+        let response = self.handle(headers, body, &span).await;
+        let status = response.status();
+        span.set(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status.as_u16()),
+        ));
+        if status.is_server_error() {
+            span.fail(status.as_str());
+        }
         if let Some(m) = crate::telemetry::metrics::metrics() {
             m.webhook_requests
                 .with_label_values(&[&*self.name, response.status().as_str()])
@@ -98,7 +133,22 @@ impl WebhookSource {
         response
     }
 
-    async fn handle(&self, headers: HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
+    async fn handle(
+        &self,
+        headers: HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+        span: &Traced,
+    ) -> Response {
+        if self.draining.load(Ordering::Relaxed) {
+            let mut r = error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "shutting_down",
+                "switchyard is stopping; send this request again (to another instance)".into(),
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
         let body = match body {
             Ok(b) if b.len() > self.config.max_body_bytes => return self.too_large(),
             Ok(b) => b,
@@ -171,8 +221,12 @@ impl WebhookSource {
         };
         let event = self.event(&headers, text.to_string(), &body, &parsed);
         let id = event.id.clone();
+        span.set(KeyValue::new(
+            "switchyard.event_id",
+            id.as_str().to_string(),
+        ));
         let Some(dedupe) = &self.dedupe else {
-            return self.deliver(event, None).await;
+            return self.deliver(event, None, span.context()).await;
         };
         let key = format!("{}\u{1f}{}", self.name, id.as_str());
         let window = i64::try_from(self.config.dedupe_window.as_micros()).unwrap_or(i64::MAX);
@@ -196,7 +250,7 @@ impl WebhookSource {
                     ),
                 }
             }
-            Claim::Lead(lead) => self.deliver(event, Some(lead)).await,
+            Claim::Lead(lead) => self.deliver(event, Some(lead), span.context()).await,
         }
     }
 
@@ -221,14 +275,22 @@ impl WebhookSource {
     }
 
     /// Hands the event to the pipeline and answers once it is durable (or not in time).
-    async fn deliver(&self, event: Event, lead: Option<dedupe::Lead>) -> Response {
+    async fn deliver(
+        &self,
+        event: Event,
+        lead: Option<dedupe::Lead>,
+        trace: Option<opentelemetry::Context>,
+    ) -> Response {
         let id = event.id.clone();
         let spare =
             (self.config.when_unavailable == WhenUnavailable::DeadLetter).then(|| event.clone());
+        if let Some(c) = &self.received {
+            c.inc();
+        }
         let (ack, done) = AckToken::new();
         let pipeline = Arc::clone(&self.pipeline);
         let outcome = tokio::time::timeout(self.ack_timeout, async move {
-            pipeline.dispatch(event, ack).await;
+            pipeline.dispatch_traced(event, ack, trace).await;
             done.wait().await
         })
         .await;

@@ -1,0 +1,231 @@
+//! Traces reach an OTLP/HTTP collector: a span per webhook request (continuing the sender's
+//! `traceparent`) and per CDC transaction, with `route` → `encode`, `produce` children; each
+//! Kafka record's `traceparent` header names its `produce` span.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use prost::Message;
+
+use crate::cdc::{connect, wait_for_slot};
+use crate::support::consume::read_topic;
+use crate::support::postgres::PgCluster;
+use crate::support::{Stack, daemon, wait_for_async};
+
+/// A span as the collector received it (ids in lowercase hex).
+#[derive(Debug, Clone)]
+struct Received {
+    name: String,
+    trace: String,
+    id: String,
+    parent: String,
+    attributes: HashMap<String, String>,
+}
+
+/// An OTLP/HTTP receiver on a free port: every span POSTed to `/v1/traces`.
+async fn collector() -> (String, Arc<Mutex<Vec<Received>>>) {
+    let spans = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&spans);
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        axum::routing::post(move |body: Bytes| {
+            let sink = Arc::clone(&sink);
+            async move {
+                let req = ExportTraceServiceRequest::decode(body).expect("OTLP protobuf");
+                let mut all = sink.lock().expect("lock");
+                for rs in req.resource_spans {
+                    for ss in rs.scope_spans {
+                        for s in ss.spans {
+                            let attributes = s
+                                .attributes
+                                .iter()
+                                .map(|kv| {
+                                    let v = kv
+                                        .value
+                                        .as_ref()
+                                        .and_then(|v| v.value.as_ref())
+                                        .map(|v| format!("{v:?}"))
+                                        .unwrap_or_default();
+                                    (kv.key.clone(), v)
+                                })
+                                .collect();
+                            all.push(Received {
+                                name: s.name,
+                                trace: hex::encode(&s.trace_id),
+                                id: hex::encode(&s.span_id),
+                                parent: hex::encode(&s.parent_span_id),
+                                attributes,
+                            });
+                        }
+                    }
+                }
+                ""
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}"), spans)
+}
+
+fn header(r: &crate::support::consume::Consumed, name: &str) -> Option<String> {
+    r.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| String::from_utf8_lossy(v).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_and_cdc_spans_reach_the_collector_and_kafka_headers_continue_them() {
+    let stack = Stack::start();
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("traced").await;
+    let admin = connect(&pg, &db).await;
+    admin
+        .batch_execute("CREATE TABLE orders (id bigint PRIMARY KEY)")
+        .await
+        .expect("schema");
+    let (endpoint, spans) = collector().await;
+    let port = crate::support::free_port();
+    let path = stack.dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:{port}"
+[kafka]
+bootstrap_servers = "{}"
+delivery_timeout = "5s"
+[schema_registry]
+url = "{}"
+[telemetry]
+otlp_endpoint = "{endpoint}"
+[sources.hooks]
+type = "webhook"
+[sources.appdb]
+type = "postgres"
+url = "{}"
+tables = ["public.orders"]
+[[routes]]
+name = "hooks"
+source = "hooks"
+topic = "traced-hooks"
+[[routes]]
+name = "orders"
+source = "appdb"
+topic = "traced-orders"
+"#,
+            stack.broker.bootstrap(),
+            stack.registry.url(),
+            pg.url(&db)
+        ),
+    )
+    .expect("config");
+    let mut sy = daemon::spawn_binary(&path, stack.dir.path().join("switchyard.log"));
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    wait_for_async(
+        "switchyard to be ready",
+        Duration::from_secs(60),
+        || async {
+            let r = client.get(format!("{url}/readyz")).send().await.ok()?;
+            (r.status() == 200).then_some(())
+        },
+    )
+    .await;
+    wait_for_slot(&admin, "switchyard_appdb").await;
+
+    let sender_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let sender_span = "00f067aa0ba902b7";
+    let r = client
+        .post(format!("{url}/webhooks/hooks"))
+        .header("content-type", "application/json")
+        .header("webhook-id", "t-1")
+        .header("traceparent", format!("00-{sender_trace}-{sender_span}-01"))
+        .body(r#"{"n":1}"#)
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), 200);
+    admin
+        .batch_execute(
+            "BEGIN; INSERT INTO orders VALUES (1); INSERT INTO orders VALUES (2); COMMIT",
+        )
+        .await
+        .expect("transaction");
+
+    let bootstrap = stack.broker.bootstrap();
+    let hooks = tokio::task::spawn_blocking({
+        let b = bootstrap.clone();
+        move || read_topic(&b, "traced-hooks", 1, Duration::from_secs(30))
+    })
+    .await
+    .expect("consumer");
+    let orders = tokio::task::spawn_blocking({
+        let b = bootstrap.clone();
+        move || read_topic(&b, "traced-orders", 2, Duration::from_secs(30))
+    })
+    .await
+    .expect("consumer");
+    assert_eq!((hooks.len(), orders.len()), (1, 2));
+
+    // An orderly stop sends the spans still batched.
+    sy.signal("TERM");
+    assert_eq!(sy.wait_exit(Duration::from_secs(30)).code(), Some(0));
+    let spans = spans.lock().expect("lock").clone();
+    let by_id: HashMap<&str, &Received> = spans.iter().map(|s| (s.id.as_str(), s)).collect();
+    let parent_of = |s: &Received| by_id.get(s.parent.as_str()).copied();
+
+    // Webhook: the sender's trace continues; the record names its produce span.
+    let webhook = spans
+        .iter()
+        .find(|s| s.name == "webhook")
+        .unwrap_or_else(|| panic!("no webhook span in {spans:#?}"));
+    assert_eq!(webhook.trace, sender_trace);
+    assert_eq!(webhook.parent, sender_span);
+    assert!(webhook.attributes["http.response.status_code"].contains("200"));
+    let tp = header(&hooks[0], "traceparent").expect("traceparent header");
+    let (trace, span) = (&tp[3..35], &tp[36..52]);
+    assert_eq!(trace, sender_trace, "{tp}");
+    let produce = by_id.get(span).expect("the header's span was exported");
+    assert_eq!(produce.name, "produce");
+    let route = parent_of(produce).expect("produce has a parent");
+    assert_eq!(route.name, "route");
+    assert_eq!(route.parent, webhook.id);
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.name == "encode" && s.parent == route.id),
+        "encode is a child of route"
+    );
+
+    // CDC: one span for the transaction, one route → encode, produce per row.
+    let txn = spans
+        .iter()
+        .find(|s| s.name == "cdc.transaction")
+        .unwrap_or_else(|| panic!("no transaction span in {spans:#?}"));
+    assert_eq!(txn.parent, "", "a transaction starts a trace");
+    let routes: Vec<&Received> = spans
+        .iter()
+        .filter(|s| s.name == "route" && s.parent == txn.id)
+        .collect();
+    assert_eq!(routes.len(), 2, "{spans:#?}");
+    for r in &orders {
+        let tp = header(r, "traceparent").expect("traceparent header");
+        assert_eq!(&tp[3..35], txn.trace, "{tp}");
+        let produce = by_id.get(&tp[36..52]).expect("exported");
+        assert_eq!(produce.name, "produce");
+        let route = parent_of(produce).expect("parent");
+        assert_eq!(route.parent, txn.id);
+    }
+}
