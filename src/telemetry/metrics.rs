@@ -132,6 +132,11 @@ pub struct Metrics {
     pub schema_cache_hits: IntCounter,
 }
 
+/// Distinct label values one [`ByLabel`] family keeps at most (see [`ByLabel::with`]).
+pub const MAX_LABEL_VALUES: usize = 1000;
+/// The label value that counts everything past [`MAX_LABEL_VALUES`].
+pub const OTHER_LABEL: &str = "_other";
+
 /// A labelled metric family whose children are resolved once per label value and kept, so the
 /// hot path pays a read lock and a string hash, never a label formatting or vector search.
 /// Label values must be bounded by the configuration (routes, topics, sources).
@@ -163,13 +168,23 @@ impl<V: Family> ByLabel<V> {
         }
     }
 
-    /// Runs `f` on the child for `value`, creating it the first time.
+    /// Runs `f` on the child for `value`, creating it the first time. Past
+    /// [`MAX_LABEL_VALUES`] distinct values, new ones are counted under [`OTHER_LABEL`], so a
+    /// topic template fed by unsigned input (`{event_type}`) cannot grow the series without end.
     pub fn with(&self, value: &str, f: impl FnOnce(&V::Child)) {
-        if let Ok(children) = self.children.read()
-            && let Some(c) = children.get(value)
-        {
-            f(c);
-            return;
+        let mut value = value;
+        if let Ok(children) = self.children.read() {
+            if let Some(c) = children.get(value) {
+                f(c);
+                return;
+            }
+            if children.len() >= MAX_LABEL_VALUES {
+                value = OTHER_LABEL;
+                if let Some(c) = children.get(value) {
+                    f(c);
+                    return;
+                }
+            }
         }
         let Some(child) = self.vec.child(value) else {
             return;
@@ -397,6 +412,29 @@ pub fn render() -> String {
 #[cfg(test)]
 mod tests {
     use super::ALL;
+
+    #[test]
+    fn label_values_past_the_cap_are_counted_as_other() {
+        let vec = prometheus::IntCounterVec::new(prometheus::Opts::new("t_total", "t"), &["topic"])
+            .expect("vec");
+        let family = super::ByLabel::new(vec.clone());
+        for i in 0..super::MAX_LABEL_VALUES + 50 {
+            family.with(&format!("topic-{i}"), |c| c.inc());
+        }
+        family.with("topic-0", |c| c.inc());
+        let values: Vec<String> = prometheus::core::Collector::collect(&vec)[0]
+            .get_metric()
+            .iter()
+            .map(|m| m.get_label()[0].get_value().to_string())
+            .collect();
+        assert_eq!(values.len(), super::MAX_LABEL_VALUES + 1);
+        assert_eq!(
+            vec.with_label_values(&[super::OTHER_LABEL]).get(),
+            50,
+            "the 50 values past the cap"
+        );
+        assert_eq!(vec.with_label_values(&["topic-0"]).get(), 2);
+    }
 
     /// The `switchyard_*` names a text mentions, histogram suffixes removed.
     fn mentioned(text: &str) -> Vec<String> {
