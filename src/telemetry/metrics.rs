@@ -425,7 +425,7 @@ mod tests {
         let values: Vec<String> = prometheus::core::Collector::collect(&vec)[0]
             .get_metric()
             .iter()
-            .map(|m| m.get_label()[0].get_value().to_string())
+            .map(|m| m.get_label()[0].value().to_string())
             .collect();
         assert_eq!(values.len(), super::MAX_LABEL_VALUES + 1);
         assert_eq!(
