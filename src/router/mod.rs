@@ -3,6 +3,7 @@
 //! [`RouteTable::route`] is pure (no I/O) and cheap: routes are compiled once from the
 //! configuration and indexed by source. The router issue adds filters, keys and transforms.
 
+pub mod fast;
 pub mod filter;
 pub mod transform;
 
@@ -29,6 +30,8 @@ struct CompiledRoute {
     event_types: Vec<String>,
     filter: Filter,
     filter_text: Option<Arc<str>>,
+    /// The filter in the subset [`fast`] evaluates directly, when it is in it.
+    fast: Option<Arc<fast::Fast>>,
     transform: Option<Arc<crate::config::Transform>>,
     on_error: crate::config::OnError,
     value_schema: Option<Arc<crate::encode::typed::ValueSchema>>,
@@ -260,10 +263,16 @@ impl RouteTable {
                         }
                     },
                     filter_text: r.filter.as_deref().map(Arc::from),
+                    fast: None,
                     transform: r.transform.clone(),
                     on_error: r.on_error,
                     value_schema: r.value_schema.clone(),
                 });
+        }
+        for route in by_source.values_mut().flatten() {
+            if let Filter::Cel(p) = &route.filter {
+                route.fast = fast::compile(p.expression()).map(Arc::new);
+            }
         }
         RouteTable { by_source, needs }
     }
@@ -294,7 +303,10 @@ impl RouteTable {
                 .iter()
                 .filter(takes)
                 .filter(|r| match &r.filter {
-                    Filter::Cel(p) => holds(p),
+                    Filter::Cel(p) => match &r.fast {
+                        Some(f) => f.holds(&vars),
+                        None => holds(p),
+                    },
                     _ => true,
                 })
                 .map(|r| r.render(event))
