@@ -217,10 +217,12 @@ impl Pipeline {
                     self.count_unmatched(&event.source);
                     Delivery::Dropped
                 }
-                Unmatched::Dlq => match self.dead_letter(event, None, None, None, f).await {
-                    Ok(()) => Delivery::DeadLettered,
-                    Err(f) => Delivery::Failed(f),
-                },
+                Unmatched::Dlq => {
+                    match Box::pin(self.dead_letter(event, None, None, None, f)).await {
+                        Ok(()) => Delivery::DeadLettered,
+                        Err(f) => Delivery::Failed(f),
+                    }
+                }
             };
         }
         let mut dead_lettered = false;
@@ -232,7 +234,9 @@ impl Pipeline {
                         class: ErrorClass::Unroutable,
                         message: e.to_string(),
                     };
-                    if let Err(f) = self.dead_letter(event, Some(&e.route), None, None, f).await {
+                    if let Err(f) =
+                        Box::pin(self.dead_letter(event, Some(&e.route), None, None, f)).await
+                    {
                         return Delivery::Failed(f);
                     }
                     dead_lettered = true;
@@ -256,9 +260,9 @@ impl Pipeline {
                     if m.on_error == OnError::Halt {
                         return Delivery::Failed(halted(&m.route, f));
                     }
-                    if let Err(f) = self
-                        .dead_letter(event, Some(&m.route), Some(&m.topic), None, f)
-                        .await
+                    if let Err(f) =
+                        Box::pin(self.dead_letter(event, Some(&m.route), Some(&m.topic), None, f))
+                            .await
                     {
                         return Delivery::Failed(f);
                     }
@@ -267,13 +271,18 @@ impl Pipeline {
                 }
                 Err(f) => return Delivery::Failed(f),
             };
-            let produce_span = route_span.child(
-                "produce",
-                vec![
-                    KeyValue::new("messaging.system", "kafka"),
-                    KeyValue::new("messaging.destination.name", m.topic.clone()),
-                ],
-            );
+            // Attributes only for a recording span: no allocations per event with tracing off.
+            let produce_span = if route_span.is_on() {
+                route_span.child(
+                    "produce",
+                    vec![
+                        KeyValue::new("messaging.system", "kafka"),
+                        KeyValue::new("messaging.destination.name", m.topic.clone()),
+                    ],
+                )
+            } else {
+                Traced::none()
+            };
             if let Some(tp) = produce_span.traceparent() {
                 record.headers.push((TRACEPARENT.into(), tp.into_bytes()));
             }
@@ -313,9 +322,14 @@ impl Pipeline {
                         key: record.key.clone(),
                         value: record.value.clone().unwrap_or_default(),
                     };
-                    if let Err(f) = self
-                        .dead_letter(event, Some(&m.route), Some(&m.topic), Some(encoded), f)
-                        .await
+                    if let Err(f) = Box::pin(self.dead_letter(
+                        event,
+                        Some(&m.route),
+                        Some(&m.topic),
+                        Some(encoded),
+                        f,
+                    ))
+                    .await
                     {
                         return Delivery::Failed(f);
                     }
@@ -341,7 +355,7 @@ impl Pipeline {
             class: ErrorClass::Unavailable,
             message: message.to_string(),
         };
-        self.dead_letter(event, None, None, None, f).await
+        Box::pin(self.dead_letter(event, None, None, None, f)).await
     }
 
     /// Writes a dead letter; without a DLQ (or if the write fails) the failure stands.

@@ -302,11 +302,13 @@ impl Encoder {
         }
         let parsed = apache_avro::Schema::parse_str(schema.json())
             .map_err(|e| EncodeError::Schema(format!("invalid schema for {subject}: {e}")))?;
-        let registered = post_schema(
+        // Boxed: registering is rare (once per schema version), and its HTTP future is large;
+        // inline it would size every record's encoding future, which each event's task copies.
+        let registered = Box::pin(post_schema(
             &self.settings,
             subject.to_string(),
             SuppliedSchema::clone(&schema.supplied),
-        )
+        ))
         .await;
         if let Some(m) = crate::telemetry::metrics::metrics() {
             let result = if registered.is_ok() { "ok" } else { "error" };

@@ -192,6 +192,11 @@ impl Traced {
         }
     }
 
+    /// True when this span records (tracing is on and the event has a parent span).
+    pub fn is_on(&self) -> bool {
+        self.0.is_some()
+    }
+
     /// Adds an attribute.
     pub fn set(&self, attribute: KeyValue) {
         if let Some((_, cx)) = &self.0 {

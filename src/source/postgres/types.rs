@@ -325,10 +325,11 @@ fn parse_time(text: &str) -> Option<i64> {
     if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) || h > 24 || m > 59 || s > 60 {
         return None;
     }
+    // `.5` is 500000 µs: the digits scaled to six places (checked above: at most six digits).
     let micros: i64 = if frac.is_empty() {
         0
     } else {
-        format!("{frac:0<6}").parse().ok()?
+        frac.parse::<i64>().ok()? * 10_i64.pow(6 - frac.len() as u32)
     };
     Some(((h * 60 + m) * 60 + s) * 1_000_000 + micros)
 }
@@ -342,11 +343,11 @@ fn parse_timestamp(text: &str) -> Option<(i64, i64)> {
         Some(i) if i >= 8 => (&rest[..i], Some(&rest[i..])),
         _ => (rest, None),
     };
-    let days = parse_date_parts(&if bc {
-        format!("{date} BC")
+    let days = if bc {
+        parse_date_parts(&format!("{date} BC"))?
     } else {
-        date.to_string()
-    })?;
+        parse_date_parts(date)?
+    };
     let micros = days
         .checked_mul(86_400_000_000)?
         .checked_add(parse_time(time)?)?;
@@ -371,13 +372,32 @@ fn zoned_iso(text: &str) -> Option<String> {
     let in_day = utc.rem_euclid(86_400_000_000);
     let (y, m, d) = civil_from_days(days);
     let secs = in_day / 1_000_000;
-    Some(format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        secs / 3600,
-        (secs / 60) % 60,
-        secs % 60,
-        in_day % 1_000_000
-    ))
+    if !(0..=9999).contains(&y) {
+        return Some(format!(
+            "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+            secs / 3600,
+            (secs / 60) % 60,
+            secs % 60,
+            in_day % 1_000_000
+        ));
+    }
+    // The common case written digit by digit: this runs for every timestamptz cell.
+    let mut out = String::with_capacity(27);
+    for (n, width, after) in [
+        (y, 4, '-'),
+        (i64::from(m), 2, '-'),
+        (i64::from(d), 2, 'T'),
+        (secs / 3600, 2, ':'),
+        ((secs / 60) % 60, 2, ':'),
+        (secs % 60, 2, '.'),
+        (in_day % 1_000_000, 6, 'Z'),
+    ] {
+        for i in (0..width).rev() {
+            out.push(char::from(b'0' + ((n / 10_i64.pow(i)) % 10) as u8));
+        }
+        out.push(after);
+    }
+    Some(out)
 }
 
 fn civil_from_days(z: i64) -> (i64, u32, u32) {

@@ -202,3 +202,24 @@ fn schemas_carry_logical_types_and_connect_names() {
         "timestamp-micros"
     );
 }
+
+#[test]
+fn timestamptz_text_becomes_utc_iso_8601_with_microseconds() {
+    for (text, want) in [
+        ("2024-11-05 09:49:37.5+01", "2024-11-05T08:49:37.500000Z"),
+        ("2024-11-05 08:49:37+00", "2024-11-05T08:49:37.000000Z"),
+        (
+            "1999-12-31 23:59:59.999999-05:30",
+            "2000-01-01T05:29:59.999999Z",
+        ),
+        (
+            "0001-01-01 00:00:00.000001+00",
+            "0001-01-01T00:00:00.000001Z",
+        ),
+        ("2000-02-29 12:00:00.12+14", "2000-02-28T22:00:00.120000Z"),
+        ("9999-12-31 23:59:59.5-01", "10000-01-01T00:59:59.500000Z"),
+    ] {
+        let v = ColumnType::ZonedTimestamp.parse(text).expect(text);
+        assert_eq!(v, apache_avro::types::Value::String(want.into()), "{text}");
+    }
+}
