@@ -15,9 +15,13 @@ for name in switchyard registry tansu; do
     rm -f "$DATA/$name.pid"
   fi
 done
-if [ -f "$DATA/postgres/PG_VERSION" ]; then
+PGDATA=$(cat "$DATA/postgres.path" 2>/dev/null || echo "$DATA/postgres")
+if [ -f "$PGDATA/PG_VERSION" ]; then
   PG_BINDIR=${PG_BINDIR:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
   as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-  as_pg "$PG_BINDIR/pg_ctl" -D "$DATA/postgres" -m fast -w stop >/dev/null 2>&1 && echo "stopped postgres" || true
+  as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 && echo "stopped postgres" || true
 fi
-if [ "${1:-}" = "--purge" ]; then rm -rf "$DATA"; echo "removed $DATA"; fi
+if [ "${1:-}" = "--purge" ]; then
+  case $PGDATA in "$DATA"/*) ;; *) rm -rf "$(dirname "$PGDATA")"; echo "removed $(dirname "$PGDATA")" ;; esac
+  rm -rf "$DATA"; echo "removed $DATA"
+fi

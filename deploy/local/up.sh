@@ -50,8 +50,15 @@ done
 step "PostgreSQL 15 on 127.0.0.1:$PG_PORT (wal_level=logical)"
 PGDATA=$DATA/postgres
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$DATA" 2>/dev/null; then
+  # A clone the postgres user cannot enter (e.g. under /root, or a 0700 temp dir): the cluster
+  # lives outside it; down.sh finds it through postgres.path.
+  PGDATA=/var/tmp/switchyard-local-$(printf '%s' "$ROOT" | sha256sum | cut -c1-12)/postgres
+  echo "note: the postgres user cannot enter $DATA; the cluster lives in $PGDATA"
+fi
+echo "$PGDATA" >"$DATA/postgres.path"
 if [ ! -f "$PGDATA/PG_VERSION" ]; then
-  mkdir -p "$PGDATA"; [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$DATA/postgres"
+  mkdir -p "$PGDATA"; [ "$(id -u)" = 0 ] && chown -R postgres:postgres "$PGDATA"
   as_pg "$PG_BINDIR/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 >"$DATA/initdb.log"
 fi
 if ! as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
