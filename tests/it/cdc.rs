@@ -257,28 +257,7 @@ async fn kill_9_at_random_points_while_50k_rows_are_written_loses_no_committed_r
     let path = dir.path().join("routes.toml");
     std::fs::write(
         &path,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-[kafka]
-bootstrap_servers = "{}"
-delivery_timeout = "5s"
-[schema_registry]
-url = "{}"
-[sources.appdb]
-type = "postgres"
-url = "{}"
-tables = ["public.items"]
-[[routes]]
-name = "items"
-source = "appdb"
-topic = "items"
-"#,
-            broker.bootstrap(),
-            registry.url(),
-            pg.url(&db)
-        ),
+        items_config(port, &broker.bootstrap(), &registry.url(), &pg.url(&db)),
     )
     .expect("config");
     let start =
@@ -541,6 +520,29 @@ async fn columns_added_and_dropped_mid_stream_register_new_schema_versions_and_l
 }
 
 /// Writes a config with one postgres source `appdb` for `tables`, routed to `topic`.
+/// A daemon configuration on `port` streaming `public.items` of `pg_url` to topic `items`.
+pub(crate) fn items_config(port: u16, bootstrap: &str, registry: &str, pg_url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+delivery_timeout = "5s"
+[schema_registry]
+url = "{registry}"
+[sources.appdb]
+type = "postgres"
+url = "{pg_url}"
+tables = ["public.items"]
+[[routes]]
+name = "items"
+source = "appdb"
+topic = "items"
+"#
+    )
+}
+
 fn cdc_config(
     dir: &std::path::Path,
     stack: (&str, &str),

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cdc::{confirmed, connect, source_state, wait_for_slot};
+use crate::cdc::{confirmed, connect, items_config, source_state, wait_for_slot};
 use crate::support::consume::{decode, decoder, read_topic};
 use crate::support::postgres::PgCluster;
 use crate::support::{Stack, daemon, wait_for_async};
@@ -39,28 +39,7 @@ async fn a_standby_instance_takes_over_the_slot_within_seconds_when_the_leader_i
         let path = home.join("routes.toml");
         std::fs::write(
             &path,
-            format!(
-                r#"
-[server]
-listen = "127.0.0.1:{port}"
-[kafka]
-bootstrap_servers = "{}"
-delivery_timeout = "5s"
-[schema_registry]
-url = "{}"
-[sources.appdb]
-type = "postgres"
-url = "{}"
-tables = ["public.items"]
-[[routes]]
-name = "items"
-source = "appdb"
-topic = "items"
-"#,
-                broker.bootstrap(),
-                registry.url(),
-                pg.url(&db)
-            ),
+            items_config(port, &broker.bootstrap(), &registry.url(), &pg.url(&db)),
         )
         .expect("config");
         (path, format!("http://127.0.0.1:{port}"))
