@@ -352,29 +352,7 @@ async fn kill_9_at_random_points_while_50k_rows_are_written_loses_no_committed_r
     }
     writer.await.expect("writer done");
 
-    let records = tokio::task::spawn_blocking({
-        let bootstrap = broker.bootstrap();
-        move || {
-            let deadline = std::time::Instant::now() + Duration::from_secs(180);
-            loop {
-                let records = read_topic(&bootstrap, "items", usize::MAX, Duration::from_secs(3));
-                let mut ids: Vec<Vec<u8>> = records.iter().filter_map(|r| r.key.clone()).collect();
-                ids.sort();
-                ids.dedup();
-                if ids.len() as i64 >= rows || std::time::Instant::now() > deadline {
-                    return records;
-                }
-            }
-        }
-    })
-    .await
-    .expect("consumer");
-    let dec = decoder(&registry.url());
-    let mut ids = std::collections::BTreeSet::new();
-    for r in &records {
-        let (_, k) = decode(&dec, r.key.as_ref().expect("key")).await;
-        ids.insert(k["id"].as_i64().expect("id"));
-    }
+    let (records, ids) = read_items(&broker.bootstrap(), &registry.url(), rows, 180).await;
     let missing: Vec<i64> = (0..rows).filter(|i| !ids.contains(i)).take(10).collect();
     assert!(
         missing.is_empty(),
@@ -520,6 +498,43 @@ async fn columns_added_and_dropped_mid_stream_register_new_schema_versions_and_l
 }
 
 /// Writes a config with one postgres source `appdb` for `tables`, routed to `topic`.
+/// The records of topic `items` once `rows` distinct keys are in (or after `secs`), and the
+/// `id` of each key.
+pub(crate) async fn read_items(
+    bootstrap: &str,
+    registry: &str,
+    rows: i64,
+    secs: u64,
+) -> (
+    Vec<crate::support::consume::Consumed>,
+    std::collections::BTreeSet<i64>,
+) {
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = bootstrap.to_string();
+        move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+            loop {
+                let records = read_topic(&bootstrap, "items", usize::MAX, Duration::from_secs(3));
+                let mut keys: Vec<Vec<u8>> = records.iter().filter_map(|r| r.key.clone()).collect();
+                keys.sort();
+                keys.dedup();
+                if keys.len() as i64 >= rows || std::time::Instant::now() > deadline {
+                    return records;
+                }
+            }
+        }
+    })
+    .await
+    .expect("consumer");
+    let dec = decoder(registry);
+    let mut ids = std::collections::BTreeSet::new();
+    for r in &records {
+        let (_, k) = decode(&dec, r.key.as_ref().expect("key")).await;
+        ids.insert(k["id"].as_i64().expect("id"));
+    }
+    (records, ids)
+}
+
 /// A daemon configuration on `port` streaming `public.items` of `pg_url` to topic `items`.
 pub(crate) fn items_config(port: u16, bootstrap: &str, registry: &str, pg_url: &str) -> String {
     format!(

@@ -2,8 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cdc::{confirmed, connect, items_config, source_state, wait_for_slot};
-use crate::support::consume::{decode, decoder, read_topic};
+use crate::cdc::{confirmed, connect, items_config, read_items, source_state, wait_for_slot};
 use crate::support::postgres::PgCluster;
 use crate::support::{Stack, daemon, wait_for_async};
 
@@ -110,29 +109,7 @@ async fn a_standby_instance_takes_over_the_slot_within_seconds_when_the_leader_i
     );
     writer.await.expect("writer done");
 
-    let records = tokio::task::spawn_blocking({
-        let bootstrap = broker.bootstrap();
-        move || {
-            let deadline = Instant::now() + Duration::from_secs(120);
-            loop {
-                let records = read_topic(&bootstrap, "items", usize::MAX, Duration::from_secs(3));
-                let mut keys: Vec<Vec<u8>> = records.iter().filter_map(|r| r.key.clone()).collect();
-                keys.sort();
-                keys.dedup();
-                if keys.len() as i64 >= rows || Instant::now() > deadline {
-                    return records;
-                }
-            }
-        }
-    })
-    .await
-    .expect("consumer");
-    let dec = decoder(&registry.url());
-    let mut ids = std::collections::BTreeSet::new();
-    for r in &records {
-        let (_, k) = decode(&dec, r.key.as_ref().expect("key")).await;
-        ids.insert(k["id"].as_i64().expect("id"));
-    }
+    let (records, ids) = read_items(&broker.bootstrap(), &registry.url(), rows, 120).await;
     let missing: Vec<i64> = (0..rows).filter(|i| !ids.contains(i)).take(10).collect();
     assert!(
         missing.is_empty(),
