@@ -6,6 +6,7 @@ pub mod envelope;
 pub mod leader;
 pub mod lsn;
 pub mod pgoutput;
+mod preflight;
 pub mod snapshot;
 pub mod stream;
 pub mod tls;

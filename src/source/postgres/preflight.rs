@@ -1,0 +1,160 @@
+//! Preflight of a Postgres source, before it streams: the server and role can replicate, the
+//! publication exists (created for `tables` if missing), published tables can be replicated
+//! and read, and the slot is usable; then the slot is created when missing. Each refusal says
+//! how to fix it.
+
+use tokio_postgres::Client;
+use tracing::info;
+
+use super::stream::{PostgresSource, SourceError, sql};
+
+impl PostgresSource {
+    /// Checks the server and creates the publication if missing; returns the slot's confirmed
+    /// position, `None` when the slot does not exist yet.
+    pub(super) async fn preflight(&self, client: &Client) -> Result<Option<u64>, SourceError> {
+        let wal: String = client
+            .query_one("SHOW wal_level", &[])
+            .await
+            .map_err(sql)?
+            .get(0);
+        if wal != "logical" {
+            return Err(SourceError::Preflight(format!(
+                "wal_level is `{wal}`, logical replication needs `logical`: run ALTER SYSTEM SET wal_level = logical and restart PostgreSQL"
+            )));
+        }
+        let role = client
+            .query_one(
+                "SELECT current_user::text, rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .map_err(sql)?;
+        let (user, may_replicate): (String, bool) = (role.get(0), role.get(1));
+        if !may_replicate {
+            return Err(SourceError::Preflight(format!(
+                "role {user} may not use replication: run ALTER ROLE {user} REPLICATION (on Amazon RDS and Aurora: GRANT rds_replication TO {user})"
+            )));
+        }
+        let publication = &self.cfg.publication;
+        let exists = client
+            .query_opt(
+                "SELECT 1 FROM pg_publication WHERE pubname = $1",
+                &[publication],
+            )
+            .await
+            .map_err(sql)?
+            .is_some();
+        if !exists {
+            let mut tables = Vec::new();
+            let mut schemas = Vec::new();
+            for t in &self.cfg.tables {
+                match &t.table {
+                    Some(table) => tables.push(format!("\"{}\".\"{}\"", t.schema, table)),
+                    None => schemas.push(format!("\"{}\"", t.schema)),
+                }
+            }
+            let mut parts = Vec::new();
+            if !tables.is_empty() {
+                parts.push(format!("TABLE {}", tables.join(", ")));
+            }
+            if !schemas.is_empty() {
+                parts.push(format!("TABLES IN SCHEMA {}", schemas.join(", ")));
+            }
+            client
+                .batch_execute(&format!(
+                    "CREATE PUBLICATION \"{publication}\" FOR {}",
+                    parts.join(", ")
+                ))
+                .await
+                .map_err(|e| {
+                    SourceError::Preflight(format!(
+                        "creating publication {publication}: {}. Creating it needs ownership of the tables (or superuser); or have their owner run: CREATE PUBLICATION \"{publication}\" FOR {}",
+                        sql(e),
+                        parts.join(", ")
+                    ))
+                })?;
+            info!(source = %self.name, publication, "created publication");
+        }
+        // Tables that cannot be replicated safely: no key to identify rows by.
+        let keyless = client
+            .query(
+                "SELECT n.nspname || '.' || c.relname FROM pg_publication_tables p
+                 JOIN pg_class c ON c.relname = p.tablename
+                 JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = p.schemaname
+                 WHERE p.pubname = $1 AND c.relreplident = 'd'
+                   AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)",
+                &[publication],
+            )
+            .await
+            .map_err(sql)?;
+        let unreadable = client
+            .query(
+                "SELECT schemaname || '.' || tablename FROM pg_publication_tables
+                 WHERE pubname = $1
+                   AND NOT has_table_privilege(quote_ident(schemaname) || '.' || quote_ident(tablename), 'SELECT')",
+                &[publication],
+            )
+            .await
+            .map_err(sql)?;
+        if let Some(row) = unreadable.first() {
+            let table: String = row.get(0);
+            return Err(SourceError::Preflight(format!(
+                "role {user} cannot read table {table}, which snapshots and unchanged-TOAST fills need: run GRANT SELECT ON {table} TO {user}"
+            )));
+        }
+        if let Some(row) = keyless.first() {
+            let table: String = row.get(0);
+            return Err(SourceError::Preflight(format!(
+                "table {table} has no primary key and REPLICA IDENTITY DEFAULT: UPDATE and DELETE on it fail on the primary once it is published. Add a primary key, or run ALTER TABLE {table} REPLICA IDENTITY FULL"
+            )));
+        }
+        let slot = &self.cfg.slot;
+        let row = client
+            .query_opt(
+                "SELECT plugin, confirmed_flush_lsn::text, wal_status FROM pg_replication_slots WHERE slot_name = $1",
+                &[slot],
+            )
+            .await
+            .map_err(sql)?;
+        Ok(match row {
+            Some(r) => {
+                let plugin: Option<String> = r.get(0);
+                if plugin.as_deref() != Some("pgoutput") {
+                    return Err(SourceError::Preflight(format!(
+                        "replication slot {slot} uses plugin {plugin:?}, not pgoutput: drop it or configure another slot"
+                    )));
+                }
+                let status: Option<String> = r.get(2);
+                if status.as_deref() == Some("lost") {
+                    let name = &self.name;
+                    return Err(SourceError::Preflight(format!(
+                        "replication slot {slot} is lost (its WAL was removed): changes were missed. Run `switchyard slot reset --source {name}` to start again from now, then re-snapshot the tables"
+                    )));
+                }
+                let lsn: Option<String> = r.get(1);
+                Some(
+                    lsn.and_then(|l| l.parse::<super::lsn::Lsn>().ok())
+                        .map_or(0, |l| l.0),
+                )
+            }
+            None => None,
+        })
+    }
+
+    /// Creates the slot (no snapshot); returns its consistent point.
+    pub(super) async fn create_slot(&self, client: &Client) -> Result<u64, SourceError> {
+        let slot = &self.cfg.slot;
+        let r = client
+            .query_one(
+                "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[slot],
+            )
+            .await
+            .map_err(|e| {
+                SourceError::Preflight(format!("creating replication slot {slot}: {}", sql(e)))
+            })?;
+        info!(source = %self.name, slot, "created replication slot");
+        let lsn: String = r.get(0);
+        Ok(lsn.parse::<super::lsn::Lsn>().map_or(0, |l| l.0))
+    }
+}
