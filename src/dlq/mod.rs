@@ -331,6 +331,25 @@ impl DlqStore {
         dispatch!(self, s => s.remember_seen(entries).await)
     }
 
+    /// Remembered webhook events not yet in the store's keyed index (SQLite appends them to a
+    /// log first; PostgreSQL indexes every one at once: always 0).
+    pub fn unindexed_seen(&self) -> usize {
+        match self {
+            DlqStore::Sqlite(s) => s.unindexed_seen(),
+            DlqStore::Postgres(_) => 0,
+        }
+    }
+
+    /// Indexes remembered webhook events until at most `keep` are unindexed (the oldest
+    /// first); returns how many remain unindexed. Lookups ([`DlqStore::seen_since`]) see only
+    /// indexed ones.
+    pub async fn index_seen(&self, keep: usize) -> Result<usize, DlqError> {
+        match self {
+            DlqStore::Sqlite(s) => s.index_seen(keep).await,
+            DlqStore::Postgres(_) => Ok(0),
+        }
+    }
+
     /// The newest remembered webhook events since `since`, at most `limit`.
     pub async fn recent_seen(
         &self,

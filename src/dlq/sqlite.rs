@@ -4,6 +4,7 @@
 //! file at the same time (SQLite serialises writers; `busy_timeout` waits for the lock).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::types::Value as SqlValue;
@@ -55,6 +56,11 @@ CREATE TABLE IF NOT EXISTS webhook_seen (
     at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS webhook_seen_at ON webhook_seen(at);
+CREATE TABLE IF NOT EXISTS webhook_seen_log (
+    seq INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -67,28 +73,47 @@ CREATE TABLE IF NOT EXISTS state (
 pub struct SqliteStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
+    /// Webhook deduplication ids' own connection (`synchronous=NORMAL`, see
+    /// [`SqliteStore::remember_seen`]), so they never wait behind a dead-letter query.
+    seen: Arc<Mutex<Connection>>,
+    /// Rows of `webhook_seen_log` not yet moved into the `webhook_seen` index.
+    unindexed: Arc<AtomicUsize>,
 }
+
+/// Largest number of log rows moved into the index in one transaction: the write lock is held
+/// for tens of milliseconds at most.
+const INDEX_CHUNK: usize = 4096;
 
 impl SqliteStore {
     /// Opens or creates the file (and its directory).
     pub async fn open(path: &Path) -> Result<SqliteStore, DlqError> {
         let path = path.to_path_buf();
         let p = path.clone();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection, String> {
-            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-            }
-            let conn = Connection::open(&p).map_err(|e| e.to_string())?;
-            conn.busy_timeout(std::time::Duration::from_secs(10))
-                .map_err(|e| e.to_string())?;
-            conn.pragma_update(None, "journal_mode", "WAL")
-                .map_err(|e| e.to_string())?;
-            conn.pragma_update(None, "synchronous", "FULL")
-                .map_err(|e| e.to_string())?;
-            conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
-            Ok(conn)
-        })
+        let opened = tokio::task::spawn_blocking(
+            move || -> Result<(Connection, Connection, usize), String> {
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+                }
+                let open = |synchronous: &str| -> Result<Connection, String> {
+                    let conn = Connection::open(&p).map_err(|e| e.to_string())?;
+                    conn.busy_timeout(std::time::Duration::from_secs(10))
+                        .map_err(|e| e.to_string())?;
+                    conn.pragma_update(None, "journal_mode", "WAL")
+                        .map_err(|e| e.to_string())?;
+                    conn.pragma_update(None, "synchronous", synchronous)
+                        .map_err(|e| e.to_string())?;
+                    Ok(conn)
+                };
+                let conn = open("FULL")?;
+                conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+                let seen = open("NORMAL")?;
+                let unindexed: i64 = seen
+                    .query_row("SELECT count(*) FROM webhook_seen_log", [], |r| r.get(0))
+                    .map_err(|e| e.to_string())?;
+                Ok((conn, seen, usize::try_from(unindexed).unwrap_or(0)))
+            },
+        )
         .await
         .map_err(|e| DlqError::Sqlite {
             path: path.clone(),
@@ -98,9 +123,12 @@ impl SqliteStore {
             path: path.clone(),
             message,
         })?;
+        let (conn, seen, unindexed) = opened;
         Ok(SqliteStore {
             path,
             conn: Arc::new(Mutex::new(conn)),
+            seen: Arc::new(Mutex::new(seen)),
+            unindexed: Arc::new(AtomicUsize::new(unindexed)),
         })
     }
 
@@ -108,7 +136,23 @@ impl SqliteStore {
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T, DlqError> + Send + 'static,
     ) -> Result<T, DlqError> {
-        let conn = Arc::clone(&self.conn);
+        self.on(&self.conn, f).await
+    }
+
+    /// Runs `f` on the deduplication ids' connection.
+    async fn with_seen<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> Result<T, DlqError> + Send + 'static,
+    ) -> Result<T, DlqError> {
+        self.on(&self.seen, f).await
+    }
+
+    async fn on<T: Send + 'static>(
+        &self,
+        conn: &Arc<Mutex<Connection>>,
+        f: impl FnOnce(&mut Connection) -> Result<T, DlqError> + Send + 'static,
+    ) -> Result<T, DlqError> {
+        let conn = Arc::clone(conn);
         let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
             let mut guard = conn.lock().map_err(|_| DlqError::Sqlite {
@@ -361,47 +405,95 @@ impl SqliteStore {
         .await
     }
 
+    /// Looks in the index only: the ids still in the log are the newest ones, which the
+    /// deduplication memory always holds (see [`SqliteStore::remember_seen`]).
     pub(super) async fn seen_since(&self, key: &str, since: i64) -> Result<bool, DlqError> {
         let key = key.to_string();
         let err = self.err();
-        self.with(move |c| {
-            c.query_row(
-                "SELECT 1 FROM webhook_seen WHERE key = ?1 AND at >= ?2",
-                params![key, since],
-                |_| Ok(()),
-            )
-            .optional()
-            .map(|r| r.is_some())
-            .map_err(&err)
+        self.with_seen(move |c| {
+            c.prepare_cached("SELECT 1 FROM webhook_seen WHERE key = ?1 AND at >= ?2")
+                .and_then(|mut stmt| stmt.query_row(params![key, since], |_| Ok(())).optional())
+                .map(|r| r.is_some())
+                .map_err(&err)
         })
         .await
     }
 
+    /// Appends the ids to `webhook_seen_log`, one transaction for the batch.
+    ///
+    /// Appending costs a page or two per batch; inserting into the keyed index costs a page per
+    /// id (a random B-tree position each), several times the rest of a webhook request. So the
+    /// log is the durable record, and ids move into the index only once the log holds more than
+    /// the deduplication memory would keep ([`SqliteStore::index_seen`]): every id not in memory
+    /// is then in the index, and a store lookup never needs the (unindexed) log.
+    ///
+    /// The ids are committed without an fsync (WAL, `synchronous=NORMAL`, this connection only):
+    /// the commit survives the process dying, kill -9 included; only an OS crash or a power loss
+    /// can drop the last few, which would let a provider's retry of one of them through a second
+    /// time (at-least-once). Dead letters keep `synchronous=FULL` on their own connection.
     pub(super) async fn remember_seen(&self, entries: Vec<(String, i64)>) -> Result<(), DlqError> {
         let err = self.err();
-        self.with(move |c| {
-            // Deduplication ids are committed without an fsync (WAL, synchronous=NORMAL): the
-            // commit survives the process dying, kill -9 included; only an OS crash or a power
-            // loss can drop the last few ids, which would let a provider's retry of one of them
-            // through a second time (at-least-once). Dead letters keep synchronous=FULL.
-            c.pragma_update(None, "synchronous", "NORMAL")
-                .map_err(&err)?;
-            let written = (|| {
-                let tx = c.transaction()?;
-                {
-                    let mut stmt = tx.prepare_cached(
-                        "INSERT INTO webhook_seen (key, at) VALUES (?1, ?2)
-                         ON CONFLICT (key) DO UPDATE SET at = excluded.at",
-                    )?;
-                    for (k, at) in &entries {
-                        stmt.execute(params![k, at])?;
-                    }
+        let unindexed = Arc::clone(&self.unindexed);
+        self.with_seen(move |c| {
+            let tx = c.transaction().map_err(&err)?;
+            {
+                let mut stmt = tx
+                    .prepare_cached("INSERT INTO webhook_seen_log (key, at) VALUES (?1, ?2)")
+                    .map_err(&err)?;
+                for (k, at) in &entries {
+                    stmt.execute(params![k, at]).map_err(&err)?;
                 }
-                tx.commit()
-            })()
-            .map_err(&err);
-            c.pragma_update(None, "synchronous", "FULL").map_err(&err)?;
-            written
+            }
+            tx.commit().map_err(&err)?;
+            unindexed.fetch_add(entries.len(), Ordering::Relaxed);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Ids in the log, not yet in the index.
+    pub(super) fn unindexed_seen(&self) -> usize {
+        self.unindexed.load(Ordering::Relaxed)
+    }
+
+    /// Moves the oldest log rows into the index until at most `keep` remain in the log (at
+    /// most [`INDEX_CHUNK`] per transaction); returns how many remain.
+    pub(super) async fn index_seen(&self, keep: usize) -> Result<usize, DlqError> {
+        let err = self.err();
+        let unindexed = Arc::clone(&self.unindexed);
+        self.with_seen(move |c| {
+            loop {
+                let remaining: i64 = c
+                    .query_row("SELECT count(*) FROM webhook_seen_log", [], |r| r.get(0))
+                    .map_err(&err)?;
+                let remaining = usize::try_from(remaining).unwrap_or(0);
+                unindexed.store(remaining, Ordering::Relaxed);
+                if remaining <= keep {
+                    return Ok(remaining);
+                }
+                let n = i64::try_from((remaining - keep).min(INDEX_CHUNK)).unwrap_or(0);
+                let tx = c.transaction().map_err(&err)?;
+                let upto: i64 = tx
+                    .query_row(
+                        "SELECT seq FROM webhook_seen_log ORDER BY seq LIMIT 1 OFFSET ?1 - 1",
+                        params![n],
+                        |r| r.get(0),
+                    )
+                    .map_err(&err)?;
+                tx.execute(
+                    "INSERT INTO webhook_seen (key, at)
+                     SELECT key, at FROM webhook_seen_log WHERE seq <= ?1 ORDER BY seq
+                     ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
+                    params![upto],
+                )
+                .map_err(&err)?;
+                tx.execute(
+                    "DELETE FROM webhook_seen_log WHERE seq <= ?1",
+                    params![upto],
+                )
+                .map_err(&err)?;
+                tx.commit().map_err(&err)?;
+            }
         })
         .await
     }
@@ -412,10 +504,12 @@ impl SqliteStore {
         limit: usize,
     ) -> Result<Vec<(String, i64)>, DlqError> {
         let err = self.err();
-        self.with(move |c| {
+        self.with_seen(move |c| {
             let mut stmt = c
                 .prepare(&format!(
-                    "SELECT key, at FROM webhook_seen WHERE at >= ?1 ORDER BY at DESC LIMIT {limit}"
+                    "SELECT key, at FROM webhook_seen_log WHERE at >= ?1
+                     UNION ALL SELECT key, at FROM webhook_seen WHERE at >= ?1
+                     ORDER BY at DESC LIMIT {limit}"
                 ))
                 .map_err(&err)?;
             let rows = stmt
@@ -428,10 +522,24 @@ impl SqliteStore {
 
     pub(super) async fn purge_seen(&self, before: i64) -> Result<u64, DlqError> {
         let err = self.err();
-        self.with(move |c| {
-            c.execute("DELETE FROM webhook_seen WHERE at < ?1", params![before])
-                .map(|n| n as u64)
-                .map_err(&err)
+        let unindexed = Arc::clone(&self.unindexed);
+        self.with_seen(move |c| {
+            let tx = c.transaction().map_err(&err)?;
+            let mut n = tx
+                .execute("DELETE FROM webhook_seen WHERE at < ?1", params![before])
+                .map_err(&err)?;
+            n += tx
+                .execute(
+                    "DELETE FROM webhook_seen_log WHERE at < ?1",
+                    params![before],
+                )
+                .map_err(&err)?;
+            let remaining: i64 = tx
+                .query_row("SELECT count(*) FROM webhook_seen_log", [], |r| r.get(0))
+                .map_err(&err)?;
+            tx.commit().map_err(&err)?;
+            unindexed.store(usize::try_from(remaining).unwrap_or(0), Ordering::Relaxed);
+            Ok(n as u64)
         })
         .await
     }

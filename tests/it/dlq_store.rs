@@ -308,6 +308,39 @@ async fn conformance(store: DlqStore) {
             .as_deref(),
         Some("{\"rows\":2}")
     );
+
+    // Webhook deduplication ids: remembered, indexed, found, listed newest first, purged.
+    let t = now_micros();
+    store
+        .remember_seen(vec![("s\u{1f}a".into(), t), ("s\u{1f}b".into(), t + 1)])
+        .await
+        .expect("remember");
+    store
+        .remember_seen(vec![("s\u{1f}c".into(), t + 2)])
+        .await
+        .expect("remember");
+    assert_eq!(store.index_seen(0).await.expect("index"), 0);
+    assert_eq!(store.unindexed_seen(), 0);
+    assert!(store.seen_since("s\u{1f}a", t).await.expect("lookup"));
+    assert!(
+        !store.seen_since("s\u{1f}a", t + 1).await.expect("lookup"),
+        "older than asked"
+    );
+    assert!(
+        !store.seen_since("s\u{1f}z", 0).await.expect("lookup"),
+        "never seen"
+    );
+    let recent = store.recent_seen(t + 1, 10).await.expect("recent");
+    assert_eq!(
+        recent,
+        vec![
+            ("s\u{1f}c".to_string(), t + 2),
+            ("s\u{1f}b".to_string(), t + 1)
+        ]
+    );
+    assert_eq!(store.purge_seen(t + 2).await.expect("purge"), 2);
+    assert!(!store.seen_since("s\u{1f}b", 0).await.expect("lookup"));
+    assert!(store.seen_since("s\u{1f}c", 0).await.expect("lookup"));
 }
 
 #[tokio::test]
@@ -319,6 +352,62 @@ async fn the_sqlite_store_passes_the_conformance_suite() {
     .await
     .expect("open sqlite store");
     conformance(store).await;
+}
+
+/// The embedded store appends deduplication ids to a log and indexes the oldest on demand;
+/// both survive reopening, and lookups find what was indexed.
+#[tokio::test]
+async fn sqlite_dedupe_ids_are_logged_then_indexed_oldest_first_and_survive_reopening() {
+    let dir = scratch();
+    let config = DlqStoreConfig::Sqlite(dir.path().join("dlq.db"));
+    let store = DlqStore::open(&config).await.expect("open");
+    let t = now_micros();
+    let ids: Vec<(String, i64)> = (0..10).map(|i| (format!("s\u{1f}{i}"), t + i)).collect();
+    store
+        .remember_seen(ids[..6].to_vec())
+        .await
+        .expect("remember");
+    store
+        .remember_seen(ids[6..].to_vec())
+        .await
+        .expect("remember");
+    assert_eq!(store.unindexed_seen(), 10);
+    assert!(
+        !store.seen_since("s\u{1f}0", t).await.expect("lookup"),
+        "lookups read the index only"
+    );
+    assert_eq!(store.index_seen(4).await.expect("index"), 4);
+    assert_eq!(store.unindexed_seen(), 4);
+    for i in 0..6 {
+        assert!(
+            store
+                .seen_since(&format!("s\u{1f}{i}"), t)
+                .await
+                .expect("lookup"),
+            "id {i} indexed"
+        );
+    }
+    assert!(
+        !store.seen_since("s\u{1f}6", t).await.expect("lookup"),
+        "the newest stay in the log"
+    );
+    drop(store);
+
+    let store = DlqStore::open(&config).await.expect("reopen");
+    assert_eq!(
+        store.unindexed_seen(),
+        4,
+        "the log's length is known after a restart"
+    );
+    let mut recent = store.recent_seen(t, 100).await.expect("recent");
+    assert_eq!(recent.len(), 10, "log and index are both read at start");
+    assert_eq!(recent[0], ids[9]);
+    recent.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(recent, want);
+    assert_eq!(store.purge_seen(t + 8).await.expect("purge"), 8);
+    assert_eq!(store.unindexed_seen(), 2);
 }
 
 #[tokio::test]

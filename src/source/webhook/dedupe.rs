@@ -17,7 +17,8 @@
 //! - **Concurrent retries**: the first request for an id leads; copies arriving meanwhile wait
 //!   for its outcome and answer the same, so five simultaneous deliveries make one record.
 //! - **Bounded**: ids older than the window are purged hourly; memory holds at most
-//!   [`MEMORY_CAP`] ids.
+//!   [`MEMORY_CAP`] ids. The embedded store appends ids to a log (cheap) and moves them into
+//!   its keyed index only when memory could no longer hold them all, after the answers went out.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,12 @@ use crate::dlq::DlqStore;
 pub const MEMORY_CAP: usize = 200_000;
 /// Largest batch written in one transaction.
 const BATCH: usize = 1024;
+/// The embedded store appends ids to a log and indexes them later (see
+/// `SqliteStore::remember_seen`): once more than this many are unindexed, the oldest are
+/// indexed down to [`INDEX_KEEP`]. Below [`MEMORY_CAP`] with room for a batch, so every id the
+/// memory has dropped is in the index, where lookups find it.
+const INDEX_ABOVE: usize = MEMORY_CAP * 3 / 4;
+const INDEX_KEEP: usize = MEMORY_CAP / 2;
 
 /// How the leading request for an id ended, as followers answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +253,11 @@ async fn write_batches(store: Arc<DlqStore>, mut rx: mpsc::Receiver<WriteRequest
         };
         for (_, _, tx) in batch {
             let _ = tx.send(ok);
+        }
+        if store.unindexed_seen() > INDEX_ABOVE
+            && let Err(e) = store.index_seen(INDEX_KEEP).await
+        {
+            warn!(error = %e, "indexing webhook deduplication ids failed; retrying after the next batch");
         }
     }
 }
