@@ -100,95 +100,169 @@ impl JsonDoc {
     /// The value at JSON Pointer `p` (RFC 6901, as `serde_json::Value::pointer`), read in one
     /// pass that skips everything off the path.
     pub fn pointer(&self, p: &str) -> Option<Value> {
-        let tokens: Vec<String> = if p.is_empty() {
-            Vec::new()
-        } else {
-            p.strip_prefix('/')?
-                .split('/')
-                .map(|t| t.replace("~1", "/").replace("~0", "~"))
-                .collect()
-        };
+        self.pointers(&[p]).pop().flatten()
+    }
+
+    /// The values at several JSON Pointers, read together in one pass over the text: the
+    /// provider's id, type and subject cost one scan of the body, not one each.
+    pub fn pointers(&self, ps: &[&str]) -> Vec<Option<Value>> {
+        let tokens: Vec<Option<Vec<String>>> = ps.iter().map(|p| tokens(p)).collect();
+        let wants: Vec<Want<'_>> = tokens
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, t)| t.as_deref().map(|tokens| Want { tokens, slot }))
+            .collect();
+        let mut out = vec![None; ps.len()];
         let mut de = serde_json::Deserializer::from_slice(&self.0);
-        serde::de::DeserializeSeed::deserialize(At(&tokens), &mut de)
-            .ok()
-            .flatten()
+        let _ = serde::de::DeserializeSeed::deserialize(
+            At {
+                wants,
+                out: &mut out,
+            },
+            &mut de,
+        );
+        out
     }
 }
 
-/// Reads the value at a pointer's remaining tokens, skipping the rest.
-struct At<'p>(&'p [String]);
+/// A JSON Pointer's reference tokens, unescaped; `None` when it is not a pointer.
+fn tokens(p: &str) -> Option<Vec<String>> {
+    if p.is_empty() {
+        return Some(Vec::new());
+    }
+    Some(
+        p.strip_prefix('/')?
+            .split('/')
+            .map(|t| t.replace("~1", "/").replace("~0", "~"))
+            .collect(),
+    )
+}
 
-impl<'de> serde::de::DeserializeSeed<'de> for At<'_> {
-    type Value = Option<Value>;
+/// An RFC 6901 array index: digits, no leading zero.
+fn index(token: &str) -> Option<usize> {
+    if token.len() > 1 && token.starts_with('0') || token.starts_with('+') {
+        return None;
+    }
+    token.parse().ok()
+}
 
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Option<Value>, D::Error> {
-        if self.0.is_empty() {
-            return serde::Deserialize::deserialize(d).map(Some);
+/// The value at `tokens` below `v` (a tree already built for a shorter pointer).
+fn value_at<'v>(v: &'v Value, tokens: &[String]) -> Option<&'v Value> {
+    tokens.iter().try_fold(v, |v, t| match v {
+        Value::Object(m) => m.get(t),
+        Value::Array(a) => a.get(index(t)?),
+        _ => None,
+    })
+}
+
+/// One pointer still looked for: its remaining tokens, and where its value goes.
+#[derive(Clone, Copy)]
+struct Want<'p> {
+    tokens: &'p [String],
+    slot: usize,
+}
+
+/// Reads the values at several pointers' remaining tokens, skipping everything else.
+struct At<'p, 'o> {
+    wants: Vec<Want<'p>>,
+    out: &'o mut [Option<Value>],
+}
+
+impl<'p> At<'p, '_> {
+    /// The wants going on through `key`, with that token taken off; their earlier values are
+    /// forgotten (the last of duplicate keys wins, as in a parsed tree).
+    fn through(&mut self, matches: impl Fn(&str) -> bool) -> Vec<Want<'p>> {
+        let mut next = Vec::new();
+        for w in &self.wants {
+            if let Some((first, rest)) = w.tokens.split_first()
+                && matches(first)
+            {
+                self.out[w.slot] = None;
+                next.push(Want {
+                    tokens: rest,
+                    slot: w.slot,
+                });
+            }
+        }
+        next
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for At<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        if self.wants.iter().any(|w| w.tokens.is_empty()) {
+            // A pointer ends here: build this value once, and read longer pointers from it.
+            let v: Value = serde::Deserialize::deserialize(d)?;
+            for w in &self.wants {
+                self.out[w.slot] = value_at(&v, w.tokens).cloned();
+            }
+            return Ok(());
         }
         d.deserialize_any(self)
     }
 }
 
-impl<'de> serde::de::Visitor<'de> for At<'_> {
-    type Value = Option<Value>;
+impl<'de> serde::de::Visitor<'de> for At<'_, '_> {
+    type Value = ();
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str("a JSON value")
     }
 
-    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let (first, rest) = (&self.0[0], &self.0[1..]);
-        let mut found = None;
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            if key == first.as_str() {
-                // The last of duplicate keys wins, as in a parsed tree.
-                found = map.next_value_seed(At(rest))?;
-            } else {
+            let wants = self.through(|t| t == key.as_ref());
+            if wants.is_empty() {
                 map.next_value::<serde::de::IgnoredAny>()?;
+            } else {
+                map.next_value_seed(At {
+                    wants,
+                    out: &mut *self.out,
+                })?;
             }
         }
-        Ok(found)
+        Ok(())
     }
 
-    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let (first, rest) = (&self.0[0], &self.0[1..]);
-        // RFC 6901 array indexes: digits, no leading zero.
-        let index = (first == "0" || !first.starts_with('0'))
-            .then(|| first.parse::<usize>().ok())
-            .flatten();
-        let mut found = None;
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0;
         loop {
-            if Some(i) == index {
-                match seq.next_element_seed(At(rest))? {
-                    Some(v) => found = v,
-                    None => break,
-                }
-            } else if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
-                break;
+            let wants = self.through(|t| index(t) == Some(i));
+            let more = if wants.is_empty() {
+                seq.next_element::<serde::de::IgnoredAny>()?.is_some()
+            } else {
+                seq.next_element_seed(At {
+                    wants,
+                    out: &mut *self.out,
+                })?
+                .is_some()
+            };
+            if !more {
+                return Ok(());
             }
             i += 1;
         }
-        Ok(found)
     }
 
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
     }
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
     }
 }
 
@@ -242,8 +316,14 @@ impl Body {
         }
     }
 
-    fn pointer(&self, p: &str) -> Option<String> {
-        text(self.at(p).as_ref())
+    /// The values at pointers `ps` as text (strings and numbers), read in one pass.
+    fn texts(&self, ps: &[&str]) -> Vec<Option<String>> {
+        match self {
+            Body::Json(doc) if !ps.is_empty() => {
+                doc.pointers(ps).iter().map(|v| text(v.as_ref())).collect()
+            }
+            _ => ps.iter().map(|p| text(self.at(p).as_ref())).collect(),
+        }
     }
 }
 
@@ -255,6 +335,7 @@ pub fn slack_challenge(body: &Body) -> Option<String> {
 }
 
 /// The event's identity per `provider`; `id_pointer` / `type_pointer` override the body fields.
+/// Every body field it needs is read in one pass.
 pub fn identify(
     provider: &WebhookProvider,
     id_pointer: Option<&str>,
@@ -269,42 +350,70 @@ pub fn identify(
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
+    // The provider's body fields first, then the overrides.
+    let fields: &[&str] = match (provider, body) {
+        (WebhookProvider::Stripe, _) => &["/id", "/type", "/data/object/id"],
+        (WebhookProvider::Github, _) => &["/action", "/repository/full_name"],
+        (WebhookProvider::Slack, Body::Json(_)) => {
+            &["/event_id", "/event/type", "/type", "/team_id"]
+        }
+        (
+            WebhookProvider::Slack,
+            Body::Form {
+                payload: Some(_), ..
+            },
+        ) => &["/trigger_id", "/action_ts", "/type", "/team/id"],
+        (WebhookProvider::Standard, _) => &["/type"],
+        _ => &[],
+    };
+    let mut wanted: Vec<&str> = fields.to_vec();
+    wanted.extend(id_pointer);
+    wanted.extend(type_pointer);
+    let mut values = body.texts(&wanted).into_iter();
+    let mut next = || values.next().flatten();
     let mut out = match provider {
         WebhookProvider::Stripe => Identity {
-            id: body.pointer("/id"),
-            event_type: body.pointer("/type"),
-            subject: body.pointer("/data/object/id"),
+            id: next(),
+            event_type: next(),
+            subject: next(),
         },
-        WebhookProvider::Github => Identity {
-            id: header("x-github-delivery"),
-            event_type: header("x-github-event").map(|e| match body.pointer("/action") {
-                Some(action) => format!("{e}.{action}"),
-                None => e,
-            }),
-            subject: body.pointer("/repository/full_name"),
-        },
+        WebhookProvider::Github => {
+            let action = next();
+            Identity {
+                id: header("x-github-delivery"),
+                event_type: header("x-github-event").map(|e| match action {
+                    Some(action) => format!("{e}.{action}"),
+                    None => e,
+                }),
+                subject: next(),
+            }
+        }
         WebhookProvider::Shopify => Identity {
             id: header("x-shopify-webhook-id"),
             event_type: header("x-shopify-topic"),
             subject: header("x-shopify-shop-domain"),
         },
         WebhookProvider::Slack => match body {
-            Body::Json(_) => Identity {
-                id: body.pointer("/event_id"),
-                event_type: body
-                    .pointer("/event/type")
-                    .or_else(|| body.pointer("/type")),
-                subject: body.pointer("/team_id"),
-            },
-            Body::Form {
+            Body::Json(_)
+            | Body::Form {
                 payload: Some(_), ..
-            } => Identity {
-                id: body
-                    .pointer("/trigger_id")
-                    .or_else(|| body.pointer("/action_ts")),
-                event_type: body.pointer("/type"),
-                subject: body.pointer("/team/id"),
-            },
+            } => {
+                let (first, second, third, subject) = (next(), next(), next(), next());
+                match body {
+                    // Events API: `event_id`; `event.type`, else the envelope's `type`.
+                    Body::Json(_) => Identity {
+                        id: first,
+                        event_type: second.or(third),
+                        subject,
+                    },
+                    // Interactivity: `trigger_id`, else `action_ts`; `type`.
+                    _ => Identity {
+                        id: first.or(second),
+                        event_type: third,
+                        subject,
+                    },
+                }
+            }
             Body::Form { payload: None, .. } => Identity {
                 id: body.field("trigger_id"),
                 event_type: body.field("command").map(|_| "slash_command".to_string()),
@@ -313,7 +422,7 @@ pub fn identify(
         },
         WebhookProvider::Standard => Identity {
             id: header("webhook-id"),
-            event_type: body.pointer("/type"),
+            event_type: next(),
             subject: None,
         },
         WebhookProvider::Hmac(_) => Identity::default(),
@@ -323,11 +432,11 @@ pub fn identify(
             subject: header("ce-subject"),
         },
     };
-    if let Some(p) = id_pointer {
-        out.id = body.pointer(p).or(out.id);
+    if id_pointer.is_some() {
+        out.id = next().or(out.id);
     }
-    if let Some(p) = type_pointer {
-        out.event_type = body.pointer(p).or(out.event_type);
+    if type_pointer.is_some() {
+        out.event_type = next().or(out.event_type);
     }
     out
 }
@@ -447,6 +556,20 @@ mod tests {
             let doc = JsonDoc::parse(d.as_bytes()).expect("valid");
             for p in pointers {
                 assert_eq!(doc.pointer(p), tree.pointer(p).cloned(), "{d} at {p:?}");
+            }
+            // All at once (shared prefixes, a pointer inside another's value, repeats).
+            let together = doc.pointers(&pointers);
+            for (p, v) in pointers.iter().zip(&together) {
+                assert_eq!(v.as_ref(), tree.pointer(p), "{d} at {p:?}, read together");
+            }
+            let reversed: Vec<&str> = pointers.iter().rev().copied().collect();
+            let back = doc.pointers(&reversed);
+            for (p, v) in reversed.iter().zip(&back) {
+                assert_eq!(
+                    v.as_ref(),
+                    tree.pointer(p),
+                    "{d} at {p:?}, read in reverse order"
+                );
             }
         }
         for bad in ["{", "{}x", "[1,]", "", "{\"a\":1,}"] {

@@ -34,7 +34,7 @@ use self::dedupe::{Claim, Dedupe, Outcome};
 use self::identity::{Body, BodyError};
 use self::limit::RateLimit;
 use self::verify::Verifier;
-use crate::ack::{AckToken, Delivery};
+use crate::ack::Delivery;
 use crate::config::{WebhookSourceConfig, WhenUnavailable};
 use crate::error::ErrorClass;
 use crate::event::{Event, EventId, Payload, WebhookPayload, now_micros};
@@ -270,7 +270,10 @@ impl WebhookSource {
             m.webhook_duplicates.with_label_values(&[&*self.name]).inc();
         }
         debug!(source = %self.name, event_id = %id, "duplicate delivery answered without a second record");
-        let body = json!({"status": "duplicate", "id": id.as_str()});
+        let body = Answer {
+            status: "duplicate",
+            id: id.as_str(),
+        };
         (StatusCode::OK, Json(body)).into_response()
     }
 
@@ -281,18 +284,14 @@ impl WebhookSource {
         lead: Option<dedupe::Lead>,
         trace: Option<opentelemetry::Context>,
     ) -> Response {
-        let id = event.id.clone();
-        let spare =
-            (self.config.when_unavailable == WhenUnavailable::DeadLetter).then(|| event.clone());
+        let id = &event.id;
         if let Some(c) = &self.received {
             c.inc();
         }
-        let (ack, done) = AckToken::new();
-        let pipeline = Arc::clone(&self.pipeline);
-        let outcome = tokio::time::timeout(self.ack_timeout, async move {
-            pipeline.dispatch_traced(event, ack, trace).await;
-            done.wait().await
-        })
+        let outcome = tokio::time::timeout(
+            self.ack_timeout,
+            self.pipeline.deliver_here(&event, trace.as_ref()),
+        )
         .await;
         let failure = match outcome {
             Ok(Delivery::Delivered) => {
@@ -300,21 +299,30 @@ impl WebhookSource {
                     l.finish(Outcome::Accepted).await;
                 }
                 debug!(source = %self.name, event_id = %id, "webhook accepted");
-                let body = json!({"status": "accepted", "id": id.as_str()});
+                let body = Answer {
+                    status: "accepted",
+                    id: id.as_str(),
+                };
                 return (StatusCode::OK, Json(body)).into_response();
             }
             Ok(Delivery::DeadLettered) => {
                 if let Some(l) = lead {
                     l.finish(Outcome::Accepted).await;
                 }
-                let body = json!({"status": "dead_lettered", "id": id.as_str()});
+                let body = Answer {
+                    status: "dead_lettered",
+                    id: id.as_str(),
+                };
                 return (StatusCode::OK, Json(body)).into_response();
             }
             Ok(Delivery::Dropped) => {
                 if let Some(l) = lead {
                     l.finish(Outcome::Accepted).await;
                 }
-                let body = json!({"status": "unmatched", "id": id.as_str()});
+                let body = Answer {
+                    status: "unmatched",
+                    id: id.as_str(),
+                };
                 return (StatusCode::OK, Json(body)).into_response();
             }
             Ok(Delivery::Failed(f)) if !f.class.is_transient() => {
@@ -335,7 +343,7 @@ impl WebhookSource {
                 self.ack_timeout
             ),
         };
-        if let Some(event) = spare {
+        if self.config.when_unavailable == WhenUnavailable::DeadLetter {
             match self
                 .pipeline
                 .dead_letter_unavailable(&event, &failure)
@@ -345,7 +353,10 @@ impl WebhookSource {
                     if let Some(l) = lead {
                         l.finish(Outcome::Accepted).await;
                     }
-                    let body = json!({"status": "dead_lettered", "id": id.as_str()});
+                    let body = Answer {
+                        status: "dead_lettered",
+                        id: id.as_str(),
+                    };
                     return (StatusCode::OK, Json(body)).into_response();
                 }
                 Err(e) => {
@@ -419,6 +430,13 @@ pub fn event_from_request(
             selected_headers: selected,
         }),
     }
+}
+
+/// The body of a 200: `{"status": …, "id": …}`.
+#[derive(serde::Serialize)]
+struct Answer<'a> {
+    status: &'a str,
+    id: &'a str,
 }
 
 /// A JSON error response: `{"error": code, "detail": text, "message": text}` (`message` is
