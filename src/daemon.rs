@@ -152,13 +152,11 @@ impl Daemon {
             }
         }
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.await;
-                })
-                .await
-        });
+        let server = crate::serve::start(listener, app, config.server.http_threads, stopped)
+            .map_err(|source| StartError::Listen {
+                addr: config.server.listen,
+                source,
+            })?;
         // Create the topics we already know, so that a permissions problem shows at start.
         let warm = Arc::clone(&pipeline);
         tokio::spawn(async move {

@@ -19,6 +19,7 @@ pub mod error;
 pub mod event;
 pub mod pipeline;
 pub mod router;
+pub mod serve;
 pub mod sink;
 pub mod source;
 pub mod tail;

@@ -97,6 +97,8 @@ pub struct ServerConfig {
     pub ack_timeout: Duration,
     /// How long an orderly stop (SIGTERM) waits for events in flight (default 30s).
     pub shutdown_timeout: Duration,
+    /// Threads serving HTTP, each with its own event loop (default: one per CPU core).
+    pub http_threads: usize,
 }
 
 /// `[kafka]`: the sink.

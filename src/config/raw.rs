@@ -18,6 +18,8 @@ pub struct RawServer {
     pub ack_timeout: Option<Spanned<String>>,
     /// How long SIGTERM waits for events in flight to reach Kafka or the DLQ.
     pub shutdown_timeout: Option<Spanned<String>>,
+    /// Threads serving HTTP (default: the CPU cores).
+    pub http_threads: Option<Spanned<i64>>,
 }
 
 /// A size written as a number of bytes or a string with a unit.

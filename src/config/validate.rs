@@ -319,11 +319,30 @@ fn validate_server(raw: RawServer, diag: &mut Diagnostics) -> Option<ServerConfi
         None => Some(Duration::from_secs(30)),
         Some(v) => duration(v, diag),
     };
+    let http_threads = match &raw.http_threads {
+        None => Some(
+            std::thread::available_parallelism()
+                .map(usize::from)
+                .unwrap_or(1),
+        ),
+        Some(v) => match usize::try_from(*v.get_ref()) {
+            Ok(n) if (1..=256).contains(&n) => Some(n),
+            _ => {
+                diag.at(
+                    v.span(),
+                    "http_threads must be between 1 and 256",
+                    Some("leave it out for one thread per CPU core".into()),
+                );
+                None
+            }
+        },
+    };
     Some(ServerConfig {
         listen: listen?,
         max_body_bytes: max_body_bytes?,
         ack_timeout: ack_timeout?,
         shutdown_timeout: shutdown_timeout?,
+        http_threads: http_threads?,
     })
 }
 

@@ -321,6 +321,14 @@ impl DlqStore {
         dispatch!(self, s => s.seen_since(key, since).await)
     }
 
+    /// The embedded store, for work done on a thread of its own (blocking calls).
+    pub fn as_sqlite(&self) -> Option<&SqliteStore> {
+        match self {
+            DlqStore::Sqlite(s) => Some(s),
+            DlqStore::Postgres(_) => None,
+        }
+    }
+
     /// True when other switchyard instances may use the same store (PostgreSQL).
     pub fn is_shared(&self) -> bool {
         matches!(self, DlqStore::Postgres(_))

@@ -432,70 +432,92 @@ impl SqliteStore {
     /// can drop the last few, which would let a provider's retry of one of them through a second
     /// time (at-least-once). Dead letters keep `synchronous=FULL` on their own connection.
     pub(super) async fn remember_seen(&self, entries: Vec<(String, i64)>) -> Result<(), DlqError> {
+        let this = self.clone();
+        self.with_seen(move |c| this.append_seen(c, &entries)).await
+    }
+
+    /// [`SqliteStore::remember_seen`] on the calling thread, which it blocks for the commit: for
+    /// a thread of its own (the deduplication writer), never for an async task.
+    pub fn remember_seen_blocking(&self, entries: &[(String, i64)]) -> Result<(), DlqError> {
+        let mut c = self.seen.lock().map_err(|_| self.poisoned())?;
+        self.append_seen(&mut c, entries)
+    }
+
+    fn append_seen(&self, c: &mut Connection, entries: &[(String, i64)]) -> Result<(), DlqError> {
         let err = self.err();
-        let unindexed = Arc::clone(&self.unindexed);
-        self.with_seen(move |c| {
-            let tx = c.transaction().map_err(&err)?;
-            {
-                let mut stmt = tx
-                    .prepare_cached("INSERT INTO webhook_seen_log (key, at) VALUES (?1, ?2)")
-                    .map_err(&err)?;
-                for (k, at) in &entries {
-                    stmt.execute(params![k, at]).map_err(&err)?;
-                }
+        let tx = c.transaction().map_err(&err)?;
+        {
+            let mut stmt = tx
+                .prepare_cached("INSERT INTO webhook_seen_log (key, at) VALUES (?1, ?2)")
+                .map_err(&err)?;
+            for (k, at) in entries {
+                stmt.execute(params![k, at]).map_err(&err)?;
             }
-            tx.commit().map_err(&err)?;
-            unindexed.fetch_add(entries.len(), Ordering::Relaxed);
-            Ok(())
-        })
-        .await
+        }
+        tx.commit().map_err(&err)?;
+        self.unindexed.fetch_add(entries.len(), Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn poisoned(&self) -> DlqError {
+        DlqError::Sqlite {
+            path: self.path.clone(),
+            message: "connection lock poisoned".into(),
+        }
     }
 
     /// Ids in the log, not yet in the index.
-    pub(super) fn unindexed_seen(&self) -> usize {
+    pub fn unindexed_seen(&self) -> usize {
         self.unindexed.load(Ordering::Relaxed)
     }
 
     /// Moves the oldest log rows into the index until at most `keep` remain in the log (at
     /// most [`INDEX_CHUNK`] per transaction); returns how many remain.
     pub(super) async fn index_seen(&self, keep: usize) -> Result<usize, DlqError> {
+        let this = self.clone();
+        self.with_seen(move |c| this.index_log(c, keep)).await
+    }
+
+    /// [`SqliteStore::index_seen`] on the calling thread, which it blocks.
+    pub fn index_seen_blocking(&self, keep: usize) -> Result<usize, DlqError> {
+        let mut c = self.seen.lock().map_err(|_| self.poisoned())?;
+        self.index_log(&mut c, keep)
+    }
+
+    fn index_log(&self, c: &mut Connection, keep: usize) -> Result<usize, DlqError> {
         let err = self.err();
-        let unindexed = Arc::clone(&self.unindexed);
-        self.with_seen(move |c| {
-            loop {
-                let remaining: i64 = c
-                    .query_row("SELECT count(*) FROM webhook_seen_log", [], |r| r.get(0))
-                    .map_err(&err)?;
-                let remaining = usize::try_from(remaining).unwrap_or(0);
-                unindexed.store(remaining, Ordering::Relaxed);
-                if remaining <= keep {
-                    return Ok(remaining);
-                }
-                let n = i64::try_from((remaining - keep).min(INDEX_CHUNK)).unwrap_or(0);
-                let tx = c.transaction().map_err(&err)?;
-                let upto: i64 = tx
-                    .query_row(
-                        "SELECT seq FROM webhook_seen_log ORDER BY seq LIMIT 1 OFFSET ?1 - 1",
-                        params![n],
-                        |r| r.get(0),
-                    )
-                    .map_err(&err)?;
-                tx.execute(
-                    "INSERT INTO webhook_seen (key, at)
-                     SELECT key, at FROM webhook_seen_log WHERE seq <= ?1 ORDER BY seq
-                     ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
-                    params![upto],
-                )
+        loop {
+            let remaining: i64 = c
+                .query_row("SELECT count(*) FROM webhook_seen_log", [], |r| r.get(0))
                 .map_err(&err)?;
-                tx.execute(
-                    "DELETE FROM webhook_seen_log WHERE seq <= ?1",
-                    params![upto],
-                )
-                .map_err(&err)?;
-                tx.commit().map_err(&err)?;
+            let remaining = usize::try_from(remaining).unwrap_or(0);
+            self.unindexed.store(remaining, Ordering::Relaxed);
+            if remaining <= keep {
+                return Ok(remaining);
             }
-        })
-        .await
+            let n = i64::try_from((remaining - keep).min(INDEX_CHUNK)).unwrap_or(0);
+            let tx = c.transaction().map_err(&err)?;
+            let upto: i64 = tx
+                .query_row(
+                    "SELECT seq FROM webhook_seen_log ORDER BY seq LIMIT 1 OFFSET ?1 - 1",
+                    params![n],
+                    |r| r.get(0),
+                )
+                .map_err(&err)?;
+            tx.execute(
+                "INSERT INTO webhook_seen (key, at)
+                 SELECT key, at FROM webhook_seen_log WHERE seq <= ?1 ORDER BY seq
+                 ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
+                params![upto],
+            )
+            .map_err(&err)?;
+            tx.execute(
+                "DELETE FROM webhook_seen_log WHERE seq <= ?1",
+                params![upto],
+            )
+            .map_err(&err)?;
+            tx.commit().map_err(&err)?;
+        }
     }
 
     pub(super) async fn recent_seen(

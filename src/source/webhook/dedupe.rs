@@ -157,7 +157,18 @@ impl Dedupe {
             recent.complete_since = i64::MAX;
         }
         let (writes, rx) = mpsc::channel(BATCH * 4);
-        tokio::spawn(write_batches(Arc::clone(&store), rx));
+        // The embedded store is written from a thread of its own: requests hand it their ids
+        // and are woken by the commit, with no task or pool thread in between.
+        if let Some(sqlite) = store.as_sqlite().cloned() {
+            if let Err(e) = std::thread::Builder::new()
+                .name("switchyard-dedupe".into())
+                .spawn(move || write_batches_blocking(&sqlite, rx))
+            {
+                warn!(error = %e, "could not start the deduplication writer thread; ids are not stored");
+            }
+        } else {
+            tokio::spawn(write_batches(Arc::clone(&store), rx));
+        }
         Arc::new(Dedupe {
             store,
             recent: Mutex::new(recent),
@@ -229,6 +240,35 @@ impl Dedupe {
         }
         if let Ok(mut r) = self.recent.lock() {
             r.insert(key.to_string(), at);
+        }
+    }
+}
+
+/// [`write_batches`] for the embedded store, on a thread of its own.
+fn write_batches_blocking(store: &crate::dlq::SqliteStore, mut rx: mpsc::Receiver<WriteRequest>) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        let entries: Vec<(String, i64)> = batch.iter().map(|(k, at, _)| (k.clone(), *at)).collect();
+        let ok = match store.remember_seen_blocking(&entries) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, "storing webhook deduplication ids failed");
+                false
+            }
+        };
+        for (_, _, tx) in batch {
+            let _ = tx.send(ok);
+        }
+        if store.unindexed_seen() > INDEX_ABOVE
+            && let Err(e) = store.index_seen_blocking(INDEX_KEEP)
+        {
+            warn!(error = %e, "indexing webhook deduplication ids failed; retrying after the next batch");
         }
     }
 }

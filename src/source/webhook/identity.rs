@@ -106,6 +106,10 @@ impl JsonDoc {
     /// The values at several JSON Pointers, read together in one pass over the text: the
     /// provider's id, type and subject cost one scan of the body, not one each.
     pub fn pointers(&self, ps: &[&str]) -> Vec<Option<Value>> {
+        if ps.len() > 64 {
+            // A pass follows at most 64 pointers (a bit each).
+            return ps.chunks(64).flat_map(|c| self.pointers(c)).collect();
+        }
         let tokens: Vec<Option<Vec<String>>> = ps.iter().map(|p| tokens(p)).collect();
         let wants: Vec<Want<'_>> = tokens
             .iter()
@@ -155,6 +159,36 @@ fn value_at<'v>(v: &'v Value, tokens: &[String]) -> Option<&'v Value> {
     })
 }
 
+/// Reads an object key and answers which of the wants (a bit each, in order; the first 64)
+/// go on through it.
+struct Key<'a, 'p>(&'a [Want<'p>]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key<'_, '_> {
+    type Value = u64;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<u64, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Key<'_, '_> {
+    type Value = u64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+
+    fn visit_str<E>(self, key: &str) -> Result<u64, E> {
+        Ok(self
+            .0
+            .iter()
+            .take(64)
+            .enumerate()
+            .filter(|(_, w)| w.tokens.first().is_some_and(|t| t == key))
+            .fold(0, |m, (i, _)| m | 1 << i))
+    }
+}
+
 /// One pointer still looked for: its remaining tokens, and where its value goes.
 #[derive(Clone, Copy)]
 struct Want<'p> {
@@ -171,11 +205,11 @@ struct At<'p, 'o> {
 impl<'p> At<'p, '_> {
     /// The wants going on through `key`, with that token taken off; their earlier values are
     /// forgotten (the last of duplicate keys wins, as in a parsed tree).
-    fn through(&mut self, matches: impl Fn(&str) -> bool) -> Vec<Want<'p>> {
+    fn through(&mut self, matches: impl Fn(usize, &str) -> bool) -> Vec<Want<'p>> {
         let mut next = Vec::new();
-        for w in &self.wants {
+        for (i, w) in self.wants.iter().enumerate() {
             if let Some((first, rest)) = w.tokens.split_first()
-                && matches(first)
+                && matches(i, first)
             {
                 self.out[w.slot] = None;
                 next.push(Want {
@@ -212,8 +246,9 @@ impl<'de> serde::de::Visitor<'de> for At<'_, '_> {
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-            let wants = self.through(|t| t == key.as_ref());
+        // Keys are compared where they lie (no String per key); a bit per want that matches.
+        while let Some(matched) = map.next_key_seed(Key(&self.wants))? {
+            let wants = self.through(|i, _| i < 64 && matched & (1 << i) != 0);
             if wants.is_empty() {
                 map.next_value::<serde::de::IgnoredAny>()?;
             } else {
@@ -229,7 +264,7 @@ impl<'de> serde::de::Visitor<'de> for At<'_, '_> {
     fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut seq: A) -> Result<(), A::Error> {
         let mut i = 0;
         loop {
-            let wants = self.through(|t| index(t) == Some(i));
+            let wants = self.through(|_, t| index(t) == Some(i));
             let more = if wants.is_empty() {
                 seq.next_element::<serde::de::IgnoredAny>()?.is_some()
             } else {
