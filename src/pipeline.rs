@@ -187,31 +187,6 @@ impl Pipeline {
         });
     }
 
-    /// [`Pipeline::dispatch_traced`] for a caller that waits for the outcome anyway (a webhook
-    /// request): the event is delivered in the caller's task, within the same in-flight bound,
-    /// without a task of its own and a channel back. Dropping the future (the caller's timeout)
-    /// stops the delivery; what Kafka already took stays there (at-least-once).
-    pub async fn deliver_here(
-        &self,
-        event: &Event,
-        parent: Option<&opentelemetry::Context>,
-    ) -> Delivery {
-        let Ok(_permit) = self.in_flight.acquire().await else {
-            return failed(ErrorClass::Internal, "switchyard is shutting down");
-        };
-        let delivery = self
-            .deliver_traced(event, &AckToken::detached(), parent)
-            .await;
-        match &delivery {
-            Delivery::Failed(f) => {
-                warn!(event_id = %event.id, source = %event.source, class = %f.class, error = %f.message, "event not delivered");
-            }
-            Delivery::Delivered => observe_end_to_end(event),
-            Delivery::DeadLettered | Delivery::Dropped => {}
-        }
-        delivery
-    }
-
     /// Routes, encodes and delivers one event to every matching route, in route order.
     ///
     /// A route that fails for good (a dead-letter class) is written to the DLQ and the others

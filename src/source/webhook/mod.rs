@@ -34,7 +34,7 @@ use self::dedupe::{Claim, Dedupe, Outcome};
 use self::identity::{Body, BodyError};
 use self::limit::RateLimit;
 use self::verify::Verifier;
-use crate::ack::Delivery;
+use crate::ack::{AckToken, Delivery};
 use crate::config::{WebhookSourceConfig, WhenUnavailable};
 use crate::error::ErrorClass;
 use crate::event::{Event, EventId, Payload, WebhookPayload, now_micros};
@@ -284,14 +284,21 @@ impl WebhookSource {
         lead: Option<dedupe::Lead>,
         trace: Option<opentelemetry::Context>,
     ) -> Response {
-        let id = &event.id;
+        let id = event.id.clone();
+        let spare =
+            (self.config.when_unavailable == WhenUnavailable::DeadLetter).then(|| event.clone());
         if let Some(c) = &self.received {
             c.inc();
         }
-        let outcome = tokio::time::timeout(
-            self.ack_timeout,
-            self.pipeline.deliver_here(&event, trace.as_ref()),
-        )
+        // The delivery is a task of its own (on this thread's event loop): when the answer times
+        // out it goes on, so a failing produce is still classified and acted on (producer rebuilt,
+        // topic recreated) and the next retry finds Kafka ready.
+        let (ack, done) = AckToken::new();
+        let pipeline = Arc::clone(&self.pipeline);
+        let outcome = tokio::time::timeout(self.ack_timeout, async move {
+            pipeline.dispatch_traced(event, ack, trace).await;
+            done.wait().await
+        })
         .await;
         let failure = match outcome {
             Ok(Delivery::Delivered) => {
@@ -343,7 +350,7 @@ impl WebhookSource {
                 self.ack_timeout
             ),
         };
-        if self.config.when_unavailable == WhenUnavailable::DeadLetter {
+        if let Some(event) = spare {
             match self
                 .pipeline
                 .dead_letter_unavailable(&event, &failure)
