@@ -194,7 +194,9 @@ thread_ticks() { # "tid comm ticks" of every thread of a process
   local f
   for f in /proc/"$1"/task/*/stat; do
     awk '{ c = $0; sub(/^[0-9]+ \(/, "", c); sub(/\) .*$/, "", c); r = $0; sub(/^.*\) /, "", r);
-           split(r, a, " "); gsub(/ /, "_", c); print $1, c, a[12] + a[13] }' "$f" 2>/dev/null || true
+           split(r, a, " "); gsub(/ /, "_", c); print $1, c, a[12] + a[13] }' "$f" 2>/dev/null \
+      | tr '\n' ' ' || true
+    awk '/ctxt_switches:/ { n += $2 } END { print n + 0 }' "${f%stat}status" 2>/dev/null || echo 0
   done
 }
 thread_top() { # before after → the busiest threads (by name, summed) as "name cores"
@@ -202,13 +204,18 @@ thread_top() { # before after → the busiest threads (by name, summed) as "name
 import sys
 before, after, d, w, hz = sys.argv[1], sys.argv[2], float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])
 def load(p):
-    return {l.split()[0]: (l.split()[1], int(l.split()[2])) for l in open(p) if l.strip()}
+    rows = [l.split() for l in open(p) if len(l.split()) >= 3]
+    return {r[0]: (r[1], int(r[2]), int(r[3]) if len(r) > 3 else 0) for r in rows}
 b, a = load(before), load(after)
-by = {}
-for tid, (name, t) in a.items():
-    by[name] = by.get(name, 0) + t - b.get(tid, (name, 0))[1]
+by, cs = {}, {}
+for tid, (name, t, c) in a.items():
+    _, t0, c0 = b.get(tid, (name, 0, 0))
+    by[name] = by.get(name, 0) + t - t0
+    cs[name] = cs.get(name, 0) + c - c0
 top = sorted(by.items(), key=lambda kv: -kv[1])[:6]
-print(", ".join(f"{n} {t / hz / (d + w):.2f}" for n, t in top if t > 0) + " (cores)")
+print(", ".join(f"{n} {t / hz / (d + w):.2f}" for n, t in top if t > 0)
+      + f" (cores); context switches/s: " + ", ".join(f"{n} {cs[n] / (d + w):.0f}" for n, t in top if t > 0)
+      + f", all {sum(cs.values()) / (d + w):.0f}")
 PY
 }
 

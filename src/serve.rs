@@ -24,6 +24,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::source::webhook::dedupe;
+
 /// Connections waiting for their thread, per thread; the acceptor waits beyond that.
 const DEAL_QUEUE: usize = 256;
 
@@ -76,8 +78,12 @@ pub fn start(
         std::thread::Builder::new()
             .name(format!("switchyard-http-{i}"))
             .spawn(move || {
+                // This thread commits the deduplication ids its requests accept itself, in
+                // one transaction just before it would sleep (see `webhook::dedupe`).
+                dedupe::commit_on_this_thread();
                 let served = tokio::runtime::Builder::new_current_thread()
                     .enable_all()
+                    .on_thread_park(dedupe::commit_this_threads_ids)
                     .build()
                     .and_then(|rt| {
                         rt.block_on(

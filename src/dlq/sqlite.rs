@@ -82,7 +82,7 @@ pub struct SqliteStore {
 
 /// Largest number of log rows moved into the index in one transaction: the write lock is held
 /// for tens of milliseconds at most.
-const INDEX_CHUNK: usize = 4096;
+const INDEX_CHUNK: usize = 1024;
 
 impl SqliteStore {
     /// Opens or creates the file (and its directory).
@@ -108,6 +108,12 @@ impl SqliteStore {
                 let conn = open("FULL")?;
                 conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
                 let seen = open("NORMAL")?;
+                // Commits of deduplication ids run on the HTTP threads (see
+                // `source::webhook::dedupe`): they must never include a checkpoint, which
+                // fsyncs. The deduplication writer thread checkpoints instead
+                // ([`SqliteStore::checkpoint_blocking`]).
+                seen.pragma_update(None, "wal_autocheckpoint", 0)
+                    .map_err(|e| e.to_string())?;
                 let unindexed: i64 = seen
                     .query_row("SELECT count(*) FROM webhook_seen_log", [], |r| r.get(0))
                     .map_err(|e| e.to_string())?;
@@ -433,29 +439,73 @@ impl SqliteStore {
     /// time (at-least-once). Dead letters keep `synchronous=FULL` on their own connection.
     pub(super) async fn remember_seen(&self, entries: Vec<(String, i64)>) -> Result<(), DlqError> {
         let this = self.clone();
-        self.with_seen(move |c| this.append_seen(c, &entries)).await
+        self.with_seen(move |c| {
+            this.append_seen(c, entries.iter().map(|(k, at)| (k.as_str(), *at)))
+        })
+        .await
     }
 
     /// [`SqliteStore::remember_seen`] on the calling thread, which it blocks for the commit: for
     /// a thread of its own (the deduplication writer), never for an async task.
-    pub fn remember_seen_blocking(&self, entries: &[(String, i64)]) -> Result<(), DlqError> {
+    pub fn remember_seen_blocking<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (&'a str, i64)>,
+    ) -> Result<(), DlqError> {
         let mut c = self.seen.lock().map_err(|_| self.poisoned())?;
         self.append_seen(&mut c, entries)
     }
 
-    fn append_seen(&self, c: &mut Connection, entries: &[(String, i64)]) -> Result<(), DlqError> {
-        let err = self.err();
-        let tx = c.transaction().map_err(&err)?;
-        {
-            let mut stmt = tx
-                .prepare_cached("INSERT INTO webhook_seen_log (key, at) VALUES (?1, ?2)")
-                .map_err(&err)?;
-            for (k, at) in entries {
-                stmt.execute(params![k, at]).map_err(&err)?;
-            }
+    /// [`SqliteStore::remember_seen_blocking`] if nothing else holds the ids' connection at
+    /// this moment (`None` otherwise): for an event loop, which must not wait behind an index
+    /// or purge transaction. The commit itself writes a page or two into the WAL, no fsync.
+    pub fn try_remember_seen_now<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (&'a str, i64)>,
+    ) -> Option<Result<(), DlqError>> {
+        match self.seen.try_lock() {
+            Ok(mut c) => Some(self.append_seen(&mut c, entries)),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+            Err(std::sync::TryLockError::Poisoned(_)) => Some(Err(self.poisoned())),
         }
-        tx.commit().map_err(&err)?;
-        self.unindexed.fetch_add(entries.len(), Ordering::Relaxed);
+    }
+
+    /// Copies the WAL's committed pages into the database file when no reader needs them
+    /// (`wal_checkpoint(PASSIVE)`: it never waits for, nor blocks, a writer), on the
+    /// dead-letter connection, so the ids' connection stays free.
+    pub fn checkpoint_blocking(&self) -> Result<(), DlqError> {
+        let c = self.conn.lock().map_err(|_| self.poisoned())?;
+        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(self.err())
+    }
+
+    fn append_seen<'a>(
+        &self,
+        c: &mut Connection,
+        entries: impl IntoIterator<Item = (&'a str, i64)>,
+    ) -> Result<(), DlqError> {
+        let err = self.err();
+        // BEGIN and COMMIT as cached statements: this runs once per batch, often for a handful
+        // of ids, and parsing them each time was a visible part of its cost.
+        c.prepare_cached("BEGIN")
+            .and_then(|mut s| s.execute([]))
+            .map_err(&err)?;
+        let mut n = 0;
+        let appended = (|| {
+            let mut stmt =
+                c.prepare_cached("INSERT INTO webhook_seen_log (key, at) VALUES (?1, ?2)")?;
+            for (k, at) in entries {
+                stmt.execute(params![k, at])?;
+                n += 1;
+            }
+            c.prepare_cached("COMMIT").and_then(|mut s| s.execute([]))
+        })();
+        if let Err(e) = appended {
+            if !c.is_autocommit() {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+            return Err(err(e));
+        }
+        self.unindexed.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
 
@@ -475,48 +525,71 @@ impl SqliteStore {
     /// most [`INDEX_CHUNK`] per transaction); returns how many remain.
     pub(super) async fn index_seen(&self, keep: usize) -> Result<usize, DlqError> {
         let this = self.clone();
-        self.with_seen(move |c| this.index_log(c, keep)).await
+        self.with_seen(move |c| this.index_log(c, keep, false))
+            .await
     }
 
-    /// [`SqliteStore::index_seen`] on the calling thread, which it blocks.
-    pub fn index_seen_blocking(&self, keep: usize) -> Result<usize, DlqError> {
+    /// One transaction of [`SqliteStore::index_seen`] (at most [`INDEX_CHUNK`] ids) on the
+    /// calling thread, which it blocks; returns how many remain in the log. The ids'
+    /// connection is held for this one transaction only, so commits of new ids (which find it
+    /// busy and queue for the writer thread) wait a few milliseconds at most.
+    pub fn index_seen_chunk_blocking(&self, keep: usize) -> Result<usize, DlqError> {
         let mut c = self.seen.lock().map_err(|_| self.poisoned())?;
-        self.index_log(&mut c, keep)
+        self.index_log(&mut c, keep, true)
     }
 
-    fn index_log(&self, c: &mut Connection, keep: usize) -> Result<usize, DlqError> {
+    fn index_log(&self, c: &mut Connection, keep: usize, once: bool) -> Result<usize, DlqError> {
         let err = self.err();
-        loop {
+        if !once {
+            // A full pass starts from the log's true size (the counter only tracks this
+            // process's appends and moves).
             let remaining: i64 = c
                 .query_row("SELECT count(*) FROM webhook_seen_log", [], |r| r.get(0))
                 .map_err(&err)?;
-            let remaining = usize::try_from(remaining).unwrap_or(0);
-            self.unindexed.store(remaining, Ordering::Relaxed);
+            self.unindexed
+                .store(usize::try_from(remaining).unwrap_or(0), Ordering::Relaxed);
+        }
+        loop {
+            let remaining = self.unindexed.load(Ordering::Relaxed);
             if remaining <= keep {
                 return Ok(remaining);
             }
+            // Inserted in key order: neighbouring ids land on the same index pages, so a chunk
+            // touches far fewer pages than in arrival (random key) order.
             let n = i64::try_from((remaining - keep).min(INDEX_CHUNK)).unwrap_or(0);
             let tx = c.transaction().map_err(&err)?;
-            let upto: i64 = tx
+            let upto: Option<i64> = tx
                 .query_row(
                     "SELECT seq FROM webhook_seen_log ORDER BY seq LIMIT 1 OFFSET ?1 - 1",
                     params![n],
                     |r| r.get(0),
                 )
+                .optional()
                 .map_err(&err)?;
+            let Some(upto) = upto else {
+                // Fewer rows than counted (purged meanwhile): nothing more to move.
+                self.unindexed.store(0, Ordering::Relaxed);
+                return Ok(0);
+            };
             tx.execute(
                 "INSERT INTO webhook_seen (key, at)
-                 SELECT key, at FROM webhook_seen_log WHERE seq <= ?1 ORDER BY seq
+                 SELECT key, at FROM webhook_seen_log WHERE seq <= ?1 ORDER BY key
                  ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
                 params![upto],
             )
             .map_err(&err)?;
-            tx.execute(
-                "DELETE FROM webhook_seen_log WHERE seq <= ?1",
-                params![upto],
-            )
-            .map_err(&err)?;
+            let moved = tx
+                .execute(
+                    "DELETE FROM webhook_seen_log WHERE seq <= ?1",
+                    params![upto],
+                )
+                .map_err(&err)?;
             tx.commit().map_err(&err)?;
+            let left = remaining.saturating_sub(moved);
+            self.unindexed.store(left, Ordering::Relaxed);
+            if once {
+                return Ok(left);
+            }
         }
     }
 

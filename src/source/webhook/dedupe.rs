@@ -5,33 +5,50 @@
 //!   `webhook_seen` table) *before* the 200 goes out, so they survive a restart, even kill -9
 //!   (SQLite commits them without an fsync: only an OS crash or power loss can forget the last
 //!   few, and a retry of one of those is then delivered again — at-least-once).
-//!   Writes from concurrent requests share one transaction (group commit): the writer commits
-//!   at once whatever is queued, and ids that arrive during a commit go together in the next
-//!   one, so a lone request waits for one commit and a busy source gets large batches without
-//!   a gathering delay.
-//! - **Fast**: the newest ids are also kept in memory (bounded); while memory holds every id of
-//!   the window, a new id costs no store read.
+//!   Writes from concurrent requests share one transaction (group commit). With the embedded
+//!   store, each HTTP thread commits the ids its requests accepted itself, when it has nothing
+//!   else to run (tokio's `on_thread_park`, just before it would sleep) or once [`FLUSH_AT`]
+//!   are waiting or the oldest has waited [`FLUSH_AFTER`]: a lone request waits for one
+//!   commit, a busy thread gets large batches without a gathering delay, and nothing crosses a
+//!   thread (handing ids to a writer thread and being woken by it cost more than the commit —
+//!   half the CPU of a request). The commit is a page or two written into SQLite's WAL, no
+//!   fsync: WAL checkpoints (which fsync) and moves into the keyed index run on the
+//!   `switchyard-dedupe` thread, and when that thread (or the other HTTP thread) holds the
+//!   connection, the ids are handed to it instead of waiting. Other stores (PostgreSQL) and
+//!   requests outside the HTTP threads go through the writer, which commits whatever is queued.
+//! - **Fast**: the newest ids are also kept in memory (bounded), and 64-bit fingerprints of the
+//!   ones memory dropped (see [`Older`]); while these know every id of the window, a new id
+//!   costs no store read (a request that waited for a pool thread to read SQLite cost twice as
+//!   much CPU). After a restart, ids older than those reloaded are looked up in the store.
 //! - **Shared**: with a PostgreSQL DLQ store several instances behind one address share the
 //!   ids: an id memory does not know is then always looked up in the store, so a provider retry
 //!   that lands on another instance is still answered as a duplicate.
 //! - **Concurrent retries**: the first request for an id leads; copies arriving meanwhile wait
 //!   for its outcome and answer the same, so five simultaneous deliveries make one record.
 //! - **Bounded**: ids older than the window are purged hourly; memory holds at most
-//!   [`MEMORY_CAP`] ids. The embedded store appends ids to a log (cheap) and moves them into
+//!   [`MEMORY_CAP`] ids and [`OLDER_CAP`] fingerprints. The embedded store appends ids to a log (cheap) and moves them into
 //!   its keyed index only when memory could no longer hold them all, after the answers went out.
 
-use std::collections::{HashMap, VecDeque};
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::warn;
 
-use crate::dlq::DlqStore;
+use crate::dlq::{DlqStore, SqliteStore};
 
 /// Ids kept in memory at most.
 pub const MEMORY_CAP: usize = 200_000;
 /// Largest batch written in one transaction.
 const BATCH: usize = 1024;
+/// An HTTP thread commits its waiting ids once this many wait, even if it has more to run.
+pub const FLUSH_AT: usize = 256;
+/// … or once the oldest has waited this long.
+pub const FLUSH_AFTER: Duration = Duration::from_millis(2);
+/// How often the writer thread checkpoints the WAL and checks whether to index.
+const MAINTENANCE_EVERY: Duration = Duration::from_millis(250);
 /// The embedded store appends ids to a log and indexes them later (see
 /// `SqliteStore::remember_seen`): once more than this many are unindexed, the oldest are
 /// indexed down to [`INDEX_KEEP`]. Below [`MEMORY_CAP`] with room for a batch, so every id the
@@ -54,6 +71,8 @@ struct Recent {
     order: VecDeque<(String, i64)>,
     /// Memory holds every id accepted since `complete_since` (micros).
     complete_since: i64,
+    /// Fingerprints of the ids memory no longer holds.
+    older: Older,
 }
 
 impl Recent {
@@ -64,10 +83,133 @@ impl Recent {
             if let Some((k, t)) = self.order.pop_front() {
                 if self.at.get(&k) == Some(&t) {
                     self.at.remove(&k);
+                    let fp = self.older.fingerprint(&k);
+                    self.older.add(fp, t);
                 }
                 self.complete_since = self.complete_since.max(t + 1);
             }
         }
+    }
+
+    /// Whether `key` is certainly not among the ids accepted since `since`, without asking the
+    /// store: memory holds every id since then, or the fingerprints of the ones it dropped
+    /// do not include this one.
+    fn surely_new(&self, key: &str, since: i64) -> bool {
+        self.complete_since <= since
+            || (self.older.complete_since <= since
+                && !self.older.may_hold(self.older.fingerprint(key), since))
+    }
+}
+
+/// Fingerprints of ids memory dropped: SipHash-1-3 (random keys) of the id, 64 bits, in one set
+/// per hour of acceptance. A fingerprint not found means "not accepted" for certain; one found
+/// means "perhaps" (a duplicate, or one chance in 2^64 / n of another id), which the store
+/// then answers. So once memory is full, a new id still costs no store read: about 10 bytes
+/// each, at most [`OLDER_CAP`] (the oldest hours are dropped beyond that, and ids of those
+/// hours are looked up in the store again).
+struct Older {
+    hasher: std::collections::hash_map::RandomState,
+    /// (first micro of the hour, fingerprints), oldest first.
+    hours: VecDeque<(i64, HashSet<u64, BuildFingerprint>)>,
+    len: usize,
+    /// Memory and these fingerprints know every id accepted since then (micros).
+    complete_since: i64,
+    /// Hours older than this window are dropped (micros).
+    window: i64,
+}
+
+/// Fingerprints kept at most (about 20 MiB).
+pub const OLDER_CAP: usize = 2_000_000;
+const HOUR: i64 = 3_600_000_000;
+
+impl Older {
+    fn new(complete_since: i64, window: i64) -> Older {
+        Older {
+            hasher: std::collections::hash_map::RandomState::new(),
+            hours: VecDeque::new(),
+            len: 0,
+            complete_since,
+            window,
+        }
+    }
+
+    fn fingerprint(&self, key: &str) -> u64 {
+        std::hash::BuildHasher::hash_one(&self.hasher, key)
+    }
+
+    fn add(&mut self, fp: u64, at: i64) {
+        let hour = at - at.rem_euclid(HOUR);
+        // Ids leave memory in acceptance order: almost always the newest hour.
+        let i = match self.hours.iter().rposition(|(h, _)| *h <= hour) {
+            Some(i) if self.hours[i].0 == hour => i,
+            found => {
+                let i = found.map_or(0, |i| i + 1);
+                self.hours.insert(i, (hour, HashSet::default()));
+                // Hours past the window no longer matter to any claim.
+                while self
+                    .hours
+                    .front()
+                    .is_some_and(|(h, _)| h + HOUR < at - self.window)
+                {
+                    self.drop_oldest();
+                }
+                self.hours
+                    .iter()
+                    .rposition(|(h, _)| *h == hour)
+                    .unwrap_or(0)
+            }
+        };
+        if let Some((_, set)) = self.hours.get_mut(i)
+            && set.insert(fp)
+        {
+            self.len += 1;
+        }
+        while self.len > OLDER_CAP && self.hours.len() > 1 {
+            self.drop_oldest();
+        }
+    }
+
+    fn drop_oldest(&mut self) {
+        if let Some((h, set)) = self.hours.pop_front() {
+            self.len -= set.len();
+            self.complete_since = self.complete_since.max(h + HOUR);
+        }
+    }
+
+    fn may_hold(&self, fp: u64, since: i64) -> bool {
+        self.hours
+            .iter()
+            .rev()
+            .take_while(|(h, _)| h + HOUR > since)
+            .any(|(_, set)| set.contains(&fp))
+    }
+}
+
+/// Fingerprints are already uniform hashes: the set uses them as they are.
+#[derive(Default, Clone, Copy)]
+struct BuildFingerprint;
+
+impl std::hash::BuildHasher for BuildFingerprint {
+    type Hasher = FingerprintHasher;
+    fn build_hasher(&self) -> FingerprintHasher {
+        FingerprintHasher(0)
+    }
+}
+
+struct FingerprintHasher(u64);
+
+impl std::hash::Hasher for FingerprintHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64`s are hashed here; any other input still gets a usable hash.
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
@@ -117,12 +259,108 @@ impl Drop for Lead {
 
 type WriteRequest = (String, i64, oneshot::Sender<bool>);
 
+/// Where accepted ids are written.
+enum Writes {
+    /// The embedded store: committed by the HTTP thread that accepted them (see the module
+    /// documentation), else by the writer thread.
+    Embedded(Arc<Embedded>),
+    /// Any other store: a writer task commits whatever is queued.
+    Queued(mpsc::Sender<WriteRequest>),
+}
+
+/// The embedded store and its writer thread's queue.
+struct Embedded {
+    store: SqliteStore,
+    queue: std::sync::mpsc::SyncSender<WriteRequest>,
+}
+
+impl Embedded {
+    /// Commits `batch` on this thread if the connection is free, else queues it for the writer
+    /// thread (or, with its queue full, waits for the connection: backpressure).
+    fn commit(&self, batch: Vec<WriteRequest>) {
+        let keys = || batch.iter().map(|(k, at, _)| (k.as_str(), *at));
+        let done = match self.store.try_remember_seen_now(keys()) {
+            Some(done) => done,
+            None => {
+                let mut rest = batch.into_iter();
+                for w in rest.by_ref() {
+                    if let Err(e) = self.queue.try_send(w) {
+                        let w = match e {
+                            std::sync::mpsc::TrySendError::Full(w)
+                            | std::sync::mpsc::TrySendError::Disconnected(w) => w,
+                        };
+                        let left: Vec<WriteRequest> = std::iter::once(w).chain(rest).collect();
+                        let done = self.store.remember_seen_blocking(
+                            left.iter().map(|(k, at, _)| (k.as_str(), *at)),
+                        );
+                        tell(left, done);
+                        return;
+                    }
+                }
+                return;
+            }
+        };
+        tell(batch, done);
+    }
+}
+
+/// Tells each waiter of `batch` whether its id is stored.
+fn tell(batch: Vec<WriteRequest>, done: Result<(), crate::dlq::DlqError>) {
+    let ok = match done {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(error = %e, "storing webhook deduplication ids failed");
+            false
+        }
+    };
+    for (_, _, tx) in batch {
+        let _ = tx.send(ok);
+    }
+}
+
+/// Ids accepted on this thread and not yet committed (HTTP threads only).
+struct Local {
+    /// This thread commits its ids itself (set by [`commit_on_this_thread`]).
+    on: bool,
+    /// When the oldest waiting id was queued.
+    oldest: Option<Instant>,
+    waiting: usize,
+    /// Waiting ids by store (one in a daemon; tests may run several).
+    batches: Vec<(Arc<Embedded>, Vec<WriteRequest>)>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = const {
+        RefCell::new(Local { on: false, oldest: None, waiting: 0, batches: Vec::new() })
+    };
+}
+
+/// Makes the calling thread commit the ids its requests accept itself; it must then call
+/// [`commit_this_threads_ids`] before it sleeps (an HTTP thread's `on_thread_park`).
+pub fn commit_on_this_thread() {
+    LOCAL.with(|l| l.borrow_mut().on = true);
+}
+
+/// Commits the ids accepted on this thread so far and wakes their requests (which run on this
+/// thread, so the wake is a push onto its own run queue).
+pub fn commit_this_threads_ids() {
+    let batches = LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        l.oldest = None;
+        l.waiting = 0;
+        std::mem::take(&mut l.batches)
+    });
+    for (embedded, batch) in batches {
+        embedded.commit(batch);
+    }
+}
+
 /// The deduplication memory of a daemon (all webhook sources; ids are prefixed by source).
 pub struct Dedupe {
     store: Arc<DlqStore>,
     recent: Mutex<Recent>,
     inflight: Mutex<HashMap<String, watch::Receiver<Option<Outcome>>>>,
-    writes: mpsc::Sender<WriteRequest>,
+    writes: Writes,
 }
 
 impl Dedupe {
@@ -134,12 +372,15 @@ impl Dedupe {
             at: HashMap::new(),
             order: VecDeque::new(),
             complete_since: since,
+            older: Older::new(since, window_micros),
         };
         match store.recent_seen(since, MEMORY_CAP + 1).await {
             Ok(mut rows) => {
                 if rows.len() > MEMORY_CAP {
                     rows.truncate(MEMORY_CAP);
                     recent.complete_since = rows.last().map_or(now, |(_, at)| at + 1);
+                    // Ids older than memory's are only in the store: looked up there.
+                    recent.older.complete_since = recent.complete_since;
                 }
                 for (k, at) in rows.into_iter().rev() {
                     recent.at.insert(k.clone(), at);
@@ -150,25 +391,34 @@ impl Dedupe {
                 // Unknown history: every lookup asks the store.
                 warn!(error = %e, "could not load webhook deduplication ids; asking the store per request");
                 recent.complete_since = i64::MAX;
+                recent.older.complete_since = i64::MAX;
             }
         }
         if store.is_shared() {
             // Other instances accept ids into the same store: memory never holds all of them.
             recent.complete_since = i64::MAX;
+            recent.older.complete_since = i64::MAX;
         }
-        let (writes, rx) = mpsc::channel(BATCH * 4);
-        // The embedded store is written from a thread of its own: requests hand it their ids
-        // and are woken by the commit, with no task or pool thread in between.
-        if let Some(sqlite) = store.as_sqlite().cloned() {
+        let writes = if let Some(sqlite) = store.as_sqlite().cloned() {
+            // The embedded store's writer thread: ids handed over by requests off the HTTP
+            // threads or while the connection was busy, checkpoints and indexing.
+            let (queue, rx) = std::sync::mpsc::sync_channel(BATCH * 4);
+            let writer = sqlite.clone();
             if let Err(e) = std::thread::Builder::new()
                 .name("switchyard-dedupe".into())
-                .spawn(move || write_batches_blocking(&sqlite, rx))
+                .spawn(move || write_batches_blocking(&writer, &rx))
             {
-                warn!(error = %e, "could not start the deduplication writer thread; ids are not stored");
+                warn!(error = %e, "could not start the deduplication writer thread; ids are committed by the HTTP threads only");
             }
+            Writes::Embedded(Arc::new(Embedded {
+                store: sqlite,
+                queue,
+            }))
         } else {
+            let (queue, rx) = mpsc::channel(BATCH * 4);
             tokio::spawn(write_batches(Arc::clone(&store), rx));
-        }
+            Writes::Queued(queue)
+        };
         Arc::new(Dedupe {
             store,
             recent: Mutex::new(recent),
@@ -183,7 +433,7 @@ impl Dedupe {
         let (known, complete) = match self.recent.lock() {
             Ok(r) => (
                 r.at.get(key).is_some_and(|at| *at >= since),
-                r.complete_since <= since,
+                r.surely_new(key, since),
             ),
             Err(_) => (false, false),
         };
@@ -229,10 +479,51 @@ impl Dedupe {
     async fn remember(&self, key: &str) {
         let at = crate::event::now_micros();
         let (tx, rx) = oneshot::channel();
-        let durable = match self.writes.send((key.to_string(), at, tx)).await {
-            Ok(()) => rx.await.unwrap_or(false),
-            Err(_) => false,
+        let request = (key.to_string(), at, tx);
+        let queued = match &self.writes {
+            Writes::Embedded(embedded) => {
+                let left = LOCAL.with(|l| {
+                    let mut l = l.borrow_mut();
+                    if !l.on {
+                        return Some(request);
+                    }
+                    let i = match l.batches.iter().position(|(e, _)| Arc::ptr_eq(e, embedded)) {
+                        Some(i) => i,
+                        None => {
+                            l.batches.push((Arc::clone(embedded), Vec::new()));
+                            l.batches.len() - 1
+                        }
+                    };
+                    l.batches[i].1.push(request);
+                    l.waiting += 1;
+                    let oldest = *l.oldest.get_or_insert_with(Instant::now);
+                    if l.waiting >= FLUSH_AT || oldest.elapsed() >= FLUSH_AFTER {
+                        // A thread that never runs out of work would never commit: commit now.
+                        drop(l);
+                        commit_this_threads_ids();
+                    }
+                    None
+                });
+                match left {
+                    None => true,
+                    // Not an HTTP thread: the writer thread commits it.
+                    Some(request) => {
+                        let queue = embedded.queue.clone();
+                        match embedded.queue.try_send(request) {
+                            Ok(()) => true,
+                            Err(std::sync::mpsc::TrySendError::Full(request)) => {
+                                tokio::task::spawn_blocking(move || queue.send(request).is_ok())
+                                    .await
+                                    .unwrap_or(false)
+                            }
+                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
+                        }
+                    }
+                }
+            }
+            Writes::Queued(queue) => queue.send(request).await.is_ok(),
         };
+        let durable = queued && rx.await.unwrap_or(false);
         if !durable {
             warn!(
                 "could not store a webhook deduplication id; a provider retry of it would be delivered again"
@@ -244,31 +535,50 @@ impl Dedupe {
     }
 }
 
-/// [`write_batches`] for the embedded store, on a thread of its own.
-fn write_batches_blocking(store: &crate::dlq::SqliteStore, mut rx: mpsc::Receiver<WriteRequest>) {
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
-        let entries: Vec<(String, i64)> = batch.iter().map(|(k, at, _)| (k.clone(), *at)).collect();
-        let ok = match store.remember_seen_blocking(&entries) {
-            Ok(()) => true,
-            Err(e) => {
-                warn!(error = %e, "storing webhook deduplication ids failed");
-                false
-            }
+/// The embedded store's writer thread: commits the ids queued for it, checkpoints the WAL and
+/// moves ids into the keyed index one short transaction at a time (the HTTP threads find the
+/// connection busy meanwhile and queue their ids here).
+fn write_batches_blocking(store: &SqliteStore, rx: &std::sync::mpsc::Receiver<WriteRequest>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    let mut indexing = false;
+    let mut last_checkpoint = Instant::now();
+    loop {
+        let wait = if indexing {
+            Duration::ZERO
+        } else {
+            MAINTENANCE_EVERY
         };
-        for (_, _, tx) in batch {
-            let _ = tx.send(ok);
+        match rx.recv_timeout(wait) {
+            Ok(first) => {
+                let mut batch = vec![first];
+                while batch.len() < BATCH {
+                    match rx.try_recv() {
+                        Ok(w) => batch.push(w),
+                        Err(_) => break,
+                    }
+                }
+                let done =
+                    store.remember_seen_blocking(batch.iter().map(|(k, at, _)| (k.as_str(), *at)));
+                tell(batch, done);
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
         }
-        if store.unindexed_seen() > INDEX_ABOVE
-            && let Err(e) = store.index_seen_blocking(INDEX_KEEP)
-        {
-            warn!(error = %e, "indexing webhook deduplication ids failed; retrying after the next batch");
+        indexing = indexing || store.unindexed_seen() > INDEX_ABOVE;
+        if indexing {
+            match store.index_seen_chunk_blocking(INDEX_KEEP) {
+                Ok(left) => indexing = left > INDEX_KEEP,
+                Err(e) => {
+                    warn!(error = %e, "indexing webhook deduplication ids failed; retrying shortly");
+                    indexing = false;
+                }
+            }
+        }
+        if last_checkpoint.elapsed() >= MAINTENANCE_EVERY {
+            last_checkpoint = Instant::now();
+            if let Err(e) = store.checkpoint_blocking() {
+                warn!(error = %e, "checkpointing the deduplication store failed; retrying shortly");
+            }
         }
     }
 }
@@ -299,5 +609,59 @@ async fn write_batches(store: Arc<DlqStore>, mut rx: mpsc::Receiver<WriteRequest
         {
             warn!(error = %e, "indexing webhook deduplication ids failed; retrying after the next batch");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn recent(window: i64) -> Recent {
+        Recent {
+            at: HashMap::new(),
+            order: VecDeque::new(),
+            complete_since: 0,
+            older: Older::new(0, window),
+        }
+    }
+
+    #[test]
+    fn ids_memory_dropped_are_known_by_fingerprint_so_new_ids_need_no_store_read() {
+        let mut r = recent(24 * HOUR);
+        let t0 = 10 * HOUR;
+        let n = MEMORY_CAP + 5_000;
+        for i in 0..n {
+            r.insert(format!("s\u{1f}evt_{i}"), t0 + i as i64);
+        }
+        // Memory alone no longer knows everything since the window's start...
+        assert!(r.complete_since > 0);
+        // ...but with the fingerprints a new id is certainly new,
+        assert!(r.surely_new("s\u{1f}evt_new", 0));
+        // a dropped id is "perhaps" (the store decides), and a kept one is in memory.
+        assert!(!r.surely_new("s\u{1f}evt_3", 0));
+        assert_eq!(r.older.len, 5_000);
+        assert!(r.at.contains_key(&format!("s\u{1f}evt_{}", n - 1)));
+    }
+
+    #[test]
+    fn fingerprints_of_hours_past_the_window_are_dropped_and_the_claim_falls_back_to_the_store() {
+        let window = 2 * HOUR;
+        let mut o = Older::new(0, window);
+        let fp = o.fingerprint("a");
+        o.add(fp, HOUR + 5);
+        assert!(o.may_hold(fp, 0));
+        assert!(!o.may_hold(o.fingerprint("b"), 0));
+        // An id accepted four hours later: the first hour is past the window.
+        o.add(o.fingerprint("c"), 5 * HOUR + 1);
+        assert_eq!(o.hours.len(), 1);
+        assert!(!o.may_hold(fp, 0));
+        // What the dropped hour knew is now only in the store: claims since then must ask it.
+        assert_eq!(o.complete_since, 2 * HOUR);
+        // A late eviction of an older hour goes into its own, ordered, set.
+        o.add(o.fingerprint("d"), 4 * HOUR + 1);
+        let hours: Vec<i64> = o.hours.iter().map(|(h, _)| *h).collect();
+        assert_eq!(hours, vec![4 * HOUR, 5 * HOUR]);
+        assert!(o.may_hold(o.fingerprint("d"), 4 * HOUR));
+        assert!(!o.may_hold(o.fingerprint("d"), 5 * HOUR));
     }
 }
