@@ -29,6 +29,9 @@ use crate::source::webhook::dedupe;
 /// Connections waiting for their thread, per thread; the acceptor waits beyond that.
 const DEAL_QUEUE: usize = 256;
 
+/// Period of each HTTP thread's idle timer (see where it is spawned).
+const TIMER_TICK: Duration = Duration::from_millis(250);
+
 /// The connections dealt to one thread, as an axum listener.
 struct Dealt {
     rx: mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
@@ -86,6 +89,18 @@ pub fn start(
                     .on_thread_park(dedupe::commit_this_threads_ids)
                     .build()
                     .and_then(|rt| {
+                        // Every request arms a timer (its ack timeout). Registering a timer
+                        // that expires before the time driver's next wake-up wakes the driver
+                        // (a syscall, and a spurious turn of the event loop); with this
+                        // ticker's sub-second timer always pending, request timers (seconds)
+                        // never do.
+                        rt.spawn(async {
+                            let mut tick = tokio::time::interval(TIMER_TICK);
+                            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                            loop {
+                                tick.tick().await;
+                            }
+                        });
                         rt.block_on(
                             axum::serve(Dealt { rx, addr }, app)
                                 .with_graceful_shutdown(async move {
