@@ -643,6 +643,77 @@ mod tests {
         assert!(r.at.contains_key(&format!("s\u{1f}evt_{}", n - 1)));
     }
 
+    /// Claims `key` and finishes it as accepted; true if this call led (a new id).
+    async fn accept(d: &Arc<Dedupe>, key: &str) -> bool {
+        match d.claim(key, 0).await {
+            Claim::Lead(lead) => {
+                lead.finish(Outcome::Accepted).await;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn ids_committed_by_an_http_thread_and_by_the_writer_thread_are_durable_when_accepted() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("dlq.db");
+        let main = tokio::runtime::Runtime::new().expect("runtime");
+        let store = main.block_on(async {
+            Arc::new(DlqStore::Sqlite(
+                SqliteStore::open(&path).await.expect("open"),
+            ))
+        });
+        let dedupe = main.block_on(Dedupe::start(Arc::clone(&store), i64::MAX / 4));
+        // An HTTP thread: commits its ids itself, before it would sleep.
+        let http = {
+            let dedupe = Arc::clone(&dedupe);
+            std::thread::spawn(move || {
+                commit_on_this_thread();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .on_thread_park(commit_this_threads_ids)
+                    .build()
+                    .expect("runtime");
+                rt.block_on(async move {
+                    // Without the commit before parking, these would never be answered.
+                    let all = futures::future::join_all((0..50).map(|i| {
+                        let d = Arc::clone(&dedupe);
+                        async move { accept(&d, &format!("s\u{1f}http_{i}")).await }
+                    }));
+                    let led = tokio::time::timeout(Duration::from_secs(10), all)
+                        .await
+                        .expect("ids committed within 10 s");
+                    assert!(led.iter().all(|l| *l));
+                    // Accepted ids are known: a retry is `Seen`.
+                    assert!(!accept(&dedupe, "s\u{1f}http_7").await);
+                })
+            })
+        };
+        http.join().expect("http thread");
+        // Any other thread: the writer thread commits them.
+        main.block_on(async {
+            for i in 0..20 {
+                let led = tokio::time::timeout(
+                    Duration::from_secs(10),
+                    accept(&dedupe, &format!("s\u{1f}main_{i}")),
+                )
+                .await
+                .expect("id committed within 10 s");
+                assert!(led);
+            }
+        });
+        // Each accepted id is in the store the moment its request was answered.
+        let stored = main
+            .block_on(store.recent_seen(0, 1_000))
+            .expect("read ids");
+        let mut keys: Vec<String> = stored.into_iter().map(|(k, _)| k).collect();
+        keys.sort();
+        assert_eq!(keys.len(), 70, "{keys:?}");
+        assert!(keys.contains(&"s\u{1f}http_49".to_string()));
+        assert!(keys.contains(&"s\u{1f}main_19".to_string()));
+    }
+
     #[test]
     fn fingerprints_of_hours_past_the_window_are_dropped_and_the_claim_falls_back_to_the_store() {
         let window = 2 * HOUR;
