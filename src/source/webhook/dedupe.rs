@@ -14,7 +14,9 @@
 //!   half the CPU of a request). The commit is a page or two written into SQLite's WAL, no
 //!   fsync: WAL checkpoints (which fsync) and moves into the keyed index run on the
 //!   `switchyard-dedupe` thread, and when that thread (or the other HTTP thread) holds the
-//!   connection, the ids are handed to it instead of waiting. Other stores (PostgreSQL) and
+//!   connection, the ids are handed to it instead of waiting. This is the one write on an event
+//!   loop: normally microseconds of page-cache writes, though a kernel throttling dirty pages
+//!   could hold that thread's connections for the length of one. Other stores (PostgreSQL) and
 //!   requests outside the HTTP threads go through the writer, which commits whatever is queued.
 //! - **Fast**: the newest ids are also kept in memory (bounded), and 64-bit fingerprints of the
 //!   ones memory dropped (see [`Older`]); while these know every id of the window, a new id
@@ -26,8 +28,9 @@
 //! - **Concurrent retries**: the first request for an id leads; copies arriving meanwhile wait
 //!   for its outcome and answer the same, so five simultaneous deliveries make one record.
 //! - **Bounded**: ids older than the window are purged hourly; memory holds at most
-//!   [`MEMORY_CAP`] ids and [`OLDER_CAP`] fingerprints. The embedded store appends ids to a log (cheap) and moves them into
-//!   its keyed index only when memory could no longer hold them all, after the answers went out.
+//!   [`MEMORY_CAP`] ids and [`OLDER_CAP`] fingerprints. The embedded store appends ids to a log
+//!   (cheap) and moves them into its keyed index only when memory could no longer hold them
+//!   all, after the answers went out.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -278,29 +281,26 @@ impl Embedded {
     /// Commits `batch` on this thread if the connection is free, else queues it for the writer
     /// thread (or, with its queue full, waits for the connection: backpressure).
     fn commit(&self, batch: Vec<WriteRequest>) {
-        let keys = || batch.iter().map(|(k, at, _)| (k.as_str(), *at));
-        let done = match self.store.try_remember_seen_now(keys()) {
-            Some(done) => done,
-            None => {
-                let mut rest = batch.into_iter();
-                for w in rest.by_ref() {
-                    if let Err(e) = self.queue.try_send(w) {
-                        let w = match e {
-                            std::sync::mpsc::TrySendError::Full(w)
-                            | std::sync::mpsc::TrySendError::Disconnected(w) => w,
-                        };
-                        let left: Vec<WriteRequest> = std::iter::once(w).chain(rest).collect();
-                        let done = self.store.remember_seen_blocking(
-                            left.iter().map(|(k, at, _)| (k.as_str(), *at)),
-                        );
-                        tell(left, done);
-                        return;
-                    }
-                }
+        let keys = batch.iter().map(|(k, at, _)| (k.as_str(), *at));
+        if let Some(done) = self.store.try_remember_seen_now(keys) {
+            tell(batch, done);
+            return;
+        }
+        let mut rest = batch.into_iter();
+        while let Some(w) = rest.next() {
+            if let Err(
+                std::sync::mpsc::TrySendError::Full(w)
+                | std::sync::mpsc::TrySendError::Disconnected(w),
+            ) = self.queue.try_send(w)
+            {
+                let left: Vec<WriteRequest> = std::iter::once(w).chain(rest).collect();
+                let done = self
+                    .store
+                    .remember_seen_blocking(left.iter().map(|(k, at, _)| (k.as_str(), *at)));
+                tell(left, done);
                 return;
             }
-        };
-        tell(batch, done);
+        }
     }
 }
 
@@ -594,21 +594,8 @@ async fn write_batches(store: Arc<DlqStore>, mut rx: mpsc::Receiver<WriteRequest
             }
         }
         let entries = batch.iter().map(|(k, at, _)| (k.clone(), *at)).collect();
-        let ok = match store.remember_seen(entries).await {
-            Ok(()) => true,
-            Err(e) => {
-                warn!(error = %e, "storing webhook deduplication ids failed");
-                false
-            }
-        };
-        for (_, _, tx) in batch {
-            let _ = tx.send(ok);
-        }
-        if store.unindexed_seen() > INDEX_ABOVE
-            && let Err(e) = store.index_seen(INDEX_KEEP).await
-        {
-            warn!(error = %e, "indexing webhook deduplication ids failed; retrying after the next batch");
-        }
+        let done = store.remember_seen(entries).await;
+        tell(batch, done);
     }
 }
 
