@@ -304,6 +304,48 @@ impl Embedded {
     }
 }
 
+impl Embedded {
+    /// Queues `request` for the writer thread, waiting on a pool thread while its queue is full.
+    async fn hand_over(&self, request: WriteRequest) -> bool {
+        match self.queue.try_send(request) {
+            Ok(()) => true,
+            Err(std::sync::mpsc::TrySendError::Full(request)) => {
+                let queue = self.queue.clone();
+                tokio::task::spawn_blocking(move || queue.send(request).is_ok())
+                    .await
+                    .unwrap_or(false)
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
+        }
+    }
+}
+
+/// Adds `request` to this HTTP thread's batch for `embedded` (committed before the thread
+/// sleeps, or now once the batch is due); gives it back on any other thread.
+fn queue_on_this_thread(
+    embedded: &Arc<Embedded>,
+    request: WriteRequest,
+) -> Result<(), WriteRequest> {
+    let due = LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        if !l.on {
+            return Err(request);
+        }
+        match l.batches.iter_mut().find(|(e, _)| Arc::ptr_eq(e, embedded)) {
+            Some((_, batch)) => batch.push(request),
+            None => l.batches.push((Arc::clone(embedded), vec![request])),
+        }
+        l.waiting += 1;
+        let oldest = *l.oldest.get_or_insert_with(Instant::now);
+        Ok(l.waiting >= FLUSH_AT || oldest.elapsed() >= FLUSH_AFTER)
+    })?;
+    if due {
+        // A thread that never runs out of work would never commit: commit now.
+        commit_this_threads_ids();
+    }
+    Ok(())
+}
+
 /// Tells each waiter of `batch` whether its id is stored.
 fn tell(batch: Vec<WriteRequest>, done: Result<(), crate::dlq::DlqError>) {
     let ok = match done {
@@ -481,46 +523,11 @@ impl Dedupe {
         let (tx, rx) = oneshot::channel();
         let request = (key.to_string(), at, tx);
         let queued = match &self.writes {
-            Writes::Embedded(embedded) => {
-                let left = LOCAL.with(|l| {
-                    let mut l = l.borrow_mut();
-                    if !l.on {
-                        return Some(request);
-                    }
-                    let i = match l.batches.iter().position(|(e, _)| Arc::ptr_eq(e, embedded)) {
-                        Some(i) => i,
-                        None => {
-                            l.batches.push((Arc::clone(embedded), Vec::new()));
-                            l.batches.len() - 1
-                        }
-                    };
-                    l.batches[i].1.push(request);
-                    l.waiting += 1;
-                    let oldest = *l.oldest.get_or_insert_with(Instant::now);
-                    if l.waiting >= FLUSH_AT || oldest.elapsed() >= FLUSH_AFTER {
-                        // A thread that never runs out of work would never commit: commit now.
-                        drop(l);
-                        commit_this_threads_ids();
-                    }
-                    None
-                });
-                match left {
-                    None => true,
-                    // Not an HTTP thread: the writer thread commits it.
-                    Some(request) => {
-                        let queue = embedded.queue.clone();
-                        match embedded.queue.try_send(request) {
-                            Ok(()) => true,
-                            Err(std::sync::mpsc::TrySendError::Full(request)) => {
-                                tokio::task::spawn_blocking(move || queue.send(request).is_ok())
-                                    .await
-                                    .unwrap_or(false)
-                            }
-                            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => false,
-                        }
-                    }
-                }
-            }
+            Writes::Embedded(embedded) => match queue_on_this_thread(embedded, request) {
+                Ok(()) => true,
+                // Not an HTTP thread: the writer thread commits it.
+                Err(request) => embedded.hand_over(request).await,
+            },
             Writes::Queued(queue) => queue.send(request).await.is_ok(),
         };
         let durable = queued && rx.await.unwrap_or(false);
