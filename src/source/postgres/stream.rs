@@ -375,18 +375,18 @@ impl PostgresSource {
         None
     }
 
-    /// An orderly stop: waits (up to `stop_bound`) for the events in flight, confirms the
-    /// commits that became durable, waits until the status update carrying that position was
-    /// sent to the server, then ends the stream. Events still in flight are not confirmed and
-    /// are delivered again after the restart.
+    /// An orderly stop: waits (until `deadline`, the stop's `stop_bound`) for the events in
+    /// flight, confirms the commits that became durable, waits until the status update
+    /// carrying that position was sent to the server, then ends the stream. Events still in
+    /// flight are not confirmed and are delivered again after the restart.
     async fn finish(
         &self,
         repl: &mut ReplicationClient,
         checkpoint: &mut Checkpoint<u64>,
         commits: &mut VecDeque<u64>,
         acks: &mut FuturesUnordered<AckFuture>,
+        deadline: tokio::time::Instant,
     ) {
-        let deadline = tokio::time::Instant::now() + self.stop_bound;
         let waiting = acks.len();
         while !acks.is_empty() {
             match tokio::time::timeout_at(deadline, acks.next()).await {
@@ -471,14 +471,30 @@ impl PostgresSource {
         let mut txn_span = Traced::none();
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval);
         heartbeat.tick().await;
+        // Set when a stop arrives inside a transaction: its changes already went to the
+        // pipeline, so it is read on to its commit (until the stop's bound) and then confirmed
+        // with the rest, rather than redelivered after the restart.
+        let mut stopping: Option<tokio::time::Instant> = None;
 
         loop {
             tokio::select! {
-                _ = stop.changed() => {
+                _ = stop.changed(), if stopping.is_none() => {
                     if *stop.borrow() {
-                        if std::env::var_os("NOFINISH").is_none() { self.finish(&mut repl, &mut checkpoint, &mut commits, &mut acks).await; }
+                        let deadline = tokio::time::Instant::now() + self.stop_bound;
+                        if txn.is_some() {
+                            stopping = Some(deadline);
+                            continue;
+                        }
+                        self.finish(&mut repl, &mut checkpoint, &mut commits, &mut acks, deadline).await;
                         return Ok(());
                     }
+                }
+                () = tokio::time::sleep_until(stopping.unwrap_or_else(tokio::time::Instant::now)), if stopping.is_some() => {
+                    // The transaction did not end within the bound: what is durable is confirmed.
+                    if let Some(deadline) = stopping {
+                        self.finish(&mut repl, &mut checkpoint, &mut commits, &mut acks, deadline).await;
+                    }
+                    return Ok(());
                 }
                 Some((seq, id, delivery)) = acks.next(), if !acks.is_empty() => {
                     let durable = delivery.is_durable();
@@ -518,6 +534,10 @@ impl PostgresSource {
                             commits.push_back(end_lsn.0);
                             let at = checkpoint.resolve(seq, true);
                             apply(&repl, &mut commits, at, &self.counters);
+                            if let Some(deadline) = stopping {
+                                self.finish(&mut repl, &mut checkpoint, &mut commits, &mut acks, deadline).await;
+                                return Ok(());
+                            }
                         }
                         ReplicationEvent::Message { lsn, transactional, prefix, content } => {
                             if prefix == HEARTBEAT_PREFIX {
