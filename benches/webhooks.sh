@@ -44,7 +44,8 @@
 #                     each switchyard run and prints its top symbols; profiled runs are slower,
 #                     do not quote them
 #   BUILD=1           0 uses the binaries already built (target/release/switchyard, webhook_load)
-#   KEEP=0            1 keeps the temp dir (logs, configs, per-run JSON)
+#   KEEP=0            1 keeps the temp dir (logs, configs, per-run JSON, each daemon's /metrics
+#                     at the end of its run: sy/metrics-N.txt)
 #   RESULTS=          also copy the per-run TSV there
 set -euo pipefail
 
@@ -375,6 +376,7 @@ run_switchyard() { # pair run-number ack|null
   gen "$out" "http://127.0.0.1:$port/webhooks/stripe" "$(printf '%s%05d' "${kind:0:1}" "$n")" \
     --cpu-pid "server=$DAEMON_PID" --cpu-pid "broker=$TANSU_PID" --cpu-pid "registry=$REGISTRY_PID"
   thread_ticks "$DAEMON_PID" >"$T/sy/threads-$n.after"
+  curl -s -m 5 "http://127.0.0.1:$port/metrics" >"$T/sy/metrics-$n.txt" 2>/dev/null || true
   if [ -n "$PERF_PID" ]; then
     kill -INT "$PERF_PID" 2>/dev/null || true
     wait "$PERF_PID" 2>/dev/null || true

@@ -82,33 +82,28 @@ pub fn start(
             .name(format!("switchyard-http-{i}"))
             .spawn(move || {
                 // This thread commits the deduplication ids its requests accept itself, in
-                // one transaction just before it would sleep (see `webhook::dedupe`).
-                dedupe::commit_on_this_thread();
-                let served = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .on_thread_park(dedupe::commit_this_threads_ids)
-                    .build()
-                    .and_then(|rt| {
-                        // Every request arms a timer (its ack timeout). Registering a timer
-                        // that expires before the time driver's next wake-up wakes the driver
-                        // (a syscall, and a spurious turn of the event loop); with this
-                        // ticker's sub-second timer always pending, request timers (seconds)
-                        // never do.
-                        rt.spawn(async {
-                            let mut tick = tokio::time::interval(TIMER_TICK);
-                            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                            loop {
-                                tick.tick().await;
-                            }
-                        });
-                        rt.block_on(
-                            axum::serve(Dealt { rx, addr }, app)
-                                .with_graceful_shutdown(async move {
-                                    let _ = stop.wait_for(|s| *s).await;
-                                })
-                                .into_future(),
-                        )
+                // batches, mostly just before it would sleep (see `webhook::dedupe`).
+                let served = dedupe::http_thread_runtime().and_then(|rt| {
+                    // Every request arms a timer (its ack timeout). Registering a timer
+                    // that expires before the time driver's next wake-up wakes the driver
+                    // (a syscall, and a spurious turn of the event loop); with this
+                    // ticker's sub-second timer always pending, request timers (seconds)
+                    // never do.
+                    rt.spawn(async {
+                        let mut tick = tokio::time::interval(TIMER_TICK);
+                        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                        loop {
+                            tick.tick().await;
+                        }
                     });
+                    rt.block_on(
+                        axum::serve(Dealt { rx, addr }, app)
+                            .with_graceful_shutdown(async move {
+                                let _ = stop.wait_for(|s| *s).await;
+                            })
+                            .into_future(),
+                    )
+                });
                 let _ = done_tx.send(served);
             })?;
         deal.push(tx);

@@ -166,9 +166,15 @@ fn webhook_event(
         Some(other) => other.to_string(),
         None => return Err("a webhook sample needs \"body\"".into()),
     };
-    let parsed = identity::parse_body(
+    let fields = identity::Fields::for_json(
+        &config.provider,
+        config.id_pointer.as_deref(),
+        config.type_pointer.as_deref(),
+    );
+    let parsed = identity::parse_body_reading(
         body.as_bytes(),
         headers.get(axum::http::header::CONTENT_TYPE),
+        &fields,
     )
     .map_err(|e| format!("the body would be refused: {e:?}"))?;
     Ok(event_from_request(

@@ -6,11 +6,12 @@
 //!   (SQLite commits them without an fsync: only an OS crash or power loss can forget the last
 //!   few, and a retry of one of those is then delivered again — at-least-once).
 //!   Writes from concurrent requests share one transaction (group commit). With the embedded
-//!   store, each HTTP thread commits the ids its requests accepted itself, when it has nothing
-//!   else to run (tokio's `on_thread_park`, just before it would sleep) or once [`FLUSH_AT`]
-//!   are waiting or the oldest has waited [`FLUSH_AFTER`]: a lone request waits for one
-//!   commit, a busy thread gets large batches without a gathering delay, and nothing crosses a
-//!   thread (handing ids to a writer thread and being woken by it cost more than the commit —
+//!   store, each HTTP thread commits the ids its requests accepted itself: once the requests
+//!   of a few turns of its event loop have joined them (at most [`GATHER`]), when it has
+//!   nothing else to run (tokio's `on_thread_park`, just before it would sleep), and at once
+//!   when [`FLUSH_AT`] wait or the oldest has waited [`FLUSH_AFTER`]: a lone request waits for
+//!   one commit, a busy thread gets batches without a timed gathering delay, and nothing
+//!   crosses a thread (handing ids to a writer thread and being woken by it cost more than the commit —
 //!   half the CPU of a request). The commit is a page or two written into SQLite's WAL, no
 //!   fsync: WAL checkpoints (which fsync) and moves into the keyed index run on the
 //!   `switchyard-dedupe` thread, and when that thread (or the other HTTP thread) holds the
@@ -37,7 +38,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::warn;
 
 use crate::dlq::{DlqStore, SqliteStore};
@@ -50,6 +51,16 @@ const BATCH: usize = 1024;
 pub const FLUSH_AT: usize = 256;
 /// … or once the oldest has waited this long.
 pub const FLUSH_AFTER: Duration = Duration::from_millis(2);
+/// An HTTP thread's ids wait for more to join them (see [`http_thread_runtime`]) until this
+/// many wait, or the thread has looked for new requests [`GATHER_TURNS`] times. A commit
+/// writes a WAL page whether it holds 2 ids or 50: committing whatever waited each time the
+/// thread ran out of work (every few requests for a thread serving 32 busy connections) made
+/// commits and their checkpoints cost more than the rest of the deduplication.
+const GATHER: usize = 16;
+/// Turns of the event loop (each polls the sockets without blocking and runs what arrived)
+/// that waiting ids give new requests to join their commit. An idle thread spends a few
+/// microseconds on them; a busy one gathers the requests of the next few turns.
+const GATHER_TURNS: usize = 4;
 /// How often the writer thread checkpoints the WAL and checks whether to index.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(250);
 /// The embedded store appends ids to a log and indexes them later (see
@@ -337,11 +348,26 @@ fn queue_on_this_thread(
         }
         l.waiting += 1;
         let oldest = *l.oldest.get_or_insert_with(Instant::now);
-        Ok(l.waiting >= FLUSH_AT || oldest.elapsed() >= FLUSH_AFTER)
+        Ok(
+            if l.waiting >= FLUSH_AT || oldest.elapsed() >= FLUSH_AFTER {
+                Some(true)
+            } else if l.waiting == 1 {
+                Some(false)
+            } else {
+                None
+            },
+        )
     })?;
-    if due {
+    match due {
         // A thread that never runs out of work would never commit: commit now.
-        commit_this_threads_ids();
+        Some(true) => commit_this_threads_ids(),
+        // The first waiting id: the thread's timer commits the batch if nothing else does.
+        Some(false) => LOCAL.with(|l| {
+            if let Some(n) = &l.borrow().gatherer {
+                n.notify_one();
+            }
+        }),
+        None => {}
     }
     Ok(())
 }
@@ -362,30 +388,59 @@ fn tell(batch: Vec<WriteRequest>, done: Result<(), crate::dlq::DlqError>) {
 
 /// Ids accepted on this thread and not yet committed (HTTP threads only).
 struct Local {
-    /// This thread commits its ids itself (set by [`commit_on_this_thread`]).
+    /// This thread commits its ids itself (set by [`http_thread_runtime`]).
     on: bool,
     /// When the oldest waiting id was queued.
     oldest: Option<Instant>,
     waiting: usize,
     /// Waiting ids by store (one in a daemon; tests may run several).
     batches: Vec<(Arc<Embedded>, Vec<WriteRequest>)>,
+    /// Wakes the thread's gathering task (see [`http_thread_runtime`]).
+    gatherer: Option<Arc<Notify>>,
 }
 
 thread_local! {
     static LOCAL: RefCell<Local> = const {
-        RefCell::new(Local { on: false, oldest: None, waiting: 0, batches: Vec::new() })
+        RefCell::new(Local { on: false, oldest: None, waiting: 0, batches: Vec::new(), gatherer: None })
     };
 }
 
-/// Makes the calling thread commit the ids its requests accept itself; it must then call
-/// [`commit_this_threads_ids`] before it sleeps (an HTTP thread's `on_thread_park`).
-pub fn commit_on_this_thread() {
-    LOCAL.with(|l| l.borrow_mut().on = true);
+/// The event loop of an HTTP thread, to be run on the calling thread: a current-thread
+/// runtime whose requests' deduplication ids are committed by this thread itself, in batches
+/// (see the module documentation). When the first id waits, a gathering task yields for up to
+/// [`GATHER_TURNS`] turns of the event loop (tokio then polls the sockets without blocking and
+/// runs the requests that arrived, whose ids join the batch) or until [`GATHER`] wait, and
+/// commits. The thread never sleeps with ids waiting: a thread with no task to run commits
+/// them first (`on_thread_park`).
+pub fn http_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let gatherer = Arc::new(Notify::new());
+    LOCAL.with(|l| {
+        let mut l = l.borrow_mut();
+        l.on = true;
+        l.gatherer = Some(Arc::clone(&gatherer));
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(commit_this_threads_ids)
+        .build()?;
+    rt.spawn(async move {
+        loop {
+            gatherer.notified().await;
+            for _ in 0..GATHER_TURNS {
+                if LOCAL.with(|l| l.borrow().waiting) >= GATHER {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            commit_this_threads_ids();
+        }
+    });
+    Ok(rt)
 }
 
 /// Commits the ids accepted on this thread so far and wakes their requests (which run on this
 /// thread, so the wake is a push onto its own run queue).
-pub fn commit_this_threads_ids() {
+fn commit_this_threads_ids() {
     let batches = LOCAL.with(|l| {
         let mut l = l.borrow_mut();
         l.oldest = None;
@@ -663,12 +718,7 @@ mod tests {
         let http = {
             let dedupe = Arc::clone(&dedupe);
             std::thread::spawn(move || {
-                commit_on_this_thread();
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .on_thread_park(commit_this_threads_ids)
-                    .build()
-                    .expect("runtime");
+                let rt = http_thread_runtime().expect("runtime");
                 rt.block_on(async move {
                     // Without the commit before parking, these would never be answered.
                     let all = futures::future::join_all((0..50).map(|i| {
@@ -681,6 +731,14 @@ mod tests {
                     assert!(led.iter().all(|l| *l));
                     // Accepted ids are known: a retry is `Seen`.
                     assert!(!accept(&dedupe, "s\u{1f}http_7").await);
+                    // A lone id is committed too (after its gathering turns, or before sleeping).
+                    let lone = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        accept(&dedupe, "s\u{1f}http_lone"),
+                    )
+                    .await
+                    .expect("a lone id committed within 10 s");
+                    assert!(lone);
                 })
             })
         };
@@ -703,7 +761,7 @@ mod tests {
             .expect("read ids");
         let mut keys: Vec<String> = stored.into_iter().map(|(k, _)| k).collect();
         keys.sort();
-        assert_eq!(keys.len(), 70, "{keys:?}");
+        assert_eq!(keys.len(), 71, "{keys:?}");
         assert!(keys.contains(&"s\u{1f}http_49".to_string()));
         assert!(keys.contains(&"s\u{1f}main_19".to_string()));
     }

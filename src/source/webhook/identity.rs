@@ -2,6 +2,8 @@
 //! it (headers or body fields), so the router and consumers get the same names the provider's
 //! documentation uses.
 
+use std::sync::Arc;
+
 use axum::http::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
@@ -53,9 +55,27 @@ pub fn is_form(content_type: Option<&HeaderValue>) -> bool {
 /// Parses `body` by its content type. Form bodies are parsed for any caller; whether a source
 /// takes them is [`accepts`]'s question.
 pub fn parse_body(body: &[u8], content_type: Option<&HeaderValue>) -> Result<Body, BodyError> {
+    parse(body, content_type, None)
+}
+
+/// [`parse_body`], reading `fields` from a JSON body in the same pass that checks it (what a
+/// source does: the body is read once).
+pub fn parse_body_reading(
+    body: &[u8],
+    content_type: Option<&HeaderValue>,
+    fields: &Arc<Fields>,
+) -> Result<Body, BodyError> {
+    parse(body, content_type, Some(fields))
+}
+
+fn parse(
+    body: &[u8],
+    content_type: Option<&HeaderValue>,
+    fields: Option<&Arc<Fields>>,
+) -> Result<Body, BodyError> {
     match media_type(content_type).as_deref() {
-        None | Some("") | Some("application/json") => json(body),
-        Some(t) if t.ends_with("+json") => json(body),
+        None | Some("") | Some("application/json") => json(body, fields),
+        Some(t) if t.ends_with("+json") => json(body, fields),
         Some("application/x-www-form-urlencoded") => {
             if std::str::from_utf8(body).is_err() {
                 return Err(BodyError::InvalidForm("the form body is not UTF-8".into()));
@@ -73,28 +93,108 @@ pub fn parse_body(body: &[u8], content_type: Option<&HeaderValue>) -> Result<Bod
     }
 }
 
-fn json(body: &[u8]) -> Result<Body, BodyError> {
-    JsonDoc::parse(body)
-        .map(Body::Json)
-        .map_err(|e| BodyError::InvalidJson(format!("the body must be JSON: {e}")))
+fn json(body: &[u8], fields: Option<&Arc<Fields>>) -> Result<Body, BodyError> {
+    match fields {
+        Some(f) => JsonDoc::parse_reading(body, f),
+        None => JsonDoc::parse(body),
+    }
+    .map(Body::Json)
+    .map_err(|e| BodyError::InvalidJson(format!("the body must be JSON: {e}")))
+}
+
+/// The body fields a source reads an event's identity from (its provider's, then its
+/// `id_pointer` and `type_pointer`), with the pointers split into tokens once, when the source
+/// is built.
+#[derive(Debug, PartialEq)]
+pub struct Fields {
+    pointers: Vec<String>,
+    tokens: Vec<Option<Vec<String>>>,
+}
+
+impl Fields {
+    /// The fields [`identify`] reads from a JSON body for this provider and overrides.
+    pub fn for_json(
+        provider: &WebhookProvider,
+        id_pointer: Option<&str>,
+        type_pointer: Option<&str>,
+    ) -> Arc<Fields> {
+        let empty = Body::Json(JsonDoc {
+            text: Box::default(),
+            read: None,
+        });
+        let pointers: Vec<String> = wanted(provider, id_pointer, type_pointer, &empty)
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let tokens = pointers.iter().map(|p| tokens(p)).collect();
+        Arc::new(Fields { pointers, tokens })
+    }
+
+    fn is(&self, ps: &[&str]) -> bool {
+        self.pointers
+            .iter()
+            .map(String::as_str)
+            .eq(ps.iter().copied())
+    }
+}
+
+/// The wants of `tokens` (pointers that are not pointers want nothing).
+fn wants(tokens: &[Option<Vec<String>>]) -> Vec<Want<'_>> {
+    tokens
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, t)| t.as_deref().map(|tokens| Want { tokens, slot }))
+        .collect()
 }
 
 /// A JSON body checked to be well-formed, kept as text: the few fields a provider names are
 /// read from it by pointer, without building a tree of the whole document (which cost more
 /// than the signature check and the Avro encoding together on 1 KiB bodies).
 #[derive(Debug, Clone, PartialEq)]
-pub struct JsonDoc(Box<[u8]>);
+pub struct JsonDoc {
+    text: Box<[u8]>,
+    /// The source's identity fields, read while the text was checked.
+    read: Option<(Arc<Fields>, Values)>,
+}
+
+/// Values read at a [`Fields`]' pointers, in order (`None`: no value there).
+type Values = Box<[Option<Value>]>;
 
 impl JsonDoc {
     /// Checks `body` is one JSON value (trailing whitespace only) and keeps it.
     pub fn parse(body: &[u8]) -> Result<JsonDoc, serde_json::Error> {
         serde_json::from_slice::<serde::de::IgnoredAny>(body)?;
-        Ok(JsonDoc(body.into()))
+        Ok(JsonDoc {
+            text: body.into(),
+            read: None,
+        })
+    }
+
+    /// [`JsonDoc::parse`], reading the values at `fields` in the same pass: a source's body is
+    /// checked and its identity read in one scan of the text.
+    pub fn parse_reading(body: &[u8], fields: &Arc<Fields>) -> Result<JsonDoc, serde_json::Error> {
+        let mut out = vec![None; fields.pointers.len()];
+        let mut de = serde_json::Deserializer::from_slice(body);
+        serde::de::DeserializeSeed::deserialize(
+            At {
+                wants: wants(&fields.tokens),
+                out: &mut out,
+            },
+            &mut de,
+        )?;
+        de.end()?;
+        Ok(JsonDoc {
+            text: body.into(),
+            read: Some((Arc::clone(fields), out.into())),
+        })
     }
 
     /// A document from a value (tests, dry runs).
     pub fn from_value(v: &Value) -> JsonDoc {
-        JsonDoc(v.to_string().into_bytes().into())
+        JsonDoc {
+            text: v.to_string().into_bytes().into(),
+            read: None,
+        }
     }
 
     /// The value at JSON Pointer `p` (RFC 6901, as `serde_json::Value::pointer`), read in one
@@ -110,17 +210,17 @@ impl JsonDoc {
             // A pass follows at most 64 pointers (a bit each).
             return ps.chunks(64).flat_map(|c| self.pointers(c)).collect();
         }
+        if let Some((fields, values)) = &self.read
+            && fields.is(ps)
+        {
+            return values.to_vec();
+        }
         let tokens: Vec<Option<Vec<String>>> = ps.iter().map(|p| tokens(p)).collect();
-        let wants: Vec<Want<'_>> = tokens
-            .iter()
-            .enumerate()
-            .filter_map(|(slot, t)| t.as_deref().map(|tokens| Want { tokens, slot }))
-            .collect();
         let mut out = vec![None; ps.len()];
-        let mut de = serde_json::Deserializer::from_slice(&self.0);
+        let mut de = serde_json::Deserializer::from_slice(&self.text);
         let _ = serde::de::DeserializeSeed::deserialize(
             At {
-                wants,
+                wants: wants(&tokens),
                 out: &mut out,
             },
             &mut de,
@@ -354,6 +454,10 @@ impl Body {
     /// The values at pointers `ps` as text (strings and numbers), read in one pass.
     fn texts(&self, ps: &[&str]) -> Vec<Option<String>> {
         match self {
+            Body::Json(JsonDoc {
+                read: Some((fields, values)),
+                ..
+            }) if fields.is(ps) => values.iter().map(|v| text(v.as_ref())).collect(),
             Body::Json(doc) if !ps.is_empty() => {
                 doc.pointers(ps).iter().map(|v| text(v.as_ref())).collect()
             }
@@ -367,6 +471,34 @@ pub fn slack_challenge(body: &Body) -> Option<String> {
     (body.at("/type")?.as_str()? == "url_verification")
         .then(|| body.at("/challenge")?.as_str().map(str::to_string))
         .flatten()
+}
+
+/// The body fields [`identify`] reads, in its order: the provider's, then the overrides.
+fn wanted<'a>(
+    provider: &WebhookProvider,
+    id_pointer: Option<&'a str>,
+    type_pointer: Option<&'a str>,
+    body: &Body,
+) -> Vec<&'a str> {
+    let fields: &[&'static str] = match (provider, body) {
+        (WebhookProvider::Stripe, _) => &["/id", "/type", "/data/object/id"],
+        (WebhookProvider::Github, _) => &["/action", "/repository/full_name"],
+        (WebhookProvider::Slack, Body::Json(_)) => {
+            &["/event_id", "/event/type", "/type", "/team_id"]
+        }
+        (
+            WebhookProvider::Slack,
+            Body::Form {
+                payload: Some(_), ..
+            },
+        ) => &["/trigger_id", "/action_ts", "/type", "/team/id"],
+        (WebhookProvider::Standard, _) => &["/type"],
+        _ => &[],
+    };
+    let mut wanted: Vec<&'a str> = fields.to_vec();
+    wanted.extend(id_pointer);
+    wanted.extend(type_pointer);
+    wanted
 }
 
 /// The event's identity per `provider`; `id_pointer` / `type_pointer` override the body fields.
@@ -385,25 +517,7 @@ pub fn identify(
             .filter(|v| !v.is_empty())
             .map(str::to_string)
     };
-    // The provider's body fields first, then the overrides.
-    let fields: &[&str] = match (provider, body) {
-        (WebhookProvider::Stripe, _) => &["/id", "/type", "/data/object/id"],
-        (WebhookProvider::Github, _) => &["/action", "/repository/full_name"],
-        (WebhookProvider::Slack, Body::Json(_)) => {
-            &["/event_id", "/event/type", "/type", "/team_id"]
-        }
-        (
-            WebhookProvider::Slack,
-            Body::Form {
-                payload: Some(_), ..
-            },
-        ) => &["/trigger_id", "/action_ts", "/type", "/team/id"],
-        (WebhookProvider::Standard, _) => &["/type"],
-        _ => &[],
-    };
-    let mut wanted: Vec<&str> = fields.to_vec();
-    wanted.extend(id_pointer);
-    wanted.extend(type_pointer);
+    let wanted = wanted(provider, id_pointer, type_pointer, body);
     let mut values = body.texts(&wanted).into_iter();
     let mut next = || values.next().flatten();
     let mut out = match provider {
@@ -607,8 +721,69 @@ mod tests {
                 );
             }
         }
-        for bad in ["{", "{}x", "[1,]", "", "{\"a\":1,}"] {
+        let fields = Arc::new(Fields {
+            pointers: pointers.iter().map(|p| p.to_string()).collect(),
+            tokens: pointers.iter().map(|p| tokens(p)).collect(),
+        });
+        for d in docs {
+            // Checked and read in one pass: the same values.
+            let tree: Value = serde_json::from_str(d).expect("test document");
+            let doc = JsonDoc::parse_reading(d.as_bytes(), &fields).expect("valid");
+            for (p, v) in pointers.iter().zip(doc.pointers(&pointers)) {
+                assert_eq!(
+                    v.as_ref(),
+                    tree.pointer(p),
+                    "{d} at {p:?}, read while checked"
+                );
+            }
+        }
+        for bad in [
+            "{",
+            "{}x",
+            "[1,]",
+            "",
+            "{\"a\":1,}",
+            "{\"id\":\"x\",}",
+            "{\"data\":{\"object\":{\"id\":1 2}}}",
+            "{\"id\":\"\\q\"}",
+            "[0,[1,2,[3]]] 4",
+        ] {
             assert!(JsonDoc::parse(bad.as_bytes()).is_err(), "{bad}");
+            assert!(
+                JsonDoc::parse_reading(bad.as_bytes(), &fields).is_err(),
+                "{bad}, read while checked"
+            );
+        }
+    }
+
+    #[test]
+    fn identities_read_while_the_body_is_checked_match_a_second_pass() {
+        let body = br#"{"id":"evt_1","type":"t.x","event_id":"Ev9","event":{"type":"message"},
+            "team_id":"T1","action":"opened","repository":{"full_name":"o/r"},
+            "data":{"object":{"id":"ch_9"}},"meta":{"uid":7,"kind":"k"}}"#;
+        let headers = h(&[
+            ("x-github-delivery", "d-1"),
+            ("x-github-event", "pull_request"),
+            ("webhook-id", "msg_1"),
+        ]);
+        let json = HeaderValue::from_static("application/json");
+        let providers = [
+            WebhookProvider::Stripe,
+            WebhookProvider::Github,
+            WebhookProvider::Slack,
+            WebhookProvider::Standard,
+            WebhookProvider::None { token: None },
+        ];
+        for provider in &providers {
+            for (idp, typ) in [(None, None), (Some("/meta/uid"), Some("/meta/kind"))] {
+                let fields = Fields::for_json(provider, idp, typ);
+                let once = parse_body_reading(body, Some(&json), &fields).expect("json");
+                let twice = parse_body(body, Some(&json)).expect("json");
+                assert!(matches!(&once, Body::Json(d) if d.read.is_some()));
+                let a = identify(provider, idp, typ, &headers, &once);
+                assert_eq!(a, identify(provider, idp, typ, &headers, &twice));
+                assert!(a.id.is_some(), "{a:?}");
+            }
         }
     }
 

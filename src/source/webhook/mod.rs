@@ -52,6 +52,8 @@ pub struct WebhookSource {
     pipeline: Arc<Pipeline>,
     ack_timeout: Duration,
     verifier: Arc<Verifier>,
+    /// The body fields the provider's identity is read from (read while the body is checked).
+    fields: Arc<identity::Fields>,
     limit: Option<Arc<RateLimit>>,
     dedupe: Option<Arc<Dedupe>>,
     /// `switchyard_events_received_total{source}` of this source, resolved once.
@@ -79,6 +81,11 @@ impl WebhookSource {
         let received = crate::telemetry::metrics::metrics()
             .and_then(|m| m.events_received.get_metric_with_label_values(&[name]).ok());
         WebhookSource {
+            fields: identity::Fields::for_json(
+                &config.provider,
+                config.id_pointer.as_deref(),
+                config.type_pointer.as_deref(),
+            ),
             received,
             draining,
             name: Arc::from(name),
@@ -197,7 +204,7 @@ impl WebhookSource {
                 rejection.to_string(),
             );
         }
-        let parsed = match identity::parse_body(&body, content_type) {
+        let parsed = match identity::parse_body_reading(&body, content_type, &self.fields) {
             Ok(b) => b,
             Err(BodyError::Unsupported(t)) => return unsupported(&t),
             Err(BodyError::InvalidJson(detail)) => {
@@ -290,16 +297,38 @@ impl WebhookSource {
         if let Some(c) = &self.received {
             c.inc();
         }
-        // The delivery is a task of its own (on this thread's event loop): when the answer times
-        // out it goes on, so a failing produce is still classified and acted on (producer rebuilt,
-        // topic recreated) and the next retry finds Kafka ready.
+        // The delivery runs in this request's task; when the answer times out it goes on as a
+        // task of its own (on this thread's event loop), so a failing produce is still
+        // classified and acted on (producer rebuilt, topic recreated) and the next retry finds
+        // Kafka ready.
         let (ack, done) = AckToken::new();
-        let pipeline = Arc::clone(&self.pipeline);
-        let outcome = tokio::time::timeout(self.ack_timeout, async move {
-            pipeline.dispatch_traced(event, ack, trace).await;
-            done.wait().await
-        })
-        .await;
+        let deadline = tokio::time::sleep(self.ack_timeout);
+        tokio::pin!(deadline);
+        let taken = tokio::select! {
+            taken = self.pipeline.take(event, ack, trace) => Ok(taken),
+            () = &mut deadline => Err(()),
+        };
+        let finished = match taken {
+            Ok(Some(mut work)) => tokio::select! {
+                biased;
+                () = &mut work => Ok(()),
+                () = &mut deadline => {
+                    tokio::spawn(work);
+                    Err(())
+                }
+            },
+            Ok(None) => Ok(()),
+            Err(()) => Err(()),
+        };
+        let outcome = match finished {
+            // Resolved by now: no wait.
+            Ok(()) => Ok(done.wait().await),
+            Err(()) => {
+                // No longer waited for: the delivery stops retrying (the provider sends again).
+                drop(done);
+                Err(())
+            }
+        };
         let failure = match outcome {
             Ok(Delivery::Delivered) => {
                 if let Some(l) = lead {
@@ -345,7 +374,7 @@ impl WebhookSource {
                 return error(status, f.class.as_str(), f.message);
             }
             Ok(Delivery::Failed(f)) => f.message,
-            Err(_) => format!(
+            Err(()) => format!(
                 "Kafka did not acknowledge the event within {:?}; retry later (a retry keeps the event id, so a consumer can recognise a duplicate)",
                 self.ack_timeout
             ),
