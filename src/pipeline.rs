@@ -44,10 +44,6 @@ pub mod headers {
     pub const UNCHANGED_TOAST: &str = "switchyard.unchanged_toast";
 }
 
-/// The delivery of one taken event ([`Pipeline::take`]): runs to the end wherever it is
-/// polled, and resolves the event's ack.
-pub type Delivering = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'static>>;
-
 /// Route, encode and deliver events.
 pub struct Pipeline {
     /// Replaced whole on reload; each event is routed by one table.
@@ -169,32 +165,15 @@ impl Pipeline {
         ack: AckToken,
         parent: Option<opentelemetry::Context>,
     ) {
-        if let Some(work) = self.take(event, ack, parent).await {
-            tokio::spawn(work);
-        }
-    }
-
-    /// [`Pipeline::dispatch_traced`] for a caller that runs the delivery itself: takes the
-    /// event once there is room in flight and returns the work that delivers it and resolves
-    /// `ack` (`None` when the daemon is stopping; `ack` is then resolved as failed). A webhook
-    /// request runs it in its own task (no task per event, no wake-up from one to the other)
-    /// and spawns it only when it stops waiting, so that the delivery is still classified and
-    /// acted on.
-    pub async fn take(
-        self: &Arc<Self>,
-        event: Event,
-        ack: AckToken,
-        parent: Option<opentelemetry::Context>,
-    ) -> Option<Delivering> {
         let permit = match Arc::clone(&self.in_flight).acquire_owned().await {
             Ok(p) => p,
             Err(_) => {
                 ack.resolve(failed(ErrorClass::Internal, "switchyard is shutting down"));
-                return None;
+                return;
             }
         };
         let this = Arc::clone(self);
-        Some(Box::pin(async move {
+        tokio::spawn(async move {
             let delivery = this.deliver_traced(&event, &ack, parent.as_ref()).await;
             match &delivery {
                 Delivery::Failed(f) => {
@@ -205,7 +184,7 @@ impl Pipeline {
             }
             ack.resolve(delivery);
             drop(permit);
-        }))
+        });
     }
 
     /// Routes, encodes and delivers one event to every matching route, in route order.

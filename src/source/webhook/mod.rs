@@ -297,38 +297,16 @@ impl WebhookSource {
         if let Some(c) = &self.received {
             c.inc();
         }
-        // The delivery runs in this request's task; when the answer times out it goes on as a
-        // task of its own (on this thread's event loop), so a failing produce is still
-        // classified and acted on (producer rebuilt, topic recreated) and the next retry finds
-        // Kafka ready.
+        // The delivery is a task of its own (on this thread's event loop): when the answer times
+        // out it goes on, so a failing produce is still classified and acted on (producer rebuilt,
+        // topic recreated) and the next retry finds Kafka ready.
         let (ack, done) = AckToken::new();
-        let deadline = tokio::time::sleep(self.ack_timeout);
-        tokio::pin!(deadline);
-        let taken = tokio::select! {
-            taken = self.pipeline.take(event, ack, trace) => Ok(taken),
-            () = &mut deadline => Err(()),
-        };
-        let finished = match taken {
-            Ok(Some(mut work)) => tokio::select! {
-                biased;
-                () = &mut work => Ok(()),
-                () = &mut deadline => {
-                    tokio::spawn(work);
-                    Err(())
-                }
-            },
-            Ok(None) => Ok(()),
-            Err(()) => Err(()),
-        };
-        let outcome = match finished {
-            // Resolved by now: no wait.
-            Ok(()) => Ok(done.wait().await),
-            Err(()) => {
-                // No longer waited for: the delivery stops retrying (the provider sends again).
-                drop(done);
-                Err(())
-            }
-        };
+        let pipeline = Arc::clone(&self.pipeline);
+        let outcome = tokio::time::timeout(self.ack_timeout, async move {
+            pipeline.dispatch_traced(event, ack, trace).await;
+            done.wait().await
+        })
+        .await;
         let failure = match outcome {
             Ok(Delivery::Delivered) => {
                 if let Some(l) = lead {
@@ -374,7 +352,7 @@ impl WebhookSource {
                 return error(status, f.class.as_str(), f.message);
             }
             Ok(Delivery::Failed(f)) => f.message,
-            Err(()) => format!(
+            Err(_) => format!(
                 "Kafka did not acknowledge the event within {:?}; retry later (a retry keeps the event id, so a consumer can recognise a duplicate)",
                 self.ack_timeout
             ),
