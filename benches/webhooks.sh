@@ -33,7 +33,8 @@
 #                     /dev/shm takes fsync latency out: a diagnostic)
 #   VERIFY=first      count the Kafka messages of the first ack run (`switchyard tail`); all | none
 #   SPARE=2           extra triplets used to rerun a noisy one
-#   NOISE=0.3         a run is noisy if other processes used more than this many cores
+#   NOISE=0.3         a run is noisy if other processes used more than this many cores, or
+#                     the hypervisor took more (steal time: this VM's CPUs ran someone else)
 #   QUIET_WAIT=300    before each triplet, wait up to this many seconds for the machine to be idle
 #                     (under NOISE cores busy over 2 s): neighbours' builds skew every figure
 #   AVOID='benches/cdc\.sh'   pgrep -f pattern of benchmarks that must not share the machine: each
@@ -410,9 +411,9 @@ run_switchyard() { # pair run-number ack|null
 # A triplet is rerun when load1 moved by more than 1 across it, or when the rest of the machine
 # used more than NOISE cores during one of its runs (a neighbour was busy).
 noisy() { # → exit 0 if the last triplet must be rerun; says why
-  python3 - "$RESULTS_TSV" "$NOISE" <<'PY'
+  python3 - "$RESULTS_TSV" "$NOISE" "$DURATION" <<'PY'
 import csv, sys
-path, noise = sys.argv[1], float(sys.argv[2])
+path, noise, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
 runs = list(csv.DictReader(open(path), delimiter="\t"))[-3:]
 why = []
 loads = [float(r["load1_start"]) for r in runs]
@@ -421,6 +422,8 @@ if max(loads) - min(loads) > 1:
 for r in runs:
     if float(r["other_cores"]) > noise:
         why.append(f"{r['kind']}: other processes used {r['other_cores']} cores")
+    if float(r["steal_s"]) / seconds > noise:
+        why.append(f"{r['kind']}: the hypervisor took {float(r['steal_s']) / seconds:.2f} cores (steal)")
 print("; ".join(why))
 sys.exit(0 if why else 1)
 PY
@@ -484,24 +487,26 @@ echo "Webhook ingest benchmark: $CONNECTIONS connections, $BODY_BYTES-byte signe
 echo "switchyard source: provider stripe, dedupe_window $DEDUPE_WINDOW, DLQ/dedupe store in $( [ "$DLQ_DIR" = "$T/sy" ] && echo "the temp dir ($(df --output=fstype "$T" | tail -1))" || echo "$DLQ_DIR ($(df --output=fstype "$DLQ_DIR" | tail -1))")"
 echo "nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///') ($NGINX_WORKERS workers, static 200); Tansu storage $STORAGE, peak RSS $(($(hwm_kib "$TANSU_PID") / 1024)) MiB"
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -r), load1 now $(load1); switchyard $("$SY" --version 2>/dev/null || echo '?') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified'))"
-python3 - "$RESULTS_TSV" <<'PY'
+python3 - "$RESULTS_TSV" "$DURATION" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+seconds = float(sys.argv[2])
 f = float
 print()
 print("per run: req/s; p50/p99 latency in ms; server CPU in µs per request (nginx: master+workers;")
 print("switchyard: all threads); broker = Tansu µs/request; other = cores used by the rest of the machine;")
+print("steal = cores the hypervisor took from this machine;")
 print("bad = non-200 answers, or 200 not \"accepted\"/\"ok\"; x = noisy triplet, rerun and not counted;")
 print("n = noisy, no spare rerun left: counted")
 print(f"{'pair':<5}{'kind':<6}{'load1':>6}{'req/s':>9}{'p50 ms':>8}{'p99 ms':>8}{'bad':>5}{'srv µs':>8}"
-      f"{'broker':>7}{'gen µs':>7}{'other':>6}{'RSS MiB':>8}  check")
+      f"{'broker':>7}{'gen µs':>7}{'other':>6}{'steal':>6}{'RSS MiB':>8}  check")
 for r in rows:
     n = max(1, int(r["requests"]))
     rss = f"{int(r['hwm_kib']) / 1024:.1f}" if r["hwm_kib"] else "-"
     print(f"{r['pair']:<5}{r['kind']:<6}{r['load1_start']:>6}{int(r['rps']):>9,}{f(r['p50_us']) / 1000:>8.2f}"
           f"{f(r['p99_us']) / 1000:>8.2f}{int(r['bad']):>5}{f(r['server_cpu_s']) * 1e6 / n:>8.1f}"
           f"{f(r['broker_cpu_s']) * 1e6 / n:>7.1f}{f(r['gen_cpu_s']) * 1e6 / n:>7.1f}{f(r['other_cores']):>6.2f}"
-          f"{rss:>8}  {r['check']}")
+          f"{f(r['steal_s']) / seconds:>6.2f}{rss:>8}  {r['check']}")
 pairs = {}
 for r in rows:
     if not r["pair"].endswith("x"):
