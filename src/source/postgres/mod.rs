@@ -7,6 +7,7 @@ pub mod leader;
 pub mod lsn;
 pub mod pgoutput;
 mod preflight;
+mod rows;
 pub mod snapshot;
 pub mod stream;
 pub mod tls;

@@ -14,6 +14,7 @@
 pub mod dedupe;
 pub mod identity;
 pub mod limit;
+pub mod pointer;
 pub mod verify;
 
 use std::sync::Arc;
