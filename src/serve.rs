@@ -82,7 +82,7 @@ pub fn start(
             .name(format!("switchyard-http-{i}"))
             .spawn(move || {
                 // This thread commits the deduplication ids its requests accept itself, in
-                // batches, mostly just before it would sleep (see `webhook::dedupe`).
+                // batches (see `webhook::dedupe::http_thread_runtime`).
                 let served = dedupe::http_thread_runtime().and_then(|rt| {
                     // Every request arms a timer (its ack timeout). Registering a timer
                     // that expires before the time driver's next wake-up wakes the driver

@@ -11,8 +11,8 @@
 //!   nothing else to run (tokio's `on_thread_park`, just before it would sleep), and at once
 //!   when [`FLUSH_AT`] wait or the oldest has waited [`FLUSH_AFTER`]: a lone request waits for
 //!   one commit, a busy thread gets batches without a timed gathering delay, and nothing
-//!   crosses a thread (handing ids to a writer thread and being woken by it cost more than the commit —
-//!   half the CPU of a request). The commit is a page or two written into SQLite's WAL, no
+//!   crosses a thread (handing ids to a writer thread and being woken by it cost more than the
+//!   commit — half the CPU of a request). The commit is a page or two written into SQLite's WAL, no
 //!   fsync: WAL checkpoints (which fsync) and moves into the keyed index run on the
 //!   `switchyard-dedupe` thread, and when that thread (or the other HTTP thread) holds the
 //!   connection, the ids are handed to it instead of waiting. This is the one write on an event
@@ -331,13 +331,13 @@ impl Embedded {
     }
 }
 
-/// Adds `request` to this HTTP thread's batch for `embedded` (committed before the thread
-/// sleeps, or now once the batch is due); gives it back on any other thread.
+/// Adds `request` to this HTTP thread's batch for `embedded` (committed once gathered, before
+/// the thread sleeps, or now once the batch is due); gives it back on any other thread.
 fn queue_on_this_thread(
     embedded: &Arc<Embedded>,
     request: WriteRequest,
 ) -> Result<(), WriteRequest> {
-    let due = LOCAL.with(|l| {
+    let next = LOCAL.with(|l| {
         let mut l = l.borrow_mut();
         if !l.on {
             return Err(request);
@@ -350,26 +350,36 @@ fn queue_on_this_thread(
         let oldest = *l.oldest.get_or_insert_with(Instant::now);
         Ok(
             if l.waiting >= FLUSH_AT || oldest.elapsed() >= FLUSH_AFTER {
-                Some(true)
+                Next::CommitNow
             } else if l.waiting == 1 {
-                Some(false)
+                Next::Gather
             } else {
-                None
+                Next::Join
             },
         )
     })?;
-    match due {
+    match next {
         // A thread that never runs out of work would never commit: commit now.
-        Some(true) => commit_this_threads_ids(),
-        // The first waiting id: the thread's timer commits the batch if nothing else does.
-        Some(false) => LOCAL.with(|l| {
+        Next::CommitNow => commit_this_threads_ids(),
+        // The first waiting id: the thread's gathering task will commit the batch.
+        Next::Gather => LOCAL.with(|l| {
             if let Some(n) = &l.borrow().gatherer {
                 n.notify_one();
             }
         }),
-        None => {}
+        Next::Join => {}
     }
     Ok(())
+}
+
+/// What a newly queued id asks of its thread.
+enum Next {
+    /// The batch is due: commit it now.
+    CommitNow,
+    /// It is the first of a batch: start gathering.
+    Gather,
+    /// It joined a batch being gathered.
+    Join,
 }
 
 /// Tells each waiter of `batch` whether its id is stored.
@@ -720,7 +730,7 @@ mod tests {
             std::thread::spawn(move || {
                 let rt = http_thread_runtime().expect("runtime");
                 rt.block_on(async move {
-                    // Without the commit before parking, these would never be answered.
+                    // Committed by this thread (gathered, or before it sleeps), else never answered.
                     let all = futures::future::join_all((0..50).map(|i| {
                         let d = Arc::clone(&dedupe);
                         async move { accept(&d, &format!("s\u{1f}http_{i}")).await }
