@@ -337,9 +337,9 @@ fn queue_on_this_thread(
     embedded: &Arc<Embedded>,
     request: WriteRequest,
 ) -> Result<(), WriteRequest> {
-    let next = LOCAL.with(|l| {
+    let due = LOCAL.with(|l| {
         let mut l = l.borrow_mut();
-        if !l.on {
+        if l.gatherer.is_none() {
             return Err(request);
         }
         match l.batches.iter_mut().find(|(e, _)| Arc::ptr_eq(e, embedded)) {
@@ -347,39 +347,20 @@ fn queue_on_this_thread(
             None => l.batches.push((Arc::clone(embedded), vec![request])),
         }
         l.waiting += 1;
+        if l.waiting == 1
+            && let Some(gatherer) = &l.gatherer
+        {
+            // The first of a batch: the thread's gathering task will commit it.
+            gatherer.notify_one();
+        }
         let oldest = *l.oldest.get_or_insert_with(Instant::now);
-        Ok(
-            if l.waiting >= FLUSH_AT || oldest.elapsed() >= FLUSH_AFTER {
-                Next::CommitNow
-            } else if l.waiting == 1 {
-                Next::Gather
-            } else {
-                Next::Join
-            },
-        )
+        Ok(l.waiting >= FLUSH_AT || oldest.elapsed() >= FLUSH_AFTER)
     })?;
-    match next {
+    if due {
         // A thread that never runs out of work would never commit: commit now.
-        Next::CommitNow => commit_this_threads_ids(),
-        // The first waiting id: the thread's gathering task will commit the batch.
-        Next::Gather => LOCAL.with(|l| {
-            if let Some(n) = &l.borrow().gatherer {
-                n.notify_one();
-            }
-        }),
-        Next::Join => {}
+        commit_this_threads_ids();
     }
     Ok(())
-}
-
-/// What a newly queued id asks of its thread.
-enum Next {
-    /// The batch is due: commit it now.
-    CommitNow,
-    /// It is the first of a batch: start gathering.
-    Gather,
-    /// It joined a batch being gathered.
-    Join,
 }
 
 /// Tells each waiter of `batch` whether its id is stored.
@@ -398,20 +379,19 @@ fn tell(batch: Vec<WriteRequest>, done: Result<(), crate::dlq::DlqError>) {
 
 /// Ids accepted on this thread and not yet committed (HTTP threads only).
 struct Local {
-    /// This thread commits its ids itself (set by [`http_thread_runtime`]).
-    on: bool,
     /// When the oldest waiting id was queued.
     oldest: Option<Instant>,
     waiting: usize,
     /// Waiting ids by store (one in a daemon; tests may run several).
     batches: Vec<(Arc<Embedded>, Vec<WriteRequest>)>,
-    /// Wakes the thread's gathering task (see [`http_thread_runtime`]).
+    /// Wakes the thread's gathering task; set on threads that commit their ids themselves
+    /// (see [`http_thread_runtime`]).
     gatherer: Option<Arc<Notify>>,
 }
 
 thread_local! {
     static LOCAL: RefCell<Local> = const {
-        RefCell::new(Local { on: false, oldest: None, waiting: 0, batches: Vec::new(), gatherer: None })
+        RefCell::new(Local { oldest: None, waiting: 0, batches: Vec::new(), gatherer: None })
     };
 }
 
@@ -425,9 +405,7 @@ thread_local! {
 pub fn http_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let gatherer = Arc::new(Notify::new());
     LOCAL.with(|l| {
-        let mut l = l.borrow_mut();
-        l.on = true;
-        l.gatherer = Some(Arc::clone(&gatherer));
+        l.borrow_mut().gatherer = Some(Arc::clone(&gatherer));
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()

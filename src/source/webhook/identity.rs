@@ -56,7 +56,7 @@ pub fn is_form(content_type: Option<&HeaderValue>) -> bool {
 /// Parses `body` by its content type. Form bodies are parsed for any caller; whether a source
 /// takes them is [`accepts`]'s question.
 pub fn parse_body(body: &[u8], content_type: Option<&HeaderValue>) -> Result<Body, BodyError> {
-    parse(body, content_type, None)
+    parse_body_reading(body, content_type, &Arc::new(Fields::new(Vec::new())))
 }
 
 /// [`parse_body`], reading `fields` from a JSON body in the same pass that checks it (what a
@@ -65,14 +65,6 @@ pub fn parse_body_reading(
     body: &[u8],
     content_type: Option<&HeaderValue>,
     fields: &Arc<Fields>,
-) -> Result<Body, BodyError> {
-    parse(body, content_type, Some(fields))
-}
-
-fn parse(
-    body: &[u8],
-    content_type: Option<&HeaderValue>,
-    fields: Option<&Arc<Fields>>,
 ) -> Result<Body, BodyError> {
     match media_type(content_type).as_deref() {
         None | Some("") | Some("application/json") => json(body, fields),
@@ -94,13 +86,10 @@ fn parse(
     }
 }
 
-fn json(body: &[u8], fields: Option<&Arc<Fields>>) -> Result<Body, BodyError> {
-    match fields {
-        Some(f) => JsonDoc::parse_reading(body, f),
-        None => JsonDoc::parse(body),
-    }
-    .map(Body::Json)
-    .map_err(|e| BodyError::InvalidJson(format!("the body must be JSON: {e}")))
+fn json(body: &[u8], fields: &Arc<Fields>) -> Result<Body, BodyError> {
+    JsonDoc::parse_reading(body, fields)
+        .map(Body::Json)
+        .map_err(|e| BodyError::InvalidJson(format!("the body must be JSON: {e}")))
 }
 
 /// The fields of a source's identity, for a JSON body.

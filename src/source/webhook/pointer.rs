@@ -56,11 +56,7 @@ type Values = Box<[Option<Value>]>;
 impl JsonDoc {
     /// Checks `body` is one JSON value (trailing whitespace only) and keeps it.
     pub fn parse(body: &[u8]) -> Result<JsonDoc, serde_json::Error> {
-        serde_json::from_slice::<serde::de::IgnoredAny>(body)?;
-        Ok(JsonDoc {
-            text: body.into(),
-            read: None,
-        })
+        JsonDoc::parse_reading(body, &Arc::new(Fields::new(Vec::new())))
     }
 
     /// [`JsonDoc::parse`], reading the values at `fields` in the same pass: a source's body is
@@ -110,9 +106,6 @@ impl JsonDoc {
         if ps.len() > 64 {
             // A pass follows at most 64 pointers (a bit each).
             return ps.chunks(64).flat_map(|c| self.pointers(c)).collect();
-        }
-        if let Some(values) = self.read_for(ps) {
-            return values.to_vec();
         }
         let tokens: Vec<Option<Vec<String>>> = ps.iter().map(|p| tokens(p)).collect();
         let mut out = vec![None; ps.len()];
