@@ -29,6 +29,7 @@
 #                     200; "0s" turns deduplication off: a diagnostic, not the product's path)
 #   HTTP_THREADS=     the daemon's [server] http_threads (default: its own, one per core)
 #   KAFKA_PROPS=      TOML lines for [kafka.properties], e.g. '"linger.ms" = "1"' (a diagnostic)
+#   PARTITIONS=       the daemon's [kafka] partitions for the topics it creates (default: its own, 3)
 #   DLQ_DIR=          directory of the DLQ/dedupe SQLite files (default: the temp dir, on disk;
 #                     /dev/shm takes fsync latency out: a diagnostic)
 #   VERIFY=first      count the Kafka messages of the first ack run (`switchyard tail`); all | none
@@ -62,6 +63,7 @@ STORAGE=${STORAGE:-memory://tansu/}
 VERIFY=${VERIFY:-first}
 DEDUPE_WINDOW=${DEDUPE_WINDOW:-24h}
 KAFKA_PROPS=${KAFKA_PROPS:-}
+PARTITIONS=${PARTITIONS:-}
 HTTP_THREADS=${HTTP_THREADS:-}
 DLQ_DIR=${DLQ_DIR:-}
 SPARE=${SPARE:-2}
@@ -325,6 +327,7 @@ $([ -n "$HTTP_THREADS" ] && echo "http_threads = $HTTP_THREADS")
 
 [kafka]
 bootstrap_servers = "127.0.0.1:$KAFKA_PORT"
+$([ -n "$PARTITIONS" ] && echo "partitions = $PARTITIONS")
 [kafka.properties]
 $KAFKA_PROPS
 

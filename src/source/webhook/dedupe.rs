@@ -19,7 +19,8 @@
 //!   loop: normally microseconds of page-cache writes, though a kernel throttling dirty pages
 //!   could hold that thread's connections for the length of one. Other stores (PostgreSQL) and
 //!   requests outside the HTTP threads go through the writer, which commits whatever is queued.
-//! - **Fast**: the newest ids are also kept in memory (bounded), and 64-bit fingerprints of the
+//! - **Fast**: the newest ids are also kept in memory (bounded), by a 128-bit keyed hash of the
+//!   id ([`Print`]: no string copies, one hash per request), and 64-bit fingerprints of the
 //!   ones memory dropped (see [`Older`]); while these know every id of the window, a new id
 //!   costs no store read (a request that waited for a pool thread to read SQLite cost twice as
 //!   much CPU). After a restart, ids older than those reloaded are looked up in the store.
@@ -38,7 +39,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
 use crate::dlq::{DlqStore, SqliteStore};
@@ -79,50 +80,99 @@ pub enum Outcome {
     Failed,
 }
 
-/// The newest accepted ids.
-struct Recent {
-    at: HashMap<String, i64>,
-    order: VecDeque<(String, i64)>,
+/// Memory's name for an id: two independent keyed SipHash-1-3 hashes of its key (random keys per
+/// process), 128 bits. Two ids of a window sharing one (a new event then answered as a
+/// duplicate) has a probability of about n²/2^129 (n ≤ 2.2 million ids: under 10^-26), far
+/// below the odds of the hardware corrupting the answer.
+type Print = u128;
+
+/// Computes [`Print`]s.
+struct Printer(
+    std::collections::hash_map::RandomState,
+    std::collections::hash_map::RandomState,
+);
+
+impl Printer {
+    fn new() -> Printer {
+        Printer(Default::default(), Default::default())
+    }
+
+    fn print(&self, key: &str) -> Print {
+        use std::hash::BuildHasher;
+        (u128::from(self.0.hash_one(key)) << 64) | u128::from(self.1.hash_one(key))
+    }
+}
+
+/// What memory knows, under one lock: the newest accepted ids, fingerprints of older ones and
+/// the ids being delivered now.
+struct Memory {
+    at: HashMap<Print, i64, BuildFingerprint>,
+    order: VecDeque<(Print, i64)>,
     /// Memory holds every id accepted since `complete_since` (micros).
     complete_since: i64,
     /// Fingerprints of the ids memory no longer holds.
     older: Older,
+    /// Ids a request is delivering now, with the requests that wait for its outcome.
+    inflight: HashMap<Print, Vec<oneshot::Sender<Outcome>>, BuildFingerprint>,
 }
 
-impl Recent {
-    fn insert(&mut self, key: String, at: i64) {
-        self.at.insert(key.clone(), at);
-        self.order.push_back((key, at));
+impl Memory {
+    fn new(complete_since: i64, window: i64) -> Memory {
+        Memory {
+            at: HashMap::default(),
+            order: VecDeque::new(),
+            complete_since,
+            older: Older::new(complete_since, window),
+            inflight: HashMap::default(),
+        }
+    }
+
+    fn insert(&mut self, p: Print, at: i64) {
+        self.at.insert(p, at);
+        self.order.push_back((p, at));
         while self.order.len() > MEMORY_CAP {
-            if let Some((k, t)) = self.order.pop_front() {
-                if self.at.get(&k) == Some(&t) {
-                    self.at.remove(&k);
-                    let fp = self.older.fingerprint(&k);
-                    self.older.add(fp, t);
+            if let Some((old, t)) = self.order.pop_front() {
+                if self.at.get(&old) == Some(&t) {
+                    self.at.remove(&old);
+                    self.older.add(fingerprint(old), t);
                 }
                 self.complete_since = self.complete_since.max(t + 1);
             }
         }
     }
 
-    /// Whether `key` is certainly not among the ids accepted since `since`, without asking the
+    /// Whether the id is in memory, accepted since `since`.
+    fn knows(&self, p: Print, since: i64) -> bool {
+        self.at.get(&p).is_some_and(|at| *at >= since)
+    }
+
+    /// Whether the id is certainly not among the ids accepted since `since`, without asking the
     /// store: memory holds every id since then, or the fingerprints of the ones it dropped
     /// do not include this one.
-    fn surely_new(&self, key: &str, since: i64) -> bool {
+    fn surely_new(&self, p: Print, since: i64) -> bool {
         self.complete_since <= since
-            || (self.older.complete_since <= since
-                && !self.older.may_hold(self.older.fingerprint(key), since))
+            || (self.older.complete_since <= since && !self.older.may_hold(fingerprint(p), since))
+    }
+
+    /// Ends the delivery of `p`: its waiting requests, to be told the outcome.
+    fn finish(&mut self, p: Print) -> Vec<oneshot::Sender<Outcome>> {
+        self.inflight.remove(&p).unwrap_or_default()
     }
 }
 
-/// Fingerprints of ids memory dropped: SipHash-1-3 (random keys) of the id, 64 bits, in one set
-/// per hour of acceptance. A fingerprint not found means "not accepted" for certain; one found
+/// The 64-bit fingerprint of an id memory dropped: the low half of its [`Print`] (one of the
+/// two independent hashes).
+fn fingerprint(p: Print) -> u64 {
+    (p & u128::from(u64::MAX)) as u64
+}
+
+/// Fingerprints of ids memory dropped: half of the id's [`Print`], 64 bits, in one set per hour
+/// of acceptance. A fingerprint not found means "not accepted" for certain; one found
 /// means "perhaps" (a duplicate, or one chance in 2^64 / n of another id), which the store
 /// then answers. So once memory is full, a new id still costs no store read: about 10 bytes
 /// each, at most [`OLDER_CAP`] (the oldest hours are dropped beyond that, and ids of those
 /// hours are looked up in the store again).
 struct Older {
-    hasher: std::collections::hash_map::RandomState,
     /// (first micro of the hour, fingerprints), oldest first.
     hours: VecDeque<(i64, HashSet<u64, BuildFingerprint>)>,
     len: usize,
@@ -139,16 +189,11 @@ const HOUR: i64 = 3_600_000_000;
 impl Older {
     fn new(complete_since: i64, window: i64) -> Older {
         Older {
-            hasher: std::collections::hash_map::RandomState::new(),
             hours: VecDeque::new(),
             len: 0,
             complete_since,
             window,
         }
-    }
-
-    fn fingerprint(&self, key: &str) -> u64 {
-        std::hash::BuildHasher::hash_one(&self.hasher, key)
     }
 
     fn add(&mut self, fp: u64, at: i64) {
@@ -199,7 +244,7 @@ impl Older {
     }
 }
 
-/// Fingerprints are already uniform hashes: the set uses them as they are.
+/// Prints and fingerprints are already uniform hashes: maps and sets use them as they are.
 #[derive(Default, Clone, Copy)]
 struct BuildFingerprint;
 
@@ -217,7 +262,7 @@ impl std::hash::Hasher for FingerprintHasher {
         self.0
     }
     fn write(&mut self, bytes: &[u8]) {
-        // Only `u64`s are hashed here; any other input still gets a usable hash.
+        // Only `u64`s and `u128`s are hashed here; any other input still gets a usable hash.
         for b in bytes {
             self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
         }
@@ -225,49 +270,48 @@ impl std::hash::Hasher for FingerprintHasher {
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = fingerprint(n);
+    }
 }
 
 /// The claim on an id.
 pub enum Claim {
     /// Accepted before, within the window.
     Seen,
-    /// Another request is delivering it: wait for its outcome.
-    Follow(watch::Receiver<Option<Outcome>>),
+    /// Another request is delivering it: wait for its outcome (an error: it ended without one).
+    Follow(oneshot::Receiver<Outcome>),
     /// This request delivers it; finish with [`Lead::finish`] (dropping it counts as failed).
     Lead(Lead),
 }
 
 /// The leading request for an id.
 pub struct Lead {
-    key: String,
-    tx: watch::Sender<Option<Outcome>>,
+    p: Print,
+    /// The id's key for the store; `None` once finished.
+    key: Option<String>,
     dedupe: Arc<Dedupe>,
 }
 
 impl Lead {
-    /// Records the outcome: an accepted id is stored (durably) before this returns.
-    pub async fn finish(self, outcome: Outcome) {
-        if outcome == Outcome::Accepted {
-            self.dedupe.remember(&self.key).await;
-        }
-        let _ = self.tx.send(Some(outcome));
-        // Drop removes the in-flight entry.
+    /// Records the outcome: an accepted id is stored (durably) before this returns; then
+    /// memory knows it and the copies waiting for it are told.
+    pub async fn finish(mut self, outcome: Outcome) {
+        let Some(key) = self.key.take() else { return };
+        let at = match outcome {
+            Outcome::Accepted => Some(self.dedupe.remember(key).await),
+            Outcome::Failed => None,
+        };
+        self.dedupe.end(self.p, at, outcome);
     }
 }
 
 impl Drop for Lead {
     fn drop(&mut self) {
-        if let Ok(mut inflight) = self.dedupe.inflight.lock() {
-            inflight.remove(&self.key);
+        // Dropped unfinished (its request was cancelled): the waiting copies fail too.
+        if self.key.take().is_some() {
+            self.dedupe.end(self.p, None, Outcome::Failed);
         }
-        self.tx.send_if_modified(|v| {
-            if v.is_none() {
-                *v = Some(Outcome::Failed);
-                true
-            } else {
-                false
-            }
-        });
     }
 }
 
@@ -443,8 +487,8 @@ fn commit_this_threads_ids() {
 /// The deduplication memory of a daemon (all webhook sources; ids are prefixed by source).
 pub struct Dedupe {
     store: Arc<DlqStore>,
-    recent: Mutex<Recent>,
-    inflight: Mutex<HashMap<String, watch::Receiver<Option<Outcome>>>>,
+    printer: Printer,
+    memory: Mutex<Memory>,
     writes: Writes,
 }
 
@@ -453,12 +497,8 @@ impl Dedupe {
     pub async fn start(store: Arc<DlqStore>, window_micros: i64) -> Arc<Dedupe> {
         let now = crate::event::now_micros();
         let since = now - window_micros;
-        let mut recent = Recent {
-            at: HashMap::new(),
-            order: VecDeque::new(),
-            complete_since: since,
-            older: Older::new(since, window_micros),
-        };
+        let printer = Printer::new();
+        let mut recent = Memory::new(since, window_micros);
         match store.recent_seen(since, MEMORY_CAP + 1).await {
             Ok(mut rows) => {
                 if rows.len() > MEMORY_CAP {
@@ -468,8 +508,9 @@ impl Dedupe {
                     recent.older.complete_since = recent.complete_since;
                 }
                 for (k, at) in rows.into_iter().rev() {
-                    recent.at.insert(k.clone(), at);
-                    recent.order.push_back((k, at));
+                    let p = printer.print(&k);
+                    recent.at.insert(p, at);
+                    recent.order.push_back((p, at));
                 }
             }
             Err(e) => {
@@ -506,65 +547,77 @@ impl Dedupe {
         };
         Arc::new(Dedupe {
             store,
-            recent: Mutex::new(recent),
-            inflight: Mutex::new(HashMap::new()),
+            printer,
+            memory: Mutex::new(recent),
             writes,
         })
     }
 
     /// Claims `key` for a request: seen within the window since `since` (micros), in flight,
     /// or this request's to deliver.
-    pub async fn claim(self: &Arc<Self>, key: &str, since: i64) -> Claim {
-        let (known, complete) = match self.recent.lock() {
-            Ok(r) => (
-                r.at.get(key).is_some_and(|at| *at >= since),
-                r.surely_new(key, since),
-            ),
-            Err(_) => (false, false),
-        };
-        if known {
-            return Claim::Seen;
-        }
-        if !complete {
-            match self.store.seen_since(key, since).await {
+    pub async fn claim(self: &Arc<Self>, key: String, since: i64) -> Claim {
+        let p = self.printer.print(&key);
+        let mut asked = false;
+        loop {
+            {
+                let Ok(mut m) = self.memory.lock() else {
+                    // Memory is unusable: deliver (at-least-once).
+                    return Claim::Lead(Lead {
+                        p,
+                        key: None,
+                        dedupe: Arc::clone(self),
+                    });
+                };
+                if m.knows(p, since) {
+                    return Claim::Seen;
+                }
+                if let Some(waiting) = m.inflight.get_mut(&p) {
+                    let (tx, rx) = oneshot::channel();
+                    waiting.push(tx);
+                    return Claim::Follow(rx);
+                }
+                if asked || m.surely_new(p, since) {
+                    m.inflight.insert(p, Vec::new());
+                    return Claim::Lead(Lead {
+                        p,
+                        key: Some(key),
+                        dedupe: Arc::clone(self),
+                    });
+                }
+            }
+            // Memory cannot tell: the store decides (then memory is checked again, as a copy
+            // may have started or finished meanwhile).
+            match self.store.seen_since(&key, since).await {
                 Ok(true) => return Claim::Seen,
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "webhook deduplication lookup failed; delivering"),
             }
+            asked = true;
         }
-        let Ok(mut inflight) = self.inflight.lock() else {
-            let (tx, _) = watch::channel(None);
-            return Claim::Lead(Lead {
-                key: key.to_string(),
-                tx,
-                dedupe: Arc::clone(self),
-            });
-        };
-        if let Some(rx) = inflight.get(key) {
-            return Claim::Follow(rx.clone());
-        }
-        // Accepted between the lookup and now (its lead just finished)?
-        if self
-            .recent
-            .lock()
-            .is_ok_and(|r| r.at.get(key).is_some_and(|at| *at >= since))
-        {
-            return Claim::Seen;
-        }
-        let (tx, rx) = watch::channel(None);
-        inflight.insert(key.to_string(), rx);
-        Claim::Lead(Lead {
-            key: key.to_string(),
-            tx,
-            dedupe: Arc::clone(self),
-        })
     }
 
-    /// Stores `key` as accepted now; returns once it is durable (or the store failed).
-    async fn remember(&self, key: &str) {
+    /// Ends the delivery of `p` (accepted at `at`, if it was) and tells the waiting copies.
+    fn end(&self, p: Print, at: Option<i64>, outcome: Outcome) {
+        let waiting = match self.memory.lock() {
+            Ok(mut m) => {
+                if let Some(at) = at {
+                    m.insert(p, at);
+                }
+                m.finish(p)
+            }
+            Err(_) => Vec::new(),
+        };
+        for w in waiting {
+            let _ = w.send(outcome.clone());
+        }
+    }
+
+    /// Stores `key` as accepted now; returns once it is durable (or the store failed), with
+    /// the time it was accepted at.
+    async fn remember(&self, key: String) -> i64 {
         let at = crate::event::now_micros();
         let (tx, rx) = oneshot::channel();
-        let request = (key.to_string(), at, tx);
+        let request = (key, at, tx);
         let queued = match &self.writes {
             Writes::Embedded(embedded) => match queue_on_this_thread(embedded, request) {
                 Ok(()) => true,
@@ -579,9 +632,7 @@ impl Dedupe {
                 "could not store a webhook deduplication id; a provider retry of it would be delivered again"
             );
         }
-        if let Ok(mut r) = self.recent.lock() {
-            r.insert(key.to_string(), at);
-        }
+        at
     }
 }
 
@@ -653,36 +704,42 @@ async fn write_batches(store: Arc<DlqStore>, mut rx: mpsc::Receiver<WriteRequest
 mod tests {
     use super::*;
 
-    fn recent(window: i64) -> Recent {
-        Recent {
-            at: HashMap::new(),
-            order: VecDeque::new(),
-            complete_since: 0,
-            older: Older::new(0, window),
-        }
-    }
-
     #[test]
     fn ids_memory_dropped_are_known_by_fingerprint_so_new_ids_need_no_store_read() {
-        let mut r = recent(24 * HOUR);
+        let printer = Printer::new();
+        let id = |i: &str| printer.print(&format!("s\u{1f}evt_{i}"));
+        let mut m = Memory::new(0, 24 * HOUR);
         let t0 = 10 * HOUR;
         let n = MEMORY_CAP + 5_000;
         for i in 0..n {
-            r.insert(format!("s\u{1f}evt_{i}"), t0 + i as i64);
+            m.insert(id(&i.to_string()), t0 + i as i64);
         }
         // Memory alone no longer knows everything since the window's start...
-        assert!(r.complete_since > 0);
+        assert!(m.complete_since > 0);
         // ...but with the fingerprints a new id is certainly new,
-        assert!(r.surely_new("s\u{1f}evt_new", 0));
+        assert!(m.surely_new(id("new"), 0));
         // a dropped id is "perhaps" (the store decides), and a kept one is in memory.
-        assert!(!r.surely_new("s\u{1f}evt_3", 0));
-        assert_eq!(r.older.len, 5_000);
-        assert!(r.at.contains_key(&format!("s\u{1f}evt_{}", n - 1)));
+        assert!(!m.surely_new(id("3"), 0));
+        assert!(!m.knows(id("3"), 0));
+        assert_eq!(m.older.len, 5_000);
+        assert!(m.knows(id(&(n - 1).to_string()), t0));
+        assert!(!m.knows(id(&(n - 1).to_string()), t0 + n as i64));
+    }
+
+    #[test]
+    fn prints_are_stable_within_a_process_and_differ_between_ids() {
+        let printer = Printer::new();
+        let a = printer.print("s\u{1f}evt_1");
+        assert_eq!(a, printer.print("s\u{1f}evt_1"));
+        assert_ne!(a, printer.print("s\u{1f}evt_2"));
+        assert_ne!(a, printer.print("t\u{1f}evt_1"));
+        // The two halves are independent hashes.
+        assert_ne!((a >> 64) as u64, fingerprint(a));
     }
 
     /// Claims `key` and finishes it as accepted; true if this call led (a new id).
     async fn accept(d: &Arc<Dedupe>, key: &str) -> bool {
-        match d.claim(key, 0).await {
+        match d.claim(key.to_string(), 0).await {
             Claim::Lead(lead) => {
                 lead.finish(Outcome::Accepted).await;
                 true
@@ -755,24 +812,71 @@ mod tests {
     }
 
     #[test]
+    fn copies_of_an_id_in_flight_follow_its_lead_and_a_dropped_lead_fails_them() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let store = Arc::new(DlqStore::Sqlite(
+                SqliteStore::open(&dir.path().join("dlq.db"))
+                    .await
+                    .expect("open"),
+            ));
+            let d = Dedupe::start(store, i64::MAX / 4).await;
+            let Claim::Lead(lead) = d.claim("s\u{1f}a".into(), 0).await else {
+                panic!("the first claim leads");
+            };
+            let Claim::Follow(copy) = d.claim("s\u{1f}a".into(), 0).await else {
+                panic!("a copy in flight follows");
+            };
+            // Another id is not held up by this one.
+            assert!(matches!(
+                d.claim("s\u{1f}b".into(), 0).await,
+                Claim::Lead(_)
+            ));
+            lead.finish(Outcome::Accepted).await;
+            assert_eq!(copy.await.ok(), Some(Outcome::Accepted));
+            assert!(matches!(d.claim("s\u{1f}a".into(), 0).await, Claim::Seen));
+
+            // A lead whose request went away: its copies fail (and retry), and the id is free.
+            let Claim::Lead(gone) = d.claim("s\u{1f}c".into(), 0).await else {
+                panic!("leads");
+            };
+            let Claim::Follow(copy) = d.claim("s\u{1f}c".into(), 0).await else {
+                panic!("follows");
+            };
+            drop(gone);
+            assert_eq!(copy.await.ok(), Some(Outcome::Failed));
+            let Claim::Lead(failed) = d.claim("s\u{1f}c".into(), 0).await else {
+                panic!("the id is free again");
+            };
+            failed.finish(Outcome::Failed).await;
+            assert!(matches!(
+                d.claim("s\u{1f}c".into(), 0).await,
+                Claim::Lead(_)
+            ));
+        });
+    }
+
+    #[test]
     fn fingerprints_of_hours_past_the_window_are_dropped_and_the_claim_falls_back_to_the_store() {
         let window = 2 * HOUR;
         let mut o = Older::new(0, window);
-        let fp = o.fingerprint("a");
+        let printer = Printer::new();
+        let fp = fingerprint(printer.print("a"));
         o.add(fp, HOUR + 5);
         assert!(o.may_hold(fp, 0));
-        assert!(!o.may_hold(o.fingerprint("b"), 0));
+        assert!(!o.may_hold(fingerprint(printer.print("b")), 0));
         // An id accepted four hours later: the first hour is past the window.
-        o.add(o.fingerprint("c"), 5 * HOUR + 1);
+        o.add(fingerprint(printer.print("c")), 5 * HOUR + 1);
         assert_eq!(o.hours.len(), 1);
         assert!(!o.may_hold(fp, 0));
         // What the dropped hour knew is now only in the store: claims since then must ask it.
         assert_eq!(o.complete_since, 2 * HOUR);
         // A late eviction of an older hour goes into its own, ordered, set.
-        o.add(o.fingerprint("d"), 4 * HOUR + 1);
+        o.add(fingerprint(printer.print("d")), 4 * HOUR + 1);
         let hours: Vec<i64> = o.hours.iter().map(|(h, _)| *h).collect();
         assert_eq!(hours, vec![4 * HOUR, 5 * HOUR]);
-        assert!(o.may_hold(o.fingerprint("d"), 4 * HOUR));
-        assert!(!o.may_hold(o.fingerprint("d"), 5 * HOUR));
+        assert!(o.may_hold(fingerprint(printer.print("d")), 4 * HOUR));
+        assert!(!o.may_hold(fingerprint(printer.print("d")), 5 * HOUR));
     }
 }

@@ -238,26 +238,14 @@ impl WebhookSource {
         };
         let key = format!("{}\u{1f}{}", self.name, id.as_str());
         let window = i64::try_from(self.config.dedupe_window.as_micros()).unwrap_or(i64::MAX);
-        match dedupe
-            .claim(&key, now_micros().saturating_sub(window))
-            .await
-        {
+        match dedupe.claim(key, now_micros().saturating_sub(window)).await {
             Claim::Seen => self.duplicate(&id),
-            Claim::Follow(mut rx) => {
-                let outcome = tokio::time::timeout(self.ack_timeout, async {
-                    rx.wait_for(Option::is_some)
-                        .await
-                        .ok()
-                        .and_then(|v| v.clone())
-                })
-                .await;
-                match outcome {
-                    Ok(Some(Outcome::Accepted)) => self.duplicate(&id),
-                    _ => unavailable(
-                        "an earlier delivery of this event is not yet acknowledged; retry later",
-                    ),
-                }
-            }
+            Claim::Follow(rx) => match tokio::time::timeout(self.ack_timeout, rx).await {
+                Ok(Ok(Outcome::Accepted)) => self.duplicate(&id),
+                _ => unavailable(
+                    "an earlier delivery of this event is not yet acknowledged; retry later",
+                ),
+            },
             Claim::Lead(lead) => self.deliver(event, Some(lead), span.context()).await,
         }
     }
