@@ -118,8 +118,8 @@ pub struct RecordParts {
     pub key_schema: AvroSchema,
     /// Key; `None` for records without one (truncates).
     pub key: Option<Value>,
-    /// Value and key were built field by field in their schemas' order (change envelopes), so
-    /// the positional writer ([`datum`]) may encode them.
+    /// Value and key were built field by field in their schemas' order (change envelopes,
+    /// CloudEvents with a text `data`), so the positional writer ([`datum`]) may encode them.
     pub ordered: bool,
 }
 
@@ -184,7 +184,9 @@ pub fn record_parts(
                     .and_then(|p| cloudevent::body_pointer(w, p))
                     .unwrap_or_else(|| event.id.as_str().to_string()),
             )),
-            ordered: false,
+            // The CloudEvent record is built in its schema's order; a route's typed `data` is
+            // converted by apache-avro's rules and left to its writer.
+            ordered: route.value_schema.is_none(),
         }),
         Payload::Message(m) => {
             let (value_schema, value, key_schema, key) = change::message_parts(event, m);
