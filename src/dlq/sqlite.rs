@@ -159,12 +159,8 @@ impl SqliteStore {
         f: impl FnOnce(&mut Connection) -> Result<T, DlqError> + Send + 'static,
     ) -> Result<T, DlqError> {
         let conn = Arc::clone(conn);
-        let path = self.path.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| DlqError::Sqlite {
-                path: path.clone(),
-                message: "connection lock poisoned".into(),
-            })?;
+            let mut guard = lock(&conn);
             f(&mut guard)
         })
         .await
@@ -451,7 +447,7 @@ impl SqliteStore {
         &self,
         entries: impl IntoIterator<Item = (&'a str, i64)>,
     ) -> Result<(), DlqError> {
-        let mut c = self.seen.lock().map_err(|_| self.poisoned())?;
+        let mut c = lock(&self.seen);
         self.append_seen(&mut c, entries)
     }
 
@@ -465,7 +461,10 @@ impl SqliteStore {
         match self.seen.try_lock() {
             Ok(mut c) => Some(self.append_seen(&mut c, entries)),
             Err(std::sync::TryLockError::WouldBlock) => None,
-            Err(std::sync::TryLockError::Poisoned(_)) => Some(Err(self.poisoned())),
+            Err(std::sync::TryLockError::Poisoned(p)) => {
+                let mut c = recovered(p.into_inner());
+                Some(self.append_seen(&mut c, entries))
+            }
         }
     }
 
@@ -473,7 +472,7 @@ impl SqliteStore {
     /// (`wal_checkpoint(PASSIVE)`: it never waits for, nor blocks, a writer), on the
     /// dead-letter connection, so the ids' connection stays free.
     pub fn checkpoint_blocking(&self) -> Result<(), DlqError> {
-        let c = self.conn.lock().map_err(|_| self.poisoned())?;
+        let c = lock(&self.conn);
         c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
             .map_err(self.err())
     }
@@ -509,13 +508,6 @@ impl SqliteStore {
         Ok(())
     }
 
-    fn poisoned(&self) -> DlqError {
-        DlqError::Sqlite {
-            path: self.path.clone(),
-            message: "connection lock poisoned".into(),
-        }
-    }
-
     /// Ids in the log, not yet in the index.
     pub fn unindexed_seen(&self) -> usize {
         self.unindexed.load(Ordering::Relaxed)
@@ -534,7 +526,7 @@ impl SqliteStore {
     /// connection is held for this one transaction only, so commits of new ids (which find it
     /// busy and queue for the writer thread) wait a few milliseconds at most.
     pub fn index_seen_chunk_blocking(&self, keep: usize) -> Result<usize, DlqError> {
-        let mut c = self.seen.lock().map_err(|_| self.poisoned())?;
+        let mut c = lock(&self.seen);
         self.index_log(&mut c, keep, true)
     }
 
@@ -722,6 +714,30 @@ impl SqliteStore {
     }
 }
 
+/// Locks a connection. A thread that panicked while holding it left it usable (SQLite itself
+/// is consistent: an open transaction is rolled back here), so the lock's poisoning is cleared
+/// rather than failing every later write.
+fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    match conn.lock() {
+        Ok(c) => c,
+        Err(p) => {
+            conn.clear_poison();
+            recovered(p.into_inner())
+        }
+    }
+}
+
+/// A connection taken over from a thread that panicked: its transaction, if any, rolled back.
+fn recovered(c: std::sync::MutexGuard<'_, Connection>) -> std::sync::MutexGuard<'_, Connection> {
+    if !c.is_autocommit() {
+        let _ = c.execute_batch("ROLLBACK");
+    }
+    tracing::warn!(
+        "a thread failed while using the DLQ database; its open transaction was rolled back"
+    );
+    c
+}
+
 fn to_sql(params: &[Param]) -> Vec<SqlValue> {
     params
         .iter()
@@ -781,4 +797,43 @@ fn collect(
         out.push(row.map_err(err)??);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_left_by_a_panicking_thread_is_usable_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let store = rt
+            .block_on(SqliteStore::open(&dir.path().join("dlq.db")))
+            .expect("open");
+        let seen = Arc::clone(&store.seen);
+        let failed = std::thread::spawn(move || {
+            let c = seen.lock().expect("lock");
+            c.execute_batch("BEGIN; INSERT INTO webhook_seen_log (key, at) VALUES ('lost', 1);")
+                .expect("begin");
+            panic!("a bug while holding the ids' connection");
+        })
+        .join();
+        assert!(failed.is_err());
+        assert!(store.seen.is_poisoned());
+        // Later writes work, and the failed thread's transaction did not commit.
+        store
+            .remember_seen_blocking([("s\u{1f}kept", 5)])
+            .expect("written after the failure");
+        assert!(!store.seen.is_poisoned());
+        assert_eq!(
+            store
+                .try_remember_seen_now([("s\u{1f}also", 6)])
+                .map(|r| r.is_ok()),
+            Some(true)
+        );
+        let ids = rt.block_on(store.recent_seen(0, 10)).expect("read");
+        let mut keys: Vec<String> = ids.into_iter().map(|(k, _)| k).collect();
+        keys.sort();
+        assert_eq!(keys, vec!["s\u{1f}also", "s\u{1f}kept"]);
+    }
 }

@@ -532,7 +532,11 @@ impl Dedupe {
             let writer = sqlite.clone();
             if let Err(e) = std::thread::Builder::new()
                 .name("switchyard-dedupe".into())
-                .spawn(move || write_batches_blocking(&writer, &rx))
+                .spawn(move || {
+                    supervised("deduplication writer", RESTART_AFTER, || {
+                        write_batches_blocking(&writer, &rx);
+                    });
+                })
             {
                 warn!(error = %e, "could not start the deduplication writer thread; ids are committed by the HTTP threads only");
             }
@@ -683,6 +687,29 @@ fn write_batches_blocking(store: &SqliteStore, rx: &std::sync::mpsc::Receiver<Wr
         }
     }
 }
+
+/// Runs `body` until it returns; if it panics, logs it and runs it again after `pause` (a
+/// bug must not leave the ids' WAL without checkpoints and the index without new ids for the
+/// rest of the process).
+fn supervised(what: &str, pause: Duration, mut body: impl FnMut()) {
+    loop {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(&mut body)) {
+            Ok(()) => return,
+            Err(panic) => {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(thread = what, panic = %why, "a switchyard thread failed; restarting it in {pause:?}");
+                std::thread::sleep(pause);
+            }
+        }
+    }
+}
+
+/// Pause before a failed writer thread runs again.
+const RESTART_AFTER: Duration = Duration::from_secs(1);
 
 /// Writes queued ids in batches: each batch one transaction, then every waiter is told.
 async fn write_batches(store: Arc<DlqStore>, mut rx: mpsc::Receiver<WriteRequest>) {
@@ -855,6 +882,16 @@ mod tests {
                 Claim::Lead(_)
             ));
         });
+    }
+
+    #[test]
+    fn a_supervised_thread_body_that_panics_runs_again() {
+        let mut runs = 0;
+        supervised("test", Duration::ZERO, || {
+            runs += 1;
+            assert!(runs >= 3, "failing run {runs}");
+        });
+        assert_eq!(runs, 3);
     }
 
     #[test]
