@@ -84,6 +84,11 @@ pub struct SqliteStore {
 /// for tens of milliseconds at most.
 const INDEX_CHUNK: usize = 1024;
 
+/// Ids deleted per transaction when purging: the ids' connection is released between chunks,
+/// so an hour's worth of expired ids (millions on a busy source) never holds up new ids'
+/// commits for more than one chunk.
+const PURGE_CHUNK: usize = 10_000;
+
 impl SqliteStore {
     /// Opens or creates the file (and its directory).
     pub async fn open(path: &Path) -> Result<SqliteStore, DlqError> {
@@ -608,13 +613,31 @@ impl SqliteStore {
     }
 
     pub(super) async fn purge_seen(&self, before: i64) -> Result<u64, DlqError> {
+        // The index, a chunk per transaction (oldest first, through its `at` index).
+        let mut purged = 0;
+        loop {
+            let err = self.err();
+            let n = self
+                .with_seen(move |c| {
+                    c.prepare_cached(
+                        "DELETE FROM webhook_seen WHERE rowid IN
+                         (SELECT rowid FROM webhook_seen WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                    )
+                    .and_then(|mut s| s.execute(params![before, PURGE_CHUNK as i64]))
+                    .map_err(&err)
+                })
+                .await?;
+            purged += n;
+            if n < PURGE_CHUNK {
+                break;
+            }
+        }
+        // The log holds at most a few hundred thousand ids: one transaction.
         let err = self.err();
         let unindexed = Arc::clone(&self.unindexed);
         self.with_seen(move |c| {
             let tx = c.transaction().map_err(&err)?;
-            let mut n = tx
-                .execute("DELETE FROM webhook_seen WHERE at < ?1", params![before])
-                .map_err(&err)?;
+            let mut n = purged;
             n += tx
                 .execute(
                     "DELETE FROM webhook_seen_log WHERE at < ?1",
@@ -802,6 +825,29 @@ fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expired_ids_are_purged_in_chunks_and_newer_ones_stay() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let store = rt
+            .block_on(SqliteStore::open(&dir.path().join("dlq.db")))
+            .expect("open");
+        let n = PURGE_CHUNK * 2 + 17;
+        let keys: Vec<String> = (0..n).map(|i| format!("s\u{1f}old_{i}")).collect();
+        store
+            .remember_seen_blocking(keys.iter().enumerate().map(|(i, k)| (k.as_str(), i as i64)))
+            .expect("old ids");
+        store
+            .remember_seen_blocking([("s\u{1f}new", 1_000_000)])
+            .expect("new id");
+        // Most in the index, the newest still in the log: the purge covers both.
+        rt.block_on(store.index_seen(5)).expect("index");
+        let purged = rt.block_on(store.purge_seen(1_000_000)).expect("purge");
+        assert_eq!(purged, n as u64);
+        let left = rt.block_on(store.recent_seen(0, 10)).expect("read");
+        assert_eq!(left, vec![("s\u{1f}new".to_string(), 1_000_000)]);
+    }
 
     #[test]
     fn a_connection_left_by_a_panicking_thread_is_usable_again() {
