@@ -3,8 +3,10 @@
 //! was committed. Every call runs on the blocking pool; the daemon and the CLI may use the
 //! file at the same time (SQLite serialises writers; `busy_timeout` waits for the lock).
 
+mod seen;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::types::Value as SqlValue;
@@ -79,15 +81,6 @@ pub struct SqliteStore {
     /// Rows of `webhook_seen_log` not yet moved into the `webhook_seen` index.
     unindexed: Arc<AtomicUsize>,
 }
-
-/// Largest number of log rows moved into the index in one transaction: the write lock is held
-/// for tens of milliseconds at most.
-const INDEX_CHUNK: usize = 1024;
-
-/// Ids deleted per transaction when purging: the ids' connection is released between chunks,
-/// so an hour's worth of expired ids (millions on a busy source) never holds up new ids'
-/// commits for more than one chunk.
-const PURGE_CHUNK: usize = 10_000;
 
 impl SqliteStore {
     /// Opens or creates the file (and its directory).
@@ -412,248 +405,6 @@ impl SqliteStore {
         .await
     }
 
-    /// Looks in the index only: the ids still in the log are the newest ones, which the
-    /// deduplication memory always holds (see [`SqliteStore::remember_seen`]).
-    pub(super) async fn seen_since(&self, key: &str, since: i64) -> Result<bool, DlqError> {
-        let key = key.to_string();
-        let err = self.err();
-        self.with_seen(move |c| {
-            c.prepare_cached("SELECT 1 FROM webhook_seen WHERE key = ?1 AND at >= ?2")
-                .and_then(|mut stmt| stmt.query_row(params![key, since], |_| Ok(())).optional())
-                .map(|r| r.is_some())
-                .map_err(&err)
-        })
-        .await
-    }
-
-    /// Appends the ids to `webhook_seen_log`, one transaction for the batch.
-    ///
-    /// Appending costs a page or two per batch; inserting into the keyed index costs a page per
-    /// id (a random B-tree position each), several times the rest of a webhook request. So the
-    /// log is the durable record, and ids move into the index only once the log holds more than
-    /// the deduplication memory would keep ([`SqliteStore::index_seen`]): every id not in memory
-    /// is then in the index, and a store lookup never needs the (unindexed) log.
-    ///
-    /// The ids are committed without an fsync (WAL, `synchronous=NORMAL`, this connection only):
-    /// the commit survives the process dying, kill -9 included; only an OS crash or a power loss
-    /// can drop the last few, which would let a provider's retry of one of them through a second
-    /// time (at-least-once). Dead letters keep `synchronous=FULL` on their own connection.
-    pub(super) async fn remember_seen(&self, entries: Vec<(String, i64)>) -> Result<(), DlqError> {
-        let this = self.clone();
-        self.with_seen(move |c| {
-            this.append_seen(c, entries.iter().map(|(k, at)| (k.as_str(), *at)))
-        })
-        .await
-    }
-
-    /// [`SqliteStore::remember_seen`] on the calling thread, which it blocks for the commit: for
-    /// a thread of its own (the deduplication writer), never for an async task.
-    pub fn remember_seen_blocking<'a>(
-        &self,
-        entries: impl IntoIterator<Item = (&'a str, i64)>,
-    ) -> Result<(), DlqError> {
-        let mut c = lock(&self.seen);
-        self.append_seen(&mut c, entries)
-    }
-
-    /// [`SqliteStore::remember_seen_blocking`] if nothing else holds the ids' connection at
-    /// this moment (`None` otherwise): for an event loop, which must not wait behind an index
-    /// or purge transaction. The commit itself writes a page or two into the WAL, no fsync.
-    pub fn try_remember_seen_now<'a>(
-        &self,
-        entries: impl IntoIterator<Item = (&'a str, i64)>,
-    ) -> Option<Result<(), DlqError>> {
-        match self.seen.try_lock() {
-            Ok(mut c) => Some(self.append_seen(&mut c, entries)),
-            Err(std::sync::TryLockError::WouldBlock) => None,
-            Err(std::sync::TryLockError::Poisoned(p)) => {
-                let mut c = recovered(p.into_inner());
-                Some(self.append_seen(&mut c, entries))
-            }
-        }
-    }
-
-    /// Copies the WAL's committed pages into the database file when no reader needs them
-    /// (`wal_checkpoint(PASSIVE)`: it never waits for, nor blocks, a writer), on the
-    /// dead-letter connection, so the ids' connection stays free.
-    pub fn checkpoint_blocking(&self) -> Result<(), DlqError> {
-        let c = lock(&self.conn);
-        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .map_err(self.err())
-    }
-
-    fn append_seen<'a>(
-        &self,
-        c: &mut Connection,
-        entries: impl IntoIterator<Item = (&'a str, i64)>,
-    ) -> Result<(), DlqError> {
-        let err = self.err();
-        // BEGIN and COMMIT as cached statements: this runs once per batch, often for a handful
-        // of ids, and parsing them each time was a visible part of its cost.
-        c.prepare_cached("BEGIN")
-            .and_then(|mut s| s.execute([]))
-            .map_err(&err)?;
-        let mut n = 0;
-        let appended = (|| {
-            let mut stmt =
-                c.prepare_cached("INSERT INTO webhook_seen_log (key, at) VALUES (?1, ?2)")?;
-            for (k, at) in entries {
-                stmt.execute(params![k, at])?;
-                n += 1;
-            }
-            c.prepare_cached("COMMIT").and_then(|mut s| s.execute([]))
-        })();
-        if let Err(e) = appended {
-            if !c.is_autocommit() {
-                let _ = c.execute_batch("ROLLBACK");
-            }
-            return Err(err(e));
-        }
-        self.unindexed.fetch_add(n, Ordering::Relaxed);
-        Ok(())
-    }
-
-    /// Ids in the log, not yet in the index.
-    pub fn unindexed_seen(&self) -> usize {
-        self.unindexed.load(Ordering::Relaxed)
-    }
-
-    /// Moves the oldest log rows into the index until at most `keep` remain in the log (at
-    /// most [`INDEX_CHUNK`] per transaction); returns how many remain.
-    pub(super) async fn index_seen(&self, keep: usize) -> Result<usize, DlqError> {
-        let this = self.clone();
-        self.with_seen(move |c| this.index_log(c, keep, false))
-            .await
-    }
-
-    /// One transaction of [`SqliteStore::index_seen`] (at most [`INDEX_CHUNK`] ids) on the
-    /// calling thread, which it blocks; returns how many remain in the log. The ids'
-    /// connection is held for this one transaction only, so commits of new ids (which find it
-    /// busy and queue for the writer thread) wait a few milliseconds at most.
-    pub fn index_seen_chunk_blocking(&self, keep: usize) -> Result<usize, DlqError> {
-        let mut c = lock(&self.seen);
-        self.index_log(&mut c, keep, true)
-    }
-
-    fn index_log(&self, c: &mut Connection, keep: usize, once: bool) -> Result<usize, DlqError> {
-        let err = self.err();
-        if !once {
-            // A full pass starts from the log's true size (the counter only tracks this
-            // process's appends and moves).
-            let remaining: i64 = c
-                .query_row("SELECT count(*) FROM webhook_seen_log", [], |r| r.get(0))
-                .map_err(&err)?;
-            self.unindexed
-                .store(usize::try_from(remaining).unwrap_or(0), Ordering::Relaxed);
-        }
-        loop {
-            let remaining = self.unindexed.load(Ordering::Relaxed);
-            if remaining <= keep {
-                return Ok(remaining);
-            }
-            // Inserted in key order: neighbouring ids land on the same index pages, so a chunk
-            // touches far fewer pages than in arrival (random key) order.
-            let n = i64::try_from((remaining - keep).min(INDEX_CHUNK)).unwrap_or(0);
-            let tx = c.transaction().map_err(&err)?;
-            let upto: Option<i64> = tx
-                .query_row(
-                    "SELECT seq FROM webhook_seen_log ORDER BY seq LIMIT 1 OFFSET ?1 - 1",
-                    params![n],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(&err)?;
-            let Some(upto) = upto else {
-                // Fewer rows than counted (purged meanwhile): nothing more to move.
-                self.unindexed.store(0, Ordering::Relaxed);
-                return Ok(0);
-            };
-            tx.execute(
-                "INSERT INTO webhook_seen (key, at)
-                 SELECT key, at FROM webhook_seen_log WHERE seq <= ?1 ORDER BY key
-                 ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
-                params![upto],
-            )
-            .map_err(&err)?;
-            let moved = tx
-                .execute(
-                    "DELETE FROM webhook_seen_log WHERE seq <= ?1",
-                    params![upto],
-                )
-                .map_err(&err)?;
-            tx.commit().map_err(&err)?;
-            let left = remaining.saturating_sub(moved);
-            self.unindexed.store(left, Ordering::Relaxed);
-            if once {
-                return Ok(left);
-            }
-        }
-    }
-
-    pub(super) async fn recent_seen(
-        &self,
-        since: i64,
-        limit: usize,
-    ) -> Result<Vec<(String, i64)>, DlqError> {
-        let err = self.err();
-        self.with_seen(move |c| {
-            let mut stmt = c
-                .prepare(&format!(
-                    "SELECT key, at FROM webhook_seen_log WHERE at >= ?1
-                     UNION ALL SELECT key, at FROM webhook_seen WHERE at >= ?1
-                     ORDER BY at DESC LIMIT {limit}"
-                ))
-                .map_err(&err)?;
-            let rows = stmt
-                .query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(&err)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(&err)
-        })
-        .await
-    }
-
-    pub(super) async fn purge_seen(&self, before: i64) -> Result<u64, DlqError> {
-        // The index, a chunk per transaction (oldest first, through its `at` index).
-        let mut purged = 0;
-        loop {
-            let err = self.err();
-            let n = self
-                .with_seen(move |c| {
-                    c.prepare_cached(
-                        "DELETE FROM webhook_seen WHERE rowid IN
-                         (SELECT rowid FROM webhook_seen WHERE at < ?1 ORDER BY at LIMIT ?2)",
-                    )
-                    .and_then(|mut s| s.execute(params![before, PURGE_CHUNK as i64]))
-                    .map_err(&err)
-                })
-                .await?;
-            purged += n;
-            if n < PURGE_CHUNK {
-                break;
-            }
-        }
-        // The log holds at most a few hundred thousand ids: one transaction.
-        let err = self.err();
-        let unindexed = Arc::clone(&self.unindexed);
-        self.with_seen(move |c| {
-            let tx = c.transaction().map_err(&err)?;
-            let mut n = purged;
-            n += tx
-                .execute(
-                    "DELETE FROM webhook_seen_log WHERE at < ?1",
-                    params![before],
-                )
-                .map_err(&err)?;
-            let remaining: i64 = tx
-                .query_row("SELECT count(*) FROM webhook_seen_log", [], |r| r.get(0))
-                .map_err(&err)?;
-            tx.commit().map_err(&err)?;
-            unindexed.store(usize::try_from(remaining).unwrap_or(0), Ordering::Relaxed);
-            Ok(n as u64)
-        })
-        .await
-    }
-
     pub(super) async fn get_state(&self, key: &str) -> Result<Option<String>, DlqError> {
         let key = key.to_string();
         let err = self.err();
@@ -825,29 +576,6 @@ fn collect(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn expired_ids_are_purged_in_chunks_and_newer_ones_stay() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let store = rt
-            .block_on(SqliteStore::open(&dir.path().join("dlq.db")))
-            .expect("open");
-        let n = PURGE_CHUNK * 2 + 17;
-        let keys: Vec<String> = (0..n).map(|i| format!("s\u{1f}old_{i}")).collect();
-        store
-            .remember_seen_blocking(keys.iter().enumerate().map(|(i, k)| (k.as_str(), i as i64)))
-            .expect("old ids");
-        store
-            .remember_seen_blocking([("s\u{1f}new", 1_000_000)])
-            .expect("new id");
-        // Most in the index, the newest still in the log: the purge covers both.
-        rt.block_on(store.index_seen(5)).expect("index");
-        let purged = rt.block_on(store.purge_seen(1_000_000)).expect("purge");
-        assert_eq!(purged, n as u64);
-        let left = rt.block_on(store.recent_seen(0, 10)).expect("read");
-        assert_eq!(left, vec![("s\u{1f}new".to_string(), 1_000_000)]);
-    }
 
     #[test]
     fn a_connection_left_by_a_panicking_thread_is_usable_again() {

@@ -21,27 +21,30 @@
 //!   requests outside the HTTP threads go through the writer, which commits whatever is queued.
 //! - **Fast**: the newest ids are also kept in memory (bounded), by a 128-bit keyed hash of the
 //!   id ([`Print`]: no string copies, one hash per request), and 64-bit fingerprints of the
-//!   ones memory dropped (see [`Older`]); while these know every id of the window, a new id
-//!   costs no store read (a request that waited for a pool thread to read SQLite cost twice as
-//!   much CPU). After a restart, ids older than those reloaded are looked up in the store.
+//!   ones memory dropped (see [`memory::Older`]); while these know every id of the window, a
+//!   new id costs no store read (a request that waited for a pool thread to read SQLite cost
+//!   twice as much CPU). After a restart, ids older than those reloaded are looked up in the
+//!   store.
 //! - **Shared**: with a PostgreSQL DLQ store several instances behind one address share the
 //!   ids: an id memory does not know is then always looked up in the store, so a provider retry
 //!   that lands on another instance is still answered as a duplicate.
 //! - **Concurrent retries**: the first request for an id leads; copies arriving meanwhile wait
 //!   for its outcome and answer the same, so five simultaneous deliveries make one record.
-//! - **Bounded**: ids older than the window are purged hourly; memory holds at most
-//!   [`MEMORY_CAP`] ids and [`OLDER_CAP`] fingerprints. The embedded store appends ids to a log
-//!   (cheap) and moves them into its keyed index only when memory could no longer hold them
-//!   all, after the answers went out.
+//! - **Bounded**: ids older than the window are purged hourly (a chunk per transaction); memory
+//!   holds at most [`MEMORY_CAP`] ids and [`memory::OLDER_CAP`] fingerprints. The embedded
+//!   store appends ids to a log (cheap) and moves them into its keyed index only when memory
+//!   could no longer hold them all, after the answers went out.
+
+mod memory;
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
+use self::memory::{Memory, Print, Printer};
 use crate::dlq::{DlqStore, SqliteStore};
 
 /// Ids kept in memory at most.
@@ -78,201 +81,6 @@ pub enum Outcome {
     Accepted,
     /// Not durable: followers answer 503 too (the provider retries).
     Failed,
-}
-
-/// Memory's name for an id: two independent keyed SipHash-1-3 hashes of its key (random keys per
-/// process), 128 bits. Two ids of a window sharing one (a new event then answered as a
-/// duplicate) has a probability of about n²/2^129 (n ≤ 2.2 million ids: under 10^-26), far
-/// below the odds of the hardware corrupting the answer.
-type Print = u128;
-
-/// Computes [`Print`]s.
-struct Printer(
-    std::collections::hash_map::RandomState,
-    std::collections::hash_map::RandomState,
-);
-
-impl Printer {
-    fn new() -> Printer {
-        Printer(Default::default(), Default::default())
-    }
-
-    fn print(&self, key: &str) -> Print {
-        use std::hash::BuildHasher;
-        (u128::from(self.0.hash_one(key)) << 64) | u128::from(self.1.hash_one(key))
-    }
-}
-
-/// What memory knows, under one lock: the newest accepted ids, fingerprints of older ones and
-/// the ids being delivered now.
-struct Memory {
-    at: HashMap<Print, i64, BuildFingerprint>,
-    order: VecDeque<(Print, i64)>,
-    /// Memory holds every id accepted since `complete_since` (micros).
-    complete_since: i64,
-    /// Fingerprints of the ids memory no longer holds.
-    older: Older,
-    /// Ids a request is delivering now, with the requests that wait for its outcome.
-    inflight: HashMap<Print, Vec<oneshot::Sender<Outcome>>, BuildFingerprint>,
-}
-
-impl Memory {
-    fn new(complete_since: i64, window: i64) -> Memory {
-        Memory {
-            at: HashMap::default(),
-            order: VecDeque::new(),
-            complete_since,
-            older: Older::new(complete_since, window),
-            inflight: HashMap::default(),
-        }
-    }
-
-    fn insert(&mut self, p: Print, at: i64) {
-        self.at.insert(p, at);
-        self.order.push_back((p, at));
-        while self.order.len() > MEMORY_CAP {
-            if let Some((old, t)) = self.order.pop_front() {
-                if self.at.get(&old) == Some(&t) {
-                    self.at.remove(&old);
-                    self.older.add(fingerprint(old), t);
-                }
-                self.complete_since = self.complete_since.max(t + 1);
-            }
-        }
-    }
-
-    /// Whether the id is in memory, accepted since `since`.
-    fn knows(&self, p: Print, since: i64) -> bool {
-        self.at.get(&p).is_some_and(|at| *at >= since)
-    }
-
-    /// Whether the id is certainly not among the ids accepted since `since`, without asking the
-    /// store: memory holds every id since then, or the fingerprints of the ones it dropped
-    /// do not include this one.
-    fn surely_new(&self, p: Print, since: i64) -> bool {
-        self.complete_since <= since
-            || (self.older.complete_since <= since && !self.older.may_hold(fingerprint(p), since))
-    }
-
-    /// Ends the delivery of `p`: its waiting requests, to be told the outcome.
-    fn finish(&mut self, p: Print) -> Vec<oneshot::Sender<Outcome>> {
-        self.inflight.remove(&p).unwrap_or_default()
-    }
-}
-
-/// The 64-bit fingerprint of an id memory dropped: the low half of its [`Print`] (one of the
-/// two independent hashes).
-fn fingerprint(p: Print) -> u64 {
-    (p & u128::from(u64::MAX)) as u64
-}
-
-/// Fingerprints of ids memory dropped: half of the id's [`Print`], 64 bits, in one set per hour
-/// of acceptance. A fingerprint not found means "not accepted" for certain; one found
-/// means "perhaps" (a duplicate, or one chance in 2^64 / n of another id), which the store
-/// then answers. So once memory is full, a new id still costs no store read: about 10 bytes
-/// each, at most [`OLDER_CAP`] (the oldest hours are dropped beyond that, and ids of those
-/// hours are looked up in the store again).
-struct Older {
-    /// (first micro of the hour, fingerprints), oldest first.
-    hours: VecDeque<(i64, HashSet<u64, BuildFingerprint>)>,
-    len: usize,
-    /// Memory and these fingerprints know every id accepted since then (micros).
-    complete_since: i64,
-    /// Hours older than this window are dropped (micros).
-    window: i64,
-}
-
-/// Fingerprints kept at most (about 20 MiB).
-pub const OLDER_CAP: usize = 2_000_000;
-const HOUR: i64 = 3_600_000_000;
-
-impl Older {
-    fn new(complete_since: i64, window: i64) -> Older {
-        Older {
-            hours: VecDeque::new(),
-            len: 0,
-            complete_since,
-            window,
-        }
-    }
-
-    fn add(&mut self, fp: u64, at: i64) {
-        let hour = at - at.rem_euclid(HOUR);
-        // Ids leave memory in acceptance order: almost always the newest hour.
-        let i = match self.hours.iter().rposition(|(h, _)| *h <= hour) {
-            Some(i) if self.hours[i].0 == hour => i,
-            found => {
-                let i = found.map_or(0, |i| i + 1);
-                self.hours.insert(i, (hour, HashSet::default()));
-                // Hours past the window no longer matter to any claim.
-                while self
-                    .hours
-                    .front()
-                    .is_some_and(|(h, _)| h + HOUR < at - self.window)
-                {
-                    self.drop_oldest();
-                }
-                self.hours
-                    .iter()
-                    .rposition(|(h, _)| *h == hour)
-                    .unwrap_or(0)
-            }
-        };
-        if let Some((_, set)) = self.hours.get_mut(i)
-            && set.insert(fp)
-        {
-            self.len += 1;
-        }
-        while self.len > OLDER_CAP && self.hours.len() > 1 {
-            self.drop_oldest();
-        }
-    }
-
-    fn drop_oldest(&mut self) {
-        if let Some((h, set)) = self.hours.pop_front() {
-            self.len -= set.len();
-            self.complete_since = self.complete_since.max(h + HOUR);
-        }
-    }
-
-    fn may_hold(&self, fp: u64, since: i64) -> bool {
-        self.hours
-            .iter()
-            .rev()
-            .take_while(|(h, _)| h + HOUR > since)
-            .any(|(_, set)| set.contains(&fp))
-    }
-}
-
-/// Prints and fingerprints are already uniform hashes: maps and sets use them as they are.
-#[derive(Default, Clone, Copy)]
-struct BuildFingerprint;
-
-impl std::hash::BuildHasher for BuildFingerprint {
-    type Hasher = FingerprintHasher;
-    fn build_hasher(&self) -> FingerprintHasher {
-        FingerprintHasher(0)
-    }
-}
-
-struct FingerprintHasher(u64);
-
-impl std::hash::Hasher for FingerprintHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `u64`s and `u128`s are hashed here; any other input still gets a usable hash.
-        for b in bytes {
-            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = fingerprint(n);
-    }
 }
 
 /// The claim on an id.
@@ -731,40 +539,6 @@ async fn write_batches(store: Arc<DlqStore>, mut rx: mpsc::Receiver<WriteRequest
 mod tests {
     use super::*;
 
-    #[test]
-    fn ids_memory_dropped_are_known_by_fingerprint_so_new_ids_need_no_store_read() {
-        let printer = Printer::new();
-        let id = |i: &str| printer.print(&format!("s\u{1f}evt_{i}"));
-        let mut m = Memory::new(0, 24 * HOUR);
-        let t0 = 10 * HOUR;
-        let n = MEMORY_CAP + 5_000;
-        for i in 0..n {
-            m.insert(id(&i.to_string()), t0 + i as i64);
-        }
-        // Memory alone no longer knows everything since the window's start...
-        assert!(m.complete_since > 0);
-        // ...but with the fingerprints a new id is certainly new,
-        assert!(m.surely_new(id("new"), 0));
-        // a dropped id is "perhaps" (the store decides), and a kept one is in memory.
-        assert!(!m.surely_new(id("3"), 0));
-        assert!(!m.knows(id("3"), 0));
-        assert_eq!(m.older.len, 5_000);
-        assert!(m.knows(id(&(n - 1).to_string()), t0));
-        assert!(!m.knows(id(&(n - 1).to_string()), t0 + n as i64));
-    }
-
-    #[test]
-    fn prints_are_stable_within_a_process_and_differ_between_ids() {
-        let printer = Printer::new();
-        let a = printer.print("s\u{1f}evt_1");
-        assert_eq!(a, printer.print("s\u{1f}evt_1"));
-        assert_ne!(a, printer.print("s\u{1f}evt_2"));
-        assert_ne!(a, printer.print("t\u{1f}evt_1"));
-        // The two halves are independent hashes.
-        assert_ne!((a >> 64) as u64, fingerprint(a));
-    }
-
-    /// Claims `key` and finishes it as accepted; true if this call led (a new id).
     async fn accept(d: &Arc<Dedupe>, key: &str) -> bool {
         match d.claim(key.to_string(), 0).await {
             Claim::Lead(lead) => {
@@ -892,28 +666,5 @@ mod tests {
             assert!(runs >= 3, "failing run {runs}");
         });
         assert_eq!(runs, 3);
-    }
-
-    #[test]
-    fn fingerprints_of_hours_past_the_window_are_dropped_and_the_claim_falls_back_to_the_store() {
-        let window = 2 * HOUR;
-        let mut o = Older::new(0, window);
-        let printer = Printer::new();
-        let fp = fingerprint(printer.print("a"));
-        o.add(fp, HOUR + 5);
-        assert!(o.may_hold(fp, 0));
-        assert!(!o.may_hold(fingerprint(printer.print("b")), 0));
-        // An id accepted four hours later: the first hour is past the window.
-        o.add(fingerprint(printer.print("c")), 5 * HOUR + 1);
-        assert_eq!(o.hours.len(), 1);
-        assert!(!o.may_hold(fp, 0));
-        // What the dropped hour knew is now only in the store: claims since then must ask it.
-        assert_eq!(o.complete_since, 2 * HOUR);
-        // A late eviction of an older hour goes into its own, ordered, set.
-        o.add(fingerprint(printer.print("d")), 4 * HOUR + 1);
-        let hours: Vec<i64> = o.hours.iter().map(|(h, _)| *h).collect();
-        assert_eq!(hours, vec![4 * HOUR, 5 * HOUR]);
-        assert!(o.may_hold(fingerprint(printer.print("d")), 4 * HOUR));
-        assert!(!o.may_hold(fingerprint(printer.print("d")), 5 * HOUR));
     }
 }
