@@ -96,28 +96,40 @@ pub enum Claim {
 /// The leading request for an id.
 pub struct Lead {
     p: Print,
-    /// The id's key for the store; `None` once finished.
+    /// The id's key for the store (`None` when memory was unusable: nothing to store).
     key: Option<String>,
+    /// Memory has been told how the delivery ended.
+    ended: bool,
     dedupe: Arc<Dedupe>,
 }
 
 impl Lead {
+    fn new(p: Print, key: Option<String>, dedupe: &Arc<Dedupe>) -> Lead {
+        Lead {
+            p,
+            key,
+            ended: false,
+            dedupe: Arc::clone(dedupe),
+        }
+    }
+
     /// Records the outcome: an accepted id is stored (durably) before this returns; then
     /// memory knows it and the copies waiting for it are told.
     pub async fn finish(mut self, outcome: Outcome) {
-        let Some(key) = self.key.take() else { return };
-        let at = match outcome {
-            Outcome::Accepted => Some(self.dedupe.remember(key).await),
-            Outcome::Failed => None,
+        let at = match (outcome.clone(), self.key.take()) {
+            (Outcome::Accepted, Some(key)) => Some(self.dedupe.remember(key).await),
+            _ => None,
         };
+        self.ended = true;
         self.dedupe.end(self.p, at, outcome);
     }
 }
 
 impl Drop for Lead {
     fn drop(&mut self) {
-        // Dropped unfinished (its request was cancelled): the waiting copies fail too.
-        if self.key.take().is_some() {
+        // Dropped before it ended (its request was cancelled, perhaps while the id was being
+        // stored): the id is free again and the waiting copies fail (their senders retry).
+        if !self.ended {
             self.dedupe.end(self.p, None, Outcome::Failed);
         }
     }
@@ -374,11 +386,7 @@ impl Dedupe {
             {
                 let Ok(mut m) = self.memory.lock() else {
                     // Memory is unusable: deliver (at-least-once).
-                    return Claim::Lead(Lead {
-                        p,
-                        key: None,
-                        dedupe: Arc::clone(self),
-                    });
+                    return Claim::Lead(Lead::new(p, None, self));
                 };
                 if m.knows(p, since) {
                     return Claim::Seen;
@@ -390,11 +398,7 @@ impl Dedupe {
                 }
                 if asked || m.surely_new(p, since) {
                     m.inflight.insert(p, Vec::new());
-                    return Claim::Lead(Lead {
-                        p,
-                        key: Some(key),
-                        dedupe: Arc::clone(self),
-                    });
+                    return Claim::Lead(Lead::new(p, Some(key), self));
                 }
             }
             // Memory cannot tell: the store decides (then memory is checked again, as a copy
@@ -647,6 +651,35 @@ mod tests {
             };
             drop(gone);
             assert_eq!(copy.await.ok(), Some(Outcome::Failed));
+
+            // A lead cancelled while its id is being stored (its request went away), on an
+            // HTTP thread, where the commit waits for the thread's gathering task: the id is not
+            // left in flight (else every later copy would follow it forever).
+            let http = {
+                let d = Arc::clone(&d);
+                std::thread::spawn(move || {
+                    let rt = http_thread_runtime().expect("runtime");
+                    rt.block_on(async move {
+                        let Claim::Lead(cancelled) = d.claim("s\u{1f}d".into(), 0).await else {
+                            panic!("leads");
+                        };
+                        let Claim::Follow(copy) = d.claim("s\u{1f}d".into(), 0).await else {
+                            panic!("follows");
+                        };
+                        let mut finishing = Box::pin(cancelled.finish(Outcome::Accepted));
+                        // Nothing else ran on this thread meanwhile: the commit is still ahead.
+                        assert!(futures::poll!(&mut finishing).is_pending());
+                        drop(finishing);
+                        let told = tokio::time::timeout(Duration::from_secs(10), copy).await;
+                        assert_eq!(told.expect("the copy is told").ok(), Some(Outcome::Failed));
+                        assert!(!matches!(
+                            d.claim("s\u{1f}d".into(), 0).await,
+                            Claim::Follow(_)
+                        ));
+                    });
+                })
+            };
+            http.join().expect("http thread");
             let Claim::Lead(failed) = d.claim("s\u{1f}c".into(), 0).await else {
                 panic!("the id is free again");
             };
