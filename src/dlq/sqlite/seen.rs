@@ -224,6 +224,41 @@ impl SqliteStore {
         .await
     }
 
+    /// Calls `each` with the ids accepted from `since` up to (not including) `before`, newest
+    /// first, at most `limit` of them, on the calling thread (which it blocks: for start-up);
+    /// returns how many.
+    pub fn each_seen_blocking(
+        &self,
+        since: i64,
+        before: i64,
+        limit: usize,
+        mut each: impl FnMut(&str, i64),
+    ) -> Result<usize, DlqError> {
+        let err = self.err();
+        let c = lock(&self.seen);
+        let mut stmt = c
+            .prepare(
+                "SELECT key, at FROM webhook_seen_log WHERE at >= ?1 AND at < ?2
+                 UNION ALL SELECT key, at FROM webhook_seen WHERE at >= ?1 AND at < ?2
+                 ORDER BY at DESC LIMIT ?3",
+            )
+            .map_err(&err)?;
+        let mut rows = stmt
+            .query(params![
+                since,
+                before,
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ])
+            .map_err(&err)?;
+        let mut n = 0;
+        while let Some(r) = rows.next().map_err(&err)? {
+            let key: String = r.get(0).map_err(&err)?;
+            each(&key, r.get(1).map_err(&err)?);
+            n += 1;
+        }
+        Ok(n)
+    }
+
     pub(in crate::dlq) async fn purge_seen(&self, before: i64) -> Result<u64, DlqError> {
         // The index, a chunk per transaction (oldest first, through its `at` index).
         let mut purged = 0;

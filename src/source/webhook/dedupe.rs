@@ -23,8 +23,8 @@
 //!   id ([`Print`]: no string copies, one hash per request), and 64-bit fingerprints of the
 //!   ones memory dropped (see [`memory::Older`]); while these know every id of the window, a
 //!   new id costs no store read (a request that waited for a pool thread to read SQLite cost
-//!   twice as much CPU). After a restart, ids older than those reloaded are looked up in the
-//!   store.
+//!   twice as much CPU). After a restart, memory is reloaded from the store and the window's
+//!   older ids are fingerprinted again (read once at start-up, at most [`memory::OLDER_CAP`]).
 //! - **Shared**: with a PostgreSQL DLQ store several instances behind one address share the
 //!   ids: an id memory does not know is then always looked up in the store, so a provider retry
 //!   that lands on another instance is still answered as a duplicate.
@@ -42,9 +42,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, mpsc, oneshot};
-use tracing::warn;
+use tracing::{info, warn};
 
-use self::memory::{Memory, Print, Printer};
+use self::memory::{Memory, Older, Print, Printer};
 use crate::dlq::{DlqStore, SqliteStore};
 
 /// Ids kept in memory at most.
@@ -338,6 +338,42 @@ impl Dedupe {
                 warn!(error = %e, "could not load webhook deduplication ids; asking the store per request");
                 recent.complete_since = i64::MAX;
                 recent.older.complete_since = i64::MAX;
+            }
+        }
+        if let (Some(sqlite), true) = (store.as_sqlite(), recent.complete_since > since) {
+            // Memory could not hold every id of the window: fingerprint the older ones, so a new
+            // id needs no store read after a restart either.
+            let (sqlite, printer) = (sqlite.clone(), printer.clone());
+            let before = recent.complete_since;
+            let built = tokio::task::spawn_blocking(move || {
+                let mut older = Older::new(since, window_micros);
+                let mut oldest = before;
+                let n = sqlite.each_seen_blocking(since, before, memory::OLDER_CAP, |k, at| {
+                    older.add(memory::fingerprint(printer.print(k)), at);
+                    oldest = oldest.min(at);
+                })?;
+                // At the cap, ids older than the last one read are only in the store.
+                older.complete_since = older.complete_since.max(if n >= memory::OLDER_CAP {
+                    oldest + 1
+                } else {
+                    since
+                });
+                Ok::<_, crate::dlq::DlqError>((older, n))
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+            match built {
+                Ok((older, n)) => {
+                    info!(
+                        ids = n,
+                        "fingerprinted the deduplication ids older than memory holds"
+                    );
+                    recent.older = older;
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not read older webhook deduplication ids; they are looked up in the store")
+                }
             }
         }
         if store.is_shared() {
@@ -686,6 +722,55 @@ mod tests {
             failed.finish(Outcome::Failed).await;
             assert!(matches!(
                 d.claim("s\u{1f}c".into(), 0).await,
+                Claim::Lead(_)
+            ));
+        });
+    }
+
+    #[test]
+    fn after_a_restart_ids_older_than_memory_are_fingerprinted_so_new_ids_need_no_store_read() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async {
+            let store = Arc::new(DlqStore::Sqlite(
+                SqliteStore::open(&dir.path().join("dlq.db"))
+                    .await
+                    .expect("open"),
+            ));
+            let now = crate::event::now_micros();
+            let keys: Vec<String> = (0..MEMORY_CAP + 500)
+                .map(|i| format!("s\u{1f}evt_{i}"))
+                .collect();
+            store
+                .as_sqlite()
+                .expect("sqlite")
+                .remember_seen_blocking(
+                    keys.iter()
+                        .enumerate()
+                        .map(|(i, k)| (k.as_str(), now - 1_000_000 + i as i64)),
+                )
+                .expect("ids of a previous run");
+            // As the previous run's writer thread left them: all but the newest indexed.
+            store.index_seen(1_000).await.expect("indexed");
+            let window = 3_600_000_000;
+            let d = Dedupe::start(Arc::clone(&store), window).await;
+            // A request's window starts later than the one at start-up.
+            let since = crate::event::now_micros() - window;
+            {
+                let m = d.memory.lock().expect("memory");
+                // Memory alone does not hold the window's ids...
+                assert!(m.complete_since > since);
+                // ...but with the older ones fingerprinted a new id needs no store read,
+                assert!(m.surely_new(d.printer.print("s\u{1f}evt_new"), since));
+                // and one of the older ids is "perhaps": the store decides.
+                assert!(!m.surely_new(d.printer.print("s\u{1f}evt_3"), since));
+            }
+            assert!(matches!(
+                d.claim("s\u{1f}evt_3".into(), since).await,
+                Claim::Seen
+            ));
+            assert!(matches!(
+                d.claim("s\u{1f}evt_new".into(), since).await,
                 Claim::Lead(_)
             ));
         });

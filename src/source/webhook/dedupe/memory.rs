@@ -14,6 +14,7 @@ use super::{MEMORY_CAP, Outcome};
 pub(super) type Print = u128;
 
 /// Computes [`Print`]s.
+#[derive(Clone)]
 pub(super) struct Printer(
     std::collections::hash_map::RandomState,
     std::collections::hash_map::RandomState,
@@ -89,7 +90,7 @@ impl Memory {
 
 /// The 64-bit fingerprint of an id memory dropped: the low half of its [`Print`] (one of the
 /// two independent hashes).
-fn fingerprint(p: Print) -> u64 {
+pub(super) fn fingerprint(p: Print) -> u64 {
     (p & u128::from(u64::MAX)) as u64
 }
 
@@ -114,7 +115,7 @@ pub(super) const OLDER_CAP: usize = 2_000_000;
 const HOUR: i64 = 3_600_000_000;
 
 impl Older {
-    fn new(complete_since: i64, window: i64) -> Older {
+    pub(super) fn new(complete_since: i64, window: i64) -> Older {
         Older {
             hours: VecDeque::new(),
             len: 0,
@@ -123,7 +124,7 @@ impl Older {
         }
     }
 
-    fn add(&mut self, fp: u64, at: i64) {
+    pub(super) fn add(&mut self, fp: u64, at: i64) {
         let hour = at - at.rem_euclid(HOUR);
         // Ids leave memory in acceptance order: almost always the newest hour.
         let i = match self.hours.iter().rposition(|(h, _)| *h <= hour) {
