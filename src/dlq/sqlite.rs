@@ -574,16 +574,26 @@ fn collect(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_connection_left_by_a_panicking_thread_is_usable_again() {
+impl SqliteStore {
+    /// A store in a fresh temporary directory (kept while the `TempDir` lives), with a runtime
+    /// to drive its calls: for unit tests.
+    pub(crate) fn scratch() -> (tempfile::TempDir, tokio::runtime::Runtime, SqliteStore) {
         let dir = tempfile::tempdir().expect("temp dir");
         let rt = tokio::runtime::Runtime::new().expect("runtime");
         let store = rt
             .block_on(SqliteStore::open(&dir.path().join("dlq.db")))
             .expect("open");
+        (dir, rt, store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_left_by_a_panicking_thread_is_usable_again() {
+        let (_dir, rt, store) = SqliteStore::scratch();
         let seen = Arc::clone(&store.seen);
         let failed = std::thread::spawn(move || {
             let c = seen.lock().expect("lock");

@@ -207,19 +207,13 @@ impl SqliteStore {
         since: i64,
         limit: usize,
     ) -> Result<Vec<(String, i64)>, DlqError> {
-        let err = self.err();
+        let this = self.clone();
         self.with_seen(move |c| {
-            let mut stmt = c
-                .prepare(&format!(
-                    "SELECT key, at FROM webhook_seen_log WHERE at >= ?1
-                     UNION ALL SELECT key, at FROM webhook_seen WHERE at >= ?1
-                     ORDER BY at DESC LIMIT {limit}"
-                ))
-                .map_err(&err)?;
-            let rows = stmt
-                .query_map(params![since], |r| Ok((r.get(0)?, r.get(1)?)))
-                .map_err(&err)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+            let mut out = Vec::new();
+            this.each_seen(c, since, i64::MAX, limit, |k, at| {
+                out.push((k.to_string(), at))
+            })?;
+            Ok(out)
         })
         .await
     }
@@ -232,10 +226,21 @@ impl SqliteStore {
         since: i64,
         before: i64,
         limit: usize,
+        each: impl FnMut(&str, i64),
+    ) -> Result<usize, DlqError> {
+        self.each_seen(&lock(&self.seen), since, before, limit, each)
+    }
+
+    /// [`SqliteStore::each_seen_blocking`] on a connection already held.
+    fn each_seen(
+        &self,
+        c: &Connection,
+        since: i64,
+        before: i64,
+        limit: usize,
         mut each: impl FnMut(&str, i64),
     ) -> Result<usize, DlqError> {
         let err = self.err();
-        let c = lock(&self.seen);
         let mut stmt = c
             .prepare(
                 "SELECT key, at FROM webhook_seen_log WHERE at >= ?1 AND at < ?2
@@ -308,11 +313,7 @@ mod tests {
 
     #[test]
     fn expired_ids_are_purged_in_chunks_and_newer_ones_stay() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let store = rt
-            .block_on(SqliteStore::open(&dir.path().join("dlq.db")))
-            .expect("open");
+        let (_dir, rt, store) = SqliteStore::scratch();
         let n = PURGE_CHUNK * 2 + 17;
         let keys: Vec<String> = (0..n).map(|i| format!("s\u{1f}old_{i}")).collect();
         store

@@ -579,6 +579,13 @@ async fn write_batches(store: Arc<DlqStore>, mut rx: mpsc::Receiver<WriteRequest
 mod tests {
     use super::*;
 
+    /// An embedded store in a fresh directory, with a runtime to drive it.
+    fn scratch_store() -> (tempfile::TempDir, tokio::runtime::Runtime, Arc<DlqStore>) {
+        let (dir, rt, sqlite) = SqliteStore::scratch();
+        (dir, rt, Arc::new(DlqStore::Sqlite(sqlite)))
+    }
+
+    /// Claims `key` and finishes it as accepted; true if this call led (a new id).
     async fn accept(d: &Arc<Dedupe>, key: &str) -> bool {
         match d.claim(key.to_string(), 0).await {
             Claim::Lead(lead) => {
@@ -591,14 +598,7 @@ mod tests {
 
     #[test]
     fn ids_committed_by_an_http_thread_and_by_the_writer_thread_are_durable_when_accepted() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("dlq.db");
-        let main = tokio::runtime::Runtime::new().expect("runtime");
-        let store = main.block_on(async {
-            Arc::new(DlqStore::Sqlite(
-                SqliteStore::open(&path).await.expect("open"),
-            ))
-        });
+        let (_dir, main, store) = scratch_store();
         let dedupe = main.block_on(Dedupe::start(Arc::clone(&store), i64::MAX / 4));
         // An HTTP thread: commits its ids itself, before it would sleep.
         let http = {
@@ -654,14 +654,8 @@ mod tests {
 
     #[test]
     fn copies_of_an_id_in_flight_follow_its_lead_and_a_dropped_lead_fails_them() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let (_dir, rt, store) = scratch_store();
         rt.block_on(async {
-            let store = Arc::new(DlqStore::Sqlite(
-                SqliteStore::open(&dir.path().join("dlq.db"))
-                    .await
-                    .expect("open"),
-            ));
             let d = Dedupe::start(store, i64::MAX / 4).await;
             let Claim::Lead(lead) = d.claim("s\u{1f}a".into(), 0).await else {
                 panic!("the first claim leads");
@@ -729,14 +723,8 @@ mod tests {
 
     #[test]
     fn after_a_restart_ids_older_than_memory_are_fingerprinted_so_new_ids_need_no_store_read() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let (_dir, rt, store) = scratch_store();
         rt.block_on(async {
-            let store = Arc::new(DlqStore::Sqlite(
-                SqliteStore::open(&dir.path().join("dlq.db"))
-                    .await
-                    .expect("open"),
-            ));
             let now = crate::event::now_micros();
             let keys: Vec<String> = (0..MEMORY_CAP + 500)
                 .map(|i| format!("s\u{1f}evt_{i}"))
