@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::{SqliteStore, lock, recovered};
 use crate::dlq::DlqError;
@@ -219,8 +219,10 @@ impl SqliteStore {
     }
 
     /// Calls `each` with the ids accepted from `since` up to (not including) `before`, newest
-    /// first, at most `limit` of them, on the calling thread (which it blocks: for start-up);
-    /// returns how many.
+    /// first, at most `limit` of them, on the calling thread (which it blocks); returns how
+    /// many. It reads through a read-only connection of its own, so a long read (millions of
+    /// ids, while the daemon serves) never holds up the commits of new ids: in WAL mode a
+    /// reader and the writer do not wait for each other.
     pub fn each_seen_blocking(
         &self,
         since: i64,
@@ -228,7 +230,16 @@ impl SqliteStore {
         limit: usize,
         each: impl FnMut(&str, i64),
     ) -> Result<usize, DlqError> {
-        self.each_seen(&lock(&self.seen), since, before, limit, each)
+        let err = self.err();
+        let reader = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(&err)?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(&err)?;
+        self.each_seen(&reader, since, before, limit, each)
     }
 
     /// [`SqliteStore::each_seen_blocking`] on a connection already held.
@@ -328,5 +339,35 @@ mod tests {
         assert_eq!(purged, n as u64);
         let left = rt.block_on(store.recent_seen(0, 10)).expect("read");
         assert_eq!(left, vec![("s\u{1f}new".to_string(), 1_000_000)]);
+    }
+
+    #[test]
+    fn reading_ids_by_age_never_holds_up_commits_of_new_ids() {
+        let (_dir, _rt, store) = SqliteStore::scratch();
+        let keys: Vec<String> = (0..100).map(|i| format!("s\u{1f}old_{i}")).collect();
+        store
+            .remember_seen_blocking(keys.iter().enumerate().map(|(i, k)| (k.as_str(), i as i64)))
+            .expect("old ids");
+        let mut read = 0;
+        let mut committed_meanwhile = 0;
+        let n = store
+            .each_seen_blocking(0, 100, 1_000, |_, _| {
+                read += 1;
+                // In the middle of the read (start-up's fingerprinting, while the daemon
+                // serves), an HTTP thread's commit finds the ids' connection free.
+                if read == 50 {
+                    let key = "s\u{1f}during".to_string();
+                    let done = store.try_remember_seen_now([(key.as_str(), 500)]);
+                    assert!(matches!(done, Some(Ok(()))), "commit held up");
+                    committed_meanwhile += 1;
+                }
+            })
+            .expect("read");
+        assert_eq!((n, read, committed_meanwhile), (100, 100, 1));
+        // The read saw its own snapshot (not the id committed during it); the id is stored.
+        let all = store
+            .each_seen_blocking(0, 1_000, 1_000, |_, _| {})
+            .expect("read");
+        assert_eq!(all, 101);
     }
 }

@@ -23,8 +23,10 @@
 //!   id ([`Print`]: no string copies, one hash per request), and 64-bit fingerprints of the
 //!   ones memory dropped (see [`memory::Older`]); while these know every id of the window, a
 //!   new id costs no store read (a request that waited for a pool thread to read SQLite cost
-//!   twice as much CPU). After a restart, memory is reloaded from the store and the window's
-//!   older ids are fingerprinted again (read once at start-up, at most [`memory::OLDER_CAP`]).
+//!   twice as much CPU). After a restart, memory is reloaded from the store before serving, and
+//!   the window's older ids are fingerprinted again in the background once it serves (read
+//!   once, at most [`memory::OLDER_CAP`]; until then an id memory lacks is looked up in the
+//!   store).
 //! - **Shared**: with a PostgreSQL DLQ store several instances behind one address share the
 //!   ids: an id memory does not know is then always looked up in the store, so a provider retry
 //!   that lands on another instance is still answered as a duplicate.
@@ -340,42 +342,16 @@ impl Dedupe {
                 recent.older.complete_since = i64::MAX;
             }
         }
-        if let (Some(sqlite), true) = (store.as_sqlite(), recent.complete_since > since) {
-            // Memory could not hold every id of the window: fingerprint the older ones, so a new
-            // id needs no store read after a restart either.
-            let (sqlite, printer) = (sqlite.clone(), printer.clone());
-            let before = recent.complete_since;
-            let built = tokio::task::spawn_blocking(move || {
-                let mut older = Older::new(since, window_micros);
-                let mut oldest = before;
-                let n = sqlite.each_seen_blocking(since, before, memory::OLDER_CAP, |k, at| {
-                    older.add(memory::fingerprint(printer.print(k)), at);
-                    oldest = oldest.min(at);
-                })?;
-                // At the cap, ids older than the last one read are only in the store.
-                older.complete_since = older.complete_since.max(if n >= memory::OLDER_CAP {
-                    oldest + 1
-                } else {
-                    since
-                });
-                Ok::<_, crate::dlq::DlqError>((older, n))
-            })
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-            match built {
-                Ok((older, n)) => {
-                    info!(
-                        ids = n,
-                        "fingerprinted the deduplication ids older than memory holds"
-                    );
-                    recent.older = older;
-                }
-                Err(e) => {
-                    warn!(error = %e, "could not read older webhook deduplication ids; they are looked up in the store")
-                }
+        // Memory could not hold every id of the window: the older ones are fingerprinted, so a
+        // new id needs no store read after a restart either. That reads up to
+        // `memory::OLDER_CAP` ids (seconds for a busy source), so it runs once the daemon
+        // serves: until it is done, an id memory does not hold is looked up in the store.
+        let fingerprint_older = match store.as_sqlite() {
+            Some(sqlite) if recent.complete_since > since => {
+                Some((sqlite.clone(), recent.complete_since))
             }
-        }
+            _ => None,
+        };
         if store.is_shared() {
             // Other instances accept ids into the same store: memory never holds all of them.
             recent.complete_since = i64::MAX;
@@ -405,12 +381,41 @@ impl Dedupe {
             tokio::spawn(write_batches(Arc::clone(&store), rx));
             Writes::Queued(queue)
         };
-        Arc::new(Dedupe {
+        let dedupe = Arc::new(Dedupe {
             store,
             printer,
             memory: Mutex::new(recent),
             writes,
-        })
+        });
+        if let Some((sqlite, before)) = fingerprint_older {
+            let weak = Arc::downgrade(&dedupe);
+            let printer = dedupe.printer.clone();
+            tokio::spawn(async move {
+                let built = tokio::task::spawn_blocking(move || {
+                    fingerprint_stored(&sqlite, &printer, since, before, window_micros)
+                })
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r.map_err(|e| e.to_string()));
+                match built {
+                    Ok((older, n)) => {
+                        // Stopped meanwhile: nothing to complete.
+                        let Some(d) = weak.upgrade() else { return };
+                        if let Ok(mut m) = d.memory.lock() {
+                            m.older.absorb(older, before);
+                        }
+                        info!(
+                            ids = n,
+                            "fingerprinted the deduplication ids older than memory holds"
+                        );
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "could not read older webhook deduplication ids; they are looked up in the store")
+                    }
+                }
+            });
+        }
+        dedupe
     }
 
     /// Claims `key` for a request: seen within the window since `since` (micros), in flight,
@@ -486,6 +491,30 @@ impl Dedupe {
         }
         at
     }
+}
+
+/// Fingerprints of the ids the store holds from `since` up to (not including) `before`, newest
+/// first, at most [`memory::OLDER_CAP`]; with how many were read. Blocks the calling thread.
+fn fingerprint_stored(
+    sqlite: &SqliteStore,
+    printer: &Printer,
+    since: i64,
+    before: i64,
+    window: i64,
+) -> Result<(Older, usize), crate::dlq::DlqError> {
+    let mut older = Older::new(since, window);
+    let mut oldest = before;
+    let n = sqlite.each_seen_blocking(since, before, memory::OLDER_CAP, |k, at| {
+        older.add(memory::fingerprint(printer.print(k)), at);
+        oldest = oldest.min(at);
+    })?;
+    // At the cap, ids older than the last one read are only in the store.
+    older.complete_since = older.complete_since.max(if n >= memory::OLDER_CAP {
+        oldest + 1
+    } else {
+        since
+    });
+    Ok((older, n))
 }
 
 /// The embedded store's writer thread: commits the ids queued for it, checkpoints the WAL and
@@ -744,12 +773,27 @@ mod tests {
             let d = Dedupe::start(Arc::clone(&store), window).await;
             // A request's window starts later than the one at start-up.
             let since = crate::event::now_micros() - window;
+            // Until the older ids are fingerprinted (in the background: start-up does not wait
+            // for it), claims are still right: the store is asked.
+            assert!(matches!(
+                d.claim("s\u{1f}evt_4".into(), since).await,
+                Claim::Seen
+            ));
+            let new = d.printer.print("s\u{1f}evt_new");
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while !d.memory.lock().expect("memory").surely_new(new, since) {
+                assert!(
+                    Instant::now() < deadline,
+                    "older ids not fingerprinted in 30 s"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
             {
                 let m = d.memory.lock().expect("memory");
                 // Memory alone does not hold the window's ids...
                 assert!(m.complete_since > since);
                 // ...but with the older ones fingerprinted a new id needs no store read,
-                assert!(m.surely_new(d.printer.print("s\u{1f}evt_new"), since));
+                assert!(m.surely_new(new, since));
                 // and one of the older ids is "perhaps": the store decides.
                 assert!(!m.surely_new(d.printer.print("s\u{1f}evt_3"), since));
             }

@@ -156,6 +156,36 @@ impl Older {
         }
     }
 
+    /// Takes in `built`, the fingerprints of the ids accepted before `before` (read from the
+    /// store at start-up while this one collected the ids memory dropped since): from then on
+    /// both are known, from `built`'s start unless this one has since dropped hours too.
+    pub(super) fn absorb(&mut self, built: Older, before: i64) {
+        let knew_all_since_before = self.complete_since <= before;
+        for (hour, set) in built.hours {
+            let i = match self.hours.iter().position(|(h, _)| *h >= hour) {
+                Some(i) if self.hours[i].0 == hour => i,
+                found => {
+                    let i = found.unwrap_or(self.hours.len());
+                    self.hours.insert(i, (hour, HashSet::default()));
+                    i
+                }
+            };
+            if let Some((_, into)) = self.hours.get_mut(i) {
+                for fp in set {
+                    if into.insert(fp) {
+                        self.len += 1;
+                    }
+                }
+            }
+        }
+        if knew_all_since_before {
+            self.complete_since = built.complete_since;
+        }
+        while self.len > OLDER_CAP && self.hours.len() > 1 {
+            self.drop_oldest();
+        }
+    }
+
     fn drop_oldest(&mut self) {
         if let Some((h, set)) = self.hours.pop_front() {
             self.len -= set.len();
@@ -241,6 +271,43 @@ mod tests {
     }
 
     /// Claims `key` and finishes it as accepted; true if this call led (a new id).
+
+    #[test]
+    fn fingerprints_read_at_start_up_join_the_ones_memory_dropped_meanwhile() {
+        let printer = Printer::new();
+        let fp = |k: &str| fingerprint(printer.print(k));
+        let window = 24 * HOUR;
+        let (since, before) = (HOUR, 10 * HOUR + 5);
+        // Read from the store: ids of hours 3 and 10, before `before`.
+        let mut built = Older::new(since, window);
+        built.add(fp("old-3"), 3 * HOUR + 1);
+        built.add(fp("old-10"), 10 * HOUR + 1);
+        // Meanwhile memory dropped newer ids (hours 10 and 11) into its own fingerprints.
+        let mut o = Older::new(before, window);
+        o.add(fp("new-10"), 10 * HOUR + 7);
+        o.add(fp("new-11"), 11 * HOUR + 7);
+        o.add(fp("old-10"), 10 * HOUR + 9); // accepted again later: counted once
+        assert!(!o.may_hold(fp("old-3"), since));
+        o.absorb(built, before);
+        // Both are known now, from the start of what the store was read for.
+        assert_eq!(o.complete_since, since);
+        for k in ["old-3", "old-10", "new-10", "new-11"] {
+            assert!(o.may_hold(fp(k), since), "{k}");
+        }
+        assert!(!o.may_hold(fp("never"), since));
+        assert_eq!(o.len, 4);
+        let hours: Vec<i64> = o.hours.iter().map(|(h, _)| *h).collect();
+        assert_eq!(hours, vec![3 * HOUR, 10 * HOUR, 11 * HOUR]);
+
+        // Had memory's fingerprints dropped hours meanwhile, they no longer know everything
+        // since `before`: what they know is not extended backwards.
+        let mut built = Older::new(since, window);
+        built.add(fp("old-3"), 3 * HOUR + 1);
+        let mut o = Older::new(before, window);
+        o.complete_since = 11 * HOUR;
+        o.absorb(built, before);
+        assert_eq!(o.complete_since, 11 * HOUR);
+    }
 
     #[test]
     fn fingerprints_of_hours_past_the_window_are_dropped_and_the_claim_falls_back_to_the_store() {
