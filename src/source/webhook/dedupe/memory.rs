@@ -159,28 +159,33 @@ impl Older {
     /// Takes in `built`, the fingerprints of the ids accepted before `before` (read from the
     /// store at start-up while this one collected the ids memory dropped since): from then on
     /// both are known, from `built`'s start unless this one has since dropped hours too.
-    pub(super) fn absorb(&mut self, built: Older, before: i64) {
-        let knew_all_since_before = self.complete_since <= before;
-        for (hour, set) in built.hours {
-            let i = match self.hours.iter().position(|(h, _)| *h >= hour) {
-                Some(i) if self.hours[i].0 == hour => i,
+    /// Runs under memory's lock, so it costs what this one holds (the ids dropped during the
+    /// read), not what `built` holds (up to [`OLDER_CAP`]).
+    pub(super) fn absorb(&mut self, mut built: Older, before: i64) {
+        let newer = std::mem::replace(self, Older::new(0, 0));
+        for (hour, set) in newer.hours {
+            let i = match built.hours.iter().position(|(h, _)| *h >= hour) {
+                Some(i) if built.hours[i].0 == hour => i,
                 found => {
-                    let i = found.unwrap_or(self.hours.len());
-                    self.hours.insert(i, (hour, HashSet::default()));
+                    let i = found.unwrap_or(built.hours.len());
+                    built.hours.insert(i, (hour, HashSet::default()));
                     i
                 }
             };
-            if let Some((_, into)) = self.hours.get_mut(i) {
+            if let Some((_, into)) = built.hours.get_mut(i) {
                 for fp in set {
                     if into.insert(fp) {
-                        self.len += 1;
+                        built.len += 1;
                     }
                 }
             }
         }
-        if knew_all_since_before {
-            self.complete_since = built.complete_since;
+        if newer.complete_since > before {
+            // This one dropped hours after `before`: what both know starts there.
+            built.complete_since = built.complete_since.max(newer.complete_since);
         }
+        built.window = newer.window;
+        *self = built;
         while self.len > OLDER_CAP && self.hours.len() > 1 {
             self.drop_oldest();
         }
