@@ -26,7 +26,10 @@ use crate::dlq::{DlqStore, EncodedRecord, NewDeadLetter};
 use crate::encode::{EncodeError, Encoder, RecordParts, record_parts};
 use crate::error::{ErrorClass, retry_policy};
 use crate::event::Event;
-use crate::router::{RouteMatch, RouteTable};
+use crate::router::{RouteError, RouteMatch, RouteTable};
+
+/// What the route table made of an event: one entry per route that takes it.
+pub type Matches = Vec<Result<RouteMatch, RouteError>>;
 use crate::sink::kafka::{KafkaSink, Record, SinkError};
 use crate::telemetry::traces::{TRACEPARENT, Traced, Traces};
 
@@ -165,6 +168,18 @@ impl Pipeline {
         ack: AckToken,
         parent: Option<opentelemetry::Context>,
     ) {
+        self.dispatch_routed(event, None, ack, parent).await;
+    }
+
+    /// [`Pipeline::dispatch_traced`] of an event the caller has already routed (`matches`, from
+    /// [`Pipeline::routes`]), so the routes are not evaluated a second time; `None`: route it.
+    pub async fn dispatch_routed(
+        self: &Arc<Self>,
+        event: Event,
+        matches: Option<Matches>,
+        ack: AckToken,
+        parent: Option<opentelemetry::Context>,
+    ) {
         let permit = match Arc::clone(&self.in_flight).acquire_owned().await {
             Ok(p) => p,
             Err(_) => {
@@ -174,7 +189,10 @@ impl Pipeline {
         };
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let delivery = this.deliver_traced(&event, &ack, parent.as_ref()).await;
+            let matches = matches.unwrap_or_else(|| this.routes().route(&event));
+            let delivery = this
+                .deliver_matches(&event, matches, &ack, parent.as_ref())
+                .await;
             match &delivery {
                 Delivery::Failed(f) => {
                     warn!(event_id = %event.id, source = %event.source, class = %f.class, error = %f.message, "event not delivered");
@@ -194,16 +212,17 @@ impl Pipeline {
     /// to its source, which delivers it again (routes already delivered get a duplicate:
     /// at-least-once).
     pub async fn deliver(&self, event: &Event, ack: &AckToken) -> Delivery {
-        self.deliver_traced(event, ack, None).await
+        let matches = self.routes().route(event);
+        self.deliver_matches(event, matches, ack, None).await
     }
 
-    async fn deliver_traced(
+    async fn deliver_matches(
         &self,
         event: &Event,
+        matches: Matches,
         ack: &AckToken,
         parent: Option<&opentelemetry::Context>,
     ) -> Delivery {
-        let matches = self.routes().route(event);
         if matches.is_empty() {
             let f = Failure {
                 class: ErrorClass::Unroutable,

@@ -363,15 +363,17 @@ impl PostgresSource {
     ) -> Option<u64> {
         let seq = checkpoint.track(position);
         self.counters.receive();
-        if self.pipeline.unmatched() == Unmatched::Drop
-            && self.pipeline.routes().route(&event).is_empty()
-        {
+        // Routed once, here: the pipeline takes the matches as they are.
+        let matches = self.pipeline.routes().route(&event);
+        if matches.is_empty() && self.pipeline.unmatched() == Unmatched::Drop {
             // Unrouted tables and operations are the common case for CDC: not counted.
             return checkpoint.resolve(seq, true);
         }
         let (ack, rx) = AckToken::new();
         let id = event.id.to_string();
-        self.pipeline.dispatch_traced(event, ack, trace).await;
+        self.pipeline
+            .dispatch_routed(event, Some(matches), ack, trace)
+            .await;
         acks.push(Box::pin(async move { (seq, id, rx.wait().await) }));
         None
     }
