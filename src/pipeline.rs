@@ -79,7 +79,7 @@ impl Pipeline {
                 Arc::new(RouteTable::compile(config)),
                 config.router.unmatched,
             )),
-            encoder: Encoder::new(&config.schema_registry.url, config.schema_registry.timeout)?,
+            encoder: Encoder::new(&config.schema_registry)?,
             sink: KafkaSink::new(&config.kafka)?,
             in_flight: Arc::new(Semaphore::new(config.kafka.max_in_flight)),
             max_in_flight: config.kafka.max_in_flight,

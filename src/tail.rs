@@ -12,7 +12,6 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use schema_registry_converter::async_impl::avro::AvroDecoder;
-use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use serde_json::{Map, json};
 
 use crate::config::Config;
@@ -81,9 +80,7 @@ pub async fn tail(
     }
     consumer.assign(&tpl)?;
 
-    let decoder = SrSettings::new_builder(config.schema_registry.url.clone())
-        .set_timeout(config.schema_registry.timeout)
-        .build()
+    let decoder = crate::encode::registry_settings(&config.schema_registry)
         .ok()
         .map(AvroDecoder::new);
     let mut at_end: HashSet<i32> = HashSet::new();

@@ -76,8 +76,24 @@ pub fn run(config: &Config) -> ExitCode {
 
 async fn check(config: &Config) -> ExitCode {
     let plan = plan(config).await;
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(auth) = &config.schema_registry.auth {
+        match reqwest::header::HeaderValue::from_str(&auth.header_value()) {
+            Ok(mut v) => {
+                v.set_sensitive(true);
+                headers.insert(reqwest::header::AUTHORIZATION, v);
+            }
+            Err(_) => {
+                eprintln!(
+                    "error: [schema_registry] credentials contain characters an HTTP header cannot carry"
+                );
+                return ExitCode::from(2);
+            }
+        }
+    }
     let client = match reqwest::Client::builder()
         .timeout(config.schema_registry.timeout)
+        .default_headers(headers)
         .build()
     {
         Ok(c) => c,
@@ -385,6 +401,12 @@ pub async fn compatibility(client: &reqwest::Client, base: &str, p: &Planned) ->
             if is_latest(client, base, p).await {
                 return Verdict::Latest;
             }
+        }
+        status @ (401 | 403) => {
+            let text = versions.text().await.unwrap_or_default();
+            return Verdict::CannotCheck(format!(
+                "listing versions: HTTP {status}: {text}; the registry refused switchyard's credentials: check [schema_registry] username/password (or token)"
+            ));
         }
         status => {
             let text = versions.text().await.unwrap_or_default();

@@ -127,6 +127,43 @@ pub struct RegistryConfig {
     pub url: String,
     /// Per-request timeout (default 10s).
     pub timeout: Duration,
+    /// Credentials sent with every request to the registry (none by default).
+    pub auth: Option<RegistryAuth>,
+}
+
+/// How switchyard authenticates to the schema registry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegistryAuth {
+    /// HTTP basic authentication (`username`, `password`): Confluent Cloud's API key and
+    /// secret, Confluent Platform's `basic.auth.user.info`, Aiven, Redpanda.
+    Basic {
+        /// The user name or API key.
+        username: String,
+        /// The password or API secret.
+        password: Secret,
+    },
+    /// A bearer token (`token`): `Authorization: Bearer …`.
+    Bearer(Secret),
+}
+
+impl RegistryAuth {
+    /// The value of the `Authorization` header.
+    pub fn header_value(&self) -> String {
+        use base64::Engine;
+        match self {
+            RegistryAuth::Basic { username, password } => {
+                let mut pair = format!("{username}:").into_bytes();
+                pair.extend_from_slice(&password.0);
+                format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                )
+            }
+            RegistryAuth::Bearer(token) => {
+                format!("Bearer {}", String::from_utf8_lossy(&token.0))
+            }
+        }
+    }
 }
 
 /// `[dlq]`

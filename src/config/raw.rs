@@ -73,6 +73,12 @@ pub struct RawSchemaRegistry {
     pub url: Spanned<String>,
     /// Per-request timeout ("10s").
     pub timeout: Option<Spanned<String>>,
+    /// HTTP basic authentication: user name (or API key).
+    pub username: Option<Spanned<String>>,
+    /// HTTP basic authentication: password (or API secret).
+    pub password: Option<Spanned<String>>,
+    /// A bearer token.
+    pub token: Option<Spanned<String>>,
 }
 
 /// `[dlq]`

@@ -469,9 +469,79 @@ fn validate_registry(raw: RawSchemaRegistry, diag: &mut Diagnostics) -> Option<R
         None => Some(Duration::from_secs(10)),
         Some(v) => duration(v, diag),
     };
+    let auth = registry_auth(&raw, diag);
     Some(RegistryConfig {
         url,
         timeout: timeout?,
+        auth: auth?,
+    })
+}
+
+/// `[schema_registry]` credentials: `username` with `password`, or `token`, or none.
+fn registry_auth(raw: &RawSchemaRegistry, diag: &mut Diagnostics) -> Option<Option<RegistryAuth>> {
+    let mut ok = true;
+    let mut non_empty = |v: &Spanned<String>, key: &str, var: &str| -> bool {
+        if v.get_ref().is_empty() {
+            diag.at(
+                v.span(),
+                format!("[schema_registry] `{key}` is empty"),
+                Some(format!(
+                    "set {key} = \"${{{var}}}\" with a non-empty environment variable"
+                )),
+            );
+            false
+        } else {
+            true
+        }
+    };
+    for (v, key, var) in [
+        (&raw.username, "username", "SCHEMA_REGISTRY_USERNAME"),
+        (&raw.password, "password", "SCHEMA_REGISTRY_PASSWORD"),
+        (&raw.token, "token", "SCHEMA_REGISTRY_TOKEN"),
+    ] {
+        if let Some(v) = v {
+            ok &= non_empty(v, key, var);
+        }
+    }
+    if let (Some(t), true) = (&raw.token, raw.username.is_some() || raw.password.is_some()) {
+        diag.at(
+            t.span(),
+            "[schema_registry] has both a `token` and basic authentication",
+            Some("keep either `token` or `username` and `password`".into()),
+        );
+        ok = false;
+    }
+    match (&raw.username, &raw.password) {
+        (Some(u), None) => {
+            diag.at(
+                u.span(),
+                "[schema_registry] `username` needs a `password`",
+                Some("add password = \"${SCHEMA_REGISTRY_PASSWORD}\"".into()),
+            );
+            ok = false;
+        }
+        (None, Some(p)) => {
+            diag.at(
+                p.span(),
+                "[schema_registry] `password` needs a `username`",
+                Some("add username = \"${SCHEMA_REGISTRY_USERNAME}\"".into()),
+            );
+            ok = false;
+        }
+        _ => {}
+    }
+    if !ok {
+        return None;
+    }
+    Some(match (&raw.username, &raw.password, &raw.token) {
+        (Some(u), Some(p), None) => Some(RegistryAuth::Basic {
+            username: u.get_ref().clone(),
+            password: Secret(p.get_ref().as_bytes().to_vec()),
+        }),
+        (None, None, Some(t)) => Some(RegistryAuth::Bearer(Secret(
+            t.get_ref().as_bytes().to_vec(),
+        ))),
+        _ => None,
     })
 }
 

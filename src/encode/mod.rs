@@ -12,13 +12,13 @@ pub mod typed;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use apache_avro::types::Value;
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
 use schema_registry_converter::error::SRCError;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
+use crate::config::{RegistryAuth, RegistryConfig};
 use crate::error::ErrorClass;
 
 /// Why a record could not be encoded.
@@ -223,6 +223,23 @@ struct Registered {
     writer: apache_avro::writer::datum::GenericDatumWriter<'static>,
 }
 
+/// Settings for talking to the registry of `[schema_registry]`: its URL, timeout and
+/// credentials (sent with every request).
+pub fn registry_settings(registry: &RegistryConfig) -> Result<SrSettings, SRCError> {
+    let mut builder = SrSettings::new_builder(registry.url.clone());
+    builder.set_timeout(registry.timeout);
+    match &registry.auth {
+        Some(RegistryAuth::Basic { username, password }) => {
+            builder.set_basic_authorization(username, Some(&String::from_utf8_lossy(&password.0)));
+        }
+        Some(RegistryAuth::Bearer(token)) => {
+            builder.set_token_authorization(&String::from_utf8_lossy(&token.0));
+        }
+        None => {}
+    }
+    builder.build()
+}
+
 /// Encodes keys and values for topics in the Confluent wire format.
 ///
 /// Each (subject, schema) is registered once and cached with its id; a changed schema for a
@@ -235,11 +252,9 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// An encoder talking to the registry at `url`.
-    pub fn new(url: &str, timeout: Duration) -> Result<Encoder, EncodeError> {
-        let settings = SrSettings::new_builder(url.to_string())
-            .set_timeout(timeout)
-            .build()
+    /// An encoder talking to the registry of `[schema_registry]`.
+    pub fn new(registry: &RegistryConfig) -> Result<Encoder, EncodeError> {
+        let settings = registry_settings(registry)
             .map_err(|e| EncodeError::Schema(format!("registry settings: {e}")))?;
         Ok(Encoder {
             settings,

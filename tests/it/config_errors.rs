@@ -366,3 +366,77 @@ fn telemetry_takes_a_collector_url_and_a_sample_ratio_between_0_and_1() {
         "no traces unless configured"
     );
 }
+
+#[test]
+fn schema_registry_credentials_come_from_the_environment_and_never_show_in_debug_output() {
+    use switchyard::config::RegistryAuth;
+    let text = BASE.replace(
+        "url = \"http://127.0.0.1:8081\"\n",
+        "url = \"https://psrc-1.confluent.cloud\"\nusername = \"${SR_KEY}\"\npassword = \"${SR_SECRET}\"\n",
+    );
+    let cfg = Config::from_str_with_env(Path::new("routes.toml"), &text, |n| match n {
+        "SR_KEY" => Some("KEY1".into()),
+        "SR_SECRET" => Some("s3cr3t-value".into()),
+        _ => None,
+    })
+    .expect("valid");
+    let auth = cfg.schema_registry.auth.as_ref().expect("credentials");
+    assert!(matches!(auth, RegistryAuth::Basic { username, .. } if username == "KEY1"));
+    // As Confluent Cloud expects: base64 of "key:secret".
+    assert_eq!(auth.header_value(), "Basic S0VZMTpzM2NyM3QtdmFsdWU=");
+    assert!(!format!("{cfg:?}").contains("s3cr3t-value"));
+
+    let text = BASE.replace(
+        "url = \"http://127.0.0.1:8081\"\n",
+        "url = \"http://127.0.0.1:8081\"\ntoken = \"tok-123\"\n",
+    );
+    let cfg = Config::from_str_with_env(Path::new("routes.toml"), &text, |_| None).expect("valid");
+    let auth = cfg.schema_registry.auth.expect("token");
+    assert_eq!(auth.header_value(), "Bearer tok-123");
+    assert!(!format!("{auth:?}").contains("tok-123"));
+}
+
+#[test]
+fn incomplete_or_conflicting_registry_credentials_are_reported_where_they_are() {
+    let with = |lines: &str| {
+        BASE.replace(
+            "url = \"http://127.0.0.1:8081\"\n",
+            &format!("url = \"http://127.0.0.1:8081\"\n{lines}"),
+        )
+    };
+    let errs = errors(&with("password = \"p\"\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .starts_with("conf/routes.toml:6:12: [schema_registry] `password` needs a `username`"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[0].contains("username = \"${SCHEMA_REGISTRY_USERNAME}\""),
+        "{}",
+        errs[0]
+    );
+
+    let errs = errors(&with("username = \"u\"\npassword = \"p\"\ntoken = \"t\"\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with(
+            "conf/routes.toml:8:9: [schema_registry] has both a `token` and basic authentication"
+        ),
+        "{}",
+        errs[0]
+    );
+
+    // An empty variable is a mistake, not "no password".
+    let errs = errors_with_env(
+        &with("username = \"u\"\npassword = \"${SR_SECRET}\"\n"),
+        |n| (n == "SR_SECRET").then(String::new),
+    );
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("conf/routes.toml:7:12: [schema_registry] `password` is empty"),
+        "{}",
+        errs[0]
+    );
+}

@@ -15,6 +15,7 @@ mod harness;
 mod live_lineage;
 mod observability;
 mod pgoutput_real;
+mod registry_auth;
 mod registry_check;
 mod reload;
 mod shutdown;

@@ -1,0 +1,211 @@
+//! A registry that requires credentials (Confluent Cloud, a gateway): switchyard sends
+//! `[schema_registry]` username/password with every request, from the daemon, `tail` and
+//! `check --registry`; wrong credentials are a transient failure named as such, never a DLQ
+//! entry, and the password shows nowhere.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::Stack;
+use crate::support::daemon;
+use crate::support::registry::AuthProxy;
+
+const KEY: &str = "SRKEY";
+const SECRET: &str = "sr-secret-93f1";
+
+fn config(dir: &Path, bootstrap: &str, registry: &str, password: &str) -> PathBuf {
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+ack_timeout = "3s"
+
+[kafka]
+bootstrap_servers = "{bootstrap}"
+delivery_timeout = "5s"
+retry_max_elapsed = "2s"
+
+[schema_registry]
+url = "{registry}"
+timeout = "3s"
+username = "{KEY}"
+password = "{password}"
+
+[sources.orders]
+type = "webhook"
+
+[[routes]]
+name = "orders-to-kafka"
+source = "orders"
+topic = "authed"
+"#
+    );
+    let name = if password == SECRET { "good" } else { "bad" };
+    let path = dir.join(format!("routes-{name}.toml"));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+fn basic() -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{SECRET}"))
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_credentials_events_are_encoded_tailed_and_checked_through_an_authenticating_registry()
+{
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let proxy = AuthProxy::start(&registry.url(), &basic());
+    let path = config(dir.path(), &broker.bootstrap(), &proxy.url(), SECRET);
+    let cfg = switchyard::config::Config::load(&path).expect("valid config");
+    let (sy, url) = daemon::start(cfg).await;
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let r = client
+            .post(format!("{url}/webhooks/orders"))
+            .header("webhook-id", format!("a-{i}"))
+            .body(format!(r#"{{"n":{i}}}"#))
+            .timeout(Duration::from_secs(30))
+            .send()
+            .await
+            .expect("send");
+        let status = r.status();
+        let body = r.text().await.unwrap_or_default();
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains("\"accepted\""),
+            "delivered, not dead-lettered: {body}"
+        );
+    }
+    // A consumer's view: `tail` decodes each record through the same registry.
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["tail", "authed", "--limit", "3", "--idle", "20s", "-c"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("run tail");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");
+            v["value"]["id"].as_str().expect("decoded id").to_string()
+        })
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["a-0", "a-1", "a-2"]);
+    // `check --registry` asks the registry about the route's subjects with the credentials.
+    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["check", "--registry", "-c"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("run check");
+    let text = String::from_utf8_lossy(&check.stdout).to_string();
+    assert_eq!(
+        check.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    assert!(text.contains("authed-value"), "{text}");
+    let (forwarded, refused) = proxy.seen();
+    assert!(
+        forwarded >= 3,
+        "registration, lookups and the check went through: {forwarded}"
+    );
+    assert_eq!(refused, 0, "every request carried the credentials");
+    daemon::stop(sy).await;
+}
+
+/// Runs `switchyard ARGS -c CONFIG`; (exit code, stdout + stderr).
+fn cli(config: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .expect("run switchyard");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_credentials_are_retried_as_the_registry_s_fault_and_the_event_replays_once_fixed() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let proxy = AuthProxy::start(&registry.url(), &basic());
+    let wrong = config(
+        dir.path(),
+        &broker.bootstrap(),
+        &proxy.url(),
+        "wrong-password-77",
+    );
+    let cfg = switchyard::config::Config::load(&wrong).expect("valid config");
+    let (sy, url) = daemon::start(cfg).await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/webhooks/orders"))
+        .header("webhook-id", "w-1")
+        .body(r#"{"n":1}"#)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("send");
+    // Retried as a registry problem (not the event's) until retry_max_elapsed (2 s here, under
+    // the 3 s ack_timeout), then kept in the DLQ, so the answer is 200.
+    let status = r.status();
+    let body = r.text().await.expect("body");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("dead_lettered"), "{body}");
+    daemon::stop(sy).await;
+    let (code, listed) = cli(&wrong, &["dlq", "list", "--format", "json"]);
+    assert_eq!(code, Some(0), "{listed}");
+    let letters: Vec<serde_json::Value> = serde_json::from_str(&listed).expect("JSON list");
+    assert_eq!(letters.len(), 1, "{listed}");
+    // The on-call engineer sees why: the registry refused the credentials (not a schema problem).
+    assert_eq!(letters[0]["class"], "retries_exhausted", "{listed}");
+    let why = letters[0]["message"].as_str().unwrap_or_default();
+    assert!(why.contains("401 Unauthorized"), "{listed}");
+    assert!(!listed.contains("wrong-password-77"));
+    // `check --registry` says so too, without the password.
+    let (code, text) = cli(&wrong, &["check", "--registry"]);
+    assert_ne!(code, Some(0), "{text}");
+    assert!(text.contains("401"), "{text}");
+    assert!(
+        text.contains("[schema_registry] username/password"),
+        "{text}"
+    );
+    assert!(!text.contains("wrong-password-77"), "{text}");
+    assert!(
+        proxy.seen().1 >= 2,
+        "refused requests reached the registry's gate"
+    );
+
+    // Credentials fixed: the replay encodes and delivers the event.
+    let fixed = config(dir.path(), &broker.bootstrap(), &proxy.url(), SECRET);
+    let (code, replayed) = cli(&fixed, &["dlq", "replay", "--all"]);
+    assert_eq!(code, Some(0), "{replayed}");
+    let (code, tailed) = cli(&fixed, &["tail", "authed", "--limit", "1", "--idle", "20s"]);
+    assert_eq!(code, Some(0), "{tailed}");
+    assert!(tailed.contains("\"w-1\""), "{tailed}");
+}
