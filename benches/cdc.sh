@@ -52,14 +52,12 @@ RESULTS=${RESULTS:-}
 SLOTS=$((PAIRS + SPARE))
 CLK_TCK=$(getconf CLK_TCK)
 
-die() { echo "cdc bench: $*" >&2; exit 1; }
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+BENCH=cdc
+# shellcheck source=lib.sh
+. "$ROOT/benches/lib.sh"
 [ "$ROWS" -ge "$TXNS" ] && [ "$TXNS" -ge 1 ] && [ "$PAIRS" -ge 1 ] || die "need ROWS >= TXNS >= 1, PAIRS >= 1"
 
 # --- tools -------------------------------------------------------------------------------
-TOOLS_BIN=${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}/tools/bin
-TANSU_BIN=${TANSU_BIN:-$TOOLS_BIN/tansu}
-RIVVEN_SCHEMA_BIN=${RIVVEN_SCHEMA_BIN:-$TOOLS_BIN/rivven-schema}
 PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 if [ ! -x "$TANSU_BIN" ] || [ ! -x "$RIVVEN_SCHEMA_BIN" ] || [ ! -x "$PG_BINDIR/initdb" ]; then
   log "tools missing; installing them with scripts/tools.sh"
@@ -95,15 +93,6 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 PGDATA=$T/pg/data
 TANSU_PID= REGISTRY_PID= DAEMON_PID= RECV_PID= PSQL_COPROC_PID= PERF_PID= PG_STARTED=0
 
-stop_pid() { # pid seconds: SIGTERM, then SIGKILL after the timeout
-  local pid=$1 secs=$2 deadline
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + secs))
-  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -134,25 +123,12 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_until() { # description seconds command...
-  local what=$1 secs=$2 deadline; shift 2
-  deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${secs}s waiting for $what (logs: $T)"
-    sleep 0.2
-  done
-}
-load1() { cut -d' ' -f1 /proc/loadavg; }
 cpu_ticks() { # utime+stime of a process, all threads (fields 14, 15 of /proc/PID/stat)
   awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
 child_ticks() { # cutime+cstime: CPU of waited-for children (fields 16, 17)
   awk '{ sub(/^.*\) /, ""); print $14 + $15 }' "/proc/$1/stat"
 }
-hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
 # --- PostgreSQL 15 -----------------------------------------------------------------------
 PG_PORT=$(free_port)
@@ -182,20 +158,8 @@ poll_sql() { # one-row, one-column query on the polling session → $POLLED (no 
 }
 
 # --- Tansu and rivven-schema -------------------------------------------------------------
-KAFKA_PORT=$(free_port)
-log "Tansu on 127.0.0.1:$KAFKA_PORT, storage $STORAGE"
-"$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine "$STORAGE" \
-  >"$T/tansu.log" 2>&1 </dev/null &
-TANSU_PID=$!
-wait_until "the broker" 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT"
-
-REGISTRY_PORT=$(free_port)
-log "rivven-schema on 127.0.0.1:$REGISTRY_PORT"
-(cd "$T/registry" && exec "$RIVVEN_SCHEMA_BIN" serve --host 127.0.0.1 --port "$REGISTRY_PORT") \
-  >"$T/registry.log" 2>&1 </dev/null &
-REGISTRY_PID=$!
-wait_until "the registry" 30 curl -sf "http://127.0.0.1:$REGISTRY_PORT/subjects"
+start_tansu "$STORAGE"
+start_registry
 
 # --- schema, publication, slots, load ----------------------------------------------------
 log "table, publication and $SLOTS pairs of pgoutput slots (created before the load)"

@@ -82,8 +82,9 @@ SECRET=whsec_bench
 CLK_TCK=$(getconf CLK_TCK)
 export CLK_TCK
 
-die() { echo "webhooks bench: $*" >&2; exit 1; }
-log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+BENCH=webhooks
+# shellcheck source=lib.sh
+. "$ROOT/benches/lib.sh"
 [ "$PAIRS" -ge 1 ] || die "need PAIRS >= 1"
 avoid_wait() { # waits while another benchmark (AVOID) runs
   [ -n "$AVOID" ] || return 0
@@ -97,9 +98,6 @@ avoid_wait() { # waits while another benchmark (AVOID) runs
 collided() { [ -n "$AVOID" ] && pgrep -f "$AVOID" >/dev/null; }
 
 # --- tools -------------------------------------------------------------------------------
-TOOLS_BIN=${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}/tools/bin
-TANSU_BIN=${TANSU_BIN:-$TOOLS_BIN/tansu}
-RIVVEN_SCHEMA_BIN=${RIVVEN_SCHEMA_BIN:-$TOOLS_BIN/rivven-schema}
 if [ ! -x "$TANSU_BIN" ] || [ ! -x "$RIVVEN_SCHEMA_BIN" ]; then
   log "tools missing; installing them with scripts/tools.sh"
   # shellcheck source=../scripts/tools.sh
@@ -150,15 +148,6 @@ else
 fi
 TANSU_PID= REGISTRY_PID= NGINX_PID= DAEMON_PID= GEN_PID= PERF_PID=
 
-stop_pid() { # pid seconds: SIGTERM, then SIGKILL after the timeout
-  local pid=$1 secs=$2 deadline
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  deadline=$((SECONDS + secs))
-  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-  wait "$pid" 2>/dev/null || true
-}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
@@ -181,19 +170,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
-wait_until() { # description seconds command...
-  local what=$1 secs=$2 deadline; shift 2
-  deadline=$((SECONDS + secs))
-  until "$@" >/dev/null 2>&1; do
-    [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${secs}s waiting for $what (logs: $T)"
-    sleep 0.2
-  done
-}
-load1() { cut -d' ' -f1 /proc/loadavg; }
-hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 thread_ticks() { # "tid comm ticks" of every thread of a process
   local f
   for f in /proc/"$1"/task/*/stat; do
@@ -224,20 +200,8 @@ PY
 }
 
 # --- Tansu, rivven-schema, nginx ---------------------------------------------------------
-KAFKA_PORT=$(free_port)
-log "Tansu on 127.0.0.1:$KAFKA_PORT, storage $STORAGE"
-"$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" --storage-engine "$STORAGE" \
-  >"$T/tansu.log" 2>&1 </dev/null &
-TANSU_PID=$!
-wait_until "the broker" 30 bash -c "exec 3<>/dev/tcp/127.0.0.1/$KAFKA_PORT"
-
-REGISTRY_PORT=$(free_port)
-log "rivven-schema on 127.0.0.1:$REGISTRY_PORT"
-(cd "$T/registry" && exec "$RIVVEN_SCHEMA_BIN" serve --host 127.0.0.1 --port "$REGISTRY_PORT") \
-  >"$T/registry.log" 2>&1 </dev/null &
-REGISTRY_PID=$!
-wait_until "the registry" 30 curl -sf "http://127.0.0.1:$REGISTRY_PORT/subjects"
+start_tansu "$STORAGE"
+start_registry
 
 NGINX_PORT=$(free_port)
 log "nginx on 127.0.0.1:$NGINX_PORT ($NGINX_WORKERS workers, static 200)"
