@@ -367,13 +367,19 @@ async fn readiness(
 
 /// Reloads the routes from the configuration file: a valid file replaces the route table
 /// atomically (events already routed keep the old one, the next event uses the new one); an
-/// invalid file is logged with every error and the running table stays. Sources are not
-/// reloaded: a changed `[sources]` section is reported and needs a restart.
+/// invalid file is logged with every error and the running table stays. Sources and the
+/// schema registry settings are not reloaded: a change to `[sources]` or `[schema_registry]`
+/// is reported and needs a restart.
 pub fn reload(pipeline: &Pipeline, running: &Config) -> Result<usize, String> {
     let new = Config::load(&running.path).map_err(|e| e.to_string())?;
     if format!("{:?}", new.sources) != format!("{:?}", running.sources) {
         warn!(
             "the [sources] section changed: source changes take effect after a restart; routes are reloaded now (routes of sources that do not run yet receive nothing)"
+        );
+    }
+    if new.schema_registry != running.schema_registry {
+        warn!(
+            "the [schema_registry] section changed (URL, timeout or credentials): it takes effect after a restart; routes are reloaded now"
         );
     }
     pipeline.replace_routes(&new);

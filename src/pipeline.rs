@@ -119,6 +119,18 @@ impl Pipeline {
         }
     }
 
+    /// The route table and the policy for events it does not route, read together (a reload
+    /// replaces both at once).
+    pub fn routing(&self) -> (Arc<RouteTable>, Unmatched) {
+        match self.routes.read() {
+            Ok(r) => (Arc::clone(&r.0), r.1),
+            Err(poisoned) => {
+                let r = poisoned.into_inner();
+                (Arc::clone(&r.0), r.1)
+            }
+        }
+    }
+
     /// What happens to events no route takes.
     pub fn unmatched(&self) -> Unmatched {
         match self.routes.read() {

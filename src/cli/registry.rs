@@ -106,6 +106,19 @@ async fn check(config: &Config) -> ExitCode {
     let (mut rejected, mut unknown) = (0, plan.cannot_check.len());
     for p in &plan.subjects {
         let verdict = compatibility(&client, &config.schema_registry.url, p).await;
+        let verdict = match verdict {
+            Verdict::CannotCheck(why) if why.contains("HTTP 401") || why.contains("HTTP 403") => {
+                Verdict::CannotCheck(format!(
+                    "{why}; {}",
+                    if config.schema_registry.auth.is_some() {
+                        "the registry refused switchyard's credentials: check [schema_registry] username/password (or token)"
+                    } else {
+                        "the registry wants credentials: set [schema_registry] username and password (or token)"
+                    }
+                ))
+            }
+            v => v,
+        };
         let writers = p.writers.join(", ");
         match &verdict {
             Verdict::Compatible => println!("  {}: compatible ({writers})", p.subject),
@@ -401,12 +414,6 @@ pub async fn compatibility(client: &reqwest::Client, base: &str, p: &Planned) ->
             if is_latest(client, base, p).await {
                 return Verdict::Latest;
             }
-        }
-        status @ (401 | 403) => {
-            let text = versions.text().await.unwrap_or_default();
-            return Verdict::CannotCheck(format!(
-                "listing versions: HTTP {status}: {text}; the registry refused switchyard's credentials: check [schema_registry] username/password (or token)"
-            ));
         }
         status => {
             let text = versions.text().await.unwrap_or_default();

@@ -121,7 +121,7 @@ pub struct KafkaConfig {
 }
 
 /// `[schema_registry]`
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistryConfig {
     /// Base URL.
     pub url: String,

@@ -530,6 +530,27 @@ fn registry_auth(raw: &RawSchemaRegistry, diag: &mut Diagnostics) -> Option<Opti
         }
         _ => {}
     }
+    if let Some(u) = raw.username.as_ref().filter(|u| u.get_ref().contains(':')) {
+        diag.at(
+            u.span(),
+            "[schema_registry] `username` contains `:`, which HTTP basic authentication cannot carry",
+            Some("check the value: a user name or API key has no `:`".into()),
+        );
+        ok = false;
+    }
+    for v in [&raw.username, &raw.password, &raw.token]
+        .into_iter()
+        .flatten()
+    {
+        if v.get_ref().chars().any(char::is_control) {
+            diag.at(
+                v.span(),
+                "[schema_registry] credentials contain a control character (a newline?), which an HTTP header cannot carry",
+                Some("check the environment variable's value (a trailing newline from a file?)".into()),
+            );
+            ok = false;
+        }
+    }
     if !ok {
         return None;
     }

@@ -428,6 +428,24 @@ fn incomplete_or_conflicting_registry_credentials_are_reported_where_they_are() 
         errs[0]
     );
 
+    let errs = errors(&with("username = \"u\"\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0]
+            .starts_with("conf/routes.toml:6:12: [schema_registry] `username` needs a `password`"),
+        "{}",
+        errs[0]
+    );
+
+    let errs = errors(&with("username = \"a:b\"\npassword = \"p\"\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("`username` contains `:`"), "{}", errs[0]);
+
+    // A control character (here a TOML `\t` escape) cannot go into an HTTP header.
+    let errs = errors(&with("token = \"tok\\t\"\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(errs[0].contains("control character"), "{}", errs[0]);
+
     // An empty variable is a mistake, not "no password".
     let errs = errors_with_env(
         &with("username = \"u\"\npassword = \"${SR_SECRET}\"\n"),

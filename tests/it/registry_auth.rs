@@ -1,7 +1,8 @@
 //! A registry that requires credentials (Confluent Cloud, a gateway): switchyard sends
 //! `[schema_registry]` username/password with every request, from the daemon, `tail` and
-//! `check --registry`; wrong credentials are a transient failure named as such, never a DLQ
-//! entry, and the password shows nowhere.
+//! `check --registry`; wrong credentials are retried as the registry's fault (never a schema
+//! rejection), the event waits in the DLQ to be replayed once they are fixed, and the password
+//! shows nowhere.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,6 +15,12 @@ const KEY: &str = "SRKEY";
 const SECRET: &str = "sr-secret-93f1";
 
 fn config(dir: &Path, bootstrap: &str, registry: &str, password: &str) -> PathBuf {
+    let name = if password == SECRET { "good" } else { "bad" };
+    let auth = format!("username = \"{KEY}\"\npassword = \"{password}\"");
+    config_with(dir, bootstrap, registry, name, &auth)
+}
+
+fn config_with(dir: &Path, bootstrap: &str, registry: &str, name: &str, auth: &str) -> PathBuf {
     let text = format!(
         r#"
 [server]
@@ -28,8 +35,7 @@ retry_max_elapsed = "2s"
 [schema_registry]
 url = "{registry}"
 timeout = "3s"
-username = "{KEY}"
-password = "{password}"
+{auth}
 
 [sources.orders]
 type = "webhook"
@@ -40,17 +46,20 @@ source = "orders"
 topic = "authed"
 "#
     );
-    let name = if password == SECRET { "good" } else { "bad" };
     let path = dir.join(format!("routes-{name}.toml"));
     std::fs::write(&path, text).expect("write config");
     path
 }
 
 fn basic() -> String {
+    basic_with(SECRET)
+}
+
+fn basic_with(password: &str) -> String {
     use base64::Engine;
     format!(
         "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{SECRET}"))
+        base64::engine::general_purpose::STANDARD.encode(format!("{KEY}:{password}"))
     )
 }
 
@@ -186,7 +195,9 @@ async fn wrong_credentials_are_retried_as_the_registry_s_fault_and_the_event_rep
     assert_eq!(letters[0]["class"], "retries_exhausted", "{listed}");
     let why = letters[0]["message"].as_str().unwrap_or_default();
     assert!(why.contains("401 Unauthorized"), "{listed}");
-    assert!(!listed.contains("wrong-password-77"));
+    let encoded = basic_with("wrong-password-77");
+    let encoded = encoded.trim_start_matches("Basic ");
+    assert!(!listed.contains("wrong-password-77") && !listed.contains(encoded));
     // `check --registry` says so too, without the password.
     let (code, text) = cli(&wrong, &["check", "--registry"]);
     assert_ne!(code, Some(0), "{text}");
@@ -195,7 +206,10 @@ async fn wrong_credentials_are_retried_as_the_registry_s_fault_and_the_event_rep
         text.contains("[schema_registry] username/password"),
         "{text}"
     );
-    assert!(!text.contains("wrong-password-77"), "{text}");
+    assert!(
+        !text.contains("wrong-password-77") && !text.contains(encoded),
+        "{text}"
+    );
     assert!(
         proxy.seen().1 >= 2,
         "refused requests reached the registry's gate"
@@ -208,4 +222,40 @@ async fn wrong_credentials_are_retried_as_the_registry_s_fault_and_the_event_rep
     let (code, tailed) = cli(&fixed, &["tail", "authed", "--limit", "1", "--idle", "20s"]);
     assert_eq!(code, Some(0), "{tailed}");
     assert!(tailed.contains("\"w-1\""), "{tailed}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_token_is_sent_by_the_daemon_and_by_tail() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let proxy = AuthProxy::start(&registry.url(), "Bearer tok-5150");
+    let path = config_with(
+        dir.path(),
+        &broker.bootstrap(),
+        &proxy.url(),
+        "token",
+        "token = \"tok-5150\"",
+    );
+    let cfg = switchyard::config::Config::load(&path).expect("valid config");
+    let (sy, url) = daemon::start(cfg).await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/webhooks/orders"))
+        .header("webhook-id", "b-1")
+        .body(r#"{"n":1}"#)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("send");
+    let status = r.status();
+    let body = r.text().await.expect("body");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"accepted\""), "{body}");
+    let (code, tailed) = cli(&path, &["tail", "authed", "--limit", "1", "--idle", "20s"]);
+    assert_eq!(code, Some(0), "{tailed}");
+    assert!(tailed.contains("\"b-1\""), "{tailed}");
+    assert_eq!(proxy.seen().1, 0, "every request carried the token");
+    daemon::stop(sy).await;
 }

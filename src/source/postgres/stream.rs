@@ -363,9 +363,11 @@ impl PostgresSource {
     ) -> Option<u64> {
         let seq = checkpoint.track(position);
         self.counters.receive();
-        // Routed once, here: the pipeline takes the matches as they are.
-        let matches = self.pipeline.routes().route(&event);
-        if matches.is_empty() && self.pipeline.unmatched() == Unmatched::Drop {
+        // Routed once, here: the pipeline takes the matches as they are. Table and policy are
+        // read together, so a reload in between cannot pair the old table with the new policy.
+        let (routes, unmatched) = self.pipeline.routing();
+        let matches = routes.route(&event);
+        if matches.is_empty() && unmatched == Unmatched::Drop {
             // Unrouted tables and operations are the common case for CDC: not counted.
             return checkpoint.resolve(seq, true);
         }
