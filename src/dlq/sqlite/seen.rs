@@ -3,6 +3,7 @@
 //! `source::webhook::dedupe`). They have their own connection (`seen`), so their commits never
 //! wait behind a dead letter's fsync.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -211,7 +212,8 @@ impl SqliteStore {
         self.with_seen(move |c| {
             let mut out = Vec::new();
             this.each_seen(c, since, i64::MAX, limit, |k, at| {
-                out.push((k.to_string(), at))
+                out.push((k.to_string(), at));
+                ControlFlow::Continue(())
             })?;
             Ok(out)
         })
@@ -219,8 +221,8 @@ impl SqliteStore {
     }
 
     /// Calls `each` with the ids accepted from `since` up to (not including) `before`, newest
-    /// first, at most `limit` of them, on the calling thread (which it blocks); returns how
-    /// many. It reads through a read-only connection of its own, so a long read (millions of
+    /// first, at most `limit` of them (or until `each` breaks), on the calling thread (which it
+    /// blocks); returns how many it was given. It reads through a read-only connection of its own, so a long read (millions of
     /// ids, while the daemon serves) never holds up the commits of new ids: in WAL mode a
     /// reader and the writer do not wait for each other.
     pub fn each_seen_blocking(
@@ -228,7 +230,7 @@ impl SqliteStore {
         since: i64,
         before: i64,
         limit: usize,
-        each: impl FnMut(&str, i64),
+        each: impl FnMut(&str, i64) -> ControlFlow<()>,
     ) -> Result<usize, DlqError> {
         let err = self.err();
         let reader = Connection::open_with_flags(
@@ -249,7 +251,7 @@ impl SqliteStore {
         since: i64,
         before: i64,
         limit: usize,
-        mut each: impl FnMut(&str, i64),
+        mut each: impl FnMut(&str, i64) -> ControlFlow<()>,
     ) -> Result<usize, DlqError> {
         let err = self.err();
         let mut stmt = c
@@ -269,8 +271,10 @@ impl SqliteStore {
         let mut n = 0;
         while let Some(r) = rows.next().map_err(&err)? {
             let key: String = r.get(0).map_err(&err)?;
-            each(&key, r.get(1).map_err(&err)?);
             n += 1;
+            if each(&key, r.get(1).map_err(&err)?).is_break() {
+                break;
+            }
         }
         Ok(n)
     }
@@ -353,6 +357,7 @@ mod tests {
         let n = store
             .each_seen_blocking(0, 100, 1_000, |_, _| {
                 read += 1;
+                let go = ControlFlow::Continue(());
                 // In the middle of the read (start-up's fingerprinting, while the daemon
                 // serves), an HTTP thread's commit finds the ids' connection free.
                 if read == 50 {
@@ -361,12 +366,13 @@ mod tests {
                     assert!(matches!(done, Some(Ok(()))), "commit held up");
                     committed_meanwhile += 1;
                 }
+                go
             })
             .expect("read");
         assert_eq!((n, read, committed_meanwhile), (100, 100, 1));
         // The read saw its own snapshot (not the id committed during it); the id is stored.
         let all = store
-            .each_seen_blocking(0, 1_000, 1_000, |_, _| {})
+            .each_seen_blocking(0, 1_000, 1_000, |_, _| ControlFlow::Continue(()))
             .expect("read");
         assert_eq!(all, 101);
     }

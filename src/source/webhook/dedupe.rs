@@ -391,14 +391,19 @@ impl Dedupe {
             let weak = Arc::downgrade(&dedupe);
             let printer = dedupe.printer.clone();
             tokio::spawn(async move {
+                let reading = weak.clone();
                 let built = tokio::task::spawn_blocking(move || {
-                    fingerprint_stored(&sqlite, &printer, since, before, window_micros)
+                    // Stops early once the daemon has let go of the deduplication (it is
+                    // stopping): the process need not wait for the read to finish.
+                    let wanted = || reading.strong_count() > 0;
+                    fingerprint_stored(&sqlite, &printer, since, before, window_micros, wanted)
                 })
                 .await
                 .map_err(|e| e.to_string())
                 .and_then(|r| r.map_err(|e| e.to_string()));
                 match built {
-                    Ok((older, n)) => {
+                    Ok(None) => {}
+                    Ok(Some((older, n))) => {
                         // Stopped meanwhile: nothing to complete.
                         let Some(d) = weak.upgrade() else { return };
                         if let Ok(mut m) = d.memory.lock() {
@@ -495,27 +500,44 @@ impl Dedupe {
 
 /// Fingerprints of the ids the store holds from `since` up to (not including) `before`, newest
 /// first, at most [`memory::OLDER_CAP`]; with how many were read. Blocks the calling thread.
+/// `None` if `wanted` said no more (asked every [`CHECK_WANTED_EVERY`] ids): what was read
+/// so far would not cover the range, so it is not returned.
 fn fingerprint_stored(
     sqlite: &SqliteStore,
     printer: &Printer,
     since: i64,
     before: i64,
     window: i64,
-) -> Result<(Older, usize), crate::dlq::DlqError> {
+    wanted: impl Fn() -> bool,
+) -> Result<Option<(Older, usize)>, crate::dlq::DlqError> {
     let mut older = Older::new(since, window);
     let mut oldest = before;
+    let mut read = 0usize;
+    let mut stopped = false;
     let n = sqlite.each_seen_blocking(since, before, memory::OLDER_CAP, |k, at| {
+        read += 1;
+        if read.is_multiple_of(CHECK_WANTED_EVERY) && !wanted() {
+            stopped = true;
+            return std::ops::ControlFlow::Break(());
+        }
         older.add(memory::fingerprint(printer.print(k)), at);
         oldest = oldest.min(at);
+        std::ops::ControlFlow::Continue(())
     })?;
+    if stopped {
+        return Ok(None);
+    }
     // At the cap, ids older than the last one read are only in the store.
     older.complete_since = older.complete_since.max(if n >= memory::OLDER_CAP {
         oldest + 1
     } else {
         since
     });
-    Ok((older, n))
+    Ok(Some((older, n)))
 }
+
+/// How often the start-up fingerprinting checks whether it is still wanted (ids read).
+const CHECK_WANTED_EVERY: usize = 4096;
 
 /// The embedded store's writer thread: commits the ids queued for it, checkpoints the WAL and
 /// moves ids into the keyed index one short transaction at a time (the HTTP threads find the
@@ -806,6 +828,32 @@ mod tests {
                 Claim::Lead(_)
             ));
         });
+    }
+
+    #[test]
+    fn start_up_fingerprinting_stops_when_no_longer_wanted_and_returns_nothing_partial() {
+        let (_dir, _rt, store) = scratch_store();
+        let sqlite = store.as_sqlite().expect("sqlite");
+        let keys: Vec<String> = (0..3 * CHECK_WANTED_EVERY)
+            .map(|i| format!("s\u{1f}evt_{i}"))
+            .collect();
+        sqlite
+            .remember_seen_blocking(keys.iter().enumerate().map(|(i, k)| (k.as_str(), i as i64)))
+            .expect("ids");
+        let printer = Printer::new();
+        let asked = std::cell::Cell::new(0);
+        let built = fingerprint_stored(sqlite, &printer, 0, i64::MAX, i64::MAX / 4, || {
+            asked.set(asked.get() + 1);
+            false
+        })
+        .expect("read");
+        // Asked once, after the first few thousand ids: stopped there, nothing returned.
+        assert!(built.is_none());
+        assert_eq!(asked.get(), 1);
+        let built = fingerprint_stored(sqlite, &printer, 0, i64::MAX, i64::MAX / 4, || true)
+            .expect("read")
+            .expect("complete");
+        assert_eq!(built.1, keys.len());
     }
 
     #[test]
