@@ -63,6 +63,20 @@ fn basic_with(password: &str) -> String {
     )
 }
 
+/// POSTs webhook `id` to the daemon at `url`; (status, body).
+async fn post(url: &str, id: &str) -> (u16, String) {
+    let r = reqwest::Client::new()
+        .post(format!("{url}/webhooks/orders"))
+        .header("webhook-id", id)
+        .body(format!(r#"{{"id":"{id}"}}"#))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("send");
+    let status = r.status().as_u16();
+    (status, r.text().await.expect("body"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_credentials_events_are_encoded_tailed_and_checked_through_an_authenticating_registry()
 {
@@ -75,18 +89,8 @@ async fn with_credentials_events_are_encoded_tailed_and_checked_through_an_authe
     let path = config(dir.path(), &broker.bootstrap(), &proxy.url(), SECRET);
     let cfg = switchyard::config::Config::load(&path).expect("valid config");
     let (sy, url) = daemon::start(cfg).await;
-    let client = reqwest::Client::new();
     for i in 0..3 {
-        let r = client
-            .post(format!("{url}/webhooks/orders"))
-            .header("webhook-id", format!("a-{i}"))
-            .body(format!(r#"{{"n":{i}}}"#))
-            .timeout(Duration::from_secs(30))
-            .send()
-            .await
-            .expect("send");
-        let status = r.status();
-        let body = r.text().await.unwrap_or_default();
+        let (status, body) = post(&url, &format!("a-{i}")).await;
         assert_eq!(status, 200, "{body}");
         assert!(
             body.contains("\"accepted\""),
@@ -115,19 +119,8 @@ async fn with_credentials_events_are_encoded_tailed_and_checked_through_an_authe
     ids.sort();
     assert_eq!(ids, ["a-0", "a-1", "a-2"]);
     // `check --registry` asks the registry about the route's subjects with the credentials.
-    let check = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["check", "--registry", "-c"])
-        .arg(&path)
-        .output()
-        .await
-        .expect("run check");
-    let text = String::from_utf8_lossy(&check.stdout).to_string();
-    assert_eq!(
-        check.status.code(),
-        Some(0),
-        "{text}{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let (code, text) = cli(&path, &["check", "--registry"]);
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("authed-value"), "{text}");
     let (forwarded, refused) = proxy.seen();
     assert!(
@@ -172,18 +165,9 @@ async fn wrong_credentials_are_retried_as_the_registry_s_fault_and_the_event_rep
     );
     let cfg = switchyard::config::Config::load(&wrong).expect("valid config");
     let (sy, url) = daemon::start(cfg).await;
-    let r = reqwest::Client::new()
-        .post(format!("{url}/webhooks/orders"))
-        .header("webhook-id", "w-1")
-        .body(r#"{"n":1}"#)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .expect("send");
+    let (status, body) = post(&url, "w-1").await;
     // Retried as a registry problem (not the event's) until retry_max_elapsed (2 s here, under
     // the 3 s ack_timeout), then kept in the DLQ, so the answer is 200.
-    let status = r.status();
-    let body = r.text().await.expect("body");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("dead_lettered"), "{body}");
     daemon::stop(sy).await;
@@ -241,16 +225,7 @@ async fn a_bearer_token_is_sent_by_the_daemon_and_by_tail() {
     );
     let cfg = switchyard::config::Config::load(&path).expect("valid config");
     let (sy, url) = daemon::start(cfg).await;
-    let r = reqwest::Client::new()
-        .post(format!("{url}/webhooks/orders"))
-        .header("webhook-id", "b-1")
-        .body(r#"{"n":1}"#)
-        .timeout(Duration::from_secs(30))
-        .send()
-        .await
-        .expect("send");
-    let status = r.status();
-    let body = r.text().await.expect("body");
+    let (status, body) = post(&url, "b-1").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"accepted\""), "{body}");
     let (code, tailed) = cli(&path, &["tail", "authed", "--limit", "1", "--idle", "20s"]);
