@@ -364,7 +364,15 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
             {
                 bail!("cancelled; nothing was replayed");
             }
-            let pipeline = Arc::new(Pipeline::new(config)?);
+            // A real replay is traced like the daemon's deliveries (`[telemetry] otlp_endpoint`):
+            // a `dlq.replay` span per entry, whose `produce` children the records' `traceparent`
+            // headers name.
+            let traces = if *dry_run {
+                crate::telemetry::traces::Traces::off()
+            } else {
+                crate::telemetry::traces::Traces::from_config(&config.telemetry)?
+            };
+            let pipeline = Arc::new(Pipeline::new(config)?.with_traces(traces));
             let action = if *dry_run {
                 "replay --dry-run"
             } else {
@@ -394,6 +402,7 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
             let result = format!("delivered {}, failed {}", report.delivered, report.failed);
             if !dry_run {
                 pipeline.sink().flush(Duration::from_secs(10));
+                pipeline.traces().shutdown();
                 store
                     .audit(&AuditEntry {
                         at: now_micros(),

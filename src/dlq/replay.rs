@@ -22,6 +22,9 @@ use crate::error::ErrorClass;
 use crate::event::{Event, now_micros};
 use crate::pipeline::Pipeline;
 use crate::router::RouteMatch;
+use crate::telemetry::traces::{TRACEPARENT, Traced};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 /// How a replay runs.
 #[derive(Debug, Clone)]
@@ -232,6 +235,34 @@ fn routes_for(
 }
 
 async fn deliver_entry(pipeline: &Pipeline, dl: &DeadLetter) -> Result<String, Failure> {
+    let traces = pipeline.traces();
+    let span = traces.root(
+        "dlq.replay",
+        SpanKind::Producer,
+        None,
+        if traces.is_on() {
+            vec![
+                KeyValue::new("switchyard.dead_letter.id", dl.id),
+                KeyValue::new("switchyard.event_id", dl.event_id.clone()),
+                KeyValue::new("switchyard.source", dl.source.clone()),
+                KeyValue::new("error.type", dl.class.clone()),
+            ]
+        } else {
+            Vec::new()
+        },
+    );
+    let delivered = deliver_entry_traced(pipeline, dl, &span).await;
+    if let Err(f) = &delivered {
+        span.fail(&f.message);
+    }
+    delivered
+}
+
+async fn deliver_entry_traced(
+    pipeline: &Pipeline,
+    dl: &DeadLetter,
+    span: &Traced,
+) -> Result<String, Failure> {
     let event = dl.event.as_ref().ok_or_else(|| Failure {
         class: ErrorClass::Decode,
         message: "the stored event is missing".into(),
@@ -239,14 +270,34 @@ async fn deliver_entry(pipeline: &Pipeline, dl: &DeadLetter) -> Result<String, F
     let mut topics = Vec::new();
     for m in routes_for(pipeline, dl, event)? {
         let ack = AckToken::detached();
-        let record = pipeline.encode(event, &m, &ack).await?;
+        let mut record = pipeline.encode(event, &m, &ack).await?;
+        let produce = if span.is_on() {
+            span.child(
+                "produce",
+                vec![
+                    KeyValue::new("switchyard.route", m.route.to_string()),
+                    KeyValue::new("messaging.system", "kafka"),
+                    KeyValue::new("messaging.destination.name", m.topic.clone()),
+                ],
+            )
+        } else {
+            Traced::none()
+        };
+        if let Some(tp) = produce.traceparent() {
+            // The record names the replay, not the original delivery attempt.
+            record.headers.retain(|(k, _)| k != TRACEPARENT);
+            record.headers.push((TRACEPARENT.into(), tp.into_bytes()));
+        }
         pipeline
             .sink()
             .deliver(&record, &|| false)
             .await
-            .map_err(|e| Failure {
-                class: e.class(),
-                message: e.to_string(),
+            .map_err(|e| {
+                produce.fail(&e.to_string());
+                Failure {
+                    class: e.class(),
+                    message: e.to_string(),
+                }
             })?;
         topics.push(m.topic);
     }

@@ -229,3 +229,118 @@ topic = "traced-orders"
         assert_eq!(route.parent, txn.id);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dlq_replay_is_traced_and_its_record_names_the_replay() {
+    let stack = Stack::start();
+    let (endpoint, spans) = collector().await;
+    let path = stack.dir.path().join("routes.toml");
+    let write = |extra_route: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                r#"
+[server]
+listen = "127.0.0.1:0"
+[kafka]
+bootstrap_servers = "{}"
+delivery_timeout = "5s"
+[schema_registry]
+url = "{}"
+[telemetry]
+otlp_endpoint = "{endpoint}"
+[router]
+unmatched = "dlq"
+[sources.hooks]
+type = "webhook"
+[[routes]]
+name = "orders"
+source = "hooks"
+event_types = ["order.*"]
+topic = "traced-orders"
+{extra_route}
+"#,
+                stack.broker.bootstrap(),
+                stack.registry.url(),
+            ),
+        )
+        .expect("config");
+    };
+    // No route takes invoices yet: the webhook is dead-lettered (class unroutable).
+    write("");
+    let config = switchyard::config::Config::load(&path).expect("config");
+    let (sy, url) = daemon::start(config).await;
+    let r = reqwest::Client::new()
+        .post(format!("{url}/webhooks/hooks"))
+        .header("webhook-id", "inv-1")
+        .header("ce-type", "invoice.paid")
+        .body(r#"{"invoice":1}"#)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.expect("body").contains("dead_lettered"));
+    daemon::stop(sy).await;
+
+    // A route for invoices, then the on-call engineer replays.
+    write(
+        r#"[[routes]]
+name = "invoices"
+source = "hooks"
+event_types = ["invoice.*"]
+topic = "traced-invoices""#,
+    );
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["dlq", "replay", "--all", "--yes", "-c"])
+        .arg(&path)
+        .output()
+        .await
+        .expect("run replay");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = stack.broker.bootstrap();
+        move || read_topic(&bootstrap, "traced-invoices", 2, Duration::from_secs(10))
+    })
+    .await
+    .expect("consumer");
+    assert_eq!(records.len(), 1);
+    let tp = header(&records[0], "traceparent").expect("traceparent header");
+    let spans = wait_for_async("the replay's spans", Duration::from_secs(20), || {
+        let spans = Arc::clone(&spans);
+        async move {
+            let all = spans.lock().expect("lock").clone();
+            all.iter().any(|s| s.name == "dlq.replay").then_some(all)
+        }
+    })
+    .await;
+    let replay = spans
+        .iter()
+        .find(|s| s.name == "dlq.replay")
+        .expect("replay span");
+    assert_eq!(replay.parent, "", "a replay starts its own trace");
+    assert!(
+        replay
+            .attributes
+            .get("switchyard.event_id")
+            .is_some_and(|v| v.contains("inv-1")),
+        "{replay:?}"
+    );
+    assert!(
+        replay.attributes.contains_key("switchyard.dead_letter.id"),
+        "{replay:?}"
+    );
+    // The record names the replay's `produce` span, a child of the replay.
+    assert_eq!(&tp[3..35], replay.trace, "{tp}");
+    let produce = spans
+        .iter()
+        .find(|s| s.id == tp[36..52])
+        .expect("the produce span is exported");
+    assert_eq!(produce.name, "produce");
+    assert_eq!(produce.parent, replay.id);
+}
