@@ -23,6 +23,8 @@ struct Received {
     id: String,
     parent: String,
     attributes: HashMap<String, String>,
+    /// End time, nanoseconds since the epoch.
+    end: u64,
 }
 
 /// An OTLP/HTTP receiver on a free port: every span POSTed to `/v1/traces`.
@@ -58,6 +60,7 @@ async fn collector() -> (String, Arc<Mutex<Vec<Received>>>) {
                                 id: hex::encode(&s.span_id),
                                 parent: hex::encode(&s.parent_span_id),
                                 attributes,
+                                end: s.end_time_unix_nano,
                             });
                         }
                     }
@@ -227,6 +230,12 @@ topic = "traced-orders"
         assert_eq!(produce.name, "produce");
         let route = parent_of(produce).expect("parent");
         assert_eq!(route.parent, txn.id);
+        // The transaction's span lasts until its rows are delivered: it covers its children.
+        assert!(
+            txn.end >= produce.end,
+            "transaction ended {} ns before its produce span",
+            produce.end - txn.end
+        );
     }
 }
 

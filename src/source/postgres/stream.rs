@@ -474,6 +474,10 @@ impl PostgresSource {
         let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
         let mut txn: Option<(u64, u32, i64, u32)> = None; // final_lsn, xid, commit ms, ordinal
         let mut txn_span = Traced::none();
+        // Spans of committed transactions whose events are not all durable yet, by commit
+        // end position: each ends once the slot may be confirmed past its commit, so it covers
+        // its events' deliveries (its children).
+        let mut delivering: VecDeque<(u64, Traced)> = VecDeque::new();
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval);
         heartbeat.tick().await;
         // Set when a stop arrives inside a transaction: its changes already went to the
@@ -508,6 +512,7 @@ impl PostgresSource {
                         return Err(SourceError::NotDurable(id));
                     }
                     apply(&repl, &mut commits, at, &self.counters);
+                    end_spans(&mut delivering, at);
                 }
                 _ = heartbeat.tick() => {
                     // Writes WAL on idle databases so the slot's position can advance.
@@ -534,11 +539,15 @@ impl PostgresSource {
                                 txn_span.set(KeyValue::new("switchyard.events", i64::from(events)));
                             }
                             txn = None;
-                            txn_span = Traced::none();
+                            let span = std::mem::take(&mut txn_span);
+                            if span.is_on() {
+                                delivering.push_back((end_lsn.0, span));
+                            }
                             let seq = checkpoint.track(end_lsn.0);
                             commits.push_back(end_lsn.0);
                             let at = checkpoint.resolve(seq, true);
                             apply(&repl, &mut commits, at, &self.counters);
+                            end_spans(&mut delivering, at);
                             if let Some(deadline) = stopping {
                                 self.finish(&mut repl, &mut checkpoint, &mut commits, &mut acks, deadline).await;
                                 return Ok(());
@@ -582,6 +591,7 @@ impl PostgresSource {
                             let trace = if transactional { txn_span.context() } else { None };
                             let at = self.send(event, position, &mut checkpoint, &mut acks, trace).await;
                             apply(&repl, &mut commits, at, &self.counters);
+                            end_spans(&mut delivering, at);
                         }
                         ReplicationEvent::XLogData { data, .. } => {
                             let msg = pgoutput::decode(&data)?;
@@ -670,6 +680,14 @@ pub async fn connect_sql(source: &PostgresSourceConfig) -> Result<Client, Source
 }
 
 /// Reports the end of the newest commit whose events are all durable.
+/// Ends the spans of the transactions committed at or before `confirmed`.
+fn end_spans(delivering: &mut VecDeque<(u64, Traced)>, confirmed: Option<u64>) {
+    let Some(confirmed) = confirmed else { return };
+    while delivering.front().is_some_and(|(end, _)| *end <= confirmed) {
+        delivering.pop_front();
+    }
+}
+
 fn apply(
     repl: &ReplicationClient,
     commits: &mut VecDeque<u64>,
