@@ -91,7 +91,11 @@ async fn webhook_and_cdc_spans_reach_the_collector_and_kafka_headers_continue_th
     let db = pg.fresh_database("traced").await;
     let admin = connect(&pg, &db).await;
     admin
-        .batch_execute("CREATE TABLE orders (id bigint PRIMARY KEY)")
+        .batch_execute(
+            "CREATE TABLE orders (id bigint PRIMARY KEY);
+             CREATE TABLE snap (id bigint PRIMARY KEY);
+             INSERT INTO snap SELECT generate_series(1, 5);",
+        )
         .await
         .expect("schema");
     let (endpoint, spans) = collector().await;
@@ -115,7 +119,9 @@ type = "webhook"
 [sources.appdb]
 type = "postgres"
 url = "{}"
-tables = ["public.orders"]
+tables = ["public.orders", "public.snap"]
+snapshot = "initial"
+snapshot_chunk_rows = 2
 [[routes]]
 name = "hooks"
 source = "hooks"
@@ -123,7 +129,18 @@ topic = "traced-hooks"
 [[routes]]
 name = "orders"
 source = "appdb"
+tables = ["public.orders"]
 topic = "traced-orders"
+[[routes]]
+name = "snap"
+source = "appdb"
+tables = ["public.snap"]
+topic = "traced-snap"
+[[routes]]
+name = "audit"
+source = "appdb"
+ops = ["message"]
+topic = "traced-audit"
 "#,
             stack.broker.bootstrap(),
             stack.registry.url(),
@@ -162,7 +179,8 @@ topic = "traced-orders"
     assert_eq!(r.status(), 200);
     admin
         .batch_execute(
-            "BEGIN; INSERT INTO orders VALUES (1); INSERT INTO orders VALUES (2); COMMIT",
+            "BEGIN; INSERT INTO orders VALUES (1); INSERT INTO orders VALUES (2); COMMIT;
+             SELECT pg_logical_emit_message(false, 'audit', 'outside a transaction');",
         )
         .await
         .expect("transaction");
@@ -180,7 +198,22 @@ topic = "traced-orders"
     })
     .await
     .expect("consumer");
-    assert_eq!((hooks.len(), orders.len()), (1, 2));
+    let snap = tokio::task::spawn_blocking({
+        let b = bootstrap.clone();
+        move || read_topic(&b, "traced-snap", 5, Duration::from_secs(30))
+    })
+    .await
+    .expect("consumer");
+    let audit = tokio::task::spawn_blocking({
+        let b = bootstrap.clone();
+        move || read_topic(&b, "traced-audit", 1, Duration::from_secs(30))
+    })
+    .await
+    .expect("consumer");
+    assert_eq!(
+        (hooks.len(), orders.len(), snap.len(), audit.len()),
+        (1, 2, 5, 1)
+    );
 
     // An orderly stop sends the spans still batched.
     sy.signal("TERM");
@@ -237,6 +270,41 @@ topic = "traced-orders"
             produce.end - txn.end
         );
     }
+
+    // Snapshot: a trace per chunk of 2 rows (2 + 2 + 1); each read names its chunk's trace.
+    let chunks: Vec<&Received> = spans
+        .iter()
+        .filter(|s| s.name == "cdc.snapshot.chunk")
+        .collect();
+    assert_eq!(chunks.len(), 3, "{chunks:#?}");
+    let mut sizes: Vec<&str> = chunks
+        .iter()
+        .map(|c| c.attributes["switchyard.snapshot.rows"].as_str())
+        .collect();
+    sizes.sort_unstable();
+    assert_eq!(sizes, ["IntValue(1)", "IntValue(2)", "IntValue(2)"]);
+    for r in &snap {
+        let tp = header(r, "traceparent").expect("traceparent header");
+        let chunk = chunks
+            .iter()
+            .find(|c| c.trace == tp[3..35])
+            .unwrap_or_else(|| panic!("no chunk trace for {tp}"));
+        assert_eq!(chunk.parent, "", "a chunk starts a trace");
+    }
+
+    // A message outside a transaction is its own trace, lasting until it is durable.
+    let message = spans
+        .iter()
+        .find(|s| s.name == "cdc.message")
+        .unwrap_or_else(|| panic!("no message span in {spans:#?}"));
+    assert!(message.attributes["switchyard.message.prefix"].contains("audit"));
+    let tp = header(&audit[0], "traceparent").expect("traceparent header");
+    assert_eq!(&tp[3..35], message.trace, "{tp}");
+    let produce = by_id.get(&tp[36..52]).expect("exported");
+    assert!(
+        message.end >= produce.end,
+        "the message span covers its delivery"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,6 +24,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use pgwire_replication::ReplicationClient;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -33,6 +35,7 @@ use tracing::{info, warn};
 use super::stream::{KnownRelation, PostgresSource, SourceError, connect_sql, sql};
 use crate::ack::AckToken;
 use crate::event::{ChangePayload, Event, EventId, Payload, now_micros};
+use crate::telemetry::traces::Traced;
 
 /// What the state store remembers of a source's snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -339,6 +342,13 @@ impl PostgresSource {
                 let n = rows.len();
                 let last_key = rows.last().map(|r| key_of(shape, r));
                 let first = progress.tables[i].rows;
+                // A span per chunk with rows (its own trace), ended once the chunk's progress is
+                // saved.
+                let span = if n > 0 {
+                    self.chunk_span(&t.schema, &t.table, first, n)
+                } else {
+                    Traced::none()
+                };
                 let mut receivers = Vec::with_capacity(n);
                 for (j, row) in rows.into_iter().enumerate() {
                     let event =
@@ -346,11 +356,14 @@ impl PostgresSource {
                     let (ack, rx) = AckToken::new();
                     let id = event.id.to_string();
                     self.counters.receive();
-                    self.pipeline.dispatch(event, ack).await;
+                    self.pipeline
+                        .dispatch_traced(event, ack, span.context())
+                        .await;
                     receivers.push((id, rx));
                 }
                 for (id, rx) in receivers {
                     if !rx.wait().await.is_durable() {
+                        span.fail("an event of the chunk was not made durable");
                         return Err(SourceError::NotDurable(id));
                     }
                 }
@@ -395,6 +408,32 @@ impl PostgresSource {
     }
 
     /// True when some route takes snapshot reads of the table.
+    /// The span of one snapshot chunk: `rows` rows of `schema.table` from row `first` on.
+    fn chunk_span(&self, schema: &str, table: &str, first: u64, rows: usize) -> Traced {
+        let traces = self.pipeline.traces();
+        if !traces.is_on() {
+            return Traced::none();
+        }
+        traces.root(
+            "cdc.snapshot.chunk",
+            SpanKind::Consumer,
+            None,
+            vec![
+                KeyValue::new("switchyard.source", self.name.clone()),
+                KeyValue::new("db.system.name", "postgresql"),
+                KeyValue::new("switchyard.table", format!("{schema}.{table}")),
+                KeyValue::new(
+                    "switchyard.snapshot.first_row",
+                    i64::try_from(first).unwrap_or(i64::MAX),
+                ),
+                KeyValue::new(
+                    "switchyard.snapshot.rows",
+                    i64::try_from(rows).unwrap_or(i64::MAX),
+                ),
+            ],
+        )
+    }
+
     fn routed(&self, shape: &Shape) -> bool {
         let probe = self.read_event(shape, Vec::new(), 0, 0, 0);
         !self.pipeline.routes().route(&probe).is_empty()

@@ -449,6 +449,26 @@ impl PostgresSource {
         )
     }
 
+    /// The span of a logical decoding message written outside a transaction: its own trace,
+    /// ended once the message is durable.
+    fn message_span(&self, lsn: u64, prefix: &str) -> Traced {
+        let traces = self.pipeline.traces();
+        if !traces.is_on() {
+            return Traced::none();
+        }
+        traces.root(
+            "cdc.message",
+            SpanKind::Consumer,
+            None,
+            vec![
+                KeyValue::new("switchyard.source", self.name.clone()),
+                KeyValue::new("db.system.name", "postgresql"),
+                KeyValue::new("switchyard.message.prefix", prefix.to_string()),
+                KeyValue::new("switchyard.lsn", super::lsn::Lsn(lsn).to_string()),
+            ],
+        )
+    }
+
     async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), SourceError> {
         let client = self.connect_sql().await?;
         let slot = self.preflight(&client).await?;
@@ -569,6 +589,13 @@ impl PostgresSource {
                                 }
                                 _ => (lsn.0, None, now_micros() / 1000, 0),
                             };
+                            // Outside a transaction the message is its own trace, ended once
+                            // the message is durable.
+                            let own = if transactional {
+                                Traced::none()
+                            } else {
+                                self.message_span(position, &prefix)
+                            };
                             let event = Event {
                                 id: EventId::from_lsn(position, ordinal),
                                 source: self.name.clone(),
@@ -588,7 +615,15 @@ impl PostgresSource {
                                 // Outside a transaction the message is its own unit of progress.
                                 commits.push_back(position);
                             }
-                            let trace = if transactional { txn_span.context() } else { None };
+                            let trace = if transactional {
+                                txn_span.context()
+                            } else {
+                                let cx = own.context();
+                                if own.is_on() {
+                                    delivering.push_back((position, own));
+                                }
+                                cx
+                            };
                             let at = self.send(event, position, &mut checkpoint, &mut acks, trace).await;
                             apply(&repl, &mut commits, at, &self.counters);
                             end_spans(&mut delivering, at);
