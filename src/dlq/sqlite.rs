@@ -78,6 +78,9 @@ pub struct SqliteStore {
     /// Webhook deduplication ids' own connection (`synchronous=NORMAL`, see
     /// [`SqliteStore::remember_seen`]), so they never wait behind a dead-letter query.
     seen: Arc<Mutex<Connection>>,
+    /// A read-only connection for deduplication lookups: in WAL mode it never waits for the
+    /// ids' commits or index moves on `seen`, nor they for it.
+    lookups: Arc<Mutex<Connection>>,
     /// Rows of `webhook_seen_log` not yet moved into the `webhook_seen` index.
     unindexed: Arc<AtomicUsize>,
 }
@@ -88,7 +91,7 @@ impl SqliteStore {
         let path = path.to_path_buf();
         let p = path.clone();
         let opened = tokio::task::spawn_blocking(
-            move || -> Result<(Connection, Connection, usize), String> {
+            move || -> Result<(Connection, Connection, Connection, usize), String> {
                 if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                     std::fs::create_dir_all(dir)
                         .map_err(|e| format!("creating {}: {e}", dir.display()))?;
@@ -115,7 +118,16 @@ impl SqliteStore {
                 let unindexed: i64 = seen
                     .query_row("SELECT count(*) FROM webhook_seen_log", [], |r| r.get(0))
                     .map_err(|e| e.to_string())?;
-                Ok((conn, seen, usize::try_from(unindexed).unwrap_or(0)))
+                let lookups = Connection::open_with_flags(
+                    &p,
+                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(|e| e.to_string())?;
+                lookups
+                    .busy_timeout(std::time::Duration::from_secs(10))
+                    .map_err(|e| e.to_string())?;
+                Ok((conn, seen, lookups, usize::try_from(unindexed).unwrap_or(0)))
             },
         )
         .await
@@ -127,11 +139,12 @@ impl SqliteStore {
             path: path.clone(),
             message,
         })?;
-        let (conn, seen, unindexed) = opened;
+        let (conn, seen, lookups, unindexed) = opened;
         Ok(SqliteStore {
             path,
             conn: Arc::new(Mutex::new(conn)),
             seen: Arc::new(Mutex::new(seen)),
+            lookups: Arc::new(Mutex::new(lookups)),
             unindexed: Arc::new(AtomicUsize::new(unindexed)),
         })
     }

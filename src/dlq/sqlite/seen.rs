@@ -23,11 +23,14 @@ const PURGE_CHUNK: usize = 10_000;
 
 impl SqliteStore {
     /// Looks in the index only: the ids still in the log are the newest ones, which the
-    /// deduplication memory always holds (see [`SqliteStore::remember_seen`]).
+    /// deduplication memory always holds (see [`SqliteStore::remember_seen`]). Through the
+    /// read-only lookup connection, so a lookup never waits behind a commit of new ids or an
+    /// index move (a source with more ids in its window than memory and its fingerprints
+    /// hold looks up every new id).
     pub(in crate::dlq) async fn seen_since(&self, key: &str, since: i64) -> Result<bool, DlqError> {
         let key = key.to_string();
         let err = self.err();
-        self.with_seen(move |c| {
+        self.on(&self.lookups, move |c| {
             c.prepare_cached("SELECT 1 FROM webhook_seen WHERE key = ?1 AND at >= ?2")
                 .and_then(|mut stmt| stmt.query_row(params![key, since], |_| Ok(())).optional())
                 .map(|r| r.is_some())
@@ -343,6 +346,26 @@ mod tests {
         assert_eq!(purged, n as u64);
         let left = rt.block_on(store.recent_seen(0, 10)).expect("read");
         assert_eq!(left, vec![("s\u{1f}new".to_string(), 1_000_000)]);
+    }
+
+    #[test]
+    fn a_lookup_does_not_wait_for_the_ids_connection() {
+        let (_dir, rt, store) = SqliteStore::scratch();
+        store
+            .remember_seen_blocking([("s\u{1f}old", 10)])
+            .expect("id");
+        rt.block_on(store.index_seen(0)).expect("indexed");
+        // A commit or an index move in progress holds the ids' connection.
+        let held = lock(&store.seen);
+        let found = rt.block_on(async {
+            tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                store.seen_since("s\u{1f}old", 0),
+            )
+            .await
+        });
+        drop(held);
+        assert!(matches!(found, Ok(Ok(true))), "{found:?}");
     }
 
     #[test]
