@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use serde_json::json;
 
 use super::{DeadLetter, DlqError, DlqStore, Selector, Status};
@@ -23,8 +25,6 @@ use crate::event::{Event, now_micros};
 use crate::pipeline::Pipeline;
 use crate::router::RouteMatch;
 use crate::telemetry::traces::{TRACEPARENT, Traced};
-use opentelemetry::KeyValue;
-use opentelemetry::trace::SpanKind;
 
 /// How a replay runs.
 #[derive(Debug, Clone)]

@@ -714,8 +714,7 @@ pub async fn connect_sql(source: &PostgresSourceConfig) -> Result<Client, Source
     Ok(client)
 }
 
-/// Reports the end of the newest commit whose events are all durable.
-/// Ends the spans of the transactions committed at or before `confirmed`.
+/// Ends the spans of the transactions (and messages) confirmed at or before `confirmed`.
 fn end_spans(delivering: &mut VecDeque<(u64, Traced)>, confirmed: Option<u64>) {
     let Some(confirmed) = confirmed else { return };
     while delivering.front().is_some_and(|(end, _)| *end <= confirmed) {
@@ -723,6 +722,7 @@ fn end_spans(delivering: &mut VecDeque<(u64, Traced)>, confirmed: Option<u64>) {
     }
 }
 
+/// Reports the end of the newest commit whose events are all durable.
 fn apply(
     repl: &ReplicationClient,
     commits: &mut VecDeque<u64>,
