@@ -20,6 +20,8 @@
 #
 # Knobs (environment):
 #   PAIRS=5           triplets (nginx, switchyard ack, switchyard null sink)
+#   KINDS="nginx ack null"  the runs of each group, in this order (e.g. KINDS=null: the null sink
+#                     alone, quick A/B of a change by CPU per request; ratios need nginx)
 #   DURATION=10       measured seconds per run; WARMUP=3 seconds of load before it, not counted
 #   CONNECTIONS=64    concurrent connections; THREADS=2 generator threads (like wrk -t2)
 #   BODY_BYTES=1024   request body size
@@ -53,6 +55,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PAIRS=${PAIRS:-5}
+KINDS=${KINDS:-nginx ack null}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -377,11 +380,11 @@ run_switchyard() { # pair run-number ack|null
 
 # A triplet is rerun when load1 moved by more than 1 across it, or when the rest of the machine
 # used more than NOISE cores during one of its runs (a neighbour was busy).
-noisy() { # → exit 0 if the last triplet must be rerun; says why
-  python3 - "$RESULTS_TSV" "$NOISE" "$DURATION" <<'PY'
+noisy() { # → exit 0 if the last group of runs must be rerun; says why
+  python3 - "$RESULTS_TSV" "$NOISE" "$DURATION" "$(wc -w <<<"$KINDS")" <<'PY'
 import csv, sys
 path, noise, seconds = sys.argv[1], float(sys.argv[2]), float(sys.argv[3])
-runs = list(csv.DictReader(open(path), delimiter="\t"))[-3:]
+runs = list(csv.DictReader(open(path), delimiter="\t"))[-int(sys.argv[4]):]
 why = []
 loads = [float(r["load1_start"]) for r in runs]
 if max(loads) - min(loads) > 1:
@@ -417,11 +420,11 @@ quiet_wait() { # waits up to QUIET_WAIT s for an idle machine; goes on regardles
 n=0 pair=0 spares=$SPARE
 # Marks the last triplet's rows in the results: x (rerun, not counted) or n (noisy, counted).
 mark_last_triplet() {
-  python3 - "$RESULTS_TSV" "$1" <<'PY'
+  python3 - "$RESULTS_TSV" "$1" "$(wc -w <<<"$KINDS")" <<'PY'
 import sys
-p, mark = sys.argv[1], sys.argv[2]
+p, mark, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
 lines = open(p).read().splitlines()
-for i in range(len(lines) - 3, len(lines)):
+for i in range(len(lines) - k, len(lines)):
     f = lines[i].split("\t"); f[0] += mark; lines[i] = "\t".join(f)
 open(p, "w").write("\n".join(lines) + "\n")
 PY
@@ -431,9 +434,15 @@ while [ "$pair" -lt "$PAIRS" ]; do
   avoid_wait
   quiet_wait
   pair=$((pair + 1)) clash=
-  avoid_wait; n=$((n + 1)); run_nginx "$pair" "$n"; collided && clash=1; sleep 1
-  avoid_wait; n=$((n + 1)); run_switchyard "$pair" "$n" ack; collided && clash=1; sleep 1
-  avoid_wait; n=$((n + 1)); run_switchyard "$pair" "$n" null; collided && clash=1; sleep 1
+  for kind in $KINDS; do
+    avoid_wait; n=$((n + 1))
+    case $kind in
+      nginx) run_nginx "$pair" "$n" ;;
+      ack | null) run_switchyard "$pair" "$n" "$kind" ;;
+      *) die "unknown kind '$kind' in KINDS (nginx, ack, null)" ;;
+    esac
+    collided && clash=1; sleep 1
+  done
   if why=$(noisy) || [ -n "$clash" ]; then
     [ -n "$clash" ] && why="${why:+$why; }'$AVOID' ran during it"
     if [ "$spares" -gt 0 ]; then
@@ -454,10 +463,11 @@ echo "Webhook ingest benchmark: $CONNECTIONS connections, $BODY_BYTES-byte signe
 echo "switchyard source: provider stripe, dedupe_window $DEDUPE_WINDOW, DLQ/dedupe store in $( [ "$DLQ_DIR" = "$T/sy" ] && echo "the temp dir ($(df --output=fstype "$T" | tail -1))" || echo "$DLQ_DIR ($(df --output=fstype "$DLQ_DIR" | tail -1))")"
 echo "nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///') ($NGINX_WORKERS workers, static 200); Tansu storage $STORAGE, peak RSS $(($(hwm_kib "$TANSU_PID") / 1024)) MiB"
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -r), load1 now $(load1); switchyard $("$SY" --version 2>/dev/null || echo '?') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified'))"
-python3 - "$RESULTS_TSV" "$DURATION" <<'PY'
+python3 - "$RESULTS_TSV" "$DURATION" "$KINDS" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 seconds = float(sys.argv[2])
+kinds = sys.argv[3].split()
 f = float
 print()
 print("per run: req/s; p50/p99 latency in ms; server CPU in µs per request (nginx: master+workers;")
@@ -478,26 +488,28 @@ pairs = {}
 for r in rows:
     if not r["pair"].endswith("x"):
         pairs.setdefault(r["pair"], {})[r["kind"]] = r
-keep = [d for d in pairs.values() if len(d) == 3]
+keep = [d for d in pairs.values() if len(d) == len(kinds)]
 if not keep:
-    sys.exit("no complete triplet")
+    sys.exit("no complete group of runs")
 def per_req(r, k):
     return f(r[k]) * 1e6 / max(1, int(r["requests"]))
 print()
 for kind, target in (("ack", 0.25), ("null", 0.45)):
+    if kind not in kinds or "nginx" not in kinds:
+        continue
     ratios = [f(d[kind]["rps"]) / f(d["nginx"]["rps"]) for d in keep]
-    noisy = sum(1 for p in pairs if p.endswith("n") and len(pairs[p]) == 3)
+    noisy = sum(1 for p in pairs if p.endswith("n") and len(pairs[p]) == len(kinds))
     print(f"median ratio switchyard {kind}/nginx: {statistics.median(ratios):.3f} "
           f"(min {min(ratios):.3f}, max {max(ratios):.3f}, n={len(ratios)}, {noisy} of them noisy)   target >= {target}")
 print()
-for kind in ("nginx", "ack", "null"):
+for kind in kinds:
     med = lambda k: statistics.median(f(d[kind][k]) for d in keep)
     medpr = lambda k: statistics.median(per_req(d[kind], k) for d in keep)
     extra = f", broker {medpr('broker_cpu_s'):.1f} µs/req" if kind == "ack" else ""
     print(f"{kind:<6} median {med('rps'):>9,.0f} req/s, p50 {med('p50_us') / 1000:.2f} ms, p99 "
           f"{med('p99_us') / 1000:.2f} ms; server CPU {medpr('server_cpu_s'):.1f} µs/req{extra}; "
           f"generator {medpr('gen_cpu_s'):.1f} µs/req")
-bad = sum(int(d[k]["bad"]) for d in keep for k in ("ack", "null"))
+bad = sum(int(d[k]["bad"]) for d in keep for k in ("ack", "null") if k in d)
 io = sum(int(d[k]["io_errors"]) for d in keep for k in d)
 print(f"switchyard bad answers (non-200 or not \"accepted\") over all counted runs: {bad}; connection errors: {io}")
 PY
