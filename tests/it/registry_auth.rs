@@ -14,10 +14,36 @@ use crate::support::registry::AuthProxy;
 const KEY: &str = "SRKEY";
 const SECRET: &str = "sr-secret-93f1";
 
-fn config(dir: &Path, bootstrap: &str, registry: &str, password: &str) -> PathBuf {
-    let name = if password == SECRET { "good" } else { "bad" };
-    let auth = format!("username = \"{KEY}\"\npassword = \"{password}\"");
-    config_with(dir, bootstrap, registry, name, &auth)
+/// The `[schema_registry]` lines of basic authentication with `password`.
+fn password_lines(password: &str) -> String {
+    format!("username = \"{KEY}\"\npassword = \"{password}\"")
+}
+
+/// A broker and a registry behind a proxy that lets `expected` through, and switchyard
+/// running on `routes-<name>.toml` with the `[schema_registry]` lines `auth`.
+async fn running(
+    expected: &str,
+    name: &str,
+    auth: &str,
+) -> (
+    Stack,
+    AuthProxy,
+    PathBuf,
+    switchyard::daemon::Daemon,
+    String,
+) {
+    let stack = Stack::start();
+    let proxy = AuthProxy::start(&stack.registry.url(), expected);
+    let path = config_with(
+        stack.dir.path(),
+        &stack.broker.bootstrap(),
+        &proxy.url(),
+        name,
+        auth,
+    );
+    let cfg = switchyard::config::Config::load(&path).expect("valid config");
+    let (sy, url) = daemon::start(cfg).await;
+    (stack, proxy, path, sy, url)
 }
 
 fn config_with(dir: &Path, bootstrap: &str, registry: &str, name: &str, auth: &str) -> PathBuf {
@@ -80,15 +106,7 @@ async fn post(url: &str, id: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_credentials_events_are_encoded_tailed_and_checked_through_an_authenticating_registry()
 {
-    let Stack {
-        dir,
-        broker,
-        registry,
-    } = Stack::start();
-    let proxy = AuthProxy::start(&registry.url(), &basic());
-    let path = config(dir.path(), &broker.bootstrap(), &proxy.url(), SECRET);
-    let cfg = switchyard::config::Config::load(&path).expect("valid config");
-    let (sy, url) = daemon::start(cfg).await;
+    let (_stack, proxy, path, sy, url) = running(&basic(), "good", &password_lines(SECRET)).await;
     for i in 0..3 {
         let (status, body) = post(&url, &format!("a-{i}")).await;
         assert_eq!(status, 200, "{body}");
@@ -151,20 +169,8 @@ fn cli(config: &Path, args: &[&str]) -> (Option<i32>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_credentials_are_retried_as_the_registry_s_fault_and_the_event_replays_once_fixed() {
-    let Stack {
-        dir,
-        broker,
-        registry,
-    } = Stack::start();
-    let proxy = AuthProxy::start(&registry.url(), &basic());
-    let wrong = config(
-        dir.path(),
-        &broker.bootstrap(),
-        &proxy.url(),
-        "wrong-password-77",
-    );
-    let cfg = switchyard::config::Config::load(&wrong).expect("valid config");
-    let (sy, url) = daemon::start(cfg).await;
+    let (stack, proxy, wrong, sy, url) =
+        running(&basic(), "bad", &password_lines("wrong-password-77")).await;
     let (status, body) = post(&url, "w-1").await;
     // Retried as a registry problem (not the event's) until retry_max_elapsed (2 s here, under
     // the 3 s ack_timeout), then kept in the DLQ, so the answer is 200.
@@ -200,7 +206,13 @@ async fn wrong_credentials_are_retried_as_the_registry_s_fault_and_the_event_rep
     );
 
     // Credentials fixed: the replay encodes and delivers the event.
-    let fixed = config(dir.path(), &broker.bootstrap(), &proxy.url(), SECRET);
+    let fixed = config_with(
+        stack.dir.path(),
+        &stack.broker.bootstrap(),
+        &proxy.url(),
+        "good",
+        &password_lines(SECRET),
+    );
     let (code, replayed) = cli(&fixed, &["dlq", "replay", "--all"]);
     assert_eq!(code, Some(0), "{replayed}");
     let (code, tailed) = cli(&fixed, &["tail", "authed", "--limit", "1", "--idle", "20s"]);
@@ -210,21 +222,8 @@ async fn wrong_credentials_are_retried_as_the_registry_s_fault_and_the_event_rep
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bearer_token_is_sent_by_the_daemon_and_by_tail() {
-    let Stack {
-        dir,
-        broker,
-        registry,
-    } = Stack::start();
-    let proxy = AuthProxy::start(&registry.url(), "Bearer tok-5150");
-    let path = config_with(
-        dir.path(),
-        &broker.bootstrap(),
-        &proxy.url(),
-        "token",
-        "token = \"tok-5150\"",
-    );
-    let cfg = switchyard::config::Config::load(&path).expect("valid config");
-    let (sy, url) = daemon::start(cfg).await;
+    let (_stack, proxy, path, sy, url) =
+        running("Bearer tok-5150", "token", "token = \"tok-5150\"").await;
     let (status, body) = post(&url, "b-1").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"accepted\""), "{body}");

@@ -77,6 +77,18 @@ async fn collector() -> (String, Arc<Mutex<Vec<Received>>>) {
     (format!("http://{addr}"), spans)
 }
 
+/// Up to `n` records of `topic` (30 s at most).
+async fn read(
+    bootstrap: &str,
+    topic: &'static str,
+    n: usize,
+) -> Vec<crate::support::consume::Consumed> {
+    let b = bootstrap.to_string();
+    tokio::task::spawn_blocking(move || read_topic(&b, topic, n, Duration::from_secs(30)))
+        .await
+        .expect("consumer")
+}
+
 fn header(r: &crate::support::consume::Consumed, name: &str) -> Option<String> {
     r.headers
         .iter()
@@ -186,30 +198,10 @@ topic = "traced-audit"
         .expect("transaction");
 
     let bootstrap = stack.broker.bootstrap();
-    let hooks = tokio::task::spawn_blocking({
-        let b = bootstrap.clone();
-        move || read_topic(&b, "traced-hooks", 1, Duration::from_secs(30))
-    })
-    .await
-    .expect("consumer");
-    let orders = tokio::task::spawn_blocking({
-        let b = bootstrap.clone();
-        move || read_topic(&b, "traced-orders", 2, Duration::from_secs(30))
-    })
-    .await
-    .expect("consumer");
-    let snap = tokio::task::spawn_blocking({
-        let b = bootstrap.clone();
-        move || read_topic(&b, "traced-snap", 5, Duration::from_secs(30))
-    })
-    .await
-    .expect("consumer");
-    let audit = tokio::task::spawn_blocking({
-        let b = bootstrap.clone();
-        move || read_topic(&b, "traced-audit", 1, Duration::from_secs(30))
-    })
-    .await
-    .expect("consumer");
+    let hooks = read(&bootstrap, "traced-hooks", 1).await;
+    let orders = read(&bootstrap, "traced-orders", 2).await;
+    let snap = read(&bootstrap, "traced-snap", 5).await;
+    let audit = read(&bootstrap, "traced-audit", 1).await;
     assert_eq!(
         (hooks.len(), orders.len(), snap.len(), audit.len()),
         (1, 2, 5, 1)

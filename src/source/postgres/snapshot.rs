@@ -25,7 +25,6 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use opentelemetry::KeyValue;
-use opentelemetry::trace::SpanKind;
 use pgwire_replication::ReplicationClient;
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -407,20 +406,10 @@ impl PostgresSource {
         Ok(true)
     }
 
-    /// True when some route takes snapshot reads of the table.
     /// The span of one snapshot chunk: `rows` rows of `schema.table` from row `first` on.
     fn chunk_span(&self, schema: &str, table: &str, first: u64, rows: usize) -> Traced {
-        let traces = self.pipeline.traces();
-        if !traces.is_on() {
-            return Traced::none();
-        }
-        traces.root(
-            "cdc.snapshot.chunk",
-            SpanKind::Consumer,
-            None,
+        self.root_span("cdc.snapshot.chunk", || {
             vec![
-                KeyValue::new("switchyard.source", self.name.clone()),
-                KeyValue::new("db.system.name", "postgresql"),
                 KeyValue::new("switchyard.table", format!("{schema}.{table}")),
                 KeyValue::new(
                     "switchyard.snapshot.first_row",
@@ -430,10 +419,11 @@ impl PostgresSource {
                     "switchyard.snapshot.rows",
                     i64::try_from(rows).unwrap_or(i64::MAX),
                 ),
-            ],
-        )
+            ]
+        })
     }
 
+    /// True when some route takes snapshot reads of the table.
     fn routed(&self, shape: &Shape) -> bool {
         let probe = self.read_event(shape, Vec::new(), 0, 0, 0);
         !self.pipeline.routes().route(&probe).is_empty()

@@ -427,46 +427,47 @@ impl PostgresSource {
         }
     }
 
-    /// The span of one transaction (Begin to Commit), parent of its events' spans.
-    fn transaction_span(&self, commit_lsn: u64, xid: u32) -> Traced {
+    /// A root span of this source (`switchyard.source`, `db.system.name` and `attributes`,
+    /// built only when traces are on).
+    pub(super) fn root_span(
+        &self,
+        name: &'static str,
+        attributes: impl FnOnce() -> Vec<KeyValue>,
+    ) -> Traced {
         let traces = self.pipeline.traces();
         if !traces.is_on() {
             return Traced::none();
         }
-        traces.root(
-            "cdc.transaction",
-            SpanKind::Consumer,
-            None,
+        let mut all = vec![
+            KeyValue::new("switchyard.source", self.name.clone()),
+            KeyValue::new("db.system.name", "postgresql"),
+        ];
+        all.extend(attributes());
+        traces.root(name, SpanKind::Consumer, None, all)
+    }
+
+    /// The span of one transaction (Begin to Commit), parent of its events' spans.
+    fn transaction_span(&self, commit_lsn: u64, xid: u32) -> Traced {
+        self.root_span("cdc.transaction", || {
             vec![
-                KeyValue::new("switchyard.source", self.name.clone()),
-                KeyValue::new("db.system.name", "postgresql"),
                 KeyValue::new("switchyard.xid", i64::from(xid)),
                 KeyValue::new(
                     "switchyard.commit_lsn",
                     super::lsn::Lsn(commit_lsn).to_string(),
                 ),
-            ],
-        )
+            ]
+        })
     }
 
     /// The span of a logical decoding message written outside a transaction: its own trace,
     /// ended once the message is durable.
     fn message_span(&self, lsn: u64, prefix: &str) -> Traced {
-        let traces = self.pipeline.traces();
-        if !traces.is_on() {
-            return Traced::none();
-        }
-        traces.root(
-            "cdc.message",
-            SpanKind::Consumer,
-            None,
+        self.root_span("cdc.message", || {
             vec![
-                KeyValue::new("switchyard.source", self.name.clone()),
-                KeyValue::new("db.system.name", "postgresql"),
                 KeyValue::new("switchyard.message.prefix", prefix.to_string()),
                 KeyValue::new("switchyard.lsn", super::lsn::Lsn(lsn).to_string()),
-            ],
-        )
+            ]
+        })
     }
 
     async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), SourceError> {
