@@ -10,6 +10,7 @@ use std::time::Duration;
 use crate::support::Stack;
 use crate::support::daemon;
 use crate::support::registry::AuthProxy;
+use crate::support::run_cli as cli;
 
 const KEY: &str = "SRKEY";
 const SECRET: &str = "sr-secret-93f1";
@@ -147,24 +148,6 @@ async fn with_credentials_events_are_encoded_tailed_and_checked_through_an_authe
     );
     assert_eq!(refused, 0, "every request carried the credentials");
     daemon::stop(sy).await;
-}
-
-/// Runs `switchyard ARGS -c CONFIG`; (exit code, stdout + stderr).
-fn cli(config: &Path, args: &[&str]) -> (Option<i32>, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .expect("run switchyard");
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

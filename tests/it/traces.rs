@@ -360,18 +360,8 @@ source = "hooks"
 event_types = ["invoice.*"]
 topic = "traced-invoices""#,
     );
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["dlq", "replay", "--all", "--yes", "-c"])
-        .arg(&path)
-        .output()
-        .await
-        .expect("run replay");
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, out) = crate::support::run_cli(&path, &["dlq", "replay", "--all", "--yes"]);
+    assert_eq!(code, Some(0), "{out}");
     let records = tokio::task::spawn_blocking({
         let bootstrap = stack.broker.bootstrap();
         move || read_topic(&bootstrap, "traced-invoices", 2, Duration::from_secs(10))

@@ -215,3 +215,21 @@ impl Stack {
         }
     }
 }
+
+/// Runs `switchyard ARGS -c CONFIG`; (exit code, stdout + stderr).
+pub fn run_cli(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .arg("-c")
+        .arg(config)
+        .output()
+        .expect("run switchyard");
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
