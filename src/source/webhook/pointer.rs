@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use super::scan::{index, scan};
+
 /// Fields read from a JSON body, by pointer: a webhook source's identity fields (its
 /// provider's, then its `id_pointer` and `type_pointer`), split into tokens once, when the
 /// source is built.
@@ -62,16 +64,10 @@ impl JsonDoc {
     /// [`JsonDoc::parse`], reading the values at `fields` in the same pass: a source's body is
     /// checked and its identity read in one scan of the text.
     pub fn parse_reading(body: &[u8], fields: &Arc<Fields>) -> Result<JsonDoc, serde_json::Error> {
-        let mut out = vec![None; fields.pointers.len()];
-        let mut de = serde_json::Deserializer::from_slice(body);
-        serde::de::DeserializeSeed::deserialize(
-            At {
-                wants: wants(&fields.tokens),
-                out: &mut out,
-            },
-            &mut de,
-        )?;
-        de.end()?;
+        let out = match fast(body, &fields.tokens) {
+            Some(values) => values,
+            None => slow(body, &fields.tokens)?,
+        };
         Ok(JsonDoc {
             text: body.into(),
             read: Some((Arc::clone(fields), out.into())),
@@ -108,16 +104,9 @@ impl JsonDoc {
             return ps.chunks(64).flat_map(|c| self.pointers(c)).collect();
         }
         let tokens: Vec<Option<Vec<String>>> = ps.iter().map(|p| tokens(p)).collect();
-        let mut out = vec![None; ps.len()];
-        let mut de = serde_json::Deserializer::from_slice(&self.text);
-        let _ = serde::de::DeserializeSeed::deserialize(
-            At {
-                wants: wants(&tokens),
-                out: &mut out,
-            },
-            &mut de,
-        );
-        out
+        fast(&self.text, &tokens)
+            .or_else(|| slow(&self.text, &tokens).ok())
+            .unwrap_or_else(|| vec![None; ps.len()])
     }
 }
 
@@ -134,12 +123,58 @@ fn tokens(p: &str) -> Option<Vec<String>> {
     )
 }
 
-/// An RFC 6901 array index: digits, no leading zero.
-fn index(token: &str) -> Option<usize> {
-    if token.len() > 1 && token.starts_with('0') || token.starts_with('+') {
-        return None;
-    }
-    token.parse().ok()
+/// The value at JSON Pointer `p` in the JSON text `text` (`Ok(None)`: nothing there), read
+/// in one pass without building the document; an error when `text` is not JSON.
+pub fn read(text: &[u8], p: &str) -> Result<Option<Value>, serde_json::Error> {
+    let tokens = [tokens(p)];
+    let mut values = match fast(text, &tokens) {
+        Some(v) => v,
+        None => slow(text, &tokens)?,
+    };
+    Ok(values.pop().flatten())
+}
+
+/// The values at `tokens` (a pointer's each) in `text`, which must be one JSON value, read by
+/// serde_json: the authority on what is JSON, and the error message when it is not.
+fn slow(
+    text: &[u8],
+    tokens: &[Option<Vec<String>>],
+) -> Result<Vec<Option<Value>>, serde_json::Error> {
+    let mut out = vec![None; tokens.len()];
+    let mut de = serde_json::Deserializer::from_slice(text);
+    serde::de::DeserializeSeed::deserialize(
+        At {
+            wants: wants(tokens),
+            out: &mut out,
+        },
+        &mut de,
+    )?;
+    de.end()?;
+    Ok(out)
+}
+
+/// The values at `tokens` (a pointer's each) in `text`, read by [`scan`]: `None` when the
+/// scan refused the text or a value, and serde_json must give the answer.
+fn fast(text: &[u8], tokens: &[Option<Vec<String>>]) -> Option<Vec<Option<Value>>> {
+    let found = scan(text, tokens).ok()?;
+    found
+        .into_iter()
+        .map(|at| match at {
+            Some(r) => {
+                let t = text.get(r)?;
+                // A string without escapes (most ids and types) is its text; anything else is
+                // read by serde_json.
+                match t {
+                    [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => {
+                        let s = std::str::from_utf8(inner).ok()?;
+                        Some(Some(Value::String(s.to_string())))
+                    }
+                    _ => serde_json::from_slice(t).ok().map(Some),
+                }
+            }
+            None => Some(None),
+        })
+        .collect()
 }
 
 /// The value at `tokens` below `v` (a tree already built for a shorter pointer).
@@ -387,5 +422,188 @@ mod tests {
                 "{bad}, read while checked"
             );
         }
+    }
+
+    /// xorshift64*: reproducible random texts.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+        fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+            xs[self.below(xs.len())]
+        }
+    }
+
+    const KEYS: &[&str] = &[
+        "id", "type", "data", "object", "a/b", "m~n", "é", "0", "1", "x",
+    ];
+
+    /// A random value, `depth` levels at most.
+    fn value(rng: &mut Rng, depth: usize) -> Value {
+        let scalars = [
+            r#""evt_1""#,
+            r#""a \"quoted\" \\ / \n é \u00e9 \ud83d\ude00""#,
+            "0",
+            "-12",
+            "3.25e-4",
+            "18446744073709551615",
+            "-9223372036854775808",
+            "1e300",
+            "true",
+            "false",
+            "null",
+            r#""""#,
+        ];
+        match rng.below(if depth == 0 { 1 } else { 4 }) {
+            0 => serde_json::from_str(scalars[rng.below(scalars.len())]).expect("scalar"),
+            1 => Value::Array((0..rng.below(4)).map(|_| value(rng, depth - 1)).collect()),
+            _ => Value::Object(
+                (0..rng.below(5))
+                    .map(|_| (rng.pick(KEYS).to_string(), value(rng, depth - 1)))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The text of `v`, spelled as a provider might: compact or spaced, keys sometimes escaped.
+    fn spell(rng: &mut Rng, v: &Value) -> String {
+        let text = if rng.below(2) == 0 {
+            serde_json::to_string(v)
+        } else {
+            serde_json::to_string_pretty(v)
+        };
+        let text = text.expect("serialisable");
+        if rng.below(4) == 0 {
+            // Escaped spellings of the same keys.
+            text.replace("\"id\"", "\"\\u0069d\"")
+                .replace("\"a/b\"", "\"a\\/b\"")
+        } else {
+            text
+        }
+    }
+
+    /// `text` with a few random edits (bytes JSON cares about, and some it refuses).
+    fn mutate(rng: &mut Rng, text: &str) -> Vec<u8> {
+        let mut b = text.as_bytes().to_vec();
+        let pieces: &[&[u8]] = &[
+            b"\"", b"\\", b",", b":", b"{", b"}", b"[", b"]", b"0", b"-", b"e", b".", b" ",
+            b"\x01", b"\xff", b"u", b"\\u12", b"\\ud800", b"1e400", b"tru", b"nul", b"01", b"+1",
+        ];
+        for _ in 0..=rng.below(3) {
+            let at = rng.below(b.len() + 1);
+            match rng.below(3) {
+                0 if at < b.len() => {
+                    b.remove(at);
+                }
+                1 if at < b.len() => {
+                    b[at] = pieces[rng.below(pieces.len())][0];
+                }
+                _ => {
+                    let piece = pieces[rng.below(pieces.len())];
+                    b.splice(at..at, piece.iter().copied());
+                }
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn the_fast_scan_agrees_with_serde_json_on_random_texts() {
+        let pointers = [
+            "",
+            "/id",
+            "/type",
+            "/data",
+            "/data/object",
+            "/data/object/id",
+            "/0",
+            "/1/0",
+            "/x/1",
+            "/a~1b",
+            "/m~0n",
+            "/é",
+            "/id/x",
+            "/01",
+            "/-",
+            "/0/id",
+            "/data/0/é",
+            "no-slash",
+        ];
+        let mut rng = Rng(0x05ca_1ab1_e0dd_ba11);
+        let (mut fast_taken, mut valid) = (0, 0);
+        for round in 0..20_000 {
+            let depth = 1 + rng.below(5);
+            let v = value(&mut rng, depth);
+            let text = spell(&mut rng, &v);
+            let mutated = rng.below(2) == 0;
+            let bytes = if mutated {
+                mutate(&mut rng, &text)
+            } else {
+                text.clone().into_bytes()
+            };
+            let ps: Vec<&str> = (0..1 + rng.below(4))
+                .map(|_| pointers[rng.below(pointers.len())])
+                .collect();
+            let tokens: Vec<Option<Vec<String>>> = ps.iter().map(|p| tokens(p)).collect();
+            let quick = fast(&bytes, &tokens);
+            let sure = slow(&bytes, &tokens);
+            let shown = String::from_utf8_lossy(&bytes);
+            if let Some(values) = &quick {
+                // Never takes what serde_json refuses, never reads a different value.
+                match &sure {
+                    Ok(s) => assert_eq!(values, s, "round {round}: {shown} at {ps:?}"),
+                    Err(e) => panic!("round {round}: the scan took {shown}, serde_json: {e}"),
+                }
+                fast_taken += 1;
+            }
+            if !mutated {
+                // Whatever a provider sends (well-formed, not deep) takes the fast path.
+                assert!(quick.is_some(), "round {round}: refused {shown} at {ps:?}");
+                let tree: Value = serde_json::from_slice(&bytes).expect("well-formed");
+                for (p, got) in ps.iter().zip(quick.iter().flatten()) {
+                    assert_eq!(
+                        got.as_ref(),
+                        tree.pointer(p),
+                        "round {round}: {shown} at {p}"
+                    );
+                }
+            }
+            valid += usize::from(sure.is_ok());
+        }
+        // The mutations made both kinds of text, and the scan took most of the good ones.
+        assert!(
+            valid > 11_000 && valid < 19_000,
+            "{valid} well-formed of 20000"
+        );
+        assert!(fast_taken > 10_000, "{fast_taken}");
+    }
+
+    #[test]
+    fn what_the_scan_refuses_serde_json_still_decides() {
+        let fields = Arc::new(Fields::new(vec!["/id".into()]));
+        // Nested deeper than the scan follows, off the path: serde_json skips it.
+        let deep = format!(r#"{{"id":"e","x":{}{}}}"#, "[".repeat(300), "]".repeat(300));
+        let doc = JsonDoc::parse_reading(deep.as_bytes(), &fields).expect("well-formed");
+        assert_eq!(doc.pointer("/id"), Some(Value::String("e".into())));
+        // A number out of range is refused where it is read, skipped elsewhere.
+        assert!(JsonDoc::parse_reading(br#"{"id":1e400}"#, &fields).is_err());
+        let off = JsonDoc::parse_reading(br#"{"id":"e","n":1e400}"#, &fields).expect("skipped");
+        assert_eq!(off.pointer("/id"), Some(Value::String("e".into())));
+        // A lone surrogate in a key on the path is refused, with serde_json's message; skipped
+        // off the path.
+        let err = JsonDoc::parse_reading(br#"{"\ud800":1}"#, &fields).expect_err("lone surrogate");
+        assert!(err.to_string().contains("escape"), "{err}");
+        assert!(JsonDoc::parse_reading(br#"{"id":"e","n":{"\ud800":1}}"#, &fields).is_ok());
+        // Invalid UTF-8 in a skipped string: serde_json skips it too (the handler then refuses
+        // the body as not UTF-8).
+        assert!(JsonDoc::parse_reading(b"{\"id\":\"e\",\"n\":\"\xff\"}", &fields).is_ok());
     }
 }
