@@ -23,7 +23,10 @@ use tracing::{debug, warn};
 use crate::ack::{AckToken, Delivery, Failure};
 use crate::config::{Config, OnError, Unmatched};
 use crate::dlq::{DlqStore, EncodedRecord, NewDeadLetter};
-use crate::encode::{EncodeError, Encoder, RecordParts, record_parts};
+use crate::encode::{
+    AvroSchema, EncodeError, Encoder, Part, RecordParts, cloudevent, datum, plain_webhook,
+    record_parts,
+};
 use crate::error::{ErrorClass, retry_policy};
 use crate::event::Event;
 use crate::router::{RouteError, RouteMatch, RouteTable};
@@ -439,14 +442,17 @@ impl Pipeline {
         m: &RouteMatch,
         ack: &AckToken,
     ) -> Result<Record, Failure> {
-        let parts = record_parts(event, m).map_err(|e| Failure {
-            class: e.class(),
-            message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
-        })?;
+        let parts = match plain_webhook(event, m) {
+            Some((key, payload)) => Parts::Written(key, payload),
+            None => Parts::Tree(record_parts(event, m).map_err(|e| Failure {
+                class: e.class(),
+                message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
+            })?),
+        };
         let mut backoff = retry_policy(self.retry_max_elapsed);
         let started = Instant::now();
         loop {
-            let attempt = self.encode_once(&m.topic, &parts).await;
+            let attempt = self.encode_once(&m.topic, event, &parts).await;
             match attempt {
                 Ok((key, value)) => {
                     let mut record_headers = vec![
@@ -505,8 +511,27 @@ impl Pipeline {
     async fn encode_once(
         &self,
         topic: &str,
-        parts: &RecordParts,
+        event: &Event,
+        parts: &Parts<'_>,
     ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), EncodeError> {
+        let parts = match parts {
+            Parts::Tree(parts) => parts,
+            Parts::Written(key, payload) => {
+                let key = self
+                    .encoder
+                    .encode_written(topic, Part::Key, &AvroSchema::string(), |out| {
+                        datum::bytes(key.as_bytes(), out)
+                    })
+                    .await?;
+                let value = self
+                    .encoder
+                    .encode_written(topic, Part::Value, cloudevent::schema(), |out| {
+                        cloudevent::write(event, payload, out)
+                    })
+                    .await?;
+                return Ok((Some(key), Some(value)));
+            }
+        };
         let key = match &parts.key {
             Some(k) => Some(
                 self.encoder
@@ -535,6 +560,15 @@ impl Pipeline {
         self.sink.flush(Duration::from_secs(5));
         ok
     }
+}
+
+/// What one event becomes on one route, before the registry's framing.
+enum Parts<'e> {
+    /// Key and value as Avro values ([`record_parts`]).
+    Tree(RecordParts),
+    /// A webhook's CloudEvent, written straight from the event ([`plain_webhook`]): the key, and
+    /// the payload after the route's transforms.
+    Written(String, std::borrow::Cow<'e, crate::event::WebhookPayload>),
 }
 
 /// The `route` span of one event on one route (none without a parent).

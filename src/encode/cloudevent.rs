@@ -50,9 +50,13 @@ pub fn body_json(webhook: &WebhookPayload) -> Option<serde_json::Value> {
 /// The value at JSON Pointer `pointer` in a webhook's body (or in a form's `payload`), as text;
 /// `None` when the body has nothing there (the key is then the event id).
 pub fn body_pointer(webhook: &WebhookPayload, pointer: &str) -> Option<String> {
-    let doc = body_json(webhook)?;
-    match doc.pointer(pointer)? {
-        serde_json::Value::String(s) => Some(s.clone()),
+    // Read from the text in one pass (no tree of the body); a form's payload is parsed.
+    let found = match crate::source::webhook::pointer::read(webhook.body.as_bytes(), pointer) {
+        Ok(v) => v?,
+        Err(_) => body_json(webhook)?.pointer(pointer)?.clone(),
+    };
+    match found {
+        serde_json::Value::String(s) => Some(s),
         serde_json::Value::Null => None,
         other => Some(other.to_string()),
     }
@@ -61,6 +65,46 @@ pub fn body_pointer(webhook: &WebhookPayload, pointer: &str) -> Option<String> {
 /// The record for a webhook event (`data` is the body as text).
 pub fn record(event: &Event, webhook: &WebhookPayload) -> Value {
     record_with_data(event, webhook, Value::String(webhook.body.clone()))
+}
+
+/// Appends the record of a webhook event (`data`: the body as text) in Avro binary, field by
+/// field in the schema's order, without building it: the bytes
+/// `datum::write_ordered(&record(event, webhook), out)` appends.
+pub fn write(event: &Event, webhook: &WebhookPayload, out: &mut Vec<u8>) {
+    use super::datum::{bytes, zigzag};
+    const PREFIX: &str = "switchyard/";
+    out.reserve(64 + webhook.body.len() + event.id.as_str().len() + event.event_type.len());
+    bytes(b"1.0", out);
+    bytes(event.id.as_str().as_bytes(), out);
+    zigzag((PREFIX.len() + event.source.len()) as i64, out);
+    out.extend_from_slice(PREFIX.as_bytes());
+    out.extend_from_slice(event.source.as_bytes());
+    bytes(event.event_type.as_bytes(), out);
+    zigzag(event.received_at_micros, out);
+    bytes(
+        webhook
+            .content_type
+            .as_deref()
+            .unwrap_or("application/json")
+            .as_bytes(),
+        out,
+    );
+    bytes(webhook.body.as_bytes(), out);
+    match &webhook.subject {
+        Some(s) => {
+            zigzag(1, out);
+            bytes(s.as_bytes(), out);
+        }
+        None => zigzag(0, out),
+    }
+    if !webhook.selected_headers.is_empty() {
+        zigzag(webhook.selected_headers.len() as i64, out);
+        for (k, v) in &webhook.selected_headers {
+            bytes(k.as_bytes(), out);
+            bytes(v.as_bytes(), out);
+        }
+    }
+    out.push(0);
 }
 
 /// The record for a webhook event with `data` already built (a string, or the record of a

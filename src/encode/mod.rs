@@ -11,7 +11,7 @@ pub mod datum;
 pub mod typed;
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, LazyLock, RwLock};
 
 use apache_avro::types::Value;
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
@@ -102,9 +102,11 @@ impl AvroSchema {
         writer.write_value_to_vec(value).map_err(|e| e.to_string())
     }
 
-    /// The Avro `"string"` schema, used for keys.
+    /// The Avro `"string"` schema, used for keys (one shared instance: the encoder's cache
+    /// finds it by pointer).
     pub fn string() -> AvroSchema {
-        Self::from_json("\"string\"")
+        static STRING: LazyLock<AvroSchema> = LazyLock::new(|| AvroSchema::from_json("\"string\""));
+        STRING.clone()
     }
 }
 
@@ -212,6 +214,41 @@ pub fn record_parts(
     }
 }
 
+/// A buffer holding the Confluent framing of `r` (magic byte, schema id), for the datum to
+/// follow: one buffer, no copy.
+fn framed(r: &Registered) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.push(0);
+    out.extend_from_slice(&r.id.to_be_bytes());
+    out
+}
+
+/// A webhook event on a route without a `value_schema`, ready to be written straight
+/// ([`cloudevent::write`]) instead of through a record tree ([`record_parts`]): its key (the
+/// event id, or the route's JSON Pointer into the body) and its payload after the route's
+/// transforms. `None` for any other event or route.
+pub fn plain_webhook<'e>(
+    event: &'e crate::event::Event,
+    route: &crate::router::RouteMatch,
+) -> Option<(String, std::borrow::Cow<'e, crate::event::WebhookPayload>)> {
+    let crate::event::Payload::Webhook(w) = &event.payload else {
+        return None;
+    };
+    if route.value_schema.is_some() {
+        return None;
+    }
+    let payload = match route.transform.as_deref() {
+        Some(t) => std::borrow::Cow::Owned(crate::router::transform::webhook(w, t)),
+        None => std::borrow::Cow::Borrowed(w),
+    };
+    let key = route
+        .key_pointer
+        .as_deref()
+        .and_then(|p| cloudevent::body_pointer(&payload, p))
+        .unwrap_or_else(|| event.id.as_str().to_string());
+    Some((key, payload))
+}
+
 /// A schema the registry knows, with its id.
 struct Registered {
     /// The schema as first seen (its text is what identifies it).
@@ -247,8 +284,29 @@ pub fn registry_settings(registry: &RegistryConfig) -> Result<SrSettings, SRCErr
 /// record that needs it. The per-record work is encoding only.
 pub struct Encoder {
     settings: SrSettings,
-    known: RwLock<HashMap<String, Vec<Arc<Registered>>>>,
+    /// Registered schemas by topic, of record values and of keys (looked up by topic: no
+    /// subject name is built per record).
+    values: RwLock<HashMap<String, Vec<Arc<Registered>>>>,
+    keys: RwLock<HashMap<String, Vec<Arc<Registered>>>>,
     registering: tokio::sync::Mutex<()>,
+}
+
+/// Which part of a record a schema is for: subjects `<topic>-value` and `<topic>-key`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The record's value.
+    Value,
+    /// The record's key.
+    Key,
+}
+
+impl Part {
+    fn subject(self, topic: &str) -> String {
+        match self {
+            Part::Value => format!("{topic}-value"),
+            Part::Key => format!("{topic}-key"),
+        }
+    }
 }
 
 impl Encoder {
@@ -258,7 +316,8 @@ impl Encoder {
             .map_err(|e| EncodeError::Schema(format!("registry settings: {e}")))?;
         Ok(Encoder {
             settings,
-            known: RwLock::new(HashMap::new()),
+            values: RwLock::new(HashMap::new()),
+            keys: RwLock::new(HashMap::new()),
             registering: tokio::sync::Mutex::new(()),
         })
     }
@@ -271,7 +330,7 @@ impl Encoder {
         value: &Value,
         ordered: bool,
     ) -> Result<Vec<u8>, EncodeError> {
-        self.encode(&format!("{topic}-value"), schema, value, ordered)
+        self.encode(topic, Part::Value, schema, value, ordered)
             .await
     }
 
@@ -283,13 +342,35 @@ impl Encoder {
         value: &Value,
         ordered: bool,
     ) -> Result<Vec<u8>, EncodeError> {
-        self.encode(&format!("{topic}-key"), schema, value, ordered)
-            .await
+        self.encode(topic, Part::Key, schema, value, ordered).await
     }
 
-    fn cached(&self, subject: &str, schema: &AvroSchema) -> Option<Arc<Registered>> {
-        let known = self.known.read().ok()?;
-        let versions = known.get(subject)?;
+    /// Encodes the `part` of a record for `topic` whose Avro binary datum `write` appends
+    /// (a value built straight from the event, in `schema`'s layout; see
+    /// [`cloudevent::write`]).
+    pub async fn encode_written(
+        &self,
+        topic: &str,
+        part: Part,
+        schema: &AvroSchema,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Vec<u8>, EncodeError> {
+        let r = self.registered(topic, part, schema).await?;
+        let mut out = framed(&r);
+        write(&mut out);
+        Ok(out)
+    }
+
+    fn known(&self, part: Part) -> &RwLock<HashMap<String, Vec<Arc<Registered>>>> {
+        match part {
+            Part::Value => &self.values,
+            Part::Key => &self.keys,
+        }
+    }
+
+    fn cached(&self, topic: &str, part: Part, schema: &AvroSchema) -> Option<Arc<Registered>> {
+        let known = self.known(part).read().ok()?;
+        let versions = known.get(topic)?;
         versions
             .iter()
             .find(|r| Arc::ptr_eq(&r.schema, &schema.supplied))
@@ -299,10 +380,11 @@ impl Encoder {
 
     async fn registered(
         &self,
-        subject: &str,
+        topic: &str,
+        part: Part,
         schema: &AvroSchema,
     ) -> Result<Arc<Registered>, EncodeError> {
-        if let Some(r) = self.cached(subject, schema) {
+        if let Some(r) = self.cached(topic, part, schema) {
             if let Some(m) = crate::telemetry::metrics::metrics() {
                 m.schema_cache_hits.inc();
             }
@@ -311,19 +393,20 @@ impl Encoder {
         // One registration at a time: concurrent first records wait for it instead of
         // posting the same schema again.
         let _guard = self.registering.lock().await;
-        if let Some(r) = self.cached(subject, schema) {
+        if let Some(r) = self.cached(topic, part, schema) {
             if let Some(m) = crate::telemetry::metrics::metrics() {
                 m.schema_cache_hits.inc();
             }
             return Ok(r);
         }
+        let subject = part.subject(topic);
         let parsed = apache_avro::Schema::parse_str(schema.json())
             .map_err(|e| EncodeError::Schema(format!("invalid schema for {subject}: {e}")))?;
         // Boxed: registering is rare (once per schema version), and its HTTP future is large;
         // inline it would size every record's encoding future, which each event's task copies.
         let registered = Box::pin(post_schema(
             &self.settings,
-            subject.to_string(),
+            subject.clone(),
             SuppliedSchema::clone(&schema.supplied),
         ))
         .await;
@@ -346,9 +429,9 @@ impl Encoder {
             id: registered.id,
             writer,
         });
-        if let Ok(mut known) = self.known.write() {
+        if let Ok(mut known) = self.known(part).write() {
             known
-                .entry(subject.to_string())
+                .entry(topic.to_string())
                 .or_default()
                 .push(Arc::clone(&entry));
         }
@@ -357,16 +440,14 @@ impl Encoder {
 
     async fn encode(
         &self,
-        subject: &str,
+        topic: &str,
+        part: Part,
         schema: &AvroSchema,
         value: &Value,
         ordered: bool,
     ) -> Result<Vec<u8>, EncodeError> {
-        let r = self.registered(subject, schema).await?;
-        // Confluent framing written first, the datum after it: one buffer, no copy.
-        let mut out = Vec::with_capacity(256);
-        out.push(0);
-        out.extend_from_slice(&r.id.to_be_bytes());
+        let r = self.registered(topic, part, schema).await?;
+        let mut out = framed(&r);
         if ordered && datum::write_ordered(value, &mut out) {
             return Ok(out);
         }
