@@ -36,21 +36,29 @@ pub enum BodyError {
     InvalidForm(String),
 }
 
-/// Media type without parameters, lowercase.
-fn media_type(content_type: Option<&HeaderValue>) -> Option<String> {
+/// Media type without parameters, as sent (compare it ignoring ASCII case). A header value
+/// `to_str` accepts is visible ASCII.
+fn media_type(content_type: Option<&HeaderValue>) -> Option<&str> {
     let ct = content_type?.to_str().ok()?;
-    Some(
-        ct.split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase(),
-    )
+    Some(ct.split(';').next().unwrap_or("").trim())
 }
+
+const FORM: &str = "application/x-www-form-urlencoded";
 
 /// True when the content type is form-encoded.
 pub fn is_form(content_type: Option<&HeaderValue>) -> bool {
-    media_type(content_type).as_deref() == Some("application/x-www-form-urlencoded")
+    media_type(content_type).is_some_and(|t| t.eq_ignore_ascii_case(FORM))
+}
+
+/// True for JSON media types: `application/json` and `…+json`, or none given.
+fn is_json(t: Option<&str>) -> bool {
+    match t {
+        None | Some("") => true,
+        Some(t) => {
+            t.eq_ignore_ascii_case("application/json")
+                || t.len() >= 5 && t.as_bytes()[t.len() - 5..].eq_ignore_ascii_case(b"+json")
+        }
+    }
 }
 
 /// Parses `body` by its content type. Form bodies are parsed for any caller; whether a source
@@ -66,10 +74,9 @@ pub fn parse_body_reading(
     content_type: Option<&HeaderValue>,
     fields: &Arc<Fields>,
 ) -> Result<Body, BodyError> {
-    match media_type(content_type).as_deref() {
-        None | Some("") | Some("application/json") => json(body, fields),
-        Some(t) if t.ends_with("+json") => json(body, fields),
-        Some("application/x-www-form-urlencoded") => {
+    match media_type(content_type) {
+        t if is_json(t) => json(body, fields),
+        Some(t) if t.eq_ignore_ascii_case(FORM) => {
             if std::str::from_utf8(body).is_err() {
                 return Err(BodyError::InvalidForm("the form body is not UTF-8".into()));
             }
@@ -82,7 +89,8 @@ pub fn parse_body_reading(
                 .and_then(|(_, v)| serde_json::from_str(v).ok());
             Ok(Body::Form { fields, payload })
         }
-        Some(other) => Err(BodyError::Unsupported(other.to_string())),
+        Some(other) => Err(BodyError::Unsupported(other.to_ascii_lowercase())),
+        None => json(body, fields),
     }
 }
 
@@ -306,6 +314,33 @@ mod tests {
             m.insert(*k, HeaderValue::from_static(v));
         }
         m
+    }
+
+    #[test]
+    fn media_types_are_told_apart_ignoring_case_and_parameters() {
+        let fields = Arc::new(Fields::new(Vec::new()));
+        for ct in [
+            None,
+            Some(""),
+            Some("application/json"),
+            Some("Application/JSON; charset=utf-8"),
+            Some("application/cloudevents+json"),
+            Some("application/vnd.x+JSON"),
+        ] {
+            let v = ct.map(|c| HeaderValue::from_str(c).expect("header"));
+            assert!(!is_form(v.as_ref()), "{ct:?}");
+            let parsed = parse_body_reading(b"{}", v.as_ref(), &fields);
+            assert!(matches!(parsed, Ok(Body::Json(_))), "{ct:?}: {parsed:?}");
+        }
+        let form = HeaderValue::from_static("Application/X-WWW-Form-Urlencoded; charset=utf-8");
+        assert!(is_form(Some(&form)));
+        let parsed = parse_body_reading(b"a=1", Some(&form), &fields);
+        assert!(matches!(parsed, Ok(Body::Form { .. })), "{parsed:?}");
+        let xml = HeaderValue::from_static("Text/XML");
+        assert_eq!(
+            parse_body_reading(b"<a/>", Some(&xml), &fields),
+            Err(BodyError::Unsupported("text/xml".into()))
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ pub mod dedupe;
 pub mod identity;
 pub mod limit;
 pub mod pointer;
+pub mod scan;
 pub mod verify;
 
 use std::sync::Arc;
@@ -229,14 +230,19 @@ impl WebhookSource {
         };
         let event = self.event(&headers, text.to_string(), &body, &parsed);
         let id = event.id.clone();
-        span.set(KeyValue::new(
-            "switchyard.event_id",
-            id.as_str().to_string(),
-        ));
+        if span.is_on() {
+            span.set(KeyValue::new(
+                "switchyard.event_id",
+                id.as_str().to_string(),
+            ));
+        }
         let Some(dedupe) = &self.dedupe else {
             return self.deliver(event, None, span.context()).await;
         };
-        let key = format!("{}\u{1f}{}", self.name, id.as_str());
+        let mut key = String::with_capacity(self.name.len() + 1 + id.as_str().len());
+        key.push_str(&self.name);
+        key.push('\u{1f}');
+        key.push_str(id.as_str());
         let window = i64::try_from(self.config.dedupe_window.as_micros()).unwrap_or(i64::MAX);
         match dedupe.claim(key, now_micros().saturating_sub(window)).await {
             Claim::Seen => self.duplicate(&id),
@@ -266,11 +272,7 @@ impl WebhookSource {
             m.webhook_duplicates.with_label_values(&[&*self.name]).inc();
         }
         debug!(source = %self.name, event_id = %id, "duplicate delivery answered without a second record");
-        let body = Answer {
-            status: "duplicate",
-            id: id.as_str(),
-        };
-        (StatusCode::OK, Json(body)).into_response()
+        answer("duplicate", id)
     }
 
     /// Hands the event to the pipeline and answers once it is durable (or not in time).
@@ -302,31 +304,19 @@ impl WebhookSource {
                     l.finish(Outcome::Accepted).await;
                 }
                 debug!(source = %self.name, event_id = %id, "webhook accepted");
-                let body = Answer {
-                    status: "accepted",
-                    id: id.as_str(),
-                };
-                return (StatusCode::OK, Json(body)).into_response();
+                return answer("accepted", &id);
             }
             Ok(Delivery::DeadLettered) => {
                 if let Some(l) = lead {
                     l.finish(Outcome::Accepted).await;
                 }
-                let body = Answer {
-                    status: "dead_lettered",
-                    id: id.as_str(),
-                };
-                return (StatusCode::OK, Json(body)).into_response();
+                return answer("dead_lettered", &id);
             }
             Ok(Delivery::Dropped) => {
                 if let Some(l) = lead {
                     l.finish(Outcome::Accepted).await;
                 }
-                let body = Answer {
-                    status: "unmatched",
-                    id: id.as_str(),
-                };
-                return (StatusCode::OK, Json(body)).into_response();
+                return answer("unmatched", &id);
             }
             Ok(Delivery::Failed(f)) if !f.class.is_transient() => {
                 if let Some(l) = lead {
@@ -356,11 +346,7 @@ impl WebhookSource {
                     if let Some(l) = lead {
                         l.finish(Outcome::Accepted).await;
                     }
-                    let body = Answer {
-                        status: "dead_lettered",
-                        id: id.as_str(),
-                    };
-                    return (StatusCode::OK, Json(body)).into_response();
+                    return answer("dead_lettered", &id);
                 }
                 Err(e) => {
                     warn!(source = %self.name, event_id = %id, error = %e.message, "could not store the event in the DLQ either")
@@ -399,15 +385,17 @@ pub fn event_from_request(
         Some(id) => EventId::from_provider(&id),
         None => EventId::from_content(raw),
     };
-    let kept = headers
-        .iter()
-        .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
-        .filter_map(|(k, v)| {
-            v.to_str()
-                .ok()
-                .map(|v| (k.as_str().to_string(), v.to_string()))
-        })
-        .collect();
+    let mut kept = Vec::with_capacity(headers.len());
+    kept.extend(
+        headers
+            .iter()
+            .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_string(), v.to_string()))
+            }),
+    );
     let selected = config
         .headers
         .iter()
@@ -435,11 +423,32 @@ pub fn event_from_request(
     }
 }
 
-/// The body of a 200: `{"status": …, "id": …}`.
-#[derive(serde::Serialize)]
-struct Answer<'a> {
-    status: &'a str,
-    id: &'a str,
+/// A 200 with body `{"status": …, "id": …}`, written directly (serde's writer and axum's
+/// `Json` cost more than the rest of building the answer): `status` is one of a few fixed
+/// words, the id is escaped by serde_json only when it needs escaping.
+fn answer(status: &'static str, id: &EventId) -> Response {
+    let id = id.as_str();
+    let mut body = Vec::with_capacity(32 + status.len() + id.len());
+    body.extend_from_slice(b"{\"status\":\"");
+    body.extend_from_slice(status.as_bytes());
+    body.extend_from_slice(b"\",\"id\":");
+    if id.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        body.push(b'"');
+        body.extend_from_slice(id.as_bytes());
+        body.push(b'"');
+    } else if serde_json::to_writer(&mut body, id).is_err() {
+        body.extend_from_slice(b"null");
+    }
+    body.push(b'}');
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// A JSON error response: `{"error": code, "detail": text, "message": text}` (`message` is
@@ -469,4 +478,39 @@ fn unavailable(message: &str) -> Response {
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The body of a 200, read back as JSON.
+    fn read(r: Response) -> (Option<String>, serde_json::Value) {
+        let ct = r
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = futures::executor::block_on(axum::body::to_bytes(r.into_body(), 1 << 16))
+            .expect("body");
+        (ct, serde_json::from_slice(&body).expect("JSON"))
+    }
+
+    #[test]
+    fn answers_are_json_whatever_the_id_holds() {
+        for id in [
+            "evt_1",
+            "a\"quoted\" id",
+            "back\\slash",
+            "tab\there",
+            "ünï ✓",
+            "",
+        ] {
+            let r = answer("accepted", &EventId::from_provider(id));
+            assert_eq!(r.status(), StatusCode::OK);
+            let (ct, v) = read(r);
+            assert_eq!(ct.as_deref(), Some("application/json"));
+            assert_eq!(v, json!({"status": "accepted", "id": id}), "{id:?}");
+        }
+    }
 }
