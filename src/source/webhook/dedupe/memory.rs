@@ -1,7 +1,7 @@
 //! What deduplication keeps in memory: the newest accepted ids by [`Print`], fingerprints of
 //! older ones by hour ([`Older`]), and the ids being delivered now (see the parent module).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use tokio::sync::oneshot;
 
@@ -34,7 +34,7 @@ impl Printer {
 /// What memory knows, under one lock: the newest accepted ids, fingerprints of older ones and
 /// the ids being delivered now.
 pub(super) struct Memory {
-    pub(super) at: HashMap<Print, i64, BuildFingerprint>,
+    pub(super) at: Sharded<Print, i64>,
     pub(super) order: VecDeque<(Print, i64)>,
     /// Memory holds every id accepted since `complete_since` (micros).
     pub(super) complete_since: i64,
@@ -47,8 +47,10 @@ pub(super) struct Memory {
 impl Memory {
     pub(super) fn new(complete_since: i64, window: i64) -> Memory {
         Memory {
-            at: HashMap::default(),
-            order: VecDeque::new(),
+            at: Sharded::default(),
+            // Allocated once (pages are touched as ids arrive): growing it by doubling copied
+            // up to 6 MiB under memory's lock.
+            order: VecDeque::with_capacity(MEMORY_CAP + 1),
             complete_since,
             older: Older::new(complete_since, window),
             inflight: HashMap::default(),
@@ -102,7 +104,7 @@ pub(super) fn fingerprint(p: Print) -> u64 {
 /// hours are looked up in the store again).
 pub(super) struct Older {
     /// (first micro of the hour, fingerprints), oldest first.
-    hours: VecDeque<(i64, HashSet<u64, BuildFingerprint>)>,
+    hours: VecDeque<(i64, Sharded<u64, ()>)>,
     len: usize,
     /// Memory and these fingerprints know every id accepted since then (micros).
     pub(super) complete_since: i64,
@@ -131,7 +133,7 @@ impl Older {
             Some(i) if self.hours[i].0 == hour => i,
             found => {
                 let i = found.map_or(0, |i| i + 1);
-                self.hours.insert(i, (hour, HashSet::default()));
+                self.hours.insert(i, (hour, Sharded::default()));
                 // Hours past the window no longer matter to any claim.
                 while self
                     .hours
@@ -147,7 +149,7 @@ impl Older {
             }
         };
         if let Some((_, set)) = self.hours.get_mut(i)
-            && set.insert(fp)
+            && set.insert(fp, ()).is_none()
         {
             self.len += 1;
         }
@@ -168,13 +170,13 @@ impl Older {
                 Some(i) if built.hours[i].0 == hour => i,
                 found => {
                     let i = found.unwrap_or(built.hours.len());
-                    built.hours.insert(i, (hour, HashSet::default()));
+                    built.hours.insert(i, (hour, Sharded::default()));
                     i
                 }
             };
             if let Some((_, into)) = built.hours.get_mut(i) {
-                for fp in set {
-                    if into.insert(fp) {
+                for (fp, ()) in set.into_iter() {
+                    if into.insert(fp, ()).is_none() {
                         built.len += 1;
                     }
                 }
@@ -203,7 +205,68 @@ impl Older {
             .iter()
             .rev()
             .take_while(|(h, _)| h + HOUR > since)
-            .any(|(_, set)| set.contains(&fp))
+            .any(|(_, set)| set.get(&fp).is_some())
+    }
+}
+
+/// Shards of [`Sharded`]: a map growing past its capacity rehashes one shard, a sixteenth of
+/// its entries.
+const SHARDS: usize = 16;
+
+/// A hash map split by key into [`SHARDS`] maps. Growing a single map of memory's 200,000 ids
+/// (or an hour's fingerprints) rehashed all of them at once, under memory's lock: every request
+/// of both HTTP threads waited (20–50 ms pauses in open-loop runs at 10,000 requests/s); a
+/// shard's rehash is a sixteenth of that.
+pub(super) struct Sharded<K, V> {
+    shards: [HashMap<K, V, BuildFingerprint>; SHARDS],
+}
+
+/// Which shard a key is in: bits its map's hash does not use for buckets or tags.
+pub(super) trait ShardKey: std::hash::Hash + Eq {
+    fn shard(&self) -> usize;
+}
+
+impl ShardKey for u128 {
+    fn shard(&self) -> usize {
+        // The high half (the map hashes the low half, an independent hash).
+        ((self >> 64) as usize) % SHARDS
+    }
+}
+
+impl ShardKey for u64 {
+    fn shard(&self) -> usize {
+        // Between the bucket bits (low) and the tag bits (top 7).
+        ((self >> 40) as usize) % SHARDS
+    }
+}
+
+impl<K, V> Default for Sharded<K, V> {
+    fn default() -> Self {
+        Sharded {
+            shards: std::array::from_fn(|_| HashMap::default()),
+        }
+    }
+}
+
+impl<K: ShardKey, V> Sharded<K, V> {
+    pub(super) fn get(&self, k: &K) -> Option<&V> {
+        self.shards[k.shard()].get(k)
+    }
+
+    pub(super) fn insert(&mut self, k: K, v: V) -> Option<V> {
+        self.shards[k.shard()].insert(k, v)
+    }
+
+    pub(super) fn remove(&mut self, k: &K) -> Option<V> {
+        self.shards[k.shard()].remove(k)
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.shards.iter().map(HashMap::len).sum()
+    }
+
+    pub(super) fn into_iter(self) -> impl Iterator<Item = (K, V)> {
+        self.shards.into_iter().flatten()
     }
 }
 
@@ -262,6 +325,34 @@ mod tests {
         assert_eq!(m.older.len, 5_000);
         assert!(m.knows(id(&(n - 1).to_string()), t0));
         assert!(!m.knows(id(&(n - 1).to_string()), t0 + n as i64));
+    }
+
+    #[test]
+    fn sharded_maps_keep_every_entry_and_spread_them_over_all_shards() {
+        let printer = Printer::new();
+        let mut at: Sharded<Print, i64> = Sharded::default();
+        let mut fps: Sharded<u64, ()> = Sharded::default();
+        for i in 0..10_000i64 {
+            let p = printer.print(&format!("s\u{1f}evt_{i}"));
+            assert_eq!(at.insert(p, i), None);
+            assert_eq!(fps.insert(fingerprint(p), ()), None);
+        }
+        assert_eq!(at.len(), 10_000);
+        assert_eq!(fps.len(), 10_000);
+        // Each shard holds about a sixteenth: none grows alone.
+        for shards in [
+            at.shards.iter().map(HashMap::len).collect::<Vec<_>>(),
+            fps.shards.iter().map(HashMap::len).collect::<Vec<_>>(),
+        ] {
+            assert!(shards.iter().all(|&n| n > 400 && n < 850), "{shards:?}");
+        }
+        let p = printer.print("s\u{1f}evt_7");
+        assert_eq!(at.get(&p), Some(&7));
+        assert_eq!(at.insert(p, 70), Some(7));
+        assert_eq!(at.remove(&p), Some(70));
+        assert_eq!(at.get(&p), None);
+        assert_eq!(at.len(), 9_999);
+        assert_eq!(fps.into_iter().count(), 10_000);
     }
 
     #[test]
