@@ -1,7 +1,12 @@
-//! Closed-loop HTTP/1.1 load generator for the webhook ingest benchmark (benches/webhooks.sh).
+//! HTTP/1.1 load generator for the webhook ingest benchmark (benches/webhooks.sh).
 //!
 //! N connections (default 64), each one a task that sends a POST, waits for the whole answer,
-//! and sends the next, on keep-alive connections, like `wrk -c64`. Every request carries a
+//! and sends the next, on keep-alive connections, like `wrk -c64` (closed loop: throughput).
+//! With `--rate R` it is open loop instead, like wrk2 (latency): each connection sends its
+//! requests on a fixed schedule (R/N per second, connections staggered), and a request whose
+//! connection was still busy at its scheduled time counts its latency from that time, so a slow
+//! answer is not hidden by the requests it delayed (coordinated omission); a request sent late
+//! only by the generator's own timer counts from when it was sent. Every request carries a
 //! distinct ~1 KiB Stripe-style event (its own `"id"`, so switchyard's deduplication sees a new
 //! event each time) signed with a `Stripe-Signature` header (`t=<unix>,v1=HMAC-SHA256(secret,
 //! "<t>.<body>")`). The same requests go to nginx and to switchyard, so the generator's own cost
@@ -66,6 +71,14 @@ struct Args {
     /// under NAME; repeat a NAME to add processes up.
     #[arg(long = "cpu-pid")]
     cpu_pids: Vec<String>,
+    /// Open loop: requests per second in all, on a fixed schedule (0: closed loop). Give
+    /// enough connections for the rate times the latency (in flight at once).
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Also write every measured request as `<ms since the window opened> <latency µs>` lines
+    /// to this file (where in the run the slow answers were).
+    #[arg(long)]
+    timeline: Option<std::path::PathBuf>,
     /// Ignored (`cargo bench` passes it).
     #[arg(long, hide = true)]
     bench: bool,
@@ -188,6 +201,8 @@ impl Template {
 #[derive(Default)]
 struct Tally {
     latencies_us: Vec<u32>,
+    /// When (ms since the window opened) each of `latencies_us` completed.
+    done_ms: Vec<u32>,
     statuses: BTreeMap<u16, u64>,
     /// For 200 answers: the `"status"` value of the JSON body (accepted, duplicate, ok, …).
     bodies: BTreeMap<String, u64>,
@@ -290,14 +305,24 @@ async fn connect(addr: &str) -> io::Result<TcpStream> {
     Ok(s)
 }
 
+/// When one connection sends, open loop: every `interval`, from `first`.
+#[derive(Clone, Copy)]
+struct Schedule {
+    first: Instant,
+    interval: Duration,
+}
+
 async fn connection(
     conn: usize,
     addr: Arc<str>,
     template: Arc<Template>,
     window: (Instant, Instant),
+    schedule: Option<Schedule>,
     stop: Arc<AtomicBool>,
 ) -> Tally {
     let (open, close) = window;
+    let mut next = schedule.map(|s| s.first);
+    let mut free_since = Instant::now();
     let mut tally = Tally {
         latencies_us: Vec::with_capacity(1 << 16),
         ..Tally::default()
@@ -323,13 +348,30 @@ async fn connection(
         };
         template.request(conn, seq, &mut req);
         seq += 1;
-        let started = Instant::now();
+        let started = match (next.as_mut(), schedule) {
+            (Some(at), Some(s)) => {
+                let due = *at;
+                *at += s.interval;
+                if due > Instant::now() {
+                    tokio::time::sleep_until(tokio::time::Instant::from_std(due)).await;
+                }
+                // Busy past its time (the server held the connection): from the schedule;
+                // free in time, late only by this generator's timer: from the send.
+                if free_since > due {
+                    due
+                } else {
+                    Instant::now()
+                }
+            }
+            _ => Instant::now(),
+        };
         let result = async {
             s.write_all(&req).await?;
             read_answer(s, &mut buf).await
         }
         .await;
         let done = Instant::now();
+        free_since = done;
         match result {
             Ok(a) => {
                 let good = a.status == 200
@@ -340,6 +382,9 @@ async fn connection(
                 if done >= open && done <= close {
                     let us = (done - started).as_micros().min(u32::MAX as u128) as u32;
                     tally.latencies_us.push(us);
+                    tally
+                        .done_ms
+                        .push((done - open).as_millis().min(u32::MAX as u128) as u32);
                     if !good {
                         tally.bad_window += 1;
                     }
@@ -435,6 +480,7 @@ fn run_thread(
     addr: Arc<str>,
     template: Arc<Template>,
     window: (Instant, Instant),
+    schedules: Vec<Option<Schedule>>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<Tally>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -443,12 +489,14 @@ fn run_thread(
     let out = runtime.block_on(async {
         let tasks: Vec<_> = conns
             .into_iter()
-            .map(|c| {
+            .zip(schedules)
+            .map(|(c, schedule)| {
                 tokio::spawn(connection(
                     c,
                     Arc::clone(&addr),
                     Arc::clone(&template),
                     window,
+                    schedule,
                     Arc::clone(&stop),
                 ))
             })
@@ -560,12 +608,25 @@ fn main() -> anyhow::Result<()> {
     // the connections (no work stealing, no cross-thread wake-ups).
     let addr: Arc<str> = Arc::from(host);
     let threads = args.threads.clamp(1, args.connections.max(1));
+    // Open loop: each connection every connections/rate seconds, staggered evenly.
+    let schedule = |c: usize| {
+        (args.rate > 0.0).then(|| {
+            let interval = Duration::from_secs_f64(args.connections as f64 / args.rate);
+            Schedule {
+                first: start + interval.mul_f64(c as f64 / args.connections as f64),
+                interval,
+            }
+        })
+    };
     let workers: Vec<_> = (0..threads)
         .map(|k| {
             let conns: Vec<usize> = (0..args.connections).filter(|c| c % threads == k).collect();
+            let schedules = conns.iter().map(|&c| schedule(c)).collect();
             let (addr, template, stop) =
                 (Arc::clone(&addr), Arc::clone(&template), Arc::clone(&stop));
-            std::thread::spawn(move || run_thread(conns, addr, template, (open, close), stop))
+            std::thread::spawn(move || {
+                run_thread(conns, addr, template, (open, close), schedules, stop)
+            })
         })
         .collect();
     let mut tallies: Vec<Tally> = Vec::new();
@@ -579,6 +640,16 @@ fn main() -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("sampler panicked"))?;
 
+    if let Some(path) = &args.timeline {
+        use std::io::Write;
+        let mut f = io::BufWriter::new(std::fs::File::create(path)?);
+        for t in &tallies {
+            for (ms, us) in t.done_ms.iter().zip(&t.latencies_us) {
+                writeln!(f, "{ms} {us}")?;
+            }
+        }
+        f.flush()?;
+    }
     let mut lat: Vec<u32> = Vec::new();
     let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
     let mut bodies: BTreeMap<String, u64> = BTreeMap::new();
@@ -627,6 +698,7 @@ fn main() -> anyhow::Result<()> {
     let out = serde_json::json!({
         "url": args.url,
         "connections": args.connections,
+        "rate": args.rate,
         "threads": args.threads,
         "body_bytes": args.body_bytes,
         "run_id": template.run_id,

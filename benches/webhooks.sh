@@ -24,6 +24,10 @@
 #                     alone, quick A/B of a change by CPU per request; ratios need nginx)
 #   DURATION=10       measured seconds per run; WARMUP=3 seconds of load before it, not counted
 #   CONNECTIONS=64    concurrent connections; THREADS=2 generator threads (like wrk -t2)
+#   RATE=0            open loop (latency, like wrk2): this many requests/s in all, on a fixed
+#                     schedule; a request whose connection was still busy counts its latency
+#                     from its scheduled time. Use DURATION>=30 and CONNECTIONS above rate x
+#                     latency (e.g. RATE=10000 CONNECTIONS=256). 0: closed loop (throughput)
 #   BODY_BYTES=1024   request body size
 #   NGINX_WORKERS=2   nginx worker_processes (the machine's cores)
 #   STORAGE=memory://tansu/   Tansu storage engine (null://sink discards)
@@ -49,7 +53,8 @@
 #                     do not quote them
 #   BUILD=1           0 uses the binaries already built (target/release/switchyard, webhook_load)
 #   KEEP=0            1 keeps the temp dir (logs, configs, per-run JSON, each daemon's /metrics
-#                     at the end of its run: sy/metrics-N.txt)
+#                     at the end of its run: sy/metrics-N.txt, each run's latency per request
+#                     in time order: runs/N-KIND.timeline)
 #   RESULTS=          also copy the per-run TSV there
 set -euo pipefail
 
@@ -59,6 +64,7 @@ KINDS=${KINDS:-nginx ack null}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 CONNECTIONS=${CONNECTIONS:-64}
+RATE=${RATE:-0}
 THREADS=${THREADS:-2}
 BODY_BYTES=${BODY_BYTES:-1024}
 NGINX_WORKERS=${NGINX_WORKERS:-2}
@@ -249,9 +255,11 @@ printf 'pair\tkind\tload1_start\tload1_end\trps\tp50_us\tp99_us\tp999_us\treques
 # gen OUT-JSON URL RUN-ID --cpu-pid …: one generator run; its JSON line goes to OUT-JSON
 gen() {
   local out=$1 url=$2 run_id=$3 rc=0; shift 3
+  # With KEEP=1 each run also leaves <run>.timeline: "<ms into the window> <latency µs>" per request.
+  [ "$KEEP" = 1 ] && set -- "$@" --timeline "${out%.json}.timeline"
   timeout $((${WARMUP%.*} + ${DURATION%.*} + 90)) "$GEN" --url "$url" --duration "$DURATION" --warmup "$WARMUP" \
     --connections "$CONNECTIONS" --threads "$THREADS" --secret "$SECRET" --body-bytes "$BODY_BYTES" \
-    --run-id "$run_id" "$@" >"$out" 2>"${out%.json}.log" &
+    --rate "$RATE" --run-id "$run_id" "$@" >"$out" 2>"${out%.json}.log" &
   GEN_PID=$!
   wait "$GEN_PID" || rc=$?
   GEN_PID=
@@ -459,15 +467,16 @@ done
 
 # --- report ------------------------------------------------------------------------------
 echo
-echo "Webhook ingest benchmark: $CONNECTIONS connections, $BODY_BYTES-byte signed Stripe-style POSTs (each a distinct event id), closed loop, ${DURATION}s measured after ${WARMUP}s warm-up, generator $THREADS threads"
+echo "Webhook ingest benchmark: $CONNECTIONS connections, $BODY_BYTES-byte signed Stripe-style POSTs (each a distinct event id), $( [ "$RATE" = 0 ] && echo "closed loop" || echo "open loop at $RATE req/s"), ${DURATION}s measured after ${WARMUP}s warm-up, generator $THREADS threads"
 echo "switchyard source: provider stripe, dedupe_window $DEDUPE_WINDOW, DLQ/dedupe store in $( [ "$DLQ_DIR" = "$T/sy" ] && echo "the temp dir ($(df --output=fstype "$T" | tail -1))" || echo "$DLQ_DIR ($(df --output=fstype "$DLQ_DIR" | tail -1))")"
 echo "nginx $("$NGINX_BIN" -v 2>&1 | sed 's/.*nginx\///') ($NGINX_WORKERS workers, static 200); Tansu storage $STORAGE, peak RSS $(($(hwm_kib "$TANSU_PID") / 1024)) MiB"
 echo "machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -r), load1 now $(load1); switchyard $("$SY" --version 2>/dev/null || echo '?') ($(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src 2>/dev/null || echo ', src modified'))"
-python3 - "$RESULTS_TSV" "$DURATION" "$KINDS" <<'PY'
+python3 - "$RESULTS_TSV" "$DURATION" "$KINDS" "$RATE" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 seconds = float(sys.argv[2])
 kinds = sys.argv[3].split()
+rate = float(sys.argv[4])
 f = float
 print()
 print("per run: req/s; p50/p99 latency in ms; server CPU in µs per request (nginx: master+workers;")
@@ -494,8 +503,11 @@ if not keep:
 def per_req(r, k):
     return f(r[k]) * 1e6 / max(1, int(r["requests"]))
 print()
+if rate > 0:
+    print(f"open loop at {rate:,.0f} req/s: every server gets the same schedule, so compare latency;"
+          " a req/s below the rate means the server fell behind (its latency then grows)")
 for kind, target in (("ack", 0.25), ("null", 0.45)):
-    if kind not in kinds or "nginx" not in kinds:
+    if kind not in kinds or "nginx" not in kinds or rate > 0:
         continue
     ratios = [f(d[kind]["rps"]) / f(d["nginx"]["rps"]) for d in keep]
     noisy = sum(1 for p in pairs if p.endswith("n") and len(pairs[p]) == len(kinds))
