@@ -140,55 +140,8 @@ impl Scan<'_> {
                 self.i += 1;
                 self.string()?;
             }
-            b'{' => {
-                if depth + 1 >= MAX_DEPTH {
-                    return Err(Refused);
-                }
-                self.i += 1;
-                self.ws();
-                if self.b.get(self.i) == Some(&b'}') {
-                    self.i += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.eat(b'"')?;
-                    self.string()?;
-                    self.eat(b':')?;
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.b.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(Refused),
-                    }
-                }
-            }
-            b'[' => {
-                if depth + 1 >= MAX_DEPTH {
-                    return Err(Refused);
-                }
-                self.i += 1;
-                self.ws();
-                if self.b.get(self.i) == Some(&b']') {
-                    self.i += 1;
-                    return Ok(());
-                }
-                loop {
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.b.get(self.i) {
-                        Some(b',') => self.i += 1,
-                        Some(b']') => {
-                            self.i += 1;
-                            return Ok(());
-                        }
-                        _ => return Err(Refused),
-                    }
-                }
-            }
+            b'{' => self.object(0, depth, false)?,
+            b'[' => self.array(0, depth)?,
             b't' => self.literal(b"true")?,
             b'f' => self.literal(b"false")?,
             b'n' => self.literal(b"null")?,
