@@ -131,8 +131,9 @@ pub struct RegistryConfig {
     pub auth: Option<RegistryAuth>,
 }
 
-/// How switchyard authenticates to the schema registry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How switchyard authenticates to the schema registry. Its `Debug` shows neither the
+/// password or token nor the user name (for Confluent Cloud, the API key).
+#[derive(Clone, PartialEq, Eq)]
 pub enum RegistryAuth {
     /// HTTP basic authentication (`username`, `password`): Confluent Cloud's API key and
     /// secret, Confluent Platform's `basic.auth.user.info`, Aiven, Redpanda.
@@ -144,6 +145,15 @@ pub enum RegistryAuth {
     },
     /// A bearer token (`token`): `Authorization: Bearer …`.
     Bearer(Secret),
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegistryAuth::Basic { .. } => f.write_str("Basic(<redacted>)"),
+            RegistryAuth::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+        }
+    }
 }
 
 impl RegistryAuth {
@@ -559,5 +569,24 @@ impl Config {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_credentials_never_show_in_debug_output() {
+        let basic = RegistryAuth::Basic {
+            username: "ABCDKEY123".into(),
+            password: Secret(b"hunter2-secret".to_vec()),
+        };
+        let bearer = RegistryAuth::Bearer(Secret(b"tok-xyz".to_vec()));
+        let shown = format!("{basic:?} {bearer:?} {:?}", Some(&basic));
+        for hidden in ["ABCDKEY123", "hunter2", "tok-xyz"] {
+            assert!(!shown.contains(hidden), "{hidden} in {shown}");
+        }
+        assert!(shown.contains("Basic(<redacted>)") && shown.contains("Bearer(<redacted>)"));
     }
 }
