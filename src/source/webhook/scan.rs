@@ -161,13 +161,7 @@ impl Scan<'_> {
 
     /// An object; `strict`: serde_json reads its keys in full (see [`Scan::value`]).
     fn object(&mut self, mask: u64, depth: usize, strict: bool) -> Scanned<()> {
-        if depth + 1 >= MAX_DEPTH {
-            return Err(Refused);
-        }
-        self.i += 1;
-        self.ws();
-        if self.b.get(self.i) == Some(&b'}') {
-            self.i += 1;
+        if !self.open(depth, b'}')? {
             return Ok(());
         }
         loop {
@@ -185,15 +179,41 @@ impl Scan<'_> {
             }
             self.eat(b':')?;
             self.value(through, depth + 1)?;
-            self.ws();
-            match self.b.get(self.i) {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(Refused),
+            if !self.next_item(b'}')? {
+                return Ok(());
             }
+        }
+    }
+
+    /// Steps into the container opening here, at `depth` (refused past [`MAX_DEPTH`]); false
+    /// when it is empty (its `close` eaten too).
+    fn open(&mut self, depth: usize, close: u8) -> Scanned<bool> {
+        if depth + 1 >= MAX_DEPTH {
+            return Err(Refused);
+        }
+        self.i += 1;
+        self.ws();
+        if self.b.get(self.i) == Some(&close) {
+            self.i += 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// After an item of a container: true at a `,` (another item follows), false at its
+    /// `close`, refused at anything else.
+    fn next_item(&mut self, close: u8) -> Scanned<bool> {
+        self.ws();
+        match self.b.get(self.i) {
+            Some(b',') => {
+                self.i += 1;
+                Ok(true)
+            }
+            Some(&c) if c == close => {
+                self.i += 1;
+                Ok(false)
+            }
+            _ => Err(Refused),
         }
     }
 
@@ -220,13 +240,7 @@ impl Scan<'_> {
     }
 
     fn array(&mut self, mask: u64, depth: usize) -> Scanned<()> {
-        if depth + 1 >= MAX_DEPTH {
-            return Err(Refused);
-        }
-        self.i += 1;
-        self.ws();
-        if self.b.get(self.i) == Some(&b']') {
-            self.i += 1;
+        if !self.open(depth, b']')? {
             return Ok(());
         }
         let mut n = 0usize;
@@ -244,18 +258,10 @@ impl Scan<'_> {
                 self.found[w] = None;
             }
             self.value(through, depth + 1)?;
-            self.ws();
-            match self.b.get(self.i) {
-                Some(b',') => {
-                    self.i += 1;
-                    n += 1;
-                }
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(());
-                }
-                _ => return Err(Refused),
+            if !self.next_item(b']')? {
+                return Ok(());
             }
+            n += 1;
         }
     }
 
