@@ -47,14 +47,7 @@ async fn inserts_updates_and_deletes_arrive_as_envelopes_and_the_slot_advances()
     std::fs::write(
         &path,
         format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-[kafka]
-bootstrap_servers = "{}"
-delivery_timeout = "5s"
-[schema_registry]
-url = "{}"
+            r#"{head}
 [sources.appdb]
 type = "postgres"
 url = "{}"
@@ -64,9 +57,8 @@ heartbeat_interval = "1s"
 name = "orders"
 source = "appdb"
 "#,
-            broker.bootstrap(),
-            registry.url(),
-            pg.url(&db)
+            pg.url(&db),
+            head = crate::support::config_head("127.0.0.1:0", &broker.bootstrap(), &registry.url()),
         ),
     )
     .expect("config");
@@ -538,14 +530,7 @@ pub(crate) async fn read_items(
 /// A daemon configuration on `port` streaming `public.items` of `pg_url` to topic `items`.
 pub(crate) fn items_config(port: u16, bootstrap: &str, registry: &str, pg_url: &str) -> String {
     format!(
-        r#"
-[server]
-listen = "127.0.0.1:{port}"
-[kafka]
-bootstrap_servers = "{bootstrap}"
-delivery_timeout = "5s"
-[schema_registry]
-url = "{registry}"
+        r#"{head}
 [sources.appdb]
 type = "postgres"
 url = "{pg_url}"
@@ -554,7 +539,8 @@ tables = ["public.items"]
 name = "items"
 source = "appdb"
 topic = "items"
-"#
+"#,
+        head = crate::support::config_head(&format!("127.0.0.1:{port}"), bootstrap, registry),
     )
 }
 

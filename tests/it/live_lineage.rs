@@ -2,11 +2,10 @@
 //! (read-only) instead of the configured globs.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use crate::support::postgres::PgCluster;
 use crate::support::registry::Registry;
-use crate::support::{free_port, scratch};
+use crate::support::{free_port, run_cli_split as run, scratch};
 
 fn write_config(dir: &Path, pg_url: &str, registry: &str) -> PathBuf {
     let text = format!(
@@ -31,20 +30,6 @@ source = "appdb"
     let path = dir.join("routes.toml");
     std::fs::write(&path, text).expect("write config");
     path
-}
-
-fn run(config: &Path, args: &[&str]) -> (Option<i32>, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(args)
-        .arg("-c")
-        .arg(config)
-        .output()
-        .expect("run switchyard");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
 }
 
 fn labels(json: &str, kind: &str) -> Vec<String> {

@@ -117,18 +117,8 @@ async fn with_credentials_events_are_encoded_tailed_and_checked_through_an_authe
         );
     }
     // A consumer's view: `tail` decodes each record through the same registry.
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["tail", "authed", "--limit", "3", "--idle", "20s", "-c"])
-        .arg(&path)
-        .output()
+    let mut ids: Vec<String> = crate::support::tail(&path, "authed", 3)
         .await
-        .expect("run tail");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).expect("JSON line");

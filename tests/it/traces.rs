@@ -116,14 +116,7 @@ async fn webhook_and_cdc_spans_reach_the_collector_and_kafka_headers_continue_th
     std::fs::write(
         &path,
         format!(
-            r#"
-[server]
-listen = "127.0.0.1:{port}"
-[kafka]
-bootstrap_servers = "{}"
-delivery_timeout = "5s"
-[schema_registry]
-url = "{}"
+            r#"{head}
 [telemetry]
 otlp_endpoint = "{endpoint}"
 [sources.hooks]
@@ -154,9 +147,12 @@ source = "appdb"
 ops = ["message"]
 topic = "traced-audit"
 "#,
-            stack.broker.bootstrap(),
-            stack.registry.url(),
-            pg.url(&db)
+            pg.url(&db),
+            head = crate::support::config_head(
+                &format!("127.0.0.1:{port}"),
+                &stack.broker.bootstrap(),
+                &stack.registry.url()
+            ),
         ),
     )
     .expect("config");
@@ -308,14 +304,7 @@ async fn a_dlq_replay_is_traced_and_its_record_names_the_replay() {
         std::fs::write(
             &path,
             format!(
-                r#"
-[server]
-listen = "127.0.0.1:0"
-[kafka]
-bootstrap_servers = "{}"
-delivery_timeout = "5s"
-[schema_registry]
-url = "{}"
+                r#"{head}
 [telemetry]
 otlp_endpoint = "{endpoint}"
 [router]
@@ -329,8 +318,11 @@ event_types = ["order.*"]
 topic = "traced-orders"
 {extra_route}
 "#,
-                stack.broker.bootstrap(),
-                stack.registry.url(),
+                head = crate::support::config_head(
+                    "127.0.0.1:0",
+                    &stack.broker.bootstrap(),
+                    &stack.registry.url()
+                ),
             ),
         )
         .expect("config");

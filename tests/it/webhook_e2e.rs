@@ -169,18 +169,8 @@ async fn tail_prints_each_record_decoded_as_one_json_line() {
             .expect("send");
         assert_eq!(r.status(), 200);
     }
-    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
-        .args(["tail", "tailed", "--limit", "3", "--idle", "20s", "-c"])
-        .arg(&config_path)
-        .output()
+    let lines: Vec<serde_json::Value> = crate::support::tail(&config_path, "tailed", 3)
         .await
-        .expect("run tail");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect();

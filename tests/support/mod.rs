@@ -216,8 +216,31 @@ impl Stack {
     }
 }
 
+/// The `[server]`, `[kafka]` and `[schema_registry]` sections most test configurations start
+/// with: listening on `listen`, the broker at `bootstrap` (5 s delivery timeout), the registry
+/// at `registry`.
+pub fn config_head(listen: &str, bootstrap: &str, registry: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{listen}"
+[kafka]
+bootstrap_servers = "{bootstrap}"
+delivery_timeout = "5s"
+[schema_registry]
+url = "{registry}"
+"#
+    )
+}
+
 /// Runs `switchyard ARGS -c CONFIG`; (exit code, stdout + stderr).
 pub fn run_cli(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let (code, stdout, stderr) = run_cli_split(config, args);
+    (code, stdout + &stderr)
+}
+
+/// Runs `switchyard ARGS -c CONFIG`; (exit code, stdout, stderr).
+pub fn run_cli_split(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
         .arg("-c")
@@ -226,10 +249,32 @@ pub fn run_cli(config: &std::path::Path, args: &[&str]) -> (Option<i32>, String)
         .expect("run switchyard");
     (
         out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `switchyard tail TOPIC --limit LIMIT --idle 20s -c CONFIG` (a consumer's view, decoded
+/// through the registry); its stdout, one JSON record per line. Fails the test if it fails.
+pub async fn tail(config: &std::path::Path, topic: &str, limit: usize) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args([
+            "tail",
+            topic,
+            "--limit",
+            &limit.to_string(),
+            "--idle",
+            "20s",
+            "-c",
+        ])
+        .arg(config)
+        .output()
+        .await
+        .expect("run tail");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
