@@ -204,20 +204,55 @@ impl Pipeline {
         };
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            let matches = matches.unwrap_or_else(|| this.routes().route(&event));
-            let delivery = this
-                .deliver_matches(&event, matches, &ack, parent.as_ref())
-                .await;
-            match &delivery {
-                Delivery::Failed(f) => {
-                    warn!(event_id = %event.id, source = %event.source, class = %f.class, error = %f.message, "event not delivered");
-                }
-                Delivery::Delivered => observe_end_to_end(&event),
-                Delivery::DeadLettered | Delivery::Dropped => {}
-            }
+            let delivery = this.deliver_event(&event, matches, &ack, parent).await;
             ack.resolve(delivery);
             drop(permit);
         });
+    }
+
+    /// The delivery of one event, for a source that waits for it itself (a webhook request):
+    /// the work of [`Pipeline::dispatch_traced`]'s task (room in flight, route, encode,
+    /// deliver, log), returning the outcome instead of resolving `ack`, which only tells the
+    /// delivery whether its source still waits ([`AckToken::is_abandoned`]: the receiver is
+    /// dropped). The caller polls it in its own task and spawns it if it stops waiting, so the
+    /// delivery still ends then (a failing produce is classified and acted on): no task per
+    /// event, whose creation, scheduling and wake-up of the waiting request cost about as much
+    /// as routing and encoding it.
+    pub async fn deliver_waited(
+        self: Arc<Self>,
+        event: Event,
+        ack: AckToken,
+        parent: Option<opentelemetry::Context>,
+    ) -> Delivery {
+        let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
+            return failed(ErrorClass::Internal, "switchyard is shutting down");
+        };
+        let delivery = self.deliver_event(&event, None, &ack, parent).await;
+        drop(permit);
+        delivery
+    }
+
+    /// Routes (unless `matches` says) and delivers `event`, logging a failure and observing the
+    /// end-to-end latency of a delivery.
+    async fn deliver_event(
+        &self,
+        event: &Event,
+        matches: Option<Matches>,
+        ack: &AckToken,
+        parent: Option<opentelemetry::Context>,
+    ) -> Delivery {
+        let matches = matches.unwrap_or_else(|| self.routes().route(event));
+        let delivery = self
+            .deliver_matches(event, matches, ack, parent.as_ref())
+            .await;
+        match &delivery {
+            Delivery::Failed(f) => {
+                warn!(event_id = %event.id, source = %event.source, class = %f.class, error = %f.message, "event not delivered");
+            }
+            Delivery::Delivered => observe_end_to_end(event),
+            Delivery::DeadLettered | Delivery::Dropped => {}
+        }
+        delivery
     }
 
     /// Routes, encodes and delivers one event to every matching route, in route order.

@@ -288,16 +288,17 @@ impl WebhookSource {
         if let Some(c) = &self.received {
             c.inc();
         }
-        // The delivery is a task of its own (on this thread's event loop): when the answer times
-        // out it goes on, so a failing produce is still classified and acted on (producer rebuilt,
-        // topic recreated) and the next retry finds Kafka ready.
-        let (ack, done) = AckToken::new();
-        let pipeline = Arc::clone(&self.pipeline);
-        let outcome = tokio::time::timeout(self.ack_timeout, async move {
-            pipeline.dispatch_traced(event, ack, trace).await;
-            done.wait().await
-        })
-        .await;
+        // The delivery runs in this request's task; when the answer times out it goes on as a
+        // task of its own (on this thread's event loop), so a failing produce is still
+        // classified and acted on (producer rebuilt, topic recreated) and the next retry finds
+        // Kafka ready. `waiting` tells it whether this request still waits.
+        let (ack, waiting) = AckToken::new();
+        let mut delivery = Box::pin(Arc::clone(&self.pipeline).deliver_waited(event, ack, trace));
+        let outcome = tokio::time::timeout(self.ack_timeout, &mut delivery).await;
+        if outcome.is_err() {
+            tokio::spawn(delivery);
+        }
+        drop(waiting);
         let failure = match outcome {
             Ok(Delivery::Delivered) => {
                 if let Some(l) = lead {
