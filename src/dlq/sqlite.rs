@@ -1,6 +1,7 @@
 //! The embedded dead-letter store: one SQLite file (WAL mode, `synchronous=FULL`), so a
 //! dead letter is on disk before the event is acknowledged, and a kill -9 loses nothing that
-//! was committed. Every call runs on the blocking pool; the daemon and the CLI may use the
+//! was committed; the newest webhook deduplication ids are appended to a second file beside it
+//! ([`ids_file`]). Every call runs on the blocking pool; the daemon and the CLI may use the
 //! file at the same time (SQLite serialises writers; `busy_timeout` waits for the lock).
 
 mod seen;
@@ -58,11 +59,6 @@ CREATE TABLE IF NOT EXISTS webhook_seen (
     at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS webhook_seen_at ON webhook_seen(at);
-CREATE TABLE IF NOT EXISTS webhook_seen_log (
-    seq INTEGER PRIMARY KEY,
-    key TEXT NOT NULL,
-    at INTEGER NOT NULL
-);
 CREATE TABLE IF NOT EXISTS state (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -70,18 +66,51 @@ CREATE TABLE IF NOT EXISTS state (
 );
 ";
 
+/// The deduplication ids' log, in a file of its own beside the store (see [`ids_file`]).
+const IDS_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ids.webhook_seen_log (
+    seq INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    at INTEGER NOT NULL
+);
+";
+
+/// Where the webhook deduplication ids' log lives: `<store file>-ids` (with its own `-wal` and
+/// `-shm`), so that appending ids never waits for the store file's write lock, which dead
+/// letters and the moves of ids into the keyed index (long transactions) hold. Losing it loses
+/// only the newest ids (a provider retry of one is then delivered again), not dead letters.
+pub fn ids_file(store: &Path) -> PathBuf {
+    let mut name = store.as_os_str().to_os_string();
+    name.push("-ids");
+    PathBuf::from(name)
+}
+
+/// The connections [`SqliteStore::open`] makes.
+struct Opened {
+    conn: Connection,
+    seen: Connection,
+    index: Connection,
+    lookups: Connection,
+    unindexed: usize,
+}
+
 /// The SQLite store.
 #[derive(Clone)]
 pub struct SqliteStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
     /// Webhook deduplication ids' own connection (`synchronous=NORMAL`, see
-    /// [`SqliteStore::remember_seen`]), so they never wait behind a dead-letter query.
+    /// [`SqliteStore::remember_seen`]), with the ids' log file attached as `ids`: appending ids
+    /// takes only that file's write lock, never waiting behind a dead letter's fsync or an index
+    /// move.
     seen: Arc<Mutex<Connection>>,
+    /// The deduplication writer thread's connection (also with `ids` attached): moves ids from
+    /// the log into the keyed index (the store file's write lock only) and purges the index.
+    index: Arc<Mutex<Connection>>,
     /// A read-only connection for deduplication lookups: in WAL mode it never waits for the
-    /// ids' commits or index moves on `seen`, nor they for it.
+    /// ids' commits or index moves, nor they for it.
     lookups: Arc<Mutex<Connection>>,
-    /// Rows of `webhook_seen_log` not yet moved into the `webhook_seen` index.
+    /// Rows of the ids' log not yet moved into the `webhook_seen` index.
     unindexed: Arc<AtomicUsize>,
 }
 
@@ -90,46 +119,72 @@ impl SqliteStore {
     pub async fn open(path: &Path) -> Result<SqliteStore, DlqError> {
         let path = path.to_path_buf();
         let p = path.clone();
-        let opened = tokio::task::spawn_blocking(
-            move || -> Result<(Connection, Connection, Connection, usize), String> {
-                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                    std::fs::create_dir_all(dir)
-                        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
-                }
-                let open = |synchronous: &str| -> Result<Connection, String> {
-                    let conn = Connection::open(&p).map_err(|e| e.to_string())?;
-                    conn.busy_timeout(std::time::Duration::from_secs(10))
-                        .map_err(|e| e.to_string())?;
-                    conn.pragma_update(None, "journal_mode", "WAL")
-                        .map_err(|e| e.to_string())?;
-                    conn.pragma_update(None, "synchronous", synchronous)
-                        .map_err(|e| e.to_string())?;
-                    Ok(conn)
-                };
-                let conn = open("FULL")?;
-                conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
-                let seen = open("NORMAL")?;
-                // Commits of deduplication ids run on the HTTP threads (see
-                // `source::webhook::dedupe`): they must never include a checkpoint, which
-                // fsyncs. The deduplication writer thread checkpoints instead
-                // ([`SqliteStore::checkpoint_blocking`]).
-                seen.pragma_update(None, "wal_autocheckpoint", 0)
-                    .map_err(|e| e.to_string())?;
-                let unindexed: i64 = seen
-                    .query_row("SELECT count(*) FROM webhook_seen_log", [], |r| r.get(0))
-                    .map_err(|e| e.to_string())?;
-                let lookups = Connection::open_with_flags(
-                    &p,
-                    rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
-                        | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        let opened = tokio::task::spawn_blocking(move || -> Result<Opened, String> {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| format!("creating {}: {e}", dir.display()))?;
+            }
+            let ids = ids_file(&p);
+            let ids = ids.to_str().ok_or_else(|| {
+                format!(
+                    "{}: the path is not UTF-8; give the DLQ a UTF-8 path",
+                    ids.display()
                 )
-                .map_err(|e| e.to_string())?;
-                lookups
-                    .busy_timeout(std::time::Duration::from_secs(10))
+            })?;
+            let open = |synchronous: &str| -> Result<Connection, String> {
+                let conn = Connection::open(&p).map_err(|e| e.to_string())?;
+                conn.busy_timeout(std::time::Duration::from_secs(10))
                     .map_err(|e| e.to_string())?;
-                Ok((conn, seen, lookups, usize::try_from(unindexed).unwrap_or(0)))
-            },
-        )
+                conn.pragma_update(None, "journal_mode", "WAL")
+                    .map_err(|e| e.to_string())?;
+                conn.pragma_update(None, "synchronous", synchronous)
+                    .map_err(|e| e.to_string())?;
+                Ok(conn)
+            };
+            // A connection for the ids: the store and the ids' log, both without fsync on
+            // commit; checkpoints (which fsync) only where asked for
+            // ([`SqliteStore::checkpoint_blocking`], on the deduplication writer thread): the
+            // HTTP threads commit ids themselves (see `source::webhook::dedupe`).
+            let open_ids = || -> Result<Connection, String> {
+                let conn = open("NORMAL")?;
+                conn.execute("ATTACH DATABASE ?1 AS ids", [ids])
+                    .map_err(|e| e.to_string())?;
+                conn.query_row("PRAGMA ids.journal_mode = WAL", [], |_| Ok(()))
+                    .map_err(|e| e.to_string())?;
+                conn.execute_batch("PRAGMA ids.synchronous = NORMAL")
+                    .map_err(|e| e.to_string())?;
+                conn.pragma_update(None, "wal_autocheckpoint", 0)
+                    .map_err(|e| e.to_string())?;
+                Ok(conn)
+            };
+            let conn = open("FULL")?;
+            conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+            let seen = open_ids()?;
+            seen.execute_batch(IDS_SCHEMA).map_err(|e| e.to_string())?;
+            seen::adopt_old_log(&seen).map_err(|e| e.to_string())?;
+            let index = open_ids()?;
+            let unindexed: i64 = seen
+                .query_row("SELECT count(*) FROM ids.webhook_seen_log", [], |r| {
+                    r.get(0)
+                })
+                .map_err(|e| e.to_string())?;
+            let lookups = Connection::open_with_flags(
+                &p,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| e.to_string())?;
+            lookups
+                .busy_timeout(std::time::Duration::from_secs(10))
+                .map_err(|e| e.to_string())?;
+            Ok(Opened {
+                conn,
+                seen,
+                index,
+                lookups,
+                unindexed: usize::try_from(unindexed).unwrap_or(0),
+            })
+        })
         .await
         .map_err(|e| DlqError::Sqlite {
             path: path.clone(),
@@ -139,13 +194,13 @@ impl SqliteStore {
             path: path.clone(),
             message,
         })?;
-        let (conn, seen, lookups, unindexed) = opened;
         Ok(SqliteStore {
             path,
-            conn: Arc::new(Mutex::new(conn)),
-            seen: Arc::new(Mutex::new(seen)),
-            lookups: Arc::new(Mutex::new(lookups)),
-            unindexed: Arc::new(AtomicUsize::new(unindexed)),
+            conn: Arc::new(Mutex::new(opened.conn)),
+            seen: Arc::new(Mutex::new(opened.seen)),
+            index: Arc::new(Mutex::new(opened.index)),
+            lookups: Arc::new(Mutex::new(opened.lookups)),
+            unindexed: Arc::new(AtomicUsize::new(opened.unindexed)),
         })
     }
 
@@ -610,8 +665,10 @@ mod tests {
         let seen = Arc::clone(&store.seen);
         let failed = std::thread::spawn(move || {
             let c = seen.lock().expect("lock");
-            c.execute_batch("BEGIN; INSERT INTO webhook_seen_log (key, at) VALUES ('lost', 1);")
-                .expect("begin");
+            c.execute_batch(
+                "BEGIN; INSERT INTO ids.webhook_seen_log (key, at) VALUES ('lost', 1);",
+            )
+            .expect("begin");
             panic!("a bug while holding the ids' connection");
         })
         .join();

@@ -1,7 +1,9 @@
-//! The embedded store's webhook deduplication ids: a log the HTTP threads append to, moved in
-//! key order into a keyed index by the deduplication writer thread, and purged by age (see
-//! `source::webhook::dedupe`). They have their own connection (`seen`), so their commits never
-//! wait behind a dead letter's fsync.
+//! The embedded store's webhook deduplication ids: a log the HTTP threads append to (in a file
+//! of its own, [`super::ids_file`]), moved in key order into a keyed index in the store file by
+//! the deduplication writer thread, and purged by age (see `source::webhook::dedupe`). The
+//! log's commits take only the log file's write lock: they never wait behind a dead letter's
+//! fsync or an index move, and moves can be long transactions (fewer index pages written per
+//! id) without holding them up.
 
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -12,14 +14,36 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use super::{SqliteStore, lock, recovered};
 use crate::dlq::DlqError;
 
-/// Largest number of log rows moved into the index in one transaction: the write lock is held
-/// for tens of milliseconds at most.
-const INDEX_CHUNK: usize = 1024;
+/// Largest number of log rows moved into the index in one transaction. A move writes every
+/// index page its ids land on (a random position each): the more ids per transaction, the
+/// more of them share a page. It holds the store file's write lock (dead letters wait; new
+/// ids, in their own file, do not) for tens of milliseconds.
+const INDEX_CHUNK: usize = 8192;
 
 /// Ids deleted per transaction when purging: the ids' connection is released between chunks,
 /// so an hour's worth of expired ids (millions on a busy source) never holds up new ids'
 /// commits for more than one chunk.
 const PURGE_CHUNK: usize = 10_000;
+
+/// Moves the ids of a log kept in the store file itself (before the log had a file of its
+/// own) into the log file, on `c` (the ids' connection, at open); then drops the old table.
+pub(super) fn adopt_old_log(c: &Connection) -> rusqlite::Result<()> {
+    let old: bool = c.query_row(
+        "SELECT count(*) > 0 FROM main.sqlite_master WHERE type = 'table' AND name = 'webhook_seen_log'",
+        [],
+        |r| r.get(0),
+    )?;
+    if old {
+        c.execute_batch(
+            "BEGIN;
+             INSERT INTO ids.webhook_seen_log (key, at)
+                 SELECT key, at FROM main.webhook_seen_log ORDER BY seq;
+             DROP TABLE main.webhook_seen_log;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
 
 impl SqliteStore {
     /// Looks in the index only: the ids still in the log are the newest ones, which the
@@ -31,7 +55,7 @@ impl SqliteStore {
         let key = key.to_string();
         let err = self.err();
         self.on(&self.lookups, move |c| {
-            c.prepare_cached("SELECT 1 FROM webhook_seen WHERE key = ?1 AND at >= ?2")
+            c.prepare_cached("SELECT 1 FROM main.webhook_seen WHERE key = ?1 AND at >= ?2")
                 .and_then(|mut stmt| stmt.query_row(params![key, since], |_| Ok(())).optional())
                 .map(|r| r.is_some())
                 .map_err(&err)
@@ -39,7 +63,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Appends the ids to `webhook_seen_log`, one transaction for the batch.
+    /// Appends the ids to the log (`ids.webhook_seen_log`), one transaction for the batch.
     ///
     /// Appending costs a page or two per batch; inserting into the keyed index costs a page per
     /// id (a random B-tree position each), several times the rest of a webhook request. So the
@@ -89,12 +113,16 @@ impl SqliteStore {
         }
     }
 
-    /// Copies the WAL's committed pages into the database file when no reader needs them
-    /// (`wal_checkpoint(PASSIVE)`: it never waits for, nor blocks, a writer), on the
-    /// dead-letter connection, so the ids' connection stays free.
+    /// Copies the WALs' committed pages (the store file's and the ids' log's) into their
+    /// database files when no reader needs them (`wal_checkpoint(PASSIVE)`: it never waits for,
+    /// nor blocks, a writer), on the dead-letter and index connections, so the ids' connection
+    /// stays free.
     pub fn checkpoint_blocking(&self) -> Result<(), DlqError> {
-        let c = lock(&self.conn);
-        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+        lock(&self.conn)
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .map_err(self.err())?;
+        lock(&self.index)
+            .query_row("PRAGMA ids.wal_checkpoint(PASSIVE)", [], |_| Ok(()))
             .map_err(self.err())
     }
 
@@ -112,7 +140,7 @@ impl SqliteStore {
         let mut n = 0;
         let appended = (|| {
             let mut stmt =
-                c.prepare_cached("INSERT INTO webhook_seen_log (key, at) VALUES (?1, ?2)")?;
+                c.prepare_cached("INSERT INTO ids.webhook_seen_log (key, at) VALUES (?1, ?2)")?;
             for (k, at) in entries {
                 stmt.execute(params![k, at])?;
                 n += 1;
@@ -138,72 +166,83 @@ impl SqliteStore {
     /// most [`INDEX_CHUNK`] per transaction); returns how many remain.
     pub(in crate::dlq) async fn index_seen(&self, keep: usize) -> Result<usize, DlqError> {
         let this = self.clone();
-        self.with_seen(move |c| this.index_log(c, keep, false))
-            .await
-    }
-
-    /// One transaction of [`SqliteStore::index_seen`] (at most [`INDEX_CHUNK`] ids) on the
-    /// calling thread, which it blocks; returns how many remain in the log. The ids'
-    /// connection is held for this one transaction only, so commits of new ids (which find it
-    /// busy and queue for the writer thread) wait a few milliseconds at most.
-    pub fn index_seen_chunk_blocking(&self, keep: usize) -> Result<usize, DlqError> {
-        let mut c = lock(&self.seen);
-        self.index_log(&mut c, keep, true)
-    }
-
-    fn index_log(&self, c: &mut Connection, keep: usize, once: bool) -> Result<usize, DlqError> {
-        let err = self.err();
-        if !once {
+        self.on(&self.index, move |c| {
             // A full pass starts from the log's true size (the counter only tracks this
             // process's appends and moves).
             let remaining: i64 = c
-                .query_row("SELECT count(*) FROM webhook_seen_log", [], |r| r.get(0))
-                .map_err(&err)?;
-            self.unindexed
+                .query_row("SELECT count(*) FROM ids.webhook_seen_log", [], |r| {
+                    r.get(0)
+                })
+                .map_err(this.err())?;
+            this.unindexed
                 .store(usize::try_from(remaining).unwrap_or(0), Ordering::Relaxed);
-        }
-        loop {
-            let remaining = self.unindexed.load(Ordering::Relaxed);
-            if remaining <= keep {
-                return Ok(remaining);
+            loop {
+                let left = this.index_chunk(c, keep)?;
+                if left <= keep {
+                    return Ok(left);
+                }
             }
-            // Inserted in key order: neighbouring ids land on the same index pages, so a chunk
-            // touches far fewer pages than in arrival (random key) order.
-            let n = i64::try_from((remaining - keep).min(INDEX_CHUNK)).unwrap_or(0);
-            let tx = c.transaction().map_err(&err)?;
-            let upto: Option<i64> = tx
-                .query_row(
-                    "SELECT seq FROM webhook_seen_log ORDER BY seq LIMIT 1 OFFSET ?1 - 1",
-                    params![n],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(&err)?;
-            let Some(upto) = upto else {
-                // Fewer rows than counted (purged meanwhile): nothing more to move.
-                self.unindexed.store(0, Ordering::Relaxed);
-                return Ok(0);
-            };
-            tx.execute(
-                "INSERT INTO webhook_seen (key, at)
-                 SELECT key, at FROM webhook_seen_log WHERE seq <= ?1 ORDER BY key
-                 ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
-                params![upto],
+        })
+        .await
+    }
+
+    /// One transaction of [`SqliteStore::index_seen`] (at most [`INDEX_CHUNK`] ids) on the
+    /// calling thread, which it blocks; returns how many remain in the log. New ids' commits
+    /// (the log file) do not wait for it; the ids' connection is held only to delete the moved
+    /// rows from the log afterwards.
+    pub fn index_seen_chunk_blocking(&self, keep: usize) -> Result<usize, DlqError> {
+        let mut c = lock(&self.index);
+        self.index_chunk(&mut c, keep)
+    }
+
+    /// Moves up to [`INDEX_CHUNK`] of the oldest log rows beyond `keep` into the index, on the
+    /// index connection `c` (one transaction, the store file's write lock), then deletes them
+    /// from the log on the ids' connection (the log file's, briefly). Between the two, and if
+    /// the process dies there, the ids are in both: a lookup finds them either way, and moving
+    /// them again keeps the later time.
+    fn index_chunk(&self, c: &mut Connection, keep: usize) -> Result<usize, DlqError> {
+        let err = self.err();
+        let remaining = self.unindexed.load(Ordering::Relaxed);
+        if remaining <= keep {
+            return Ok(remaining);
+        }
+        let n = i64::try_from((remaining - keep).min(INDEX_CHUNK)).unwrap_or(0);
+        let tx = c.transaction().map_err(&err)?;
+        let upto: Option<i64> = tx
+            .query_row(
+                "SELECT seq FROM ids.webhook_seen_log ORDER BY seq LIMIT 1 OFFSET ?1 - 1",
+                params![n],
+                |r| r.get(0),
             )
+            .optional()
             .map_err(&err)?;
-            let moved = tx
-                .execute(
-                    "DELETE FROM webhook_seen_log WHERE seq <= ?1",
-                    params![upto],
-                )
-                .map_err(&err)?;
-            tx.commit().map_err(&err)?;
-            let left = remaining.saturating_sub(moved);
-            self.unindexed.store(left, Ordering::Relaxed);
-            if once {
-                return Ok(left);
-            }
-        }
+        let Some(upto) = upto else {
+            // Fewer rows than counted (purged meanwhile): nothing more to move.
+            self.unindexed.store(0, Ordering::Relaxed);
+            return Ok(0);
+        };
+        // Inserted in key order: neighbouring ids land on the same index pages, so a chunk
+        // touches far fewer pages than in arrival (random key) order.
+        tx.execute(
+            "INSERT INTO main.webhook_seen (key, at)
+             SELECT key, at FROM ids.webhook_seen_log WHERE seq <= ?1 ORDER BY key
+             ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
+            params![upto],
+        )
+        .map_err(&err)?;
+        tx.commit().map_err(&err)?;
+        let moved = lock(&self.seen)
+            .prepare_cached("DELETE FROM ids.webhook_seen_log WHERE seq <= ?1")
+            .and_then(|mut d| d.execute(params![upto]))
+            .map_err(&err)?;
+        // Ids appended meanwhile were counted in: subtract, do not overwrite.
+        let before = self
+            .unindexed
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(moved))
+            })
+            .unwrap_or(0);
+        Ok(before.saturating_sub(moved))
     }
 
     pub(in crate::dlq) async fn recent_seen(
@@ -244,6 +283,13 @@ impl SqliteStore {
         reader
             .busy_timeout(std::time::Duration::from_secs(10))
             .map_err(&err)?;
+        // Opened read-only, like the store file.
+        reader
+            .execute(
+                "ATTACH DATABASE ?1 AS ids",
+                [super::ids_file(&self.path).to_string_lossy()],
+            )
+            .map_err(&err)?;
         self.each_seen(&reader, since, before, limit, each)
     }
 
@@ -259,8 +305,8 @@ impl SqliteStore {
         let err = self.err();
         let mut stmt = c
             .prepare(
-                "SELECT key, at FROM webhook_seen_log WHERE at >= ?1 AND at < ?2
-                 UNION ALL SELECT key, at FROM webhook_seen WHERE at >= ?1 AND at < ?2
+                "SELECT key, at FROM ids.webhook_seen_log WHERE at >= ?1 AND at < ?2
+                 UNION ALL SELECT key, at FROM main.webhook_seen WHERE at >= ?1 AND at < ?2
                  ORDER BY at DESC LIMIT ?3",
             )
             .map_err(&err)?;
@@ -288,10 +334,10 @@ impl SqliteStore {
         loop {
             let err = self.err();
             let n = self
-                .with_seen(move |c| {
+                .on(&self.index, move |c| {
                     c.prepare_cached(
-                        "DELETE FROM webhook_seen WHERE rowid IN
-                         (SELECT rowid FROM webhook_seen WHERE at < ?1 ORDER BY at LIMIT ?2)",
+                        "DELETE FROM main.webhook_seen WHERE rowid IN
+                         (SELECT rowid FROM main.webhook_seen WHERE at < ?1 ORDER BY at LIMIT ?2)",
                     )
                     .and_then(|mut s| s.execute(params![before, PURGE_CHUNK as i64]))
                     .map_err(&err)
@@ -310,12 +356,14 @@ impl SqliteStore {
             let mut n = purged;
             n += tx
                 .execute(
-                    "DELETE FROM webhook_seen_log WHERE at < ?1",
+                    "DELETE FROM ids.webhook_seen_log WHERE at < ?1",
                     params![before],
                 )
                 .map_err(&err)?;
             let remaining: i64 = tx
-                .query_row("SELECT count(*) FROM webhook_seen_log", [], |r| r.get(0))
+                .query_row("SELECT count(*) FROM ids.webhook_seen_log", [], |r| {
+                    r.get(0)
+                })
                 .map_err(&err)?;
             tx.commit().map_err(&err)?;
             unindexed.store(usize::try_from(remaining).unwrap_or(0), Ordering::Relaxed);
@@ -398,5 +446,93 @@ mod tests {
             .each_seen_blocking(0, 1_000, 1_000, |_, _| ControlFlow::Continue(()))
             .expect("read");
         assert_eq!(all, 101);
+    }
+
+    #[test]
+    fn new_ids_commit_while_the_store_file_is_locked_by_a_dead_letter_or_a_move() {
+        let (_dir, rt, store) = SqliteStore::scratch();
+        store
+            .remember_seen_blocking([("s\u{1f}first", 1)])
+            .expect("first id");
+        // Another writer holds the store file's write lock (a dead letter's transaction, an
+        // index move): appending ids, in their own file, neither waits for it nor fails.
+        let dead_letter = lock(&store.conn);
+        dead_letter
+            .execute_batch(
+                "BEGIN IMMEDIATE; INSERT INTO state (key, value, updated_at) VALUES ('x', 'y', 1);",
+            )
+            .expect("store file locked");
+        let started = std::time::Instant::now();
+        let done = store.try_remember_seen_now([("s\u{1f}during", 2)]);
+        assert!(matches!(done, Some(Ok(()))), "{done:?}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "waited {:?} for the store file",
+            started.elapsed()
+        );
+        dead_letter.execute_batch("ROLLBACK").expect("release");
+        drop(dead_letter);
+        // Moved into the index afterwards, found by a lookup.
+        assert_eq!(rt.block_on(store.index_seen(0)).expect("moved"), 0);
+        assert!(
+            rt.block_on(store.seen_since("s\u{1f}during", 0))
+                .expect("lookup")
+        );
+        assert!(
+            rt.block_on(store.seen_since("s\u{1f}first", 0))
+                .expect("lookup")
+        );
+        assert!(
+            !rt.block_on(store.seen_since("s\u{1f}never", 0))
+                .expect("lookup")
+        );
+    }
+
+    #[test]
+    fn a_store_whose_ids_log_is_in_the_store_file_has_it_moved_to_the_ids_file_on_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("dlq.db");
+        {
+            // A store written before the log had a file of its own.
+            let c = Connection::open(&path).expect("old store");
+            c.execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 CREATE TABLE webhook_seen (key TEXT PRIMARY KEY, at INTEGER NOT NULL);
+                 CREATE TABLE webhook_seen_log (seq INTEGER PRIMARY KEY, key TEXT NOT NULL, at INTEGER NOT NULL);
+                 INSERT INTO webhook_seen (key, at) VALUES ('s\u{1f}indexed', 10);
+                 INSERT INTO webhook_seen_log (key, at) VALUES ('s\u{1f}logged_a', 20), ('s\u{1f}logged_b', 30);",
+            )
+            .expect("old tables");
+        }
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let store = rt.block_on(SqliteStore::open(&path)).expect("open");
+        assert_eq!(store.unindexed_seen(), 2);
+        let ids = rt.block_on(store.recent_seen(0, 10)).expect("read");
+        assert_eq!(
+            ids,
+            vec![
+                ("s\u{1f}logged_b".to_string(), 30),
+                ("s\u{1f}logged_a".to_string(), 20),
+                ("s\u{1f}indexed".to_string(), 10),
+            ]
+        );
+        let old_table: i64 = lock(&store.conn)
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'webhook_seen_log'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("schema");
+        assert_eq!(old_table, 0, "the old log is dropped from the store file");
+        assert!(super::super::ids_file(&path).exists());
+        // Opened again: nothing moved twice.
+        drop(store);
+        let store = rt.block_on(SqliteStore::open(&path)).expect("reopen");
+        assert_eq!(store.unindexed_seen(), 2);
+        assert_eq!(rt.block_on(store.index_seen(0)).expect("moved"), 0);
+        assert!(
+            rt.block_on(store.seen_since("s\u{1f}logged_a", 0))
+                .expect("lookup")
+        );
     }
 }

@@ -12,10 +12,12 @@
 //!   when [`FLUSH_AT`] wait or the oldest has waited [`FLUSH_AFTER`]: a lone request waits for
 //!   one commit, a busy thread gets batches without a timed gathering delay, and nothing
 //!   crosses a thread (handing ids to a writer thread and being woken by it cost more than the
-//!   commit — half the CPU of a request). The commit is a page or two written into SQLite's WAL, no
-//!   fsync: WAL checkpoints (which fsync) and moves into the keyed index run on the
-//!   `switchyard-dedupe` thread, and when that thread (or the other HTTP thread) holds the
-//!   connection, the ids are handed to it instead of waiting. This is the one write on an event
+//!   commit — half the CPU of a request). The commit is a page or two written into the WAL of the ids'
+//!   log, a SQLite file of its own (its write lock is never held by a dead letter or an index
+//!   move), no fsync: WAL checkpoints (which fsync) and moves into the keyed index in the store
+//!   file run on the `switchyard-dedupe` thread, on a connection of their own; when that thread
+//!   (deleting moved ids from the log) or the other HTTP thread holds the ids' connection, the
+//!   ids are handed to it instead of waiting. This is the one write on an event
 //!   loop: normally microseconds of page-cache writes, though a kernel throttling dirty pages
 //!   could hold that thread's connections for the length of one. Other stores (PostgreSQL) and
 //!   requests outside the HTTP threads go through the writer, which commits whatever is queued.

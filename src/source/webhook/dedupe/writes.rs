@@ -252,9 +252,9 @@ impl Writes {
     }
 }
 
-/// The embedded store's writer thread: commits the ids queued for it, checkpoints the WAL and
-/// moves ids into the keyed index one short transaction at a time (the HTTP threads find the
-/// connection busy meanwhile and queue their ids here).
+/// The embedded store's writer thread: commits the ids queued for it, checkpoints the WALs and
+/// moves ids into the keyed index one transaction at a time (on the index connection: the HTTP
+/// threads go on committing new ids to the log meanwhile).
 fn write_batches_blocking(store: &SqliteStore, rx: &std::sync::mpsc::Receiver<WriteRequest>) {
     use std::sync::mpsc::RecvTimeoutError;
     let mut indexing = false;
