@@ -180,7 +180,7 @@ fn webhook_event(
     Ok(event_from_request(
         name,
         config,
-        &headers,
+        headers,
         body.clone(),
         body.as_bytes(),
         &parsed,

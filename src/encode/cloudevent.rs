@@ -164,7 +164,7 @@ mod tests {
             payload: Payload::Webhook(WebhookPayload {
                 path: "/webhooks/orders".into(),
                 content_type: None,
-                headers: vec![],
+                headers: Default::default(),
                 body: "{\"a\":1}".into(),
                 subject: None,
                 selected_headers: Vec::new(),

@@ -281,7 +281,7 @@ mod tests {
             let w = WebhookPayload {
                 path: "/webhooks/stripe".into(),
                 content_type: content_type.map(str::to_string),
-                headers: vec![],
+                headers: Default::default(),
                 body: r#"{"id":"evt_1","type":"charge.refunded","data":{"object":{"id":"ch_ü"}}}"#
                     .into(),
                 subject: subject.map(str::to_string),

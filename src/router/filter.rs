@@ -630,7 +630,7 @@ mod tests {
             payload: Payload::Webhook(WebhookPayload {
                 path: "/".into(),
                 content_type: None,
-                headers: vec![("User-Agent".into(), "Stripe/1.0".into())],
+                headers: vec![("User-Agent".into(), "Stripe/1.0".into())].into(),
                 body: r#"{"data":{"object":{"amount":4200,"currency":"eur"}}}"#.into(),
                 subject: None,
                 selected_headers: vec![],
@@ -686,7 +686,7 @@ mod tests {
                 payload: Payload::Webhook(WebhookPayload {
                     path: "/".into(),
                     content_type: None,
-                    headers: vec![],
+                    headers: Default::default(),
                     body: body.into(),
                     subject: None,
                     selected_headers: vec![],

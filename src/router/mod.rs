@@ -393,7 +393,7 @@ mod tests {
             payload: Payload::Webhook(WebhookPayload {
                 path: "/".into(),
                 content_type: None,
-                headers: vec![],
+                headers: Default::default(),
                 body: "{}".into(),
                 subject: None,
                 selected_headers: Vec::new(),

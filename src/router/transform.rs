@@ -348,7 +348,7 @@ mod tests {
         let w = WebhookPayload {
             path: "/".into(),
             content_type: None,
-            headers: vec![],
+            headers: Default::default(),
             body: r#"{"email":"a@x.io","phone":5551234,"cust_id":9,"internal_notes":"x","meta":{"trace":"t","keep":1}}"#.into(),
             subject: None,
             selected_headers: vec![],

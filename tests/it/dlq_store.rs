@@ -17,7 +17,7 @@ pub fn webhook_event(id: &str, body: &str) -> Event {
         payload: Payload::Webhook(WebhookPayload {
             path: "/webhooks/orders".into(),
             content_type: Some("application/json".into()),
-            headers: vec![("webhook-id".into(), id.into())],
+            headers: vec![("webhook-id".into(), id.into())].into(),
             body: body.into(),
             subject: None,
             selected_headers: Vec::new(),

@@ -39,12 +39,9 @@ use self::verify::Verifier;
 use crate::ack::{AckToken, Delivery};
 use crate::config::{WebhookSourceConfig, WhenUnavailable};
 use crate::error::ErrorClass;
-use crate::event::{Event, EventId, Payload, WebhookPayload, now_micros};
+use crate::event::{Event, EventId, Payload, RequestHeaders, WebhookPayload, now_micros};
 use crate::pipeline::Pipeline;
 use crate::telemetry::traces::{self, Traced};
-
-/// Headers never copied into the stored event: they carry credentials of the sender.
-const SECRET_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
 
 /// One webhook source's request handler state.
 #[derive(Clone)]
@@ -228,7 +225,7 @@ impl WebhookSource {
                 "the body is not UTF-8".into(),
             );
         };
-        let event = self.event(&headers, text.to_string(), &body, &parsed);
+        let event = self.event(headers, text.to_string(), &body, &parsed);
         let id = event.id.clone();
         if span.is_on() {
             span.set(KeyValue::new(
@@ -360,7 +357,7 @@ impl WebhookSource {
         unavailable(&failure)
     }
 
-    fn event(&self, headers: &HeaderMap, text: String, raw: &[u8], parsed: &Body) -> Event {
+    fn event(&self, headers: HeaderMap, text: String, raw: &[u8], parsed: &Body) -> Event {
         event_from_request(&self.name, &self.config, headers, text, raw, parsed)
     }
 }
@@ -370,7 +367,7 @@ impl WebhookSource {
 pub fn event_from_request(
     name: &str,
     config: &WebhookSourceConfig,
-    headers: &HeaderMap,
+    headers: HeaderMap,
     text: String,
     raw: &[u8],
     parsed: &Body,
@@ -379,24 +376,13 @@ pub fn event_from_request(
         &config.provider,
         config.id_pointer.as_deref(),
         config.type_pointer.as_deref(),
-        headers,
+        &headers,
         parsed,
     );
     let id = match who.id {
         Some(id) => EventId::from_provider(&id),
         None => EventId::from_content(raw),
     };
-    let mut kept = Vec::with_capacity(headers.len());
-    kept.extend(
-        headers
-            .iter()
-            .filter(|(k, _)| !SECRET_HEADERS.contains(&k.as_str()))
-            .filter_map(|(k, v)| {
-                v.to_str()
-                    .ok()
-                    .map(|v| (k.as_str().to_string(), v.to_string()))
-            }),
-    );
     let selected = config
         .headers
         .iter()
@@ -405,6 +391,10 @@ pub fn event_from_request(
             Some((name.clone(), v.to_string()))
         })
         .collect();
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     Event {
         id,
         source: name.to_string(),
@@ -412,11 +402,8 @@ pub fn event_from_request(
         received_at_micros: now_micros(),
         payload: Payload::Webhook(WebhookPayload {
             path: config.path.clone(),
-            content_type: headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            headers: kept,
+            content_type,
+            headers: RequestHeaders::from_request(headers),
             body: text,
             subject: who.subject,
             selected_headers: selected,
