@@ -22,6 +22,11 @@ impl EventId {
         EventId(id.to_string())
     }
 
+    /// [`EventId::from_provider`] of an id already copied out of the request.
+    pub fn from_provider_owned(id: String) -> EventId {
+        EventId(id)
+    }
+
     /// An id derived from the content when the provider gives none: `sha256:<hex>`.
     pub fn from_content(body: &[u8]) -> EventId {
         let digest = Sha256::digest(body);

@@ -41,6 +41,18 @@ async fn bad_requests_get_precise_json_errors() {
             .contains("must be JSON")
     );
 
+    // JSON that serde_json would take (the invalid UTF-8 is in a string it skips) but whose
+    // text is not UTF-8: refused as such, nothing delivered.
+    let r = client
+        .post(format!("{url}/webhooks/orders"))
+        .body(b"{\"id\":\"e\",\"n\":\"\xff\"}".to_vec())
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400);
+    let body: serde_json::Value = r.json().await.expect("json body");
+    assert_eq!(body["error"], "invalid_body");
+
     let r = client
         .post(format!("{url}/webhooks/nope"))
         .body("{}")

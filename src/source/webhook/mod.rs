@@ -218,7 +218,13 @@ impl WebhookSource {
         {
             return (StatusCode::OK, Json(json!({"challenge": challenge}))).into_response();
         }
-        let Ok(text) = std::str::from_utf8(&body) else {
+        // A JSON body was checked as UTF-8 by its parse (serde_json alone may take one that is
+        // not, with invalid UTF-8 in a string it skipped); a form's is checked here.
+        let text = match &parsed {
+            identity::Body::Json(doc) => doc.text(),
+            identity::Body::Form { .. } => std::str::from_utf8(&body).ok(),
+        };
+        let Some(text) = text else {
             return error(
                 StatusCode::BAD_REQUEST,
                 "invalid_body",
@@ -380,7 +386,7 @@ pub fn event_from_request(
         parsed,
     );
     let id = match who.id {
-        Some(id) => EventId::from_provider(&id),
+        Some(id) => EventId::from_provider_owned(id),
         None => EventId::from_content(raw),
     };
     let selected = config

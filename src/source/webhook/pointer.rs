@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::scan::{index, scan};
+use super::scan::{index, scan_str};
 
 /// Fields read from a JSON body, by pointer: a webhook source's identity fields (its
 /// provider's, then its `id_pointer` and `type_pointer`), split into tokens once, when the
@@ -47,13 +47,30 @@ fn wants(tokens: &[Option<Vec<String>>]) -> Vec<Want<'_>> {
 /// than the signature check and the Avro encoding together on 1 KiB bodies).
 #[derive(Debug, Clone, PartialEq)]
 pub struct JsonDoc {
-    text: Box<[u8]>,
+    text: Text,
     /// The source's identity fields, read while the text was checked.
     read: Option<(Arc<Fields>, Values)>,
 }
 
 /// Values read at a [`Fields`]' pointers, in order (`None`: no value there).
 type Values = Box<[Option<Value>]>;
+
+/// A document's text: UTF-8 (checked once, by the parse), or not (serde_json skips invalid
+/// UTF-8 inside strings no pointer reads, and such a body is refused later as not UTF-8).
+#[derive(Debug, Clone, PartialEq)]
+enum Text {
+    Utf8(Box<str>),
+    Bytes(Box<[u8]>),
+}
+
+impl Text {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Text::Utf8(s) => s.as_bytes(),
+            Text::Bytes(b) => b,
+        }
+    }
+}
 
 impl JsonDoc {
     /// Checks `body` is one JSON value (trailing whitespace only) and keeps it.
@@ -64,14 +81,28 @@ impl JsonDoc {
     /// [`JsonDoc::parse`], reading the values at `fields` in the same pass: a source's body is
     /// checked and its identity read in one scan of the text.
     pub fn parse_reading(body: &[u8], fields: &Arc<Fields>) -> Result<JsonDoc, serde_json::Error> {
-        let out = match fast(body, &fields.tokens) {
-            Some(values) => values,
-            None => slow(body, &fields.tokens)?,
+        let (text, out) = match std::str::from_utf8(body) {
+            Ok(text) => {
+                let out = match fast_str(text, &fields.tokens) {
+                    Some(values) => values,
+                    None => slow(body, &fields.tokens)?,
+                };
+                (Text::Utf8(text.into()), out)
+            }
+            Err(_) => (Text::Bytes(body.into()), slow(body, &fields.tokens)?),
         };
         Ok(JsonDoc {
-            text: body.into(),
+            text,
             read: Some((Arc::clone(fields), out.into())),
         })
+    }
+
+    /// The JSON text, if it is UTF-8 (checked once, when it was parsed).
+    pub fn text(&self) -> Option<&str> {
+        match &self.text {
+            Text::Utf8(s) => Some(s),
+            Text::Bytes(_) => None,
+        }
     }
 
     /// The values at `ps` if they were read while the text was checked.
@@ -85,7 +116,7 @@ impl JsonDoc {
     /// A document from a value (tests, dry runs).
     pub fn from_value(v: &Value) -> JsonDoc {
         JsonDoc {
-            text: v.to_string().into_bytes().into(),
+            text: Text::Utf8(v.to_string().into()),
             read: None,
         }
     }
@@ -104,9 +135,12 @@ impl JsonDoc {
             return ps.chunks(64).flat_map(|c| self.pointers(c)).collect();
         }
         let tokens: Vec<Option<Vec<String>>> = ps.iter().map(|p| tokens(p)).collect();
-        fast(&self.text, &tokens)
-            .or_else(|| slow(&self.text, &tokens).ok())
-            .unwrap_or_else(|| vec![None; ps.len()])
+        match &self.text {
+            Text::Utf8(s) => fast_str(s, &tokens),
+            Text::Bytes(_) => None,
+        }
+        .or_else(|| slow(self.text.bytes(), &tokens).ok())
+        .unwrap_or_else(|| vec![None; ps.len()])
     }
 }
 
@@ -156,7 +190,13 @@ fn slow(
 /// The values at `tokens` (a pointer's each) in `text`, read by [`scan`]: `None` when the
 /// scan refused the text or a value, and serde_json must give the answer.
 fn fast(text: &[u8], tokens: &[Option<Vec<String>>]) -> Option<Vec<Option<Value>>> {
-    let found = scan(text, tokens).ok()?;
+    fast_str(std::str::from_utf8(text).ok()?, tokens)
+}
+
+/// [`fast`] of a text already known to be UTF-8.
+fn fast_str(text: &str, tokens: &[Option<Vec<String>>]) -> Option<Vec<Option<Value>>> {
+    let found = scan_str(text, tokens).ok()?;
+    let text = text.as_bytes();
     found
         .into_iter()
         .map(|at| match at {
@@ -604,6 +644,10 @@ mod tests {
         assert!(JsonDoc::parse_reading(br#"{"id":"e","n":{"\ud800":1}}"#, &fields).is_ok());
         // Invalid UTF-8 in a skipped string: serde_json skips it too (the handler then refuses
         // the body as not UTF-8).
-        assert!(JsonDoc::parse_reading(b"{\"id\":\"e\",\"n\":\"\xff\"}", &fields).is_ok());
+        let not_utf8 = JsonDoc::parse_reading(b"{\"id\":\"e\",\"n\":\"\xff\"}", &fields)
+            .expect("serde_json skips it");
+        assert_eq!(not_utf8.text(), None, "the handler must refuse it");
+        assert_eq!(not_utf8.pointer("/id"), Some(Value::String("e".into())));
+        assert_eq!(off.text(), Some(r#"{"id":"e","n":1e400}"#));
     }
 }
