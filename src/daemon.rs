@@ -232,7 +232,8 @@ impl Daemon {
     }
 }
 
-/// The HTTP application: one POST route per webhook source, health, and JSON 404/405.
+/// The HTTP application: one POST route per webhook source (taken before the router, see
+/// [`crate::serve::Front`]), health, and JSON 404/405.
 pub fn app(
     config: &Config,
     pipeline: Arc<Pipeline>,
@@ -240,8 +241,9 @@ pub fn app(
     health: Arc<SourceHealth>,
     dedupe: Option<Arc<Dedupe>>,
     draining: Arc<AtomicBool>,
-) -> Router {
+) -> crate::serve::Front {
     let mut router = Router::new();
+    let mut webhooks = Vec::new();
     let mut body_limit = config.server.max_body_bytes;
     for (name, source) in &config.sources {
         let SourceKind::Webhook(wh) = &source.kind else {
@@ -256,19 +258,20 @@ pub fn app(
             Arc::clone(&draining),
         );
         body_limit = body_limit.max(wh.max_body_bytes);
+        webhooks.push(handler.clone());
         let path = handler.path().to_string();
         router = router.route(
             &path,
-            post(move |headers, body| {
+            post(move |request: axum::extract::Request| {
                 let handler = handler.clone();
-                async move { handler.receive(headers, body).await }
+                async move { handler.receive_request(request).await }
             }),
         );
     }
     let ready = Arc::clone(&pipeline);
     let ready_dlq = Arc::clone(&dlq);
     let scraped = Arc::clone(&pipeline);
-    router
+    let router = router
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
@@ -305,7 +308,8 @@ pub fn app(
                 "webhook sources accept POST only".into(),
             )
         })
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(body_limit));
+    crate::serve::Front::new(router, webhooks)
 }
 
 /// Ready means: not stopping, Kafka answers, the DLQ store takes a write, and every postgres

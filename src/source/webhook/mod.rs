@@ -24,7 +24,6 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use opentelemetry::KeyValue;
@@ -42,6 +41,15 @@ use crate::error::ErrorClass;
 use crate::event::{Event, EventId, Payload, RequestHeaders, WebhookPayload, now_micros};
 use crate::pipeline::Pipeline;
 use crate::telemetry::traces::{self, Traced};
+
+/// Why a request's body was not read.
+#[derive(Debug)]
+pub enum BodyUnread {
+    /// Longer than the source's `max_body_size` (413).
+    TooLarge,
+    /// The connection failed while it was sent (400).
+    Failed(String),
+}
 
 /// One webhook source's request handler state.
 #[derive(Clone)]
@@ -102,12 +110,25 @@ impl WebhookSource {
         &self.config.path
     }
 
+    /// Reads the body of `request` (at most the source's `max_body_size`) and answers it.
+    pub async fn receive_request(&self, request: axum::extract::Request) -> Response {
+        let (parts, body) = request.into_parts();
+        let body = axum::body::to_bytes(body, self.config.max_body_bytes)
+            .await
+            .map_err(|e| {
+                let over = std::error::Error::source(&e)
+                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+                if over {
+                    BodyUnread::TooLarge
+                } else {
+                    BodyUnread::Failed(format!("the request body could not be read: {e}"))
+                }
+            });
+        self.receive(parts.headers, body).await
+    }
+
     /// Handles one POST.
-    pub async fn receive(
-        &self,
-        headers: HeaderMap,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Response {
+    pub async fn receive(&self, headers: HeaderMap, body: Result<Bytes, BodyUnread>) -> Response {
         // A span per request, continuing the sender's trace when it sent a `traceparent`.
         let span = {
             let traces = self.pipeline.traces();
@@ -142,7 +163,7 @@ impl WebhookSource {
     async fn handle(
         &self,
         headers: HeaderMap,
-        body: Result<Bytes, BytesRejection>,
+        body: Result<Bytes, BodyUnread>,
         span: &Traced,
     ) -> Response {
         if self.draining.load(Ordering::Relaxed) {
@@ -158,11 +179,9 @@ impl WebhookSource {
         let body = match body {
             Ok(b) if b.len() > self.config.max_body_bytes => return self.too_large(),
             Ok(b) => b,
-            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                return self.too_large();
-            }
-            Err(rejection) => {
-                return error(StatusCode::BAD_REQUEST, "bad_body", rejection.body_text());
+            Err(BodyUnread::TooLarge) => return self.too_large(),
+            Err(BodyUnread::Failed(why)) => {
+                return error(StatusCode::BAD_REQUEST, "bad_body", why);
             }
         };
         if let Some(limit) = &self.limit
