@@ -66,12 +66,16 @@ CREATE TABLE IF NOT EXISTS state (
 );
 ";
 
-/// The deduplication ids' log, in a file of its own beside the store (see [`ids_file`]).
+/// The deduplication ids' log, in a file of its own beside the store (see [`ids_file`]): one
+/// row per committed batch of ids (see `seen::encode_batch`), so a commit inserts one row, not
+/// one per id.
 const IDS_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS ids.webhook_seen_log (
+CREATE TABLE IF NOT EXISTS ids.webhook_seen_batches (
     seq INTEGER PRIMARY KEY,
-    key TEXT NOT NULL,
-    at INTEGER NOT NULL
+    first_at INTEGER NOT NULL,
+    last_at INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    ids BLOB NOT NULL
 );
 ";
 
@@ -159,14 +163,16 @@ impl SqliteStore {
             };
             let conn = open("FULL")?;
             conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
-            let seen = open_ids()?;
+            let mut seen = open_ids()?;
             seen.execute_batch(IDS_SCHEMA).map_err(|e| e.to_string())?;
-            seen::adopt_old_log(&seen).map_err(|e| e.to_string())?;
+            seen::adopt_old_log(&mut seen).map_err(|e| e.to_string())?;
             let index = open_ids()?;
             let unindexed: i64 = seen
-                .query_row("SELECT count(*) FROM ids.webhook_seen_log", [], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT coalesce(sum(n), 0) FROM ids.webhook_seen_batches",
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(|e| e.to_string())?;
             let lookups = Connection::open_with_flags(
                 &p,
@@ -666,7 +672,7 @@ mod tests {
         let failed = std::thread::spawn(move || {
             let c = seen.lock().expect("lock");
             c.execute_batch(
-                "BEGIN; INSERT INTO ids.webhook_seen_log (key, at) VALUES ('lost', 1);",
+                "BEGIN; INSERT INTO ids.webhook_seen_batches (first_at, last_at, n, ids) VALUES (1, 1, 1, x'');",
             )
             .expect("begin");
             panic!("a bug while holding the ids' connection");

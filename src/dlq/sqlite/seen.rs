@@ -27,20 +27,106 @@ const PURGE_CHUNK: usize = 10_000;
 
 /// Moves the ids of a log kept in the store file itself (before the log had a file of its
 /// own) into the log file, on `c` (the ids' connection, at open); then drops the old table.
-pub(super) fn adopt_old_log(c: &Connection) -> rusqlite::Result<()> {
+pub(super) fn adopt_old_log(c: &mut Connection) -> rusqlite::Result<()> {
     let old: bool = c.query_row(
         "SELECT count(*) > 0 FROM main.sqlite_master WHERE type = 'table' AND name = 'webhook_seen_log'",
         [],
         |r| r.get(0),
     )?;
-    if old {
-        c.execute_batch(
-            "BEGIN;
-             INSERT INTO ids.webhook_seen_log (key, at)
-                 SELECT key, at FROM main.webhook_seen_log ORDER BY seq;
-             DROP TABLE main.webhook_seen_log;
-             COMMIT;",
+    if !old {
+        return Ok(());
+    }
+    // At most the few hundred thousand ids the old log kept before they were indexed.
+    let old: Vec<(String, i64)> = c
+        .prepare("SELECT key, at FROM main.webhook_seen_log ORDER BY seq")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let tx = c.transaction()?;
+    let mut blob = Vec::new();
+    for batch in old.chunks(ADOPT_BATCH) {
+        append_batch(
+            &tx,
+            batch.iter().map(|(k, at)| (k.as_str(), *at)),
+            &mut blob,
         )?;
+    }
+    tx.execute_batch("DROP TABLE main.webhook_seen_log")?;
+    tx.commit()
+}
+
+thread_local! {
+    /// Scratch space for encoding a batch, per thread (HTTP threads commit their own batches).
+    static BLOB: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Ids per batch row when an old log is adopted.
+const ADOPT_BATCH: usize = 1024;
+
+/// Appends `entries` to the log as one row on `c` (in the caller's transaction or on its own);
+/// returns how many ids it holds (no row for none). `blob` is scratch space.
+fn append_batch<'a>(
+    c: &Connection,
+    entries: impl IntoIterator<Item = (&'a str, i64)>,
+    blob: &mut Vec<u8>,
+) -> rusqlite::Result<usize> {
+    let (n, first, last) = encode_batch(entries, blob);
+    if n == 0 {
+        return Ok(0);
+    }
+    c.prepare_cached(
+        "INSERT INTO ids.webhook_seen_batches (first_at, last_at, n, ids) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![
+        first,
+        last,
+        i64::try_from(n).unwrap_or(i64::MAX),
+        &blob[..]
+    ])?;
+    Ok(n)
+}
+
+/// Writes `entries` into `blob` as a batch row's `ids`: for each id its time (8 bytes,
+/// little-endian), its key's length (4 bytes) and the key. Returns how many, the first
+/// (oldest) time and the last (newest).
+fn encode_batch<'a>(
+    entries: impl IntoIterator<Item = (&'a str, i64)>,
+    blob: &mut Vec<u8>,
+) -> (usize, i64, i64) {
+    blob.clear();
+    let (mut n, mut first, mut last) = (0usize, i64::MAX, i64::MIN);
+    for (key, at) in entries {
+        blob.extend_from_slice(&at.to_le_bytes());
+        blob.extend_from_slice(&u32::try_from(key.len()).unwrap_or(u32::MAX).to_le_bytes());
+        blob.extend_from_slice(key.as_bytes());
+        n += 1;
+        first = first.min(at);
+        last = last.max(at);
+    }
+    (n, first, last)
+}
+
+/// How many ids a batch row's `ids` holds (as far as it can be read).
+fn each_count(ids: &[u8]) -> usize {
+    let mut n = 0;
+    let _ = each_in_batch(ids, |_, _| n += 1);
+    n
+}
+
+/// Calls `each` with every (key, time) of a batch row's `ids`, in the order they were
+/// appended; an error if the row is not a batch this module wrote.
+fn each_in_batch(ids: &[u8], mut each: impl FnMut(&str, i64)) -> Result<(), String> {
+    let mut rest = ids;
+    while !rest.is_empty() {
+        let (at, after) = rest.split_at_checked(8).ok_or("a truncated time")?;
+        let (len, after) = after.split_at_checked(4).ok_or("a truncated key length")?;
+        let len = u32::from_le_bytes(len.try_into().map_err(|_| "a key length")?) as usize;
+        let (key, after) = after.split_at_checked(len).ok_or("a truncated key")?;
+        let key = std::str::from_utf8(key).map_err(|_| "a key that is not UTF-8")?;
+        each(
+            key,
+            i64::from_le_bytes(at.try_into().map_err(|_| "a time")?),
+        );
+        rest = after;
     }
     Ok(())
 }
@@ -131,28 +217,11 @@ impl SqliteStore {
         c: &mut Connection,
         entries: impl IntoIterator<Item = (&'a str, i64)>,
     ) -> Result<(), DlqError> {
-        let err = self.err();
-        // BEGIN and COMMIT as cached statements: this runs once per batch, often for a handful
-        // of ids, and parsing them each time was a visible part of its cost.
-        c.prepare_cached("BEGIN")
-            .and_then(|mut s| s.execute([]))
-            .map_err(&err)?;
-        let mut n = 0;
-        let appended = (|| {
-            let mut stmt =
-                c.prepare_cached("INSERT INTO ids.webhook_seen_log (key, at) VALUES (?1, ?2)")?;
-            for (k, at) in entries {
-                stmt.execute(params![k, at])?;
-                n += 1;
-            }
-            c.prepare_cached("COMMIT").and_then(|mut s| s.execute([]))
-        })();
-        if let Err(e) = appended {
-            if !c.is_autocommit() {
-                let _ = c.execute_batch("ROLLBACK");
-            }
-            return Err(err(e));
-        }
+        // One row for the whole batch (its own transaction): a row per id cost about 4,000
+        // instructions each, most of a commit.
+        let n = BLOB
+            .with(|b| append_batch(c, entries, &mut b.borrow_mut()))
+            .map_err(self.err())?;
         self.unindexed.fetch_add(n, Ordering::Relaxed);
         Ok(())
     }
@@ -170,9 +239,11 @@ impl SqliteStore {
             // A full pass starts from the log's true size (the counter only tracks this
             // process's appends and moves).
             let remaining: i64 = c
-                .query_row("SELECT count(*) FROM ids.webhook_seen_log", [], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT coalesce(sum(n), 0) FROM ids.webhook_seen_batches",
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(this.err())?;
             this.unindexed
                 .store(usize::try_from(remaining).unwrap_or(0), Ordering::Relaxed);
@@ -195,46 +266,65 @@ impl SqliteStore {
         self.index_chunk(&mut c, keep)
     }
 
-    /// Moves up to [`INDEX_CHUNK`] of the oldest log rows beyond `keep` into the index, on the
-    /// index connection `c` (one transaction, the store file's write lock), then deletes them
-    /// from the log on the ids' connection (the log file's, briefly). Between the two, and if
-    /// the process dies there, the ids are in both: a lookup finds them either way, and moving
-    /// them again keeps the later time.
+    /// Moves the oldest log batches, about [`INDEX_CHUNK`] ids (whole batches, beyond `keep`),
+    /// into the index on the index connection `c` (one transaction, the store file's write
+    /// lock), then deletes them from the log on the ids' connection (the log file's, briefly).
+    /// Between the two, and if the process dies there, the ids are in both: a lookup finds them
+    /// either way, and moving them again keeps the later time.
     fn index_chunk(&self, c: &mut Connection, keep: usize) -> Result<usize, DlqError> {
         let err = self.err();
         let remaining = self.unindexed.load(Ordering::Relaxed);
         if remaining <= keep {
             return Ok(remaining);
         }
-        let n = i64::try_from((remaining - keep).min(INDEX_CHUNK)).unwrap_or(0);
+        let want = (remaining - keep).min(INDEX_CHUNK);
         let tx = c.transaction().map_err(&err)?;
-        let upto: Option<i64> = tx
-            .query_row(
-                "SELECT seq FROM ids.webhook_seen_log ORDER BY seq LIMIT 1 OFFSET ?1 - 1",
-                params![n],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(&err)?;
+        let mut ids: Vec<(String, i64)> = Vec::with_capacity(want + 256);
+        let mut upto = None;
+        {
+            let mut batches = tx
+                .prepare_cached("SELECT seq, ids FROM ids.webhook_seen_batches ORDER BY seq")
+                .map_err(&err)?;
+            let mut rows = batches.query([]).map_err(&err)?;
+            while ids.len() < want {
+                let Some(r) = rows.next().map_err(&err)? else {
+                    break;
+                };
+                let blob = r.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(&err)?;
+                each_in_batch(blob, |k, at| ids.push((k.to_string(), at))).map_err(|why| {
+                    DlqError::Sqlite {
+                        path: self.path.clone(),
+                        message: format!("a batch of the deduplication ids' log holds {why}"),
+                    }
+                })?;
+                upto = Some(r.get::<_, i64>(0).map_err(&err)?);
+            }
+        }
         let Some(upto) = upto else {
-            // Fewer rows than counted (purged meanwhile): nothing more to move.
+            // Fewer ids than counted (purged meanwhile): nothing more to move.
             self.unindexed.store(0, Ordering::Relaxed);
             return Ok(0);
         };
         // Inserted in key order: neighbouring ids land on the same index pages, so a chunk
         // touches far fewer pages than in arrival (random key) order.
-        tx.execute(
-            "INSERT INTO main.webhook_seen (key, at)
-             SELECT key, at FROM ids.webhook_seen_log WHERE seq <= ?1 ORDER BY key
-             ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
-            params![upto],
-        )
-        .map_err(&err)?;
+        ids.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        {
+            let mut insert = tx
+                .prepare_cached(
+                    "INSERT INTO main.webhook_seen (key, at) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET at = max(at, excluded.at)",
+                )
+                .map_err(&err)?;
+            for (key, at) in &ids {
+                insert.execute(params![key, at]).map_err(&err)?;
+            }
+        }
         tx.commit().map_err(&err)?;
-        let moved = lock(&self.seen)
-            .prepare_cached("DELETE FROM ids.webhook_seen_log WHERE seq <= ?1")
+        lock(&self.seen)
+            .prepare_cached("DELETE FROM ids.webhook_seen_batches WHERE seq <= ?1")
             .and_then(|mut d| d.execute(params![upto]))
             .map_err(&err)?;
+        let moved = ids.len();
         // Ids appended meanwhile were counted in: subtract, do not overwrite.
         let before = self
             .unindexed
@@ -293,7 +383,8 @@ impl SqliteStore {
         self.each_seen(&reader, since, before, limit, each)
     }
 
-    /// [`SqliteStore::each_seen_blocking`] on a connection already held.
+    /// [`SqliteStore::each_seen_blocking`] on a connection already held: the log's ids (at
+    /// most a few hundred thousand, read whole) merged, newest first, with the index's.
     fn each_seen(
         &self,
         c: &Connection,
@@ -303,10 +394,32 @@ impl SqliteStore {
         mut each: impl FnMut(&str, i64) -> ControlFlow<()>,
     ) -> Result<usize, DlqError> {
         let err = self.err();
+        let mut logged: Vec<(String, i64)> = Vec::new();
+        {
+            let mut batches = c
+                .prepare(
+                    "SELECT ids FROM ids.webhook_seen_batches WHERE last_at >= ?1 AND first_at < ?2",
+                )
+                .map_err(&err)?;
+            let mut rows = batches.query(params![since, before]).map_err(&err)?;
+            while let Some(r) = rows.next().map_err(&err)? {
+                let blob = r.get_ref(0).and_then(|v| Ok(v.as_blob()?)).map_err(&err)?;
+                each_in_batch(blob, |k, at| {
+                    if at >= since && at < before {
+                        logged.push((k.to_string(), at));
+                    }
+                })
+                .map_err(|why| DlqError::Sqlite {
+                    path: self.path.clone(),
+                    message: format!("a batch of the deduplication ids' log holds {why}"),
+                })?;
+            }
+        }
+        // Newest last, taken from the end.
+        logged.sort_unstable_by_key(|(_, at)| *at);
         let mut stmt = c
             .prepare(
-                "SELECT key, at FROM ids.webhook_seen_log WHERE at >= ?1 AND at < ?2
-                 UNION ALL SELECT key, at FROM main.webhook_seen WHERE at >= ?1 AND at < ?2
+                "SELECT key, at FROM main.webhook_seen WHERE at >= ?1 AND at < ?2
                  ORDER BY at DESC LIMIT ?3",
             )
             .map_err(&err)?;
@@ -317,11 +430,30 @@ impl SqliteStore {
                 i64::try_from(limit).unwrap_or(i64::MAX)
             ])
             .map_err(&err)?;
+        let mut indexed: Option<(String, i64)> = None;
+        let mut indexed_done = false;
         let mut n = 0;
-        while let Some(r) = rows.next().map_err(&err)? {
-            let key: String = r.get(0).map_err(&err)?;
+        while n < limit {
+            if indexed.is_none() && !indexed_done {
+                match rows.next().map_err(&err)? {
+                    Some(r) => indexed = Some((r.get(0).map_err(&err)?, r.get(1).map_err(&err)?)),
+                    None => indexed_done = true,
+                }
+            }
+            let from_log = match (logged.last(), &indexed) {
+                (Some((_, l)), Some((_, i))) => l >= i,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let (key, at) = if from_log {
+                logged.pop()
+            } else {
+                indexed.take()
+            }
+            .ok_or_else(|| err(rusqlite::Error::QueryReturnedNoRows))?;
             n += 1;
-            if each(&key, r.get(1).map_err(&err)?).is_break() {
+            if each(&key, at).is_break() {
                 break;
             }
         }
@@ -350,20 +482,64 @@ impl SqliteStore {
         }
         // The log holds at most a few hundred thousand ids: one transaction.
         let err = self.err();
+        let path = self.path.clone();
         let unindexed = Arc::clone(&self.unindexed);
         self.with_seen(move |c| {
             let tx = c.transaction().map_err(&err)?;
             let mut n = purged;
-            n += tx
-                .execute(
-                    "DELETE FROM ids.webhook_seen_log WHERE at < ?1",
+            // Whole batches whose newest id expired (a batch spans a few milliseconds).
+            let expired: i64 = tx
+                .query_row(
+                    "SELECT coalesce(sum(n), 0) FROM ids.webhook_seen_batches WHERE last_at < ?1",
                     params![before],
+                    |r| r.get(0),
                 )
                 .map_err(&err)?;
-            let remaining: i64 = tx
-                .query_row("SELECT count(*) FROM ids.webhook_seen_log", [], |r| {
-                    r.get(0)
+            tx.execute(
+                "DELETE FROM ids.webhook_seen_batches WHERE last_at < ?1",
+                params![before],
+            )
+            .map_err(&err)?;
+            n += usize::try_from(expired).unwrap_or(0);
+            // Batches partly expired: rewritten in place (same place in the log, which is
+            // moved into the index oldest first) with the ids still in the window.
+            let partly: Vec<(i64, Vec<u8>)> = tx
+                .prepare(
+                    "SELECT seq, ids FROM ids.webhook_seen_batches WHERE first_at < ?1 AND last_at >= ?1",
+                )
+                .and_then(|mut q| {
+                    q.query_map(params![before], |r| Ok((r.get(0)?, r.get(1)?)))?
+                        .collect()
                 })
+                .map_err(&err)?;
+            for (seq, ids) in partly {
+                let mut kept = Vec::new();
+                each_in_batch(&ids, |k, at| {
+                    if at >= before {
+                        kept.push((k.to_string(), at));
+                    }
+                })
+                .map_err(|why| DlqError::Sqlite {
+                    path: path.clone(),
+                    message: format!("a batch of the deduplication ids' log holds {why}"),
+                })?;
+                let mut blob = Vec::new();
+                let (left, first, last) =
+                    encode_batch(kept.iter().map(|(k, at)| (k.as_str(), *at)), &mut blob);
+                tx.execute(
+                    "UPDATE ids.webhook_seen_batches SET first_at = ?2, last_at = ?3, n = ?4, ids = ?5
+                     WHERE seq = ?1",
+                    params![seq, first, last, i64::try_from(left).unwrap_or(i64::MAX), blob],
+                )
+                .map_err(&err)?;
+                n += each_count(&ids).saturating_sub(left);
+            }
+            let remaining: i64 = tx
+                .query_row(
+                    "SELECT coalesce(sum(n), 0) FROM ids.webhook_seen_batches",
+                    [],
+                    |r| r.get(0),
+                )
                 .map_err(&err)?;
             tx.commit().map_err(&err)?;
             unindexed.store(usize::try_from(remaining).unwrap_or(0), Ordering::Relaxed);
@@ -534,5 +710,66 @@ mod tests {
             rt.block_on(store.seen_since("s\u{1f}logged_a", 0))
                 .expect("lookup")
         );
+    }
+
+    #[test]
+    fn ids_are_read_newest_first_across_the_log_and_the_index() {
+        let (_dir, rt, store) = SqliteStore::scratch();
+        // Indexed: 10, 30, 50; then logged (in two batches): 20, 40, 60.
+        store
+            .remember_seen_blocking([("s\u{1f}i10", 10), ("s\u{1f}i30", 30), ("s\u{1f}i50", 50)])
+            .expect("first");
+        assert_eq!(rt.block_on(store.index_seen(0)).expect("moved"), 0);
+        store
+            .remember_seen_blocking([("s\u{1f}l40", 40), ("s\u{1f}l20", 20)])
+            .expect("second");
+        store
+            .remember_seen_blocking([("s\u{1f}l60 é", 60)])
+            .expect("third");
+        assert_eq!(store.unindexed_seen(), 3);
+        let read = |since, before, limit| {
+            let mut out = Vec::new();
+            store
+                .each_seen_blocking(since, before, limit, |k, at| {
+                    out.push((k.trim_start_matches("s\u{1f}").to_string(), at));
+                    ControlFlow::Continue(())
+                })
+                .expect("read");
+            out
+        };
+        let names = |v: Vec<(String, i64)>| v.into_iter().map(|(_, at)| at).collect::<Vec<_>>();
+        assert_eq!(names(read(0, 100, 4)), vec![60, 50, 40, 30]);
+        assert_eq!(names(read(25, 55, 10)), vec![50, 40, 30]);
+        assert_eq!(read(55, 100, 10), vec![("l60 é".to_string(), 60)]);
+        // Moving whole batches: every id is found by a lookup afterwards, none left behind.
+        assert_eq!(rt.block_on(store.index_seen(0)).expect("moved"), 0);
+        for key in ["i10", "l20", "i30", "l40", "i50", "l60 é"] {
+            assert!(
+                rt.block_on(store.seen_since(&format!("s\u{1f}{key}"), 0))
+                    .expect("lookup"),
+                "{key}"
+            );
+        }
+        assert_eq!(names(read(0, 100, 10)), vec![60, 50, 40, 30, 20, 10]);
+    }
+
+    #[test]
+    fn a_damaged_batch_is_an_error_not_a_panic() {
+        let mut seen = Vec::new();
+        assert!(each_in_batch(&[], |k, at| seen.push((k.to_string(), at))).is_ok());
+        let mut blob = 7i64.to_le_bytes().to_vec();
+        blob.extend_from_slice(&3u32.to_le_bytes());
+        blob.extend_from_slice(b"abc");
+        assert!(each_in_batch(&blob, |k, at| seen.push((k.to_string(), at))).is_ok());
+        assert_eq!(seen, vec![("abc".to_string(), 7)]);
+        for cut in 1..blob.len() {
+            assert!(
+                each_in_batch(&blob[..cut], |_, _| ()).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut bad = blob.clone();
+        *bad.last_mut().expect("byte") = 0xff;
+        assert!(each_in_batch(&bad, |_, _| ()).is_err(), "not UTF-8");
     }
 }
