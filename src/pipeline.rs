@@ -613,7 +613,8 @@ fn route_span(
     event: &Event,
     m: &RouteMatch,
 ) -> Traced {
-    if parent.is_none() {
+    // Attributes only for a span that records: no allocations per event with tracing off.
+    if parent.is_none() || !traces.is_on() {
         return Traced::none();
     }
     Traced::child_of(

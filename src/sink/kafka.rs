@@ -34,8 +34,8 @@ pub struct Record {
     pub key: Option<Vec<u8>>,
     /// Encoded value; `None` for a tombstone.
     pub value: Option<Vec<u8>>,
-    /// Headers.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Headers (names are mostly switchyard's own constants: not copied per record).
+    pub headers: Vec<(std::borrow::Cow<'static, str>, Vec<u8>)>,
 }
 
 /// Where a record landed.
