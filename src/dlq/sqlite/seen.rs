@@ -14,10 +14,10 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use super::{SqliteStore, lock, recovered};
 use crate::dlq::DlqError;
 
-/// Largest number of log rows moved into the index in one transaction. A move writes every
-/// index page its ids land on (a random position each): the more ids per transaction, the
-/// more of them share a page. It holds the store file's write lock (dead letters wait; new
-/// ids, in their own file, do not) for tens of milliseconds.
+/// About how many logged ids (whole batches) move into the index in one transaction. A move
+/// writes every index page its ids land on (a random position each): the more ids per
+/// transaction, the more of them share a page. It holds the store file's write lock (dead
+/// letters wait; new ids, in their own file, do not) for tens of milliseconds.
 const INDEX_CHUNK: usize = 8192;
 
 /// Ids deleted per transaction when purging: the ids' connection is released between chunks,
@@ -149,7 +149,7 @@ impl SqliteStore {
         .await
     }
 
-    /// Appends the ids to the log (`ids.webhook_seen_log`), one transaction for the batch.
+    /// Appends the ids to the log (`ids.webhook_seen_batches`), one row for the batch.
     ///
     /// Appending costs a page or two per batch; inserting into the keyed index costs a page per
     /// id (a random B-tree position each), several times the rest of a webhook request. So the
@@ -231,8 +231,8 @@ impl SqliteStore {
         self.unindexed.load(Ordering::Relaxed)
     }
 
-    /// Moves the oldest log rows into the index until at most `keep` remain in the log (at
-    /// most [`INDEX_CHUNK`] per transaction); returns how many remain.
+    /// Moves the oldest logged ids into the index until at most `keep` remain in the log (about
+    /// [`INDEX_CHUNK`] per transaction); returns how many remain.
     pub(in crate::dlq) async fn index_seen(&self, keep: usize) -> Result<usize, DlqError> {
         let this = self.clone();
         self.on(&self.index, move |c| {
