@@ -97,3 +97,124 @@ async fn with_the_broker_down_a_post_gets_503_and_succeeds_when_retried_after_it
     }
     daemon::stop(sy).await;
 }
+
+/// Every webhook answered 200 before a kill -9 was durable, its deduplication id too: after the
+/// restart a retry of each is answered `duplicate`, and Kafka holds it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_answered_before_a_kill_9_are_duplicates_after_the_restart() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let port = crate::support::free_port();
+    let path = crate::support::daemon::write_config(
+        dir.path(),
+        &crate::support::daemon::Setup {
+            bootstrap: broker.bootstrap(),
+            registry: registry.url(),
+            topic: "once".into(),
+            listen: Some(format!("127.0.0.1:{port}")),
+            ..Default::default()
+        },
+    );
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client");
+    let ready = || async {
+        wait_for_async(
+            "switchyard to be ready",
+            Duration::from_secs(60),
+            || async {
+                client
+                    .get(format!("{url}/readyz"))
+                    .send()
+                    .await
+                    .ok()
+                    .filter(|r| r.status() == 200)
+                    .map(|_| ())
+            },
+        )
+        .await;
+    };
+    let post = {
+        let (client, url) = (client.clone(), url.clone());
+        move |id: String| {
+            let (client, url) = (client.clone(), url.clone());
+            async move {
+                let r = client
+                    .post(format!("{url}/webhooks/orders"))
+                    .header("webhook-id", &id)
+                    .body(format!(r#"{{"order":"{id}"}}"#))
+                    .send()
+                    .await
+                    .ok()?;
+                let status = r.status().as_u16();
+                let body: serde_json::Value = r.json().await.ok()?;
+                Some((
+                    status,
+                    body["status"].as_str().unwrap_or_default().to_string(),
+                ))
+            }
+        }
+    };
+
+    let mut sy = daemon::spawn_binary(&path, dir.path().join("switchyard-1.log"));
+    ready().await;
+    // Many requests in flight; the daemon is killed after the first 100 answers.
+    let (tx, mut rx) = tokio::sync::mpsc::channel(600);
+    for i in 0..600 {
+        let (tx, post) = (tx.clone(), post.clone());
+        tokio::spawn(async move {
+            let id = format!("once-{i}");
+            let answer = post(id.clone()).await;
+            let _ = tx.send((id, answer)).await;
+        });
+    }
+    drop(tx);
+    let mut accepted = Vec::new();
+    let mut answered = 0;
+    while let Some((id, answer)) = rx.recv().await {
+        answered += 1;
+        if answer == Some((200, "accepted".to_string())) {
+            accepted.push(id);
+        }
+        if answered == 100 {
+            sy.kill(); // SIGKILL, then reaped
+        }
+    }
+    assert!(accepted.len() >= 90, "only {} accepted", accepted.len());
+    assert!(
+        accepted.len() < 600,
+        "the kill came too late to test anything"
+    );
+
+    let _sy = daemon::spawn_binary(&path, dir.path().join("switchyard-2.log"));
+    ready().await;
+    for id in &accepted {
+        assert_eq!(
+            post(id.clone()).await,
+            Some((200, "duplicate".to_string())),
+            "{id} was answered 200 before the kill"
+        );
+    }
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = broker.bootstrap();
+        move || read_topic(&bootstrap, "once", usize::MAX, Duration::from_secs(5))
+    })
+    .await
+    .expect("consumer thread");
+    let mut per_id = std::collections::HashMap::<String, usize>::new();
+    for r in &records {
+        if let Some((_, v)) = r.headers.iter().find(|(k, _)| k == "switchyard.event_id") {
+            *per_id
+                .entry(String::from_utf8_lossy(v).into_owned())
+                .or_default() += 1;
+        }
+    }
+    for id in &accepted {
+        assert_eq!(per_id.get(id), Some(&1), "{id}: one record");
+    }
+}
