@@ -58,6 +58,9 @@ pub struct Pipeline {
     sink: KafkaSink,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    /// Set when [`Pipeline::drain`] starts; `drain_started` wakes deliveries waiting for room.
+    draining: std::sync::atomic::AtomicBool,
+    drain_started: tokio::sync::Notify,
     retry_max_elapsed: Duration,
     dlq: Option<Arc<DlqStore>>,
     traces: Traces,
@@ -86,6 +89,8 @@ impl Pipeline {
             sink: KafkaSink::new(&config.kafka)?,
             in_flight: Arc::new(Semaphore::new(config.kafka.max_in_flight)),
             max_in_flight: config.kafka.max_in_flight,
+            draining: std::sync::atomic::AtomicBool::new(false),
+            drain_started: tokio::sync::Notify::new(),
             retry_max_elapsed: config.kafka.retry_max_elapsed,
             dlq: None,
             traces: Traces::off(),
@@ -224,8 +229,21 @@ impl Pipeline {
         ack: AckToken,
         parent: Option<opentelemetry::Context>,
     ) -> Delivery {
-        let Ok(permit) = Arc::clone(&self.in_flight).acquire_owned().await else {
-            return failed(ErrorClass::Internal, "switchyard is shutting down");
+        // Once the drain has started (it waits for every permit, ahead of any later request for
+        // one), a delivery that has no room yet is refused as unavailable (the source answers
+        // 503, the sender retries) rather than waiting until the server is stopped under it.
+        let started = self.drain_started.notified();
+        tokio::pin!(started);
+        started.as_mut().enable();
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return failed(ErrorClass::Unavailable, SHUTTING_DOWN);
+        }
+        let permit = tokio::select! {
+            p = Arc::clone(&self.in_flight).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return failed(ErrorClass::Unavailable, SHUTTING_DOWN),
+            },
+            () = &mut started => return failed(ErrorClass::Unavailable, SHUTTING_DOWN),
         };
         let delivery = self.deliver_event(&event, None, &ack, parent).await;
         drop(permit);
@@ -588,6 +606,9 @@ impl Pipeline {
 
     /// Waits until no event is in flight, up to `timeout`; true when all finished.
     pub async fn drain(&self, timeout: Duration, max_in_flight: usize) -> bool {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.drain_started.notify_waiters();
         let all = u32::try_from(max_in_flight).unwrap_or(u32::MAX);
         let ok = tokio::time::timeout(timeout, self.in_flight.acquire_many(all))
             .await
@@ -596,6 +617,9 @@ impl Pipeline {
         ok
     }
 }
+
+/// Why a delivery that found no room was refused once the drain started.
+const SHUTTING_DOWN: &str = "switchyard is shutting down; send this event again";
 
 /// What one event becomes on one route, before the registry's framing.
 enum Parts<'e> {

@@ -305,3 +305,95 @@ async fn a_second_signal_exits_at_once_while_the_drain_waits_for_kafka() {
         "the event in flight was never acknowledged"
     );
 }
+
+/// A webhook that was taken before the stop but is still waiting for room in flight (here: the
+/// one slot is held by an event Kafka cannot take) is answered 503 when the drain starts, not
+/// left waiting until the server is stopped under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_waiting_for_room_when_the_drain_starts_gets_503() {
+    let crate::support::Stack {
+        dir,
+        mut broker,
+        registry,
+    } = Stack::start();
+    let port = crate::support::free_port();
+    let path = daemon::write_config(
+        dir.path(),
+        &daemon::Setup {
+            bootstrap: broker.bootstrap(),
+            registry: registry.url(),
+            topic: "full".into(),
+            server: "ack_timeout = \"60s\"\nshutdown_timeout = \"60s\"".into(),
+            listen: Some(format!("127.0.0.1:{port}")),
+            ..daemon::Setup::default()
+        },
+    );
+    let text = std::fs::read_to_string(&path).expect("config");
+    std::fs::write(
+        &path,
+        text.replace(
+            "retry_max_elapsed = \"20s\"",
+            "retry_max_elapsed = \"20s\"\nmax_in_flight = 1",
+        ),
+    )
+    .expect("config");
+    let mut sy = daemon::spawn_binary(&path, dir.path().join("switchyard.log"));
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .expect("client");
+    let post = |id: &'static str| {
+        let (client, url) = (client.clone(), url.clone());
+        async move {
+            client
+                .post(format!("{url}/webhooks/orders"))
+                .header("webhook-id", id)
+                .body(r#"{"n":1}"#)
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let metric = |line: &'static str| {
+        let url = url.clone();
+        async move {
+            daemon::metrics(&url)
+                .await
+                .lines()
+                .any(|l| l == line)
+                .then_some(())
+        }
+    };
+    wait_for_async(
+        "a first webhook accepted",
+        Duration::from_secs(60),
+        || async { (post("warm").await == 200).then_some(()) },
+    )
+    .await;
+
+    broker.stop();
+    let stuck = tokio::spawn(post("stuck"));
+    wait_for_async("the one slot to be taken", Duration::from_secs(30), || {
+        metric("switchyard_events_in_flight 1")
+    })
+    .await;
+    let queued = tokio::spawn(post("queued"));
+    wait_for_async(
+        "the second webhook to wait for room",
+        Duration::from_secs(30),
+        || metric("switchyard_events_received_total{source=\"orders\"} 3"),
+    )
+    .await;
+    sy.signal("TERM");
+    let answered = tokio::time::timeout(Duration::from_secs(10), queued)
+        .await
+        .expect("the waiting webhook is answered when the drain starts")
+        .expect("request task");
+    assert_eq!(answered, 503);
+    sy.signal("TERM");
+    let status = sy.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(130));
+    assert_ne!(stuck.await.expect("request"), 200);
+}
