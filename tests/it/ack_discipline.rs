@@ -123,22 +123,6 @@ async fn ids_answered_before_a_kill_9_are_duplicates_after_the_restart() {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
-    let ready = || async {
-        wait_for_async(
-            "switchyard to be ready",
-            Duration::from_secs(60),
-            || async {
-                client
-                    .get(format!("{url}/readyz"))
-                    .send()
-                    .await
-                    .ok()
-                    .filter(|r| r.status() == 200)
-                    .map(|_| ())
-            },
-        )
-        .await;
-    };
     let post = {
         let (client, url) = (client.clone(), url.clone());
         move |id: String| {
@@ -162,7 +146,7 @@ async fn ids_answered_before_a_kill_9_are_duplicates_after_the_restart() {
     };
 
     let mut sy = daemon::spawn_binary(&path, dir.path().join("switchyard-1.log"));
-    ready().await;
+    daemon::wait_ready(&client, &url).await;
     // Many requests in flight; the daemon is killed after the first 100 answers.
     let (tx, mut rx) = tokio::sync::mpsc::channel(600);
     for i in 0..600 {
@@ -192,7 +176,7 @@ async fn ids_answered_before_a_kill_9_are_duplicates_after_the_restart() {
     );
 
     let _sy = daemon::spawn_binary(&path, dir.path().join("switchyard-2.log"));
-    ready().await;
+    daemon::wait_ready(&client, &url).await;
     for id in &accepted {
         assert_eq!(
             post(id.clone()).await,

@@ -638,20 +638,7 @@ async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_an
         .timeout(Duration::from_secs(30))
         .build()
         .expect("client");
-    crate::support::wait_for_async(
-        "switchyard to be ready",
-        Duration::from_secs(30),
-        || async {
-            client
-                .get(format!("{url}/readyz"))
-                .send()
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
-                .map(|_| ())
-        },
-    )
-    .await;
+    crate::support::daemon::wait_ready(&client, &url).await;
 
     // Every event is too large for the broker, so every one is a dead-letter write.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<(String, u16)>(1000);

@@ -254,19 +254,7 @@ async fn a_second_signal_exits_at_once_while_the_drain_waits_for_kafka() {
         .timeout(Duration::from_secs(90))
         .build()
         .expect("client");
-    let post = |id: &'static str| {
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            client
-                .post(format!("{url}/webhooks/orders"))
-                .header("webhook-id", id)
-                .body(r#"{"n":1}"#)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        }
-    };
+    let post = |id: &'static str| post_order(client.clone(), url.clone(), id);
     wait_for_async(
         "a first webhook accepted",
         Duration::from_secs(60),
@@ -343,19 +331,7 @@ async fn a_webhook_waiting_for_room_when_the_drain_starts_gets_503() {
         .timeout(Duration::from_secs(90))
         .build()
         .expect("client");
-    let post = |id: &'static str| {
-        let (client, url) = (client.clone(), url.clone());
-        async move {
-            client
-                .post(format!("{url}/webhooks/orders"))
-                .header("webhook-id", id)
-                .body(r#"{"n":1}"#)
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0)
-        }
-    };
+    let post = |id: &'static str| post_order(client.clone(), url.clone(), id);
     let metric = |line: &'static str| {
         let url = url.clone();
         async move {
@@ -396,4 +372,16 @@ async fn a_webhook_waiting_for_room_when_the_drain_starts_gets_503() {
     let status = sy.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(130));
     assert_ne!(stuck.await.expect("request"), 200);
+}
+
+/// POSTs `{"n":1}` with webhook id `id` to the `orders` source at `url`; the status (0: no answer).
+async fn post_order(client: reqwest::Client, url: String, id: &'static str) -> u16 {
+    client
+        .post(format!("{url}/webhooks/orders"))
+        .header("webhook-id", id)
+        .body(r#"{"n":1}"#)
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
 }

@@ -147,3 +147,21 @@ pub async fn metrics(url: &str) -> String {
         .await
         .expect("metrics text")
 }
+
+/// Waits (up to 60 s) until the daemon at `url` answers `/readyz` with 200.
+pub async fn wait_ready(client: &reqwest::Client, url: &str) {
+    crate::support::wait_for_async(
+        "switchyard to be ready",
+        std::time::Duration::from_secs(60),
+        || async {
+            client
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        },
+    )
+    .await;
+}
