@@ -231,36 +231,16 @@ topic = "orders"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_signal_exits_at_once_while_the_drain_waits_for_kafka() {
-    let crate::support::Stack {
-        dir,
+    // Bound (not `..`): the scratch directory and the registry live until the test ends.
+    let Stopping {
+        _dir,
+        _registry,
         mut broker,
-        registry,
-    } = Stack::start();
-    let port = crate::support::free_port();
-    let path = daemon::write_config(
-        dir.path(),
-        &daemon::Setup {
-            bootstrap: broker.bootstrap(),
-            registry: registry.url(),
-            topic: "stuck".into(),
-            server: "ack_timeout = \"60s\"\nshutdown_timeout = \"60s\"".into(),
-            listen: Some(format!("127.0.0.1:{port}")),
-            ..daemon::Setup::default()
-        },
-    );
-    let mut sy = daemon::spawn_binary(&path, dir.path().join("switchyard.log"));
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
-        .build()
-        .expect("client");
+        mut sy,
+        url,
+        client,
+    } = start_warm("stuck", "").await;
     let post = |id: &'static str| post_order(client.clone(), url.clone(), id);
-    wait_for_async(
-        "a first webhook accepted",
-        Duration::from_secs(60),
-        || async { (post("warm").await == 200).then_some(()) },
-    )
-    .await;
 
     // Kafka goes away: the next event stays in flight, so an orderly stop would wait for it.
     broker.stop();
@@ -299,38 +279,15 @@ async fn a_second_signal_exits_at_once_while_the_drain_waits_for_kafka() {
 /// left waiting until the server is stopped under it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_waiting_for_room_when_the_drain_starts_gets_503() {
-    let crate::support::Stack {
-        dir,
+    // Bound (not `..`): the scratch directory and the registry live until the test ends.
+    let Stopping {
+        _dir,
+        _registry,
         mut broker,
-        registry,
-    } = Stack::start();
-    let port = crate::support::free_port();
-    let path = daemon::write_config(
-        dir.path(),
-        &daemon::Setup {
-            bootstrap: broker.bootstrap(),
-            registry: registry.url(),
-            topic: "full".into(),
-            server: "ack_timeout = \"60s\"\nshutdown_timeout = \"60s\"".into(),
-            listen: Some(format!("127.0.0.1:{port}")),
-            ..daemon::Setup::default()
-        },
-    );
-    let text = std::fs::read_to_string(&path).expect("config");
-    std::fs::write(
-        &path,
-        text.replace(
-            "retry_max_elapsed = \"20s\"",
-            "retry_max_elapsed = \"20s\"\nmax_in_flight = 1",
-        ),
-    )
-    .expect("config");
-    let mut sy = daemon::spawn_binary(&path, dir.path().join("switchyard.log"));
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
-        .build()
-        .expect("client");
+        mut sy,
+        url,
+        client,
+    } = start_warm("full", "max_in_flight = 1").await;
     let post = |id: &'static str| post_order(client.clone(), url.clone(), id);
     let metric = |line: &'static str| {
         let url = url.clone();
@@ -342,12 +299,6 @@ async fn a_webhook_waiting_for_room_when_the_drain_starts_gets_503() {
                 .then_some(())
         }
     };
-    wait_for_async(
-        "a first webhook accepted",
-        Duration::from_secs(60),
-        || async { (post("warm").await == 200).then_some(()) },
-    )
-    .await;
 
     broker.stop();
     let stuck = tokio::spawn(post("stuck"));
@@ -384,4 +335,61 @@ async fn post_order(client: reqwest::Client, url: String, id: &'static str) -> u
         .await
         .map(|r| r.status().as_u16())
         .unwrap_or(0)
+}
+
+/// A switchyard binary whose webhooks wait up to 60 s for Kafka and whose stop drains for up to
+/// 60 s, once it has accepted a first webhook.
+struct Stopping {
+    _dir: tempfile::TempDir,
+    broker: crate::support::broker::Broker,
+    _registry: crate::support::registry::Registry,
+    sy: crate::support::ChildGuard,
+    url: String,
+    client: reqwest::Client,
+}
+
+/// Starts [`Stopping`] with `kafka` (lines under `[kafka]`) on topic `topic`.
+async fn start_warm(topic: &str, kafka: &str) -> Stopping {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let port = crate::support::free_port();
+    let path = daemon::write_config(
+        dir.path(),
+        &daemon::Setup {
+            bootstrap: broker.bootstrap(),
+            registry: registry.url(),
+            topic: topic.into(),
+            server: "ack_timeout = \"60s\"\nshutdown_timeout = \"60s\"".into(),
+            listen: Some(format!("127.0.0.1:{port}")),
+            ..daemon::Setup::default()
+        },
+    );
+    if !kafka.is_empty() {
+        let text = std::fs::read_to_string(&path).expect("config");
+        let at = "retry_max_elapsed = \"20s\"";
+        std::fs::write(&path, text.replace(at, &format!("{at}\n{kafka}"))).expect("config");
+    }
+    let sy = daemon::spawn_binary(&path, dir.path().join("switchyard.log"));
+    let url = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(90))
+        .build()
+        .expect("client");
+    wait_for_async(
+        "a first webhook accepted",
+        Duration::from_secs(60),
+        || async { (post_order(client.clone(), url.clone(), "warm").await == 200).then_some(()) },
+    )
+    .await;
+    Stopping {
+        _dir: dir,
+        broker,
+        _registry: registry,
+        sy,
+        url,
+        client,
+    }
 }

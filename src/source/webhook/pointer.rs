@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::scan::{index, scan_str};
+use super::scan::{index, scan};
 
 /// Fields read from a JSON body, by pointer: a webhook source's identity fields (its
 /// provider's, then its `id_pointer` and `type_pointer`), split into tokens once, when the
@@ -195,7 +195,7 @@ fn fast(text: &[u8], tokens: &[Option<Vec<String>>]) -> Option<Vec<Option<Value>
 
 /// [`fast`] of a text already known to be UTF-8.
 fn fast_str(text: &str, tokens: &[Option<Vec<String>>]) -> Option<Vec<Option<Value>>> {
-    let found = scan_str(text, tokens).ok()?;
+    let found = scan(text, tokens).ok()?;
     let text = text.as_bytes();
     found
         .into_iter()

@@ -23,13 +23,7 @@ type Scanned<T> = Result<T, Refused>;
 
 /// Checks `text` and returns, for each pointer of `wants` (its reference tokens; `None`: not a
 /// pointer, never found), where its value lies in `text`. At most 64 pointers.
-pub fn scan(text: &[u8], wants: &[Option<Vec<String>>]) -> Scanned<Vec<Option<Range<usize>>>> {
-    let text = std::str::from_utf8(text).map_err(|_| Refused)?;
-    scan_str(text, wants)
-}
-
-/// [`scan`] of a text already known to be UTF-8.
-pub fn scan_str(text: &str, wants: &[Option<Vec<String>>]) -> Scanned<Vec<Option<Range<usize>>>> {
+pub fn scan(text: &str, wants: &[Option<Vec<String>>]) -> Scanned<Vec<Option<Range<usize>>>> {
     if wants.len() > 64 {
         return Err(Refused);
     }
