@@ -214,7 +214,19 @@ async fn a_snapshot_killed_mid_copy_resumes_from_its_last_durable_chunk() {
         .await
         .expect("insert");
     let sy = start(1);
-    let all = records(&stack, "items", rows as usize + 1).await;
+    // The resumed copy may read the new row too (it reads the table as it is now), so every id
+    // can be there before the change itself has streamed in: wait for the change.
+    let all = wait_for_async(
+        "the row inserted after the slot to arrive as a change",
+        Duration::from_secs(120),
+        || async {
+            let all = records(&stack, "items", rows as usize + 1).await;
+            all.iter()
+                .any(|(id, op, _)| *id == rows && op == "c")
+                .then_some(all)
+        },
+    )
+    .await;
     drop(sy);
     let mut reads: BTreeMap<i64, usize> = BTreeMap::new();
     for (id, op, _) in &all {
