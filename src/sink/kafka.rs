@@ -190,6 +190,15 @@ impl KafkaSink {
                     Err(poisoned) => poisoned.into_inner(),
                 };
                 *guard = Arc::new(p);
+                drop(guard);
+                // A broker that forgot this producer's id usually forgot everything (restarted
+                // without its storage): check every topic again before producing to it. A new
+                // producer learns of a topic missing from the broker only after librdkafka's
+                // `topic.metadata.propagation.max.ms` (30 s), and each rebuild would start that
+                // wait over; created first, the topic is there when the new producer asks.
+                if let Ok(mut t) = self.known_topics.lock() {
+                    t.clear();
+                }
             }
             Err(e) => warn!(error = %e, "could not rebuild the Kafka producer"),
         }
@@ -357,7 +366,19 @@ impl KafkaSink {
                     offset: d.offset,
                 })
             }
-            Err((err, _)) => Err(self.classify(&producer, err)),
+            Err((err, _)) => {
+                let attempt = self.classify(&producer, err);
+                if Arc::ptr_eq(&producer, &self.producer()) {
+                    return Err(attempt);
+                }
+                // The producer was replaced while this record waited in it: what it reports
+                // was already acted on. Another rebuild would throw away the new producer (and
+                // restart its wait for the topic's metadata); try again with it instead.
+                Err(match attempt {
+                    Attempt::TimedOut(m) | Attempt::RebuildProducer(m) => Attempt::Retry(m),
+                    other => other,
+                })
+            }
         }
     }
 

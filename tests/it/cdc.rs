@@ -1537,10 +1537,19 @@ async fn while_kafka_is_down_the_replication_connection_stays_alive_and_nothing_
     );
     let (sy, _) = daemon::start(config).await;
     wait_for_slot(&client, "switchyard_appdb").await;
+    // The first row is sent to a frozen broker, which then dies with it unanswered: the
+    // restarted broker knows neither the topic nor the producer's id (the producer's fatal
+    // error path, as well as the topic's).
+    broker.signal("STOP");
     client
         .batch_execute("INSERT INTO items VALUES (1)")
         .await
         .expect("insert");
+    crate::support::wait_for(
+        "the first row sent to the frozen broker",
+        Duration::from_secs(30),
+        || (broker.unread_bytes() > 0).then_some(()),
+    );
     let walsender = || async {
         client
             .query_opt(

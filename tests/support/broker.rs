@@ -88,6 +88,32 @@ impl Broker {
         });
     }
 
+    /// Sends `signal` to the broker: `"STOP"` freezes it with its connections open, so what
+    /// was sent to it stays unanswered.
+    pub fn signal(&self, signal: &str) {
+        self.process.signal(signal);
+    }
+
+    /// Bytes clients sent that the broker has not read yet, over all its connections (from
+    /// `/proc/net/tcp`): above zero while it is stopped and a request waits for it.
+    pub fn unread_bytes(&self) -> u64 {
+        let table = std::fs::read_to_string("/proc/net/tcp").expect("read /proc/net/tcp");
+        let port = format!(":{:04X}", self.port);
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // local address, remote address, state (01 = established), tx:rx queues
+                let (local, state, queues) = (fields.get(1)?, fields.get(3)?, fields.get(4)?);
+                if !local.ends_with(&port) || *state != "01" {
+                    return None;
+                }
+                u64::from_str_radix(queues.split(':').nth(1)?, 16).ok()
+            })
+            .sum()
+    }
+
     /// The broker's log file.
     pub fn log(&self) -> &std::path::Path {
         &self.log
