@@ -17,6 +17,25 @@ pub(crate) async fn connect(pg: &PgCluster, db: &str) -> tokio_postgres::Client 
     client
 }
 
+/// A test's database: a private cluster, a fresh database with the test's tables, and a client.
+pub(crate) struct Db {
+    pub pg: PgCluster,
+    /// The database's name.
+    pub db: String,
+    pub client: tokio_postgres::Client,
+}
+
+impl Db {
+    /// Starts a cluster, creates database `name` in it and runs `ddl` there.
+    pub(crate) async fn start(name: &str, ddl: &str) -> Db {
+        let pg = PgCluster::start();
+        let db = pg.fresh_database(name).await;
+        let client = connect(&pg, &db).await;
+        client.batch_execute(ddl).await.expect("schema");
+        Db { pg, db, client }
+    }
+}
+
 pub(crate) async fn lsn(client: &tokio_postgres::Client, sql: &str) -> Option<u64> {
     let row = client.query_opt(sql, &[]).await.expect("query")?;
     let text: Option<String> = row.get(0);
@@ -31,18 +50,14 @@ async fn inserts_updates_and_deletes_arrive_as_envelopes_and_the_slot_advances()
         broker,
         registry,
     } = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("app").await;
-    let client = connect(&pg, &db).await;
-    client
-        .batch_execute(
-            "CREATE TABLE orders (id bigint PRIMARY KEY, note text, total numeric(10,2) NOT NULL,
+    let Db { pg, db, client } = Db::start(
+        "app",
+        "CREATE TABLE orders (id bigint PRIMARY KEY, note text, total numeric(10,2) NOT NULL,
                                   tags text[], created timestamptz);
              COMMENT ON TABLE orders IS 'Customer orders';
              COMMENT ON COLUMN orders.total IS 'Gross, in EUR';",
-        )
-        .await
-        .expect("schema");
+    )
+    .await;
     let path = dir.path().join("routes.toml");
     std::fs::write(
         &path,
@@ -234,13 +249,11 @@ async fn kill_9_at_random_points_while_50k_rows_are_written_loses_no_committed_r
         broker,
         registry,
     } = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("crash").await;
-    let client = connect(&pg, &db).await;
-    client
-        .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL)")
-        .await
-        .expect("schema");
+    let Db { pg, db, client } = Db::start(
+        "crash",
+        "CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL)",
+    )
+    .await;
     client
         .batch_execute("SELECT pg_create_logical_replication_slot('audit', 'test_decoding')")
         .await
@@ -400,13 +413,11 @@ async fn columns_added_and_dropped_mid_stream_register_new_schema_versions_and_l
         broker,
         registry,
     } = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("ddl").await;
-    let client = connect(&pg, &db).await;
-    client
-        .batch_execute("CREATE TABLE products (id int PRIMARY KEY, name text NOT NULL)")
-        .await
-        .expect("schema");
+    let Db { pg, db, client } = Db::start(
+        "ddl",
+        "CREATE TABLE products (id int PRIMARY KEY, name text NOT NULL)",
+    )
+    .await;
     let path = dir.path().join("routes.toml");
     std::fs::write(
         &path,
@@ -572,19 +583,15 @@ async fn unchanged_toasted_values_are_filled_in_never_sent_as_null() {
         broker,
         registry,
     } = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("toast").await;
-    let client = connect(&pg, &db).await;
-    client
-        .batch_execute(
-            "CREATE TABLE docs (id int PRIMARY KEY, title text, body text);
+    let Db { pg, db, client } = Db::start(
+        "toast",
+        "CREATE TABLE docs (id int PRIMARY KEY, title text, body text);
              ALTER TABLE docs ALTER COLUMN body SET STORAGE EXTERNAL;
              CREATE TABLE docs_full (id int PRIMARY KEY, title text, body text);
              ALTER TABLE docs_full ALTER COLUMN body SET STORAGE EXTERNAL;
              ALTER TABLE docs_full REPLICA IDENTITY FULL;",
-        )
-        .await
-        .expect("schema");
+    )
+    .await;
     let config = cdc_config(
         dir.path(),
         (&broker.bootstrap(), &registry.url()),
@@ -650,13 +657,8 @@ async fn a_postgres_restart_mid_stream_is_survived_without_loss() {
         broker,
         registry,
     } = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("restart").await;
-    let client = connect(&pg, &db).await;
-    client
-        .batch_execute("CREATE TABLE events (id int PRIMARY KEY)")
-        .await
-        .expect("schema");
+    let Db { pg, db, client } =
+        Db::start("restart", "CREATE TABLE events (id int PRIMARY KEY)").await;
     let config = cdc_config(
         dir.path(),
         (&broker.bootstrap(), &registry.url()),
@@ -872,13 +874,7 @@ async fn on_call_sees_the_slot_and_can_reset_it_only_when_it_is_not_in_use() {
         broker,
         registry,
     } = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("slots").await;
-    let client = connect(&pg, &db).await;
-    client
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
-        .await
-        .expect("schema");
+    let Db { pg, db, client } = Db::start("slots", "CREATE TABLE t (id int PRIMARY KEY)").await;
     let config = cdc_config(
         dir.path(),
         (&broker.bootstrap(), &registry.url()),
@@ -1014,13 +1010,7 @@ pub(crate) async fn wait_for_slot(client: &tokio_postgres::Client, slot: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logical_decoding_messages_reach_their_route_and_heartbeats_do_not() {
     let stack = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("msgs").await;
-    let client = connect(&pg, &db).await;
-    client
-        .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
-        .await
-        .expect("schema");
+    let Db { pg, db, client } = Db::start("msgs", "CREATE TABLE t (id int PRIMARY KEY)").await;
     let path = stack.dir.path().join("routes.toml");
     std::fs::write(
         &path,
@@ -1109,13 +1099,11 @@ async fn logical_decoding_messages_reach_their_route_and_heartbeats_do_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_240_mb_transaction_streams_through_in_bounded_memory() {
     let stack = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("bigtx").await;
-    let client = connect(&pg, &db).await;
-    client
-        .batch_execute("CREATE TABLE blobs (id bigint PRIMARY KEY, body text NOT NULL)")
-        .await
-        .expect("schema");
+    let Db { pg, db, client } = Db::start(
+        "bigtx",
+        "CREATE TABLE blobs (id bigint PRIMARY KEY, body text NOT NULL)",
+    )
+    .await;
     let path = stack.dir.path().join("routes.toml");
     std::fs::write(
         &path,
@@ -1432,16 +1420,12 @@ async fn every_mapped_type_decodes_to_the_right_value_from_snapshot_and_stream_a
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_schema_change_the_registry_rejects_dead_letters_those_rows_and_the_stream_goes_on() {
     let stack = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("reject").await;
-    let client = connect(&pg, &db).await;
-    client
-        .batch_execute(
-            "CREATE TABLE products (id int PRIMARY KEY, name text NOT NULL);
+    let Db { pg, db, client } = Db::start(
+        "reject",
+        "CREATE TABLE products (id int PRIMARY KEY, name text NOT NULL);
              CREATE TABLE audit (id int PRIMARY KEY);",
-        )
-        .await
-        .expect("schema");
+    )
+    .await;
     let r = reqwest::Client::new()
         .put(format!("{}/config", stack.registry.url()))
         .header("content-type", "application/vnd.schemaregistry.v1+json")
@@ -1512,13 +1496,7 @@ async fn while_kafka_is_down_the_replication_connection_stays_alive_and_nothing_
         mut broker,
         registry,
     } = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("stall").await;
-    let client = connect(&pg, &db).await;
-    client
-        .batch_execute("CREATE TABLE items (id int PRIMARY KEY)")
-        .await
-        .expect("schema");
+    let Db { pg, db, client } = Db::start("stall", "CREATE TABLE items (id int PRIMARY KEY)").await;
     for sql in [
         "ALTER SYSTEM SET wal_sender_timeout = '2s'",
         "SELECT pg_reload_conf()",

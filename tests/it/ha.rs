@@ -2,8 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cdc::{confirmed, connect, items_config, read_items, source_state, wait_for_slot};
-use crate::support::postgres::PgCluster;
+use crate::cdc::{Db, confirmed, items_config, read_items, source_state, wait_for_slot};
 use crate::support::{Stack, daemon, wait_for_async};
 
 /// Waits until instance `url` reports `state` for source `appdb`.
@@ -23,13 +22,11 @@ async fn a_standby_instance_takes_over_the_slot_within_seconds_when_the_leader_i
         broker,
         registry,
     } = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("ha").await;
-    let client = connect(&pg, &db).await;
-    client
-        .batch_execute("CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL)")
-        .await
-        .expect("schema");
+    let Db { pg, db, client } = Db::start(
+        "ha",
+        "CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL)",
+    )
+    .await;
     // Two instances with the same sources and routes; each has its own address and DLQ file.
     let instance = |n: usize| {
         let port = crate::support::free_port();

@@ -6,21 +6,22 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::cdc::{connect, lsn, wait_for_slot};
+use crate::cdc::{Db, connect, lsn, wait_for_slot};
 use crate::support::consume::{decode, decoder, read_topic};
-use crate::support::postgres::PgCluster;
 use crate::support::{Stack, daemon, wait_for_async};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_loses_no_acknowledged_webhook_and_confirms_the_last_delivered_commit() {
     let stack = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("drain").await;
-    let admin = connect(&pg, &db).await;
-    admin
-        .batch_execute("CREATE TABLE orders (id bigint PRIMARY KEY, note text)")
-        .await
-        .expect("schema");
+    let Db {
+        pg,
+        db,
+        client: admin,
+    } = Db::start(
+        "drain",
+        "CREATE TABLE orders (id bigint PRIMARY KEY, note text)",
+    )
+    .await;
     let port = crate::support::free_port();
     let path = stack.dir.path().join("routes.toml");
     std::fs::write(

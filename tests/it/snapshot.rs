@@ -6,10 +6,18 @@ use std::time::Duration;
 
 use switchyard::config::Config;
 
-use crate::cdc::{connect, wait_for_slot};
+use crate::cdc::{Db, wait_for_slot};
 use crate::support::consume::{decode, decoder, read_topic};
-use crate::support::postgres::PgCluster;
 use crate::support::{Stack, daemon, wait_for_async};
+
+/// A table `items` with `rows` rows, ids 0 to `rows - 1`.
+fn items_with_rows(rows: i64) -> String {
+    format!(
+        "CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL);
+         INSERT INTO items SELECT g, 'row ' || g FROM generate_series(0, {}) g;",
+        rows - 1
+    )
+}
 
 fn snapshot_config(stack: &Stack, pg_url: &str, listen: &str, chunk: usize) -> std::path::PathBuf {
     let path = stack.dir.path().join("routes.toml");
@@ -84,18 +92,8 @@ async fn metric(url: &str, line_prefix: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_of_100k_rows_under_concurrent_writes_delivers_every_row_exactly_once() {
     let stack = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("snap").await;
-    let client = connect(&pg, &db).await;
     let existing = 100_000i64;
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL);
-             INSERT INTO items SELECT g, 'row ' || g FROM generate_series(0, {}) g;",
-            existing - 1
-        ))
-        .await
-        .expect("schema and rows");
+    let Db { pg, db, client } = Db::start("snap", &items_with_rows(existing)).await;
 
     // Writes go on while switchyard creates its slot and copies: new rows, and updates of rows
     // the snapshot may or may not have read yet.
@@ -173,19 +171,9 @@ async fn a_snapshot_of_100k_rows_under_concurrent_writes_delivers_every_row_exac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_snapshot_killed_mid_copy_resumes_from_its_last_durable_chunk() {
     let stack = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("resume").await;
-    let client = connect(&pg, &db).await;
     let rows = 40_000i64;
     let chunk = 1_000usize;
-    client
-        .batch_execute(&format!(
-            "CREATE TABLE items (id bigint PRIMARY KEY, v text NOT NULL);
-             INSERT INTO items SELECT g, 'row ' || g FROM generate_series(0, {}) g;",
-            rows - 1
-        ))
-        .await
-        .expect("schema and rows");
+    let Db { pg, db, client } = Db::start("resume", &items_with_rows(rows)).await;
     let port = crate::support::free_port();
     let path = snapshot_config(&stack, &pg.url(&db), &format!("127.0.0.1:{port}"), chunk);
     let url = format!("http://127.0.0.1:{port}");

@@ -10,9 +10,8 @@ use axum::body::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-use crate::cdc::{connect, wait_for_slot};
+use crate::cdc::{Db, wait_for_slot};
 use crate::support::consume::read_topic;
-use crate::support::postgres::PgCluster;
 use crate::support::{Stack, daemon, wait_for_async};
 
 /// A span as the collector received it (ids in lowercase hex).
@@ -99,17 +98,17 @@ fn header(r: &crate::support::consume::Consumed, name: &str) -> Option<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn webhook_and_cdc_spans_reach_the_collector_and_kafka_headers_continue_them() {
     let stack = Stack::start();
-    let pg = PgCluster::start();
-    let db = pg.fresh_database("traced").await;
-    let admin = connect(&pg, &db).await;
-    admin
-        .batch_execute(
-            "CREATE TABLE orders (id bigint PRIMARY KEY);
+    let Db {
+        pg,
+        db,
+        client: admin,
+    } = Db::start(
+        "traced",
+        "CREATE TABLE orders (id bigint PRIMARY KEY);
              CREATE TABLE snap (id bigint PRIMARY KEY);
              INSERT INTO snap SELECT generate_series(1, 5);",
-        )
-        .await
-        .expect("schema");
+    )
+    .await;
     let (endpoint, spans) = collector().await;
     let port = crate::support::free_port();
     let path = stack.dir.path().join("routes.toml");
