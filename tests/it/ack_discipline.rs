@@ -111,11 +111,8 @@ async fn ids_answered_before_a_kill_9_are_duplicates_after_the_restart() {
     let path = crate::support::daemon::write_config(
         dir.path(),
         &crate::support::daemon::Setup {
-            bootstrap: broker.bootstrap(),
-            registry: registry.url(),
-            topic: "once".into(),
             listen: Some(format!("127.0.0.1:{port}")),
-            ..Default::default()
+            ..crate::support::daemon::Setup::new(&broker, &registry, "once")
         },
     );
     let url = format!("http://127.0.0.1:{port}");

@@ -79,11 +79,8 @@ async fn an_oversize_event_is_dead_lettered_then_replayed_exactly_once_after_the
         registry,
     } = Stack::start();
     let mut setup = Setup {
-        bootstrap: broker.bootstrap(),
-        registry: registry.url(),
-        topic: "orders".into(),
         kafka_properties: "\"message.max.bytes\" = 1000".into(),
-        ..Setup::default()
+        ..Setup::new(&broker, &registry, "orders")
     };
     let path = write_config(dir.path(), &setup);
     let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
@@ -257,12 +254,7 @@ async fn a_schema_the_registry_rejects_is_dead_lettered_and_replays_once_compati
         broker,
         registry,
     } = Stack::start();
-    let setup = Setup {
-        bootstrap: broker.bootstrap(),
-        registry: registry.url(),
-        topic: "invoices".into(),
-        ..Setup::default()
-    };
+    let setup = Setup::new(&broker, &registry, "invoices");
     let path = write_config(dir.path(), &setup);
     // Someone else already owns the subject with an incompatible schema (BACKWARD by default).
     let http = reqwest::Client::new();
@@ -356,15 +348,7 @@ async fn replay_honours_the_rate_limit() {
         broker,
         registry,
     } = Stack::start();
-    let path = write_config(
-        dir.path(),
-        &Setup {
-            bootstrap: broker.bootstrap(),
-            registry: registry.url(),
-            topic: "rated".into(),
-            ..Setup::default()
-        },
-    );
+    let path = write_config(dir.path(), &Setup::new(&broker, &registry, "rated"));
     let store = fill(&path, 20).await;
     let started = Instant::now();
     let out = switchyard(&path, &["dlq", "replay", "--all", "--rate", "10/s"]);
@@ -389,15 +373,7 @@ async fn concurrent_replays_of_one_selection_deliver_each_entry_once() {
         broker,
         registry,
     } = Stack::start();
-    let path = write_config(
-        dir.path(),
-        &Setup {
-            bootstrap: broker.bootstrap(),
-            registry: registry.url(),
-            topic: "twice".into(),
-            ..Setup::default()
-        },
-    );
+    let path = write_config(dir.path(), &Setup::new(&broker, &registry, "twice"));
     let store = fill(&path, 400).await;
     let spawn = || {
         Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -434,15 +410,7 @@ async fn a_replay_killed_midway_is_completed_by_a_rerun_without_loss() {
         broker,
         registry,
     } = Stack::start();
-    let path = write_config(
-        dir.path(),
-        &Setup {
-            bootstrap: broker.bootstrap(),
-            registry: registry.url(),
-            topic: "bulk".into(),
-            ..Setup::default()
-        },
-    );
+    let path = write_config(dir.path(), &Setup::new(&broker, &registry, "bulk"));
     let n = 10_000;
     let store = fill(&path, n).await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
@@ -621,12 +589,9 @@ async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_an
     let path = write_config(
         dir.path(),
         &Setup {
-            bootstrap: broker.bootstrap(),
-            registry: registry.url(),
-            topic: "crash".into(),
             kafka_properties: "\"message.max.bytes\" = 1000".into(),
             listen: Some(format!("127.0.0.1:{port}")),
-            ..Setup::default()
+            ..Setup::new(&broker, &registry, "crash")
         },
     );
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
@@ -715,11 +680,8 @@ async fn a_broker_outage_past_the_retry_limit_dead_letters_and_replays_when_it_i
     let path = write_config(
         dir.path(),
         &Setup {
-            bootstrap: broker.bootstrap(),
-            registry: registry.url(),
-            topic: "outage".into(),
             server: "ack_timeout = \"30s\"".into(),
-            ..Setup::default()
+            ..Setup::new(&broker, &registry, "outage")
         },
     );
     // A short retry limit: the outage outlasts it.

@@ -55,11 +55,8 @@ async fn metrics_count_exactly_the_webhooks_sent_and_parse_as_prometheus_text() 
     let path = write_config(
         dir.path(),
         &Setup {
-            bootstrap: broker.bootstrap(),
-            registry: registry.url(),
-            topic: "metered".into(),
             listen: Some(format!("127.0.0.1:{port}")),
-            ..Setup::default()
+            ..Setup::new(&broker, &registry, "metered")
         },
     );
     // Its own process: the metrics registry is process-wide.

@@ -360,12 +360,9 @@ async fn start_warm(topic: &str, kafka: &str) -> Stopping {
     let path = daemon::write_config(
         dir.path(),
         &daemon::Setup {
-            bootstrap: broker.bootstrap(),
-            registry: registry.url(),
-            topic: topic.into(),
             server: "ack_timeout = \"60s\"\nshutdown_timeout = \"60s\"".into(),
             listen: Some(format!("127.0.0.1:{port}")),
-            ..daemon::Setup::default()
+            ..daemon::Setup::new(&broker, &registry, topic)
         },
     );
     if !kafka.is_empty() {

@@ -81,6 +81,22 @@ pub struct Setup {
     pub listen: Option<String>,
 }
 
+impl Setup {
+    /// `broker` and `registry`, the route to `topic`; the rest as by default.
+    pub fn new(
+        broker: &super::broker::Broker,
+        registry: &super::registry::Registry,
+        topic: &str,
+    ) -> Setup {
+        Setup {
+            bootstrap: broker.bootstrap(),
+            registry: registry.url(),
+            topic: topic.into(),
+            ..Setup::default()
+        }
+    }
+}
+
 /// Writes `routes.toml` for `setup` into `dir` and returns its path.
 pub fn write_config(dir: &Path, setup: &Setup) -> std::path::PathBuf {
     let Setup {
