@@ -3,8 +3,9 @@
 //! active secret is tried, so a rotation accepts the old and the new one; schemes with a
 //! timestamp reject deliveries older (or newer) than the source's tolerance.
 //!
-//! Nothing here allocates per request beyond decoding the received signatures, and nothing
-//! parses the body: verification comes before parsing.
+//! Received signatures are decoded into fixed buffers (nothing allocated per request but the
+//! list of a header's several signatures), and nothing parses the body: verification comes
+//! before parsing.
 
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -63,21 +64,87 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, Rejection> 
         .map_err(|_| Rejection::Malformed(name.to_string()))
 }
 
-/// True when HMAC(`key`, concatenation of `parts`) equals `expected`, in constant time.
-fn mac_matches(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]], expected: &[u8]) -> bool {
-    fn check<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]], expected: &[u8]) -> bool {
-        let Ok(mut mac) = <M as hmac::digest::KeyInit>::new_from_slice(key) else {
-            return false;
-        };
-        for p in parts {
-            mac.update(p);
+/// The longest MAC any supported algorithm produces (HMAC-SHA-512).
+const MAX_MAC: usize = 64;
+
+/// A MAC, or a received signature decoded into a fixed buffer (no allocation per request).
+#[derive(Clone, Copy)]
+struct Sig {
+    buf: [u8; MAX_MAC],
+    /// Above [`MAX_MAC`] for a signature longer than any MAC: it matches nothing, as a
+    /// decoded signature of the wrong length.
+    len: usize,
+}
+
+impl Sig {
+    fn from(bytes: &[u8]) -> Sig {
+        let mut buf = [0; MAX_MAC];
+        if let Some(to) = buf.get_mut(..bytes.len()) {
+            to.copy_from_slice(bytes);
         }
-        mac.verify_slice(expected).is_ok()
+        Sig {
+            buf,
+            len: bytes.len(),
+        }
+    }
+
+    /// Decodes hex text (either case); `None` if it is not hex.
+    fn hex(text: &str) -> Option<Sig> {
+        let text = text.as_bytes();
+        if !text.len().is_multiple_of(2) {
+            return None;
+        }
+        let len = text.len() / 2;
+        let mut buf = [0; MAX_MAC];
+        match buf.get_mut(..len) {
+            Some(out) => hex::decode_to_slice(text, out).ok()?,
+            None if text.iter().all(u8::is_ascii_hexdigit) => {}
+            None => return None,
+        }
+        Some(Sig { buf, len })
+    }
+
+    /// Decodes standard base64 (padded); `None` if it is not base64.
+    fn base64(text: &str) -> Option<Sig> {
+        // base64 wants room for its estimate of the length (66 bytes for a 64-byte value).
+        let mut buf = [0; MAX_MAC + 32];
+        match BASE64.decode_slice(text, &mut buf) {
+            Ok(len) => Some(Sig::from(buf.get(..len)?)),
+            Err(base64::DecodeSliceError::OutputSliceTooSmall) => {
+                BASE64.decode(text).ok().map(|long| Sig::from(&long))
+            }
+            Err(base64::DecodeSliceError::DecodeError(_)) => None,
+        }
+    }
+
+    /// The bytes; `None` when longer than any MAC.
+    fn bytes(&self) -> Option<&[u8]> {
+        self.buf.get(..self.len)
+    }
+
+    /// True when `self` and `other` are the same bytes, compared in constant time (the lengths
+    /// are public).
+    fn same(&self, other: &Sig) -> bool {
+        match (self.bytes(), other.bytes()) {
+            (Some(a), Some(b)) => a.len() == b.len() && bool::from(a.ct_eq(b)),
+            _ => false,
+        }
+    }
+}
+
+/// HMAC(`key`, concatenation of `parts`).
+fn mac(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Option<Sig> {
+    fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Option<Sig> {
+        let mut m = <M as hmac::digest::KeyInit>::new_from_slice(key).ok()?;
+        for p in parts {
+            m.update(p);
+        }
+        Some(Sig::from(&m.finalize().into_bytes()))
     }
     match algorithm {
-        HmacAlgorithm::Sha1 => check::<Hmac<sha1::Sha1>>(key, parts, expected),
-        HmacAlgorithm::Sha256 => check::<Hmac<sha2::Sha256>>(key, parts, expected),
-        HmacAlgorithm::Sha512 => check::<Hmac<sha2::Sha512>>(key, parts, expected),
+        HmacAlgorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, parts),
+        HmacAlgorithm::Sha256 => run::<Hmac<sha2::Sha256>>(key, parts),
+        HmacAlgorithm::Sha512 => run::<Hmac<sha2::Sha512>>(key, parts),
     }
 }
 
@@ -103,17 +170,17 @@ impl Verifier {
         Ok(())
     }
 
-    /// True when some active secret signs `parts` to one of `signatures`.
+    /// True when some active secret signs `parts` to one of `signatures` (one MAC per secret,
+    /// compared with each signature in constant time).
     fn any_matches(
         &self,
         algorithm: HmacAlgorithm,
         parts: &[&[u8]],
-        signatures: &[Vec<u8>],
+        signatures: &[Sig],
     ) -> Result<(), Rejection> {
         let ok = self.secrets.iter().any(|s| {
-            signatures
-                .iter()
-                .any(|sig| mac_matches(algorithm, &s.0, parts, sig))
+            mac(algorithm, &s.0, parts)
+                .is_some_and(|expected| signatures.iter().any(|sig| sig.same(&expected)))
         });
         if ok { Ok(()) } else { Err(Rejection::Mismatch) }
     }
@@ -136,12 +203,12 @@ impl Verifier {
                 // Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]
                 let value = header(headers, "stripe-signature")?;
                 let mut timestamp = None;
-                let mut signatures = Vec::new();
+                let mut signatures = Vec::with_capacity(2);
                 for item in value.split(',') {
                     match item.trim().split_once('=') {
                         Some(("t", t)) => timestamp = Some(t),
                         Some(("v1", s)) => {
-                            if let Ok(sig) = hex::decode(s) {
+                            if let Some(sig) = Sig::hex(s) {
                                 signatures.push(sig);
                             }
                         }
@@ -162,15 +229,14 @@ impl Verifier {
                 let value = header(headers, "x-hub-signature-256")?;
                 let sig = value
                     .strip_prefix("sha256=")
-                    .and_then(|h| hex::decode(h).ok())
+                    .and_then(Sig::hex)
                     .ok_or_else(|| Rejection::Malformed("x-hub-signature-256".into()))?;
                 self.any_matches(Sha256, &[body], &[sig])
             }
             WebhookProvider::Shopify => {
                 let value = header(headers, "x-shopify-hmac-sha256")?;
-                let sig = BASE64
-                    .decode(value.trim())
-                    .map_err(|_| Rejection::Malformed("x-shopify-hmac-sha256".into()))?;
+                let sig = Sig::base64(value.trim())
+                    .ok_or_else(|| Rejection::Malformed("x-shopify-hmac-sha256".into()))?;
                 self.any_matches(Sha256, &[body], &[sig])
             }
             WebhookProvider::Slack => {
@@ -182,7 +248,7 @@ impl Verifier {
                 let value = header(headers, "x-slack-signature")?;
                 let sig = value
                     .strip_prefix("v0=")
-                    .and_then(|h| hex::decode(h).ok())
+                    .and_then(Sig::hex)
                     .ok_or_else(|| Rejection::Malformed("x-slack-signature".into()))?;
                 self.fresh(ts, now)?;
                 self.any_matches(Sha256, &[b"v0:", t.as_bytes(), b":", body], &[sig])
@@ -196,10 +262,10 @@ impl Verifier {
                     .map_err(|_| Rejection::Malformed("webhook-timestamp".into()))?;
                 let value = header(headers, "webhook-signature")?;
                 // Space-separated `v1,<base64>` entries; other versions are skipped.
-                let signatures: Vec<Vec<u8>> = value
+                let signatures: Vec<Sig> = value
                     .split(' ')
                     .filter_map(|e| e.strip_prefix("v1,"))
-                    .filter_map(|b| BASE64.decode(b).ok())
+                    .filter_map(Sig::base64)
                     .collect();
                 if signatures.is_empty() {
                     return Err(Rejection::Malformed("webhook-signature".into()));
@@ -228,8 +294,8 @@ impl Verifier {
             .strip_prefix(spec.prefix.as_str())
             .ok_or_else(|| Rejection::Malformed(spec.header.clone()))?;
         let sig = match spec.encoding {
-            SignatureEncoding::Hex => hex::decode(encoded).ok(),
-            SignatureEncoding::Base64 => BASE64.decode(encoded).ok(),
+            SignatureEncoding::Hex => Sig::hex(encoded),
+            SignatureEncoding::Base64 => Sig::base64(encoded),
         }
         .ok_or_else(|| Rejection::Malformed(spec.header.clone()))?;
         match &spec.timestamp_header {
@@ -252,20 +318,9 @@ pub mod sign {
     use super::*;
 
     fn mac(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-        fn run<M: Mac + hmac::digest::KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-            let Ok(mut m) = <M as hmac::digest::KeyInit>::new_from_slice(key) else {
-                return Vec::new();
-            };
-            for p in parts {
-                m.update(p);
-            }
-            m.finalize().into_bytes().to_vec()
-        }
-        match algorithm {
-            HmacAlgorithm::Sha1 => run::<Hmac<sha1::Sha1>>(key, parts),
-            HmacAlgorithm::Sha256 => run::<Hmac<sha2::Sha256>>(key, parts),
-            HmacAlgorithm::Sha512 => run::<Hmac<sha2::Sha512>>(key, parts),
-        }
+        super::mac(algorithm, key, parts)
+            .and_then(|m| m.bytes().map(<[u8]>::to_vec))
+            .unwrap_or_default()
     }
 
     /// `Stripe-Signature` for `body` at `t`.

@@ -290,3 +290,58 @@ fn random_bodies_and_headers_never_panic_and_are_never_accepted() {
         let _ = super::super::identity::parse_body(&body, h.get("content-type"));
     }
 }
+
+/// `None` for text that is not a signature, `Some(None)` for one longer than any MAC,
+/// `Some(Some(bytes))` otherwise.
+fn sig_as_vec(sig: Option<Sig>) -> Option<Option<Vec<u8>>> {
+    sig.map(|s| s.bytes().map(<[u8]>::to_vec))
+}
+
+#[test]
+fn signatures_decode_into_fixed_buffers_exactly_as_the_crates_decode_them() {
+    let mut rng = Rng(0x0dec_0de5_1234_5678);
+    let mut texts: Vec<String> = vec![
+        String::new(),
+        "0".into(),
+        "00".into(),
+        "aB".into(),
+        "zz".into(),
+        "ab cd".into(),
+        "AA==".into(),
+        "AA=".into(),
+        "+/==".into(),
+        "-_==".into(),
+    ];
+    for len in [20, 32, 63, 64, 65, 96, 200] {
+        let bytes: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+        texts.push(hex::encode(&bytes));
+        texts.push(hex::encode_upper(&bytes));
+        texts.push(BASE64.encode(&bytes));
+    }
+    for _ in 0..5_000 {
+        texts.push(rng.header_text());
+        let n = (rng.next() % 140) as usize;
+        texts.push(
+            (0..n)
+                .map(|_| char::from(b"0123456789abcdefABCDEFg"[(rng.next() % 23) as usize]))
+                .collect(),
+        );
+    }
+    for text in &texts {
+        let want = |decoded: Option<Vec<u8>>| decoded.map(|d| (d.len() <= MAX_MAC).then_some(d));
+        let hex_want = want(hex::decode(text).ok());
+        assert_eq!(sig_as_vec(Sig::hex(text)), hex_want, "hex {text:?}");
+        let b64_want = want(BASE64.decode(text).ok());
+        assert_eq!(sig_as_vec(Sig::base64(text)), b64_want, "base64 {text:?}");
+    }
+}
+
+#[test]
+fn a_signature_longer_than_any_mac_is_a_mismatch_not_a_malformed_header() {
+    let v = verifier(WebhookProvider::Github, &["s"]);
+    let long = format!("sha256={}", "ab".repeat(MAX_MAC + 1));
+    assert_eq!(
+        v.verify(&headers(&[("x-hub-signature-256", long)]), BODY, NOW),
+        Err(Rejection::Mismatch)
+    );
+}
