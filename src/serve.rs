@@ -14,7 +14,6 @@
 //! new requests, answers the requests in progress, closes its connections and ends; the
 //! returned task ends when all threads have.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
@@ -42,7 +41,7 @@ use crate::source::webhook::{WebhookSource, dedupe};
 /// nested futures, the body extractor).
 #[derive(Clone)]
 pub struct Front {
-    webhooks: Arc<HashMap<String, WebhookSource>>,
+    webhooks: Arc<crate::FastMap<String, WebhookSource>>,
     router: Router,
 }
 

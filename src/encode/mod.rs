@@ -10,7 +10,6 @@ pub mod cloudevent;
 pub mod datum;
 pub mod typed;
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
 
 use apache_avro::types::Value;
@@ -286,8 +285,8 @@ pub struct Encoder {
     settings: SrSettings,
     /// Registered schemas by topic, of record values and of keys (looked up by topic: no
     /// subject name is built per record).
-    values: RwLock<HashMap<String, Vec<Arc<Registered>>>>,
-    keys: RwLock<HashMap<String, Vec<Arc<Registered>>>>,
+    values: RwLock<crate::FastMap<String, Vec<Arc<Registered>>>>,
+    keys: RwLock<crate::FastMap<String, Vec<Arc<Registered>>>>,
     registering: tokio::sync::Mutex<()>,
 }
 
@@ -316,8 +315,8 @@ impl Encoder {
             .map_err(|e| EncodeError::Schema(format!("registry settings: {e}")))?;
         Ok(Encoder {
             settings,
-            values: RwLock::new(HashMap::new()),
-            keys: RwLock::new(HashMap::new()),
+            values: RwLock::new(crate::FastMap::default()),
+            keys: RwLock::new(crate::FastMap::default()),
             registering: tokio::sync::Mutex::new(()),
         })
     }
@@ -361,7 +360,7 @@ impl Encoder {
         Ok(out)
     }
 
-    fn known(&self, part: Part) -> &RwLock<HashMap<String, Vec<Arc<Registered>>>> {
+    fn known(&self, part: Part) -> &RwLock<crate::FastMap<String, Vec<Arc<Registered>>>> {
         match part {
             Part::Value => &self.values,
             Part::Key => &self.keys,

@@ -7,7 +7,6 @@ pub mod fast;
 pub mod filter;
 pub mod transform;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{Config, TopicTemplate, is_legal_topic};
@@ -209,16 +208,16 @@ pub struct RouteError {
 /// All routes, indexed by source.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
-    by_source: HashMap<String, Vec<CompiledRoute>>,
+    by_source: crate::FastMap<String, Vec<CompiledRoute>>,
     /// What the filters of each source read (built per event, once).
-    needs: HashMap<String, filter::Needs>,
+    needs: crate::FastMap<String, filter::Needs>,
 }
 
 impl RouteTable {
     /// Compiles the routes of a validated configuration.
     pub fn compile(config: &Config) -> RouteTable {
-        let mut needs: HashMap<String, filter::Needs> = HashMap::new();
-        let mut by_source: HashMap<String, Vec<CompiledRoute>> = HashMap::new();
+        let mut needs: crate::FastMap<String, filter::Needs> = crate::FastMap::default();
+        let mut by_source: crate::FastMap<String, Vec<CompiledRoute>> = crate::FastMap::default();
         for r in &config.routes {
             by_source
                 .entry(r.source.clone())

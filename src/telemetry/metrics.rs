@@ -1,6 +1,5 @@
 //! Metric names and the Prometheus registry. Every metric is defined here, once.
 
-use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, RwLock};
 
 use prometheus::core::{MetricVec, MetricVecBuilder};
@@ -142,7 +141,7 @@ pub const OTHER_LABEL: &str = "_other";
 /// Label values must be bounded by the configuration (routes, topics, sources).
 pub struct ByLabel<V: Family> {
     vec: V,
-    children: RwLock<HashMap<Arc<str>, <V as Family>::Child>>,
+    children: RwLock<crate::FastMap<Arc<str>, <V as Family>::Child>>,
 }
 
 /// A metric vector with one label (the shape [`ByLabel`] caches).
@@ -164,7 +163,7 @@ impl<V: Family> ByLabel<V> {
     fn new(vec: V) -> ByLabel<V> {
         ByLabel {
             vec,
-            children: RwLock::new(HashMap::new()),
+            children: RwLock::new(crate::FastMap::default()),
         }
     }
 
