@@ -104,7 +104,7 @@ pub struct KafkaSink {
     cfg: KafkaConfig,
     client_config: ClientConfig,
     producer: RwLock<Arc<FutureProducer<KafkaLog>>>,
-    admin: AdminClient<KafkaLog>,
+    admin: Arc<AdminClient<KafkaLog>>,
     known_topics: Mutex<HashSet<String>>,
     last_rebuild: Mutex<Option<Instant>>,
     /// Benchmarks only (`SWITCHYARD_BENCH_SINK=null`): records are acknowledged and discarded.
@@ -150,7 +150,7 @@ impl KafkaSink {
             cfg: cfg.clone(),
             client_config,
             producer: RwLock::new(Arc::new(producer)),
-            admin,
+            admin: Arc::new(admin),
             known_topics: Mutex::new(HashSet::new()),
             last_rebuild: Mutex::new(None),
             null: bench_null_sink(),
@@ -222,10 +222,43 @@ impl KafkaSink {
     }
 
     /// Creates `topic` unless it exists; remembered, so each topic costs one call per process.
+    /// A broker that refuses to create it (no `CREATE` permission for this principal, or no
+    /// CreateTopics at all) is fine when it has the topic already.
     pub async fn ensure_topic(&self, topic: &str) -> Result<(), SinkError> {
         if self.topic_known(topic) {
             return Ok(());
         }
+        match self.create_topic(topic).await {
+            Ok(()) => {}
+            Err(e) if self.broker_has(topic).await => {
+                info!(topic, error = %e, "could not create the topic, but it exists: using it");
+            }
+            Err(e) => return Err(e),
+        }
+        self.set_topic_known(topic, true);
+        Ok(())
+    }
+
+    /// True when the broker's metadata lists `topic` with partitions and no error.
+    async fn broker_has(&self, topic: &str) -> bool {
+        let admin = Arc::clone(&self.admin);
+        let topic = topic.to_string();
+        tokio::task::spawn_blocking(move || {
+            admin
+                .inner()
+                .fetch_metadata(Some(&topic), Duration::from_secs(5))
+                .is_ok_and(|md| {
+                    md.topics().iter().any(|t| {
+                        t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                    })
+                })
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Asks the broker to create `topic` (already there is fine).
+    async fn create_topic(&self, topic: &str) -> Result<(), SinkError> {
         let new = NewTopic::new(
             topic,
             self.cfg.partitions,
@@ -266,7 +299,6 @@ impl KafkaSink {
                 }
             }
         }
-        self.set_topic_known(topic, true);
         Ok(())
     }
 
@@ -483,6 +515,8 @@ fn admin_config(cfg: &KafkaConfig) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.bootstrap_servers)
         .set("client.id", "switchyard-admin")
+        // Asking for a topic's metadata must not create it with the broker's defaults.
+        .set("allow.auto.create.topics", "false")
         .set("log_level", "4");
     for (k, v) in security_properties(cfg) {
         c.set(k, v);
@@ -516,6 +550,38 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_existing_topic_is_used_when_the_broker_refuses_to_create_topics() {
+        // librdkafka's mock cluster does not implement CreateTopics: like a cluster where this
+        // principal may not create topics, it refuses every creation, existing topic or not.
+        let mock = rdkafka::mocking::MockCluster::new(1).expect("mock cluster");
+        mock.create_topic("existing", 1, 1).expect("topic");
+        let mut c = cfg(&[]);
+        c.bootstrap_servers = mock.bootstrap_servers();
+        c.delivery_timeout = Duration::from_secs(5);
+        let sink = KafkaSink::new(&c).expect("sink");
+        sink.ensure_topic("existing")
+            .await
+            .expect("a topic the broker has is usable");
+        let placed = sink
+            .deliver(
+                &Record {
+                    topic: "existing".into(),
+                    key: Some(b"k".to_vec()),
+                    value: Some(b"v".to_vec()),
+                    headers: Vec::new(),
+                },
+                &|| false,
+            )
+            .await
+            .expect("delivered");
+        assert_eq!(placed.partition, 0);
+        assert!(
+            sink.ensure_topic("missing").await.is_err(),
+            "a topic that cannot be created and does not exist is an error"
+        );
     }
 
     #[test]
