@@ -107,19 +107,9 @@ async fn ids_answered_before_a_kill_9_are_duplicates_after_the_restart() {
         broker,
         registry,
     } = Stack::start();
-    let port = crate::support::free_port();
-    let path = crate::support::daemon::write_config(
-        dir.path(),
-        &crate::support::daemon::Setup {
-            listen: Some(format!("127.0.0.1:{port}")),
-            ..crate::support::daemon::Setup::new(&broker, &registry, "once")
-        },
-    );
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
+    let (setup, url) = daemon::Setup::new(&broker, &registry, "once").on_free_port();
+    let path = daemon::write_config(dir.path(), &setup);
+    let client = daemon::client(Duration::from_secs(30));
     let post = {
         let (client, url) = (client.clone(), url.clone());
         move |id: String| {

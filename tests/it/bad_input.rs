@@ -20,10 +20,7 @@ async fn bad_requests_get_precise_json_errors() {
         "max_body_size = \"1KiB\"",
     );
     let (sy, url) = daemon::start(config).await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(20))
-        .build()
-        .expect("client");
+    let client = daemon::client(Duration::from_secs(20));
 
     let r = client
         .post(format!("{url}/webhooks/orders"))

@@ -585,24 +585,17 @@ async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_an
         broker,
         registry,
     } = Stack::start();
-    let port = crate::support::free_port();
-    let path = write_config(
-        dir.path(),
-        &Setup {
-            kafka_properties: "\"message.max.bytes\" = 1000".into(),
-            listen: Some(format!("127.0.0.1:{port}")),
-            ..Setup::new(&broker, &registry, "crash")
-        },
-    );
+    let (setup, url) = Setup {
+        kafka_properties: "\"message.max.bytes\" = 1000".into(),
+        ..Setup::new(&broker, &registry, "crash")
+    }
+    .on_free_port();
+    let path = write_config(dir.path(), &setup);
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
     cmd.args(["run", "-c"]).arg(&path);
     let mut daemon =
         crate::support::ChildGuard::spawn("switchyard", cmd, dir.path().join("switchyard.log"));
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
+    let client = daemon::client(Duration::from_secs(30));
     crate::support::daemon::wait_ready(&client, &url).await;
 
     // Every event is too large for the broker, so every one is a dead-letter write.

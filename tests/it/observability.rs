@@ -51,21 +51,11 @@ async fn metrics_count_exactly_the_webhooks_sent_and_parse_as_prometheus_text() 
         broker,
         registry,
     } = Stack::start();
-    let port = crate::support::free_port();
-    let path = write_config(
-        dir.path(),
-        &Setup {
-            listen: Some(format!("127.0.0.1:{port}")),
-            ..Setup::new(&broker, &registry, "metered")
-        },
-    );
+    let (setup, url) = Setup::new(&broker, &registry, "metered").on_free_port();
+    let path = write_config(dir.path(), &setup);
     // Its own process: the metrics registry is process-wide.
     let _sy = daemon::spawn_binary(&path, dir.path().join("switchyard.log"));
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
+    let client = daemon::client(Duration::from_secs(30));
     wait_for_async("switchyard to be ready", Duration::from_secs(60), || {
         ready(&client, &url)
     })
@@ -223,10 +213,7 @@ async fn readyz_names_kafka_while_the_broker_is_down_and_is_ready_again_when_it_
         "",
     );
     let (sy, url) = daemon::start(config).await;
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client");
+    let client = daemon::client(Duration::from_secs(10));
     let body = wait_for_async("ready", Duration::from_secs(30), || ready(&client, &url)).await;
     assert_eq!(body["status"], "ready");
     assert_eq!(body["kafka"], "ok");

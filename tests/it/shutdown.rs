@@ -61,10 +61,7 @@ topic = "orders"
     .expect("config");
     let mut sy = daemon::spawn_binary(&path, stack.dir.path().join("switchyard.log"));
     let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
+    let client = daemon::client(Duration::from_secs(30));
     // Ready only once the postgres source streams.
     wait_for_async(
         "switchyard to be ready",
@@ -356,26 +353,19 @@ async fn start_warm(topic: &str, kafka: &str) -> Stopping {
         broker,
         registry,
     } = Stack::start();
-    let port = crate::support::free_port();
-    let path = daemon::write_config(
-        dir.path(),
-        &daemon::Setup {
-            server: "ack_timeout = \"60s\"\nshutdown_timeout = \"60s\"".into(),
-            listen: Some(format!("127.0.0.1:{port}")),
-            ..daemon::Setup::new(&broker, &registry, topic)
-        },
-    );
+    let (setup, url) = daemon::Setup {
+        server: "ack_timeout = \"60s\"\nshutdown_timeout = \"60s\"".into(),
+        ..daemon::Setup::new(&broker, &registry, topic)
+    }
+    .on_free_port();
+    let path = daemon::write_config(dir.path(), &setup);
     if !kafka.is_empty() {
         let text = std::fs::read_to_string(&path).expect("config");
         let at = "retry_max_elapsed = \"20s\"";
         std::fs::write(&path, text.replace(at, &format!("{at}\n{kafka}"))).expect("config");
     }
     let sy = daemon::spawn_binary(&path, dir.path().join("switchyard.log"));
-    let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
-        .build()
-        .expect("client");
+    let client = daemon::client(Duration::from_secs(90));
     wait_for_async(
         "a first webhook accepted",
         Duration::from_secs(60),

@@ -157,10 +157,7 @@ topic = "traced-audit"
     .expect("config");
     let mut sy = daemon::spawn_binary(&path, stack.dir.path().join("switchyard.log"));
     let url = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .expect("client");
+    let client = daemon::client(Duration::from_secs(30));
     wait_for_async(
         "switchyard to be ready",
         Duration::from_secs(60),

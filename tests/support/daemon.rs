@@ -95,6 +95,25 @@ impl Setup {
             ..Setup::default()
         }
     }
+
+    /// This setup listening on a free loopback port (a switchyard process of its own), with
+    /// its base URL.
+    pub fn on_free_port(self) -> (Setup, String) {
+        let port = super::free_port();
+        let setup = Setup {
+            listen: Some(format!("127.0.0.1:{port}")),
+            ..self
+        };
+        (setup, format!("http://127.0.0.1:{port}"))
+    }
+}
+
+/// An HTTP client whose requests give up after `timeout`.
+pub fn client(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .build()
+        .expect("client")
 }
 
 /// Writes `routes.toml` for `setup` into `dir` and returns its path.
