@@ -15,6 +15,9 @@
 /// configuration, or are bounded where they do not.
 pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
+/// The set of [`FastMap`] (the Kafka sink's topics known to exist, looked up per record).
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 pub mod ack;
 pub mod cli;
 pub mod config;

@@ -9,7 +9,6 @@
 //! Topics are created through the admin API the first time they are used, since brokers may not
 //! auto-create them.
 
-use std::collections::HashSet;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -105,7 +104,7 @@ pub struct KafkaSink {
     client_config: ClientConfig,
     producer: RwLock<Arc<FutureProducer<KafkaLog>>>,
     admin: Arc<AdminClient<KafkaLog>>,
-    known_topics: Mutex<HashSet<String>>,
+    known_topics: Mutex<crate::FastSet<String>>,
     last_rebuild: Mutex<Option<Instant>>,
     /// Benchmarks only (`SWITCHYARD_BENCH_SINK=null`): records are acknowledged and discarded.
     null: bool,
@@ -151,7 +150,7 @@ impl KafkaSink {
             client_config,
             producer: RwLock::new(Arc::new(producer)),
             admin: Arc::new(admin),
-            known_topics: Mutex::new(HashSet::new()),
+            known_topics: Mutex::new(crate::FastSet::default()),
             last_rebuild: Mutex::new(None),
             null: bench_null_sink(),
         })
