@@ -233,7 +233,15 @@ pub struct PostgresSourceConfig {
     pub snapshot: SnapshotMode,
     /// Rows per snapshot chunk.
     pub snapshot_chunk_rows: usize,
+    /// The bytes an unchanged TOASTed value that cannot be read back is replaced by
+    /// (`unavailable_value_placeholder`, `hex:` decoded; default
+    /// [`DEFAULT_UNAVAILABLE_VALUE_PLACEHOLDER`]): bytea columns get these bytes, string
+    /// columns their UTF-8 text.
+    pub unavailable_value_placeholder: Vec<u8>,
 }
+
+/// Debezium's default `unavailable.value.placeholder`.
+pub const DEFAULT_UNAVAILABLE_VALUE_PLACEHOLDER: &str = "__debezium_unavailable_value";
 
 /// `snapshot = "never" | "initial"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

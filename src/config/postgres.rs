@@ -193,6 +193,29 @@ pub(super) fn validate(
             }
         },
     };
+    let unavailable_value_placeholder = match &raw.unavailable_value_placeholder {
+        None => super::DEFAULT_UNAVAILABLE_VALUE_PLACEHOLDER
+            .as_bytes()
+            .to_vec(),
+        Some(v) => match v.get_ref().strip_prefix("hex:") {
+            None => v.get_ref().as_bytes().to_vec(),
+            Some(digits) => match hex::decode(digits) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    diag.at(
+                        v.span(),
+                        format!("unavailable_value_placeholder `{}`: {e}", v.get_ref()),
+                        Some(
+                            "after `hex:` write an even number of hex digits, e.g. \"hex:deadbeef\"; or a plain string without the `hex:` prefix"
+                                .into(),
+                        ),
+                    );
+                    ok = false;
+                    Vec::new()
+                }
+            },
+        },
+    };
     let _ = raw.kind;
     ok.then_some(PostgresSourceConfig {
         url,
@@ -204,5 +227,66 @@ pub(super) fn validate(
         tls,
         snapshot,
         snapshot_chunk_rows,
+        unavailable_value_placeholder,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, ConfigErrors, SourceKind};
+
+    fn load(source_lines: &str) -> Result<Config, ConfigErrors> {
+        let text = format!(
+            "[kafka]\nbootstrap_servers = \"x:1\"\n[schema_registry]\nurl = \"http://x\"\n\
+             [sources.db]\ntype = \"postgres\"\nurl = \"postgres://u@h/app\"\ntables = [\"public.*\"]\n\
+             {source_lines}"
+        );
+        Config::from_str_with_env(Path::new("conf/routes.toml"), &text, |_| None)
+    }
+
+    fn placeholder(config: &Config) -> Vec<u8> {
+        match &config.sources["db"].kind {
+            SourceKind::Postgres(p) => p.unavailable_value_placeholder.clone(),
+            SourceKind::Webhook(_) => panic!("a postgres source"),
+        }
+    }
+
+    #[test]
+    fn the_unavailable_value_placeholder_defaults_to_debeziums_and_reads_hex() {
+        let default = load("").expect("valid");
+        assert_eq!(placeholder(&default), b"__debezium_unavailable_value");
+        let text = load("unavailable_value_placeholder = \"<toast>\"\n").expect("valid");
+        assert_eq!(placeholder(&text), b"<toast>");
+        let hex = load("unavailable_value_placeholder = \"hex:00ff7a\"\n").expect("valid");
+        assert_eq!(placeholder(&hex), [0x00, 0xff, 0x7a]);
+        let empty = load("unavailable_value_placeholder = \"\"\n").expect("valid");
+        assert_eq!(placeholder(&empty), b"");
+    }
+
+    #[test]
+    fn a_bad_hex_placeholder_is_an_error_at_its_line_and_column() {
+        let errors = load("unavailable_value_placeholder = \"hex:abc\"\n")
+            .expect_err("odd number of digits")
+            .0;
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 1, "{text:#?}");
+        assert!(
+            text[0].starts_with(
+                "conf/routes.toml:9:33: unavailable_value_placeholder `hex:abc`: Odd number of digits"
+            ),
+            "{}",
+            text[0]
+        );
+        assert!(text[0].contains("help: after `hex:`"), "{}", text[0]);
+        let errors = load("unavailable_value_placeholder = \"hex:zz\"\n")
+            .expect_err("not hex")
+            .0;
+        assert!(
+            errors[0].to_string().contains("Invalid character 'z'"),
+            "{}",
+            errors[0]
+        );
+    }
 }

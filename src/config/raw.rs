@@ -182,6 +182,9 @@ pub struct RawPostgresSource {
     pub heartbeat_interval: Option<Spanned<String>>,
     /// Follow each delete with a tombstone (null value, same key); default true.
     pub tombstones: Option<bool>,
+    /// What an unchanged TOASTed value that cannot be read back is replaced by (Debezium's
+    /// `unavailable.value.placeholder`; `hex:` followed by hex digits gives raw bytes).
+    pub unavailable_value_placeholder: Option<Spanned<String>>,
 }
 
 /// Either kind of source.
