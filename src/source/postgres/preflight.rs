@@ -1,10 +1,11 @@
 //! Preflight of a Postgres source, before it streams: the server and role can replicate, the
 //! publication exists (created for `tables` if missing), published tables can be replicated
 //! and read, and the slot is usable; then the slot is created when missing. Each refusal says
-//! how to fix it.
+//! how to fix it. Published tables with TOAST-able columns and no `REPLICA IDENTITY FULL` are
+//! named in a warning with the `ALTER TABLE` that fixes them.
 
 use tokio_postgres::Client;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::stream::{PostgresSource, SourceError, sql};
 
@@ -107,6 +108,21 @@ impl PostgresSource {
             return Err(SourceError::Preflight(format!(
                 "table {table} has no primary key and REPLICA IDENTITY DEFAULT: UPDATE and DELETE on it fail on the primary once it is published. Add a primary key, or run ALTER TABLE {table} REPLICA IDENTITY FULL"
             )));
+        }
+        // Tables whose unchanged TOASTed values are not in the WAL: an update that leaves
+        // such a value alone is filled by reading the row back, or, when the row is gone by
+        // then, carries the placeholder. Warned, not refused: the stream works either way.
+        for risk in super::catalog::toast_risks(client, publication).await? {
+            warn!(
+                source = %self.name,
+                table = %risk.table,
+                columns = %risk.columns.join(", "),
+                fix = %risk.fix,
+                "table {} has TOAST-able columns ({}) and no REPLICA IDENTITY FULL: an update that leaves a large value unchanged carries it only if the row can still be read back, else the placeholder `unavailable_value_placeholder` (header switchyard.unchanged_toast); to always carry it run {}",
+                risk.table,
+                risk.columns.join(", "),
+                risk.fix
+            );
         }
         let slot = &self.cfg.slot;
         let row = client
