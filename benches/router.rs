@@ -97,6 +97,7 @@ fn event() -> Event {
             commit_time_ms: 0,
             unchanged_toast: vec![],
             before_key_only: false,
+            position: Default::default(),
         }),
     }
 }

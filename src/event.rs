@@ -163,6 +163,33 @@ pub struct ChangePayload {
     /// `switchyard.before` header (`key_only`).
     #[serde(default)]
     pub before_key_only: bool,
+    /// Where the change sits in the WAL and in its transaction (Debezium's `source.sequence`,
+    /// `source.ts_us`/`ts_ns` and `transaction` block). Unknown by default.
+    #[serde(default)]
+    pub position: ChangePosition,
+}
+
+/// Where a change sits in the WAL and in its transaction. Every field may be unknown (the
+/// default, and what changes stored in the DLQ before it existed read back as): the envelope
+/// then falls back as each field says.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ChangePosition {
+    /// LSN of the change's own WAL record: the `wal_start` of the XLogData message that carried
+    /// it (snapshot reads: the consistent point). 0 = unknown: the commit LSN stands in.
+    pub lsn: u64,
+    /// The end LSN of the last transaction (its Commit message's `end_lsn`) or
+    /// non-transactional message the stream read before this change since it started; `None`
+    /// before the first (as Debezium), and for snapshot reads.
+    pub last_commit_lsn: Option<u64>,
+    /// Commit time, microseconds since the Unix epoch (pgoutput's precision). `None`: the
+    /// commit time in milliseconds × 1000.
+    pub commit_time_us: Option<i64>,
+    /// 1-based position of the change among its transaction's changes (tombstones and logical
+    /// decoding messages are not counted). 0 = unknown: no `transaction` block.
+    pub total_order: u64,
+    /// 1-based position of the change among its transaction's changes of the same table.
+    pub data_collection_order: u64,
 }
 
 /// A webhook request as received: enough to verify and route it again.

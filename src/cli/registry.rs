@@ -319,6 +319,7 @@ async fn postgres_subjects(
                 commit_time_ms: 0,
                 unchanged_toast: Vec::new(),
                 before_key_only: false,
+                position: Default::default(),
             }),
         };
         for route in takers {

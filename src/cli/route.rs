@@ -323,6 +323,7 @@ fn change_event(name: &str, sample: &Json) -> Result<Event, String> {
             commit_time_ms: now_micros() / 1000,
             unchanged_toast: Vec::new(),
             before_key_only: false,
+            position: Default::default(),
         }),
     })
 }

@@ -7,7 +7,9 @@ use apache_avro::types::Value;
 
 use super::AvroSchema;
 use crate::event::{ChangePayload, Event, MessagePayload};
-use crate::source::postgres::envelope::{self, RowError, SourceInfo, TableColumn, TableSchema};
+use crate::source::postgres::envelope::{
+    self, RowError, SourceInfo, TableColumn, TableSchema, TransactionBlock,
+};
 use crate::source::postgres::types::column_type;
 
 /// The table shape of a change; `key_columns`, when given, replace the primary key.
@@ -152,16 +154,19 @@ pub fn message_parts(
     });
     let source = SourceInfo {
         ts_ms: m.ts_ms,
+        ts_us: m.ts_ms.saturating_mul(1000),
         tx_id: m.tx_id.map(i64::from),
         lsn: i64::try_from(m.lsn).ok(),
         snapshot: "false",
+        sequence: Some(envelope::sequence(None, Some(m.lsn))),
+        transaction: None,
     };
     let value = envelope::message_value(
         &event.source,
         &m.database,
         &m.prefix,
         &m.content,
-        &source,
+        source,
         event.received_at_micros / 1000,
     );
     (
@@ -170,6 +175,29 @@ pub fn message_parts(
         SCHEMAS.1.clone(),
         Some(envelope::message_key(&m.prefix)),
     )
+}
+
+/// The `source` and `transaction` blocks of a change. Where the source did not say (see
+/// [`crate::event::ChangePosition`]), the change's LSN is its commit LSN, the commit time in
+/// microseconds its milliseconds × 1000, and there is no transaction block. Snapshot reads have
+/// none either (as in Debezium).
+pub fn source_info(c: &ChangePayload) -> SourceInfo {
+    let p = &c.position;
+    let lsn = if p.lsn == 0 { c.commit_lsn } else { p.lsn };
+    let tx_id = i64::from(c.tx_id);
+    let read = c.op == "r";
+    SourceInfo {
+        ts_ms: c.commit_time_ms,
+        ts_us: p
+            .commit_time_us
+            .unwrap_or_else(|| c.commit_time_ms.saturating_mul(1000)),
+        tx_id: Some(tx_id),
+        lsn: i64::try_from(c.commit_lsn).ok(),
+        snapshot: if read { "true" } else { "false" },
+        sequence: Some(envelope::sequence(p.last_commit_lsn, Some(lsn))),
+        transaction: (!read && p.total_order > 0)
+            .then(|| TransactionBlock::new(tx_id, lsn, p.total_order, p.data_collection_order)),
+    }
 }
 
 /// Value schema, envelope, key schema and key of a change. A `tombstone` has no value; a
@@ -195,18 +223,12 @@ pub fn parts(
     if c.op == "tombstone" {
         return Ok((value_schema, None, key_schema, key));
     }
-    let source = SourceInfo {
-        ts_ms: c.commit_time_ms,
-        tx_id: Some(i64::from(c.tx_id)),
-        lsn: i64::try_from(c.commit_lsn).ok(),
-        snapshot: if c.op == "r" { "true" } else { "false" },
-    };
     let envelope = t.envelope(
         before,
         after,
         &c.op,
-        &source,
-        event.received_at_micros / 1000,
+        source_info(c),
+        event.received_at_micros,
     );
     Ok((value_schema, Some(envelope), key_schema, key))
 }
@@ -239,6 +261,7 @@ mod tests {
             commit_time_ms: 1,
             unchanged_toast: vec![],
             before_key_only: false,
+            position: Default::default(),
         };
         let e = Event {
             id: EventId::from_lsn(42, 0),
@@ -269,6 +292,112 @@ mod tests {
             )]))
         );
         assert!(key_schema.json().contains("\"email\"") && !key_schema.json().contains("\"id\""));
+    }
+
+    fn field<'v>(fields: &'v [(String, Value)], name: &str) -> &'v Value {
+        fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no field {name}"))
+    }
+
+    fn source_and_transaction(value: &Value) -> (Vec<(String, Value)>, Value) {
+        let Value::Record(top) = value else {
+            panic!("a record: {value:?}")
+        };
+        let Value::Record(source) = field(top, "source") else {
+            panic!("source is a record")
+        };
+        (source.clone(), field(top, "transaction").clone())
+    }
+
+    #[test]
+    fn the_position_fills_sequence_commit_micros_and_the_transaction_block() {
+        let (mut e, mut c) = event();
+        c.commit_lsn = 26_664_576;
+        c.commit_time_ms = 1_796_634_023_628;
+        c.position = crate::event::ChangePosition {
+            lsn: 26_664_440,
+            last_commit_lsn: Some(26_664_384),
+            commit_time_us: Some(1_796_634_023_628_750),
+            total_order: 4,
+            data_collection_order: 2,
+        };
+        e.payload = Payload::Change(c.clone());
+        let (schema, value, _, _) = parts(&e, &c, &[]).expect("parts");
+        let value = value.expect("a value");
+        let (source, transaction) = source_and_transaction(&value);
+        let some = |v: Value| Value::Union(1, Box::new(v));
+        assert_eq!(
+            field(&source, "sequence"),
+            &some(Value::String(r#"["26664384","26664440"]"#.into()))
+        );
+        assert_eq!(field(&source, "ts_ms"), &Value::Long(1_796_634_023_628));
+        assert_eq!(
+            field(&source, "ts_us"),
+            &some(Value::Long(1_796_634_023_628_750))
+        );
+        assert_eq!(
+            field(&source, "ts_ns"),
+            &some(Value::Long(1_796_634_023_628_750_000))
+        );
+        assert_eq!(
+            field(&source, "lsn"),
+            &some(Value::Long(26_664_576)),
+            "source.lsn stays the commit LSN"
+        );
+        assert_eq!(
+            transaction,
+            some(Value::Record(vec![
+                ("id".into(), Value::String("9:26664440".into())),
+                ("total_order".into(), Value::Long(4)),
+                ("data_collection_order".into(), Value::Long(2)),
+            ]))
+        );
+        // The positional writer gives apache-avro's bytes for the new fields too.
+        let reference = schema.encode_locally(value.clone()).expect("apache-avro");
+        let mut ours = Vec::new();
+        assert!(crate::encode::datum::write_ordered(&value, &mut ours));
+        assert_eq!(ours, reference);
+    }
+
+    #[test]
+    fn without_a_position_the_commit_stands_in_and_there_is_no_transaction_block() {
+        let (e, c) = event();
+        let (_, value, _, _) = parts(&e, &c, &[]).expect("parts");
+        let (source, transaction) = source_and_transaction(&value.expect("a value"));
+        let some = |v: Value| Value::Union(1, Box::new(v));
+        assert_eq!(
+            field(&source, "sequence"),
+            &some(Value::String(r#"[null,"42"]"#.into()))
+        );
+        assert_eq!(field(&source, "ts_us"), &some(Value::Long(1_000)));
+        assert_eq!(transaction, Value::Union(0, Box::new(Value::Null)));
+
+        // Snapshot reads: no transaction block even with a position (as Debezium).
+        let (mut e, mut c) = event();
+        c.op = "r".into();
+        c.position.total_order = 1;
+        c.position.data_collection_order = 1;
+        e.payload = Payload::Change(c.clone());
+        let (_, value, _, _) = parts(&e, &c, &[]).expect("parts");
+        let (source, transaction) = source_and_transaction(&value.expect("a value"));
+        assert_eq!(field(&source, "snapshot"), &Value::String("true".into()));
+        assert_eq!(transaction, Value::Union(0, Box::new(Value::Null)));
+    }
+
+    #[test]
+    fn changes_stored_before_the_position_existed_read_back_with_none() {
+        let (_, c) = event();
+        let mut json = serde_json::to_value(&c).expect("serialize");
+        json.as_object_mut().expect("object").remove("position");
+        let back: ChangePayload = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back.position, crate::event::ChangePosition::default());
+        let partial: crate::event::ChangePosition =
+            serde_json::from_str(r#"{"lsn": 5}"#).expect("partial");
+        assert_eq!(partial.lsn, 5);
+        assert_eq!(partial.total_order, 0);
     }
 
     #[test]

@@ -214,6 +214,7 @@ mod tests {
                     commit_time_ms: 1_700_000_000_000,
                     unchanged_toast: vec![],
                     before_key_only: false,
+                    position: Default::default(),
                 };
                 let event = Event {
                     id: EventId::from_lsn(1, 0),

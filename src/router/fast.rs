@@ -249,6 +249,7 @@ mod tests {
                 commit_time_ms: 0,
                 unchanged_toast: vec![],
                 before_key_only: op == "d",
+                position: Default::default(),
             }),
         }
     }

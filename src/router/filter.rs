@@ -512,6 +512,7 @@ mod tests {
                 commit_time_ms: 0,
                 unchanged_toast: vec![],
                 before_key_only: false,
+                position: Default::default(),
             }),
         }
     }

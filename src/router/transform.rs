@@ -127,6 +127,7 @@ pub fn change(c: &ChangePayload, t: &Transform) -> ChangePayload {
             .map(|n| rename(n))
             .collect(),
         before_key_only: c.before_key_only,
+        position: c.position,
     }
 }
 
@@ -310,6 +311,7 @@ mod tests {
             commit_time_ms: 0,
             unchanged_toast: vec!["internal_notes".into(), "cust_id".into()],
             before_key_only: false,
+            position: Default::default(),
         };
         let out = change(&c, &t());
         let names: Vec<&str> = out.columns.iter().map(|c| c.name.as_str()).collect();

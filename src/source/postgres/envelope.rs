@@ -7,6 +7,20 @@
 //! `snapshot` a string defaulting to "false"; `op` is a string (`c`, `u`, `d`, `r`, `t`, `m`).
 //! NOT NULL columns are bare types, nullable ones `["null", T]` with default null. The key is
 //! the record `Key` of the key columns. Column and table comments become `doc`.
+//!
+//! The fields Debezium 3.x added are here with its names, types, optionality and order, as the
+//! Debezium 3.6.3 Postgres connector writes them (read off its JsonConverter schemas): in
+//! `source`, after `db`: `sequence` (optional string, the JSON array `["<last commit LSN>",
+//! "<LSN of the change>"]` of decimal strings, `null` for an unknown part), `ts_us` and `ts_ns`
+//! (optional longs, the commit time), and after `lsn`: `xmin`, `origin` (optional string) and
+//! `origin_lsn` (optional longs, always null here as in Debezium's default configuration); in
+//! the envelope, after `source`: `transaction`, the optional record `event.block` (`id` string
+//! `"<txId>:<LSN of the change>"`, `total_order` and `data_collection_order` longs, 1-based
+//! positions in the transaction and among its changes of the same table), and after `ts_ms`:
+//! `ts_us` and `ts_ns` (optional longs, the processing time). Every added field is optional with
+//! default null, so the schemas stay BACKWARD compatible with the ones registered before. Our
+//! `source.lsn` stays the commit LSN of the transaction (Debezium writes the change's own LSN
+//! there; it is the second element of `sequence` here).
 
 use apache_avro::types::Value;
 use serde_json::{Value as Json, json};
@@ -46,17 +60,70 @@ pub struct TableSchema {
     pub columns: Vec<TableColumn>,
 }
 
-/// Where a change came from: the `source` block of the envelope.
+/// Where a change came from: the `source` block of the envelope, and its `transaction` block.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceInfo {
     /// Commit time, milliseconds since the epoch.
     pub ts_ms: i64,
+    /// Commit time, microseconds since the epoch (`ts_us`; `ts_ns` is it × 1000: pgoutput's
+    /// commit times have microsecond precision, as in Debezium).
+    pub ts_us: i64,
     /// Transaction id.
     pub tx_id: Option<i64>,
     /// LSN of the change (commit LSN for streamed changes).
     pub lsn: Option<i64>,
     /// "false", "true", "last" (snapshot reads).
     pub snapshot: &'static str,
+    /// Debezium's `sequence` (see [`sequence`]); `None` writes null.
+    pub sequence: Option<String>,
+    /// The envelope's `transaction` block; `None` writes null.
+    pub transaction: Option<TransactionBlock>,
+}
+
+/// The envelope's `transaction` block: Debezium's `event.block`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionBlock {
+    /// `"<txId>:<LSN of the change>"`, as Debezium's Postgres connector writes it (the LSN part
+    /// is the change's own, so it differs between the changes of one transaction there too).
+    pub id: String,
+    /// 1-based position of the change among its transaction's changes.
+    pub total_order: i64,
+    /// 1-based position among its transaction's changes of the same table.
+    pub data_collection_order: i64,
+}
+
+impl TransactionBlock {
+    /// The block of the change at `lsn` in transaction `tx_id`.
+    pub fn new(tx_id: i64, lsn: u64, total_order: u64, data_collection_order: u64) -> Self {
+        TransactionBlock {
+            id: format!("{tx_id}:{lsn}"),
+            total_order: i64::try_from(total_order).unwrap_or(i64::MAX),
+            data_collection_order: i64::try_from(data_collection_order).unwrap_or(i64::MAX),
+        }
+    }
+}
+
+/// Debezium's `source.sequence`: the JSON array `["<last commit LSN>","<LSN of the change>"]`,
+/// each LSN a decimal string, `null` when unknown (e.g. `[null,"26384736"]` before the stream
+/// has read a commit), written as Jackson writes a list of strings (no spaces).
+pub fn sequence(last_commit_lsn: Option<u64>, lsn: Option<u64>) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(48);
+    s.push('[');
+    for (i, part) in [last_commit_lsn, lsn].into_iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        match part {
+            // Writing to a String cannot fail.
+            Some(v) => {
+                let _ = write!(s, "\"{v}\"");
+            }
+            None => s.push_str("null"),
+        }
+    }
+    s.push(']');
+    s
 }
 
 /// Why a row could not be turned into a record.
@@ -186,8 +253,11 @@ impl TableSchema {
                 {"name": "before", "type": ["null", self.row_schema()], "default": null},
                 {"name": "after", "type": ["null", format!("{ns}.Value")], "default": null},
                 {"name": "source", "type": source_schema()},
+                {"name": "transaction", "type": ["null", transaction_schema()], "default": null},
                 {"name": "op", "type": "string"},
-                {"name": "ts_ms", "type": ["null", "long"], "default": null}
+                {"name": "ts_ms", "type": ["null", "long"], "default": null},
+                {"name": "ts_us", "type": ["null", "long"], "default": null},
+                {"name": "ts_ns", "type": ["null", "long"], "default": null}
             ]
         })
     }
@@ -281,46 +351,40 @@ impl TableSchema {
         self.record(cells, |c| c.is_key, |c, d| Self::cell(c, d, true))
     }
 
-    /// The envelope value for one change.
+    /// The envelope value for one change; `processed_us` is the processing time (microseconds
+    /// since the epoch) for `ts_ms`, `ts_us` and `ts_ns`.
     pub fn envelope(
         &self,
         before: Option<Value>,
         after: Option<Value>,
         op: &str,
-        source: &SourceInfo,
-        processed_ms: i64,
+        mut source: SourceInfo,
+        processed_us: i64,
     ) -> Value {
-        let opt = |v: Option<Value>| match v {
-            Some(v) => Value::Union(1, Box::new(v)),
-            None => Value::Union(0, Box::new(Value::Null)),
-        };
-        let opt_long = |v: Option<i64>| match v {
-            Some(v) => Value::Union(1, Box::new(Value::Long(v))),
-            None => Value::Union(0, Box::new(Value::Null)),
-        };
         Value::Record(vec![
             ("before".into(), opt(before)),
             ("after".into(), opt(after)),
             (
                 "source".into(),
-                Value::Record(vec![
-                    (
-                        "version".into(),
-                        Value::String(env!("CARGO_PKG_VERSION").into()),
-                    ),
-                    ("connector".into(), Value::String("postgresql".into())),
-                    ("name".into(), Value::String(self.source.clone())),
-                    ("ts_ms".into(), Value::Long(source.ts_ms)),
-                    ("snapshot".into(), Value::String(source.snapshot.into())),
-                    ("db".into(), Value::String(self.database.clone())),
-                    ("schema".into(), Value::String(self.schema.clone())),
-                    ("table".into(), Value::String(self.table.clone())),
-                    ("txId".into(), opt_long(source.tx_id)),
-                    ("lsn".into(), opt_long(source.lsn)),
-                ]),
+                source_value(
+                    &self.source,
+                    &self.database,
+                    &self.schema,
+                    &self.table,
+                    &mut source,
+                ),
             ),
+            ("transaction".into(), transaction_value(source.transaction)),
             ("op".into(), Value::String(op.into())),
-            ("ts_ms".into(), opt_long(Some(processed_ms))),
+            (
+                "ts_ms".into(),
+                opt_long(Some(processed_us.div_euclid(1000))),
+            ),
+            ("ts_us".into(), opt_long(Some(processed_us))),
+            (
+                "ts_ns".into(),
+                opt_long(Some(processed_us.saturating_mul(1000))),
+            ),
         ])
     }
 }
@@ -338,6 +402,7 @@ pub fn message_value_schema() -> Json {
             {"name": "op", "type": "string"},
             {"name": "ts_ms", "type": ["null", "long"], "default": null},
             {"name": "source", "type": source_schema()},
+            {"name": "transaction", "type": ["null", transaction_schema()], "default": null},
             {"name": "message", "type": {
                 "type": "record",
                 "name": "Message",
@@ -369,34 +434,17 @@ pub fn message_value(
     database: &str,
     prefix: &str,
     content: &[u8],
-    source: &SourceInfo,
+    mut source: SourceInfo,
     processed_ms: i64,
 ) -> Value {
-    let opt_long = |v: Option<i64>| match v {
-        Some(v) => Value::Union(1, Box::new(Value::Long(v))),
-        None => Value::Union(0, Box::new(Value::Null)),
-    };
     Value::Record(vec![
         ("op".into(), Value::String("m".into())),
         ("ts_ms".into(), opt_long(Some(processed_ms))),
         (
             "source".into(),
-            Value::Record(vec![
-                (
-                    "version".into(),
-                    Value::String(env!("CARGO_PKG_VERSION").into()),
-                ),
-                ("connector".into(), Value::String("postgresql".into())),
-                ("name".into(), Value::String(source_name.into())),
-                ("ts_ms".into(), Value::Long(source.ts_ms)),
-                ("snapshot".into(), Value::String(source.snapshot.into())),
-                ("db".into(), Value::String(database.into())),
-                ("schema".into(), Value::String(String::new())),
-                ("table".into(), Value::String(String::new())),
-                ("txId".into(), opt_long(source.tx_id)),
-                ("lsn".into(), opt_long(source.lsn)),
-            ]),
+            source_value(source_name, database, "", "", &mut source),
         ),
+        ("transaction".into(), transaction_value(source.transaction)),
         (
             "message".into(),
             Value::Record(vec![
@@ -429,12 +477,90 @@ fn source_schema() -> Json {
             {"name": "ts_ms", "type": "long"},
             {"name": "snapshot", "type": "string", "default": "false"},
             {"name": "db", "type": "string"},
+            {"name": "sequence", "type": ["null", "string"], "default": null},
+            {"name": "ts_us", "type": ["null", "long"], "default": null},
+            {"name": "ts_ns", "type": ["null", "long"], "default": null},
             {"name": "schema", "type": "string"},
             {"name": "table", "type": "string"},
             {"name": "txId", "type": ["null", "long"], "default": null},
-            {"name": "lsn", "type": ["null", "long"], "default": null}
+            {"name": "lsn", "type": ["null", "long"], "default": null},
+            {"name": "xmin", "type": ["null", "long"], "default": null},
+            {"name": "origin", "type": ["null", "string"], "default": null},
+            {"name": "origin_lsn", "type": ["null", "long"], "default": null}
         ]
     })
+}
+
+/// Debezium's transaction block, `event.block`.
+fn transaction_schema() -> Json {
+    json!({
+        "type": "record",
+        "name": "block",
+        "namespace": "event",
+        "connect.name": "event.block",
+        "fields": [
+            {"name": "id", "type": "string"},
+            {"name": "total_order", "type": "long"},
+            {"name": "data_collection_order", "type": "long"}
+        ]
+    })
+}
+
+fn opt(v: Option<Value>) -> Value {
+    match v {
+        Some(v) => Value::Union(1, Box::new(v)),
+        None => Value::Union(0, Box::new(Value::Null)),
+    }
+}
+
+fn opt_long(v: Option<i64>) -> Value {
+    opt(v.map(Value::Long))
+}
+
+/// The `source` record, fields in [`source_schema`]'s order.
+/// Takes the sequence out of `s`.
+fn source_value(
+    name: &str,
+    database: &str,
+    schema: &str,
+    table: &str,
+    s: &mut SourceInfo,
+) -> Value {
+    Value::Record(vec![
+        (
+            "version".into(),
+            Value::String(env!("CARGO_PKG_VERSION").into()),
+        ),
+        ("connector".into(), Value::String("postgresql".into())),
+        ("name".into(), Value::String(name.into())),
+        ("ts_ms".into(), Value::Long(s.ts_ms)),
+        ("snapshot".into(), Value::String(s.snapshot.into())),
+        ("db".into(), Value::String(database.into())),
+        ("sequence".into(), opt(s.sequence.take().map(Value::String))),
+        ("ts_us".into(), opt_long(Some(s.ts_us))),
+        ("ts_ns".into(), opt_long(Some(s.ts_us.saturating_mul(1000)))),
+        ("schema".into(), Value::String(schema.into())),
+        ("table".into(), Value::String(table.into())),
+        ("txId".into(), opt_long(s.tx_id)),
+        ("lsn".into(), opt_long(s.lsn)),
+        ("xmin".into(), opt_long(None)),
+        ("origin".into(), opt(None)),
+        ("origin_lsn".into(), opt_long(None)),
+    ])
+}
+
+/// The envelope's `transaction` field.
+fn transaction_value(block: Option<TransactionBlock>) -> Value {
+    opt(block.map(|t| {
+        Value::Record(vec![
+            ("id".into(), Value::String(t.id)),
+            ("total_order".into(), Value::Long(t.total_order)),
+            (
+                "data_collection_order".into(),
+                Value::Long(t.data_collection_order),
+            ),
+        ])
+    }))
 }
 
 #[cfg(test)]
