@@ -155,7 +155,8 @@ pub struct ChangePayload {
     /// Commit time, milliseconds since the epoch.
     pub commit_time_ms: i64,
     /// Columns of `after` that were unchanged TOASTed values the source could not fill in
-    /// (sent as null, and named in the `switchyard.unchanged_toast` header).
+    /// (sent as the source's `unavailable_value_placeholder`, and named in the
+    /// `switchyard.unchanged_toast` header).
     #[serde(default)]
     pub unchanged_toast: Vec<String>,
     /// `before` holds only the key columns (REPLICA IDENTITY DEFAULT): other NOT NULL columns
