@@ -89,13 +89,49 @@ impl SinkError {
 }
 
 /// What to do about one failed attempt.
-enum Attempt {
+#[derive(Debug)]
+pub(crate) enum Attempt {
+    /// Transient: try again after a backoff.
     Retry(String),
     /// The delivery timed out: the broker is down, or up but refusing this producer's state.
     TimedOut(String),
+    /// The broker does not know the topic (any more): create it again, then retry.
     RecreateTopic(String),
+    /// The producer is unusable (fatal error, lost producer id): a new one, then retry.
     RebuildProducer(String),
+    /// Definite: this record can never be produced.
     Fail(ErrorClass, String),
+}
+
+impl Attempt {
+    /// What went wrong, in the client's or broker's words.
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            Attempt::Retry(m)
+            | Attempt::TimedOut(m)
+            | Attempt::RecreateTopic(m)
+            | Attempt::RebuildProducer(m)
+            | Attempt::Fail(_, m) => m,
+        }
+    }
+}
+
+/// A record handed to the producer: its delivery report, and the producer that has it.
+pub(crate) struct Queued {
+    /// The producer the record was given to (a report of a replaced producer is not acted on).
+    pub(crate) producer: Arc<FutureProducer<KafkaLog>>,
+    /// Resolves with the delivery report; `None` for the benchmark-only null sink.
+    pub(crate) report: Option<rdkafka::producer::DeliveryFuture>,
+    /// When it was handed over (for the produce latency).
+    pub(crate) enqueued: Instant,
+}
+
+/// Why a record could not be handed to the producer.
+pub(crate) enum Refused {
+    /// librdkafka's queue is full: hand it over again once earlier records are reported.
+    QueueFull,
+    /// Any other refusal, classified.
+    Failed(Attempt),
 }
 
 /// The Kafka sink.
@@ -324,31 +360,9 @@ impl KafkaSink {
                     Err(attempt) => attempt,
                 },
             };
-            let last = match outcome {
-                Attempt::Fail(class, message) => {
-                    return Err(SinkError::Definite { class, message });
-                }
-                Attempt::Retry(m) => m,
-                Attempt::TimedOut(m) => {
-                    // Reachable yet timing out: the broker lost this producer's id (e.g. a
-                    // restarted broker without its state) and librdkafka keeps retrying with it.
-                    // A new producer gets a new id; with the broker down this changes nothing.
-                    // Its topic may be gone with it: check again before the next attempt.
-                    if self.rebuild_due() && self.is_reachable(Duration::from_secs(1)).await.is_ok()
-                    {
-                        self.rebuild_producer(&m);
-                        self.set_topic_known(&record.topic, false);
-                    }
-                    m
-                }
-                Attempt::RecreateTopic(m) => {
-                    self.set_topic_known(&record.topic, false);
-                    m
-                }
-                Attempt::RebuildProducer(m) => {
-                    self.rebuild_producer(&m);
-                    m
-                }
+            let last = match self.recover(&record.topic, outcome).await {
+                Ok(last) => last,
+                Err((class, message)) => return Err(SinkError::Definite { class, message }),
             };
             if abandoned() {
                 return Err(SinkError::Abandoned { last });
@@ -368,48 +382,105 @@ impl KafkaSink {
         }
     }
 
-    async fn produce_once(&self, record: &Record) -> Result<Placement, Attempt> {
-        let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-        for (k, v) in &record.headers {
-            headers = headers.insert(Header {
-                key: k,
-                value: Some(v),
+    /// Acts on a failed attempt before the next one (a new producer, the topic checked
+    /// again), and returns what went wrong; `Err` for a definite failure.
+    pub(crate) async fn recover(
+        &self,
+        topic: &str,
+        attempt: Attempt,
+    ) -> Result<String, (ErrorClass, String)> {
+        Ok(match attempt {
+            Attempt::Fail(class, message) => return Err((class, message)),
+            Attempt::Retry(m) => m,
+            Attempt::TimedOut(m) => {
+                // Reachable yet timing out: the broker lost this producer's id (e.g. a
+                // restarted broker without its state) and librdkafka keeps retrying with it.
+                // A new producer gets a new id; with the broker down this changes nothing.
+                // Its topic may be gone with it: check again before the next attempt.
+                if self.rebuild_due() && self.is_reachable(Duration::from_secs(1)).await.is_ok() {
+                    self.rebuild_producer(&m);
+                    self.set_topic_known(topic, false);
+                }
+                m
+            }
+            Attempt::RecreateTopic(m) => {
+                self.set_topic_known(topic, false);
+                m
+            }
+            Attempt::RebuildProducer(m) => {
+                self.rebuild_producer(&m);
+                m
+            }
+        })
+    }
+
+    /// Hands `record` to the producer without waiting for its report: records handed over
+    /// one after another reach their partition in that order (the idempotent producer keeps
+    /// it through its own retries). The topic must be ensured first ([`KafkaSink::ensure_topic`]).
+    pub(crate) fn enqueue(&self, record: &Record) -> Result<Queued, Refused> {
+        let producer = self.producer();
+        let enqueued = Instant::now();
+        if self.null {
+            return Ok(Queued {
+                producer,
+                report: None,
+                enqueued,
             });
         }
-        let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).headers(headers);
-        if let Some(v) = &record.value {
-            fr = fr.payload(v.as_slice());
+        match producer.send_result(future_record(record)) {
+            Ok(report) => Ok(Queued {
+                producer,
+                report: Some(report),
+                enqueued,
+            }),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                Err(Refused::QueueFull)
+            }
+            Err((err, _)) => Err(Refused::Failed(self.classify_report(&producer, err))),
         }
-        if let Some(k) = &record.key {
-            fr = fr.key(k.as_slice());
+    }
+
+    /// What a failed delivery report of `producer` means now. Failures reported by a producer
+    /// that was replaced while the record waited in it were already acted on: another rebuild
+    /// would throw away the new producer (and restart its wait for the topic's metadata), so
+    /// they only ask for another try.
+    pub(crate) fn classify_report(
+        &self,
+        producer: &Arc<FutureProducer<KafkaLog>>,
+        err: KafkaError,
+    ) -> Attempt {
+        let attempt = self.classify(producer, err);
+        if Arc::ptr_eq(producer, &self.producer()) {
+            return attempt;
         }
+        match attempt {
+            Attempt::TimedOut(m) | Attempt::RebuildProducer(m) => Attempt::Retry(m),
+            other => other,
+        }
+    }
+
+    /// Counts a delivered record (produce latency, records by topic).
+    pub(crate) fn observe_delivered(topic: &str, enqueued: Instant) {
+        if let Some(m) = crate::telemetry::metrics::metrics() {
+            m.produce_latency.observe(enqueued.elapsed().as_secs_f64());
+            m.records_produced.with(topic, |c| c.inc());
+        }
+    }
+
+    async fn produce_once(&self, record: &Record) -> Result<Placement, Attempt> {
+        let fr = future_record(record);
         let producer = self.producer();
         let enqueued = Instant::now();
         // Waits for queue space up to the delivery timeout: librdkafka's queue is the bound.
         match producer.send(fr, self.cfg.delivery_timeout).await {
             Ok(d) => {
-                if let Some(m) = crate::telemetry::metrics::metrics() {
-                    m.produce_latency.observe(enqueued.elapsed().as_secs_f64());
-                    m.records_produced.with(&record.topic, |c| c.inc());
-                }
+                Self::observe_delivered(&record.topic, enqueued);
                 Ok(Placement {
                     partition: d.partition,
                     offset: d.offset,
                 })
             }
-            Err((err, _)) => {
-                let attempt = self.classify(&producer, err);
-                if Arc::ptr_eq(&producer, &self.producer()) {
-                    return Err(attempt);
-                }
-                // The producer was replaced while this record waited in it: what it reports
-                // was already acted on. Another rebuild would throw away the new producer (and
-                // restart its wait for the topic's metadata); try again with it instead.
-                Err(match attempt {
-                    Attempt::TimedOut(m) | Attempt::RebuildProducer(m) => Attempt::Retry(m),
-                    other => other,
-                })
-            }
+            Err((err, _)) => Err(self.classify_report(&producer, err)),
         }
     }
 
@@ -438,12 +509,22 @@ impl KafkaSink {
                 Attempt::RecreateTopic(text)
             }
             C::MessageTimedOut => Attempt::TimedOut(text),
+            // A broker that refuses this producer's id or epoch (e.g. one without KIP-360,
+            // after librdkafka bumped the epoch following timed-out requests) takes records
+            // again only from a new producer.
             C::Fatal
             | C::OutOfOrderSequenceNumber
             | C::UnknownProducerId
-            | C::InvalidProducerEpoch => Attempt::RebuildProducer(text),
+            | C::InvalidProducerEpoch
+            | C::ProducerFenced => Attempt::RebuildProducer(text),
             _ => Attempt::Retry(text),
         }
+    }
+
+    /// How long one record may take from hand-over to its delivery report
+    /// (`message.timeout.ms`): every report arrives within it.
+    pub fn delivery_timeout(&self) -> Duration {
+        self.cfg.delivery_timeout
     }
 
     /// The largest record librdkafka accepts (`message.max.bytes`, default 1,000,000).
@@ -475,6 +556,25 @@ impl KafkaSink {
             warn!(error = %e, "records were still queued at shutdown");
         }
     }
+}
+
+/// The producer's view of `record` (borrowed: nothing is copied until librdkafka takes it).
+fn future_record(record: &Record) -> FutureRecord<'_, [u8], [u8]> {
+    let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+    for (k, v) in &record.headers {
+        headers = headers.insert(Header {
+            key: k,
+            value: Some(v),
+        });
+    }
+    let mut fr: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&record.topic).headers(headers);
+    if let Some(v) = &record.value {
+        fr = fr.payload(v.as_slice());
+    }
+    if let Some(k) = &record.key {
+        fr = fr.key(k.as_slice());
+    }
+    fr
 }
 
 fn base_config(cfg: &KafkaConfig) -> ClientConfig {

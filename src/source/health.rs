@@ -9,8 +9,9 @@ use serde::Serialize;
 /// One source's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Health {
-    /// `connecting`, `standby` (another instance streams the slot), `snapshotting`, `streaming`
-    /// or `failing`.
+    /// `connecting`, `standby` (another instance streams the slot), `snapshotting`, `streaming`,
+    /// `blocked` (Kafka or the schema registry is unavailable: changes wait, the slot holds,
+    /// nothing is dead-lettered) or `failing`.
     pub state: &'static str,
     /// Why it is failing (retried with backoff meanwhile).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -46,6 +47,11 @@ impl SourceHealth {
                 .with_label_values(&[source])
                 .set(i64::from(state != "failing"));
         }
+    }
+
+    /// The state `source` is in now.
+    pub fn state_of(&self, source: &str) -> Option<&'static str> {
+        self.0.lock().ok()?.get(source).map(|h| h.state)
     }
 
     /// Every source's state.

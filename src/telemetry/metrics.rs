@@ -18,6 +18,10 @@ pub const SNAPSHOT_ROWS_TOTAL: &str = "switchyard_snapshot_rows_total";
 pub const SNAPSHOT_PROGRESS: &str = "switchyard_snapshot_progress_ratio";
 /// 1 while a source works (connecting, snapshotting, streaming), 0 while it fails.
 pub const SOURCE_UP: &str = "switchyard_source_up";
+/// How long a postgres source has been held by a transient failure (Kafka or the schema
+/// registry unavailable), by source; 0 while its changes flow. Its changes wait, the slot
+/// holds, nothing is dead-lettered.
+pub const SOURCE_BLOCKED_SECONDS: &str = "switchyard_source_blocked_seconds";
 /// Webhook requests answered, by source and HTTP status.
 pub const WEBHOOK_REQUESTS_TOTAL: &str = "switchyard_webhook_requests_total";
 /// Webhook requests refused by the signature check, by source and reason.
@@ -62,6 +66,7 @@ pub const ALL: &[&str] = &[
     SNAPSHOT_ROWS_TOTAL,
     SNAPSHOT_PROGRESS,
     SOURCE_UP,
+    SOURCE_BLOCKED_SECONDS,
     WEBHOOK_REQUESTS_TOTAL,
     WEBHOOK_REJECTED_TOTAL,
     WEBHOOK_DUPLICATES_TOTAL,
@@ -99,6 +104,8 @@ pub struct Metrics {
     pub snapshot_progress: GaugeVec,
     /// See [`SOURCE_UP`].
     pub source_up: IntGaugeVec,
+    /// See [`SOURCE_BLOCKED_SECONDS`].
+    pub source_blocked_seconds: GaugeVec,
     /// See [`WEBHOOK_REQUESTS_TOTAL`].
     pub webhook_requests: IntCounterVec,
     /// See [`WEBHOOK_REJECTED_TOTAL`].
@@ -243,6 +250,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["source"],
     )?;
     registry.register(Box::new(source_up.clone()))?;
+    let source_blocked_seconds = GaugeVec::new(
+        Opts::new(
+            SOURCE_BLOCKED_SECONDS,
+            "How long the source has been held by Kafka or the schema registry being unavailable (0 while changes flow; the slot holds, nothing is dead-lettered)",
+        ),
+        &["source"],
+    )?;
+    registry.register(Box::new(source_blocked_seconds.clone()))?;
     let webhook_requests = IntCounterVec::new(
         Opts::new(
             WEBHOOK_REQUESTS_TOTAL,
@@ -362,6 +377,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         snapshot_rows,
         snapshot_progress,
         source_up,
+        source_blocked_seconds,
         webhook_requests,
         webhook_rejected,
         webhook_duplicates,

@@ -6,6 +6,8 @@ mod support;
 mod ack_discipline;
 mod bad_input;
 mod cdc;
+mod cdc_order;
+mod cdc_shape;
 mod cli;
 mod config_errors;
 mod dlq_replay;

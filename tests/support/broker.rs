@@ -14,6 +14,8 @@ use super::{ChildGuard, accepts, find_bin, free_port, wait_for};
 pub struct Broker {
     process: ChildGuard,
     port: u16,
+    /// The port clients are told to use (a proxy's, or `port`).
+    advertised: u16,
     log: PathBuf,
 }
 
@@ -25,19 +27,37 @@ impl Broker {
 
     /// Starts a broker on `port` (e.g. to restart one that was stopped).
     pub fn start_on(port: u16, dir: &std::path::Path) -> Broker {
+        Self::start_advertising(port, port, dir)
+    }
+
+    /// Starts a broker behind a [`Proxy`](super::proxy::Proxy) that a test can cut: clients
+    /// reach it only through the proxy (it advertises the proxy's address).
+    pub fn start_behind_proxy(dir: &std::path::Path) -> (Broker, super::proxy::Proxy) {
+        let port = free_port();
+        let mut proxy_port = free_port();
+        while proxy_port == port {
+            proxy_port = free_port();
+        }
+        let proxy =
+            super::proxy::Proxy::start(proxy_port, SocketAddr::from(([127, 0, 0, 1], port)));
+        (Self::start_advertising(port, proxy_port, dir), proxy)
+    }
+
+    fn start_advertising(port: u16, advertised: u16, dir: &std::path::Path) -> Broker {
         let bin = find_bin(
             "TANSU_BIN",
             "tansu",
             "cargo install tansu --version 0.6.0 --features dynostore",
         );
         let url = format!("tcp://127.0.0.1:{port}");
+        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
         let mut cmd = Command::new(bin);
         cmd.args([
             "broker",
             "--listener-url",
             &url,
             "--advertised-listener-url",
-            &url,
+            &advertised_url,
             "--storage-engine",
             "memory://tansu/",
         ])
@@ -49,7 +69,12 @@ impl Broker {
             process.assert_running();
             accepts(addr).then_some(())
         });
-        let broker = Broker { process, port, log };
+        let broker = Broker {
+            process,
+            port,
+            advertised,
+            log,
+        };
         broker.wait_ready();
         broker
     }
@@ -71,7 +96,7 @@ impl Broker {
 
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.advertised)
     }
 
     /// The port.

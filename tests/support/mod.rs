@@ -15,6 +15,7 @@ pub mod broker;
 pub mod consume;
 pub mod daemon;
 pub mod postgres;
+pub mod proxy;
 pub mod registry;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};

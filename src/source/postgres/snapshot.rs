@@ -34,6 +34,7 @@ use tracing::{info, warn};
 use super::stream::{KnownRelation, PostgresSource, SourceError, connect_sql, sql};
 use crate::ack::AckToken;
 use crate::event::{ChangePayload, Event, EventId, Payload, now_micros};
+use crate::pipeline::OrderedLane;
 use crate::telemetry::traces::Traced;
 
 /// What the state store remembers of a source's snapshot.
@@ -136,6 +137,7 @@ impl PostgresSource {
         &self,
         client: &Client,
         slot: Option<u64>,
+        lane: &OrderedLane,
         stop: &watch::Receiver<bool>,
     ) -> Result<Option<u64>, SourceError> {
         let key = state_key(&self.name);
@@ -181,7 +183,7 @@ impl PostgresSource {
                 progress.consistent_point = Some(point);
                 self.save(&key, &progress).await?;
                 info!(source = %self.name, slot = %self.cfg.slot, at = %super::lsn::Lsn(point), tables = progress.tables.len(), "snapshot started");
-                if !self.copy(&conn, &mut progress, point, stop).await? {
+                if !self.copy(&conn, &mut progress, point, lane, stop).await? {
                     return Ok(None);
                 }
                 Ok(Some(point))
@@ -195,7 +197,7 @@ impl PostgresSource {
                 .await
                 .map_err(sql)?;
                 let point = progress.consistent_point.unwrap_or(confirmed);
-                if !self.copy(&conn, &mut progress, point, stop).await? {
+                if !self.copy(&conn, &mut progress, point, lane, stop).await? {
                     return Ok(None);
                 }
                 Ok(Some(confirmed))
@@ -273,6 +275,7 @@ impl PostgresSource {
         conn: &Client,
         progress: &mut Progress,
         point: u64,
+        lane: &OrderedLane,
         stop: &watch::Receiver<bool>,
     ) -> Result<bool, SourceError> {
         let key = state_key(&self.name);
@@ -355,9 +358,9 @@ impl PostgresSource {
                     let (ack, rx) = AckToken::new();
                     let id = event.id.to_string();
                     self.counters.receive();
-                    self.pipeline
-                        .dispatch_traced(event, ack, span.context())
-                        .await;
+                    // Through the session's ordered lane: every read of a chunk is durable
+                    // before the next chunk is read, and the stream starts after the last.
+                    lane.submit(event, None, ack, span.context()).await;
                     receivers.push((id, rx));
                 }
                 for (id, rx) in receivers {
@@ -457,6 +460,7 @@ impl PostgresSource {
                 commit_time_ms: started_ms,
                 unchanged_toast: Vec::new(),
                 before_key_only: false,
+                position: Default::default(),
             }),
         }
     }

@@ -1,7 +1,7 @@
 //! The Postgres source: a logical replication slot streamed into the pipeline.
 //!
 //! ```text
-//!  slot ──pgwire-replication──► pgoutput::decode ──► Event (Change) ──► pipeline.dispatch
+//!  slot ──pgwire-replication──► pgoutput::decode ──► Event (Change) ──► OrderedLane::submit
 //!    ▲                                                                       │ ack
 //!    └──── update_applied_lsn(end of the newest fully durable commit) ◄── Checkpoint
 //! ```
@@ -36,7 +36,7 @@ use crate::dlq::DlqStore;
 use crate::event::{
     ChangeColumn, ChangePayload, Event, EventId, MessagePayload, Payload, now_micros,
 };
-use crate::pipeline::Pipeline;
+use crate::pipeline::{OrderedLane, Pipeline};
 use crate::source::health::SourceHealth;
 use crate::telemetry::traces::Traced;
 
@@ -297,41 +297,8 @@ impl PostgresSource {
         client: &Client,
         rel: &Relation,
     ) -> Result<KnownRelation, SourceError> {
-        let rows = client
-            .query(
-                "SELECT a.attname::text, a.attnotnull, col_description(a.attrelid, a.attnum),
-                        obj_description(a.attrelid, 'pg_class')
-                 FROM pg_attribute a WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped",
-                &[&rel.oid],
-            )
-            .await
-            .map_err(sql)?;
-        let mut not_null: HashMap<String, (bool, Option<String>)> = HashMap::new();
-        let mut table_doc = None;
-        for r in &rows {
-            not_null.insert(r.get(0), (r.get(1), r.get(2)));
-            table_doc = r.get(3);
-        }
-        Ok(KnownRelation {
-            schema: rel.namespace.clone(),
-            table: rel.name.clone(),
-            table_doc,
-            columns: rel
-                .columns
-                .iter()
-                .map(|c| {
-                    let (nn, doc) = not_null.get(&c.name).cloned().unwrap_or((false, None));
-                    ChangeColumn {
-                        name: c.name.clone(),
-                        type_oid: c.type_oid,
-                        type_modifier: c.type_modifier,
-                        nullable: !nn && !c.is_key,
-                        is_key: c.is_key,
-                        doc,
-                    }
-                })
-                .collect(),
-        })
+        // One rule for the stream, the snapshot and `check --registry`: see `catalog`.
+        super::catalog::relation(client, rel).await
     }
 
     /// Publishes how much WAL the slot holds back.
@@ -355,6 +322,7 @@ impl PostgresSource {
     /// durable at once (returns the checkpoint's new position then).
     async fn send(
         &self,
+        lane: &OrderedLane,
         event: Event,
         position: u64,
         checkpoint: &mut Checkpoint<u64>,
@@ -373,9 +341,7 @@ impl PostgresSource {
         }
         let (ack, rx) = AckToken::new();
         let id = event.id.to_string();
-        self.pipeline
-            .dispatch_routed(event, Some(matches), ack, trace)
-            .await;
+        lane.submit(event, Some(matches), ack, trace).await;
         acks.push(Box::pin(async move { (seq, id, rx.wait().await) }));
         None
     }
@@ -470,14 +436,35 @@ impl PostgresSource {
         })
     }
 
+    /// One session: snapshot (if due) and stream, every event through one ordered lane.
     async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), SourceError> {
+        let lane = self.pipeline.lane(&self.name, Arc::clone(&self.health));
+        let result = self.stream(&lane, stop).await;
+        // A session that failed waits until every record it handed over is reported, so none
+        // can land after a record of the next session (which sends again from the slot's
+        // confirmed position, in order). A stop has already waited its bound in `finish`.
+        let wait = match &result {
+            Ok(()) => Duration::ZERO,
+            Err(_) => self.pipeline.sink().delivery_timeout() + Duration::from_secs(5),
+        };
+        lane.close(wait).await;
+        result
+    }
+
+    async fn stream(
+        &self,
+        lane: &OrderedLane,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), SourceError> {
         let client = self.connect_sql().await?;
         let slot = self.preflight(&client).await?;
         let confirmed = match (self.cfg.snapshot, slot) {
-            (SnapshotMode::Initial, slot) => match self.snapshot(&client, slot, stop).await? {
-                Some(start) => start,
-                None => return Ok(()),
-            },
+            (SnapshotMode::Initial, slot) => {
+                match self.snapshot(&client, slot, lane, stop).await? {
+                    Some(start) => start,
+                    None => return Ok(()),
+                }
+            }
             (SnapshotMode::Never, Some(confirmed)) => confirmed,
             (SnapshotMode::Never, None) => self.create_slot(&client).await?,
         };
@@ -625,7 +612,7 @@ impl PostgresSource {
                                 }
                                 cx
                             };
-                            let at = self.send(event, position, &mut checkpoint, &mut acks, trace).await;
+                            let at = self.send(lane, event, position, &mut checkpoint, &mut acks, trace).await;
                             apply(&repl, &mut commits, at, &self.counters);
                             end_spans(&mut delivering, at);
                         }
@@ -652,7 +639,8 @@ impl PostgresSource {
                                 if let Some(row) = after.as_mut()
                                     && !unchanged_toast.is_empty()
                                 {
-                                    unchanged_toast = fill_toast(&client, rel, row, unchanged_toast).await;
+                                    unchanged_toast = fill_toast(&client, rel, row, unchanged_toast).await?;
+                                    super::rows::placeholders(&rel.columns, row, &unchanged_toast, &self.cfg.unavailable_value_placeholder);
                                 }
                                 let event = Event {
                                     id: EventId::from_lsn(*final_lsn, *ordinal),
@@ -668,6 +656,7 @@ impl PostgresSource {
                                         columns: rel.columns.clone(),
                                         before: change.before.map(|b| text_row(&b, None)),
                                         before_key_only: change.before_key_only,
+                                        position: Default::default(),
                                         unchanged_toast,
                                         after,
                                         commit_lsn: *final_lsn,
@@ -676,7 +665,7 @@ impl PostgresSource {
                                     }),
                                 };
                                 *ordinal += 1;
-                                self.send(event, *final_lsn, &mut checkpoint, &mut acks, txn_span.context()).await;
+                                self.send(lane, event, *final_lsn, &mut checkpoint, &mut acks, txn_span.context()).await;
                             }
                         }
                         ReplicationEvent::KeepAlive { .. } => {}

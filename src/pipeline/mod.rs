@@ -1,16 +1,18 @@
 //! The path every event takes after its source: route → encode → sink, then resolve its ack.
 //!
 //! ```text
-//!  source ──dispatch(event, ack)──► [permit: max_in_flight] ──► route ──► encode ──► Kafka
+//!  source ──deliver_waited / lane.submit──► route ──► encode ──► Kafka
 //!     ▲                                                                          │
 //!     └──────────────── ack.resolve(Delivered | Failed) ◄── delivery report ─────┘
 //! ```
 //!
 //! Invariant: an event's [`AckToken`] is resolved `Delivered` only after every route it matched
-//! has a Kafka delivery report. [`Pipeline::dispatch`] waits for a permit before it takes an
-//! event, so at most `max_in_flight` events are in flight and a fast source is slowed, never
-//! buffered without bound. Transient failures (registry or broker down) are retried with
-//! backoff until the source abandons the event or `retry_max_elapsed` passes.
+//! has a Kafka delivery report. Webhooks ([`Pipeline::deliver_waited`]) wait for a permit
+//! first, so at most `max_in_flight` are in flight; their transient failures (registry or
+//! broker down) are retried with backoff until the sender stops waiting or `retry_max_elapsed`
+//! passes, then answered or dead-lettered. Changes of postgres sources take an
+//! [`OrderedLane`] instead ([`ordered`]): handed to the producer in source order, their
+//! transient failures retried without limit, never dead-lettered.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,6 +32,10 @@ use crate::encode::{
 use crate::error::{ErrorClass, retry_policy};
 use crate::event::Event;
 use crate::router::{RouteError, RouteMatch, RouteTable};
+use crate::source::health::SourceHealth;
+
+pub mod ordered;
+pub use ordered::OrderedLane;
 
 /// What the route table made of an event: one entry per route that takes it.
 pub type Matches = Vec<Result<RouteMatch, RouteError>>;
@@ -58,6 +64,8 @@ pub struct Pipeline {
     sink: KafkaSink,
     in_flight: Arc<Semaphore>,
     max_in_flight: usize,
+    /// Events in the ordered lanes of postgres sources ([`ordered`]).
+    lane_in_flight: std::sync::atomic::AtomicUsize,
     /// Set when [`Pipeline::drain`] starts; `drain_started` wakes deliveries waiting for room.
     draining: std::sync::atomic::AtomicBool,
     drain_started: tokio::sync::Notify,
@@ -89,6 +97,7 @@ impl Pipeline {
             sink: KafkaSink::new(&config.kafka)?,
             in_flight: Arc::new(Semaphore::new(config.kafka.max_in_flight)),
             max_in_flight: config.kafka.max_in_flight,
+            lane_in_flight: std::sync::atomic::AtomicUsize::new(0),
             draining: std::sync::atomic::AtomicBool::new(false),
             drain_started: tokio::sync::Notify::new(),
             retry_max_elapsed: config.kafka.retry_max_elapsed,
@@ -103,7 +112,7 @@ impl Pipeline {
         self
     }
 
-    /// Records spans of the events that come with a trace context (see [`Pipeline::dispatch_traced`]).
+    /// Records spans of the events that come with a trace context (a webhook request's, a CDC transaction's).
     pub fn with_traces(mut self, traces: Traces) -> Pipeline {
         self.traces = traces;
         self
@@ -164,6 +173,15 @@ impl Pipeline {
     pub fn in_flight(&self) -> usize {
         self.max_in_flight
             .saturating_sub(self.in_flight.available_permits())
+            + self
+                .lane_in_flight
+                .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// An ordered lane for one session of postgres source `source`: its events reach Kafka in
+    /// the order submitted (see [`ordered`]).
+    pub fn lane(self: &Arc<Self>, source: &str, health: Arc<SourceHealth>) -> OrderedLane {
+        OrderedLane::start(Arc::clone(self), source, health)
     }
 
     /// Counts an event dropped because no route takes it.
@@ -173,50 +191,8 @@ impl Pipeline {
         }
     }
 
-    /// Takes an event once there is room in flight, and resolves `ack` when it is durable or
-    /// has failed. Returns as soon as the event is taken.
-    pub async fn dispatch(self: &Arc<Self>, event: Event, ack: AckToken) {
-        self.dispatch_traced(event, ack, None).await;
-    }
-
-    /// [`Pipeline::dispatch`], with the event's work recorded as child spans of `parent` (a
-    /// webhook request's or a CDC transaction's span): per route a `route` span with `encode`
-    /// and `produce` children.
-    pub async fn dispatch_traced(
-        self: &Arc<Self>,
-        event: Event,
-        ack: AckToken,
-        parent: Option<opentelemetry::Context>,
-    ) {
-        self.dispatch_routed(event, None, ack, parent).await;
-    }
-
-    /// [`Pipeline::dispatch_traced`] of an event the caller has already routed (`matches`, from
-    /// [`Pipeline::routes`]), so the routes are not evaluated a second time; `None`: route it.
-    pub async fn dispatch_routed(
-        self: &Arc<Self>,
-        event: Event,
-        matches: Option<Matches>,
-        ack: AckToken,
-        parent: Option<opentelemetry::Context>,
-    ) {
-        let permit = match Arc::clone(&self.in_flight).acquire_owned().await {
-            Ok(p) => p,
-            Err(_) => {
-                ack.resolve(failed(ErrorClass::Internal, "switchyard is shutting down"));
-                return;
-            }
-        };
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            let delivery = this.deliver_event(&event, matches, &ack, parent).await;
-            ack.resolve(delivery);
-            drop(permit);
-        });
-    }
-
     /// The delivery of one event, for a source that waits for it itself (a webhook request):
-    /// the work of [`Pipeline::dispatch_traced`]'s task (room in flight, route, encode,
+    /// the work of a delivery (room in flight, route, encode,
     /// deliver, log), returning the outcome instead of resolving `ack`, which only tells the
     /// delivery whether its source still waits ([`AckToken::is_abandoned`]: the receiver is
     /// dropped). The caller polls it in its own task and spawns it if it stops waiting, so the
@@ -446,7 +422,7 @@ impl Pipeline {
     }
 
     /// Writes a dead letter; without a DLQ (or if the write fails) the failure stands.
-    async fn dead_letter(
+    pub(crate) async fn dead_letter(
         &self,
         event: &Event,
         route: Option<&str>,
@@ -488,52 +464,20 @@ impl Pipeline {
         }
     }
 
-    /// Builds the Kafka record for one route, retrying while the registry is unavailable.
+    /// Builds the Kafka record for one route, retrying while the registry is unavailable (until
+    /// `retry_max_elapsed`, or until the source abandons the event).
     pub async fn encode(
         &self,
         event: &Event,
         m: &RouteMatch,
         ack: &AckToken,
     ) -> Result<Record, Failure> {
-        let parts = match plain_webhook(event, m) {
-            Some((key, payload)) => Parts::Written(key, payload),
-            None => Parts::Tree(record_parts(event, m).map_err(|e| Failure {
-                class: e.class(),
-                message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
-            })?),
-        };
+        let parts = parts_of(event, m)?;
         let mut backoff = retry_policy(self.retry_max_elapsed);
         let started = Instant::now();
         loop {
-            let attempt = self.encode_once(&m.topic, event, &parts).await;
-            match attempt {
-                Ok((key, value)) => {
-                    let mut record_headers = vec![
-                        (
-                            headers::EVENT_ID.into(),
-                            event.id.as_str().as_bytes().to_vec(),
-                        ),
-                        (headers::SOURCE.into(), event.source.as_bytes().to_vec()),
-                        (headers::ROUTE.into(), m.route.as_bytes().to_vec()),
-                    ];
-                    if let crate::event::Payload::Change(c) = &event.payload {
-                        if !c.unchanged_toast.is_empty() {
-                            record_headers.push((
-                                headers::UNCHANGED_TOAST.into(),
-                                c.unchanged_toast.join(",").into_bytes(),
-                            ));
-                        }
-                        if c.before_key_only {
-                            record_headers.push((headers::BEFORE.into(), b"key_only".to_vec()));
-                        }
-                    }
-                    return Ok(Record {
-                        topic: m.topic.clone(),
-                        key,
-                        value,
-                        headers: record_headers,
-                    });
-                }
+            match self.encode_parts(event, m, &parts).await {
+                Ok(record) => return Ok(record),
                 Err(e @ EncodeError::Unavailable(_)) => {
                     if ack.is_abandoned() {
                         return Err(Failure {
@@ -551,14 +495,46 @@ impl Pipeline {
                         }
                     }
                 }
-                Err(e) => {
-                    return Err(Failure {
-                        class: e.class(),
-                        message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
-                    });
-                }
+                Err(e) => return Err(route_failure(m, &e)),
             }
         }
+    }
+
+    /// One attempt at the Kafka record of `event` on route `m`, from its [`parts_of`]: the
+    /// registry's framing (a cached schema id, or a registration) and switchyard's headers.
+    /// `EncodeError::Unavailable` is transient (the registry is away); the rest are definite.
+    pub(crate) async fn encode_parts(
+        &self,
+        event: &Event,
+        m: &RouteMatch,
+        parts: &Parts<'_>,
+    ) -> Result<Record, EncodeError> {
+        let (key, value) = self.encode_once(&m.topic, event, parts).await?;
+        let mut record_headers = vec![
+            (
+                headers::EVENT_ID.into(),
+                event.id.as_str().as_bytes().to_vec(),
+            ),
+            (headers::SOURCE.into(), event.source.as_bytes().to_vec()),
+            (headers::ROUTE.into(), m.route.as_bytes().to_vec()),
+        ];
+        if let crate::event::Payload::Change(c) = &event.payload {
+            if !c.unchanged_toast.is_empty() {
+                record_headers.push((
+                    headers::UNCHANGED_TOAST.into(),
+                    c.unchanged_toast.join(",").into_bytes(),
+                ));
+            }
+            if c.before_key_only {
+                record_headers.push((headers::BEFORE.into(), b"key_only".to_vec()));
+            }
+        }
+        Ok(Record {
+            topic: m.topic.clone(),
+            key,
+            value,
+            headers: record_headers,
+        })
     }
 
     async fn encode_once(
@@ -621,8 +597,28 @@ impl Pipeline {
 /// Why a delivery that found no room was refused once the drain started.
 const SHUTTING_DOWN: &str = "switchyard is shutting down; send this event again";
 
+/// What `event` becomes on route `m` before the registry's framing; a definite failure when
+/// the event does not fit the route's schema.
+pub(crate) fn parts_of<'e>(event: &'e Event, m: &RouteMatch) -> Result<Parts<'e>, Failure> {
+    Ok(match plain_webhook(event, m) {
+        Some((key, payload)) => Parts::Written(key, payload),
+        None => Parts::Tree(record_parts(event, m).map_err(|e| Failure {
+            class: e.class(),
+            message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
+        })?),
+    })
+}
+
+/// A definite encoding failure of route `m`, classified.
+pub(crate) fn route_failure(m: &RouteMatch, e: &EncodeError) -> Failure {
+    Failure {
+        class: e.class(),
+        message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
+    }
+}
+
 /// What one event becomes on one route, before the registry's framing.
-enum Parts<'e> {
+pub(crate) enum Parts<'e> {
     /// Key and value as Avro values ([`record_parts`]).
     Tree(RecordParts),
     /// A webhook's CloudEvent, written straight from the event ([`plain_webhook`]): the key, and

@@ -1,0 +1,886 @@
+//! The ordered lane of a postgres source: its events reach the Kafka producer in the order the
+//! source read them, and a failure never lets a later record overtake an earlier one.
+//!
+//! ```text
+//!  session ──submit(event, ack)──► [channel] ──► worker (one task): route → encode → enqueue ──► producer
+//!     ▲          (bounded)                          │ window: events in flight, in order        │
+//!     └──────────── ack.resolve, in order ◄─────────┴──────── delivery reports, in order ◄─────┘
+//! ```
+//!
+//! **Order (ARCHITECTURE invariant 3), enforced here and nowhere else.**
+//! 1. One worker task per source session takes the events in the order they were submitted
+//!    (commit order, ordinal order inside a transaction, a tombstone right after its delete,
+//!    snapshot chunks before the stream), encodes them one after another and hands their records
+//!    to the producer in that order. No task per event, no other path to the producer for
+//!    changes. The idempotent producer keeps each partition in the order it was handed records,
+//!    through its own retries.
+//! 2. A transient failure of a record (broker away, producer fenced, topic gone) stops the
+//!    hand-over. The worker first waits until every record still in the producer is reported,
+//!    acts on the failure (a new producer, the topic created again), waits a backoff, and then
+//!    hands over again *every* record from the failed one on, in their order — also those after
+//!    it that were delivered meanwhile. A later record may thus land once before the failed one,
+//!    but it is followed again by the failed one and everything after it (a re-sent suffix, in
+//!    order): never an older version alone after a newer one.
+//! 3. Transient failures — Kafka or the schema registry unavailable — are retried without limit:
+//!    a change is never dead-lettered for them. Meanwhile the source is reported `blocked`
+//!    (`/readyz` unready with the reason, `switchyard_source_blocked_seconds`), the window and
+//!    then the channel fill, and the source stops reading: the slot holds.
+//! 4. A definite failure (bad payload, schema rejected, too large) affects one record: with
+//!    `on_error = "dlq"` it goes to the DLQ (that record gives up its key's order, nothing else
+//!    does); with `"halt"` the event fails, nothing after it is acknowledged, and the session
+//!    restarts from the slot's confirmed position.
+//!
+//! **Acknowledgement (invariant 1).** An event's token resolves `Delivered` only once every one
+//! of its records has a successful delivery report, `DeadLettered` once the rest are in the DLQ;
+//! tokens resolve in window order. The source confirms the slot only past commits whose events
+//! are all resolved durable.
+//!
+//! Tests that fail when this breaks (they read Kafka back): `cdc_order::*`, among them
+//! `updates_of_the_same_keys_reach_kafka_in_commit_order`,
+//! `a_broker_outage_longer_than_the_retry_budget_dead_letters_nothing_and_keeps_order` and
+//! `kill_and_broker_restarts_during_bursts_resend_only_suffixes_in_order`.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use backoff::backoff::Backoff;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+use opentelemetry::KeyValue;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::{Matches, Pipeline, halted, observe_end_to_end, parts_of, route_failure, route_span};
+use crate::ack::{AckToken, Delivery, Failure};
+use crate::config::{OnError, Unmatched};
+use crate::dlq::EncodedRecord;
+use crate::encode::EncodeError;
+use crate::error::ErrorClass;
+use crate::event::Event;
+use crate::router::RouteMatch;
+use crate::sink::context::KafkaLog;
+use crate::sink::kafka::{Attempt, KafkaSink, Placement, Record, Refused};
+use crate::source::health::SourceHealth;
+use crate::telemetry::traces::{TRACEPARENT, Traced};
+
+/// One event for the lane, as the source submitted it.
+struct Job {
+    event: Event,
+    matches: Option<Matches>,
+    ack: AckToken,
+    parent: Option<opentelemetry::Context>,
+}
+
+/// The ordered lane of one source session (see the module doc).
+pub struct OrderedLane {
+    tx: mpsc::Sender<Job>,
+    /// Set by [`OrderedLane::close`]: until when the worker may wait for reports.
+    closing: watch::Sender<Option<tokio::time::Instant>>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl OrderedLane {
+    /// Starts the lane's worker for source `source` (which reports `blocked` through `health`).
+    pub fn start(pipeline: Arc<Pipeline>, source: &str, health: Arc<SourceHealth>) -> OrderedLane {
+        let window = pipeline.max_in_flight;
+        let (tx, rx) = mpsc::channel(window.clamp(1, 1024));
+        let (closing, closing_rx) = watch::channel(None);
+        let blocked_gauge = crate::telemetry::metrics::metrics().and_then(|m| {
+            m.source_blocked_seconds
+                .get_metric_with_label_values(&[source])
+                .ok()
+        });
+        let worker = Worker {
+            pipeline,
+            source: source.to_string(),
+            health,
+            window: VecDeque::new(),
+            base: 0,
+            capacity: window,
+            sent: FuturesOrdered::new(),
+            resend_from: None,
+            halted: None,
+            blocked: None,
+            kafka_backoff: unbounded_backoff(),
+            blocked_gauge,
+            closing: closing_rx,
+        };
+        OrderedLane {
+            tx,
+            closing,
+            worker: tokio::spawn(worker.run(rx)),
+        }
+    }
+
+    /// Hands `event` to the lane once there is room (so a fast source is slowed, never buffered
+    /// without bound); `matches`: its routes, already evaluated (`None`: route it here). `ack`
+    /// resolves once the event is durable or has failed.
+    pub async fn submit(
+        &self,
+        event: Event,
+        matches: Option<Matches>,
+        ack: AckToken,
+        parent: Option<opentelemetry::Context>,
+    ) {
+        let job = Job {
+            event,
+            matches,
+            ack,
+            parent,
+        };
+        if let Err(mpsc::error::SendError(job)) = self.tx.send(job).await {
+            job.ack.resolve(Delivery::Failed(Failure {
+                class: ErrorClass::Internal,
+                message: "the source's delivery lane has stopped".into(),
+            }));
+        }
+    }
+
+    /// Stops the lane: no more events; a retry in progress is given up; the records still in
+    /// the producer are waited for up to `wait` (a session that restarts waits for all of them,
+    /// so none of its records can land after the next session's), and every event not durable
+    /// by then is resolved as failed.
+    pub async fn close(self, wait: Duration) {
+        let deadline = tokio::time::Instant::now() + wait;
+        let _ = self.closing.send(Some(deadline));
+        drop(self.tx);
+        let mut worker = self.worker;
+        if tokio::time::timeout_at(deadline + Duration::from_secs(5), &mut worker)
+            .await
+            .is_err()
+        {
+            worker.abort();
+        }
+    }
+}
+
+/// A record of an event in the window.
+struct Out {
+    route: RouteMatch,
+    record: Record,
+    state: OutState,
+    route_span: Traced,
+    produce_span: Traced,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutState {
+    /// Not handed to the producer (yet, or again after a failure).
+    Waiting,
+    /// With the producer; its report is awaited.
+    Queued,
+    /// Reported delivered.
+    Delivered,
+    /// Written to the DLQ.
+    DeadLettered,
+}
+
+/// An event in flight, in source order.
+struct Pending {
+    event: Event,
+    ack: Option<AckToken>,
+    outs: Vec<Out>,
+    dead_lettered: bool,
+    failed: Option<Failure>,
+}
+
+impl Pending {
+    fn is_complete(&self) -> bool {
+        self.failed.is_some()
+            || self
+                .outs
+                .iter()
+                .all(|o| matches!(o.state, OutState::Delivered | OutState::DeadLettered))
+    }
+}
+
+/// A record's place in the window: the event's sequence number and the record's index.
+type Position = (u64, usize);
+
+/// What the producer reported for one record.
+struct Reported {
+    at: Position,
+    producer: Arc<FutureProducer<KafkaLog>>,
+    enqueued: Instant,
+    result: Result<Placement, KafkaError>,
+}
+
+/// The delivery report of one record handed over (ready at once for the null sink).
+struct ReportFuture {
+    at: Position,
+    producer: Option<Arc<FutureProducer<KafkaLog>>>,
+    enqueued: Instant,
+    report: Option<rdkafka::producer::DeliveryFuture>,
+}
+
+impl Future for ReportFuture {
+    type Output = Reported;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Reported> {
+        let result = match self.report.as_mut() {
+            None => Ok(Placement {
+                partition: 0,
+                offset: -1,
+            }),
+            Some(report) => match Pin::new(report).poll(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(Ok(d))) => Ok(Placement {
+                    partition: d.partition,
+                    offset: d.offset,
+                }),
+                Poll::Ready(Ok(Err((e, _)))) => Err(e),
+                Poll::Ready(Err(_)) => Err(KafkaError::Canceled),
+            },
+        };
+        let Some(producer) = self.producer.take() else {
+            return Poll::Pending;
+        };
+        Poll::Ready(Reported {
+            at: self.at,
+            producer,
+            enqueued: self.enqueued,
+            result,
+        })
+    }
+}
+
+/// Since when the source has been held by a transient failure, by what, and the state to go
+/// back to.
+struct Blocked {
+    since: Instant,
+    cause: Cause,
+    resume: &'static str,
+}
+
+/// What holds a blocked source: only its own success unblocks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cause {
+    /// The schema registry (an encode waits).
+    Registry,
+    /// Kafka (records wait to be handed over again).
+    Kafka,
+}
+
+struct Worker {
+    pipeline: Arc<Pipeline>,
+    source: String,
+    health: Arc<SourceHealth>,
+    /// Events in flight, oldest first; `base` is the sequence number of the first.
+    window: VecDeque<Pending>,
+    base: u64,
+    capacity: usize,
+    /// Reports of the records with the producer, in hand-over order.
+    sent: FuturesOrdered<ReportFuture>,
+    /// The earliest record that failed transiently, and why: everything from it on is handed
+    /// over again once the producer has reported every record it holds.
+    resend_from: Option<(Position, Attempt)>,
+    /// Set once an event failed: nothing after it is taken (the session restarts).
+    halted: Option<Failure>,
+    blocked: Option<Blocked>,
+    /// Waits between hand-overs to Kafka again; reset once Kafka takes records.
+    kafka_backoff: backoff::ExponentialBackoff,
+    blocked_gauge: Option<prometheus::Gauge>,
+    closing: watch::Receiver<Option<tokio::time::Instant>>,
+}
+
+impl Worker {
+    async fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        loop {
+            if self.resend_from.is_some() {
+                if !self.recover().await {
+                    break;
+                }
+                continue;
+            }
+            let room = self.window.len() < self.capacity;
+            tokio::select! {
+                biased;
+                Some(r) = self.sent.next(), if !self.sent.is_empty() => self.reported(r).await,
+                job = rx.recv(), if room => match job {
+                    Some(job) => self.take(job).await,
+                    None => break,
+                },
+                _ = self.closing.changed() => break,
+            }
+        }
+        rx.close();
+        // Jobs never taken fail (their tokens are dropped: read as failed).
+        while rx.try_recv().is_ok() {}
+        self.finish().await;
+    }
+
+    fn is_closing(&self) -> bool {
+        self.closing.borrow().is_some()
+    }
+
+    /// Waits for the records still with the producer until the close's deadline, then
+    /// resolves what is complete; the rest fail (their tokens are dropped).
+    async fn finish(&mut self) {
+        let deadline = (*self.closing.borrow())
+            .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(5));
+        if self.resend_from.is_none() {
+            while !self.sent.is_empty() {
+                match tokio::time::timeout_at(deadline, self.sent.next()).await {
+                    Ok(Some(r)) => self.reported(r).await,
+                    _ => break,
+                }
+            }
+        }
+        if !self.sent.is_empty() {
+            warn!(source = %self.source, records = self.sent.len(), "records still unreported when the lane stopped; their events are delivered again after the restart");
+        }
+        self.advance();
+        self.unblock(None);
+        let left = self.window.len();
+        self.pipeline
+            .lane_in_flight
+            .fetch_sub(left, Ordering::Relaxed);
+        self.window.clear();
+    }
+
+    /// Routes and encodes one event and hands its records over, in route order.
+    async fn take(&mut self, job: Job) {
+        let Job {
+            event,
+            matches,
+            ack,
+            parent,
+        } = job;
+        if let Some(f) = &self.halted {
+            ack.resolve(Delivery::Failed(f.clone()));
+            return;
+        }
+        let pipeline = Arc::clone(&self.pipeline);
+        let (matches, unmatched) = match matches {
+            Some(m) => (m, pipeline.unmatched()),
+            None => {
+                let (routes, unmatched) = pipeline.routing();
+                (routes.route(&event), unmatched)
+            }
+        };
+        let mut pending = Pending {
+            event,
+            ack: Some(ack),
+            outs: Vec::with_capacity(matches.len()),
+            dead_lettered: false,
+            failed: None,
+        };
+        if matches.is_empty() {
+            let f = Failure {
+                class: ErrorClass::Unroutable,
+                message: format!(
+                    "no route takes this {} event from source `{}`",
+                    pending.event.event_type, pending.event.source
+                ),
+            };
+            match unmatched {
+                Unmatched::Drop => pipeline.count_unmatched(&pending.event.source),
+                Unmatched::Dlq => self.dead_letter(&mut pending, None, None, f).await,
+            }
+        }
+        for m in matches {
+            if pending.failed.is_some() {
+                break;
+            }
+            let m = match m {
+                Ok(m) => m,
+                Err(e) => {
+                    let f = Failure {
+                        class: ErrorClass::Unroutable,
+                        message: e.to_string(),
+                    };
+                    let route = Arc::clone(&e.route);
+                    self.dead_letter(&mut pending, Some((&route, None)), None, f)
+                        .await;
+                    continue;
+                }
+            };
+            if let Some(metrics) = crate::telemetry::metrics::metrics() {
+                metrics.events_routed.with(&m.route, |c| c.inc());
+            }
+            let route_span = route_span(parent.as_ref(), &pipeline.traces, &pending.event, &m);
+            let encoded = {
+                let encode_span = route_span.child("encode", Vec::new());
+                let encoded = self.encode(&pending.event, &m).await;
+                if let Err(Some(f)) = &encoded {
+                    encode_span.fail(&f.message);
+                    route_span.fail(&f.message);
+                }
+                encoded
+            };
+            let mut record = match encoded {
+                Ok(record) => record,
+                // The lane is closing while the registry is away: the event is not durable.
+                Err(None) => {
+                    pending.failed = Some(Failure {
+                        class: ErrorClass::Unavailable,
+                        message: "the schema registry is unavailable and the source stopped".into(),
+                    });
+                    break;
+                }
+                Err(Some(f)) => {
+                    self.definite(&mut pending, &m, None, f).await;
+                    continue;
+                }
+            };
+            let produce_span = if route_span.is_on() {
+                route_span.child(
+                    "produce",
+                    vec![
+                        KeyValue::new("messaging.system", "kafka"),
+                        KeyValue::new("messaging.destination.name", m.topic.clone()),
+                    ],
+                )
+            } else {
+                Traced::none()
+            };
+            if let Some(tp) = produce_span.traceparent() {
+                record.headers.push((TRACEPARENT.into(), tp.into_bytes()));
+            }
+            pending.outs.push(Out {
+                route: m,
+                record,
+                state: OutState::Waiting,
+                route_span,
+                produce_span,
+            });
+        }
+        if pending.failed.is_some() {
+            self.halted.clone_from(&pending.failed);
+        }
+        let seq = self.base + self.window.len() as u64;
+        let outs = pending.outs.len();
+        self.window.push_back(pending);
+        self.pipeline.lane_in_flight.fetch_add(1, Ordering::Relaxed);
+        for i in 0..outs {
+            self.hand_over((seq, i)).await;
+        }
+        self.advance();
+    }
+
+    /// Encodes `event` for route `m`, retrying without limit while the registry is away.
+    /// `Err(None)`: the lane closed meanwhile; `Err(Some(f))`: a definite failure.
+    async fn encode(&mut self, event: &Event, m: &RouteMatch) -> Result<Record, Option<Failure>> {
+        let pipeline = Arc::clone(&self.pipeline);
+        let parts = parts_of(event, m).map_err(Some)?;
+        let mut backoff = unbounded_backoff();
+        loop {
+            match pipeline.encode_parts(event, m, &parts).await {
+                Ok(record) => {
+                    self.unblock(Cause::Registry);
+                    return Ok(record);
+                }
+                Err(e @ EncodeError::Unavailable(_)) => {
+                    let reason = format!("the schema registry is unavailable: {e}");
+                    if !self
+                        .wait_blocked(Cause::Registry, &reason, &mut backoff)
+                        .await
+                    {
+                        return Err(None);
+                    }
+                }
+                Err(e) => return Err(Some(route_failure(m, &e))),
+            }
+        }
+    }
+
+    /// Hands the record at `at` to the producer (its topic ensured first). With a resend
+    /// pending, or when the producer refuses it for a transient reason, it waits for the
+    /// recovery ([`Worker::recover`]).
+    async fn hand_over(&mut self, at: Position) {
+        loop {
+            if self.resend_from.is_some() {
+                return;
+            }
+            let pipeline = Arc::clone(&self.pipeline);
+            let sink: &KafkaSink = pipeline.sink();
+            let Some(out) = self.out(at) else { return };
+            if out.state != OutState::Waiting {
+                return;
+            }
+            let attempt = match sink.ensure_topic(&out.record.topic).await {
+                Err(crate::sink::kafka::SinkError::Definite { class, message }) => {
+                    Attempt::Fail(class, message)
+                }
+                Err(e) => Attempt::Retry(e.to_string()),
+                Ok(()) => match sink.enqueue(&out.record) {
+                    Ok(q) => {
+                        out.state = OutState::Queued;
+                        self.sent.push_back(ReportFuture {
+                            at,
+                            producer: Some(q.producer),
+                            enqueued: q.enqueued,
+                            report: q.report,
+                        });
+                        return;
+                    }
+                    Err(Refused::QueueFull) => {
+                        // Earlier records leave the queue as they are reported.
+                        match self.sent.next().await {
+                            Some(r) => self.reported(r).await,
+                            None => tokio::time::sleep(Duration::from_millis(5)).await,
+                        }
+                        continue;
+                    }
+                    Err(Refused::Failed(attempt)) => attempt,
+                },
+            };
+            self.failed(at, attempt).await;
+            return;
+        }
+    }
+
+    fn out(&mut self, (seq, i): Position) -> Option<&mut Out> {
+        let idx = self.index(seq)?;
+        self.window.get_mut(idx)?.outs.get_mut(i)
+    }
+
+    /// A record at `at` failed: definite → DLQ or halt; transient → resend from it.
+    async fn failed(&mut self, at: Position, attempt: Attempt) {
+        let Attempt::Fail(class, message) = attempt else {
+            match &self.resend_from {
+                Some((from, _)) if *from <= at => {}
+                _ => {
+                    debug!(source = %self.source, error = %attempt.message(), "a record was not delivered; handing it and everything after it over again");
+                    self.resend_from = Some((at, attempt));
+                }
+            }
+            return;
+        };
+        let Some(idx) = self.index(at.0) else { return };
+        let Some((event, route, record)) = self.window.get(idx).and_then(|p| {
+            let o = p.outs.get(at.1)?;
+            Some((p.event.clone(), o.route.clone(), o.record.clone()))
+        }) else {
+            return;
+        };
+        let f = Failure {
+            class,
+            message: format!(
+                "route `{}`, topic `{}`: {message}",
+                route.route, route.topic
+            ),
+        };
+        if let Some(o) = self.out(at) {
+            o.produce_span.fail(&f.message);
+            o.route_span.fail(&f.message);
+        }
+        let outcome = if route.on_error == OnError::Halt {
+            Err(halted(&route.route, f))
+        } else {
+            let encoded = EncodedRecord {
+                key: record.key,
+                value: record.value.unwrap_or_default(),
+            };
+            self.pipeline
+                .dead_letter(
+                    &event,
+                    Some(&route.route),
+                    Some(&route.topic),
+                    Some(encoded),
+                    f,
+                )
+                .await
+        };
+        let Some(p) = self.window.get_mut(idx) else {
+            return;
+        };
+        match outcome {
+            Ok(()) => {
+                p.dead_lettered = true;
+                if let Some(o) = p.outs.get_mut(at.1) {
+                    o.state = OutState::DeadLettered;
+                }
+            }
+            Err(f) => {
+                // A halt, or the store refused the letter: the event is not durable and
+                // nothing after it is taken; the session restarts from the confirmed position.
+                p.failed = Some(f);
+                self.halted.clone_from(&p.failed);
+            }
+        }
+    }
+
+    fn index(&self, seq: u64) -> Option<usize> {
+        usize::try_from(seq.checked_sub(self.base)?).ok()
+    }
+
+    /// A definite failure of `event` on route `m`: the DLQ, or a halt (see the module doc).
+    async fn definite(
+        &mut self,
+        pending: &mut Pending,
+        m: &RouteMatch,
+        record: Option<EncodedRecord>,
+        f: Failure,
+    ) {
+        if m.on_error == OnError::Halt {
+            pending.failed = Some(halted(&m.route, f));
+            self.halted.clone_from(&pending.failed);
+            return;
+        }
+        self.dead_letter(pending, Some((&m.route, Some(&m.topic))), record, f)
+            .await;
+    }
+
+    async fn dead_letter(
+        &mut self,
+        pending: &mut Pending,
+        route: Option<(&str, Option<&str>)>,
+        record: Option<EncodedRecord>,
+        f: Failure,
+    ) {
+        let (route, topic) = route.map_or((None, None), |(r, t)| (Some(r), t));
+        match self
+            .pipeline
+            .dead_letter(&pending.event, route, topic, record, f)
+            .await
+        {
+            Ok(()) => pending.dead_lettered = true,
+            Err(f) => {
+                // The store refused it: the event is not durable, the session restarts.
+                pending.failed = Some(f);
+                self.halted.clone_from(&pending.failed);
+            }
+        }
+    }
+
+    /// Acts on one delivery report.
+    async fn reported(&mut self, r: Reported) {
+        let Reported {
+            at,
+            producer,
+            enqueued,
+            result,
+        } = r;
+        match result {
+            Ok(p) => {
+                // Reports of records after a failed one (awaited before the resend) do not
+                // mean that Kafka takes records again.
+                if self.resend_from.is_none() {
+                    self.unblock(Cause::Kafka);
+                }
+                if let Some(o) = self.out(at) {
+                    if o.state == OutState::Queued {
+                        o.state = OutState::Delivered;
+                    }
+                    KafkaSink::observe_delivered(&o.record.topic, enqueued);
+                    o.produce_span.set(KeyValue::new(
+                        "messaging.destination.partition.id",
+                        p.partition.to_string(),
+                    ));
+                    o.produce_span
+                        .set(KeyValue::new("messaging.kafka.offset", p.offset));
+                    // Ends the spans (a re-sent record gets none).
+                    o.produce_span = Traced::none();
+                    o.route_span = Traced::none();
+                }
+            }
+            Err(e) => {
+                let attempt = self.pipeline.sink().classify_report(&producer, e);
+                if let Some(o) = self.out(at)
+                    && o.state == OutState::Queued
+                {
+                    o.state = OutState::Waiting;
+                }
+                self.failed(at, attempt).await;
+            }
+        }
+        self.advance();
+    }
+
+    /// Resolves the complete events at the front of the window, in order.
+    fn advance(&mut self) {
+        while self.window.front().is_some_and(Pending::is_complete) {
+            let Some(mut p) = self.window.pop_front() else {
+                break;
+            };
+            self.base += 1;
+            self.pipeline.lane_in_flight.fetch_sub(1, Ordering::Relaxed);
+            let delivery = match p.failed.take() {
+                Some(f) => {
+                    warn!(event_id = %p.event.id, source = %p.event.source, class = %f.class, error = %f.message, "event not delivered");
+                    Delivery::Failed(f)
+                }
+                None if p.dead_lettered => Delivery::DeadLettered,
+                None if p.outs.is_empty() => Delivery::Dropped,
+                None => {
+                    observe_end_to_end(&p.event);
+                    Delivery::Delivered
+                }
+            };
+            if let Some(ack) = p.ack.take() {
+                ack.resolve(delivery);
+            }
+        }
+    }
+
+    /// Hands over again everything from the earliest failed record on, once the producer has
+    /// reported every record it holds; retried without limit (the source is `blocked`
+    /// meanwhile). False when the lane closed.
+    async fn recover(&mut self) -> bool {
+        loop {
+            // 1. Every record still with the producer is reported first: none may land after
+            //    a record handed over again.
+            while !self.sent.is_empty() {
+                let next = tokio::select! {
+                    r = self.sent.next() => r,
+                    _ = self.closing.changed() => return false,
+                };
+                if let Some(r) = next {
+                    self.reported(r).await;
+                }
+            }
+            let Some((from, attempt)) = self.resend_from.take() else {
+                return true;
+            };
+            let topic = self
+                .out(from)
+                .map(|o| o.record.topic.clone())
+                .unwrap_or_default();
+            // 2. Act on it (a new producer, the topic created again). Definite failures never
+            //    get here ([`Worker::failed`] handles them).
+            let reason = match self.pipeline.sink().recover(&topic, attempt).await {
+                Ok(reason) | Err((_, reason)) => reason,
+            };
+            let reason = format!("Kafka does not take records (topic `{topic}`): {reason}");
+            // 3. Back off.
+            let mut backoff = std::mem::replace(&mut self.kafka_backoff, unbounded_backoff());
+            let waited = self.wait_blocked(Cause::Kafka, &reason, &mut backoff).await;
+            self.kafka_backoff = backoff;
+            if !waited {
+                return false;
+            }
+            // 4. Everything from the failed record on, in order.
+            self.resend_everything_after(from);
+            let positions: Vec<Position> = self.waiting_from(from);
+            info!(source = %self.source, records = positions.len(), "handing records over to Kafka again, in order");
+            for at in positions {
+                self.hand_over(at).await;
+                if self.resend_from.is_some() {
+                    break;
+                }
+            }
+            if self.resend_from.is_none() {
+                return true;
+            }
+        }
+    }
+
+    /// Marks every record from `from` on that is not in the DLQ as waiting for a hand-over.
+    fn resend_everything_after(&mut self, from: Position) {
+        let Some(first) = self.index(from.0) else {
+            return;
+        };
+        for (k, p) in self.window.iter_mut().enumerate().skip(first) {
+            for (i, o) in p.outs.iter_mut().enumerate() {
+                if k == first && i < from.1 {
+                    continue;
+                }
+                if matches!(o.state, OutState::Queued | OutState::Delivered) {
+                    o.state = OutState::Waiting;
+                }
+            }
+        }
+    }
+
+    fn waiting_from(&self, from: Position) -> Vec<Position> {
+        let mut out = Vec::new();
+        for (k, p) in self.window.iter().enumerate() {
+            let seq = self.base + k as u64;
+            if seq < from.0 {
+                continue;
+            }
+            for (i, o) in p.outs.iter().enumerate() {
+                if (seq, i) >= from && o.state == OutState::Waiting {
+                    out.push((seq, i));
+                }
+            }
+        }
+        out
+    }
+
+    /// Reports the source blocked by `reason` and waits one backoff; false when the lane
+    /// closed meanwhile.
+    async fn wait_blocked(
+        &mut self,
+        cause: Cause,
+        reason: &str,
+        backoff: &mut impl Backoff,
+    ) -> bool {
+        if self.is_closing() {
+            return false;
+        }
+        match &self.blocked {
+            None => {
+                let resume = self.health.state_of(&self.source).unwrap_or("streaming");
+                let resume = if resume == "blocked" {
+                    "streaming"
+                } else {
+                    resume
+                };
+                warn!(source = %self.source, reason, "source blocked: a transient failure holds its changes (retried until it passes; the slot holds)");
+                self.blocked = Some(Blocked {
+                    since: Instant::now(),
+                    cause,
+                    resume,
+                });
+            }
+            Some(b) => {
+                debug!(source = %self.source, reason, blocked_for = ?b.since.elapsed(), "still blocked");
+                if let Some(b) = self.blocked.as_mut() {
+                    b.cause = cause;
+                }
+            }
+        }
+        self.health
+            .set(&self.source, "blocked", Some(reason.to_string()));
+        if let (Some(g), Some(b)) = (&self.blocked_gauge, &self.blocked) {
+            g.set(b.since.elapsed().as_secs_f64());
+        }
+        let wait = backoff.next_backoff().unwrap_or(Duration::from_secs(5));
+        tokio::select! {
+            () = tokio::time::sleep(wait) => true,
+            _ = self.closing.changed() => false,
+        }
+    }
+
+    /// Ends a block by `cause` (`None`: any).
+    fn unblock(&mut self, cause: impl Into<Option<Cause>>) {
+        let cause = cause.into();
+        if self
+            .blocked
+            .as_ref()
+            .is_some_and(|b| cause.is_some_and(|c| c != b.cause))
+        {
+            return;
+        }
+        if cause != Some(Cause::Registry) {
+            self.kafka_backoff.reset();
+        }
+        if let Some(b) = self.blocked.take() {
+            info!(source = %self.source, blocked_for = ?b.since.elapsed(), "source unblocked: records flow again");
+            self.health.set(&self.source, b.resume, None);
+            if let Some(g) = &self.blocked_gauge {
+                g.set(0.0);
+            }
+        }
+    }
+}
+
+/// Exponential backoff from 100 ms to 5 s, without an end: transient failures of a change
+/// stream are waited out, never turned into dead letters.
+fn unbounded_backoff() -> backoff::ExponentialBackoff {
+    backoff::ExponentialBackoff {
+        initial_interval: Duration::from_millis(100),
+        max_interval: Duration::from_secs(5),
+        max_elapsed_time: None,
+        ..backoff::ExponentialBackoff::default()
+    }
+}
