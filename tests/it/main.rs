@@ -6,6 +6,7 @@ mod support;
 mod ack_discipline;
 mod bad_input;
 mod cdc;
+mod cdc_envelope;
 mod cdc_order;
 mod cdc_shape;
 mod cli;

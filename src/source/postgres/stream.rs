@@ -34,7 +34,8 @@ use crate::ack::{AckToken, Checkpoint, Delivery, Seq};
 use crate::config::{PostgresSourceConfig, SnapshotMode, Unmatched};
 use crate::dlq::DlqStore;
 use crate::event::{
-    ChangeColumn, ChangePayload, Event, EventId, MessagePayload, Payload, now_micros,
+    ChangeColumn, ChangePayload, ChangePosition, Event, EventId, MessagePayload, Payload,
+    now_micros,
 };
 use crate::pipeline::{OrderedLane, Pipeline};
 use crate::source::health::SourceHealth;
@@ -480,7 +481,9 @@ impl PostgresSource {
         let mut checkpoint: Checkpoint<u64> = Checkpoint::new(Some(confirmed));
         let mut commits: VecDeque<u64> = VecDeque::new();
         let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
-        let mut txn: Option<(u64, u32, i64, u32)> = None; // final_lsn, xid, commit ms, ordinal
+        let mut txn: Option<Txn> = None;
+        // The end of the last commit (or non-transactional message) read: `source.sequence`.
+        let mut last_commit: Option<u64> = None;
         let mut txn_span = Traced::none();
         // Spans of committed transactions whose events are not all durable yet, by commit
         // end position: each ends once the slot may be confirmed past its commit, so it covers
@@ -538,15 +541,15 @@ impl PostgresSource {
                     };
                     match event {
                         ReplicationEvent::Begin { final_lsn, xid, commit_time_micros } => {
-                            let ms = (commit_time_micros + pgoutput::PG_EPOCH_OFFSET_MICROS) / 1000;
-                            txn = Some((final_lsn.0, xid, ms, 0));
+                            txn = Some(Txn::new(final_lsn.0, xid, commit_time_micros + pgoutput::PG_EPOCH_OFFSET_MICROS));
                             txn_span = self.transaction_span(final_lsn.0, xid);
                         }
                         ReplicationEvent::Commit { end_lsn, .. } => {
-                            if let Some((_, _, _, events)) = txn {
-                                txn_span.set(KeyValue::new("switchyard.events", i64::from(events)));
+                            if let Some(t) = &txn {
+                                txn_span.set(KeyValue::new("switchyard.events", i64::from(t.ordinal)));
                             }
                             txn = None;
+                            last_commit = Some(end_lsn.0);
                             let span = std::mem::take(&mut txn_span);
                             if span.is_on() {
                                 delivering.push_back((end_lsn.0, span));
@@ -571,11 +574,14 @@ impl PostgresSource {
                                 continue;
                             }
                             let (position, tx_id, ts_ms, ordinal) = match (transactional, txn.as_mut()) {
-                                (true, Some((final_lsn, xid, ms, ordinal))) => {
-                                    *ordinal += 1;
-                                    (*final_lsn, Some(*xid), *ms, *ordinal - 1)
+                                (true, Some(t)) => {
+                                    t.ordinal += 1;
+                                    (t.final_lsn, Some(t.xid), t.commit_us / 1000, t.ordinal - 1)
                                 }
-                                _ => (lsn.0, None, now_micros() / 1000, 0),
+                                _ => {
+                                    last_commit = Some(lsn.0);
+                                    (lsn.0, None, now_micros() / 1000, 0)
+                                }
                             };
                             // Outside a transaction the message is its own trace, ended once
                             // the message is durable.
@@ -616,14 +622,14 @@ impl PostgresSource {
                             apply(&repl, &mut commits, at, &self.counters);
                             end_spans(&mut delivering, at);
                         }
-                        ReplicationEvent::XLogData { data, .. } => {
+                        ReplicationEvent::XLogData { data, wal_start, .. } => {
                             let msg = pgoutput::decode(&data)?;
                             if let Message::Relation(rel) = &msg {
                                 let known = self.describe(&client, rel).await?;
                                 relations.insert(rel.oid, known);
                                 continue;
                             }
-                            let Some((final_lsn, xid, commit_ms, ordinal)) = txn.as_mut() else {
+                            let Some(t) = txn.as_mut() else {
                                 continue;
                             };
                             for change in changes(&msg, self.cfg.tombstones) {
@@ -642,8 +648,9 @@ impl PostgresSource {
                                     unchanged_toast = fill_toast(&client, rel, row, unchanged_toast).await?;
                                     super::rows::placeholders(&rel.columns, row, &unchanged_toast, &self.cfg.unavailable_value_placeholder);
                                 }
+                                let position = t.position(wal_start.0, last_commit, change.relation, change.op);
                                 let event = Event {
-                                    id: EventId::from_lsn(*final_lsn, *ordinal),
+                                    id: EventId::from_lsn(t.final_lsn, t.ordinal),
                                     source: self.name.clone(),
                                     event_type: change.op.to_string(),
                                     received_at_micros: now_micros(),
@@ -656,16 +663,17 @@ impl PostgresSource {
                                         columns: rel.columns.clone(),
                                         before: change.before.map(|b| text_row(&b, None)),
                                         before_key_only: change.before_key_only,
-                                        position: Default::default(),
+                                        position,
                                         unchanged_toast,
                                         after,
-                                        commit_lsn: *final_lsn,
-                                        tx_id: *xid,
-                                        commit_time_ms: *commit_ms,
+                                        commit_lsn: t.final_lsn,
+                                        tx_id: t.xid,
+                                        commit_time_ms: t.commit_us / 1000,
                                     }),
                                 };
-                                *ordinal += 1;
-                                self.send(lane, event, *final_lsn, &mut checkpoint, &mut acks, txn_span.context()).await;
+                                t.ordinal += 1;
+                                let final_lsn = t.final_lsn;
+                                self.send(lane, event, final_lsn, &mut checkpoint, &mut acks, txn_span.context()).await;
                             }
                         }
                         ReplicationEvent::KeepAlive { .. } => {}
@@ -673,6 +681,55 @@ impl PostgresSource {
                     }
                 }
             }
+        }
+    }
+}
+
+/// The transaction being read: from its Begin to its Commit.
+struct Txn {
+    /// The commit's LSN (pgoutput's `final_lsn`): the position of every event of it.
+    final_lsn: u64,
+    xid: u32,
+    /// Commit time, microseconds since the Unix epoch.
+    commit_us: i64,
+    /// Events handed on so far (the next event's ordinal in its id).
+    ordinal: u32,
+    /// Row changes so far (Debezium's `transaction.total_order`; tombstones not counted).
+    total_order: u64,
+    /// Row changes so far per relation (`transaction.data_collection_order`).
+    per_table: HashMap<u32, u64>,
+}
+
+impl Txn {
+    fn new(final_lsn: u64, xid: u32, commit_us: i64) -> Txn {
+        Txn {
+            final_lsn,
+            xid,
+            commit_us,
+            ordinal: 0,
+            total_order: 0,
+            per_table: HashMap::new(),
+        }
+    }
+
+    /// Where a change of `relation` read at `lsn` sits (a tombstone shares its delete's).
+    fn position(
+        &mut self,
+        lsn: u64,
+        last_commit_lsn: Option<u64>,
+        relation: u32,
+        op: &str,
+    ) -> ChangePosition {
+        if op != "tombstone" {
+            self.total_order += 1;
+            *self.per_table.entry(relation).or_default() += 1;
+        }
+        ChangePosition {
+            lsn,
+            last_commit_lsn,
+            commit_time_us: Some(self.commit_us),
+            total_order: self.total_order,
+            data_collection_order: self.per_table.get(&relation).copied().unwrap_or(1),
         }
     }
 }
