@@ -325,12 +325,11 @@ impl Worker {
     async fn finish(&mut self) {
         let deadline = (*self.closing.borrow())
             .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(5));
-        if self.resend_from.is_none() {
-            while !self.sent.is_empty() {
-                match tokio::time::timeout_at(deadline, self.sent.next()).await {
-                    Ok(Some(r)) => self.reported(r).await,
-                    _ => break,
-                }
+        // Also after a failure: none of these may land after a record of the next session.
+        while !self.sent.is_empty() {
+            match tokio::time::timeout_at(deadline, self.sent.next()).await {
+                Ok(Some(r)) => self.reported(r).await,
+                _ => break,
             }
         }
         if !self.sent.is_empty() {
