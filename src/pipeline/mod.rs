@@ -334,21 +334,7 @@ impl Pipeline {
                 }
                 Err(f) => return Delivery::Failed(f),
             };
-            // Attributes only for a recording span: no allocations per event with tracing off.
-            let produce_span = if route_span.is_on() {
-                route_span.child(
-                    "produce",
-                    vec![
-                        KeyValue::new("messaging.system", "kafka"),
-                        KeyValue::new("messaging.destination.name", m.topic.clone()),
-                    ],
-                )
-            } else {
-                Traced::none()
-            };
-            if let Some(tp) = produce_span.traceparent() {
-                record.headers.push((TRACEPARENT.into(), tp.into_bytes()));
-            }
+            let produce_span = produce_span(&route_span, &mut record);
             let abandoned = || ack.is_abandoned();
             let produced = self.sink.deliver(&record, &abandoned).await;
             match &produced {
@@ -647,6 +633,25 @@ fn route_span(
             KeyValue::new("messaging.destination.name", m.topic.clone()),
         ],
     )
+}
+
+/// The `produce` span of `record` under `route_span`, named in the record's `traceparent`
+/// header. Attributes only for a recording span: no allocations per event with tracing off.
+fn produce_span(route_span: &Traced, record: &mut Record) -> Traced {
+    if !route_span.is_on() {
+        return Traced::none();
+    }
+    let span = route_span.child(
+        "produce",
+        vec![
+            KeyValue::new("messaging.system", "kafka"),
+            KeyValue::new("messaging.destination.name", record.topic.clone()),
+        ],
+    );
+    if let Some(tp) = span.traceparent() {
+        record.headers.push((TRACEPARENT.into(), tp.into_bytes()));
+    }
+    span
 }
 
 /// Records how long a delivered event took from its source's commit (or receipt) to Kafka.

@@ -37,8 +37,9 @@
 //!
 //! Tests that fail when this breaks (they read Kafka back): `cdc_order::*`, among them
 //! `updates_of_the_same_keys_reach_kafka_in_commit_order`,
+//! `deletes_are_followed_by_their_tombstone_and_snapshot_reads_precede_later_changes`,
 //! `a_broker_outage_longer_than_the_retry_budget_dead_letters_nothing_and_keeps_order` and
-//! `kill_and_broker_restarts_during_bursts_resend_only_suffixes_in_order`.
+//! `kill_and_broker_outages_during_bursts_resend_only_suffixes_in_order`.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -57,7 +58,10 @@ use rdkafka::producer::FutureProducer;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::{Matches, Pipeline, halted, observe_end_to_end, parts_of, route_failure, route_span};
+use super::{
+    Matches, Pipeline, halted, observe_end_to_end, parts_of, produce_span, route_failure,
+    route_span,
+};
 use crate::ack::{AckToken, Delivery, Failure};
 use crate::config::{OnError, Unmatched};
 use crate::dlq::EncodedRecord;
@@ -68,7 +72,7 @@ use crate::router::RouteMatch;
 use crate::sink::context::KafkaLog;
 use crate::sink::kafka::{Attempt, KafkaSink, Placement, Record, Refused};
 use crate::source::health::SourceHealth;
-use crate::telemetry::traces::{TRACEPARENT, Traced};
+use crate::telemetry::traces::Traced;
 
 /// One event for the lane, as the source submitted it.
 struct Job {
@@ -429,20 +433,7 @@ impl Worker {
                     continue;
                 }
             };
-            let produce_span = if route_span.is_on() {
-                route_span.child(
-                    "produce",
-                    vec![
-                        KeyValue::new("messaging.system", "kafka"),
-                        KeyValue::new("messaging.destination.name", m.topic.clone()),
-                    ],
-                )
-            } else {
-                Traced::none()
-            };
-            if let Some(tp) = produce_span.traceparent() {
-                record.headers.push((TRACEPARENT.into(), tp.into_bytes()));
-            }
+            let produce_span = produce_span(&route_span, &mut record);
             pending.outs.push(Out {
                 route: m,
                 record,

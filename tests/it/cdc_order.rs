@@ -185,6 +185,19 @@ async fn counters(client: &tokio_postgres::Client) -> BTreeMap<i64, i64> {
         .collect()
 }
 
+/// A private cluster whose fresh database `name` has `counters (id int PRIMARY KEY, v bigint
+/// NOT NULL)` with rows 1..=`rows` at `v` 0.
+async fn counters_db(name: &str, rows: i64) -> Db {
+    Db::start(
+        name,
+        &format!(
+            "CREATE TABLE counters (id int PRIMARY KEY, v bigint NOT NULL);
+             INSERT INTO counters SELECT g, 0 FROM generate_series(1, {rows}) g;"
+        ),
+    )
+    .await
+}
+
 /// `n` transactions of `per` updates `v = v + 1` of keys drawn from 1..=keys (a key often
 /// several times in one transaction).
 async fn bursts(client: &tokio_postgres::Client, rng: &mut Rng, keys: u64, n: usize, per: usize) {
@@ -204,12 +217,7 @@ async fn bursts(client: &tokio_postgres::Client, rng: &mut Rng, keys: u64, n: us
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn updates_of_the_same_keys_reach_kafka_in_commit_order() {
     let stack = Stack::start();
-    let Db { pg, db, client } = Db::start(
-        "order",
-        "CREATE TABLE counters (id int PRIMARY KEY, v bigint NOT NULL);
-         INSERT INTO counters SELECT g, 0 FROM generate_series(1, 20) g;",
-    )
-    .await;
+    let Db { pg, db, client } = counters_db("order", 20).await;
     let path = write_config(
         stack.dir.path(),
         "127.0.0.1:0",
@@ -263,12 +271,7 @@ async fn updates_of_the_same_keys_reach_kafka_in_commit_order() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deletes_are_followed_by_their_tombstone_and_snapshot_reads_precede_later_changes() {
     let stack = Stack::start();
-    let Db { pg, db, client } = Db::start(
-        "tombstones",
-        "CREATE TABLE counters (id int PRIMARY KEY, v bigint NOT NULL);
-         INSERT INTO counters SELECT g, 0 FROM generate_series(1, 2000) g;",
-    )
-    .await;
+    let Db { pg, db, client } = counters_db("tombstones", 2000).await;
     // Small snapshot chunks: the changes below are written while the snapshot still copies.
     let path = write_config(
         stack.dir.path(),
@@ -380,12 +383,7 @@ async fn a_broker_outage_longer_than_the_retry_budget_dead_letters_nothing_and_k
     let dir = scratch();
     let (broker, proxy) = Broker::start_behind_proxy(dir.path());
     let registry = Registry::start(dir.path());
-    let Db { pg, db, client } = Db::start(
-        "outage",
-        "CREATE TABLE counters (id int PRIMARY KEY, v bigint NOT NULL);
-         INSERT INTO counters SELECT g, 0 FROM generate_series(1, 10) g;",
-    )
-    .await;
+    let Db { pg, db, client } = counters_db("outage", 10).await;
     let path = write_config(
         dir.path(),
         "127.0.0.1:0",
@@ -563,12 +561,7 @@ async fn kill_and_broker_outages_during_bursts_resend_only_suffixes_in_order() {
     let dir = scratch();
     let (broker, proxy) = Broker::start_behind_proxy(dir.path());
     let registry = Registry::start(dir.path());
-    let Db { pg, db, client } = Db::start(
-        "faults",
-        "CREATE TABLE counters (id int PRIMARY KEY, v bigint NOT NULL);
-         INSERT INTO counters SELECT g, 0 FROM generate_series(1, 20) g;",
-    )
-    .await;
+    let Db { pg, db, client } = counters_db("faults", 20).await;
     let port = crate::support::free_port();
     let url = format!("http://127.0.0.1:{port}");
     let path = write_config(
