@@ -233,6 +233,56 @@ pub fn parts(
     Ok((value_schema, Some(envelope), key_schema, key))
 }
 
+/// A change's key and value as Avro binary, written straight from its rows (see
+/// [`TableSchema::write_envelope`](envelope::TableSchema::write_envelope)), with their schemas.
+pub struct Written {
+    /// Value schema.
+    pub value_schema: AvroSchema,
+    /// The envelope; `None` for a tombstone.
+    pub value: Option<Vec<u8>>,
+    /// Key schema.
+    pub key_schema: AvroSchema,
+    /// The key; `None` for a change without a row (truncate).
+    pub key: Option<Vec<u8>>,
+}
+
+/// [`parts`], written without a `Value` tree: the same bytes. `None` when a row does not fit
+/// its schema or holds a value kind the direct writer does not cover: [`parts`] then says why
+/// (or builds it).
+pub fn written(event: &Event, c: &ChangePayload, key_columns: &[String]) -> Option<Written> {
+    let shape = prepared(&event.source, c, key_columns);
+    let t = &shape.table;
+    let key = match c.after.as_deref().or(c.before.as_deref()) {
+        Some(row) => {
+            let mut out = Vec::with_capacity(16);
+            t.write_key(row, &mut out).ok()?;
+            Some(out)
+        }
+        None => None,
+    };
+    let value = if c.op == "tombstone" {
+        None
+    } else {
+        let mut out = Vec::with_capacity(256);
+        t.write_envelope(
+            c.before.as_deref().map(|r| (r, c.before_key_only)),
+            c.after.as_deref(),
+            &c.op,
+            source_info(c),
+            event.received_at_micros,
+            &mut out,
+        )
+        .ok()?;
+        Some(out)
+    };
+    Some(Written {
+        value_schema: shape.schemas.0.clone(),
+        value,
+        key_schema: shape.schemas.1.clone(),
+        key,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -195,10 +195,43 @@ mod tests {
         ];
         for row in rows {
             let row: Vec<Option<String>> = row.iter().map(|v| v.map(str::to_string)).collect();
-            for (op, before, after) in [
-                ("c", None, Some(row.clone())),
-                ("u", Some(row.clone()), Some(row.clone())),
-                ("d", Some(row.clone()), None),
+            // An old row of REPLICA IDENTITY DEFAULT: the key alone.
+            let key_only: Vec<Option<String>> = row
+                .iter()
+                .zip(&columns)
+                .map(|(v, c)| if c.is_key { v.clone() } else { None })
+                .collect();
+            for (op, before, after, before_key_only, position) in [
+                ("c", None, Some(row.clone()), false, Default::default()),
+                (
+                    "u",
+                    Some(row.clone()),
+                    Some(row.clone()),
+                    false,
+                    Default::default(),
+                ),
+                ("d", Some(row.clone()), None, false, Default::default()),
+                (
+                    "u",
+                    Some(key_only.clone()),
+                    Some(row.clone()),
+                    true,
+                    crate::event::ChangePosition {
+                        lsn: 0x1_0000_0100,
+                        last_commit_lsn: Some(0xff),
+                        commit_time_us: Some(1_700_000_000_000_001),
+                        total_order: 3,
+                        data_collection_order: 2,
+                    },
+                ),
+                ("d", Some(key_only.clone()), None, true, Default::default()),
+                (
+                    "tombstone",
+                    Some(key_only.clone()),
+                    None,
+                    true,
+                    Default::default(),
+                ),
             ] {
                 let c = ChangePayload {
                     database: "app".into(),
@@ -213,8 +246,8 @@ mod tests {
                     tx_id: 4_000_000_000,
                     commit_time_ms: 1_700_000_000_000,
                     unchanged_toast: vec![],
-                    before_key_only: false,
-                    position: Default::default(),
+                    before_key_only,
+                    position,
                 };
                 let event = Event {
                     id: EventId::from_lsn(1, 0),
@@ -225,12 +258,21 @@ mod tests {
                 };
                 let (value_schema, value, key_schema, key) =
                     crate::encode::change::parts(&event, &c, &[]).expect("parts");
-                for (schema, v) in [(value_schema, value), (key_schema, key)] {
-                    let v = v.expect("value");
+                // Written straight from the rows, without the tree: the same bytes.
+                let written = crate::encode::change::written(&event, &c, &[]).expect("written");
+                for (schema, v, direct) in [
+                    (value_schema, value, written.value),
+                    (key_schema, key, written.key),
+                ] {
+                    let Some(v) = v else {
+                        assert_eq!(direct, None, "{op}: no value, none written");
+                        continue;
+                    };
                     let reference = schema.encode_locally(v.clone()).expect("apache-avro");
                     let mut ours = Vec::new();
                     assert!(write_ordered(&v, &mut ours), "covered: {v:?}");
                     assert_eq!(ours, reference, "{op}: {v:?}");
+                    assert_eq!(direct, Some(reference), "{op} written directly: {v:?}");
                 }
             }
         }

@@ -531,6 +531,29 @@ impl Pipeline {
     ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), EncodeError> {
         let parts = match parts {
             Parts::Tree(parts) => parts,
+            Parts::Change(w) => {
+                let key = match &w.key {
+                    Some(k) => Some(
+                        self.encoder
+                            .encode_written(topic, Part::Key, &w.key_schema, |out| {
+                                out.extend_from_slice(k);
+                            })
+                            .await?,
+                    ),
+                    None => None,
+                };
+                let value = match &w.value {
+                    Some(v) => Some(
+                        self.encoder
+                            .encode_written(topic, Part::Value, &w.value_schema, |out| {
+                                out.extend_from_slice(v);
+                            })
+                            .await?,
+                    ),
+                    None => None,
+                };
+                return Ok((key, value));
+            }
             Parts::Written(key, payload) => {
                 let key = self
                     .encoder
@@ -586,6 +609,13 @@ const SHUTTING_DOWN: &str = "switchyard is shutting down; send this event again"
 /// What `event` becomes on route `m` before the registry's framing; a definite failure when
 /// the event does not fit the route's schema.
 pub(crate) fn parts_of<'e>(event: &'e Event, m: &RouteMatch) -> Result<Parts<'e>, Failure> {
+    // A change on a route without transforms: written straight from its rows.
+    if m.transform.is_none()
+        && let crate::event::Payload::Change(c) = &event.payload
+        && let Some(w) = crate::encode::change::written(event, c, &m.key)
+    {
+        return Ok(Parts::Change(w));
+    }
     Ok(match plain_webhook(event, m) {
         Some((key, payload)) => Parts::Written(key, payload),
         None => Parts::Tree(record_parts(event, m).map_err(|e| Failure {
@@ -607,6 +637,8 @@ pub(crate) fn route_failure(m: &RouteMatch, e: &EncodeError) -> Failure {
 pub(crate) enum Parts<'e> {
     /// Key and value as Avro values ([`record_parts`]).
     Tree(RecordParts),
+    /// A change's key and value, already written ([`crate::encode::change::written`]).
+    Change(crate::encode::change::Written),
     /// A webhook's CloudEvent, written straight from the event ([`plain_webhook`]): the key, and
     /// the payload after the route's transforms.
     Written(String, std::borrow::Cow<'e, crate::event::WebhookPayload>),

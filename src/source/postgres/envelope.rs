@@ -27,6 +27,7 @@ use serde_json::{Value as Json, json};
 
 use super::pgoutput::{Datum, Tuple};
 use super::types::{ColumnType, TypeError};
+use crate::encode::datum;
 
 /// One column of a captured table.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -386,6 +387,187 @@ impl TableSchema {
                 opt_long(Some(processed_us.saturating_mul(1000))),
             ),
         ])
+    }
+}
+
+/// Avro binary straight from a change's cells, without a `Value` tree: the same bytes as the
+/// tree methods above written by [`datum::write_ordered`] (checked by the tests), at a fraction
+/// of the allocations (no record vectors, field names or union boxes per row). An `Err`
+/// means only that this writer cannot say: the caller builds the tree instead, which gives the
+/// canonical error (or handles a value kind this writer does not).
+impl TableSchema {
+    fn write_cell(
+        col: &TableColumn,
+        cell: &impl Cell,
+        required: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RowError> {
+        let union = col.nullable && !required;
+        let bytes = match cell.text() {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) if union => {
+                datum::zigzag(0, out);
+                return Ok(());
+            }
+            Ok(None) => return Err(RowError::NullInNotNull(col.name.clone())),
+            Err(_) => return Err(RowError::NotText(col.name.clone())),
+        };
+        let text = std::str::from_utf8(bytes).map_err(|_| RowError::NotText(col.name.clone()))?;
+        if union {
+            datum::zigzag(1, out);
+        }
+        if let ColumnType::String { .. } = col.ty {
+            datum::bytes(text.as_bytes(), out);
+            return Ok(());
+        }
+        let value = col.ty.parse(text).map_err(|source| RowError::Type {
+            column: col.name.clone(),
+            source,
+        })?;
+        if datum::write_ordered(&value, out) {
+            Ok(())
+        } else {
+            Err(RowError::NotText(col.name.clone()))
+        }
+    }
+
+    fn write_record<C: Cell>(
+        &self,
+        cells: &[C],
+        pick: impl Fn(&TableColumn) -> bool,
+        cell: impl Fn(&TableColumn, &C, &mut Vec<u8>) -> Result<(), RowError>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RowError> {
+        if cells.len() != self.columns.len() {
+            return Err(RowError::Arity {
+                got: cells.len(),
+                want: self.columns.len(),
+            });
+        }
+        for (c, d) in self.columns.iter().zip(cells) {
+            if pick(c) {
+                cell(c, d, out)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`TableSchema::row_of`], written.
+    pub fn write_row<C: Cell>(&self, cells: &[C], out: &mut Vec<u8>) -> Result<(), RowError> {
+        self.write_record(
+            cells,
+            |_| true,
+            |c, d, o| Self::write_cell(c, d, false, o),
+            out,
+        )
+    }
+
+    /// [`TableSchema::key_only_row`], written.
+    pub fn write_key_only_row<C: Cell>(
+        &self,
+        cells: &[C],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RowError> {
+        self.write_record(
+            cells,
+            |_| true,
+            |c, d, o| match (c.is_key, c.nullable, d.text()) {
+                (false, false, Ok(None)) => {
+                    if datum::write_ordered(&c.ty.zero(), o) {
+                        Ok(())
+                    } else {
+                        Err(RowError::NotText(c.name.clone()))
+                    }
+                }
+                _ => Self::write_cell(c, d, false, o),
+            },
+            out,
+        )
+    }
+
+    /// [`TableSchema::key_of`], written.
+    pub fn write_key<C: Cell>(&self, cells: &[C], out: &mut Vec<u8>) -> Result<(), RowError> {
+        self.write_record(
+            cells,
+            |c| c.is_key,
+            |c, d, o| Self::write_cell(c, d, true, o),
+            out,
+        )
+    }
+
+    /// [`TableSchema::envelope`], written: `before` with whether it holds only the key.
+    pub fn write_envelope<C: Cell>(
+        &self,
+        before: Option<(&[C], bool)>,
+        after: Option<&[C]>,
+        op: &str,
+        source: SourceInfo,
+        processed_us: i64,
+        out: &mut Vec<u8>,
+    ) -> Result<(), RowError> {
+        match before {
+            None => datum::zigzag(0, out),
+            Some((cells, key_only)) => {
+                datum::zigzag(1, out);
+                if key_only {
+                    self.write_key_only_row(cells, out)?;
+                } else {
+                    self.write_row(cells, out)?;
+                }
+            }
+        }
+        match after {
+            None => datum::zigzag(0, out),
+            Some(cells) => {
+                datum::zigzag(1, out);
+                self.write_row(cells, out)?;
+            }
+        }
+        let some_long = |v: Option<i64>, out: &mut Vec<u8>| match v {
+            Some(v) => {
+                datum::zigzag(1, out);
+                datum::zigzag(v, out);
+            }
+            None => datum::zigzag(0, out),
+        };
+        // `source`, as [`source_value`].
+        datum::bytes(env!("CARGO_PKG_VERSION").as_bytes(), out);
+        datum::bytes(b"postgresql", out);
+        datum::bytes(self.source.as_bytes(), out);
+        datum::zigzag(source.ts_ms, out);
+        datum::bytes(source.snapshot.as_bytes(), out);
+        datum::bytes(self.database.as_bytes(), out);
+        match &source.sequence {
+            Some(seq) => {
+                datum::zigzag(1, out);
+                datum::bytes(seq.as_bytes(), out);
+            }
+            None => datum::zigzag(0, out),
+        }
+        some_long(Some(source.ts_us), out);
+        some_long(Some(source.ts_us.saturating_mul(1000)), out);
+        datum::bytes(self.schema.as_bytes(), out);
+        datum::bytes(self.table.as_bytes(), out);
+        some_long(source.tx_id, out);
+        some_long(source.lsn, out);
+        some_long(None, out); // xmin
+        datum::zigzag(0, out); // origin
+        some_long(None, out); // origin_lsn
+        // `transaction`, as [`transaction_value`].
+        match &source.transaction {
+            Some(t) => {
+                datum::zigzag(1, out);
+                datum::bytes(t.id.as_bytes(), out);
+                datum::zigzag(t.total_order, out);
+                datum::zigzag(t.data_collection_order, out);
+            }
+            None => datum::zigzag(0, out),
+        }
+        datum::bytes(op.as_bytes(), out);
+        some_long(Some(processed_us.div_euclid(1000)), out);
+        some_long(Some(processed_us), out);
+        some_long(Some(processed_us.saturating_mul(1000)), out);
+        Ok(())
     }
 }
 
