@@ -15,36 +15,44 @@ pub(super) struct RowChange {
     pub(super) op: &'static str,
     pub(super) before: Option<Tuple>,
     pub(super) after: Option<Tuple>,
-    pub(super) old_full: Option<Tuple>,
+    /// `before` holds only the replica identity's columns (REPLICA IDENTITY DEFAULT or USING
+    /// INDEX); otherwise it is the whole old row (FULL), which also fills unchanged TOASTed
+    /// values of `after`.
     pub(super) before_key_only: bool,
 }
 
-pub(super) fn changes(msg: &Message, tombstones: bool) -> Vec<RowChange> {
-    let change = |relation, op, before: Option<&OldTuple>, after: Option<&Tuple>| {
-        let (before, old_full, before_key_only) = match before {
-            Some(OldTuple::Full(t)) => (Some(t.clone()), Some(t.clone()), false),
-            Some(OldTuple::Key(t)) => (Some(t.clone()), None, true),
-            None => (None, None, false),
+impl RowChange {
+    /// The whole old row, when the server sent one (REPLICA IDENTITY FULL).
+    pub(super) fn old_full(&self) -> Option<&Tuple> {
+        self.before.as_ref().filter(|_| !self.before_key_only)
+    }
+}
+
+/// The row changes of `msg`, taking its tuples (nothing is copied but a deleted row's old
+/// tuple for its tombstone).
+pub(super) fn changes(msg: Message, tombstones: bool) -> Vec<RowChange> {
+    let change = |relation, op, before: Option<OldTuple>, after: Option<Tuple>| {
+        let (before, before_key_only) = match before {
+            Some(OldTuple::Full(t)) => (Some(t), false),
+            Some(OldTuple::Key(t)) => (Some(t), true),
+            None => (None, false),
         };
         RowChange {
             relation,
             op,
             before,
-            after: after.cloned(),
-            old_full,
+            after,
             before_key_only,
         }
     };
     match msg {
-        Message::Insert(i) => vec![change(i.relation, "c", None, Some(&i.new))],
-        Message::Update(u) => vec![change(u.relation, "u", u.old.as_ref(), Some(&u.new))],
-        Message::Delete(d) => {
-            let mut out = vec![change(d.relation, "d", Some(&d.old), None)];
-            if tombstones {
-                out.push(change(d.relation, "tombstone", Some(&d.old), None));
-            }
-            out
-        }
+        Message::Insert(i) => vec![change(i.relation, "c", None, Some(i.new))],
+        Message::Update(u) => vec![change(u.relation, "u", u.old, Some(u.new))],
+        Message::Delete(d) if tombstones => vec![
+            change(d.relation, "d", Some(d.old.clone()), None),
+            change(d.relation, "tombstone", Some(d.old), None),
+        ],
+        Message::Delete(d) => vec![change(d.relation, "d", Some(d.old), None)],
         Message::Truncate(t) => t
             .relations
             .iter()
@@ -54,13 +62,17 @@ pub(super) fn changes(msg: &Message, tombstones: bool) -> Vec<RowChange> {
     }
 }
 
-/// Text values of a tuple; an unchanged TOASTed value is taken from the old row when REPLICA
-/// IDENTITY FULL sent one.
-pub(super) fn text_row(t: &Tuple, old: Option<&Tuple>) -> Vec<Option<String>> {
-    t.0.iter()
+/// Text values of a tuple, taking its bytes (valid UTF-8, as the server sends text, is not
+/// copied); an unchanged TOASTed value is taken from the old row when REPLICA IDENTITY FULL
+/// sent one.
+pub(super) fn text_row(t: Tuple, old: Option<&Tuple>) -> Vec<Option<String>> {
+    let text = |b: Vec<u8>| {
+        String::from_utf8(b).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+    };
+    t.0.into_iter()
         .enumerate()
         .map(|(i, d)| match d {
-            Datum::Text(b) | Datum::Binary(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            Datum::Text(b) | Datum::Binary(b) => Some(text(b)),
             Datum::Null => None,
             Datum::UnchangedToast => match old.and_then(|o| o.0.get(i)) {
                 Some(Datum::Text(b)) => Some(String::from_utf8_lossy(b).into_owned()),

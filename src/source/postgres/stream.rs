@@ -632,16 +632,17 @@ impl PostgresSource {
                             let Some(t) = txn.as_mut() else {
                                 continue;
                             };
-                            for change in changes(&msg, self.cfg.tombstones) {
+                            for change in changes(msg, self.cfg.tombstones) {
                                 let Some(rel) = relations.get(&change.relation) else {
                                     return Err(SourceError::Stream(format!("change for unknown relation {}", change.relation)));
                                 };
                                 let mut unchanged_toast = change
                                     .after
                                     .as_ref()
-                                    .map(|a| unfilled(a, change.old_full.as_ref(), &rel.columns))
+                                    .map(|a| unfilled(a, change.old_full(), &rel.columns))
                                     .unwrap_or_default();
-                                let mut after = change.after.as_ref().map(|a| text_row(a, change.old_full.as_ref()));
+                                let old_full = if change.before_key_only { None } else { change.before.as_ref() };
+                                let mut after = change.after.map(|a| text_row(a, old_full));
                                 if let Some(row) = after.as_mut()
                                     && !unchanged_toast.is_empty()
                                 {
@@ -661,7 +662,7 @@ impl PostgresSource {
                                         table_doc: rel.table_doc.clone(),
                                         op: change.op.to_string(),
                                         columns: rel.columns.clone(),
-                                        before: change.before.map(|b| text_row(&b, None)),
+                                        before: change.before.map(|b| text_row(b, None)),
                                         before_key_only: change.before_key_only,
                                         position,
                                         unchanged_toast,
