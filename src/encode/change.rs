@@ -235,6 +235,8 @@ pub fn parts(
 
 /// A change's key and value as Avro binary, written straight from its rows (see
 /// [`TableSchema::write_envelope`](envelope::TableSchema::write_envelope)), with their schemas.
+/// Each datum starts after [`super::FRAME`] bytes left for the Confluent header
+/// ([`super::Encoder::frame_in_place`]).
 pub struct Written {
     /// Value schema.
     pub value_schema: AvroSchema,
@@ -254,7 +256,8 @@ pub fn written(event: &Event, c: &ChangePayload, key_columns: &[String]) -> Opti
     let t = &shape.table;
     let key = match c.after.as_deref().or(c.before.as_deref()) {
         Some(row) => {
-            let mut out = Vec::with_capacity(16);
+            let mut out = vec![0; super::FRAME];
+            out.reserve(16);
             t.write_key(row, &mut out).ok()?;
             Some(out)
         }
@@ -264,6 +267,7 @@ pub fn written(event: &Event, c: &ChangePayload, key_columns: &[String]) -> Opti
         None
     } else {
         let mut out = Vec::with_capacity(256);
+        out.resize(super::FRAME, 0);
         t.write_envelope(
             c.before.as_deref().map(|r| (r, c.before_key_only)),
             c.after.as_deref(),

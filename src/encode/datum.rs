@@ -272,7 +272,17 @@ mod tests {
                     let mut ours = Vec::new();
                     assert!(write_ordered(&v, &mut ours), "covered: {v:?}");
                     assert_eq!(ours, reference, "{op}: {v:?}");
-                    assert_eq!(direct, Some(reference), "{op} written directly: {v:?}");
+                    let direct = direct.expect("written");
+                    assert_eq!(
+                        direct[..crate::encode::FRAME],
+                        [0; crate::encode::FRAME],
+                        "room for the header"
+                    );
+                    assert_eq!(
+                        direct[crate::encode::FRAME..],
+                        reference,
+                        "{op} written directly: {v:?}"
+                    );
                 }
             }
         }

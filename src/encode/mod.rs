@@ -215,6 +215,18 @@ pub fn record_parts(
 
 /// A buffer holding the Confluent framing of `r` (magic byte, schema id), for the datum to
 /// follow: one buffer, no copy.
+/// The Confluent wire format's header: the magic byte 0 and the schema id (big endian).
+pub const FRAME: usize = 5;
+
+/// Writes the Confluent header of schema `id` into the first [`FRAME`] bytes of `datum`, left
+/// for it: the datum itself is neither copied nor moved.
+pub fn frame_in_place(id: u32, datum: &mut [u8]) {
+    if let Some(header) = datum.get_mut(..FRAME) {
+        header[0] = 0;
+        header[1..].copy_from_slice(&id.to_be_bytes());
+    }
+}
+
 fn framed(r: &Registered) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.push(0);
@@ -342,6 +354,17 @@ impl Encoder {
         ordered: bool,
     ) -> Result<Vec<u8>, EncodeError> {
         self.encode(topic, Part::Key, schema, value, ordered).await
+    }
+
+    /// The registry's id of `schema` as the `part` of `topic`'s records (registered once, then
+    /// cached), for [`frame_in_place`].
+    pub async fn schema_id(
+        &self,
+        topic: &str,
+        part: Part,
+        schema: &AvroSchema,
+    ) -> Result<u32, EncodeError> {
+        Ok(self.registered(topic, part, schema).await?.id)
     }
 
     /// Encodes the `part` of a record for `topic` whose Avro binary datum `write` appends

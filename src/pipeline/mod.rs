@@ -458,11 +458,11 @@ impl Pipeline {
         m: &RouteMatch,
         ack: &AckToken,
     ) -> Result<Record, Failure> {
-        let parts = parts_of(event, m)?;
+        let mut parts = parts_of(event, m)?;
         let mut backoff = retry_policy(self.retry_max_elapsed);
         let started = Instant::now();
         loop {
-            match self.encode_parts(event, m, &parts).await {
+            match self.encode_parts(event, m, &mut parts).await {
                 Ok(record) => return Ok(record),
                 Err(e @ EncodeError::Unavailable(_)) => {
                     if ack.is_abandoned() {
@@ -493,7 +493,7 @@ impl Pipeline {
         &self,
         event: &Event,
         m: &RouteMatch,
-        parts: &Parts<'_>,
+        parts: &mut Parts<'_>,
     ) -> Result<Record, EncodeError> {
         let (key, value) = self.encode_once(&m.topic, event, parts).await?;
         let mut record_headers = vec![
@@ -527,31 +527,36 @@ impl Pipeline {
         &self,
         topic: &str,
         event: &Event,
-        parts: &Parts<'_>,
+        parts: &mut Parts<'_>,
     ) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>), EncodeError> {
         let parts = match parts {
             Parts::Tree(parts) => parts,
             Parts::Change(w) => {
-                let key = match &w.key {
-                    Some(k) => Some(
+                // Registered (or found in the cache) first: once both ids are known nothing can
+                // fail, so the written datums are taken, framed in place, not copied.
+                let key_id = match &w.key {
+                    Some(_) => Some(
                         self.encoder
-                            .encode_written(topic, Part::Key, &w.key_schema, |out| {
-                                out.extend_from_slice(k);
-                            })
+                            .schema_id(topic, Part::Key, &w.key_schema)
                             .await?,
                     ),
                     None => None,
                 };
-                let value = match &w.value {
-                    Some(v) => Some(
+                let value_id = match &w.value {
+                    Some(_) => Some(
                         self.encoder
-                            .encode_written(topic, Part::Value, &w.value_schema, |out| {
-                                out.extend_from_slice(v);
-                            })
+                            .schema_id(topic, Part::Value, &w.value_schema)
                             .await?,
                     ),
                     None => None,
                 };
+                let frame = |id: Option<u32>, datum: &mut Option<Vec<u8>>| {
+                    let mut datum = datum.take()?;
+                    crate::encode::frame_in_place(id?, &mut datum);
+                    Some(datum)
+                };
+                let key = frame(key_id, &mut w.key);
+                let value = frame(value_id, &mut w.value);
                 return Ok((key, value));
             }
             Parts::Written(key, payload) => {

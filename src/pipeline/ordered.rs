@@ -459,10 +459,10 @@ impl Worker {
     /// `Err(None)`: the lane closed meanwhile; `Err(Some(f))`: a definite failure.
     async fn encode(&mut self, event: &Event, m: &RouteMatch) -> Result<Record, Option<Failure>> {
         let pipeline = Arc::clone(&self.pipeline);
-        let parts = parts_of(event, m).map_err(Some)?;
+        let mut parts = parts_of(event, m).map_err(Some)?;
         let mut backoff = unbounded_backoff();
         loop {
-            match pipeline.encode_parts(event, m, &parts).await {
+            match pipeline.encode_parts(event, m, &mut parts).await {
                 Ok(record) => {
                     self.unblock(Cause::Registry);
                     return Ok(record);
