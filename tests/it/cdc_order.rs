@@ -503,6 +503,127 @@ async fn a_broker_outage_longer_than_the_retry_budget_dead_letters_nothing_and_k
     daemon::stop(sy).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_blocks_the_source_and_dead_letters_nothing() {
+    let stack = Stack::start();
+    // The registry is reached through a proxy the test cuts (it keeps its schemas meanwhile).
+    let registry_port = stack
+        .registry
+        .url()
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse::<u16>().ok())
+        .expect("registry port");
+    let proxy = crate::support::proxy::Proxy::start(
+        crate::support::free_port(),
+        std::net::SocketAddr::from(([127, 0, 0, 1], registry_port)),
+    );
+    let registry_url = format!("http://127.0.0.1:{}", proxy.port());
+    // rivven-schema's BACKWARD check calls an added optional column incompatible (it cannot
+    // resolve the `Value` reference `after` shares with `before`); a Confluent registry accepts
+    // it. The verdict is not what this test is about: compatibility NONE.
+    let r = reqwest::Client::new()
+        .put(format!("{}/config", stack.registry.url()))
+        .header("content-type", "application/vnd.schemaregistry.v1+json")
+        .body(r#"{"compatibility":"NONE"}"#)
+        .send()
+        .await
+        .expect("registry config");
+    assert!(r.status().is_success());
+    let Db { pg, db, client } = counters_db("regout", 5).await;
+    let path = write_config(
+        stack.dir.path(),
+        "127.0.0.1:0",
+        (&stack.broker.bootstrap(), &registry_url),
+        &pg.url(&db),
+        "\"public.counters\"",
+        "retry_max_elapsed = \"1s\"",
+        ("regout", ""),
+    );
+    let config = load(&path);
+    let store = config.dlq.store.clone();
+    let (sy, url) = daemon::start(config).await;
+    wait_for_slot(&client, "switchyard_regout").await;
+    let (mut rng, seed) = Rng::seeded();
+    eprintln!("seed {seed}");
+    bursts(&client, &mut rng, 5, 10, 5).await;
+    let before = changes_by_key(
+        &stack.broker.bootstrap(),
+        &stack.registry.url(),
+        "counters",
+        5 + 50,
+        60,
+    )
+    .await;
+    assert_eq!(before.values().map(Vec::len).sum::<usize>(), 55);
+
+    // The registry goes away; a new column needs a new schema version for the next changes.
+    proxy.cut();
+    client
+        .batch_execute("ALTER TABLE counters ADD COLUMN note text")
+        .await
+        .expect("alter");
+    bursts(&client, &mut rng, 5, 10, 5).await;
+    let http = daemon::client(Duration::from_secs(5));
+    let reason = wait_for_async(
+        "/readyz to say the source is blocked by the registry",
+        Duration::from_secs(60),
+        || async {
+            let r = http.get(format!("{url}/readyz")).send().await.ok()?;
+            let body: serde_json::Value = r.json().await.ok()?;
+            let source = &body["sources"]["regout"];
+            (source["state"] == "blocked").then(|| source["error"].to_string())
+        },
+    )
+    .await;
+    assert!(
+        reason.contains("schema registry"),
+        "the reason names the registry: {reason}"
+    );
+    wait_for_async(
+        "the source to be blocked for 5 s",
+        Duration::from_secs(60),
+        || async {
+            (metric(
+                &daemon::metrics(&url).await,
+                "switchyard_source_blocked_seconds",
+                "regout",
+            )? >= 5.0)
+                .then_some(())
+        },
+    )
+    .await;
+    proxy.restore();
+
+    let finals = counters(&client).await;
+    let by_key = read_until_final(
+        &stack.broker.bootstrap(),
+        &stack.registry.url(),
+        &finals,
+        120,
+    )
+    .await;
+    for (id, changes) in &by_key {
+        let values = values_in_one_partition(*id, changes);
+        assert_eq!(
+            values.last().copied(),
+            Some(finals[id]),
+            "key {id}: the last record is the row's final state"
+        );
+        assert_resent_suffixes_only(*id, &values);
+    }
+    let dlq = switchyard::dlq::DlqStore::open(&store).await.expect("dlq");
+    let letters = dlq
+        .list(&switchyard::dlq::Selector::default())
+        .await
+        .expect("list");
+    assert!(
+        letters.is_empty(),
+        "a registry outage dead-lettered changes: {letters:?}"
+    );
+    daemon::stop(sy).await;
+}
+
 /// A key's values in offset order depart from strict commit order only by re-sent suffixes:
 /// every value that comes after a newer one is followed again, in order, by every newer
 /// version seen before it (never an older version alone after a newer one), no version is

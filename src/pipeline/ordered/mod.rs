@@ -38,7 +38,8 @@
 //! Tests that fail when this breaks (they read Kafka back): `cdc_order::*`, among them
 //! `updates_of_the_same_keys_reach_kafka_in_commit_order`,
 //! `deletes_are_followed_by_their_tombstone_and_snapshot_reads_precede_later_changes`,
-//! `a_broker_outage_longer_than_the_retry_budget_dead_letters_nothing_and_keeps_order` and
+//! `a_broker_outage_longer_than_the_retry_budget_dead_letters_nothing_and_keeps_order`,
+//! `a_registry_outage_blocks_the_source_and_dead_letters_nothing` and
 //! `kill_and_broker_outages_during_bursts_resend_only_suffixes_in_order`.
 
 use std::collections::VecDeque;
