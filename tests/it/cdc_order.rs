@@ -463,24 +463,8 @@ async fn a_broker_outage_longer_than_the_retry_budget_dead_letters_nothing_and_k
 
     let finals = counters(&client).await;
     let by_key = read_until_final(&broker.bootstrap(), &registry.url(), &finals, 120).await;
-    for (id, changes) in &by_key {
-        let values = values_in_one_partition(*id, changes);
-        assert_eq!(
-            values.last().copied(),
-            Some(finals[id]),
-            "key {id}: the last record is the row's final state"
-        );
-        assert_resent_suffixes_only(*id, &values);
-    }
-    let dlq = switchyard::dlq::DlqStore::open(&store).await.expect("dlq");
-    let letters = dlq
-        .list(&switchyard::dlq::Selector::default())
-        .await
-        .expect("list");
-    assert!(
-        letters.is_empty(),
-        "an outage dead-lettered changes: {letters:?}"
-    );
+    assert_final_state_after_resent_suffixes(&by_key, &finals);
+    assert_dlq_empty(&store, "an outage").await;
     // A last transaction: once the slot confirms a position past the WAL's end before it,
     // it confirmed that commit and every one before it.
     let end = lsn(&client, "SELECT pg_current_wal_insert_lsn()::text")
@@ -603,8 +587,21 @@ async fn a_registry_outage_blocks_the_source_and_dead_letters_nothing() {
         120,
     )
     .await;
-    for (id, changes) in &by_key {
+    assert_final_state_after_resent_suffixes(&by_key, &finals);
+    assert_dlq_empty(&store, "a registry outage").await;
+    daemon::stop(sy).await;
+}
+
+/// Every key of `by_key` is in one partition, ends in its row's final value (`finals`) and
+/// departs from commit order only by re-sent suffixes; returns the number of records.
+fn assert_final_state_after_resent_suffixes(
+    by_key: &BTreeMap<i64, Vec<Change>>,
+    finals: &BTreeMap<i64, i64>,
+) -> usize {
+    let mut total = 0;
+    for (id, changes) in by_key {
         let values = values_in_one_partition(*id, changes);
+        total += values.len();
         assert_eq!(
             values.last().copied(),
             Some(finals[id]),
@@ -612,16 +609,20 @@ async fn a_registry_outage_blocks_the_source_and_dead_letters_nothing() {
         );
         assert_resent_suffixes_only(*id, &values);
     }
-    let dlq = switchyard::dlq::DlqStore::open(&store).await.expect("dlq");
+    total
+}
+
+/// The dead-letter store at `store` holds nothing (`what` dead-lettered nothing).
+async fn assert_dlq_empty(store: &switchyard::config::DlqStoreConfig, what: &str) {
+    let dlq = switchyard::dlq::DlqStore::open(store).await.expect("dlq");
     let letters = dlq
         .list(&switchyard::dlq::Selector::default())
         .await
         .expect("list");
     assert!(
         letters.is_empty(),
-        "a registry outage dead-lettered changes: {letters:?}"
+        "{what} dead-lettered changes: {letters:?}"
     );
-    daemon::stop(sy).await;
 }
 
 /// A key's values in offset order depart from strict commit order only by re-sent suffixes:
@@ -755,29 +756,11 @@ async fn kill_and_broker_outages_during_bursts_resend_only_suffixes_in_order() {
     writer.await.expect("writer");
     let finals = counters(&client).await;
     let by_key = read_until_final(&broker.bootstrap(), &registry.url(), &finals, 120).await;
-    let mut total = 0;
-    for (id, changes) in &by_key {
-        let values = values_in_one_partition(*id, changes);
-        total += values.len();
-        assert_eq!(
-            values.last().copied(),
-            Some(finals[id]),
-            "key {id}: the last record is the row's final state"
-        );
-        assert_resent_suffixes_only(*id, &values);
-    }
+    let total = assert_final_state_after_resent_suffixes(&by_key, &finals);
     eprintln!(
         "two kills and two outages: {total} records for {} versions",
         finals.values().map(|v| v + 1).sum::<i64>()
     );
-    let dlq = switchyard::dlq::DlqStore::open(&store).await.expect("dlq");
-    let letters = dlq
-        .list(&switchyard::dlq::Selector::default())
-        .await
-        .expect("list");
-    assert!(
-        letters.is_empty(),
-        "faults dead-lettered changes: {letters:?}"
-    );
+    assert_dlq_empty(&store, "faults").await;
     drop(sy);
 }
