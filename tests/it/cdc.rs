@@ -435,14 +435,7 @@ async fn columns_added_and_dropped_mid_stream_register_new_schema_versions_and_l
     // shares with `before` (Debezium's layout) and calls an added optional column
     // incompatible; a Confluent registry accepts it. The registry's verdict is not what this
     // test is about (the DLQ tests cover rejections), so compatibility is NONE here.
-    let r = reqwest::Client::new()
-        .put(format!("{}/config", registry.url()))
-        .header("content-type", "application/vnd.schemaregistry.v1+json")
-        .body(r#"{"compatibility":"NONE"}"#)
-        .send()
-        .await
-        .expect("registry config");
-    assert!(r.status().is_success());
+    registry.set_compatibility(None, "NONE").await;
     let (sy, _) = daemon::start(Config::load(&path).expect("config")).await;
     wait_for_slot(&client, "switchyard_shop").await;
     for sql in [
@@ -1426,14 +1419,7 @@ async fn a_schema_change_the_registry_rejects_dead_letters_those_rows_and_the_st
              CREATE TABLE audit (id int PRIMARY KEY);",
     )
     .await;
-    let r = reqwest::Client::new()
-        .put(format!("{}/config", stack.registry.url()))
-        .header("content-type", "application/vnd.schemaregistry.v1+json")
-        .body(r#"{"compatibility":"BACKWARD"}"#)
-        .send()
-        .await
-        .expect("registry config");
-    assert!(r.status().is_success());
+    stack.registry.set_compatibility(None, "BACKWARD").await;
     let config = cdc_config(
         stack.dir.path(),
         (&stack.broker.bootstrap(), &stack.registry.url()),

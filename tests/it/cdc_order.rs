@@ -65,12 +65,14 @@ fn load(path: &Path) -> Config {
 struct Rng(u64);
 
 impl Rng {
-    fn seeded() -> (Rng, u64) {
+    /// Seeded from the clock; the seed is printed, to replay a failure.
+    fn seeded() -> Rng {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::from(d.subsec_nanos()))
             .unwrap_or(7);
-        (Rng(seed | 1), seed)
+        eprintln!("seed {seed}");
+        Rng(seed | 1)
     }
 
     fn below(&mut self, n: u64) -> u64 {
@@ -198,6 +200,29 @@ async fn counters_db(name: &str, rows: i64) -> Db {
     .await
 }
 
+/// Starts switchyard in-process on `stack`, streaming table `counters` of `pg_url` as source
+/// `name` (with `source` lines added), and waits until its slot exists.
+async fn stream_counters(
+    stack: &Stack,
+    pg_url: &str,
+    client: &tokio_postgres::Client,
+    name: &str,
+    source: &str,
+) -> switchyard::daemon::Daemon {
+    let path = write_config(
+        stack.dir.path(),
+        "127.0.0.1:0",
+        (&stack.broker.bootstrap(), &stack.registry.url()),
+        pg_url,
+        "\"public.counters\"",
+        "",
+        (name, source),
+    );
+    let (sy, _) = daemon::start(load(&path)).await;
+    wait_for_slot(client, &format!("switchyard_{name}")).await;
+    sy
+}
+
 /// `n` transactions of `per` updates `v = v + 1` of keys drawn from 1..=keys (a key often
 /// several times in one transaction).
 async fn bursts(client: &tokio_postgres::Client, rng: &mut Rng, keys: u64, n: usize, per: usize) {
@@ -218,19 +243,8 @@ async fn bursts(client: &tokio_postgres::Client, rng: &mut Rng, keys: u64, n: us
 async fn updates_of_the_same_keys_reach_kafka_in_commit_order() {
     let stack = Stack::start();
     let Db { pg, db, client } = counters_db("order", 20).await;
-    let path = write_config(
-        stack.dir.path(),
-        "127.0.0.1:0",
-        (&stack.broker.bootstrap(), &stack.registry.url()),
-        &pg.url(&db),
-        "\"public.counters\"",
-        "",
-        ("order", ""),
-    );
-    let (sy, _) = daemon::start(load(&path)).await;
-    wait_for_slot(&client, "switchyard_order").await;
-    let (mut rng, seed) = Rng::seeded();
-    eprintln!("seed {seed}");
+    let sy = stream_counters(&stack, &pg.url(&db), &client, "order", "").await;
+    let mut rng = Rng::seeded();
     // 400 transactions of 50 updates of 20 keys, then 1,000 transactions of one update.
     bursts(&client, &mut rng, 20, 400, 50).await;
     bursts(&client, &mut rng, 20, 1000, 1).await;
@@ -273,19 +287,15 @@ async fn deletes_are_followed_by_their_tombstone_and_snapshot_reads_precede_late
     let stack = Stack::start();
     let Db { pg, db, client } = counters_db("tombstones", 2000).await;
     // Small snapshot chunks: the changes below are written while the snapshot still copies.
-    let path = write_config(
-        stack.dir.path(),
-        "127.0.0.1:0",
-        (&stack.broker.bootstrap(), &stack.registry.url()),
+    let sy = stream_counters(
+        &stack,
         &pg.url(&db),
-        "\"public.counters\"",
-        "",
-        ("tomb", "snapshot_chunk_rows = 100"),
-    );
-    let (sy, _) = daemon::start(load(&path)).await;
-    wait_for_slot(&client, "switchyard_tomb").await;
-    let (mut rng, seed) = Rng::seeded();
-    eprintln!("seed {seed}");
+        &client,
+        "tomb",
+        "snapshot_chunk_rows = 100",
+    )
+    .await;
+    let mut rng = Rng::seeded();
     // What each key must show, in order: its snapshot read, then every change of it.
     let mut expected: HashMap<i64, Vec<(String, Option<i64>)>> = (1..=2000)
         .map(|id| (id, vec![("r".to_string(), Some(0))]))
@@ -398,8 +408,7 @@ async fn a_broker_outage_longer_than_the_retry_budget_dead_letters_nothing_and_k
     let store = config.dlq.store.clone();
     let (sy, url) = daemon::start(config).await;
     wait_for_slot(&client, "switchyard_outage").await;
-    let (mut rng, seed) = Rng::seeded();
-    eprintln!("seed {seed}");
+    let mut rng = Rng::seeded();
     bursts(&client, &mut rng, 10, 20, 10).await;
     let before = changes_by_key(
         &broker.bootstrap(),
@@ -506,14 +515,7 @@ async fn a_registry_outage_blocks_the_source_and_dead_letters_nothing() {
     // rivven-schema's BACKWARD check calls an added optional column incompatible (it cannot
     // resolve the `Value` reference `after` shares with `before`); a Confluent registry accepts
     // it. The verdict is not what this test is about: compatibility NONE.
-    let r = reqwest::Client::new()
-        .put(format!("{}/config", stack.registry.url()))
-        .header("content-type", "application/vnd.schemaregistry.v1+json")
-        .body(r#"{"compatibility":"NONE"}"#)
-        .send()
-        .await
-        .expect("registry config");
-    assert!(r.status().is_success());
+    stack.registry.set_compatibility(None, "NONE").await;
     let Db { pg, db, client } = counters_db("regout", 5).await;
     let path = write_config(
         stack.dir.path(),
@@ -528,8 +530,7 @@ async fn a_registry_outage_blocks_the_source_and_dead_letters_nothing() {
     let store = config.dlq.store.clone();
     let (sy, url) = daemon::start(config).await;
     wait_for_slot(&client, "switchyard_regout").await;
-    let (mut rng, seed) = Rng::seeded();
-    eprintln!("seed {seed}");
+    let mut rng = Rng::seeded();
     bursts(&client, &mut rng, 5, 10, 5).await;
     let before = changes_by_key(
         &stack.broker.bootstrap(),
@@ -699,8 +700,7 @@ async fn kill_and_broker_outages_during_bursts_resend_only_suffixes_in_order() {
     let start = |n: usize| daemon::spawn_binary(&path, dir.path().join(format!("sy-{n}.log")));
     let mut sy = start(0);
     wait_for_slot(&client, "switchyard_faults").await;
-    let (mut rng, seed) = Rng::seeded();
-    eprintln!("seed {seed}");
+    let mut rng = Rng::seeded();
     let writer = {
         let url = pg.libpq(&db);
         let mut rng = Rng(rng.0 ^ 0x9e37_79b9);

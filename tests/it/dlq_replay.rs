@@ -293,14 +293,9 @@ async fn a_schema_the_registry_rejects_is_dead_lettered_and_replays_once_compati
     );
 
     // Fix: the subject's owner relaxes compatibility.
-    let r = http
-        .put(format!("{}/config/invoices-value", registry.url()))
-        .header("content-type", "application/vnd.schemaregistry.v1+json")
-        .body(r#"{"compatibility":"NONE"}"#)
-        .send()
-        .await
-        .expect("config");
-    assert!(r.status().is_success());
+    registry
+        .set_compatibility(Some("invoices-value"), "NONE")
+        .await;
     let replay = switchyard(&path, &["dlq", "replay", "--class", "schema"]);
     assert!(
         replay.status.success(),

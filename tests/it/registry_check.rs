@@ -110,14 +110,9 @@ async fn check_registry_reports_new_compatible_and_rejected_subjects_without_reg
         "{}",
         r.text().await.unwrap_or_default()
     );
-    let r = http
-        .put(format!("{}/config/payments-value", registry.url()))
-        .header("content-type", "application/vnd.schemaregistry.v1+json")
-        .body(r#"{"compatibility":"BACKWARD"}"#)
-        .send()
-        .await
-        .expect("config");
-    assert!(r.status().is_success());
+    registry
+        .set_compatibility(Some("payments-value"), "BACKWARD")
+        .await;
 
     let (code, out) = check(&path);
     assert_eq!(code, Some(0), "{out}");
