@@ -185,24 +185,6 @@ impl AuthProxy {
         format!("http://127.0.0.1:{}", self.port)
     }
 
-    /// Sets the compatibility `level` (`NONE`, `BACKWARD`, …) of `subject`, or the registry's
-    /// default with `None`, and asserts the registry took it.
-    pub async fn set_compatibility(&self, subject: Option<&str>, level: &str) {
-        let path = subject.map_or_else(|| "config".to_string(), |s| format!("config/{s}"));
-        let r = reqwest::Client::new()
-            .put(format!("{}/{path}", self.url()))
-            .header("content-type", "application/vnd.schemaregistry.v1+json")
-            .body(format!(r#"{{"compatibility":"{level}"}}"#))
-            .send()
-            .await
-            .expect("registry config");
-        assert!(
-            r.status().is_success(),
-            "compatibility {level} for {path}: {}",
-            r.status()
-        );
-    }
-
     /// (requests forwarded, requests refused) so far.
     pub fn seen(&self) -> (usize, usize) {
         use std::sync::atomic::Ordering;
