@@ -268,13 +268,7 @@ impl Pipeline {
         parent: Option<&opentelemetry::Context>,
     ) -> Delivery {
         if matches.is_empty() {
-            let f = Failure {
-                class: ErrorClass::Unroutable,
-                message: format!(
-                    "no route takes this {} event from source `{}`",
-                    event.event_type, event.source
-                ),
-            };
+            let f = no_route(event);
             return match self.unmatched() {
                 Unmatched::Drop => {
                     self.count_unmatched(&event.source);
@@ -293,10 +287,7 @@ impl Pipeline {
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {
-                    let f = Failure {
-                        class: ErrorClass::Unroutable,
-                        message: e.to_string(),
-                    };
+                    let f = unroutable(&e);
                     if let Err(f) =
                         Box::pin(self.dead_letter(event, Some(&e.route), None, None, f)).await
                     {
@@ -628,6 +619,25 @@ pub(crate) fn parts_of<'e>(event: &'e Event, m: &RouteMatch) -> Result<Parts<'e>
             message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
         })?),
     })
+}
+
+/// The failure of an event no route takes.
+pub(crate) fn no_route(event: &Event) -> Failure {
+    Failure {
+        class: ErrorClass::Unroutable,
+        message: format!(
+            "no route takes this {} event from source `{}`",
+            event.event_type, event.source
+        ),
+    }
+}
+
+/// The failure of a route that took an event but could not name its topic.
+pub(crate) fn unroutable(e: &RouteError) -> Failure {
+    Failure {
+        class: ErrorClass::Unroutable,
+        message: e.to_string(),
+    }
 }
 
 /// A definite encoding failure of route `m`, classified.

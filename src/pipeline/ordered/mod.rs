@@ -63,8 +63,8 @@ mod recovery;
 use recovery::{Blocked, Cause, unbounded_backoff};
 
 use super::{
-    Matches, Pipeline, halted, observe_end_to_end, parts_of, produce_span, route_failure,
-    route_span,
+    Matches, Pipeline, halted, no_route, observe_end_to_end, parts_of, produce_span, route_failure,
+    route_span, unroutable,
 };
 use crate::ack::{AckToken, Delivery, Failure};
 use crate::config::{OnError, Unmatched};
@@ -363,13 +363,7 @@ impl Worker {
             failed: None,
         };
         if matches.is_empty() {
-            let f = Failure {
-                class: ErrorClass::Unroutable,
-                message: format!(
-                    "no route takes this {} event from source `{}`",
-                    pending.event.event_type, pending.event.source
-                ),
-            };
+            let f = no_route(&pending.event);
             match unmatched {
                 Unmatched::Drop => pipeline.count_unmatched(&pending.event.source),
                 Unmatched::Dlq => self.dead_letter(&mut pending, None, None, f).await,
@@ -382,10 +376,7 @@ impl Worker {
             let m = match m {
                 Ok(m) => m,
                 Err(e) => {
-                    let f = Failure {
-                        class: ErrorClass::Unroutable,
-                        message: e.to_string(),
-                    };
+                    let f = unroutable(&e);
                     let route = Arc::clone(&e.route);
                     self.dead_letter(&mut pending, Some((&route, None)), None, f)
                         .await;
