@@ -255,11 +255,26 @@ async fn a_second_signal_exits_at_once_while_the_drain_waits_for_kafka() {
     )
     .await;
     sy.signal("TERM");
-    // Stopping: new requests are refused with 503 while the drain waits.
-    wait_for_async("a 503 while stopping", Duration::from_secs(10), || async {
-        (post("late").await == 503).then_some(())
-    })
+    // Stopping: new requests are refused with 503 while the drain waits. Wait for the daemon to
+    // say it is stopping first (the flag /readyz reads is the one that refuses webhooks): a post
+    // sent before the signal is handled would be taken, and wait for Kafka like "stuck".
+    wait_for_async(
+        "/readyz to say stopping",
+        Duration::from_secs(10),
+        || async {
+            let body = client
+                .get(format!("{url}/readyz"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            body.contains("shutting down").then_some(())
+        },
+    )
     .await;
+    assert_eq!(post("late").await, 503, "a new webhook while stopping");
     let started = std::time::Instant::now();
     sy.signal("TERM");
     let status = sy.wait_exit(Duration::from_secs(10));
