@@ -33,8 +33,8 @@ CREATE TABLE IF NOT EXISTS switchyard_dead_letters (
     claimed_by TEXT,
     claimed_until BIGINT
 );
-CREATE UNIQUE INDEX IF NOT EXISTS switchyard_dead_letters_pending_event
-    ON switchyard_dead_letters(event_id, route) WHERE status = 'pending';
+CREATE UNIQUE INDEX IF NOT EXISTS switchyard_dead_letters_pending_source_event
+    ON switchyard_dead_letters(source, event_id, route) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS switchyard_dead_letters_status
     ON switchyard_dead_letters(status, last_failed_at);
 CREATE TABLE IF NOT EXISTS switchyard_dlq_audit (
@@ -58,6 +58,19 @@ CREATE TABLE IF NOT EXISTS switchyard_state (
 );
 ";
 
+/// Changes to stores made by earlier versions, run after [`SCHEMA`] in the same transaction
+/// (each statement is a no-op once applied):
+/// - pending dead letters are unique per (source, event id, route), no longer per (event id,
+///   route), which merged the dead letters of two sources that used the same event id. The old
+///   key was stricter, so the new index always builds; rows keep their ids and data.
+const MIGRATIONS: &str = "
+DROP INDEX IF EXISTS switchyard_dead_letters_pending_event;
+";
+
+/// The advisory lock (transaction-level) that serialises instances creating or upgrading the
+/// tables at once.
+const SCHEMA_LOCK: i64 = 7406230;
+
 const TABLE: &str = "switchyard_dead_letters";
 
 /// The PostgreSQL store.
@@ -66,10 +79,15 @@ pub struct PostgresStore {
 }
 
 fn pg(e: tokio_postgres::Error) -> DlqError {
-    DlqError::Postgres(match e.as_db_error() {
+    DlqError::Postgres(pg_message(&e))
+}
+
+/// The server's message if it sent one, else the client's.
+fn pg_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
         Some(db) => db.message().to_string(),
         None => e.to_string(),
-    })
+    }
 }
 
 fn bind(params: &[Param]) -> Vec<Box<dyn ToSql + Sync + Send>> {
@@ -99,13 +117,20 @@ impl PostgresStore {
                 tracing::warn!(error = %e, "dead-letter store connection closed");
             }
         });
-        // Concurrent first starts race on CREATE … IF NOT EXISTS; serialise them.
+        // Concurrent first starts (and upgrades) race on CREATE … IF NOT EXISTS and the
+        // migrations; serialise them: one transaction under a transaction-level advisory lock,
+        // so the lock goes with the transaction whatever happens.
         client
             .batch_execute(&format!(
-                "SELECT pg_advisory_lock(7406230); {SCHEMA} SELECT pg_advisory_unlock(7406230);"
+                "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} {MIGRATIONS} COMMIT;"
             ))
             .await
-            .map_err(pg)?;
+            .map_err(|e| {
+                DlqError::Postgres(format!(
+                    "creating or upgrading the tables: {}",
+                    pg_message(&e)
+                ))
+            })?;
         Ok(PostgresStore { client })
     }
 
@@ -118,7 +143,7 @@ impl PostgresStore {
                         event_json, record_key, record_value, class, message, attempts,
                         first_failed_at, last_failed_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $12)
-                     ON CONFLICT (event_id, route) WHERE status = 'pending' DO UPDATE SET
+                     ON CONFLICT (source, event_id, route) WHERE status = 'pending' DO UPDATE SET
                         attempts = {TABLE}.attempts + excluded.attempts,
                         last_failed_at = excluded.last_failed_at,
                         updated_at = excluded.updated_at,

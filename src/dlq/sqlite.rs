@@ -42,8 +42,8 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     claimed_by TEXT,
     claimed_until INTEGER
 );
-CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_pending_event
-    ON dead_letters(event_id, route) WHERE status = 'pending';
+CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_pending_source_event
+    ON dead_letters(source, event_id, route) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS dead_letters_status ON dead_letters(status, last_failed_at);
 CREATE TABLE IF NOT EXISTS audit_log (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -64,6 +64,15 @@ CREATE TABLE IF NOT EXISTS state (
     value TEXT NOT NULL,
     updated_at INTEGER NOT NULL
 );
+";
+
+/// Changes to stores made by earlier versions, run after [`SCHEMA`] in the same transaction
+/// (each statement is a no-op once applied):
+/// - pending dead letters are unique per (source, event id, route), no longer per (event id,
+///   route), which merged the dead letters of two sources that used the same event id. The old
+///   key was stricter, so the new index always builds; rows keep their ids and data.
+const MIGRATIONS: &str = "
+DROP INDEX IF EXISTS dead_letters_pending_event;
 ";
 
 /// The deduplication ids' log, in a file of its own beside the store (see [`ids_file`]): one
@@ -162,7 +171,10 @@ impl SqliteStore {
                 Ok(conn)
             };
             let conn = open("FULL")?;
-            conn.execute_batch(SCHEMA).map_err(|e| e.to_string())?;
+            // One write transaction: a daemon and a CLI opening an old file at once migrate it
+            // once (the second waits for the first, then finds nothing to do).
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} {MIGRATIONS} COMMIT;"))
+                .map_err(|e| format!("creating or upgrading the tables: {e}"))?;
             let mut seen = open_ids()?;
             seen.execute_batch(IDS_SCHEMA).map_err(|e| e.to_string())?;
             seen::adopt_old_log(&mut seen).map_err(|e| e.to_string())?;
@@ -259,7 +271,7 @@ impl SqliteStore {
                     event_json, record_key, record_value, class, message, attempts,
                     first_failed_at, last_failed_at, updated_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12, ?12)
-                 ON CONFLICT (event_id, route) WHERE status = 'pending' DO UPDATE SET
+                 ON CONFLICT (source, event_id, route) WHERE status = 'pending' DO UPDATE SET
                     attempts = attempts + excluded.attempts,
                     last_failed_at = excluded.last_failed_at,
                     updated_at = excluded.updated_at,

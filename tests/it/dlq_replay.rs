@@ -309,6 +309,129 @@ async fn a_schema_the_registry_rejects_is_dead_lettered_and_replays_once_compati
     assert_eq!(list(&path, "replayed").len(), 1);
 }
 
+/// Two webhook sources whose events no route takes (`[router] unmatched = "dlq"`): with
+/// `filtered`, each source's route asks for an event type that never comes.
+fn two_sources_config(dir: &Path, setup: &Setup, filtered: bool) -> std::path::PathBuf {
+    let path = write_config(dir, setup);
+    let filter = if filtered {
+        "event_types = [\"never.*\"]"
+    } else {
+        ""
+    };
+    let text = std::fs::read_to_string(&path).expect("read").replace(
+        "topic = \"merged\"\n",
+        &format!("topic = \"merged\"\n{filter}\n"),
+    );
+    let text = format!(
+        "{text}
+[sources.billing]
+type = \"webhook\"
+
+[[routes]]
+name = \"billing-to-kafka\"
+source = \"billing\"
+topic = \"merged\"
+{filter}
+
+[router]
+unmatched = \"dlq\"
+"
+    );
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_sources_dead_lettering_the_same_event_id_keep_two_entries_and_both_replay() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let setup = Setup::new(&broker, &registry, "merged");
+    let path = two_sources_config(dir.path(), &setup, true);
+    let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
+    let client = daemon::client(Duration::from_secs(30));
+    for source in ["orders", "billing"] {
+        let r = client
+            .post(format!("{url}/webhooks/{source}"))
+            .header("webhook-id", "same-1")
+            .body(format!(r#"{{"from":"{source}"}}"#))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.json::<serde_json::Value>().await.expect("json")["status"],
+            "dead_lettered",
+            "{source}"
+        );
+    }
+    daemon::stop(sy).await;
+    let pending = list(&path, "pending");
+    let mut entries: Vec<(String, String, String)> = pending
+        .iter()
+        .map(|e| {
+            (
+                e["source"].as_str().expect("source").to_string(),
+                e["event_id"].as_str().expect("event_id").to_string(),
+                e["class"].as_str().expect("class").to_string(),
+            )
+        })
+        .collect();
+    entries.sort();
+    assert_eq!(
+        entries,
+        [
+            ("billing".into(), "same-1".into(), "unroutable".into()),
+            ("orders".into(), "same-1".into(), "unroutable".into()),
+        ],
+        "one entry per source: {pending:?}"
+    );
+
+    // The routes take every event type again: both entries replay, each with its own body.
+    two_sources_config(dir.path(), &setup, false);
+    let replay = switchyard(&path, &["dlq", "replay", "--class", "unroutable"]);
+    assert!(
+        replay.status.success(),
+        "{}",
+        String::from_utf8_lossy(&replay.stderr)
+    );
+    assert!(list(&path, "pending").is_empty());
+    let bootstrap = broker.bootstrap();
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic(&bootstrap, "merged", 3, Duration::from_secs(5))
+    })
+    .await
+    .expect("consumer");
+    let dec = decoder(&registry.url());
+    let mut delivered = Vec::new();
+    for r in records {
+        let (_, v) = decode(&dec, &r.value).await;
+        delivered.push((
+            v["source"].as_str().expect("source").to_string(),
+            v["id"].as_str().expect("id").to_string(),
+            v["data"].as_str().expect("data").to_string(),
+        ));
+    }
+    delivered.sort();
+    assert_eq!(
+        delivered,
+        [
+            (
+                "switchyard/billing".into(),
+                "same-1".into(),
+                r#"{"from":"billing"}"#.into()
+            ),
+            (
+                "switchyard/orders".into(),
+                "same-1".into(),
+                r#"{"from":"orders"}"#.into()
+            ),
+        ]
+    );
+}
+
 async fn fill(path: &Path, n: usize) -> DlqStore {
     let config = Config::load(path).expect("config");
     let store = DlqStore::open(&config.dlq.store).await.expect("store");

@@ -1,7 +1,9 @@
 //! One conformance suite for both dead-letter stores: what on-call relies on, whichever backend.
 
 use switchyard::config::DlqStoreConfig;
-use switchyard::dlq::{AuditEntry, DlqStore, EncodedRecord, NewDeadLetter, Selector, Status};
+use switchyard::dlq::{
+    AuditEntry, DeadLetter, DlqStore, EncodedRecord, NewDeadLetter, Selector, Status,
+};
 use switchyard::error::ErrorClass;
 use switchyard::event::{Event, EventId, Payload, WebhookPayload, now_micros};
 
@@ -9,13 +11,18 @@ use crate::support::postgres::PgCluster;
 use crate::support::scratch;
 
 pub fn webhook_event(id: &str, body: &str) -> Event {
+    webhook_event_from("orders", id, body)
+}
+
+/// A webhook event of `source`.
+pub fn webhook_event_from(source: &str, id: &str, body: &str) -> Event {
     Event {
         id: EventId::from_provider(id),
-        source: "orders".into(),
+        source: source.into(),
         event_type: "order.created".into(),
         received_at_micros: now_micros(),
         payload: Payload::Webhook(WebhookPayload {
-            path: "/webhooks/orders".into(),
+            path: format!("/webhooks/{source}"),
             content_type: Some("application/json".into()),
             headers: vec![("webhook-id".into(), id.into())].into(),
             body: body.into(),
@@ -309,6 +316,64 @@ async fn conformance(store: DlqStore) {
         Some("{\"rows\":2}")
     );
 
+    // Two sources may use the same event id on the same route: two entries, each with its
+    // own event (before, the second was answered `dead_lettered` and merged into the first).
+    let mut from_billing = letter("e9", "r9", ErrorClass::Produce);
+    from_billing.event = webhook_event_from("billing", "e9", r#"{"from":"billing"}"#);
+    let mut from_orders = letter("e9", "r9", ErrorClass::Produce);
+    from_orders.event = webhook_event_from("orders", "e9", r#"{"from":"orders"}"#);
+    let billing_id = store.put(&from_billing).await.expect("put");
+    let orders_id = store.put(&from_orders).await.expect("put");
+    assert_ne!(billing_id, orders_id, "one entry per source");
+    assert_eq!(
+        store.put(&from_orders).await.expect("put again"),
+        orders_id,
+        "the same source's event failing again is still one entry"
+    );
+    let both = store
+        .list(&Selector {
+            route: Some("r9".into()),
+            ..pending()
+        })
+        .await
+        .expect("list");
+    let seen: Vec<(i64, &str, i64, Option<&Event>)> = both
+        .iter()
+        .map(|d| (d.id, d.source.as_str(), d.attempts, d.event.as_ref()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (billing_id, "billing", 1, Some(&from_billing.event)),
+            (orders_id, "orders", 2, Some(&from_orders.event)),
+        ]
+    );
+    // Both replayable: claimed, each with its own event, and marked replayed.
+    let claimed = store
+        .claim(
+            &Selector {
+                route: Some("r9".into()),
+                ..pending()
+            },
+            "host:9",
+            lease,
+            10,
+        )
+        .await
+        .expect("claim");
+    assert_eq!(
+        claimed.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![billing_id, orders_id]
+    );
+    for d in &claimed {
+        assert!(
+            store
+                .mark_replayed(d.id, "host:9", "replayed")
+                .await
+                .expect("mark")
+        );
+    }
+
     // Webhook deduplication ids: remembered, indexed, found, listed newest first, purged.
     let t = now_micros();
     store
@@ -418,4 +483,251 @@ async fn the_postgres_store_passes_the_conformance_suite() {
         .await
         .expect("open postgres store");
     conformance(store).await;
+}
+
+/// The dead letters a store made by the previous version held (ids are filled in as they are
+/// inserted): a pending entry with its encoded record, a replayed copy of the same event and
+/// route, and an unroutable one.
+fn old_rows() -> Vec<DeadLetter> {
+    let event = |id: &str| webhook_event(id, &format!(r#"{{"old":"{id}"}}"#));
+    let base = DeadLetter {
+        id: 0,
+        event_id: "m1".into(),
+        source: "orders".into(),
+        route: Some("r1".into()),
+        topic: Some("orders".into()),
+        key: Some("m1".into()),
+        class: "schema".into(),
+        message: "incompatible".into(),
+        attempts: 3,
+        first_failed_at: 1_000,
+        last_failed_at: 2_000,
+        status: Status::Pending,
+        replay_count: 0,
+        resolution: None,
+        event: Some(event("m1")),
+        record: Some(EncodedRecord {
+            key: Some(vec![0, 0, 0, 0, 1, 7]),
+            value: vec![0, 0, 0, 0, 2, 8, 8],
+        }),
+    };
+    vec![
+        base.clone(),
+        DeadLetter {
+            status: Status::Replayed,
+            replay_count: 1,
+            resolution: Some("replayed by old:1".into()),
+            ..base.clone()
+        },
+        DeadLetter {
+            event_id: "m2".into(),
+            route: None,
+            topic: None,
+            key: None,
+            class: "unroutable".into(),
+            message: "no route takes it".into(),
+            attempts: 1,
+            event: Some(event("m2")),
+            record: None,
+            ..base
+        },
+    ]
+}
+
+/// Opens a store the previous version made (twice at once, as two replicas starting together
+/// would) and checks that every row kept its id and data and that pending dead letters are now
+/// keyed by (source, event id, route); then reopens it (the upgrade is done once).
+async fn check_upgraded(config: &DlqStoreConfig, old: &[DeadLetter]) {
+    let (a, b) = tokio::join!(DlqStore::open(config), DlqStore::open(config));
+    let store = a.expect("the old store opens");
+    drop(b.expect("the old store opens in a second instance at the same moment"));
+    assert_eq!(
+        store.list(&Selector::default()).await.expect("list"),
+        old,
+        "every row keeps its id and data"
+    );
+
+    // The new key is in force: another source's event with the same id and route is an entry
+    // of its own, and the old source's event failing again still updates the old entry.
+    let mut billing = letter("m1", "r1", ErrorClass::Produce);
+    billing.event = webhook_event_from("billing", "m1", r#"{"from":"billing"}"#);
+    let billing_id = store.put(&billing).await.expect("put");
+    assert!(old.iter().all(|d| d.id != billing_id), "a new entry");
+    let again = store
+        .put(&letter("m1", "r1", ErrorClass::Produce))
+        .await
+        .expect("put");
+    assert_eq!(again, old[0].id, "the pending entry of the same source");
+    let updated = store.get(again).await.expect("get").expect("exists");
+    assert_eq!((updated.attempts, updated.event), (4, old[0].event.clone()));
+    drop(store);
+
+    let store = DlqStore::open(config).await.expect("reopen");
+    let rows = store.list(&Selector::default()).await.expect("list");
+    assert_eq!(
+        rows.iter().map(|d| d.id).collect::<Vec<_>>(),
+        vec![old[0].id, old[1].id, old[2].id, billing_id]
+    );
+    assert_eq!(rows[1], old[1]);
+    assert_eq!(rows[2], old[2]);
+    assert_eq!(rows[3].event.as_ref(), Some(&billing.event));
+}
+
+#[tokio::test]
+async fn a_sqlite_store_of_the_previous_version_is_upgraded_in_place_and_keys_by_source() {
+    let dir = scratch();
+    let path = dir.path().join("dlq.db");
+    let mut old = old_rows();
+    {
+        let conn = rusqlite::Connection::open(&path).expect("create");
+        // The previous version's table and indexes, as it created them.
+        conn.execute_batch(
+            "PRAGMA journal_mode = WAL;
+            CREATE TABLE dead_letters (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                event_id TEXT NOT NULL,
+                source TEXT NOT NULL,
+                route TEXT NOT NULL DEFAULT '',
+                topic TEXT,
+                record_key_text TEXT,
+                event_json TEXT NOT NULL,
+                record_key BLOB,
+                record_value BLOB,
+                class TEXT NOT NULL,
+                message TEXT NOT NULL,
+                attempts INTEGER NOT NULL,
+                first_failed_at INTEGER NOT NULL,
+                last_failed_at INTEGER NOT NULL,
+                status TEXT NOT NULL DEFAULT 'pending',
+                replay_count INTEGER NOT NULL DEFAULT 0,
+                resolution TEXT,
+                updated_at INTEGER NOT NULL,
+                claimed_by TEXT,
+                claimed_until INTEGER
+            );
+            CREATE UNIQUE INDEX dead_letters_pending_event
+                ON dead_letters(event_id, route) WHERE status = 'pending';
+            CREATE INDEX dead_letters_status ON dead_letters(status, last_failed_at);",
+        )
+        .expect("old schema");
+        for d in &mut old {
+            d.id = conn
+                .query_row(
+                    "INSERT INTO dead_letters (event_id, source, route, topic, record_key_text,
+                        event_json, record_key, record_value, class, message, attempts,
+                        first_failed_at, last_failed_at, status, replay_count, resolution,
+                        updated_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15,
+                        ?16, ?13)
+                     RETURNING id",
+                    rusqlite::params![
+                        d.event_id,
+                        d.source,
+                        d.route.clone().unwrap_or_default(),
+                        d.topic,
+                        d.key,
+                        serde_json::to_string(&d.event).expect("event json"),
+                        d.record.as_ref().and_then(|r| r.key.clone()),
+                        d.record.as_ref().map(|r| r.value.clone()),
+                        d.class,
+                        d.message,
+                        d.attempts,
+                        d.first_failed_at,
+                        d.last_failed_at,
+                        d.status.as_str(),
+                        d.replay_count,
+                        d.resolution,
+                    ],
+                    |r| r.get(0),
+                )
+                .expect("old row");
+        }
+    }
+    check_upgraded(&DlqStoreConfig::Sqlite(path), &old).await;
+}
+
+#[tokio::test]
+async fn a_postgres_store_of_the_previous_version_is_upgraded_in_place_and_keys_by_source() {
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("dlq_upgrade").await;
+    let mut old = old_rows();
+    {
+        let (client, conn) = tokio_postgres::connect(&pg.libpq(&db), tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let task = tokio::spawn(conn);
+        // The previous version's table and indexes, as it created them.
+        client
+            .batch_execute(
+                "CREATE TABLE switchyard_dead_letters (
+                    id BIGSERIAL PRIMARY KEY,
+                    event_id TEXT NOT NULL,
+                    source TEXT NOT NULL,
+                    route TEXT NOT NULL DEFAULT '',
+                    topic TEXT,
+                    record_key_text TEXT,
+                    event_json TEXT NOT NULL,
+                    record_key BYTEA,
+                    record_value BYTEA,
+                    class TEXT NOT NULL,
+                    message TEXT NOT NULL,
+                    attempts BIGINT NOT NULL,
+                    first_failed_at BIGINT NOT NULL,
+                    last_failed_at BIGINT NOT NULL,
+                    status TEXT NOT NULL DEFAULT 'pending',
+                    replay_count BIGINT NOT NULL DEFAULT 0,
+                    resolution TEXT,
+                    updated_at BIGINT NOT NULL,
+                    claimed_by TEXT,
+                    claimed_until BIGINT
+                );
+                CREATE UNIQUE INDEX switchyard_dead_letters_pending_event
+                    ON switchyard_dead_letters(event_id, route) WHERE status = 'pending';
+                CREATE INDEX switchyard_dead_letters_status
+                    ON switchyard_dead_letters(status, last_failed_at);",
+            )
+            .await
+            .expect("old schema");
+        for d in &mut old {
+            let route = d.route.clone().unwrap_or_default();
+            let event = serde_json::to_string(&d.event).expect("event json");
+            let record_key = d.record.as_ref().and_then(|r| r.key.clone());
+            let record_value = d.record.as_ref().map(|r| r.value.clone());
+            let status = d.status.as_str();
+            d.id = client
+                .query_one(
+                    "INSERT INTO switchyard_dead_letters (event_id, source, route, topic,
+                        record_key_text, event_json, record_key, record_value, class, message,
+                        attempts, first_failed_at, last_failed_at, status, replay_count,
+                        resolution, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15,
+                        $16, $13)
+                     RETURNING id",
+                    &[
+                        &d.event_id,
+                        &d.source,
+                        &route,
+                        &d.topic,
+                        &d.key,
+                        &event,
+                        &record_key,
+                        &record_value,
+                        &d.class,
+                        &d.message,
+                        &d.attempts,
+                        &d.first_failed_at,
+                        &d.last_failed_at,
+                        &status,
+                        &d.replay_count,
+                        &d.resolution,
+                    ],
+                )
+                .await
+                .expect("old row")
+                .get(0);
+        }
+        drop(client);
+        let _ = task.await;
+    }
+    check_upgraded(&DlqStoreConfig::Postgres(pg.url(&db)), &old).await;
 }
