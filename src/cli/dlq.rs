@@ -65,6 +65,11 @@ pub enum DlqCommand {
         /// Also replay entries that were already replayed.
         #[arg(long)]
         force: bool,
+        /// How long the claim on entries being replayed holds if this replay stops renewing
+        /// it (it is renewed every third of it while the replay runs): after that another
+        /// replay may take the entries over. At least 1s.
+        #[arg(long, default_value = "2m", value_parser = parse_lease)]
+        lease: Duration,
         /// Who is doing this (default: the OS user), for the audit log.
         #[arg(long)]
         actor: Option<String>,
@@ -197,6 +202,14 @@ fn parse_rate(s: &str) -> Result<f64, String> {
     match n.parse::<f64>() {
         Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
         _ => Err(format!("`{s}` is not a rate; write e.g. 50/s")),
+    }
+}
+
+fn parse_lease(s: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(s) {
+        Ok(d) if d >= crate::dlq::replay::MIN_LEASE => Ok(d),
+        Ok(_) => Err(format!("`{s}` is shorter than the shortest lease, 1s")),
+        Err(_) => Err(format!("`{s}` is not a duration; write e.g. 2m")),
     }
 }
 
@@ -345,6 +358,7 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
             dry_run,
             rate,
             force,
+            lease,
             actor: who,
             yes,
         } => {
@@ -396,10 +410,18 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
                 dry_run: *dry_run,
                 rate: *rate,
                 force: *force,
+                lease: *lease,
                 ..ReplayOptions::default()
             };
             let report = replay(&store, &pipeline, &opts, &mut out).await?;
-            let result = format!("delivered {}, failed {}", report.delivered, report.failed);
+            let mut result = format!("delivered {}, failed {}", report.delivered, report.failed);
+            if let Some(why) = &report.stopped {
+                result.push_str(&format!(
+                    "; stopped, {} claimed entries not delivered: {why}; rerun to replay what \
+                     is left",
+                    report.not_delivered
+                ));
+            }
             if !dry_run {
                 pipeline.sink().flush(Duration::from_secs(10));
                 pipeline.traces().shutdown();
@@ -415,7 +437,7 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
                     .await?;
             }
             eprintln!("{action}: {result}");
-            if report.failed > 0 && !dry_run {
+            if (report.failed > 0 || report.stopped.is_some()) && !dry_run {
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -11,8 +11,10 @@
 //! Invariants: an event is acknowledged `DeadLettered` only after `put` committed. A replayed
 //! entry is marked `replayed` only after its Kafka delivery report; until then it stays
 //! `pending`, so a crash mid-replay loses nothing. Replays claim entries (with an owner and a
-//! lease) before delivering them, so two replays of one selection never deliver an entry twice;
-//! a claim whose owner died (same host, process gone) or whose lease expired is taken over.
+//! lease, renewed while they work) before delivering them and confirm each claim right before
+//! its delivery, so two replays of one selection never deliver an entry twice; a claim whose
+//! owner died (same host, process gone) or whose lease expired is taken over. Pending dead
+//! letters are unique per (source, event id, route).
 //! Pending entries are never purged automatically.
 
 mod postgres;
@@ -277,6 +279,25 @@ impl DlqStore {
         batch: usize,
     ) -> Result<Vec<DeadLetter>, DlqError> {
         dispatch!(self, s => s.claim(selector, owner, lease_until, batch).await)
+    }
+
+    /// Extends every claim `owner` still holds on an entry a replay may deliver (pending or
+    /// replayed) to `lease_until` (micros); returns the ids it extended. A claim another replay
+    /// took over (after this owner's lease expired) is not among them.
+    pub async fn renew_claims(&self, owner: &str, lease_until: i64) -> Result<Vec<i64>, DlqError> {
+        dispatch!(self, s => s.renew_claims(owner, lease_until).await)
+    }
+
+    /// Atomically checks that `owner` still holds the claim on entry `id` (and the entry may
+    /// still be delivered: pending or replayed) and extends it to `lease_until`; false if not.
+    /// A replay asks this right before delivering an entry.
+    pub async fn confirm_claim(
+        &self,
+        id: i64,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool, DlqError> {
+        dispatch!(self, s => s.confirm_claim(id, owner, lease_until).await)
     }
 
     /// Owners holding live claims (for taking over from dead ones).

@@ -220,6 +220,46 @@ impl PostgresStore {
         Ok(out)
     }
 
+    pub(super) async fn renew_claims(
+        &self,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<Vec<i64>, DlqError> {
+        let rows = self
+            .client
+            .query(
+                &format!(
+                    "UPDATE {TABLE} SET claimed_until = $2
+                     WHERE claimed_by = $1 AND status IN ('pending', 'replayed')
+                     RETURNING id"
+                ),
+                &[&owner, &lease_until],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    pub(super) async fn confirm_claim(
+        &self,
+        id: i64,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool, DlqError> {
+        let n = self
+            .client
+            .execute(
+                &format!(
+                    "UPDATE {TABLE} SET claimed_until = $3
+                     WHERE id = $1 AND claimed_by = $2 AND status IN ('pending', 'replayed')"
+                ),
+                &[&id, &owner, &lease_until],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(n == 1)
+    }
+
     pub(super) async fn claim_owners(&self, now: i64) -> Result<Vec<String>, DlqError> {
         let rows = self
             .client

@@ -2,20 +2,32 @@
 //!
 //! Invariant: an entry is marked `replayed` only after the Kafka delivery report for it, so a
 //! replay killed at any instant leaves every undelivered entry `pending` (delivered-but-unmarked
-//! entries are the at-least-once window: at most one batch). Entries are claimed in batches
-//! with an owner (`host:pid`) and a lease before delivery, so concurrent replays of the same
-//! selection never deliver an entry twice; claims of a dead owner on this host are taken over
-//! at once, others when their lease expires. Dry runs touch neither the store, the registry nor
-//! Kafka.
+//! entries are the at-least-once window: the deliveries in flight). Entries are claimed in
+//! batches with an owner (`host:pid`) and a lease before delivery, so concurrent replays of the
+//! same selection never deliver an entry twice:
+//!
+//! ```text
+//!  claim batch (owner, lease) ──► per entry: wait for --rate ──► confirm claim ──► deliver ──► mark
+//!        │                                     (atomic: still ours? extend)        (only if ours)
+//!        └── keep_leases: every lease/3 renew every claim still ours
+//!            (an open entry not renewed, or no renewal for a whole lease: lost → stop)
+//! ```
+//!
+//! A replay that lost a claim (it stalled past its lease and another replay took the entry
+//! over) starts no more deliveries, releases what it still holds and reports why. Claims of a
+//! dead owner on this host are taken over at once, others when their lease expires. Dry runs
+//! touch neither the store, the registry nor Kafka.
 
+use std::collections::BTreeSet;
 use std::io::Write;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use serde_json::json;
+use tracing::warn;
 
 use super::{DeadLetter, DlqError, DlqStore, Selector, Status};
 use crate::ack::{AckToken, Failure};
@@ -39,7 +51,8 @@ pub struct ReplayOptions {
     pub force: bool,
     /// Entries claimed at once.
     pub batch: usize,
-    /// How long a claim holds.
+    /// How long a claim holds without renewal (at least [`MIN_LEASE`]); renewed every third
+    /// of it while the replay works.
     pub lease: Duration,
     /// Deliveries in flight at once.
     pub concurrency: usize,
@@ -66,6 +79,11 @@ pub struct ReplayReport {
     pub delivered: usize,
     /// Entries that failed again (still pending, attempts + 1).
     pub failed: usize,
+    /// Claimed entries not delivered because this replay lost their claim (still pending).
+    pub not_delivered: usize,
+    /// Why the replay stopped before the end of its selection: it lost its claims (another
+    /// replay took them over after its lease expired, or the store could not renew them).
+    pub stopped: Option<String>,
 }
 
 /// Why a replay stopped.
@@ -125,6 +143,7 @@ pub async fn replay(
     }
     take_over_dead_claims(store).await?;
     let owner = owner_id();
+    let lease = Lease::new(opts.lease);
     let started = Instant::now();
     let mut sent = 0usize;
     let mut report = ReplayReport::default();
@@ -134,11 +153,12 @@ pub async fn replay(
         if batch == 0 {
             break;
         }
-        let lease_until =
-            now_micros() + i64::try_from(opts.lease.as_micros()).unwrap_or(i64::MAX / 2);
         let mut claim_sel = selector.clone();
         claim_sel.limit = None;
-        let claimed = store.claim(&claim_sel, &owner, lease_until, batch).await?;
+        let claimed_at = Instant::now();
+        let claimed = store
+            .claim(&claim_sel, &owner, lease.until(), batch)
+            .await?;
         if claimed.is_empty() {
             break;
         }
@@ -156,46 +176,240 @@ pub async fn replay(
             );
             sent += 1;
         }
-        let results: Vec<(DeadLetter, Result<String, Failure>)> =
-            futures::stream::iter(claimed.into_iter().zip(pace))
-                .map(|(dl, at)| async move {
+        let held = Held::new(claimed.iter().map(|d| d.id));
+        let entries = futures::stream::iter(claimed.into_iter().zip(pace))
+            .map(|(dl, at)| {
+                let (held, owner) = (&held, owner.as_str());
+                async move {
                     if let Some(at) = at {
                         tokio::time::sleep_until(at.into()).await;
                     }
-                    let r = deliver_entry(pipeline, &dl).await;
-                    (dl, r)
-                })
-                .buffered(opts.concurrency.max(1))
-                .collect()
-                .await;
-        for (dl, result) in results {
-            match result {
-                Ok(topic) => {
-                    let marked = store
-                        .mark_replayed(dl.id, &owner, &format!("replayed by {owner}"))
-                        .await?;
-                    report.delivered += 1;
-                    writeln!(
-                        out,
-                        "{}",
-                        json!({"id": dl.id, "result": "delivered", "topic": topic, "marked": marked})
-                    )?;
+                    let outcome = replay_entry(store, pipeline, &dl, owner, lease, held).await;
+                    outcome.map(|o| (dl, o))
                 }
-                Err(f) => {
-                    store
-                        .mark_failed(dl.id, &owner, f.class.as_str(), &f.message, now_micros())
-                        .await?;
-                    report.failed += 1;
-                    writeln!(
-                        out,
-                        "{}",
-                        json!({"id": dl.id, "result": "failed", "class": f.class.as_str(), "message": f.message})
-                    )?;
-                }
+            })
+            .buffered(opts.concurrency.max(1));
+        let work = async {
+            futures::pin_mut!(entries);
+            while let Some(entry) = entries.next().await {
+                let (dl, outcome) = entry?;
+                report.write(out, &dl, outcome)?;
             }
+            Ok::<(), ReplayError>(())
+        };
+        tokio::select! {
+            done = work => done?,
+            never = keep_leases(store, &owner, lease, &held, claimed_at) => match never {},
+        }
+        if let Some(why) = held.lost() {
+            // What this replay still holds goes back at once, for the replay that took the
+            // rest (or a rerun).
+            store.release_owner(&owner).await?;
+            report.stopped = Some(why);
+            break;
         }
     }
     Ok(report)
+}
+
+/// How long a replay's claims hold without renewal.
+#[derive(Debug, Clone, Copy)]
+struct Lease(Duration);
+
+impl Lease {
+    fn new(d: Duration) -> Lease {
+        Lease(d.max(MIN_LEASE))
+    }
+
+    /// A claim made or renewed now holds until (micros).
+    fn until(self) -> i64 {
+        now_micros().saturating_add(i64::try_from(self.0.as_micros()).unwrap_or(i64::MAX / 2))
+    }
+}
+
+/// The shortest lease a replay takes (renewed every third of it).
+pub const MIN_LEASE: Duration = Duration::from_secs(1);
+
+/// The claims of the batch a replay works on, shared by its deliveries and the renewal of
+/// their lease ([`keep_leases`]).
+struct Held {
+    /// Claimed entries not yet finished (a finished entry is marked, which ends the claim).
+    open: Mutex<BTreeSet<i64>>,
+    /// Why this replay lost (some of) its claims, once it did: it starts no more deliveries.
+    lost: Mutex<Option<String>>,
+}
+
+impl Held {
+    fn new(ids: impl IntoIterator<Item = i64>) -> Held {
+        Held {
+            open: Mutex::new(ids.into_iter().collect()),
+            lost: Mutex::new(None),
+        }
+    }
+
+    fn open(&self) -> std::sync::MutexGuard<'_, BTreeSet<i64>> {
+        self.open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `id` is finished (about to be marked): its claim ends with the mark.
+    fn close(&self, id: i64) {
+        self.open().remove(&id);
+    }
+
+    fn lost(&self) -> Option<String> {
+        self.lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn lose(&self, why: String) {
+        let mut lost = self
+            .lost
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if lost.is_none() {
+            warn!(reason = %why, "this replay lost its claim; it stops");
+            *lost = Some(why);
+        }
+    }
+}
+
+/// Renews the lease of the claims `held` every third of it, for as long as it is polled (the
+/// replay drops it once the batch is done). A renewal that finds an open entry no longer
+/// claimed by `owner` (another replay took it over), or no renewal for a whole lease (the
+/// store unreachable), means the claims are lost: the replay starts no more deliveries.
+async fn keep_leases(
+    store: &DlqStore,
+    owner: &str,
+    lease: Lease,
+    held: &Held,
+    claimed_at: Instant,
+) -> std::convert::Infallible {
+    let mut renewed_at = claimed_at;
+    loop {
+        tokio::time::sleep(lease.0 / 3).await;
+        if held.lost().is_some() {
+            continue;
+        }
+        let open: Vec<i64> = held.open().iter().copied().collect();
+        if open.is_empty() {
+            continue;
+        }
+        match store.renew_claims(owner, lease.until()).await {
+            Ok(renewed) => {
+                renewed_at = Instant::now();
+                let renewed: BTreeSet<i64> = renewed.into_iter().collect();
+                // Entries finished meanwhile are no longer claimed and no longer open.
+                let still_open = held.open();
+                let taken: Vec<i64> = open
+                    .into_iter()
+                    .filter(|id| !renewed.contains(id) && still_open.contains(id))
+                    .collect();
+                drop(still_open);
+                if let Some(first) = taken.first() {
+                    held.lose(format!(
+                        "{} claimed entries (the first: id {first}) are no longer claimed by this \
+                         replay: its lease ({}) expired before it was renewed and another replay \
+                         took them over",
+                        taken.len(),
+                        humantime::format_duration(lease.0)
+                    ));
+                }
+            }
+            Err(e) if renewed_at.elapsed() >= lease.0 => held.lose(format!(
+                "the claims could not be renewed for a whole lease ({}): {e}",
+                humantime::format_duration(lease.0)
+            )),
+            Err(e) => warn!(error = %e, "renewing the replay's claims failed; retrying"),
+        }
+    }
+}
+
+/// What became of one claimed entry.
+enum EntryOutcome {
+    /// Delivered; `marked` false if its claim had been taken over meanwhile.
+    Delivered { topic: String, marked: bool },
+    /// Failed again (still pending, attempts + 1).
+    Failed(Failure),
+    /// Not delivered: this replay no longer holds its claim.
+    NotDelivered(String),
+}
+
+/// Delivers one claimed entry if this replay still holds its claim (checked, and extended,
+/// atomically right before the delivery), then marks it (only if still its owner).
+async fn replay_entry(
+    store: &DlqStore,
+    pipeline: &Pipeline,
+    dl: &DeadLetter,
+    owner: &str,
+    lease: Lease,
+    held: &Held,
+) -> Result<EntryOutcome, DlqError> {
+    if let Some(why) = held.lost() {
+        return Ok(EntryOutcome::NotDelivered(why));
+    }
+    if !store.confirm_claim(dl.id, owner, lease.until()).await? {
+        held.close(dl.id);
+        let why = format!(
+            "entry {} is no longer claimed by this replay: its lease ({}) expired and another \
+             replay took it over",
+            dl.id,
+            humantime::format_duration(lease.0)
+        );
+        held.lose(why.clone());
+        return Ok(EntryOutcome::NotDelivered(why));
+    }
+    let delivered = deliver_entry(pipeline, dl).await;
+    held.close(dl.id);
+    Ok(match delivered {
+        Ok(topic) => {
+            let marked = store
+                .mark_replayed(dl.id, owner, &format!("replayed by {owner}"))
+                .await?;
+            if !marked {
+                held.lose(format!(
+                    "entry {} was delivered after another replay took its claim over",
+                    dl.id
+                ));
+            }
+            EntryOutcome::Delivered { topic, marked }
+        }
+        Err(f) => {
+            store
+                .mark_failed(dl.id, owner, f.class.as_str(), &f.message, now_micros())
+                .await?;
+            EntryOutcome::Failed(f)
+        }
+    })
+}
+
+impl ReplayReport {
+    /// Counts `outcome` and writes its JSON line.
+    fn write(
+        &mut self,
+        out: &mut dyn Write,
+        dl: &DeadLetter,
+        outcome: EntryOutcome,
+    ) -> std::io::Result<()> {
+        let line = match outcome {
+            EntryOutcome::Delivered { topic, marked } => {
+                self.delivered += 1;
+                json!({"id": dl.id, "result": "delivered", "topic": topic, "marked": marked})
+            }
+            EntryOutcome::Failed(f) => {
+                self.failed += 1;
+                json!({"id": dl.id, "result": "failed", "class": f.class.as_str(), "message": f.message})
+            }
+            EntryOutcome::NotDelivered(why) => {
+                self.not_delivered += 1;
+                json!({"id": dl.id, "result": "not_delivered", "message": why})
+            }
+        };
+        writeln!(out, "{line}")
+    }
 }
 
 /// The routes an entry goes to today: its own route if it had one, else every match.

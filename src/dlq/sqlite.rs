@@ -370,6 +370,49 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn renew_claims(
+        &self,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<Vec<i64>, DlqError> {
+        let owner = owner.to_string();
+        let err = self.err();
+        self.with(move |c| {
+            let mut stmt = c
+                .prepare(
+                    "UPDATE dead_letters SET claimed_until = ?2
+                     WHERE claimed_by = ?1 AND status IN ('pending', 'replayed')
+                     RETURNING id",
+                )
+                .map_err(&err)?;
+            let rows = stmt
+                .query_map(params![owner, lease_until], |r| r.get::<_, i64>(0))
+                .map_err(&err)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(&err)
+        })
+        .await
+    }
+
+    pub(super) async fn confirm_claim(
+        &self,
+        id: i64,
+        owner: &str,
+        lease_until: i64,
+    ) -> Result<bool, DlqError> {
+        let owner = owner.to_string();
+        let err = self.err();
+        self.with(move |c| {
+            c.execute(
+                "UPDATE dead_letters SET claimed_until = ?3
+                 WHERE id = ?1 AND claimed_by = ?2 AND status IN ('pending', 'replayed')",
+                params![id, owner, lease_until],
+            )
+            .map(|n| n == 1)
+            .map_err(&err)
+        })
+        .await
+    }
+
     pub(super) async fn claim_owners(&self, now: i64) -> Result<Vec<String>, DlqError> {
         let err = self.err();
         self.with(move |c| {

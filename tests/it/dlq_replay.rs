@@ -521,6 +521,150 @@ async fn concurrent_replays_of_one_selection_deliver_each_entry_once() {
     assert_eq!(unique.len(), 400);
 }
 
+/// `switchyard dlq replay --all --rate 8/s --lease 1s` on `path`, logging to `log`.
+fn slow_replay(path: &Path, log: std::path::PathBuf) -> crate::support::ChildGuard {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_switchyard"));
+    cmd.args([
+        "dlq", "replay", "--all", "--rate", "8/s", "--lease", "1s", "-c",
+    ])
+    .arg(path);
+    crate::support::ChildGuard::spawn("switchyard dlq replay", cmd, log)
+}
+
+/// Waits (up to 60 s) until at least `n` entries are replayed.
+async fn wait_replayed(store: &DlqStore, n: i64) {
+    crate::support::wait_for_async(
+        &format!("{n} entries replayed"),
+        Duration::from_secs(60),
+        || async { (count(store, Status::Replayed).await >= n).then_some(()) },
+    )
+    .await;
+}
+
+/// Each id read back from `topic` (all of them, at least `n`) with how often it was delivered.
+async fn deliveries(
+    broker: &Broker,
+    registry: &Registry,
+    topic: &str,
+    n: usize,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut per_id = std::collections::BTreeMap::new();
+    for id in ids_on_topic(broker, registry, topic, n).await {
+        *per_id.entry(id).or_insert(0) += 1;
+    }
+    per_id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_slow_replays_over_more_entries_than_one_lease_covers_deliver_each_entry_once() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let path = write_config(dir.path(), &Setup::new(&broker, &registry, "leased"));
+    let n = 40;
+    let store = fill(&path, n).await;
+    // 40 entries at 8/s take 5 s: one replay claims them all, with a lease of 1 s.
+    let mut first = slow_replay(&path, dir.path().join("first.log"));
+    // The second starts once the first has worked past its lease: without renewal it would
+    // take over the first's remaining entries and deliver them a second time.
+    wait_replayed(&store, 12).await;
+    let mut second = slow_replay(&path, dir.path().join("second.log"));
+    for (name, replay) in [("first", &mut first), ("second", &mut second)] {
+        let status = replay.wait_exit(Duration::from_secs(60));
+        assert!(
+            status.success(),
+            "{name} replay: {status}\n{}",
+            std::fs::read_to_string(dir.path().join(format!("{name}.log"))).unwrap_or_default()
+        );
+    }
+    assert_eq!(count(&store, Status::Replayed).await, n as i64);
+    let per_id = deliveries(&broker, &registry, "leased", n).await;
+    assert_eq!(per_id.len(), n, "every entry delivered");
+    let twice: Vec<_> = per_id.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(twice.is_empty(), "delivered more than once: {twice:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_frozen_past_its_lease_stops_before_delivering_what_another_replay_took_over() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let path = write_config(dir.path(), &Setup::new(&broker, &registry, "frozen"));
+    let n = 40;
+    let store = fill(&path, n).await;
+    let mut first = slow_replay(&path, dir.path().join("first.log"));
+    wait_replayed(&store, 8).await;
+    first.signal("STOP");
+    // Frozen: its lease expires (nothing renews it) and no live claim is left.
+    crate::support::wait_for_async(
+        "the frozen replay's lease to expire",
+        Duration::from_secs(30),
+        || async {
+            let owners = store
+                .claim_owners(switchyard::event::now_micros())
+                .await
+                .expect("owners");
+            owners.is_empty().then_some(())
+        },
+    )
+    .await;
+    let frozen_at = count(&store, Status::Replayed).await;
+    let mut second = slow_replay(&path, dir.path().join("second.log"));
+    let second_owner = format!(":{}", second.pid());
+    crate::support::wait_for_async(
+        "the second replay to claim the rest",
+        Duration::from_secs(30),
+        || async {
+            let owners = store
+                .claim_owners(switchyard::event::now_micros())
+                .await
+                .expect("owners");
+            owners
+                .iter()
+                .any(|o| o.ends_with(&second_owner))
+                .then_some(())
+        },
+    )
+    .await;
+    first.signal("CONT");
+
+    // The woken replay finds its claims taken over and stops, saying why; the second
+    // delivers the rest.
+    let status = first.wait_exit(Duration::from_secs(60));
+    let log = std::fs::read_to_string(dir.path().join("first.log")).unwrap_or_default();
+    assert!(
+        !status.success(),
+        "the woken replay reports it stopped:\n{log}"
+    );
+    assert!(
+        log.contains("stopped") && log.contains("another replay took"),
+        "{log}"
+    );
+    let status = second.wait_exit(Duration::from_secs(60));
+    assert!(
+        status.success(),
+        "second replay: {status}\n{}",
+        std::fs::read_to_string(dir.path().join("second.log")).unwrap_or_default()
+    );
+    assert_eq!(count(&store, Status::Replayed).await, n as i64);
+    assert_eq!(count(&store, Status::Pending).await, 0);
+    let per_id = deliveries(&broker, &registry, "frozen", n).await;
+    assert_eq!(per_id.len(), n, "every entry delivered");
+    // At most the one delivery the freeze may have caught in flight is repeated (the woken
+    // replay starts none): without the check, every entry left at the freeze would be.
+    let twice: Vec<_> = per_id.iter().filter(|(_, c)| **c > 1).collect();
+    assert!(
+        twice.len() <= 1,
+        "{} entries delivered twice ({} were left at the freeze): {twice:?}",
+        twice.len(),
+        n as i64 - frozen_at
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replay_killed_midway_is_completed_by_a_rerun_without_loss() {
     let Stack {
@@ -623,6 +767,10 @@ fn bad_dlq_commands_exit_2_and_change_nothing() {
             "--reason must say why",
         ),
         (vec!["dlq", "list", "--status", "gone"], "unknown status"),
+        (
+            vec!["dlq", "replay", "--all", "--lease", "500ms"],
+            "shorter than the shortest lease",
+        ),
     ] {
         let out = switchyard(&path, &args);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -168,6 +168,26 @@ async fn conformance(store: DlqStore) {
             .expect("claim")
             .is_empty()
     );
+    // A replay renews what it still holds and confirms each claim before delivering.
+    let mut renewed = store
+        .renew_claims("host:1", lease + 1)
+        .await
+        .expect("renew");
+    renewed.sort();
+    assert_eq!(renewed, vec![id2, id3]);
+    assert!(
+        !store
+            .confirm_claim(id2, "host:2", lease + 2)
+            .await
+            .expect("confirm"),
+        "only the owner confirms"
+    );
+    assert!(
+        store
+            .confirm_claim(id2, "host:1", lease + 2)
+            .await
+            .expect("confirm")
+    );
     assert!(
         !store
             .mark_replayed(id2, "host:2", "not mine")
