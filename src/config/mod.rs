@@ -225,6 +225,9 @@ pub struct PostgresSourceConfig {
     pub tables: Vec<TableSelector>,
     /// Heartbeat interval on idle databases.
     pub heartbeat_interval: Duration,
+    /// How long a leader that stops answering keeps the slot's lock (the lock session's
+    /// `idle_session_timeout`; see `source::postgres::leader`).
+    pub leader_timeout: Duration,
     /// Follow each delete with a tombstone.
     pub tombstones: bool,
     /// TLS to Postgres, from `sslmode` / `sslrootcert` in the URL (removed from `url`).

@@ -6,6 +6,13 @@ use super::diagnostic::Diagnostics;
 use super::raw::RawPostgresSource;
 use super::{PgSslMode, PgTls, PostgresSourceConfig, SnapshotMode, TableSelector};
 
+/// `leader_timeout` unless configured.
+pub const DEFAULT_LEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Below this a leader that is slow for a moment would lose the slot: it checks its lock every
+/// second, and may send or confirm only for half of this after a check.
+const MIN_LEADER_TIMEOUT: Duration = Duration::from_secs(4);
+const MAX_LEADER_TIMEOUT: Duration = Duration::from_secs(600);
+
 fn pg_identifier(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 63
@@ -165,13 +172,32 @@ pub(super) fn validate(
     }
     let heartbeat_interval = match &raw.heartbeat_interval {
         None => Duration::from_secs(30),
-        Some(v) => match humantime::parse_duration(v.get_ref()) {
+        Some(v) => match super::validate::parse_duration(v.get_ref()) {
             Ok(d) if !d.is_zero() => d,
             _ => {
                 diag.at(
                     v.span(),
                     format!("invalid duration \"{}\"", v.get_ref()),
                     Some("write e.g. \"30s\"".into()),
+                );
+                ok = false;
+                Duration::ZERO
+            }
+        },
+    };
+    let leader_timeout = match &raw.leader_timeout {
+        None => DEFAULT_LEADER_TIMEOUT,
+        Some(v) => match humantime::parse_duration(v.get_ref()) {
+            Ok(d) if (MIN_LEADER_TIMEOUT..=MAX_LEADER_TIMEOUT).contains(&d) => d,
+            _ => {
+                diag.at(
+                    v.span(),
+                    format!("invalid leader_timeout \"{}\"", v.get_ref()),
+                    Some(format!(
+                        "write a duration from {} to {}, e.g. \"10s\" (the longest a frozen or cut-off leader keeps the slot)",
+                        humantime::format_duration(MIN_LEADER_TIMEOUT),
+                        humantime::format_duration(MAX_LEADER_TIMEOUT)
+                    )),
                 );
                 ok = false;
                 Duration::ZERO
@@ -223,6 +249,7 @@ pub(super) fn validate(
         publication,
         tables,
         heartbeat_interval,
+        leader_timeout,
         tombstones: raw.tombstones.unwrap_or(true),
         tls,
         snapshot,

@@ -180,6 +180,9 @@ pub struct RawPostgresSource {
     pub snapshot_chunk_rows: Option<Spanned<i64>>,
     /// How often to write a heartbeat on an idle database ("30s").
     pub heartbeat_interval: Option<Spanned<String>>,
+    /// How long a leader that stops answering (frozen, cut off) keeps the slot's leadership
+    /// lock before the server ends its session ("10s").
+    pub leader_timeout: Option<Spanned<String>>,
     /// Follow each delete with a tombstone (null value, same key); default true.
     pub tombstones: Option<bool>,
     /// What an unchanged TOASTed value that cannot be read back is replaced by (Debezium's

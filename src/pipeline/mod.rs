@@ -33,6 +33,7 @@ use crate::error::{ErrorClass, retry_policy};
 use crate::event::Event;
 use crate::router::{RouteError, RouteMatch, RouteTable};
 use crate::source::health::SourceHealth;
+use crate::source::postgres::leader::Fence;
 
 pub mod ordered;
 pub use ordered::OrderedLane;
@@ -180,8 +181,14 @@ impl Pipeline {
 
     /// An ordered lane for one session of postgres source `source`: its events reach Kafka in
     /// the order submitted (see [`ordered`]).
-    pub fn lane(self: &Arc<Self>, source: &str, health: Arc<SourceHealth>) -> OrderedLane {
-        OrderedLane::start(Arc::clone(self), source, health)
+    /// It hands records to the producer only while `fence` holds (the source leads its slot).
+    pub fn lane(
+        self: &Arc<Self>,
+        source: &str,
+        health: Arc<SourceHealth>,
+        fence: Fence,
+    ) -> OrderedLane {
+        OrderedLane::start(Arc::clone(self), source, health, fence)
     }
 
     /// Counts an event dropped because no route takes it.

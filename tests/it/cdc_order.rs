@@ -18,7 +18,7 @@ use crate::support::{Stack, daemon, scratch, wait_for_async};
 /// A configuration streaming `tables` of `pg_url` to topic `{table}`, with `kafka` lines added
 /// to the `[kafka]` section and source `name` with lines `source`; written to
 /// `dir/routes.toml`. Each test names its source apart: metrics are per process.
-fn write_config(
+pub(crate) fn write_config(
     dir: &Path,
     listen: &str,
     (bootstrap, registry): (&str, &str),
@@ -57,16 +57,16 @@ topic = "{{table}}"
     path
 }
 
-fn load(path: &Path) -> Config {
+pub(crate) fn load(path: &Path) -> Config {
     Config::load(path).unwrap_or_else(|e| panic!("test config invalid:\n{e}"))
 }
 
 /// A small deterministic generator (tests print their seed).
-struct Rng(u64);
+pub(crate) struct Rng(pub(crate) u64);
 
 impl Rng {
     /// Seeded from the clock; the seed is printed, to replay a failure.
-    fn seeded() -> Rng {
+    pub(crate) fn seeded() -> Rng {
         let seed = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| u64::from(d.subsec_nanos()))
@@ -75,7 +75,7 @@ impl Rng {
         Rng(seed | 1)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6364136223846793005)
@@ -86,7 +86,7 @@ impl Rng {
 
 /// One change record of a key as a consumer sees it.
 #[derive(Debug, Clone, PartialEq)]
-struct Change {
+pub(crate) struct Change {
     partition: i32,
     offset: i64,
     /// `r`, `c`, `u`, `d`, or `tombstone` (a record without value).
@@ -97,7 +97,7 @@ struct Change {
 
 /// Reads `topic` until `want` records arrived (or `secs` passed), and groups them by the
 /// key's `id`, each key's records in offset order.
-async fn changes_by_key(
+pub(crate) async fn changes_by_key(
     bootstrap: &str,
     registry: &str,
     topic: &str,
@@ -139,7 +139,7 @@ async fn changes_by_key(
 
 /// Reads topic `counters` until each key's last record carries the row's final value (or
 /// `secs` passed).
-async fn read_until_final(
+pub(crate) async fn read_until_final(
     bootstrap: &str,
     registry: &str,
     finals: &BTreeMap<i64, i64>,
@@ -177,7 +177,7 @@ fn values_in_one_partition(id: i64, changes: &[Change]) -> Vec<i64> {
 }
 
 /// The rows of `counters` now: id → v.
-async fn counters(client: &tokio_postgres::Client) -> BTreeMap<i64, i64> {
+pub(crate) async fn counters(client: &tokio_postgres::Client) -> BTreeMap<i64, i64> {
     client
         .query("SELECT id::bigint, v FROM counters", &[])
         .await
@@ -189,7 +189,7 @@ async fn counters(client: &tokio_postgres::Client) -> BTreeMap<i64, i64> {
 
 /// A private cluster whose fresh database `name` has `counters (id int PRIMARY KEY, v bigint
 /// NOT NULL)` with rows 1..=`rows` at `v` 0.
-async fn counters_db(name: &str, rows: i64) -> Db {
+pub(crate) async fn counters_db(name: &str, rows: i64) -> Db {
     Db::start(
         name,
         &format!(
@@ -225,7 +225,13 @@ async fn stream_counters(
 
 /// `n` transactions of `per` updates `v = v + 1` of keys drawn from 1..=keys (a key often
 /// several times in one transaction).
-async fn bursts(client: &tokio_postgres::Client, rng: &mut Rng, keys: u64, n: usize, per: usize) {
+pub(crate) async fn bursts(
+    client: &tokio_postgres::Client,
+    rng: &mut Rng,
+    keys: u64,
+    n: usize,
+    per: usize,
+) {
     for _ in 0..n {
         let mut sql = String::from("BEGIN;");
         for _ in 0..per {
@@ -381,7 +387,7 @@ async fn confirmed(client: &tokio_postgres::Client, slot: &str) -> Option<u64> {
 }
 
 /// The metric `name{source="<source>"}` from the text of `/metrics`.
-fn metric(text: &str, name: &str, source: &str) -> Option<f64> {
+pub(crate) fn metric(text: &str, name: &str, source: &str) -> Option<f64> {
     text.lines()
         .find(|l| l.starts_with(&format!("{name}{{source=\"{source}\"}}")))
         .and_then(|l| l.rsplit(' ').next())
@@ -595,7 +601,7 @@ async fn a_registry_outage_blocks_the_source_and_dead_letters_nothing() {
 
 /// Every key of `by_key` is in one partition, ends in its row's final value (`finals`) and
 /// departs from commit order only by re-sent suffixes; returns the number of records.
-fn assert_final_state_after_resent_suffixes(
+pub(crate) fn assert_final_state_after_resent_suffixes(
     by_key: &BTreeMap<i64, Vec<Change>>,
     finals: &BTreeMap<i64, i64>,
 ) -> usize {
@@ -614,7 +620,7 @@ fn assert_final_state_after_resent_suffixes(
 }
 
 /// The dead-letter store at `store` holds nothing (`what` dead-lettered nothing).
-async fn assert_dlq_empty(store: &switchyard::config::DlqStoreConfig, what: &str) {
+pub(crate) async fn assert_dlq_empty(store: &switchyard::config::DlqStoreConfig, what: &str) {
     let dlq = switchyard::dlq::DlqStore::open(store).await.expect("dlq");
     let letters = dlq
         .list(&switchyard::dlq::Selector::default())

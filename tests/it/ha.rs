@@ -118,3 +118,243 @@ async fn a_standby_instance_takes_over_the_slot_within_seconds_when_the_leader_i
         records.len() as i64 - rows
     );
 }
+
+/// Two instances streaming table `counters` of `db` as source `frozen`, leader first; each has
+/// its own directory (DLQ file), address and log. The lock is given up after 4 s without an
+/// answer, Kafka's message timeout is 8 s: a takeover from a leader that stopped answering
+/// waits `8 + 2 − 4` = 6 s before streaming (see `leader`).
+struct Pair {
+    urls: [String; 2],
+    paths: [std::path::PathBuf; 2],
+    store: switchyard::config::DlqStoreConfig,
+}
+
+const SOURCE: &str = "frozen";
+
+fn pair(stack: &Stack, pg_url: &str, host: &str) -> Pair {
+    let mut urls = Vec::new();
+    let mut paths = Vec::new();
+    let mut store = None;
+    for n in 0..2 {
+        let port = crate::support::free_port();
+        let home = stack.dir.path().join(format!("instance-{n}"));
+        std::fs::create_dir_all(&home).expect("instance dir");
+        let path = crate::cdc_order::write_config(
+            &home,
+            &format!("{host}:{port}"),
+            (&stack.broker.bootstrap(), &stack.registry.url()),
+            pg_url,
+            "\"public.counters\"",
+            "delivery_timeout = \"8s\"",
+            (SOURCE, "leader_timeout = \"4s\""),
+        );
+        store.get_or_insert_with(|| crate::cdc_order::load(&path).dlq.store.clone());
+        urls.push(format!("http://{host}:{port}"));
+        paths.push(path);
+    }
+    Pair {
+        urls: [urls[0].clone(), urls[1].clone()],
+        paths: [paths[0].clone(), paths[1].clone()],
+        store: store.expect("store"),
+    }
+}
+
+/// The state of source `frozen` at `url`, asked with a timeout (a frozen process never answers).
+async fn state_of(http: &reqwest::Client, url: &str) -> Option<String> {
+    let body: serde_json::Value = http
+        .get(format!("{url}/readyz"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(body["sources"][SOURCE]["state"].as_str()?.to_string())
+}
+
+async fn wait_for_state_of(http: &reqwest::Client, url: &str, state: &str, secs: u64) {
+    wait_for_async(
+        &format!("{url} to report {SOURCE} {state}"),
+        Duration::from_secs(secs),
+        || async { (state_of(http, url).await? == state).then_some(()) },
+    )
+    .await;
+}
+
+/// The walsender streaming the slot now, if any.
+async fn slot_pid(client: &tokio_postgres::Client) -> Option<i32> {
+    client
+        .query_one(
+            "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'switchyard_frozen'",
+            &[],
+        )
+        .await
+        .ok()?
+        .get(0)
+}
+
+/// The WAL position now.
+async fn wal_now(client: &tokio_postgres::Client) -> u64 {
+    crate::cdc::lsn(client, "SELECT pg_current_wal_lsn()::text")
+        .await
+        .expect("current wal lsn")
+}
+
+async fn slot_confirmed(client: &tokio_postgres::Client) -> Option<u64> {
+    crate::cdc::lsn(
+        client,
+        "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_frozen'",
+    )
+    .await
+}
+
+/// Writes bursts of updates to `counters` until `stop` turns true.
+fn keep_writing(
+    url: String,
+    seed: u64,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("writer");
+        tokio::spawn(conn);
+        let mut rng = crate::cdc_order::Rng(seed);
+        while !*stop.borrow() {
+            crate::cdc_order::bursts(&c, &mut rng, 20, 5, 20).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+/// After the run: every key ends in its row's final state, in per-key order (re-sent suffixes
+/// only), nothing dead-lettered by either instance.
+async fn assert_everything_arrived_in_order(
+    stack: &Stack,
+    client: &tokio_postgres::Client,
+    store: &switchyard::config::DlqStoreConfig,
+    what: &str,
+) {
+    let finals = crate::cdc_order::counters(client).await;
+    let by_key = crate::cdc_order::read_until_final(
+        &stack.broker.bootstrap(),
+        &stack.registry.url(),
+        &finals,
+        120,
+    )
+    .await;
+    let total = crate::cdc_order::assert_final_state_after_resent_suffixes(&by_key, &finals);
+    eprintln!(
+        "{what}: {total} records for {} versions",
+        finals.values().map(|v| v + 1).sum::<i64>()
+    );
+    crate::cdc_order::assert_dlq_empty(store, what).await;
+}
+
+/// A leader that freezes mid-burst (SIGSTOP: its connections stay open, nothing answers) loses
+/// the slot to the standby: every row committed after the freeze reaches Kafka within the
+/// documented bound. It froze with records queued for Kafka (Kafka was cut off a moment before)
+/// and is woken up (SIGCONT) after the standby took the lock, before those records timed out:
+/// they land before the new leader streams, and the woken leader reads, sends and
+/// confirms nothing more. The standby's
+/// walsender streams on, the old leader stands by, and every key's records stay in commit order
+/// (a record of the woken leader after the new one's would be an older version after a newer
+/// one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_is_replaced_and_when_woken_neither_streams_nor_takes_the_slot_back() {
+    let dir = crate::support::scratch();
+    let (broker, kafka) = crate::support::broker::Broker::start_behind_proxy(dir.path());
+    let registry = crate::support::registry::Registry::start(dir.path());
+    let stack = Stack {
+        dir,
+        broker,
+        registry,
+    };
+    let Db { pg, db, client } = crate::cdc_order::counters_db("frozen", 20).await;
+    let p = pair(&stack, &pg.url(&db), "127.0.0.1");
+    let http = daemon::client(Duration::from_secs(2));
+    let a = daemon::spawn_binary(&p.paths[0], stack.dir.path().join("a.log"));
+    wait_for_slot(&client, "switchyard_frozen").await;
+    wait_for_state_of(&http, &p.urls[0], "streaming", 60).await;
+    let _b = daemon::spawn_binary(&p.paths[1], stack.dir.path().join("b.log"));
+    wait_for_state_of(&http, &p.urls[1], "standby", 60).await;
+    let a_pid = slot_pid(&client).await.expect("the leader's walsender");
+
+    let (stop_writing, stop) = tokio::sync::watch::channel(false);
+    let mut rng = crate::cdc_order::Rng::seeded();
+    let writer = keep_writing(pg.libpq(&db), rng.0 ^ 0x9e37_79b9, stop);
+    // Freeze the leader in the middle of the bursts, once it has confirmed some of them.
+    let start = slot_confirmed(&client).await.expect("confirmed");
+    wait_for_async("the leader to confirm", Duration::from_secs(60), || async {
+        (slot_confirmed(&client).await? > start).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100 + rng.below(400))).await;
+    // Kafka away for a moment: the leader's records pile up in its Kafka client's queue.
+    kafka.cut();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.signal("STOP");
+    let frozen = Instant::now();
+    kafka.restore();
+    let wal_at_freeze = wal_now(&client).await;
+    // The standby takes the lock once the server ended the frozen leader's lock session…
+    wait_for_async(
+        "the standby to take the lock",
+        Duration::from_secs(30),
+        || async {
+            let state = state_of(&http, &p.urls[1]).await?;
+            (state != "standby").then_some(())
+        },
+    )
+    .await;
+    let locked = frozen.elapsed();
+    // …and the frozen leader wakes up with records queued for Kafka younger than their 8 s
+    // timeout, as late as that allows: a new leader streaming at once would have sent newer
+    // versions of their keys by then.
+    tokio::time::sleep_until((frozen + Duration::from_secs(6)).into()).await;
+    a.signal("CONT");
+    // Rows committed after the freeze are durable (confirmed) within the bound:
+    // leader_timeout 4 s + ~1 s, takeover wait 6 s, ~1 s to stream; more for a loaded machine.
+    wait_for_async(
+        "the standby to confirm past the freeze",
+        Duration::from_secs(60),
+        || async { (slot_confirmed(&client).await? > wal_at_freeze).then_some(()) },
+    )
+    .await;
+    let takeover = frozen.elapsed();
+    let b_pid = slot_pid(&client).await.expect("the new leader's walsender");
+    assert_ne!(b_pid, a_pid, "the frozen leader's walsender was ended");
+    eprintln!(
+        "takeover: lock taken {locked:?}, confirming past the freeze {takeover:?} after SIGSTOP"
+    );
+    assert!(
+        locked < Duration::from_secs(10),
+        "the standby took {locked:?} to take the lock (bound ~5 s)"
+    );
+    assert!(
+        takeover < Duration::from_secs(25),
+        "rows written after the freeze took {takeover:?} to be confirmed (bound ~12 s)"
+    );
+
+    // Woken, the old leader stands by and the slot stays with the new one.
+    wait_for_state_of(&http, &p.urls[0], "standby", 30).await;
+    let woke = slot_confirmed(&client).await.expect("confirmed");
+    wait_for_async(
+        "the new leader to confirm on after the wake",
+        Duration::from_secs(30),
+        || async { (slot_confirmed(&client).await? > woke).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        slot_pid(&client).await,
+        Some(b_pid),
+        "the slot stays with the new leader's walsender"
+    );
+    assert_eq!(
+        state_of(&http, &p.urls[0]).await.as_deref(),
+        Some("standby")
+    );
+    let _ = stop_writing.send(true);
+    writer.await.expect("writer");
+    assert_everything_arrived_in_order(&stack, &client, &p.store, "a frozen leader").await;
+}

@@ -76,6 +76,7 @@ use crate::router::RouteMatch;
 use crate::sink::context::KafkaLog;
 use crate::sink::kafka::{Attempt, KafkaSink, Placement, Record, Refused};
 use crate::source::health::SourceHealth;
+use crate::source::postgres::leader::Fence;
 use crate::telemetry::traces::Traced;
 
 /// One event for the lane, as the source submitted it.
@@ -95,8 +96,14 @@ pub struct OrderedLane {
 }
 
 impl OrderedLane {
-    /// Starts the lane's worker for source `source` (which reports `blocked` through `health`).
-    pub fn start(pipeline: Arc<Pipeline>, source: &str, health: Arc<SourceHealth>) -> OrderedLane {
+    /// Starts the lane's worker for source `source` (which reports `blocked` through `health`);
+    /// it hands records over only while `fence` holds.
+    pub fn start(
+        pipeline: Arc<Pipeline>,
+        source: &str,
+        health: Arc<SourceHealth>,
+        fence: Fence,
+    ) -> OrderedLane {
         let window = pipeline.max_in_flight;
         let (tx, rx) = mpsc::channel(window.clamp(1, 1024));
         let (closing, closing_rx) = watch::channel(None);
@@ -119,6 +126,7 @@ impl OrderedLane {
             kafka_backoff: unbounded_backoff(),
             blocked_gauge,
             closing: closing_rx,
+            fence,
         };
         OrderedLane {
             tx,
@@ -279,6 +287,8 @@ struct Worker {
     kafka_backoff: backoff::ExponentialBackoff,
     blocked_gauge: Option<prometheus::Gauge>,
     closing: watch::Receiver<Option<tokio::time::Instant>>,
+    /// The source's leadership: no record is handed over once it lapsed.
+    fence: Fence,
 }
 
 impl Worker {
@@ -469,6 +479,10 @@ impl Worker {
             }
             let pipeline = Arc::clone(&self.pipeline);
             let sink: &KafkaSink = pipeline.sink();
+            if !self.fence.holds() {
+                self.lapse(at);
+                return;
+            }
             let Some(out) = self.out(at) else { return };
             if out.state != OutState::Waiting {
                 return;
@@ -503,6 +517,20 @@ impl Worker {
             self.failed(at, attempt).await;
             return;
         }
+    }
+
+    /// The source's leadership lapsed before the record at `at` was handed over: its event
+    /// fails and nothing after it is taken (another instance sends them).
+    fn lapse(&mut self, (seq, _): Position) {
+        let f = Failure {
+            class: ErrorClass::Unavailable,
+            message: "this instance no longer leads the source's slot: the record was not sent"
+                .into(),
+        };
+        if let Some(p) = self.index(seq).and_then(|i| self.window.get_mut(i)) {
+            p.failed.get_or_insert_with(|| f.clone());
+        }
+        self.halted.get_or_insert(f);
     }
 
     fn out(&mut self, (seq, i): Position) -> Option<&mut Out> {

@@ -2,20 +2,50 @@
 //! configuration, and the one holding a Postgres advisory lock on the source database streams
 //! the slot while the others wait hot.
 //!
-//! The lock is session-level, held by a dedicated connection for as long as the instance leads.
-//! When the leader dies (even kill -9) its connection closes, the server releases the lock, and
-//! a standby, retrying every [`RETRY`], takes it and starts from the slot's confirmed position:
-//! everything the old leader had not confirmed is delivered again (at-least-once), nothing is
-//! skipped. Postgres itself lets only one walsender use a slot at a time, so the lock is the
-//! orderly election and the slot's `active_pid` the fence. A leader that cannot reach its lock
-//! connection any more stops streaming at once (see [`Lease::lost`]).
+//! **Election.** The lock is session-level, held by a dedicated connection for as long as the
+//! instance leads; standbys try it every [`RETRY`]. When the leader dies (even kill -9) its
+//! connection closes, the server releases the lock, and a standby takes it within about a
+//! second and starts from the slot's confirmed position: everything the old leader had not
+//! confirmed is delivered again (at-least-once), nothing is skipped.
+//!
+//! **A leader that stops answering** (frozen, or cut off from the database by the network)
+//! keeps its connection open, so the lock would be kept until TCP gives up (hours). The lock
+//! session therefore runs with `idle_session_timeout = leader_timeout` (PostgreSQL 14+): the
+//! leader asks `SELECT 1` on it every [`RETRY`], so only a leader that stopped answering is
+//! idle that long, and the server then ends its session and releases the lock. Server-side TCP
+//! keepalives are set too (they are what remains on PostgreSQL 13 and older).
+//!
+//! **Fencing the old leader.** Each check that the lock connection answers renews a [`Fence`]
+//! for [`validity`] (at most half of `leader_timeout`), counted from when the check was *sent*,
+//! so the fence always lapses before the server can have released the lock. The leader hands a
+//! record to Kafka and confirms a position to the slot only while its fence holds, checked right
+//! before each (`pipeline::ordered` and `source::postgres::stream`). A leader that wakes up after
+//! a freeze finds its fence lapsed (the monotonic clock ran on while it was stopped) and stops
+//! before it sends or confirms anything; it then stands by.
+//!
+//! **Taking over from a leader that stopped answering.** Its walsender may still hold the slot
+//! (the server notices a silent client only after `wal_sender_timeout`), so the new leader ends
+//! it (`pg_terminate_backend` on the slot's `active_pid`: allowed for the same role). And the
+//! old leader may have left records in its Kafka client's queue when it froze; they are sent
+//! when it wakes unless their `message.timeout.ms` (`[kafka] delivery_timeout`) has passed. They
+//! were handed over while the old fence held, so before the lock was released: after
+//! `delivery_timeout + validity − leader_timeout` past the takeover none of them can still be
+//! sent, and the new leader waits that long ([`Lease::quiet`]) before it streams, so that no
+//! record of the old leader can land after one of the new leader's. A predecessor that died
+//! (its walsender gone with its connection) leaves nothing queued: no wait.
+//!
+//! Bounds, with the defaults (`leader_timeout` 10 s, `delivery_timeout` 30 s): a killed leader
+//! is replaced within ~2 s; a frozen or cut-off one within `leader_timeout` + 1 s, and the new
+//! leader streams `max(leader_timeout, delivery_timeout + validity)` + ~1 s after the freeze.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use sha2::Digest;
 use tokio::sync::watch;
 use tokio_postgres::Client;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::stream::{SourceError, connect_sql, sql};
 use crate::config::PostgresSourceConfig;
@@ -23,6 +53,12 @@ use crate::source::health::SourceHealth;
 
 /// How often a standby tries the lock, and a leader checks its lock connection.
 pub const RETRY: Duration = Duration::from_secs(1);
+
+/// How long a successful check of the lock lets the leader send and confirm: half of
+/// `leader_timeout`, at most 3 s (checks come every [`RETRY`]).
+pub fn validity(leader_timeout: Duration) -> Duration {
+    (leader_timeout / 2).min(Duration::from_secs(3))
+}
 
 /// The advisory lock key of a slot: stable across versions and instances (the first 8 bytes of
 /// SHA-256 of `switchyard.slot:<slot>`).
@@ -33,23 +69,85 @@ pub fn lock_key(slot: &str) -> i64 {
     i64::from_be_bytes(first)
 }
 
+/// The permission of a source's current session to hand records to Kafka and confirm the slot:
+/// it holds until a moment set by the last successful check of the leadership lock (see the
+/// module doc). Cloned into the source's ordered lane.
+#[derive(Clone, Debug)]
+pub struct Fence(Arc<FenceState>);
+
+#[derive(Debug)]
+struct FenceState {
+    base: Instant,
+    /// Milliseconds after `base` until which the fence holds (0: it does not).
+    until_ms: AtomicU64,
+}
+
+impl Default for Fence {
+    fn default() -> Fence {
+        Fence(Arc::new(FenceState {
+            base: Instant::now(),
+            until_ms: AtomicU64::new(0),
+        }))
+    }
+}
+
+impl Fence {
+    /// True while this instance may send and confirm.
+    pub fn holds(&self) -> bool {
+        millis(self.0.base.elapsed()) < self.0.until_ms.load(Ordering::Acquire)
+    }
+
+    /// Extends the fence to `checked + validity` (`checked`: when the check was sent).
+    fn renew(&self, checked: Instant, validity: Duration) {
+        let until = millis(checked.saturating_duration_since(self.0.base) + validity);
+        self.0.until_ms.fetch_max(until, Ordering::AcqRel);
+    }
+
+    /// Lapses the fence at once.
+    fn revoke(&self) {
+        self.0.until_ms.store(0, Ordering::Release);
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// Leadership of one slot: the connection that holds its lock.
 pub struct Lease {
     client: Client,
+    fence: Fence,
+    validity: Duration,
+    /// How long to wait before streaming: the previous leader stopped answering and may still
+    /// hold records in its Kafka client (see the module doc). Zero otherwise.
+    pub quiet: Duration,
 }
 
 impl Lease {
-    /// True while the lock connection answers (and so still holds the lock).
+    /// True while the lock connection answers (and so still holds the lock); renews the fence.
     pub async fn alive(&self) -> bool {
-        !self.client.is_closed() && self.client.simple_query("SELECT 1").await.is_ok()
+        let sent = Instant::now();
+        let answered =
+            !self.client.is_closed() && self.client.simple_query("SELECT 1").await.is_ok();
+        if answered {
+            self.fence.renew(sent, self.validity);
+        } else {
+            self.fence.revoke();
+        }
+        answered
     }
 
-    /// Resolves when the lock connection is gone: the lock may then be someone else's.
+    /// Resolves when the lock may be someone else's: the lock connection is gone, does not
+    /// answer within the fence's validity, or the fence lapsed (this process was stopped).
     pub async fn lost(&self) {
         loop {
             tokio::time::sleep(RETRY).await;
-            let check = tokio::time::timeout(RETRY * 5, self.alive()).await;
+            if !self.fence.holds() {
+                return;
+            }
+            let check = tokio::time::timeout(self.validity, self.alive()).await;
             if !matches!(check, Ok(true)) {
+                self.fence.revoke();
                 return;
             }
         }
@@ -57,17 +155,24 @@ impl Lease {
 }
 
 /// Waits until this instance holds the slot's lock; `None` when `stop` turned true first.
-/// Meanwhile the source's state is `standby`.
+/// Meanwhile the source's state is `standby`. Once it holds the lock, a walsender still
+/// attached to the slot (a previous leader that stopped answering) is ended, and the lease says
+/// how long to wait before streaming (`delivery_timeout`: the Kafka client's message timeout).
 pub async fn acquire(
     name: &str,
     cfg: &PostgresSourceConfig,
     health: &SourceHealth,
     stop: &mut watch::Receiver<bool>,
+    fence: &Fence,
+    delivery_timeout: Duration,
 ) -> Result<Option<Lease>, SourceError> {
+    fence.revoke();
     let client = connect_sql(cfg).await?;
+    bound_the_lock_session(name, &client, cfg.leader_timeout).await?;
     let key = lock_key(&cfg.slot);
     let mut announced = false;
     loop {
+        let sent = Instant::now();
         let row = client
             .query_one("SELECT pg_try_advisory_lock($1)", &[&key])
             .await
@@ -77,7 +182,19 @@ pub async fn acquire(
             if announced {
                 info!(source = %name, slot = %cfg.slot, "took over the slot: this instance streams it now");
             }
-            return Ok(Some(Lease { client }));
+            let validity = validity(cfg.leader_timeout);
+            let quiet = if end_walsender(name, &client, &cfg.slot).await? {
+                (delivery_timeout + validity).saturating_sub(cfg.leader_timeout)
+            } else {
+                Duration::ZERO
+            };
+            fence.renew(sent, validity);
+            return Ok(Some(Lease {
+                client,
+                fence: fence.clone(),
+                validity,
+                quiet,
+            }));
         }
         if !announced {
             info!(source = %name, slot = %cfg.slot, "another instance streams this slot; standing by");
@@ -93,6 +210,78 @@ pub async fn acquire(
             }
         }
     }
+}
+
+/// Makes the server end the lock session (and so release the lock) once it has been idle for
+/// `timeout`, and probe its TCP connection: a leader that stops answering loses the slot.
+async fn bound_the_lock_session(
+    name: &str,
+    client: &Client,
+    timeout: Duration,
+) -> Result<(), SourceError> {
+    let ms = millis(timeout);
+    let secs = timeout.as_secs().max(1);
+    // Keepalives: first probe after a third of the timeout, then every sixth, three probes.
+    let keepalives = format!(
+        "SET tcp_keepalives_idle = {}; SET tcp_keepalives_interval = {}; SET tcp_keepalives_count = 3; SET tcp_user_timeout = {ms}",
+        (secs / 3).max(1),
+        (secs / 6).max(1),
+    );
+    if let Err(e) = client.batch_execute(&keepalives).await {
+        warn!(source = %name, error = %e, "could not set TCP keepalives on the leadership lock's session");
+    }
+    match client
+        .batch_execute(&format!("SET idle_session_timeout = {ms}"))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_OBJECT) => {
+            warn!(source = %name, "the server has no idle_session_timeout (PostgreSQL 13 or older): a frozen or cut-off leader keeps the slot until TCP keepalives give up");
+            Ok(())
+        }
+        Err(e) => Err(sql(e)),
+    }
+}
+
+/// Ends the walsender still attached to `slot`, if any (a previous leader that stopped
+/// answering), and waits until the slot is free; true when there was one.
+async fn end_walsender(name: &str, client: &Client, slot: &str) -> Result<bool, SourceError> {
+    let query = "SELECT s.active_pid, a.application_name, a.client_addr::text
+                 FROM pg_replication_slots s LEFT JOIN pg_stat_activity a ON a.pid = s.active_pid
+                 WHERE s.slot_name = $1 AND s.active_pid IS NOT NULL";
+    let Some(row) = client.query_opt(query, &[&slot]).await.map_err(sql)? else {
+        return Ok(false);
+    };
+    let pid: i32 = row.try_get(0).map_err(sql)?;
+    let app: Option<String> = row.try_get(1).map_err(sql)?;
+    let addr: Option<String> = row.try_get(2).map_err(sql)?;
+    warn!(source = %name, slot = %slot, pid, application = app.as_deref().unwrap_or(""), client = addr.as_deref().unwrap_or("local"), "the slot is still streamed by a previous leader that stopped answering; ending its walsender");
+    let ended: bool = client
+        .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .map_err(sql)?
+        .try_get(0)
+        .map_err(sql)?;
+    if !ended {
+        warn!(source = %name, pid, "could not end the walsender (already gone?)");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let still = client
+            .query_opt(
+                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active_pid = $2",
+                &[&slot, &pid],
+            )
+            .await
+            .map_err(sql)?;
+        if still.is_none() {
+            return Ok(true);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(SourceError::Stream(format!(
+        "the walsender (pid {pid}) of a previous leader still holds slot `{slot}` 10 s after it was asked to end"
+    )))
 }
 
 #[cfg(test)]

@@ -130,6 +130,9 @@ pub struct PostgresSource {
     pub(super) counters: SourceCounters,
     /// How long a stop waits for events in flight before closing the stream.
     pub(super) stop_bound: Duration,
+    /// Held while this instance leads the slot: checked before each record is handed to Kafka
+    /// and before each position is confirmed (see [`super::leader`]).
+    pub(super) fence: super::leader::Fence,
 }
 
 /// A postgres source's own metrics, resolved once so the hot path only increments, and the
@@ -192,6 +195,7 @@ impl PostgresSource {
             health,
             counters: SourceCounters::new(name),
             stop_bound: Duration::from_secs(20),
+            fence: super::leader::Fence::default(),
         }
     }
 
@@ -242,8 +246,28 @@ impl PostgresSource {
             }
             if lease.is_none() {
                 self.health.set(&self.name, "connecting", None);
-                match super::leader::acquire(&self.name, &self.cfg, &self.health, &mut stop).await {
+                let acquired = super::leader::acquire(
+                    &self.name,
+                    &self.cfg,
+                    &self.health,
+                    &mut stop,
+                    &self.fence,
+                    self.pipeline.sink().delivery_timeout(),
+                )
+                .await;
+                match acquired {
                     Ok(Some(l)) => {
+                        if !l.quiet.is_zero() {
+                            // The previous leader stopped answering: let its queued records
+                            // time out before sending ours (see `leader`).
+                            info!(source = %self.name, wait = ?l.quiet, "took over from a leader that stopped answering; waiting until none of its queued records can still reach Kafka");
+                            self.health.set(&self.name, "connecting", Some(format!("taking over the slot: waiting {:?} for the previous leader's queued records to expire", l.quiet)));
+                            tokio::select! {
+                                _ = tokio::time::sleep(l.quiet) => {}
+                                () = l.lost() => continue,
+                                _ = stop.changed() => return,
+                            }
+                        }
                         lease = Some(l);
                         wait = Duration::from_millis(500);
                     }
@@ -369,7 +393,7 @@ impl PostgresSource {
                         warn!(source = %self.name, event_id = %id, "an event in flight at stop was not made durable; it is delivered again after the restart");
                         break;
                     }
-                    apply(repl, commits, at, &self.counters);
+                    apply(repl, commits, at, &self.counters, &self.fence);
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -439,7 +463,9 @@ impl PostgresSource {
 
     /// One session: snapshot (if due) and stream, every event through one ordered lane.
     async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), SourceError> {
-        let lane = self.pipeline.lane(&self.name, Arc::clone(&self.health));
+        let lane = self
+            .pipeline
+            .lane(&self.name, Arc::clone(&self.health), self.fence.clone());
         let result = self.stream(&lane, stop).await;
         // A session that failed waits until every record it handed over is reported, so none
         // can land after a record of the next session (which sends again from the slot's
@@ -522,7 +548,7 @@ impl PostgresSource {
                     if !durable {
                         return Err(SourceError::NotDurable(id));
                     }
-                    apply(&repl, &mut commits, at, &self.counters);
+                    apply(&repl, &mut commits, at, &self.counters, &self.fence);
                     end_spans(&mut delivering, at);
                 }
                 _ = heartbeat.tick() => {
@@ -539,6 +565,10 @@ impl PostgresSource {
                     let Some(event) = event.map_err(|e| SourceError::Stream(e.to_string()))? else {
                         return Err(SourceError::Stream("the server ended the stream".into()));
                     };
+                    // A leader that woke up after a freeze reads nothing more (see `leader`).
+                    if !self.fence.holds() {
+                        return Err(lapsed());
+                    }
                     match event {
                         ReplicationEvent::Begin { final_lsn, xid, commit_time_micros } => {
                             txn = Some(Txn::new(final_lsn.0, xid, commit_time_micros + pgoutput::PG_EPOCH_OFFSET_MICROS));
@@ -557,7 +587,7 @@ impl PostgresSource {
                             let seq = checkpoint.track(end_lsn.0);
                             commits.push_back(end_lsn.0);
                             let at = checkpoint.resolve(seq, true);
-                            apply(&repl, &mut commits, at, &self.counters);
+                            apply(&repl, &mut commits, at, &self.counters, &self.fence);
                             end_spans(&mut delivering, at);
                             if let Some(deadline) = stopping {
                                 self.finish(&mut repl, &mut checkpoint, &mut commits, &mut acks, deadline).await;
@@ -567,7 +597,7 @@ impl PostgresSource {
                         ReplicationEvent::Message { lsn, transactional, prefix, content } => {
                             if prefix == HEARTBEAT_PREFIX {
                                 // With nothing in flight, everything before it is durable.
-                                if !transactional && txn.is_none() && checkpoint.in_flight() == 0 {
+                                if !transactional && txn.is_none() && checkpoint.in_flight() == 0 && self.fence.holds() {
                                     repl.update_applied_lsn(lsn);
                                     self.counters.confirmed(lsn.0);
                                 }
@@ -619,7 +649,7 @@ impl PostgresSource {
                                 cx
                             };
                             let at = self.send(lane, event, position, &mut checkpoint, &mut acks, trace).await;
-                            apply(&repl, &mut commits, at, &self.counters);
+                            apply(&repl, &mut commits, at, &self.counters, &self.fence);
                             end_spans(&mut delivering, at);
                         }
                         ReplicationEvent::XLogData { data, wal_start, .. } => {
@@ -770,14 +800,26 @@ fn end_spans(delivering: &mut VecDeque<(u64, Traced)>, confirmed: Option<u64>) {
     }
 }
 
-/// Reports the end of the newest commit whose events are all durable.
+/// The error of a session whose leadership fence lapsed.
+fn lapsed() -> SourceError {
+    SourceError::Stream(
+        "this instance's hold on the slot's leadership lock lapsed (it did not answer for a while): stopped before sending or confirming anything more, so that another instance can take over".into(),
+    )
+}
+
+/// Reports the end of the newest commit whose events are all durable; nothing once `fence`
+/// lapsed (the events stay durable, the next leader sends them again).
 fn apply(
     repl: &ReplicationClient,
     commits: &mut VecDeque<u64>,
     confirmed: Option<u64>,
     counters: &SourceCounters,
+    fence: &super::leader::Fence,
 ) {
     let Some(confirmed) = confirmed else { return };
+    if !fence.holds() {
+        return;
+    }
     let mut last = None;
     while commits.front().is_some_and(|c| *c <= confirmed) {
         last = commits.pop_front();
