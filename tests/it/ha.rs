@@ -358,3 +358,136 @@ async fn a_frozen_leader_is_replaced_and_when_woken_neither_streams_nor_takes_th
     writer.await.expect("writer");
     assert_everything_arrived_in_order(&stack, &client, &p.store, "a frozen leader").await;
 }
+
+/// The port of `http://host:port`.
+fn port_of(url: &str) -> u16 {
+    url.rsplit(':')
+        .next()
+        .and_then(|p| p.trim_end_matches('/').parse().ok())
+        .expect("a port")
+}
+
+/// A leader cut off from everything by a real network partition (it runs in a network namespace
+/// of the test's own; the link is set down: packets are dropped, nothing is reset) loses the
+/// slot to the standby: the server ends its idle lock session after `leader_timeout`, the
+/// standby ends the stranded walsender, and every row committed after the cut reaches Kafka
+/// within the documented bound. Once the link is back the old leader stands by, the slot stays
+/// with the new leader, and every key's records are in commit order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_by_a_network_partition_is_replaced_and_stands_by_once_the_link_is_back() {
+    use crate::support::proxy::Proxy;
+    let net = crate::support::netns::Netns::create();
+    let dir = crate::support::scratch();
+    let (broker, _kafka) =
+        crate::support::broker::Broker::start_behind_proxy_on(net.outer_ip, dir.path());
+    let registry = crate::support::registry::Registry::start(dir.path());
+    let stack = Stack {
+        dir,
+        broker,
+        registry,
+    };
+    let Db { pg, db, client } = crate::cdc_order::counters_db("frozen", 20).await;
+    // Inside the namespace the leader reaches Postgres and the registry through proxies on the
+    // test's end of the link (Kafka advertises its proxy there for everyone).
+    let (pg_port, registry_port) = (crate::support::free_port(), crate::support::free_port());
+    let _pg_proxy = Proxy::start_on(net.outer_ip, pg_port, ([127, 0, 0, 1], pg.port()).into());
+    let _registry_proxy = Proxy::start_on(
+        net.outer_ip,
+        registry_port,
+        ([127, 0, 0, 1], port_of(&stack.registry.url())).into(),
+    );
+    let p = pair(&stack, &pg.url(&db), "127.0.0.1");
+    let a_port = crate::support::free_port();
+    let a_url = format!("http://{}:{a_port}", net.inner_ip);
+    let a_home = stack.dir.path().join("inside");
+    std::fs::create_dir_all(&a_home).expect("dir");
+    let a_path = crate::cdc_order::write_config(
+        &a_home,
+        &format!("{}:{a_port}", net.inner_ip),
+        (
+            &stack.broker.bootstrap(),
+            &format!("http://{}:{registry_port}", net.outer_ip),
+        ),
+        &pg.url(&db).replace(
+            &format!("127.0.0.1:{}", pg.port()),
+            &format!("{}:{pg_port}", net.outer_ip),
+        ),
+        "\"public.counters\"",
+        "delivery_timeout = \"8s\"",
+        (SOURCE, "leader_timeout = \"4s\""),
+    );
+    let a_store = crate::cdc_order::load(&a_path).dlq.store.clone();
+    let http = daemon::client(Duration::from_secs(2));
+    let mut cmd = net.command(std::path::Path::new(env!("CARGO_BIN_EXE_switchyard")));
+    cmd.args(["run", "-c"]).arg(&a_path);
+    let _a = crate::support::ChildGuard::spawn(
+        "switchyard in a namespace",
+        cmd,
+        stack.dir.path().join("a.log"),
+    );
+    wait_for_slot(&client, "switchyard_frozen").await;
+    wait_for_state_of(&http, &a_url, "streaming", 60).await;
+    let _b = daemon::spawn_binary(&p.paths[1], stack.dir.path().join("b.log"));
+    wait_for_state_of(&http, &p.urls[1], "standby", 60).await;
+    let a_pid = slot_pid(&client).await.expect("the leader's walsender");
+
+    let (stop_writing, stop) = tokio::sync::watch::channel(false);
+    let mut rng = crate::cdc_order::Rng::seeded();
+    let writer = keep_writing(pg.libpq(&db), rng.0 ^ 0x9e37_79b9, stop);
+    let start = slot_confirmed(&client).await.expect("confirmed");
+    wait_for_async("the leader to confirm", Duration::from_secs(60), || async {
+        (slot_confirmed(&client).await? > start).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100 + rng.below(400))).await;
+    net.cut();
+    let cut = Instant::now();
+    let wal_at_cut = wal_now(&client).await;
+    wait_for_async(
+        "the standby to take the lock",
+        Duration::from_secs(30),
+        || async { (state_of(&http, &p.urls[1]).await? != "standby").then_some(()) },
+    )
+    .await;
+    let locked = cut.elapsed();
+    wait_for_async(
+        "the standby to confirm past the cut",
+        Duration::from_secs(60),
+        || async { (slot_confirmed(&client).await? > wal_at_cut).then_some(()) },
+    )
+    .await;
+    let takeover = cut.elapsed();
+    let b_pid = slot_pid(&client).await.expect("the new leader's walsender");
+    assert_ne!(b_pid, a_pid, "the cut-off leader's walsender was ended");
+    eprintln!(
+        "partition: lock taken {locked:?}, confirming past the cut {takeover:?} after the cut"
+    );
+    assert!(
+        locked < Duration::from_secs(10),
+        "the standby took {locked:?} to take the lock (bound ~5 s)"
+    );
+    assert!(
+        takeover < Duration::from_secs(25),
+        "rows written after the cut took {takeover:?} to be confirmed (bound ~12 s)"
+    );
+
+    // The link is back: the old leader stands by, the slot stays with the new one.
+    net.restore();
+    wait_for_state_of(&http, &a_url, "standby", 60).await;
+    let back = slot_confirmed(&client).await.expect("confirmed");
+    wait_for_async(
+        "the new leader to confirm on",
+        Duration::from_secs(30),
+        || async { (slot_confirmed(&client).await? > back).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        slot_pid(&client).await,
+        Some(b_pid),
+        "the slot stays with the new leader's walsender"
+    );
+    let _ = stop_writing.send(true);
+    writer.await.expect("writer");
+    assert_everything_arrived_in_order(&stack, &client, &p.store, "a partitioned leader").await;
+    crate::cdc_order::assert_dlq_empty(&a_store, "the partitioned leader").await;
+}

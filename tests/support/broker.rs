@@ -16,6 +16,8 @@ pub struct Broker {
     port: u16,
     /// The port clients are told to use (a proxy's, or `port`).
     advertised: u16,
+    /// The address clients are told to connect to (127.0.0.1 unless behind a proxy elsewhere).
+    host: std::net::Ipv4Addr,
     log: PathBuf,
 }
 
@@ -43,14 +45,46 @@ impl Broker {
         (Self::start_advertising(port, proxy_port, dir), proxy)
     }
 
+    /// Starts a broker that clients reach through a [`Proxy`](super::proxy::Proxy) listening on
+    /// `host` (e.g. the test's end of a link into a network namespace).
+    pub fn start_behind_proxy_on(
+        host: std::net::Ipv4Addr,
+        dir: &std::path::Path,
+    ) -> (Broker, super::proxy::Proxy) {
+        let port = free_port();
+        let mut proxy_port = free_port();
+        while proxy_port == port {
+            proxy_port = free_port();
+        }
+        let proxy = super::proxy::Proxy::start_on(
+            host,
+            proxy_port,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        );
+        let broker = Self::start_process(port, host, proxy_port, dir);
+        broker.wait_ready();
+        (broker, proxy)
+    }
+
     fn start_advertising(port: u16, advertised: u16, dir: &std::path::Path) -> Broker {
+        let broker = Self::start_process(port, std::net::Ipv4Addr::LOCALHOST, advertised, dir);
+        broker.wait_ready();
+        broker
+    }
+
+    fn start_process(
+        port: u16,
+        host: std::net::Ipv4Addr,
+        advertised: u16,
+        dir: &std::path::Path,
+    ) -> Broker {
         let bin = find_bin(
             "TANSU_BIN",
             "tansu",
             "cargo install tansu --version 0.6.0 --features dynostore",
         );
         let url = format!("tcp://127.0.0.1:{port}");
-        let advertised_url = format!("tcp://127.0.0.1:{advertised}");
+        let advertised_url = format!("tcp://{host}:{advertised}");
         let mut cmd = Command::new(bin);
         cmd.args([
             "broker",
@@ -69,14 +103,13 @@ impl Broker {
             process.assert_running();
             accepts(addr).then_some(())
         });
-        let broker = Broker {
+        Broker {
             process,
             port,
             advertised,
+            host,
             log,
-        };
-        broker.wait_ready();
-        broker
+        }
     }
 
     fn wait_ready(&self) {
@@ -96,7 +129,7 @@ impl Broker {
 
     /// `host:port` for `bootstrap.servers`.
     pub fn bootstrap(&self) -> String {
-        format!("127.0.0.1:{}", self.advertised)
+        format!("{}:{}", self.host, self.advertised)
     }
 
     /// The port.

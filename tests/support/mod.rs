@@ -14,6 +14,7 @@
 pub mod broker;
 pub mod consume;
 pub mod daemon;
+pub mod netns;
 pub mod postgres;
 pub mod proxy;
 pub mod registry;

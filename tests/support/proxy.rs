@@ -20,7 +20,12 @@ pub struct Proxy {
 impl Proxy {
     /// Listens on `port` and forwards every connection to `upstream`.
     pub fn start(port: u16, upstream: SocketAddr) -> Proxy {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("proxy port");
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST, port, upstream)
+    }
+
+    /// Listens on `ip:port` and forwards every connection to `upstream`.
+    pub fn start_on(ip: std::net::Ipv4Addr, port: u16, upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind((ip, port)).expect("proxy port");
         listener.set_nonblocking(true).expect("nonblocking");
         let open = Arc::new(AtomicBool::new(true));
         let stopped = Arc::new(AtomicBool::new(false));

@@ -773,6 +773,11 @@ pub async fn connect_sql(source: &PostgresSourceConfig) -> Result<Client, Source
     let mut cfg = tokio_postgres::Config::from_str(&source.url)
         .map_err(|e| SourceError::Preflight(format!("invalid postgres url: {e}")))?;
     cfg.ssl_mode(super::tls::sql_mode(&source.tls));
+    // A database behind a partition drops the handshake's packets: give up in time to retry
+    // (TCP alone would wait minutes). `connect_timeout` in the URL wins.
+    if cfg.get_connect_timeout().is_none() {
+        cfg.connect_timeout(Duration::from_secs(10));
+    }
     if source.tls.mode == crate::config::PgSslMode::Disable {
         let (client, conn) = cfg.connect(NoTls).await.map_err(sql)?;
         tokio::spawn(async move {
