@@ -11,6 +11,36 @@ use super::raw::*;
 use super::validate::is_identifier;
 use super::*;
 
+/// The longest filter expression: far beyond any condition a person writes, and short enough
+/// that the CEL parser's error for it can be shown (it panics formatting a caret past column
+/// 65535).
+const MAX_FILTER_BYTES: usize = 16 << 10;
+
+/// The most operators, dots and brackets a filter may have. The CEL parser, its checks and its
+/// evaluator recurse once per level of a chain (`a.b.c…`, `x[0][0]…`, `1 + 1 + …`); about 2,000
+/// levels overflow a 2 MiB thread stack (a debug build; the daemon's threads have 2 MiB), which
+/// aborts the process. Real conditions use a few dozen.
+const MAX_FILTER_OPERATORS: usize = 512;
+
+/// Why a filter is too large to compile and run safely, if it is.
+fn filter_too_large(expr: &str) -> Option<String> {
+    if expr.len() > MAX_FILTER_BYTES {
+        return Some(format!(
+            "{} bytes, more than the {MAX_FILTER_BYTES} a filter may have",
+            expr.len()
+        ));
+    }
+    let operators = expr
+        .bytes()
+        .filter(|b| b".[({!?-+*/%<>=&|".contains(b))
+        .count();
+    (operators > MAX_FILTER_OPERATORS).then(|| {
+        format!(
+            "{operators} operators, dots and brackets, more than the {MAX_FILTER_OPERATORS} a filter may have (deeper expressions overflow the evaluator's stack)"
+        )
+    })
+}
+
 fn validate_transform(
     name: &str,
     raw: &Spanned<RawTransform>,
@@ -246,6 +276,18 @@ pub(super) fn validate_routes(
         }
         let filter = match &r.filter {
             None => None,
+            Some(f) if let Some(why) = filter_too_large(f.get_ref()) => {
+                diag.at(
+                    f.span(),
+                    format!("route `{name}`: filter: {why}"),
+                    Some(
+                        "split the condition across routes, or select with event_types/tables/ops first"
+                            .into(),
+                    ),
+                );
+                filter_ok_early = false;
+                None
+            }
             Some(f) => match crate::router::filter::check(f.get_ref(), is_postgres) {
                 Ok(()) => Some(f.get_ref().clone()),
                 Err(message) => {

@@ -258,8 +258,21 @@ pub(super) fn is_identifier(s: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
+/// The longest duration a file may give: beyond any sensible timeout, window or retention, and
+/// short enough that a clock plus it, or it in microseconds (an `i64`), cannot overflow.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A `humantime` duration ("10s", "5m", "14d") of at most [`MAX_DURATION`].
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(d) if d > MAX_DURATION => Err("longer than 100 years".into()),
+        Ok(d) => Ok(d),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 fn duration(v: &Spanned<String>, diag: &mut Diagnostics) -> Option<Duration> {
-    match humantime::parse_duration(v.get_ref()) {
+    match parse_duration(v.get_ref()) {
         Ok(d) if !d.is_zero() => Some(d),
         Ok(_) => {
             diag.at(

@@ -8,7 +8,7 @@ use serde_spanned::Spanned;
 
 use super::diagnostic::Diagnostics;
 use super::raw::RawWebhookSource;
-use super::validate::parse_size;
+use super::validate::{parse_duration, parse_size};
 use super::{
     HmacAlgorithm, HmacSpec, Secret, SignatureEncoding, WebhookProvider, WebhookSourceConfig,
     WhenUnavailable,
@@ -17,12 +17,15 @@ use super::{
 const PROVIDERS: &str = "stripe, github, shopify, slack, standard, hmac, none";
 
 fn duration(v: &Spanned<String>, allow_zero: bool, diag: &mut Diagnostics) -> Option<Duration> {
-    match humantime::parse_duration(v.get_ref()) {
+    match parse_duration(v.get_ref()) {
         Ok(d) if allow_zero || !d.is_zero() => Some(d),
-        _ => {
+        result => {
+            let why = result
+                .err()
+                .unwrap_or_else(|| "zero is not allowed here".into());
             diag.at(
                 v.span(),
-                format!("invalid duration \"{}\"", v.get_ref()),
+                format!("invalid duration \"{}\": {why}", v.get_ref()),
                 Some("write a number with a unit, e.g. \"5m\", \"24h\"".into()),
             );
             None
@@ -30,17 +33,22 @@ fn duration(v: &Spanned<String>, allow_zero: bool, diag: &mut Diagnostics) -> Op
     }
 }
 
-/// Parses "100/s", "6000/m", "10/h" into requests per second.
+/// The lowest rate limit: one request a day. Below it the wait a refused request is told
+/// (`Retry-After`) would pass any clock's range; `inf` is no limit and is written by leaving
+/// `rate_limit` out.
+const MIN_RATE_PER_SEC: f64 = 1.0 / 86_400.0;
+
+/// Parses "100/s", "6000/m", "10/h" into requests per second (finite, at least one a day).
 fn rate(text: &str) -> Option<f64> {
     let (n, per) = text.split_once('/')?;
-    let n: f64 = n.trim().parse().ok().filter(|n: &f64| *n > 0.0)?;
+    let n: f64 = n.trim().parse().ok().filter(|n: &f64| n.is_finite())?;
     let secs = match per.trim() {
         "s" | "sec" | "second" => 1.0,
         "m" | "min" | "minute" => 60.0,
         "h" | "hour" => 3600.0,
         _ => return None,
     };
-    Some(n / secs)
+    Some(n / secs).filter(|r| *r >= MIN_RATE_PER_SEC)
 }
 
 /// A JSON Pointer (RFC 6901): empty or starting with `/`.
@@ -281,7 +289,7 @@ pub(super) fn validate(
                 diag.at(
                     r.span(),
                     format!("invalid rate \"{}\"", r.get_ref()),
-                    Some("write requests per unit of time, e.g. \"100/s\" or \"6000/m\"".into()),
+                    Some("write requests per unit of time, from one a day (\"0.05/h\") up, e.g. \"100/s\" or \"6000/m\"".into()),
                 );
                 None
             }
@@ -339,5 +347,10 @@ mod tests {
         assert_eq!(rate("6000/m"), Some(100.0));
         assert_eq!(rate("0/s"), None);
         assert_eq!(rate("fast"), None);
+        // No limit, or a wait no clock can hold: refused, not a panic at the first 429.
+        assert_eq!(rate("inf/s"), None);
+        assert_eq!(rate("1e-300/h"), None);
+        assert_eq!(rate("1/d"), None);
+        assert!(rate("0.05/h").is_some_and(|r| r > 1.0 / 86_400.0));
     }
 }
