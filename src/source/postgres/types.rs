@@ -285,6 +285,9 @@ pub fn decimal_bytes(text: &str, scale: u32) -> Option<Vec<u8>> {
     Some(mag)
 }
 
+/// The last year of PostgreSQL's `date` (5874897 AD): larger years are not dates it writes.
+const MAX_YEAR: i64 = 5_874_897;
+
 /// Days since 1970-01-01 of a proleptic Gregorian date.
 fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
@@ -305,7 +308,8 @@ fn parse_date_parts(text: &str) -> Option<i64> {
     let y: i64 = parts.next()?.parse().ok()?;
     let m: u32 = parts.next()?.parse().ok()?;
     let d: u32 = parts.next()?.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+    // Years past the last date PostgreSQL has (5874897 AD) would overflow the day count.
+    if !(0..=MAX_YEAR).contains(&y) || !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
     let y = if bc { 1 - y } else { y };
@@ -322,7 +326,12 @@ fn parse_time(text: &str) -> Option<i64> {
     let h: i64 = p.next()?.parse().ok()?;
     let m: i64 = p.next()?.parse().ok()?;
     let s: i64 = p.next()?.parse().ok()?;
-    if frac.len() > 6 || !frac.bytes().all(|b| b.is_ascii_digit()) || h > 24 || m > 59 || s > 60 {
+    if frac.len() > 6
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+        || !(0..=24).contains(&h)
+        || !(0..=59).contains(&m)
+        || !(0..=60).contains(&s)
+    {
         return None;
     }
     // `.5` is 500000 µs: the digits scaled to six places (checked above: at most six digits).
@@ -358,6 +367,10 @@ fn parse_timestamp(text: &str) -> Option<(i64, i64)> {
             let mut p = o[1..].split(':');
             let h: i64 = p.next()?.parse().ok()?;
             let m: i64 = p.next().map_or(Some(0), |m| m.parse().ok())?;
+            // PostgreSQL's offsets are within ±15:59; anything past a day is not an offset.
+            if !(0..=24).contains(&h) || !(0..=59).contains(&m) {
+                return None;
+            }
             sign * (h * 3600 + m * 60)
         }
     };
@@ -367,7 +380,7 @@ fn parse_timestamp(text: &str) -> Option<(i64, i64)> {
 /// A timestamptz text as ISO-8601 in UTC with microseconds, e.g. `2024-11-05T08:49:37.123456Z`.
 fn zoned_iso(text: &str) -> Option<String> {
     let (local, offset) = parse_timestamp(text)?;
-    let utc = local - offset * 1_000_000;
+    let utc = local.checked_sub(offset * 1_000_000)?;
     let days = utc.div_euclid(86_400_000_000);
     let in_day = utc.rem_euclid(86_400_000_000);
     let (y, m, d) = civil_from_days(days);
