@@ -3,9 +3,9 @@
 //! active secret is tried, so a rotation accepts the old and the new one; schemes with a
 //! timestamp reject deliveries older (or newer) than the source's tolerance.
 //!
-//! Received signatures are decoded into fixed buffers (nothing allocated per request but the
-//! list of a header's several signatures), and nothing parses the body: verification comes
-//! before parsing.
+//! Received signatures are decoded into fixed buffers, one entry of a header at a time as it is
+//! compared (nothing allocated per request, however many entries a header has), and nothing
+//! parses the body: verification comes before parsing.
 
 use axum::http::HeaderMap;
 use base64::Engine;
@@ -171,16 +171,17 @@ impl Verifier {
     }
 
     /// True when some active secret signs `parts` to one of `signatures` (one MAC per secret,
-    /// compared with each signature in constant time).
-    fn any_matches(
+    /// compared with each signature in constant time; the signatures are decoded again for each
+    /// secret rather than collected, so a header of many entries costs time, not memory).
+    fn any_matches<I: Iterator<Item = Sig>>(
         &self,
         algorithm: HmacAlgorithm,
         parts: &[&[u8]],
-        signatures: &[Sig],
+        signatures: impl Fn() -> I,
     ) -> Result<(), Rejection> {
         let ok = self.secrets.iter().any(|s| {
             mac(algorithm, &s.0, parts)
-                .is_some_and(|expected| signatures.iter().any(|sig| sig.same(&expected)))
+                .is_some_and(|expected| signatures().any(|sig| sig.same(&expected)))
         });
         if ok { Ok(()) } else { Err(Rejection::Mismatch) }
     }
@@ -202,28 +203,26 @@ impl Verifier {
             WebhookProvider::Stripe => {
                 // Stripe-Signature: t=<unix>,v1=<hex>[,v1=<hex>…][,v0=…]
                 let value = header(headers, "stripe-signature")?;
-                let mut timestamp = None;
-                let mut signatures = Vec::with_capacity(2);
-                for item in value.split(',') {
-                    match item.trim().split_once('=') {
-                        Some(("t", t)) => timestamp = Some(t),
-                        Some(("v1", s)) => {
-                            if let Some(sig) = Sig::hex(s) {
-                                signatures.push(sig);
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                let t = timestamp.ok_or_else(|| Rejection::Malformed("stripe-signature".into()))?;
+                let entries = || {
+                    value
+                        .split(',')
+                        .filter_map(|item| item.trim().split_once('='))
+                };
+                let signatures =
+                    || entries().filter_map(|(k, s)| if k == "v1" { Sig::hex(s) } else { None });
+                // The last `t` counts, as it always has.
+                let t = entries()
+                    .filter_map(|(k, t)| (k == "t").then_some(t))
+                    .next_back()
+                    .ok_or_else(|| Rejection::Malformed("stripe-signature".into()))?;
                 let ts: i64 = t
                     .parse()
                     .map_err(|_| Rejection::Malformed("stripe-signature".into()))?;
-                if signatures.is_empty() {
+                if signatures().next().is_none() {
                     return Err(Rejection::Malformed("stripe-signature".into()));
                 }
                 self.fresh(ts, now)?;
-                self.any_matches(Sha256, &[t.as_bytes(), b".", body], &signatures)
+                self.any_matches(Sha256, &[t.as_bytes(), b".", body], signatures)
             }
             WebhookProvider::Github => {
                 let value = header(headers, "x-hub-signature-256")?;
@@ -231,13 +230,13 @@ impl Verifier {
                     .strip_prefix("sha256=")
                     .and_then(Sig::hex)
                     .ok_or_else(|| Rejection::Malformed("x-hub-signature-256".into()))?;
-                self.any_matches(Sha256, &[body], &[sig])
+                self.any_matches(Sha256, &[body], || std::iter::once(sig))
             }
             WebhookProvider::Shopify => {
                 let value = header(headers, "x-shopify-hmac-sha256")?;
                 let sig = Sig::base64(value.trim())
                     .ok_or_else(|| Rejection::Malformed("x-shopify-hmac-sha256".into()))?;
-                self.any_matches(Sha256, &[body], &[sig])
+                self.any_matches(Sha256, &[body], || std::iter::once(sig))
             }
             WebhookProvider::Slack => {
                 let t = header(headers, "x-slack-request-timestamp")?;
@@ -251,7 +250,9 @@ impl Verifier {
                     .and_then(Sig::hex)
                     .ok_or_else(|| Rejection::Malformed("x-slack-signature".into()))?;
                 self.fresh(ts, now)?;
-                self.any_matches(Sha256, &[b"v0:", t.as_bytes(), b":", body], &[sig])
+                self.any_matches(Sha256, &[b"v0:", t.as_bytes(), b":", body], || {
+                    std::iter::once(sig)
+                })
             }
             WebhookProvider::Standard => {
                 let id = header(headers, "webhook-id")?;
@@ -262,19 +263,20 @@ impl Verifier {
                     .map_err(|_| Rejection::Malformed("webhook-timestamp".into()))?;
                 let value = header(headers, "webhook-signature")?;
                 // Space-separated `v1,<base64>` entries; other versions are skipped.
-                let signatures: Vec<Sig> = value
-                    .split(' ')
-                    .filter_map(|e| e.strip_prefix("v1,"))
-                    .filter_map(Sig::base64)
-                    .collect();
-                if signatures.is_empty() {
+                let signatures = || {
+                    value
+                        .split(' ')
+                        .filter_map(|e| e.strip_prefix("v1,"))
+                        .filter_map(Sig::base64)
+                };
+                if signatures().next().is_none() {
                     return Err(Rejection::Malformed("webhook-signature".into()));
                 }
                 self.fresh(ts, now)?;
                 self.any_matches(
                     Sha256,
                     &[id.as_bytes(), b".", t.as_bytes(), b".", body],
-                    &signatures,
+                    signatures,
                 )
             }
             WebhookProvider::Hmac(spec) => self.verify_hmac(spec, headers, body, now),
@@ -299,7 +301,7 @@ impl Verifier {
         }
         .ok_or_else(|| Rejection::Malformed(spec.header.clone()))?;
         match &spec.timestamp_header {
-            None => self.any_matches(spec.algorithm, &[body], &[sig]),
+            None => self.any_matches(spec.algorithm, &[body], || std::iter::once(sig)),
             Some(th) => {
                 let t = header(headers, th)?;
                 let ts: i64 = t
@@ -307,7 +309,9 @@ impl Verifier {
                     .parse()
                     .map_err(|_| Rejection::Malformed(th.clone()))?;
                 self.fresh(ts, now)?;
-                self.any_matches(spec.algorithm, &[t.trim().as_bytes(), b".", body], &[sig])
+                self.any_matches(spec.algorithm, &[t.trim().as_bytes(), b".", body], || {
+                    std::iter::once(sig)
+                })
             }
         }
     }
