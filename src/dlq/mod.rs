@@ -202,6 +202,29 @@ pub struct AuditEntry {
     pub result: String,
 }
 
+/// The answer of a shared store to an instance claiming a webhook event id before delivering
+/// it (see `source::webhook::dedupe`): only one instance wins an id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookIdClaim {
+    /// Accepted (by any instance) at this time (micros), within the window asked about.
+    Accepted(i64),
+    /// This instance holds the claim: it delivers the event.
+    Won,
+    /// Another instance holds a live claim: it is delivering the event now.
+    ClaimedElsewhere,
+}
+
+/// What a shared store knows of a webhook event id another instance claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookIdState {
+    /// Accepted at this time (micros).
+    Accepted(i64),
+    /// An instance holds a live claim on it.
+    Claimed,
+    /// Neither: the claim ended without an acceptance (the delivery failed) or expired.
+    Free,
+}
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum DlqError {
@@ -213,9 +236,15 @@ pub enum DlqError {
         /// What failed.
         message: String,
     },
-    /// PostgreSQL failed.
+    /// PostgreSQL failed, and the same call would fail again (bad SQL or data,
+    /// authentication, TLS verification).
     #[error("postgres dead-letter store: {0}")]
     Postgres(String),
+    /// PostgreSQL is unreachable or lost the connection, is restarting or shutting down, or
+    /// aborted the statement for a moment (serialization failure, deadlock): transient, the
+    /// same call may succeed later (the store connects anew on its next call).
+    #[error("postgres dead-letter store unavailable: {0}")]
+    PostgresUnavailable(String),
     /// A stored row could not be read back.
     #[error("dead letter {id} is unreadable: {message}")]
     Corrupt {
@@ -224,6 +253,14 @@ pub enum DlqError {
         /// What is wrong.
         message: String,
     },
+}
+
+impl DlqError {
+    /// True when the failure may pass by itself (the store's database restarting or out of
+    /// reach): a caller answers "retry later" (a webhook 503) rather than failing for good.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, DlqError::PostgresUnavailable(_))
+    }
 }
 
 /// The configured store. An enum rather than a trait object: two backends, chosen by URL
@@ -342,6 +379,50 @@ impl DlqStore {
         dispatch!(self, s => s.seen_since(key, since).await)
     }
 
+    /// Claims the webhook event id `key` for this instance until `until` (micros), unless it
+    /// was accepted since `since` or another instance holds a live claim. The embedded store
+    /// serves one instance: it only looks the id up.
+    pub async fn claim_webhook_id(
+        &self,
+        key: &str,
+        since: i64,
+        until: i64,
+    ) -> Result<WebhookIdClaim, DlqError> {
+        match self {
+            DlqStore::Postgres(s) => s.claim_webhook_id(key, since, until).await,
+            DlqStore::Sqlite(s) => Ok(if s.seen_since(key, since).await? {
+                WebhookIdClaim::Accepted(since)
+            } else {
+                WebhookIdClaim::Won
+            }),
+        }
+    }
+
+    /// Whether `key` was accepted since `since`, is claimed by a live instance, or neither.
+    pub async fn webhook_id_state(
+        &self,
+        key: &str,
+        since: i64,
+    ) -> Result<WebhookIdState, DlqError> {
+        match self {
+            DlqStore::Postgres(s) => s.webhook_id_state(key, since).await,
+            DlqStore::Sqlite(s) => Ok(if s.seen_since(key, since).await? {
+                WebhookIdState::Accepted(since)
+            } else {
+                WebhookIdState::Free
+            }),
+        }
+    }
+
+    /// Ends this instance's claim on `key` without accepting it (its delivery failed).
+    /// Accepting ends it by itself ([`DlqStore::remember_seen`]).
+    pub async fn release_webhook_id(&self, key: &str) -> Result<(), DlqError> {
+        match self {
+            DlqStore::Postgres(s) => s.release_webhook_id(key).await,
+            DlqStore::Sqlite(_) => Ok(()),
+        }
+    }
+
     /// The embedded store, for work done on a thread of its own (blocking calls).
     pub fn as_sqlite(&self) -> Option<&SqliteStore> {
         match self {
@@ -355,7 +436,8 @@ impl DlqStore {
         matches!(self, DlqStore::Postgres(_))
     }
 
-    /// Remembers accepted webhook events (one transaction for the batch).
+    /// Remembers accepted webhook events (one transaction for the batch); on a shared store
+    /// the same commit ends this instance's claims on them.
     pub async fn remember_seen(&self, entries: Vec<(String, i64)>) -> Result<(), DlqError> {
         dispatch!(self, s => s.remember_seen(entries).await)
     }

@@ -1,13 +1,18 @@
 //! The shared dead-letter store: PostgreSQL, so several switchyard instances see one DLQ.
 //! Same schema and semantics as the SQLite store; claims use `FOR UPDATE SKIP LOCKED`.
 
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{Client, NoTls, Row};
+use tokio_postgres::{Row, ToStatement};
 
 use super::sql::{COLUMNS, Param, limit_clause, where_clause};
 use super::{
     AuditEntry, DeadLetter, DlqError, EncodedRecord, NewDeadLetter, Selector, StatsRow, Status,
-    decode_event, encode_event, stats_row,
+    WebhookIdClaim, WebhookIdState, decode_event, encode_event, stats_row,
 };
 
 const SCHEMA: &str = "
@@ -51,6 +56,11 @@ CREATE TABLE IF NOT EXISTS switchyard_webhook_seen (
     at BIGINT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS switchyard_webhook_seen_at ON switchyard_webhook_seen(at);
+CREATE TABLE IF NOT EXISTS switchyard_webhook_claims (
+    key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    until BIGINT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS switchyard_state (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL,
@@ -75,11 +85,134 @@ const TABLE: &str = "switchyard_dead_letters";
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
-    client: Client,
+    client: Conns,
+    /// This store's name on the webhook ids it claims (`host:pid:n`, one per connection).
+    owner: String,
 }
 
-fn pg(e: tokio_postgres::Error) -> DlqError {
-    DlqError::Postgres(pg_message(&e))
+/// A name for this connection's claims, unique across processes and connections.
+fn claim_owner() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    format!(
+        "{}:{}:{}",
+        super::replay::hostname(),
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// Connections to the store at once, at most. Each call takes one for a statement (no call
+/// holds one across statements); several webhook threads, the dedupe writer, readiness and a
+/// replay share them.
+const POOL_SIZE: usize = 4;
+/// How long a connection attempt may take unless the URL sets `connect_timeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a call waits for one of [`POOL_SIZE`] connections to be free.
+const WAIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The store's connections: a bounded deadpool-postgres pool. A connection the server closed
+/// (its database restarted, an admin ended it, the network dropped it) is found closed when
+/// the next call takes it (`is_closed()`) and replaced by a new one; so after the database
+/// is back the next call succeeds, with no restart of switchyard. deadpool rather than a
+/// hand-written reconnect: it already does the bounded size, the closed-connection check
+/// and the create/wait timeouts on tokio, and it is a small crate on tokio-postgres 0.7.
+struct Conns {
+    pool: Pool,
+}
+
+/// A store call that failed: no connection, or the statement failed.
+enum CallError {
+    Pool(PoolError),
+    Sql(tokio_postgres::Error),
+}
+
+impl Conns {
+    async fn get(&self) -> Result<deadpool_postgres::Object, CallError> {
+        self.pool.get().await.map_err(CallError::Pool)
+    }
+
+    async fn query<T: ?Sized + ToStatement + Sync>(
+        &self,
+        sql: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, CallError> {
+        self.get().await?.query(sql, params).await.map_err(CallError::Sql)
+    }
+
+    async fn query_one<T: ?Sized + ToStatement + Sync>(
+        &self,
+        sql: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, CallError> {
+        let c = self.get().await?;
+        c.query_one(sql, params).await.map_err(CallError::Sql)
+    }
+
+    async fn query_opt<T: ?Sized + ToStatement + Sync>(
+        &self,
+        sql: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, CallError> {
+        let c = self.get().await?;
+        c.query_opt(sql, params).await.map_err(CallError::Sql)
+    }
+
+    async fn execute<T: ?Sized + ToStatement + Sync>(
+        &self,
+        sql: &T,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<u64, CallError> {
+        self.get().await?.execute(sql, params).await.map_err(CallError::Sql)
+    }
+}
+
+fn pg(e: CallError) -> DlqError {
+    match e {
+        CallError::Sql(e) => sql_error(&e, ""),
+        CallError::Pool(PoolError::Backend(e)) => sql_error(&e, "connecting: "),
+        CallError::Pool(PoolError::Timeout(_)) => DlqError::PostgresUnavailable(format!(
+            "no connection to the store's database within {}s (all {POOL_SIZE} busy, or the database does not answer)",
+            WAIT_TIMEOUT.as_secs()
+        )),
+        CallError::Pool(e) => DlqError::Postgres(e.to_string()),
+    }
+}
+
+/// A failed statement or connection attempt as a store error: transient (the database is
+/// restarting or unreachable, the connection was lost, a serialization failure or deadlock:
+/// the same call may succeed later) or definite (bad SQL, a constraint, authentication, TLS
+/// verification). `context` prefixes the message.
+fn sql_error(e: &tokio_postgres::Error, context: &str) -> DlqError {
+    let message = format!("{context}{}", pg_message(e));
+    if is_transient(e) {
+        DlqError::PostgresUnavailable(message)
+    } else {
+        DlqError::Postgres(message)
+    }
+}
+
+fn is_transient(e: &tokio_postgres::Error) -> bool {
+    if e.is_closed() {
+        return true;
+    }
+    if let Some(code) = e.code() {
+        return code.code().starts_with("08") // connection exception
+            || *code == SqlState::ADMIN_SHUTDOWN
+            || *code == SqlState::CRASH_SHUTDOWN
+            || *code == SqlState::CANNOT_CONNECT_NOW
+            || *code == SqlState::TOO_MANY_CONNECTIONS
+            || *code == SqlState::T_R_SERIALIZATION_FAILURE
+            || *code == SqlState::T_R_DEADLOCK_DETECTED;
+    }
+    // No answer from the server: refused, reset, timed out (an I/O error somewhere below).
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<std::io::Error>() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }
 
 /// The server's message if it sent one, else the client's.
@@ -109,29 +242,54 @@ fn refs(b: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
 }
 
 impl PostgresStore {
-    /// Connects and creates the tables on first use.
+    /// Connects (TLS as `sslmode`/`sslrootcert` in `url` say, as for postgres sources) and
+    /// creates the tables on first use.
     pub async fn connect(url: &str) -> Result<PostgresStore, DlqError> {
-        let (client, conn) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::warn!(error = %e, "dead-letter store connection closed");
-            }
-        });
+        // Relative sslrootcert paths were made absolute when the config was loaded.
+        let (url, tls) = crate::config::url_tls(url, std::path::Path::new(""))
+            .map_err(|e| DlqError::Postgres(format!("{} ({})", e.message, e.help)))?;
+        let mut cfg = tokio_postgres::Config::from_str(&url)
+            .map_err(|e| DlqError::Postgres(format!("invalid url: {e}")))?;
+        cfg.ssl_mode(crate::source::postgres::tls::sql_mode(&tls));
+        if cfg.get_connect_timeout().is_none() {
+            cfg.connect_timeout(CONNECT_TIMEOUT);
+        }
+        // The handshake (TCP, TLS, authentication) of a new connection, at most.
+        let create_timeout = cfg.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT)
+            + CONNECT_TIMEOUT;
+        // With sslmode=disable tokio-postgres never starts TLS: the connector goes unused.
+        let connector =
+            crate::source::postgres::tls::sql_connector(&tls).map_err(DlqError::Postgres)?;
+        let manager = Manager::from_config(
+            cfg,
+            connector,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(create_timeout))
+            .wait_timeout(Some(WAIT_TIMEOUT))
+            .recycle_timeout(Some(CONNECT_TIMEOUT))
+            .build()
+            .map_err(|e| DlqError::Postgres(format!("connection pool: {e}")))?;
+        let client = Conns { pool };
         // Concurrent first starts (and upgrades) race on CREATE … IF NOT EXISTS and the
         // migrations; serialise them: one transaction under a transaction-level advisory lock,
         // so the lock goes with the transaction whatever happens.
-        client
-            .batch_execute(&format!(
-                "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} {MIGRATIONS} COMMIT;"
-            ))
-            .await
-            .map_err(|e| {
-                DlqError::Postgres(format!(
-                    "creating or upgrading the tables: {}",
-                    pg_message(&e)
-                ))
-            })?;
-        Ok(PostgresStore { client })
+        let conn = client.get().await.map_err(pg)?;
+        conn.batch_execute(&format!(
+            "BEGIN; SELECT pg_advisory_xact_lock({SCHEMA_LOCK}); {SCHEMA} {MIGRATIONS} COMMIT;"
+        ))
+        .await
+        .map_err(|e| sql_error(&e, "creating or upgrading the tables: "))?;
+        drop(conn);
+        Ok(PostgresStore {
+            client,
+            owner: claim_owner(),
+        })
     }
 
     pub(super) async fn put(&self, l: &NewDeadLetter) -> Result<i64, DlqError> {
@@ -373,15 +531,104 @@ impl PostgresStore {
         Ok(row.is_some())
     }
 
+    /// Remembers accepted ids and, in the same statement (one commit), ends this store's
+    /// claims on them: another instance sees an id claimed or accepted, never neither.
     pub(super) async fn remember_seen(&self, entries: Vec<(String, i64)>) -> Result<(), DlqError> {
         let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
         let ats: Vec<i64> = entries.iter().map(|(_, a)| *a).collect();
         self.client
             .execute(
-                "INSERT INTO switchyard_webhook_seen (key, at)
-                 SELECT * FROM unnest($1::text[], $2::bigint[])
-                 ON CONFLICT (key) DO UPDATE SET at = excluded.at",
-                &[&keys, &ats],
+                "WITH seen AS (
+                    INSERT INTO switchyard_webhook_seen (key, at)
+                    SELECT * FROM unnest($1::text[], $2::bigint[])
+                    ON CONFLICT (key) DO UPDATE SET at = excluded.at
+                 )
+                 DELETE FROM switchyard_webhook_claims WHERE key = ANY($1) AND owner = $3",
+                &[&keys, &ats, &self.owner],
+            )
+            .await
+            .map_err(pg)?;
+        Ok(())
+    }
+
+    /// Claims the webhook id `key` for this instance until `until` (micros), unless it was
+    /// accepted since `since` or another instance holds a live claim on it. The claim is
+    /// written first and the accepted ids read after it (a statement of its own, so it sees
+    /// every acceptance committed before the claim): an instance that accepts an id ends its
+    /// claim in the commit that records the id (see [`PostgresStore::remember_seen`]).
+    pub(super) async fn claim_webhook_id(
+        &self,
+        key: &str,
+        since: i64,
+        until: i64,
+    ) -> Result<WebhookIdClaim, DlqError> {
+        let now = crate::event::now_micros();
+        let won = self
+            .client
+            .query_opt(
+                "INSERT INTO switchyard_webhook_claims AS c (key, owner, until)
+                 VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO UPDATE SET owner = excluded.owner, until = excluded.until
+                    WHERE c.until < $4
+                 RETURNING 1",
+                &[&key, &self.owner, &until, &now],
+            )
+            .await
+            .map_err(pg)?
+            .is_some();
+        if !won {
+            return Ok(WebhookIdClaim::ClaimedElsewhere);
+        }
+        let seen = self
+            .client
+            .query_opt(
+                "SELECT at FROM switchyard_webhook_seen WHERE key = $1 AND at >= $2",
+                &[&key, &since],
+            )
+            .await
+            .map_err(pg)?;
+        match seen {
+            Some(row) => {
+                self.release_webhook_id(key).await?;
+                Ok(WebhookIdClaim::Accepted(row.get(0)))
+            }
+            None => Ok(WebhookIdClaim::Won),
+        }
+    }
+
+    /// Whether `key` was accepted since `since`, is claimed (live), or neither: one statement,
+    /// so an acceptance and the end of its claim are seen together.
+    pub(super) async fn webhook_id_state(
+        &self,
+        key: &str,
+        since: i64,
+    ) -> Result<WebhookIdState, DlqError> {
+        let now = crate::event::now_micros();
+        let row = self
+            .client
+            .query_one(
+                "SELECT (SELECT at FROM switchyard_webhook_seen WHERE key = $1 AND at >= $2),
+                        EXISTS (SELECT 1 FROM switchyard_webhook_claims
+                                WHERE key = $1 AND until >= $3)",
+                &[&key, &since, &now],
+            )
+            .await
+            .map_err(pg)?;
+        let accepted: Option<i64> = row.get(0);
+        let claimed: bool = row.get(1);
+        Ok(match (accepted, claimed) {
+            (Some(at), _) => WebhookIdState::Accepted(at),
+            (None, true) => WebhookIdState::Claimed,
+            (None, false) => WebhookIdState::Free,
+        })
+    }
+
+    /// Ends this instance's claim on `key` (its delivery failed: the id is free again).
+    pub(super) async fn release_webhook_id(&self, key: &str) -> Result<(), DlqError> {
+        self.client
+            .execute(
+                "DELETE FROM switchyard_webhook_claims WHERE key = $1 AND owner = $2",
+                &[&key, &self.owner],
             )
             .await
             .map_err(pg)?;
@@ -407,6 +654,14 @@ impl PostgresStore {
     }
 
     pub(super) async fn purge_seen(&self, before: i64) -> Result<u64, DlqError> {
+        // Claims whose instance never ended them (it died) and that have expired.
+        self.client
+            .execute(
+                "DELETE FROM switchyard_webhook_claims WHERE until < $1",
+                &[&crate::event::now_micros()],
+            )
+            .await
+            .map_err(pg)?;
         self.client
             .execute(
                 "DELETE FROM switchyard_webhook_seen WHERE at < $1",

@@ -102,7 +102,8 @@ pub fn owner_id() -> String {
     format!("{}:{}", hostname(), std::process::id())
 }
 
-fn hostname() -> String {
+/// This machine's name (claim owners start with it).
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .or_else(|_| std::fs::read_to_string("/etc/hostname"))
         .map(|s| s.trim().to_string())

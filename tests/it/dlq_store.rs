@@ -751,3 +751,88 @@ async fn a_postgres_store_of_the_previous_version_is_upgraded_in_place_and_keys_
     }
     check_upgraded(&DlqStoreConfig::Postgres(pg.url(&db)), &old).await;
 }
+
+/// Two instances on one postgres store: only one wins a webhook id's claim; the other sees it
+/// claimed, then accepted once the winner stores it (the same commit ends the claim). A failed
+/// delivery's claim is released, an abandoned one expires; either way the id is free again.
+#[tokio::test]
+async fn only_one_of_two_instances_sharing_a_postgres_store_wins_a_webhook_id() {
+    use switchyard::dlq::{WebhookIdClaim, WebhookIdState};
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("dlq_claims").await;
+    let config = DlqStoreConfig::Postgres(pg.url(&db));
+    let a = DlqStore::open(&config).await.expect("open a");
+    let b = DlqStore::open(&config).await.expect("open b");
+    let t = now_micros();
+    let hold = t + 60_000_000;
+    let key = "orders\u{1f}evt_1";
+    assert_eq!(
+        a.claim_webhook_id(key, 0, hold).await.expect("claim"),
+        WebhookIdClaim::Won
+    );
+    assert_eq!(
+        b.claim_webhook_id(key, 0, hold).await.expect("claim"),
+        WebhookIdClaim::ClaimedElsewhere
+    );
+    assert_eq!(
+        b.webhook_id_state(key, 0).await.expect("state"),
+        WebhookIdState::Claimed
+    );
+    a.remember_seen(vec![(key.into(), t)]).await.expect("accept");
+    assert_eq!(
+        b.webhook_id_state(key, 0).await.expect("state"),
+        WebhookIdState::Accepted(t)
+    );
+    assert_eq!(
+        b.claim_webhook_id(key, 0, hold).await.expect("claim"),
+        WebhookIdClaim::Accepted(t)
+    );
+    assert_eq!(
+        a.claim_webhook_id(key, t + 1, hold).await.expect("claim"),
+        WebhookIdClaim::Won,
+        "outside the window the id is new again"
+    );
+    a.release_webhook_id(key).await.expect("release");
+
+    // A failed delivery releases its claim: the other instance may take the id at once.
+    let failed = "orders\u{1f}evt_2";
+    assert_eq!(
+        a.claim_webhook_id(failed, 0, hold).await.expect("claim"),
+        WebhookIdClaim::Won
+    );
+    assert_eq!(
+        b.release_webhook_id(failed).await.ok(),
+        Some(()),
+        "releasing another's claim changes nothing"
+    );
+    assert_eq!(
+        b.webhook_id_state(failed, 0).await.expect("state"),
+        WebhookIdState::Claimed
+    );
+    a.release_webhook_id(failed).await.expect("release");
+    assert_eq!(
+        b.webhook_id_state(failed, 0).await.expect("state"),
+        WebhookIdState::Free
+    );
+    assert_eq!(
+        b.claim_webhook_id(failed, 0, hold).await.expect("claim"),
+        WebhookIdClaim::Won
+    );
+
+    // An instance that died holding a claim: it expires, then the id may be claimed again.
+    let abandoned = "orders\u{1f}evt_3";
+    assert_eq!(
+        a.claim_webhook_id(abandoned, 0, now_micros() - 1)
+            .await
+            .expect("claim"),
+        WebhookIdClaim::Won
+    );
+    assert_eq!(
+        b.webhook_id_state(abandoned, 0).await.expect("state"),
+        WebhookIdState::Free
+    );
+    assert_eq!(
+        b.claim_webhook_id(abandoned, 0, hold).await.expect("claim"),
+        WebhookIdClaim::Won
+    );
+}

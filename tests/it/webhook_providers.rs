@@ -822,3 +822,135 @@ async fn two_instances_sharing_a_postgres_dlq_deduplicate_each_others_events() {
     daemon::stop(a).await;
     daemon::stop(b).await;
 }
+
+/// Two switchyard processes sharing one `postgres://` store, as two replicas behind one
+/// address: each copy of a webhook is sent to both at the same moment. Only one instance may
+/// accept an id; the other answers `duplicate` once the first is durable (or 503 if it is
+/// not in time): one Kafka record per id, never two `accepted` answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_webhook_sent_to_two_replicas_at_once_is_accepted_once() {
+    let stack = Stack::start();
+    let pg = crate::support::postgres::PgCluster::start();
+    let db = pg.fresh_database("shared_claims").await;
+    let mut replicas = Vec::new();
+    let mut urls = Vec::new();
+    for name in ["a", "b"] {
+        let dir = stack.dir.path().join(name);
+        std::fs::create_dir_all(&dir).expect("replica dir");
+        let (setup, url) = daemon::Setup {
+            dlq_url: Some(pg.url(&db)),
+            ..daemon::Setup::new(&stack.broker, &stack.registry, "wh.raced")
+        }
+        .on_free_port();
+        let config = daemon::write_config(&dir, &setup);
+        replicas.push(daemon::spawn_binary(
+            &config,
+            stack.dir.path().join(format!("{name}.log")),
+        ));
+        urls.push(url);
+    }
+    let client = daemon::client(Duration::from_secs(30));
+    for url in &urls {
+        daemon::wait_ready(&client, url).await;
+    }
+    let ids: Vec<String> = (0..50).map(|i| format!("raced-{i}")).collect();
+    // Ten ids at a time, each id's two copies at once.
+    let answers: Vec<(String, Vec<(u16, String)>)> = futures::stream::iter(ids.clone())
+        .map(|id| {
+            let (client, urls) = (client.clone(), urls.clone());
+            async move {
+                let send = |url: String| {
+                    let (client, id) = (client.clone(), id.clone());
+                    async move {
+                        let r = client
+                            .post(format!("{url}/webhooks/orders"))
+                            .header("webhook-id", &id)
+                            .header("content-type", "application/json")
+                            .body(format!(r#"{{"id":"{id}"}}"#))
+                            .send()
+                            .await
+                            .expect("send");
+                        let status = r.status().as_u16();
+                        let body: serde_json::Value = r.json().await.unwrap_or_default();
+                        (status, body["status"].as_str().unwrap_or("").to_string())
+                    }
+                };
+                let (a, b) = tokio::join!(send(urls[0].clone()), send(urls[1].clone()));
+                (id, vec![a, b])
+            }
+        })
+        .buffer_unordered(10)
+        .collect()
+        .await;
+    for (id, got) in &answers {
+        for (status, what) in got {
+            assert!(
+                matches!((*status, what.as_str()), (200, "accepted" | "duplicate") | (503, _)),
+                "{id}: answered {status} {what}"
+            );
+        }
+        let accepted = got.iter().filter(|(_, w)| w == "accepted").count();
+        assert_eq!(accepted, 1, "{id}: {got:?}");
+    }
+    for r in &mut replicas {
+        r.assert_running();
+    }
+    let records = tokio::task::spawn_blocking({
+        let bootstrap = stack.broker.bootstrap();
+        move || read_topic(&bootstrap, "wh.raced", ids.len() + 1, Duration::from_secs(10))
+    })
+    .await
+    .expect("consumer");
+    let dec = decoder(&stack.registry.url());
+    let mut per_id = std::collections::BTreeMap::<String, usize>::new();
+    for r in &records {
+        let (_, v) = decode(&dec, &r.value).await;
+        *per_id
+            .entry(v["id"].as_str().expect("id").to_string())
+            .or_default() += 1;
+    }
+    let twice: Vec<_> = per_id.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "more than one record: {twice:?}");
+    assert_eq!(per_id.len(), 50, "one record per id");
+
+    // A replica that claimed an id and died before storing it: the copy that lands here is
+    // answered 503 (no second record while the claim might still be delivered), and the
+    // provider's retry after the claim expired is accepted.
+    let dead = switchyard::dlq::DlqStore::open(&switchyard::config::DlqStoreConfig::Postgres(
+        pg.url(&db),
+    ))
+    .await
+    .expect("open the store as a third instance");
+    let expires = switchyard::event::now_micros() + 2_000_000;
+    assert_eq!(
+        dead.claim_webhook_id("orders\u{1f}orphan", 0, expires)
+            .await
+            .expect("claim"),
+        switchyard::dlq::WebhookIdClaim::Won
+    );
+    drop(dead);
+    let post_orphan = || async {
+        let r = client
+            .post(format!("{}/webhooks/orders", urls[0]))
+            .header("webhook-id", "orphan")
+            .body(r#"{"id":"orphan"}"#)
+            .send()
+            .await
+            .expect("send");
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        (status, body["status"].as_str().unwrap_or("").to_string())
+    };
+    let (status, _) = post_orphan().await;
+    assert_eq!(status, 503, "the dead instance's claim is not yet expired");
+    let retried = crate::support::wait_for_async(
+        "the orphaned claim to expire",
+        Duration::from_secs(60),
+        || async {
+            let (status, what) = post_orphan().await;
+            (status == 200).then_some(what)
+        },
+    )
+    .await;
+    assert_eq!(retried, "accepted");
+}

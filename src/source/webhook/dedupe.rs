@@ -30,8 +30,14 @@
 //!   once, at most [`memory::OLDER_CAP`]; until then an id memory lacks is looked up in the
 //!   store).
 //! - **Shared**: with a PostgreSQL DLQ store several instances behind one address share the
-//!   ids: an id memory does not know is then always looked up in the store, so a provider retry
-//!   that lands on another instance is still answered as a duplicate.
+//!   ids, and an id memory does not know is *claimed* in the store before it is delivered
+//!   (`switchyard_webhook_claims`: an insert only one instance wins; the winner's commit that
+//!   records the accepted id ends its claim, a failed delivery releases it, an abandoned one
+//!   expires [`CLAIM_MARGIN`] after the request's `ack_timeout`). So copies landing on two
+//!   instances at the same moment make one record: the loser waits for the winner's outcome
+//!   (polling the store) and answers `duplicate` once the id is durable, or 503 if the winner
+//!   failed, died or did not finish within `ack_timeout` (the provider retries). One round trip
+//!   more per new id than a lookup; the embedded store (one instance) never claims.
 //! - **Concurrent retries**: the first request for an id leads; copies arriving meanwhile wait
 //!   for its outcome and answer the same, so five simultaneous deliveries make one record.
 //! - **Bounded**: ids older than the window are purged hourly (a chunk per transaction); memory
@@ -45,16 +51,27 @@ mod writes;
 pub use self::writes::{FLUSH_AFTER, FLUSH_AT, http_thread_runtime};
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tracing::{info, warn};
 
 use self::memory::{Memory, Older, Print, Printer};
 use self::writes::Writes;
-use crate::dlq::{DlqStore, SqliteStore};
+use crate::dlq::{DlqStore, SqliteStore, WebhookIdClaim, WebhookIdState};
 
 /// Ids kept in memory at most.
 pub const MEMORY_CAP: usize = 200_000;
+
+/// With a shared store, how much longer than its request's `ack_timeout` the claim on an id
+/// holds if its instance never ends it (it died): until then copies on other instances answer
+/// 503, after it the id may be claimed again.
+pub const CLAIM_MARGIN: Duration = Duration::from_secs(30);
+
+/// How soon, then at most how often, a copy whose id another instance is delivering asks the
+/// shared store how that delivery ended.
+const FOLLOW_POLL_FIRST: Duration = Duration::from_millis(5);
+const FOLLOW_POLL_MAX: Duration = Duration::from_millis(100);
 
 /// How the leading request for an id ended, as followers answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +97,9 @@ pub struct Lead {
     p: Print,
     /// The id's key for the store (`None` when memory was unusable: nothing to store).
     key: Option<String>,
+    /// This instance holds the id's claim in a shared store (ended by storing the id, or
+    /// released if the delivery fails).
+    claimed: bool,
     /// Memory has been told how the delivery ended.
     ended: bool,
     dedupe: Arc<Dedupe>,
@@ -90,16 +110,22 @@ impl Lead {
         Lead {
             p,
             key,
+            claimed: false,
             ended: false,
             dedupe: Arc::clone(dedupe),
         }
     }
 
     /// Records the outcome: an accepted id is stored (durably) before this returns; then
-    /// memory knows it and the copies waiting for it are told.
+    /// memory knows it and the copies waiting for it are told. A failed one's claim in a shared
+    /// store is released, so that the provider's retry may land on any instance.
     pub async fn finish(mut self, outcome: Outcome) {
         let at = match (outcome.clone(), self.key.take()) {
             (Outcome::Accepted, Some(key)) => Some(self.dedupe.remember(key).await),
+            (Outcome::Failed, Some(key)) if self.claimed => {
+                self.dedupe.release(&key).await;
+                None
+            }
             _ => None,
         };
         self.ended = true;
@@ -112,6 +138,14 @@ impl Drop for Lead {
         // Dropped before it ended (its request was cancelled, perhaps while the id was being
         // stored): the id is free again and the waiting copies fail (their senders retry).
         if !self.ended {
+            if self.claimed
+                && let Some(key) = self.key.take()
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                // Else the claim expires by itself (see [`CLAIM_MARGIN`]).
+                let dedupe = Arc::clone(&self.dedupe);
+                runtime.spawn(async move { dedupe.release(&key).await });
+            }
             self.dedupe.end(self.p, None, Outcome::Failed);
         }
     }
@@ -212,8 +246,12 @@ impl Dedupe {
     }
 
     /// Claims `key` for a request: seen within the window since `since` (micros), in flight,
-    /// or this request's to deliver.
-    pub async fn claim(self: &Arc<Self>, key: String, since: i64) -> Claim {
+    /// or this request's to deliver. `ack_timeout` is how long the request may deliver (a
+    /// claim in a shared store holds [`CLAIM_MARGIN`] longer if its instance never ends it).
+    pub async fn claim(self: &Arc<Self>, key: String, since: i64, ack_timeout: Duration) -> Claim {
+        if self.store.is_shared() {
+            return self.claim_shared(key, since, ack_timeout).await;
+        }
         let p = self.printer.print(&key);
         let mut asked = false;
         loop {
@@ -243,6 +281,98 @@ impl Dedupe {
                 Err(e) => warn!(error = %e, "webhook deduplication lookup failed; delivering"),
             }
             asked = true;
+        }
+    }
+
+    /// [`Dedupe::claim`] with a shared store: after memory (ids this instance accepted, copies
+    /// in flight here), the store decides who delivers. The id is held in memory first, so
+    /// copies arriving here meanwhile follow this request; then the store's claim is taken:
+    /// won, this request leads; accepted already, a duplicate; held by another instance, the
+    /// copies here follow that instance's outcome ([`Dedupe::follow_elsewhere`]).
+    async fn claim_shared(
+        self: &Arc<Self>,
+        key: String,
+        since: i64,
+        ack_timeout: Duration,
+    ) -> Claim {
+        let p = self.printer.print(&key);
+        {
+            let Ok(mut m) = self.memory.lock() else {
+                return Claim::Lead(Lead::new(p, None, self));
+            };
+            if m.knows(p, since) {
+                return Claim::Seen;
+            }
+            if let Some(waiting) = m.inflight.get_mut(&p) {
+                let (tx, rx) = oneshot::channel();
+                waiting.push(tx);
+                return Claim::Follow(rx);
+            }
+            m.inflight.insert(p, Vec::new());
+        }
+        let hold = ack_timeout.saturating_add(CLAIM_MARGIN);
+        let until = crate::event::now_micros()
+            .saturating_add(i64::try_from(hold.as_micros()).unwrap_or(i64::MAX / 2));
+        match self.store.claim_webhook_id(&key, since, until).await {
+            Ok(WebhookIdClaim::Won) => {
+                let mut lead = Lead::new(p, Some(key), self);
+                lead.claimed = true;
+                Claim::Lead(lead)
+            }
+            Ok(WebhookIdClaim::Accepted(at)) => {
+                self.end(p, Some(at), Outcome::Accepted);
+                Claim::Seen
+            }
+            Ok(WebhookIdClaim::ClaimedElsewhere) => {
+                let (tx, rx) = oneshot::channel();
+                if let Ok(mut m) = self.memory.lock()
+                    && let Some(waiting) = m.inflight.get_mut(&p)
+                {
+                    waiting.push(tx);
+                }
+                let dedupe = Arc::clone(self);
+                tokio::spawn(async move { dedupe.follow_elsewhere(p, key, since, hold).await });
+                Claim::Follow(rx)
+            }
+            Err(e) => {
+                // Unknown: deliver (at-least-once), as when a lookup fails.
+                warn!(error = %e, "webhook deduplication claim failed; delivering");
+                Claim::Lead(Lead::new(p, Some(key), self))
+            }
+        }
+    }
+
+    /// Waits (at most `hold`) for the instance that holds the claim on `key` to end it, and
+    /// tells the copies here: accepted (they answer `duplicate`), or failed — the claim ended
+    /// without an acceptance, expired, or outlasted `hold` (they answer 503; the provider
+    /// retries). Polls the store, more slowly as it waits.
+    async fn follow_elsewhere(&self, p: Print, key: String, since: i64, hold: Duration) {
+        let deadline = tokio::time::Instant::now() + hold;
+        let mut pause = FOLLOW_POLL_FIRST;
+        let outcome = loop {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(FOLLOW_POLL_MAX);
+            let out_of_time = tokio::time::Instant::now() >= deadline;
+            match self.store.webhook_id_state(&key, since).await {
+                Ok(WebhookIdState::Accepted(at)) => break (Some(at), Outcome::Accepted),
+                Ok(WebhookIdState::Free) => break (None, Outcome::Failed),
+                Ok(WebhookIdState::Claimed) if out_of_time => break (None, Outcome::Failed),
+                Ok(WebhookIdState::Claimed) => {}
+                Err(e) if out_of_time => {
+                    warn!(error = %e, "could not learn how another instance's delivery of a webhook ended");
+                    break (None, Outcome::Failed);
+                }
+                Err(_) => {}
+            }
+        };
+        self.end(p, outcome.0, outcome.1);
+    }
+
+    /// Releases this instance's claim on `key` in a shared store (a failed delivery): a retry
+    /// may then land on any instance. If it cannot, the claim expires by itself.
+    async fn release(&self, key: &str) {
+        if let Err(e) = self.store.release_webhook_id(key).await {
+            warn!(error = %e, "could not release a webhook deduplication claim; it expires by itself");
         }
     }
 
@@ -323,6 +453,9 @@ mod tests {
 
     use super::*;
 
+    /// The requests' `ack_timeout`.
+    const ACK: Duration = Duration::from_secs(10);
+
     /// An embedded store in a fresh directory, with a runtime to drive it.
     fn scratch_store() -> (tempfile::TempDir, tokio::runtime::Runtime, Arc<DlqStore>) {
         let (dir, rt, sqlite) = SqliteStore::scratch();
@@ -331,7 +464,7 @@ mod tests {
 
     /// Claims `key` and finishes it as accepted; true if this call led (a new id).
     async fn accept(d: &Arc<Dedupe>, key: &str) -> bool {
-        match d.claim(key.to_string(), 0).await {
+        match d.claim(key.to_string(), 0, ACK).await {
             Claim::Lead(lead) => {
                 lead.finish(Outcome::Accepted).await;
                 true
@@ -401,26 +534,29 @@ mod tests {
         let (_dir, rt, store) = scratch_store();
         rt.block_on(async {
             let d = Dedupe::start(store, i64::MAX / 4).await;
-            let Claim::Lead(lead) = d.claim("s\u{1f}a".into(), 0).await else {
+            let Claim::Lead(lead) = d.claim("s\u{1f}a".into(), 0, ACK).await else {
                 panic!("the first claim leads");
             };
-            let Claim::Follow(copy) = d.claim("s\u{1f}a".into(), 0).await else {
+            let Claim::Follow(copy) = d.claim("s\u{1f}a".into(), 0, ACK).await else {
                 panic!("a copy in flight follows");
             };
             // Another id is not held up by this one.
             assert!(matches!(
-                d.claim("s\u{1f}b".into(), 0).await,
+                d.claim("s\u{1f}b".into(), 0, ACK).await,
                 Claim::Lead(_)
             ));
             lead.finish(Outcome::Accepted).await;
             assert_eq!(copy.await.ok(), Some(Outcome::Accepted));
-            assert!(matches!(d.claim("s\u{1f}a".into(), 0).await, Claim::Seen));
+            assert!(matches!(
+                d.claim("s\u{1f}a".into(), 0, ACK).await,
+                Claim::Seen
+            ));
 
             // A lead whose request went away: its copies fail (and retry), and the id is free.
-            let Claim::Lead(gone) = d.claim("s\u{1f}c".into(), 0).await else {
+            let Claim::Lead(gone) = d.claim("s\u{1f}c".into(), 0, ACK).await else {
                 panic!("leads");
             };
-            let Claim::Follow(copy) = d.claim("s\u{1f}c".into(), 0).await else {
+            let Claim::Follow(copy) = d.claim("s\u{1f}c".into(), 0, ACK).await else {
                 panic!("follows");
             };
             drop(gone);
@@ -434,10 +570,11 @@ mod tests {
                 std::thread::spawn(move || {
                     let rt = http_thread_runtime().expect("runtime");
                     rt.block_on(async move {
-                        let Claim::Lead(cancelled) = d.claim("s\u{1f}d".into(), 0).await else {
+                        let Claim::Lead(cancelled) = d.claim("s\u{1f}d".into(), 0, ACK).await
+                        else {
                             panic!("leads");
                         };
-                        let Claim::Follow(copy) = d.claim("s\u{1f}d".into(), 0).await else {
+                        let Claim::Follow(copy) = d.claim("s\u{1f}d".into(), 0, ACK).await else {
                             panic!("follows");
                         };
                         let mut finishing = Box::pin(cancelled.finish(Outcome::Accepted));
@@ -447,19 +584,19 @@ mod tests {
                         let told = tokio::time::timeout(Duration::from_secs(10), copy).await;
                         assert_eq!(told.expect("the copy is told").ok(), Some(Outcome::Failed));
                         assert!(!matches!(
-                            d.claim("s\u{1f}d".into(), 0).await,
+                            d.claim("s\u{1f}d".into(), 0, ACK).await,
                             Claim::Follow(_)
                         ));
                     });
                 })
             };
             http.join().expect("http thread");
-            let Claim::Lead(failed) = d.claim("s\u{1f}c".into(), 0).await else {
+            let Claim::Lead(failed) = d.claim("s\u{1f}c".into(), 0, ACK).await else {
                 panic!("the id is free again");
             };
             failed.finish(Outcome::Failed).await;
             assert!(matches!(
-                d.claim("s\u{1f}c".into(), 0).await,
+                d.claim("s\u{1f}c".into(), 0, ACK).await,
                 Claim::Lead(_)
             ));
         });
@@ -491,7 +628,7 @@ mod tests {
             // Until the older ids are fingerprinted (in the background: start-up does not wait
             // for it), claims are still right: the store is asked.
             assert!(matches!(
-                d.claim("s\u{1f}evt_4".into(), since).await,
+                d.claim("s\u{1f}evt_4".into(), since, ACK).await,
                 Claim::Seen
             ));
             let new = d.printer.print("s\u{1f}evt_new");
@@ -513,11 +650,11 @@ mod tests {
                 assert!(!m.surely_new(d.printer.print("s\u{1f}evt_3"), since));
             }
             assert!(matches!(
-                d.claim("s\u{1f}evt_3".into(), since).await,
+                d.claim("s\u{1f}evt_3".into(), since, ACK).await,
                 Claim::Seen
             ));
             assert!(matches!(
-                d.claim("s\u{1f}evt_new".into(), since).await,
+                d.claim("s\u{1f}evt_new".into(), since, ACK).await,
                 Claim::Lead(_)
             ));
         });

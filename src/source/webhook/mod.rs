@@ -266,7 +266,10 @@ impl WebhookSource {
         key.push('\u{1f}');
         key.push_str(id.as_str());
         let window = i64::try_from(self.config.dedupe_window.as_micros()).unwrap_or(i64::MAX);
-        match dedupe.claim(key, now_micros().saturating_sub(window)).await {
+        match dedupe
+            .claim(key, now_micros().saturating_sub(window), self.ack_timeout)
+            .await
+        {
             Claim::Seen => self.duplicate(&id),
             Claim::Follow(rx) => match tokio::time::timeout(self.ack_timeout, rx).await {
                 Ok(Ok(Outcome::Accepted)) => self.duplicate(&id),
