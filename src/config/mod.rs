@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use diagnostic::{ConfigError, ConfigErrors};
+pub use postgres::{UrlTlsError, url_tls, url_with_tls};
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -190,7 +191,8 @@ pub struct DlqConfig {
 pub enum DlqStoreConfig {
     /// Embedded SQLite file; relative paths were resolved against the config file's directory.
     Sqlite(PathBuf),
-    /// Shared PostgreSQL store.
+    /// Shared PostgreSQL store: its URL, with `sslmode` and `sslrootcert` (absolute) as
+    /// written or resolved (see [`url_tls`]).
     Postgres(String),
 }
 

@@ -21,7 +21,6 @@ fn pg_identifier(s: &str) -> bool {
         && !s.starts_with(|c: char| c.is_ascii_digit())
 }
 
-/// Checks one postgres source; every problem is recorded in `diag`.
 /// Removes `sslmode` and `sslrootcert` from a URL's query; returns the rest and their values.
 fn split_tls(url: &str) -> (String, Option<String>, Option<String>) {
     let Some((base, query)) = url.split_once('?') else {
@@ -50,14 +49,21 @@ fn split_tls(url: &str) -> (String, Option<String>, Option<String>) {
     (url, mode, root)
 }
 
-pub(super) fn validate(
-    name: &str,
-    raw: RawPostgresSource,
-    config_path: &std::path::Path,
-    diag: &mut Diagnostics,
-) -> Option<PostgresSourceConfig> {
-    let mut ok = true;
-    let (url, sslmode, sslrootcert) = split_tls(raw.url.get_ref());
+/// What is wrong with a URL's TLS parameters, and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlTlsError {
+    /// The problem.
+    pub message: String,
+    /// The fix.
+    pub help: String,
+}
+
+/// The TLS settings of a `postgres://` URL, libpq style (postgres sources and the
+/// `postgres://` dead-letter store): `sslmode` (default `prefer`) and `sslrootcert` are taken
+/// out of the query (tokio-postgres accepts neither verify mode nor `sslrootcert`); a relative
+/// `sslrootcert` is resolved against `base_dir`. Returns the URL without them and the settings.
+pub fn url_tls(url: &str, base_dir: &std::path::Path) -> Result<(String, PgTls), UrlTlsError> {
+    let (url, sslmode, sslrootcert) = split_tls(url);
     let mode = match sslmode.as_deref() {
         None | Some("prefer") => PgSslMode::Prefer,
         Some("disable") => PgSslMode::Disable,
@@ -65,32 +71,67 @@ pub(super) fn validate(
         Some("verify-ca") => PgSslMode::VerifyCa,
         Some("verify-full") => PgSslMode::VerifyFull,
         Some(other) => {
-            diag.at(
-                raw.url.span(),
-                format!("sslmode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"),
-                Some("managed services usually need sslmode=require or verify-full".into()),
-            );
-            ok = false;
-            PgSslMode::Prefer
+            return Err(UrlTlsError {
+                message: format!(
+                    "sslmode `{other}` is not one of disable, prefer, require, verify-ca, verify-full"
+                ),
+                help: "managed services usually need sslmode=require or verify-full".into(),
+            });
         }
     };
     if matches!(mode, PgSslMode::VerifyCa | PgSslMode::VerifyFull) && sslrootcert.is_none() {
-        diag.at(
-            raw.url.span(),
-            "sslmode verify-ca and verify-full need sslrootcert=<CA certificate file>",
-            Some("add &sslrootcert=/path/to/ca.pem to the url".into()),
-        );
-        ok = false;
+        return Err(UrlTlsError {
+            message: "sslmode verify-ca and verify-full need sslrootcert=<CA certificate file>"
+                .into(),
+            help: "add &sslrootcert=/path/to/ca.pem to the url".into(),
+        });
     }
     let root_cert = sslrootcert.map(|p| {
         let p = std::path::PathBuf::from(p);
-        if p.is_absolute() {
-            p
-        } else {
-            super::Config::base_dir(config_path).join(p)
-        }
+        if p.is_absolute() { p } else { base_dir.join(p) }
     });
-    let tls = PgTls { mode, root_cert };
+    Ok((url, PgTls { mode, root_cert }))
+}
+
+/// `url` (as [`url_tls`] returned it) with the TLS settings put back as query parameters, so
+/// [`url_tls`] reads the same settings from it anywhere (an absolute `sslrootcert`).
+pub fn url_with_tls(url: &str, tls: &PgTls) -> String {
+    let mode = match tls.mode {
+        PgSslMode::Disable => "disable",
+        PgSslMode::Prefer => "prefer",
+        PgSslMode::Require => "require",
+        PgSslMode::VerifyCa => "verify-ca",
+        PgSslMode::VerifyFull => "verify-full",
+    };
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let mut out = format!("{url}{sep}sslmode={mode}");
+    if let Some(root) = &tls.root_cert {
+        out.push_str(&format!("&sslrootcert={}", root.display()));
+    }
+    out
+}
+
+/// Checks one postgres source; every problem is recorded in `diag`.
+pub(super) fn validate(
+    name: &str,
+    raw: RawPostgresSource,
+    config_path: &std::path::Path,
+    diag: &mut Diagnostics,
+) -> Option<PostgresSourceConfig> {
+    let mut ok = true;
+    let base_dir = super::Config::base_dir(config_path);
+    let (url, tls) = match url_tls(raw.url.get_ref(), &base_dir) {
+        Ok(v) => v,
+        Err(e) => {
+            diag.at(raw.url.span(), e.message, Some(e.help));
+            ok = false;
+            let tls = PgTls {
+                mode: PgSslMode::Prefer,
+                root_cert: None,
+            };
+            (split_tls(raw.url.get_ref()).0, tls)
+        }
+    };
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         diag.at(
             raw.url.span(),

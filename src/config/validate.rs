@@ -614,7 +614,18 @@ fn validate_dlq_url(
         };
         Some(DlqStoreConfig::Sqlite(resolved))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Some(DlqStoreConfig::Postgres(url.clone()))
+        // The same sslmode/sslrootcert handling as postgres sources; a relative sslrootcert
+        // is made absolute here (the store reads the settings back from the URL).
+        match super::postgres::url_tls(url, &Config::base_dir(config_path)) {
+            Ok((_, tls)) if tls.root_cert.is_none() => Some(DlqStoreConfig::Postgres(url.clone())),
+            Ok((rest, tls)) => Some(DlqStoreConfig::Postgres(super::postgres::url_with_tls(
+                &rest, &tls,
+            ))),
+            Err(e) => {
+                diag.at(raw.url.span(), e.message, Some(e.help));
+                None
+            }
+        }
     } else {
         diag.at(
             raw.url.span(),

@@ -136,7 +136,11 @@ impl Conns {
         sql: &T,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<Vec<Row>, CallError> {
-        self.get().await?.query(sql, params).await.map_err(CallError::Sql)
+        self.get()
+            .await?
+            .query(sql, params)
+            .await
+            .map_err(CallError::Sql)
     }
 
     async fn query_one<T: ?Sized + ToStatement + Sync>(
@@ -162,7 +166,11 @@ impl Conns {
         sql: &T,
         params: &[&(dyn ToSql + Sync)],
     ) -> Result<u64, CallError> {
-        self.get().await?.execute(sql, params).await.map_err(CallError::Sql)
+        self.get()
+            .await?
+            .execute(sql, params)
+            .await
+            .map_err(CallError::Sql)
     }
 }
 
@@ -255,7 +263,10 @@ impl PostgresStore {
             cfg.connect_timeout(CONNECT_TIMEOUT);
         }
         // The handshake (TCP, TLS, authentication) of a new connection, at most.
-        let create_timeout = cfg.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT)
+        let create_timeout = cfg
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(CONNECT_TIMEOUT)
             + CONNECT_TIMEOUT;
         // With sslmode=disable tokio-postgres never starts TLS: the connector goes unused.
         let connector =

@@ -54,6 +54,15 @@ fn pending() -> Selector {
 }
 
 async fn conformance(store: DlqStore) {
+    conformance_interrupted(store, async {}).await;
+}
+
+/// The suite, with `interrupt` awaited once four dead letters are stored and before they are
+/// read back (e.g. a restart of the store's database).
+async fn conformance_interrupted(
+    store: DlqStore,
+    interrupt: impl std::future::Future<Output = ()>,
+) {
     // A dead letter keeps everything needed to route it again.
     let mut first = letter("e1", "r1", ErrorClass::Oversize);
     first.record = Some(EncodedRecord {
@@ -96,6 +105,8 @@ async fn conformance(store: DlqStore) {
         store.get(id4).await.expect("get").expect("exists").route,
         None
     );
+
+    interrupt.await;
 
     // Filters.
     let by_route = store
@@ -503,6 +514,90 @@ async fn the_postgres_store_passes_the_conformance_suite() {
         .await
         .expect("open postgres store");
     conformance(store).await;
+}
+
+/// Creates role `tls_only` (see [`PgCluster::start_with_tls`]) on `pg`.
+async fn create_tls_only_role(pg: &PgCluster) {
+    let (client, conn) = tokio_postgres::connect(
+        &format!("{} connect_timeout=10", pg.libpq("postgres")),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .expect("connect to the test cluster");
+    let task = tokio::spawn(conn);
+    client
+        .batch_execute("CREATE ROLE tls_only LOGIN SUPERUSER")
+        .await
+        .expect("create role tls_only");
+    drop(client);
+    let _ = task.await;
+}
+
+/// The postgres store over TLS (`sslmode=verify-full` against the test's own CA, as role
+/// `tls_only`, which the server refuses in plain text), with its database restarted in the
+/// middle of the suite: the store connects anew on its next call, and the dead letters stored
+/// before the restart are all read back after it.
+#[tokio::test]
+async fn the_postgres_store_over_verify_full_tls_survives_a_restart_of_its_database() {
+    let pg = std::sync::Arc::new(PgCluster::start_with_tls());
+    let db = pg.fresh_database("dlq_tls").await;
+    create_tls_only_role(&pg).await;
+    let url = format!(
+        "postgres://tls_only@127.0.0.1:{}/{db}?sslmode=verify-full&sslrootcert={}",
+        pg.port(),
+        pg.ca_cert().display()
+    );
+    let store = DlqStore::open(&DlqStoreConfig::Postgres(url))
+        .await
+        .expect("open the postgres store over TLS");
+    let restarted = std::sync::Arc::clone(&pg);
+    conformance_interrupted(store, async move {
+        // On a thread of its own, so the store's connection tasks see their sockets close
+        // while the server restarts.
+        tokio::task::spawn_blocking(move || restarted.restart())
+            .await
+            .expect("restart the store's database");
+    })
+    .await;
+    let log = pg.log();
+    assert!(
+        log.contains("received fast shutdown request"),
+        "the server restarted mid-suite: {log}"
+    );
+}
+
+/// `verify-full` checks the server's certificate against `sslrootcert`: a CA that did not sign
+/// it is refused, as a definite error (retrying does not help); an unreachable database is a
+/// transient one.
+#[tokio::test]
+async fn the_postgres_store_refuses_an_unverified_server_and_calls_an_unreachable_one_transient() {
+    let pg = PgCluster::start_with_tls();
+    let db = pg.fresh_database("dlq_tls_wrong_ca").await;
+    create_tls_only_role(&pg).await;
+    // Another CA: the one another test cluster made.
+    let dir = scratch();
+    let wrong = dir.path().join("wrong-ca.pem");
+    let other = PgCluster::start_with_tls();
+    std::fs::copy(other.ca_cert(), &wrong).expect("copy the other CA");
+    let url = format!(
+        "postgres://tls_only@127.0.0.1:{}/{db}?sslmode=verify-full&sslrootcert={}",
+        pg.port(),
+        wrong.display()
+    );
+    let Err(e) = DlqStore::open(&DlqStoreConfig::Postgres(url)).await else {
+        panic!("a server certificate from another CA was accepted");
+    };
+    assert!(!e.is_transient(), "{e}");
+
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    };
+    let url = format!("postgres://postgres@127.0.0.1:{port}/nothing?sslmode=disable");
+    let Err(e) = DlqStore::open(&DlqStoreConfig::Postgres(url)).await else {
+        panic!("connected to a closed port");
+    };
+    assert!(e.is_transient(), "{e}");
 }
 
 /// The dead letters a store made by the previous version held (ids are filled in as they are
