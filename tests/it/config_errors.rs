@@ -229,6 +229,36 @@ fn postgres_tls_settings_are_checked_when_the_file_is_loaded() {
 }
 
 #[test]
+fn a_postgres_dlq_url_has_the_tls_settings_of_a_postgres_source() {
+    let dlq = |url: &str| format!("{BASE}\n[dlq]\nurl = \"{url}\"\n");
+    let errs = errors(&dlq("postgres://u@h/db?sslmode=always"));
+    assert!(
+        errs[0].contains("sslmode `always` is not one of"),
+        "{}",
+        errs[0]
+    );
+    let errs = errors(&dlq("postgres://u@h/db?sslmode=verify-full"));
+    assert!(errs[0].contains("need sslrootcert"), "{}", errs[0]);
+    let cfg = Config::from_str_with_env(
+        Path::new("/etc/switchyard/routes.toml"),
+        &dlq("postgres://u@h/db?application_name=x&sslmode=verify-full&sslrootcert=ca.pem"),
+        |_| None,
+    )
+    .expect("valid");
+    let switchyard::config::DlqStoreConfig::Postgres(url) = &cfg.dlq.store else {
+        panic!("postgres store");
+    };
+    // The store reads the settings back from the url: the CA's path is made absolute.
+    let (rest, tls) = switchyard::config::url_tls(url, Path::new("/elsewhere")).expect("tls");
+    assert_eq!(rest, "postgres://u@h/db?application_name=x");
+    assert_eq!(tls.mode, switchyard::config::PgSslMode::VerifyFull);
+    assert_eq!(
+        tls.root_cert.as_deref(),
+        Some(Path::new("/etc/switchyard/ca.pem"))
+    );
+}
+
+#[test]
 fn snapshot_chunks_and_message_routes_are_checked() {
     let text = format!(
         "{BASE}\n[sources.db]\ntype = \"postgres\"\nurl = \"postgres://u@h/app\"\ntables = [\"public.orders\"]\n\

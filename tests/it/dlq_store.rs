@@ -566,6 +566,46 @@ async fn the_postgres_store_over_verify_full_tls_survives_a_restart_of_its_datab
     );
 }
 
+/// What `/readyz` asks the store (`check_writable`): unavailable (transient) while the store's
+/// database is stopped, writable again once it is back, with the same store (no reopening).
+#[tokio::test]
+async fn the_postgres_store_is_unwritable_while_its_database_is_down_and_recovers_by_itself() {
+    let pg = std::sync::Arc::new(PgCluster::start());
+    let db = pg.fresh_database("dlq_down").await;
+    let store = DlqStore::open(&DlqStoreConfig::Postgres(pg.url(&db)))
+        .await
+        .expect("open");
+    store.check_writable().await.expect("writable at first");
+    let id = store
+        .put(&letter("kept", "r1", ErrorClass::Produce))
+        .await
+        .expect("put");
+    let stopping = std::sync::Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .expect("stop the store's database");
+    let down = tokio::time::timeout(std::time::Duration::from_secs(30), store.check_writable())
+        .await
+        .expect("check_writable answers within 30 s while the database is down");
+    let Err(e) = down else {
+        panic!("writable while the database is stopped");
+    };
+    assert!(e.is_transient(), "{e}");
+    assert!(e.to_string().contains("unavailable"), "{e}");
+    let starting = std::sync::Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || starting.start_again())
+        .await
+        .expect("start the store's database");
+    crate::support::wait_for_async(
+        "the store to be writable again",
+        std::time::Duration::from_secs(30),
+        || async { store.check_writable().await.ok() },
+    )
+    .await;
+    let kept = store.get(id).await.expect("get").expect("kept");
+    assert_eq!(kept.event_id, "kept");
+}
+
 /// `verify-full` checks the server's certificate against `sslrootcert`: a CA that did not sign
 /// it is refused, as a definite error (retrying does not help); an unreachable database is a
 /// transient one.

@@ -13,6 +13,8 @@ pub struct PgCluster {
     bindir: PathBuf,
     port: u16,
     pid: Option<u32>,
+    /// The server options it started with (for [`PgCluster::start_again`]).
+    opts: String,
 }
 
 fn bindir() -> PathBuf {
@@ -212,7 +214,36 @@ impl PgCluster {
             bindir,
             port,
             pid: Some(pid),
+            opts,
         }
+    }
+
+    /// Stops the server (fast shutdown): clients are disconnected, new ones refused until
+    /// [`PgCluster::start_again`].
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "fast", "stop"]);
+    }
+
+    /// Starts a server [`PgCluster::stop`] stopped (same port and settings).
+    pub fn start_again(&self) {
+        self.pg_ctl(&["-o", &self.opts, "start"]);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let out = pg_command(&self.bindir, "pg_ctl")
+            .args(["-D"])
+            .arg(self.dir.path().join("data"))
+            .args(["-w", "-t", "60", "-l"])
+            .arg(self.dir.path().join("postgres.log"))
+            .args(args)
+            .output()
+            .expect("run pg_ctl");
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// Restarts the server (fast shutdown, same port and settings): clients are disconnected.
