@@ -20,6 +20,7 @@ mod json;
 mod pg_values;
 mod pgoutput;
 mod signatures;
+mod traces;
 
 use proptest::test_runner::{Config, RngSeed};
 
