@@ -123,15 +123,15 @@ async fn a_standby_instance_takes_over_the_slot_within_seconds_when_the_leader_i
 /// its own directory (DLQ file), address and log. The lock is given up after 4 s without an
 /// answer, Kafka's message timeout is 8 s: a takeover from a leader that stopped answering
 /// waits `8 + 2 − 4` = 6 s before streaming (see `leader`).
-struct Pair {
-    urls: [String; 2],
-    paths: [std::path::PathBuf; 2],
-    store: switchyard::config::DlqStoreConfig,
+pub(crate) struct Pair {
+    pub(crate) urls: [String; 2],
+    pub(crate) paths: [std::path::PathBuf; 2],
+    pub(crate) store: switchyard::config::DlqStoreConfig,
 }
 
-const SOURCE: &str = "frozen";
+pub(crate) const SOURCE: &str = "frozen";
 
-fn pair(stack: &Stack, pg_url: &str, host: &str) -> Pair {
+pub(crate) fn pair(stack: &Stack, pg_url: &str, host: &str) -> Pair {
     let mut urls = Vec::new();
     let mut paths = Vec::new();
     let mut store = None;
@@ -160,7 +160,7 @@ fn pair(stack: &Stack, pg_url: &str, host: &str) -> Pair {
 }
 
 /// The state of source `frozen` at `url`, asked with a timeout (a frozen process never answers).
-async fn state_of(http: &reqwest::Client, url: &str) -> Option<String> {
+pub(crate) async fn state_of(http: &reqwest::Client, url: &str) -> Option<String> {
     let body: serde_json::Value = http
         .get(format!("{url}/readyz"))
         .send()
@@ -172,7 +172,7 @@ async fn state_of(http: &reqwest::Client, url: &str) -> Option<String> {
     Some(body["sources"][SOURCE]["state"].as_str()?.to_string())
 }
 
-async fn wait_for_state_of(http: &reqwest::Client, url: &str, state: &str, secs: u64) {
+pub(crate) async fn wait_for_state_of(http: &reqwest::Client, url: &str, state: &str, secs: u64) {
     wait_for_async(
         &format!("{url} to report {SOURCE} {state}"),
         Duration::from_secs(secs),
@@ -182,7 +182,7 @@ async fn wait_for_state_of(http: &reqwest::Client, url: &str, state: &str, secs:
 }
 
 /// The walsender streaming the slot now, if any.
-async fn slot_pid(client: &tokio_postgres::Client) -> Option<i32> {
+pub(crate) async fn slot_pid(client: &tokio_postgres::Client) -> Option<i32> {
     client
         .query_one(
             "SELECT active_pid FROM pg_replication_slots WHERE slot_name = 'switchyard_frozen'",
@@ -194,13 +194,13 @@ async fn slot_pid(client: &tokio_postgres::Client) -> Option<i32> {
 }
 
 /// The WAL position now.
-async fn wal_now(client: &tokio_postgres::Client) -> u64 {
+pub(crate) async fn wal_now(client: &tokio_postgres::Client) -> u64 {
     crate::cdc::lsn(client, "SELECT pg_current_wal_lsn()::text")
         .await
         .expect("current wal lsn")
 }
 
-async fn slot_confirmed(client: &tokio_postgres::Client) -> Option<u64> {
+pub(crate) async fn slot_confirmed(client: &tokio_postgres::Client) -> Option<u64> {
     crate::cdc::lsn(
         client,
         "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_frozen'",
@@ -229,7 +229,7 @@ fn keep_writing(
 
 /// After the run: every key ends in its row's final state, in per-key order (re-sent suffixes
 /// only), nothing dead-lettered by either instance.
-async fn assert_everything_arrived_in_order(
+pub(crate) async fn assert_everything_arrived_in_order(
     stack: &Stack,
     client: &tokio_postgres::Client,
     store: &switchyard::config::DlqStoreConfig,
@@ -360,7 +360,7 @@ async fn a_frozen_leader_is_replaced_and_when_woken_neither_streams_nor_takes_th
 }
 
 /// The port of `http://host:port`.
-fn port_of(url: &str) -> u16 {
+pub(crate) fn port_of(url: &str) -> u16 {
     url.rsplit(':')
         .next()
         .and_then(|p| p.trim_end_matches('/').parse().ok())

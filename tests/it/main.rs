@@ -9,6 +9,7 @@ mod cdc;
 mod cdc_envelope;
 mod cdc_order;
 mod cdc_shape;
+mod chaos;
 mod cli;
 mod config_errors;
 mod dlq_replay;
