@@ -103,8 +103,9 @@ fn claim_owner() -> String {
 
 /// Connections to the store at once, at most. Each call takes one for a statement (no call
 /// holds one across statements); several webhook threads, the dedupe writer, readiness and a
-/// replay share them.
-const POOL_SIZE: usize = 4;
+/// replay share them. A busy webhook front needs a few per new id (claim, lookup, the
+/// group-committed remember): 16 keeps a burst from waiting on the pool.
+const POOL_SIZE: usize = 16;
 /// How long a connection attempt may take unless the URL sets `connect_timeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a call waits for one of [`POOL_SIZE`] connections to be free.
@@ -262,6 +263,13 @@ impl PostgresStore {
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_TIMEOUT);
         }
+        // A database node that vanished (failover, lost host) leaves half-open connections
+        // that no error ends: probe idle ones, and give up on unacknowledged requests.
+        cfg.keepalives(true)
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3)
+            .tcp_user_timeout(Duration::from_secs(30));
         // The handshake (TCP, TLS, authentication) of a new connection, at most.
         let create_timeout = cfg
             .get_connect_timeout()
@@ -600,7 +608,11 @@ impl PostgresStore {
             .map_err(pg)?;
         match seen {
             Some(row) => {
-                self.release_webhook_id(key).await?;
+                // Accepted before: the answer is `duplicate` whether or not the claim just
+                // taken can be released now (if not, it expires by itself).
+                if let Err(e) = self.release_webhook_id(key).await {
+                    tracing::warn!(error = %e, "could not release a webhook deduplication claim; it expires by itself");
+                }
                 Ok(WebhookIdClaim::Accepted(row.get(0)))
             }
             None => Ok(WebhookIdClaim::Won),

@@ -363,7 +363,9 @@ async fn replay_entry(
         held.lose(why.clone());
         return Ok(EntryOutcome::NotDelivered(why));
     }
-    let delivered = deliver_entry(pipeline, dl).await;
+    // Retries stop once the claim may be another replay's (the renewal lost it): no delivery
+    // may land after that replay's.
+    let delivered = deliver_entry(pipeline, dl, &|| held.lost().is_some()).await;
     held.close(dl.id);
     Ok(match delivered {
         Ok(topic) => {
@@ -449,7 +451,11 @@ fn routes_for(
     Ok(chosen)
 }
 
-async fn deliver_entry(pipeline: &Pipeline, dl: &DeadLetter) -> Result<String, Failure> {
+async fn deliver_entry(
+    pipeline: &Pipeline,
+    dl: &DeadLetter,
+    abandoned: &(dyn Fn() -> bool + Send + Sync),
+) -> Result<String, Failure> {
     let traces = pipeline.traces();
     let span = traces.root(
         "dlq.replay",
@@ -466,7 +472,7 @@ async fn deliver_entry(pipeline: &Pipeline, dl: &DeadLetter) -> Result<String, F
             Vec::new()
         },
     );
-    let delivered = deliver_entry_traced(pipeline, dl, &span).await;
+    let delivered = deliver_entry_traced(pipeline, dl, &span, abandoned).await;
     if let Err(f) = &delivered {
         span.fail(&f.message);
     }
@@ -477,6 +483,7 @@ async fn deliver_entry_traced(
     pipeline: &Pipeline,
     dl: &DeadLetter,
     span: &Traced,
+    abandoned: &(dyn Fn() -> bool + Send + Sync),
 ) -> Result<String, Failure> {
     let event = dl.event.as_ref().ok_or_else(|| Failure {
         class: ErrorClass::Decode,
@@ -505,7 +512,7 @@ async fn deliver_entry_traced(
         }
         pipeline
             .sink()
-            .deliver(&record, &|| false)
+            .deliver(&record, abandoned)
             .await
             .map_err(|e| {
                 produce.fail(&e.to_string());

@@ -913,7 +913,9 @@ async fn only_one_of_two_instances_sharing_a_postgres_store_wins_a_webhook_id() 
         b.webhook_id_state(key, 0).await.expect("state"),
         WebhookIdState::Claimed
     );
-    a.remember_seen(vec![(key.into(), t)]).await.expect("accept");
+    a.remember_seen(vec![(key.into(), t)])
+        .await
+        .expect("accept");
     assert_eq!(
         b.webhook_id_state(key, 0).await.expect("state"),
         WebhookIdState::Accepted(t)

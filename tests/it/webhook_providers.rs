@@ -885,7 +885,10 @@ async fn the_same_webhook_sent_to_two_replicas_at_once_is_accepted_once() {
     for (id, got) in &answers {
         for (status, what) in got {
             assert!(
-                matches!((*status, what.as_str()), (200, "accepted" | "duplicate") | (503, _)),
+                matches!(
+                    (*status, what.as_str()),
+                    (200, "accepted" | "duplicate") | (503, _)
+                ),
                 "{id}: answered {status} {what}"
             );
         }
@@ -897,7 +900,14 @@ async fn the_same_webhook_sent_to_two_replicas_at_once_is_accepted_once() {
     }
     let records = tokio::task::spawn_blocking({
         let bootstrap = stack.broker.bootstrap();
-        move || read_topic(&bootstrap, "wh.raced", ids.len() + 1, Duration::from_secs(10))
+        move || {
+            read_topic(
+                &bootstrap,
+                "wh.raced",
+                ids.len() + 1,
+                Duration::from_secs(10),
+            )
+        }
     })
     .await
     .expect("consumer");
@@ -916,11 +926,10 @@ async fn the_same_webhook_sent_to_two_replicas_at_once_is_accepted_once() {
     // A replica that claimed an id and died before storing it: the copy that lands here is
     // answered 503 (no second record while the claim might still be delivered), and the
     // provider's retry after the claim expired is accepted.
-    let dead = switchyard::dlq::DlqStore::open(&switchyard::config::DlqStoreConfig::Postgres(
-        pg.url(&db),
-    ))
-    .await
-    .expect("open the store as a third instance");
+    let dead =
+        switchyard::dlq::DlqStore::open(&switchyard::config::DlqStoreConfig::Postgres(pg.url(&db)))
+            .await
+            .expect("open the store as a third instance");
     let expires = switchyard::event::now_micros() + 2_000_000;
     assert_eq!(
         dead.claim_webhook_id("orders\u{1f}orphan", 0, expires)

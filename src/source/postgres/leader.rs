@@ -71,41 +71,70 @@ pub fn lock_key(slot: &str) -> i64 {
 
 /// The permission of a source's current session to hand records to Kafka and confirm the slot:
 /// it holds until a moment set by the last successful check of the leadership lock (see the
-/// module doc). Cloned into the source's ordered lane.
+/// module doc). A session's ordered lane gets a [`Fence::pinned`] copy, which stops holding for
+/// good once that session is over ([`Fence::end_session`]), even if a later session of the
+/// same source renews the fence: a lane left behind by an abandoned session sends nothing.
 #[derive(Clone, Debug)]
-pub struct Fence(Arc<FenceState>);
+pub struct Fence {
+    state: Arc<FenceState>,
+    /// The session this copy belongs to (`None`: whichever is current).
+    session: Option<u64>,
+}
 
 #[derive(Debug)]
 struct FenceState {
     base: Instant,
     /// Milliseconds after `base` until which the fence holds (0: it does not).
     until_ms: AtomicU64,
+    /// The current session's number.
+    session: AtomicU64,
 }
 
 impl Default for Fence {
     fn default() -> Fence {
-        Fence(Arc::new(FenceState {
-            base: Instant::now(),
-            until_ms: AtomicU64::new(0),
-        }))
+        Fence {
+            state: Arc::new(FenceState {
+                base: Instant::now(),
+                until_ms: AtomicU64::new(0),
+                session: AtomicU64::new(0),
+            }),
+            session: None,
+        }
     }
 }
 
 impl Fence {
-    /// True while this instance may send and confirm.
+    /// True while this instance may send and confirm (and, for a pinned copy, while its
+    /// session is the current one).
     pub fn holds(&self) -> bool {
-        millis(self.0.base.elapsed()) < self.0.until_ms.load(Ordering::Acquire)
+        let current = self
+            .session
+            .is_none_or(|s| s == self.state.session.load(Ordering::Acquire));
+        current && millis(self.state.base.elapsed()) < self.state.until_ms.load(Ordering::Acquire)
+    }
+
+    /// A copy for the session starting now: it holds only until [`Fence::end_session`].
+    pub fn pinned(&self) -> Fence {
+        Fence {
+            state: Arc::clone(&self.state),
+            session: Some(self.state.session.load(Ordering::Acquire)),
+        }
+    }
+
+    /// Ends the current session: its pinned copies never hold again.
+    pub fn end_session(&self) {
+        self.state.session.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Extends the fence to `checked + validity` (`checked`: when the check was sent).
     fn renew(&self, checked: Instant, validity: Duration) {
-        let until = millis(checked.saturating_duration_since(self.0.base) + validity);
-        self.0.until_ms.fetch_max(until, Ordering::AcqRel);
+        let until = millis(checked.saturating_duration_since(self.state.base) + validity);
+        self.state.until_ms.fetch_max(until, Ordering::AcqRel);
     }
 
     /// Lapses the fence at once.
     fn revoke(&self) {
-        self.0.until_ms.store(0, Ordering::Release);
+        self.state.until_ms.store(0, Ordering::Release);
     }
 }
 
@@ -127,8 +156,13 @@ impl Lease {
     /// True while the lock connection answers (and so still holds the lock); renews the fence.
     pub async fn alive(&self) -> bool {
         let sent = Instant::now();
-        let answered =
-            !self.client.is_closed() && self.client.simple_query("SELECT 1").await.is_ok();
+        // Within the fence's validity: a check that takes longer has lapsed it anyway, and a
+        // partition would otherwise hold it until TCP gives up.
+        let answered = !self.client.is_closed()
+            && matches!(
+                tokio::time::timeout(self.validity, self.client.simple_query("SELECT 1")).await,
+                Ok(Ok(_))
+            );
         if answered {
             self.fence.renew(sent, self.validity);
         } else {
@@ -145,9 +179,7 @@ impl Lease {
             if !self.fence.holds() {
                 return;
             }
-            let check = tokio::time::timeout(self.validity, self.alive()).await;
-            if !matches!(check, Ok(true)) {
-                self.fence.revoke();
+            if !self.alive().await {
                 return;
             }
         }
@@ -221,14 +253,18 @@ async fn bound_the_lock_session(
 ) -> Result<(), SourceError> {
     let ms = millis(timeout);
     let secs = timeout.as_secs().max(1);
-    // Keepalives: first probe after a third of the timeout, then every sixth, three probes.
-    let keepalives = format!(
-        "SET tcp_keepalives_idle = {}; SET tcp_keepalives_interval = {}; SET tcp_keepalives_count = 3; SET tcp_user_timeout = {ms}",
-        (secs / 3).max(1),
-        (secs / 6).max(1),
-    );
-    if let Err(e) = client.batch_execute(&keepalives).await {
-        warn!(source = %name, error = %e, "could not set TCP keepalives on the leadership lock's session");
+    // Keepalives: first probe after a third of the timeout, then every sixth, three probes;
+    // unacknowledged data gives up after the timeout. One statement each: a server without
+    // one of them (tcp_user_timeout is PostgreSQL 12+) keeps the others.
+    for set in [
+        format!("SET tcp_keepalives_idle = {}", (secs / 3).max(1)),
+        format!("SET tcp_keepalives_interval = {}", (secs / 6).max(1)),
+        "SET tcp_keepalives_count = 3".to_string(),
+        format!("SET tcp_user_timeout = {ms}"),
+    ] {
+        if let Err(e) = client.batch_execute(&set).await {
+            warn!(source = %name, error = %e, "could not bound the leadership lock's TCP connection ({set})");
+        }
     }
     match client
         .batch_execute(&format!("SET idle_session_timeout = {ms}"))

@@ -233,6 +233,9 @@ impl PostgresSource {
     pub async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut wait = Duration::from_millis(500);
         let mut lease: Option<super::leader::Lease> = None;
+        // Set by a takeover from a leader that stopped answering: no record is sent before it,
+        // also if this instance has to take the lock again meanwhile (see `leader`).
+        let mut not_before: Option<tokio::time::Instant> = None;
         loop {
             if *stop.borrow() {
                 return;
@@ -257,13 +260,18 @@ impl PostgresSource {
                 .await;
                 match acquired {
                     Ok(Some(l)) => {
+                        let now = tokio::time::Instant::now();
                         if !l.quiet.is_zero() {
+                            not_before = not_before.max(Some(now + l.quiet));
+                        }
+                        if let Some(until) = not_before.filter(|u| *u > now) {
                             // The previous leader stopped answering: let its queued records
                             // time out before sending ours (see `leader`).
-                            info!(source = %self.name, wait = ?l.quiet, "took over from a leader that stopped answering; waiting until none of its queued records can still reach Kafka");
-                            self.health.set(&self.name, "connecting", Some(format!("taking over the slot: waiting {:?} for the previous leader's queued records to expire", l.quiet)));
+                            let quiet = until - now;
+                            info!(source = %self.name, wait = ?quiet, "took over from a leader that stopped answering; waiting until none of its queued records can still reach Kafka");
+                            self.health.set(&self.name, "connecting", Some(format!("taking over the slot: waiting {quiet:?} for the previous leader's queued records to expire")));
                             tokio::select! {
-                                _ = tokio::time::sleep(l.quiet) => {}
+                                _ = tokio::time::sleep_until(until) => {}
                                 () = l.lost() => continue,
                                 _ = stop.changed() => return,
                             }
@@ -288,12 +296,20 @@ impl PostgresSource {
                 continue;
             };
             self.health.set(&self.name, "connecting", None);
+            let began = tokio::time::Instant::now();
             let outcome = tokio::select! {
                 r = self.session(&mut stop) => r,
                 () = held.lost() => Err(SourceError::Stream(
                     "the connection holding the slot's leadership lock is gone: stopped streaming so that another instance can take over".into(),
                 )),
             };
+            // Whatever the session left behind (a lane still resending, if it was abandoned)
+            // sends nothing more.
+            self.fence.end_session();
+            if began.elapsed() > Duration::from_secs(60) {
+                // It streamed a while: this failure is not one of a series.
+                wait = Duration::from_millis(500);
+            }
             match outcome {
                 Ok(()) => return,
                 Err(e @ SourceError::Preflight(_)) => {
@@ -305,9 +321,22 @@ impl PostgresSource {
                     self.health.set(&self.name, "failing", Some(e.to_string()));
                 }
             }
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+            // Meanwhile the lock session keeps being asked (an idle one is ended by the server
+            // after `leader_timeout`, handing the slot to another instance for no reason).
+            let keep = async {
+                match &lease {
+                    Some(l) => l.lost().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let lost = tokio::select! {
+                _ = tokio::time::sleep(wait) => false,
+                () = keep => true,
                 _ = stop.changed() => return,
+            };
+            if lost {
+                warn!(source = %self.name, slot = %self.cfg.slot, "lost the connection holding the slot's leadership lock");
+                lease = None;
             }
             wait = (wait * 2).min(Duration::from_secs(30));
         }
@@ -465,7 +494,7 @@ impl PostgresSource {
     async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), SourceError> {
         let lane = self
             .pipeline
-            .lane(&self.name, Arc::clone(&self.health), self.fence.clone());
+            .lane(&self.name, Arc::clone(&self.health), self.fence.pinned());
         let result = self.stream(&lane, stop).await;
         // A session that failed waits until every record it handed over is reported, so none
         // can land after a record of the next session (which sends again from the slot's

@@ -90,6 +90,26 @@ pub enum Claim {
     Follow(oneshot::Receiver<Outcome>),
     /// This request delivers it; finish with [`Lead::finish`] (dropping it counts as failed).
     Lead(Lead),
+    /// A shared store cannot say whether another instance delivers it: answer 503 (the
+    /// provider retries) rather than deliver a second copy.
+    Unavailable,
+}
+
+/// An id marked in flight in memory while its claim is asked of the shared store: if the
+/// request is cancelled during that wait, the mark is removed (and the copies following it
+/// fail) instead of staying until the process ends.
+struct Unclaimed<'a> {
+    dedupe: &'a Dedupe,
+    p: Print,
+    armed: bool,
+}
+
+impl Drop for Unclaimed<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.dedupe.end(self.p, None, Outcome::Failed);
+        }
+    }
 }
 
 /// The leading request for an id.
@@ -310,10 +330,17 @@ impl Dedupe {
             }
             m.inflight.insert(p, Vec::new());
         }
+        let mut unclaimed = Unclaimed {
+            dedupe: self,
+            p,
+            armed: true,
+        };
         let hold = ack_timeout.saturating_add(CLAIM_MARGIN);
         let until = crate::event::now_micros()
             .saturating_add(i64::try_from(hold.as_micros()).unwrap_or(i64::MAX / 2));
-        match self.store.claim_webhook_id(&key, since, until).await {
+        let claim = self.store.claim_webhook_id(&key, since, until).await;
+        unclaimed.armed = false;
+        match claim {
             Ok(WebhookIdClaim::Won) => {
                 let mut lead = Lead::new(p, Some(key), self);
                 lead.claimed = true;
@@ -335,9 +362,11 @@ impl Dedupe {
                 Claim::Follow(rx)
             }
             Err(e) => {
-                // Unknown: deliver (at-least-once), as when a lookup fails.
-                warn!(error = %e, "webhook deduplication claim failed; delivering");
-                Claim::Lead(Lead::new(p, Some(key), self))
+                // Unknown whether another instance delivers it: delivering here could make two
+                // records answered 200 twice. The provider retries the 503.
+                warn!(error = %e, "webhook deduplication claim failed (shared store unavailable); answering 503");
+                self.end(p, None, Outcome::Failed);
+                Claim::Unavailable
             }
         }
     }

@@ -278,6 +278,9 @@ impl WebhookSource {
                 ),
             },
             Claim::Lead(lead) => self.deliver(event, Some(lead), span.context()).await,
+            Claim::Unavailable => unavailable(
+                "the shared deduplication store is unavailable, so this event cannot be accepted exactly once; retry later",
+            ),
         }
     }
 
