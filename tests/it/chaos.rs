@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use crate::cdc::{Db, wait_for_slot};
 use crate::cdc_order::Rng;
-use crate::ha::{SOURCE, slot_confirmed, state_of};
-use crate::support::proxy::Proxy;
+use crate::ha::{SOURCE, slot_confirmed, state_of, through};
 use crate::support::{ChildGuard, Stack, daemon, wait_for_async};
 
 /// Writes bursts of updates until `stop`, reconnecting through Postgres restarts; counts
@@ -144,31 +143,12 @@ async fn chaos_campaign() {
         tokio::spawn(conn);
         c
     };
-    let (pg_port, registry_port) = (crate::support::free_port(), crate::support::free_port());
-    let _pg_proxy = Proxy::start_on(net.outer_ip, pg_port, ([127, 0, 0, 1], pg.port()).into());
-    let registry_proxy = Proxy::start_on(
-        net.outer_ip,
-        registry_port,
-        ([127, 0, 0, 1], crate::ha::port_of(&stack.registry.url())).into(),
-    );
-    let registry_url = format!("http://{}:{registry_port}", net.outer_ip);
+    let (_pg_proxy, pg_url) = through(&net, &pg.url(&db), Some(pg.port()));
+    let (registry_proxy, registry_url) = through(&net, &stack.registry.url(), None);
     // The instances' shared store, in a cluster of its own (restarted as a fault).
     let store_pg = crate::support::postgres::PgCluster::start();
     let store_db = store_pg.fresh_database("store").await;
-    let store_port = crate::support::free_port();
-    let _store_proxy = Proxy::start_on(
-        net.outer_ip,
-        store_port,
-        ([127, 0, 0, 1], store_pg.port()).into(),
-    );
-    let store_url = store_pg.url(&store_db).replace(
-        &format!("127.0.0.1:{}", store_pg.port()),
-        &format!("{}:{store_port}", net.outer_ip),
-    );
-    let pg_url = pg.url(&db).replace(
-        &format!("127.0.0.1:{}", pg.port()),
-        &format!("{}:{pg_port}", net.outer_ip),
-    );
+    let (_store_proxy, store_url) = through(&net, &store_pg.url(&store_db), Some(store_pg.port()));
     // Instance 0 inside the namespace, instance 1 outside; both through the proxies.
     let mut urls = Vec::new();
     let mut paths = Vec::new();

@@ -251,6 +251,73 @@ pub(crate) async fn assert_everything_arrived_in_order(
     crate::cdc_order::assert_dlq_empty(store, what).await;
 }
 
+/// Waits until the standby at `url` leaves `standby` (it took the lock); how long after `fault`.
+async fn wait_for_the_lock(http: &reqwest::Client, url: &str, fault: Instant) -> Duration {
+    wait_for_async(
+        "the standby to take the lock",
+        Duration::from_secs(30),
+        || async { (state_of(http, url).await? != "standby").then_some(()) },
+    )
+    .await;
+    fault.elapsed()
+}
+
+/// After `what` at `fault` made the leader (walsender `old_pid`) stop answering, and the standby
+/// took the lock `locked` later: rows committed after the fault (past `wal`) are confirmed
+/// within the bound — leader_timeout 4 s + ~1 s, the takeover's wait 6 s, ~1 s to stream; more
+/// allowed for a loaded machine — by a new walsender; returns its pid.
+async fn assert_taken_over(
+    client: &tokio_postgres::Client,
+    (fault, locked): (Instant, Duration),
+    wal: u64,
+    old_pid: i32,
+    what: &str,
+) -> i32 {
+    wait_for_async(
+        "the new leader to confirm past the fault",
+        Duration::from_secs(60),
+        || async { (slot_confirmed(client).await? > wal).then_some(()) },
+    )
+    .await;
+    let takeover = fault.elapsed();
+    let new_pid = slot_pid(client).await.expect("the new leader's walsender");
+    assert_ne!(new_pid, old_pid, "the old leader's walsender was ended");
+    eprintln!("{what}: lock taken {locked:?}, confirming past the fault {takeover:?} after it");
+    assert!(
+        locked < Duration::from_secs(10),
+        "the standby took {locked:?} to take the lock (bound ~5 s)"
+    );
+    assert!(
+        takeover < Duration::from_secs(25),
+        "rows written after the fault took {takeover:?} to be confirmed (bound ~12 s)"
+    );
+    new_pid
+}
+
+/// The old leader at `url` stands by, and the slot stays with walsender `new_pid`, which
+/// confirms on.
+async fn assert_stands_by(
+    client: &tokio_postgres::Client,
+    http: &reqwest::Client,
+    url: &str,
+    new_pid: i32,
+) {
+    wait_for_state_of(http, url, "standby", 60).await;
+    let back = slot_confirmed(client).await.expect("confirmed");
+    wait_for_async(
+        "the new leader to confirm on",
+        Duration::from_secs(30),
+        || async { (slot_confirmed(client).await? > back).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        slot_pid(client).await,
+        Some(new_pid),
+        "the slot stays with the new leader's walsender"
+    );
+    assert_eq!(state_of(http, url).await.as_deref(), Some("standby"));
+}
+
 /// A leader that freezes mid-burst (SIGSTOP: its connections stay open, nothing answers) loses
 /// the slot to the standby: every row committed after the freeze reaches Kafka within the
 /// documented bound. It froze with records queued for Kafka (Kafka was cut off a moment before)
@@ -298,73 +365,45 @@ async fn a_frozen_leader_is_replaced_and_when_woken_neither_streams_nor_takes_th
     kafka.restore();
     let wal_at_freeze = wal_now(&client).await;
     // The standby takes the lock once the server ended the frozen leader's lock session…
-    wait_for_async(
-        "the standby to take the lock",
-        Duration::from_secs(30),
-        || async {
-            let state = state_of(&http, &p.urls[1]).await?;
-            (state != "standby").then_some(())
-        },
-    )
-    .await;
-    let locked = frozen.elapsed();
+    let locked = wait_for_the_lock(&http, &p.urls[1], frozen).await;
     // …and the frozen leader wakes up with records queued for Kafka younger than their 8 s
     // timeout, as late as that allows: a new leader streaming at once would have sent newer
     // versions of their keys by then.
     tokio::time::sleep_until((frozen + Duration::from_secs(6)).into()).await;
     a.signal("CONT");
-    // Rows committed after the freeze are durable (confirmed) within the bound:
-    // leader_timeout 4 s + ~1 s, takeover wait 6 s, ~1 s to stream; more for a loaded machine.
-    wait_for_async(
-        "the standby to confirm past the freeze",
-        Duration::from_secs(60),
-        || async { (slot_confirmed(&client).await? > wal_at_freeze).then_some(()) },
-    )
-    .await;
-    let takeover = frozen.elapsed();
-    let b_pid = slot_pid(&client).await.expect("the new leader's walsender");
-    assert_ne!(b_pid, a_pid, "the frozen leader's walsender was ended");
-    eprintln!(
-        "takeover: lock taken {locked:?}, confirming past the freeze {takeover:?} after SIGSTOP"
-    );
-    assert!(
-        locked < Duration::from_secs(10),
-        "the standby took {locked:?} to take the lock (bound ~5 s)"
-    );
-    assert!(
-        takeover < Duration::from_secs(25),
-        "rows written after the freeze took {takeover:?} to be confirmed (bound ~12 s)"
-    );
-
+    let b_pid = assert_taken_over(&client, (frozen, locked), wal_at_freeze, a_pid, "SIGSTOP").await;
     // Woken, the old leader stands by and the slot stays with the new one.
-    wait_for_state_of(&http, &p.urls[0], "standby", 30).await;
-    let woke = slot_confirmed(&client).await.expect("confirmed");
-    wait_for_async(
-        "the new leader to confirm on after the wake",
-        Duration::from_secs(30),
-        || async { (slot_confirmed(&client).await? > woke).then_some(()) },
-    )
-    .await;
-    assert_eq!(
-        slot_pid(&client).await,
-        Some(b_pid),
-        "the slot stays with the new leader's walsender"
-    );
-    assert_eq!(
-        state_of(&http, &p.urls[0]).await.as_deref(),
-        Some("standby")
-    );
+    assert_stands_by(&client, &http, &p.urls[0], b_pid).await;
     let _ = stop_writing.send(true);
     writer.await.expect("writer");
     assert_everything_arrived_in_order(&stack, &client, &p.store, "a frozen leader").await;
 }
 
-/// The port of `http://host:port`.
-pub(crate) fn port_of(url: &str) -> u16 {
-    url.rsplit(':')
-        .next()
-        .and_then(|p| p.trim_end_matches('/').parse().ok())
-        .expect("a port")
+/// How a process inside `net` reaches the local service at `url` (`…127.0.0.1:PORT…`, PORT
+/// read from `url` unless given): a proxy on the test's end of the link, and `url` pointing at
+/// it.
+pub(crate) fn through(
+    net: &crate::support::netns::Netns,
+    url: &str,
+    port: Option<u16>,
+) -> (crate::support::proxy::Proxy, String) {
+    let port = port.unwrap_or_else(|| {
+        url.rsplit(':')
+            .next()
+            .and_then(|p| p.trim_end_matches('/').parse().ok())
+            .expect("a port")
+    });
+    let proxy_port = crate::support::free_port();
+    let proxy = crate::support::proxy::Proxy::start_on(
+        net.outer_ip,
+        proxy_port,
+        ([127, 0, 0, 1], port).into(),
+    );
+    let url = url.replace(
+        &format!("127.0.0.1:{port}"),
+        &format!("{}:{proxy_port}", net.outer_ip),
+    );
+    (proxy, url)
 }
 
 /// A leader cut off from everything by a real network partition (it runs in a network namespace
@@ -375,7 +414,6 @@ pub(crate) fn port_of(url: &str) -> u16 {
 /// with the new leader, and every key's records are in commit order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_cut_off_by_a_network_partition_is_replaced_and_stands_by_once_the_link_is_back() {
-    use crate::support::proxy::Proxy;
     let net = crate::support::netns::Netns::create();
     let dir = crate::support::scratch();
     let (broker, _kafka) =
@@ -389,13 +427,8 @@ async fn a_leader_cut_off_by_a_network_partition_is_replaced_and_stands_by_once_
     let Db { pg, db, client } = crate::cdc_order::counters_db("frozen", 20).await;
     // Inside the namespace the leader reaches Postgres and the registry through proxies on the
     // test's end of the link (Kafka advertises its proxy there for everyone).
-    let (pg_port, registry_port) = (crate::support::free_port(), crate::support::free_port());
-    let _pg_proxy = Proxy::start_on(net.outer_ip, pg_port, ([127, 0, 0, 1], pg.port()).into());
-    let _registry_proxy = Proxy::start_on(
-        net.outer_ip,
-        registry_port,
-        ([127, 0, 0, 1], port_of(&stack.registry.url())).into(),
-    );
+    let (_pg_proxy, pg_inside) = through(&net, &pg.url(&db), Some(pg.port()));
+    let (_registry_proxy, registry_inside) = through(&net, &stack.registry.url(), None);
     let p = pair(&stack, &pg.url(&db), "127.0.0.1");
     let a_port = crate::support::free_port();
     let a_url = format!("http://{}:{a_port}", net.inner_ip);
@@ -404,14 +437,8 @@ async fn a_leader_cut_off_by_a_network_partition_is_replaced_and_stands_by_once_
     let a_path = crate::cdc_order::write_config(
         &a_home,
         &format!("{}:{a_port}", net.inner_ip),
-        (
-            &stack.broker.bootstrap(),
-            &format!("http://{}:{registry_port}", net.outer_ip),
-        ),
-        &pg.url(&db).replace(
-            &format!("127.0.0.1:{}", pg.port()),
-            &format!("{}:{pg_port}", net.outer_ip),
-        ),
+        (&stack.broker.bootstrap(), &registry_inside),
+        &pg_inside,
         "\"public.counters\"",
         "delivery_timeout = \"8s\"",
         (SOURCE, "leader_timeout = \"4s\""),
@@ -443,49 +470,11 @@ async fn a_leader_cut_off_by_a_network_partition_is_replaced_and_stands_by_once_
     net.cut();
     let cut = Instant::now();
     let wal_at_cut = wal_now(&client).await;
-    wait_for_async(
-        "the standby to take the lock",
-        Duration::from_secs(30),
-        || async { (state_of(&http, &p.urls[1]).await? != "standby").then_some(()) },
-    )
-    .await;
-    let locked = cut.elapsed();
-    wait_for_async(
-        "the standby to confirm past the cut",
-        Duration::from_secs(60),
-        || async { (slot_confirmed(&client).await? > wal_at_cut).then_some(()) },
-    )
-    .await;
-    let takeover = cut.elapsed();
-    let b_pid = slot_pid(&client).await.expect("the new leader's walsender");
-    assert_ne!(b_pid, a_pid, "the cut-off leader's walsender was ended");
-    eprintln!(
-        "partition: lock taken {locked:?}, confirming past the cut {takeover:?} after the cut"
-    );
-    assert!(
-        locked < Duration::from_secs(10),
-        "the standby took {locked:?} to take the lock (bound ~5 s)"
-    );
-    assert!(
-        takeover < Duration::from_secs(25),
-        "rows written after the cut took {takeover:?} to be confirmed (bound ~12 s)"
-    );
-
+    let locked = wait_for_the_lock(&http, &p.urls[1], cut).await;
+    let b_pid = assert_taken_over(&client, (cut, locked), wal_at_cut, a_pid, "a partition").await;
     // The link is back: the old leader stands by, the slot stays with the new one.
     net.restore();
-    wait_for_state_of(&http, &a_url, "standby", 60).await;
-    let back = slot_confirmed(&client).await.expect("confirmed");
-    wait_for_async(
-        "the new leader to confirm on",
-        Duration::from_secs(30),
-        || async { (slot_confirmed(&client).await? > back).then_some(()) },
-    )
-    .await;
-    assert_eq!(
-        slot_pid(&client).await,
-        Some(b_pid),
-        "the slot stays with the new leader's walsender"
-    );
+    assert_stands_by(&client, &http, &a_url, b_pid).await;
     let _ = stop_writing.send(true);
     writer.await.expect("writer");
     assert_everything_arrived_in_order(&stack, &client, &p.store, "a partitioned leader").await;
