@@ -973,3 +973,91 @@ async fn only_one_of_two_instances_sharing_a_postgres_store_wins_a_webhook_id() 
         WebhookIdClaim::Won
     );
 }
+
+/// The daemon on a `postgres://` store over `sslmode=verify-full` (as the Kubernetes example
+/// ships it, with a CA of the test's own): it starts and accepts webhooks; while the store's
+/// database is stopped `/readyz` says the DLQ is not ready and a new webhook is answered 503
+/// (its claim cannot be taken); once the database is back, with no restart of switchyard, it
+/// is ready again, accepts new webhooks, and still knows the id accepted before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_on_a_tls_store_reports_it_down_answers_503_and_recovers_without_a_restart() {
+    let stack = crate::support::Stack::start();
+    let pg = std::sync::Arc::new(PgCluster::start_with_tls());
+    let db = pg.fresh_database("dlq_daemon").await;
+    create_tls_only_role(&pg).await;
+    let url = format!(
+        "postgres://tls_only@127.0.0.1:{}/{db}?sslmode=verify-full&sslrootcert={}",
+        pg.port(),
+        pg.ca_cert().display()
+    );
+    let (setup, base) = crate::support::daemon::Setup {
+        dlq_url: Some(url),
+        ..crate::support::daemon::Setup::new(&stack.broker, &stack.registry, "wh.tls_store")
+    }
+    .on_free_port();
+    let config = crate::support::daemon::write_config(stack.dir.path(), &setup);
+    let _sy =
+        crate::support::daemon::spawn_binary(&config, stack.dir.path().join("switchyard.log"));
+    let http = crate::support::daemon::client(std::time::Duration::from_secs(30));
+    crate::support::daemon::wait_ready(&http, &base).await;
+    let post = |id: &'static str| {
+        let (http, base) = (http.clone(), base.clone());
+        async move {
+            let r = http
+                .post(format!("{base}/webhooks/orders"))
+                .header("webhook-id", id)
+                .body(format!(r#"{{"id":"{id}"}}"#))
+                .send()
+                .await
+                .expect("post");
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (status, body["status"].as_str().unwrap_or("").to_string())
+        }
+    };
+    assert_eq!(post("before").await, (200, "accepted".to_string()));
+
+    let stopping = std::sync::Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || stopping.stop())
+        .await
+        .expect("stop the store's database");
+    let readyz = |http: reqwest::Client, base: String| async move {
+        let r = http.get(format!("{base}/readyz")).send().await.ok()?;
+        let status = r.status().as_u16();
+        let body: serde_json::Value = r.json().await.ok()?;
+        Some((status, body))
+    };
+    let body = crate::support::wait_for_async(
+        "/readyz to report the store down",
+        std::time::Duration::from_secs(30),
+        || async {
+            let (status, body) = readyz(http.clone(), base.clone()).await?;
+            (status == 503).then_some(body)
+        },
+    )
+    .await;
+    assert!(
+        body["not_ready"]
+            .as_array()
+            .is_some_and(|n| n.iter().any(|c| c == "dlq")),
+        "the DLQ is named not ready: {body}"
+    );
+    assert_eq!(
+        post("during").await.0,
+        503,
+        "a new webhook while the store is down"
+    );
+
+    let starting = std::sync::Arc::clone(&pg);
+    tokio::task::spawn_blocking(move || starting.start_again())
+        .await
+        .expect("start the store's database");
+    crate::support::daemon::wait_ready(&http, &base).await;
+    assert_eq!(post("after").await, (200, "accepted".to_string()));
+    assert_eq!(post("before").await, (200, "duplicate".to_string()));
+    assert_eq!(
+        post("during").await,
+        (200, "accepted".to_string()),
+        "the copy answered 503 is accepted when the provider retries"
+    );
+}
