@@ -92,6 +92,9 @@ pub enum Unmatched {
 pub struct ServerConfig {
     /// Listen address (default `127.0.0.1:8080`).
     pub listen: SocketAddr,
+    /// Admin listener for `/metrics`, `/healthz` and `/readyz`; without it they are served on
+    /// `listen` beside the webhooks.
+    pub admin_listen: Option<SocketAddr>,
     /// Largest accepted request body in bytes (default 1 MiB).
     pub max_body_bytes: usize,
     /// How long a webhook waits for its Kafka acknowledgement before answering 503.

@@ -10,8 +10,10 @@ use serde_spanned::Spanned;
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
-    /// Address for webhooks, `/metrics`, `/healthz`, `/readyz`.
+    /// Address for webhooks (and `/metrics`, `/healthz`, `/readyz` without `admin_listen`).
     pub listen: Option<Spanned<String>>,
+    /// Address for `/metrics`, `/healthz` and `/readyz`, apart from the webhooks.
+    pub admin_listen: Option<Spanned<String>>,
     /// Largest accepted request body: bytes, or a size such as "1MiB".
     pub max_body_size: Option<Spanned<SizeValue>>,
     /// How long a webhook request waits for the Kafka acknowledgement before 503.

@@ -308,6 +308,30 @@ fn validate_server(raw: RawServer, diag: &mut Diagnostics) -> Option<ServerConfi
             }
         },
     };
+    let admin_listen = match &raw.admin_listen {
+        None => Some(None),
+        Some(l) => match l.get_ref().parse::<SocketAddr>() {
+            Ok(a) if a.port() != 0 && listen.is_some_and(|p| p == a) => {
+                diag.at(
+                    l.span(),
+                    format!("admin_listen `{a}` is the same address as listen"),
+                    Some(
+                        "give the admin listener its own port, e.g. admin_listen = \"127.0.0.1:9090\"".into(),
+                    ),
+                );
+                None
+            }
+            Ok(a) => Some(Some(a)),
+            Err(_) => {
+                diag.at(
+                    l.span(),
+                    format!("`{}` is not an IP address and port", l.get_ref()),
+                    Some("write e.g. admin_listen = \"127.0.0.1:9090\"".into()),
+                );
+                None
+            }
+        },
+    };
     let max_body_bytes = match &raw.max_body_size {
         None => Some(1024 * 1024),
         Some(v) => match parse_size(v.get_ref()) {
@@ -352,6 +376,7 @@ fn validate_server(raw: RawServer, diag: &mut Diagnostics) -> Option<ServerConfi
     };
     Some(ServerConfig {
         listen: listen?,
+        admin_listen: admin_listen?,
         max_body_bytes: max_body_bytes?,
         ack_timeout: ack_timeout?,
         shutdown_timeout: shutdown_timeout?,
