@@ -1,4 +1,5 @@
-//! The running daemon: the HTTP listener (webhooks, health) on top of the pipeline.
+//! The running daemon: the HTTP listeners (webhooks; health, metrics and readiness on the
+//! admin listener, [`admin`]) on top of the pipeline.
 //!
 //! Shutdown, in order: new webhook requests are answered 503 and `/readyz` turns unready (the
 //! listener stays open, so load balancers see why); the postgres sources stop reading, wait for
@@ -7,6 +8,12 @@
 //! in progress get their answers; then the listener closes and the producer is flushed. An
 //! orderly stop acknowledges nothing it has not delivered and drops nothing it has acknowledged;
 //! what is cut off by the bound is not acknowledged and is delivered again by its source.
+//!
+//! Ready ([`readiness`]) means: not stopping, Kafka answers, the DLQ store takes a write, and
+//! every postgres source is streaming (or snapshotting, or standing by for another instance).
+
+mod admin;
+mod readiness;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,9 +23,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use serde_json::json;
+use axum::routing::post;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -32,6 +37,7 @@ use crate::source::postgres::stream::PostgresSource;
 use crate::source::webhook::dedupe::Dedupe;
 use crate::source::webhook::{WebhookSource, error};
 use crate::telemetry::traces::{Traces, TracesError};
+use readiness::Readiness;
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +66,8 @@ pub struct Daemon {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<std::io::Result<()>>,
+    admin: Option<AdminListener>,
+    readiness: JoinHandle<()>,
     pipeline: Arc<Pipeline>,
     max_in_flight: usize,
     retention: JoinHandle<()>,
@@ -70,8 +78,15 @@ pub struct Daemon {
     traces: Traces,
 }
 
+/// The admin listener, when `[server] admin_listen` is set.
+struct AdminListener {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+}
+
 impl Daemon {
-    /// Builds the pipeline, binds the listener and starts serving; spans go to
+    /// Builds the pipeline, binds the listeners and starts serving; spans go to
     /// `[telemetry] otlp_endpoint` when it is set.
     pub async fn start(config: Config) -> Result<Daemon, StartError> {
         let traces = Traces::from_config(&config.telemetry)?;
@@ -93,6 +108,9 @@ impl Daemon {
                 .with_dlq(Arc::clone(&dlq))
                 .with_traces(traces.clone()),
         );
+        // Webhook events stored while Kafka was unavailable go to Kafka once it is back, in
+        // order, without an operator (the task ends when the pipeline drains).
+        drop(crate::dlq::redeliver::start(Arc::clone(&dlq), Arc::clone(&pipeline), &config).await);
         // Webhook deduplication remembers ids for the longest window of any source.
         let window = config
             .sources
@@ -116,14 +134,49 @@ impl Daemon {
         ));
         let health = Arc::new(SourceHealth::default());
         let draining = Arc::new(AtomicBool::new(false));
-        let app = app(
-            &config,
+        let (ready, readiness) = Readiness::start(Arc::clone(&pipeline), Arc::clone(&dlq));
+        let admin_routes = admin::routes(
             Arc::clone(&pipeline),
             Arc::clone(&dlq),
             Arc::clone(&health),
+            Arc::clone(&draining),
+            ready.clone(),
+        );
+        let (public_admin, admin_app) = match config.server.admin_listen {
+            Some(_) => (None, Some(admin::app(admin_routes))),
+            None => {
+                warn!(
+                    listen = %config.server.listen,
+                    "/metrics, /healthz and /readyz are served on the webhook listener: set [server] admin_listen (e.g. \"127.0.0.1:9090\") to serve them apart from the webhooks, out of the senders' reach"
+                );
+                (Some(admin_routes), None)
+            }
+        };
+        let app = app(
+            &config,
+            Arc::clone(&pipeline),
             dedupe,
             Arc::clone(&draining),
+            public_admin,
         );
+        let admin = match (config.server.admin_listen, admin_app) {
+            (Some(at), Some(admin_app)) => {
+                let listener = TcpListener::bind(at)
+                    .await
+                    .map_err(|source| StartError::Listen { addr: at, source })?;
+                let addr = listener
+                    .local_addr()
+                    .map_err(|source| StartError::Listen { addr: at, source })?;
+                let (stop, stopped) = oneshot::channel::<()>();
+                let server = admin::serve(listener, admin_app, stopped);
+                Some(AdminListener {
+                    addr,
+                    stop: Some(stop),
+                    server,
+                })
+            }
+            _ => None,
+        };
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|source| StartError::Listen {
@@ -170,11 +223,17 @@ impl Daemon {
             Arc::clone(&pipeline),
             config.clone(),
         ));
-        info!(%addr, sources = config.sources.len(), routes = config.routes.len(), "switchyard is listening");
+        // Answer /readyz from real outcomes from the first request on (bounded: each check
+        // gives up after a few seconds).
+        ready.first_round(readiness::CHECK_TIMEOUT * 2).await;
+        let admin_addr = admin.as_ref().map(|a| a.addr);
+        info!(%addr, admin = ?admin_addr, sources = config.sources.len(), routes = config.routes.len(), "switchyard is listening");
         Ok(Daemon {
             addr,
             stop: Some(stop),
             server,
+            admin,
+            readiness,
             pipeline,
             max_in_flight: config.kafka.max_in_flight,
             retention,
@@ -189,6 +248,11 @@ impl Daemon {
     /// The address the HTTP listener is bound to.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address the admin listener is bound to (`[server] admin_listen`), if there is one.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().map(|a| a.addr)
     }
 
     /// Answers new webhooks 503, drains events in flight (up to `timeout` in all), sends the
@@ -212,6 +276,9 @@ impl Daemon {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+        if let Some(stop) = self.admin.as_mut().and_then(|a| a.stop.take()) {
+            let _ = stop.send(());
+        }
         // Requests whose events are durable answer at once; give them a moment at least.
         let grace = deadline
             .saturating_duration_since(tokio::time::Instant::now())
@@ -225,6 +292,18 @@ impl Daemon {
                 self.server.abort();
             }
         }
+        if let Some(mut admin) = self.admin.take() {
+            let grace = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_secs(1));
+            match tokio::time::timeout(grace, &mut admin.server).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => warn!(error = %e, "admin listener stopped with an error"),
+                Ok(Err(e)) => warn!(error = %e, "admin listener task failed"),
+                Err(_) => admin.server.abort(),
+            }
+        }
+        self.readiness.abort();
         self.retention.abort();
         let traces = self.traces.clone();
         let _ = tokio::task::spawn_blocking(move || traces.shutdown()).await;
@@ -232,15 +311,15 @@ impl Daemon {
     }
 }
 
-/// The HTTP application: one POST route per webhook source (taken before the router, see
-/// [`crate::serve::Front`]), health, and JSON 404/405.
-pub fn app(
+/// The public HTTP application: one POST route per webhook source (taken before the router,
+/// see [`crate::serve::Front`]), the `admin` paths when there is no admin listener, and JSON
+/// 404/405 for anything else.
+fn app(
     config: &Config,
     pipeline: Arc<Pipeline>,
-    dlq: Arc<DlqStore>,
-    health: Arc<SourceHealth>,
     dedupe: Option<Arc<Dedupe>>,
     draining: Arc<AtomicBool>,
+    admin: Option<Router>,
 ) -> crate::serve::Front {
     let mut router = Router::new();
     let mut webhooks = Vec::new();
@@ -268,32 +347,10 @@ pub fn app(
             }),
         );
     }
-    let ready = Arc::clone(&pipeline);
-    let ready_dlq = Arc::clone(&dlq);
-    let scraped = Arc::clone(&pipeline);
+    if let Some(admin) = admin {
+        router = router.merge(admin);
+    }
     let router = router
-        .route(
-            "/healthz",
-            get(|| async { axum::Json(json!({"status": "ok"})) }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let dlq = Arc::clone(&dlq);
-                let p = Arc::clone(&scraped);
-                async move { metrics(&dlq, &p).await }
-            }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let p = Arc::clone(&ready);
-                let h = Arc::clone(&health);
-                let d = Arc::clone(&ready_dlq);
-                let stopping = draining.load(Ordering::Relaxed);
-                async move { readiness(&p, &h, &d, stopping).await }
-            }),
-        )
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -310,63 +367,6 @@ pub fn app(
         })
         .layer(DefaultBodyLimit::max(body_limit));
     crate::serve::Front::new(router, webhooks)
-}
-
-/// Ready means: not stopping, Kafka answers, the DLQ store takes a write, and every postgres
-/// source is streaming (or snapshotting, or standing by for another instance). The body names each component's state and, when not
-/// ready, which ones are not (`not_ready`), with the error that says what to fix.
-async fn readiness(
-    pipeline: &Pipeline,
-    health: &SourceHealth,
-    dlq: &DlqStore,
-    stopping: bool,
-) -> Response {
-    let (kafka, dlq) = tokio::join!(
-        pipeline.sink().is_reachable(Duration::from_secs(2)),
-        dlq.check_writable()
-    );
-    let sources = health.all();
-    let mut not_ready = Vec::new();
-    let mut details = Vec::new();
-    if stopping {
-        not_ready.push("switchyard".to_string());
-        details.push("switchyard is shutting down".to_string());
-    }
-    if let Err(e) = &kafka {
-        not_ready.push("kafka".to_string());
-        details.push(format!("Kafka is not reachable: {e}"));
-    }
-    if let Err(e) = &dlq {
-        not_ready.push("dlq".to_string());
-        details.push(format!("the dead-letter store is not writable: {e}"));
-    }
-    for (name, h) in &sources {
-        // A standby is healthy: another instance streams the slot, and this one takes over
-        // when that one dies.
-        if !matches!(h.state, "streaming" | "snapshotting" | "standby") {
-            not_ready.push(format!("source:{name}"));
-            details.push(match &h.error {
-                Some(e) => format!("source `{name}` is {}: {e}", h.state),
-                None => format!("source `{name}` is {}", h.state),
-            });
-        }
-    }
-    let mut body = json!({
-        "status": if not_ready.is_empty() { "ready" } else { "not_ready" },
-        "kafka": kafka.err().unwrap_or_else(|| "ok".into()),
-        "dlq": dlq.err().map(|e| e.to_string()).unwrap_or_else(|| "ok".into()),
-        "sources": sources,
-    });
-    if not_ready.is_empty() {
-        return axum::Json(body).into_response();
-    }
-    // The error fields every error answer has, beside the component states.
-    let detail = details.join("; ");
-    body["not_ready"] = json!(not_ready);
-    body["error"] = json!("not_ready");
-    body["detail"] = json!(detail);
-    body["message"] = json!(detail);
-    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
 }
 
 /// Reloads the routes from the configuration file: a valid file replaces the route table
@@ -465,43 +465,4 @@ async fn purge_periodically(dlq: Arc<DlqStore>, retain: Duration, window: Durati
             warn!(error = %e, "purging old webhook deduplication ids failed");
         }
     }
-}
-
-/// Prometheus metrics; the DLQ depth and the events in flight are read at each scrape.
-async fn metrics(dlq: &DlqStore, pipeline: &Pipeline) -> Response {
-    if let Some(m) = crate::telemetry::metrics::metrics() {
-        m.in_flight
-            .set(i64::try_from(pipeline.in_flight()).unwrap_or(i64::MAX));
-    }
-    if let (Some(m), Ok(rows)) = (crate::telemetry::metrics::metrics(), dlq.stats().await) {
-        m.dlq_depth.reset();
-        for status in [
-            crate::dlq::Status::Pending,
-            crate::dlq::Status::Replayed,
-            crate::dlq::Status::Discarded,
-        ] {
-            let n: i64 = rows
-                .iter()
-                .filter(|r| r.status == status)
-                .map(|r| r.count)
-                .sum();
-            m.dlq_entries.with_label_values(&[status.as_str()]).set(n);
-        }
-        for r in rows
-            .iter()
-            .filter(|r| r.status == crate::dlq::Status::Pending)
-        {
-            m.dlq_depth
-                .with_label_values(&[r.route.as_str(), r.class.as_str()])
-                .set(r.count);
-        }
-    }
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        crate::telemetry::metrics::render(),
-    )
-        .into_response()
 }
