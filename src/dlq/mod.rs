@@ -18,6 +18,7 @@
 //! Pending entries are never purged automatically.
 
 mod postgres;
+pub mod redeliver;
 pub mod replay;
 mod sql;
 mod sqlite;

@@ -451,7 +451,7 @@ fn routes_for(
     Ok(chosen)
 }
 
-async fn deliver_entry(
+pub(crate) async fn deliver_entry(
     pipeline: &Pipeline,
     dl: &DeadLetter,
     abandoned: &(dyn Fn() -> bool + Send + Sync),

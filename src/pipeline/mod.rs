@@ -73,6 +73,8 @@ pub struct Pipeline {
     retry_max_elapsed: Duration,
     dlq: Option<Arc<DlqStore>>,
     traces: Traces,
+    /// Webhook sources with events waiting in the DLQ for Kafka ([`crate::dlq::redeliver`]).
+    queues: crate::dlq::redeliver::Queues,
 }
 
 /// Why the pipeline could not be built.
@@ -104,6 +106,7 @@ impl Pipeline {
             retry_max_elapsed: config.kafka.retry_max_elapsed,
             dlq: None,
             traces: Traces::off(),
+            queues: crate::dlq::redeliver::Queues::default(),
         })
     }
 
@@ -122,6 +125,16 @@ impl Pipeline {
     /// Where spans go (off unless `[telemetry] otlp_endpoint` is set).
     pub fn traces(&self) -> &Traces {
         &self.traces
+    }
+
+    /// True once [`Pipeline::drain`] started (the daemon is stopping).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Which webhook sources have events waiting in the DLQ for Kafka, in order.
+    pub fn queues(&self) -> &crate::dlq::redeliver::Queues {
+        &self.queues
     }
 
     /// The Kafka sink (readiness checks, topic creation, flush).
