@@ -205,11 +205,16 @@ impl Daemon {
             }
         }
         let (stop, stopped) = oneshot::channel::<()>();
-        let server = crate::serve::start(listener, app, config.server.http_threads, stopped)
-            .map_err(|source| StartError::Listen {
-                addr: config.server.listen,
-                source,
-            })?;
+        let server = crate::serve::start_bounded(
+            listener,
+            app,
+            crate::serve::Limits::of(&config.server),
+            stopped,
+        )
+        .map_err(|source| StartError::Listen {
+            addr: config.server.listen,
+            source,
+        })?;
         // Create the topics we already know, so that a permissions problem shows at start.
         let warm = Arc::clone(&pipeline);
         tokio::spawn(async move {

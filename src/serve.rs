@@ -10,28 +10,36 @@
 //! land on the thread that runs it. The rest of the daemon (CDC sources, the dedupe writer,
 //! retention, reloads) stays on the main runtime.
 //!
+//! Bounds (`[server]`, see [`Limits`]): at most `max_connections` connections are open (the
+//! acceptor waits beyond it); a request's head must arrive within `body_timeout` (also the idle
+//! time of a kept-alive connection) and be at most [`MAX_HEADER_BYTES`] (431); each connection
+//! reads into at most 64 KiB; the bodies are bounded by `webhook::ingress` (408, 413, 503).
+//!
 //! Stopping: when `stop` fires, the acceptor stops accepting and every thread stops reading
 //! new requests, answers the requests in progress, closes its connections and ends; the
 //! returned task ends when all threads have.
 
 use std::convert::Infallible;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::Request;
 use axum::http::Method;
 use axum::response::Response;
 use futures::future::Either;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 
+use crate::config::ServerConfig;
+use crate::source::webhook::ingress::Ingress;
 use crate::source::webhook::{WebhookSource, dedupe};
 
 /// The HTTP application as served: a POST to a webhook source's path goes straight to that
@@ -43,6 +51,7 @@ use crate::source::webhook::{WebhookSource, dedupe};
 pub struct Front {
     webhooks: Arc<crate::FastMap<String, WebhookSource>>,
     router: Router,
+    ingress: Arc<Ingress>,
 }
 
 impl Front {
@@ -55,32 +64,70 @@ impl Front {
         Front {
             webhooks: Arc::new(webhooks),
             router,
+            ingress: Arc::new(Ingress::default()),
         }
     }
 }
 
+/// The bounds of the HTTP front, from `[server]`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Threads serving HTTP.
+    pub threads: usize,
+    /// Connections open at once; the acceptor waits beyond it (see [`start_bounded`]).
+    pub max_connections: usize,
+    /// How long a request's headers, and then its body, may take to arrive.
+    pub body_timeout: Duration,
+    /// Bytes the bodies of all requests in flight may hold.
+    pub max_buffered_bytes: usize,
+}
+
+impl Limits {
+    /// The bounds `server` sets.
+    pub fn of(server: &ServerConfig) -> Limits {
+        Limits {
+            threads: server.http_threads,
+            max_connections: server.max_connections,
+            body_timeout: server.body_timeout,
+            max_buffered_bytes: server.max_buffered_bytes,
+        }
+    }
+}
+
+/// Largest request head (request line and headers); hyper answers 431 beyond it.
+pub const MAX_HEADER_BYTES: usize = 32 << 10;
+/// Largest read buffer of one connection (hyper's default is ~400 KiB): with
+/// `max_connections` this bounds what open connections hold besides the bodies.
+const MAX_CONNECTION_BUFFER: usize = 64 << 10;
+
 type WebhookAnswer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-impl tower_service::Service<Request> for Front {
+/// The front as one connection sees it: it knows the sender's address.
+struct Served {
+    front: Front,
+    peer: IpAddr,
+}
+
+impl hyper::service::Service<hyper::Request<Incoming>> for Served {
     type Response = Response;
     type Error = Infallible;
     type Future = Either<WebhookAnswer, <Router as tower_service::Service<Request>>::Future>;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        // The router is always ready, and so is a webhook source.
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: Request) -> Self::Future {
+    fn call(&self, request: hyper::Request<Incoming>) -> Self::Future {
+        let request = request.map(axum::body::Body::new);
         if request.method() == Method::POST
-            && let Some(source) = self.webhooks.get(request.uri().path())
+            && let Some(source) = self.front.webhooks.get(request.uri().path())
         {
             let source = source.clone();
+            let ingress = Arc::clone(&self.front.ingress);
+            let peer = self.peer;
             return Either::Left(Box::pin(async move {
-                Ok(source.receive_request(request).await)
+                Ok(source.receive_from(request, Some(peer), &ingress).await)
             }));
         }
-        Either::Right(tower_service::Service::call(&mut self.router, request))
+        // The router is always ready.
+        let mut router = self.front.router.clone();
+        Either::Right(tower_service::Service::call(&mut router, request))
     }
 }
 
@@ -90,52 +137,51 @@ const DEAL_QUEUE: usize = 256;
 /// Period of each HTTP thread's idle timer (see where it is spawned).
 const TIMER_TICK: Duration = Duration::from_millis(250);
 
-/// The connections dealt to one thread, as an axum listener.
-struct Dealt {
-    rx: mpsc::Receiver<(std::net::TcpStream, SocketAddr)>,
-    addr: SocketAddr,
-}
+/// A connection dealt to a thread, with its place among the open connections.
+type Dealt = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
 
-impl axum::serve::Listener for Dealt {
-    type Io = TcpStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (TcpStream, SocketAddr) {
-        loop {
-            let Some((stream, peer)) = self.rx.recv().await else {
-                // The acceptor stopped: nothing more comes; the stop signal ends the server.
-                return std::future::pending().await;
-            };
-            // Registered with this thread's event loop from here on.
-            match TcpStream::from_std(stream) {
-                Ok(s) => return (s, peer),
-                Err(e) => warn!(error = %e, %peer, "could not take over a connection; closed"),
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.addr)
-    }
-}
-
-/// Serves `app` on `listener` with `threads` threads until `stop` fires (or its sender is
-/// dropped). The task's result is the first thread's error, if any.
+/// Serves `app` on `listener` with `threads` threads and the default bounds of `[server]`
+/// until `stop` fires.
 pub fn start(
     listener: TcpListener,
     app: Front,
     threads: usize,
     stop: oneshot::Receiver<()>,
 ) -> io::Result<JoinHandle<io::Result<()>>> {
+    let limits = Limits {
+        threads,
+        max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
+        body_timeout: crate::config::DEFAULT_BODY_TIMEOUT,
+        max_buffered_bytes: crate::config::DEFAULT_MAX_BUFFERED_BYTES,
+    };
+    start_bounded(listener, app, limits, stop)
+}
+
+/// Serves `app` on `listener` within `limits` until `stop` fires (or its sender is dropped).
+/// The task's result is the first thread's error, if any.
+///
+/// Beyond `max_connections` open connections the acceptor stops accepting: new connections
+/// wait in the kernel's listen queue and are taken as others close (every connection closes
+/// within `body_timeout` unless it keeps sending requests, so a slow sender holds its place for
+/// seconds only). Waiting rather than refusing absorbs a burst without an error, and a refusal
+/// would cost as much as an answer.
+pub fn start_bounded(
+    listener: TcpListener,
+    mut app: Front,
+    limits: Limits,
+    stop: oneshot::Receiver<()>,
+) -> io::Result<JoinHandle<io::Result<()>>> {
+    app.ingress = Arc::new(Ingress::new(limits.body_timeout, limits.max_buffered_bytes));
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut deal = Vec::with_capacity(threads);
-    let mut done = Vec::with_capacity(threads);
-    for i in 0..threads.max(1) {
+    let mut deal = Vec::with_capacity(limits.threads);
+    let mut done = Vec::with_capacity(limits.threads);
+    for i in 0..limits.threads.max(1) {
         let (tx, rx) = mpsc::channel(DEAL_QUEUE);
         let (done_tx, done_rx) = oneshot::channel();
         let app = app.clone();
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
+        let body_timeout = limits.body_timeout;
         std::thread::Builder::new()
             .name(format!("switchyard-http-{i}"))
             .spawn(move || {
@@ -154,24 +200,16 @@ pub fn start(
                             tick.tick().await;
                         }
                     });
-                    rt.block_on(
-                        axum::serve(
-                            Dealt { rx, addr },
-                            axum::ServiceExt::<Request>::into_make_service(app),
-                        )
-                        .with_graceful_shutdown(async move {
-                            let _ = stop.wait_for(|s| *s).await;
-                        })
-                        .into_future(),
-                    )
+                    rt.block_on(serve_dealt(rx, app, body_timeout, stop, addr))
                 });
                 let _ = done_tx.send(served);
             })?;
         deal.push(tx);
         done.push(done_rx);
     }
+    let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     Ok(tokio::spawn(async move {
-        let accepted = accept(&listener, &deal, stop).await;
+        let accepted = accept(&listener, &deal, &open, stop).await;
         drop(deal);
         drop(listener);
         let _ = stop_tx.send(true);
@@ -188,14 +226,97 @@ pub fn start(
     }))
 }
 
-/// Accepts connections and deals them to the threads in turn until `stop` fires.
+/// Serves the connections dealt to this thread until `stop` fires, then lets each finish the
+/// request in progress and close.
+async fn serve_dealt(
+    mut rx: mpsc::Receiver<Dealt>,
+    app: Front,
+    body_timeout: Duration,
+    mut stop: watch::Receiver<bool>,
+    addr: SocketAddr,
+) -> io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        // The head of each request (the first, and the next on a kept-alive connection,
+        // idle time included) within the body timeout; hyper closes the connection otherwise.
+        .header_read_timeout(body_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
+        .max_buf_size(MAX_CONNECTION_BUFFER);
+    let mut connections = tokio::task::JoinSet::new();
+    loop {
+        let (stream, peer, place) = tokio::select! {
+            dealt = rx.recv() => match dealt {
+                Some(d) => d,
+                // The acceptor stopped: nothing more comes.
+                None => break,
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            _ = stop.wait_for(|s| *s) => break,
+        };
+        // Registered with this thread's event loop from here on.
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, %peer, %addr, "could not take over a connection; closed");
+                continue;
+            }
+        };
+        let connection = http.serve_connection(
+            TokioIo::new(stream),
+            Served {
+                front: app.clone(),
+                peer: peer.ip(),
+            },
+        );
+        let mut stop = stop.clone();
+        connections.spawn(async move {
+            let _place = place;
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(e) = served {
+                        debug!(error = %e, %peer, "HTTP connection ended with an error");
+                    }
+                    return;
+                }
+                _ = stop.wait_for(|s| *s) => {}
+            }
+            // Stopping: the request in progress is answered, then the connection closes.
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        });
+    }
+    let _ = stop.wait_for(|s| *s).await;
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// How often, at most, a warning says the connection cap is reached.
+const CAP_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// Accepts connections and deals them to the threads in turn until `stop` fires, with at
+/// most `open`'s permits of them open at once.
 async fn accept(
     listener: &TcpListener,
-    deal: &[mpsc::Sender<(std::net::TcpStream, SocketAddr)>],
+    deal: &[mpsc::Sender<Dealt>],
+    open: &Arc<Semaphore>,
     mut stop: oneshot::Receiver<()>,
 ) -> io::Result<()> {
     let mut next = 0;
+    let mut warned: Option<Instant> = None;
     loop {
+        if open.available_permits() == 0 && warned.is_none_or(|w| w.elapsed() >= CAP_WARNING_EVERY)
+        {
+            warned = Some(Instant::now());
+            warn!("max_connections connections are open; new connections wait until some close");
+        }
+        let place = tokio::select! {
+            p = Arc::clone(open).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => return Ok(()),
+            },
+            _ = &mut stop => return Ok(()),
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
@@ -217,17 +338,21 @@ async fn accept(
                 continue;
             }
         };
+        let mut place = place;
         let mut dealt = false;
         for k in 0..deal.len() {
             let i = (next + k) % deal.len();
-            match deal[i].send((stream, peer)).await {
+            match deal[i].send((stream, peer, place)).await {
                 Ok(()) => {
                     next = i + 1;
                     dealt = true;
                     break;
                 }
                 // That thread is gone: the next one takes it.
-                Err(mpsc::error::SendError((s, _))) => stream = s,
+                Err(mpsc::error::SendError((s, _, p))) => {
+                    stream = s;
+                    place = p;
+                }
             }
         }
         if !dealt {

@@ -87,6 +87,13 @@ pub enum Unmatched {
     Dlq,
 }
 
+/// Default of `[server] body_timeout`.
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default of `[server] max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default of `[server] max_buffered_bytes`.
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
+
 /// `[server]`: the HTTP listener.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -103,6 +110,12 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Threads serving HTTP, each with its own event loop (default: one per CPU core).
     pub http_threads: usize,
+    /// How long a request's headers, and then its body, may take to arrive (default 5s).
+    pub body_timeout: Duration,
+    /// Connections open at once (default 1024); new connections wait beyond it.
+    pub max_connections: usize,
+    /// Bytes the bodies of all requests in flight may hold (default 64 MiB).
+    pub max_buffered_bytes: usize,
 }
 
 /// `[kafka]`: the sink.

@@ -22,6 +22,12 @@ pub struct RawServer {
     pub shutdown_timeout: Option<Spanned<String>>,
     /// Threads serving HTTP (default: the CPU cores).
     pub http_threads: Option<Spanned<i64>>,
+    /// How long a request's headers, and then its body, may take to arrive ("5s"; 408).
+    pub body_timeout: Option<Spanned<String>>,
+    /// Connections open at once; new connections wait beyond it.
+    pub max_connections: Option<Spanned<i64>>,
+    /// Bytes the bodies of all requests in flight may hold ("64MiB"; 503 beyond it).
+    pub max_buffered_bytes: Option<Spanned<SizeValue>>,
 }
 
 /// A size written as a number of bytes or a string with a unit.

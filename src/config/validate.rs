@@ -374,6 +374,41 @@ fn validate_server(raw: RawServer, diag: &mut Diagnostics) -> Option<ServerConfi
             }
         },
     };
+    let body_timeout = match &raw.body_timeout {
+        None => Some(super::DEFAULT_BODY_TIMEOUT),
+        Some(v) => duration(v, diag),
+    };
+    let max_connections = match &raw.max_connections {
+        None => Some(super::DEFAULT_MAX_CONNECTIONS),
+        Some(v) => match usize::try_from(*v.get_ref()) {
+            Ok(n) if (1..=1_000_000).contains(&n) => Some(n),
+            _ => {
+                diag.at(
+                    v.span(),
+                    "max_connections must be between 1 and 1000000",
+                    Some(
+                        "leave it out for 1024 (the process needs that many file descriptors and a few more)"
+                            .into(),
+                    ),
+                );
+                None
+            }
+        },
+    };
+    let max_buffered_bytes = match &raw.max_buffered_bytes {
+        None => Some(super::DEFAULT_MAX_BUFFERED_BYTES),
+        Some(v) => match parse_size(v.get_ref()) {
+            Some(n) if n > 0 => Some(n),
+            _ => {
+                diag.at(
+                    v.span(),
+                    "invalid size",
+                    Some("write bytes or a size with a unit, e.g. \"64MiB\"".into()),
+                );
+                None
+            }
+        },
+    };
     Some(ServerConfig {
         listen: listen?,
         admin_listen: admin_listen?,
@@ -381,6 +416,9 @@ fn validate_server(raw: RawServer, diag: &mut Diagnostics) -> Option<ServerConfi
         ack_timeout: ack_timeout?,
         shutdown_timeout: shutdown_timeout?,
         http_threads: http_threads?,
+        body_timeout: body_timeout?,
+        max_connections: max_connections?,
+        max_buffered_bytes: max_buffered_bytes?,
     })
 }
 

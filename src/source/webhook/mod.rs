@@ -1,8 +1,12 @@
 //! The webhook source: HTTP POSTs to a source's path become events.
 //!
-//! Order of checks, cheapest first, so a flood of forged requests costs little: body size
-//! (413), rate limit (429), content type (415), signature over the raw bytes (401), then the
-//! body is parsed (400). Nothing that fails a check is forwarded.
+//! Order of checks, cheapest first, so a flood of forged requests costs little: declared body
+//! size (413, before reading), the body read within `[server] body_timeout` (408) and within
+//! the bytes all requests may buffer (`max_buffered_bytes`, 503), content type (415), signature
+//! over the raw bytes (401; 429 once the sender's address has failed too often, see
+//! [`limit::PeerFailures`]), the source's rate limit (429, charged only by verified requests),
+//! then the body is parsed (400). Nothing that fails a check is forwarded; every refusal is
+//! counted in `switchyard_webhook_rejected_total{source,reason}`.
 //!
 //! Invariant: a request is answered 200 only after its event is durable (every matched route
 //! acknowledged by Kafka, or the event stored in the DLQ) and, with deduplication on, after its
@@ -13,13 +17,15 @@
 
 pub mod dedupe;
 pub mod identity;
+pub mod ingress;
 pub mod limit;
 pub mod pointer;
 pub mod scan;
 pub mod verify;
 
-use std::sync::Arc;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use axum::Json;
@@ -33,6 +39,8 @@ use tracing::{debug, warn};
 
 use self::dedupe::{Claim, Dedupe, Outcome};
 use self::identity::{Body, BodyError};
+pub use self::ingress::BodyUnread;
+use self::ingress::Ingress;
 use self::limit::RateLimit;
 use self::verify::Verifier;
 use crate::ack::{AckToken, Delivery};
@@ -41,15 +49,6 @@ use crate::error::ErrorClass;
 use crate::event::{Event, EventId, Payload, RequestHeaders, WebhookPayload, now_micros};
 use crate::pipeline::Pipeline;
 use crate::telemetry::traces::{self, Traced};
-
-/// Why a request's body was not read.
-#[derive(Debug)]
-pub enum BodyUnread {
-    /// Longer than the source's `max_body_size` (413).
-    TooLarge,
-    /// The connection failed while it was sent (400).
-    Failed(String),
-}
 
 /// One webhook source's request handler state.
 #[derive(Clone)]
@@ -110,25 +109,46 @@ impl WebhookSource {
         &self.config.path
     }
 
-    /// Reads the body of `request` (at most the source's `max_body_size`) and answers it.
+    /// Reads the body of `request` (at most the source's `max_body_size`) within the default
+    /// `[server]` bounds and answers it (the HTTP front calls [`Self::receive_from`]).
     pub async fn receive_request(&self, request: axum::extract::Request) -> Response {
-        let (parts, body) = request.into_parts();
-        let body = axum::body::to_bytes(body, self.config.max_body_bytes)
-            .await
-            .map_err(|e| {
-                let over = std::error::Error::source(&e)
-                    .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-                if over {
-                    BodyUnread::TooLarge
-                } else {
-                    BodyUnread::Failed(format!("the request body could not be read: {e}"))
-                }
-            });
-        self.receive(parts.headers, body).await
+        static DEFAULT: LazyLock<Ingress> = LazyLock::new(Ingress::default);
+        self.receive_from(request, None, &DEFAULT).await
     }
 
-    /// Handles one POST.
+    /// Reads the body of `request`, sent from `peer`, within `ingress`'s bounds (at most the
+    /// source's `max_body_size`) and answers it.
+    pub async fn receive_from(
+        &self,
+        request: axum::extract::Request,
+        peer: Option<IpAddr>,
+        ingress: &Ingress,
+    ) -> Response {
+        let (parts, body) = request.into_parts();
+        // The body's share of the buffer budget is held until the request is answered.
+        let (body, _share) = match ingress
+            .read_body(&parts.headers, body, self.config.max_body_bytes)
+            .await
+        {
+            Ok((b, share)) => (Ok(b), Some(share)),
+            Err(e) => (Err(e), None),
+        };
+        self.answer_from(parts.headers, body, peer, ingress).await
+    }
+
+    /// Handles one POST whose body was read (by a caller without the HTTP front's bounds).
     pub async fn receive(&self, headers: HeaderMap, body: Result<Bytes, BodyUnread>) -> Response {
+        static DEFAULT: LazyLock<Ingress> = LazyLock::new(Ingress::default);
+        self.answer_from(headers, body, None, &DEFAULT).await
+    }
+
+    async fn answer_from(
+        &self,
+        headers: HeaderMap,
+        body: Result<Bytes, BodyUnread>,
+        peer: Option<IpAddr>,
+        ingress: &Ingress,
+    ) -> Response {
         // A span per request, continuing the sender's trace when it sent a `traceparent`.
         let span = {
             let traces = self.pipeline.traces();
@@ -143,7 +163,7 @@ impl WebhookSource {
                 Traced::none()
             }
         };
-        let response = self.handle(headers, body, &span).await;
+        let response = self.handle(headers, body, peer, ingress, &span).await;
         let status = response.status();
         span.set(KeyValue::new(
             "http.response.status_code",
@@ -164,6 +184,8 @@ impl WebhookSource {
         &self,
         headers: HeaderMap,
         body: Result<Bytes, BodyUnread>,
+        peer: Option<IpAddr>,
+        ingress: &Ingress,
         span: &Traced,
     ) -> Response {
         if self.draining.load(Ordering::Relaxed) {
@@ -180,46 +202,78 @@ impl WebhookSource {
             Ok(b) if b.len() > self.config.max_body_bytes => return self.too_large(),
             Ok(b) => b,
             Err(BodyUnread::TooLarge) => return self.too_large(),
+            Err(BodyUnread::TimedOut(limit)) => {
+                self.rejected("body_timeout");
+                let mut r = error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "body_timeout",
+                    format!(
+                        "the request body did not arrive within {limit:?} (body_timeout); send it again, faster"
+                    ),
+                );
+                r.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+            Err(BodyUnread::Overloaded) => {
+                self.rejected("overloaded");
+                let mut r = error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "the requests in progress hold all the memory switchyard may buffer (max_buffered_bytes); retry later".into(),
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                return r;
+            }
             Err(BodyUnread::Failed(why)) => {
                 return error(StatusCode::BAD_REQUEST, "bad_body", why);
             }
         };
-        if let Some(limit) = &self.limit
-            && let Err(wait) = limit.take()
-        {
-            let mut r = error(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!(
-                    "source `{}` takes at most its rate_limit; retry later",
-                    self.name
-                ),
-            );
-            let secs = wait.as_secs().max(1).to_string();
-            if let Ok(v) = HeaderValue::from_str(&secs) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return r;
-        }
         let content_type = headers.get(header::CONTENT_TYPE);
         if identity::is_form(content_type) && !identity::accepts_form(&self.config.provider) {
             return unsupported("application/x-www-form-urlencoded");
         }
-        // Verify the raw bytes before anything parses them.
+        // Verify the raw bytes before anything parses them, and before the source's rate limit
+        // is charged: a failed check is charged to the sender's address.
         if let Err(rejection) = self
             .verifier
             .verify(&headers, &body, now_micros() / 1_000_000)
         {
-            if let Some(m) = crate::telemetry::metrics::metrics() {
-                m.webhook_rejected
-                    .with_label_values(&[&*self.name, rejection.reason()])
-                    .inc();
+            if !ingress.charge_failure(peer) {
+                // This address fails too often: answered without a log line.
+                self.rejected("failure_budget");
+                return with_retry_after(
+                    error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_failures",
+                        "too many requests from this address failed the signature check; retry later".into(),
+                    ),
+                    Duration::from_secs(1),
+                );
             }
+            self.rejected(rejection.reason());
             warn!(source = %self.name, provider = self.config.provider.name(), reason = rejection.reason(), detail = %rejection, "webhook refused: signature check failed");
             return error(
                 StatusCode::UNAUTHORIZED,
                 "invalid_signature",
                 rejection.to_string(),
+            );
+        }
+        if let Some(limit) = &self.limit
+            && let Err(wait) = limit.take()
+        {
+            self.rejected("rate_limited");
+            return with_retry_after(
+                error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "source `{}` takes at most its rate_limit; retry later",
+                        self.name
+                    ),
+                ),
+                wait,
             );
         }
         let parsed = match identity::parse_body_reading(&body, content_type, &self.fields) {
@@ -284,7 +338,17 @@ impl WebhookSource {
         }
     }
 
+    /// Counts a refused request in `switchyard_webhook_rejected_total{source,reason}`.
+    fn rejected(&self, reason: &str) {
+        if let Some(m) = crate::telemetry::metrics::metrics() {
+            m.webhook_rejected
+                .with_label_values(&[&*self.name, reason])
+                .inc();
+        }
+    }
+
     fn too_large(&self) -> Response {
+        self.rejected("too_large");
         error(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
@@ -486,6 +550,15 @@ fn unsupported(content_type: &str) -> Response {
         "unsupported_media_type",
         format!("content type `{content_type}` is not accepted here; send application/json"),
     )
+}
+
+/// `r` with `Retry-After: <wait in whole seconds, at least 1>`.
+fn with_retry_after(mut r: Response, wait: Duration) -> Response {
+    let secs = wait.as_secs().max(1).to_string();
+    if let Ok(v) = HeaderValue::from_str(&secs) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
 }
 
 fn unavailable(message: &str) -> Response {
