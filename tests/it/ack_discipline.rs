@@ -58,12 +58,16 @@ async fn with_the_broker_down_a_post_gets_503_and_succeeds_when_retried_after_it
     );
     let body: serde_json::Value = resp.json().await.expect("json error body");
     assert_eq!(body["error"], "unavailable");
-    let ready = client
-        .get(format!("{url}/readyz"))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status(), 503, "not ready while Kafka is down");
+    // Readiness is checked in the background every second (each check bounded by 2 s).
+    wait_for_async(
+        "/readyz to say not ready while Kafka is down",
+        Duration::from_secs(10),
+        || async {
+            let r = client.get(format!("{url}/readyz")).send().await.ok()?;
+            (r.status() == 503).then_some(())
+        },
+    )
+    .await;
 
     // The broker comes back (empty: in-memory storage) on the same port.
     let broker = Broker::start_on(broker.port(), dir.path());

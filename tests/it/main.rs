@@ -4,6 +4,7 @@
 mod support;
 
 mod ack_discipline;
+mod admin;
 mod bad_input;
 mod cdc;
 mod cdc_envelope;
