@@ -200,8 +200,8 @@ pub struct WebhookPayload {
     pub path: String,
     /// The `content-type` header, if any.
     pub content_type: Option<String>,
-    /// Request headers (names lowercased); signatures are kept for re-verification,
-    /// credentials are not (see [`RequestHeaders`]).
+    /// Request headers (names lowercased), but no credential or signature header (see
+    /// [`RequestHeaders`], [`is_secret_header`]).
     pub headers: RequestHeaders,
     /// The raw body (JSON, or a form for Slack).
     pub body: String,
@@ -213,12 +213,40 @@ pub struct WebhookPayload {
     pub selected_headers: Vec<(String, String)>,
 }
 
-/// Headers that carry the sender's credentials: never kept with an event (nor stored in the
-/// DLQ, nor shown to a filter).
-pub const CREDENTIAL_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+/// Headers that carry the sender's credentials or a provider's signature: never kept with an
+/// event (nor stored in the DLQ, nor shown to a filter, nor copied into the envelope). A
+/// (body, signature) pair is a capture anyone could send again. See [`is_secret_header`].
+pub const CREDENTIAL_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "stripe-signature",
+    "x-hub-signature",
+    "x-hub-signature-256",
+    "x-shopify-hmac-sha256",
+    "x-slack-signature",
+    "webhook-signature",
+    "x-api-key",
+    "api-key",
+    "token",
+];
+
+/// True for a header (lowercase name) that carries a credential or a signature: one of
+/// [`CREDENTIAL_HEADERS`], or a name that holds `signature`, `hmac`, `secret` or `password`,
+/// or ends in `-token` (`x-gitlab-token`, `x-auth-token`). An `hmac` source's own
+/// `signature_header` is removed by the source as well.
+pub fn is_secret_header(name: &str) -> bool {
+    CREDENTIAL_HEADERS.contains(&name)
+        || name.ends_with("-token")
+        || ["signature", "hmac", "secret", "password"]
+            .iter()
+            .any(|w| name.contains(w))
+}
 
 /// A webhook's request headers, as (lowercase name, value) pairs: every header of the request
-/// but [`CREDENTIAL_HEADERS`] and values that are not text. Made from the request's own header
+/// but credential and signature headers ([`is_secret_header`]) and values that are not text
+/// (pairs read back from entries stored by earlier versions are filtered the same way). Made from the request's own header
 /// map, which it keeps as it is (copying every header into strings was a seventh of the
 /// allocations of a request, for headers that are read only by filters naming them and when
 /// the event is stored); stored and compared as the list of pairs.
@@ -251,12 +279,13 @@ impl RequestHeaders {
         };
         map.into_iter()
             .flat_map(|m| m.iter())
-            .filter(|(k, _)| !CREDENTIAL_HEADERS.contains(&k.as_str()))
+            .filter(|(k, _)| !is_secret_header(k.as_str()))
             .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
             .chain(
                 pairs
                     .into_iter()
                     .flat_map(|p| p.iter())
+                    .filter(|(k, _)| !is_secret_header(&k.to_ascii_lowercase()))
                     .map(|(k, v)| (k.as_str(), v.as_str())),
             )
     }
@@ -346,6 +375,14 @@ mod tests {
             ("cookie", "session=secret"),
             ("x-custom", "b"),
             ("proxy-authorization", "Basic secret"),
+            ("set-cookie", "a=secret"),
+            ("x-hub-signature-256", "sha256=secret"),
+            ("x-shopify-hmac-sha256", "secret"),
+            ("stripe-signature", "t=1,v1=secret"),
+            ("x-slack-signature", "v0=secret"),
+            ("webhook-signature", "v1,secret"),
+            ("x-gitlab-token", "secret"),
+            ("x-api-key", "secret"),
         ] {
             map.append(HeaderName::from_static(k), HeaderValue::from_static(v));
         }
@@ -377,6 +414,12 @@ mod tests {
             r#"[("webhook-id", "msg_1"), ("x-custom", "a"), ("x-custom", "b")]"#
         );
         assert_ne!(back, RequestHeaders::default());
+        // Pairs stored by an earlier version (signatures were kept) are filtered when read.
+        let old: RequestHeaders = serde_json::from_str(
+            r#"[["x-hub-signature-256","sha256=secret"],["X-Custom","a"],["Authorization","b"]]"#,
+        )
+        .expect("deserialize");
+        assert_eq!(old.iter().collect::<Vec<_>>(), vec![("X-Custom", "a")]);
     }
 
     #[test]

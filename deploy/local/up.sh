@@ -90,6 +90,7 @@ wait_until "switchyard to be ready" 60 curl -sf "http://127.0.0.1:$SWITCHYARD_PO
 
 step "Sending a sample webhook"
 curl -sS -X POST "http://127.0.0.1:$SWITCHYARD_PORT/webhooks/shop" \
+  -H "authorization: Bearer ${SHOP_WEBHOOK_TOKEN:-local-quickstart-token}" \
   -H 'content-type: application/json' -H "webhook-id: quickstart-$(date +%s)" -H 'ce-type: order.created' \
   -d '{"order_id": 1001, "total": "42.00", "currency": "EUR"}'
 echo
@@ -112,7 +113,7 @@ done
 cat <<MSG
 
 Everything is running. Try:
-  curl -X POST http://127.0.0.1:$SWITCHYARD_PORT/webhooks/shop -H 'content-type: application/json' -d '{"hello":"world"}'
+  curl -X POST http://127.0.0.1:$SWITCHYARD_PORT/webhooks/shop -H "authorization: Bearer ${SHOP_WEBHOOK_TOKEN:-local-quickstart-token}" -H 'content-type: application/json' -d '{"hello":"world"}'
   KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL $SY tail webhooks.shop
 Logs: $DATA/*.log      Stop: deploy/local/down.sh
 MSG

@@ -234,6 +234,19 @@ fn check(cli: &Cli, with_registry: bool) -> ExitCode {
             .collect();
         println!("  route {}: {} -> {topic}", route.name, route.source);
     }
+    for (name, source) in &config.sources {
+        if let SourceKind::Webhook(w) = &source.kind
+            && matches!(
+                w.provider,
+                crate::config::WebhookProvider::None { token: None }
+            )
+        {
+            eprintln!(
+                "warning: source `{name}` takes unauthenticated requests (provider = \"none\", allow_unauthenticated = true): anyone who can reach POST {} can send events\n  help: use a signing provider with secrets, or token = \"${{WEBHOOK_TOKEN}}\", or restrict who can reach the path",
+                w.path
+            );
+        }
+    }
     if with_registry {
         return registry::run(&config);
     }

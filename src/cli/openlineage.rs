@@ -127,6 +127,8 @@ url = "postgres://switchyard:secret@db.internal:5433/shop"
 tables = ["public.*", "billing.invoices"]
 [sources.stripe]
 type = "webhook"
+provider = "none"
+allow_unauthenticated = true
 [[routes]]
 name = "orders"
 source = "appdb"

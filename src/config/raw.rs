@@ -144,8 +144,9 @@ pub struct RawWebhookSource {
     pub rate_limit: Option<Spanned<String>>,
     /// How long an accepted event id is remembered to drop provider retries ("24h"; "0s": off).
     pub dedupe_window: Option<Spanned<String>>,
-    /// Request headers copied into the envelope's `headers` map (allow-list).
-    pub headers: Option<Spanned<Vec<String>>>,
+    /// Request headers copied into the envelope's `headers` map (allow-list); never a
+    /// credential or signature header.
+    pub headers: Option<Spanned<Vec<Spanned<String>>>>,
     /// When Kafka cannot take an event in time: "reject" (503, the provider retries) or
     /// "dead_letter" (stored in the DLQ, answered 200).
     pub when_unavailable: Option<Spanned<String>>,
@@ -165,6 +166,8 @@ pub struct RawWebhookSource {
     pub type_pointer: Option<Spanned<String>>,
     /// `none`: a static bearer token the sender must present.
     pub token: Option<Spanned<String>>,
+    /// `none` without a `token`: accept requests from anyone (must be said explicitly).
+    pub allow_unauthenticated: Option<Spanned<bool>>,
 }
 
 /// `[sources.<name>]` with `type = "postgres"`.

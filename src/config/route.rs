@@ -488,7 +488,7 @@ mod tests {
     use super::*;
 
     const HEAD: &str = "[kafka]\nbootstrap_servers = \"x:1\"\n[schema_registry]\nurl = \"http://x\"\n\
-                        [sources.shop]\ntype = \"webhook\"\n\
+                        [sources.shop]\ntype = \"webhook\"\nprovider = \"none\"\nallow_unauthenticated = true\n\
                         [sources.db]\ntype = \"postgres\"\nurl = \"postgres://u@h/app\"\ntables = [\"public.*\"]\n";
 
     fn load(dir: &Path, routes: &str) -> Result<Config, ConfigErrors> {
@@ -527,20 +527,20 @@ mod tests {
         let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
         assert_eq!(errors.len(), 3, "{text:#?}");
         assert!(
-            text[0].contains("routes.toml:15:16: route `m`: value_schema: cannot read"),
+            text[0].contains("routes.toml:17:16: route `m`: value_schema: cannot read"),
             "{}",
             text[0]
         );
         assert!(text[0].contains("help: give the path"), "{}", text[0]);
         assert!(
-            text[1].contains("routes.toml:20:16: route `b`: value_schema:")
+            text[1].contains("routes.toml:22:16: route `b`: value_schema:")
                 && text[1].contains("not a valid Avro schema"),
             "{}",
             text[1]
         );
         assert!(
             text[2]
-                .contains("routes.toml:24:16: route `c`: `value_schema` applies to webhook routes"),
+                .contains("routes.toml:26:16: route `c`: `value_schema` applies to webhook routes"),
             "{}",
             text[2]
         );

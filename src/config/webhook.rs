@@ -16,6 +16,14 @@ use super::{
 
 const PROVIDERS: &str = "stripe, github, shopify, slack, standard, hmac, none";
 
+/// The providers that sign requests.
+const SIGNED: &str = "github, shopify, slack, standard, hmac";
+
+/// `name` as the stem of an environment variable: `ORDERS_V2` for `orders-v2`.
+fn env_name(name: &str) -> String {
+    name.to_ascii_uppercase().replace('-', "_")
+}
+
 fn duration(v: &Spanned<String>, allow_zero: bool, diag: &mut Diagnostics) -> Option<Duration> {
     match parse_duration(v.get_ref()) {
         Ok(d) if allow_zero || !d.is_zero() => Some(d),
@@ -76,11 +84,60 @@ pub(super) fn validate(
     diag: &mut Diagnostics,
 ) -> Option<WebhookSourceConfig> {
     let mut ok = true;
-    let provider_name = src
-        .provider
-        .as_ref()
-        .map_or("none", |p| p.get_ref().as_str());
+    // Fail closed: a source names how its requests are authenticated (before 0.x a source
+    // without `provider` took requests from anyone).
+    let Some(provider_name) = src.provider.as_ref().map(|p| p.get_ref().as_str()) else {
+        diag.at(
+            src.kind.span(),
+            format!("webhook source `{name}` has no `provider`: it would accept requests from anyone"),
+            Some(format!(
+                "add provider = \"stripe\" (or {SIGNED}) with secrets = [\"${{{}_WEBHOOK_SECRET}}\"]; for a sender that cannot sign, provider = \"none\" with token = \"${{WEBHOOK_TOKEN}}\", or allow_unauthenticated = true to take unauthenticated requests knowingly",
+                env_name(name)
+            )),
+        );
+        return None;
+    };
     let provider_span = src.provider.as_ref().map(Spanned::span);
+    let open = src.allow_unauthenticated.as_ref();
+    if let Some(a) = open
+        && provider_name != "none"
+    {
+        diag.at(
+            a.span(),
+            format!("`allow_unauthenticated` applies to provider = \"none\", and source `{name}` uses \"{provider_name}\""),
+            Some("remove `allow_unauthenticated`: this provider's signature authenticates requests".into()),
+        );
+        ok = false;
+    }
+    if provider_name == "none" {
+        match (&src.token, open) {
+            (Some(_), Some(a)) if *a.get_ref() => {
+                diag.at(
+                    a.span(),
+                    format!("source `{name}` sets both `token` and allow_unauthenticated = true"),
+                    Some("remove allow_unauthenticated (the token authenticates requests), or remove `token`".into()),
+                );
+                ok = false;
+            }
+            (None, None) => {
+                diag.at(
+                    provider_span.clone().unwrap_or(0..0),
+                    format!("provider = \"none\" on source `{name}` has no `token`: it would accept requests from anyone"),
+                    Some("add token = \"${WEBHOOK_TOKEN}\" (senders send Authorization: Bearer <token>), or allow_unauthenticated = true to take unauthenticated requests knowingly".into()),
+                );
+                ok = false;
+            }
+            (None, Some(a)) if !*a.get_ref() => {
+                diag.at(
+                    a.span(),
+                    format!("provider = \"none\" on source `{name}` has no `token` and allow_unauthenticated = false: nothing could authenticate a request"),
+                    Some("add token = \"${WEBHOOK_TOKEN}\", or write allow_unauthenticated = true".into()),
+                );
+                ok = false;
+            }
+            _ => {}
+        }
+    }
     let secrets_raw: Vec<&Spanned<String>> = src
         .secrets
         .as_ref()
@@ -227,7 +284,7 @@ pub(super) fn validate(
             format!("provider = \"{provider_name}\" on source `{name}` needs at least one secret"),
             Some(format!(
                 "add secrets = [\"${{{}_WEBHOOK_SECRET}}\"] (two during a rotation)",
-                name.to_ascii_uppercase().replace('-', "_")
+                env_name(name)
             )),
         );
         ok = false;
@@ -313,11 +370,32 @@ pub(super) fn validate(
     };
     let id_pointer = pointer(&src.id_pointer, diag);
     let type_pointer = pointer(&src.type_pointer, diag);
-    let headers = src
+    // Credential and signature headers are never copied into Kafka (nor kept in the DLQ).
+    let own_signature = src
+        .signature_header
+        .as_ref()
+        .map(|h| h.get_ref().to_ascii_lowercase());
+    let mut headers = Vec::new();
+    for h in src
         .headers
         .as_ref()
-        .map(|h| h.get_ref().iter().map(|x| x.to_ascii_lowercase()).collect())
-        .unwrap_or_default();
+        .map(|h| h.get_ref().as_slice())
+        .unwrap_or_default()
+    {
+        let lower = h.get_ref().to_ascii_lowercase();
+        if crate::event::is_secret_header(&lower)
+            || own_signature.as_deref() == Some(lower.as_str())
+        {
+            diag.at(
+                h.span(),
+                format!("`{}` carries a credential or a signature: source `{name}` never copies it into Kafka or the DLQ", h.get_ref()),
+                Some(format!("remove \"{}\" from `headers`; switchyard checks the request's signature or token itself", h.get_ref())),
+            );
+            ok = false;
+        } else {
+            headers.push(lower);
+        }
+    }
     let _ = &src.kind;
     if !ok {
         return None;

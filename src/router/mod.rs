@@ -377,7 +377,7 @@ mod tests {
     fn table(routes: &str) -> RouteTable {
         let text = format!(
             "[kafka]\nbootstrap_servers = \"x:1\"\n[schema_registry]\nurl = \"http://x\"\n\
-             [sources.shop]\ntype = \"webhook\"\n[sources.other]\ntype = \"webhook\"\n{routes}"
+             [sources.shop]\ntype = \"webhook\"\nprovider = \"none\"\nallow_unauthenticated = true\n[sources.other]\ntype = \"webhook\"\nprovider = \"none\"\nallow_unauthenticated = true\n{routes}"
         );
         let cfg = Config::from_str_with_env(Path::new("t.toml"), &text, |_| None).expect("valid");
         RouteTable::compile(&cfg)

@@ -171,7 +171,7 @@ async fn chaos_campaign() {
         );
         let mut text = std::fs::read_to_string(&path).expect("config");
         text.push_str(&format!(
-            "[dlq]\nurl = \"{store_url}\"\n[sources.orders]\ntype = \"webhook\"\n\
+            "[dlq]\nurl = \"{store_url}\"\n[sources.orders]\ntype = \"webhook\"\nprovider = \"none\"\nallow_unauthenticated = true\n\
              [[routes]]\nname = \"orders\"\nsource = \"orders\"\ntopic = \"wh.orders\"\n"
         ));
         std::fs::write(&path, text).expect("config");

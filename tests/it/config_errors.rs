@@ -12,6 +12,8 @@ url = "http://127.0.0.1:8081"
 
 [sources.orders]
 type = "webhook"
+provider = "none"
+allow_unauthenticated = true
 "#;
 
 fn errors(text: &str) -> Vec<String> {
@@ -35,7 +37,7 @@ fn an_unknown_key_names_its_line_and_column() {
         .find(|e| e.contains("topik"))
         .expect("unknown key reported");
     assert!(
-        unknown.starts_with("conf/routes.toml:13:1: unknown field `topik`"),
+        unknown.starts_with("conf/routes.toml:15:1: unknown field `topik`"),
         "{unknown}"
     );
     assert!(unknown.contains("help:"), "{unknown}");
@@ -90,7 +92,7 @@ fn duplicate_route_names_are_reported_at_the_second_one() {
     let errs = errors(&text);
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(
-        errs[0].starts_with("conf/routes.toml:16:8: duplicate route name `orders`"),
+        errs[0].starts_with("conf/routes.toml:18:8: duplicate route name `orders`"),
         "{}",
         errs[0]
     );
@@ -166,7 +168,7 @@ fn dlq_retention_is_a_duration_with_a_default_of_14_days() {
     ));
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(
-        errs[0].contains(":12:10: invalid duration \"forever\""),
+        errs[0].contains(":14:10: invalid duration \"forever\""),
         "{}",
         errs[0]
     );
@@ -267,7 +269,7 @@ fn snapshot_chunks_and_message_routes_are_checked() {
     let errs = errors(&text);
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert!(
-        errs[0].starts_with("conf/routes.toml:15:23: snapshot_chunk_rows = 0 is out of range"),
+        errs[0].starts_with("conf/routes.toml:17:23: snapshot_chunk_rows = 0 is out of range"),
         "{}",
         errs[0]
     );
@@ -309,19 +311,19 @@ fn route_filters_must_compile_and_name_fields_of_their_source() {
     assert_eq!(errs.len(), 3, "{errs:?}");
     assert!(
         errs.iter()
-            .any(|e| e.starts_with("conf/routes.toml:21:13: unknown unmatched policy \"keep\"")),
+            .any(|e| e.starts_with("conf/routes.toml:23:13: unknown unmatched policy \"keep\"")),
         "{errs:?}"
     );
     assert!(
         errs.iter().any(
-            |e| e.starts_with("conf/routes.toml:14:10: route `a`: filter:")
+            |e| e.starts_with("conf/routes.toml:16:10: route `a`: filter:")
                 && e.contains("Syntax error")
         ),
         "{errs:?}"
     );
     assert!(
         errs.iter().any(|e| e.starts_with(
-            "conf/routes.toml:19:10: route `b`: filter: `after` is not a field of webhook events"
+            "conf/routes.toml:21:10: route `b`: filter: `after` is not a field of webhook events"
         )),
         "{errs:?}"
     );
@@ -351,7 +353,7 @@ fn transforms_are_checked_when_the_file_loads() {
         "{errs:?}"
     );
     assert!(
-        errs.iter().all(|e| e.starts_with("conf/routes.toml:15:")),
+        errs.iter().all(|e| e.starts_with("conf/routes.toml:17:")),
         "{errs:?}"
     );
 }
@@ -487,4 +489,142 @@ fn incomplete_or_conflicting_registry_credentials_are_reported_where_they_are() 
         "{}",
         errs[0]
     );
+}
+
+/// BASE with the `orders` source's authentication (lines 9 and 10) replaced by `auth`.
+fn with_auth(auth: &str) -> String {
+    BASE.replace("provider = \"none\"\nallow_unauthenticated = true\n", auth)
+}
+
+#[test]
+fn a_webhook_source_without_provider_is_an_error_that_says_what_to_write() {
+    let errs = errors(&with_auth(""));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with(
+            "conf/routes.toml:8:8: webhook source `orders` has no `provider`: it would accept requests from anyone"
+        ),
+        "{}",
+        errs[0]
+    );
+    for fix in [
+        "provider = \"stripe\"",
+        "secrets = [\"${ORDERS_WEBHOOK_SECRET}\"]",
+        "token = \"${WEBHOOK_TOKEN}\"",
+        "allow_unauthenticated = true",
+    ] {
+        assert!(errs[0].contains(fix), "{fix} missing from: {}", errs[0]);
+    }
+}
+
+#[test]
+fn provider_none_needs_a_token_or_an_explicit_allow_unauthenticated() {
+    let errs = errors(&with_auth("provider = \"none\"\n"));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with(
+            "conf/routes.toml:9:12: provider = \"none\" on source `orders` has no `token`"
+        ),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[0].contains("token = \"${WEBHOOK_TOKEN}\"")
+            && errs[0].contains("allow_unauthenticated = true"),
+        "{}",
+        errs[0]
+    );
+    let errs = errors(&with_auth(
+        "provider = \"none\"\nallow_unauthenticated = false\n",
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("conf/routes.toml:10:25: "),
+        "{}",
+        errs[0]
+    );
+    // Both, or the key on a signed provider: contradictions, refused.
+    let errs = errors(&with_auth(
+        "provider = \"none\"\ntoken = \"t\"\nallow_unauthenticated = true\n",
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("conf/routes.toml:11:25: "),
+        "{}",
+        errs[0]
+    );
+    let errs = errors(&with_auth(
+        "provider = \"github\"\nsecrets = [\"s\"]\nallow_unauthenticated = true\n",
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with(
+            "conf/routes.toml:11:25: `allow_unauthenticated` applies to provider = \"none\""
+        ),
+        "{}",
+        errs[0]
+    );
+    // The two accepted forms.
+    for ok in [
+        "provider = \"none\"\ntoken = \"t0ken\"\n",
+        "provider = \"none\"\nallow_unauthenticated = true\n",
+    ] {
+        Config::from_str_with_env(Path::new("routes.toml"), &with_auth(ok), |_| None)
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+}
+
+#[test]
+fn credential_and_signature_headers_cannot_be_copied_into_kafka() {
+    for (header, column) in [
+        ("Authorization", 12),
+        ("cookie", 12),
+        ("X-Hub-Signature-256", 12),
+        ("X-Shopify-Hmac-Sha256", 12),
+        ("Stripe-Signature", 12),
+        ("X-Slack-Signature", 12),
+        ("webhook-signature", 12),
+        ("X-Gitlab-Token", 12),
+        ("Proxy-Authorization", 12),
+    ] {
+        let text = with_auth(&format!(
+            "provider = \"github\"\nsecrets = [\"s\"]\nheaders = [\"X-GitHub-Hook-ID\", \"{header}\"]\n"
+        ));
+        let column = column + "\"X-GitHub-Hook-ID\", ".len();
+        let errs = errors(&text);
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(
+            errs[0].starts_with(&format!(
+                "conf/routes.toml:11:{column}: `{header}` carries a credential or a signature"
+            )),
+            "{}",
+            errs[0]
+        );
+        assert!(
+            errs[0].contains(&format!("remove \"{header}\" from `headers`")),
+            "{}",
+            errs[0]
+        );
+    }
+    // An hmac source's own signature header, whatever its name.
+    let errs = errors(&with_auth(
+        "provider = \"hmac\"\nsecrets = [\"s\"]\nsignature_header = \"X-Sig\"\nheaders = [\"x-sig\"]\n",
+    ));
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].starts_with("conf/routes.toml:12:12: `x-sig`"),
+        "{}",
+        errs[0]
+    );
+    // Other headers are copied as before.
+    let cfg = Config::from_str_with_env(
+        Path::new("routes.toml"),
+        &with_auth("provider = \"github\"\nsecrets = [\"s\"]\nheaders = [\"X-GitHub-Hook-ID\"]\n"),
+        |_| None,
+    )
+    .expect("valid");
+    let switchyard::config::SourceKind::Webhook(w) = &cfg.sources["orders"].kind else {
+        panic!("a webhook source");
+    };
+    assert_eq!(w.headers, vec!["x-github-hook-id".to_string()]);
 }

@@ -326,6 +326,8 @@ fn two_sources_config(dir: &Path, setup: &Setup, filtered: bool) -> std::path::P
         "{text}
 [sources.billing]
 type = \"webhook\"
+provider = \"none\"
+allow_unauthenticated = true
 
 [[routes]]
 name = \"billing-to-kafka\"

@@ -66,6 +66,8 @@ timeout = "3s"
 
 [sources.orders]
 type = "webhook"
+provider = "none"
+allow_unauthenticated = true
 
 [[routes]]
 name = "orders-to-kafka"

@@ -27,6 +27,8 @@ timeout = "3s"
 
 [sources.payments]
 type = "webhook"
+provider = "none"
+allow_unauthenticated = true
 
 [[routes]]
 name = "typed-payments"

@@ -11,7 +11,7 @@ use crate::support::{Stack, free_port, wait_for_async};
 fn config(stack: &Stack, port: u16, topic: &str, extra: &str) -> String {
     format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
-         [schema_registry]\nurl = \"{}\"\n[sources.hooks]\ntype = \"webhook\"\n\
+         [schema_registry]\nurl = \"{}\"\n[sources.hooks]\ntype = \"webhook\"\nprovider = \"none\"\nallow_unauthenticated = true\n\
          [[routes]]\nname = \"r\"\nsource = \"hooks\"\ntopic = \"{topic}\"\n{extra}",
         stack.broker.bootstrap(),
         stack.registry.url()

@@ -38,6 +38,8 @@ delivery_timeout = "5s"
 url = "{}"
 [sources.hooks]
 type = "webhook"
+provider = "none"
+allow_unauthenticated = true
 [sources.appdb]
 type = "postgres"
 url = "{}"

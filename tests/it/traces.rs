@@ -120,6 +120,8 @@ async fn webhook_and_cdc_spans_reach_the_collector_and_kafka_headers_continue_th
 otlp_endpoint = "{endpoint}"
 [sources.hooks]
 type = "webhook"
+provider = "none"
+allow_unauthenticated = true
 [sources.appdb]
 type = "postgres"
 url = "{}"
@@ -307,6 +309,8 @@ otlp_endpoint = "{endpoint}"
 unmatched = "dlq"
 [sources.hooks]
 type = "webhook"
+provider = "none"
+allow_unauthenticated = true
 [[routes]]
 name = "orders"
 source = "hooks"

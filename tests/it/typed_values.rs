@@ -44,6 +44,8 @@ url = "sqlite://dlq/switchyard.db"
 
 [sources.payments]
 type = "webhook"
+provider = "none"
+allow_unauthenticated = true
 
 [[routes]]
 name = "typed-payments"

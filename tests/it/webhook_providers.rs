@@ -384,7 +384,7 @@ async fn a_delivery_sent_five_times_in_a_row_concurrently_and_across_a_restart_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn size_type_parse_and_rate_errors_and_slack_handshakes() {
     let stack = Stack::start();
-    let extra = "[sources.limited]\ntype = \"webhook\"\nrate_limit = \"3/s\"\nmax_body_size = \"64B\"\n\
+    let extra = "[sources.limited]\ntype = \"webhook\"\nprovider = \"none\"\nallow_unauthenticated = true\nrate_limit = \"3/s\"\nmax_body_size = \"64B\"\n\
                  [[routes]]\nname = \"limited\"\nsource = \"limited\"\ntopic = \"wh.limited\"\n";
     let path = providers_config(&stack, "");
     let text = std::fs::read_to_string(&path).expect("config") + extra;
@@ -505,7 +505,7 @@ async fn with_dead_letter_on_unavailable_a_broker_outage_is_answered_200_and_rep
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nack_timeout = \"2s\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
              delivery_timeout = \"1s\"\n[schema_registry]\nurl = \"{}\"\n\
-             [sources.hooks]\ntype = \"webhook\"\nwhen_unavailable = \"dead_letter\"\n\
+             [sources.hooks]\ntype = \"webhook\"\nprovider = \"none\"\nallow_unauthenticated = true\nwhen_unavailable = \"dead_letter\"\n\
              [[routes]]\nname = \"hooks\"\nsource = \"hooks\"\ntopic = \"hooks\"\n",
             broker.bootstrap(),
             registry.url()
@@ -733,7 +733,7 @@ async fn a_halting_route_stops_at_a_failing_event_instead_of_dead_lettering_it()
             "[server]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
              [kafka.properties]\n\"message.max.bytes\" = 1000\n\
              [schema_registry]\nurl = \"{}\"\n\
-             [sources.strict]\ntype = \"webhook\"\n[sources.lenient]\ntype = \"webhook\"\n\
+             [sources.strict]\ntype = \"webhook\"\nprovider = \"none\"\nallow_unauthenticated = true\n[sources.lenient]\ntype = \"webhook\"\nprovider = \"none\"\nallow_unauthenticated = true\n\
              [[routes]]\nname = \"strict\"\nsource = \"strict\"\ntopic = \"strict\"\non_error = \"halt\"\n\
              [[routes]]\nname = \"lenient\"\nsource = \"lenient\"\ntopic = \"lenient\"\n",
             stack.broker.bootstrap(),

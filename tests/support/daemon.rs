@@ -31,6 +31,8 @@ url = "{registry}"
 [sources.orders]
 type = "webhook"
 path = "/webhooks/orders"
+provider = "none"
+allow_unauthenticated = true
 
 [[routes]]
 name = "orders-to-kafka"
@@ -153,6 +155,8 @@ url = "{dlq}"
 
 [sources.orders]
 type = "webhook"
+provider = "none"
+allow_unauthenticated = true
 
 [[routes]]
 name = "orders-to-kafka"

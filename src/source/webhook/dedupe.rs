@@ -123,6 +123,9 @@ pub struct Lead {
     /// Memory has been told how the delivery ended.
     ended: bool,
     dedupe: Arc<Dedupe>,
+    /// A second key claimed for the same request (the digest of a body whose delivery id is
+    /// not signed): it ends with this one, with the same outcome.
+    also: Option<Box<Lead>>,
 }
 
 impl Lead {
@@ -133,13 +136,31 @@ impl Lead {
             claimed: false,
             ended: false,
             dedupe: Arc::clone(dedupe),
+            also: None,
         }
+    }
+
+    /// This lead, also ending `other` (a second key of the same request) as it ends.
+    pub fn with(mut self, other: Option<Lead>) -> Lead {
+        self.also = other.map(Box::new);
+        self
     }
 
     /// Records the outcome: an accepted id is stored (durably) before this returns; then
     /// memory knows it and the copies waiting for it are told. A failed one's claim in a shared
     /// store is released, so that the provider's retry may land on any instance.
     pub async fn finish(mut self, outcome: Outcome) {
+        // A second key is stored at the same time (one group commit), not after.
+        let also = self.also.take();
+        let second = async {
+            if let Some(also) = also {
+                Box::pin(also.finish(outcome.clone())).await;
+            }
+        };
+        tokio::join!(self.finish_own(outcome.clone()), second);
+    }
+
+    async fn finish_own(&mut self, outcome: Outcome) {
         let at = match (outcome.clone(), self.key.take()) {
             (Outcome::Accepted, Some(key)) => Some(self.dedupe.remember(key).await),
             (Outcome::Failed, Some(key)) if self.claimed => {

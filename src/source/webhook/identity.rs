@@ -304,9 +304,86 @@ pub fn identify(
     out
 }
 
+/// The key, beside the delivery id, under which a request of `provider` is deduplicated when
+/// that id (and the event type) come from headers the signature does not cover (GitHub,
+/// Shopify): a SHA-256 of the verified body, `sha256:<hex>`, so a captured delivery re-sent
+/// with a fresh id or another event type is a duplicate. Shopify sends one resource's body
+/// under several topics at once (an order paid at checkout: `orders/create` and `orders/paid`
+/// with the same bytes), so its digest also covers the topic (`sha256:<topic>:<hex>`): a
+/// capture can still be re-sent once under each other topic. `None` for providers that sign
+/// their ids (Stripe, Slack, Standard Webhooks: the id is in the signed body or signed
+/// content; `hmac`: the id is read from the body, or is the body's digest already) and for
+/// `none`, which signs nothing.
+pub fn replay_digest(
+    provider: &WebhookProvider,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    match provider {
+        WebhookProvider::Github => Some(format!("sha256:{}", hex::encode(Sha256::digest(body)))),
+        WebhookProvider::Shopify => {
+            let topic = headers
+                .get("x-shopify-topic")
+                .map(HeaderValue::as_bytes)
+                .unwrap_or_default();
+            let mut h = Sha256::new();
+            h.update(topic);
+            h.update([0]);
+            h.update(body);
+            // The topic is bounded by the request's header size; shown for diagnosis.
+            Some(format!(
+                "sha256:{}:{}",
+                String::from_utf8_lossy(topic),
+                hex::encode(h.finalize())
+            ))
+        }
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replay_digests_cover_the_body_and_for_shopify_the_topic() {
+        let gh = |delivery: &'static str, event: &'static str| {
+            h(&[("x-github-delivery", delivery), ("x-github-event", event)])
+        };
+        let a = replay_digest(&WebhookProvider::Github, &gh("d-1", "push"), b"{\"a\":1}");
+        // A fresh delivery id and another event type: the same digest.
+        assert_eq!(
+            a,
+            replay_digest(&WebhookProvider::Github, &gh("d-2", "issues"), b"{\"a\":1}")
+        );
+        assert_ne!(
+            a,
+            replay_digest(&WebhookProvider::Github, &gh("d-1", "push"), b"{\"a\":2}")
+        );
+        // The digest of a GitHub body is its content id (one key when the delivery has no id).
+        assert_eq!(
+            a.as_deref(),
+            Some(crate::event::EventId::from_content(b"{\"a\":1}").as_str())
+        );
+        let shop = |topic: &'static str| h(&[("x-shopify-topic", topic)]);
+        let create = replay_digest(&WebhookProvider::Shopify, &shop("orders/create"), b"{}");
+        let paid = replay_digest(&WebhookProvider::Shopify, &shop("orders/paid"), b"{}");
+        assert!(create.is_some() && paid.is_some());
+        assert_ne!(create, paid);
+        assert_eq!(
+            create,
+            replay_digest(&WebhookProvider::Shopify, &shop("orders/create"), b"{}")
+        );
+        for signed in [
+            WebhookProvider::Stripe,
+            WebhookProvider::Slack,
+            WebhookProvider::Standard,
+            WebhookProvider::None { token: None },
+        ] {
+            assert_eq!(replay_digest(&signed, &HeaderMap::new(), b"{}"), None);
+        }
+    }
 
     fn h(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

@@ -84,6 +84,12 @@ impl WebhookSource {
             config.secrets.clone(),
             config.tolerance,
         );
+        if matches!(
+            config.provider,
+            crate::config::WebhookProvider::None { token: None }
+        ) {
+            warn!(source = %name, path = %config.path, "webhook source takes unauthenticated requests (allow_unauthenticated = true): anyone who can reach it can send events; prefer a signing provider or a token");
+        }
         let received = crate::telemetry::metrics::metrics()
             .and_then(|m| m.events_received.get_metric_with_label_values(&[name]).ok());
         WebhookSource {
@@ -304,6 +310,11 @@ impl WebhookSource {
                 "the body is not UTF-8".into(),
             );
         };
+        // Replay resistance: where the delivery id is not signed, the signed body is claimed too.
+        let digest = self
+            .dedupe
+            .as_ref()
+            .and_then(|_| identity::replay_digest(&self.config.provider, &headers, &body));
         let event = self.event(headers, text.to_string(), &body, &parsed);
         let id = event.id.clone();
         if span.is_on() {
@@ -320,10 +331,37 @@ impl WebhookSource {
         key.push('\u{1f}');
         key.push_str(id.as_str());
         let window = i64::try_from(self.config.dedupe_window.as_micros()).unwrap_or(i64::MAX);
-        match dedupe
-            .claim(key, now_micros().saturating_sub(window), self.ack_timeout)
-            .await
-        {
+        let since = now_micros().saturating_sub(window);
+        // The body first: a capture re-sent with a fresh (or another pending) id is answered
+        // `duplicate` without touching that id. Its claim ends with the id's (as it ends).
+        let mut body_lead = None;
+        if let Some(digest) = digest {
+            let mut body_key = String::with_capacity(self.name.len() + 1 + digest.len());
+            body_key.push_str(&self.name);
+            body_key.push('\u{1f}');
+            body_key.push_str(&digest);
+            // A delivery without an id is known by this digest already: one key.
+            if body_key != key {
+                match dedupe.claim(body_key, since, self.ack_timeout).await {
+                    Claim::Seen => return self.duplicate(&id),
+                    Claim::Follow(rx) => {
+                        return match tokio::time::timeout(self.ack_timeout, rx).await {
+                            Ok(Ok(Outcome::Accepted)) => self.duplicate(&id),
+                            _ => unavailable(
+                                "an earlier delivery of this body is not yet acknowledged; retry later",
+                            ),
+                        };
+                    }
+                    Claim::Lead(lead) => body_lead = Some(lead),
+                    Claim::Unavailable => {
+                        return unavailable(
+                            "the shared deduplication store is unavailable, so this event cannot be accepted exactly once; retry later",
+                        );
+                    }
+                }
+            }
+        }
+        match dedupe.claim(key, since, self.ack_timeout).await {
             Claim::Seen => self.duplicate(&id),
             Claim::Follow(rx) => match tokio::time::timeout(self.ack_timeout, rx).await {
                 Ok(Ok(Outcome::Accepted)) => self.duplicate(&id),
@@ -331,7 +369,10 @@ impl WebhookSource {
                     "an earlier delivery of this event is not yet acknowledged; retry later",
                 ),
             },
-            Claim::Lead(lead) => self.deliver(event, Some(lead), span.context()).await,
+            Claim::Lead(lead) => {
+                self.deliver(event, Some(lead.with(body_lead)), span.context())
+                    .await
+            }
             Claim::Unavailable => unavailable(
                 "the shared deduplication store is unavailable, so this event cannot be accepted exactly once; retry later",
             ),
@@ -478,6 +519,11 @@ pub fn event_from_request(
         Some(id) => EventId::from_provider_owned(id),
         None => EventId::from_content(raw),
     };
+    // A custom signature header is not kept either (nor any credential: see `RequestHeaders`).
+    let mut headers = headers;
+    if let crate::config::WebhookProvider::Hmac(spec) = &config.provider {
+        headers.remove(spec.header.as_str());
+    }
     let selected = config
         .headers
         .iter()
