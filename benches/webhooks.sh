@@ -2,8 +2,13 @@
 # Webhook ingest benchmark: signed 1 KiB Stripe-style POSTs at 64 connections on loopback, against
 # nginx answering a static 200, against switchyard with the Kafka ack in the path, and against
 # switchyard with the bench-only null sink (SWITCHYARD_BENCH_SINK=null: verify, parse, dedupe,
-# route and Avro-encode through the registry, but no Kafka). Runs alternate nginx, ack, null,
-# nginx, ack, null, … on one machine; the report is the median of the per-triplet ratios.
+# route and Avro-encode through the registry, but no Kafka); and the ack path's floor: a minimal
+# producer (benches/produce_floor.rs) with switchyard's producer settings, 64 records of 1 KiB in
+# flight, each awaiting its acknowledgement, against the same Tansu. Runs alternate nginx, ack,
+# null, floor, nginx, ack, … on one machine; the report is the median of the per-group ratios:
+# null/nginx (target >= 0.45), ack/floor (target >= 0.8), and switchyard's CPU per acknowledged
+# request over its CPU per null-sink request (target <= 1.5). ack/nginx is printed without a
+# target: it is bound by the broker's produce round trip, which the floor measures.
 # Method: /work/shared/BENCHMARKING.md. Results: BENCHMARKS.md.
 #
 #   benches/webhooks.sh                          # 5 triplets of 10 s runs
@@ -19,9 +24,10 @@
 # DLQ/dedupe store and topic). Every process started here is stopped by PID on exit.
 #
 # Knobs (environment):
-#   PAIRS=5           triplets (nginx, switchyard ack, switchyard null sink)
-#   KINDS="nginx ack null"  the runs of each group, in this order (e.g. KINDS=null: the null sink
-#                     alone, quick A/B of a change by CPU per request; ratios need nginx)
+#   PAIRS=5           groups (nginx, switchyard ack, switchyard null sink, floor)
+#   KINDS="nginx ack null floor"  the runs of each group, in this order (e.g. KINDS=null: the
+#                     null sink alone, quick A/B of a change by CPU per request; ratios need
+#                     their baseline: nginx for null, floor for ack, null for ack's CPU)
 #   DURATION=10       measured seconds per run; WARMUP=3 seconds of load before it, not counted
 #   CONNECTIONS=64    concurrent connections; THREADS=2 generator threads (like wrk -t2)
 #   RATE=0            open loop (latency, like wrk2): this many requests/s in all, on a fixed
@@ -60,7 +66,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PAIRS=${PAIRS:-5}
-KINDS=${KINDS:-nginx ack null}
+KINDS=${KINDS:-nginx ack null floor}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-3}
 CONNECTIONS=${CONNECTIONS:-64}
@@ -129,19 +135,25 @@ avoid_wait # a build would disturb it too
 if [ "$BUILD" = 1 ]; then
   log "building switchyard and the load generator (release)"
   (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --locked) >&2
-  GEN=$(cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo bench --locked --bench webhook_load --no-run \
-    --message-format=json 2>/dev/null | python3 -c '
+  bench_exe() { # name → path of the bench target's release executable, built
+    (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo bench --locked --bench "$1" --no-run \
+      --message-format=json 2>/dev/null) | python3 -c '
 import json, sys
 exe = [m["executable"] for m in map(json.loads, sys.stdin)
-       if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == "webhook_load" and m.get("executable")]
-print(exe[-1] if exe else "")')
+       if m.get("reason") == "compiler-artifact" and m.get("target", {}).get("name") == sys.argv[1] and m.get("executable")]
+print(exe[-1] if exe else "")' "$1"
+  }
+  GEN=$(bench_exe webhook_load)
+  FLOOR=$(bench_exe produce_floor)
 else
   log "BUILD=0: using the binaries already in $ROOT/target/release"
   GEN=$(ls -t "$ROOT"/target/release/deps/webhook_load-* 2>/dev/null | grep -v '\.d$' | head -1)
+  FLOOR=$(ls -t "$ROOT"/target/release/deps/produce_floor-* 2>/dev/null | grep -v '\.d$' | head -1)
 fi
 SY=$ROOT/target/release/switchyard
 [ -x "$SY" ] || die "no binary at $SY"
 [ -n "$GEN" ] && [ -x "$GEN" ] || die "could not build the webhook_load bench target (cargo bench --bench webhook_load --no-run)"
+[ -n "$FLOOR" ] && [ -x "$FLOOR" ] || die "could not build the produce_floor bench target (cargo bench --bench produce_floor --no-run)"
 
 # --- temp dir, processes, cleanup --------------------------------------------------------
 T=$(mktemp -d "${TMPDIR:-/tmp}/switchyard-webhooks-bench.XXXXXX")
@@ -150,6 +162,7 @@ mkdir -p "$T/sy" "$T/registry" "$T/nginx" "$T/runs" "$T/bin"
 # Private copies: target/ is shared, and a rebuild during the runs must not swap the binary.
 cp "$SY" "$T/bin/switchyard" && SY=$T/bin/switchyard
 cp "$GEN" "$T/bin/webhook_load" && GEN=$T/bin/webhook_load
+cp "$FLOOR" "$T/bin/produce_floor" && FLOOR=$T/bin/produce_floor
 if [ -n "$DLQ_DIR" ]; then
   DLQ_DIR=$(mktemp -d "$DLQ_DIR/switchyard-webhooks-dlq.XXXXXX")
 else
@@ -298,6 +311,7 @@ write_config() { # run-number → path
 # switchyard config for webhook benchmark run $n (generated by benches/webhooks.sh)
 [server]
 listen = "127.0.0.1:$(free_port)"
+admin_listen = "127.0.0.1:$(free_port)"
 $([ -n "$HTTP_THREADS" ] && echo "http_threads = $HTTP_THREADS")
 
 [kafka]
@@ -328,9 +342,10 @@ TOML
 }
 
 run_switchyard() { # pair run-number ack|null
-  local pair=$1 n=$2 kind=$3 cfg port out=$T/runs/$2-$3.json hwm dl warns check accepted msgs
+  local pair=$1 n=$2 kind=$3 cfg port admin out=$T/runs/$2-$3.json hwm dl warns check accepted msgs
   cfg=$(write_config "$n")
   port=$(sed -n 's/^listen = "127.0.0.1:\([0-9]*\)"/\1/p' "$cfg")
+  admin=$(sed -n 's/^admin_listen = "127.0.0.1:\([0-9]*\)"/\1/p' "$cfg")
   "$SY" -c "$cfg" check >"$T/sy/check-$n.log" 2>&1 || die "switchyard check failed: $(cat "$T/sy/check-$n.log")"
   if [ "$kind" = null ]; then
     SWITCHYARD_BENCH_SINK=null SWITCHYARD_LOG=${SWITCHYARD_LOG:-info} "$SY" -c "$cfg" run \
@@ -341,7 +356,7 @@ run_switchyard() { # pair run-number ack|null
   fi
   DAEMON_PID=$!
   local deadline=$((SECONDS + READY_TIMEOUT))
-  until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz" 2>/dev/null)" = 200 ]; do
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin/readyz" 2>/dev/null)" = 200 ]; do
     kill -0 "$DAEMON_PID" 2>/dev/null || { tail -30 "$T/sy/daemon-$n.log" >&2; die "switchyard exited before it was ready"; }
     [ "$SECONDS" -lt "$deadline" ] || { tail -30 "$T/sy/daemon-$n.log" >&2; die "switchyard not ready in ${READY_TIMEOUT}s"; }
     sleep 0.2
@@ -355,7 +370,7 @@ run_switchyard() { # pair run-number ack|null
   gen "$out" "http://127.0.0.1:$port/webhooks/stripe" "$(printf '%s%05d' "${kind:0:1}" "$n")" \
     --cpu-pid "server=$DAEMON_PID" --cpu-pid "broker=$TANSU_PID" --cpu-pid "registry=$REGISTRY_PID"
   thread_ticks "$DAEMON_PID" >"$T/sy/threads-$n.after"
-  curl -s -m 5 "http://127.0.0.1:$port/metrics" >"$T/sy/metrics-$n.txt" 2>/dev/null || true
+  curl -s -m 5 "http://127.0.0.1:$admin/metrics" >"$T/sy/metrics-$n.txt" 2>/dev/null || true
   if [ -n "$PERF_PID" ]; then
     kill -INT "$PERF_PID" 2>/dev/null || true
     wait "$PERF_PID" 2>/dev/null || true
@@ -384,6 +399,20 @@ run_switchyard() { # pair run-number ack|null
   log "  daemon threads, CPU over warm-up and run: $(thread_top "$T/sy/threads-$n.before" "$T/sy/threads-$n.after")"
   [ "$dl" = 0 ] || log "WARNING: run $n dead-lettered $dl events (see $T/sy/daemon-$n.log)"
   [ "$warns" = 0 ] || grep -E 'WARN|ERROR' "$T/sy/daemon-$n.log" | grep -v 'BENCHMARK MODE' | head -5 >&2
+}
+
+run_floor() { # pair run-number: the minimal producer against the same Tansu, same producer settings
+  local pair=$1 n=$2 cfg out=$T/runs/$2-floor.json rc=0
+  cfg=$(write_config "$n")
+  timeout $((${WARMUP%.*} + ${DURATION%.*} + 90)) "$FLOOR" --config "$cfg" --topic "bench.run$n.floor" \
+    --duration "$DURATION" --warmup "$WARMUP" --in-flight "$CONNECTIONS" --record-bytes "$BODY_BYTES" \
+    --run-id "$(printf 'f%05d' "$n")" --cpu-pid "broker=$TANSU_PID" >"$out" 2>"${out%.json}.log" &
+  GEN_PID=$!
+  wait "$GEN_PID" || rc=$?
+  GEN_PID=
+  [ "$rc" = 0 ] || die "produce_floor exited $rc: $(tail -5 "${out%.json}.log")"
+  row "$pair" floor "$out" "" "minimal producer, $CONNECTIONS in flight"
+  log "pair $pair floor: $(tail -1 "${out%.json}.log")"
 }
 
 # A triplet is rerun when load1 moved by more than 1 across it, or when the rest of the machine
@@ -447,7 +476,8 @@ while [ "$pair" -lt "$PAIRS" ]; do
     case $kind in
       nginx) run_nginx "$pair" "$n" ;;
       ack | null) run_switchyard "$pair" "$n" "$kind" ;;
-      *) die "unknown kind '$kind' in KINDS (nginx, ack, null)" ;;
+      floor) run_floor "$pair" "$n" ;;
+      *) die "unknown kind '$kind' in KINDS (nginx, ack, null, floor)" ;;
     esac
     collided && clash=1; sleep 1
   done
@@ -480,7 +510,8 @@ rate = float(sys.argv[4])
 f = float
 print()
 print("per run: req/s; p50/p99 latency in ms; server CPU in µs per request (nginx: master+workers;")
-print("switchyard: all threads); broker = Tansu µs/request; other = cores used by the rest of the machine;")
+print("switchyard: all threads; floor: the minimal producer, all threads, per acknowledged record);")
+print("broker = Tansu µs/request; other = cores used by the rest of the machine;")
 print("steal = cores the hypervisor took from this machine;")
 print("bad = non-200 answers, or 200 not \"accepted\"/\"ok\"; x = noisy triplet, rerun and not counted;")
 print("n = noisy, no spare rerun left: counted")
@@ -506,18 +537,24 @@ print()
 if rate > 0:
     print(f"open loop at {rate:,.0f} req/s: every server gets the same schedule, so compare latency;"
           " a req/s below the rate means the server fell behind (its latency then grows)")
-for kind, target in (("ack", 0.25), ("null", 0.45)):
-    if kind not in kinds or "nginx" not in kinds or rate > 0:
+noisy = sum(1 for p in pairs if p.endswith("n") and len(pairs[p]) == len(kinds))
+def ratio(what, values, target):
+    print(f"median {what}: {statistics.median(values):.3f} (min {min(values):.3f}, max {max(values):.3f}, "
+          f"n={len(values)}, {noisy} of them noisy)   {target}")
+# ack/nginx has no target: the ack path is bound by the broker's produce round trip (the floor).
+for kind, base, target in (("null", "nginx", "target >= 0.45"), ("ack", "nginx", "(no target: see ack/floor)"),
+                           ("ack", "floor", "target >= 0.8")):
+    if kind not in kinds or base not in kinds or rate > 0:
         continue
-    ratios = [f(d[kind]["rps"]) / f(d["nginx"]["rps"]) for d in keep]
-    noisy = sum(1 for p in pairs if p.endswith("n") and len(pairs[p]) == len(kinds))
-    print(f"median ratio switchyard {kind}/nginx: {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}, max {max(ratios):.3f}, n={len(ratios)}, {noisy} of them noisy)   target >= {target}")
+    ratio(f"ratio switchyard {kind}/{base}", [f(d[kind]["rps"]) / f(d[base]["rps"]) for d in keep], target)
+if "ack" in kinds and "null" in kinds:
+    ratio("switchyard CPU per request, ack/null",
+          [per_req(d["ack"], "server_cpu_s") / per_req(d["null"], "server_cpu_s") for d in keep], "target <= 1.5")
 print()
 for kind in kinds:
     med = lambda k: statistics.median(f(d[kind][k]) for d in keep)
     medpr = lambda k: statistics.median(per_req(d[kind], k) for d in keep)
-    extra = f", broker {medpr('broker_cpu_s'):.1f} µs/req" if kind == "ack" else ""
+    extra = f", broker {medpr('broker_cpu_s'):.1f} µs/req" if kind in ("ack", "floor") else ""
     print(f"{kind:<6} median {med('rps'):>9,.0f} req/s, p50 {med('p50_us') / 1000:.2f} ms, p99 "
           f"{med('p99_us') / 1000:.2f} ms; server CPU {medpr('server_cpu_s'):.1f} µs/req{extra}; "
           f"generator {medpr('gen_cpu_s'):.1f} µs/req")
