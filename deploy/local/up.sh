@@ -5,6 +5,7 @@
 # Stop everything with deploy/local/down.sh.
 #
 # Ports (override by environment): KAFKA_PORT=9092 REGISTRY_PORT=8081 SWITCHYARD_PORT=8080
+#   SWITCHYARD_ADMIN_PORT=9090 (/metrics, /healthz, /readyz)
 # PG_PORT=54329.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -12,6 +13,7 @@ DATA=$ROOT/deploy/local/.data
 KAFKA_PORT=${KAFKA_PORT:-9092}
 REGISTRY_PORT=${REGISTRY_PORT:-8081}
 SWITCHYARD_PORT=${SWITCHYARD_PORT:-8080}
+SWITCHYARD_ADMIN_PORT=${SWITCHYARD_ADMIN_PORT:-9090}   # /metrics, /healthz, /readyz
 PG_PORT=${PG_PORT:-54329}
 mkdir -p "$DATA"
 cd "$ROOT"
@@ -82,11 +84,12 @@ SY=${CARGO_TARGET_DIR:-$ROOT/target}/debug/switchyard
 export KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
 export SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 export SWITCHYARD_LISTEN=127.0.0.1:$SWITCHYARD_PORT
+export SWITCHYARD_ADMIN_LISTEN=127.0.0.1:$SWITCHYARD_ADMIN_PORT
 "$SY" check -c routes.toml
 
 step "switchyard on 127.0.0.1:$SWITCHYARD_PORT"
 start_bg switchyard "$SY" run -c "$ROOT/routes.toml"
-wait_until "switchyard to be ready" 60 curl -sf "http://127.0.0.1:$SWITCHYARD_PORT/readyz"
+wait_until "switchyard to be ready" 60 curl -sf "http://127.0.0.1:$SWITCHYARD_ADMIN_PORT/readyz"
 
 step "Sending a sample webhook"
 curl -sS -X POST "http://127.0.0.1:$SWITCHYARD_PORT/webhooks/shop" \
