@@ -110,6 +110,10 @@ pub(super) fn load(
         .map(|v| routes(v, &mut diag))
         .unwrap_or_default();
 
+    let buffered_span = server
+        .as_ref()
+        .and_then(|s| s.max_buffered_bytes.as_ref())
+        .map(|v| v.span());
     let server = server.and_then(|s| validate_server(s, &mut diag));
     let kafka = kafka.and_then(|k| validate_kafka(k, &mut diag));
     let registry = registry.and_then(|r| validate_registry(r, &mut diag));
@@ -122,6 +126,26 @@ pub(super) fn load(
     };
     let default_body = server.as_ref().map_or(1024 * 1024, |s| s.max_body_bytes);
     let sources = validate_sources(sources, path, default_body, &mut diag);
+    if let Some(server) = &server {
+        // A body the buffer budget cannot hold would be answered 503 for ever.
+        for (name, source) in &sources {
+            if let SourceKind::Webhook(w) = &source.kind
+                && w.max_body_bytes > server.max_buffered_bytes
+            {
+                diag.at(
+                    buffered_span.clone().unwrap_or_else(|| whole.clone()),
+                    format!(
+                        "[server] max_buffered_bytes ({} bytes) is smaller than the max_body_size of source `{name}` ({} bytes): its largest bodies could never be accepted",
+                        server.max_buffered_bytes, w.max_body_bytes
+                    ),
+                    Some(
+                        "raise max_buffered_bytes to at least the largest max_body_size, or lower that max_body_size"
+                            .into(),
+                    ),
+                );
+            }
+        }
+    }
     let mask_key = router.as_ref().and_then(|r| r.mask_key.clone());
     let routes =
         super::route::validate_routes(routes, &sources, mask_key.as_ref(), path, &mut diag);

@@ -24,7 +24,10 @@ pub const SOURCE_UP: &str = "switchyard_source_up";
 pub const SOURCE_BLOCKED_SECONDS: &str = "switchyard_source_blocked_seconds";
 /// Webhook requests answered, by source and HTTP status.
 pub const WEBHOOK_REQUESTS_TOTAL: &str = "switchyard_webhook_requests_total";
-/// Webhook requests refused by the signature check, by source and reason.
+/// Webhook requests refused before they reached Kafka, by source and reason: the signature
+/// check's reasons (`missing_header`, `malformed`, `stale`, `mismatch`, `token`; 401),
+/// `failure_budget` (the sender's address failed too often, 429), `rate_limited` (429),
+/// `too_large` (413), `body_timeout` (408), `overloaded` (`max_buffered_bytes`, 503).
 pub const WEBHOOK_REJECTED_TOTAL: &str = "switchyard_webhook_rejected_total";
 /// Provider retries answered without a second record, by source.
 pub const WEBHOOK_DUPLICATES_TOTAL: &str = "switchyard_webhook_duplicates_total";
@@ -268,7 +271,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let webhook_rejected = IntCounterVec::new(
         Opts::new(
             WEBHOOK_REJECTED_TOTAL,
-            "Webhook requests refused by the signature check (401)",
+            "Webhook requests refused before they reached Kafka: signature check (401), failure_budget and rate_limited (429), too_large (413), body_timeout (408), overloaded (503)",
         ),
         &["source", "reason"],
     )?;

@@ -468,3 +468,48 @@ async fn bodies_past_max_buffered_bytes_are_answered_503_until_memory_frees() {
     assert_eq!(r.status(), 200);
     daemon::stop(sy).await;
 }
+
+#[test]
+fn ingress_bounds_that_cannot_work_are_config_errors_at_their_line() {
+    let dir = crate::support::scratch();
+    let path = dir.path().join("routes.toml");
+    let rest = r#"
+[kafka]
+bootstrap_servers = "127.0.0.1:9"
+
+[schema_registry]
+url = "http://127.0.0.1:9"
+
+[sources.gh]
+type = "webhook"
+path = "/webhooks/gh"
+provider = "github"
+secrets = ["s"]
+max_body_size = "2KiB"
+
+[[routes]]
+name = "r"
+source = "gh"
+topic = "t"
+"#;
+    for (server, line, what) in [
+        ("body_timeout = \"soon\"", 2, "invalid duration \"soon\""),
+        (
+            "max_connections = 0",
+            2,
+            "max_connections must be between 1 and 1000000",
+        ),
+        (
+            "max_buffered_bytes = \"1KiB\"",
+            2,
+            "max_buffered_bytes (1024 bytes) is smaller than the max_body_size of source `gh` (2048 bytes)",
+        ),
+    ] {
+        std::fs::write(&path, format!("[server]\n{server}\n{rest}")).expect("write config");
+        let errors = Config::load(&path).err().expect("refused").to_string();
+        assert!(
+            errors.contains(&format!("routes.toml:{line}:")) && errors.contains(what),
+            "expected `{what}` at line {line}:\n{errors}"
+        );
+    }
+}
