@@ -325,8 +325,11 @@ pub struct WebhookSourceConfig {
     pub dedupe_window: Duration,
     /// Request headers (lowercase) copied into the envelope.
     pub headers: Vec<String>,
-    /// What to do when Kafka cannot take an event in time.
+    /// What to do when Kafka cannot take an event in time (default by provider:
+    /// [`WhenUnavailable::default_for`]).
     pub when_unavailable: WhenUnavailable,
+    /// How long a request waits for Kafka; `None`: `[server] ack_timeout` (Slack: 2 s).
+    pub ack_timeout: Option<Duration>,
     /// JSON Pointer to the event id in the body.
     pub id_pointer: Option<String>,
     /// JSON Pointer to the event type in the body.
@@ -348,8 +351,23 @@ impl std::fmt::Debug for Secret {
 pub enum WhenUnavailable {
     /// 503 with `Retry-After`: the provider delivers it again.
     Reject,
-    /// Stored in the DLQ (class `unavailable`) and answered 200; `dlq replay` sends it later.
+    /// Stored in the DLQ (class `unavailable`) and answered 200; delivered automatically, in
+    /// order, once Kafka is back (`dlq::redeliver`).
     DeadLetter,
+}
+
+impl WhenUnavailable {
+    /// The default of a provider: `dead_letter` for senders that do not retry or retry
+    /// briefly (GitHub, Slack, Shopify), `reject` for those that retry for hours or days
+    /// (Stripe, Standard Webhooks) and for unknown senders (`hmac`, `none`).
+    pub fn default_for(provider: &WebhookProvider) -> WhenUnavailable {
+        match provider {
+            WebhookProvider::Github | WebhookProvider::Slack | WebhookProvider::Shopify => {
+                WhenUnavailable::DeadLetter
+            }
+            _ => WhenUnavailable::Reject,
+        }
+    }
 }
 
 /// How webhook requests are authenticated.

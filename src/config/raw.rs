@@ -150,6 +150,9 @@ pub struct RawWebhookSource {
     /// When Kafka cannot take an event in time: "reject" (503, the provider retries) or
     /// "dead_letter" (stored in the DLQ, answered 200).
     pub when_unavailable: Option<Spanned<String>>,
+    /// How long a request waits for Kafka before `when_unavailable` applies (default
+    /// `[server] ack_timeout`; Slack: "2s", under its 3 s limit).
+    pub ack_timeout: Option<Spanned<String>>,
     /// `hmac`: the header carrying the signature.
     pub signature_header: Option<Spanned<String>>,
     /// `hmac`: sha1, sha256 or sha512.

@@ -14,6 +14,10 @@ use super::{
     WhenUnavailable,
 };
 
+/// Slack retries a delivery it has no answer to after 3 s: a Slack source answers within 2 s
+/// unless its `ack_timeout` says otherwise.
+const SLACK_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+
 const PROVIDERS: &str = "stripe, github, shopify, slack, standard, hmac, none";
 
 /// The providers that sign requests.
@@ -361,12 +365,18 @@ pub(super) fn validate(
         .as_ref()
         .map(|w| (w.get_ref().as_str(), w.span()))
     {
-        None | Some(("reject", _)) => Some(WhenUnavailable::Reject),
+        None => Some(WhenUnavailable::default_for(&provider)),
+        Some(("reject", _)) => Some(WhenUnavailable::Reject),
         Some(("dead_letter", _)) => Some(WhenUnavailable::DeadLetter),
         Some((other, span)) => {
             diag.at(span, format!("unknown when_unavailable \"{other}\""), Some("write \"reject\" (answer 503) or \"dead_letter\" (store in the DLQ, answer 200)".into()));
             None
         }
+    };
+    let ack_timeout = match &src.ack_timeout {
+        None if matches!(provider, WebhookProvider::Slack) => Some(Some(SLACK_ACK_TIMEOUT)),
+        None => Some(None),
+        Some(t) => duration(t, false, diag).map(Some),
     };
     let id_pointer = pointer(&src.id_pointer, diag);
     let type_pointer = pointer(&src.type_pointer, diag);
@@ -410,6 +420,7 @@ pub(super) fn validate(
         dedupe_window: dedupe_window?,
         headers,
         when_unavailable: when_unavailable?,
+        ack_timeout: ack_timeout?,
         id_pointer: id_pointer?,
         type_pointer: type_pointer?,
     })

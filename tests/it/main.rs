@@ -24,6 +24,7 @@ mod observability;
 mod pgoutput_real;
 mod registry_auth;
 mod registry_check;
+mod redeliver;
 mod reload;
 mod shutdown;
 mod snapshot;

@@ -62,6 +62,9 @@ pub struct WebhookSource {
     fields: Arc<identity::Fields>,
     limit: Option<Arc<RateLimit>>,
     dedupe: Option<Arc<Dedupe>>,
+    /// With `when_unavailable = "dead_letter"`: whether events of this source wait in the DLQ
+    /// for Kafka (new ones are then stored behind them, see `dlq::redeliver`).
+    queue: Option<Arc<crate::dlq::redeliver::SourceQueue>>,
     /// `switchyard_events_received_total{source}` of this source, resolved once.
     received: Option<prometheus::IntCounter>,
     /// True once the daemon is stopping: new requests are answered 503.
@@ -100,13 +103,15 @@ impl WebhookSource {
             ),
             received,
             draining,
+            queue: (config.when_unavailable == WhenUnavailable::DeadLetter)
+                .then(|| pipeline.queues().get(name)),
             name: Arc::from(name),
             limit: config.rate_limit.map(|r| Arc::new(RateLimit::new(r))),
             dedupe: dedupe.filter(|_| !config.dedupe_window.is_zero()),
             verifier: Arc::new(verifier),
+            ack_timeout: config.ack_timeout.unwrap_or(ack_timeout),
             config: Arc::new(config),
             pipeline,
-            ack_timeout,
         }
     }
 
@@ -421,6 +426,19 @@ impl WebhookSource {
         if let Some(c) = &self.received {
             c.inc();
         }
+        // Events of this source wait in the DLQ for Kafka: this one goes behind them (unless
+        // no route takes it), so it cannot overtake them.
+        if let Some(queue) = &self.queue
+            && queue.is_queued()
+            && !self.pipeline.routes().route(&event).is_empty()
+            && let Some(stored) = queue
+                .store_if_queued(self.pipeline.dead_letter_unavailable(&event, QUEUED_BEHIND))
+                .await
+        {
+            return self
+                .stored_or_unavailable(stored, lead, &id, QUEUED_BEHIND)
+                .await;
+        }
         // The delivery runs in this request's task; when the answer times out it goes on as a
         // task of its own (on this thread's event loop), so a failing produce is still
         // classified and acted on (producer rebuilt, topic recreated) and the next retry finds
@@ -470,22 +488,13 @@ impl WebhookSource {
                 self.ack_timeout
             ),
         };
-        if let Some(event) = spare {
-            match self
-                .pipeline
-                .dead_letter_unavailable(&event, &failure)
-                .await
-            {
-                Ok(()) => {
-                    if let Some(l) = lead {
-                        l.finish(Outcome::Accepted).await;
-                    }
-                    return answer("dead_lettered", &id);
-                }
-                Err(e) => {
-                    warn!(source = %self.name, event_id = %id, error = %e.message, "could not store the event in the DLQ either")
-                }
-            }
+        if let (Some(event), Some(queue)) = (spare, &self.queue) {
+            let stored = queue
+                .store_behind(self.pipeline.dead_letter_unavailable(&event, &failure))
+                .await;
+            return self
+                .stored_or_unavailable(stored, lead, &id, &failure)
+                .await;
         }
         if let Some(l) = lead {
             l.finish(Outcome::Failed).await;
@@ -493,10 +502,39 @@ impl WebhookSource {
         unavailable(&failure)
     }
 
+    /// The answer once the event was (or could not be) stored in the DLQ to wait for Kafka:
+    /// 200 `dead_lettered`, or 503 if the store failed too.
+    async fn stored_or_unavailable(
+        &self,
+        stored: Result<(), crate::ack::Failure>,
+        lead: Option<dedupe::Lead>,
+        id: &EventId,
+        failure: &str,
+    ) -> Response {
+        match stored {
+            Ok(()) => {
+                if let Some(l) = lead {
+                    l.finish(Outcome::Accepted).await;
+                }
+                answer("dead_lettered", id)
+            }
+            Err(e) => {
+                warn!(source = %self.name, event_id = %id, error = %e.message, "could not store the event in the DLQ either");
+                if let Some(l) = lead {
+                    l.finish(Outcome::Failed).await;
+                }
+                unavailable(failure)
+            }
+        }
+    }
+
     fn event(&self, headers: HeaderMap, text: String, raw: &[u8], parsed: &Body) -> Event {
         event_from_request(&self.name, &self.config, headers, text, raw, parsed)
     }
 }
+
+/// The DLQ message of an event stored behind earlier ones of its source that wait for Kafka.
+const QUEUED_BEHIND: &str = "stored behind earlier events of this source that wait for Kafka; delivered automatically, in order";
 
 /// The event of a verified request with `parsed` body, as source `name` makes it (also used
 /// by `switchyard route` dry runs).

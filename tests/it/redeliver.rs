@@ -1,0 +1,160 @@
+//! Deliveries a sender will not repeat (GitHub) survive a Kafka outage: answered 200
+//! `dead_lettered` from the DLQ store, then delivered automatically, once and in order, when
+//! the broker is reachable again (issue #23 item 6).
+
+use std::time::{Duration, Instant};
+
+use switchyard::config::Config;
+use switchyard::source::webhook::verify::sign;
+
+use crate::support::broker::Broker;
+use crate::support::consume::{decode, decoder, read_topic};
+use crate::support::registry::Registry;
+use crate::support::{daemon, run_cli, scratch, wait_for_async};
+
+const SECRET: &str = "gh-secret";
+
+/// POSTs a signed GitHub delivery `id`; (status, JSON answer, time taken).
+async fn github(
+    client: &reqwest::Client,
+    url: &str,
+    id: &str,
+) -> (u16, serde_json::Value, Duration) {
+    let body =
+        format!(r#"{{"action":"opened","delivery":"{id}","repository":{{"full_name":"o/r"}}}}"#);
+    let started = Instant::now();
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sign::github(SECRET, body.as_bytes()))
+        .header("x-github-delivery", id)
+        .header("x-github-event", "issues")
+        .timeout(Duration::from_secs(60))
+        .body(body)
+        .send()
+        .await
+        .expect("request completes");
+    let status = resp.status().as_u16();
+    let v = resp.json().await.unwrap_or(serde_json::Value::Null);
+    (status, v, started.elapsed())
+}
+
+/// The event ids on `topic` (created with one partition), in offset order.
+async fn ids_on(
+    bootstrap: &str,
+    registry: &str,
+    topic: &str,
+    want: usize,
+    wait: Duration,
+) -> Vec<String> {
+    let records = tokio::task::spawn_blocking({
+        let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+        move || read_topic(&bootstrap, &topic, want, wait)
+    })
+    .await
+    .expect("consumer");
+    let dec = decoder(registry);
+    let mut ids = Vec::new();
+    for r in &records {
+        ids.push(
+            decode(&dec, &r.value).await.1["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn github_delivery_while_kafka_is_down_reaches_kafka_once_in_order_without_a_command() {
+    let dir = scratch();
+    let (broker, kafka) = Broker::start_behind_proxy(dir.path());
+    let registry = Registry::start(dir.path());
+    let path = dir.path().join("routes.toml");
+    // No when_unavailable: GitHub's default is dead_letter. The server waits 30 s for Kafka,
+    // the source 2 s (its own ack_timeout).
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nack_timeout = \"30s\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             delivery_timeout = \"1s\"\npartitions = 1\n[schema_registry]\nurl = \"{}\"\n\
+             [sources.gh]\ntype = \"webhook\"\nprovider = \"github\"\nsecrets = [\"{SECRET}\"]\nack_timeout = \"2s\"\n\
+             [[routes]]\nname = \"gh\"\nsource = \"gh\"\ntopic = \"gh\"\n",
+            broker.bootstrap(),
+            registry.url()
+        ),
+    )
+    .expect("config");
+    let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
+    let client = reqwest::Client::new();
+    let at = format!("{url}/webhooks/gh");
+    let (status, reply, _) = github(&client, &at, "g-0").await;
+    assert_eq!(
+        (status, reply["status"].as_str()),
+        (200, Some("accepted")),
+        "{reply}"
+    );
+
+    kafka.cut();
+    let (status, reply, took) = github(&client, &at, "g-1").await;
+    assert_eq!(
+        (status, reply["status"].as_str()),
+        (200, Some("dead_lettered")),
+        "{reply}"
+    );
+    assert!(
+        took < Duration::from_secs(10),
+        "answered after the source's ack_timeout (2 s), not the server's (30 s): {took:?}"
+    );
+    // A later delivery of the same source goes behind it, also answered from the DLQ store.
+    let (status, reply, _) = github(&client, &at, "g-2").await;
+    assert_eq!(
+        (status, reply["status"].as_str()),
+        (200, Some("dead_lettered")),
+        "{reply}"
+    );
+    // GitHub's manual redelivery of an event already stored is a duplicate.
+    let (_, reply, _) = github(&client, &at, "g-1").await;
+    assert_eq!(reply["status"], "duplicate", "{reply}");
+
+    kafka.restore();
+    // Sent at once: stored behind g-1 and g-2 (or, if they are already out, produced).
+    let (status, reply, _) = github(&client, &at, "g-3").await;
+    assert_eq!(status, 200, "{reply}");
+    assert!(
+        matches!(reply["status"].as_str(), Some("accepted" | "dead_lettered")),
+        "{reply}"
+    );
+
+    // No command is run: the daemon delivers what it stored once Kafka is back.
+    let (bootstrap, reg) = (broker.bootstrap(), registry.url());
+    wait_for_async(
+        "the stored deliveries in Kafka",
+        Duration::from_secs(90),
+        || {
+            let (bootstrap, reg) = (bootstrap.clone(), reg.clone());
+            async move {
+                let ids = ids_on(&bootstrap, &reg, "gh", 4, Duration::from_secs(3)).await;
+                (ids.len() >= 4).then_some(())
+            }
+        },
+    )
+    .await;
+    let ids = ids_on(&bootstrap, &reg, "gh", usize::MAX, Duration::from_secs(5)).await;
+    assert_eq!(
+        ids,
+        ["g-0", "g-1", "g-2", "g-3"],
+        "each delivery once, in the order the sender sent them"
+    );
+    // The DLQ holds nothing pending; the re-delivery is in the audit log like a replay.
+    let (code, pending) = run_cli(&path, &["dlq", "list", "--format", "json"]);
+    assert_eq!(code, Some(0), "{pending}");
+    assert!(
+        !pending.contains("g-1") && !pending.contains("g-2"),
+        "{pending}"
+    );
+    let (_, audit) = run_cli(&path, &["dlq", "audit"]);
+    assert!(audit.contains("replay (automatic)"), "{audit}");
+    daemon::stop(sy).await;
+}
