@@ -461,6 +461,9 @@ pub struct RouteConfig {
     pub key_pointer: Option<String>,
     /// Webhooks: only event types matching one of these globs; empty: all.
     pub event_types: Vec<String>,
+    /// A topic with `{event_type}`: at most this many distinct topics (`max_topics`); none:
+    /// bounded by `event_types` (literal types) or not dynamic.
+    pub max_topics: Option<usize>,
     /// A CEL expression the event must satisfy (compiled when the file is loaded).
     pub filter: Option<String>,
     /// Field transforms applied to what this route writes.

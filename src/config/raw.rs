@@ -233,6 +233,9 @@ pub struct RawRoute {
     pub key: Option<Spanned<RouteKey>>,
     /// Webhook sources: only these event types (globs: `"payment_intent.*"`).
     pub event_types: Option<Spanned<Vec<String>>>,
+    /// A topic with `{event_type}`: at most this many distinct topics (1 to 10,000); beyond
+    /// them an event goes to the DLQ as `unroutable`.
+    pub max_topics: Option<Spanned<i64>>,
     /// A CEL expression the event must satisfy.
     pub filter: Option<Spanned<String>>,
     /// Field transforms: `mask`, `drop`, `rename`.

@@ -249,6 +249,24 @@ pub(super) fn validate_routes(
                 (Vec::new(), None)
             }
         };
+        let not_webhook = !matches!(
+            source_cfg,
+            Some(SourceConfig {
+                kind: SourceKind::Webhook(_),
+                ..
+            })
+        );
+        let max_topics = dynamic_topic_bound(
+            name.as_str(),
+            &r,
+            topic.as_ref(),
+            not_webhook,
+            topic_span.clone(),
+            diag,
+        );
+        if max_topics.is_err() {
+            filter_ok_early = false;
+        }
         if let Some(v) = &r.event_types
             && is_postgres
         {
@@ -420,10 +438,71 @@ pub(super) fn validate_routes(
                     .as_ref()
                     .map(|e| e.get_ref().clone())
                     .unwrap_or_default(),
+                max_topics: max_topics.unwrap_or_default(),
             });
         }
     }
     out
+}
+
+/// The largest `max_topics`: each topic costs the broker partitions and the registry
+/// subjects.
+const MAX_TOPICS: i64 = 10_000;
+
+/// Checks the bound of a webhook route whose topic names `{event_type}`: each new type a
+/// sender makes up would be a new topic, so the route needs an `event_types` allow-list
+/// (without a bare `*`) or `max_topics`. `Ok(max_topics)`, or `Err` once reported.
+fn dynamic_topic_bound(
+    name: &str,
+    r: &super::raw::RawRoute,
+    topic: Option<&TopicTemplate>,
+    not_webhook: bool,
+    topic_span: std::ops::Range<usize>,
+    diag: &mut Diagnostics,
+) -> Result<Option<usize>, ()> {
+    let dynamic = topic.is_some_and(|t| {
+        t.parts()
+            .iter()
+            .any(|p| matches!(p, TopicPart::Field(TopicField::EventType)))
+    });
+    let max = match &r.max_topics {
+        None => None,
+        Some(m) if !dynamic || not_webhook => {
+            diag.at(
+                m.span(),
+                format!("`max_topics` bounds webhook topics with {{event_type}}, and route `{name}` has none"),
+                Some("remove `max_topics`".into()),
+            );
+            return Err(());
+        }
+        Some(m) => match usize::try_from(*m.get_ref()) {
+            Ok(n) if (1..=MAX_TOPICS).contains(m.get_ref()) => Some(n),
+            _ => {
+                diag.at(
+                    m.span(),
+                    format!("max_topics = {} is out of range", m.get_ref()),
+                    Some(format!("write a number from 1 to {MAX_TOPICS}")),
+                );
+                return Err(());
+            }
+        },
+    };
+    if !dynamic || not_webhook || max.is_some() {
+        return Ok(max);
+    }
+    let allow_list = r
+        .event_types
+        .as_ref()
+        .is_some_and(|v| !v.get_ref().is_empty() && v.get_ref().iter().all(|g| g != "*"));
+    if allow_list {
+        return Ok(None);
+    }
+    diag.at(
+        topic_span,
+        format!("route `{name}` makes a topic per {{event_type}} without a bound: every new type a sender makes up would create a topic and registry subjects"),
+        Some("list the types the route takes, e.g. event_types = [\"issues\", \"pull_request\"], or bound the topics with max_topics = 50 (events beyond it go to the DLQ as unroutable)".into()),
+    );
+    Err(())
 }
 
 /// True when a route's `ops` lists only logical decoding messages.
@@ -494,6 +573,45 @@ mod tests {
     fn load(dir: &Path, routes: &str) -> Result<Config, ConfigErrors> {
         let path = dir.join("routes.toml");
         Config::from_str_with_env(&path, &format!("{HEAD}{routes}"), |_| None)
+    }
+
+    #[test]
+    fn a_topic_per_event_type_needs_an_allow_list_or_max_topics() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let errors = load(
+            dir.path(),
+            "[[routes]]\nname = \"a\"\nsource = \"shop\"\ntopic = \"t.{event_type}\"\n\
+             [[routes]]\nname = \"b\"\nsource = \"shop\"\ntopic = \"u.{event_type}\"\nevent_types = [\"*\"]\n\
+             [[routes]]\nname = \"c\"\nsource = \"shop\"\ntopic = \"v.{event_type}\"\nmax_topics = 0\n\
+             [[routes]]\nname = \"d\"\nsource = \"shop\"\ntopic = \"w\"\nmax_topics = 5\n",
+        )
+        .expect_err("unbounded topics")
+        .0;
+        let text: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(errors.len(), 4, "{text:#?}");
+        for t in &text[..2] {
+            assert!(
+                t.contains("without a bound")
+                    && t.contains("event_types = [")
+                    && t.contains("max_topics = 50"),
+                "{t}"
+            );
+        }
+        // At the topic of route `a`, the fourth line of the routes.
+        let at = format!("routes.toml:{}:9:", HEAD.lines().count() + 4);
+        assert!(text[0].contains(&at), "{at}: {}", text[0]);
+        assert!(
+            text[2].contains("max_topics = 0 is out of range"),
+            "{}",
+            text[2]
+        );
+        assert!(text[3].contains("route `d` has none"), "{}", text[3]);
+        load(
+            dir.path(),
+            "[[routes]]\nname = \"a\"\nsource = \"shop\"\ntopic = \"t.{event_type}\"\nevent_types = [\"issues\", \"pull_request.*\"]\n\
+             [[routes]]\nname = \"b\"\nsource = \"shop\"\ntopic = \"u.{event_type}\"\nmax_topics = 10\n",
+        )
+        .expect("bounded");
     }
 
     #[test]

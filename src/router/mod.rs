@@ -34,6 +34,35 @@ struct CompiledRoute {
     transform: Option<Arc<crate::config::Transform>>,
     on_error: crate::config::OnError,
     value_schema: Option<Arc<crate::encode::typed::ValueSchema>>,
+    /// `max_topics`: the topics this route has named so far (shared by its copies).
+    topics: Option<Arc<TopicBound>>,
+}
+
+/// The distinct topics a route with `{event_type}` and `max_topics` may name. The first
+/// `max` topics it renders are its topics for the life of the route table (a reload starts
+/// again from none); an event whose topic would be one more is unroutable (to the DLQ).
+#[derive(Debug)]
+struct TopicBound {
+    max: usize,
+    seen: std::sync::Mutex<std::collections::HashSet<String>>,
+}
+
+impl TopicBound {
+    /// True when `topic` is, or may become, one of the route's topics.
+    fn admits(&self, topic: &str) -> bool {
+        let mut seen = self
+            .seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if seen.contains(topic) {
+            return true;
+        }
+        if seen.len() >= self.max {
+            return false;
+        }
+        seen.insert(topic.to_string());
+        true
+    }
 }
 
 /// A route's compiled CEL filter.
@@ -90,6 +119,18 @@ impl CompiledRoute {
                     message: "the topic names a field this event does not have".into(),
                 })?;
                 let legal = is_legal_topic(&topic);
+                if legal
+                    && let Some(bound) = &self.topics
+                    && !bound.admits(&topic)
+                {
+                    return Err(RouteError {
+                        route: self.name.clone(),
+                        message: format!(
+                            "event type `{}` would make topic `{topic}`, one more than the {} topics this route may create (max_topics); list the types it takes in event_types, or raise max_topics",
+                            event.event_type, bound.max
+                        ),
+                    });
+                }
                 (topic, legal)
             }
         };
@@ -266,6 +307,12 @@ impl RouteTable {
                     transform: r.transform.clone(),
                     on_error: r.on_error,
                     value_schema: r.value_schema.clone(),
+                    topics: r.max_topics.map(|max| {
+                        Arc::new(TopicBound {
+                            max,
+                            seen: std::sync::Mutex::new(std::collections::HashSet::new()),
+                        })
+                    }),
                 });
         }
         for route in by_source.values_mut().flatten() {
@@ -403,7 +450,7 @@ mod tests {
     #[test]
     fn routes_by_source_and_renders_topics() {
         let t = table(
-            "[[routes]]\nname = \"a\"\nsource = \"shop\"\ntopic = \"{source}.{event_type}\"\n\
+            "[[routes]]\nname = \"a\"\nsource = \"shop\"\ntopic = \"{source}.{event_type}\"\nmax_topics = 10\n\
              [[routes]]\nname = \"b\"\nsource = \"shop\"\ntopic = \"all\"\n",
         );
         let m = t.route(&event("shop", "order.paid"));
@@ -471,9 +518,26 @@ mod tests {
 
     #[test]
     fn an_event_type_that_makes_an_illegal_topic_is_an_error_not_a_guess() {
-        let t = table("[[routes]]\nname = \"a\"\nsource = \"shop\"\ntopic = \"{event_type}\"\n");
+        let t = table(
+            "[[routes]]\nname = \"a\"\nsource = \"shop\"\ntopic = \"{event_type}\"\nmax_topics = 10\n",
+        );
         let m = t.route(&event("shop", "order/paid"));
         assert!(matches!(&m[0], Err(e) if e.message.contains("not a legal")));
+    }
+
+    #[test]
+    fn a_route_names_at_most_max_topics_topics_and_keeps_them() {
+        let t = table(
+            "[[routes]]\nname = \"a\"\nsource = \"shop\"\ntopic = \"t.{event_type}\"\nmax_topics = 2\n",
+        );
+        let topic = |ty: &str| t.route(&event("shop", ty)).remove(0);
+        assert_eq!(topic("one").expect("first").topic, "t.one");
+        assert_eq!(topic("two").expect("second").topic, "t.two");
+        let third = topic("three").expect_err("one more than max_topics");
+        assert!(third.message.contains("max_topics"), "{}", third.message);
+        // The topics it has keep taking events.
+        assert_eq!(topic("one").expect("again").topic, "t.one");
+        assert!(topic("four").is_err());
     }
 
     /// Deterministic xorshift, so a failing case reproduces.
@@ -519,7 +583,7 @@ mod tests {
     fn the_router_never_panics_on_arbitrary_json_events() {
         let routes = table(
             "[router]\nmask_key = \"k\"\n\
-             [[routes]]\nname = \"f\"\nsource = \"shop\"\ntopic = \"t.{event_type}\"\n\
+             [[routes]]\nname = \"f\"\nsource = \"shop\"\ntopic = \"t.{event_type}\"\nmax_topics = 50\n\
              filter = \"data.amount > 1 || data.data.object.id == 'x' || size(headers) > 0\"\nkey = \"/data/object/id\"\n\
              [routes.transform]\nmask = { amount = \"sha256\", \"/data/object\" = \"redact\" }\ndrop = [\"status\", \"/data/id\"]\n\
              rename = { id = \"ident\" }\n\

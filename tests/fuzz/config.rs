@@ -104,6 +104,7 @@ filter = "op == 'c' && after.total > 10"
 name = "hooks"
 source = "hooks"
 topic = "webhooks.hooks.{event_type}"
+max_topics = 50
 
 [[routes]]
 name = "std"

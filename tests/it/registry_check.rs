@@ -40,6 +40,7 @@ value_schema = "payment.avsc"
 name = "by-type"
 source = "payments"
 topic = "payments.{{event_type}}"
+max_topics = 50
 {extra}
 "#
     );
