@@ -402,7 +402,7 @@ async fn bodies_past_max_buffered_bytes_are_answered_503_until_memory_frees() {
         &stack,
         "gh-buffered",
         "max_buffered_bytes = \"64KiB\"\nbody_timeout = \"3s\"",
-        "",
+        "max_body_size = \"60KiB\"",
     );
     let (sy, url) = daemon::start(load(&stack, &text)).await;
     let addr = url.trim_start_matches("http://").to_string();
