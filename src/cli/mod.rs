@@ -200,13 +200,26 @@ fn check(cli: &Cli, with_registry: bool) -> ExitCode {
     println!("{}: OK", cli.config.display());
     for (name, source) in &config.sources {
         match &source.kind {
-            SourceKind::Webhook(w) => println!(
-                "  source {name}: webhook POST {} (provider {}, {} secret{})",
-                w.path,
-                w.provider.name(),
-                w.secrets.len(),
-                if w.secrets.len() == 1 { "" } else { "s" }
-            ),
+            SourceKind::Webhook(w) => {
+                let auth = match &w.provider {
+                    crate::config::WebhookProvider::None { token: Some(_) } => {
+                        "bearer token".to_string()
+                    }
+                    crate::config::WebhookProvider::None { token: None } => {
+                        "unauthenticated".to_string()
+                    }
+                    _ => format!(
+                        "{} secret{}",
+                        w.secrets.len(),
+                        if w.secrets.len() == 1 { "" } else { "s" }
+                    ),
+                };
+                println!(
+                    "  source {name}: webhook POST {} (provider {}, {auth})",
+                    w.path,
+                    w.provider.name(),
+                )
+            }
             SourceKind::Postgres(p) => {
                 let tables: Vec<String> = p
                     .tables

@@ -283,6 +283,11 @@ fn check_warns_about_a_source_that_takes_unauthenticated_requests() {
         "{err}"
     );
     assert!(!err.contains("`tok`"), "a token authenticates: {err}");
+    assert!(
+        out.contains("source open: webhook POST /webhooks/open (provider none, unauthenticated)")
+            && out.contains("source tok: webhook POST /webhooks/tok (provider none, bearer token)"),
+        "{out}"
+    );
     // The old form (no provider) is refused, saying what to write.
     std::fs::write(&path, format!("{head}[sources.open]\ntype = \"webhook\"\n")).expect("config");
     let (code, out, err) = run_cli_split(&path, &["check"]);
