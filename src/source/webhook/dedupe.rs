@@ -580,6 +580,57 @@ mod tests {
     }
 
     #[test]
+    fn a_second_key_led_with_an_id_ends_as_the_id_ends() {
+        let (_dir, rt, store) = scratch_store();
+        rt.block_on(async {
+            let d = Dedupe::start(Arc::clone(&store), i64::MAX / 4).await;
+            let lead = |key: &'static str| {
+                let d = Arc::clone(&d);
+                async move {
+                    match d.claim(key.into(), 0, ACK).await {
+                        Claim::Lead(l) => l,
+                        _ => panic!("{key}: a new key leads"),
+                    }
+                }
+            };
+            // Accepted: both keys are stored, and copies of the body key follow to the end.
+            let (id, body) = (lead("s\u{1f}id-1").await, lead("s\u{1f}sha256:aa").await);
+            let Claim::Follow(copy) = d.claim("s\u{1f}sha256:aa".into(), 0, ACK).await else {
+                panic!("a copy of the body in flight follows");
+            };
+            id.with(Some(body)).finish(Outcome::Accepted).await;
+            assert_eq!(copy.await.ok(), Some(Outcome::Accepted));
+            for key in ["s\u{1f}id-1", "s\u{1f}sha256:aa"] {
+                assert!(
+                    matches!(d.claim(key.into(), 0, ACK).await, Claim::Seen),
+                    "{key}"
+                );
+            }
+            let mut stored: Vec<String> = store
+                .recent_seen(0, 10)
+                .await
+                .expect("read ids")
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            stored.sort();
+            assert_eq!(stored, vec!["s\u{1f}id-1", "s\u{1f}sha256:aa"]);
+            // Failed, or dropped (the request was cancelled): both keys are free again.
+            let (id, body) = (lead("s\u{1f}id-2").await, lead("s\u{1f}sha256:bb").await);
+            id.with(Some(body)).finish(Outcome::Failed).await;
+            let (id, body) = (lead("s\u{1f}id-3").await, lead("s\u{1f}sha256:cc").await);
+            drop(id.with(Some(body)));
+            for key in ["id-2", "sha256:bb", "id-3", "sha256:cc"] {
+                let key = format!("s\u{1f}{key}");
+                assert!(
+                    matches!(d.claim(key.clone(), 0, ACK).await, Claim::Lead(_)),
+                    "{key}"
+                );
+            }
+        });
+    }
+
+    #[test]
     fn copies_of_an_id_in_flight_follow_its_lead_and_a_dropped_lead_fails_them() {
         let (_dir, rt, store) = scratch_store();
         rt.block_on(async {
