@@ -5,12 +5,13 @@
 //! the per-event work is encoding only. Subjects follow TopicNameStrategy: `<topic>-value` and
 //! `<topic>-key`.
 
+mod cache;
 pub mod change;
 pub mod cloudevent;
 pub mod datum;
 pub mod typed;
 
-use std::sync::{Arc, LazyLock, RwLock};
+use std::sync::{Arc, LazyLock};
 
 use apache_avro::types::Value;
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
@@ -230,7 +231,7 @@ pub fn frame_in_place(id: u32, datum: &mut [u8]) {
 fn framed(r: &Registered) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
     out.push(0);
-    out.extend_from_slice(&r.id.to_be_bytes());
+    out.extend_from_slice(&r.borrow_id().to_be_bytes());
     out
 }
 
@@ -260,15 +261,18 @@ pub fn plain_webhook<'e>(
     Some((key, payload))
 }
 
-/// A schema the registry knows, with its id.
+/// A schema the registry knows, with its id, and a writer with the schema's names resolved
+/// once, not per record. The writer borrows the parsed schema it owns, so both are freed
+/// together when the encoder's cache ([`cache`]) drops the entry and no encoding holds it.
+#[ouroboros::self_referencing]
 struct Registered {
     /// The schema as first seen (its text is what identifies it).
     schema: Arc<SuppliedSchema>,
     id: u32,
-    /// A writer with the schema's names resolved once, not per record. Its schema is interned
-    /// for the life of the process (one per registered subject version: bounded by the number
-    /// of table shapes and topics, a few KiB each).
-    writer: apache_avro::writer::datum::GenericDatumWriter<'static>,
+    parsed: Box<apache_avro::Schema>,
+    #[borrows(parsed)]
+    #[covariant]
+    writer: apache_avro::writer::datum::GenericDatumWriter<'this>,
 }
 
 /// Settings for talking to the registry of `[schema_registry]`: its URL, timeout and
@@ -297,8 +301,9 @@ pub struct Encoder {
     settings: SrSettings,
     /// Registered schemas by topic, of record values and of keys (looked up by topic: no
     /// subject name is built per record).
-    values: RwLock<crate::FastMap<String, Vec<Arc<Registered>>>>,
-    keys: RwLock<crate::FastMap<String, Vec<Arc<Registered>>>>,
+    /// Bounded ([`cache`]): the least recently used topics are dropped.
+    values: cache::TopicCache<Registered>,
+    keys: cache::TopicCache<Registered>,
     registering: tokio::sync::Mutex<()>,
 }
 
@@ -327,8 +332,8 @@ impl Encoder {
             .map_err(|e| EncodeError::Schema(format!("registry settings: {e}")))?;
         Ok(Encoder {
             settings,
-            values: RwLock::new(crate::FastMap::default()),
-            keys: RwLock::new(crate::FastMap::default()),
+            values: cache::TopicCache::new(cache::MAX_TOPICS, cache::MAX_VERSIONS),
+            keys: cache::TopicCache::new(cache::MAX_TOPICS, cache::MAX_VERSIONS),
             registering: tokio::sync::Mutex::new(()),
         })
     }
@@ -364,7 +369,7 @@ impl Encoder {
         part: Part,
         schema: &AvroSchema,
     ) -> Result<u32, EncodeError> {
-        Ok(self.registered(topic, part, schema).await?.id)
+        Ok(*self.registered(topic, part, schema).await?.borrow_id())
     }
 
     /// Encodes the `part` of a record for `topic` whose Avro binary datum `write` appends
@@ -383,7 +388,7 @@ impl Encoder {
         Ok(out)
     }
 
-    fn known(&self, part: Part) -> &RwLock<crate::FastMap<String, Vec<Arc<Registered>>>> {
+    fn known(&self, part: Part) -> &cache::TopicCache<Registered> {
         match part {
             Part::Value => &self.values,
             Part::Key => &self.keys,
@@ -391,13 +396,17 @@ impl Encoder {
     }
 
     fn cached(&self, topic: &str, part: Part, schema: &AvroSchema) -> Option<Arc<Registered>> {
-        let known = self.known(part).read().ok()?;
-        let versions = known.get(topic)?;
-        versions
-            .iter()
-            .find(|r| Arc::ptr_eq(&r.schema, &schema.supplied))
-            .or_else(|| versions.iter().find(|r| r.schema.schema == schema.json()))
-            .cloned()
+        self.known(part).find(topic, |versions| {
+            versions
+                .iter()
+                .find(|r| Arc::ptr_eq(r.borrow_schema(), &schema.supplied))
+                .or_else(|| {
+                    versions
+                        .iter()
+                        .find(|r| r.borrow_schema().schema == schema.json())
+                })
+                .cloned()
+        })
     }
 
     async fn registered(
@@ -437,26 +446,22 @@ impl Encoder {
             m.registry_requests.with_label_values(&[result]).inc();
         }
         let registered = registered.map_err(EncodeError::from_src)?;
-        // Interned only once registered, so failed attempts leave nothing behind.
-        let interned: &'static apache_avro::Schema = Box::leak(Box::new(parsed));
         // No separate validation pass per record: the values are built from this schema (change
         // envelopes, CloudEvents, typed webhook data converted against it), and the encoder
         // still refuses a value whose kind does not fit its schema (class `encode`).
-        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(interned)
-            .validate(false)
-            .build()
-            .map_err(|e| EncodeError::Encode(e.to_string()))?;
-        let entry = Arc::new(Registered {
-            schema: Arc::clone(&schema.supplied),
-            id: registered.id,
-            writer,
-        });
-        if let Ok(mut known) = self.known(part).write() {
-            known
-                .entry(topic.to_string())
-                .or_default()
-                .push(Arc::clone(&entry));
-        }
+        let entry = Registered::try_new(
+            Arc::clone(&schema.supplied),
+            registered.id,
+            Box::new(parsed),
+            |parsed| {
+                apache_avro::writer::datum::GenericDatumWriter::builder(parsed)
+                    .validate(false)
+                    .build()
+                    .map_err(|e| EncodeError::Encode(e.to_string()))
+            },
+        )?;
+        let entry = Arc::new(entry);
+        self.known(part).insert(topic, Arc::clone(&entry));
         Ok(entry)
     }
 
@@ -474,7 +479,7 @@ impl Encoder {
             return Ok(out);
         }
         out.truncate(5);
-        r.writer
+        r.borrow_writer()
             .write_value_ref(&mut out, value)
             .map_err(|e| EncodeError::Encode(e.to_string()))?;
         Ok(out)
