@@ -428,7 +428,70 @@ pub(super) fn validate(
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+    use std::time::Duration;
+
     use super::rate;
+    use crate::config::{Config, SourceKind, WebhookSourceConfig, WhenUnavailable};
+
+    fn source(keys: &str) -> WebhookSourceConfig {
+        let text = format!(
+            "[kafka]\nbootstrap_servers = \"x:1\"\n[schema_registry]\nurl = \"http://x\"\n\
+             [sources.s]\ntype = \"webhook\"\n{keys}\n"
+        );
+        let config =
+            Config::from_str_with_env(Path::new("t.toml"), &text, |_| None).expect("valid");
+        match &config.sources["s"].kind {
+            SourceKind::Webhook(w) => w.clone(),
+            SourceKind::Postgres(_) => panic!("a webhook source"),
+        }
+    }
+
+    #[test]
+    fn senders_that_do_not_retry_for_long_default_to_dead_letter() {
+        for (provider, default) in [
+            ("github", WhenUnavailable::DeadLetter),
+            ("slack", WhenUnavailable::DeadLetter),
+            ("shopify", WhenUnavailable::DeadLetter),
+            ("stripe", WhenUnavailable::Reject),
+            ("standard", WhenUnavailable::Reject),
+        ] {
+            let secret = if provider == "standard" {
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+            } else {
+                "s"
+            };
+            let keys = format!("provider = \"{provider}\"\nsecrets = [\"{secret}\"]");
+            assert_eq!(source(&keys).when_unavailable, default, "{provider}");
+            // An explicit setting wins.
+            let other = if default == WhenUnavailable::Reject {
+                ("dead_letter", WhenUnavailable::DeadLetter)
+            } else {
+                ("reject", WhenUnavailable::Reject)
+            };
+            let keys = format!("{keys}\nwhen_unavailable = \"{}\"", other.0);
+            assert_eq!(source(&keys).when_unavailable, other.1, "{provider}");
+        }
+        let none = source("provider = \"none\"\ntoken = \"t\"");
+        assert_eq!(none.when_unavailable, WhenUnavailable::Reject);
+    }
+
+    #[test]
+    fn a_source_may_wait_for_kafka_less_than_the_server_and_slack_does() {
+        assert_eq!(
+            source("provider = \"slack\"\nsecrets = [\"s\"]").ack_timeout,
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            source("provider = \"slack\"\nsecrets = [\"s\"]\nack_timeout = \"2500ms\"").ack_timeout,
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(
+            source("provider = \"github\"\nsecrets = [\"s\"]").ack_timeout,
+            None,
+            "the server's"
+        );
+    }
 
     #[test]
     fn rates_are_requests_per_second() {
