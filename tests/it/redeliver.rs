@@ -158,3 +158,82 @@ async fn github_delivery_while_kafka_is_down_reaches_kafka_once_in_order_without
     assert!(audit.contains("replay (automatic)"), "{audit}");
     daemon::stop(sy).await;
 }
+
+/// Two switchyard processes sharing one `postgres://` store, as two replicas: both store
+/// deliveries while Kafka is cut, both run the re-delivery task; each stored event reaches
+/// Kafka once (claims), in the order it was stored (only a source's oldest entry is sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_sharing_a_store_redeliver_each_stored_event_once_in_order() {
+    let dir = scratch();
+    let (broker, kafka) = Broker::start_behind_proxy(dir.path());
+    let registry = Registry::start(dir.path());
+    let pg = crate::support::postgres::PgCluster::start();
+    let db = pg.fresh_database("redeliver_shared").await;
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let port = crate::support::free_port();
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:{port}\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+                 delivery_timeout = \"1s\"\npartitions = 1\n[schema_registry]\nurl = \"{}\"\n\
+                 [dlq]\nurl = \"{}\"\n\
+                 [sources.gh]\ntype = \"webhook\"\nprovider = \"github\"\nsecrets = [\"{SECRET}\"]\nack_timeout = \"2s\"\n\
+                 [[routes]]\nname = \"gh\"\nsource = \"gh\"\ntopic = \"gh\"\n",
+                broker.bootstrap(),
+                registry.url(),
+                pg.url(&db)
+            ),
+        )
+        .expect("config");
+        let child = daemon::spawn_binary(&path, dir.path().join(format!("{name}.log")));
+        replicas.push((child, format!("http://127.0.0.1:{port}/webhooks/gh")));
+    }
+    let client = reqwest::Client::new();
+    for (_, at) in &replicas {
+        let base = at.trim_end_matches("/webhooks/gh");
+        daemon::wait_ready(&client, base).await;
+    }
+    let (status, reply, _) = github(&client, &replicas[0].1, "r-0").await;
+    assert_eq!(
+        (status, reply["status"].as_str()),
+        (200, Some("accepted")),
+        "{reply}"
+    );
+
+    kafka.cut();
+    // Six deliveries, one after the other, alternating between the replicas.
+    for n in 1..=6 {
+        let at = &replicas[n % 2].1;
+        let (status, reply, _) = github(&client, at, &format!("r-{n}")).await;
+        assert_eq!(
+            (status, reply["status"].as_str()),
+            (200, Some("dead_lettered")),
+            "r-{n}: {reply}"
+        );
+    }
+    kafka.restore();
+
+    let (bootstrap, reg) = (broker.bootstrap(), registry.url());
+    wait_for_async(
+        "the stored deliveries in Kafka",
+        Duration::from_secs(90),
+        || {
+            let (bootstrap, reg) = (bootstrap.clone(), reg.clone());
+            async move {
+                let ids = ids_on(&bootstrap, &reg, "gh", 7, Duration::from_secs(3)).await;
+                (ids.len() >= 7).then_some(())
+            }
+        },
+    )
+    .await;
+    // Both replicas had time to deliver anything twice.
+    let ids = ids_on(&bootstrap, &reg, "gh", usize::MAX, Duration::from_secs(5)).await;
+    let want: Vec<String> = (0..=6).map(|n| format!("r-{n}")).collect();
+    assert_eq!(ids, want, "each stored delivery once, in the order stored");
+    for (mut child, _) in replicas {
+        child.assert_running();
+        child.kill();
+    }
+}
