@@ -4,11 +4,7 @@
 //! bodies held at once share `[server] max_buffered_bytes` (503 with `Retry-After` beyond it).
 //! A request holds its share of the buffer budget until it is answered, so what the requests in
 //! flight hold never passes the bound, however many connections send at once.
-//!
-//! Failed signature checks are charged to the sender's address ([`PeerFailures`]), not to the
-//! source's rate limit: see `super::limit`.
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -16,8 +12,6 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, header};
 use http_body_util::BodyExt;
-
-use super::limit::PeerFailures;
 
 /// Why a request's body was not read.
 #[derive(Debug)]
@@ -38,8 +32,6 @@ pub struct Ingress {
     /// How long a request's body may take to arrive.
     pub body_timeout: Duration,
     buffered: Arc<BufferBudget>,
-    /// Failed signature checks per sender address.
-    pub failures: Arc<PeerFailures>,
 }
 
 impl Default for Ingress {
@@ -58,7 +50,6 @@ impl Ingress {
                 cap: max_buffered_bytes,
                 held: AtomicUsize::new(0),
             }),
-            failures: Arc::new(PeerFailures::default()),
         }
     }
 
@@ -128,11 +119,6 @@ impl Ingress {
             None => Bytes::from(joined),
         };
         Ok((bytes, share))
-    }
-
-    /// Charges a failed signature check to `peer`: false when its budget is spent.
-    pub fn charge_failure(&self, peer: Option<IpAddr>) -> bool {
-        self.failures.take(peer)
     }
 }
 

@@ -3,9 +3,9 @@
 //!
 //! Verify, then charge: the source's bucket is charged only by requests whose signature
 //! verified, so forgeries cannot spend a provider's rate limit. Failed checks are charged to
-//! the sender's address instead ([`PeerFailures`]): a bounded map of small buckets, one per
-//! address (an IPv6 sender by its /64), and one shared bucket for the addresses past the
-//! map's bound.
+//! the sender's address instead ([`PeerFailures`], one per source): a bounded map of small
+//! buckets, one per address (an IPv6 sender by its /64), and one shared bucket for the
+//! addresses past the map's bound.
 
 use std::collections::HashMap;
 use std::net::IpAddr;

@@ -41,7 +41,7 @@ use self::dedupe::{Claim, Dedupe, Outcome};
 use self::identity::{Body, BodyError};
 pub use self::ingress::BodyUnread;
 use self::ingress::Ingress;
-use self::limit::RateLimit;
+use self::limit::{PeerFailures, RateLimit};
 use self::verify::Verifier;
 use crate::ack::{AckToken, Delivery};
 use crate::config::{WebhookSourceConfig, WhenUnavailable};
@@ -61,6 +61,8 @@ pub struct WebhookSource {
     /// The body fields the provider's identity is read from (read while the body is checked).
     fields: Arc<identity::Fields>,
     limit: Option<Arc<RateLimit>>,
+    /// Failed signature checks per sender address (verify, then charge).
+    failures: Arc<PeerFailures>,
     dedupe: Option<Arc<Dedupe>>,
     /// With `when_unavailable = "dead_letter"`: whether events of this source wait in the DLQ
     /// for Kafka (new ones are then stored behind them, see `dlq::redeliver`).
@@ -107,6 +109,7 @@ impl WebhookSource {
                 .then(|| pipeline.queues().get(name)),
             name: Arc::from(name),
             limit: config.rate_limit.map(|r| Arc::new(RateLimit::new(r))),
+            failures: Arc::new(PeerFailures::default()),
             dedupe: dedupe.filter(|_| !config.dedupe_window.is_zero()),
             verifier: Arc::new(verifier),
             ack_timeout: config.ack_timeout.unwrap_or(ack_timeout),
@@ -144,13 +147,12 @@ impl WebhookSource {
             Ok((b, share)) => (Ok(b), Some(share)),
             Err(e) => (Err(e), None),
         };
-        self.answer_from(parts.headers, body, peer, ingress).await
+        self.answer_from(parts.headers, body, peer).await
     }
 
     /// Handles one POST whose body was read (by a caller without the HTTP front's bounds).
     pub async fn receive(&self, headers: HeaderMap, body: Result<Bytes, BodyUnread>) -> Response {
-        static DEFAULT: LazyLock<Ingress> = LazyLock::new(Ingress::default);
-        self.answer_from(headers, body, None, &DEFAULT).await
+        self.answer_from(headers, body, None).await
     }
 
     async fn answer_from(
@@ -158,7 +160,6 @@ impl WebhookSource {
         headers: HeaderMap,
         body: Result<Bytes, BodyUnread>,
         peer: Option<IpAddr>,
-        ingress: &Ingress,
     ) -> Response {
         // A span per request, continuing the sender's trace when it sent a `traceparent`.
         let span = {
@@ -174,7 +175,7 @@ impl WebhookSource {
                 Traced::none()
             }
         };
-        let response = self.handle(headers, body, peer, ingress, &span).await;
+        let response = self.handle(headers, body, peer, &span).await;
         let status = response.status();
         span.set(KeyValue::new(
             "http.response.status_code",
@@ -196,7 +197,6 @@ impl WebhookSource {
         headers: HeaderMap,
         body: Result<Bytes, BodyUnread>,
         peer: Option<IpAddr>,
-        ingress: &Ingress,
         span: &Traced,
     ) -> Response {
         if self.draining.load(Ordering::Relaxed) {
@@ -251,7 +251,7 @@ impl WebhookSource {
             .verifier
             .verify(&headers, &body, now_micros() / 1_000_000)
         {
-            if !ingress.charge_failure(peer) {
+            if !self.failures.take(peer) {
                 // This address fails too often: answered without a log line.
                 self.rejected("failure_budget");
                 return with_retry_after(
