@@ -159,16 +159,24 @@ pub async fn start(
         sources,
         owner: owner_id(),
     };
+    // Bounded: a store that does not answer delays the start by at most this per source (the
+    // task marks the sources once it answers).
     for source in &task.sources {
-        match task.oldest(source).await {
-            Ok(Some(_)) => task
+        match tokio::time::timeout(Duration::from_secs(2), task.oldest(source)).await {
+            Err(_) => {
+                warn!(
+                    source,
+                    "the DLQ store did not answer within 2 s; the re-delivery task looks again"
+                );
+            }
+            Ok(Ok(Some(_))) => task
                 .pipeline
                 .queues()
                 .get(source)
                 .queued
                 .store(true, Ordering::Release),
-            Ok(None) => {}
-            Err(e) => {
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => {
                 warn!(source, error = %e, "could not look for events stored while Kafka was unavailable; will retry")
             }
         }
