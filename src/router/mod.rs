@@ -1,7 +1,12 @@
 //! The route table: which routes take an event, and to which topic.
 //!
-//! [`RouteTable::route`] is pure (no I/O) and cheap: routes are compiled once from the
+//! [`RouteTable::route`] does no I/O and is cheap: routes are compiled once from the
 //! configuration and indexed by source. The router issue adds filters, keys and transforms.
+//! Its one piece of state: a route with `{event_type}` in its topic and `max_topics` remembers
+//! the topics it has named (at most `max_topics`); an event whose topic would be one more is a
+//! [`RouteError`] (the pipeline dead-letters it as `unroutable`). Test:
+//! `tests::a_route_names_at_most_max_topics_topics_and_keeps_them`, and
+//! `tests/it/dynamic_topics.rs`.
 
 pub mod fast;
 pub mod filter;
