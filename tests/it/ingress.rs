@@ -516,3 +516,59 @@ topic = "t"
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_max_connections_wait_for_a_place_and_oversized_heads_get_431() {
+    let stack = Stack::start();
+    let text = config_text(
+        "127.0.0.1:0",
+        &stack,
+        "gh-cap",
+        "max_connections = 4\nbody_timeout = \"2s\"",
+        "",
+    );
+    let (sy, url) = daemon::start(load(&stack, &text)).await;
+    let addr = url.trim_start_matches("http://").to_string();
+
+    // A head past 32 KiB is refused (on a connection of its own, closed after).
+    let mut big = TcpStream::connect(&addr).await.expect("connect");
+    let head = format!(
+        "POST {PATH} HTTP/1.1\r\nhost: x\r\nx-padding: {}\r\ncontent-length: 0\r\n\r\n",
+        "a".repeat(40 << 10)
+    );
+    let _ = big.write_all(head.as_bytes()).await;
+    let (status, text) = tokio::time::timeout(Duration::from_secs(3), read_response(&mut big))
+        .await
+        .expect("answered")
+        .expect("a response");
+    assert_eq!(status, 431, "{text}");
+    drop(big);
+
+    // Four connections that send nothing hold every place, until body_timeout closes them.
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(&addr).await.expect("connect"));
+    }
+    // The fifth is behind them in the listen queue, which the acceptor takes in order.
+    let client = daemon::client(Duration::from_secs(10));
+    let held_since = Instant::now();
+    let status = send(&client, &url, 1, SECRET).await;
+    let waited = held_since.elapsed();
+    assert_eq!(
+        status, 200,
+        "the fifth connection is served once a place frees"
+    );
+    assert!(
+        waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6),
+        "the fifth request waited {waited:?} (the idle ones are closed 2 s after they opened)"
+    );
+    // The idle connections were closed by the server.
+    for mut c in idle {
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(1), c.read(&mut buf))
+            .await
+            .expect("closed by the server");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
+    daemon::stop(sy).await;
+}
