@@ -173,8 +173,9 @@ impl Pipeline {
     /// Replaces the route table and unmatched policy at once (a configuration reload): events
     /// routed from now on use the new table; events already routed keep theirs.
     pub fn replace_routes(&self, config: &Config) {
+        // Routes keep the topics they have named (their `max_topics` bound holds across reloads).
         let new = (
-            Arc::new(RouteTable::compile(config)),
+            Arc::new(RouteTable::recompile(config, &self.routes())),
             config.router.unmatched,
         );
         match self.routes.write() {

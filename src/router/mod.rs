@@ -44,8 +44,9 @@ struct CompiledRoute {
 }
 
 /// The distinct topics a route with `{event_type}` and `max_topics` may name. The first
-/// `max` topics it renders are its topics for the life of the route table (a reload starts
-/// again from none); an event whose topic would be one more is unroutable (to the DLQ).
+/// `max` topics it renders are its topics for the life of the process (a reload keeps them:
+/// [`RouteTable::recompile`]); an event whose topic would be one more is unroutable (to the
+/// DLQ).
 #[derive(Debug)]
 struct TopicBound {
     max: usize,
@@ -328,6 +329,38 @@ impl RouteTable {
         RouteTable { by_source, needs }
     }
 
+    /// Compiles `config`'s routes for a reload of `old`: a route with the same name and topic
+    /// keeps the topics it has named, so a reload does not reset its `max_topics` bound.
+    pub fn recompile(config: &Config, old: &RouteTable) -> RouteTable {
+        let mut new = RouteTable::compile(config);
+        for (source, routes) in new.by_source.iter_mut() {
+            let Some(before) = old.by_source.get(source) else {
+                continue;
+            };
+            for r in routes.iter_mut() {
+                let Some(bound) = &r.topics else {
+                    continue;
+                };
+                let prev = before
+                    .iter()
+                    .find(|p| p.name == r.name && p.topic == r.topic)
+                    .and_then(|p| p.topics.as_ref());
+                if let Some(prev) = prev {
+                    let seen = prev
+                        .seen
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .clone();
+                    r.topics = Some(Arc::new(TopicBound {
+                        max: bound.max,
+                        seen: std::sync::Mutex::new(seen),
+                    }));
+                }
+            }
+        }
+        new
+    }
+
     /// The routes that take `event`, in configuration order.
     pub fn route(&self, event: &Event) -> Vec<Result<RouteMatch, RouteError>> {
         let Some(routes) = self.by_source.get(&event.source) else {
@@ -543,6 +576,14 @@ mod tests {
         // The topics it has keep taking events.
         assert_eq!(topic("one").expect("again").topic, "t.one");
         assert!(topic("four").is_err());
+        // A reload keeps what the route has named: still no third topic.
+        let text = "[kafka]\nbootstrap_servers = \"x:1\"\n[schema_registry]\nurl = \"http://x\"\n\
+             [sources.shop]\ntype = \"webhook\"\nprovider = \"none\"\nallow_unauthenticated = true\n\
+             [[routes]]\nname = \"a\"\nsource = \"shop\"\ntopic = \"t.{event_type}\"\nmax_topics = 2\n";
+        let cfg = Config::from_str_with_env(Path::new("t.toml"), text, |_| None).expect("valid");
+        let reloaded = RouteTable::recompile(&cfg, &t);
+        assert!(reloaded.route(&event("shop", "five")).remove(0).is_err());
+        assert!(reloaded.route(&event("shop", "two")).remove(0).is_ok());
     }
 
     /// Deterministic xorshift, so a failing case reproduces.
