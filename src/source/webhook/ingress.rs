@@ -78,21 +78,28 @@ impl Ingress {
             None => 0,
         };
         let mut share = Share::take(&self.buffered, declared).ok_or(BodyUnread::Overloaded)?;
-        let deadline = tokio::time::Instant::now() + self.body_timeout;
+        // One timer for the whole body, registered only if the body is not already there (it
+        // is polled after the body, and a sleep is armed at its first poll).
+        let deadline = tokio::time::sleep(self.body_timeout);
+        tokio::pin!(deadline);
         // One chunk (the usual case) is kept as received; more are copied into one buffer.
         let mut first: Option<Bytes> = None;
         let mut joined: Vec<u8> = Vec::new();
         let mut len = 0usize;
         loop {
-            let frame = match tokio::time::timeout_at(deadline, body.frame()).await {
-                Err(_) => return Err(BodyUnread::TimedOut(self.body_timeout)),
-                Ok(None) => break,
-                Ok(Some(Err(e))) => {
+            let next = tokio::select! {
+                biased;
+                next = body.frame() => next,
+                () = &mut deadline => return Err(BodyUnread::TimedOut(self.body_timeout)),
+            };
+            let frame = match next {
+                None => break,
+                Some(Err(e)) => {
                     return Err(BodyUnread::Failed(format!(
                         "the request body could not be read: {e}"
                     )));
                 }
-                Ok(Some(Ok(frame))) => frame,
+                Some(Ok(frame)) => frame,
             };
             let Ok(data) = frame.into_data() else {
                 continue; // trailers
