@@ -239,6 +239,10 @@ impl Redeliverer {
         let mut round = Round::More;
         let mut checked = false;
         for _ in 0..ROUND {
+            // A stopping daemon starts no more deliveries (the rest waits for the next start).
+            if self.pipeline.is_draining() {
+                break;
+            }
             let Some(oldest) = self.oldest(source).await? else {
                 // Nothing pending: new events may go to Kafka directly again, unless one was
                 // stored since (the gate keeps stores out while this is decided).
