@@ -114,7 +114,7 @@ pub(super) fn load(
         .as_ref()
         .and_then(|s| s.max_buffered_bytes.as_ref())
         .map(|v| v.span());
-    let server = server.and_then(|s| validate_server(s, &mut diag));
+    let mut server = server.and_then(|s| validate_server(s, &mut diag));
     let kafka = kafka.and_then(|k| validate_kafka(k, &mut diag));
     let registry = registry.and_then(|r| validate_registry(r, &mut diag));
     let dlq = match dlq {
@@ -126,23 +126,37 @@ pub(super) fn load(
     };
     let default_body = server.as_ref().map_or(1024 * 1024, |s| s.max_body_bytes);
     let sources = validate_sources(sources, path, default_body, &mut diag);
-    if let Some(server) = &server {
-        // A body the buffer budget cannot hold would be answered 503 for ever.
-        for (name, source) in &sources {
-            if let SourceKind::Webhook(w) = &source.kind
-                && w.max_body_bytes > server.max_buffered_bytes
-            {
-                diag.at(
-                    buffered_span.clone().unwrap_or_else(|| whole.clone()),
-                    format!(
-                        "[server] max_buffered_bytes ({} bytes) is smaller than the max_body_size of source `{name}` ({} bytes): its largest bodies could never be accepted",
-                        server.max_buffered_bytes, w.max_body_bytes
-                    ),
-                    Some(
-                        "raise max_buffered_bytes to at least the largest max_body_size, or lower that max_body_size"
-                            .into(),
-                    ),
-                );
+    if let Some(server) = &mut server {
+        let largest_body = sources
+            .values()
+            .filter_map(|s| match &s.kind {
+                SourceKind::Webhook(w) => Some(w.max_body_bytes),
+                _ => None,
+            })
+            .max()
+            .unwrap_or(0);
+        match &buffered_span {
+            // Left out: at least one body of every source fits.
+            None => server.max_buffered_bytes = server.max_buffered_bytes.max(largest_body),
+            // Set: a body the buffer budget cannot hold would be answered 503 for ever.
+            Some(span) => {
+                for (name, source) in &sources {
+                    if let SourceKind::Webhook(w) = &source.kind
+                        && w.max_body_bytes > server.max_buffered_bytes
+                    {
+                        diag.at(
+                            span.clone(),
+                            format!(
+                                "[server] max_buffered_bytes ({} bytes) is smaller than the max_body_size of source `{name}` ({} bytes): its largest bodies could never be accepted",
+                                server.max_buffered_bytes, w.max_body_bytes
+                            ),
+                            Some(
+                                "raise max_buffered_bytes to at least the largest max_body_size, or lower that max_body_size"
+                                    .into(),
+                            ),
+                        );
+                    }
+                }
             }
         }
     }

@@ -515,6 +515,14 @@ topic = "t"
             "expected `{what}` at line {line}:\n{errors}"
         );
     }
+    // Left out, the buffer budget holds at least one body of the largest max_body_size.
+    std::fs::write(
+        &path,
+        format!("[server]\n{}", rest.replace("\"2KiB\"", "\"100MiB\"")),
+    )
+    .expect("write config");
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(config.server.max_buffered_bytes, 100 << 20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
