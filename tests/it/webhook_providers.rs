@@ -43,7 +43,9 @@ fn providers_config(stack: &Stack, extra: &str) -> std::path::PathBuf {
         ),
         (
             "slack",
-            "provider = \"slack\"\nsecrets = [\"slack-new\", \"slack-old\"]",
+            // The server's 10 s, not Slack's 2 s default: a first record (topic created, schema
+            // registered) on a busy test machine may take longer than 2 s.
+            "provider = \"slack\"\nsecrets = [\"slack-new\", \"slack-old\"]\nack_timeout = \"10s\"",
         ),
         (
             "standard",
