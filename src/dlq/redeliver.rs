@@ -282,6 +282,15 @@ impl Redeliverer {
                 }
             }
         }
+        if let Some(m) = crate::telemetry::metrics::metrics() {
+            for (result, n) in [("delivered", delivered), ("failed", failed)] {
+                if n > 0 {
+                    m.dlq_redelivered
+                        .with_label_values(&[source, result])
+                        .inc_by(n as u64);
+                }
+            }
+        }
         if delivered + failed > 0 {
             info!(
                 source,

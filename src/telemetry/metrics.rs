@@ -37,6 +37,9 @@ pub const UNMATCHED_TOTAL: &str = "switchyard_unmatched_total";
 pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
 /// Dead letters written since start, by route and error class.
 pub const DEAD_LETTERS_TOTAL: &str = "switchyard_dead_letters_total";
+/// Entries stored while Kafka was unavailable that the daemon sent again by itself, by source
+/// and result (`delivered`, `failed`: failed for a reason of the entry, left for on-call).
+pub const DLQ_REDELIVERED_TOTAL: &str = "switchyard_dlq_redelivered_total";
 /// Events a source handed to the pipeline (CDC changes and messages, snapshot reads, accepted
 /// webhooks), by source.
 pub const EVENTS_RECEIVED_TOTAL: &str = "switchyard_events_received_total";
@@ -76,6 +79,7 @@ pub const ALL: &[&str] = &[
     UNMATCHED_TOTAL,
     CONFIG_RELOADS_TOTAL,
     DEAD_LETTERS_TOTAL,
+    DLQ_REDELIVERED_TOTAL,
     EVENTS_RECEIVED_TOTAL,
     EVENTS_ROUTED_TOTAL,
     RECORDS_PRODUCED_TOTAL,
@@ -99,6 +103,8 @@ pub struct Metrics {
     pub dlq_depth: IntGaugeVec,
     /// See [`DEAD_LETTERS_TOTAL`].
     pub dead_letters: IntCounterVec,
+    /// See [`DLQ_REDELIVERED_TOTAL`].
+    pub dlq_redelivered: IntCounterVec,
     /// See [`SLOT_LAG_BYTES`].
     pub slot_lag: IntGaugeVec,
     /// See [`SNAPSHOT_ROWS_TOTAL`].
@@ -300,6 +306,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(slot_lag.clone()))?;
     registry.register(Box::new(dlq_depth.clone()))?;
     registry.register(Box::new(dead_letters.clone()))?;
+    let dlq_redelivered = IntCounterVec::new(
+        Opts::new(
+            DLQ_REDELIVERED_TOTAL,
+            "Entries stored while Kafka was unavailable that the daemon sent again by itself",
+        ),
+        &["source", "result"],
+    )?;
+    registry.register(Box::new(dlq_redelivered.clone()))?;
 
     let events_received = IntCounterVec::new(
         Opts::new(
@@ -376,6 +390,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         registry,
         dlq_depth,
         dead_letters,
+        dlq_redelivered,
         slot_lag,
         snapshot_rows,
         snapshot_progress,

@@ -156,6 +156,18 @@ async fn github_delivery_while_kafka_is_down_reaches_kafka_once_in_order_without
     );
     let (_, audit) = run_cli(&path, &["dlq", "audit"]);
     assert!(audit.contains("replay (automatic)"), "{audit}");
+    // And counted: g-1, g-2 and (if it was stored behind them) g-3.
+    let metrics = daemon::metrics(&url).await;
+    let redelivered: u64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("switchyard_dlq_redelivered_total")
+                && l.contains("source=\"gh\"")
+                && l.contains("result=\"delivered\"")
+        })
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0);
+    assert!((2..=3).contains(&redelivered), "{metrics}");
     daemon::stop(sy).await;
 }
 
