@@ -135,6 +135,11 @@ impl Daemon {
         let health = Arc::new(SourceHealth::default());
         let draining = Arc::new(AtomicBool::new(false));
         let (ready, readiness) = Readiness::start(Arc::clone(&pipeline), Arc::clone(&dlq));
+        let stores_while_kafka_is_away = config.sources.values().any(|s| {
+            matches!(&s.kind, SourceKind::Webhook(wh)
+                if wh.when_unavailable == crate::config::WhenUnavailable::DeadLetter)
+        });
+        let ready = ready.with_kafka_optional(stores_while_kafka_is_away);
         let admin_routes = admin::routes(
             Arc::clone(&pipeline),
             Arc::clone(&dlq),

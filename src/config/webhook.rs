@@ -17,6 +17,10 @@ use super::{
 /// Slack retries a delivery it has no answer to after 3 s: a Slack source answers within 2 s
 /// unless its `ack_timeout` says otherwise.
 const SLACK_ACK_TIMEOUT: Duration = Duration::from_secs(2);
+/// GitHub fails a delivery it has no answer to after 10 s (and does not retry it).
+const GITHUB_ACK_TIMEOUT: Duration = Duration::from_secs(5);
+/// Shopify fails a delivery after 5 s (and removes subscriptions that keep failing).
+const SHOPIFY_ACK_TIMEOUT: Duration = Duration::from_secs(3);
 
 const PROVIDERS: &str = "stripe, github, shopify, slack, standard, hmac, none";
 
@@ -375,6 +379,8 @@ pub(super) fn validate(
     };
     let ack_timeout = match &src.ack_timeout {
         None if matches!(provider, WebhookProvider::Slack) => Some(Some(SLACK_ACK_TIMEOUT)),
+        None if matches!(provider, WebhookProvider::Github) => Some(Some(GITHUB_ACK_TIMEOUT)),
+        None if matches!(provider, WebhookProvider::Shopify) => Some(Some(SHOPIFY_ACK_TIMEOUT)),
         None => Some(None),
         Some(t) => duration(t, false, diag).map(Some),
     };
@@ -488,6 +494,11 @@ mod tests {
         );
         assert_eq!(
             source("provider = \"github\"\nsecrets = [\"s\"]").ack_timeout,
+            Some(Duration::from_secs(5)),
+            "under GitHub's 10 s"
+        );
+        assert_eq!(
+            source("provider = \"stripe\"\nsecrets = [\"s\"]").ack_timeout,
             None,
             "the server's"
         );

@@ -46,6 +46,10 @@ struct Checked {
 #[derive(Clone)]
 pub(crate) struct Readiness {
     latest: watch::Receiver<Checked>,
+    /// Kafka away does not make this instance unready: a webhook source of it stores its
+    /// events in the DLQ meanwhile (`when_unavailable = "dead_letter"`) and answers 200 — taken
+    /// out of its Service it would leave senders that never retry (GitHub) with 503s instead.
+    kafka_optional: bool,
 }
 
 impl Readiness {
@@ -69,7 +73,19 @@ impl Readiness {
                 tx.send_replace(checked);
             }
         });
-        (Readiness { latest: rx }, task)
+        (
+            Readiness {
+                latest: rx,
+                kafka_optional: false,
+            },
+            task,
+        )
+    }
+
+    /// Kafka away does not make this instance unready (see the field).
+    pub(crate) fn with_kafka_optional(mut self, optional: bool) -> Readiness {
+        self.kafka_optional = optional;
+        self
     }
 
     /// Waits (up to `bound`) for the first round of checks, so that a daemon that has started
@@ -100,7 +116,9 @@ impl Readiness {
             not_ready.push("switchyard".to_string());
             details.push("switchyard is shutting down".to_string());
         }
-        if let Err(e) = &kafka {
+        if let Err(e) = &kafka
+            && !self.kafka_optional
+        {
             not_ready.push("kafka".to_string());
             details.push(format!("Kafka is not reachable: {e}"));
         }

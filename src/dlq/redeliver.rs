@@ -353,6 +353,21 @@ impl Redeliverer {
                 }
                 Ok(Step::Delivered)
             }
+            Ok(Err(f)) if f.class.is_transient() && dl.attempts >= MAX_TRANSIENT_ATTEMPTS => {
+                // Kafka takes other events but never this one (a topic it cannot create, …):
+                // parked for on-call, so it does not hold its source's queue for ever.
+                warn!(id = dl.id, source, attempts = dl.attempts, error = %f.message, "a stored event keeps failing while Kafka is reachable; left in the DLQ as retries_exhausted for on-call, its source goes on");
+                self.store
+                    .mark_failed(
+                        dl.id,
+                        &self.owner,
+                        ErrorClass::RetriesExhausted.as_str(),
+                        &f.message,
+                        now,
+                    )
+                    .await?;
+                Ok(Step::Failed)
+            }
             Ok(Err(f)) if f.class.is_transient() => {
                 // Still `unavailable`: it stays first in its source's queue.
                 self.store
@@ -392,6 +407,10 @@ impl Redeliverer {
         }
     }
 }
+
+/// Re-deliveries of one entry that may fail transiently while Kafka answers (each a round,
+/// at most 8 s apart) before it is parked as `retries_exhausted`.
+const MAX_TRANSIENT_ATTEMPTS: i64 = 30;
 
 /// What became of one entry.
 enum Step {

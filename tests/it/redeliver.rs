@@ -249,3 +249,87 @@ async fn two_replicas_sharing_a_store_redeliver_each_stored_event_once_in_order(
         child.kill();
     }
 }
+
+/// A GitHub sender that hangs up before its answer (GitHub gives up after 10 s) loses nothing:
+/// the delivery runs on as a task of its own, the event is stored in the DLQ at the source's
+/// default `ack_timeout` (5 s for GitHub, under the server's 30 s) and reaches Kafka once the
+/// broker is back. Meanwhile the instance stays ready (`/readyz` 200 naming Kafka): it still
+/// answers GitHub 200, so it must stay behind its Service.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_github_sender_that_hangs_up_loses_nothing_and_the_instance_stays_ready() {
+    let dir = scratch();
+    let (broker, kafka) = Broker::start_behind_proxy(dir.path());
+    let registry = Registry::start(dir.path());
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nack_timeout = \"30s\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             delivery_timeout = \"1s\"\npartitions = 1\n[schema_registry]\nurl = \"{}\"\n\
+             [sources.gh]\ntype = \"webhook\"\nprovider = \"github\"\nsecrets = [\"{SECRET}\"]\n\
+             [[routes]]\nname = \"gh\"\nsource = \"gh\"\ntopic = \"gh\"\n",
+            broker.bootstrap(),
+            registry.url()
+        ),
+    )
+    .expect("config");
+    let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
+    let client = reqwest::Client::new();
+    let at = format!("{url}/webhooks/gh");
+    assert_eq!(github(&client, &at, "h-0").await.0, 200);
+
+    kafka.cut();
+    // The sender hangs up after 1 s, long before the 5 s answer.
+    let body = r#"{"action":"opened","delivery":"h-1","repository":{"full_name":"o/r"}}"#;
+    let hung_up = client
+        .post(&at)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", sign::github(SECRET, body.as_bytes()))
+        .header("x-github-delivery", "h-1")
+        .header("x-github-event", "issues")
+        .timeout(Duration::from_secs(1))
+        .body(body)
+        .send()
+        .await;
+    assert!(hung_up.is_err(), "the sender gave up before an answer");
+    // Ready all along, Kafka named in the body.
+    let ready = wait_for_async(
+        "/readyz to see Kafka gone",
+        Duration::from_secs(30),
+        || async {
+            let r = client.get(format!("{url}/readyz")).send().await.ok()?;
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.ok()?;
+            (body["kafka"] != "ok").then_some((status, body))
+        },
+    )
+    .await;
+    assert_eq!(ready.0, 200, "ready while Kafka is away: {}", ready.1);
+    // Stored at the source's ack_timeout although nobody waits for the answer.
+    wait_for_async(
+        "the hung-up delivery in the DLQ",
+        Duration::from_secs(30),
+        || async {
+            let (code, pending) = run_cli(&path, &["dlq", "list", "--format", "json"]);
+            (code == Some(0) && pending.contains("h-1")).then_some(())
+        },
+    )
+    .await;
+    kafka.restore();
+    let (bootstrap, reg) = (broker.bootstrap(), registry.url());
+    wait_for_async(
+        "the hung-up delivery in Kafka",
+        Duration::from_secs(90),
+        || {
+            let (bootstrap, reg) = (bootstrap.clone(), reg.clone());
+            async move {
+                let ids = ids_on(&bootstrap, &reg, "gh", 2, Duration::from_secs(3)).await;
+                (ids.len() >= 2).then_some(())
+            }
+        },
+    )
+    .await;
+    let ids = ids_on(&bootstrap, &reg, "gh", usize::MAX, Duration::from_secs(5)).await;
+    assert_eq!(ids, ["h-0", "h-1"], "once each, in order");
+    daemon::stop(sy).await;
+}

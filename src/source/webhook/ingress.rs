@@ -41,6 +41,9 @@ impl Default for Ingress {
     }
 }
 
+/// What a body is charged before it arrives (at most its declared length).
+const UPFRONT: usize = 64 << 10;
+
 impl Ingress {
     /// Bodies within `body_timeout`, at most `max_buffered_bytes` of them held at once.
     pub fn new(body_timeout: Duration, max_buffered_bytes: usize) -> Ingress {
@@ -77,7 +80,10 @@ impl Ingress {
             Some(n) => n as usize,
             None => 0,
         };
-        let mut share = Share::take(&self.buffered, declared).ok_or(BodyUnread::Overloaded)?;
+        // Charged as bytes arrive, beyond a first 64 KiB: a sender that declares large bodies
+        // and sends nothing cannot reserve the budget away from the others.
+        let mut share =
+            Share::take(&self.buffered, declared.min(UPFRONT)).ok_or(BodyUnread::Overloaded)?;
         // One timer for the whole body, registered only if the body is not already there (it
         // is polled after the body, and a sleep is armed at its first poll).
         let deadline = tokio::time::sleep(self.body_timeout);
@@ -115,7 +121,7 @@ impl Ingress {
                 None if joined.is_empty() => first = Some(data),
                 None => joined.extend_from_slice(&data),
                 Some(f) => {
-                    joined.reserve(declared.max(len).min(max));
+                    joined.reserve(len);
                     joined.extend_from_slice(&f);
                     joined.extend_from_slice(&data);
                 }

@@ -329,7 +329,7 @@ impl WebhookSource {
             ));
         }
         let Some(dedupe) = &self.dedupe else {
-            return self.deliver(event, None, span.context()).await;
+            return self.deliver_to_the_end(event, None, span.context()).await;
         };
         let mut key = String::with_capacity(self.name.len() + 1 + id.as_str().len());
         key.push_str(&self.name);
@@ -375,7 +375,7 @@ impl WebhookSource {
                 ),
             },
             Claim::Lead(lead) => {
-                self.deliver(event, Some(lead.with(body_lead)), span.context())
+                self.deliver_to_the_end(event, Some(lead.with(body_lead)), span.context())
                     .await
             }
             Claim::Unavailable => unavailable(
@@ -411,6 +411,26 @@ impl WebhookSource {
         }
         debug!(source = %self.name, event_id = %id, "duplicate delivery answered without a second record");
         answer("duplicate", id)
+    }
+
+    /// [`WebhookSource::deliver`] as a task of its own: a sender that hangs up while it waits
+    /// (GitHub gives up after 10 s, Shopify after 5 s) does not cancel it with its request, so
+    /// the event is still delivered or stored in the DLQ, and its claim ended, rather than lost.
+    async fn deliver_to_the_end(
+        &self,
+        event: Event,
+        lead: Option<dedupe::Lead>,
+        trace: Option<opentelemetry::Context>,
+    ) -> Response {
+        let this = self.clone();
+        match tokio::spawn(async move { this.deliver(event, lead, trace).await }).await {
+            Ok(answer) => answer,
+            Err(e) => error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the delivery task failed: {e}"),
+            ),
+        }
     }
 
     /// Hands the event to the pipeline and answers once it is durable (or not in time).
