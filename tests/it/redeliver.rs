@@ -66,6 +66,29 @@ async fn ids_on(
     ids
 }
 
+/// Waits (up to 90 s) until topic `gh` holds at least `want` records (`what`), then reads every
+/// record there (a little longer, so a late duplicate would show): their event ids.
+async fn all_ids_once_there(
+    bootstrap: &str,
+    registry: &str,
+    want: usize,
+    what: &str,
+) -> Vec<String> {
+    wait_for_async(what, Duration::from_secs(90), || async move {
+        let ids = ids_on(bootstrap, registry, "gh", want, Duration::from_secs(3)).await;
+        (ids.len() >= want).then_some(())
+    })
+    .await;
+    ids_on(
+        bootstrap,
+        registry,
+        "gh",
+        usize::MAX,
+        Duration::from_secs(5),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn github_delivery_while_kafka_is_down_reaches_kafka_once_in_order_without_a_command() {
     let dir = scratch();
@@ -128,20 +151,13 @@ async fn github_delivery_while_kafka_is_down_reaches_kafka_once_in_order_without
     );
 
     // No command is run: the daemon delivers what it stored once Kafka is back.
-    let (bootstrap, reg) = (broker.bootstrap(), registry.url());
-    wait_for_async(
+    let ids = all_ids_once_there(
+        &broker.bootstrap(),
+        &registry.url(),
+        4,
         "the stored deliveries in Kafka",
-        Duration::from_secs(90),
-        || {
-            let (bootstrap, reg) = (bootstrap.clone(), reg.clone());
-            async move {
-                let ids = ids_on(&bootstrap, &reg, "gh", 4, Duration::from_secs(3)).await;
-                (ids.len() >= 4).then_some(())
-            }
-        },
     )
     .await;
-    let ids = ids_on(&bootstrap, &reg, "gh", usize::MAX, Duration::from_secs(5)).await;
     assert_eq!(
         ids,
         ["g-0", "g-1", "g-2", "g-3"],
@@ -227,21 +243,13 @@ async fn two_replicas_sharing_a_store_redeliver_each_stored_event_once_in_order(
     }
     kafka.restore();
 
-    let (bootstrap, reg) = (broker.bootstrap(), registry.url());
-    wait_for_async(
+    let ids = all_ids_once_there(
+        &broker.bootstrap(),
+        &registry.url(),
+        7,
         "the stored deliveries in Kafka",
-        Duration::from_secs(90),
-        || {
-            let (bootstrap, reg) = (bootstrap.clone(), reg.clone());
-            async move {
-                let ids = ids_on(&bootstrap, &reg, "gh", 7, Duration::from_secs(3)).await;
-                (ids.len() >= 7).then_some(())
-            }
-        },
     )
     .await;
-    // Both replicas had time to deliver anything twice.
-    let ids = ids_on(&bootstrap, &reg, "gh", usize::MAX, Duration::from_secs(5)).await;
     let want: Vec<String> = (0..=6).map(|n| format!("r-{n}")).collect();
     assert_eq!(ids, want, "each stored delivery once, in the order stored");
     for (mut child, _) in replicas {
@@ -316,20 +324,13 @@ async fn a_github_sender_that_hangs_up_loses_nothing_and_the_instance_stays_read
     )
     .await;
     kafka.restore();
-    let (bootstrap, reg) = (broker.bootstrap(), registry.url());
-    wait_for_async(
+    let ids = all_ids_once_there(
+        &broker.bootstrap(),
+        &registry.url(),
+        2,
         "the hung-up delivery in Kafka",
-        Duration::from_secs(90),
-        || {
-            let (bootstrap, reg) = (bootstrap.clone(), reg.clone());
-            async move {
-                let ids = ids_on(&bootstrap, &reg, "gh", 2, Duration::from_secs(3)).await;
-                (ids.len() >= 2).then_some(())
-            }
-        },
     )
     .await;
-    let ids = ids_on(&bootstrap, &reg, "gh", usize::MAX, Duration::from_secs(5)).await;
     assert_eq!(ids, ["h-0", "h-1"], "once each, in order");
     daemon::stop(sy).await;
 }
