@@ -173,7 +173,8 @@ impl Daemon {
                     .local_addr()
                     .map_err(|source| StartError::Listen { addr: at, source })?;
                 let (stop, stopped) = oneshot::channel::<()>();
-                let server = admin::serve(listener, admin_app, stopped);
+                let server = admin::serve(listener, admin_app, stopped)
+                    .map_err(|source| StartError::Listen { addr: at, source })?;
                 Some(AdminListener {
                     addr,
                     stop: Some(stop),

@@ -2,29 +2,26 @@
 //! are served there and only there (the public listener answers them 404); without it they
 //! stay on `listen` beside the webhooks, and the daemon warns at start.
 //!
-//! The admin listener runs on the main runtime with at most [`MAX_CONNECTIONS`] connections
-//! open (beyond that the next one waits in the kernel's backlog). `/readyz` answers from
+//! The admin listener runs on a thread of its own with at most [`MAX_CONNECTIONS`] connections
+//! open (beyond that the next one waits in the kernel's backlog), request heads and bodies
+//! within 5 s. `/readyz` answers from
 //! memory ([`super::readiness`]); `/metrics` reads the dead-letter counts at each scrape.
 //!
 //! Tested by `admin::metrics_and_probes_move_to_the_admin_listener`.
 
 use std::io;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tracing::warn;
 
 use super::readiness::Readiness;
 use crate::dlq::DlqStore;
@@ -86,98 +83,21 @@ pub(crate) fn app(routes: Router) -> Router {
 }
 
 /// Serves `app` on `listener` until `stop` fires (or its sender is dropped), then answers the
-/// requests in progress and ends.
+/// requests in progress and ends. On the bounded front of the webhook listener (one thread of
+/// its own, at most [`MAX_CONNECTIONS`] connections, request heads and bodies within 5 s), so
+/// idle or trickling connections cannot hold the probes' places for long.
 pub(crate) fn serve(
     listener: TcpListener,
     app: Router,
     stop: oneshot::Receiver<()>,
-) -> JoinHandle<io::Result<()>> {
-    let capped = Capped {
-        listener,
-        open: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+) -> io::Result<JoinHandle<io::Result<()>>> {
+    let limits = crate::serve::Limits {
+        threads: 1,
+        max_connections: MAX_CONNECTIONS,
+        body_timeout: Duration::from_secs(5),
+        max_buffered_bytes: 1 << 20,
     };
-    tokio::spawn(async move {
-        axum::serve(capped, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.await;
-            })
-            .await
-    })
-}
-
-/// A listener that holds one of a bounded number of permits per open connection.
-struct Capped {
-    listener: TcpListener,
-    open: Arc<Semaphore>,
-}
-
-impl axum::serve::Listener for Capped {
-    type Io = Held;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Held, SocketAddr) {
-        loop {
-            let Ok(permit) = Arc::clone(&self.open).acquire_owned().await else {
-                // The semaphore is never closed.
-                return std::future::pending().await;
-            };
-            match self.listener.accept().await {
-                Ok((io, peer)) => {
-                    return (
-                        Held {
-                            io,
-                            _permit: permit,
-                        },
-                        peer,
-                    );
-                }
-                Err(e) => {
-                    // Out of file descriptors, or a peer that gave up: wait a little rather
-                    // than spin.
-                    warn!(error = %e, "accepting an admin connection failed; retrying in 100ms");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-            }
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
-    }
-}
-
-/// A connection and its permit (given back when the connection is dropped).
-struct Held {
-    io: TcpStream,
-    _permit: OwnedSemaphorePermit,
-}
-
-impl AsyncRead for Held {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Held {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
+    crate::serve::start_bounded(listener, crate::serve::Front::new(app, []), limits, stop)
 }
 
 /// Prometheus metrics; the DLQ depth and the events in flight are read at each scrape.

@@ -244,3 +244,40 @@ url = "http://127.0.0.1:8081"
         "{errs:?}"
     );
 }
+
+/// Connections that hold every place of the admin listener and send nothing are closed after
+/// 5 s, so a probe waits seconds, not for ever (a liveness probe failing three times restarts
+/// the pod).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_cannot_keep_the_probes_out_of_the_admin_listener() {
+    let Stack {
+        dir,
+        broker,
+        registry,
+    } = Stack::start();
+    let config = daemon::webhook_config(
+        dir.path(),
+        &broker.bootstrap(),
+        &registry.url(),
+        "admin-idle",
+        "admin_listen = \"127.0.0.1:0\"",
+    );
+    let (sy, _url) = daemon::start(config).await;
+    let at = sy.admin_addr().expect("an admin listener is bound");
+    // Every place taken by a connection that says nothing.
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(tokio::net::TcpStream::connect(at).await.expect("connect"));
+    }
+    let client = daemon::client(Duration::from_secs(20));
+    let started = Instant::now();
+    let (status, _) = get(&client, &format!("http://{at}"), "/healthz").await;
+    let waited = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        waited < Duration::from_secs(12),
+        "the probe waited {waited:?} for an idle connection to be closed (5 s)"
+    );
+    drop(idle);
+    daemon::stop(sy).await;
+}
