@@ -274,8 +274,8 @@ async fn a_github_sender_that_hangs_up_loses_nothing_and_the_instance_stays_read
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nack_timeout = \"30s\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
              delivery_timeout = \"1s\"\npartitions = 1\n[schema_registry]\nurl = \"{}\"\n\
-             [sources.gh]\ntype = \"webhook\"\nprovider = \"github\"\nsecrets = [\"{SECRET}\"]\n\
-             [[routes]]\nname = \"gh\"\nsource = \"gh\"\ntopic = \"gh\"\n",
+             [sources.hangup]\ntype = \"webhook\"\nprovider = \"github\"\nsecrets = [\"{SECRET}\"]\n\
+             [[routes]]\nname = \"gh\"\nsource = \"hangup\"\ntopic = \"gh\"\n",
             broker.bootstrap(),
             registry.url()
         ),
@@ -283,7 +283,7 @@ async fn a_github_sender_that_hangs_up_loses_nothing_and_the_instance_stays_read
     .expect("config");
     let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
     let client = reqwest::Client::new();
-    let at = format!("{url}/webhooks/gh");
+    let at = format!("{url}/webhooks/hangup");
     assert_eq!(github(&client, &at, "h-0").await.0, 200);
 
     kafka.cut();
