@@ -124,6 +124,10 @@ async fn chaos_campaign() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let net = crate::support::netns::Netns::create();
+    // As docs/operations.md asks of a leader's host: the kernel gives up on unacknowledged data
+    // within seconds, so produce requests a cut-off leader had sent are dropped, not delivered
+    // when the link comes back (after the new leader's records).
+    net.sysctl("net.ipv4.tcp_retries2", "3");
     let dir = crate::support::scratch();
     let (broker, kafka) =
         crate::support::broker::Broker::start_behind_proxy_on(net.outer_ip, dir.path());

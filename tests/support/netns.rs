@@ -76,6 +76,19 @@ impl Netns {
         cmd
     }
 
+    /// Sets sysctl `key` to `value` inside the namespace (the `net.*` ones are per namespace).
+    pub fn sysctl(&self, key: &str, value: &str) {
+        ip(&[
+            "netns",
+            "exec",
+            &self.name,
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("{key}={value}"),
+        ]);
+    }
+
     /// Cuts the link: from now on packets between the namespace and outside are dropped.
     pub fn cut(&self) {
         ip(&["link", "set", &self.outer, "down"]);
