@@ -28,6 +28,9 @@
 //!     --connections 64 --threads 2 --secret whsec_bench --cpu-pid server=1234
 //! ```
 
+#[path = "common/measure.rs"]
+mod measure;
+
 use std::collections::BTreeMap;
 use std::io;
 use std::sync::Arc;
@@ -36,6 +39,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Parser;
 use hmac::{Hmac, Mac};
+use measure::{clk_tck, percentile, sample};
 use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -412,66 +416,6 @@ async fn connection(
         }
     }
     tally
-}
-
-/// CPU ticks (utime+stime, fields 14 and 15) of a process, all threads.
-fn proc_ticks(pid: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
-}
-
-/// Machine busy (user+nice+system) and steal ticks from /proc/stat.
-fn machine_ticks() -> (u64, u64) {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    let line = stat.lines().next().unwrap_or_default();
-    let f: Vec<u64> = line
-        .split_whitespace()
-        .skip(1)
-        .filter_map(|x| x.parse().ok())
-        .collect();
-    let g = |i: usize| f.get(i).copied().unwrap_or(0);
-    (g(0) + g(1) + g(2), g(7))
-}
-
-fn load1() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
-        .unwrap_or(f64::NAN)
-}
-
-struct Sample {
-    procs: Vec<Option<u64>>,
-    own: u64,
-    machine: (u64, u64),
-    load1: f64,
-}
-
-fn sample(pids: &[(String, String)]) -> Sample {
-    Sample {
-        procs: pids.iter().map(|(_, p)| proc_ticks(p)).collect(),
-        own: proc_ticks("self").unwrap_or(0),
-        machine: machine_ticks(),
-        load1: load1(),
-    }
-}
-
-fn clk_tck() -> f64 {
-    // getconf CLK_TCK is 100 on every Linux this runs on; let the script override it.
-    std::env::var("CLK_TCK")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(100.0)
-}
-
-fn percentile(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1] as f64
 }
 
 /// One generator thread: its connections on a single-threaded runtime.
