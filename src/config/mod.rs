@@ -127,7 +127,7 @@ pub struct KafkaConfig {
     pub partitions: i32,
     /// Replication factor of topics switchyard creates (default 1).
     pub replication_factor: i32,
-    /// librdkafka `message.timeout.ms` for one produce attempt (default 30s).
+    /// librdkafka `message.timeout.ms` for one produce attempt (default 20s).
     pub delivery_timeout: Duration,
     /// How long transient failures are retried before the event fails (default 5m).
     pub retry_max_elapsed: Duration,

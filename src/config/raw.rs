@@ -50,7 +50,7 @@ pub struct RawKafka {
     pub partitions: Option<Spanned<i64>>,
     /// Replication factor of topics switchyard creates.
     pub replication_factor: Option<Spanned<i64>>,
-    /// How long one produce attempt may take before it is retried ("30s").
+    /// How long one produce attempt may take before it is retried ("20s").
     pub delivery_timeout: Option<Spanned<String>>,
     /// How long transient produce failures are retried before giving up ("5m").
     pub retry_max_elapsed: Option<Spanned<String>>,

@@ -513,8 +513,10 @@ fn validate_kafka(raw: RawKafka, diag: &mut Diagnostics) -> Option<KafkaConfig> 
     }
     let partitions = positive_i32(&raw.partitions, 3, "partitions", diag);
     let replication_factor = positive_i32(&raw.replication_factor, 1, "replication_factor", diag);
+    // 20 s, not librdkafka's 300 s or the 30 s of earlier versions: it bounds how long a new
+    // CDC leader waits after taking over from one that stopped answering (docs/operations.md).
     let delivery_timeout = match &raw.delivery_timeout {
-        None => Some(Duration::from_secs(30)),
+        None => Some(Duration::from_secs(20)),
         Some(v) => duration(v, diag),
     };
     let retry_max_elapsed = match &raw.retry_max_elapsed {

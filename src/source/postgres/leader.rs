@@ -34,9 +34,9 @@
 //! record of the old leader can land after one of the new leader's. A predecessor that died
 //! (its walsender gone with its connection) leaves nothing queued: no wait.
 //!
-//! Bounds, with the defaults (`leader_timeout` 10 s, `delivery_timeout` 30 s): a killed leader
+//! Bounds, with the defaults (`leader_timeout` 10 s, `delivery_timeout` 20 s): a killed leader
 //! is replaced within ~2 s; a frozen or cut-off one within `leader_timeout` + 1 s, and the new
-//! leader streams `max(leader_timeout, delivery_timeout + validity)` + ~1 s after the freeze.
+//! leader streams `max(leader_timeout, delivery_timeout + validity)` + ~1 s (24 s) after the freeze.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
