@@ -353,6 +353,17 @@ impl DlqStore {
         dispatch!(self, s => s.mark_replayed(id, owner, note).await)
     }
 
+    /// Marks the claimed entries `ids` replayed in one transaction; returns how many this
+    /// owner still held (an entry whose claim was taken over is left alone).
+    pub async fn mark_replayed_all(
+        &self,
+        ids: Vec<i64>,
+        owner: &str,
+        note: &str,
+    ) -> Result<u64, DlqError> {
+        dispatch!(self, s => s.mark_replayed_all(ids, owner, note).await)
+    }
+
     /// Records a failed replay attempt and releases the claim; the entry stays pending.
     pub async fn mark_failed(
         &self,

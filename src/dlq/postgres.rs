@@ -481,6 +481,26 @@ impl PostgresStore {
         Ok(n == 1)
     }
 
+    pub(super) async fn mark_replayed_all(
+        &self,
+        ids: Vec<i64>,
+        owner: &str,
+        note: &str,
+    ) -> Result<u64, DlqError> {
+        let now = crate::event::now_micros();
+        self.client
+            .execute(
+                &format!(
+                    "UPDATE {TABLE} SET status = 'replayed', replay_count = replay_count + 1,
+                        resolution = $3, updated_at = $4, claimed_by = NULL, claimed_until = NULL
+                     WHERE id = ANY($1) AND claimed_by = $2"
+                ),
+                &[&ids, &owner, &note, &now],
+            )
+            .await
+            .map_err(pg)
+    }
+
     pub(super) async fn mark_failed(
         &self,
         id: i64,

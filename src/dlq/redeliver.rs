@@ -8,18 +8,27 @@
 //!        └── source queued? ─────────────┘     (new events of it are stored behind)
 //!
 //!  redeliver task (every second, one source at a time):
-//!    oldest pending `unavailable` entry of the source ──► claim it (owner, lease)
-//!      ──► still the oldest? ──► confirm claim ──► deliver ──► ack ──► mark replayed ──► next
+//!    oldest pending `unavailable` entry of the source ──► claim it and up to 255 after it
+//!      ──► the oldest among them? ──► hand every record to the producer, in order
+//!      ──► await every report ──► mark the acknowledged prefix replayed (one transaction)
+//!      ──► next batch
 //!    none left: source un-queued (under its gate, so no store is in between)
 //! ```
 //!
 //! Invariants (test: `tests/it/redeliver.rs`
 //! `github_delivery_while_kafka_is_down_reaches_kafka_once_in_order_without_a_command`):
-//! - An entry is delivered only while this task holds its claim and it is the oldest pending
-//!   `unavailable` entry of its source, and the next one only after the previous was
-//!   acknowledged by Kafka and marked `replayed`: stored events of a source reach Kafka in the
-//!   order they were stored, and with a shared store several replicas never deliver an entry
-//!   twice (claims) nor overtake one another (the oldest-entry check).
+//! - A batch is delivered only while this task holds the claims of its entries and the first
+//!   is the oldest pending `unavailable` entry of its source; its records are handed to the
+//!   producer in the entries' order (the idempotent producer keeps each partition in that
+//!   order) and the next batch starts only once every report of this one is in and its
+//!   entries are marked `replayed`: stored events of a source reach Kafka in the order they
+//!   were stored, and with a shared store several replicas never deliver an entry twice
+//!   (claims) nor overtake one another (the oldest-entry check). An entry after one that
+//!   failed transiently stays pending behind it; its records may have landed already, and land
+//!   again after the failed one (a re-sent suffix, in order, as in the CDC lanes).
+//! - Batches, not one entry per round trip, so the queue drains faster than a busy source
+//!   fills it (each new event costs one store write; a batch of 256 costs a claim, the
+//!   records in flight together, and one update).
 //! - While a source has such entries pending, each new event of that source that a route
 //!   takes is stored behind them instead of being produced (answered 200 `dead_lettered`), so
 //!   a request that starts after another was answered `dead_lettered` reaches Kafka after it.
@@ -38,12 +47,21 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use super::replay::{deliver_entry, owner_id};
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
+
+use super::replay::{owner_id, routes_for};
 use super::{AuditEntry, DeadLetter, DlqError, DlqStore, Selector, Status};
+use crate::ack::Failure;
 use crate::config::{Config, SourceKind, WhenUnavailable};
+use crate::encode::EncodeError;
 use crate::error::ErrorClass;
 use crate::event::now_micros;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, parts_of, route_failure};
+use crate::sink::context::KafkaLog;
+use crate::sink::kafka::{Attempt, KafkaSink, Queued, Refused, SinkError};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
 
 /// How often the task looks for stored entries when there is nothing to do.
 const IDLE: Duration = Duration::from_secs(1);
@@ -73,11 +91,13 @@ impl Queues {
 }
 
 /// One source's queue state: `queued` while it has `unavailable` entries pending; `gate`
-/// orders storing an event behind them against the task finding the queue empty.
+/// orders storing an event behind them against the task finding the queue empty: stores share
+/// it (they run at once), the task's check takes it alone (tokio's lock is fair: it waits only
+/// for the stores already under way, and new ones wait for it).
 #[derive(Default)]
 pub struct SourceQueue {
     queued: AtomicBool,
-    gate: tokio::sync::Mutex<()>,
+    gate: tokio::sync::RwLock<()>,
 }
 
 impl SourceQueue {
@@ -92,7 +112,7 @@ impl SourceQueue {
         &self,
         store: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
-        let _gate = self.gate.lock().await;
+        let _gate = self.gate.read().await;
         let stored = store.await;
         if stored.is_ok() {
             self.queued.store(true, Ordering::Release);
@@ -106,7 +126,7 @@ impl SourceQueue {
         &self,
         store: impl std::future::Future<Output = Result<T, E>>,
     ) -> Option<Result<T, E>> {
-        let _gate = self.gate.lock().await;
+        let _gate = self.gate.read().await;
         if !self.is_queued() {
             return None;
         }
@@ -232,13 +252,20 @@ impl Redeliverer {
             .next())
     }
 
-    /// Delivers `source`'s stored entries, oldest first, each after the previous was acked.
+    /// Delivers `source`'s stored entries, oldest first, in batches.
+    ///
+    /// A source that keeps receiving events keeps adding a few behind the last batch; waiting
+    /// for a moment with none left would leave it queued for as long as they come. So once a
+    /// batch comes back short (the backlog is gone), the rest is delivered under the gate:
+    /// new events of the source wait for it (one batch, milliseconds) instead of being stored
+    /// behind, and then go to Kafka directly.
     async fn round(&self, source: &str) -> Result<Round, DlqError> {
         let queue = self.pipeline.queues().get(source);
         let (mut delivered, mut failed) = (0usize, 0usize);
         let mut round = Round::More;
         let mut checked = false;
-        for _ in 0..ROUND {
+        let mut gate = None;
+        while delivered + failed < ROUND {
             // A stopping daemon starts no more deliveries (the rest waits for the next start).
             if self.pipeline.is_draining() {
                 break;
@@ -246,13 +273,13 @@ impl Redeliverer {
             let Some(oldest) = self.oldest(source).await? else {
                 // Nothing pending: new events may go to Kafka directly again, unless one was
                 // stored since (the gate keeps stores out while this is decided).
-                let _gate = queue.gate.lock().await;
-                if self.oldest(source).await?.is_none() {
-                    queue.queued.store(false, Ordering::Release);
-                    round = Round::Empty;
-                    break;
+                if gate.is_none() {
+                    gate = Some(queue.gate.write().await);
+                    continue;
                 }
-                continue;
+                queue.queued.store(false, Ordering::Release);
+                round = Round::Empty;
+                break;
             };
             queue.queued.store(true, Ordering::Release);
             // Not a claim, a delivery attempt nor a failure mark while Kafka is unreachable.
@@ -269,19 +296,18 @@ impl Redeliverer {
                 }
                 checked = true;
             }
-            match self.deliver_oldest(source, &oldest).await? {
-                Step::Delivered => delivered += 1,
-                Step::Failed => failed += 1,
-                Step::Busy => {
-                    round = Round::Busy;
-                    break;
-                }
-                Step::Blocked => {
-                    round = Round::Blocked;
-                    break;
-                }
+            let batch = self.deliver_batch(source, oldest.id).await?;
+            delivered += batch.delivered;
+            failed += batch.failed;
+            if let Some(stop) = batch.stop {
+                round = stop;
+                break;
+            }
+            if batch.claimed < BATCH && gate.is_none() {
+                gate = Some(queue.gate.write().await);
             }
         }
+        drop(gate);
         if let Some(m) = crate::telemetry::metrics::metrics() {
             for (result, n) in [("delivered", delivered), ("failed", failed)] {
                 if n > 0 {
@@ -312,110 +338,313 @@ impl Redeliverer {
         Ok(round)
     }
 
-    /// Claims, delivers and marks the source's oldest entry, if this task can claim it and
-    /// it is still the oldest.
-    async fn deliver_oldest(&self, source: &str, oldest: &DeadLetter) -> Result<Step, DlqError> {
+    /// Claims up to [`BATCH`] of `source`'s oldest pending entries — the first must be
+    /// `oldest`, the oldest pending one; if another replica holds it, this one lets go of its
+    /// claims and waits its turn — hands their records to the producer one after another (so
+    /// they reach each partition in that order), awaits every report, and marks the entries
+    /// acknowledged before the first transient failure replayed, in one transaction. An entry
+    /// after a transient failure stays pending behind it (its records may have landed: they
+    /// land again after the failed one, a re-sent suffix in order).
+    async fn deliver_batch(&self, source: &str, oldest: i64) -> Result<Batch, DlqError> {
         let until = now_micros().saturating_add(i64::try_from(LEASE.as_micros()).unwrap_or(0));
-        let mut only = Self::selector(source, None);
-        only.ids = vec![oldest.id];
-        let Some(dl) = self
+        let claimed = self
             .store
-            .claim(&only, &self.owner, until, 1)
-            .await?
-            .into_iter()
-            .next()
-        else {
-            // Another replica claimed it (or it was replayed) meanwhile.
-            return Ok(Step::Busy);
+            .claim(&Self::selector(source, None), &self.owner, until, BATCH)
+            .await?;
+        let mut out = Batch {
+            claimed: claimed.len(),
+            ..Batch::default()
         };
-        if !self.store.confirm_claim(dl.id, &self.owner, until).await? {
-            return Ok(Step::Busy);
+        if claimed.first().map(|d| d.id) != Some(oldest)
+            || !self.store.confirm_claim(oldest, &self.owner, until).await?
+        {
+            // Another replica claimed the oldest (or it was replayed) meanwhile.
+            self.store.release_owner(&self.owner).await?;
+            out.stop = Some(Round::Busy);
+            return Ok(out);
         }
-        let abandoned = AtomicBool::new(false);
-        let delivery = tokio::time::timeout(
-            LEASE / 2,
-            deliver_entry(&self.pipeline, &dl, &|| abandoned.load(Ordering::Relaxed)),
-        )
-        .await;
-        abandoned.store(true, Ordering::Relaxed);
-        let now = now_micros();
-        match delivery {
-            Ok(Ok(_topics)) => {
-                let note = format!(
-                    "replayed automatically by {} once Kafka took events again",
-                    self.owner
-                );
-                if !self.store.mark_replayed(dl.id, &self.owner, &note).await? {
-                    warn!(
-                        id = dl.id,
-                        "an automatically re-delivered entry was claimed by another instance meanwhile"
+        let deadline = tokio::time::Instant::now() + LEASE / 2;
+        let mut fates: Vec<Fate> = Vec::with_capacity(claimed.len());
+        let mut reports = FuturesOrdered::new();
+        // Hand-over, in the entries' order; stops at the first transient failure.
+        for (i, dl) in claimed.iter().enumerate() {
+            let fate = self.hand_over(i, dl, &mut reports, &mut fates).await;
+            let transient = matches!(fate, Fate::Transient(_));
+            fates.push(fate);
+            if transient {
+                break;
+            }
+        }
+        // Every report, in order: none of these records may land after a re-sent one.
+        while !reports.is_empty() {
+            match tokio::time::timeout_at(deadline, reports.next()).await {
+                Ok(Some(r)) => self.reported(r, &mut fates).await,
+                Ok(None) => break,
+                Err(_) => {
+                    let why = format!(
+                        "Kafka did not acknowledge the re-delivery within {:?}",
+                        LEASE / 2
                     );
+                    for fate in &mut fates {
+                        if let Fate::Sent(n) = fate
+                            && *n > 0
+                        {
+                            *fate = Fate::Transient(why.clone());
+                        }
+                    }
+                    break;
                 }
-                Ok(Step::Delivered)
-            }
-            Ok(Err(f)) if f.class.is_transient() && dl.attempts >= MAX_TRANSIENT_ATTEMPTS => {
-                // Kafka takes other events but never this one (a topic it cannot create, …):
-                // parked for on-call, so it does not hold its source's queue for ever.
-                warn!(id = dl.id, source, attempts = dl.attempts, error = %f.message, "a stored event keeps failing while Kafka is reachable; left in the DLQ as retries_exhausted for on-call, its source goes on");
-                self.store
-                    .mark_failed(
-                        dl.id,
-                        &self.owner,
-                        ErrorClass::RetriesExhausted.as_str(),
-                        &f.message,
-                        now,
-                    )
-                    .await?;
-                Ok(Step::Failed)
-            }
-            Ok(Err(f)) if f.class.is_transient() => {
-                // Still `unavailable`: it stays first in its source's queue.
-                self.store
-                    .mark_failed(
-                        dl.id,
-                        &self.owner,
-                        ErrorClass::Unavailable.as_str(),
-                        &f.message,
-                        now,
-                    )
-                    .await?;
-                Ok(Step::Blocked)
-            }
-            Ok(Err(f)) => {
-                warn!(id = dl.id, source, class = %f.class, error = %f.message, "a stored event cannot be delivered; left in the DLQ for on-call, its source goes on");
-                self.store
-                    .mark_failed(dl.id, &self.owner, f.class.as_str(), &f.message, now)
-                    .await?;
-                Ok(Step::Failed)
-            }
-            Err(_) => {
-                let why = format!(
-                    "Kafka did not acknowledge the re-delivery within {:?}",
-                    LEASE / 2
-                );
-                self.store
-                    .mark_failed(
-                        dl.id,
-                        &self.owner,
-                        ErrorClass::Unavailable.as_str(),
-                        &why,
-                        now,
-                    )
-                    .await?;
-                Ok(Step::Blocked)
             }
         }
+        let note = format!(
+            "replayed automatically by {} once Kafka took events again",
+            self.owner
+        );
+        let mut replayed = Vec::new();
+        let now = now_micros();
+        for (dl, fate) in claimed.iter().zip(&fates) {
+            match fate {
+                Fate::Sent(_) => replayed.push(dl.id),
+                Fate::Definite(f) => {
+                    warn!(id = dl.id, source, class = %f.class, error = %f.message, "a stored event cannot be delivered; left in the DLQ for on-call, its source goes on");
+                    self.store
+                        .mark_failed(dl.id, &self.owner, f.class.as_str(), &f.message, now)
+                        .await?;
+                    out.failed += 1;
+                }
+                Fate::Transient(message) if dl.attempts >= MAX_TRANSIENT_ATTEMPTS => {
+                    // Kafka takes other events but never this one (a topic it cannot create,
+                    // …): parked for on-call, so it does not hold its source's queue for ever.
+                    warn!(id = dl.id, source, attempts = dl.attempts, error = %message, "a stored event keeps failing while Kafka is reachable; left in the DLQ as retries_exhausted for on-call, its source goes on");
+                    self.store
+                        .mark_failed(
+                            dl.id,
+                            &self.owner,
+                            ErrorClass::RetriesExhausted.as_str(),
+                            message,
+                            now,
+                        )
+                        .await?;
+                    out.failed += 1;
+                }
+                Fate::Transient(message) => {
+                    // Still `unavailable`: it stays first in its source's queue.
+                    self.store
+                        .mark_failed(
+                            dl.id,
+                            &self.owner,
+                            ErrorClass::Unavailable.as_str(),
+                            message,
+                            now,
+                        )
+                        .await?;
+                    out.stop = Some(Round::Blocked);
+                    break;
+                }
+            }
+        }
+        if !replayed.is_empty() {
+            let asked = replayed.len();
+            let marked = self
+                .store
+                .mark_replayed_all(replayed, &self.owner, &note)
+                .await?;
+            if marked < asked as u64 {
+                warn!(
+                    source,
+                    asked,
+                    marked,
+                    "automatically re-delivered entries were claimed by another instance meanwhile"
+                );
+            }
+            out.delivered += asked;
+        }
+        // Entries behind a transient failure (not handed over, or handed over again later).
+        self.store.release_owner(&self.owner).await?;
+        Ok(out)
+    }
+
+    /// Encodes entry `i`'s records (its routes of today) and hands them to the producer;
+    /// their reports are pushed to `reports`. A full producer queue is made room in by
+    /// awaiting earlier reports (acted on in `fates`).
+    async fn hand_over(
+        &self,
+        i: usize,
+        dl: &DeadLetter,
+        reports: &mut FuturesOrdered<Report>,
+        fates: &mut [Fate],
+    ) -> Fate {
+        let Some(event) = dl.event.as_ref() else {
+            return Fate::Definite(Failure {
+                class: ErrorClass::Decode,
+                message: "the stored event is missing".into(),
+            });
+        };
+        let routes = match routes_for(&self.pipeline, dl, event) {
+            Ok(r) => r,
+            Err(f) => return Fate::Definite(f),
+        };
+        let sink = self.pipeline.sink();
+        let mut handed = 0usize;
+        for m in routes {
+            let mut parts = match parts_of(event, &m) {
+                Ok(p) => p,
+                Err(f) => return Fate::Definite(f),
+            };
+            let record = match self.pipeline.encode_parts(event, &m, &mut parts).await {
+                Ok(r) => r,
+                Err(e @ EncodeError::Unavailable(_)) => return Fate::Transient(e.to_string()),
+                Err(e) => return Fate::Definite(route_failure(&m, &e)),
+            };
+            match sink.ensure_topic(&record.topic).await {
+                Ok(()) => {}
+                Err(SinkError::Definite { class, message }) => {
+                    return Fate::Definite(Failure { class, message });
+                }
+                Err(e) => return Fate::Transient(e.to_string()),
+            }
+            loop {
+                match sink.enqueue(&record) {
+                    Ok(q) => {
+                        handed += 1;
+                        reports.push_back(Report {
+                            entry: i,
+                            topic: record.topic.clone(),
+                            queued: Some(q),
+                        });
+                        break;
+                    }
+                    Err(Refused::QueueFull) => match reports.next().await {
+                        Some(r) => self.reported(r, fates).await,
+                        None => tokio::time::sleep(Duration::from_millis(5)).await,
+                    },
+                    Err(Refused::Failed(Attempt::Fail(class, message))) => {
+                        return Fate::Definite(Failure { class, message });
+                    }
+                    Err(Refused::Failed(attempt)) => {
+                        let message = self.act_on(&record.topic, attempt).await;
+                        return Fate::Transient(message);
+                    }
+                }
+            }
+        }
+        Fate::Sent(handed)
+    }
+
+    /// Acts on one delivery report: the record's entry is one record closer to delivered, or
+    /// failed (definitely, or transiently: then it stops its source's queue).
+    async fn reported(&self, r: Reported, fates: &mut [Fate]) {
+        let Some(fate) = fates.get_mut(r.entry) else {
+            return;
+        };
+        match r.result {
+            Ok(()) => {}
+            Err((producer, e)) => {
+                let attempt = match producer {
+                    Some(p) => self.pipeline.sink().classify_report(&p, e),
+                    None => Attempt::Retry(e.to_string()),
+                };
+                let failed = match attempt {
+                    Attempt::Fail(class, message) => Fate::Definite(Failure { class, message }),
+                    other => Fate::Transient(self.act_on(&r.topic, other).await),
+                };
+                // The first failure of an entry is the one it is marked with.
+                if matches!(fate, Fate::Sent(_)) {
+                    *fate = failed;
+                }
+            }
+        }
+    }
+
+    /// Acts on a transient failure (a new producer, the topic checked again); its message.
+    async fn act_on(&self, topic: &str, attempt: Attempt) -> String {
+        match self.pipeline.sink().recover(topic, attempt).await {
+            Ok(m) => m,
+            Err((_, m)) => m,
+        }
+    }
+}
+
+/// Entries of one source claimed and handed over at once.
+const BATCH: usize = 256;
+
+/// What one batch came to.
+#[derive(Default)]
+struct Batch {
+    /// Entries claimed (fewer than [`BATCH`]: the backlog is gone).
+    claimed: usize,
+    delivered: usize,
+    failed: usize,
+    /// Why the round stops after it (`None`: it may go on).
+    stop: Option<Round>,
+}
+
+/// What became of one entry of a batch.
+enum Fate {
+    /// Its records (this many) were handed over; no failure reported (yet).
+    Sent(usize),
+    /// It can never be delivered as it is: left for on-call, its source goes on.
+    Definite(Failure),
+    /// Kafka or the registry is unavailable: it and everything after it wait.
+    Transient(String),
+}
+
+/// A record of a batch with the producer.
+struct Report {
+    entry: usize,
+    topic: String,
+    queued: Option<Queued>,
+}
+
+/// A record's delivery report.
+struct Reported {
+    entry: usize,
+    topic: String,
+    /// A failure, with the producer that reported it.
+    result: Result<(), (Option<Producer>, KafkaError)>,
+}
+
+/// The producer a record was handed to.
+type Producer = Arc<FutureProducer<KafkaLog>>;
+
+impl std::future::Future for Report {
+    type Output = Reported;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Reported> {
+        use std::task::Poll;
+        let result = match self.queued.as_mut() {
+            None => Ok(()),
+            Some(q) => match q.report.as_mut() {
+                None => Ok(()),
+                Some(report) => match std::pin::Pin::new(report).poll(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(Ok(_))) => Ok(()),
+                    Poll::Ready(Ok(Err((e, _)))) => Err(e),
+                    Poll::Ready(Err(_)) => Err(KafkaError::Canceled),
+                },
+            },
+        };
+        let queued = self.queued.take();
+        let topic = std::mem::take(&mut self.topic);
+        let result = match (result, queued) {
+            (Ok(()), Some(q)) => {
+                KafkaSink::observe_delivered(&topic, q.enqueued);
+                Ok(())
+            }
+            (Ok(()), None) => Ok(()),
+            (Err(e), q) => Err((q.map(|q| q.producer), e)),
+        };
+        Poll::Ready(Reported {
+            entry: self.entry,
+            topic,
+            result,
+        })
     }
 }
 
 /// Re-deliveries of one entry that may fail transiently while Kafka answers (each a round,
 /// at most 8 s apart) before it is parked as `retries_exhausted`.
 const MAX_TRANSIENT_ATTEMPTS: i64 = 30;
-
-/// What became of one entry.
-enum Step {
-    Delivered,
-    Failed,
-    Busy,
-    Blocked,
-}

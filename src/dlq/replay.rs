@@ -416,7 +416,7 @@ impl ReplayReport {
 }
 
 /// The routes an entry goes to today: its own route if it had one, else every match.
-fn routes_for(
+pub(super) fn routes_for(
     pipeline: &Pipeline,
     dl: &DeadLetter,
     event: &Event,

@@ -461,6 +461,36 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn mark_replayed_all(
+        &self,
+        ids: Vec<i64>,
+        owner: &str,
+        note: &str,
+    ) -> Result<u64, DlqError> {
+        let (owner, note) = (owner.to_string(), note.to_string());
+        let err = self.err();
+        self.with(move |c| {
+            let now = crate::event::now_micros();
+            let tx = c.transaction().map_err(&err)?;
+            let mut n = 0u64;
+            {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "UPDATE dead_letters SET status = 'replayed', replay_count = replay_count + 1,
+                            resolution = ?3, updated_at = ?4, claimed_by = NULL, claimed_until = NULL
+                         WHERE id = ?1 AND claimed_by = ?2",
+                    )
+                    .map_err(&err)?;
+                for id in ids {
+                    n += stmt.execute(params![id, owner, note, now]).map_err(&err)? as u64;
+                }
+            }
+            tx.commit().map_err(&err)?;
+            Ok(n)
+        })
+        .await
+    }
+
     pub(super) async fn mark_failed(
         &self,
         id: i64,

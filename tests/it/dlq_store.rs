@@ -327,6 +327,37 @@ async fn conformance_interrupted(
     );
     assert!(left.iter().all(|d| d.status == Status::Pending));
 
+    // Marking a batch replayed (automatic re-delivery): only what the owner still holds.
+    let held = store
+        .claim(&pending(), "host:7", lease, 10)
+        .await
+        .expect("claim");
+    assert_eq!(held.len(), 2);
+    assert_eq!(
+        store
+            .mark_replayed_all(vec![id1, id3], "host:8", "not mine")
+            .await
+            .expect("mark all"),
+        0,
+        "only the owner marks"
+    );
+    assert_eq!(
+        store
+            .mark_replayed_all(vec![id1], "host:7", "replayed by host:7")
+            .await
+            .expect("mark all"),
+        1
+    );
+    let (one, three) = (
+        store.get(id1).await.expect("get").expect("exists"),
+        store.get(id3).await.expect("get").expect("exists"),
+    );
+    assert_eq!(
+        (one.status, one.replay_count, three.status),
+        (Status::Replayed, 1, Status::Pending)
+    );
+    store.release_owner("host:7").await.expect("release");
+
     // Source state (snapshot progress) is kept by key, last write wins.
     assert_eq!(store.get_state("snapshot/appdb").await.expect("get"), None);
     store

@@ -334,3 +334,123 @@ async fn a_github_sender_that_hangs_up_loses_nothing_and_the_instance_stays_read
     assert_eq!(ids, ["h-0", "h-1"], "once each, in order");
     daemon::stop(sy).await;
 }
+
+/// A source that keeps receiving deliveries while its stored ones are re-delivered still
+/// drains: the DLQ is emptied faster than new deliveries queue up behind it, the source goes
+/// back to producing directly, and every delivery is in Kafka — each sender's in the order it
+/// sent them. (Delivering one stored entry per round trip, the queue never emptied at this
+/// rate: every new delivery was stored behind it.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_that_keeps_receiving_deliveries_drains_its_stored_ones_and_keeps_order() {
+    // 8 senders, 25 deliveries a second each, on a schedule (as providers send: their rate
+    // does not follow our answers), each waiting for its previous answer.
+    const SENDERS: usize = 8;
+    const EVERY: Duration = Duration::from_millis(40);
+    const STORED: usize = 100; // per sender, while Kafka is cut
+    let dir = scratch();
+    let (broker, kafka) = Broker::start_behind_proxy(dir.path());
+    let registry = Registry::start(dir.path());
+    let path = dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+             delivery_timeout = \"1s\"\npartitions = 1\n[schema_registry]\nurl = \"{}\"\n\
+             [sources.busy]\ntype = \"webhook\"\nprovider = \"github\"\nsecrets = [\"{SECRET}\"]\nack_timeout = \"2s\"\n\
+             [[routes]]\nname = \"gh\"\nsource = \"busy\"\ntopic = \"gh\"\n",
+            broker.bootstrap(),
+            registry.url()
+        ),
+    )
+    .expect("config");
+    let (sy, url) = daemon::start(Config::load(&path).expect("config")).await;
+    let client = reqwest::Client::new();
+    let at = format!("{url}/webhooks/busy");
+    assert_eq!(github(&client, &at, "first").await.0, 200);
+
+    kafka.cut();
+    let mut first = Vec::new();
+    for s in 0..SENDERS {
+        let (client, at) = (client.clone(), at.clone());
+        first.push(tokio::spawn(async move {
+            for n in 0..STORED {
+                let (status, reply, _) = github(&client, &at, &format!("s{s}-{n:05}")).await;
+                assert_eq!(
+                    (status, reply["status"].as_str()),
+                    (200, Some("dead_lettered")),
+                    "{reply}"
+                );
+            }
+        }));
+    }
+    for t in first {
+        t.await.expect("sender");
+    }
+
+    // Kafka is back; the senders go on until the source produces directly again (a delivery
+    // answered `accepted`), or for 60 s.
+    kafka.restore();
+    let restored = tokio::time::Instant::now();
+    let drained = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut senders = Vec::new();
+    for s in 0..SENDERS {
+        let (client, at, drained) = (client.clone(), at.clone(), drained.clone());
+        senders.push(tokio::spawn(async move {
+            let mut n = STORED;
+            let mut next = restored + EVERY * s as u32 / SENDERS as u32;
+            while !drained.load(std::sync::atomic::Ordering::Relaxed)
+                && restored.elapsed() < Duration::from_secs(60)
+            {
+                tokio::time::sleep_until(next).await;
+                next += EVERY;
+                let (status, reply, _) = github(&client, &at, &format!("s{s}-{n:05}")).await;
+                assert_eq!(status, 200, "{reply}");
+                n += 1;
+                if reply["status"] == "accepted" {
+                    drained.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            n
+        }));
+    }
+    let mut sent = Vec::new();
+    for t in senders {
+        sent.push(t.await.expect("sender"));
+    }
+    let took = restored.elapsed();
+    let later: usize = sent.iter().map(|n| n - STORED).sum();
+    assert!(
+        drained.load(std::sync::atomic::Ordering::Relaxed),
+        "the source was still storing new deliveries behind its queue 60 s after Kafka came \
+         back ({later} deliveries sent meanwhile)"
+    );
+    let total = 1 + sent.iter().sum::<usize>();
+    let ids = all_ids_once_there(
+        &broker.bootstrap(),
+        &registry.url(),
+        total,
+        "every delivery in Kafka",
+    )
+    .await;
+    let mut seen = std::collections::HashSet::new();
+    let dupes: Vec<&String> = ids.iter().filter(|id| !seen.insert(*id)).collect();
+    assert!(dupes.is_empty(), "delivered twice: {dupes:?}");
+    assert_eq!(
+        ids.len(),
+        total,
+        "every delivery answered 200 is in Kafka once"
+    );
+    // A sender's deliveries, each sent after the previous was answered, in its order.
+    for s in 0..SENDERS {
+        let prefix = format!("s{s}-");
+        let mine: Vec<&String> = ids.iter().filter(|id| id.starts_with(&prefix)).collect();
+        let mut sorted = mine.clone();
+        sorted.sort();
+        assert_eq!(mine, sorted, "sender {s}'s deliveries out of order");
+    }
+    eprintln!(
+        "drained {} stored and {later} later deliveries in {took:?}",
+        SENDERS * STORED
+    );
+    daemon::stop(sy).await;
+}
