@@ -276,6 +276,7 @@ async fn serve_dealt(
                 served = connection.as_mut() => {
                     if let Err(e) = served {
                         debug!(error = %e, %peer, "HTTP connection ended with an error");
+                        count_closed(&e);
                     }
                     return;
                 }
@@ -289,6 +290,23 @@ async fn serve_dealt(
     let _ = stop.wait_for(|s| *s).await;
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Counts a connection hyper ended before a request reached the handler
+/// (`switchyard_http_connections_closed_total`); a peer that went away is not counted.
+fn count_closed(e: &hyper::Error) {
+    let reason = if e.is_timeout() {
+        "head_timeout"
+    } else if e.is_parse_too_large() {
+        "head_too_large"
+    } else if e.is_parse() {
+        "bad_request"
+    } else {
+        return;
+    };
+    if let Some(m) = crate::telemetry::metrics::metrics() {
+        m.http_connections_closed.with_label_values(&[reason]).inc();
+    }
 }
 
 /// How often, at most, a warning says the connection cap is reached.

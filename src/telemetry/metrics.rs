@@ -29,6 +29,9 @@ pub const WEBHOOK_REQUESTS_TOTAL: &str = "switchyard_webhook_requests_total";
 /// `failure_budget` (the sender's address failed too often, 429), `rate_limited` (429),
 /// `too_large` (413), `body_timeout` (408), `overloaded` (`max_buffered_bytes`, 503).
 pub const WEBHOOK_REJECTED_TOTAL: &str = "switchyard_webhook_rejected_total";
+/// HTTP connections the server closed before a request reached a handler, by reason
+/// (`head_timeout`, `head_too_large`, `bad_request`).
+pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "switchyard_http_connections_closed_total";
 /// Provider retries answered without a second record, by source.
 pub const WEBHOOK_DUPLICATES_TOTAL: &str = "switchyard_webhook_duplicates_total";
 /// Events no route took, dropped by `[router] unmatched = "drop"`, by source.
@@ -75,6 +78,7 @@ pub const ALL: &[&str] = &[
     SOURCE_BLOCKED_SECONDS,
     WEBHOOK_REQUESTS_TOTAL,
     WEBHOOK_REJECTED_TOTAL,
+    HTTP_CONNECTIONS_CLOSED_TOTAL,
     WEBHOOK_DUPLICATES_TOTAL,
     UNMATCHED_TOTAL,
     CONFIG_RELOADS_TOTAL,
@@ -119,6 +123,8 @@ pub struct Metrics {
     pub webhook_requests: IntCounterVec,
     /// See [`WEBHOOK_REJECTED_TOTAL`].
     pub webhook_rejected: IntCounterVec,
+    /// See [`HTTP_CONNECTIONS_CLOSED_TOTAL`].
+    pub http_connections_closed: IntCounterVec,
     /// See [`WEBHOOK_DUPLICATES_TOTAL`].
     pub webhook_duplicates: IntCounterVec,
     /// See [`UNMATCHED_TOTAL`].
@@ -290,6 +296,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     )?;
     registry.register(Box::new(webhook_requests.clone()))?;
     registry.register(Box::new(webhook_rejected.clone()))?;
+    let http_connections_closed = IntCounterVec::new(
+        Opts::new(
+            HTTP_CONNECTIONS_CLOSED_TOTAL,
+            "HTTP connections closed before a request reached a handler: no request head within body_timeout (head_timeout, idle kept-alive connections included), a head over 32 KiB (head_too_large, answered 431), a malformed request (bad_request)",
+        ),
+        &["reason"],
+    )?;
+    registry.register(Box::new(http_connections_closed.clone()))?;
     registry.register(Box::new(webhook_duplicates.clone()))?;
     let unmatched = IntCounterVec::new(
         Opts::new(UNMATCHED_TOTAL, "Events no route took, dropped by policy"),
@@ -398,6 +412,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         source_blocked_seconds,
         webhook_requests,
         webhook_rejected,
+        http_connections_closed,
         webhook_duplicates,
         unmatched,
         reloads,

@@ -537,6 +537,23 @@ async fn connections_past_max_connections_wait_for_a_place_and_oversized_heads_g
     );
     let (sy, url) = daemon::start(load(&stack, &text)).await;
     let addr = url.trim_start_matches("http://").to_string();
+    let metrics_url = url.clone();
+    let closed = |reason: &'static str| {
+        let url = metrics_url.clone();
+        async move {
+            let metrics = daemon::metrics(&url).await;
+            metrics
+                .lines()
+                .find(|l| {
+                    l.starts_with("switchyard_http_connections_closed_total")
+                        && l.contains(&format!("reason=\"{reason}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        }
+    };
+    let (too_large_before, timeouts_before) =
+        (closed("head_too_large").await, closed("head_timeout").await);
 
     // A head past 32 KiB is refused (on a connection of its own, closed after).
     let mut big = TcpStream::connect(&addr).await.expect("connect");
@@ -578,5 +595,14 @@ async fn connections_past_max_connections_wait_for_a_place_and_oversized_heads_g
             .expect("closed by the server");
         assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
     }
+    // Both kinds are counted (metrics are per process: other tests may add to them).
+    assert!(
+        closed("head_too_large").await > too_large_before,
+        "the 431 is counted"
+    );
+    assert!(
+        closed("head_timeout").await >= timeouts_before + 4,
+        "the four idle connections closed at body_timeout are counted"
+    );
     daemon::stop(sy).await;
 }
