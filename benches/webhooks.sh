@@ -54,9 +54,9 @@
 #                     run waits (up to AVOID_WAIT=3600 s) until none runs, and a triplet during
 #                     which one started is rerun; empty to disable
 #   READY_TIMEOUT=60  seconds for a daemon to be ready; STOP_TIMEOUT=30 for SIGTERM, then SIGKILL
-#   PERF=0            1 samples the daemon with `perf record $PERF_ARGS` (default: -g, 499 Hz) in
+#   PERF=0            1 samples the daemon with `perf record $PERF_ARGS` (default: -F 499; "-g -F 499" for call graphs) in
 #                     each switchyard run and prints its top symbols; profiled runs are slower,
-#                     do not quote them
+#                     do not quote them; PERF_KEEP=DIR keeps the perf-*.data files there
 #   BUILD=1           0 uses the binaries already built (target/release/switchyard, webhook_load)
 #   KEEP=0            1 keeps the temp dir (logs, configs, per-run JSON, each daemon's /metrics
 #                     at the end of its run: sy/metrics-N.txt, each run's latency per request
@@ -563,6 +563,7 @@ io = sum(int(d[k]["io_errors"]) for d in keep for k in d)
 print(f"switchyard bad answers (non-200 or not \"accepted\") over all counted runs: {bad}; connection errors: {io}")
 PY
 if [ "$PERF" = 1 ]; then
+  if [ -n "${PERF_KEEP:-}" ]; then mkdir -p "$PERF_KEEP" && cp "$T"/sy/perf-*.data "$PERF_KEEP"/; fi
   for f in "$T"/sy/perf-*.data; do
     echo; echo "perf: top symbols of switchyard ($(basename "$f"); runs were profiled, their figures are not comparable)"
     perf report -i "$f" --no-children --sort dso,symbol --percent-limit 1 --stdio 2>/dev/null \
