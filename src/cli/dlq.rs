@@ -282,12 +282,15 @@ impl Select {
     }
 }
 
+/// Who the audit log names for a command run straight on the store: `local:<user>` (the
+/// OS user, or `--actor`), so break-glass use stands out from the admin API's `token:<name>`.
 fn actor(given: &Option<String>) -> String {
-    given
+    let user = given
         .clone()
         .or_else(|| std::env::var("USER").ok())
         .or_else(|| std::env::var("LOGNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
+        .unwrap_or_else(|| "unknown".into());
+    format!("local:{user}")
 }
 
 fn time(micros: i64) -> String {
@@ -402,6 +405,7 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
                         selector: select.describe(),
                         count: i64::try_from(count).unwrap_or(i64::MAX),
                         result: "started".into(),
+                        ..AuditEntry::default()
                     })
                     .await?;
             }
@@ -433,6 +437,7 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
                         selector: select.describe(),
                         count: i64::try_from(report.delivered + report.failed).unwrap_or(i64::MAX),
                         result: result.clone(),
+                        ..AuditEntry::default()
                     })
                     .await?;
             }
@@ -469,6 +474,7 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
                     selector: select.describe(),
                     count: i64::try_from(n).unwrap_or(i64::MAX),
                     result: format!("discarded {n}: {reason}"),
+                    ..AuditEntry::default()
                 })
                 .await?;
             eprintln!("discarded {n}");
@@ -506,15 +512,16 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
                 Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
                 Format::Table => {
                     for r in rows {
+                        let e = &r.entry;
                         writeln!(
                             out,
-                            "{}  {:<12} {:<18} {:<30} {:>6}  {}",
-                            time(r.at),
-                            r.actor,
-                            r.action,
-                            r.selector,
-                            r.count,
-                            r.result
+                            "{}  {:<20} {:<18} {:<30} {:>6}  {}",
+                            time(e.at),
+                            e.actor,
+                            e.action,
+                            e.selector,
+                            e.count,
+                            e.result
                         )?;
                     }
                 }

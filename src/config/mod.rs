@@ -5,6 +5,7 @@
 //! types below ([`validate`]). Every step collects all of its errors, each naming
 //! `file:line:column`, so a user fixes a file in one pass. Later code never re-checks.
 
+pub mod admin;
 pub mod diagnostic;
 pub mod interpolate;
 mod postgres;
@@ -42,6 +43,8 @@ pub struct Config {
     pub router: RouterConfig,
     /// `[telemetry]`
     pub telemetry: TelemetryConfig,
+    /// `[admin]`: the admin API's and console's tokens.
+    pub admin: admin::AdminConfig,
 }
 
 /// `[telemetry]`: traces.

@@ -17,7 +17,8 @@ use super::*;
 
 const DEFAULT_RETAIN: Duration = Duration::from_secs(14 * 24 * 3600);
 
-const SECTIONS: &str = "server, kafka, schema_registry, dlq, sources, routes, router, telemetry";
+const SECTIONS: &str =
+    "server, kafka, schema_registry, dlq, sources, routes, router, telemetry, admin";
 
 pub(super) fn load(
     path: &Path,
@@ -68,6 +69,7 @@ pub(super) fn load(
             "routes" => "routes",
             "router" => "router",
             "telemetry" => "telemetry",
+            "admin" => "admin",
             other => {
                 diag.at(
                     key.span(),
@@ -100,6 +102,12 @@ pub(super) fn load(
         Some(v) => {
             section::<RawTelemetry>(v, &mut diag).and_then(|t| validate_telemetry(t, &mut diag))
         }
+    };
+    let admin_span = sections.get("admin").map(|v| v.span());
+    let admin = match sections.remove("admin") {
+        None => Some(super::admin::AdminConfig::default()),
+        Some(v) => section::<super::admin::RawAdmin>(v, &mut diag)
+            .and_then(|a| super::admin::validate(a, &mut diag)),
     };
     let sources = sections
         .remove("sources")
@@ -160,11 +168,22 @@ pub(super) fn load(
             }
         }
     }
+    // The admin API is served on the admin listener only, never beside the webhooks.
+    if let (Some(admin), Some(server), Some(span)) = (&admin, &server, admin_span)
+        && admin.is_on()
+        && server.admin_listen.is_none()
+    {
+        diag.at(
+            span,
+            "[admin] tokens are set, but the admin API and console are served on [server] admin_listen only, and it is not set",
+            Some("add admin_listen = \"127.0.0.1:9090\" to [server] (an address only operators can reach)".into()),
+        );
+    }
     let mask_key = router.as_ref().and_then(|r| r.mask_key.clone());
     let routes =
         super::route::validate_routes(routes, &sources, mask_key.as_ref(), path, &mut diag);
 
-    match (server, kafka, registry, dlq, router, telemetry) {
+    match (server, kafka, registry, dlq, router, telemetry, admin) {
         (
             Some(server),
             Some(kafka),
@@ -172,9 +191,11 @@ pub(super) fn load(
             Some(dlq),
             Some(router),
             Some(telemetry),
+            Some(admin),
         ) if diag.is_empty() => Ok(Config {
             router,
             telemetry,
+            admin,
             path: path.to_path_buf(),
             server,
             kafka,

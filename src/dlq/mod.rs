@@ -17,6 +17,7 @@
 //! letters are unique per (source, event id, route).
 //! Pending entries are never purged automatically.
 
+pub mod audit;
 mod postgres;
 pub mod redeliver;
 pub mod replay;
@@ -187,20 +188,28 @@ pub struct StatsRow {
 }
 
 /// One line of the audit log.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct AuditEntry {
     /// When, micros since the epoch.
     pub at: i64,
-    /// Who (OS user or `--actor`).
+    /// Who: `token:<name>` (the admin API, authenticated), `local:<user>` (the CLI straight on
+    /// the store: break-glass), `switchyard` (the daemon itself).
     pub actor: String,
-    /// `replay`, `replay --dry-run`, `discard`.
+    /// The role the actor acted with (`viewer`, `operator`, `admin`; empty when not through
+    /// the admin API).
+    pub role: String,
+    /// `replay`, `replay --dry-run`, `discard`, `view raw payload`, `denied`, …
     pub action: String,
-    /// The selector as typed.
+    /// The selector as typed (or the request's method and path).
     pub selector: String,
     /// How many entries it applied to.
     pub count: i64,
     /// What happened.
     pub result: String,
+    /// The peer address of the request (admin API), empty otherwise.
+    pub peer: String,
+    /// The request's id (admin API: also in its `x-request-id` answer header).
+    pub request_id: String,
 }
 
 /// The answer of a shared store to an instance claiming a webhook event id before delivering
@@ -503,13 +512,39 @@ impl DlqStore {
         dispatch!(self, s => s.put_state(key, value).await)
     }
 
-    /// Appends to the audit log.
+    /// Appends to the audit log, chained to the row before ([`audit::link`]).
     pub async fn audit(&self, entry: &AuditEntry) -> Result<(), DlqError> {
         dispatch!(self, s => s.audit(entry).await)
     }
 
+    /// Audit rows after `after_id`, oldest first, at most `limit`.
+    pub async fn audit_page(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<audit::AuditRecord>, DlqError> {
+        dispatch!(self, s => s.audit_page(after_id, limit).await)
+    }
+
+    /// Walks the whole audit log and checks its chain ([`audit::Verifier`]).
+    pub async fn verify_audit(&self) -> Result<audit::Verification, DlqError> {
+        let mut v = audit::Verifier::default();
+        let mut after = 0;
+        'pages: loop {
+            let page = self.audit_page(after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            for r in &page {
+                if !v.push(r) {
+                    break 'pages;
+                }
+            }
+        }
+        Ok(v.finish())
+    }
+
     /// The audit log, newest first.
-    pub async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, DlqError> {
+    pub async fn audit_log(&self, limit: usize) -> Result<Vec<audit::AuditRecord>, DlqError> {
         dispatch!(self, s => s.audit_log(limit).await)
     }
 

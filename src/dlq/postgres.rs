@@ -9,6 +9,7 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, ToStatement};
 
+use super::audit::AuditRecord;
 use super::sql::{COLUMNS, Param, limit_clause, where_clause};
 use super::{
     AuditEntry, DeadLetter, DlqError, EncodedRecord, NewDeadLetter, Selector, StatsRow, Status,
@@ -75,7 +76,16 @@ CREATE TABLE IF NOT EXISTS switchyard_state (
 ///   key was stricter, so the new index always builds; rows keep their ids and data.
 const MIGRATIONS: &str = "
 DROP INDEX IF EXISTS switchyard_dead_letters_pending_event;
+ALTER TABLE switchyard_dlq_audit ADD COLUMN IF NOT EXISTS role TEXT NOT NULL DEFAULT '';
+ALTER TABLE switchyard_dlq_audit ADD COLUMN IF NOT EXISTS peer TEXT NOT NULL DEFAULT '';
+ALTER TABLE switchyard_dlq_audit ADD COLUMN IF NOT EXISTS request_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE switchyard_dlq_audit ADD COLUMN IF NOT EXISTS prev_hash TEXT NOT NULL DEFAULT '';
+ALTER TABLE switchyard_dlq_audit ADD COLUMN IF NOT EXISTS hash TEXT NOT NULL DEFAULT '';
 ";
+
+/// The advisory lock (transaction-level) that orders appends to the audit log of every
+/// instance: each row is chained to the one written before it.
+const AUDIT_LOCK: i64 = 7406231;
 
 /// The advisory lock (transaction-level) that serialises instances creating or upgrading the
 /// tables at once.
@@ -736,38 +746,89 @@ impl PostgresStore {
     }
 
     pub(super) async fn audit(&self, e: &AuditEntry) -> Result<(), DlqError> {
-        self.client
-            .execute(
-                "INSERT INTO switchyard_dlq_audit (at, actor, action, selector, count, result)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-                &[&e.at, &e.actor, &e.action, &e.selector, &e.count, &e.result],
+        let sqlerr = |e: tokio_postgres::Error| pg(CallError::Sql(e));
+        let mut conn = self.client.get().await.map_err(pg)?;
+        let tx = conn.transaction().await.map_err(sqlerr)?;
+        tx.execute(&format!("SELECT pg_advisory_xact_lock({AUDIT_LOCK})"), &[])
+            .await
+            .map_err(sqlerr)?;
+        let prev: String = tx
+            .query_opt(
+                "SELECT hash FROM switchyard_dlq_audit ORDER BY id DESC LIMIT 1",
+                &[],
             )
             .await
-            .map_err(pg)?;
-        Ok(())
+            .map_err(sqlerr)?
+            .map(|r| r.get(0))
+            .unwrap_or_default();
+        let hash = super::audit::link(&prev, e);
+        tx.execute(
+            "INSERT INTO switchyard_dlq_audit (at, actor, action, selector, count, result, role,
+                 peer, request_id, prev_hash, hash)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &e.at,
+                &e.actor,
+                &e.action,
+                &e.selector,
+                &e.count,
+                &e.result,
+                &e.role,
+                &e.peer,
+                &e.request_id,
+                &prev,
+                &hash,
+            ],
+        )
+        .await
+        .map_err(sqlerr)?;
+        tx.commit().await.map_err(sqlerr)
     }
 
-    pub(super) async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, DlqError> {
+    pub(super) async fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, DlqError> {
+        self.audit_rows(&format!("WHERE id > $1 ORDER BY id DESC LIMIT {limit}"), -1)
+            .await
+    }
+
+    pub(super) async fn audit_page(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, DlqError> {
+        self.audit_rows(&format!("WHERE id > $1 ORDER BY id LIMIT {limit}"), after_id)
+            .await
+    }
+
+    async fn audit_rows(&self, tail: &str, after_id: i64) -> Result<Vec<AuditRecord>, DlqError> {
         let rows = self
             .client
             .query(
                 &format!(
-                    "SELECT at, actor, action, selector, count, result FROM switchyard_dlq_audit
-                     ORDER BY id DESC LIMIT {limit}"
+                    "SELECT id, at, actor, action, selector, count, result, role, peer,
+                         request_id, prev_hash, hash
+                     FROM switchyard_dlq_audit {tail}"
                 ),
-                &[],
+                &[&after_id],
             )
             .await
             .map_err(pg)?;
         Ok(rows
             .iter()
-            .map(|r| AuditEntry {
-                at: r.get(0),
-                actor: r.get(1),
-                action: r.get(2),
-                selector: r.get(3),
-                count: r.get(4),
-                result: r.get(5),
+            .map(|r| AuditRecord {
+                id: r.get(0),
+                entry: AuditEntry {
+                    at: r.get(1),
+                    actor: r.get(2),
+                    action: r.get(3),
+                    selector: r.get(4),
+                    count: r.get(5),
+                    result: r.get(6),
+                    role: r.get(7),
+                    peer: r.get(8),
+                    request_id: r.get(9),
+                },
+                prev_hash: r.get(10),
+                hash: r.get(11),
             })
             .collect())
     }

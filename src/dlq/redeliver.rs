@@ -332,6 +332,7 @@ impl Redeliverer {
                     selector: format!("--source {source} --class unavailable"),
                     count: i64::try_from(delivered + failed).unwrap_or(i64::MAX),
                     result: format!("delivered {delivered}, failed {failed}"),
+                    ..AuditEntry::default()
                 })
                 .await?;
         }

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
+use super::audit::AuditRecord;
 use super::sql::{COLUMNS, Param, limit_clause, where_clause};
 use super::{
     AuditEntry, DeadLetter, DlqError, EncodedRecord, NewDeadLetter, Selector, StatsRow, Status,
@@ -52,7 +53,12 @@ CREATE TABLE IF NOT EXISTS audit_log (
     action TEXT NOT NULL,
     selector TEXT NOT NULL,
     count INTEGER NOT NULL,
-    result TEXT NOT NULL
+    result TEXT NOT NULL,
+    role TEXT NOT NULL DEFAULT '',
+    peer TEXT NOT NULL DEFAULT '',
+    request_id TEXT NOT NULL DEFAULT '',
+    prev_hash TEXT NOT NULL DEFAULT '',
+    hash TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS webhook_seen (
     key TEXT PRIMARY KEY,
@@ -74,6 +80,35 @@ CREATE TABLE IF NOT EXISTS state (
 const MIGRATIONS: &str = "
 DROP INDEX IF EXISTS dead_letters_pending_event;
 ";
+
+/// The audit log's columns added after its first version (the hash chain and who, from where):
+/// added to a store made before, in one write transaction; old rows keep empty values.
+const AUDIT_COLUMNS: [&str; 5] = ["role", "peer", "request_id", "prev_hash", "hash"];
+
+fn add_audit_columns(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let added = (|| {
+        let have: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('audit_log')")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for column in AUDIT_COLUMNS {
+            if !have.iter().any(|c| c == column) {
+                conn.execute_batch(&format!(
+                    "ALTER TABLE audit_log ADD COLUMN {column} TEXT NOT NULL DEFAULT ''"
+                ))?;
+            }
+        }
+        Ok(())
+    })();
+    match added {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
 
 /// The deduplication ids' log, in a file of its own beside the store (see [`ids_file`]): one
 /// row per committed batch of ids (see `seen::encode_batch`), so a commit inserts one row, not
@@ -175,6 +210,7 @@ impl SqliteStore {
             // once (the second waits for the first, then finds nothing to do).
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {SCHEMA} {MIGRATIONS} COMMIT;"))
                 .map_err(|e| format!("creating or upgrading the tables: {e}"))?;
+            add_audit_columns(&conn).map_err(|e| format!("upgrading the audit log: {e}"))?;
             let mut seen = open_ids()?;
             seen.execute_batch(IDS_SCHEMA).map_err(|e| e.to_string())?;
             seen::adopt_old_log(&mut seen).map_err(|e| e.to_string())?;
@@ -598,36 +634,93 @@ impl SqliteStore {
         let e = e.clone();
         let err = self.err();
         self.with(move |c| {
-            c.execute(
-                "INSERT INTO audit_log (at, actor, action, selector, count, result) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![e.at, e.actor, e.action, e.selector, e.count, e.result],
+            // The write transaction orders appends of every process on this file: each row is
+            // chained to the one written before it.
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(&err)?;
+            let prev: String = tx
+                .query_row(
+                    "SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(&err)?
+                .unwrap_or_default();
+            let hash = super::audit::link(&prev, &e);
+            tx.execute(
+                "INSERT INTO audit_log (at, actor, action, selector, count, result, role, peer,
+                     request_id, prev_hash, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    e.at,
+                    e.actor,
+                    e.action,
+                    e.selector,
+                    e.count,
+                    e.result,
+                    e.role,
+                    e.peer,
+                    e.request_id,
+                    prev,
+                    hash
+                ],
             )
-            .map(|_| ())
-            .map_err(&err)
+            .map_err(&err)?;
+            tx.commit().map_err(&err)
         })
         .await
     }
 
-    pub(super) async fn audit_log(&self, limit: usize) -> Result<Vec<AuditEntry>, DlqError> {
+    pub(super) async fn audit_log(&self, limit: usize) -> Result<Vec<AuditRecord>, DlqError> {
+        self.audit_rows(format!("ORDER BY id DESC LIMIT {limit}"), 0)
+            .await
+    }
+
+    pub(super) async fn audit_page(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, DlqError> {
+        self.audit_rows(format!("WHERE id > ?1 ORDER BY id LIMIT {limit}"), after_id)
+            .await
+    }
+
+    async fn audit_rows(&self, tail: String, after_id: i64) -> Result<Vec<AuditRecord>, DlqError> {
         let err = self.err();
         self.with(move |c| {
             let mut stmt = c
                 .prepare(&format!(
-                    "SELECT at, actor, action, selector, count, result FROM audit_log ORDER BY id DESC LIMIT {limit}"
+                    "SELECT id, at, actor, action, selector, count, result, role, peer, request_id,
+                         prev_hash, hash
+                     FROM audit_log {tail}"
                 ))
                 .map_err(&err)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(AuditEntry {
-                        at: r.get(0)?,
-                        actor: r.get(1)?,
-                        action: r.get(2)?,
-                        selector: r.get(3)?,
-                        count: r.get(4)?,
-                        result: r.get(5)?,
-                    })
+            let read = |r: &rusqlite::Row<'_>| {
+                Ok(AuditRecord {
+                    id: r.get(0)?,
+                    entry: AuditEntry {
+                        at: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        selector: r.get(4)?,
+                        count: r.get(5)?,
+                        result: r.get(6)?,
+                        role: r.get(7)?,
+                        peer: r.get(8)?,
+                        request_id: r.get(9)?,
+                    },
+                    prev_hash: r.get(10)?,
+                    hash: r.get(11)?,
                 })
-                .map_err(&err)?;
+            };
+            let rows = if tail.contains("?1") {
+                stmt.query_map([after_id], read)
+            } else {
+                stmt.query_map([], read)
+            }
+            .map_err(&err)?;
             rows.collect::<Result<Vec<_>, _>>().map_err(&err)
         })
         .await

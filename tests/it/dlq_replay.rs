@@ -240,7 +240,7 @@ async fn an_oversize_event_is_dead_lettered_then_replayed_exactly_once_after_the
     let log: Vec<serde_json::Value> = serde_json::from_slice(&audit.stdout).expect("audit json");
     let replays: Vec<_> = log.iter().filter(|e| e["action"] == "replay").collect();
     assert_eq!(replays.len(), 3, "{log:?}");
-    assert!(replays.iter().all(|e| e["actor"] == "oncall-test"));
+    assert!(replays.iter().all(|e| e["actor"] == "local:oncall-test"));
     assert_eq!(
         replays.last().map(|e| e["result"].clone()),
         Some(serde_json::json!("delivered 1, failed 0"))
@@ -827,7 +827,7 @@ fn discard_needs_a_reason_and_is_audited() {
     assert_eq!(rt.block_on(count(&store, Status::Pending)), 1);
     let audit = switchyard(&path, &["dlq", "audit", "--format", "json"]);
     let log: Vec<serde_json::Value> = serde_json::from_slice(&audit.stdout).expect("json");
-    assert_eq!(log[0]["actor"], "alice");
+    assert_eq!(log[0]["actor"], "local:alice", "break-glass use of the store stands out");
     assert_eq!(log[0]["action"], "discard");
     assert_eq!(log[0]["count"], 2);
     let stats = switchyard(&path, &["dlq", "stats", "--format", "json"]);

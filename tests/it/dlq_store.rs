@@ -307,15 +307,24 @@ async fn conformance_interrupted(
                 selector: "--class schema".into(),
                 count: 2,
                 result: "ok".into(),
+                role: "operator".into(),
+                peer: "127.0.0.1".into(),
+                request_id: format!("req-{i}"),
             })
             .await
             .expect("audit");
     }
     let log = store.audit_log(10).await.expect("audit log");
     assert_eq!(
-        log.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+        log.iter().map(|e| e.entry.action.as_str()).collect::<Vec<_>>(),
         vec!["discard", "replay"]
     );
+    assert_eq!(log[0].entry.request_id, "req-1");
+    // Each row is chained to the one before it, and the chain verifies.
+    assert_eq!(log[0].prev_hash, log[1].hash);
+    let v = store.verify_audit().await.expect("verify");
+    assert_eq!((v.verified, v.unchained, v.broken), (2, 0, None));
+    assert_eq!(v.last_hash, log[0].hash);
 
     // Retention purges old replayed/discarded entries, never pending ones.
     let purged = store.purge(now_micros() + 1).await.expect("purge");
@@ -757,6 +766,24 @@ async fn check_upgraded(config: &DlqStoreConfig, old: &[DeadLetter]) {
     assert_eq!(rows[1], old[1]);
     assert_eq!(rows[2], old[2]);
     assert_eq!(rows[3].event.as_ref(), Some(&billing.event));
+
+    // The old audit row is kept, before the chain; new rows are chained after it.
+    store
+        .audit(&AuditEntry {
+            at: 2,
+            actor: "local:oncall".into(),
+            action: "discard".into(),
+            ..AuditEntry::default()
+        })
+        .await
+        .expect("audit");
+    let log = store.audit_log(10).await.expect("audit log");
+    assert_eq!(
+        log.iter().map(|r| r.entry.actor.as_str()).collect::<Vec<_>>(),
+        vec!["local:oncall", "oncall"]
+    );
+    let v = store.verify_audit().await.expect("verify");
+    assert_eq!((v.unchained, v.verified, v.broken), (1, 1, None));
 }
 
 #[tokio::test]
@@ -793,7 +820,18 @@ async fn a_sqlite_store_of_the_previous_version_is_upgraded_in_place_and_keys_by
             );
             CREATE UNIQUE INDEX dead_letters_pending_event
                 ON dead_letters(event_id, route) WHERE status = 'pending';
-            CREATE INDEX dead_letters_status ON dead_letters(status, last_failed_at);",
+            CREATE INDEX dead_letters_status ON dead_letters(status, last_failed_at);
+            CREATE TABLE audit_log (
+                id INTEGER PRIMARY KEY AUTOINCREMENT,
+                at INTEGER NOT NULL,
+                actor TEXT NOT NULL,
+                action TEXT NOT NULL,
+                selector TEXT NOT NULL,
+                count INTEGER NOT NULL,
+                result TEXT NOT NULL
+            );
+            INSERT INTO audit_log (at, actor, action, selector, count, result)
+                VALUES (1, 'oncall', 'discard', '--id 9', 1, 'discarded 1: test');",
         )
         .expect("old schema");
         for d in &mut old {
@@ -870,7 +908,18 @@ async fn a_postgres_store_of_the_previous_version_is_upgraded_in_place_and_keys_
                 CREATE UNIQUE INDEX switchyard_dead_letters_pending_event
                     ON switchyard_dead_letters(event_id, route) WHERE status = 'pending';
                 CREATE INDEX switchyard_dead_letters_status
-                    ON switchyard_dead_letters(status, last_failed_at);",
+                    ON switchyard_dead_letters(status, last_failed_at);
+                CREATE TABLE switchyard_dlq_audit (
+                    id BIGSERIAL PRIMARY KEY,
+                    at BIGINT NOT NULL,
+                    actor TEXT NOT NULL,
+                    action TEXT NOT NULL,
+                    selector TEXT NOT NULL,
+                    count BIGINT NOT NULL,
+                    result TEXT NOT NULL
+                );
+                INSERT INTO switchyard_dlq_audit (at, actor, action, selector, count, result)
+                    VALUES (1, 'oncall', 'discard', '--id 9', 1, 'discarded 1: test');",
             )
             .await
             .expect("old schema");
@@ -1091,4 +1140,69 @@ async fn the_daemon_on_a_tls_store_reports_it_down_answers_503_and_recovers_with
         (200, "accepted".to_string()),
         "the copy answered 503 is accepted when the provider retries"
     );
+}
+
+/// Whoever can write to the store can change an audit row, but not quietly: the chain breaks
+/// at that row, and `verify_audit` names it (both stores).
+#[tokio::test]
+async fn an_audit_row_changed_in_the_store_is_named_by_verify() {
+    async fn three_rows(store: &DlqStore) {
+        for n in 0..3 {
+            store
+                .audit(&AuditEntry {
+                    at: now_micros(),
+                    actor: format!("token:t{n}"),
+                    role: "operator".into(),
+                    action: "discard".into(),
+                    selector: format!("--id {n}"),
+                    count: 1,
+                    result: "discarded 1".into(),
+                    ..AuditEntry::default()
+                })
+                .await
+                .expect("audit");
+        }
+        let v = store.verify_audit().await.expect("verify");
+        assert_eq!((v.verified, v.broken), (3, None));
+    }
+    let dir = scratch();
+    let path = dir.path().join("dlq.db");
+    let store = DlqStore::open(&DlqStoreConfig::Sqlite(path.clone()))
+        .await
+        .expect("open");
+    three_rows(&store).await;
+    let second = store.audit_log(3).await.expect("log")[1].id;
+    rusqlite::Connection::open(&path)
+        .expect("open the file")
+        .execute(
+            "UPDATE audit_log SET actor = 'token:someone-else' WHERE id = ?1",
+            [second],
+        )
+        .expect("tamper");
+    let v = store.verify_audit().await.expect("verify");
+    assert_eq!(v.verified, 1, "{v:?}");
+    assert_eq!(v.broken.as_ref().map(|b| b.id), Some(second), "{v:?}");
+
+    let pg = PgCluster::start();
+    let db = pg.fresh_database("audit_tamper").await;
+    let store = DlqStore::open(&DlqStoreConfig::Postgres(pg.url(&db)))
+        .await
+        .expect("open");
+    three_rows(&store).await;
+    let last = store.audit_log(1).await.expect("log")[0].id;
+    let (client, conn) = tokio_postgres::connect(&pg.libpq(&db), tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    let task = tokio::spawn(conn);
+    client
+        .execute(
+            "UPDATE switchyard_dlq_audit SET count = 0 WHERE id = $1",
+            &[&last],
+        )
+        .await
+        .expect("tamper");
+    drop(client);
+    let _ = task.await;
+    let v = store.verify_audit().await.expect("verify");
+    assert_eq!(v.broken.as_ref().map(|b| b.id), Some(last), "{v:?}");
 }
