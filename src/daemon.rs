@@ -148,6 +148,18 @@ impl Daemon {
             ready.clone(),
         );
         let (public_admin, admin_app) = match config.server.admin_listen {
+            // The admin API and console: on the admin listener only, with tokens only.
+            Some(_) if config.admin.is_on() => {
+                let state = Arc::new(crate::admin::AdminState::new(
+                    &config,
+                    Arc::clone(&dlq),
+                    Arc::clone(&pipeline),
+                ));
+                (
+                    None,
+                    Some(admin::app(admin_routes.merge(crate::admin::routes(state)))),
+                )
+            }
             Some(_) => (None, Some(admin::app(admin_routes))),
             None => {
                 warn!(

@@ -19,6 +19,7 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
 pub mod ack;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;

@@ -127,9 +127,16 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Served {
         }
         // The router is always ready.
         let mut router = self.front.router.clone();
+        let mut request = request;
+        request.extensions_mut().insert(Peer(self.peer));
         Either::Right(tower_service::Service::call(&mut router, request))
     }
 }
+
+/// The address of the peer a request came from (in the extensions of requests the router
+/// serves).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer(pub std::net::IpAddr);
 
 /// Connections waiting for their thread, per thread; the acceptor waits beyond that.
 const DEAL_QUEUE: usize = 256;

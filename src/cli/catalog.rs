@@ -183,11 +183,17 @@ fn describe(config: &Config, e: &Entry) -> Json {
 }
 
 /// `switchyard topics`.
-pub fn topics(config: &Config, format: TopicsFormat) -> ExitCode {
-    let list: Vec<Json> = entries(config, None)
+/// Every topic the configuration can produce, as `switchyard topics --format json` prints it
+/// (and `GET /api/v1/routes` answers).
+pub(crate) fn topics_json(config: &Config) -> Vec<Json> {
+    entries(config, None)
         .iter()
         .map(|e| describe(config, e))
-        .collect();
+        .collect()
+}
+
+pub fn topics(config: &Config, format: TopicsFormat) -> ExitCode {
+    let list = topics_json(config);
     match format {
         TopicsFormat::Json => println!(
             "{}",
@@ -260,6 +266,47 @@ pub fn lineage(config: &Config, format: LineageFormat, live: Option<&LiveTables>
         );
         return ExitCode::SUCCESS;
     }
+    let graph = lineage_json(config, live);
+    let empty = Vec::new();
+    let nodes = graph["nodes"].as_array().unwrap_or(&empty);
+    let edges = graph["edges"].as_array().unwrap_or(&empty);
+    match format {
+        LineageFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&graph).unwrap_or_default()
+        ),
+        LineageFormat::Dot => {
+            println!("digraph switchyard {{\n  rankdir=LR;");
+            for n in nodes {
+                let shape = match n["kind"].as_str().unwrap_or("") {
+                    "route" => "box",
+                    "topic" => "cylinder",
+                    "table" | "event type" => "note",
+                    _ => "ellipse",
+                };
+                println!(
+                    "  {:?} [label={:?}, shape={shape}];",
+                    n["id"].as_str().unwrap_or(""),
+                    n["label"].as_str().unwrap_or("")
+                );
+            }
+            for e in edges {
+                println!(
+                    "  {:?} -> {:?};",
+                    e["from"].as_str().unwrap_or(""),
+                    e["to"].as_str().unwrap_or("")
+                );
+            }
+            println!("}}");
+        }
+        LineageFormat::Openlineage => {}
+    }
+    ExitCode::SUCCESS
+}
+
+/// The data flow as nodes and edges (`switchyard lineage --format json`, `GET
+/// /api/v1/lineage`, the console's graph).
+pub(crate) fn lineage_json(config: &Config, live: Option<&LiveTables>) -> Json {
     let mut nodes: Vec<Json> = Vec::new();
     let mut edges: Vec<Json> = Vec::new();
     let mut add_node = |id: String, kind: &str, label: &str| {
@@ -300,39 +347,5 @@ pub fn lineage(config: &Config, format: LineageFormat, live: Option<&LiveTables>
         edges
             .push(json!({"from": format!("route:{}", r.name), "to": format!("topic:{}", e.topic)}));
     }
-    match format {
-        LineageFormat::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(
-                &json!({"nodes": nodes, "edges": edges, "live": live.is_some()})
-            )
-            .unwrap_or_default()
-        ),
-        LineageFormat::Dot => {
-            println!("digraph switchyard {{\n  rankdir=LR;");
-            for n in &nodes {
-                let shape = match n["kind"].as_str().unwrap_or("") {
-                    "route" => "box",
-                    "topic" => "cylinder",
-                    "table" | "event type" => "note",
-                    _ => "ellipse",
-                };
-                println!(
-                    "  {:?} [label={:?}, shape={shape}];",
-                    n["id"].as_str().unwrap_or(""),
-                    n["label"].as_str().unwrap_or("")
-                );
-            }
-            for e in &edges {
-                println!(
-                    "  {:?} -> {:?};",
-                    e["from"].as_str().unwrap_or(""),
-                    e["to"].as_str().unwrap_or("")
-                );
-            }
-            println!("}}");
-        }
-        LineageFormat::Openlineage => {}
-    }
-    ExitCode::SUCCESS
+    json!({"nodes": nodes, "edges": edges, "live": live.is_some()})
 }

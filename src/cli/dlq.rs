@@ -7,25 +7,13 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use serde_json::json;
 
 use crate::config::Config;
 use crate::dlq::replay::{ReplayOptions, replay};
+use crate::dlq::select::{Selection, parse_class, parse_rate, parse_time};
 use crate::dlq::{AuditEntry, DeadLetter, DlqStore, Selector, Status};
 use crate::event::now_micros;
 use crate::pipeline::Pipeline;
-
-const CLASSES: &[&str] = &[
-    "decode",
-    "verify",
-    "schema",
-    "encode",
-    "oversize",
-    "unroutable",
-    "produce",
-    "retries_exhausted",
-    "unavailable",
-];
 
 /// The `dlq` subcommands.
 #[derive(Debug, Subcommand)]
@@ -186,46 +174,12 @@ pub struct Select {
     limit: Option<usize>,
 }
 
-fn parse_class(s: &str) -> Result<String, String> {
-    if CLASSES.contains(&s) {
-        Ok(s.to_string())
-    } else {
-        Err(format!(
-            "unknown class `{s}`; the classes are {}",
-            CLASSES.join(", ")
-        ))
-    }
-}
-
-fn parse_rate(s: &str) -> Result<f64, String> {
-    let n = s.strip_suffix("/s").unwrap_or(s);
-    match n.parse::<f64>() {
-        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
-        _ => Err(format!("`{s}` is not a rate; write e.g. 50/s")),
-    }
-}
-
 fn parse_lease(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
         Ok(d) if d >= crate::dlq::replay::MIN_LEASE => Ok(d),
         Ok(_) => Err(format!("`{s}` is shorter than the shortest lease, 1s")),
         Err(_) => Err(format!("`{s}` is not a duration; write e.g. 2m")),
     }
-}
-
-fn parse_time(s: &str) -> Result<i64, String> {
-    let now = now_micros();
-    if let Ok(d) = humantime::parse_duration(s) {
-        return Ok(now - i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2));
-    }
-    let t = humantime::parse_rfc3339_weak(s).map_err(|_| {
-        format!("`{s}` is neither a duration (1h, 2d) nor a time (2026-11-21T10:00:00Z)")
-    })?;
-    let micros = t
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| e.to_string())?
-        .as_micros();
-    i64::try_from(micros).map_err(|e| e.to_string())
 }
 
 impl Filter {
@@ -243,42 +197,26 @@ impl Filter {
 }
 
 impl Select {
-    fn selector(&self) -> Selector {
-        Selector {
+    /// The shared meaning of these flags (the admin API takes the same).
+    fn selection(&self) -> Selection {
+        Selection {
             ids: self.ids.clone(),
             route: self.route.clone(),
-            source: self.source.clone(),
             class: self.class.clone(),
-            statuses: vec![Status::Pending],
+            all: self.all,
+            source: self.source.clone(),
             since: self.since,
             until: self.until,
             limit: self.limit,
-            after_id: None,
         }
     }
 
+    fn selector(&self) -> Selector {
+        self.selection().selector()
+    }
+
     fn describe(&self) -> String {
-        let mut parts = Vec::new();
-        if !self.ids.is_empty() {
-            let ids: Vec<String> = self.ids.iter().map(i64::to_string).collect();
-            parts.push(format!("--id {}", ids.join(" ")));
-        }
-        for (flag, v) in [
-            ("--route", &self.route),
-            ("--class", &self.class),
-            ("--source", &self.source),
-        ] {
-            if let Some(v) = v {
-                parts.push(format!("{flag} {v}"));
-            }
-        }
-        if self.all {
-            parts.push("--all".into());
-        }
-        if let Some(l) = self.limit {
-            parts.push(format!("--limit {l}"));
-        }
-        parts.join(" ")
+        self.selection().describe()
     }
 }
 
@@ -320,7 +258,7 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
     let store = DlqStore::open(&config.dlq.store)
         .await
         .context("opening the dead-letter store")?;
-    let mut out = std::io::stdout().lock();
+    let mut out = std::io::stdout();
     match command {
         DlqCommand::List {
             filter,
@@ -344,16 +282,7 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
             let Some(dl) = store.get(*id).await? else {
                 return Ok(usage_error(&format!("no dead letter with id {id}")));
             };
-            let mut v = summary(&dl);
-            if let Some(e) = &dl.event {
-                v["event"] = serde_json::to_value(e)?;
-                if let crate::event::Payload::Webhook(w) = &e.payload
-                    && let Ok(body) = serde_json::from_str::<serde_json::Value>(&w.body)
-                {
-                    v["event"]["payload"]["body"] = body;
-                }
-            }
-            v["record_bytes"] = json!(dl.record.as_ref().map(|r| r.value.len()));
+            let v = crate::dlq::view::detail(&dl, dl.event.as_ref());
             writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         }
         DlqCommand::Replay {
@@ -549,22 +478,7 @@ async fn first_unknown_id(store: &DlqStore, ids: &[i64]) -> anyhow::Result<Optio
 }
 
 fn summary(dl: &DeadLetter) -> serde_json::Value {
-    json!({
-        "id": dl.id,
-        "event_id": dl.event_id,
-        "source": dl.source,
-        "route": dl.route,
-        "topic": dl.topic,
-        "key": dl.key,
-        "class": dl.class,
-        "message": dl.message,
-        "attempts": dl.attempts,
-        "status": dl.status,
-        "first_failed_at": time(dl.first_failed_at),
-        "last_failed_at": time(dl.last_failed_at),
-        "replay_count": dl.replay_count,
-        "resolution": dl.resolution,
-    })
+    crate::dlq::view::summary(dl)
 }
 
 fn print_table(out: &mut dyn Write, letters: &[DeadLetter]) -> std::io::Result<()> {

@@ -1,11 +1,11 @@
 //! The command line: `switchyard run | check | tail | route | dlq`.
 
-mod catalog;
+pub(crate) mod catalog;
 mod dlq;
 mod openlineage;
 mod registry;
 mod route;
-mod slot;
+pub(crate) mod slot;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;

@@ -39,6 +39,105 @@ fn postgres_sources(config: &Config) -> Vec<(&str, &PostgresSourceConfig)> {
         .collect()
 }
 
+/// One postgres source's slot, as `slot status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub(crate) struct SlotStatus {
+    pub source: String,
+    pub slot: String,
+    /// `None`: the slot does not exist (the next start creates it).
+    pub active: Option<bool>,
+    pub confirmed_lsn: Option<String>,
+    pub lag_bytes: Option<i64>,
+    pub wal_status: Option<String>,
+}
+
+/// The slot of every postgres source (each database asked, read-only).
+pub(crate) async fn status(config: &Config) -> anyhow::Result<Vec<SlotStatus>> {
+    let mut out = Vec::new();
+    for (name, source) in postgres_sources(config) {
+        let client = connect_sql(source).await?;
+        let row = client
+            .query_opt(
+                "SELECT active, confirmed_flush_lsn::text,
+                        pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
+                        wal_status
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&source.slot],
+            )
+            .await?;
+        out.push(SlotStatus {
+            source: name.to_string(),
+            slot: source.slot.clone(),
+            active: row.as_ref().map(|r| r.get::<_, bool>(0)),
+            confirmed_lsn: row.as_ref().and_then(|r| r.get::<_, Option<String>>(1)),
+            lag_bytes: row.as_ref().and_then(|r| r.get::<_, Option<i64>>(2)),
+            wal_status: row.as_ref().and_then(|r| r.get::<_, Option<String>>(3)),
+        });
+    }
+    Ok(out)
+}
+
+/// What resetting a slot came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Reset {
+    /// Not a postgres source of the configuration.
+    UnknownSource,
+    /// There was no slot (the next start creates it).
+    Missing,
+    /// The slot is in use: a running instance streams from it.
+    InUse,
+    /// Dropped; the message says what the next start does.
+    Dropped(String),
+}
+
+/// Drops `source`'s slot unless it is in use (`confirm` is asked first, with the question).
+pub(crate) async fn reset(
+    config: &Config,
+    source: &str,
+    confirm: impl FnOnce(&str) -> anyhow::Result<bool>,
+) -> anyhow::Result<Reset> {
+    let Some((_, pg)) = postgres_sources(config)
+        .into_iter()
+        .find(|(n, _)| *n == source)
+    else {
+        return Ok(Reset::UnknownSource);
+    };
+    let client = connect_sql(pg).await?;
+    let row = client
+        .query_opt(
+            "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
+            &[&pg.slot],
+        )
+        .await?;
+    match row {
+        None => return Ok(Reset::Missing),
+        Some(r) if r.get::<_, bool>(0) => return Ok(Reset::InUse),
+        Some(_) => {}
+    }
+    if !confirm(&format!(
+        "Drop slot {}? Changes until the next start are not captured.",
+        pg.slot
+    ))? {
+        bail!("cancelled; the slot was kept");
+    }
+    client
+        .execute("SELECT pg_drop_replication_slot($1)", &[&pg.slot])
+        .await?;
+    Ok(Reset::Dropped(
+        if pg.snapshot == crate::config::SnapshotMode::Initial {
+            format!(
+                "dropped slot {}; the next start creates it and takes a new snapshot (snapshot = \"initial\").",
+                pg.slot
+            )
+        } else {
+            format!(
+                "dropped slot {}; the next start creates it at the current position. Changes made meanwhile are not captured: set snapshot = \"initial\" before the next start to copy the tables again.",
+                pg.slot
+            )
+        },
+    ))
+}
+
 /// Runs a `slot` subcommand.
 pub async fn run(config: &Config, command: &SlotCommand) -> anyhow::Result<ExitCode> {
     match command {
@@ -47,87 +146,51 @@ pub async fn run(config: &Config, command: &SlotCommand) -> anyhow::Result<ExitC
                 "{:<16} {:<28} {:<7} {:<14} {:>14}  STATUS",
                 "SOURCE", "SLOT", "ACTIVE", "CONFIRMED", "LAG BYTES"
             );
-            for (name, source) in postgres_sources(config) {
-                let client = connect_sql(source).await?;
-                let row = client
-                    .query_opt(
-                        "SELECT active, confirmed_flush_lsn::text,
-                                pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint,
-                                wal_status
-                         FROM pg_replication_slots WHERE slot_name = $1",
-                        &[&source.slot],
-                    )
-                    .await?;
-                match row {
-                    Some(r) => println!(
-                        "{name:<16} {:<28} {:<7} {:<14} {:>14}  {}",
-                        source.slot,
-                        r.get::<_, bool>(0),
-                        r.get::<_, Option<String>>(1).unwrap_or_default(),
-                        r.get::<_, Option<i64>>(2).unwrap_or_default(),
-                        r.get::<_, Option<String>>(3).unwrap_or_default()
+            for s in status(config).await? {
+                match s.active {
+                    Some(active) => println!(
+                        "{:<16} {:<28} {:<7} {:<14} {:>14}  {}",
+                        s.source,
+                        s.slot,
+                        active,
+                        s.confirmed_lsn.unwrap_or_default(),
+                        s.lag_bytes.unwrap_or_default(),
+                        s.wal_status.unwrap_or_default()
                     ),
                     None => println!(
-                        "{name:<16} {:<28} {:<7} {:<14} {:>14}  missing (created at next start)",
-                        source.slot, "-", "-", "-"
+                        "{:<16} {:<28} {:<7} {:<14} {:>14}  missing (created at next start)",
+                        s.source, s.slot, "-", "-", "-"
                     ),
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
         SlotCommand::Reset { source, yes } => {
-            let Some((_, pg)) = postgres_sources(config)
-                .into_iter()
-                .find(|(n, _)| n == source)
-            else {
-                eprintln!(
-                    "error: `{source}` is not a postgres source in {}",
-                    config.path.display()
-                );
-                return Ok(ExitCode::from(2));
-            };
-            let client = connect_sql(pg).await?;
-            let row = client
-                .query_opt(
-                    "SELECT active FROM pg_replication_slots WHERE slot_name = $1",
-                    &[&pg.slot],
-                )
-                .await?;
-            match row {
-                None => {
-                    eprintln!("slot {} does not exist; the next start creates it", pg.slot);
-                    return Ok(ExitCode::SUCCESS);
+            let ask = |question: &str| -> anyhow::Result<bool> {
+                if *yes || !std::io::stdin().is_terminal() {
+                    return Ok(true);
                 }
-                Some(r) if r.get::<_, bool>(0) => {
-                    eprintln!("error: slot {} is in use; stop switchyard first", pg.slot);
-                    return Ok(ExitCode::from(2));
-                }
-                Some(_) => {}
-            }
-            if !yes && std::io::stdin().is_terminal() {
-                eprint!(
-                    "Drop slot {}? Changes until the next start are not captured. [y/N] ",
-                    pg.slot
-                );
+                eprint!("{question} [y/N] ");
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line)?;
-                if !matches!(line.trim(), "y" | "Y" | "yes") {
-                    bail!("cancelled; the slot was kept");
+                Ok(matches!(line.trim(), "y" | "Y" | "yes"))
+            };
+            match reset(config, source, ask).await? {
+                Reset::UnknownSource => {
+                    eprintln!(
+                        "error: `{source}` is not a postgres source in {}",
+                        config.path.display()
+                    );
+                    return Ok(ExitCode::from(2));
                 }
-            }
-            client
-                .execute("SELECT pg_drop_replication_slot($1)", &[&pg.slot])
-                .await?;
-            if pg.snapshot == crate::config::SnapshotMode::Initial {
-                eprintln!(
-                    "dropped slot {}; the next start creates it and takes a new snapshot (snapshot = \"initial\").",
-                    pg.slot
-                );
-            } else {
-                eprintln!(
-                    "dropped slot {}; the next start creates it at the current position. Changes made meanwhile are not captured: set snapshot = \"initial\" before the next start to copy the tables again.",
-                    pg.slot
-                );
+                Reset::Missing => {
+                    eprintln!("the slot of `{source}` does not exist; the next start creates it");
+                }
+                Reset::InUse => {
+                    eprintln!("error: the slot of `{source}` is in use; stop switchyard first");
+                    return Ok(ExitCode::from(2));
+                }
+                Reset::Dropped(message) => eprintln!("{message}"),
             }
             Ok(ExitCode::SUCCESS)
         }

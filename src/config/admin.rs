@@ -121,7 +121,10 @@ pub(super) fn validate(raw: RawAdmin, diag: &mut Diagnostics) -> Option<AdminCon
             diag.at(
                 span.clone(),
                 format!("`{name}` is not a usable token name"),
-                Some("use letters, digits, -, _, . and @ (at most 64), e.g. [admin.tokens.alice]".into()),
+                Some(
+                    "use letters, digits, -, _, . and @ (at most 64), e.g. [admin.tokens.alice]"
+                        .into(),
+                ),
             );
             ok = false;
         }

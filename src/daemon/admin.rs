@@ -70,14 +70,14 @@ pub(crate) fn app(routes: Router) -> Router {
             error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "the admin listener serves /healthz, /metrics and /readyz".into(),
+                "the admin listener serves /healthz, /metrics and /readyz, and with [admin] tokens the admin API under /api/v1 and the console under /ui".into(),
             )
         })
         .method_not_allowed_fallback(|| async {
             error(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method_not_allowed",
-                "the admin paths accept GET only".into(),
+                "this path does not take that method (see /api/v1/openapi.json)".into(),
             )
         })
 }

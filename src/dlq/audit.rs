@@ -85,12 +85,7 @@ impl Verifier {
         if self.found.broken.is_some() {
             return false;
         }
-        let broken = |reason: String| {
-            Some(BrokenLink {
-                id: r.id,
-                reason,
-            })
-        };
+        let broken = |reason: String| Some(BrokenLink { id: r.id, reason });
         if r.hash.is_empty() {
             if self.chained {
                 self.found.broken = broken(
@@ -114,8 +109,7 @@ impl Verifier {
         let want = link(&r.prev_hash, &r.entry);
         if want != r.hash {
             self.found.broken = broken(
-                "its fields do not match its hash: the row was changed after it was written"
-                    .into(),
+                "its fields do not match its hash: the row was changed after it was written".into(),
             );
             return false;
         }

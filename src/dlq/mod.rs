@@ -21,8 +21,10 @@ pub mod audit;
 mod postgres;
 pub mod redeliver;
 pub mod replay;
+pub mod select;
 mod sql;
 mod sqlite;
+pub mod view;
 
 use std::fmt;
 use std::path::PathBuf;

@@ -795,8 +795,11 @@ impl PostgresStore {
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, DlqError> {
-        self.audit_rows(&format!("WHERE id > $1 ORDER BY id LIMIT {limit}"), after_id)
-            .await
+        self.audit_rows(
+            &format!("WHERE id > $1 ORDER BY id LIMIT {limit}"),
+            after_id,
+        )
+        .await
     }
 
     async fn audit_rows(&self, tail: &str, after_id: i64) -> Result<Vec<AuditRecord>, DlqError> {

@@ -56,7 +56,21 @@ pub struct ReplayOptions {
     pub lease: Duration,
     /// Deliveries in flight at once.
     pub concurrency: usize,
+    /// Set to stop the replay: no delivery starts after it (the entries left stay pending;
+    /// deliveries in progress finish). For the admin API's jobs.
+    pub cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
+
+impl ReplayOptions {
+    fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// Why entries of a cancelled replay were not delivered.
+pub const CANCELLED: &str = "the replay was cancelled";
 
 impl Default for ReplayOptions {
     fn default() -> Self {
@@ -68,6 +82,7 @@ impl Default for ReplayOptions {
             batch: 200,
             lease: Duration::from_secs(120),
             concurrency: 32,
+            cancel: None,
         }
     }
 }
@@ -131,7 +146,7 @@ pub async fn replay(
     store: &DlqStore,
     pipeline: &Arc<Pipeline>,
     opts: &ReplayOptions,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<ReplayReport, ReplayError> {
     let mut selector = opts.selector.clone();
     selector.statuses = if opts.force {
@@ -151,7 +166,7 @@ pub async fn replay(
     let mut remaining = selector.limit;
     loop {
         let batch = remaining.map_or(opts.batch, |r| r.min(opts.batch));
-        if batch == 0 {
+        if batch == 0 || opts.cancelled() {
             break;
         }
         let mut claim_sel = selector.clone();
@@ -184,6 +199,9 @@ pub async fn replay(
                 async move {
                     if let Some(at) = at {
                         tokio::time::sleep_until(at.into()).await;
+                    }
+                    if opts.cancelled() {
+                        held.lose(CANCELLED.into());
                     }
                     let outcome = replay_entry(store, pipeline, &dl, owner, lease, held).await;
                     outcome.map(|o| (dl, o))
@@ -393,7 +411,7 @@ impl ReplayReport {
     /// Counts `outcome` and writes its JSON line.
     fn write(
         &mut self,
-        out: &mut dyn Write,
+        out: &mut (dyn Write + Send),
         dl: &DeadLetter,
         outcome: EntryOutcome,
     ) -> std::io::Result<()> {
@@ -530,7 +548,7 @@ async fn dry_run(
     store: &DlqStore,
     pipeline: &Pipeline,
     selector: &Selector,
-    out: &mut dyn Write,
+    out: &mut (dyn Write + Send),
 ) -> Result<ReplayReport, ReplayError> {
     let mut report = ReplayReport::default();
     for dl in store.list(selector).await? {

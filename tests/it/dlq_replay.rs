@@ -827,7 +827,10 @@ fn discard_needs_a_reason_and_is_audited() {
     assert_eq!(rt.block_on(count(&store, Status::Pending)), 1);
     let audit = switchyard(&path, &["dlq", "audit", "--format", "json"]);
     let log: Vec<serde_json::Value> = serde_json::from_slice(&audit.stdout).expect("json");
-    assert_eq!(log[0]["actor"], "local:alice", "break-glass use of the store stands out");
+    assert_eq!(
+        log[0]["actor"], "local:alice",
+        "break-glass use of the store stands out"
+    );
     assert_eq!(log[0]["action"], "discard");
     assert_eq!(log[0]["count"], 2);
     let stats = switchyard(&path, &["dlq", "stats", "--format", "json"]);

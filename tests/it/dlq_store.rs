@@ -316,7 +316,9 @@ async fn conformance_interrupted(
     }
     let log = store.audit_log(10).await.expect("audit log");
     assert_eq!(
-        log.iter().map(|e| e.entry.action.as_str()).collect::<Vec<_>>(),
+        log.iter()
+            .map(|e| e.entry.action.as_str())
+            .collect::<Vec<_>>(),
         vec!["discard", "replay"]
     );
     assert_eq!(log[0].entry.request_id, "req-1");
@@ -779,7 +781,9 @@ async fn check_upgraded(config: &DlqStoreConfig, old: &[DeadLetter]) {
         .expect("audit");
     let log = store.audit_log(10).await.expect("audit log");
     assert_eq!(
-        log.iter().map(|r| r.entry.actor.as_str()).collect::<Vec<_>>(),
+        log.iter()
+            .map(|r| r.entry.actor.as_str())
+            .collect::<Vec<_>>(),
         vec!["local:oncall", "oncall"]
     );
     let v = store.verify_audit().await.expect("verify");
