@@ -331,11 +331,11 @@ impl SelectionBody {
     }
 }
 
-fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> Result<T, Response> {
+fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> Result<T, String> {
     if bytes.is_empty() {
         return Ok(T::default());
     }
-    serde_json::from_slice(bytes).map_err(|e| bad_request(format!("the JSON body: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| format!("the JSON body: {e}"))
 }
 
 /// The first of `ids` that names no dead letter.
@@ -411,12 +411,12 @@ pub async fn discard_selected(
 async fn discard(State(state): S, call: Call, bytes: Bytes) -> Response {
     let b: SelectionBody = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => {
+        Err(e) => {
             // Refused for its body, but only after the caller was checked.
             if let Err(r) = call.require(&state, Role::Operator).await {
                 return r.response();
             }
-            return r;
+            return bad_request(e);
         }
     };
     match discard_selected(&state, &call, &b).await {
@@ -556,11 +556,11 @@ pub async fn replay_selected(
 async fn start_replay(State(state): S, call: Call, bytes: Bytes) -> Response {
     let b: SelectionBody = match body(&bytes) {
         Ok(b) => b,
-        Err(r) => {
+        Err(e) => {
             if let Err(r) = call.require(&state, Role::Operator).await {
                 return r.response();
             }
-            return r;
+            return bad_request(e);
         }
     };
     match replay_selected(&state, &call, &b).await {

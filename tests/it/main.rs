@@ -5,6 +5,7 @@ mod support;
 
 mod ack_discipline;
 mod admin;
+mod admin_api;
 mod bad_input;
 mod cdc;
 mod cdc_envelope;

@@ -1,0 +1,554 @@
+//! The admin API (issue #24): every endpoint refuses callers without a token (401) or with too
+//! small a role (403) and serves the right one, each attempt in the audit trail with its
+//! principal; viewers see masked payloads and admins' raw views are audited; a replay job runs,
+//! reports progress, can be cancelled, and delivers each entry once (read back from Kafka).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::Digest;
+use switchyard::config::{Config, DlqStoreConfig};
+use switchyard::dlq::{DlqStore, NewDeadLetter};
+use switchyard::error::ErrorClass;
+use switchyard::event::now_micros;
+
+use crate::dlq_store::webhook_event_from;
+use crate::support::consume::{decode, decoder, read_topic};
+use crate::support::daemon;
+use crate::support::{Stack, wait_for_async};
+
+pub const VIEWER: &str = "sy_viewer_0123456789abcdef0123456789";
+pub const OPERATOR: &str = "sy_operator_0123456789abcdef01234567";
+pub const ADMIN: &str = "sy_admin_0123456789abcdef0123456789ab";
+
+fn sha(token: &str) -> String {
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+/// A daemon with an admin listener, three tokens, and a route that masks `email`.
+pub async fn start(stack: &Stack, topic: &str) -> (switchyard::daemon::Daemon, String, Config) {
+    let path = stack.dir.path().join("routes.toml");
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+
+[kafka]
+bootstrap_servers = "{}"
+partitions = 1
+delivery_timeout = "5s"
+
+[schema_registry]
+url = "{}"
+
+[sources.shop]
+type = "webhook"
+path = "/webhooks/shop"
+provider = "none"
+allow_unauthenticated = true
+
+[[routes]]
+name = "orders"
+source = "shop"
+topic = "{topic}"
+
+[routes.transform]
+mask = {{ email = "redact" }}
+
+[admin.tokens.viewer]
+role = "viewer"
+sha256 = "{}"
+
+[admin.tokens.operator]
+role = "operator"
+sha256 = "sha256:{}"
+
+[admin.tokens.admin]
+role = "admin"
+sha256 = "{}"
+"#,
+            stack.broker.bootstrap(),
+            stack.registry.url(),
+            sha(VIEWER),
+            sha(OPERATOR),
+            sha(ADMIN),
+        ),
+    )
+    .expect("config");
+    let config = Config::load(&path).expect("valid config");
+    let (sy, _) = daemon::start(config.clone()).await;
+    let admin = format!("http://{}", sy.admin_addr().expect("admin listener"));
+    (sy, admin, config)
+}
+
+/// Dead letters of source `shop`, route `orders`, with an email in their body: their ids.
+pub async fn dead_letters(config: &Config, ids: &[&str]) -> Vec<i64> {
+    let DlqStoreConfig::Sqlite(file) = &config.dlq.store else {
+        panic!("the test uses the embedded store");
+    };
+    let store = DlqStore::open(&DlqStoreConfig::Sqlite(file.clone()))
+        .await
+        .expect("store");
+    let mut out = Vec::new();
+    for id in ids {
+        let body = format!(r#"{{"id":"{id}","email":"{id}@example.com","total":5}}"#);
+        out.push(
+            store
+                .put(&NewDeadLetter {
+                    event: webhook_event_from("shop", id, &body),
+                    route: Some("orders".into()),
+                    topic: None,
+                    key: Some(id.to_string()),
+                    record: None,
+                    class: ErrorClass::Produce,
+                    message: "the broker refused it".into(),
+                    attempts: 1,
+                    failed_at: now_micros(),
+                })
+                .await
+                .expect("put"),
+        );
+    }
+    out
+}
+
+/// Calls the API: status and JSON answer.
+pub async fn call(
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    call_from([127, 0, 0, 1], method, url, token, body).await
+}
+
+/// [`call`] from a loopback address of its own (each address has its own failure budget).
+pub async fn call_from(
+    from: [u8; 4],
+    method: &str,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let client = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from(from))
+        .build()
+        .expect("client");
+    let mut req = client.request(method.parse().expect("method"), url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let r = req
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_endpoint_refuses_missing_tokens_and_small_roles_and_audits_each_attempt() {
+    let stack = Stack::start();
+    let (sy, admin, config) = start(&stack, "admin-api-roles").await;
+    let ids = dead_letters(&config, &["r-1", "r-2"]).await;
+    let one = ids[0];
+    // (method, path, body, the role it needs, the status the right role gets)
+    let endpoints: Vec<(&str, String, Option<Value>, &str, u16)> = vec![
+        ("GET", "/api/v1/whoami".into(), None, "viewer", 200),
+        (
+            "GET",
+            "/api/v1/dead-letters?status=all&limit=10".into(),
+            None,
+            "viewer",
+            200,
+        ),
+        (
+            "GET",
+            "/api/v1/dead-letters/stats".into(),
+            None,
+            "viewer",
+            200,
+        ),
+        (
+            "GET",
+            format!("/api/v1/dead-letters/{one}"),
+            None,
+            "viewer",
+            200,
+        ),
+        (
+            "GET",
+            format!("/api/v1/dead-letters/{one}?raw=true"),
+            None,
+            "admin",
+            200,
+        ),
+        ("GET", "/api/v1/replays".into(), None, "viewer", 200),
+        ("GET", "/api/v1/audit?limit=5".into(), None, "viewer", 200),
+        ("GET", "/api/v1/audit/verify".into(), None, "viewer", 200),
+        ("GET", "/api/v1/routes".into(), None, "viewer", 200),
+        ("GET", "/api/v1/lineage".into(), None, "viewer", 200),
+        ("GET", "/api/v1/slots".into(), None, "viewer", 200),
+        (
+            "POST",
+            "/api/v1/replays".into(),
+            Some(json!({"ids": [one], "dry_run": true})),
+            "operator",
+            202,
+        ),
+        (
+            "POST",
+            "/api/v1/dead-letters/discard".into(),
+            Some(json!({"ids": [ids[1]], "reason": "test traffic"})),
+            "operator",
+            200,
+        ),
+        // No postgres source of that name: past the role check, the answer is 404.
+        (
+            "POST",
+            "/api/v1/slots/none/reset".into(),
+            None,
+            "admin",
+            404,
+        ),
+        ("POST", "/api/v1/reload".into(), None, "admin", 200),
+    ];
+    let rank = |r: &str| ["viewer", "operator", "admin"].iter().position(|x| *x == r);
+    let tokens = [("viewer", VIEWER), ("operator", OPERATOR), ("admin", ADMIN)];
+    let mut forbidden = 0;
+    for (n, (method, path, body, needs, want)) in endpoints.iter().enumerate() {
+        let url = format!("{admin}{path}");
+        // Failures from an address of their own: a dozen from one would exhaust its budget.
+        let from = [127, 0, 1, u8::try_from(n).expect("few endpoints")];
+        let (status, answer) = call_from(from, method, &url, None, body.clone()).await;
+        assert_eq!(status, 401, "{method} {path} without a token: {answer}");
+        assert_eq!(answer["error"], "unauthenticated", "{answer}");
+        let (status, _) = call_from(from, method, &url, Some("sy_not_a_token"), body.clone()).await;
+        assert_eq!(status, 401, "{method} {path} with a wrong token");
+        for (role, token) in tokens {
+            if rank(role) < rank(needs) {
+                let (status, answer) = call(method, &url, Some(token), body.clone()).await;
+                assert_eq!(status, 403, "{method} {path} as {role}: {answer}");
+                assert_eq!(answer["error"], "forbidden", "{answer}");
+                forbidden += 1;
+            }
+        }
+        let token = tokens[rank(needs).expect("role")].1;
+        let (status, answer) = call(method, &url, Some(token), body.clone()).await;
+        assert_eq!(status, *want, "{method} {path} as {needs}: {answer}");
+    }
+    // What the reads said.
+    let (_, me) = call(
+        "GET",
+        &format!("{admin}/api/v1/whoami"),
+        Some(OPERATOR),
+        None,
+    )
+    .await;
+    assert_eq!(me, json!({"name": "token:operator", "role": "operator"}));
+    let (_, masked) = call(
+        "GET",
+        &format!("{admin}/api/v1/dead-letters/{one}"),
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(
+        masked["event"]["payload"]["body"]["email"], "[redacted]",
+        "{masked}"
+    );
+    assert_eq!(masked["event"]["payload"]["body"]["total"], 5);
+    let (_, raw) = call(
+        "GET",
+        &format!("{admin}/api/v1/dead-letters/{one}?raw=true"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    assert_eq!(
+        raw["event"]["payload"]["body"]["email"], "r-1@example.com",
+        "{raw}"
+    );
+    let (_, page) = call(
+        "GET",
+        &format!("{admin}/api/v1/dead-letters?status=discarded"),
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(page["items"][0]["id"], ids[1], "{page}");
+    let (status, bad) = call(
+        "GET",
+        &format!("{admin}/api/v1/dead-letters?class=nonsense"),
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, bad["error"].as_str()),
+        (400, Some("bad_request")),
+        "{bad}"
+    );
+    // The OpenAPI document needs no token.
+    let (status, doc) = call("GET", &format!("{admin}/api/v1/openapi.json"), None, None).await;
+    assert_eq!(status, 200);
+    assert!(doc["paths"]["/api/v1/replays"]["post"].is_object(), "{doc}");
+
+    // Every attempt is in the trail, with who and from where; the chain verifies.
+    let (_, log) = call(
+        "GET",
+        &format!("{admin}/api/v1/audit?limit=1000"),
+        Some(ADMIN),
+        None,
+    )
+    .await;
+    let rows = log.as_array().expect("rows");
+    let count = |actor: &str, result: &str| {
+        rows.iter()
+            .filter(|r| {
+                r["actor"] == actor && r["result"].as_str().is_some_and(|x| x.starts_with(result))
+            })
+            .count()
+    };
+    assert_eq!(
+        count("anonymous", "401"),
+        endpoints.len() * 2,
+        "each unauthenticated attempt"
+    );
+    let denied = rows
+        .iter()
+        .filter(|r| r["result"].as_str().is_some_and(|x| x.starts_with("403")))
+        .count();
+    assert_eq!(denied, forbidden, "each attempt with too small a role");
+    assert!(
+        rows.iter()
+            .all(|r| r["peer"].as_str().is_some_and(|p| p.starts_with("127.0."))),
+        "{log}"
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["actor"] == "anonymous" && r["peer"] == "127.0.1.3")
+            .count(),
+        2,
+        "the peer address is the caller's"
+    );
+    assert!(
+        rows.iter()
+            .all(|r| !r["request_id"].as_str().unwrap_or("").is_empty())
+    );
+    assert_eq!(
+        rows.iter()
+            .filter(|r| r["action"] == "view raw payload" && r["actor"] == "token:admin")
+            .count(),
+        2,
+        "each raw view, by the admin"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r["action"] == "discard" && r["actor"] == "token:operator" && r["count"] == 1)
+    );
+    let (_, v) = call(
+        "GET",
+        &format!("{admin}/api/v1/audit/verify"),
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(v["broken"], Value::Null, "{v}");
+
+    // Guessing tokens is slow: past 10 failures a minute an address gets 429.
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        statuses.push(
+            call(
+                "GET",
+                &format!("{admin}/api/v1/whoami"),
+                Some("sy_guess"),
+                None,
+            )
+            .await
+            .0,
+        );
+    }
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    daemon::stop(sy).await;
+}
+
+/// The event ids on `topic` (one partition), in order.
+async fn ids_on(stack: &Stack, topic: &str, want: usize) -> Vec<String> {
+    let bootstrap = stack.broker.bootstrap();
+    let t = topic.to_string();
+    let records = tokio::task::spawn_blocking(move || {
+        read_topic(&bootstrap, &t, want, Duration::from_secs(15))
+    })
+    .await
+    .expect("consumer");
+    let dec = decoder(&stack.registry.url());
+    let mut ids = Vec::new();
+    for r in &records {
+        ids.push(
+            decode(&dec, &r.value).await.1["id"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        );
+    }
+    ids
+}
+
+/// Polls job `id` until it is no longer running.
+async fn finished(admin: &str, id: u64) -> Value {
+    wait_for_async(
+        "the replay job to end",
+        Duration::from_secs(60),
+        || async move {
+            let (_, job) = call(
+                "GET",
+                &format!("{admin}/api/v1/replays/{id}"),
+                Some(VIEWER),
+                None,
+            )
+            .await;
+            (job["state"] != "running").then_some(job)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_job_runs_dry_then_paced_is_cancelled_and_delivers_each_entry_once() {
+    let stack = Stack::start();
+    let topic = "admin-api-replay";
+    let (sy, admin, config) = start(&stack, topic).await;
+    let ids = dead_letters(&config, &["j-1", "j-2", "j-3", "j-4"]).await;
+
+    // Dry run: what would be produced, nothing is.
+    let (status, job) = call(
+        "POST",
+        &format!("{admin}/api/v1/replays"),
+        Some(OPERATOR),
+        Some(json!({"all": true, "dry_run": true})),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let dry = finished(&admin, job["id"].as_u64().expect("job id")).await;
+    assert_eq!(
+        (dry["state"].as_str(), dry["delivered"].as_u64()),
+        (Some("done"), Some(4)),
+        "{dry}"
+    );
+    assert_eq!(dry["lines"][0]["would_produce"]["topic"], topic, "{dry}");
+
+    // Paced at 1/s, cancelled once the first is delivered: the rest stay pending.
+    let (status, job) = call(
+        "POST",
+        &format!("{admin}/api/v1/replays"),
+        Some(OPERATOR),
+        Some(json!({"all": true, "rate": "1/s"})),
+    )
+    .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_u64().expect("job id");
+    wait_for_async("the first delivery", Duration::from_secs(30), || async {
+        let (_, j) = call(
+            "GET",
+            &format!("{admin}/api/v1/replays/{id}"),
+            Some(VIEWER),
+            None,
+        )
+        .await;
+        (j["delivered"].as_u64() >= Some(1)).then_some(())
+    })
+    .await;
+    let (status, answer) = call(
+        "DELETE",
+        &format!("{admin}/api/v1/replays/{id}"),
+        Some(OPERATOR),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{answer}");
+    let cancelled = finished(&admin, id).await;
+    assert_eq!(cancelled["state"], "cancelled", "{cancelled}");
+    let delivered = cancelled["delivered"].as_u64().expect("count");
+    assert!(
+        (1..4).contains(&delivered),
+        "cancelled before the end: {cancelled}"
+    );
+    let (_, pending) = call(
+        "GET",
+        &format!("{admin}/api/v1/dead-letters"),
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(
+        pending["items"].as_array().map(Vec::len),
+        Some(4 - delivered as usize),
+        "what was not delivered stays pending: {pending}"
+    );
+    let (status, _) = call(
+        "DELETE",
+        &format!("{admin}/api/v1/replays/{id}"),
+        Some(OPERATOR),
+        None,
+    )
+    .await;
+    assert_eq!(status, 409, "an ended job cannot be cancelled");
+
+    // The rest, unpaced.
+    let (_, job) = call(
+        "POST",
+        &format!("{admin}/api/v1/replays"),
+        Some(OPERATOR),
+        Some(json!({"all": true})),
+    )
+    .await;
+    let rest = finished(&admin, job["id"].as_u64().expect("job id")).await;
+    assert_eq!(rest["state"], "done", "{rest}");
+    assert_eq!(rest["delivered"].as_u64(), Some(4 - delivered), "{rest}");
+
+    // In Kafka: each entry once.
+    let mut got = ids_on(&stack, topic, 4).await;
+    got.sort();
+    assert_eq!(got, ["j-1", "j-2", "j-3", "j-4"]);
+    let (_, page) = call(
+        "GET",
+        &format!("{admin}/api/v1/dead-letters?status=replayed"),
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(
+        page["items"].as_array().map(Vec::len),
+        Some(ids.len()),
+        "{page}"
+    );
+    // Both replays are in the trail, by the operator.
+    let (_, log) = call(
+        "GET",
+        &format!("{admin}/api/v1/audit?limit=1000"),
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    let replays: Vec<&Value> = log
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter(|r| r["action"] == "replay" && r["actor"] == "token:operator")
+        .collect();
+    assert_eq!(replays.len(), 2, "{log}");
+    daemon::stop(sy).await;
+}
