@@ -36,6 +36,10 @@ pub enum DlqCommand {
     Show {
         /// The dead letter's id.
         id: i64,
+        /// With --admin-url: the payload as stored, not masked (needs the admin role; each
+        /// view is audited). Straight on the store it always is.
+        #[arg(long)]
+        raw: bool,
     },
     /// Put dead letters back through today's routes, schemas and sink.
     ///
@@ -115,7 +119,7 @@ pub enum Format {
 
 /// A status filter: one status or all.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StatusFilter(Vec<Status>);
+pub struct StatusFilter(pub(super) Vec<Status>);
 
 fn parse_status_filter(s: &str) -> Result<StatusFilter, String> {
     if s == "all" {
@@ -129,19 +133,19 @@ fn parse_status_filter(s: &str) -> Result<StatusFilter, String> {
 pub struct Filter {
     /// Only this route.
     #[arg(long)]
-    route: Option<String>,
+    pub(super) route: Option<String>,
     /// Only this source.
     #[arg(long)]
-    source: Option<String>,
+    pub(super) source: Option<String>,
     /// Only this error class.
     #[arg(long, value_parser = parse_class)]
-    class: Option<String>,
+    pub(super) class: Option<String>,
     /// Failed at or after: a duration ago (1h, 2d) or a time (2026-11-21T10:00:00Z).
     #[arg(long, value_parser = parse_time)]
-    since: Option<i64>,
+    pub(super) since: Option<i64>,
     /// Failed before: a duration ago or a time.
     #[arg(long, value_parser = parse_time)]
-    until: Option<i64>,
+    pub(super) until: Option<i64>,
 }
 
 /// Which entries replay and discard act on: at least one selector is required.
@@ -150,28 +154,28 @@ pub struct Filter {
 pub struct Select {
     /// These ids.
     #[arg(long = "id", num_args = 1.., value_name = "ID")]
-    ids: Vec<i64>,
+    pub(super) ids: Vec<i64>,
     /// Every entry of this route.
     #[arg(long)]
-    route: Option<String>,
+    pub(super) route: Option<String>,
     /// Every entry of this error class.
     #[arg(long, value_parser = parse_class)]
-    class: Option<String>,
+    pub(super) class: Option<String>,
     /// Every pending entry.
     #[arg(long)]
-    all: bool,
+    pub(super) all: bool,
     /// Only this source.
     #[arg(long)]
-    source: Option<String>,
+    pub(super) source: Option<String>,
     /// Failed at or after: a duration ago (1h) or a time.
     #[arg(long, value_parser = parse_time)]
-    since: Option<i64>,
+    pub(super) since: Option<i64>,
     /// Failed before: a duration ago or a time.
     #[arg(long, value_parser = parse_time)]
-    until: Option<i64>,
+    pub(super) until: Option<i64>,
     /// At most this many entries.
     #[arg(long)]
-    limit: Option<usize>,
+    pub(super) limit: Option<usize>,
 }
 
 fn parse_lease(s: &str) -> Result<Duration, String> {
@@ -198,7 +202,7 @@ impl Filter {
 
 impl Select {
     /// The shared meaning of these flags (the admin API takes the same).
-    fn selection(&self) -> Selection {
+    pub(super) fn selection(&self) -> Selection {
         Selection {
             ids: self.ids.clone(),
             route: self.route.clone(),
@@ -231,12 +235,12 @@ fn actor(given: &Option<String>) -> String {
     format!("local:{user}")
 }
 
-fn time(micros: i64) -> String {
+pub(super) fn time(micros: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
+pub(super) fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
     if yes || !std::io::stdin().is_terminal() {
         return Ok(true);
     }
@@ -248,7 +252,7 @@ fn confirm(question: &str, yes: bool) -> anyhow::Result<bool> {
 }
 
 /// Exit status 2: the command was well-formed but named nothing that exists.
-fn usage_error(message: &str) -> ExitCode {
+pub(super) fn usage_error(message: &str) -> ExitCode {
     eprintln!("error: {message}");
     ExitCode::from(2)
 }
@@ -278,7 +282,7 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
                 Format::Table => print_table(&mut out, &letters)?,
             }
         }
-        DlqCommand::Show { id } => {
+        DlqCommand::Show { id, .. } => {
             let Some(dl) = store.get(*id).await? else {
                 return Ok(usage_error(&format!("no dead letter with id {id}")));
             };

@@ -1,7 +1,10 @@
-//! The command line: `switchyard run | check | tail | route | dlq`.
+//! The command line: `switchyard run | check | tail | route | topics | lineage | slot | dlq |
+//! audit | token`.
 
+mod admin;
 pub(crate) mod catalog;
 mod dlq;
+mod dlq_remote;
 mod openlineage;
 mod registry;
 mod route;
@@ -120,11 +123,31 @@ pub enum Command {
         #[command(subcommand)]
         command: slot::SlotCommand,
     },
-    /// Inspect, replay and discard dead letters (on the store named by [dlq].url).
+    /// Inspect, replay and discard dead letters (on the store named by [dlq].url, or through
+    /// a running instance's admin API with --admin-url).
     Dlq {
+        /// Act through the admin API at this URL (the admin listener, e.g.
+        /// http://127.0.0.1:9090): the audit trail names the token's principal.
+        #[arg(long, global = true, env = "SWITCHYARD_ADMIN_URL")]
+        admin_url: Option<String>,
+        /// The admin API token, read from this file (default: $SWITCHYARD_ADMIN_TOKEN).
+        #[arg(long, global = true)]
+        token_file: Option<PathBuf>,
         /// What to do.
         #[command(subcommand)]
         command: dlq::DlqCommand,
+    },
+    /// The audit trail: verify its hash chain.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: admin::AuditCommand,
+    },
+    /// Admin API tokens: make one, or hash one.
+    Token {
+        /// What to do.
+        #[command(subcommand)]
+        command: admin::TokenCommand,
     },
 }
 
@@ -158,7 +181,27 @@ pub fn main() -> ExitCode {
             Ok(config) => catalog::lineage(&config, *format, None),
             Err(code) => code,
         },
-        Command::Run | Command::Tail { .. } | Command::Dlq { .. } | Command::Slot { .. } => {
+        Command::Token { command } => admin::token(command),
+        Command::Dlq {
+            admin_url: Some(url),
+            token_file,
+            command,
+        } => block_on(async {
+            let remote = dlq_remote::Remote::new(url, token_file.as_deref())?;
+            dlq_remote::run(&remote, command).await
+        }),
+        Command::Audit {
+            command:
+                admin::AuditCommand::Verify {
+                    admin_url: Some(url),
+                    token_file,
+                },
+        } => block_on(admin::verify_remote(url, token_file.as_deref())),
+        Command::Run
+        | Command::Tail { .. }
+        | Command::Dlq { .. }
+        | Command::Slot { .. }
+        | Command::Audit { .. } => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
                 Err(e) => {
@@ -173,6 +216,24 @@ pub fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// Runs `f` on a new runtime: its exit code, or 1 with the error.
+fn block_on(f: impl std::future::Future<Output = anyhow::Result<ExitCode>>) -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(f) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -310,7 +371,8 @@ async fn run_async(cli: &Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dlq { command } => dlq::run(&config, command).await,
+        Command::Dlq { command, .. } => dlq::run(&config, command).await,
+        Command::Audit { .. } => admin::verify(&config).await,
         Command::Slot { command } => slot::run(&config, command).await,
         _ => Ok(ExitCode::SUCCESS),
     }

@@ -552,3 +552,137 @@ async fn a_replay_job_runs_dry_then_paced_is_cancelled_and_delivers_each_entry_o
     assert_eq!(replays.len(), 2, "{log}");
     daemon::stop(sy).await;
 }
+
+/// Runs `switchyard ARGS` (no config file: everything through the API) with the token file.
+fn cli(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .env_remove("SWITCHYARD_ADMIN_TOKEN")
+        .output()
+        .expect("run switchyard");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `switchyard dlq … --admin-url` does what `dlq` does, as the token's principal: list,
+/// replay (each entry once in Kafka), audit; a viewer's token cannot replay; `audit verify`
+/// through the API; and `token new` makes a token the daemon takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_through_the_admin_api_acts_as_the_tokens_principal() {
+    let stack = Stack::start();
+    let topic = "admin-api-cli";
+    let (sy, admin, config) = start(&stack, topic).await;
+    dead_letters(&config, &["c-1", "c-2"]).await;
+    let dir = stack.dir.path();
+    let (op_file, viewer_file) = (dir.join("operator.token"), dir.join("viewer.token"));
+    std::fs::write(&op_file, format!("{OPERATOR}\n")).expect("token file");
+    std::fs::write(&viewer_file, VIEWER).expect("token file");
+    let (op, viewer) = (
+        op_file.to_str().expect("path"),
+        viewer_file.to_str().expect("path"),
+    );
+
+    let (code, out, err) = cli(&[
+        "dlq",
+        "list",
+        "--format",
+        "json",
+        "--admin-url",
+        &admin,
+        "--token-file",
+        viewer,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let (code, _, err) = cli(&[
+        "dlq",
+        "replay",
+        "--all",
+        "--yes",
+        "--admin-url",
+        &admin,
+        "--token-file",
+        viewer,
+    ]);
+    assert_eq!(code, Some(1), "a viewer cannot replay: {err}");
+    assert!(err.contains("403"), "{err}");
+    let (code, out, err) = cli(&[
+        "dlq",
+        "replay",
+        "--all",
+        "--yes",
+        "--admin-url",
+        &admin,
+        "--token-file",
+        op,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert_eq!(
+        out.lines().filter(|l| l.contains("\"delivered\"")).count(),
+        2,
+        "{out}"
+    );
+    let mut got = ids_on(&stack, topic, 2).await;
+    got.sort();
+    assert_eq!(got, ["c-1", "c-2"], "each once");
+    let (code, out, err) = cli(&[
+        "dlq",
+        "audit",
+        "--format",
+        "json",
+        "--admin-url",
+        &admin,
+        "--token-file",
+        op,
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    let log: Value = serde_json::from_str(&out).expect("json");
+    assert!(
+        log.as_array()
+            .expect("rows")
+            .iter()
+            .any(|r| r["action"] == "replay" && r["actor"] == "token:operator"),
+        "the replay is the operator's: {out}"
+    );
+    let (code, out, err) = cli(&[
+        "audit",
+        "verify",
+        "--admin-url",
+        &admin,
+        "--token-file",
+        viewer,
+    ]);
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    // A token made by `token new`, configured by its digest, is taken.
+    let (code, token, err) = cli(&["token", "new", "--name", "carol", "--role", "viewer"]);
+    assert_eq!(code, Some(0), "{err}");
+    let digest = err
+        .lines()
+        .find_map(|l| l.strip_prefix("sha256 = \""))
+        .and_then(|l| l.strip_suffix('"'))
+        .expect("the config lines");
+    assert_eq!(digest, sha(token.trim()));
+    daemon::stop(sy).await;
+
+    // Straight on the store: intact, then a row changed behind its back is named.
+    let path = config.path.to_str().expect("path");
+    let (code, _, err) = cli(&["audit", "verify", "-c", path]);
+    assert_eq!(code, Some(0), "{err}");
+    let switchyard::config::DlqStoreConfig::Sqlite(file) = &config.dlq.store else {
+        panic!("embedded store");
+    };
+    rusqlite::Connection::open(file)
+        .expect("open the store")
+        .execute(
+            "UPDATE audit_log SET actor = 'token:someone-else' WHERE action = 'replay'",
+            [],
+        )
+        .expect("tamper");
+    let (code, out, err) = cli(&["audit", "verify", "-c", path]);
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert!(err.contains("BROKEN at row"), "{err}");
+}
