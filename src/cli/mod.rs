@@ -135,7 +135,7 @@ pub enum Command {
         token_file: Option<PathBuf>,
         /// What to do.
         #[command(subcommand)]
-        command: dlq::DlqCommand,
+        command: Box<dlq::DlqCommand>,
     },
     /// The audit trail: verify its hash chain.
     Audit {
