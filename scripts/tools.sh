@@ -2,7 +2,7 @@
 # Installs what switchyard's tests and local quickstart need, once, into a cache outside the
 # repo, and exports where it is. Source it (`. scripts/tools.sh`) or run it.
 #
-#   apt packages   build tools for rdkafka's bundled librdkafka, PostgreSQL 15 server, iproute2 (the network partition test)
+#   apt packages   build tools for rdkafka's bundled librdkafka, PostgreSQL 15 server, iproute2 (the network partition test), chromium and chromium-driver (the console's browser test)
 #   tansu 0.6.0    Kafka-protocol broker (cargo install, ~15 min cold on 2 cores)
 #   rivven-schema  Confluent-compatible schema registry (cargo install)
 #
@@ -33,7 +33,7 @@ apt_ensure() {
 
 # rdkafka-sys builds librdkafka with its own configure script: a C toolchain, make, perl,
 # pkg-config, zlib and OpenSSL headers. Tests run a private PostgreSQL 15 cluster.
-apt_ensure build-essential pkg-config perl zlib1g-dev libssl-dev curl openssl postgresql-15 postgresql-client-15 iproute2
+apt_ensure build-essential pkg-config perl zlib1g-dev libssl-dev curl openssl postgresql-15 postgresql-client-15 iproute2 chromium chromium-driver
 
 cargo_tool() { # name version bin features locked
   local name=$1 version=$2 bin=$3 features=$4 locked=$5

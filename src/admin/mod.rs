@@ -54,6 +54,8 @@ pub struct AdminState {
     pub jobs: jobs::Jobs,
     /// The daemon's runtime: jobs run there, not on the admin listener's thread.
     pub runtime: tokio::runtime::Handle,
+    /// The console's last look at the records produced: when, the total, the rate then.
+    rate: std::sync::Mutex<Option<(std::time::Instant, f64, Option<f64>)>>,
 }
 
 impl AdminState {
@@ -67,6 +69,7 @@ impl AdminState {
             pipeline,
             jobs: jobs::Jobs::default(),
             runtime: tokio::runtime::Handle::current(),
+            rate: std::sync::Mutex::new(None),
         }
     }
 

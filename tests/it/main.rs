@@ -14,6 +14,7 @@ mod cdc_shape;
 mod chaos;
 mod cli;
 mod config_errors;
+mod console;
 mod dlq_replay;
 mod dlq_store;
 mod dynamic_topics;

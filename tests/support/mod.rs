@@ -18,6 +18,7 @@ pub mod netns;
 pub mod postgres;
 pub mod proxy;
 pub mod registry;
+pub mod webdriver;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
