@@ -19,7 +19,7 @@ use crate::config::admin::Role;
 use crate::dlq::replay::{ReplayOptions, replay};
 use crate::dlq::select::{Selection, parse_class, parse_rate, parse_time};
 use crate::dlq::{DeadLetter, Selector, Status};
-use crate::event::{Event, Payload};
+use crate::event::Event;
 use crate::source::webhook::error;
 
 type S = State<Arc<AdminState>>;
@@ -191,26 +191,8 @@ async fn stats(State(state): S, call: Call) -> Response {
 /// are not: a viewer sees every field, masked where any route masks it).
 pub fn masked(state: &AdminState, dl: &DeadLetter) -> Option<Event> {
     let event = dl.event.as_ref()?;
-    let config = state.config();
-    let mut out = event.clone();
-    for route in config.routes.iter().filter(|r| r.source == dl.source) {
-        let Some(t) = &route.transform else { continue };
-        if t.mask.is_empty() {
-            continue;
-        }
-        let only = crate::config::Transform {
-            drop: Vec::new(),
-            mask: t.mask.clone(),
-            rename: Vec::new(),
-            mask_key: t.mask_key.clone(),
-        };
-        out.payload = match &out.payload {
-            Payload::Webhook(w) => Payload::Webhook(crate::router::transform::webhook(w, &only)),
-            Payload::Change(c) => Payload::Change(crate::router::transform::change(c, &only)),
-            other => other.clone(),
-        };
-    }
-    Some(out)
+    let masks = state.pipeline.routes().masks(&dl.source, None);
+    Some(crate::router::transform::mask_event(event, &masks, false))
 }
 
 #[derive(Debug, Default, Deserialize)]

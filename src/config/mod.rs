@@ -203,6 +203,9 @@ pub struct DlqConfig {
     pub store: DlqStoreConfig,
     /// Replayed and discarded entries older than this are purged (`retain`, default 14d).
     pub retain: Duration,
+    /// `mask_payloads`: dead letters are stored with the masks of their routes applied (the
+    /// raw values never reach the store; a replay sends the masked payload).
+    pub mask_payloads: bool,
 }
 
 /// Where dead letters are stored.

@@ -97,6 +97,8 @@ pub struct RawDlq {
     pub url: Spanned<String>,
     /// Purge replayed and discarded entries older than this ("14d").
     pub retain: Option<Spanned<String>>,
+    /// Store dead letters with their routes' masks applied.
+    pub mask_payloads: Option<bool>,
 }
 
 /// `[telemetry]`

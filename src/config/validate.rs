@@ -130,6 +130,7 @@ pub(super) fn load(
         None => Some(DlqConfig {
             store: DlqStoreConfig::Sqlite(Config::base_dir(path).join("dlq/switchyard.db")),
             retain: DEFAULT_RETAIN,
+            mask_payloads: false,
         }),
     };
     let default_body = server.as_ref().map_or(1024 * 1024, |s| s.max_body_bytes);
@@ -712,6 +713,7 @@ fn validate_dlq(raw: RawDlq, config_path: &Path, diag: &mut Diagnostics) -> Opti
     Some(DlqConfig {
         store: store?,
         retain: retain?,
+        mask_payloads: raw.mask_payloads.unwrap_or(false),
     })
 }
 

@@ -72,6 +72,8 @@ pub struct Pipeline {
     drain_started: tokio::sync::Notify,
     retry_max_elapsed: Duration,
     dlq: Option<Arc<DlqStore>>,
+    /// `[dlq] mask_payloads`.
+    mask_payloads: bool,
     traces: Traces,
     /// Webhook sources with events waiting in the DLQ for Kafka ([`crate::dlq::redeliver`]).
     queues: crate::dlq::redeliver::Queues,
@@ -105,6 +107,7 @@ impl Pipeline {
             drain_started: tokio::sync::Notify::new(),
             retry_max_elapsed: config.kafka.retry_max_elapsed,
             dlq: None,
+            mask_payloads: config.dlq.mask_payloads,
             traces: Traces::off(),
             queues: crate::dlq::redeliver::Queues::default(),
         })
@@ -431,8 +434,15 @@ impl Pipeline {
         let Some(dlq) = &self.dlq else {
             return Err(failure);
         };
+        // `[dlq] mask_payloads`: the raw values of masked fields never reach the store.
+        let stored = if self.mask_payloads {
+            let masks = self.routes().masks(&event.source, route);
+            crate::router::transform::mask_event(event, &masks, true)
+        } else {
+            event.clone()
+        };
         let letter = NewDeadLetter {
-            event: event.clone(),
+            event: stored,
             route: route.map(str::to_string),
             topic: topic.map(str::to_string),
             key: Some(event.id.as_str().to_string()),

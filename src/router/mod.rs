@@ -425,6 +425,19 @@ impl RouteTable {
             .collect()
     }
 
+    /// The transforms with masks of `source`'s routes (only route `route`, if given): what
+    /// an entry of that source is masked with at rest and for viewers.
+    pub fn masks(&self, source: &str, route: Option<&str>) -> Vec<Arc<crate::config::Transform>> {
+        self.by_source
+            .get(source)
+            .into_iter()
+            .flatten()
+            .filter(|r| route.is_none_or(|name| &*r.name == name))
+            .filter_map(|r| r.transform.clone())
+            .filter(|t| !t.mask.is_empty())
+            .collect()
+    }
+
     /// Topics known without seeing an event (templates without placeholders).
     pub fn static_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self

@@ -56,15 +56,61 @@ fn lower_hex(bytes: &[u8]) -> String {
     out
 }
 
-fn masked(kind: MaskKind, key: &[u8], value: &str) -> String {
+/// Prefix of a value hashed at rest (`[dlq] mask_payloads`): a route's `sha256` mask writes
+/// what follows it as it is, so a replayed entry carries the same hash a direct delivery would
+/// (not a hash of the hash).
+pub const HASHED_AT_REST: &str = "switchyard:masked:sha256:";
+
+fn masked(kind: MaskKind, key: &[u8], value: &str, at_rest: bool) -> String {
     match kind {
-        MaskKind::Sha256 => hash(key, value.as_bytes()),
+        MaskKind::Sha256 => match value.strip_prefix(HASHED_AT_REST) {
+            Some(done) if !at_rest => done.to_string(),
+            Some(_) => value.to_string(),
+            None if at_rest => format!("{HASHED_AT_REST}{}", hash(key, value.as_bytes())),
+            None => hash(key, value.as_bytes()),
+        },
         MaskKind::Redact => REDACTED.to_string(),
     }
 }
 
+/// `event` with the masks (only: no drops, no renames) of `transforms` applied, hashes marked
+/// [`HASHED_AT_REST`]: what `[dlq] mask_payloads = true` stores, and what the admin API shows
+/// viewers.
+pub fn mask_event(
+    event: &crate::event::Event,
+    transforms: &[Arc<Transform>],
+    at_rest: bool,
+) -> crate::event::Event {
+    let mut out = event.clone();
+    for t in transforms {
+        if t.mask.is_empty() {
+            continue;
+        }
+        let only = Transform {
+            drop: Vec::new(),
+            mask: t.mask.clone(),
+            rename: Vec::new(),
+            mask_key: t.mask_key.clone(),
+        };
+        out.payload = match &out.payload {
+            crate::event::Payload::Webhook(w) => {
+                crate::event::Payload::Webhook(webhook_with(w, &only, at_rest))
+            }
+            crate::event::Payload::Change(c) => {
+                crate::event::Payload::Change(change_with(c, &only, at_rest))
+            }
+            other => other.clone(),
+        };
+    }
+    out
+}
+
 /// A change as route `t` writes it.
 pub fn change(c: &ChangePayload, t: &Transform) -> ChangePayload {
+    change_with(c, t, false)
+}
+
+fn change_with(c: &ChangePayload, t: &Transform, at_rest: bool) -> ChangePayload {
     let keep: Vec<bool> = c
         .columns
         .iter()
@@ -102,7 +148,7 @@ pub fn change(c: &ChangePayload, t: &Transform) -> ChangePayload {
                 .zip(&keep)
                 .filter(|(_, k)| **k)
                 .map(|((col, v), _)| match (mask_of(&col.name), v) {
-                    (Some(kind), Some(text)) => Some(masked(kind, &t.mask_key.0, text)),
+                    (Some(kind), Some(text)) => Some(masked(kind, &t.mask_key.0, text, at_rest)),
                     _ => v.clone(),
                 })
                 .collect()
@@ -215,6 +261,10 @@ fn locate<'a>(
 /// A webhook as route `t` writes it: fields of the JSON body dropped, masked, renamed. A body
 /// that is not a JSON object is left as it is.
 pub fn webhook(w: &WebhookPayload, t: &Transform) -> WebhookPayload {
+    webhook_with(w, t, false)
+}
+
+fn webhook_with(w: &WebhookPayload, t: &Transform, at_rest: bool) -> WebhookPayload {
     let Ok(mut doc) = serde_json::from_str::<Json>(&w.body) else {
         return w.clone();
     };
@@ -232,7 +282,7 @@ pub fn webhook(w: &WebhookPayload, t: &Transform) -> WebhookPayload {
                 Json::String(s) => s.clone(),
                 other => other.to_string(),
             };
-            *v = Json::String(masked(*kind, &t.mask_key.0, &text));
+            *v = Json::String(masked(*kind, &t.mask_key.0, &text, at_rest));
         }
     }
     for (from, to) in &t.rename {
@@ -263,6 +313,42 @@ mod tests {
             rename: vec![("cust_id".into(), "customer_id".into())],
             mask_key: Secret(b"k".to_vec()),
         }
+    }
+
+    #[test]
+    fn a_payload_masked_at_rest_is_written_by_the_route_as_a_direct_delivery_would_be() {
+        let body = r#"{"email":"ann@example.com","phone":"555","cust_id":7,"internal_notes":"x"}"#;
+        let w = WebhookPayload {
+            path: "/w".into(),
+            content_type: None,
+            headers: Vec::new().into(),
+            body: body.into(),
+            subject: None,
+            selected_headers: Vec::new(),
+        };
+        let event = crate::event::Event {
+            id: crate::event::EventId::from_provider("e1"),
+            source: "s".into(),
+            event_type: "t".into(),
+            received_at_micros: 0,
+            payload: crate::event::Payload::Webhook(w.clone()),
+        };
+        let route = Arc::new(t());
+        let stored = mask_event(&event, std::slice::from_ref(&route), true);
+        let crate::event::Payload::Webhook(at_rest) = &stored.payload else {
+            panic!("webhook");
+        };
+        assert!(!at_rest.body.contains("ann@example.com") && !at_rest.body.contains("555"));
+        assert!(at_rest.body.contains(HASHED_AT_REST), "{}", at_rest.body);
+        assert!(
+            at_rest.body.contains("internal_notes"),
+            "at rest only masks: {}",
+            at_rest.body
+        );
+        // Replayed through the route: the same record as the event delivered directly.
+        assert_eq!(webhook(at_rest, &route).body, webhook(&w, &route).body);
+        // Masking twice at rest changes nothing more.
+        assert_eq!(mask_event(&stored, &[route], true), stored);
     }
 
     fn col(name: &str, oid: u32) -> ChangeColumn {
