@@ -85,6 +85,12 @@ export KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
 export SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 export SWITCHYARD_LISTEN=127.0.0.1:$SWITCHYARD_PORT
 export SWITCHYARD_ADMIN_LISTEN=127.0.0.1:$SWITCHYARD_ADMIN_PORT
+# The console's and admin API's token: made once, kept in $DATA; the config gets its digest.
+if [ ! -s "$DATA/admin.token" ]; then
+  (umask 077; "$SY" token new --name oncall --role operator >"$DATA/admin.token" 2>/dev/null)
+fi
+SWITCHYARD_ADMIN_TOKEN_SHA256=$("$SY" token hash <"$DATA/admin.token")
+export SWITCHYARD_ADMIN_TOKEN_SHA256
 "$SY" check -c routes.toml
 
 step "switchyard on 127.0.0.1:$SWITCHYARD_PORT"
@@ -118,5 +124,7 @@ cat <<MSG
 Everything is running. Try:
   curl -X POST http://127.0.0.1:$SWITCHYARD_PORT/webhooks/shop -H "authorization: Bearer ${SHOP_WEBHOOK_TOKEN:-local-quickstart-token}" -H 'content-type: application/json' -d '{"hello":"world"}'
   KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL $SY tail webhooks.shop
+The console: http://127.0.0.1:$SWITCHYARD_ADMIN_PORT/ui (sign in with the token in $DATA/admin.token)
+The admin API: curl -H "authorization: Bearer \$(cat $DATA/admin.token)" http://127.0.0.1:$SWITCHYARD_ADMIN_PORT/api/v1/dead-letters/stats
 Logs: $DATA/*.log      Stop: deploy/local/down.sh
 MSG

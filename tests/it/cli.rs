@@ -10,9 +10,22 @@ fn switchyard() -> Command {
 
 #[test]
 fn check_accepts_the_shipped_configuration() {
+    // Without the admin token's digest it is refused, naming the variable (fail closed).
     let out = switchyard()
         .args(["check", "-c"])
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/routes.toml"))
+        .env_remove("SWITCHYARD_ADMIN_TOKEN_SHA256")
+        .output()
+        .expect("run switchyard");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("SWITCHYARD_ADMIN_TOKEN_SHA256"),
+        "{stderr}"
+    );
+    let out = switchyard()
+        .args(["check", "-c"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/routes.toml"))
+        .env("SWITCHYARD_ADMIN_TOKEN_SHA256", "0".repeat(64))
         .output()
         .expect("run switchyard");
     assert!(

@@ -151,7 +151,10 @@ fn a_topic_placeholder_a_webhook_cannot_fill_is_rejected() {
 #[test]
 fn the_shipped_routes_toml_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.toml");
-    if let Err(e) = Config::load(&path) {
+    let text = std::fs::read_to_string(&path).expect("routes.toml");
+    // The admin token's digest comes from the environment (the Secret, or up.sh).
+    let env = |name: &str| (name == "SWITCHYARD_ADMIN_TOKEN_SHA256").then(|| "0".repeat(64));
+    if let Err(e) = Config::from_str_with_env(&path, &text, env) {
         panic!("routes.toml is invalid:\n{e}");
     }
 }
