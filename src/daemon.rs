@@ -185,7 +185,16 @@ impl Daemon {
                     .local_addr()
                     .map_err(|source| StartError::Listen { addr: at, source })?;
                 let (stop, stopped) = oneshot::channel::<()>();
-                let server = admin::serve(listener, admin_app, stopped)
+                // `[admin.tls]`: HTTPS (checked at load; a failure here is one more reason to
+                // refuse to start).
+                let tls = match &config.admin.tls {
+                    None => None,
+                    Some(t) => Some(t.server_config().map_err(|e| StartError::Listen {
+                        addr: at,
+                        source: std::io::Error::other(format!("[admin.tls]: {e}")),
+                    })?),
+                };
+                let server = admin::serve(listener, admin_app, tls, stopped)
                     .map_err(|source| StartError::Listen { addr: at, source })?;
                 Some(AdminListener {
                     addr,

@@ -80,6 +80,9 @@ pub struct Limits {
     pub body_timeout: Duration,
     /// Bytes the bodies of all requests in flight may hold.
     pub max_buffered_bytes: usize,
+    /// HTTPS: every connection's TLS handshake within `body_timeout` (the admin listener with
+    /// `[admin.tls]`); `None`: plain HTTP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Limits {
@@ -90,6 +93,7 @@ impl Limits {
             max_connections: server.max_connections,
             body_timeout: server.body_timeout,
             max_buffered_bytes: server.max_buffered_bytes,
+            tls: None,
         }
     }
 }
@@ -106,6 +110,8 @@ type WebhookAnswer = Pin<Box<dyn Future<Output = Result<Response, Infallible>> +
 struct Served {
     front: Front,
     peer: IpAddr,
+    /// The subject common name of the client's verified certificate (TLS with client CAs).
+    client: Option<Arc<str>>,
 }
 
 impl hyper::service::Service<hyper::Request<Incoming>> for Served {
@@ -129,7 +135,97 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Served {
         let mut router = self.front.router.clone();
         let mut request = request;
         request.extensions_mut().insert(Peer(self.peer));
+        if let Some(cn) = &self.client {
+            request
+                .extensions_mut()
+                .insert(ClientCertificate(Arc::clone(cn)));
+        }
         Either::Right(tower_service::Service::call(&mut router, request))
+    }
+}
+
+/// The subject common name of the verified client certificate a request came with (in the
+/// extensions of requests the router serves over TLS with client CAs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertificate(pub Arc<str>);
+
+/// The subject common name of a DER certificate.
+fn common_name(der: &[u8]) -> Option<String> {
+    let cert = openssl::x509::X509::from_der(der).ok()?;
+    let cn = cert
+        .subject_name()
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+        .next()?;
+    cn.data().to_string().ok()
+}
+
+/// A connection, plain or TLS.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl tokio::io::AsyncRead for Io {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl tokio::io::AsyncWrite for Io {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> std::task::Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => std::pin::Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => std::pin::Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
     }
 }
 
@@ -160,6 +256,7 @@ pub fn start(
         max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
         body_timeout: crate::config::DEFAULT_BODY_TIMEOUT,
         max_buffered_bytes: crate::config::DEFAULT_MAX_BUFFERED_BYTES,
+        tls: None,
     };
     start_bounded(listener, app, limits, stop)
 }
@@ -189,6 +286,7 @@ pub fn start_bounded(
         let app = app.clone();
         let stop = stop_rx.clone();
         let body_timeout = limits.body_timeout;
+        let tls = limits.tls.clone().map(tokio_rustls::TlsAcceptor::from);
         std::thread::Builder::new()
             .name(format!("switchyard-http-{i}"))
             .spawn(move || {
@@ -207,7 +305,7 @@ pub fn start_bounded(
                             tick.tick().await;
                         }
                     });
-                    rt.block_on(serve_dealt(rx, app, body_timeout, stop, addr))
+                    rt.block_on(serve_dealt(rx, app, body_timeout, tls, stop, addr))
                 });
                 let _ = done_tx.send(served);
             })?;
@@ -239,6 +337,7 @@ async fn serve_dealt(
     mut rx: mpsc::Receiver<Dealt>,
     app: Front,
     body_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
     addr: SocketAddr,
 ) -> io::Result<()> {
@@ -268,16 +367,43 @@ async fn serve_dealt(
                 continue;
             }
         };
-        let connection = http.serve_connection(
-            TokioIo::new(stream),
-            Served {
-                front: app.clone(),
-                peer: peer.ip(),
-            },
-        );
+        let (front, http, tls) = (app.clone(), http.clone(), tls.clone());
         let mut stop = stop.clone();
         connections.spawn(async move {
             let _place = place;
+            // With TLS, the handshake first (within the body timeout, like a request's head).
+            let (io, client) = match tls {
+                None => (Io::Plain(stream), None),
+                Some(acceptor) => {
+                    match tokio::time::timeout(body_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let client = tls
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(|leaf| common_name(leaf.as_ref()));
+                            (Io::Tls(Box::new(tls)), client)
+                        }
+                        Ok(Err(e)) => {
+                            debug!(error = %e, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            debug!(%peer, "no TLS handshake within the body timeout");
+                            return;
+                        }
+                    }
+                }
+            };
+            let connection = http.serve_connection(
+                TokioIo::new(io),
+                Served {
+                    front,
+                    peer: peer.ip(),
+                    client: client.map(Arc::from),
+                },
+            );
             let mut connection = std::pin::pin!(connection);
             tokio::select! {
                 served = connection.as_mut() => {

@@ -488,6 +488,7 @@ pub async fn replay_selected(
     let (who2, action2) = (who.clone(), action.to_string());
     let call2 = Call {
         token: None,
+        client: None,
         peer: call.peer.clone(),
         request_id: call.request_id.clone(),
         what: call.what.clone(),

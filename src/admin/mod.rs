@@ -45,6 +45,8 @@ pub struct AdminState {
     /// The configuration in force (routes, lineage, slots); replaced by a reload through the API.
     pub config: RwLock<Arc<Config>>,
     tokens: Tokens,
+    /// Client certificates' principals (`[admin.clients]`).
+    clients: Vec<crate::config::admin::AdminClient>,
     failures: Failures,
     /// The dead-letter store.
     pub store: Arc<DlqStore>,
@@ -64,6 +66,7 @@ impl AdminState {
         AdminState {
             config: RwLock::new(Arc::new(config.clone())),
             tokens: Tokens::new(config.admin.tokens.clone()),
+            clients: config.admin.clients.clone(),
             failures: Failures::default(),
             store,
             pipeline,
@@ -118,6 +121,8 @@ async fn request_id(mut request: Request, next: Next) -> Response {
 /// One call to the API or console: who may be calling, from where, and what.
 pub struct Call {
     token: Option<String>,
+    /// The subject CN of the verified client certificate of the connection, if any.
+    client: Option<Arc<str>>,
     peer: String,
     request_id: String,
     /// `METHOD /path?query`, for the audit log.
@@ -130,6 +135,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Call {
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Call, Self::Rejection> {
         Ok(Call {
             token: auth::presented(&parts.headers),
+            client: parts
+                .extensions
+                .get::<crate::serve::ClientCertificate>()
+                .map(|c| Arc::clone(&c.0)),
             peer: parts
                 .extensions
                 .get::<crate::serve::Peer>()
@@ -198,10 +207,20 @@ impl Call {
     /// The caller, if it may act with `needed`; a refusal is audited (within the address's
     /// failure budget).
     pub async fn require(&self, state: &AdminState, needed: Role) -> Result<Principal, Refusal> {
+        // A verified client certificate of a configured client first, else a token.
         let principal = self
-            .token
+            .client
             .as_deref()
-            .and_then(|t| state.tokens.authenticate(t));
+            .and_then(|cn| state.clients.iter().find(|c| c.common_name == cn))
+            .map(|c| Principal {
+                name: format!("cert:{}", c.name),
+                role: c.role,
+            })
+            .or_else(|| {
+                self.token
+                    .as_deref()
+                    .and_then(|t| state.tokens.authenticate(t))
+            });
         let Some(principal) = principal else {
             let peer = self
                 .peer

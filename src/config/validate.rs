@@ -107,7 +107,7 @@ pub(super) fn load(
     let admin = match sections.remove("admin") {
         None => Some(super::admin::AdminConfig::default()),
         Some(v) => section::<super::admin::RawAdmin>(v, &mut diag)
-            .and_then(|a| super::admin::validate(a, &mut diag)),
+            .and_then(|a| super::admin::validate(a, &Config::base_dir(path), &mut diag)),
     };
     let sources = sections
         .remove("sources")
@@ -171,12 +171,12 @@ pub(super) fn load(
     }
     // The admin API is served on the admin listener only, never beside the webhooks.
     if let (Some(admin), Some(server), Some(span)) = (&admin, &server, admin_span)
-        && admin.is_on()
+        && (admin.is_on() || admin.tls.is_some())
         && server.admin_listen.is_none()
     {
         diag.at(
             span,
-            "[admin] tokens are set, but the admin API and console are served on [server] admin_listen only, and it is not set",
+            "[admin] tokens or clients are set, but the admin API and console are served on [server] admin_listen only, and it is not set",
             Some("add admin_listen = \"127.0.0.1:9090\" to [server] (an address only operators can reach)".into()),
         );
     }

@@ -89,6 +89,7 @@ pub(crate) fn app(routes: Router) -> Router {
 pub(crate) fn serve(
     listener: TcpListener,
     app: Router,
+    tls: Option<std::sync::Arc<rustls::ServerConfig>>,
     stop: oneshot::Receiver<()>,
 ) -> io::Result<JoinHandle<io::Result<()>>> {
     let limits = crate::serve::Limits {
@@ -96,6 +97,7 @@ pub(crate) fn serve(
         max_connections: MAX_CONNECTIONS,
         body_timeout: Duration::from_secs(5),
         max_buffered_bytes: 1 << 20,
+        tls,
     };
     crate::serve::start_bounded(listener, crate::serve::Front::new(app, []), limits, stop)
 }

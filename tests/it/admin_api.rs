@@ -816,3 +816,238 @@ mask = {{ email = "sha256" }}
     );
     daemon::stop(sy).await;
 }
+
+/// Runs `openssl ARGS` in `dir`.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`{name}-ca.pem`, key `{name}-ca.key`) and certificates it signs.
+fn ca(dir: &std::path::Path, name: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} CA"),
+            "-keyout",
+            &format!("{name}-ca.key"),
+            "-out",
+            &format!("{name}-ca.pem"),
+        ],
+    );
+}
+
+fn signed(dir: &std::path::Path, ca: &str, name: &str, cn: &str, ext: &str) {
+    std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN={cn}"),
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            &format!("{ca}-ca.pem"),
+            "-CAkey",
+            &format!("{ca}-ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+            "-out",
+            &format!("{name}.pem"),
+        ],
+    );
+}
+
+/// `[admin.tls]` with a client CA: the admin listener speaks HTTPS; a client certificate the CA
+/// signed, whose CN is an `[admin.clients]` entry, acts as `cert:<name>` with its role (and is
+/// audited so); without one a token still works and probes need neither; a certificate of
+/// another CA is refused at the handshake. Misconfigurations are config errors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_of_the_configured_ca_act_with_their_role() {
+    let stack = Stack::start();
+    let dir = stack.dir.path();
+    ca(dir, "server");
+    ca(dir, "operators");
+    ca(dir, "other");
+    signed(
+        dir,
+        "server",
+        "admin",
+        "localhost",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    );
+    signed(
+        dir,
+        "operators",
+        "alice",
+        "alice",
+        "extendedKeyUsage=clientAuth\n",
+    );
+    signed(
+        dir,
+        "other",
+        "mallory",
+        "alice",
+        "extendedKeyUsage=clientAuth\n",
+    );
+    let base = |extra: &str| {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[kafka]
+bootstrap_servers = "{}"
+[schema_registry]
+url = "{}"
+[sources.shop]
+type = "webhook"
+path = "/webhooks/shop"
+provider = "none"
+allow_unauthenticated = true
+[[routes]]
+name = "orders"
+source = "shop"
+topic = "mtls"
+[admin.tokens.viewer]
+role = "viewer"
+sha256 = "{}"
+{extra}
+"#,
+            stack.broker.bootstrap(),
+            stack.registry.url(),
+            sha(VIEWER)
+        )
+    };
+    let path = dir.join("routes.toml");
+    // A client without a CA to verify it, and a key that is not the certificate's: errors.
+    std::fs::write(
+        &path,
+        base("[admin.clients.alice]\ncommon_name = \"alice\"\nrole = \"admin\"\n"),
+    )
+    .expect("config");
+    let e = Config::load(&path)
+        .expect_err("clients need a client CA")
+        .to_string();
+    assert!(e.contains("client_ca") && e.contains("routes.toml:"), "{e}");
+    std::fs::write(
+        &path,
+        base("[admin.tls]\ncert = \"admin.pem\"\nkey = \"alice.key\"\n"),
+    )
+    .expect("config");
+    let e = Config::load(&path)
+        .expect_err("a key of another certificate")
+        .to_string();
+    assert!(e.contains("[admin.tls] cannot be used"), "{e}");
+
+    std::fs::write(
+        &path,
+        base("[admin.tls]\ncert = \"admin.pem\"\nkey = \"admin.key\"\nclient_ca = \"operators-ca.pem\"\n[admin.clients.alice]\ncommon_name = \"alice\"\nrole = \"admin\"\n"),
+    )
+    .expect("config");
+    let config = Config::load(&path).expect("valid config");
+    let (sy, _) = daemon::start(config).await;
+    let admin = format!(
+        "https://localhost:{}",
+        sy.admin_addr().expect("admin").port()
+    );
+    let root =
+        reqwest::Certificate::from_pem(&std::fs::read(dir.join("server-ca.pem")).expect("ca"))
+            .expect("root");
+    let client = |identity: Option<&str>| {
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(root.clone())
+            .resolve("localhost", ([127, 0, 0, 1], 0).into())
+            .timeout(Duration::from_secs(10));
+        if let Some(name) = identity {
+            let cert = std::fs::read(dir.join(format!("{name}.pem"))).expect("cert");
+            let key = std::fs::read(dir.join(format!("{name}.key"))).expect("key");
+            b = b.identity(reqwest::Identity::from_pkcs8_pem(&cert, &key).expect("identity"));
+        }
+        b.build().expect("client")
+    };
+    let get = |c: reqwest::Client, path: &str, token: Option<&'static str>| {
+        let url = format!("{admin}{path}");
+        async move {
+            let mut r = c.get(&url);
+            if let Some(t) = token {
+                r = r.bearer_auth(t);
+            }
+            let r = r.send().await?;
+            let status = r.status().as_u16();
+            Ok::<_, reqwest::Error>((status, r.json::<Value>().await.unwrap_or(Value::Null)))
+        }
+    };
+    let (status, me) = get(client(Some("alice")), "/api/v1/whoami", None)
+        .await
+        .expect("https");
+    assert_eq!(
+        (status, me),
+        (200, json!({"name": "cert:alice", "role": "admin"}))
+    );
+    let (status, _) = get(client(None), "/api/v1/whoami", None)
+        .await
+        .expect("https");
+    assert_eq!(status, 401, "no certificate, no token");
+    let (status, me) = get(client(None), "/api/v1/whoami", Some(VIEWER))
+        .await
+        .expect("https");
+    assert_eq!((status, me["name"].as_str()), (200, Some("token:viewer")));
+    let (status, _) = get(client(None), "/healthz", None).await.expect("https");
+    assert_eq!(status, 200, "probes need no certificate");
+    assert!(
+        get(client(Some("mallory")), "/healthz", None)
+            .await
+            .is_err(),
+        "a certificate of another CA is refused at the handshake"
+    );
+    let (_, log) = get(client(Some("alice")), "/api/v1/audit?limit=50", None)
+        .await
+        .expect("https");
+    assert!(
+        log.as_array()
+            .expect("rows")
+            .iter()
+            .any(|r| r["actor"] == "cert:alice" && r["role"] == "admin"),
+        "{log}"
+    );
+    daemon::stop(sy).await;
+}
