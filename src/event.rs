@@ -191,6 +191,9 @@ pub struct ChangePosition {
     pub total_order: u64,
     /// 1-based position of the change among its transaction's changes of the same table.
     pub data_collection_order: u64,
+    /// A read of an incremental snapshot (a backfill while streaming): `source.snapshot` is
+    /// `incremental`.
+    pub incremental: bool,
 }
 
 /// A webhook request as received: enough to verify and route it again.

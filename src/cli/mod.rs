@@ -2,6 +2,7 @@
 //! audit | token`.
 
 mod admin;
+mod backfill;
 pub(crate) mod catalog;
 mod dlq;
 mod dlq_remote;
@@ -117,6 +118,12 @@ pub enum Command {
         #[arg(long)]
         live: bool,
     },
+    /// Backfills: copy one table of a postgres source again while it streams.
+    Snapshot {
+        /// What to do.
+        #[command(subcommand)]
+        command: backfill::SnapshotCommand,
+    },
     /// Inspect and reset the replication slots of postgres sources.
     Slot {
         /// What to do.
@@ -201,6 +208,7 @@ pub fn main() -> ExitCode {
         | Command::Tail { .. }
         | Command::Dlq { .. }
         | Command::Slot { .. }
+        | Command::Snapshot { .. }
         | Command::Audit { .. } => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(r) => r,
@@ -374,6 +382,7 @@ async fn run_async(cli: &Cli) -> anyhow::Result<ExitCode> {
         Command::Dlq { command, .. } => dlq::run(&config, command).await,
         Command::Audit { .. } => admin::verify(&config).await,
         Command::Slot { command } => slot::run(&config, command).await,
+        Command::Snapshot { command } => backfill::run(&config, command).await,
         _ => Ok(ExitCode::SUCCESS),
     }
 }

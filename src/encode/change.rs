@@ -193,7 +193,11 @@ pub fn source_info(c: &ChangePayload) -> SourceInfo {
             .unwrap_or_else(|| c.commit_time_ms.saturating_mul(1000)),
         tx_id: Some(tx_id),
         lsn: i64::try_from(c.commit_lsn).ok(),
-        snapshot: if read { "true" } else { "false" },
+        snapshot: match (read, p.incremental) {
+            (true, true) => "incremental",
+            (true, false) => "true",
+            _ => "false",
+        },
         sequence: Some(envelope::sequence(p.last_commit_lsn, Some(lsn))),
         transaction: (!read && p.total_order > 0)
             .then(|| TransactionBlock::new(tx_id, lsn, p.total_order, p.data_collection_order)),
@@ -377,6 +381,7 @@ mod tests {
             commit_time_us: Some(1_796_634_023_628_750),
             total_order: 4,
             data_collection_order: 2,
+            incremental: false,
         };
         e.payload = Payload::Change(c.clone());
         let (schema, value, _, _) = parts(&e, &c, &[]).expect("parts");

@@ -222,6 +222,7 @@ mod tests {
                         commit_time_us: Some(1_700_000_000_000_001),
                         total_order: 3,
                         data_collection_order: 2,
+                        incremental: false,
                     },
                 ),
                 ("d", Some(key_only.clone()), None, true, Default::default()),

@@ -247,7 +247,10 @@ fn build() -> Result<Metrics, prometheus::Error> {
         &["source"],
     )?;
     let snapshot_rows = IntCounterVec::new(
-        Opts::new(SNAPSHOT_ROWS_TOTAL, "Rows copied by the initial snapshot"),
+        Opts::new(
+            SNAPSHOT_ROWS_TOTAL,
+            "Rows copied by the initial snapshot and by backfills",
+        ),
         &["source", "table"],
     )?;
     let snapshot_progress = GaugeVec::new(

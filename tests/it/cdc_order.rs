@@ -87,12 +87,14 @@ impl Rng {
 /// One change record of a key as a consumer sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Change {
-    partition: i32,
-    offset: i64,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
     /// `r`, `c`, `u`, `d`, or `tombstone` (a record without value).
-    op: String,
+    pub(crate) op: String,
     /// `after.v` (none for deletes and tombstones).
-    v: Option<i64>,
+    pub(crate) v: Option<i64>,
+    /// `source.snapshot`: `true`, `incremental` or `false` (`None` for tombstones).
+    pub(crate) snapshot: Option<String>,
 }
 
 /// Reads `topic` until `want` records arrived (or `secs` passed), and groups them by the
@@ -115,13 +117,14 @@ pub(crate) async fn changes_by_key(
     for r in &records {
         let (_, k) = decode(&dec, r.key.as_ref().expect("every change has a key")).await;
         let id = k["id"].as_i64().expect("key id");
-        let (op, v) = if r.value.is_empty() {
-            ("tombstone".to_string(), None)
+        let (op, v, snapshot) = if r.value.is_empty() {
+            ("tombstone".to_string(), None, None)
         } else {
             let (_, value) = decode(&dec, &r.value).await;
             (
                 value["op"].as_str().expect("op").to_string(),
                 value["after"]["v"].as_i64(),
+                value["source"]["snapshot"].as_str().map(str::to_string),
             )
         };
         by_key.entry(id).or_default().push(Change {
@@ -129,6 +132,7 @@ pub(crate) async fn changes_by_key(
             offset: r.offset,
             op,
             v,
+            snapshot,
         });
     }
     for changes in by_key.values_mut() {

@@ -6,6 +6,7 @@ mod support;
 mod ack_discipline;
 mod admin;
 mod admin_api;
+mod backfill;
 mod bad_input;
 mod cdc;
 mod cdc_envelope;

@@ -1,6 +1,7 @@
 //! The PostgreSQL CDC source: pgoutput decoding, Debezium envelopes, the replication stream and
 //! the initial snapshot.
 
+pub mod backfill;
 pub mod catalog;
 pub mod envelope;
 pub mod leader;

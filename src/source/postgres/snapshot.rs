@@ -68,21 +68,21 @@ pub struct TableProgress {
 }
 
 /// A table as the snapshot reads it.
-struct Shape {
-    relation: KnownRelation,
+pub(super) struct Shape {
+    pub(super) relation: KnownRelation,
     /// Primary-key columns in index order (empty: no primary key).
-    order: Vec<String>,
+    pub(super) order: Vec<String>,
     /// The publication's row filter, if any.
-    row_filter: Option<String>,
+    pub(super) row_filter: Option<String>,
     /// Estimated rows.
-    estimate: u64,
+    pub(super) estimate: u64,
 }
 
-fn quote_ident(s: &str) -> String {
+pub(super) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-fn quote_literal(s: &str) -> String {
+pub(super) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
@@ -496,7 +496,12 @@ impl PostgresSource {
 
     /// The table's columns as pgoutput describes them (same key flags, so the snapshot and the
     /// stream share one Avro schema), its primary key, row filter and size estimate.
-    async fn shape(&self, conn: &Client, schema: &str, table: &str) -> Result<Shape, SourceError> {
+    pub(super) async fn shape(
+        &self,
+        conn: &Client,
+        schema: &str,
+        table: &str,
+    ) -> Result<Shape, SourceError> {
         let described =
             super::catalog::describe(conn, &self.cfg.publication, schema, table).await?;
         let (oid, reltuples, row_filter) =
@@ -543,7 +548,8 @@ impl PostgresSource {
 }
 
 /// Settings that make the snapshot's text values identical to pgoutput's.
-const SESSION: &str = "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 3;";
+pub(super) const SESSION: &str =
+    "SET TimeZone = 'UTC'; SET DateStyle = 'ISO'; SET extra_float_digits = 3;";
 
 /// The next chunk of the open cursor, as text values.
 async fn fetch(conn: &Client, n: usize) -> Result<Vec<Vec<Option<String>>>, SourceError> {
@@ -563,7 +569,7 @@ async fn fetch(conn: &Client, n: usize) -> Result<Vec<Vec<Option<String>>>, Sour
 }
 
 /// The primary-key values of a row, in key order.
-fn key_of(shape: &Shape, row: &[Option<String>]) -> Vec<String> {
+pub(super) fn key_of(shape: &Shape, row: &[Option<String>]) -> Vec<String> {
     shape
         .order
         .iter()

@@ -166,6 +166,11 @@ impl SourceCounters {
         }
     }
 
+    /// The highest position confirmed to the slot so far (every event before it is durable).
+    pub(super) fn applied(&self) -> u64 {
+        self.applied.load(Ordering::Relaxed)
+    }
+
     fn confirmed(&self, lsn: u64) {
         self.applied.fetch_max(lsn, Ordering::Relaxed);
         if let Some(g) = &self.confirmed_lsn {
@@ -495,7 +500,12 @@ impl PostgresSource {
         let lane = self
             .pipeline
             .lane(&self.name, Arc::clone(&self.health), self.fence.pinned());
-        let result = self.stream(&lane, stop).await;
+        // Backfills run beside the stream, in the leader's session only; they end with it.
+        let (windows, runner) = super::backfill::channels();
+        let result = tokio::select! {
+            r = self.stream(&lane, stop, windows) => r,
+            () = self.run_backfills(runner) => Ok(()),
+        };
         // A session that failed waits until every record it handed over is reported, so none
         // can land after a record of the next session (which sends again from the slot's
         // confirmed position, in order). A stop has already waited its bound in `finish`.
@@ -511,6 +521,7 @@ impl PostgresSource {
         &self,
         lane: &OrderedLane,
         stop: &mut watch::Receiver<bool>,
+        mut windows: super::backfill::Windows,
     ) -> Result<(), SourceError> {
         let client = self.connect_sql().await?;
         let slot = self.preflight(&client).await?;
@@ -624,6 +635,24 @@ impl PostgresSource {
                             }
                         }
                         ReplicationEvent::Message { lsn, transactional, prefix, content } => {
+                            if prefix == super::backfill::PREFIX {
+                                // A backfill's watermark: at a HIGH, its chunk's rows go out here,
+                                // in stream order (see `backfill`).
+                                if !transactional
+                                    && txn.is_none()
+                                    && let Some(events) = windows.on_mark(&content, lsn.0, &self.name, &self.database)
+                                {
+                                    commits.push_back(lsn.0);
+                                    for event in events {
+                                        let at = self.send(lane, event, lsn.0, &mut checkpoint, &mut acks, None).await;
+                                        apply(&repl, &mut commits, at, &self.counters, &self.fence);
+                                    }
+                                    let seq = checkpoint.track(lsn.0);
+                                    let at = checkpoint.resolve(seq, true);
+                                    apply(&repl, &mut commits, at, &self.counters, &self.fence);
+                                }
+                                continue;
+                            }
                             if prefix == HEARTBEAT_PREFIX {
                                 // With nothing in flight, everything before it is durable.
                                 if !transactional && txn.is_none() && checkpoint.in_flight() == 0 && self.fence.holds() {
@@ -709,6 +738,8 @@ impl PostgresSource {
                                     super::rows::placeholders(&rel.columns, row, &unchanged_toast, &self.cfg.unavailable_value_placeholder);
                                 }
                                 let position = t.position(wal_start.0, last_commit, change.relation, change.op);
+                                let before = change.before.map(|b| text_row(b, None));
+                                windows.on_change(&rel.schema, &rel.table, &rel.columns, [after.as_ref(), before.as_ref()]);
                                 let event = Event {
                                     id: EventId::from_lsn(t.final_lsn, t.ordinal),
                                     source: self.name.clone(),
@@ -721,7 +752,7 @@ impl PostgresSource {
                                         table_doc: rel.table_doc.clone(),
                                         op: change.op.to_string(),
                                         columns: rel.columns.clone(),
-                                        before: change.before.map(|b| text_row(b, None)),
+                                        before,
                                         before_key_only: change.before_key_only,
                                         position,
                                         unchanged_toast,
@@ -790,6 +821,7 @@ impl Txn {
             commit_time_us: Some(self.commit_us),
             total_order: self.total_order,
             data_collection_order: self.per_table.get(&relation).copied().unwrap_or(1),
+            incremental: false,
         }
     }
 }

@@ -1,0 +1,522 @@
+//! Backfills: copying a table again while the stream runs (incremental snapshots), with the
+//! watermarks of Netflix's DBLog (as Debezium's incremental snapshots).
+//!
+//! ```text
+//!  runner (leader's session)                       stream (same session, WAL order)
+//!   emit LOW(id, n)  ─────────── WAL ───────────►   LOW: open the window of chunk n
+//!   SELECT next chunk by primary key                 change of a key of the table: mark the key
+//!   hand the chunk to the stream                     HIGH: the chunk's rows minus the marked keys
+//!   emit HIGH(id, n) ─────────── WAL ───────────►         go to the lane as op "r", here, in
+//!   wait until the slot is confirmed past HIGH             stream order
+//!   save the chunk's last key; next chunk
+//! ```
+//!
+//! **Per-key order.** A row read between the watermarks is at least as new as every change
+//! committed before LOW, and a change committed between LOW and HIGH may be newer than the
+//! read: such a key's row is dropped from the chunk (the change carries its state). Every
+//! change after HIGH is newer than the read and reaches the lane after it. So no key's snapshot
+//! read lands after a newer change of it. Test: `backfill::*`.
+//!
+//! **Progress** is saved in the state store (`backfill/<source>`) once the slot is confirmed
+//! past a chunk's HIGH (its rows are durable): a restart or another instance taking over the
+//! slot resumes after the last saved key (the chunk in flight is read again: at-least-once).
+//! `switchyard snapshot start|status|cancel` writes and reads that state; the leader's runner
+//! polls it every second.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_postgres::SimpleQueryMessage;
+use tracing::{info, warn};
+
+use super::snapshot::{SESSION, Shape, key_of, quote_ident, quote_literal};
+use super::stream::{PostgresSource, SourceError, connect_sql, sql};
+use crate::event::{
+    ChangeColumn, ChangePayload, ChangePosition, Event, EventId, Payload, now_micros,
+};
+
+/// The prefix of the watermarks' logical decoding messages (never forwarded).
+pub const PREFIX: &str = "switchyard.backfill";
+
+/// Rows read per chunk unless the request says.
+pub const DEFAULT_CHUNK_ROWS: usize = 1024;
+
+/// The state-store key of a source's backfill.
+pub fn state_key(source: &str) -> String {
+    format!("backfill/{source}")
+}
+
+/// Where a backfill is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Asked for; the leader starts it within a second or two.
+    Requested,
+    /// Copying.
+    Running,
+    /// Every row copied.
+    Done,
+    /// Cancelled: what was copied stays copied.
+    Cancelled,
+    /// Stopped on an error (the message says).
+    Failed,
+}
+
+/// A backfill of one table, as the state store keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Backfill {
+    /// Its id (in the watermarks and the audit trail).
+    pub id: String,
+    pub schema: String,
+    pub table: String,
+    /// Only rows matching this SQL condition (checked by the database before it is stored).
+    pub filter: Option<String>,
+    /// At most this many rows a second.
+    pub rate: Option<f64>,
+    /// Rows per chunk.
+    pub chunk_rows: usize,
+    /// The primary key of the last row of the last durable chunk.
+    pub last_key: Option<Vec<String>>,
+    /// Rows sent (not counting rows whose newer change made the read unnecessary).
+    pub rows: u64,
+    /// Chunks done.
+    pub chunks: u64,
+    /// The table's estimated rows when it started.
+    pub estimate: u64,
+    pub state: State,
+    pub message: Option<String>,
+    pub requested_by: String,
+    pub requested_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+impl Backfill {
+    /// True while it is to run (or runs).
+    pub fn is_active(&self) -> bool {
+        matches!(self.state, State::Requested | State::Running)
+    }
+}
+
+/// A watermark's content.
+#[derive(Debug, Serialize, Deserialize)]
+struct Mark {
+    id: String,
+    chunk: u64,
+    /// `low` or `high`.
+    mark: String,
+    schema: String,
+    table: String,
+    /// The primary-key columns (the window marks changed keys by them).
+    key: Vec<String>,
+}
+
+/// A chunk read between its watermarks, handed to the stream.
+pub(super) struct Chunk {
+    id: String,
+    seq: u64,
+    shape_columns: Arc<[ChangeColumn]>,
+    schema: String,
+    table: String,
+    table_doc: Option<String>,
+    rows: Vec<(Vec<String>, Vec<Option<String>>)>,
+}
+
+/// The stream's side: the open window and the chunks handed over.
+pub(super) struct Windows {
+    chunks: mpsc::Receiver<Chunk>,
+    delivered: mpsc::UnboundedSender<(String, u64, u64, u64)>,
+    open: Option<Window>,
+}
+
+struct Window {
+    id: String,
+    seq: u64,
+    schema: String,
+    table: String,
+    key: Vec<String>,
+    changed: HashSet<Vec<String>>,
+}
+
+/// The channels between a session's stream and its runner.
+pub(super) fn channels() -> (Windows, Runner) {
+    let (chunk_tx, chunk_rx) = mpsc::channel(2);
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    (
+        Windows {
+            chunks: chunk_rx,
+            delivered: done_tx,
+            open: None,
+        },
+        Runner {
+            chunks: chunk_tx,
+            delivered: done_rx,
+        },
+    )
+}
+
+impl Windows {
+    /// A watermark read at `lsn`: `Some(events)` at a HIGH, to be sent at `lsn` in stream order.
+    pub(super) fn on_mark(
+        &mut self,
+        content: &[u8],
+        lsn: u64,
+        source: &str,
+        database: &str,
+    ) -> Option<Vec<Event>> {
+        let mark: Mark = serde_json::from_slice(content).ok()?;
+        if mark.mark == "low" {
+            self.open = Some(Window {
+                id: mark.id,
+                seq: mark.chunk,
+                schema: mark.schema,
+                table: mark.table,
+                key: mark.key,
+                changed: HashSet::new(),
+            });
+            return None;
+        }
+        let window = self
+            .open
+            .take()
+            .filter(|w| w.id == mark.id && w.seq == mark.chunk)?;
+        // The chunk was handed over before its HIGH was written; older ones (a runner that
+        // gave up on them) are dropped.
+        let chunk = loop {
+            match self.chunks.try_recv() {
+                Ok(c) if c.id == window.id && c.seq == window.seq => break c,
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        };
+        let mut events = Vec::with_capacity(chunk.rows.len());
+        for (n, (key, row)) in chunk.rows.into_iter().enumerate() {
+            if window.changed.contains(&key) {
+                continue;
+            }
+            events.push(Event {
+                id: EventId::from_snapshot(
+                    lsn,
+                    &chunk.schema,
+                    &chunk.table,
+                    chunk.seq * 1_000_000 + n as u64,
+                ),
+                source: source.to_string(),
+                event_type: "r".into(),
+                received_at_micros: now_micros(),
+                payload: Payload::Change(ChangePayload {
+                    database: database.to_string(),
+                    schema: chunk.schema.clone(),
+                    table: chunk.table.clone(),
+                    table_doc: chunk.table_doc.clone(),
+                    op: "r".into(),
+                    columns: Arc::clone(&chunk.shape_columns),
+                    before: None,
+                    after: Some(row),
+                    commit_lsn: lsn,
+                    tx_id: 0,
+                    commit_time_ms: now_micros() / 1000,
+                    unchanged_toast: Vec::new(),
+                    before_key_only: false,
+                    position: ChangePosition {
+                        lsn,
+                        incremental: true,
+                        ..ChangePosition::default()
+                    },
+                }),
+            });
+        }
+        let _ = self
+            .delivered
+            .send((window.id, window.seq, lsn, events.len() as u64));
+        Some(events)
+    }
+
+    /// A change of `schema.table` (its columns and rows, text): inside an open window of that
+    /// table, its key is marked (before and after: a key that changed marks both).
+    pub(super) fn on_change(
+        &mut self,
+        schema: &str,
+        table: &str,
+        columns: &[ChangeColumn],
+        rows: [Option<&Vec<Option<String>>>; 2],
+    ) {
+        let Some(w) = self.open.as_mut() else { return };
+        if w.schema != schema || w.table != table {
+            return;
+        }
+        for row in rows.into_iter().flatten() {
+            let key: Vec<String> = w
+                .key
+                .iter()
+                .filter_map(|k| {
+                    let i = columns.iter().position(|c| &c.name == k)?;
+                    row.get(i).cloned().flatten()
+                })
+                .collect();
+            if key.len() == w.key.len() {
+                w.changed.insert(key);
+            }
+        }
+    }
+}
+
+/// The runner's side.
+pub(super) struct Runner {
+    chunks: mpsc::Sender<Chunk>,
+    delivered: mpsc::UnboundedReceiver<(String, u64, u64, u64)>,
+}
+
+impl PostgresSource {
+    async fn load_backfill(&self) -> Result<Option<Backfill>, SourceError> {
+        let v = self
+            .state
+            .get_state(&state_key(&self.name))
+            .await
+            .map_err(|e| SourceError::State(e.to_string()))?;
+        Ok(v.and_then(|v| serde_json::from_str(&v).ok()))
+    }
+
+    async fn save_backfill(&self, b: &Backfill) -> Result<(), SourceError> {
+        let json = serde_json::to_string(b).map_err(|e| SourceError::State(e.to_string()))?;
+        self.state
+            .put_state(&state_key(&self.name), &json)
+            .await
+            .map_err(|e| SourceError::State(e.to_string()))
+    }
+
+    /// Runs the source's requested backfills, one chunk at a time, for as long as the session
+    /// lasts (the session drops it when it ends).
+    pub(super) async fn run_backfills(&self, mut runner: Runner) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let b = match self.load_backfill().await {
+                Ok(Some(b)) if b.is_active() => b,
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!(source = %self.name, error = %e, "cannot read the backfill state; retrying");
+                    continue;
+                }
+            };
+            if let Err(e) = self.backfill(b, &mut runner).await {
+                warn!(source = %self.name, error = %e, "backfill interrupted; it resumes after its last durable chunk");
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+        }
+    }
+
+    async fn backfill(&self, mut b: Backfill, runner: &mut Runner) -> Result<(), SourceError> {
+        let conn = connect_sql(&self.cfg).await?;
+        conn.batch_execute(SESSION).await.map_err(sql)?;
+        let shape = self.shape(&conn, &b.schema, &b.table).await?;
+        if shape.order.is_empty() {
+            b.state = State::Failed;
+            b.message = Some(format!(
+                "{}.{} has no primary key: it cannot be copied in chunks",
+                b.schema, b.table
+            ));
+            b.finished_at = Some(now_micros());
+            return self.save_backfill(&b).await;
+        }
+        if b.state == State::Requested {
+            b.state = State::Running;
+            b.estimate = shape.estimate;
+            self.save_backfill(&b).await?;
+            info!(source = %self.name, backfill = %b.id, table = %format!("{}.{}", b.schema, b.table), estimate = b.estimate, "backfill started");
+        } else {
+            info!(source = %self.name, backfill = %b.id, chunks = b.chunks, rows = b.rows, "backfill resumed after its last durable chunk");
+        }
+        let started = std::time::Instant::now();
+        let rows_at_start = b.rows;
+        loop {
+            // Cancelled meanwhile (by `switchyard snapshot cancel`)?
+            if let Some(now) = self.load_backfill().await?
+                && (now.id != b.id || now.state == State::Cancelled)
+            {
+                info!(source = %self.name, backfill = %b.id, rows = b.rows, "backfill cancelled");
+                return Ok(());
+            }
+            if !self.fence.holds() {
+                return Err(SourceError::Stream(
+                    "this instance no longer leads the slot".into(),
+                ));
+            }
+            let seq = b.chunks;
+            let mark = |kind: &str| {
+                serde_json::to_string(&Mark {
+                    id: b.id.clone(),
+                    chunk: seq,
+                    mark: kind.into(),
+                    schema: b.schema.clone(),
+                    table: b.table.clone(),
+                    key: shape.order.clone(),
+                })
+                .unwrap_or_default()
+            };
+            conn.query_one(
+                "SELECT pg_logical_emit_message(false, $1, $2)::text",
+                &[&PREFIX, &mark("low")],
+            )
+            .await
+            .map_err(sql)?;
+            let rows = read_chunk(&conn, &shape, &b).await?;
+            let last = rows.last().map(|(k, _)| k.clone());
+            let read = rows.len();
+            runner
+                .chunks
+                .send(Chunk {
+                    id: b.id.clone(),
+                    seq,
+                    shape_columns: Arc::clone(&shape.relation.columns),
+                    schema: b.schema.clone(),
+                    table: b.table.clone(),
+                    table_doc: shape.relation.table_doc.clone(),
+                    rows,
+                })
+                .await
+                .map_err(|_| SourceError::Stream("the session ended".into()))?;
+            conn.query_one(
+                "SELECT pg_logical_emit_message(false, $1, $2)::text",
+                &[&PREFIX, &mark("high")],
+            )
+            .await
+            .map_err(sql)?;
+            // The stream reaches the HIGH and hands the rows over; then they must be durable.
+            let (at, sent) = loop {
+                let Some((id, n, lsn, sent)) = tokio::time::timeout(
+                    Duration::from_secs(300),
+                    runner.delivered.recv(),
+                )
+                .await
+                .map_err(|_| {
+                    SourceError::Stream(
+                        "the stream did not reach the backfill's watermark within 5 minutes".into(),
+                    )
+                })?
+                else {
+                    return Err(SourceError::Stream("the session ended".into()));
+                };
+                if id == b.id && n == seq {
+                    break (lsn, sent);
+                }
+            };
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
+            while self.counters.applied() < at {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(SourceError::Stream(
+                        "a backfill chunk was not durable within 5 minutes".into(),
+                    ));
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            b.chunks += 1;
+            b.rows += sent;
+            if last.is_some() {
+                b.last_key = last;
+            }
+            if let Some(m) = crate::telemetry::metrics::metrics() {
+                m.snapshot_rows
+                    .with_label_values(&[self.name.as_str(), &format!("{}.{}", b.schema, b.table)])
+                    .inc_by(sent);
+                if b.estimate > 0 {
+                    m.snapshot_progress
+                        .with_label_values(&[self.name.as_str()])
+                        .set((b.rows as f64 / b.estimate as f64).min(1.0));
+                }
+            }
+            if read < b.chunk_rows {
+                b.state = State::Done;
+                b.finished_at = Some(now_micros());
+                self.save_backfill(&b).await?;
+                info!(source = %self.name, backfill = %b.id, rows = b.rows, chunks = b.chunks, "backfill done");
+                return Ok(());
+            }
+            self.save_backfill(&b).await?;
+            if let Some(rate) = b.rate {
+                let due = Duration::from_secs_f64((b.rows - rows_at_start) as f64 / rate);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+}
+
+/// The next chunk after `b.last_key`, in primary-key order, as text values: (key, row).
+async fn read_chunk(
+    conn: &tokio_postgres::Client,
+    shape: &Shape,
+    b: &Backfill,
+) -> Result<Vec<(Vec<String>, Vec<Option<String>>)>, SourceError> {
+    let r = &shape.relation;
+    let columns: Vec<String> = r.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let order: Vec<String> = shape.order.iter().map(|c| quote_ident(c)).collect();
+    let mut conditions = Vec::new();
+    if let Some(f) = &shape.row_filter {
+        conditions.push(format!("({f})"));
+    }
+    if let Some(f) = &b.filter {
+        conditions.push(format!("({f})"));
+    }
+    if let Some(k) = b.last_key.as_ref().filter(|k| k.len() == order.len()) {
+        let vals: Vec<String> = k.iter().map(|v| quote_literal(v)).collect();
+        conditions.push(format!("({}) > ({})", order.join(", "), vals.join(", ")));
+    }
+    let mut query = format!(
+        "SELECT {} FROM {}.{}",
+        columns.join(", "),
+        quote_ident(&r.schema),
+        quote_ident(&r.table)
+    );
+    if !conditions.is_empty() {
+        query.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+    }
+    query.push_str(&format!(
+        " ORDER BY {} LIMIT {}",
+        order.join(", "),
+        b.chunk_rows.max(1)
+    ));
+    // Read only: a condition cannot write.
+    let messages = conn
+        .simple_query(&format!("BEGIN READ ONLY; {query}; COMMIT"))
+        .await
+        .map_err(sql)?;
+    Ok(messages
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => {
+                let values: Vec<Option<String>> = (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect();
+                Some((key_of(shape, &values), values))
+            }
+            _ => None,
+        })
+        .collect())
+}
+
+/// Checks `filter` against `schema.table` on `conn` without reading a row: the database's
+/// message if it is not a valid condition.
+pub async fn check_filter(
+    conn: &tokio_postgres::Client,
+    schema: &str,
+    table: &str,
+    filter: &str,
+) -> Result<(), String> {
+    let query = format!(
+        "BEGIN READ ONLY; EXPLAIN SELECT 1 FROM {}.{} WHERE ({filter}); ROLLBACK",
+        quote_ident(schema),
+        quote_ident(table)
+    );
+    match conn.simple_query(&query).await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let _ = conn.simple_query("ROLLBACK").await;
+            Err(e
+                .as_db_error()
+                .map_or_else(|| e.to_string(), |d| d.message().to_string()))
+        }
+    }
+}
