@@ -407,6 +407,11 @@ fn app(
 /// schema registry settings are not reloaded: a change to `[sources]` or `[schema_registry]`
 /// is reported and needs a restart.
 pub fn reload(pipeline: &Pipeline, running: &Config) -> Result<usize, String> {
+    reload_to(pipeline, running).map(|new| new.routes.len())
+}
+
+/// [`reload`], returning the configuration now in force (its routes).
+pub fn reload_to(pipeline: &Pipeline, running: &Config) -> Result<Config, String> {
     let new = Config::load(&running.path).map_err(|e| e.to_string())?;
     if format!("{:?}", new.sources) != format!("{:?}", running.sources) {
         warn!(
@@ -419,7 +424,7 @@ pub fn reload(pipeline: &Pipeline, running: &Config) -> Result<usize, String> {
         );
     }
     pipeline.replace_routes(&new);
-    Ok(new.routes.len())
+    Ok(new)
 }
 
 fn count_reload(ok: bool) {

@@ -152,10 +152,14 @@ pub struct ClientCertificate(pub Arc<str>);
 /// The subject common name of a DER certificate.
 fn common_name(der: &[u8]) -> Option<String> {
     let cert = openssl::x509::X509::from_der(der).ok()?;
-    let cn = cert
+    let mut names = cert
         .subject_name()
-        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-        .next()?;
+        .entries_by_nid(openssl::nid::Nid::COMMONNAME);
+    let cn = names.next()?;
+    // A subject with several CNs names no one.
+    if names.next().is_some() {
+        return None;
+    }
     cn.data().to_string().ok()
 }
 

@@ -43,6 +43,48 @@ pub(crate) fn routes(state: Arc<AdminState>) -> Router {
         .route("/api/v1/slots/{source}/reset", post(reset_slot))
         .route("/api/v1/reload", post(reload))
         .with_state(state)
+        .layer(axum::middleware::from_fn(guard))
+}
+
+/// The API authenticates by `Authorization: Bearer` or a client certificate, never by the
+/// console's cookie; a request that changes something on the strength of a client certificate
+/// alone (which a browser presents by itself) must be `application/json` from the same origin:
+/// a page elsewhere cannot make a browser act.
+async fn guard(mut request: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    request.headers_mut().remove(axum::http::header::COOKIE);
+    let h = request.headers();
+    let changes = !matches!(
+        *request.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    // A client certificate is the only credential a browser sends by itself (cookies are
+    // removed above): a request that relies on one must be JSON from this origin.
+    let ambient = request
+        .extensions()
+        .get::<crate::serve::ClientCertificate>()
+        .is_some();
+    if changes && ambient && !h.contains_key(axum::http::header::AUTHORIZATION) {
+        let json = h
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
+        let host = h
+            .get(axum::http::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let same_origin = h
+            .get(axum::http::header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|o| o == format!("https://{host}") || o == format!("http://{host}"));
+        if !json || !same_origin {
+            return error(
+                StatusCode::FORBIDDEN,
+                "cross_site",
+                "without a bearer token, a request that changes something must be application/json from this origin".into(),
+            );
+        }
+    }
+    next.run(request).await
 }
 
 fn bad_request(message: impl Into<String>) -> Response {
@@ -192,7 +234,15 @@ async fn stats(State(state): S, call: Call) -> Response {
 pub fn masked(state: &AdminState, dl: &DeadLetter) -> Option<Event> {
     let event = dl.event.as_ref()?;
     let masks = state.pipeline.routes().masks(&dl.source, None);
-    Some(crate::router::transform::mask_event(event, &masks, false))
+    let mut out = crate::router::transform::mask_event(event, &masks, false);
+    // Masks name JSON fields: a body they cannot apply to (not JSON) is not shown at all.
+    if !masks.is_empty()
+        && let crate::event::Payload::Webhook(w) = &mut out.payload
+        && serde_json::from_str::<Value>(&w.body).is_err()
+    {
+        w.body = "[hidden: the body is not JSON, so its source's masks cannot apply; admins see it with raw=true]".into();
+    }
+    Some(out)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,6 +299,9 @@ async fn show(
     }
 }
 
+/// Ids one request may name.
+const MAX_IDS: usize = 1000;
+
 /// A selection as JSON (`POST` bodies): the CLI's `--id`, `--route`, … with times as
 /// durations ago or RFC 3339.
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +331,12 @@ pub struct SelectionBody {
 
 impl SelectionBody {
     fn selection(&self) -> Result<Selection, String> {
+        if self.ids.len() > MAX_IDS {
+            return Err(format!(
+                "{} ids: at most {MAX_IDS} at once (select by route, class or source for more)",
+                self.ids.len()
+            ));
+        }
         let s = Selection {
             ids: self.ids.clone(),
             route: self.route.clone().filter(|s| !s.is_empty()),
@@ -333,10 +392,8 @@ async fn first_unknown(state: &AdminState, ids: &[i64]) -> Result<Option<i64>, R
         })
         .await
         .map_err(store_error)?;
-    Ok(ids
-        .iter()
-        .copied()
-        .find(|id| !found.iter().any(|d| d.id == *id)))
+    let found: std::collections::HashSet<i64> = found.iter().map(|d| d.id).collect();
+    Ok(ids.iter().copied().find(|id| !found.contains(id)))
 }
 
 /// Discards the selected entries with a reason (`operator`).
@@ -441,7 +498,7 @@ pub async fn replay_selected(
     };
     let Some(job) = state
         .jobs
-        .start(who.name.clone(), sel.describe(), b.dry_run, rate)
+        .start(who.name.clone(), sel.clone(), b.dry_run, rate)
     else {
         let _ = call
             .audit(state, &who, action, 0, "429 too many jobs")
@@ -757,11 +814,11 @@ async fn reload(State(state): S, call: Call) -> Response {
         return r;
     }
     let running = state.config();
-    match crate::daemon::reload(&state.pipeline, &running) {
-        Ok(n) => {
-            if let Ok(new) = crate::config::Config::load(&running.path)
-                && let Ok(mut c) = state.config.write()
-            {
+    match crate::daemon::reload_to(&state.pipeline, &running) {
+        Ok(new) => {
+            let n = new.routes.len();
+            // Tokens and clients stay as at start (see operations.md).
+            if let Ok(mut c) = state.config.write() {
                 *c = Arc::new(Config {
                     admin: running.admin.clone(),
                     ..new

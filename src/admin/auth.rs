@@ -83,15 +83,61 @@ pub fn presented(headers: &axum::http::HeaderMap) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// Failed authentications per address, by the minute.
+/// Failed authentications audited per minute from all addresses together (a flood from many
+/// addresses cannot fill the audit trail either).
+pub const FAILURES_PER_MINUTE_IN_ALL: u32 = 600;
+
+/// Failed authentications per address (IPv6: per /64, which one sender holds), by the minute.
 #[derive(Default)]
 pub struct Failures {
     by_peer: Mutex<HashMap<IpAddr, (Instant, u32)>>,
+    all: Mutex<Option<(Instant, u32)>>,
+}
+
+/// The address a budget is kept for: IPv6 addresses by their /64.
+fn budget_key(peer: IpAddr) -> IpAddr {
+    match peer {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
 }
 
 impl Failures {
-    /// Counts a failure of `peer`; false once it is over its budget for this minute.
+    /// True while `peer` is over its budget for this minute: it is refused before its token is
+    /// even looked at, so guessing cannot go on at any speed.
+    pub fn exhausted(&self, peer: IpAddr) -> bool {
+        let map = self
+            .by_peer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        map.get(&budget_key(peer)).is_some_and(|(since, n)| {
+            since.elapsed() < Duration::from_secs(60) && *n >= FAILURES_PER_MINUTE
+        })
+    }
+
+    /// Counts a failure of `peer`; false once it (or all addresses together) is over its
+    /// budget for this minute.
     pub fn charge(&self, peer: IpAddr) -> bool {
+        let peer = budget_key(peer);
+        {
+            let mut all = self
+                .all
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let now = Instant::now();
+            let (since, n) = all.get_or_insert((now, 0));
+            if now.duration_since(*since) >= Duration::from_secs(60) {
+                *since = now;
+                *n = 0;
+            }
+            *n = n.saturating_add(1);
+            if *n > FAILURES_PER_MINUTE_IN_ALL {
+                return false;
+            }
+        }
         let mut map = self
             .by_peer
             .lock()
@@ -166,6 +212,15 @@ mod tests {
             assert!(f.charge(peer));
         }
         assert!(!f.charge(peer));
+        assert!(f.exhausted(peer));
         assert!(f.charge("10.0.0.2".parse().unwrap()), "per address");
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        for _ in 0..FAILURES_PER_MINUTE {
+            assert!(f.charge(v6));
+        }
+        assert!(
+            f.exhausted("2001:db8::ffff".parse().unwrap()),
+            "an IPv6 sender's /64 shares one budget"
+        );
     }
 }

@@ -50,6 +50,8 @@ pub struct Job {
     pub id: u64,
     pub by: String,
     pub selector: String,
+    /// What it selected (the console confirms a dry run with the same selection).
+    pub selection: crate::dlq::select::Selection,
     pub dry_run: bool,
     pub rate: Option<f64>,
     pub started_at: i64,
@@ -131,9 +133,16 @@ impl Write for Output {
         self.partial.extend_from_slice(buf);
         while let Some(end) = self.partial.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = self.partial.drain(..=end).collect();
-            let Ok(v) = serde_json::from_slice::<Value>(&line) else {
+            let Ok(mut v) = serde_json::from_slice::<Value>(&line) else {
                 continue;
             };
+            // A dry run's line holds the record (key and value) as one route writes it: not
+            // kept, a job's output is for every viewer (payloads are shown per entry, masked).
+            if let Some(w) = v.get_mut("would_produce").and_then(Value::as_object_mut) {
+                w.remove("value");
+                w.remove("key");
+                w.remove("headers");
+            }
             let mut p = self.job.progress();
             match v["result"].as_str() {
                 Some("delivered") => p.delivered += 1,
@@ -174,7 +183,7 @@ impl Jobs {
     pub fn start(
         &self,
         by: String,
-        selector: String,
+        selection: crate::dlq::select::Selection,
         dry_run: bool,
         rate: Option<f64>,
     ) -> Option<Arc<Job>> {
@@ -186,7 +195,8 @@ impl Jobs {
         let job = Arc::new(Job {
             id,
             by,
-            selector,
+            selector: selection.describe(),
+            selection,
             dry_run,
             rate,
             started_at: now_micros(),

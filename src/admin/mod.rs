@@ -207,6 +207,13 @@ impl Call {
     /// The caller, if it may act with `needed`; a refusal is audited (within the address's
     /// failure budget).
     pub async fn require(&self, state: &AdminState, needed: Role) -> Result<Principal, Refusal> {
+        let peer = self
+            .peer
+            .parse()
+            .unwrap_or(std::net::IpAddr::from([0, 0, 0, 0]));
+        if state.failures.exhausted(peer) {
+            return Err(Refusal::TooManyFailures);
+        }
         // A verified client certificate of a configured client first, else a token.
         let principal = self
             .client

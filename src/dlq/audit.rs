@@ -129,7 +129,7 @@ fn short(hash: &str) -> String {
     if hash.is_empty() {
         "nothing".into()
     } else {
-        format!("{}…", &hash[..hash.len().min(12)])
+        format!("{}…", hash.chars().take(12).collect::<String>())
     }
 }
 

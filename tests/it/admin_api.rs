@@ -449,6 +449,11 @@ async fn a_replay_job_runs_dry_then_paced_is_cancelled_and_delivers_each_entry_o
         "{dry}"
     );
     assert_eq!(dry["lines"][0]["would_produce"]["topic"], topic, "{dry}");
+    assert!(
+        dry["lines"][0]["would_produce"].get("value").is_none()
+            && dry["lines"][0]["would_produce"].get("key").is_none(),
+        "a job's output, open to viewers, holds no payload: {dry}"
+    );
 
     // Paced at 1/s, cancelled once the first is delivered: the rest stay pending.
     let (status, job) = call(
@@ -1039,6 +1044,45 @@ sha256 = "{}"
             .is_err(),
         "a certificate of another CA is refused at the handshake"
     );
+    // A client certificate is sent by a browser on its own: a change on its strength alone must
+    // be JSON from this origin (a form on another site cannot reload or replay).
+    let post = |c: reqwest::Client, json: bool, origin: Option<&'static str>| {
+        let url = format!("{admin}/api/v1/reload");
+        async move {
+            let mut r = c.post(&url);
+            if json {
+                r = r.header("content-type", "application/json").body("{}");
+            } else {
+                r = r.header("content-type", "text/plain").body("x");
+            }
+            if let Some(o) = origin {
+                r = r.header("origin", o);
+            }
+            r.send().await.expect("https").status().as_u16()
+        }
+    };
+    assert_eq!(
+        post(client(Some("alice")), false, None).await,
+        403,
+        "not JSON"
+    );
+    assert_eq!(
+        post(client(Some("alice")), true, Some("https://evil.example")).await,
+        403,
+        "another origin"
+    );
+    assert_eq!(post(client(Some("alice")), true, None).await, 200);
+    // The console's cookie is not a credential of the API.
+    let (status, _) = {
+        let r = client(None)
+            .get(format!("{admin}/api/v1/whoami"))
+            .header("cookie", format!("switchyard_admin={VIEWER}"))
+            .send()
+            .await
+            .expect("https");
+        (r.status().as_u16(), ())
+    };
+    assert_eq!(status, 401, "the API ignores the console's cookie");
     let (_, log) = get(client(Some("alice")), "/api/v1/audit?limit=50", None)
         .await
         .expect("https");

@@ -36,6 +36,9 @@ use page::{Section, esc, hidden, html, input, layout, notice, select, status};
 type S = State<Arc<AdminState>>;
 type Fields = Form<HashMap<String, String>>;
 
+/// Dead letters of the last day the overview counts by hour (at most).
+const OVERVIEW_COUNTED: usize = 2000;
+
 /// The console's routes.
 pub(crate) fn routes(state: Arc<AdminState>) -> Router {
     Router::new()
@@ -192,8 +195,14 @@ async fn login(State(state): S, headers: HeaderMap, call: Call, Form(f): Fields)
                 .audit(&state, &p, "sign in (console)", 0, "ok")
                 .await;
             let mut r = Redirect::to("/ui").into_response();
-            let cookie =
-                format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200");
+            let secure = if state.config().admin.tls.is_some() {
+                "; Secure"
+            } else {
+                ""
+            };
+            let cookie = format!(
+                "{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200{secure}"
+            );
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
@@ -282,7 +291,7 @@ async fn overview(State(state): S, call: Call) -> Response {
         .store
         .list(&Selector {
             since: Some(day),
-            limit: Some(10_000),
+            limit: Some(OVERVIEW_COUNTED),
             ..Selector::default()
         })
         .await
@@ -297,12 +306,17 @@ async fn overview(State(state): S, call: Call) -> Response {
     let labels: Vec<String> = (0..24).map(|h| format!("{} h ago", 24 - h)).collect();
     let _ = write!(
         body,
-        "<h2>Dead letters in the last 24 hours</h2><figure>{}<figcaption class=\"muted\">By the hour of their last failure, oldest on the left: {} in all.</figcaption></figure>",
+        "<h2>Dead letters in the last 24 hours</h2><figure>{}<figcaption class=\"muted\">By the hour of their last failure, oldest on the left: {}{} in all.</figcaption></figure>",
         graph::bars(
             "Dead letters per hour over the last 24 hours",
             &labels,
             &counts
         ),
+        if recent.len() == OVERVIEW_COUNTED {
+            "at least "
+        } else {
+            ""
+        },
         recent.len()
     );
     body.push_str("<h2>By route, class and status</h2><table><thead><tr><th scope=\"col\">Route</th><th scope=\"col\">Class</th><th scope=\"col\">Status</th><th scope=\"col\" class=\"num\">Count</th></tr></thead><tbody>");
@@ -510,8 +524,9 @@ async fn entry(
         Err(r) => return as_page(r, &p, &format!("Dead letter {id}")).await,
     };
     let mut body = format!("<h1>Dead letter {id}</h1>");
-    if let Some(m) = q.get("notice") {
-        body.push_str(&notice("ok", m));
+    // Fixed texts only: a link cannot put words in the console's mouth.
+    if q.get("notice").is_some_and(|m| m == "discarded") {
+        body.push_str(&notice("ok", "Discarded."));
     }
     let _ = write!(
         body,
@@ -586,7 +601,7 @@ async fn discard(
         ..SelectionBody::default()
     };
     match api::discard_selected(&state, &call, &b).await {
-        Ok(_) => Redirect::to(&format!("/ui/dead-letters/{id}?notice=Discarded.")).into_response(),
+        Ok(_) => Redirect::to(&format!("/ui/dead-letters/{id}?notice=discarded")).into_response(),
         Err(r) => as_page(r, &p, "Discard").await,
     }
 }
@@ -688,9 +703,9 @@ async fn job(State(state): S, call: Call, Path(id): Path<u64>) -> Response {
             (
                 "would produce".to_string(),
                 format!(
-                    "topic {} , key {}",
+                    "topic {}, route {}",
                     w["topic"].as_str().unwrap_or(""),
-                    w["key"]
+                    w["route"].as_str().unwrap_or("")
                 ),
             )
         } else if let Some(w) = l.get("would_fail") {
@@ -736,7 +751,7 @@ async fn job(State(state): S, call: Call, Path(id): Path<u64>) -> Response {
         let _ = write!(
             body,
             "<h2>Confirm</h2><p>Replay these entries to Kafka now? Each is marked replayed once Kafka acknowledged it.</p><form method=\"post\" action=\"/ui/replays\">{}<button type=\"submit\">Confirm replay</button></form>",
-            confirm_fields(&job.selector),
+            confirm_fields(&job.selection),
         );
     }
     let mut r = html(
@@ -754,30 +769,32 @@ async fn job(State(state): S, call: Call, Path(id): Path<u64>) -> Response {
     r
 }
 
-/// Hidden fields that select again what a dry run selected (from its `--id …` description).
-fn confirm_fields(described: &str) -> String {
+/// Hidden fields that select again what a dry run selected.
+fn confirm_fields(sel: &crate::dlq::select::Selection) -> String {
     let mut fields = String::new();
-    let mut words = described.split(' ').peekable();
-    let mut ids = Vec::new();
-    while let Some(w) = words.next() {
-        match w {
-            "--id" => {
-                while let Some(n) = words.peek().and_then(|n| n.parse::<i64>().ok()) {
-                    ids.push(n.to_string());
-                    words.next();
-                }
-            }
-            "--all" => fields.push_str(&hidden("all", "true")),
-            "--route" | "--class" | "--source" | "--since" | "--until" | "--limit" => {
-                if let Some(v) = words.next() {
-                    fields.push_str(&hidden(w.trim_start_matches("--"), v));
-                }
-            }
-            _ => {}
+    if !sel.ids.is_empty() {
+        let ids: Vec<String> = sel.ids.iter().map(i64::to_string).collect();
+        fields.push_str(&hidden("ids", &ids.join(",")));
+    }
+    if sel.all {
+        fields.push_str(&hidden("all", "true"));
+    }
+    for (name, v) in [
+        ("route", &sel.route),
+        ("class", &sel.class),
+        ("source", &sel.source),
+    ] {
+        if let Some(v) = v {
+            fields.push_str(&hidden(name, v));
         }
     }
-    if !ids.is_empty() {
-        fields.push_str(&hidden("ids", &ids.join(",")));
+    for (name, v) in [("since", sel.since), ("until", sel.until)] {
+        if let Some(t) = v {
+            fields.push_str(&hidden(name, &format_time(t)));
+        }
+    }
+    if let Some(l) = sel.limit {
+        fields.push_str(&hidden("limit", &l.to_string()));
     }
     fields
 }

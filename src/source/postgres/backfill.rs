@@ -385,16 +385,14 @@ impl PostgresSource {
             .map_err(sql)?;
             // The stream reaches the HIGH and hands the rows over; then they must be durable.
             let (at, sent) = loop {
-                let Some((id, n, lsn, sent)) = tokio::time::timeout(
-                    Duration::from_secs(300),
-                    runner.delivered.recv(),
-                )
-                .await
-                .map_err(|_| {
-                    SourceError::Stream(
+                let Some((id, n, lsn, sent)) =
+                    tokio::time::timeout(Duration::from_secs(300), runner.delivered.recv())
+                        .await
+                        .map_err(|_| {
+                            SourceError::Stream(
                         "the stream did not reach the backfill's watermark within 5 minutes".into(),
                     )
-                })?
+                        })?
                 else {
                     return Err(SourceError::Stream("the session ended".into()));
                 };
