@@ -121,7 +121,20 @@ pub fn document() -> Value {
             "/api/v1/lineage": {"get": op("Source → table or event type → route → topic (as `switchyard lineage`)", "viewer", json!([]), None, answers("{nodes, edges}"))},
             "/api/v1/slots": {"get": op("The replication slot of each postgres source", "viewer", json!([]), None, answers("slots"))},
             "/api/v1/slots/{source}/reset": {"post": op("Drop a source's slot (refused while in use)", "admin", json!([path("source", "string")]), None, answers("{dropped, message}"))},
-            "/api/v1/reload": {"post": op("Reload routes from the configuration file (as SIGHUP)", "admin", json!([]), None, answers("{reloaded, routes}"))}
+            "/api/v1/reload": {"post": op("Reload routes from the configuration file (as SIGHUP)", "admin", json!([]), None, answers("{reloaded, routes}"))},
+            "/api/v1/backfills": {"post": op("Copy a table of a postgres source again while it streams (202; as `switchyard snapshot start`)", "operator", json!([]), Some(json!({
+                "type": "object", "additionalProperties": false, "required": ["source", "table"],
+                "properties": {
+                    "source": {"type": "string"}, "table": {"type": "string", "description": "schema.table"},
+                    "where": {"type": "string", "description": "an SQL condition, checked by the database first"},
+                    "rate": {"type": ["string", "number"], "description": "rows per second, e.g. \"5000/s\""},
+                    "chunk_rows": {"type": "integer", "minimum": 1, "maximum": 100000}
+                }
+            })), answers("the backfill"))},
+            "/api/v1/backfills/{source}": {
+                "get": op("The source's backfill: state, rows, chunks, last key", "viewer", json!([path("source", "string")]), None, answers("the backfill")),
+                "delete": op("Cancel the source's backfill after the chunk in progress (202)", "operator", json!([path("source", "string")]), None, answers("the backfill"))
+            }
         }
     })
 }

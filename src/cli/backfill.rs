@@ -11,10 +11,7 @@ use crate::config::{Config, SourceKind};
 use crate::dlq::select::parse_rate;
 use crate::dlq::{AuditEntry, DlqStore};
 use crate::event::now_micros;
-use crate::source::postgres::backfill::{
-    Backfill, DEFAULT_CHUNK_ROWS, State, check_filter, state_key,
-};
-use crate::source::postgres::stream::connect_sql;
+use crate::source::postgres::backfill::{self, DEFAULT_CHUNK_ROWS, Request, RequestError};
 
 /// The `snapshot` subcommands.
 #[derive(Debug, Subcommand)]
@@ -79,32 +76,27 @@ pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<E
         | SnapshotCommand::Status { source }
         | SnapshotCommand::Cancel { source, .. } => source,
     };
-    let Some(SourceKind::Postgres(pg)) = config.sources.get(source).map(|s| &s.kind) else {
+    if !matches!(
+        config.sources.get(source).map(|s| &s.kind),
+        Some(SourceKind::Postgres(_))
+    ) {
         return Ok(usage(&format!(
             "`{source}` is not a postgres source in {}",
             config.path.display()
         )));
-    };
+    }
     let store = DlqStore::open(&config.dlq.store)
         .await
         .context("opening the state store")?;
-    let key = state_key(source);
-    let current: Option<Backfill> = store
-        .get_state(&key)
-        .await?
-        .and_then(|v| serde_json::from_str(&v).ok());
     match command {
-        SnapshotCommand::Status { .. } => match current {
+        SnapshotCommand::Status { .. } => match backfill::current(&store, source).await? {
             Some(b) => println!("{}", serde_json::to_string_pretty(&b)?),
             None => println!("{{\"state\": \"none\"}}"),
         },
         SnapshotCommand::Cancel { actor: who, .. } => {
-            let Some(mut b) = current.filter(Backfill::is_active) else {
+            let Some(b) = backfill::cancel(&store, source).await? else {
                 return Ok(usage(&format!("source `{source}` has no backfill running")));
             };
-            b.state = State::Cancelled;
-            b.finished_at = Some(now_micros());
-            store.put_state(&key, &serde_json::to_string(&b)?).await?;
             store
                 .audit(&AuditEntry {
                     at: now_micros(),
@@ -126,76 +118,25 @@ pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<E
             actor: who,
             ..
         } => {
-            if let Some(b) = current.as_ref().filter(|b| b.is_active()) {
-                return Ok(usage(&format!(
-                    "source `{source}` is backfilling {}.{} ({}); cancel it first",
-                    b.schema, b.table, b.id
-                )));
-            }
-            let (schema, name) = table.split_once('.').unwrap_or(("public", table));
-            if !(1..=100_000).contains(chunk_rows) {
-                return Ok(usage("--chunk-rows must be between 1 and 100000"));
-            }
-            let conn = connect_sql(pg)
-                .await
-                .with_context(|| format!("connecting to source `{source}`'s database"))?;
-            let has_key: Option<bool> = conn
-                .query_opt(
-                    "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = c.oid AND indisprimary)
-                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                     WHERE n.nspname = $1 AND c.relname = $2",
-                    &[&schema, &name],
-                )
-                .await?
-                .map(|r| r.get(0));
-            match has_key {
-                None => {
-                    return Ok(usage(&format!(
-                        "no table {schema}.{name} in source `{source}`'s database"
-                    )));
-                }
-                Some(false) => {
-                    return Ok(usage(&format!(
-                        "{schema}.{name} has no primary key: a backfill reads in key order"
-                    )));
-                }
-                Some(true) => {}
-            }
-            if let Some(f) = filter
-                && let Err(e) = check_filter(&conn, schema, name, f).await
-            {
-                return Ok(usage(&format!(
-                    "--where is not a condition on {schema}.{name}: {e}; nothing was started"
-                )));
-            }
-            let b = Backfill {
-                id: format!("bf-{:x}", now_micros()),
-                schema: schema.to_string(),
-                table: name.to_string(),
+            let req = Request {
+                source: source.clone(),
+                table: table.clone(),
                 filter: filter.clone(),
                 rate: *rate,
                 chunk_rows: *chunk_rows,
-                last_key: None,
-                rows: 0,
-                chunks: 0,
-                estimate: 0,
-                state: State::Requested,
-                message: None,
-                requested_by: actor(who),
-                requested_at: now_micros(),
-                finished_at: None,
+                by: actor(who),
             };
-            store.put_state(&key, &serde_json::to_string(&b)?).await?;
-            let mut selector = format!("--source {source} --table {schema}.{name}");
-            if let Some(f) = filter {
-                selector.push_str(&format!(" --where {f}"));
-            }
+            let b = match backfill::request(config, &store, &req).await {
+                Ok(b) => b,
+                Err(e @ RequestError::Unavailable(_)) => return Err(e.into()),
+                Err(e) => return Ok(usage(&e.to_string())),
+            };
             store
                 .audit(&AuditEntry {
                     at: now_micros(),
                     actor: b.requested_by.clone(),
                     action: "backfill start".into(),
-                    selector,
+                    selector: describe(&req),
                     count: 0,
                     result: format!("requested {}", b.id),
                     ..AuditEntry::default()
@@ -209,4 +150,16 @@ pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<E
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A request as the CLI's flags, for the audit log.
+pub(crate) fn describe(req: &Request) -> String {
+    let mut s = format!("--source {} --table {}", req.source, req.table);
+    if let Some(f) = &req.filter {
+        s.push_str(&format!(" --where {f}"));
+    }
+    if let Some(r) = req.rate {
+        s.push_str(&format!(" --rate {r}/s"));
+    }
+    s
 }

@@ -2,7 +2,7 @@
 //! audit | token`.
 
 mod admin;
-mod backfill;
+pub(crate) mod backfill;
 pub(crate) mod catalog;
 mod dlq;
 mod dlq_remote;

@@ -314,3 +314,107 @@ topic = "{{table}}"
     );
     b.kill();
 }
+
+/// The same backfill through the admin API: an operator starts it (a viewer may not), a bad
+/// condition is refused with the database's words, its status is polled, and the trail names
+/// the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_through_the_admin_api_is_the_operators_and_audited() {
+    use crate::admin_api::{OPERATOR, VIEWER, call};
+    let name = "apibf";
+    let db = counters_db("backfill_api", 1000).await;
+    let stack = Stack::start();
+    let path = stack.dir.path().join("routes.toml");
+    let sha = |t: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t.as_bytes()));
+    std::fs::write(
+        &path,
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+[kafka]
+bootstrap_servers = "{}"
+[schema_registry]
+url = "{}"
+[sources.{name}]
+type = "postgres"
+url = "{}"
+tables = ["public.counters"]
+snapshot = "never"
+[[routes]]
+name = "r"
+source = "{name}"
+topic = "api-{{table}}"
+[admin.tokens.viewer]
+role = "viewer"
+sha256 = "{}"
+[admin.tokens.operator]
+role = "operator"
+sha256 = "{}"
+"#,
+            stack.broker.bootstrap(),
+            stack.registry.url(),
+            db.pg.url(&db.db),
+            sha(VIEWER),
+            sha(OPERATOR)
+        ),
+    )
+    .expect("config");
+    let (sy, _) = daemon::start(load(&path)).await;
+    wait_for_slot(&db.client, &format!("switchyard_{name}")).await;
+    let admin = format!("http://{}", sy.admin_addr().expect("admin"));
+    let url = format!("{admin}/api/v1/backfills");
+    let body = serde_json::json!({"source": name, "table": "public.counters", "chunk_rows": 300});
+    assert_eq!(
+        call("POST", &url, Some(VIEWER), Some(body.clone())).await.0,
+        403
+    );
+    let (status, bad) = call(
+        "POST",
+        &url,
+        Some(OPERATOR),
+        Some(serde_json::json!({"source": name, "table": "counters", "where": "nope("})),
+    )
+    .await;
+    assert_eq!(status, 400, "{bad}");
+    assert!(
+        bad["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("syntax error")),
+        "{bad}"
+    );
+    let (status, started) = call("POST", &url, Some(OPERATOR), Some(body)).await;
+    assert_eq!(status, 202, "{started}");
+    let done = wait_for_async("the backfill to end", Duration::from_secs(60), || async {
+        let (_, s) = call("GET", &format!("{url}/{name}"), Some(VIEWER), None).await;
+        (s["state"] == "done").then_some(s)
+    })
+    .await;
+    assert_eq!(
+        (done["rows"].as_u64(), done["chunks"].as_u64()),
+        (Some(1000), Some(4)),
+        "{done}"
+    );
+    assert_eq!(
+        call("DELETE", &format!("{url}/{name}"), Some(OPERATOR), None)
+            .await
+            .0,
+        409
+    );
+    let (_, log) = call(
+        "GET",
+        &format!("{admin}/api/v1/audit?limit=100"),
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert!(
+        log.as_array()
+            .expect("rows")
+            .iter()
+            .any(|r| r["action"] == "backfill start" && r["actor"] == "token:operator"),
+        "{log}"
+    );
+    daemon::stop(sy).await;
+}

@@ -518,3 +518,153 @@ pub async fn check_filter(
         }
     }
 }
+
+/// Why a backfill request was refused (nothing was stored).
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    /// Not a postgres source of the configuration.
+    #[error("`{0}` is not a postgres source")]
+    UnknownSource(String),
+    /// One runs already.
+    #[error("source `{name}` is backfilling {table} ({id}); cancel it first")]
+    Busy {
+        name: String,
+        table: String,
+        id: String,
+    },
+    /// The table is not there, has no primary key, or the condition is not one.
+    #[error("{0}")]
+    Invalid(String),
+    /// The database or the store could not be reached.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+/// What a backfill request asks for.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub source: String,
+    /// `schema.table`, or `table` in `public`.
+    pub table: String,
+    pub filter: Option<String>,
+    pub rate: Option<f64>,
+    pub chunk_rows: usize,
+    /// The principal (`local:<user>`, `token:<name>`).
+    pub by: String,
+}
+
+/// Checks `req` against the source's database (table, primary key, condition) and stores it
+/// for the leader to run: the CLI's `snapshot start` and the admin API's `POST
+/// /api/v1/backfills`.
+pub async fn request(
+    config: &crate::config::Config,
+    store: &crate::dlq::DlqStore,
+    req: &Request,
+) -> Result<Backfill, RequestError> {
+    let Some(crate::config::SourceKind::Postgres(pg)) =
+        config.sources.get(&req.source).map(|s| &s.kind)
+    else {
+        return Err(RequestError::UnknownSource(req.source.clone()));
+    };
+    let key = state_key(&req.source);
+    let unavailable = |e: &dyn std::fmt::Display| RequestError::Unavailable(e.to_string());
+    let current: Option<Backfill> = store
+        .get_state(&key)
+        .await
+        .map_err(|e| unavailable(&e))?
+        .and_then(|v| serde_json::from_str(&v).ok());
+    if let Some(b) = current.filter(Backfill::is_active) {
+        return Err(RequestError::Busy {
+            name: req.source.clone(),
+            table: format!("{}.{}", b.schema, b.table),
+            id: b.id,
+        });
+    }
+    if !(1..=100_000).contains(&req.chunk_rows) {
+        return Err(RequestError::Invalid(
+            "chunk rows must be between 1 and 100000".into(),
+        ));
+    }
+    let (schema, name) = req.table.split_once('.').unwrap_or(("public", &req.table));
+    let conn = connect_sql(pg).await.map_err(|e| unavailable(&e))?;
+    let has_key: Option<bool> = conn
+        .query_opt(
+            "SELECT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = c.oid AND indisprimary)
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &name],
+        )
+        .await
+        .map_err(|e| unavailable(&e))?
+        .map(|r| r.get(0));
+    match has_key {
+        None => {
+            return Err(RequestError::Invalid(format!(
+                "no table {schema}.{name} in source `{}`'s database",
+                req.source
+            )));
+        }
+        Some(false) => {
+            return Err(RequestError::Invalid(format!(
+                "{schema}.{name} has no primary key: a backfill reads in key order"
+            )));
+        }
+        Some(true) => {}
+    }
+    if let Some(f) = &req.filter
+        && let Err(e) = check_filter(&conn, schema, name, f).await
+    {
+        return Err(RequestError::Invalid(format!(
+            "the condition is not one on {schema}.{name}: {e}; nothing was started"
+        )));
+    }
+    let b = Backfill {
+        id: format!("bf-{:x}", now_micros()),
+        schema: schema.to_string(),
+        table: name.to_string(),
+        filter: req.filter.clone(),
+        rate: req.rate,
+        chunk_rows: req.chunk_rows,
+        last_key: None,
+        rows: 0,
+        chunks: 0,
+        estimate: 0,
+        state: State::Requested,
+        message: None,
+        requested_by: req.by.clone(),
+        requested_at: now_micros(),
+        finished_at: None,
+    };
+    let json = serde_json::to_string(&b).map_err(|e| unavailable(&e))?;
+    store
+        .put_state(&key, &json)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    Ok(b)
+}
+
+/// The source's backfill, if it ever had one.
+pub async fn current(
+    store: &crate::dlq::DlqStore,
+    source: &str,
+) -> Result<Option<Backfill>, crate::dlq::DlqError> {
+    Ok(store
+        .get_state(&state_key(source))
+        .await?
+        .and_then(|v| serde_json::from_str(&v).ok()))
+}
+
+/// Cancels the source's running backfill; the backfill as it stands, `None` if none runs.
+pub async fn cancel(
+    store: &crate::dlq::DlqStore,
+    source: &str,
+) -> Result<Option<Backfill>, crate::dlq::DlqError> {
+    let Some(mut b) = current(store, source).await?.filter(Backfill::is_active) else {
+        return Ok(None);
+    };
+    b.state = State::Cancelled;
+    b.finished_at = Some(now_micros());
+    let json = serde_json::to_string(&b).unwrap_or_default();
+    store.put_state(&state_key(source), &json).await?;
+    Ok(Some(b))
+}
