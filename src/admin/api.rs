@@ -384,6 +384,42 @@ fn body<T: for<'de> Deserialize<'de> + Default>(bytes: &Bytes) -> Result<T, Stri
     serde_json::from_slice(bytes).map_err(|e| format!("the JSON body: {e}"))
 }
 
+/// `parsed`, or a 400 (audited as `action`'s refusal).
+async fn refused_if_bad<T>(
+    state: &AdminState,
+    call: &Call,
+    who: &super::Principal,
+    action: &str,
+    parsed: Result<T, String>,
+) -> Result<T, Response> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(e) => {
+            let _ = call.audit(state, who, action, 0, &format!("400 {e}")).await;
+            Err(bad_request(e))
+        }
+    }
+}
+
+/// A 404 (audited) if one of `ids` names no dead letter: nothing of `action` is done then.
+async fn known_ids(
+    state: &AdminState,
+    call: &Call,
+    who: &super::Principal,
+    action: &str,
+    ids: &[i64],
+) -> Result<(), Response> {
+    let Some(missing) = first_unknown(state, ids).await? else {
+        return Ok(());
+    };
+    let _ = call.audit(state, who, action, 0, "404").await;
+    Err(error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("no dead letter with id {missing}; nothing was done ({action})"),
+    ))
+}
+
 /// The first of `ids` that names no dead letter.
 async fn first_unknown(state: &AdminState, ids: &[i64]) -> Result<Option<i64>, Response> {
     if ids.is_empty() {
@@ -416,23 +452,8 @@ pub async fn discard_selected(
         let _ = call.audit(state, &who, "discard", 0, "400 no reason").await;
         return Err(bad_request("a discard needs a reason: {\"reason\": \"…\"}"));
     }
-    let sel = match b.selection() {
-        Ok(s) => s,
-        Err(e) => {
-            let _ = call
-                .audit(state, &who, "discard", 0, &format!("400 {e}"))
-                .await;
-            return Err(bad_request(e));
-        }
-    };
-    if let Some(missing) = first_unknown(state, &sel.ids).await? {
-        let _ = call.audit(state, &who, "discard", 0, "404").await;
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no dead letter with id {missing}; nothing was discarded"),
-        ));
-    }
+    let sel = refused_if_bad(state, call, &who, "discard", b.selection()).await?;
+    known_ids(state, call, &who, "discard", &sel.ids).await?;
     call.audit(state, &who, "discard requested", 0, &sel.describe())
         .await?;
     let n = state
@@ -479,23 +500,9 @@ pub async fn replay_selected(
         .require(state, Role::Operator)
         .await
         .map_err(|r| r.response())?;
-    let (sel, rate) = match b.selection().and_then(|s| Ok((s, b.rate()?))) {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = call
-                .audit(state, &who, "replay", 0, &format!("400 {e}"))
-                .await;
-            return Err(bad_request(e));
-        }
-    };
-    if let Some(missing) = first_unknown(state, &sel.ids).await? {
-        let _ = call.audit(state, &who, "replay", 0, "404").await;
-        return Err(error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no dead letter with id {missing}; nothing was replayed"),
-        ));
-    }
+    let parsed = b.selection().and_then(|s| Ok((s, b.rate()?)));
+    let (sel, rate) = refused_if_bad(state, call, &who, "replay", parsed).await?;
+    known_ids(state, call, &who, "replay", &sel.ids).await?;
     let action = if b.dry_run {
         "replay --dry-run"
     } else {

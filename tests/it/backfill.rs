@@ -43,6 +43,15 @@ topic = "{{table}}"
     path
 }
 
+/// `snapshot start --source NAME ARGS…` succeeds: the backfill's id.
+fn start(path: &std::path::Path, name: &str, args: &[&str]) -> String {
+    let mut all = vec!["snapshot", "start", "--source", name];
+    all.extend_from_slice(args);
+    let (code, out, err) = run_cli_split(path, &all);
+    assert_eq!(code, Some(0), "{err}");
+    out.trim().to_string()
+}
+
 /// `snapshot status` of source `name`, as JSON.
 fn status(path: &std::path::Path, name: &str) -> serde_json::Value {
     let (code, out, err) = run_cli_split(path, &["snapshot", "status", "--source", name]);
@@ -97,21 +106,11 @@ async fn a_backfill_under_concurrent_updates_keeps_per_key_order_and_ends_in_the
             n
         })
     };
-    let (code, out, err) = run_cli_split(
+    let id = start(
         &path,
-        &[
-            "snapshot",
-            "start",
-            "--source",
-            name,
-            "--table",
-            "public.counters",
-            "--chunk-rows",
-            "5000",
-        ],
+        name,
+        &["--table", "public.counters", "--chunk-rows", "5000"],
     );
-    assert_eq!(code, Some(0), "{err}");
-    let id = out.trim().to_string();
     let done = wait_for_async("the backfill to end", Duration::from_secs(300), || async {
         let s = status(&path, name);
         (s["state"] != "requested" && s["state"] != "running").then_some(s)
@@ -168,21 +167,11 @@ async fn a_backfill_under_concurrent_updates_keeps_per_key_order_and_ends_in_the
     assert!(reads > 0 && reads <= ROWS as usize, "{reads} reads");
 
     // A filtered backfill copies exactly the matching rows.
-    let (code, out, err) = run_cli_split(
+    let second = start(
         &path,
-        &[
-            "snapshot",
-            "start",
-            "--source",
-            name,
-            "--table",
-            "counters",
-            "--where",
-            "id <= 100",
-        ],
+        name,
+        &["--table", "counters", "--where", "id <= 100"],
     );
-    assert_eq!(code, Some(0), "{err}");
-    let second = out.trim().to_string();
     let done = wait_for_async(
         "the filtered backfill to end",
         Duration::from_secs(120),
@@ -259,13 +248,10 @@ topic = "{{table}}"
     let mut b = daemon::spawn_binary(&b_path, stack.dir.path().join("b.log"));
 
     // Paced, so that it is still running when the leader dies.
-    let (code, _, err) = run_cli_split(
+    start(
         &a_path,
+        name,
         &[
-            "snapshot",
-            "start",
-            "--source",
-            name,
             "--table",
             "counters",
             "--chunk-rows",
@@ -274,7 +260,6 @@ topic = "{{table}}"
             "10000/s",
         ],
     );
-    assert_eq!(code, Some(0), "{err}");
     let at_kill = wait_for_async("a few durable chunks", Duration::from_secs(60), || async {
         let s = status(&a_path, name);
         (s["state"] == "running" && s["chunks"].as_u64() >= Some(3)).then_some(s)
