@@ -13,10 +13,13 @@ use axum::routing::{get, post};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::jobs::State as JobState;
+mod backfills;
+mod replays;
+
+pub use replays::replay_selected;
+
 use super::{AdminState, Call};
 use crate::config::admin::Role;
-use crate::dlq::replay::{ReplayOptions, replay};
 use crate::dlq::select::{Selection, parse_class, parse_rate, parse_time};
 use crate::dlq::{DeadLetter, Selector, Status};
 use crate::event::Event;
@@ -33,8 +36,11 @@ pub(crate) fn routes(state: Arc<AdminState>) -> Router {
         .route("/api/v1/dead-letters/stats", get(stats))
         .route("/api/v1/dead-letters/discard", post(discard))
         .route("/api/v1/dead-letters/{id}", get(show))
-        .route("/api/v1/replays", get(jobs).post(start_replay))
-        .route("/api/v1/replays/{id}", get(job).delete(cancel_job))
+        .route("/api/v1/replays", get(replays::list).post(replays::start))
+        .route(
+            "/api/v1/replays/{id}",
+            get(replays::show).delete(replays::cancel),
+        )
         .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/audit/verify", get(audit_verify))
         .route("/api/v1/routes", get(topics))
@@ -42,10 +48,10 @@ pub(crate) fn routes(state: Arc<AdminState>) -> Router {
         .route("/api/v1/slots", get(slots))
         .route("/api/v1/slots/{source}/reset", post(reset_slot))
         .route("/api/v1/reload", post(reload))
-        .route("/api/v1/backfills", post(start_backfill))
+        .route("/api/v1/backfills", post(backfills::start))
         .route(
             "/api/v1/backfills/{source}",
-            get(backfill_status).delete(cancel_backfill),
+            get(backfills::status).delete(backfills::cancel),
         )
         .with_state(state)
         .layer(axum::middleware::from_fn(guard))
@@ -490,198 +496,6 @@ async fn discard(State(state): S, call: Call, bytes: Bytes) -> Response {
     }
 }
 
-/// Starts a replay job (`operator`): the CLI's replay, run by the daemon.
-pub async fn replay_selected(
-    state: &Arc<AdminState>,
-    call: &Call,
-    b: &SelectionBody,
-) -> Result<Value, Response> {
-    let who = call
-        .require(state, Role::Operator)
-        .await
-        .map_err(|r| r.response())?;
-    let parsed = b.selection().and_then(|s| Ok((s, b.rate()?)));
-    let (sel, rate) = refused_if_bad(state, call, &who, "replay", parsed).await?;
-    known_ids(state, call, &who, "replay", &sel.ids).await?;
-    let action = if b.dry_run {
-        "replay --dry-run"
-    } else {
-        "replay"
-    };
-    let Some(job) = state
-        .jobs
-        .start(who.name.clone(), sel.clone(), b.dry_run, rate)
-    else {
-        let _ = call
-            .audit(state, &who, action, 0, "429 too many jobs")
-            .await;
-        return Err(error(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_jobs",
-            format!(
-                "{} replays are running; wait for one to end or cancel one",
-                super::jobs::MAX_RUNNING
-            ),
-        ));
-    };
-    if let Err(r) = call
-        .audit(
-            state,
-            &who,
-            &format!("{action} started"),
-            0,
-            &format!("job {}: {}", job.id, sel.describe()),
-        )
-        .await
-    {
-        job.finish(
-            JobState::Failed,
-            Some("the audit log cannot be written".into()),
-        );
-        return Err(r);
-    }
-    let mut selector = sel.selector();
-    if b.force {
-        selector.statuses.push(Status::Replayed);
-    }
-    let opts = ReplayOptions {
-        selector,
-        dry_run: b.dry_run,
-        rate,
-        force: b.force,
-        cancel: Some(Arc::clone(&job.cancel)),
-        ..ReplayOptions::default()
-    };
-    let answer = job.to_json(false);
-    let (state2, job2) = (Arc::clone(state), Arc::clone(&job));
-    let (who2, action2) = (who.clone(), action.to_string());
-    let call2 = Call {
-        token: None,
-        client: None,
-        peer: call.peer.clone(),
-        request_id: call.request_id.clone(),
-        what: call.what.clone(),
-    };
-    state.runtime.spawn(async move {
-        let mut out = job2.output();
-        let done = replay(&state2.store, &state2.pipeline, &opts, &mut out).await;
-        let (state, message, count) = match done {
-            Ok(report) => {
-                let cancelled = job2.cancel.load(std::sync::atomic::Ordering::Relaxed);
-                let mut message =
-                    format!("delivered {}, failed {}", report.delivered, report.failed);
-                if let Some(why) = &report.stopped {
-                    message.push_str(&format!(
-                        "; stopped, {} not delivered: {why}",
-                        report.not_delivered
-                    ));
-                }
-                (
-                    if cancelled {
-                        JobState::Cancelled
-                    } else {
-                        JobState::Done
-                    },
-                    message,
-                    report.delivered + report.failed,
-                )
-            }
-            Err(e) => (JobState::Failed, e.to_string(), 0),
-        };
-        if !opts.dry_run {
-            state2.pipeline.sink().flush(Duration::from_secs(10));
-        }
-        job2.finish(state, Some(message.clone()));
-        let _ = call2
-            .audit(
-                &state2,
-                &who2,
-                &action2,
-                i64::try_from(count).unwrap_or(i64::MAX),
-                &format!("job {}: {message}", job2.id),
-            )
-            .await;
-    });
-    Ok(answer)
-}
-
-async fn start_replay(State(state): S, call: Call, bytes: Bytes) -> Response {
-    let b: SelectionBody = match body(&bytes) {
-        Ok(b) => b,
-        Err(e) => {
-            if let Err(r) = call.require(&state, Role::Operator).await {
-                return r.response();
-            }
-            return bad_request(e);
-        }
-    };
-    match replay_selected(&state, &call, &b).await {
-        Ok(v) => (StatusCode::ACCEPTED, axum::Json(v)).into_response(),
-        Err(r) => r,
-    }
-}
-
-async fn jobs(State(state): S, call: Call) -> Response {
-    if let Err(r) = reader(&state, &call, Role::Viewer).await {
-        return r;
-    }
-    ok(json!(
-        state
-            .jobs
-            .list()
-            .iter()
-            .map(|j| j.to_json(false))
-            .collect::<Vec<_>>()
-    ))
-}
-
-async fn job(State(state): S, call: Call, Path(id): Path<u64>) -> Response {
-    if let Err(r) = reader(&state, &call, Role::Viewer).await {
-        return r;
-    }
-    match state.jobs.get(id) {
-        Some(j) => ok(j.to_json(true)),
-        None => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no replay job {id}"),
-        ),
-    }
-}
-
-async fn cancel_job(State(state): S, call: Call, Path(id): Path<u64>) -> Response {
-    let who = match call.require(&state, Role::Operator).await {
-        Ok(w) => w,
-        Err(r) => return r.response(),
-    };
-    let Some(job) = state.jobs.get(id) else {
-        let _ = call.audit(&state, &who, "cancel replay", 0, "404").await;
-        return error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no replay job {id}"),
-        );
-    };
-    if job.state() != JobState::Running {
-        let _ = call
-            .audit(&state, &who, "cancel replay", 0, "409 not running")
-            .await;
-        return error(
-            StatusCode::CONFLICT,
-            "not_running",
-            format!("replay job {id} has ended"),
-        );
-    }
-    if let Err(r) = call
-        .audit(&state, &who, "cancel replay", 0, &format!("job {id}"))
-        .await
-    {
-        return r;
-    }
-    job.cancel.store(true, std::sync::atomic::Ordering::Relaxed);
-    (StatusCode::ACCEPTED, axum::Json(job.to_json(false))).into_response()
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AuditQuery {
@@ -857,133 +671,3 @@ async fn reload(State(state): S, call: Call) -> Response {
 }
 
 use crate::config::Config;
-
-/// `POST /api/v1/backfills` body: `switchyard snapshot start`'s flags.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackfillBody {
-    source: String,
-    table: String,
-    #[serde(rename = "where")]
-    filter: Option<String>,
-    rate: Option<Value>,
-    chunk_rows: Option<usize>,
-}
-
-async fn start_backfill(State(state): S, call: Call, bytes: Bytes) -> Response {
-    use crate::source::postgres::backfill::{self, RequestError};
-    let who = match call.require(&state, Role::Operator).await {
-        Ok(w) => w,
-        Err(r) => return r.response(),
-    };
-    let b: BackfillBody = match serde_json::from_slice(&bytes) {
-        Ok(b) => b,
-        Err(e) => {
-            let _ = call.audit(&state, &who, "backfill start", 0, "400").await;
-            return bad_request(format!(
-                "the JSON body: {e} (fields: source, table, where, rate, chunk_rows)"
-            ));
-        }
-    };
-    let rate = match &b.rate {
-        None | Some(Value::Null) => None,
-        Some(Value::Number(n)) => parse_rate(&n.to_string()).ok(),
-        Some(Value::String(r)) => match parse_rate(r) {
-            Ok(r) => Some(r),
-            Err(e) => return bad_request(e),
-        },
-        Some(other) => return bad_request(format!("rate {other} is not a rate")),
-    };
-    let req = backfill::Request {
-        source: b.source,
-        table: b.table,
-        filter: b.filter.filter(|f| !f.trim().is_empty()),
-        rate,
-        chunk_rows: b.chunk_rows.unwrap_or(backfill::DEFAULT_CHUNK_ROWS),
-        by: who.name.clone(),
-    };
-    let described = crate::cli::backfill::describe(&req);
-    if let Err(r) = call
-        .audit(&state, &who, "backfill start requested", 0, &described)
-        .await
-    {
-        return r;
-    }
-    let config = state.config();
-    match backfill::request(&config, &state.store, &req).await {
-        Ok(started) => {
-            let _ = call
-                .audit(
-                    &state,
-                    &who,
-                    "backfill start",
-                    0,
-                    &format!("requested {}", started.id),
-                )
-                .await;
-            (StatusCode::ACCEPTED, axum::Json(json!(started))).into_response()
-        }
-        Err(e) => {
-            let status = match &e {
-                RequestError::UnknownSource(_) => StatusCode::NOT_FOUND,
-                RequestError::Busy { .. } => StatusCode::CONFLICT,
-                RequestError::Invalid(_) => StatusCode::BAD_REQUEST,
-                RequestError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            };
-            let _ = call
-                .audit(
-                    &state,
-                    &who,
-                    "backfill start",
-                    0,
-                    &format!("{} {e}", status.as_u16()),
-                )
-                .await;
-            error(status, "backfill_refused", e.to_string())
-        }
-    }
-}
-
-async fn backfill_status(State(state): S, call: Call, Path(source): Path<String>) -> Response {
-    if let Err(r) = reader(&state, &call, Role::Viewer).await {
-        return r;
-    }
-    match crate::source::postgres::backfill::current(&state.store, &source).await {
-        Ok(Some(b)) => ok(json!(b)),
-        Ok(None) => ok(json!({"state": "none"})),
-        Err(e) => store_error(e),
-    }
-}
-
-async fn cancel_backfill(State(state): S, call: Call, Path(source): Path<String>) -> Response {
-    let who = match call.require(&state, Role::Operator).await {
-        Ok(w) => w,
-        Err(r) => return r.response(),
-    };
-    if let Err(r) = call
-        .audit(&state, &who, "backfill cancel requested", 0, &source)
-        .await
-    {
-        return r;
-    }
-    match crate::source::postgres::backfill::cancel(&state.store, &source).await {
-        Ok(Some(b)) => {
-            let _ = call
-                .audit(
-                    &state,
-                    &who,
-                    "backfill cancel",
-                    i64::try_from(b.rows).unwrap_or(0),
-                    &format!("cancelled {}", b.id),
-                )
-                .await;
-            (StatusCode::ACCEPTED, axum::Json(json!(b))).into_response()
-        }
-        Ok(None) => error(
-            StatusCode::CONFLICT,
-            "not_running",
-            format!("source `{source}` has no backfill running"),
-        ),
-        Err(e) => store_error(e),
-    }
-}
