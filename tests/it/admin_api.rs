@@ -223,6 +223,22 @@ async fn every_endpoint_refuses_missing_tokens_and_small_roles_and_audits_each_a
             404,
         ),
         ("POST", "/api/v1/reload".into(), None, "admin", 200),
+        ("GET", "/api/v1/backfills/shop".into(), None, "viewer", 200),
+        // No postgres source of that name: past the role check, 404 and 409.
+        (
+            "POST",
+            "/api/v1/backfills".into(),
+            Some(json!({"source": "none", "table": "t"})),
+            "operator",
+            404,
+        ),
+        (
+            "DELETE",
+            "/api/v1/backfills/shop".into(),
+            None,
+            "operator",
+            409,
+        ),
     ];
     let rank = |r: &str| ["viewer", "operator", "admin"].iter().position(|x| *x == r);
     let tokens = [("viewer", VIEWER), ("operator", OPERATOR), ("admin", ADMIN)];
