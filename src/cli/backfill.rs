@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Subcommand;
 
+use super::dlq::{actor, usage_error};
 use crate::config::{Config, SourceKind};
 use crate::dlq::select::parse_rate;
 use crate::dlq::{AuditEntry, DlqStore};
@@ -56,19 +57,6 @@ pub enum SnapshotCommand {
     },
 }
 
-fn actor(given: &Option<String>) -> String {
-    let user = given
-        .clone()
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "unknown".into());
-    format!("local:{user}")
-}
-
-fn usage(message: &str) -> ExitCode {
-    eprintln!("error: {message}");
-    ExitCode::from(2)
-}
-
 /// Runs a `snapshot` subcommand.
 pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<ExitCode> {
     let source = match command {
@@ -80,7 +68,7 @@ pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<E
         config.sources.get(source).map(|s| &s.kind),
         Some(SourceKind::Postgres(_))
     ) {
-        return Ok(usage(&format!(
+        return Ok(usage_error(&format!(
             "`{source}` is not a postgres source in {}",
             config.path.display()
         )));
@@ -95,7 +83,9 @@ pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<E
         },
         SnapshotCommand::Cancel { actor: who, .. } => {
             let Some(b) = backfill::cancel(&store, source).await? else {
-                return Ok(usage(&format!("source `{source}` has no backfill running")));
+                return Ok(usage_error(&format!(
+                    "source `{source}` has no backfill running"
+                )));
             };
             store
                 .audit(&AuditEntry {
@@ -129,7 +119,7 @@ pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<E
             let b = match backfill::request(config, &store, &req).await {
                 Ok(b) => b,
                 Err(e @ RequestError::Unavailable(_)) => return Err(e.into()),
-                Err(e) => return Ok(usage(&e.to_string())),
+                Err(e) => return Ok(usage_error(&e.to_string())),
             };
             store
                 .audit(&AuditEntry {

@@ -226,7 +226,7 @@ impl Select {
 
 /// Who the audit log names for a command run straight on the store: `local:<user>` (the
 /// OS user, or `--actor`), so break-glass use stands out from the admin API's `token:<name>`.
-fn actor(given: &Option<String>) -> String {
+pub(super) fn actor(given: &Option<String>) -> String {
     let user = given
         .clone()
         .or_else(|| std::env::var("USER").ok())

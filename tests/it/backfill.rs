@@ -12,14 +12,13 @@ use crate::support::{Stack, daemon, run_cli_split, wait_for_async};
 
 const ROWS: i64 = 200_000;
 
-fn config(stack: &Stack, pg_url: &str, name: &str) -> std::path::PathBuf {
-    let path = stack.dir.path().join("routes.toml");
-    std::fs::write(
-        &path,
-        format!(
-            r#"
+/// A configuration streaming `public.counters` of `pg_url` as source `name` (no initial
+/// snapshot) to topic `{table}`, with `server` lines in `[server]` and `more` sections after.
+fn config_text(stack: &Stack, pg_url: &str, name: &str, server: &str, more: &str) -> String {
+    format!(
+        r#"
 [server]
-listen = "127.0.0.1:0"
+{server}
 [kafka]
 bootstrap_servers = "{}"
 partitions = 3
@@ -34,12 +33,18 @@ snapshot = "never"
 name = "r"
 source = "{name}"
 topic = "{{table}}"
+{more}
 "#,
-            stack.broker.bootstrap(),
-            stack.registry.url()
-        ),
+        stack.broker.bootstrap(),
+        stack.registry.url()
     )
-    .expect("config");
+}
+
+/// [`config_text`] with the webhook port on any free port, written to the scratch dir.
+fn config(stack: &Stack, pg_url: &str, name: &str) -> std::path::PathBuf {
+    let path = stack.dir.path().join("routes.toml");
+    let text = config_text(stack, pg_url, name, "listen = \"127.0.0.1:0\"", "");
+    std::fs::write(&path, text).expect("config");
     path
 }
 
@@ -205,36 +210,14 @@ async fn a_backfill_resumes_on_the_standby_after_the_leader_is_killed() {
         let home = stack.dir.path().join(format!("instance-{n}"));
         std::fs::create_dir_all(&home).expect("instance dir");
         let path = home.join("routes.toml");
-        std::fs::write(
-            &path,
-            format!(
-                r#"
-[server]
-listen = "127.0.0.1:{port}"
-[kafka]
-bootstrap_servers = "{}"
-partitions = 3
-[schema_registry]
-url = "{}"
-[dlq]
-url = "{}"
-[sources.{name}]
-type = "postgres"
-url = "{}"
-tables = ["public.counters"]
-snapshot = "never"
-[[routes]]
-name = "r"
-source = "{name}"
-topic = "{{table}}"
-"#,
-                stack.broker.bootstrap(),
-                stack.registry.url(),
-                db.pg.url(&store_db),
-                db.pg.url(&db.db)
-            ),
-        )
-        .expect("config");
+        let text = config_text(
+            &stack,
+            &db.pg.url(&db.db),
+            name,
+            &format!("listen = \"127.0.0.1:{port}\""),
+            &format!("[dlq]\nurl = \"{}\"", db.pg.url(&store_db)),
+        );
+        std::fs::write(&path, text).expect("config");
         (path, format!("http://127.0.0.1:{port}"))
     };
     let (a_path, a_url) = instance(0);
@@ -311,41 +294,20 @@ async fn a_backfill_through_the_admin_api_is_the_operators_and_audited() {
     let stack = Stack::start();
     let path = stack.dir.path().join("routes.toml");
     let sha = |t: &str| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(t.as_bytes()));
-    std::fs::write(
-        &path,
-        format!(
-            r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-[kafka]
-bootstrap_servers = "{}"
-[schema_registry]
-url = "{}"
-[sources.{name}]
-type = "postgres"
-url = "{}"
-tables = ["public.counters"]
-snapshot = "never"
-[[routes]]
-name = "r"
-source = "{name}"
-topic = "api-{{table}}"
-[admin.tokens.viewer]
-role = "viewer"
-sha256 = "{}"
-[admin.tokens.operator]
-role = "operator"
-sha256 = "{}"
-"#,
-            stack.broker.bootstrap(),
-            stack.registry.url(),
-            db.pg.url(&db.db),
-            sha(VIEWER),
-            sha(OPERATOR)
-        ),
-    )
-    .expect("config");
+    let tokens = format!(
+        "[admin.tokens.viewer]\nrole = \"viewer\"\nsha256 = \"{}\"\n\
+         [admin.tokens.operator]\nrole = \"operator\"\nsha256 = \"{}\"",
+        sha(VIEWER),
+        sha(OPERATOR)
+    );
+    let text = config_text(
+        &stack,
+        &db.pg.url(&db.db),
+        name,
+        "listen = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"",
+        &tokens,
+    );
+    std::fs::write(&path, text).expect("config");
     let (sy, _) = daemon::start(load(&path)).await;
     wait_for_slot(&db.client, &format!("switchyard_{name}")).await;
     let admin = format!("http://{}", sy.admin_addr().expect("admin"));

@@ -32,7 +32,7 @@ use tokio::sync::mpsc;
 use tokio_postgres::SimpleQueryMessage;
 use tracing::{info, warn};
 
-use super::snapshot::{SESSION, Shape, key_of, quote_ident, quote_literal};
+use super::snapshot::{SESSION, Shape, key_of, quote_ident, select_rows};
 use super::stream::{PostgresSource, SourceError, connect_sql, sql};
 use crate::event::{
     ChangeColumn, ChangePayload, ChangePosition, Event, EventId, Payload, now_micros,
@@ -448,34 +448,11 @@ async fn read_chunk(
     shape: &Shape,
     b: &Backfill,
 ) -> Result<Vec<(Vec<String>, Vec<Option<String>>)>, SourceError> {
-    let r = &shape.relation;
-    let columns: Vec<String> = r.columns.iter().map(|c| quote_ident(&c.name)).collect();
-    let order: Vec<String> = shape.order.iter().map(|c| quote_ident(c)).collect();
-    let mut conditions = Vec::new();
-    if let Some(f) = &shape.row_filter {
-        conditions.push(format!("({f})"));
-    }
-    if let Some(f) = &b.filter {
-        conditions.push(format!("({f})"));
-    }
-    if let Some(k) = b.last_key.as_ref().filter(|k| k.len() == order.len()) {
-        let vals: Vec<String> = k.iter().map(|v| quote_literal(v)).collect();
-        conditions.push(format!("({}) > ({})", order.join(", "), vals.join(", ")));
-    }
-    let mut query = format!(
-        "SELECT {} FROM {}.{}",
-        columns.join(", "),
-        quote_ident(&r.schema),
-        quote_ident(&r.table)
-    );
-    if !conditions.is_empty() {
-        query.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
-    }
-    query.push_str(&format!(
-        " ORDER BY {} LIMIT {}",
-        order.join(", "),
+    let query = format!(
+        "{} LIMIT {}",
+        select_rows(shape, b.last_key.as_deref(), b.filter.as_deref()),
         b.chunk_rows.max(1)
-    ));
+    );
     // Read only: a condition cannot write.
     let messages = conn
         .simple_query(&format!("BEGIN READ ONLY; {query}; COMMIT"))

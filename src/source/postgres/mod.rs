@@ -3,6 +3,7 @@
 
 pub mod backfill;
 pub mod catalog;
+mod counters;
 pub mod envelope;
 pub mod leader;
 pub mod lsn;
@@ -12,4 +13,5 @@ mod rows;
 pub mod snapshot;
 pub mod stream;
 pub mod tls;
+mod txn;
 pub mod types;

@@ -467,31 +467,10 @@ impl PostgresSource {
 
     /// The `DECLARE` of the table's cursor, after `last_key` when resuming.
     fn declare(&self, shape: &Shape, last_key: Option<&[String]>) -> String {
-        let r = &shape.relation;
-        let columns: Vec<String> = r.columns.iter().map(|c| quote_ident(&c.name)).collect();
-        let mut conditions = Vec::new();
-        if let Some(f) = &shape.row_filter {
-            conditions.push(format!("({f})"));
-        }
-        if let Some(k) = last_key.filter(|k| k.len() == shape.order.len() && !k.is_empty()) {
-            let cols: Vec<String> = shape.order.iter().map(|c| quote_ident(c)).collect();
-            let vals: Vec<String> = k.iter().map(|v| quote_literal(v)).collect();
-            conditions.push(format!("({}) > ({})", cols.join(", "), vals.join(", ")));
-        }
-        let mut sql = format!(
-            "DECLARE switchyard_snapshot NO SCROLL CURSOR FOR SELECT {} FROM {}.{}",
-            columns.join(", "),
-            quote_ident(&r.schema),
-            quote_ident(&r.table)
-        );
-        if !conditions.is_empty() {
-            sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
-        }
-        if !shape.order.is_empty() {
-            let cols: Vec<String> = shape.order.iter().map(|c| quote_ident(c)).collect();
-            sql.push_str(&format!(" ORDER BY {}", cols.join(", ")));
-        }
-        sql
+        format!(
+            "DECLARE switchyard_snapshot NO SCROLL CURSOR FOR {}",
+            select_rows(shape, last_key, None)
+        )
     }
 
     /// The table's columns as pgoutput describes them (same key flags, so the snapshot and the
@@ -545,6 +524,42 @@ impl PostgresSource {
             estimate,
         })
     }
+}
+
+/// `SELECT` of the table's rows in primary-key order: those the publication's row filter and
+/// `filter` keep, after `last_key` if given (the initial snapshot's cursor, a backfill's chunks).
+pub(super) fn select_rows(
+    shape: &Shape,
+    last_key: Option<&[String]>,
+    filter: Option<&str>,
+) -> String {
+    let r = &shape.relation;
+    let columns: Vec<String> = r.columns.iter().map(|c| quote_ident(&c.name)).collect();
+    let order: Vec<String> = shape.order.iter().map(|c| quote_ident(c)).collect();
+    let mut conditions = Vec::new();
+    if let Some(f) = &shape.row_filter {
+        conditions.push(format!("({f})"));
+    }
+    if let Some(f) = filter {
+        conditions.push(format!("({f})"));
+    }
+    if let Some(k) = last_key.filter(|k| k.len() == order.len() && !k.is_empty()) {
+        let vals: Vec<String> = k.iter().map(|v| quote_literal(v)).collect();
+        conditions.push(format!("({}) > ({})", order.join(", "), vals.join(", ")));
+    }
+    let mut sql = format!(
+        "SELECT {} FROM {}.{}",
+        columns.join(", "),
+        quote_ident(&r.schema),
+        quote_ident(&r.table)
+    );
+    if !conditions.is_empty() {
+        sql.push_str(&format!(" WHERE {}", conditions.join(" AND ")));
+    }
+    if !order.is_empty() {
+        sql.push_str(&format!(" ORDER BY {}", order.join(", ")));
+    }
+    sql
 }
 
 /// Settings that make the snapshot's text values identical to pgoutput's.

@@ -11,12 +11,13 @@
 //! `<commit LSN>:<ordinal>`. After any error the session restarts from the slot's confirmed
 //! position: what was not confirmed is delivered again (at-least-once), nothing is skipped.
 
+use super::counters::SourceCounters;
+use super::txn::Txn;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -34,8 +35,7 @@ use crate::ack::{AckToken, Checkpoint, Delivery, Seq};
 use crate::config::{PostgresSourceConfig, SnapshotMode, Unmatched};
 use crate::dlq::DlqStore;
 use crate::event::{
-    ChangeColumn, ChangePayload, ChangePosition, Event, EventId, MessagePayload, Payload,
-    now_micros,
+    ChangeColumn, ChangePayload, Event, EventId, MessagePayload, Payload, now_micros,
 };
 use crate::pipeline::{OrderedLane, Pipeline};
 use crate::source::health::SourceHealth;
@@ -133,50 +133,6 @@ pub struct PostgresSource {
     /// Held while this instance leads the slot: checked before each record is handed to Kafka
     /// and before each position is confirmed (see [`super::leader`]).
     pub(super) fence: super::leader::Fence,
-}
-
-/// A postgres source's own metrics, resolved once so the hot path only increments, and the
-/// highest position it confirmed to the slot.
-#[derive(Default)]
-pub(super) struct SourceCounters {
-    pub(super) received: Option<prometheus::IntCounter>,
-    confirmed_lsn: Option<prometheus::IntGauge>,
-    applied: AtomicU64,
-}
-
-impl SourceCounters {
-    fn new(source: &str) -> SourceCounters {
-        let Some(m) = crate::telemetry::metrics::metrics() else {
-            return SourceCounters::default();
-        };
-        SourceCounters {
-            received: m
-                .events_received
-                .get_metric_with_label_values(&[source])
-                .ok(),
-            confirmed_lsn: m.confirmed_lsn.get_metric_with_label_values(&[source]).ok(),
-            applied: AtomicU64::new(0),
-        }
-    }
-
-    /// Counts one event handed to the pipeline.
-    pub(super) fn receive(&self) {
-        if let Some(c) = &self.received {
-            c.inc();
-        }
-    }
-
-    /// The highest position confirmed to the slot so far (every event before it is durable).
-    pub(super) fn applied(&self) -> u64 {
-        self.applied.load(Ordering::Relaxed)
-    }
-
-    fn confirmed(&self, lsn: u64) {
-        self.applied.fetch_max(lsn, Ordering::Relaxed);
-        if let Some(g) = &self.confirmed_lsn {
-            g.set(i64::try_from(lsn).unwrap_or(i64::MAX));
-        }
-    }
 }
 
 type AckFuture = Pin<Box<dyn Future<Output = (Seq, String, Delivery)> + Send>>;
@@ -436,7 +392,7 @@ impl PostgresSource {
                 }
             }
         }
-        let target = self.counters.applied.load(Ordering::Relaxed);
+        let target = self.counters.applied();
         // The worker sends a raised position once per status interval (1 s).
         let sent = tokio::time::Instant::now() + Duration::from_secs(3);
         while repl.metrics().last_applied_lsn().0 < target && tokio::time::Instant::now() < sent {
@@ -772,56 +728,6 @@ impl PostgresSource {
                     }
                 }
             }
-        }
-    }
-}
-
-/// The transaction being read: from its Begin to its Commit.
-struct Txn {
-    /// The commit's LSN (pgoutput's `final_lsn`): the position of every event of it.
-    final_lsn: u64,
-    xid: u32,
-    /// Commit time, microseconds since the Unix epoch.
-    commit_us: i64,
-    /// Events handed on so far (the next event's ordinal in its id).
-    ordinal: u32,
-    /// Row changes so far (Debezium's `transaction.total_order`; tombstones not counted).
-    total_order: u64,
-    /// Row changes so far per relation (`transaction.data_collection_order`).
-    per_table: HashMap<u32, u64>,
-}
-
-impl Txn {
-    fn new(final_lsn: u64, xid: u32, commit_us: i64) -> Txn {
-        Txn {
-            final_lsn,
-            xid,
-            commit_us,
-            ordinal: 0,
-            total_order: 0,
-            per_table: HashMap::new(),
-        }
-    }
-
-    /// Where a change of `relation` read at `lsn` sits (a tombstone shares its delete's).
-    fn position(
-        &mut self,
-        lsn: u64,
-        last_commit_lsn: Option<u64>,
-        relation: u32,
-        op: &str,
-    ) -> ChangePosition {
-        if op != "tombstone" {
-            self.total_order += 1;
-            *self.per_table.entry(relation).or_default() += 1;
-        }
-        ChangePosition {
-            lsn,
-            last_commit_lsn,
-            commit_time_us: Some(self.commit_us),
-            total_order: self.total_order,
-            data_collection_order: self.per_table.get(&relation).copied().unwrap_or(1),
-            incremental: false,
         }
     }
 }
