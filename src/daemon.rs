@@ -33,6 +33,7 @@ use crate::config::{Config, SourceKind};
 use crate::dlq::{DlqError, DlqStore};
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::source::health::SourceHealth;
+use crate::source::postgres::publication::Selections;
 use crate::source::postgres::stream::PostgresSource;
 use crate::source::webhook::dedupe::Dedupe;
 use crate::source::webhook::{WebhookSource, error};
@@ -133,6 +134,7 @@ impl Daemon {
             window,
         ));
         let health = Arc::new(SourceHealth::default());
+        let selections = Selections::for_config(&config);
         let draining = Arc::new(AtomicBool::new(false));
         let (ready, readiness) = Readiness::start(Arc::clone(&pipeline), Arc::clone(&dlq));
         let stores_while_kafka_is_away = config.sources.values().any(|s| {
@@ -154,6 +156,7 @@ impl Daemon {
                     &config,
                     Arc::clone(&dlq),
                     Arc::clone(&pipeline),
+                    selections.clone(),
                 ));
                 (
                     None,
@@ -220,7 +223,7 @@ impl Daemon {
             if let SourceKind::Postgres(pg) = &source.kind {
                 // Three quarters of the bound drain the events, the rest is for the final
                 // status update and the webhooks' answers.
-                let src = PostgresSource::new(
+                let mut src = PostgresSource::new(
                     name,
                     pg.clone(),
                     Arc::clone(&pipeline),
@@ -228,6 +231,9 @@ impl Daemon {
                     Arc::clone(&health),
                 )
                 .with_stop_bound(config.server.shutdown_timeout * 3 / 4);
+                if let Some(selection) = selections.get(name) {
+                    src = src.with_selection(selection);
+                }
                 source_tasks.push(tokio::spawn(src.run(sources_stopped.clone())));
             }
         }
@@ -254,6 +260,7 @@ impl Daemon {
         let reloader = tokio::spawn(reload_on_signal_or_change(
             Arc::clone(&pipeline),
             config.clone(),
+            selections,
         ));
         // Answer /readyz from real outcomes from the first request on (bounded: each check
         // gives up after a few seconds).
@@ -403,19 +410,28 @@ fn app(
 
 /// Reloads the routes from the configuration file: a valid file replaces the route table
 /// atomically (events already routed keep the old one, the next event uses the new one); an
-/// invalid file is logged with every error and the running table stays. Sources and the
-/// schema registry settings are not reloaded: a change to `[sources]` or `[schema_registry]`
+/// invalid file is logged with every error and the running table stays. A postgres source's
+/// `tables`, `exclude_tables` and `snapshot_new_tables` go to the running source, whose
+/// publication follows them. Every other change to `[sources]`, and to `[schema_registry]`,
 /// is reported and needs a restart.
-pub fn reload(pipeline: &Pipeline, running: &Config) -> Result<usize, String> {
-    reload_to(pipeline, running).map(|new| new.routes.len())
+pub fn reload(
+    pipeline: &Pipeline,
+    running: &Config,
+    selections: &Selections,
+) -> Result<usize, String> {
+    reload_to(pipeline, running, selections).map(|new| new.routes.len())
 }
 
 /// [`reload`], returning the configuration now in force (its routes).
-pub fn reload_to(pipeline: &Pipeline, running: &Config) -> Result<Config, String> {
+pub fn reload_to(
+    pipeline: &Pipeline,
+    running: &Config,
+    selections: &Selections,
+) -> Result<Config, String> {
     let new = Config::load(&running.path).map_err(|e| e.to_string())?;
-    if format!("{:?}", new.sources) != format!("{:?}", running.sources) {
+    if needs_restart(&running.sources, &new.sources) {
         warn!(
-            "the [sources] section changed: source changes take effect after a restart; routes are reloaded now (routes of sources that do not run yet receive nothing)"
+            "the [sources] section changed beyond postgres sources' tables: those changes take effect after a restart; routes and tables are reloaded now (routes of sources that do not run yet receive nothing)"
         );
     }
     if new.schema_registry != running.schema_registry {
@@ -424,7 +440,33 @@ pub fn reload_to(pipeline: &Pipeline, running: &Config) -> Result<Config, String
         );
     }
     pipeline.replace_routes(&new);
+    for name in selections.apply(&new) {
+        info!(source = %name, "reloaded the source's tables: its publication follows them now");
+    }
     Ok(new)
+}
+
+/// True when `new` differs from `running` in more than postgres sources' table selections
+/// (which a reload applies).
+fn needs_restart(
+    running: &std::collections::BTreeMap<String, crate::config::SourceConfig>,
+    new: &std::collections::BTreeMap<String, crate::config::SourceConfig>,
+) -> bool {
+    let without_tables =
+        |sources: &std::collections::BTreeMap<String, crate::config::SourceConfig>| {
+            let mut sources = sources.clone();
+            for s in sources.values_mut() {
+                if let SourceKind::Postgres(pg) = &mut s.kind {
+                    pg.selection = crate::config::TableSelection {
+                        tables: Vec::new(),
+                        exclude: Vec::new(),
+                        snapshot_new_tables: false,
+                    };
+                }
+            }
+            format!("{sources:?}")
+        };
+    without_tables(running) != without_tables(new)
 }
 
 fn count_reload(ok: bool) {
@@ -436,7 +478,11 @@ fn count_reload(ok: bool) {
 }
 
 /// Reloads on SIGHUP, and on file changes with `[router] watch = true`.
-async fn reload_on_signal_or_change(pipeline: Arc<Pipeline>, running: Config) {
+async fn reload_on_signal_or_change(
+    pipeline: Arc<Pipeline>,
+    running: Config,
+    selections: Selections,
+) {
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
         Err(e) => {
@@ -463,7 +509,7 @@ async fn reload_on_signal_or_change(pipeline: Arc<Pipeline>, running: Config) {
                 "file changed"
             }
         };
-        match reload(&pipeline, &running) {
+        match reload(&pipeline, &running, &selections) {
             Ok(n) => {
                 count_reload(true);
                 info!(

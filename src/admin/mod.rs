@@ -54,6 +54,8 @@ pub struct AdminState {
     pub pipeline: Arc<Pipeline>,
     /// Replay jobs.
     pub jobs: jobs::Jobs,
+    /// Where a reload sends postgres sources their tables.
+    pub selections: crate::source::postgres::publication::Selections,
     /// The daemon's runtime: jobs run there, not on the admin listener's thread.
     pub runtime: tokio::runtime::Handle,
     /// The console's last look at the records produced: when, the total, the rate then.
@@ -62,7 +64,12 @@ pub struct AdminState {
 
 impl AdminState {
     /// For `config` (its `[admin]` tokens), on the current runtime.
-    pub fn new(config: &Config, store: Arc<DlqStore>, pipeline: Arc<Pipeline>) -> AdminState {
+    pub fn new(
+        config: &Config,
+        store: Arc<DlqStore>,
+        pipeline: Arc<Pipeline>,
+        selections: crate::source::postgres::publication::Selections,
+    ) -> AdminState {
         AdminState {
             config: RwLock::new(Arc::new(config.clone())),
             tokens: Tokens::new(config.admin.tokens.clone()),
@@ -71,6 +78,7 @@ impl AdminState {
             store,
             pipeline,
             jobs: jobs::Jobs::default(),
+            selections,
             runtime: tokio::runtime::Handle::current(),
             rate: std::sync::Mutex::new(None),
         }

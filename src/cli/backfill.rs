@@ -77,28 +77,40 @@ pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<E
         .await
         .context("opening the state store")?;
     match command {
-        SnapshotCommand::Status { .. } => match backfill::current(&store, source).await? {
-            Some(b) => println!("{}", serde_json::to_string_pretty(&b)?),
-            None => println!("{{\"state\": \"none\"}}"),
-        },
+        SnapshotCommand::Status { .. } => {
+            let status = backfill::status(&store, source).await?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        }
         SnapshotCommand::Cancel { actor: who, .. } => {
-            let Some(b) = backfill::cancel(&store, source).await? else {
+            let cancelled = backfill::cancel(&store, source).await?;
+            if cancelled.is_empty() {
                 return Ok(usage_error(&format!(
-                    "source `{source}` has no backfill running"
+                    "source `{source}` has no backfill running or queued"
                 )));
-            };
+            }
+            let (table, rows) = cancelled.running.as_ref().map_or_else(
+                || (String::from("(queued)"), 0),
+                |b| (format!("{}.{}", b.schema, b.table), b.rows),
+            );
             store
                 .audit(&AuditEntry {
                     at: now_micros(),
                     actor: actor(who),
                     action: "backfill cancel".into(),
-                    selector: format!("--source {source} --table {}.{}", b.schema, b.table),
-                    count: i64::try_from(b.rows).unwrap_or(i64::MAX),
-                    result: format!("cancelled {} after {} rows", b.id, b.rows),
+                    selector: format!("--source {source} --table {table}"),
+                    count: i64::try_from(rows).unwrap_or(i64::MAX),
+                    result: cancelled.describe(),
                     ..AuditEntry::default()
                 })
                 .await?;
-            eprintln!("cancelled {}: it stops after the chunk in progress", b.id);
+            if cancelled.running.is_some() {
+                eprintln!(
+                    "{}: it stops after the chunk in progress",
+                    cancelled.describe()
+                );
+            } else {
+                eprintln!("{}", cancelled.describe());
+            }
         }
         SnapshotCommand::Start {
             table,

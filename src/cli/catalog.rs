@@ -80,7 +80,8 @@ pub(crate) fn entries<'a>(config: &'a Config, live: Option<&LiveTables>) -> Vec<
                         .cloned()
                         .collect()
                 } else if route.tables.is_empty() {
-                    pg.tables
+                    pg.selection
+                        .tables
                         .iter()
                         .map(|t| {
                             (

@@ -7,6 +7,7 @@ pub(crate) mod catalog;
 mod dlq;
 mod dlq_remote;
 mod openlineage;
+mod publication;
 mod registry;
 mod route;
 pub(crate) mod slot;
@@ -74,6 +75,11 @@ pub enum Command {
         /// compatibility endpoint, without registering them.
         #[arg(long)]
         registry: bool,
+        /// Also connect to each postgres source's database: print how its publication would
+        /// change to follow `tables` and `exclude_tables` (nothing is changed); exit 1 when a
+        /// selector matches no table, 2 when a database cannot be reached.
+        #[arg(long)]
+        live: bool,
     },
     /// Print a topic's records as JSON lines (key, headers, value), Avro decoded through the
     /// schema registry. Reads from the earliest offset.
@@ -163,7 +169,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match &cli.command {
-        Command::Check { registry } => check(&cli, *registry),
+        Command::Check { registry, live } => check(&cli, *registry, *live),
         Command::Route(args) => match load(&cli) {
             Ok(config) => route::run(&config, args),
             Err(code) => code,
@@ -253,7 +259,7 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
     })
 }
 
-fn check(cli: &Cli, with_registry: bool) -> ExitCode {
+fn check(cli: &Cli, with_registry: bool, live: bool) -> ExitCode {
     let config = match load(cli) {
         Ok(c) => c,
         Err(code) => return code,
@@ -291,6 +297,7 @@ fn check(cli: &Cli, with_registry: bool) -> ExitCode {
             }
             SourceKind::Postgres(p) => {
                 let tables: Vec<String> = p
+                    .selection
                     .tables
                     .iter()
                     .map(|t| format!("{}.{}", t.schema, t.table.as_deref().unwrap_or("*")))
@@ -327,6 +334,12 @@ fn check(cli: &Cli, with_registry: bool) -> ExitCode {
                 "warning: source `{name}` takes unauthenticated requests (provider = \"none\", allow_unauthenticated = true): anyone who can reach POST {} can send events\n  help: use a signing provider with secrets, or token = \"${{WEBHOOK_TOKEN}}\", or restrict who can reach the path",
                 w.path
             );
+        }
+    }
+    if live {
+        let code = publication::check_live(&config);
+        if code != ExitCode::SUCCESS {
+            return code;
         }
     }
     if with_registry {

@@ -245,8 +245,8 @@ pub struct PostgresSourceConfig {
     pub slot: String,
     /// Publication name.
     pub publication: String,
-    /// Captured tables.
-    pub tables: Vec<TableSelector>,
+    /// Captured tables: the part of the configuration a reload applies to a running source.
+    pub selection: TableSelection,
     /// Heartbeat interval on idle databases.
     pub heartbeat_interval: Duration,
     /// How long a leader that stops answering keeps the slot's lock (the lock session's
@@ -303,13 +303,38 @@ pub struct PgTls {
     pub root_cert: Option<PathBuf>,
 }
 
-/// `schema.table` or `schema.*`.
+/// `schema.table`, where `*` within either name stands for any run of characters
+/// (`public.*`, `public.order_*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableSelector {
-    /// Schema.
+    /// Schema (may hold `*`).
     pub schema: String,
-    /// Table, `None` for every table of the schema.
+    /// Table (may hold `*`), `None` for every table of the schema (`schema.*`).
     pub table: Option<String>,
+}
+
+impl std::fmt::Display for TableSelector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}.{}",
+            self.schema,
+            self.table.as_deref().unwrap_or("*")
+        )
+    }
+}
+
+/// Which tables a postgres source captures (`tables`, `exclude_tables`), and whether a table
+/// that joins is backfilled (`snapshot_new_tables`). A reload applies it to the running source
+/// (see `source::postgres::publication`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSelection {
+    /// Tables captured.
+    pub tables: Vec<TableSelector>,
+    /// Tables `tables` matches that are left out.
+    pub exclude: Vec<TableSelector>,
+    /// Backfill each table that joins the publication.
+    pub snapshot_new_tables: bool,
 }
 
 /// `type = "webhook"`

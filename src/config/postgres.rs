@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use super::diagnostic::Diagnostics;
 use super::raw::RawPostgresSource;
-use super::{PgSslMode, PgTls, PostgresSourceConfig, SnapshotMode, TableSelector};
+use super::{PgSslMode, PgTls, PostgresSourceConfig, SnapshotMode, TableSelection, TableSelector};
 
 /// `leader_timeout` unless configured.
 pub const DEFAULT_LEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -111,6 +111,15 @@ pub fn url_with_tls(url: &str, tls: &PgTls) -> String {
     out
 }
 
+/// `schema.table` (either may hold `*`), or `None` when it is not that shape.
+fn table_selector(s: &str) -> Option<TableSelector> {
+    let (schema, table) = s.split_once('.')?;
+    (!schema.is_empty() && !table.is_empty() && !table.contains('.')).then(|| TableSelector {
+        schema: schema.to_string(),
+        table: (table != "*").then(|| table.to_string()),
+    })
+}
+
 /// Checks one postgres source; every problem is recorded in `diag`.
 pub(super) fn validate(
     name: &str,
@@ -161,7 +170,6 @@ pub(super) fn validate(
     };
     let slot = ident(&raw.slot, "replication slot");
     let publication = ident(&raw.publication, "publication");
-    let mut tables = Vec::new();
     if raw.tables.get_ref().is_empty() {
         diag.at(
             raw.tables.span(),
@@ -173,29 +181,32 @@ pub(super) fn validate(
         );
         ok = false;
     }
-    for t in raw.tables.get_ref() {
-        match t.get_ref().split_once('.') {
-            Some((schema, table))
-                if !schema.is_empty() && !table.is_empty() && !table.contains('.') =>
-            {
-                tables.push(TableSelector {
-                    schema: schema.to_string(),
-                    table: (table != "*").then(|| table.to_string()),
-                });
-            }
-            _ => {
-                diag.at(
-                    t.span(),
-                    format!("`{}` is not schema.table", t.get_ref()),
-                    Some(
-                        "write \"public.orders\", or \"public.*\" for every table of a schema"
-                            .into(),
-                    ),
-                );
-                ok = false;
+    let mut selectors = |list: &[serde_spanned::Spanned<String>], key: &str| {
+        let mut out = Vec::new();
+        for t in list {
+            match table_selector(t.get_ref()) {
+                Some(sel) => out.push(sel),
+                None => {
+                    diag.at(
+                        t.span(),
+                        format!("`{}` in `{key}` is not schema.table", t.get_ref()),
+                        Some(
+                            "write \"public.orders\", \"public.order_*\" (`*` matches any run of characters), or \"public.*\" for every table of a schema"
+                                .into(),
+                        ),
+                    );
+                    ok = false;
+                }
             }
         }
-    }
+        out
+    };
+    let tables = selectors(raw.tables.get_ref(), "tables");
+    let exclude = raw
+        .exclude_tables
+        .as_ref()
+        .map(|e| selectors(e.get_ref(), "exclude_tables"))
+        .unwrap_or_default();
     let mut snapshot = SnapshotMode::Never;
     if let Some(s) = &raw.snapshot {
         match s.get_ref().as_str() {
@@ -288,7 +299,11 @@ pub(super) fn validate(
         url,
         slot,
         publication,
-        tables,
+        selection: TableSelection {
+            tables,
+            exclude,
+            snapshot_new_tables: raw.snapshot_new_tables.unwrap_or(false),
+        },
         heartbeat_interval,
         leader_timeout,
         tombstones: raw.tombstones.unwrap_or(true),

@@ -188,8 +188,12 @@ pub struct RawPostgresSource {
     pub slot: Option<Spanned<String>>,
     /// Publication (default `switchyard_<name>`), created if missing.
     pub publication: Option<Spanned<String>>,
-    /// `schema.table` or `schema.*` entries.
+    /// `schema.table` entries; `*` within a name is a glob (`public.*`, `public.order_*`).
     pub tables: Spanned<Vec<Spanned<String>>>,
+    /// Tables `tables` matches that are not captured (same syntax).
+    pub exclude_tables: Option<Spanned<Vec<Spanned<String>>>>,
+    /// Backfill a table that joins the publication on a reload or at start (default false).
+    pub snapshot_new_tables: Option<bool>,
     /// "never" (default) or "initial".
     pub snapshot: Option<Spanned<String>>,
     /// Rows per snapshot chunk (default 10000): the unit of progress and of resumption.

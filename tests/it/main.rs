@@ -25,6 +25,7 @@ mod ingress;
 mod live_lineage;
 mod observability;
 mod pgoutput_real;
+mod publication;
 mod redeliver;
 mod registry_auth;
 mod registry_check;

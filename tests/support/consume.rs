@@ -18,6 +18,23 @@ pub struct Consumed {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
+/// True when the broker knows `topic` (switchyard creates a dynamic topic with its first
+/// record, so a topic that does not exist never received one).
+pub fn topic_exists(bootstrap: &str, topic: &str) -> bool {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("allow.auto.create.topics", "false")
+        .set("log_level", "3")
+        .create()
+        .expect("consumer");
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    md.topics()
+        .iter()
+        .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
+}
+
 /// Reads `topic` from the earliest offset until `want` records arrived or `timeout` passed.
 /// Tansu's latest-offset answer is wrong, so this never relies on watermarks.
 pub fn read_topic(bootstrap: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Consumed> {

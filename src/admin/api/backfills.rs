@@ -104,9 +104,8 @@ pub(super) async fn status(State(state): S, call: Call, Path(source): Path<Strin
     if let Err(r) = reader(&state, &call, Role::Viewer).await {
         return r;
     }
-    match crate::source::postgres::backfill::current(&state.store, &source).await {
-        Ok(Some(b)) => ok(json!(b)),
-        Ok(None) => ok(json!({"state": "none"})),
+    match crate::source::postgres::backfill::status(&state.store, &source).await {
+        Ok(v) => ok(v),
         Err(e) => store_error(e),
     }
 }
@@ -123,23 +122,34 @@ pub(super) async fn cancel(State(state): S, call: Call, Path(source): Path<Strin
         return r;
     }
     match crate::source::postgres::backfill::cancel(&state.store, &source).await {
-        Ok(Some(b)) => {
+        Ok(c) if c.is_empty() => error(
+            StatusCode::CONFLICT,
+            "not_running",
+            format!("source `{source}` has no backfill running or queued"),
+        ),
+        Ok(c) => {
+            let rows = c.running.as_ref().map_or(0, |b| b.rows);
             let _ = call
                 .audit(
                     &state,
                     &who,
                     "backfill cancel",
-                    i64::try_from(b.rows).unwrap_or(0),
-                    &format!("cancelled {}", b.id),
+                    i64::try_from(rows).unwrap_or(0),
+                    &c.describe(),
                 )
                 .await;
-            (StatusCode::ACCEPTED, axum::Json(json!(b))).into_response()
+            let mut v = c
+                .running
+                .as_ref()
+                .map_or_else(|| json!({"state": "none"}), |b| json!(b));
+            let queued: Vec<String> = c
+                .queued
+                .iter()
+                .map(|q| format!("{}.{}", q.schema, q.table))
+                .collect();
+            v["unqueued"] = json!(queued);
+            (StatusCode::ACCEPTED, axum::Json(v)).into_response()
         }
-        Ok(None) => error(
-            StatusCode::CONFLICT,
-            "not_running",
-            format!("source `{source}` has no backfill running"),
-        ),
         Err(e) => store_error(e),
     }
 }

@@ -640,7 +640,7 @@ async fn reload(State(state): S, call: Call) -> Response {
         return r;
     }
     let running = state.config();
-    match crate::daemon::reload_to(&state.pipeline, &running) {
+    match crate::daemon::reload_to(&state.pipeline, &running, &state.selections) {
         Ok(new) => {
             let n = new.routes.len();
             // Tokens and clients stay as at start (see operations.md).

@@ -30,7 +30,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_postgres::SimpleQueryMessage;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::snapshot::{SESSION, Shape, key_of, quote_ident, select_rows};
 use super::stream::{PostgresSource, SourceError, connect_sql, sql};
@@ -47,6 +47,20 @@ pub const DEFAULT_CHUNK_ROWS: usize = 1024;
 /// The state-store key of a source's backfill.
 pub fn state_key(source: &str) -> String {
     format!("backfill/{source}")
+}
+
+/// The state-store key of a source's queue of tables to backfill next (`snapshot_new_tables`).
+pub fn queue_key(source: &str) -> String {
+    format!("backfill-queue/{source}")
+}
+
+/// A table waiting for its backfill (`snapshot_new_tables`), as the state store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Queued {
+    pub schema: String,
+    pub table: String,
+    /// Who asked (`config:snapshot_new_tables`).
+    pub requested_by: String,
 }
 
 /// Where a backfill is.
@@ -94,6 +108,34 @@ pub struct Backfill {
 }
 
 impl Backfill {
+    /// A backfill of `schema.table` as requested, not started yet.
+    pub fn requested(
+        schema: &str,
+        table: &str,
+        filter: Option<String>,
+        rate: Option<f64>,
+        chunk_rows: usize,
+        by: &str,
+    ) -> Backfill {
+        Backfill {
+            id: format!("bf-{:x}", now_micros()),
+            schema: schema.to_string(),
+            table: table.to_string(),
+            filter,
+            rate,
+            chunk_rows,
+            last_key: None,
+            rows: 0,
+            chunks: 0,
+            estimate: 0,
+            state: State::Requested,
+            message: None,
+            requested_by: by.to_string(),
+            requested_at: now_micros(),
+            finished_at: None,
+        }
+    }
+
     /// True while it is to run (or runs).
     pub fn is_active(&self) -> bool {
         matches!(self.state, State::Requested | State::Running)
@@ -287,14 +329,90 @@ impl PostgresSource {
             .map_err(|e| SourceError::State(e.to_string()))
     }
 
+    async fn load_queue(&self) -> Result<Vec<Queued>, SourceError> {
+        let v = self
+            .state
+            .get_state(&queue_key(&self.name))
+            .await
+            .map_err(|e| SourceError::State(e.to_string()))?;
+        Ok(v.and_then(|v| serde_json::from_str(&v).ok())
+            .unwrap_or_default())
+    }
+
+    async fn save_queue(&self, queue: &[Queued]) -> Result<(), SourceError> {
+        let json = serde_json::to_string(queue).map_err(|e| SourceError::State(e.to_string()))?;
+        self.state
+            .put_state(&queue_key(&self.name), &json)
+            .await
+            .map_err(|e| SourceError::State(e.to_string()))
+    }
+
+    /// Queues a backfill of each table that joined the publication, when `selection` asks for
+    /// it (`snapshot_new_tables`); they run one after another, after any backfill running now.
+    pub(super) async fn backfill_joined(
+        &self,
+        joined: &[super::publication::Table],
+        selection: &crate::config::TableSelection,
+    ) {
+        if joined.is_empty() || !selection.snapshot_new_tables {
+            return;
+        }
+        let queued = async {
+            let mut queue = self.load_queue().await?;
+            for (schema, table) in joined {
+                let q = Queued {
+                    schema: schema.clone(),
+                    table: table.clone(),
+                    requested_by: "config:snapshot_new_tables".into(),
+                };
+                if !queue.contains(&q) {
+                    queue.push(q);
+                }
+            }
+            self.save_queue(&queue).await
+        };
+        match queued.await {
+            Ok(()) => {
+                info!(source = %self.name, tables = %joined.iter().map(|(s, t)| format!("{s}.{t}")).collect::<Vec<_>>().join(", "), "tables joined the publication: their existing rows are backfilled (snapshot_new_tables)");
+            }
+            Err(e) => {
+                error!(source = %self.name, error = %e, "tables joined the publication but their backfill could not be queued: run switchyard snapshot start for each");
+            }
+        }
+    }
+
+    /// The active backfill, else the next queued table's (stored as requested first, then
+    /// taken off the queue: a crash in between copies that table twice, never not at all).
+    async fn next_backfill(&self) -> Result<Option<Backfill>, SourceError> {
+        if let Some(b) = self.load_backfill().await?.filter(Backfill::is_active) {
+            return Ok(Some(b));
+        }
+        let mut queue = self.load_queue().await?;
+        if queue.is_empty() {
+            return Ok(None);
+        }
+        let q = queue.remove(0);
+        let b = Backfill::requested(
+            &q.schema,
+            &q.table,
+            None,
+            None,
+            DEFAULT_CHUNK_ROWS,
+            &q.requested_by,
+        );
+        self.save_backfill(&b).await?;
+        self.save_queue(&queue).await?;
+        Ok(Some(b))
+    }
+
     /// Runs the source's requested backfills, one chunk at a time, for as long as the session
     /// lasts (the session drops it when it ends).
     pub(super) async fn run_backfills(&self, mut runner: Runner) {
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
-            let b = match self.load_backfill().await {
-                Ok(Some(b)) if b.is_active() => b,
-                Ok(_) => continue,
+            let b = match self.next_backfill().await {
+                Ok(Some(b)) => b,
+                Ok(None) => continue,
                 Err(e) => {
                     warn!(source = %self.name, error = %e, "cannot read the backfill state; retrying");
                     continue;
@@ -595,29 +713,32 @@ pub async fn request(
             "the condition is not one on {schema}.{name}: {e}; nothing was started"
         )));
     }
-    let b = Backfill {
-        id: format!("bf-{:x}", now_micros()),
-        schema: schema.to_string(),
-        table: name.to_string(),
-        filter: req.filter.clone(),
-        rate: req.rate,
-        chunk_rows: req.chunk_rows,
-        last_key: None,
-        rows: 0,
-        chunks: 0,
-        estimate: 0,
-        state: State::Requested,
-        message: None,
-        requested_by: req.by.clone(),
-        requested_at: now_micros(),
-        finished_at: None,
-    };
+    let b = Backfill::requested(
+        schema,
+        name,
+        req.filter.clone(),
+        req.rate,
+        req.chunk_rows,
+        &req.by,
+    );
     let json = serde_json::to_string(&b).map_err(|e| unavailable(&e))?;
     store
         .put_state(&key, &json)
         .await
         .map_err(|e| unavailable(&e))?;
     Ok(b)
+}
+
+/// The tables waiting for their backfill (`snapshot_new_tables`), next first.
+pub async fn queued(
+    store: &crate::dlq::DlqStore,
+    source: &str,
+) -> Result<Vec<Queued>, crate::dlq::DlqError> {
+    Ok(store
+        .get_state(&queue_key(source))
+        .await?
+        .and_then(|v| serde_json::from_str(&v).ok())
+        .unwrap_or_default())
 }
 
 /// The source's backfill, if it ever had one.
@@ -631,17 +752,76 @@ pub async fn current(
         .and_then(|v| serde_json::from_str(&v).ok()))
 }
 
-/// Cancels the source's running backfill; the backfill as it stands, `None` if none runs.
+/// What [`cancel`] stopped.
+#[derive(Debug, Clone, Default)]
+pub struct Cancelled {
+    /// The backfill that ran, as it stands.
+    pub running: Option<Backfill>,
+    /// Tables that were waiting (`snapshot_new_tables`): taken off the queue.
+    pub queued: Vec<Queued>,
+}
+
+impl Cancelled {
+    /// Nothing ran or waited.
+    pub fn is_empty(&self) -> bool {
+        self.running.is_none() && self.queued.is_empty()
+    }
+
+    /// For the audit trail and the CLI: `cancelled bf-1 after 10 rows; 2 queued tables dropped`.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if let Some(b) = &self.running {
+            parts.push(format!("cancelled {} after {} rows", b.id, b.rows));
+        }
+        if !self.queued.is_empty() {
+            let names: Vec<String> = self
+                .queued
+                .iter()
+                .map(|q| format!("{}.{}", q.schema, q.table))
+                .collect();
+            parts.push(format!("took {} off the queue", names.join(", ")));
+        }
+        parts.join("; ")
+    }
+}
+
+/// Cancels the source's running backfill and empties its queue.
 pub async fn cancel(
     store: &crate::dlq::DlqStore,
     source: &str,
-) -> Result<Option<Backfill>, crate::dlq::DlqError> {
-    let Some(mut b) = current(store, source).await?.filter(Backfill::is_active) else {
-        return Ok(None);
+) -> Result<Cancelled, crate::dlq::DlqError> {
+    let mut out = Cancelled {
+        queued: queued(store, source).await?,
+        ..Cancelled::default()
     };
-    b.state = State::Cancelled;
-    b.finished_at = Some(now_micros());
-    let json = serde_json::to_string(&b).unwrap_or_default();
-    store.put_state(&state_key(source), &json).await?;
-    Ok(Some(b))
+    if !out.queued.is_empty() {
+        store.put_state(&queue_key(source), "[]").await?;
+    }
+    if let Some(mut b) = current(store, source).await?.filter(Backfill::is_active) {
+        b.state = State::Cancelled;
+        b.finished_at = Some(now_micros());
+        let json = serde_json::to_string(&b).unwrap_or_default();
+        store.put_state(&state_key(source), &json).await?;
+        out.running = Some(b);
+    }
+    Ok(out)
+}
+
+/// `snapshot status` and `GET /api/v1/backfills/{source}`: the last backfill's fields (or
+/// `"state": "none"`) and `queued`, the tables waiting.
+pub async fn status(
+    store: &crate::dlq::DlqStore,
+    source: &str,
+) -> Result<serde_json::Value, crate::dlq::DlqError> {
+    let mut v = match current(store, source).await? {
+        Some(b) => serde_json::to_value(&b).unwrap_or_default(),
+        None => serde_json::json!({"state": "none"}),
+    };
+    let queued: Vec<String> = queued(store, source)
+        .await?
+        .iter()
+        .map(|q| format!("{}.{}", q.schema, q.table))
+        .collect();
+    v["queued"] = serde_json::json!(queued);
+    Ok(v)
 }

@@ -364,8 +364,8 @@ pub enum TablesFrom {
 }
 
 /// The tables a source streams, as `(schema, table)`, sorted: the publication's tables, or,
-/// before the source has created its publication, the existing tables its `tables`
-/// selectors (`schema.table`, `schema.*`) name.
+/// before the source has created its publication, the existing tables its `tables` and
+/// `exclude_tables` select.
 pub async fn live_tables(
     conn: &Client,
     cfg: &PostgresSourceConfig,
@@ -392,13 +392,14 @@ pub async fn live_tables(
             rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
         ));
     }
-    let mut out = Vec::new();
-    for t in &cfg.tables {
+    let desired = super::publication::desired(conn, &cfg.selection).await?;
+    let mut out: Vec<(String, String)> = desired.tables.into_iter().collect();
+    if !desired.schemas.is_empty() {
+        let schemas: Vec<String> = desired.schemas.into_iter().collect();
         let rows = conn
             .query(
-                "SELECT schemaname::text, tablename::text FROM pg_tables
-                 WHERE schemaname = $1 AND ($2::text IS NULL OR tablename = $2)",
-                &[&t.schema, &t.table],
+                "SELECT schemaname::text, tablename::text FROM pg_tables WHERE schemaname = ANY($1)",
+                &[&schemas],
             )
             .await
             .map_err(sql)?;

@@ -9,6 +9,7 @@ pub mod leader;
 pub mod lsn;
 pub mod pgoutput;
 mod preflight;
+pub mod publication;
 mod rows;
 pub mod snapshot;
 pub mod stream;

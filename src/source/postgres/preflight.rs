@@ -5,14 +5,18 @@
 //! named in a warning with the `ALTER TABLE` that fixes them.
 
 use tokio_postgres::Client;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::stream::{PostgresSource, SourceError, sql};
 
 impl PostgresSource {
-    /// Checks the server and creates the publication if missing; returns the slot's confirmed
-    /// position, `None` when the slot does not exist yet.
-    pub(super) async fn preflight(&self, client: &Client) -> Result<Option<u64>, SourceError> {
+    /// Checks the server and brings the publication in step with the configuration; returns
+    /// the slot's confirmed position (`None` when the slot does not exist yet) and the tables
+    /// that joined the publication.
+    pub(super) async fn preflight(
+        &self,
+        client: &Client,
+    ) -> Result<(Option<u64>, Vec<super::publication::Table>), SourceError> {
         let wal: String = client
             .query_one("SHOW wal_level", &[])
             .await
@@ -37,45 +41,8 @@ impl PostgresSource {
             )));
         }
         let publication = &self.cfg.publication;
-        let exists = client
-            .query_opt(
-                "SELECT 1 FROM pg_publication WHERE pubname = $1",
-                &[publication],
-            )
-            .await
-            .map_err(sql)?
-            .is_some();
-        if !exists {
-            let mut tables = Vec::new();
-            let mut schemas = Vec::new();
-            for t in &self.cfg.tables {
-                match &t.table {
-                    Some(table) => tables.push(format!("\"{}\".\"{}\"", t.schema, table)),
-                    None => schemas.push(format!("\"{}\"", t.schema)),
-                }
-            }
-            let mut parts = Vec::new();
-            if !tables.is_empty() {
-                parts.push(format!("TABLE {}", tables.join(", ")));
-            }
-            if !schemas.is_empty() {
-                parts.push(format!("TABLES IN SCHEMA {}", schemas.join(", ")));
-            }
-            client
-                .batch_execute(&format!(
-                    "CREATE PUBLICATION \"{publication}\" FOR {}",
-                    parts.join(", ")
-                ))
-                .await
-                .map_err(|e| {
-                    SourceError::Preflight(format!(
-                        "creating publication {publication}: {}. Creating it needs ownership of the tables (or superuser); or have their owner run: CREATE PUBLICATION \"{publication}\" FOR {}",
-                        sql(e),
-                        parts.join(", ")
-                    ))
-                })?;
-            info!(source = %self.name, publication, "created publication");
-        }
+        let selection = self.selection.borrow().clone();
+        let joined = self.follow_config(client, &selection).await?;
         // Tables that cannot be replicated safely: no key to identify rows by.
         let keyless = client
             .query(
@@ -132,7 +99,7 @@ impl PostgresSource {
             )
             .await
             .map_err(sql)?;
-        Ok(match row {
+        let confirmed = match row {
             Some(r) => {
                 let plugin: Option<String> = r.get(0);
                 if plugin.as_deref() != Some("pgoutput") {
@@ -154,7 +121,42 @@ impl PostgresSource {
                 )
             }
             None => None,
-        })
+        };
+        Ok((confirmed, joined))
+    }
+
+    /// Brings the publication in step with `selection` (see [`super::publication`]) and logs
+    /// what changed; returns the tables that joined it. Selectors that match nothing are
+    /// warned about; a publication the role may not alter is an error in the log, not a stop.
+    pub(super) async fn follow_config(
+        &self,
+        client: &Client,
+        selection: &crate::config::TableSelection,
+    ) -> Result<Vec<super::publication::Table>, SourceError> {
+        let publication = &self.cfg.publication;
+        let synced = super::publication::sync(client, publication, selection).await?;
+        for unmatched in &synced.desired.unmatched {
+            warn!(source = %self.name, selector = %unmatched, "`{unmatched}` in `tables` matches no table: nothing of it is captured (switchyard check --live lists the selectors that match nothing)");
+        }
+        if synced.all_tables {
+            warn!(source = %self.name, publication, "publication {publication} is FOR ALL TABLES: it is left as it is, `tables` and `exclude_tables` do not narrow it");
+        }
+        if let Some((why, statements)) = &synced.refused {
+            error!(source = %self.name, publication, error = %why, fix = %statements.join("; "), "cannot bring publication {publication} in step with `tables` ({}): it streams what it publishes now; have its owner run: {}", synced.plan.describe(), statements.join("; "));
+            return Ok(Vec::new());
+        }
+        if synced.plan.create {
+            info!(source = %self.name, publication, "created publication");
+        } else if !synced.plan.is_empty() {
+            let names = |t: &[super::publication::Table]| {
+                t.iter()
+                    .map(|(s, n)| format!("{s}.{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            info!(source = %self.name, publication, change = %synced.plan.describe(), joined = %names(&synced.joined), left = %names(&synced.left), "publication follows the configuration");
+        }
+        Ok(synced.joined)
     }
 
     /// Creates the slot (no snapshot); returns its consistent point.

@@ -133,6 +133,8 @@ pub struct PostgresSource {
     /// Held while this instance leads the slot: checked before each record is handed to Kafka
     /// and before each position is confirmed (see [`super::leader`]).
     pub(super) fence: super::leader::Fence,
+    /// The tables to capture: a reload sends new ones (see [`PostgresSource::selection`]).
+    pub(super) selection: Arc<watch::Sender<crate::config::TableSelection>>,
 }
 
 type AckFuture = Pin<Box<dyn Future<Output = (Seq, String, Delivery)> + Send>>;
@@ -147,6 +149,7 @@ impl PostgresSource {
         health: Arc<SourceHealth>,
     ) -> Self {
         let database = target(&cfg.url).map(|t| t.database).unwrap_or_default();
+        let selection = Arc::new(watch::Sender::new(cfg.selection.clone()));
         PostgresSource {
             name: name.to_string(),
             cfg,
@@ -157,7 +160,19 @@ impl PostgresSource {
             counters: SourceCounters::new(name),
             stop_bound: Duration::from_secs(20),
             fence: super::leader::Fence::default(),
+            selection,
         }
+    }
+
+    /// Takes its `tables`, `exclude_tables` and `snapshot_new_tables` from `selection`, where a
+    /// reload sends new ones: the leader brings the publication in step at once, a standby
+    /// when it takes over.
+    pub fn with_selection(
+        mut self,
+        selection: Arc<watch::Sender<crate::config::TableSelection>>,
+    ) -> Self {
+        self.selection = selection;
+        self
     }
 
     /// How long a stop waits for events in flight (default 20 s); keep it below the daemon's
@@ -480,7 +495,15 @@ impl PostgresSource {
         mut windows: super::backfill::Windows,
     ) -> Result<(), SourceError> {
         let client = self.connect_sql().await?;
-        let slot = self.preflight(&client).await?;
+        let (slot, joined) = self.preflight(&client).await?;
+        // Tables that joined the publication: an initial snapshot still to run copies them
+        // with the rest; otherwise `snapshot_new_tables` backfills them.
+        let mut selection = self.selection.subscribe();
+        let first_snapshot = self.cfg.snapshot == SnapshotMode::Initial && slot.is_none();
+        if !first_snapshot {
+            let wanted = selection.borrow_and_update().clone();
+            self.backfill_joined(&joined, &wanted).await;
+        }
         let confirmed = match (self.cfg.snapshot, slot) {
             (SnapshotMode::Initial, slot) => {
                 match self.snapshot(&client, slot, lane, stop).await? {
@@ -546,6 +569,15 @@ impl PostgresSource {
                     }
                     apply(&repl, &mut commits, at, &self.counters, &self.fence);
                     end_spans(&mut delivering, at);
+                }
+                Ok(()) = selection.changed() => {
+                    // A reload changed `tables`: the publication follows at once; changes of
+                    // a table that joins stream from the commit that added it.
+                    let wanted = selection.borrow_and_update().clone();
+                    match self.follow_config(&client, &wanted).await {
+                        Ok(joined) => self.backfill_joined(&joined, &wanted).await,
+                        Err(e) => warn!(source = %self.name, error = %e, "cannot bring the publication in step with the reloaded `tables`; it is tried again at the next reload or session"),
+                    }
                 }
                 _ = heartbeat.tick() => {
                     // Writes WAL on idle databases so the slot's position can advance.
