@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Quickstart on real components, all on 127.0.0.1, all under deploy/local/.data (gitignored):
 # a private PostgreSQL 15, a Tansu Kafka broker, a rivven-schema registry, and switchyard
-# running routes.toml. Sends one sample webhook and shows it with `switchyard tail`.
+# running routes.toml. Sends sample webhooks, streams a demo table's changes, backfills an
+# existing table while streaming, and shows each with `switchyard tail`.
 # Stop everything with deploy/local/down.sh.
 #
 # Ports (override by environment): KAFKA_PORT=9092 REGISTRY_PORT=8081 SWITCHYARD_PORT=8080
@@ -42,7 +43,8 @@ start_bg() { # name command...
 step "Installing tools (cached after the first run)"
 . "$ROOT/scripts/tools.sh"
 
-for p in "$KAFKA_PORT:kafka:tansu" "$REGISTRY_PORT:registry:registry" "$SWITCHYARD_PORT:switchyard:switchyard" "$PG_PORT:postgres:postgres"; do
+for p in "$KAFKA_PORT:kafka:tansu" "$REGISTRY_PORT:registry:registry" "$SWITCHYARD_PORT:switchyard:switchyard" \
+         "$SWITCHYARD_ADMIN_PORT:switchyard_admin:switchyard" "$PG_PORT:pg:postgres"; do
   IFS=: read -r port what name <<<"$p"
   if ! running "$name" && port_busy "$port"; then
     echo "port $port (for $what) is in use; set ${what^^}_PORT to another port" >&2; exit 1
@@ -68,6 +70,10 @@ if ! as_pg "$PG_BINDIR/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1; then
     -o "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$PGDATA -c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10" start >/dev/null
 fi
 echo "postgres running: postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+PSQL=("$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 "postgresql://postgres@127.0.0.1:$PG_PORT/postgres")
+# A table with rows from before switchyard streams: the backfill below copies them.
+"${PSQL[@]}" -c "CREATE TABLE IF NOT EXISTS customers (id int PRIMARY KEY, name text NOT NULL, country text)" \
+  -c "INSERT INTO customers VALUES (1, 'Ada', 'GB'), (2, 'Grace', 'US'), (3, 'Linus', 'FI') ON CONFLICT DO NOTHING"
 
 step "Kafka broker (Tansu) on 127.0.0.1:$KAFKA_PORT"
 start_bg tansu "$TANSU_BIN" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
@@ -85,6 +91,7 @@ export KAFKA_BOOTSTRAP=127.0.0.1:$KAFKA_PORT
 export SCHEMA_REGISTRY_URL=http://127.0.0.1:$REGISTRY_PORT
 export SWITCHYARD_LISTEN=127.0.0.1:$SWITCHYARD_PORT
 export SWITCHYARD_ADMIN_LISTEN=127.0.0.1:$SWITCHYARD_ADMIN_PORT
+export SWITCHYARD_PG_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres
 # The console's and admin API's token: made once, kept in $DATA; the config gets its digest.
 if [ ! -s "$DATA/admin.token" ]; then
   (umask 077; "$SY" token new --name oncall --role operator >"$DATA/admin.token" 2>/dev/null)
@@ -119,6 +126,21 @@ for attempt in 1 2; do
 done
 "$SY" tail webhooks.stripe -c routes.toml --idle 3s
 
+step "Change data capture: a new table's inserts, update and delete (source demo, public.*)"
+"${PSQL[@]}" -c "CREATE TABLE IF NOT EXISTS orders (id serial PRIMARY KEY, customer_id int, total numeric(10,2), status text)" \
+  -c "INSERT INTO orders (customer_id, total, status) VALUES (1, 42.00, 'new'), (2, 7.50, 'new')" \
+  -c "UPDATE orders SET status = 'paid' WHERE id = (SELECT max(id) FROM orders)" \
+  -c "DELETE FROM orders WHERE id = (SELECT min(id) FROM orders WHERE status = 'new')"
+# The topic exists once the first change is in Kafka.
+wait_until "the changes in Kafka" 30 "$SY" tail cdc.public.orders -c routes.toml -n 1 --idle 1s
+"$SY" tail cdc.public.orders -c routes.toml --idle 3s
+
+step "Backfill: copying customers' existing rows while the stream runs"
+"$SY" snapshot start -c routes.toml --source demo --table public.customers
+wait_until "the backfill to finish" 60 bash -c "'$SY' snapshot status -c routes.toml --source demo | grep -q '\"state\": \"done\"'"
+"$SY" snapshot status -c routes.toml --source demo
+"$SY" tail cdc.public.customers -c routes.toml --idle 3s
+
 cat <<MSG
 
 Everything is running. Try:
@@ -126,5 +148,8 @@ Everything is running. Try:
   KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL $SY tail webhooks.shop
 The console: http://127.0.0.1:$SWITCHYARD_ADMIN_PORT/ui (sign in with the token in $DATA/admin.token)
 The admin API: curl -H "authorization: Bearer \$(cat $DATA/admin.token)" http://127.0.0.1:$SWITCHYARD_ADMIN_PORT/api/v1/dead-letters/stats
+Change a row and watch it arrive:
+  $PG_BINDIR/psql postgresql://postgres@127.0.0.1:$PG_PORT/postgres -c "UPDATE customers SET country = 'SE' WHERE id = 1"
+  KAFKA_BOOTSTRAP=$KAFKA_BOOTSTRAP SCHEMA_REGISTRY_URL=$SCHEMA_REGISTRY_URL $SY tail cdc.public.customers --follow
 Logs: $DATA/*.log      Stop: deploy/local/down.sh
 MSG

@@ -42,7 +42,7 @@ impl PostgresSource {
         }
         let publication = &self.cfg.publication;
         let selection = self.selection.borrow().clone();
-        let joined = self.follow_config(client, &selection).await?;
+        let joined = self.follow_config(client, &selection, false).await?;
         // Tables that cannot be replicated safely: no key to identify rows by.
         let keyless = client
             .query(
@@ -128,17 +128,23 @@ impl PostgresSource {
     /// Brings the publication in step with `selection` (see [`super::publication`]) and logs
     /// what changed; returns the tables that joined it. Selectors that match nothing are
     /// warned about; a publication the role may not alter is an error in the log, not a stop.
+    /// `periodic`: the heartbeat's look for tables created since (globs, exclusions), which
+    /// logs only what it changes.
     pub(super) async fn follow_config(
         &self,
         client: &Client,
         selection: &crate::config::TableSelection,
+        periodic: bool,
     ) -> Result<Vec<super::publication::Table>, SourceError> {
         let publication = &self.cfg.publication;
         let synced = super::publication::sync(client, publication, selection).await?;
-        for unmatched in &synced.desired.unmatched {
+        if periodic && synced.refused.is_some() {
+            return Ok(Vec::new());
+        }
+        for unmatched in synced.desired.unmatched.iter().filter(|_| !periodic) {
             warn!(source = %self.name, selector = %unmatched, "`{unmatched}` in `tables` matches no table: nothing of it is captured (switchyard check --live lists the selectors that match nothing)");
         }
-        if synced.all_tables {
+        if synced.all_tables && !periodic {
             warn!(source = %self.name, publication, "publication {publication} is FOR ALL TABLES: it is left as it is, `tables` and `exclude_tables` do not narrow it");
         }
         if let Some((why, statements)) = &synced.refused {

@@ -1,6 +1,8 @@
 //! The publication follows the configuration: `tables` and `exclude_tables` are resolved
 //! against the database's catalog and the publication is created, or altered to match, when
-//! the leader starts its session and when a reload changes them.
+//! the leader starts its session, when a reload changes them, and at each heartbeat (so a
+//! table created later that a glob selects joins within `heartbeat_interval`; its rows from
+//! before are backfilled with `snapshot_new_tables`).
 //!
 //! **Shape.** A `schema.*` selector that no exclusion touches becomes `TABLES IN SCHEMA`, so
 //! tables created in that schema later join by themselves (as before this module). Every other

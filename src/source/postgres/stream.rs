@@ -574,7 +574,7 @@ impl PostgresSource {
                     // A reload changed `tables`: the publication follows at once; changes of
                     // a table that joins stream from the commit that added it.
                     let wanted = selection.borrow_and_update().clone();
-                    match self.follow_config(&client, &wanted).await {
+                    match self.follow_config(&client, &wanted, false).await {
                         Ok(joined) => self.backfill_joined(&joined, &wanted).await,
                         Err(e) => warn!(source = %self.name, error = %e, "cannot bring the publication in step with the reloaded `tables`; it is tried again at the next reload or session"),
                     }
@@ -588,6 +588,13 @@ impl PostgresSource {
                         warn!(source = %self.name, error = %e, "heartbeat failed");
                     }
                     self.report_lag(&client).await;
+                    // Tables created since that a glob or an exclusion selects join now (a
+                    // whole schema's join by themselves); `snapshot_new_tables` copies what
+                    // they got before.
+                    let wanted = selection.borrow().clone();
+                    if let Ok(joined) = self.follow_config(&client, &wanted, true).await {
+                        self.backfill_joined(&joined, &wanted).await;
+                    }
                 }
                 event = repl.recv() => {
                     let Some(event) = event.map_err(|e| SourceError::Stream(e.to_string()))? else {
