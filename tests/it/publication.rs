@@ -37,6 +37,7 @@ url = "{url}"
 tables = [{tables}]
 exclude_tables = [{exclude}]
 snapshot_new_tables = true
+heartbeat_interval = "1s"
 [[routes]]
 name = "r"
 source = "pg"
@@ -276,7 +277,8 @@ async fn the_publication_follows_a_reload_new_tables_are_backfilled_in_key_order
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn check_live_refuses_a_selector_that_matches_nothing_and_start_warns_about_it() {
+async fn check_live_refuses_a_selector_that_matches_nothing_start_warns_and_new_tables_a_glob_selects_join()
+ {
     let db = Db::start("selectors", DDL).await;
     let stack = Stack::start();
     let url = db.pg.url(&db.db);
@@ -318,6 +320,37 @@ async fn check_live_refuses_a_selector_that_matches_nothing_and_start_warns_abou
     assert!(
         text.contains("`public.invoices` in `tables` matches no table"),
         "{text}"
+    );
+    // A table created later that the glob selects joins at a heartbeat (the exclusion makes
+    // the publication a list of tables), and its rows from before are backfilled.
+    db.client
+        .batch_execute(
+            "CREATE TABLE orders_jp (id int PRIMARY KEY, v bigint NOT NULL);
+             INSERT INTO orders_jp SELECT g, 1 FROM generate_series(1, 20) g;
+             CREATE TABLE orders_archive_2 (id int PRIMARY KEY, v bigint NOT NULL);",
+        )
+        .await
+        .expect("new tables");
+    wait_for_async("orders_jp to join", Duration::from_secs(30), || async {
+        published(&db.client)
+            .await
+            .contains("orders_jp")
+            .then_some(())
+    })
+    .await;
+    db.client
+        .execute("UPDATE orders_jp SET v = 2 WHERE id = 20", &[])
+        .await
+        .expect("update");
+    let jp = wait_for_async("orders_jp in Kafka", Duration::from_secs(60), || async {
+        let by_key = records(&stack, "orders_jp").await;
+        (by_key.len() == 20 && by_key[&20].last().and_then(|c| c.v) == Some(2)).then_some(by_key)
+    })
+    .await;
+    assert!(jp[&1].iter().all(|c| c.op == "r"), "{:?}", jp[&1]);
+    assert!(
+        published(&db.client).await.contains("orders_archive_2"),
+        "the exclusion names orders_archive only"
     );
     drop(sy);
 
