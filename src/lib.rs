@@ -27,6 +27,7 @@ pub mod dlq;
 pub mod encode;
 pub mod error;
 pub mod event;
+pub mod json;
 pub mod pipeline;
 pub mod router;
 pub mod serve;

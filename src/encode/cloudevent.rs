@@ -51,7 +51,7 @@ pub fn body_json(webhook: &WebhookPayload) -> Option<serde_json::Value> {
 /// `None` when the body has nothing there (the key is then the event id).
 pub fn body_pointer(webhook: &WebhookPayload, pointer: &str) -> Option<String> {
     // Read from the text in one pass (no tree of the body); a form's payload is parsed.
-    let found = match crate::source::webhook::pointer::read(webhook.body.as_bytes(), pointer) {
+    let found = match crate::json::pointer::read(webhook.body.as_bytes(), pointer) {
         Ok(v) => v?,
         Err(_) => body_json(webhook)?.pointer(pointer)?.clone(),
     };

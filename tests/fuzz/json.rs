@@ -1,5 +1,5 @@
-//! The webhook body's JSON: the one-pass scan (`source::webhook::scan`) and the JSON Pointer
-//! reads over it (`source::webhook::pointer`), against serde_json as the reference: never take
+//! The webhook body's JSON: the one-pass scan (`json::scan`) and the JSON Pointer
+//! reads over it (`json::pointer`), against serde_json as the reference: never take
 //! a body serde_json refuses, never refuse one it parses, read the same value at every pointer.
 //! Inputs: generated JSON with escapes, surrogates, huge and long numbers, deep nesting; the
 //! same with edits (invalid UTF-8, control characters, stray brackets); arbitrary bytes.
@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use serde_json::Value;
-use switchyard::source::webhook::pointer::{Fields, JsonDoc, read};
-use switchyard::source::webhook::scan::{MAX_DEPTH, scan};
+use switchyard::json::pointer::{Fields, JsonDoc, read};
+use switchyard::json::scan::{MAX_DEPTH, scan};
 
 use crate::{cases, within_heap};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
-pub use super::pointer::{Fields, JsonDoc};
+pub use crate::json::pointer::{Fields, JsonDoc};
 use crate::config::WebhookProvider;
 
 /// A parsed body.

@@ -19,8 +19,6 @@ pub mod dedupe;
 pub mod identity;
 pub mod ingress;
 pub mod limit;
-pub mod pointer;
-pub mod scan;
 pub mod verify;
 
 use std::net::IpAddr;
