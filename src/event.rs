@@ -363,6 +363,24 @@ pub fn now_micros() -> i64 {
         .unwrap_or(0)
 }
 
+/// One column value of a tuple, as pgoutput carries it (the Debezium mapping in
+/// `encode::debezium` reads these).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Datum {
+    /// SQL NULL.
+    Null,
+    /// A TOASTed value that did not change: not sent, must not be taken for NULL.
+    UnchangedToast,
+    /// The value in text form.
+    Text(Vec<u8>),
+    /// The value in binary form (only when the stream asked for `binary`).
+    Binary(Vec<u8>),
+}
+
+/// Column values in relation column order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tuple(pub Vec<Datum>);
+
 #[cfg(test)]
 mod tests {
     use super::*;

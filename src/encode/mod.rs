@@ -9,6 +9,7 @@ mod cache;
 pub mod change;
 pub mod cloudevent;
 pub mod datum;
+pub mod debezium;
 pub mod typed;
 
 use std::sync::{Arc, LazyLock};

@@ -22,7 +22,7 @@ use cel::objects::Key;
 use cel::{Context, ExecutionError, Program, Value};
 
 use crate::event::{ChangeColumn, ChangePayload, Event, Payload, WebhookPayload};
-use crate::source::postgres::types::{ColumnType, column_type};
+use crate::encode::debezium::types::{ColumnType, column_type};
 
 /// Variables of change events.
 pub const CHANGE_VARS: &[&str] = &["op", "before", "after", "source"];

@@ -4,7 +4,6 @@
 pub mod backfill;
 pub mod catalog;
 mod counters;
-pub mod envelope;
 pub mod leader;
 pub mod lsn;
 pub mod pgoutput;
@@ -15,4 +14,6 @@ pub mod snapshot;
 pub mod stream;
 pub mod tls;
 mod txn;
-pub mod types;
+
+// The Debezium mapping lives in `encode::debezium`; these paths stay for callers of the crate.
+pub use crate::encode::debezium::{envelope, types};

@@ -123,22 +123,7 @@ pub struct Type {
     pub name: String,
 }
 
-/// One column value of a tuple.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Datum {
-    /// SQL NULL.
-    Null,
-    /// A TOASTed value that did not change: not sent, must not be taken for NULL.
-    UnchangedToast,
-    /// The value in text form.
-    Text(Vec<u8>),
-    /// The value in binary form (only when the stream asked for `binary`).
-    Binary(Vec<u8>),
-}
-
-/// Column values in relation column order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tuple(pub Vec<Datum>);
+pub use crate::event::{Datum, Tuple};
 
 /// `I`
 #[derive(Debug, Clone, PartialEq, Eq)]

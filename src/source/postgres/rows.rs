@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 
 use super::pgoutput::{Datum, Message, OldTuple, Tuple};
 use super::stream::{KnownRelation, SourceError};
-use super::types::{ColumnType, column_type};
+use crate::encode::debezium::types::{ColumnType, column_type};
 use crate::event::ChangeColumn;
 
 /// One row change of a message.

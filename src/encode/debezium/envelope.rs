@@ -25,9 +25,9 @@
 use apache_avro::types::Value;
 use serde_json::{Value as Json, json};
 
-use super::pgoutput::{Datum, Tuple};
 use super::types::{ColumnType, TypeError};
 use crate::encode::datum;
+use crate::event::{Datum, Tuple};
 
 /// One column of a captured table.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
