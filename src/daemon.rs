@@ -31,8 +31,8 @@ use tracing::{error, info, warn};
 
 use crate::config::{Config, SourceKind};
 use crate::dlq::{DlqError, DlqStore};
+use crate::pipeline::health::SourceHealth;
 use crate::pipeline::{Pipeline, PipelineError};
-use crate::source::health::SourceHealth;
 use crate::source::postgres::publication::Selections;
 use crate::source::postgres::stream::PostgresSource;
 use crate::source::webhook::dedupe::Dedupe;
@@ -111,7 +111,9 @@ impl Daemon {
         );
         // Webhook events stored while Kafka was unavailable go to Kafka once it is back, in
         // order, without an operator (the task ends when the pipeline drains).
-        drop(crate::dlq::redeliver::start(Arc::clone(&dlq), Arc::clone(&pipeline), &config).await);
+        drop(
+            crate::replay::redeliver::start(Arc::clone(&dlq), Arc::clone(&pipeline), &config).await,
+        );
         // Webhook deduplication remembers ids for the longest window of any source.
         let window = config
             .sources

@@ -1,5 +1,5 @@
 //! Replay jobs of the admin API: `POST /api/v1/replays` starts one (the same replay as
-//! `switchyard dlq replay`, [`crate::dlq::replay::replay`]), `GET` polls its progress,
+//! `switchyard dlq replay`, [`crate::replay::replay`]), `GET` polls its progress,
 //! `DELETE` cancels it. At most [`MAX_RUNNING`] run at once; the last [`KEPT`] are kept.
 
 use std::collections::{BTreeMap, VecDeque};

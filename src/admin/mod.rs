@@ -14,7 +14,7 @@
 //! - viewers see payloads with the masks of their source's routes applied; the raw payload is
 //!   for `admin` only, and each view of it is audited;
 //! - replay and discard mean what they mean in the CLI: the same selection
-//!   ([`crate::dlq::select::Selection`]) and the same replay ([`crate::dlq::replay::replay`]).
+//!   ([`crate::dlq::select::Selection`]) and the same replay ([`crate::replay::replay`]).
 
 pub(crate) mod api;
 pub(crate) mod auth;

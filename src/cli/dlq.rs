@@ -9,11 +9,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::config::Config;
-use crate::dlq::replay::{ReplayOptions, replay};
 use crate::dlq::select::{Selection, parse_class, parse_rate, parse_time};
 use crate::dlq::{AuditEntry, DeadLetter, DlqStore, Selector, Status};
 use crate::event::now_micros;
 use crate::pipeline::Pipeline;
+use crate::replay::{ReplayOptions, replay};
 
 /// The `dlq` subcommands.
 #[derive(Debug, Subcommand)]
@@ -180,7 +180,7 @@ pub struct Select {
 
 fn parse_lease(s: &str) -> Result<Duration, String> {
     match humantime::parse_duration(s) {
-        Ok(d) if d >= crate::dlq::replay::MIN_LEASE => Ok(d),
+        Ok(d) if d >= crate::replay::MIN_LEASE => Ok(d),
         Ok(_) => Err(format!("`{s}` is shorter than the shortest lease, 1s")),
         Err(_) => Err(format!("`{s}` is not a duration; write e.g. 2m")),
     }

@@ -383,7 +383,7 @@ pub enum WhenUnavailable {
     /// 503 with `Retry-After`: the provider delivers it again.
     Reject,
     /// Stored in the DLQ (class `unavailable`) and answered 200; delivered automatically, in
-    /// order, once Kafka is back (`dlq::redeliver`).
+    /// order, once Kafka is back (`replay::redeliver`).
     DeadLetter,
 }
 

@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use super::readiness::Readiness;
 use crate::dlq::DlqStore;
 use crate::pipeline::Pipeline;
-use crate::source::health::SourceHealth;
+use crate::pipeline::health::SourceHealth;
 use crate::source::webhook::error;
 
 /// Connections the admin listener keeps open at once (probes and scrapers need a handful).

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 
 use crate::dlq::DlqStore;
 use crate::pipeline::Pipeline;
-use crate::source::health::SourceHealth;
+use crate::pipeline::health::SourceHealth;
 
 /// How often Kafka and the store are checked.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);

@@ -19,8 +19,6 @@
 
 pub mod audit;
 mod postgres;
-pub mod redeliver;
-pub mod replay;
 pub mod select;
 mod sql;
 mod sqlite;
@@ -586,4 +584,12 @@ pub(crate) fn decode_event(id: i64, json: &str) -> Result<Event, DlqError> {
 pub(crate) fn encode_event(event: &Event) -> String {
     // Serialising plain data to a String cannot fail.
     serde_json::to_string(event).unwrap_or_default()
+}
+
+/// This machine's name (claim owners start with it).
+pub(crate) fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
 }

@@ -105,7 +105,7 @@ fn claim_owner() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     format!(
         "{}:{}:{}",
-        super::replay::hostname(),
+        super::hostname(),
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
@@ -269,7 +269,7 @@ impl PostgresStore {
             .map_err(|e| DlqError::Postgres(format!("{} ({})", e.message, e.help)))?;
         let mut cfg = tokio_postgres::Config::from_str(&url)
             .map_err(|e| DlqError::Postgres(format!("invalid url: {e}")))?;
-        cfg.ssl_mode(crate::source::postgres::tls::sql_mode(&tls));
+        cfg.ssl_mode(crate::pg_tls::sql_mode(&tls));
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_TIMEOUT);
         }
@@ -287,8 +287,7 @@ impl PostgresStore {
             .unwrap_or(CONNECT_TIMEOUT)
             + CONNECT_TIMEOUT;
         // With sslmode=disable tokio-postgres never starts TLS: the connector goes unused.
-        let connector =
-            crate::source::postgres::tls::sql_connector(&tls).map_err(DlqError::Postgres)?;
+        let connector = crate::pg_tls::sql_connector(&tls).map_err(DlqError::Postgres)?;
         let manager = Manager::from_config(
             cfg,
             connector,

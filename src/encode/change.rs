@@ -6,11 +6,11 @@ use std::sync::{Arc, LazyLock, Mutex};
 use apache_avro::types::Value;
 
 use super::AvroSchema;
-use crate::event::{ChangePayload, Event, MessagePayload};
 use crate::encode::debezium::envelope::{
     self, RowError, SourceInfo, TableColumn, TableSchema, TransactionBlock,
 };
 use crate::encode::debezium::types::column_type;
+use crate::event::{ChangePayload, Event, MessagePayload};
 
 /// The table shape of a change; `key_columns`, when given, replace the primary key.
 pub fn table_schema(source: &str, c: &ChangePayload, key_columns: &[String]) -> TableSchema {

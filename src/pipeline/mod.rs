@@ -31,11 +31,14 @@ use crate::encode::{
 };
 use crate::error::{ErrorClass, retry_policy};
 use crate::event::Event;
+use crate::pipeline::fence::Fence;
+use crate::pipeline::health::SourceHealth;
 use crate::router::{RouteError, RouteMatch, RouteTable};
-use crate::source::health::SourceHealth;
-use crate::source::postgres::leader::Fence;
 
+pub mod fence;
+pub mod health;
 pub mod ordered;
+pub mod queues;
 pub use ordered::OrderedLane;
 
 /// What the route table made of an event: one entry per route that takes it.
@@ -75,8 +78,8 @@ pub struct Pipeline {
     /// `[dlq] mask_payloads`.
     mask_payloads: bool,
     traces: Traces,
-    /// Webhook sources with events waiting in the DLQ for Kafka ([`crate::dlq::redeliver`]).
-    queues: crate::dlq::redeliver::Queues,
+    /// Webhook sources with events waiting in the DLQ for Kafka ([`crate::replay::redeliver`]).
+    queues: queues::Queues,
 }
 
 /// Why the pipeline could not be built.
@@ -109,7 +112,7 @@ impl Pipeline {
             dlq: None,
             mask_payloads: config.dlq.mask_payloads,
             traces: Traces::off(),
-            queues: crate::dlq::redeliver::Queues::default(),
+            queues: queues::Queues::default(),
         })
     }
 
@@ -136,7 +139,7 @@ impl Pipeline {
     }
 
     /// Which webhook sources have events waiting in the DLQ for Kafka, in order.
-    pub fn queues(&self) -> &crate::dlq::redeliver::Queues {
+    pub fn queues(&self) -> &queues::Queues {
         &self.queues
     }
 

@@ -21,8 +21,8 @@ use cel::context::VariableResolver;
 use cel::objects::Key;
 use cel::{Context, ExecutionError, Program, Value};
 
-use crate::event::{ChangeColumn, ChangePayload, Event, Payload, WebhookPayload};
 use crate::encode::debezium::types::{ColumnType, column_type};
+use crate::event::{ChangeColumn, ChangePayload, Event, Payload, WebhookPayload};
 
 /// Variables of change events.
 pub const CHANGE_VARS: &[&str] = &["op", "before", "after", "source"];

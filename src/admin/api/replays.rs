@@ -15,7 +15,7 @@ use crate::admin::jobs::State as JobState;
 use crate::admin::{AdminState, Call};
 use crate::config::admin::Role;
 use crate::dlq::Status;
-use crate::dlq::replay::{ReplayOptions, replay};
+use crate::replay::{ReplayOptions, replay};
 use crate::source::webhook::error;
 
 /// Starts a replay job (`operator`): the CLI's replay, run by the daemon.

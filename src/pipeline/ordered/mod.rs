@@ -72,11 +72,11 @@ use crate::dlq::EncodedRecord;
 use crate::encode::EncodeError;
 use crate::error::ErrorClass;
 use crate::event::Event;
+use crate::pipeline::fence::Fence;
+use crate::pipeline::health::SourceHealth;
 use crate::router::RouteMatch;
 use crate::sink::context::KafkaLog;
 use crate::sink::kafka::{Attempt, KafkaSink, Placement, Record, Refused};
-use crate::source::health::SourceHealth;
-use crate::source::postgres::leader::Fence;
 use crate::telemetry::traces::Traced;
 
 /// One event for the lane, as the source submitted it.

@@ -12,7 +12,6 @@ pub mod publication;
 mod rows;
 pub mod snapshot;
 pub mod stream;
-pub mod tls;
 mod txn;
 
 // The Debezium mapping lives in `encode::debezium`; these paths stay for callers of the crate.

@@ -37,8 +37,8 @@ use crate::dlq::DlqStore;
 use crate::event::{
     ChangeColumn, ChangePayload, Event, EventId, MessagePayload, Payload, now_micros,
 };
+use crate::pipeline::health::SourceHealth;
 use crate::pipeline::{OrderedLane, Pipeline};
-use crate::source::health::SourceHealth;
 use crate::telemetry::traces::Traced;
 
 /// Why a session ended.
@@ -194,7 +194,7 @@ impl PostgresSource {
             self.cfg.publication.clone(),
         )
         .with_port(t.port)
-        .with_tls(super::tls::replication(&self.cfg.tls))
+        .with_tls(crate::pg_tls::replication(&self.cfg.tls))
         .with_start_lsn(WireLsn(start))
         .with_options("-c TimeZone=UTC -c DateStyle=ISO -c extra_float_digits=3")
         .with_application_name(format!("switchyard-{}", self.name))
@@ -778,7 +778,7 @@ pub const HEARTBEAT_PREFIX: &str = "switchyard.heartbeat";
 pub async fn connect_sql(source: &PostgresSourceConfig) -> Result<Client, SourceError> {
     let mut cfg = tokio_postgres::Config::from_str(&source.url)
         .map_err(|e| SourceError::Preflight(format!("invalid postgres url: {e}")))?;
-    cfg.ssl_mode(super::tls::sql_mode(&source.tls));
+    cfg.ssl_mode(crate::pg_tls::sql_mode(&source.tls));
     // A database behind a partition drops the handshake's packets: give up in time to retry
     // (TCP alone would wait minutes). `connect_timeout` in the URL wins.
     if cfg.get_connect_timeout().is_none() {
@@ -793,7 +793,7 @@ pub async fn connect_sql(source: &PostgresSourceConfig) -> Result<Client, Source
         });
         return Ok(client);
     }
-    let connector = super::tls::sql_connector(&source.tls).map_err(SourceError::Preflight)?;
+    let connector = crate::pg_tls::sql_connector(&source.tls).map_err(SourceError::Preflight)?;
     let (client, conn) = cfg.connect(connector).await.map_err(sql)?;
     tokio::spawn(async move {
         if let Err(e) = conn.await {

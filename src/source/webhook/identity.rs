@@ -7,8 +7,8 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, HeaderValue};
 use serde_json::Value;
 
-pub use crate::json::pointer::{Fields, JsonDoc};
 use crate::config::WebhookProvider;
+pub use crate::json::pointer::{Fields, JsonDoc};
 
 /// A parsed body.
 #[derive(Debug, Clone, PartialEq)]

@@ -63,8 +63,8 @@ pub struct WebhookSource {
     failures: Arc<PeerFailures>,
     dedupe: Option<Arc<Dedupe>>,
     /// With `when_unavailable = "dead_letter"`: whether events of this source wait in the DLQ
-    /// for Kafka (new ones are then stored behind them, see `dlq::redeliver`).
-    queue: Option<Arc<crate::dlq::redeliver::SourceQueue>>,
+    /// for Kafka (new ones are then stored behind them, see `replay::redeliver`).
+    queue: Option<Arc<crate::pipeline::queues::SourceQueue>>,
     /// `switchyard_events_received_total{source}` of this source, resolved once.
     received: Option<prometheus::IntCounter>,
     /// True once the daemon is stopping: new requests are answered 503.

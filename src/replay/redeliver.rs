@@ -39,9 +39,8 @@
 //! - Every round that delivered or failed entries is written to the audit log, as
 //!   `dlq replay` is (actor `switchyard`, action `replay (automatic)`).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
@@ -50,10 +49,10 @@ use tracing::{info, warn};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 
-use super::replay::{owner_id, routes_for};
-use super::{AuditEntry, DeadLetter, DlqError, DlqStore, Selector, Status};
+use super::{owner_id, routes_for};
 use crate::ack::Failure;
 use crate::config::{Config, SourceKind, WhenUnavailable};
+use crate::dlq::{AuditEntry, DeadLetter, DlqError, DlqStore, Selector, Status};
 use crate::encode::EncodeError;
 use crate::error::ErrorClass;
 use crate::event::now_micros;
@@ -71,68 +70,6 @@ const MAX_BACKOFF: Duration = Duration::from_secs(8);
 const LEASE: Duration = Duration::from_secs(60);
 /// Entries of one source delivered in one round before the next source's turn.
 const ROUND: usize = 1_000;
-
-/// Whether each webhook source has events waiting in the DLQ for Kafka (shared by the
-/// sources' request handlers and the re-delivery task).
-#[derive(Default)]
-pub struct Queues {
-    by_source: Mutex<HashMap<String, Arc<SourceQueue>>>,
-}
-
-impl Queues {
-    /// The queue state of `source` (created on first use; one per configured source).
-    pub fn get(&self, source: &str) -> Arc<SourceQueue> {
-        let mut map = self
-            .by_source
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        Arc::clone(map.entry(source.to_string()).or_default())
-    }
-}
-
-/// One source's queue state: `queued` while it has `unavailable` entries pending; `gate`
-/// orders storing an event behind them against the task finding the queue empty: stores share
-/// it (they run at once), the task's check takes it alone (tokio's lock is fair: it waits only
-/// for the stores already under way, and new ones wait for it).
-#[derive(Default)]
-pub struct SourceQueue {
-    queued: AtomicBool,
-    gate: tokio::sync::RwLock<()>,
-}
-
-impl SourceQueue {
-    /// True while the source has events waiting in the DLQ for Kafka.
-    pub fn is_queued(&self) -> bool {
-        self.queued.load(Ordering::Acquire)
-    }
-
-    /// Stores an event with `store` (a DLQ write) while no un-queueing can happen, and marks
-    /// the source queued if it succeeded.
-    pub async fn store_behind<T, E>(
-        &self,
-        store: impl std::future::Future<Output = Result<T, E>>,
-    ) -> Result<T, E> {
-        let _gate = self.gate.read().await;
-        let stored = store.await;
-        if stored.is_ok() {
-            self.queued.store(true, Ordering::Release);
-        }
-        stored
-    }
-
-    /// Like [`SourceQueue::store_behind`], but only if the source is (still) queued; `None`
-    /// if it is not, and the event should be delivered to Kafka directly.
-    pub async fn store_if_queued<T, E>(
-        &self,
-        store: impl std::future::Future<Output = Result<T, E>>,
-    ) -> Option<Result<T, E>> {
-        let _gate = self.gate.read().await;
-        if !self.is_queued() {
-            return None;
-        }
-        Some(store.await)
-    }
-}
 
 /// What one round over a source came to.
 enum Round {

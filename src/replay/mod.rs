@@ -18,6 +18,8 @@
 //! dead owner on this host are taken over at once, others when their lease expires. Dry runs
 //! touch neither the store, the registry nor Kafka.
 
+pub mod redeliver;
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
@@ -29,8 +31,8 @@ use opentelemetry::trace::SpanKind;
 use serde_json::json;
 use tracing::warn;
 
-use super::{DeadLetter, DlqError, DlqStore, Selector, Status};
 use crate::ack::{AckToken, Failure};
+use crate::dlq::{DeadLetter, DlqError, DlqStore, Selector, Status};
 use crate::encode::record_parts;
 use crate::error::ErrorClass;
 use crate::event::{Event, now_micros};
@@ -117,13 +119,7 @@ pub fn owner_id() -> String {
     format!("{}:{}", hostname(), std::process::id())
 }
 
-/// This machine's name (claim owners start with it).
-pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into())
-}
+use crate::dlq::hostname;
 
 /// Releases claims held by replays on this host whose process is gone.
 pub async fn take_over_dead_claims(store: &DlqStore) -> Result<u64, DlqError> {
