@@ -338,8 +338,7 @@ impl Event {
     }
 
     /// The value a `{field}` of a topic template takes for this event.
-    pub fn topic_field(&self, field: crate::config::TopicField) -> Option<String> {
-        use crate::config::TopicField;
+    pub fn topic_field(&self, field: TopicField) -> Option<String> {
         match field {
             TopicField::Source => Some(self.source.clone()),
             TopicField::EventType => Some(self.event_type.clone()),
@@ -361,6 +360,31 @@ pub fn now_micros() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// The event fields a topic may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicField {
+    /// `{source}`
+    Source,
+    /// `{schema}` (Postgres sources)
+    Schema,
+    /// `{table}` (Postgres sources)
+    Table,
+    /// `{event_type}`
+    EventType,
+}
+
+impl TopicField {
+    /// The placeholder's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TopicField::Source => "source",
+            TopicField::Schema => "schema",
+            TopicField::Table => "table",
+            TopicField::EventType => "event_type",
+        }
+    }
 }
 
 /// One column value of a tuple, as pgoutput carries it (the Debezium mapping in

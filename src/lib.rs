@@ -4,10 +4,23 @@
 //! ```text
 //!  HTTP POST ──► source::webhook ──► pipeline: router ──► encode ──► sink::kafka ──► topics
 //!                 (reply after ack)  (route table)       (Avro+SR)   (idempotent, acks=all)
+//!  WAL ────────► source::postgres ──► pipeline::ordered (per-source commit order) ──┘
+//!                 (slot confirmed up to the newest fully durable commit)
 //! ```
 //!
-//! The invariants every stage keeps are in `../shared/ARCHITECTURE.md` and at the top of each
-//! pipeline module: nothing is acknowledged to a source before it is durable.
+//! The modules, bottom up (each imports only modules of its own layer or below; the two
+//! exceptions left are named in `docs/architecture.md`):
+//! - leaves: [`error`], [`json`], [`ack`];
+//! - configuration and the event model: [`config`], [`event`], [`pg_tls`]; then [`telemetry`];
+//! - the state store: [`dlq`] (dead letters, seen webhook ids, source state, the audit trail);
+//! - stages: [`router`], [`encode`] (with the Debezium mapping), [`sink`];
+//! - [`pipeline`]: route → encode → deliver, ordered lanes, queues, the leadership fence;
+//! - sources and replay: [`source`], [`replay`], [`tail`], [`serve`];
+//! - the process: [`daemon`], [`admin`], [`cli`].
+//!
+//! `docs/architecture.md` follows a webhook and a row change through them, naming the function
+//! where each is acknowledged; the invariants are written at the top of the modules that keep
+//! them: nothing is acknowledged to a source before it is durable.
 
 /// A hash map for the hot path's lookups by name (webhook paths, routes by source, schema
 /// subjects, metric labels): foldhash, seeded per process, instead of the standard SipHash

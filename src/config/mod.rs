@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod diagnostic;
+pub mod filter;
 pub mod interpolate;
 mod postgres;
 pub mod raw;
@@ -556,30 +557,8 @@ pub enum TopicPart {
     Field(TopicField),
 }
 
-/// The event fields a topic may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TopicField {
-    /// `{source}`
-    Source,
-    /// `{schema}` (Postgres sources)
-    Schema,
-    /// `{table}` (Postgres sources)
-    Table,
-    /// `{event_type}`
-    EventType,
-}
-
-impl TopicField {
-    /// The placeholder's name.
-    pub fn name(self) -> &'static str {
-        match self {
-            TopicField::Source => "source",
-            TopicField::Schema => "schema",
-            TopicField::Table => "table",
-            TopicField::EventType => "event_type",
-        }
-    }
-}
+/// The event fields a topic may name (defined with the event model).
+pub use crate::event::TopicField;
 
 impl TopicTemplate {
     /// The pieces, in order.

@@ -306,7 +306,7 @@ pub(super) fn validate_routes(
                 filter_ok_early = false;
                 None
             }
-            Some(f) => match crate::router::filter::check(f.get_ref(), is_postgres) {
+            Some(f) => match super::filter::check(f.get_ref(), is_postgres) {
                 Ok(()) => Some(f.get_ref().clone()),
                 Err(message) => {
                     diag.at(

@@ -276,17 +276,12 @@ impl Pipeline {
         delivery
     }
 
-    /// Routes, encodes and delivers one event to every matching route, in route order.
+    /// Encodes and delivers one event to each of its matching routes, in route order.
     ///
     /// A route that fails for good (a dead-letter class) is written to the DLQ and the others
     /// go on; the event is then `DeadLettered`. A transient failure fails the whole event back
     /// to its source, which delivers it again (routes already delivered get a duplicate:
     /// at-least-once).
-    pub async fn deliver(&self, event: &Event, ack: &AckToken) -> Delivery {
-        let matches = self.routes().route(event);
-        self.deliver_matches(event, matches, ack, None).await
-    }
-
     async fn deliver_matches(
         &self,
         event: &Event,

@@ -24,26 +24,7 @@ use cel::{Context, ExecutionError, Program, Value};
 use crate::encode::debezium::types::{ColumnType, column_type};
 use crate::event::{ChangeColumn, ChangePayload, Event, Payload, WebhookPayload};
 
-/// Variables of change events.
-pub const CHANGE_VARS: &[&str] = &["op", "before", "after", "source"];
-/// Variables of webhook events.
-pub const WEBHOOK_VARS: &[&str] = &["type", "id", "data", "headers"];
-
-/// Compiles `expr` and checks that it only names variables of its source kind.
-pub fn compile(expr: &str, change: bool) -> Result<Program, String> {
-    let program = Program::compile(expr).map_err(|e| e.to_string())?;
-    let allowed = if change { CHANGE_VARS } else { WEBHOOK_VARS };
-    for v in program.references().variables() {
-        if !allowed.contains(&v) {
-            return Err(format!(
-                "`{v}` is not a field of {} events (they have {})",
-                if change { "change" } else { "webhook" },
-                allowed.join(", ")
-            ));
-        }
-    }
-    Ok(program)
-}
+pub use crate::config::filter::{CHANGE_VARS, WEBHOOK_VARS, check, compile};
 
 /// What a set of filters reads of an event: only that is built per event. The default reads
 /// nothing.
@@ -123,11 +104,6 @@ impl Needs {
             columns: None,
         }
     }
-}
-
-/// [`compile`] without keeping the program (for `check`).
-pub fn check(expr: &str, change: bool) -> Result<(), String> {
-    compile(expr, change).map(|_| ())
 }
 
 thread_local! {
@@ -453,13 +429,6 @@ pub fn vars<'e>(event: &'e Event, needs: &Needs) -> Vars<'e> {
 /// True when `program` holds for the event whose variables are `vars`.
 pub fn holds(program: &Program, vars: &Vars<'_>) -> bool {
     with_scope(vars, |holds| holds(program))
-}
-
-/// Evaluates several filters on one event in one scope; `None` stands for "no filter" (holds).
-pub fn evaluate(programs: &[Option<&Program>], vars: &Vars<'_>) -> Vec<bool> {
-    with_scope(vars, |holds| {
-        programs.iter().map(|p| p.is_none_or(holds)).collect()
-    })
 }
 
 /// Runs `f` with a test of "this filter holds for the event of `vars`", all filters sharing

@@ -398,7 +398,7 @@ impl PostgresSource {
                         warn!(source = %self.name, event_id = %id, "an event in flight at stop was not made durable; it is delivered again after the restart");
                         break;
                     }
-                    apply(repl, commits, at, &self.counters, &self.fence);
+                    confirm_durable_commits(repl, commits, at, &self.counters, &self.fence);
                 }
                 Ok(None) => break,
                 Err(_) => {
@@ -567,7 +567,7 @@ impl PostgresSource {
                     if !durable {
                         return Err(SourceError::NotDurable(id));
                     }
-                    apply(&repl, &mut commits, at, &self.counters, &self.fence);
+                    confirm_durable_commits(&repl, &mut commits, at, &self.counters, &self.fence);
                     end_spans(&mut delivering, at);
                 }
                 Ok(()) = selection.changed() => {
@@ -622,7 +622,7 @@ impl PostgresSource {
                             let seq = checkpoint.track(end_lsn.0);
                             commits.push_back(end_lsn.0);
                             let at = checkpoint.resolve(seq, true);
-                            apply(&repl, &mut commits, at, &self.counters, &self.fence);
+                            confirm_durable_commits(&repl, &mut commits, at, &self.counters, &self.fence);
                             end_spans(&mut delivering, at);
                             if let Some(deadline) = stopping {
                                 self.finish(&mut repl, &mut checkpoint, &mut commits, &mut acks, deadline).await;
@@ -640,11 +640,11 @@ impl PostgresSource {
                                     commits.push_back(lsn.0);
                                     for event in events {
                                         let at = self.send(lane, event, lsn.0, &mut checkpoint, &mut acks, None).await;
-                                        apply(&repl, &mut commits, at, &self.counters, &self.fence);
+                                        confirm_durable_commits(&repl, &mut commits, at, &self.counters, &self.fence);
                                     }
                                     let seq = checkpoint.track(lsn.0);
                                     let at = checkpoint.resolve(seq, true);
-                                    apply(&repl, &mut commits, at, &self.counters, &self.fence);
+                                    confirm_durable_commits(&repl, &mut commits, at, &self.counters, &self.fence);
                                 }
                                 continue;
                             }
@@ -702,7 +702,7 @@ impl PostgresSource {
                                 cx
                             };
                             let at = self.send(lane, event, position, &mut checkpoint, &mut acks, trace).await;
-                            apply(&repl, &mut commits, at, &self.counters, &self.fence);
+                            confirm_durable_commits(&repl, &mut commits, at, &self.counters, &self.fence);
                             end_spans(&mut delivering, at);
                         }
                         ReplicationEvent::XLogData { data, wal_start, .. } => {
@@ -818,9 +818,11 @@ fn lapsed() -> SourceError {
     )
 }
 
-/// Reports the end of the newest commit whose events are all durable; nothing once `fence`
-/// lapsed (the events stay durable, the next leader sends them again).
-fn apply(
+/// Confirms the slot up to the end of the newest commit whose events are all durable (the one
+/// place a commit's durability reaches the server; a heartbeat with nothing in flight is the
+/// other way the position moves); nothing once `fence` lapsed (the events stay durable, the
+/// next leader sends them again).
+fn confirm_durable_commits(
     repl: &ReplicationClient,
     commits: &mut VecDeque<u64>,
     confirmed: Option<u64>,

@@ -411,9 +411,12 @@ impl WebhookSource {
         answer("duplicate", id)
     }
 
-    /// [`WebhookSource::deliver`] as a task of its own: a sender that hangs up while it waits
-    /// (GitHub gives up after 10 s, Shopify after 5 s) does not cancel it with its request, so
-    /// the event is still delivered or stored in the DLQ, and its claim ended, rather than lost.
+    /// [`WebhookSource::deliver`], finished even if the sender hangs up while it waits (GitHub
+    /// gives up after 10 s, Shopify after 5 s): the event is still delivered or stored in the
+    /// DLQ, and its claim ended, rather than lost. It runs in the request's own task, and only
+    /// a request dropped before the answer hands what is left of it to a task of its own
+    /// ([`FinishOnDrop`]): a task per request would cost a spawn and a cross-thread wake-up of
+    /// the waiting request for every delivery.
     async fn deliver_to_the_end(
         &self,
         event: Event,
@@ -421,14 +424,7 @@ impl WebhookSource {
         trace: Option<opentelemetry::Context>,
     ) -> Response {
         let this = self.clone();
-        match tokio::spawn(async move { this.deliver(event, lead, trace).await }).await {
-            Ok(answer) => answer,
-            Err(e) => error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                format!("the delivery task failed: {e}"),
-            ),
-        }
+        FinishOnDrop::new(async move { this.deliver(event, lead, trace).await }).await
     }
 
     /// Hands the event to the pipeline and answers once it is durable (or not in time).
@@ -672,6 +668,57 @@ fn unavailable(message: &str) -> Response {
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
     r
+}
+
+/// A future that, when dropped before it finished (the request was cancelled), spawns the rest
+/// of itself so that it still runs to the end.
+struct FinishOnDrop<F: std::future::Future<Output = Response> + Send + 'static> {
+    inner: Option<std::pin::Pin<Box<F>>>,
+}
+
+impl<F: std::future::Future<Output = Response> + Send + 'static> FinishOnDrop<F> {
+    fn new(f: F) -> Self {
+        FinishOnDrop {
+            inner: Some(Box::pin(f)),
+        }
+    }
+}
+
+impl<F: std::future::Future<Output = Response> + Send + 'static> std::future::Future
+    for FinishOnDrop<F>
+{
+    type Output = Response;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Response> {
+        let Some(inner) = self.inner.as_mut() else {
+            return std::task::Poll::Ready(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the delivery was polled after it finished".into(),
+            ));
+        };
+        let answer = inner.as_mut().poll(cx);
+        if answer.is_ready() {
+            self.inner = None;
+        }
+        answer
+    }
+}
+
+impl<F: std::future::Future<Output = Response> + Send + 'static> Drop for FinishOnDrop<F> {
+    fn drop(&mut self) {
+        if let Some(rest) = self.inner.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(rest)),
+                Err(_) => warn!(
+                    "a cancelled webhook delivery could not be finished: no runtime (shutting down)"
+                ),
+            }
+        }
+    }
 }
 
 #[cfg(test)]
