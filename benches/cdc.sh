@@ -132,7 +132,7 @@ SY=$ROOT/target/release/switchyard
 if [ "$SWITCHYARD" = 1 ]; then
   if [ "$BUILD" = 1 ]; then
     log "building switchyard (release)"
-    (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --locked) >&2
+    (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --locked --features bench-sink) >&2
   fi
   [ -x "$SY" ] || die "no binary at $SY"
   SY_BUILT=$(date -r "$SY" '+%F %T')

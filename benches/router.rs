@@ -69,7 +69,7 @@ fn event() -> Event {
             schema: "public".into(),
             table: "orders".into(),
             table_doc: None,
-            op: "c".into(),
+            op: switchyard::event::ChangeOp::Create,
             columns: vec![
                 col("id", 20, -1),
                 col("cust_id", 23, -1),

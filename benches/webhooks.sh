@@ -134,7 +134,7 @@ command -v curl >/dev/null || die "curl is needed"
 avoid_wait # a build would disturb it too
 if [ "$BUILD" = 1 ]; then
   log "building switchyard and the load generator (release)"
-  (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --locked) >&2
+  (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo build --release --locked --features bench-sink) >&2
   bench_exe() { # name → path of the bench target's release executable, built
     (cd "$ROOT" && CARGO_TARGET_DIR="$ROOT/target" cargo bench --locked --bench "$1" --no-run \
       --message-format=json 2>/dev/null) | python3 -c '
@@ -361,6 +361,9 @@ run_switchyard() { # pair run-number ack|null
     [ "$SECONDS" -lt "$deadline" ] || { tail -30 "$T/sy/daemon-$n.log" >&2; die "switchyard not ready in ${READY_TIMEOUT}s"; }
     sleep 0.2
   done
+  if [ "$kind" = null ] && ! grep -q "BENCHMARK MODE" "$T/sy/daemon-$n.log"; then
+    die "the null-sink run is sending to Kafka: $SY was built without --features bench-sink (rebuild, or BUILD=1)"
+  fi
   thread_ticks "$DAEMON_PID" >"$T/sy/threads-$n.before"
   if [ "$PERF" = 1 ]; then
     # shellcheck disable=SC2086

@@ -139,8 +139,8 @@ pub struct ChangePayload {
     pub table: String,
     /// Table comment.
     pub table_doc: Option<String>,
-    /// `c`, `u`, `d`, `t`, `r` (snapshot read) or `tombstone`.
-    pub op: String,
+    /// What the change did.
+    pub op: ChangeOp,
     /// Columns in table order; shared by every change of one relation version (cheap to clone,
     /// and lets encoders cache per-shape work by pointer).
     pub columns: std::sync::Arc<[ChangeColumn]>,
@@ -331,7 +331,9 @@ impl Event {
     pub fn origin_micros(&self) -> Option<i64> {
         match &self.payload {
             Payload::Webhook(_) => Some(self.received_at_micros),
-            Payload::Change(c) if c.op != "r" => Some(c.commit_time_ms.saturating_mul(1000)),
+            Payload::Change(c) if c.op != ChangeOp::Read => {
+                Some(c.commit_time_ms.saturating_mul(1000))
+            }
             Payload::Message(m) if m.transactional => Some(m.ts_ms.saturating_mul(1000)),
             Payload::Change(_) | Payload::Message(_) => None,
         }
@@ -360,6 +362,72 @@ pub fn now_micros() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// What a change event did: Debezium's `op` codes, and the tombstone that follows a delete.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeOp {
+    /// `c`: an insert.
+    Create,
+    /// `u`: an update.
+    Update,
+    /// `d`: a delete.
+    Delete,
+    /// `t`: a truncate.
+    Truncate,
+    /// `r`: a snapshot or backfill read.
+    Read,
+    /// The null-valued record after a delete (no envelope).
+    Tombstone,
+}
+
+impl ChangeOp {
+    /// The envelope's `op` (`c`, `u`, `d`, `t`, `r`), `tombstone` for a tombstone; also the
+    /// change event's `event_type` and what route `ops` name.
+    pub fn code(self) -> &'static str {
+        match self {
+            ChangeOp::Create => "c",
+            ChangeOp::Update => "u",
+            ChangeOp::Delete => "d",
+            ChangeOp::Truncate => "t",
+            ChangeOp::Read => "r",
+            ChangeOp::Tombstone => "tombstone",
+        }
+    }
+
+    /// The op of a [`ChangeOp::code`].
+    pub fn from_code(code: &str) -> Option<ChangeOp> {
+        Some(match code {
+            "c" => ChangeOp::Create,
+            "u" => ChangeOp::Update,
+            "d" => ChangeOp::Delete,
+            "t" => ChangeOp::Truncate,
+            "r" => ChangeOp::Read,
+            "tombstone" => ChangeOp::Tombstone,
+            _ => return None,
+        })
+    }
+}
+
+/// Stored and read as its code (dead letters keep events as JSON).
+impl Serialize for ChangeOp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for ChangeOp {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<ChangeOp, D::Error> {
+        let code = String::deserialize(d)?;
+        ChangeOp::from_code(&code)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown change op `{code}`")))
+    }
+}
+
+impl std::fmt::Display for ChangeOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
 }
 
 /// The event fields a topic may name.

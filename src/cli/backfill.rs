@@ -138,7 +138,7 @@ pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<E
                     at: now_micros(),
                     actor: b.requested_by.clone(),
                     action: "backfill start".into(),
-                    selector: describe(&req),
+                    selector: req.describe(),
                     count: 0,
                     result: format!("requested {}", b.id),
                     ..AuditEntry::default()
@@ -152,16 +152,4 @@ pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<E
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A request as the CLI's flags, for the audit log.
-pub(crate) fn describe(req: &Request) -> String {
-    let mut s = format!("--source {} --table {}", req.source, req.table);
-    if let Some(f) = &req.filter {
-        s.push_str(&format!(" --where {f}"));
-    }
-    if let Some(r) = req.rate {
-        s.push_str(&format!(" --rate {r}/s"));
-    }
-    s
 }

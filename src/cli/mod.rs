@@ -259,6 +259,17 @@ fn load(cli: &Cli) -> Result<Config, ExitCode> {
     })
 }
 
+/// Runs a check that needs the network on a runtime of its own; exit 2 when none starts.
+fn on_runtime(check: impl std::future::Future<Output = ExitCode>) -> ExitCode {
+    match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime.block_on(check),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
 fn check(cli: &Cli, with_registry: bool, live: bool) -> ExitCode {
     let config = match load(cli) {
         Ok(c) => c,
@@ -312,15 +323,10 @@ fn check(cli: &Cli, with_registry: bool, live: bool) -> ExitCode {
         }
     }
     for route in &config.routes {
-        let topic: String = route
+        let topic = route
             .topic
-            .parts()
-            .iter()
-            .map(|p| match p {
-                crate::config::TopicPart::Literal(s) => s.clone(),
-                crate::config::TopicPart::Field(f) => format!("{{{}}}", f.name()),
-            })
-            .collect();
+            .render(|f| Some(format!("{{{}}}", f.name())))
+            .unwrap_or_default();
         println!("  route {}: {} -> {topic}", route.name, route.source);
     }
     for (name, source) in &config.sources {

@@ -10,7 +10,7 @@ use std::time::SystemTime;
 
 use serde_json::{Value as Json, json};
 
-use super::catalog::{LiveTables, entries};
+use crate::catalog::{LiveTables, entries};
 use crate::config::{Config, SourceKind};
 
 /// Schema URL of the events printed.

@@ -11,17 +11,7 @@ use crate::source::postgres::{publication, stream};
 /// (as the leader does at start and on reload). Exit 1 when a selector matches no table, 2
 /// when a database cannot be reached or read.
 pub fn check_live(config: &Config) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    runtime.block_on(check(config))
+    super::on_runtime(check(config))
 }
 
 async fn check(config: &Config) -> ExitCode {

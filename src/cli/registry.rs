@@ -64,14 +64,7 @@ pub struct Plan {
 
 /// Runs the registry check after the offline checks passed.
 pub fn run(config: &Config) -> ExitCode {
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    runtime.block_on(check(config))
+    super::on_runtime(check(config))
 }
 
 async fn check(config: &Config) -> ExitCode {
@@ -310,7 +303,7 @@ async fn postgres_subjects(
                 schema: schema.clone(),
                 table: table.clone(),
                 table_doc: described.relation.table_doc.clone(),
-                op: "c".into(),
+                op: crate::event::ChangeOp::Create,
                 columns: described.relation.columns.clone(),
                 before: None,
                 after: None,

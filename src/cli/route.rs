@@ -17,7 +17,7 @@ use serde_json::{Value as Json, json};
 
 use crate::config::{Config, SourceKind};
 use crate::encode::record_parts;
-use crate::event::{ChangeColumn, ChangePayload, Event, EventId, Payload, now_micros};
+use crate::event::{ChangeColumn, ChangeOp, ChangePayload, Event, EventId, Payload, now_micros};
 use crate::router::RouteTable;
 use crate::source::webhook::{event_from_request, identity};
 use crate::tail::avro_to_json_typed;
@@ -224,11 +224,11 @@ fn change_event(name: &str, sample: &Json) -> Result<Event, String> {
         .ok_or("a change sample needs \"table\": \"schema.table\"")?;
     let (schema, table) = table.split_once('.').unwrap_or(("public", table));
     let op = match sample.get("op").and_then(Json::as_str).unwrap_or("insert") {
-        "insert" | "c" => "c",
-        "update" | "u" => "u",
-        "delete" | "d" => "d",
-        "read" | "r" => "r",
-        "truncate" | "t" => "t",
+        "insert" | "c" => ChangeOp::Create,
+        "update" | "u" => ChangeOp::Update,
+        "delete" | "d" => ChangeOp::Delete,
+        "read" | "r" => ChangeOp::Read,
+        "truncate" | "t" => ChangeOp::Truncate,
         other => {
             return Err(format!(
                 "unknown op `{other}` (insert, update, delete, read, truncate)"
@@ -307,14 +307,14 @@ fn change_event(name: &str, sample: &Json) -> Result<Event, String> {
     Ok(Event {
         id: EventId::from_lsn(0, 0),
         source: name.to_string(),
-        event_type: op.to_string(),
+        event_type: op.code().to_string(),
         received_at_micros: now_micros(),
         payload: Payload::Change(ChangePayload {
             database: "sample".into(),
             schema: schema.to_string(),
             table: table.to_string(),
             table_doc: None,
-            op: op.to_string(),
+            op,
             before: values(before),
             after: values(after),
             columns: columns.into(),

@@ -575,12 +575,14 @@ impl TopicTemplate {
     }
 
     /// Fills the placeholders; `None` when the event lacks a field the template names.
-    pub fn render(&self, field: impl Fn(TopicField) -> Option<String>) -> Option<String> {
-        let mut out = String::new();
+    /// The one topic renderer: the router (per event), `check --registry`, `topics` and
+    /// `lineage` all fill templates here.
+    pub fn render<S: AsRef<str>>(&self, field: impl Fn(TopicField) -> Option<S>) -> Option<String> {
+        let mut out = String::with_capacity(64);
         for part in &self.parts {
             match part {
                 TopicPart::Literal(s) => out.push_str(s),
-                TopicPart::Field(f) => out.push_str(&field(*f)?),
+                TopicPart::Field(f) => out.push_str(field(*f)?.as_ref()),
             }
         }
         Some(out)

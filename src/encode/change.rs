@@ -185,7 +185,7 @@ pub fn source_info(c: &ChangePayload) -> SourceInfo {
     let p = &c.position;
     let lsn = if p.lsn == 0 { c.commit_lsn } else { p.lsn };
     let tx_id = i64::from(c.tx_id);
-    let read = c.op == "r";
+    let read = c.op == crate::event::ChangeOp::Read;
     SourceInfo {
         ts_ms: c.commit_time_ms,
         ts_us: p
@@ -224,13 +224,13 @@ pub fn parts(
         None => None,
     };
     let (value_schema, key_schema) = (shape.schemas.0.clone(), shape.schemas.1.clone());
-    if c.op == "tombstone" {
+    if c.op == crate::event::ChangeOp::Tombstone {
         return Ok((value_schema, None, key_schema, key));
     }
     let envelope = t.envelope(
         before,
         after,
-        &c.op,
+        c.op.code(),
         source_info(c),
         event.received_at_micros,
     );
@@ -267,7 +267,7 @@ pub fn written(event: &Event, c: &ChangePayload, key_columns: &[String]) -> Opti
         }
         None => None,
     };
-    let value = if c.op == "tombstone" {
+    let value = if c.op == crate::event::ChangeOp::Tombstone {
         None
     } else {
         let mut out = Vec::with_capacity(256);
@@ -275,7 +275,7 @@ pub fn written(event: &Event, c: &ChangePayload, key_columns: &[String]) -> Opti
         t.write_envelope(
             c.before.as_deref().map(|r| (r, c.before_key_only)),
             c.after.as_deref(),
-            &c.op,
+            c.op.code(),
             source_info(c),
             event.received_at_micros,
             &mut out,
@@ -310,7 +310,7 @@ mod tests {
             schema: "public".into(),
             table: "users".into(),
             table_doc: None,
-            op: "c".into(),
+            op: crate::event::ChangeOp::Create,
             columns: vec![col("id", 20, true), col("email", 25, false)].into(),
             before: None,
             after: Some(vec![Some("7".into()), Some("a@example.com".into())]),
@@ -436,7 +436,7 @@ mod tests {
 
         // Snapshot reads: no transaction block even with a position (as Debezium).
         let (mut e, mut c) = event();
-        c.op = "r".into();
+        c.op = crate::event::ChangeOp::Read;
         c.position.total_order = 1;
         c.position.data_collection_order = 1;
         e.payload = Payload::Change(c.clone());
@@ -462,7 +462,7 @@ mod tests {
     #[test]
     fn a_tombstone_has_a_key_and_no_value() {
         let (e, mut c) = event();
-        c.op = "tombstone".into();
+        c.op = crate::event::ChangeOp::Tombstone;
         c.before = c.after.take();
         let (_, value, _, key) = parts(&e, &c, &[]).expect("parts");
         assert!(value.is_none());

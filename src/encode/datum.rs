@@ -239,7 +239,7 @@ mod tests {
                     schema: "public".into(),
                     table: "everything".into(),
                     table_doc: Some("all the types".into()),
-                    op: op.into(),
+                    op: crate::event::ChangeOp::from_code(op).expect("an op code"),
                     columns: columns.clone().into(),
                     before,
                     after,

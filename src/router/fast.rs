@@ -232,7 +232,7 @@ mod tests {
                 schema: "public".into(),
                 table: "orders".into(),
                 table_doc: None,
-                op: op.into(),
+                op: crate::event::ChangeOp::from_code(op).expect("an op code"),
                 columns: vec![
                     col("id", 20, -1),
                     col("amount", 1700, ((10 << 16) | 2) + 4),

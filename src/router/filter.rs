@@ -343,10 +343,10 @@ pub fn vars<'e>(event: &'e Event, needs: &Needs) -> Vars<'e> {
     match &event.payload {
         Payload::Change(c) => {
             if want("op") {
-                let op = if c.op == "tombstone" {
+                let op = if c.op == crate::event::ChangeOp::Tombstone {
                     "d"
                 } else {
-                    c.op.as_str()
+                    c.op.code()
                 };
                 out.push(("op", Box::new(CelString::from(op))));
             }
@@ -375,7 +375,11 @@ pub fn vars<'e>(event: &'e Event, needs: &Needs) -> Vars<'e> {
                         ("ts_ms".into(), Value::Int(c.commit_time_ms)),
                         (
                             "snapshot".into(),
-                            s(if c.op == "r" { "true" } else { "false" }),
+                            s(if c.op == crate::event::ChangeOp::Read {
+                                "true"
+                            } else {
+                                "false"
+                            }),
                         ),
                     ])),
                 ));
@@ -457,7 +461,7 @@ mod tests {
                 schema: "public".into(),
                 table: "orders".into(),
                 table_doc: None,
-                op: op.into(),
+                op: crate::event::ChangeOp::from_code(op).expect("an op code"),
                 columns: after
                     .iter()
                     .map(|(n, oid, typmod, _)| ChangeColumn {

@@ -172,7 +172,7 @@ impl CompiledRoute {
             || self.table_names.iter().any(|(schema, table)| {
                 *table == c.table && schema.as_ref().is_none_or(|s| *s == c.schema)
             });
-        let op_ok = self.ops.is_empty() || self.ops.contains(&c.op);
+        let op_ok = self.ops.is_empty() || self.ops.iter().any(|o| o == c.op.code());
         table_ok && op_ok
     }
 }
@@ -180,8 +180,8 @@ impl CompiledRoute {
 /// Fills the placeholders of `topic` from `event`, copying each field once; `None` when the
 /// event lacks a field the template names.
 fn render_topic(topic: &TopicTemplate, event: &Event) -> Option<String> {
-    use crate::config::{TopicField, TopicPart};
-    let field = |f: TopicField| -> Option<&str> {
+    use crate::config::TopicField;
+    topic.render(|f: TopicField| -> Option<&str> {
         match (f, &event.payload) {
             (TopicField::Source, _) => Some(&event.source),
             (TopicField::EventType, _) => Some(&event.event_type),
@@ -189,15 +189,7 @@ fn render_topic(topic: &TopicTemplate, event: &Event) -> Option<String> {
             (TopicField::Table, Payload::Change(c)) => Some(&c.table),
             (TopicField::Schema | TopicField::Table, _) => None,
         }
-    };
-    let mut out = String::with_capacity(64);
-    for part in topic.parts() {
-        match part {
-            TopicPart::Literal(s) => out.push_str(s),
-            TopicPart::Field(f) => out.push_str(field(*f)?),
-        }
-    }
-    Some(out)
+    })
 }
 
 /// True when `text` matches `pattern`, where `*` stands for any run of characters
@@ -522,7 +514,7 @@ mod tests {
                 schema: "public".into(),
                 table: table.into(),
                 table_doc: None,
-                op: op.into(),
+                op: crate::event::ChangeOp::from_code(op).expect("an op code"),
                 columns: vec![].into(),
                 before: None,
                 after: None,

@@ -159,7 +159,7 @@ fn change_with(c: &ChangePayload, t: &Transform, at_rest: bool) -> ChangePayload
         schema: c.schema.clone(),
         table: c.table.clone(),
         table_doc: c.table_doc.clone(),
-        op: c.op.clone(),
+        op: c.op,
         columns,
         before: row(&c.before),
         after: row(&c.after),
@@ -369,7 +369,7 @@ mod tests {
             schema: "public".into(),
             table: "customers".into(),
             table_doc: None,
-            op: "u".into(),
+            op: crate::event::ChangeOp::Update,
             columns: vec![
                 col("id", 20),
                 col("email", 25),

@@ -142,13 +142,16 @@ pub struct KafkaSink {
     admin: Arc<AdminClient<KafkaLog>>,
     known_topics: Mutex<crate::FastSet<String>>,
     last_rebuild: Mutex<Option<Instant>>,
-    /// Benchmarks only (`SWITCHYARD_BENCH_SINK=null`): records are acknowledged and discarded.
+    /// Benchmarks only (feature `bench-sink`, `SWITCHYARD_BENCH_SINK=null`): records are
+    /// acknowledged and discarded.
     null: bool,
 }
 
-/// True when the benchmark-only null sink is on: `SWITCHYARD_BENCH_SINK=null` makes every
-/// record count as acknowledged without being sent, to measure everything but Kafka. Never for
-/// production: it is announced loudly at start.
+/// True when the benchmark-only null sink is on: in a binary built with the `bench-sink`
+/// feature, `SWITCHYARD_BENCH_SINK=null` makes every record count as acknowledged without being
+/// sent, to measure everything but Kafka (announced loudly at start). Without the feature (any
+/// release build) the variable is ignored.
+#[cfg(feature = "bench-sink")]
 fn bench_null_sink() -> bool {
     let on = std::env::var("SWITCHYARD_BENCH_SINK").is_ok_and(|v| v == "null");
     if on {
@@ -157,6 +160,16 @@ fn bench_null_sink() -> bool {
         );
     }
     on
+}
+
+#[cfg(not(feature = "bench-sink"))]
+fn bench_null_sink() -> bool {
+    if std::env::var_os("SWITCHYARD_BENCH_SINK").is_some() {
+        warn!(
+            "SWITCHYARD_BENCH_SINK is ignored: this binary is built without the bench-sink feature, so records go to Kafka"
+        );
+    }
+    false
 }
 
 /// A producer is rebuilt at most this often, however many deliveries fail at once.

@@ -16,6 +16,8 @@ pub const SLOT_LAG_BYTES: &str = "switchyard_slot_lag_bytes";
 pub const SNAPSHOT_ROWS_TOTAL: &str = "switchyard_snapshot_rows_total";
 /// How far the initial snapshot is (0 to 1, from the tables' estimated sizes), by source.
 pub const SNAPSHOT_PROGRESS: &str = "switchyard_snapshot_progress_ratio";
+/// Rows an initial snapshot or a backfill still has to copy (from the table's estimate).
+pub const SNAPSHOT_REMAINING: &str = "switchyard_snapshot_remaining_rows";
 /// 1 while a source works (connecting, snapshotting, streaming), 0 while it fails.
 pub const SOURCE_UP: &str = "switchyard_source_up";
 /// How long a postgres source has been held by a transient failure (Kafka or the schema
@@ -115,6 +117,8 @@ pub struct Metrics {
     pub snapshot_rows: IntCounterVec,
     /// See [`SNAPSHOT_PROGRESS`].
     pub snapshot_progress: GaugeVec,
+    /// `switchyard_snapshot_remaining_rows{source}`.
+    pub snapshot_remaining: IntGaugeVec,
     /// See [`SOURCE_UP`].
     pub source_up: IntGaugeVec,
     /// See [`SOURCE_BLOCKED_SECONDS`].
@@ -256,7 +260,14 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let snapshot_progress = GaugeVec::new(
         Opts::new(
             SNAPSHOT_PROGRESS,
-            "Initial snapshot progress, 0 to 1 (from estimated table sizes)",
+            "Initial snapshot or backfill progress, 0 to 1 (from estimated table sizes)",
+        ),
+        &["source"],
+    )?;
+    let snapshot_remaining = IntGaugeVec::new(
+        Opts::new(
+            SNAPSHOT_REMAINING,
+            "Rows the running initial snapshot or backfill still has to copy (estimated; 0 when none runs)",
         ),
         &["source"],
     )?;
@@ -320,6 +331,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     registry.register(Box::new(reloads.clone()))?;
     registry.register(Box::new(snapshot_rows.clone()))?;
     registry.register(Box::new(snapshot_progress.clone()))?;
+    registry.register(Box::new(snapshot_remaining.clone()))?;
     registry.register(Box::new(slot_lag.clone()))?;
     registry.register(Box::new(dlq_depth.clone()))?;
     registry.register(Box::new(dead_letters.clone()))?;
@@ -411,6 +423,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
         slot_lag,
         snapshot_rows,
         snapshot_progress,
+        snapshot_remaining,
         source_up,
         source_blocked_seconds,
         webhook_requests,

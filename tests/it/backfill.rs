@@ -343,6 +343,13 @@ async fn a_backfill_through_the_admin_api_is_the_operators_and_audited() {
         (Some(1000), Some(4)),
         "{done}"
     );
+    let metrics = daemon::metrics(&admin).await;
+    for line in [
+        "switchyard_snapshot_remaining_rows{source=\"apibf\"} 0",
+        "switchyard_snapshot_rows_total{source=\"apibf\",table=\"public.counters\"} 1000",
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
     assert_eq!(
         call("DELETE", &format!("{url}/{name}"), Some(OPERATOR), None)
             .await

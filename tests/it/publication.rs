@@ -48,6 +48,14 @@ topic = "{{table}}"
     )
 }
 
+/// Runs `sql` on `client`.
+async fn run(client: &tokio_postgres::Client, sql: &str) {
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
 async fn published(client: &tokio_postgres::Client) -> BTreeSet<String> {
     client
         .query(
@@ -155,16 +163,10 @@ async fn the_publication_follows_a_reload_new_tables_are_backfilled_in_key_order
                     .expect("update");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            client
-                .execute("INSERT INTO orders_eu VALUES (5000, 7)", &[])
-                .await
-                .expect("insert");
+            run(&client, "INSERT INTO orders_eu VALUES (5000, 7)").await;
         })
     };
-    db.client
-        .execute("UPDATE orders_archive SET v = 99 WHERE id = 1", &[])
-        .await
-        .expect("archive update");
+    run(&db.client, "UPDATE orders_archive SET v = 99 WHERE id = 1").await;
     writer.await.expect("writer");
     let done = wait_for_async(
         "both new tables backfilled",
@@ -246,14 +248,8 @@ async fn the_publication_follows_a_reload_new_tables_are_backfilled_in_key_order
         (!published(&db.client).await.contains("orders_us")).then_some(())
     })
     .await;
-    db.client
-        .execute("UPDATE orders_us SET v = 999 WHERE id = 1", &[])
-        .await
-        .expect("update");
-    db.client
-        .execute("UPDATE orders_eu SET v = 999 WHERE id = 1", &[])
-        .await
-        .expect("update");
+    run(&db.client, "UPDATE orders_us SET v = 999 WHERE id = 1").await;
+    run(&db.client, "UPDATE orders_eu SET v = 999 WHERE id = 1").await;
     barrier(&db, &stack, -2).await;
     let us = records(&stack, "orders_us").await;
     assert!(
@@ -338,10 +334,7 @@ async fn check_live_refuses_a_selector_that_matches_nothing_start_warns_and_new_
             .then_some(())
     })
     .await;
-    db.client
-        .execute("UPDATE orders_jp SET v = 2 WHERE id = 20", &[])
-        .await
-        .expect("update");
+    run(&db.client, "UPDATE orders_jp SET v = 2 WHERE id = 20").await;
     let jp = wait_for_async("orders_jp in Kafka", Duration::from_secs(60), || async {
         let by_key = records(&stack, "orders_jp").await;
         (by_key.len() == 20 && by_key[&20].last().and_then(|c| c.v) == Some(2)).then_some(by_key)

@@ -58,7 +58,7 @@ pub(super) async fn start(State(state): S, call: Call, bytes: Bytes) -> Response
         chunk_rows: b.chunk_rows.unwrap_or(backfill::DEFAULT_CHUNK_ROWS),
         by: who.name.clone(),
     };
-    let described = crate::cli::backfill::describe(&req);
+    let described = req.describe();
     if let Err(r) = call
         .audit(&state, &who, "backfill start requested", 0, &described)
         .await

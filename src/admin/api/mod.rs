@@ -535,14 +535,14 @@ async fn topics(State(state): S, call: Call) -> Response {
     if let Err(r) = reader(&state, &call, Role::Viewer).await {
         return r;
     }
-    ok(json!(crate::cli::catalog::topics_json(&state.config())))
+    ok(json!(crate::catalog::topics_json(&state.config())))
 }
 
 async fn lineage(State(state): S, call: Call) -> Response {
     if let Err(r) = reader(&state, &call, Role::Viewer).await {
         return r;
     }
-    ok(crate::cli::catalog::lineage_json(&state.config(), None))
+    ok(crate::catalog::lineage_json(&state.config(), None))
 }
 
 async fn slots(State(state): S, call: Call) -> Response {
@@ -551,7 +551,7 @@ async fn slots(State(state): S, call: Call) -> Response {
     }
     match tokio::time::timeout(
         Duration::from_secs(10),
-        crate::cli::slot::status(&state.config()),
+        crate::source::postgres::slot::status(&state.config()),
     )
     .await
     {
@@ -570,7 +570,7 @@ async fn slots(State(state): S, call: Call) -> Response {
 }
 
 async fn reset_slot(State(state): S, call: Call, Path(source): Path<String>) -> Response {
-    use crate::cli::slot::Reset;
+    use crate::source::postgres::slot::Reset;
     let who = match call.require(&state, Role::Admin).await {
         Ok(w) => w,
         Err(r) => return r.response(),
@@ -584,7 +584,7 @@ async fn reset_slot(State(state): S, call: Call, Path(source): Path<String>) -> 
     let config = state.config();
     let outcome = tokio::time::timeout(
         Duration::from_secs(30),
-        crate::cli::slot::reset(&config, &source, |_| Ok(true)),
+        crate::source::postgres::slot::reset(&config, &source, |_| Ok(true)),
     )
     .await;
     let (status, v, result) = match outcome {
@@ -640,7 +640,7 @@ async fn reload(State(state): S, call: Call) -> Response {
         return r;
     }
     let running = state.config();
-    match crate::daemon::reload_to(&state.pipeline, &running, &state.selections) {
+    match crate::reload::reload_to(&state.pipeline, &running, &state.selections) {
         Ok(new) => {
             let n = new.routes.len();
             // Tokens and clients stay as at start (see operations.md).

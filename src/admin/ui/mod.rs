@@ -348,7 +348,11 @@ async fn overview(State(state): S, call: Call) -> Response {
         .any(|s| matches!(s.kind, crate::config::SourceKind::Postgres(_)))
     {
         body.push_str("<h2>Replication slots</h2>");
-        match tokio::time::timeout(Duration::from_secs(3), crate::cli::slot::status(&config)).await
+        match tokio::time::timeout(
+            Duration::from_secs(3),
+            crate::source::postgres::slot::status(&config),
+        )
+        .await
         {
             Ok(Ok(slots)) => {
                 body.push_str("<table><thead><tr><th scope=\"col\">Source</th><th scope=\"col\">Slot</th><th scope=\"col\">Active</th><th scope=\"col\">Confirmed</th><th scope=\"col\" class=\"num\">Lag (bytes)</th><th scope=\"col\">WAL</th></tr></thead><tbody>");
@@ -667,11 +671,9 @@ async fn routes_page(State(state): S, call: Call) -> Response {
     let _ = call.audit(&state, &p, "read", 0, "200").await;
     let config = state.config();
     let mut body = String::from("<h1>Routes and lineage</h1>");
-    body.push_str(&graph::svg(&crate::cli::catalog::lineage_json(
-        &config, None,
-    )));
+    body.push_str(&graph::svg(&crate::catalog::lineage_json(&config, None)));
     body.push_str("<h2>Topics</h2><table><thead><tr><th scope=\"col\">Topic</th><th scope=\"col\">Source</th><th scope=\"col\">Route</th><th scope=\"col\">Carries</th><th scope=\"col\">Key</th></tr></thead><tbody>");
-    for t in crate::cli::catalog::topics_json(&config) {
+    for t in crate::catalog::topics_json(&config) {
         let carries: Vec<&str> = t["carries"]
             .as_array()
             .into_iter()

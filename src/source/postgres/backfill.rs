@@ -253,7 +253,7 @@ impl Windows {
                     schema: chunk.schema.clone(),
                     table: chunk.table.clone(),
                     table_doc: chunk.table_doc.clone(),
-                    op: "r".into(),
+                    op: crate::event::ChangeOp::Read,
                     columns: Arc::clone(&chunk.shape_columns),
                     before: None,
                     after: Some(row),
@@ -541,6 +541,15 @@ impl PostgresSource {
                         .with_label_values(&[self.name.as_str()])
                         .set((b.rows as f64 / b.estimate as f64).min(1.0));
                 }
+                // The estimate is the planner's: a table that grew shows 0 before the end.
+                let remaining = if read < b.chunk_rows {
+                    0
+                } else {
+                    b.estimate.saturating_sub(b.rows)
+                };
+                m.snapshot_remaining
+                    .with_label_values(&[self.name.as_str()])
+                    .set(i64::try_from(remaining).unwrap_or(i64::MAX));
             }
             if read < b.chunk_rows {
                 b.state = State::Done;
@@ -646,6 +655,20 @@ pub struct Request {
     pub chunk_rows: usize,
     /// The principal (`local:<user>`, `token:<name>`).
     pub by: String,
+}
+
+impl Request {
+    /// A request as the CLI's flags, for the audit log.
+    pub fn describe(&self) -> String {
+        let mut s = format!("--source {} --table {}", self.source, self.table);
+        if let Some(f) = &self.filter {
+            s.push_str(&format!(" --where {f}"));
+        }
+        if let Some(r) = self.rate {
+            s.push_str(&format!(" --rate {r}/s"));
+        }
+        s
+    }
 }
 
 /// Checks `req` against the source's database (table, primary key, condition) and stores it

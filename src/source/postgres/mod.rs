@@ -10,6 +10,7 @@ pub mod pgoutput;
 mod preflight;
 pub mod publication;
 mod rows;
+pub mod slot;
 pub mod snapshot;
 pub mod stream;
 mod txn;

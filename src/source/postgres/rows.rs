@@ -8,11 +8,12 @@ use super::pgoutput::{Datum, Message, OldTuple, Tuple};
 use super::stream::{KnownRelation, SourceError};
 use crate::encode::debezium::types::{ColumnType, column_type};
 use crate::event::ChangeColumn;
+use crate::event::ChangeOp;
 
 /// One row change of a message.
 pub(super) struct RowChange {
     pub(super) relation: u32,
-    pub(super) op: &'static str,
+    pub(super) op: ChangeOp,
     pub(super) before: Option<Tuple>,
     pub(super) after: Option<Tuple>,
     /// `before` holds only the replica identity's columns (REPLICA IDENTITY DEFAULT or USING
@@ -46,17 +47,17 @@ pub(super) fn changes(msg: Message, tombstones: bool) -> Vec<RowChange> {
         }
     };
     match msg {
-        Message::Insert(i) => vec![change(i.relation, "c", None, Some(i.new))],
-        Message::Update(u) => vec![change(u.relation, "u", u.old, Some(u.new))],
+        Message::Insert(i) => vec![change(i.relation, ChangeOp::Create, None, Some(i.new))],
+        Message::Update(u) => vec![change(u.relation, ChangeOp::Update, u.old, Some(u.new))],
         Message::Delete(d) if tombstones => vec![
-            change(d.relation, "d", Some(d.old.clone()), None),
-            change(d.relation, "tombstone", Some(d.old), None),
+            change(d.relation, ChangeOp::Delete, Some(d.old.clone()), None),
+            change(d.relation, ChangeOp::Tombstone, Some(d.old), None),
         ],
-        Message::Delete(d) => vec![change(d.relation, "d", Some(d.old), None)],
+        Message::Delete(d) => vec![change(d.relation, ChangeOp::Delete, Some(d.old), None)],
         Message::Truncate(t) => t
             .relations
             .iter()
-            .map(|r| change(*r, "t", None, None))
+            .map(|r| change(*r, ChangeOp::Truncate, None, None))
             .collect(),
         _ => Vec::new(),
     }

@@ -112,6 +112,9 @@ impl Tally {
             m.snapshot_progress
                 .with_label_values(&[self.source.as_str()])
                 .set(ratio);
+            m.snapshot_remaining
+                .with_label_values(&[self.source.as_str()])
+                .set(i64::try_from(self.total.saturating_sub(self.done)).unwrap_or(i64::MAX));
         }
         if force || self.logged.elapsed() >= Duration::from_secs(5) {
             let secs = self.since.elapsed().as_secs_f64().max(0.001);
@@ -451,7 +454,7 @@ impl PostgresSource {
                 schema: r.schema.clone(),
                 table: r.table.clone(),
                 table_doc: r.table_doc.clone(),
-                op: "r".into(),
+                op: crate::event::ChangeOp::Read,
                 columns: r.columns.clone(),
                 before: None,
                 after: Some(row),

@@ -738,14 +738,14 @@ impl PostgresSource {
                                 let event = Event {
                                     id: EventId::from_lsn(t.final_lsn, t.ordinal),
                                     source: self.name.clone(),
-                                    event_type: change.op.to_string(),
+                                    event_type: change.op.code().to_string(),
                                     received_at_micros: now_micros(),
                                     payload: Payload::Change(ChangePayload {
                                         database: self.database.clone(),
                                         schema: rel.schema.clone(),
                                         table: rel.table.clone(),
                                         table_doc: rel.table_doc.clone(),
-                                        op: change.op.to_string(),
+                                        op: change.op,
                                         columns: rel.columns.clone(),
                                         before,
                                         before_key_only: change.before_key_only,

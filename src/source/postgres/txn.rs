@@ -37,9 +37,9 @@ impl Txn {
         lsn: u64,
         last_commit_lsn: Option<u64>,
         relation: u32,
-        op: &str,
+        op: crate::event::ChangeOp,
     ) -> ChangePosition {
-        if op != "tombstone" {
+        if op != crate::event::ChangeOp::Tombstone {
             self.total_order += 1;
             *self.per_table.entry(relation).or_default() += 1;
         }
