@@ -83,6 +83,31 @@ impl<'a> Diagnostics<'a> {
         }
     }
 
+    /// `value` read as one of the keywords of `choices`; `None` (with an error at its span:
+    /// `unknown <what> "<value>"`, and `help`) when it is none of them. The one way the
+    /// configuration reads a keyword.
+    pub(crate) fn keyword<T: Clone>(
+        &mut self,
+        value: &serde_spanned::Spanned<String>,
+        what: &str,
+        choices: &[(&str, T)],
+        help: &str,
+    ) -> Option<T> {
+        let given = value.get_ref().as_str();
+        let found = choices
+            .iter()
+            .find(|(k, _)| *k == given)
+            .map(|(_, v)| v.clone());
+        if found.is_none() {
+            self.at(
+                value.span(),
+                format!("unknown {what} \"{given}\""),
+                Some(help.to_string()),
+            );
+        }
+        found
+    }
+
     /// Records an error at a span of the *parsed* (interpolated) text.
     pub(crate) fn at(
         &mut self,

@@ -207,21 +207,23 @@ pub(super) fn validate(
         .as_ref()
         .map(|e| selectors(e.get_ref(), "exclude_tables"))
         .unwrap_or_default();
-    let mut snapshot = SnapshotMode::Never;
-    if let Some(s) = &raw.snapshot {
-        match s.get_ref().as_str() {
-            "never" => {}
-            "initial" => snapshot = SnapshotMode::Initial,
-            other => {
-                diag.at(
-                    s.span(),
-                    format!("unknown snapshot mode \"{other}\""),
-                    Some("write \"never\" or \"initial\"".into()),
-                );
+    let snapshot = match &raw.snapshot {
+        None => SnapshotMode::Never,
+        Some(s) => diag
+            .keyword(
+                s,
+                "snapshot mode",
+                &[
+                    ("never", SnapshotMode::Never),
+                    ("initial", SnapshotMode::Initial),
+                ],
+                "write \"never\" or \"initial\"",
+            )
+            .unwrap_or_else(|| {
                 ok = false;
-            }
-        }
-    }
+                SnapshotMode::Never
+            }),
+    };
     let heartbeat_interval = match &raw.heartbeat_interval {
         None => Duration::from_secs(30),
         Some(v) => match super::validate::parse_duration(v.get_ref()) {

@@ -333,22 +333,19 @@ pub(super) fn validate_routes(
                 }
             },
         };
-        let on_error = match r
-            .on_error
-            .as_ref()
-            .map(|o| (o.get_ref().as_str(), o.span()))
-        {
-            None | Some(("dlq", _)) => OnError::Dlq,
-            Some(("halt", _)) => OnError::Halt,
-            Some((other, span)) => {
-                diag.at(
-                    span,
-                    format!("unknown on_error \"{other}\""),
-                    Some("write \"dlq\" (dead-letter and go on) or \"halt\" (stop the source at the event)".into()),
-                );
-                filter_ok_early = false;
-                OnError::Dlq
-            }
+        let on_error = match &r.on_error {
+            None => OnError::Dlq,
+            Some(o) => diag
+                .keyword(
+                    o,
+                    "on_error",
+                    &[("dlq", OnError::Dlq), ("halt", OnError::Halt)],
+                    "write \"dlq\" (dead-letter and go on) or \"halt\" (stop the source at the event)",
+                )
+                .unwrap_or_else(|| {
+                    filter_ok_early = false;
+                    OnError::Dlq
+                }),
         };
         let value_schema = match &r.value_schema {
             None => None,

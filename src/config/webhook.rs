@@ -222,41 +222,34 @@ pub(super) fn validate(
                     String::new()
                 }
             };
-            let algorithm = match src
-                .algorithm
-                .as_ref()
-                .map(|a| (a.get_ref().as_str(), a.span()))
-            {
-                None | Some(("sha256", _)) => HmacAlgorithm::Sha256,
-                Some(("sha1", _)) => HmacAlgorithm::Sha1,
-                Some(("sha512", _)) => HmacAlgorithm::Sha512,
-                Some((other, span)) => {
-                    diag.at(
-                        span,
-                        format!("unknown algorithm \"{other}\""),
-                        Some("write \"sha1\", \"sha256\" or \"sha512\"".into()),
-                    );
-                    ok = false;
-                    HmacAlgorithm::Sha256
-                }
+            let algorithm = match &src.algorithm {
+                None => Some(HmacAlgorithm::Sha256),
+                Some(a) => diag.keyword(
+                    a,
+                    "algorithm",
+                    &[
+                        ("sha256", HmacAlgorithm::Sha256),
+                        ("sha1", HmacAlgorithm::Sha1),
+                        ("sha512", HmacAlgorithm::Sha512),
+                    ],
+                    "write \"sha1\", \"sha256\" or \"sha512\"",
+                ),
             };
-            let encoding = match src
-                .encoding
-                .as_ref()
-                .map(|e| (e.get_ref().as_str(), e.span()))
-            {
-                None | Some(("hex", _)) => SignatureEncoding::Hex,
-                Some(("base64", _)) => SignatureEncoding::Base64,
-                Some((other, span)) => {
-                    diag.at(
-                        span,
-                        format!("unknown encoding \"{other}\""),
-                        Some("write \"hex\" or \"base64\"".into()),
-                    );
-                    ok = false;
-                    SignatureEncoding::Hex
-                }
+            let encoding = match &src.encoding {
+                None => Some(SignatureEncoding::Hex),
+                Some(e) => diag.keyword(
+                    e,
+                    "encoding",
+                    &[
+                        ("hex", SignatureEncoding::Hex),
+                        ("base64", SignatureEncoding::Base64),
+                    ],
+                    "write \"hex\" or \"base64\"",
+                ),
             };
+            ok &= algorithm.is_some() && encoding.is_some();
+            let algorithm = algorithm.unwrap_or(HmacAlgorithm::Sha256);
+            let encoding = encoding.unwrap_or(SignatureEncoding::Hex);
             WebhookProvider::Hmac(HmacSpec {
                 header,
                 algorithm,
@@ -364,18 +357,17 @@ pub(super) fn validate(
         None => Some(Duration::from_secs(24 * 3600)),
         Some(w) => duration(w, true, diag),
     };
-    let when_unavailable = match src
-        .when_unavailable
-        .as_ref()
-        .map(|w| (w.get_ref().as_str(), w.span()))
-    {
+    let when_unavailable = match &src.when_unavailable {
         None => Some(WhenUnavailable::default_for(&provider)),
-        Some(("reject", _)) => Some(WhenUnavailable::Reject),
-        Some(("dead_letter", _)) => Some(WhenUnavailable::DeadLetter),
-        Some((other, span)) => {
-            diag.at(span, format!("unknown when_unavailable \"{other}\""), Some("write \"reject\" (answer 503) or \"dead_letter\" (store in the DLQ, answer 200)".into()));
-            None
-        }
+        Some(w) => diag.keyword(
+            w,
+            "when_unavailable",
+            &[
+                ("reject", WhenUnavailable::Reject),
+                ("dead_letter", WhenUnavailable::DeadLetter),
+            ],
+            "write \"reject\" (answer 503) or \"dead_letter\" (store in the DLQ, answer 200)",
+        ),
     };
     let ack_timeout = match &src.ack_timeout {
         None if matches!(provider, WebhookProvider::Slack) => Some(Some(SLACK_ACK_TIMEOUT)),

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::cdc::wait_for_slot;
 use crate::cdc_order::{Rng, bursts, counters, counters_db, load, read_until_final};
+use crate::support::cdc::wait_for_slot;
 use crate::support::{Stack, daemon, run_cli_split, wait_for_async};
 
 const ROWS: i64 = 200_000;
@@ -99,7 +99,7 @@ async fn a_backfill_under_concurrent_updates_keeps_per_key_order_and_ends_in_the
     let writing = Arc::new(AtomicBool::new(true));
     let writer = {
         let writing = Arc::clone(&writing);
-        let client = crate::cdc::connect(&db.pg, &db.db).await;
+        let client = crate::support::cdc::connect(&db.pg, &db.db).await;
         tokio::spawn(async move {
             let mut rng = Rng::seeded();
             let mut n = 0u64;
@@ -225,7 +225,7 @@ async fn a_backfill_resumes_on_the_standby_after_the_leader_is_killed() {
     let mut a = daemon::spawn_binary(&a_path, stack.dir.path().join("a.log"));
     wait_for_slot(&db.client, &format!("switchyard_{name}")).await;
     wait_for_async("the leader to stream", Duration::from_secs(60), || async {
-        (crate::cdc::source_state(&a_url, name).await?.0 == "streaming").then_some(())
+        (crate::support::cdc::source_state(&a_url, name).await?.0 == "streaming").then_some(())
     })
     .await;
     let mut b = daemon::spawn_binary(&b_path, stack.dir.path().join("b.log"));

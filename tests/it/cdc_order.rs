@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use switchyard::config::Config;
 
-use crate::cdc::{Db, lsn, wait_for_slot};
 use crate::support::broker::Broker;
+use crate::support::cdc::{Db, lsn, wait_for_slot};
 use crate::support::consume::{Consumed, decode, decoder, read_topic};
 use crate::support::registry::Registry;
 use crate::support::{Stack, daemon, scratch, wait_for_async};

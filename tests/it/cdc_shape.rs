@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value as Json, json};
 use switchyard::config::Config;
 
-use crate::cdc::{Db, confirmed, lsn, wait_for_slot};
+use crate::support::cdc::{Db, confirmed, lsn, wait_for_slot};
 use crate::support::consume::{Consumed, decode, decoder, read_topic};
 use crate::support::{Stack, daemon, wait_for_async};
 

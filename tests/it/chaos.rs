@@ -15,9 +15,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::cdc::{Db, wait_for_slot};
 use crate::cdc_order::Rng;
 use crate::ha::{SOURCE, slot_confirmed, state_of, through};
+use crate::support::cdc::{Db, wait_for_slot};
 use crate::support::{ChildGuard, Stack, daemon, wait_for_async};
 
 /// Writes bursts of updates until `stop`, reconnecting through Postgres restarts; counts

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::cdc::{Db, confirmed, items_config, read_items, source_state, wait_for_slot};
+use crate::support::cdc::{Db, confirmed, items_config, read_items, source_state, wait_for_slot};
 use crate::support::{Stack, daemon, wait_for_async};
 
 /// Waits until instance `url` reports `state` for source `appdb`.
@@ -195,13 +195,13 @@ pub(crate) async fn slot_pid(client: &tokio_postgres::Client) -> Option<i32> {
 
 /// The WAL position now.
 pub(crate) async fn wal_now(client: &tokio_postgres::Client) -> u64 {
-    crate::cdc::lsn(client, "SELECT pg_current_wal_lsn()::text")
+    crate::support::cdc::lsn(client, "SELECT pg_current_wal_lsn()::text")
         .await
         .expect("current wal lsn")
 }
 
 pub(crate) async fn slot_confirmed(client: &tokio_postgres::Client) -> Option<u64> {
-    crate::cdc::lsn(
+    crate::support::cdc::lsn(
         client,
         "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'switchyard_frozen'",
     )

@@ -6,8 +6,8 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use crate::cdc::{Db, wait_for_slot};
 use crate::cdc_order::{Change, changes_by_key};
+use crate::support::cdc::{Db, wait_for_slot};
 use crate::support::{Stack, run_cli_split, wait_for_async};
 
 const DDL: &str = "
@@ -153,7 +153,7 @@ async fn the_publication_follows_a_reload_new_tables_are_backfilled_in_key_order
     );
     // Writers change rows of the new table while its backfill runs.
     let writer = {
-        let client = crate::cdc::connect(&db.pg, &db.db).await;
+        let client = crate::support::cdc::connect(&db.pg, &db.db).await;
         tokio::spawn(async move {
             for i in 0..300i32 {
                 let id = 1 + (i * 37) % 3000;

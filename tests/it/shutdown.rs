@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::cdc::{Db, connect, lsn, wait_for_slot};
+use crate::support::cdc::{Db, connect, lsn, wait_for_slot};
 use crate::support::consume::{decode, decoder, read_topic};
 use crate::support::{Stack, daemon, wait_for_async};
 

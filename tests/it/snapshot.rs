@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use switchyard::config::Config;
 
-use crate::cdc::{Db, wait_for_slot};
+use crate::support::cdc::{Db, wait_for_slot};
 use crate::support::consume::{decode, decoder, read_topic};
 use crate::support::{Stack, daemon, wait_for_async};
 

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use prost::Message;
 
-use crate::cdc::{Db, wait_for_slot};
+use crate::support::cdc::{Db, wait_for_slot};
 use crate::support::consume::read_topic;
 use crate::support::{Stack, daemon, wait_for_async};
 

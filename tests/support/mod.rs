@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod broker;
+pub mod cdc;
 pub mod consume;
 pub mod daemon;
 pub mod netns;
