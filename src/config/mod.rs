@@ -504,7 +504,7 @@ pub struct RouteConfig {
     pub on_error: OnError,
     /// Webhooks: the Avro record the body is converted into (`value_schema`), read and
     /// checked at load; none: `data` is the body as a string.
-    pub value_schema: Option<std::sync::Arc<crate::encode::typed::ValueSchema>>,
+    pub value_schema: Option<std::sync::Arc<crate::avro::typed::ValueSchema>>,
 }
 
 /// `on_error` of a route.

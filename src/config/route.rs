@@ -360,7 +360,7 @@ pub(super) fn validate_routes(
             }
             Some(v) => {
                 let file = Config::base_dir(config_path).join(v.get_ref());
-                match crate::encode::typed::ValueSchema::load(&file) {
+                match crate::avro::typed::ValueSchema::load(&file) {
                     Ok(s) => Some(std::sync::Arc::new(s)),
                     Err(message) => {
                         diag.at(

@@ -6,10 +6,10 @@ use std::sync::{Arc, LazyLock, Mutex};
 use apache_avro::types::Value;
 
 use super::AvroSchema;
-use crate::encode::debezium::envelope::{
+use crate::debezium::envelope::{
     self, RowError, SourceInfo, TableColumn, TableSchema, TransactionBlock,
 };
-use crate::encode::debezium::types::column_type;
+use crate::debezium::types::column_type;
 use crate::event::{ChangePayload, Event, MessagePayload};
 
 /// The table shape of a change; `key_columns`, when given, replace the primary key.
@@ -417,7 +417,7 @@ mod tests {
         // The positional writer gives apache-avro's bytes for the new fields too.
         let reference = schema.encode_locally(value.clone()).expect("apache-avro");
         let mut ours = Vec::new();
-        assert!(crate::encode::datum::write_ordered(&value, &mut ours));
+        assert!(crate::avro::datum::write_ordered(&value, &mut ours));
         assert_eq!(ours, reference);
     }
 

@@ -8,23 +8,7 @@ use super::AvroSchema;
 use crate::event::{Event, WebhookPayload};
 
 /// The value schema of webhook topics.
-pub const SCHEMA_JSON: &str = r#"{
-  "type": "record",
-  "name": "CloudEvent",
-  "namespace": "io.switchyard.webhook",
-  "doc": "A webhook as received by switchyard, in CloudEvents 1.0 attribute names",
-  "fields": [
-    {"name": "specversion", "type": "string", "doc": "Always 1.0"},
-    {"name": "id", "type": "string", "doc": "The provider's delivery id, else sha256 of the body"},
-    {"name": "source", "type": "string", "doc": "The switchyard source, as switchyard/<name>"},
-    {"name": "type", "type": "string", "doc": "The event type"},
-    {"name": "time", "type": {"type": "long", "logicalType": "timestamp-micros"}, "doc": "When switchyard received it"},
-    {"name": "datacontenttype", "type": "string", "doc": "Media type of data"},
-    {"name": "data", "type": "string", "doc": "The raw request body"},
-    {"name": "subject", "type": ["null", "string"], "default": null, "doc": "What the event is about, when the provider says (e.g. Stripe's data.object.id)"},
-    {"name": "headers", "type": {"type": "map", "values": "string"}, "default": {}, "doc": "Request headers on the source's allow-list"}
-  ]
-}"#;
+pub use crate::avro::CLOUDEVENT_SCHEMA_JSON as SCHEMA_JSON;
 
 static SCHEMA: LazyLock<AvroSchema> = LazyLock::new(|| AvroSchema::from_json(SCHEMA_JSON));
 

@@ -8,18 +8,17 @@
 mod cache;
 pub mod change;
 pub mod cloudevent;
-pub mod datum;
-pub mod debezium;
-pub mod typed;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use apache_avro::types::Value;
 use schema_registry_converter::async_impl::schema_registry::{SrSettings, post_schema};
 use schema_registry_converter::error::SRCError;
-use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
+use schema_registry_converter::schema_registry_common::SuppliedSchema;
 
+pub use crate::avro::{AvroSchema, datum, typed};
 use crate::config::{RegistryAuth, RegistryConfig};
+pub use crate::debezium;
 use crate::error::ErrorClass;
 
 /// Why a record could not be encoded.
@@ -66,48 +65,6 @@ impl EncodeError {
         } else {
             EncodeError::Schema(text)
         }
-    }
-}
-
-/// A schema given to the registry: its canonical JSON text.
-#[derive(Debug, Clone)]
-pub struct AvroSchema {
-    /// Shared: a schema is cloned into every record's parts, and compared by pointer first.
-    supplied: Arc<SuppliedSchema>,
-}
-
-impl AvroSchema {
-    /// A schema from its JSON text (checked when the schema is registered).
-    pub fn from_json(json: &str) -> AvroSchema {
-        AvroSchema {
-            supplied: Arc::new(SuppliedSchema::new(
-                None,
-                SchemaType::Avro,
-                json.to_string(),
-            )),
-        }
-    }
-
-    /// The schema's JSON text.
-    pub fn json(&self) -> &str {
-        &self.supplied.schema
-    }
-
-    /// The Avro binary encoding of `value` (without the Confluent framing), for checks that
-    /// must not touch the registry, such as a replay dry run.
-    pub fn encode_locally(&self, value: Value) -> Result<Vec<u8>, String> {
-        let schema = apache_avro::Schema::parse_str(self.json()).map_err(|e| e.to_string())?;
-        let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
-            .build()
-            .map_err(|e| e.to_string())?;
-        writer.write_value_to_vec(value).map_err(|e| e.to_string())
-    }
-
-    /// The Avro `"string"` schema, used for keys (one shared instance: the encoder's cache
-    /// finds it by pointer).
-    pub fn string() -> AvroSchema {
-        static STRING: LazyLock<AvroSchema> = LazyLock::new(|| AvroSchema::from_json("\"string\""));
-        STRING.clone()
     }
 }
 

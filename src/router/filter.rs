@@ -21,7 +21,7 @@ use cel::context::VariableResolver;
 use cel::objects::Key;
 use cel::{Context, ExecutionError, Program, Value};
 
-use crate::encode::debezium::types::{ColumnType, column_type};
+use crate::debezium::types::{ColumnType, column_type};
 use crate::event::{ChangeColumn, ChangePayload, Event, Payload, WebhookPayload};
 
 pub use crate::config::filter::{CHANGE_VARS, WEBHOOK_VARS, check, compile};

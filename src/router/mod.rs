@@ -38,7 +38,7 @@ struct CompiledRoute {
     fast: Option<Arc<fast::Fast>>,
     transform: Option<Arc<crate::config::Transform>>,
     on_error: crate::config::OnError,
-    value_schema: Option<Arc<crate::encode::typed::ValueSchema>>,
+    value_schema: Option<Arc<crate::avro::typed::ValueSchema>>,
     /// `max_topics`: the topics this route has named so far (shared by its copies).
     topics: Option<Arc<TopicBound>>,
 }
@@ -231,7 +231,7 @@ pub struct RouteMatch {
     /// What a definite failure on this route does.
     pub on_error: crate::config::OnError,
     /// Webhooks: the typed record of `data` (`value_schema`).
-    pub value_schema: Option<Arc<crate::encode::typed::ValueSchema>>,
+    pub value_schema: Option<Arc<crate::avro::typed::ValueSchema>>,
 }
 
 /// A route matched but could not name a topic for this event.

@@ -16,4 +16,4 @@ pub mod stream;
 mod txn;
 
 // The Debezium mapping lives in `encode::debezium`; these paths stay for callers of the crate.
-pub use crate::encode::debezium::{envelope, types};
+pub use crate::debezium::{envelope, types};

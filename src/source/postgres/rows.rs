@@ -6,7 +6,7 @@ use tokio_postgres::Client;
 
 use super::pgoutput::{Datum, Message, OldTuple, Tuple};
 use super::stream::{KnownRelation, SourceError};
-use crate::encode::debezium::types::{ColumnType, column_type};
+use crate::debezium::types::{ColumnType, column_type};
 use crate::event::ChangeColumn;
 use crate::event::ChangeOp;
 

@@ -3,7 +3,7 @@
 //! apache-avro's value writer looks every record field up by name, and to do so builds a hash
 //! map of the record's fields for every record it writes: for a change envelope (the envelope,
 //! `source`, `before`, `after`, the key) that was a fifth of the CDC path's CPU. Change values
-//! are built by [`TableSchema`](crate::encode::debezium::envelope::TableSchema) from the same
+//! are built by [`TableSchema`](crate::debezium::envelope::TableSchema) from the same
 //! column list as their schema, so their fields are already in schema order, and union
 //! branches are explicit: Avro's binary encoding of such a value needs no schema at all.
 //!

@@ -26,7 +26,7 @@ use apache_avro::types::Value;
 use serde_json::{Value as Json, json};
 
 use super::types::{ColumnType, TypeError};
-use crate::encode::datum;
+use crate::avro::datum;
 use crate::event::{Datum, Tuple};
 
 /// One column of a captured table.

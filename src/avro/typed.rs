@@ -87,7 +87,7 @@ impl ValueSchema {
                 path.display()
             ));
         }
-        let mut envelope: Json = serde_json::from_str(super::cloudevent::SCHEMA_JSON)
+        let mut envelope: Json = serde_json::from_str(super::CLOUDEVENT_SCHEMA_JSON)
             .map_err(|e| format!("the CloudEvent schema: {e}"))?;
         let data = envelope["fields"]
             .as_array_mut()

@@ -1,0 +1,7 @@
+//! The Debezium mapping: PostgreSQL column types to Avro (`types`) and the change envelopes
+//! product teams read (`envelope`). Below the Postgres source, the router (its filters type
+//! column values with it) and the encoder; it reads pgoutput's values from the event model
+//! (`event::{Datum, Tuple}`) and writes Avro with `avro::datum`.
+
+pub mod envelope;
+pub mod types;
