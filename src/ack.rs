@@ -1,5 +1,12 @@
 //! Acknowledgements: how a source learns that its event is durable.
 //!
+//! Two entry points, two shapes (see `pipeline`):
+//! - **submit** (CDC changes, snapshot and backfill reads, through an ordered lane): the source
+//!   hands the event over with an [`AckToken`] and goes on; the lane resolves it.
+//! - **deliver and wait** (webhooks, replay): the caller awaits the [`Delivery`] itself and
+//!   passes a [`Waiter`], which only says whether it still waits (a cancellation signal, not an
+//!   acknowledgement: nothing is resolved through it).
+//!
 //! Invariant: an [`AckToken`] is resolved exactly once, and only with [`Delivery::Delivered`]
 //! after the Kafka delivery report (acks=all), or [`Delivery::DeadLettered`] after the DLQ write
 //! committed. Dropping a token unresolved reads as "not durable" on the source side, so a panic
@@ -45,7 +52,8 @@ pub struct Failure {
     pub message: String,
 }
 
-/// Resolved once with the event's [`Delivery`]; see the module invariant.
+/// Completion only: resolved once with the event's [`Delivery`] by the ordered lane the event
+/// was submitted to; see the module invariant.
 #[derive(Debug)]
 pub struct AckToken {
     tx: Option<oneshot::Sender<Delivery>>,
@@ -64,22 +72,42 @@ impl AckToken {
         (AckToken { tx: Some(tx) }, AckReceiver { rx })
     }
 
-    /// A token nobody waits for (e.g. a dry run).
-    pub fn detached() -> AckToken {
-        AckToken { tx: None }
-    }
-
     /// Resolves the token; consumes it so it cannot be resolved twice.
     pub fn resolve(mut self, delivery: Delivery) {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(delivery);
         }
     }
+}
 
-    /// True when the source stopped waiting (e.g. a webhook request timed out): retrying is
-    /// then pointless, the source will deliver the event again.
+/// Whether the caller of a deliver-and-wait delivery still waits for it (a webhook request
+/// that timed out or hung up does not): retrying past that point is pointless, the sender will
+/// deliver the event again. Made by [`waiter`]; [`Waiter::forever`] never gives up.
+#[derive(Debug, Clone)]
+pub struct Waiter(Option<std::sync::Weak<()>>);
+
+/// Held by the caller while it waits; dropping it tells the [`Waiter`].
+#[derive(Debug)]
+pub struct StillWaiting(#[allow(dead_code)] std::sync::Arc<()>);
+
+/// A waiter and the guard whose drop abandons it.
+pub fn waiter() -> (Waiter, StillWaiting) {
+    let guard = std::sync::Arc::new(());
+    (
+        Waiter(Some(std::sync::Arc::downgrade(&guard))),
+        StillWaiting(guard),
+    )
+}
+
+impl Waiter {
+    /// A waiter that never gives up (replay, dry runs: the caller waits to the end).
+    pub fn forever() -> Waiter {
+        Waiter(None)
+    }
+
+    /// True once the caller stopped waiting.
     pub fn is_abandoned(&self) -> bool {
-        self.tx.as_ref().is_some_and(|tx| tx.is_closed())
+        self.0.as_ref().is_some_and(|w| w.strong_count() == 0)
     }
 }
 

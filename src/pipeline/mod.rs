@@ -22,7 +22,7 @@ use opentelemetry::KeyValue;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use crate::ack::{AckToken, Delivery, Failure};
+use crate::ack::{Delivery, Failure, Waiter};
 use crate::config::{Config, OnError, Unmatched};
 use crate::dlq::{DlqStore, EncodedRecord, NewDeadLetter};
 use crate::encode::{
@@ -218,18 +218,18 @@ impl Pipeline {
         }
     }
 
-    /// The delivery of one event, for a source that waits for it itself (a webhook request):
-    /// the work of a delivery (room in flight, route, encode,
-    /// deliver, log), returning the outcome instead of resolving `ack`, which only tells the
-    /// delivery whether its source still waits ([`AckToken::is_abandoned`]: the receiver is
-    /// dropped). The caller polls it in its own task and spawns it if it stops waiting, so the
-    /// delivery still ends then (a failing produce is classified and acted on): no task per
-    /// event, whose creation, scheduling and wake-up of the waiting request cost about as much
-    /// as routing and encoding it.
+    /// Deliver and wait, the entry point of sources that wait for the outcome themselves (a
+    /// webhook request): the work of a delivery (room in flight, route, encode, deliver, log),
+    /// returning the outcome. `waiter` only tells the delivery whether its caller still waits
+    /// ([`Waiter::is_abandoned`]). The caller polls it in its own task and spawns it if it stops
+    /// waiting, so the delivery still ends then (a failing produce is classified and acted on):
+    /// no task per event, whose creation, scheduling and wake-up of the waiting request cost
+    /// about as much as routing and encoding it. (The other entry point, submit, is
+    /// [`Pipeline::lane`]'s `OrderedLane::submit`.)
     pub async fn deliver_waited(
         self: Arc<Self>,
         event: Event,
-        ack: AckToken,
+        waiter: Waiter,
         parent: Option<opentelemetry::Context>,
     ) -> Delivery {
         // Once the drain has started (it waits for every permit, ahead of any later request for
@@ -248,7 +248,7 @@ impl Pipeline {
             },
             () = &mut started => return failed(ErrorClass::Unavailable, SHUTTING_DOWN),
         };
-        let delivery = self.deliver_event(&event, None, &ack, parent).await;
+        let delivery = self.deliver_event(&event, None, &waiter, parent).await;
         drop(permit);
         delivery
     }
@@ -259,12 +259,12 @@ impl Pipeline {
         &self,
         event: &Event,
         matches: Option<Matches>,
-        ack: &AckToken,
+        waiter: &Waiter,
         parent: Option<opentelemetry::Context>,
     ) -> Delivery {
         let matches = matches.unwrap_or_else(|| self.routes().route(event));
         let delivery = self
-            .deliver_matches(event, matches, ack, parent.as_ref())
+            .deliver_matches(event, matches, waiter, parent.as_ref())
             .await;
         match &delivery {
             Delivery::Failed(f) => {
@@ -286,7 +286,7 @@ impl Pipeline {
         &self,
         event: &Event,
         matches: Matches,
-        ack: &AckToken,
+        waiter: &Waiter,
         parent: Option<&opentelemetry::Context>,
     ) -> Delivery {
         if matches.is_empty() {
@@ -324,7 +324,7 @@ impl Pipeline {
             }
             let route_span = route_span(parent, &self.traces, event, &m);
             let encode_span = route_span.child("encode", Vec::new());
-            let encoded = self.encode(event, &m, ack).await;
+            let encoded = self.encode(event, &m, waiter).await;
             if let Err(f) = &encoded {
                 encode_span.fail(&f.message);
                 route_span.fail(&f.message);
@@ -348,7 +348,7 @@ impl Pipeline {
                 Err(f) => return Delivery::Failed(f),
             };
             let produce_span = produce_span(&route_span, &mut record);
-            let abandoned = || ack.is_abandoned();
+            let abandoned = || waiter.is_abandoned();
             let produced = self.sink.deliver(&record, &abandoned).await;
             match &produced {
                 Ok(p) => {
@@ -471,12 +471,12 @@ impl Pipeline {
     }
 
     /// Builds the Kafka record for one route, retrying while the registry is unavailable (until
-    /// `retry_max_elapsed`, or until the source abandons the event).
+    /// `retry_max_elapsed`, or until the caller stops waiting).
     pub async fn encode(
         &self,
         event: &Event,
         m: &RouteMatch,
-        ack: &AckToken,
+        waiter: &Waiter,
     ) -> Result<Record, Failure> {
         let mut parts = parts_of(event, m)?;
         let mut backoff = retry_policy(self.retry_max_elapsed);
@@ -485,7 +485,7 @@ impl Pipeline {
             match self.encode_parts(event, m, &mut parts).await {
                 Ok(record) => return Ok(record),
                 Err(e @ EncodeError::Unavailable(_)) => {
-                    if ack.is_abandoned() {
+                    if waiter.is_abandoned() {
                         return Err(Failure {
                             class: ErrorClass::Unavailable,
                             message: e.to_string(),

@@ -31,7 +31,7 @@ use opentelemetry::trace::SpanKind;
 use serde_json::json;
 use tracing::warn;
 
-use crate::ack::{AckToken, Failure};
+use crate::ack::{Failure, Waiter};
 use crate::dlq::{DeadLetter, DlqError, DlqStore, Selector, Status};
 use crate::encode::record_parts;
 use crate::error::ErrorClass;
@@ -505,8 +505,7 @@ async fn deliver_entry_traced(
     })?;
     let mut topics = Vec::new();
     for m in routes_for(pipeline, dl, event)? {
-        let ack = AckToken::detached();
-        let mut record = pipeline.encode(event, &m, &ack).await?;
+        let mut record = pipeline.encode(event, &m, &Waiter::forever()).await?;
         let produce = if span.is_on() {
             span.child(
                 "produce",

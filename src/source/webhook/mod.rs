@@ -41,7 +41,7 @@ pub use self::ingress::BodyUnread;
 use self::ingress::Ingress;
 use self::limit::{PeerFailures, RateLimit};
 use self::verify::Verifier;
-use crate::ack::{AckToken, Delivery};
+use crate::ack::Delivery;
 use crate::config::{WebhookSourceConfig, WhenUnavailable};
 use crate::error::ErrorClass;
 use crate::event::{Event, EventId, Payload, RequestHeaders, WebhookPayload, now_micros};
@@ -457,8 +457,9 @@ impl WebhookSource {
         // task of its own (on this thread's event loop), so a failing produce is still
         // classified and acted on (producer rebuilt, topic recreated) and the next retry finds
         // Kafka ready. `waiting` tells it whether this request still waits.
-        let (ack, waiting) = AckToken::new();
-        let mut delivery = Box::pin(Arc::clone(&self.pipeline).deliver_waited(event, ack, trace));
+        let (waiter, waiting) = crate::ack::waiter();
+        let mut delivery =
+            Box::pin(Arc::clone(&self.pipeline).deliver_waited(event, waiter, trace));
         let outcome = tokio::time::timeout(self.ack_timeout, &mut delivery).await;
         if outcome.is_err() {
             tokio::spawn(delivery);
