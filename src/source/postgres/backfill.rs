@@ -317,16 +317,16 @@ impl PostgresSource {
             .state
             .get_state(&state_key(&self.name))
             .await
-            .map_err(|e| SourceError::State(e.to_string()))?;
+            .map_err(SourceError::State)?;
         Ok(v.and_then(|v| serde_json::from_str(&v).ok()))
     }
 
     async fn save_backfill(&self, b: &Backfill) -> Result<(), SourceError> {
-        let json = serde_json::to_string(b).map_err(|e| SourceError::State(e.to_string()))?;
+        let json = serde_json::to_string(b).map_err(SourceError::StateJson)?;
         self.state
             .put_state(&state_key(&self.name), &json)
             .await
-            .map_err(|e| SourceError::State(e.to_string()))
+            .map_err(SourceError::State)
     }
 
     async fn load_queue(&self) -> Result<Vec<Queued>, SourceError> {
@@ -334,17 +334,17 @@ impl PostgresSource {
             .state
             .get_state(&queue_key(&self.name))
             .await
-            .map_err(|e| SourceError::State(e.to_string()))?;
+            .map_err(SourceError::State)?;
         Ok(v.and_then(|v| serde_json::from_str(&v).ok())
             .unwrap_or_default())
     }
 
     async fn save_queue(&self, queue: &[Queued]) -> Result<(), SourceError> {
-        let json = serde_json::to_string(queue).map_err(|e| SourceError::State(e.to_string()))?;
+        let json = serde_json::to_string(queue).map_err(SourceError::StateJson)?;
         self.state
             .put_state(&queue_key(&self.name), &json)
             .await
-            .map_err(|e| SourceError::State(e.to_string()))
+            .map_err(SourceError::State)
     }
 
     /// Queues a backfill of each table that joined the publication, when `selection` asks for

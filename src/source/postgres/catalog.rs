@@ -256,7 +256,7 @@ pub async fn describe(
         )
         .await
         .map_err(sql)?
-        .ok_or_else(|| SourceError::Sql(format!("table {schema}.{table} does not exist")))?;
+        .ok_or_else(|| SourceError::NoTable(format!("{schema}.{table}")))?;
     let oid: u32 = rel.get(0);
     let reltuples: i64 = rel.get(1);
     let (columns_filter, row_filter) = if conn
@@ -290,7 +290,7 @@ pub async fn describe(
     };
     let facts = facts(conn, oid)
         .await?
-        .ok_or_else(|| SourceError::Sql(format!("table {schema}.{table} does not exist")))?;
+        .ok_or_else(|| SourceError::NoTable(format!("{schema}.{table}")))?;
     let sent: Vec<(String, u32, i32)> = facts
         .columns
         .iter()

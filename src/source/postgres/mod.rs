@@ -3,7 +3,9 @@
 
 pub mod backfill;
 pub mod catalog;
+mod connect;
 mod counters;
+pub mod error;
 pub mod leader;
 pub mod lsn;
 pub mod pgoutput;

@@ -146,7 +146,7 @@ impl PostgresSource {
         let key = state_key(&self.name);
         let saved: Option<Progress> = match self.state.get_state(&key).await {
             Ok(v) => v.and_then(|v| serde_json::from_str(&v).ok()),
-            Err(e) => return Err(SourceError::State(e.to_string())),
+            Err(e) => return Err(SourceError::State(e)),
         };
         let saved = saved.filter(|p| p.slot == self.cfg.slot);
         if slot.is_none() || saved.as_ref().is_some_and(|p| !p.done) {
@@ -215,18 +215,17 @@ impl PostgresSource {
     }
 
     async fn save(&self, key: &str, progress: &Progress) -> Result<(), SourceError> {
-        let json =
-            serde_json::to_string(progress).map_err(|e| SourceError::State(e.to_string()))?;
+        let json = serde_json::to_string(progress).map_err(SourceError::StateJson)?;
         self.state
             .put_state(key, &json)
             .await
-            .map_err(|e| SourceError::State(e.to_string()))
+            .map_err(SourceError::State)
     }
 
     /// Creates the slot on a replication connection that exports its snapshot; the connection
     /// must stay open, idle, until the snapshot is imported.
     async fn create_slot_exporting(&self) -> Result<(ReplicationClient, u64, String), SourceError> {
-        let stream = |e: pgwire_replication::PgWireError| SourceError::Stream(e.to_string());
+        let stream = SourceError::Replication;
         let mut exporter = ReplicationClient::connect_gated(self.replication_config(0)?)
             .await
             .map_err(stream)?;

@@ -16,7 +16,6 @@ use super::txn::Txn;
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,8 +25,8 @@ use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use pgwire_replication::{Lsn as WireLsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
 use tokio::sync::watch;
-use tokio_postgres::{Client, NoTls};
-use tracing::{debug, error, info, warn};
+use tokio_postgres::Client;
+use tracing::{error, info, warn};
 
 use super::pgoutput::{self, Message, Relation};
 use super::rows::{changes, fill_toast, text_row, unfilled};
@@ -41,35 +40,10 @@ use crate::pipeline::health::SourceHealth;
 use crate::pipeline::{OrderedLane, Pipeline};
 use crate::telemetry::traces::Traced;
 
-/// Why a session ended.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// The SQL connection failed.
-    #[error("postgres: {0}")]
-    Sql(String),
-    /// The server is not set up for logical replication; the message says how to fix it.
-    #[error("{0}")]
-    Preflight(String),
-    /// The replication stream failed.
-    #[error("replication stream: {0}")]
-    Stream(String),
-    /// A message could not be decoded.
-    #[error(transparent)]
-    Decode(#[from] pgoutput::DecodeError),
-    /// The state store (snapshot progress) failed.
-    #[error("state store: {0}")]
-    State(String),
-    /// An event was neither delivered nor dead-lettered: restart from the confirmed position.
-    #[error("event {0} was not made durable; restarting from the slot's confirmed position")]
-    NotDurable(String),
-}
-
-pub(super) fn sql(e: tokio_postgres::Error) -> SourceError {
-    SourceError::Sql(match e.as_db_error() {
-        Some(db) => db.message().to_string(),
-        None => e.to_string(),
-    })
-}
+pub use super::connect::connect_sql;
+use super::connect::target;
+pub use super::error::SourceError;
+pub(super) use super::error::sql;
 
 /// A relation as the source knows it: pgoutput's shape plus the catalog's nullability and
 /// comments.
@@ -84,34 +58,6 @@ pub struct KnownRelation {
     /// Columns in order, with key flags and nullability; shared by every change of this
     /// relation version.
     pub columns: std::sync::Arc<[ChangeColumn]>,
-}
-
-/// The source's connection parameters, from the URL.
-struct Target {
-    host: String,
-    port: u16,
-    user: String,
-    password: String,
-    database: String,
-}
-
-fn target(url: &str) -> Result<Target, SourceError> {
-    let cfg = tokio_postgres::Config::from_str(url)
-        .map_err(|e| SourceError::Preflight(format!("invalid postgres url: {e}")))?;
-    let host = match cfg.get_hosts().first() {
-        Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-        _ => "127.0.0.1".into(),
-    };
-    Ok(Target {
-        host,
-        port: cfg.get_ports().first().copied().unwrap_or(5432),
-        user: cfg.get_user().unwrap_or("postgres").to_string(),
-        password: cfg
-            .get_password()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .unwrap_or_default(),
-        database: cfg.get_dbname().unwrap_or("postgres").to_string(),
-    })
 }
 
 /// One Postgres source.
@@ -288,8 +234,10 @@ impl PostgresSource {
             }
             match outcome {
                 Ok(()) => return,
-                Err(e @ SourceError::Preflight(_)) => {
-                    error!(source = %self.name, error = %e, retry_in = ?wait, "postgres source cannot start; retrying");
+                // Definite causes need a fix (the error says which); the source keeps trying
+                // meanwhile, so that it streams as soon as the fix is in.
+                Err(e) if !e.is_transient() => {
+                    error!(source = %self.name, error = %e, retry_in = ?wait, "postgres source cannot stream until this is fixed; retrying");
                     self.health.set(&self.name, "failing", Some(e.to_string()));
                 }
                 Err(e) => {
@@ -517,7 +465,7 @@ impl PostgresSource {
         let config = self.replication_config(confirmed)?;
         let mut repl = ReplicationClient::connect(config)
             .await
-            .map_err(|e| SourceError::Stream(e.to_string()))?;
+            .map_err(SourceError::Replication)?;
         info!(source = %self.name, slot = %self.cfg.slot, from = %super::lsn::Lsn(confirmed), "streaming changes");
         self.health.set(&self.name, "streaming", None);
         self.counters.confirmed(confirmed);
@@ -597,7 +545,7 @@ impl PostgresSource {
                     }
                 }
                 event = repl.recv() => {
-                    let Some(event) = event.map_err(|e| SourceError::Stream(e.to_string()))? else {
+                    let Some(event) = event.map_err(SourceError::Replication)? else {
                         return Err(SourceError::Stream("the server ended the stream".into()));
                     };
                     // A leader that woke up after a freeze reads nothing more (see `leader`).
@@ -773,35 +721,6 @@ impl PostgresSource {
 
 /// The prefix of switchyard's own heartbeat messages (never forwarded).
 pub const HEARTBEAT_PREFIX: &str = "switchyard.heartbeat";
-
-/// Opens the SQL connection of a source (TLS as configured).
-pub async fn connect_sql(source: &PostgresSourceConfig) -> Result<Client, SourceError> {
-    let mut cfg = tokio_postgres::Config::from_str(&source.url)
-        .map_err(|e| SourceError::Preflight(format!("invalid postgres url: {e}")))?;
-    cfg.ssl_mode(crate::pg_tls::sql_mode(&source.tls));
-    // A database behind a partition drops the handshake's packets: give up in time to retry
-    // (TCP alone would wait minutes). `connect_timeout` in the URL wins.
-    if cfg.get_connect_timeout().is_none() {
-        cfg.connect_timeout(Duration::from_secs(10));
-    }
-    if source.tls.mode == crate::config::PgSslMode::Disable {
-        let (client, conn) = cfg.connect(NoTls).await.map_err(sql)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                debug!(error = %e, "postgres SQL connection closed");
-            }
-        });
-        return Ok(client);
-    }
-    let connector = crate::pg_tls::sql_connector(&source.tls).map_err(SourceError::Preflight)?;
-    let (client, conn) = cfg.connect(connector).await.map_err(sql)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            debug!(error = %e, "postgres SQL connection closed");
-        }
-    });
-    Ok(client)
-}
 
 /// Ends the spans of the transactions (and messages) confirmed at or before `confirmed`.
 fn end_spans(delivering: &mut VecDeque<(u64, Traced)>, confirmed: Option<u64>) {
