@@ -12,6 +12,7 @@ pub mod interpolate;
 mod postgres;
 pub mod raw;
 mod route;
+mod sections;
 mod validate;
 mod webhook;
 

@@ -8,7 +8,8 @@ use serde_spanned::Spanned;
 
 use super::diagnostic::Diagnostics;
 use super::raw::RawWebhookSource;
-use super::validate::{parse_duration, parse_size};
+use super::sections::parse_size;
+use super::validate::parse_duration;
 use super::{
     HmacAlgorithm, HmacSpec, Secret, SignatureEncoding, WebhookProvider, WebhookSourceConfig,
     WhenUnavailable,
