@@ -313,8 +313,19 @@ fn check(cli: &Cli, with_registry: bool, live: bool) -> ExitCode {
                     .iter()
                     .map(|t| format!("{}.{}", t.schema, t.table.as_deref().unwrap_or("*")))
                     .collect();
+                let exclude: Vec<String> = p
+                    .selection
+                    .exclude
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                let exclude = if exclude.is_empty() {
+                    String::new()
+                } else {
+                    format!(" excluding {}", exclude.join(", "))
+                };
                 println!(
-                    "  source {name}: postgres slot {} publication {} tables {}",
+                    "  source {name}: postgres slot {} publication {} tables {}{exclude}",
                     p.slot,
                     p.publication,
                     tables.join(", ")
