@@ -161,94 +161,15 @@ pub(super) fn validate_routes(
             })
         );
         let topic_span = r.topic.as_ref().map_or(r.name.span(), |t| t.span());
-        let topic_text = match (&r.topic, is_postgres) {
-            (Some(t), _) => Some(t.get_ref().clone()),
-            (None, true) => Some(
-                if only_messages(r.ops.as_ref().map(|o| o.get_ref().as_slice())) {
-                    "{source}.message".to_string()
-                } else {
-                    "{source}.{schema}.{table}".to_string()
-                },
-            ),
-            (None, false) => {
-                if source_cfg.is_some() {
-                    diag.at(
-                        r.name.span(),
-                        format!("route `{name}` has no topic"),
-                        Some("add e.g. topic = \"webhooks.{source}\"".into()),
-                    );
-                }
-                None
-            }
-        };
-        let topic = match topic_text.as_deref().map(parse_topic) {
-            Some(Ok(t)) => Some(t),
-            Some(Err(msg)) => {
-                diag.at(
-                    topic_span.clone(),
-                    msg,
-                    Some("topics use letters, digits, `.`, `_`, `-` and the placeholders {source} {schema} {table} {event_type}".into()),
-                );
-                None
-            }
-            None => None,
-        };
-        if let (
-            Some(t),
-            Some(SourceConfig {
-                kind: SourceKind::Webhook(_),
-                ..
-            }),
-        ) = (&topic, source_cfg)
-        {
-            for part in t.parts() {
-                if let TopicPart::Field(f @ (TopicField::Schema | TopicField::Table)) = part {
-                    diag.at(
-                        topic_span.clone(),
-                        format!("{{{}}} is only known for postgres sources, and `{source}` is a webhook source", f.name()),
-                        Some("use {source} or {event_type} for webhook routes".into()),
-                    );
-                    ok = false;
-                }
-            }
-        }
+        let topic = route_topic(&r, &name, source_cfg, topic_span.clone(), &mut ok, diag);
         let mut filter_ok_early = true;
-        let key_span = r.key.as_ref().map(Spanned::span);
-        let (key, key_pointer) = match r.key.as_ref().map(|k| k.get_ref().clone()) {
-            None => (Vec::new(), None),
-            Some(RouteKey::Columns(c)) if is_postgres || source_cfg.is_none() => (c, None),
-            Some(RouteKey::Pointer(p)) if !is_postgres && p.starts_with('/') => {
-                (Vec::new(), Some(p))
-            }
-            Some(RouteKey::Columns(_)) => {
-                diag.at(
-                    key_span.clone().unwrap_or(0..0),
-                    format!(
-                        "`{source}` is a webhook source: its key is a JSON Pointer into the body"
-                    ),
-                    Some("write e.g. key = \"/data/object/id\"".into()),
-                );
+        let (key, key_pointer) = route_key(&r, is_postgres, source_cfg.is_some()).unwrap_or_else(
+            |(span, message, help)| {
+                diag.at(span, message, Some(help));
                 filter_ok_early = false;
                 (Vec::new(), None)
-            }
-            Some(RouteKey::Pointer(p)) => {
-                diag.at(
-                    key_span.clone().unwrap_or(0..0),
-                    if is_postgres {
-                        format!("`{source}` is a postgres source: its key is a list of columns")
-                    } else {
-                        format!("`{p}` is not a JSON Pointer")
-                    },
-                    Some(if is_postgres {
-                        "write e.g. key = [\"email\"]".into()
-                    } else {
-                        "write e.g. key = \"/data/object/id\"".into()
-                    }),
-                );
-                filter_ok_early = false;
-                (Vec::new(), None)
-            }
-        };
+            },
+        );
         let not_webhook = !matches!(
             source_cfg,
             Some(SourceConfig {
@@ -292,37 +213,8 @@ pub(super) fn validate_routes(
                 filter_ok_early = false;
             }
         }
-        let filter = match &r.filter {
-            None => None,
-            Some(f) if let Some(why) = filter_too_large(f.get_ref()) => {
-                diag.at(
-                    f.span(),
-                    format!("route `{name}`: filter: {why}"),
-                    Some(
-                        "split the condition across routes, or select with event_types/tables/ops first"
-                            .into(),
-                    ),
-                );
-                filter_ok_early = false;
-                None
-            }
-            Some(f) => match super::filter::check(f.get_ref(), is_postgres) {
-                Ok(()) => Some(f.get_ref().clone()),
-                Err(message) => {
-                    diag.at(
-                        f.span(),
-                        format!("route `{name}`: filter: {message}"),
-                        Some(if is_postgres {
-                            "change events have `op`, `before`, `after` and `source` (e.g. \"after.amount > 100 && op == 'c'\")".into()
-                        } else {
-                            "webhook events have `type`, `id`, `data` and `headers` (e.g. \"data.amount > 100\")".into()
-                        }),
-                    );
-                    filter_ok_early = false;
-                    None
-                }
-            },
-        };
+        let filter = route_filter(&r, &name, is_postgres, diag);
+        filter_ok_early &= r.filter.is_none() || filter.is_some();
         let transform = match &r.transform {
             None => None,
             Some(t) => match validate_transform(&name, t, mask_key, diag) {
@@ -347,58 +239,10 @@ pub(super) fn validate_routes(
                     OnError::Dlq
                 }),
         };
-        let value_schema = match &r.value_schema {
-            None => None,
-            Some(v) if is_postgres => {
-                diag.at(
-                    v.span(),
-                    format!("route `{name}`: `value_schema` applies to webhook routes, and `{source}` is a postgres source"),
-                    Some("change events get their schema from the table; remove `value_schema`".into()),
-                );
-                filter_ok_early = false;
-                None
-            }
-            Some(v) => {
-                let file = Config::base_dir(config_path).join(v.get_ref());
-                match crate::avro::typed::ValueSchema::load(&file) {
-                    Ok(s) => Some(std::sync::Arc::new(s)),
-                    Err(message) => {
-                        diag.at(
-                            v.span(),
-                            format!("route `{name}`: value_schema: {message}"),
-                            Some("give the path (relative to this file) of an Avro record schema (.avsc), e.g. value_schema = \"schemas/payment.avsc\"".into()),
-                        );
-                        filter_ok_early = false;
-                        None
-                    }
-                }
-            }
-        };
+        let value_schema = route_value_schema(&r, &name, is_postgres, config_path, diag);
+        filter_ok_early &= r.value_schema.is_none() || value_schema.is_some();
         let mut filter_ok = filter_ok_early;
-        let mut ops = Vec::new();
-        if let Some(v) = &r.ops {
-            for op in v.get_ref() {
-                match op.as_str() {
-                    "insert" => ops.push("c".to_string()),
-                    "update" => ops.push("u".to_string()),
-                    "delete" => {
-                        ops.push("d".to_string());
-                        ops.push("tombstone".to_string());
-                    }
-                    "truncate" => ops.push("t".to_string()),
-                    "read" => ops.push("r".to_string()),
-                    "message" => ops.push("m".to_string()),
-                    other => {
-                        diag.at(
-                            v.span(),
-                            format!("unknown operation \"{other}\""),
-                            Some("ops are \"insert\", \"update\", \"delete\", \"truncate\", \"read\" (snapshot rows), \"message\" (logical decoding messages)".into()),
-                        );
-                        filter_ok = false;
-                    }
-                }
-            }
-        }
+        let ops = route_ops(&r, &mut filter_ok, diag);
         if let (Some(t), Some(v)) = (&topic, &r.ops)
             && v.get_ref().iter().any(|o| o == "message")
             && t.parts()
@@ -440,6 +284,221 @@ pub(super) fn validate_routes(
         }
     }
     out
+}
+
+/// The route's topic: as written, or the postgres default; its placeholders checked against the
+/// source's kind (a problem is reported and clears `ok` or gives `None`).
+fn route_topic(
+    r: &RawRoute,
+    name: &str,
+    source_cfg: Option<&SourceConfig>,
+    topic_span: Range<usize>,
+    ok: &mut bool,
+    diag: &mut Diagnostics,
+) -> Option<TopicTemplate> {
+    let source = r.source.get_ref();
+    let is_postgres = matches!(
+        source_cfg,
+        Some(SourceConfig {
+            kind: SourceKind::Postgres(_),
+            ..
+        })
+    );
+    let topic_text = match (&r.topic, is_postgres) {
+        (Some(t), _) => Some(t.get_ref().clone()),
+        (None, true) => Some(
+            if only_messages(r.ops.as_ref().map(|o| o.get_ref().as_slice())) {
+                "{source}.message".to_string()
+            } else {
+                "{source}.{schema}.{table}".to_string()
+            },
+        ),
+        (None, false) => {
+            if source_cfg.is_some() {
+                diag.at(
+                    r.name.span(),
+                    format!("route `{name}` has no topic"),
+                    Some("add e.g. topic = \"webhooks.{source}\"".into()),
+                );
+            }
+            None
+        }
+    };
+    let topic = match topic_text.as_deref().map(parse_topic) {
+        Some(Ok(t)) => Some(t),
+        Some(Err(msg)) => {
+            diag.at(
+                    topic_span.clone(),
+                    msg,
+                    Some("topics use letters, digits, `.`, `_`, `-` and the placeholders {source} {schema} {table} {event_type}".into()),
+                );
+            None
+        }
+        None => None,
+    };
+    if let (
+        Some(t),
+        Some(SourceConfig {
+            kind: SourceKind::Webhook(_),
+            ..
+        }),
+    ) = (&topic, source_cfg)
+    {
+        for part in t.parts() {
+            if let TopicPart::Field(f @ (TopicField::Schema | TopicField::Table)) = part {
+                diag.at(
+                        topic_span.clone(),
+                        format!("{{{}}} is only known for postgres sources, and `{source}` is a webhook source", f.name()),
+                        Some("use {source} or {event_type} for webhook routes".into()),
+                    );
+                *ok = false;
+            }
+        }
+    }
+    topic
+}
+
+/// The route's key: columns (postgres) or a JSON Pointer (webhooks); `Err((span, message,
+/// help))` when it is the wrong kind for its source.
+#[allow(clippy::type_complexity)]
+fn route_key(
+    r: &RawRoute,
+    is_postgres: bool,
+    source_known: bool,
+) -> Result<(Vec<String>, Option<String>), (Range<usize>, String, String)> {
+    let source = r.source.get_ref();
+    let key_span = r.key.as_ref().map(Spanned::span).unwrap_or(0..0);
+    match r.key.as_ref().map(|k| k.get_ref().clone()) {
+        None => Ok((Vec::new(), None)),
+        Some(RouteKey::Columns(c)) if is_postgres || !source_known => Ok((c, None)),
+        Some(RouteKey::Pointer(p)) if !is_postgres && p.starts_with('/') => {
+            Ok((Vec::new(), Some(p)))
+        }
+        Some(RouteKey::Columns(_)) => Err((
+            key_span,
+            format!("`{source}` is a webhook source: its key is a JSON Pointer into the body"),
+            "write e.g. key = \"/data/object/id\"".into(),
+        )),
+        Some(RouteKey::Pointer(p)) => Err((
+            key_span,
+            if is_postgres {
+                format!("`{source}` is a postgres source: its key is a list of columns")
+            } else {
+                format!("`{p}` is not a JSON Pointer")
+            },
+            if is_postgres {
+                "write e.g. key = [\"email\"]".into()
+            } else {
+                "write e.g. key = \"/data/object/id\"".into()
+            },
+        )),
+    }
+}
+
+/// The route's CEL filter, compiled once to check it; `None` when there is none or it was
+/// refused (reported).
+fn route_filter(
+    r: &RawRoute,
+    name: &str,
+    is_postgres: bool,
+    diag: &mut Diagnostics,
+) -> Option<String> {
+    match &r.filter {
+        None => None,
+        Some(f) if let Some(why) = filter_too_large(f.get_ref()) => {
+            diag.at(
+                    f.span(),
+                    format!("route `{name}`: filter: {why}"),
+                    Some(
+                        "split the condition across routes, or select with event_types/tables/ops first"
+                            .into(),
+                    ),
+                );
+            None
+        }
+        Some(f) => match super::filter::check(f.get_ref(), is_postgres) {
+            Ok(()) => Some(f.get_ref().clone()),
+            Err(message) => {
+                diag.at(
+                        f.span(),
+                        format!("route `{name}`: filter: {message}"),
+                        Some(if is_postgres {
+                            "change events have `op`, `before`, `after` and `source` (e.g. \"after.amount > 100 && op == 'c'\")".into()
+                        } else {
+                            "webhook events have `type`, `id`, `data` and `headers` (e.g. \"data.amount > 100\")".into()
+                        }),
+                    );
+                None
+            }
+        },
+    }
+}
+
+/// The route's `value_schema` file, loaded and checked; `None` when there is none or it was
+/// refused (reported).
+fn route_value_schema(
+    r: &RawRoute,
+    name: &str,
+    is_postgres: bool,
+    config_path: &Path,
+    diag: &mut Diagnostics,
+) -> Option<std::sync::Arc<crate::avro::typed::ValueSchema>> {
+    let source = r.source.get_ref();
+    match &r.value_schema {
+        None => None,
+        Some(v) if is_postgres => {
+            diag.at(
+                    v.span(),
+                    format!("route `{name}`: `value_schema` applies to webhook routes, and `{source}` is a postgres source"),
+                    Some("change events get their schema from the table; remove `value_schema`".into()),
+                );
+            None
+        }
+        Some(v) => {
+            let file = Config::base_dir(config_path).join(v.get_ref());
+            match crate::avro::typed::ValueSchema::load(&file) {
+                Ok(s) => Some(std::sync::Arc::new(s)),
+                Err(message) => {
+                    diag.at(
+                            v.span(),
+                            format!("route `{name}`: value_schema: {message}"),
+                            Some("give the path (relative to this file) of an Avro record schema (.avsc), e.g. value_schema = \"schemas/payment.avsc\"".into()),
+                        );
+                    None
+                }
+            }
+        }
+    }
+}
+
+/// The route's `ops` as change codes (`delete` also takes its tombstone); an unknown one is
+/// reported and clears `ok`.
+fn route_ops(r: &RawRoute, ok: &mut bool, diag: &mut Diagnostics) -> Vec<String> {
+    let mut ops = Vec::new();
+    if let Some(v) = &r.ops {
+        for op in v.get_ref() {
+            match op.as_str() {
+                "insert" => ops.push("c".to_string()),
+                "update" => ops.push("u".to_string()),
+                "delete" => {
+                    ops.push("d".to_string());
+                    ops.push("tombstone".to_string());
+                }
+                "truncate" => ops.push("t".to_string()),
+                "read" => ops.push("r".to_string()),
+                "message" => ops.push("m".to_string()),
+                other => {
+                    diag.at(
+                            v.span(),
+                            format!("unknown operation \"{other}\""),
+                            Some("ops are \"insert\", \"update\", \"delete\", \"truncate\", \"read\" (snapshot rows), \"message\" (logical decoding messages)".into()),
+                        );
+                    *ok = false;
+                }
+            }
+        }
+    }
+    ops
 }
 
 /// The largest `max_topics`: each topic costs the broker partitions and the registry
