@@ -180,101 +180,14 @@ pub(super) fn validate(
         );
         ok = false;
     }
-    let provider = match provider_name {
-        "none" => {
-            if let Some(s) = &src.secrets {
-                diag.at(
-                    s.span(),
-                    format!("source `{name}` has no signature scheme (provider = \"none\"), so `secrets` would be ignored"),
-                    Some(format!("set provider to one of {PROVIDERS}, or use token = \"${{TOKEN}}\" for a static bearer token")),
-                );
-                ok = false;
-            }
-            let token = src.token.as_ref().and_then(|t| {
-                if t.get_ref().is_empty() {
-                    diag.at(
-                        t.span(),
-                        "the token is empty",
-                        Some("set token = \"${WEBHOOK_TOKEN}\" with a non-empty variable".into()),
-                    );
-                    ok = false;
-                    None
-                } else {
-                    Some(Secret(t.get_ref().as_bytes().to_vec()))
-                }
-            });
-            WebhookProvider::None { token }
-        }
-        "stripe" => WebhookProvider::Stripe,
-        "github" => WebhookProvider::Github,
-        "shopify" => WebhookProvider::Shopify,
-        "slack" => WebhookProvider::Slack,
-        "standard" => WebhookProvider::Standard,
-        "hmac" => {
-            let header = match &src.signature_header {
-                Some(h) if !h.get_ref().is_empty() => h.get_ref().to_ascii_lowercase(),
-                _ => {
-                    diag.at(
-                        provider_span.clone().unwrap_or(0..0),
-                        format!("provider = \"hmac\" on source `{name}` needs `signature_header`"),
-                        Some("add e.g. signature_header = \"X-Signature\"".into()),
-                    );
-                    ok = false;
-                    String::new()
-                }
-            };
-            let algorithm = match &src.algorithm {
-                None => Some(HmacAlgorithm::Sha256),
-                Some(a) => diag.keyword(
-                    a,
-                    "algorithm",
-                    &[
-                        ("sha256", HmacAlgorithm::Sha256),
-                        ("sha1", HmacAlgorithm::Sha1),
-                        ("sha512", HmacAlgorithm::Sha512),
-                    ],
-                    "write \"sha1\", \"sha256\" or \"sha512\"",
-                ),
-            };
-            let encoding = match &src.encoding {
-                None => Some(SignatureEncoding::Hex),
-                Some(e) => diag.keyword(
-                    e,
-                    "encoding",
-                    &[
-                        ("hex", SignatureEncoding::Hex),
-                        ("base64", SignatureEncoding::Base64),
-                    ],
-                    "write \"hex\" or \"base64\"",
-                ),
-            };
-            ok &= algorithm.is_some() && encoding.is_some();
-            let algorithm = algorithm.unwrap_or(HmacAlgorithm::Sha256);
-            let encoding = encoding.unwrap_or(SignatureEncoding::Hex);
-            WebhookProvider::Hmac(HmacSpec {
-                header,
-                algorithm,
-                encoding,
-                prefix: src
-                    .prefix
-                    .as_ref()
-                    .map(|p| p.get_ref().clone())
-                    .unwrap_or_default(),
-                timestamp_header: src
-                    .timestamp_header
-                    .as_ref()
-                    .map(|t| t.get_ref().to_ascii_lowercase()),
-            })
-        }
-        other => {
-            diag.at(
-                provider_span.clone().unwrap_or(0..0),
-                format!("unknown webhook provider \"{other}\""),
-                Some(format!("write one of {PROVIDERS}")),
-            );
-            return None;
-        }
-    };
+    let provider = provider_of(
+        name,
+        provider_name,
+        provider_span.clone(),
+        src,
+        &mut ok,
+        diag,
+    )?;
     let signed = !matches!(provider, WebhookProvider::None { .. });
     if signed && secrets_raw.is_empty() {
         diag.at(
@@ -291,35 +204,7 @@ pub(super) fn validate(
         );
         ok = false;
     }
-    let mut secrets = Vec::new();
-    for s in &secrets_raw {
-        let text = s.get_ref();
-        if text.is_empty() {
-            diag.at(
-                s.span(),
-                "this secret is empty",
-                Some("check the environment variable it comes from".into()),
-            );
-            ok = false;
-            continue;
-        }
-        if matches!(provider, WebhookProvider::Standard) {
-            // Standard Webhooks secrets are `whsec_<base64 key>`.
-            match BASE64.decode(text.strip_prefix("whsec_").unwrap_or(text)) {
-                Ok(key) if !key.is_empty() => secrets.push(Secret(key)),
-                _ => {
-                    diag.at(
-                        s.span(),
-                        "a Standard Webhooks secret is `whsec_` followed by base64",
-                        Some("copy the secret exactly as the sender shows it, e.g. \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"".into()),
-                    );
-                    ok = false;
-                }
-            }
-        } else {
-            secrets.push(Secret(text.as_bytes().to_vec()));
-        }
-    }
+    let secrets = decode_secrets(&secrets_raw, &provider, &mut ok, diag);
     let tolerance = match &src.tolerance {
         None => Some(Duration::from_secs(300)),
         Some(t) => duration(t, false, diag),
@@ -422,6 +307,153 @@ pub(super) fn validate(
         ack_timeout: ack_timeout?,
         id_pointer: id_pointer?,
         type_pointer: type_pointer?,
+    })
+}
+
+/// The secrets' key bytes (Standard Webhooks' `whsec_` base64 decoded); an empty or undecodable
+/// one is reported and clears `ok`.
+fn decode_secrets(
+    secrets_raw: &[&Spanned<String>],
+    provider: &WebhookProvider,
+    ok: &mut bool,
+    diag: &mut Diagnostics,
+) -> Vec<Secret> {
+    let mut secrets = Vec::new();
+    for s in secrets_raw {
+        let text = s.get_ref();
+        if text.is_empty() {
+            diag.at(
+                s.span(),
+                "this secret is empty",
+                Some("check the environment variable it comes from".into()),
+            );
+            *ok = false;
+            continue;
+        }
+        if matches!(provider, WebhookProvider::Standard) {
+            // Standard Webhooks secrets are `whsec_<base64 key>`.
+            match BASE64.decode(text.strip_prefix("whsec_").unwrap_or(text)) {
+                Ok(key) if !key.is_empty() => secrets.push(Secret(key)),
+                _ => {
+                    diag.at(
+                        s.span(),
+                        "a Standard Webhooks secret is `whsec_` followed by base64",
+                        Some("copy the secret exactly as the sender shows it, e.g. \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"".into()),
+                    );
+                    *ok = false;
+                }
+            }
+        } else {
+            secrets.push(Secret(text.as_bytes().to_vec()));
+        }
+    }
+    secrets
+}
+
+/// The signature scheme `provider_name` names, with its own keys checked (a problem is
+/// reported and clears `ok`); `None` for an unknown provider.
+fn provider_of(
+    name: &str,
+    provider_name: &str,
+    provider_span: Option<std::ops::Range<usize>>,
+    src: &RawWebhookSource,
+    ok: &mut bool,
+    diag: &mut Diagnostics,
+) -> Option<WebhookProvider> {
+    Some(match provider_name {
+        "none" => {
+            if let Some(s) = &src.secrets {
+                diag.at(
+                    s.span(),
+                    format!("source `{name}` has no signature scheme (provider = \"none\"), so `secrets` would be ignored"),
+                    Some(format!("set provider to one of {PROVIDERS}, or use token = \"${{TOKEN}}\" for a static bearer token")),
+                );
+                *ok = false;
+            }
+            let token = src.token.as_ref().and_then(|t| {
+                if t.get_ref().is_empty() {
+                    diag.at(
+                        t.span(),
+                        "the token is empty",
+                        Some("set token = \"${WEBHOOK_TOKEN}\" with a non-empty variable".into()),
+                    );
+                    *ok = false;
+                    None
+                } else {
+                    Some(Secret(t.get_ref().as_bytes().to_vec()))
+                }
+            });
+            WebhookProvider::None { token }
+        }
+        "stripe" => WebhookProvider::Stripe,
+        "github" => WebhookProvider::Github,
+        "shopify" => WebhookProvider::Shopify,
+        "slack" => WebhookProvider::Slack,
+        "standard" => WebhookProvider::Standard,
+        "hmac" => {
+            let header = match &src.signature_header {
+                Some(h) if !h.get_ref().is_empty() => h.get_ref().to_ascii_lowercase(),
+                _ => {
+                    diag.at(
+                        provider_span.clone().unwrap_or(0..0),
+                        format!("provider = \"hmac\" on source `{name}` needs `signature_header`"),
+                        Some("add e.g. signature_header = \"X-Signature\"".into()),
+                    );
+                    *ok = false;
+                    String::new()
+                }
+            };
+            let algorithm = match &src.algorithm {
+                None => Some(HmacAlgorithm::Sha256),
+                Some(a) => diag.keyword(
+                    a,
+                    "algorithm",
+                    &[
+                        ("sha256", HmacAlgorithm::Sha256),
+                        ("sha1", HmacAlgorithm::Sha1),
+                        ("sha512", HmacAlgorithm::Sha512),
+                    ],
+                    "write \"sha1\", \"sha256\" or \"sha512\"",
+                ),
+            };
+            let encoding = match &src.encoding {
+                None => Some(SignatureEncoding::Hex),
+                Some(e) => diag.keyword(
+                    e,
+                    "encoding",
+                    &[
+                        ("hex", SignatureEncoding::Hex),
+                        ("base64", SignatureEncoding::Base64),
+                    ],
+                    "write \"hex\" or \"base64\"",
+                ),
+            };
+            *ok &= algorithm.is_some() && encoding.is_some();
+            let algorithm = algorithm.unwrap_or(HmacAlgorithm::Sha256);
+            let encoding = encoding.unwrap_or(SignatureEncoding::Hex);
+            WebhookProvider::Hmac(HmacSpec {
+                header,
+                algorithm,
+                encoding,
+                prefix: src
+                    .prefix
+                    .as_ref()
+                    .map(|p| p.get_ref().clone())
+                    .unwrap_or_default(),
+                timestamp_header: src
+                    .timestamp_header
+                    .as_ref()
+                    .map(|t| t.get_ref().to_ascii_lowercase()),
+            })
+        }
+        other => {
+            diag.at(
+                provider_span.clone().unwrap_or(0..0),
+                format!("unknown webhook provider \"{other}\""),
+                Some(format!("write one of {PROVIDERS}")),
+            );
+            return None;
+        }
     })
 }
 
