@@ -85,6 +85,26 @@ pub struct PostgresSource {
 
 type AckFuture = Pin<Box<dyn Future<Output = (Seq, String, Delivery)> + Send>>;
 
+/// What a session has handed to the pipeline and not yet confirmed: the positions tracked
+/// (`checkpoint`), the commit ends waiting to be confirmed (`commits`), and the outcomes still
+/// to come (`acks`). The slot is confirmed from it in [`confirm_durable_commits`].
+struct InFlight {
+    checkpoint: Checkpoint<u64>,
+    commits: VecDeque<u64>,
+    acks: FuturesUnordered<AckFuture>,
+}
+
+impl InFlight {
+    /// Nothing in flight, the slot confirmed at `confirmed`.
+    fn new(confirmed: u64) -> InFlight {
+        InFlight {
+            checkpoint: Checkpoint::new(Some(confirmed)),
+            commits: VecDeque::new(),
+            acks: FuturesUnordered::new(),
+        }
+    }
+}
+
 impl PostgresSource {
     /// A source named `name`; `state` keeps its snapshot progress.
     pub fn new(
@@ -303,11 +323,10 @@ impl PostgresSource {
         lane: &OrderedLane,
         event: Event,
         position: u64,
-        checkpoint: &mut Checkpoint<u64>,
-        acks: &mut FuturesUnordered<AckFuture>,
+        flight: &mut InFlight,
         trace: Option<opentelemetry::Context>,
     ) -> Option<u64> {
-        let seq = checkpoint.track(position);
+        let seq = flight.checkpoint.track(position);
         self.counters.receive();
         // Routed once, here: the pipeline takes the matches as they are. Table and policy are
         // read together, so a reload in between cannot pair the old table with the new policy.
@@ -315,12 +334,14 @@ impl PostgresSource {
         let matches = routes.route(&event);
         if matches.is_empty() && unmatched == Unmatched::Drop {
             // Unrouted tables and operations are the common case for CDC: not counted.
-            return checkpoint.resolve(seq, true);
+            return flight.checkpoint.resolve(seq, true);
         }
         let (ack, rx) = AckToken::new();
         let id = event.id.to_string();
         lane.submit(event, Some(matches), ack, trace).await;
-        acks.push(Box::pin(async move { (seq, id, rx.wait().await) }));
+        flight
+            .acks
+            .push(Box::pin(async move { (seq, id, rx.wait().await) }));
         None
     }
 
@@ -331,11 +352,14 @@ impl PostgresSource {
     async fn finish(
         &self,
         repl: &mut ReplicationClient,
-        checkpoint: &mut Checkpoint<u64>,
-        commits: &mut VecDeque<u64>,
-        acks: &mut FuturesUnordered<AckFuture>,
+        flight: &mut InFlight,
         deadline: tokio::time::Instant,
     ) {
+        let InFlight {
+            checkpoint,
+            commits,
+            acks,
+        } = flight;
         let waiting = acks.len();
         while !acks.is_empty() {
             match tokio::time::timeout_at(deadline, acks.next()).await {
@@ -471,9 +495,7 @@ impl PostgresSource {
         self.counters.confirmed(confirmed);
 
         let mut relations: HashMap<u32, KnownRelation> = HashMap::new();
-        let mut checkpoint: Checkpoint<u64> = Checkpoint::new(Some(confirmed));
-        let mut commits: VecDeque<u64> = VecDeque::new();
-        let mut acks: FuturesUnordered<AckFuture> = FuturesUnordered::new();
+        let mut flight = InFlight::new(confirmed);
         let mut txn: Option<Txn> = None;
         // The end of the last commit (or non-transactional message) read: `source.sequence`.
         let mut last_commit: Option<u64> = None;
@@ -498,24 +520,24 @@ impl PostgresSource {
                             stopping = Some(deadline);
                             continue;
                         }
-                        self.finish(&mut repl, &mut checkpoint, &mut commits, &mut acks, deadline).await;
+                        self.finish(&mut repl, &mut flight, deadline).await;
                         return Ok(());
                     }
                 }
                 () = tokio::time::sleep_until(stopping.unwrap_or_else(tokio::time::Instant::now)), if stopping.is_some() => {
                     // The transaction did not end within the bound: what is durable is confirmed.
                     if let Some(deadline) = stopping {
-                        self.finish(&mut repl, &mut checkpoint, &mut commits, &mut acks, deadline).await;
+                        self.finish(&mut repl, &mut flight, deadline).await;
                     }
                     return Ok(());
                 }
-                Some((seq, id, delivery)) = acks.next(), if !acks.is_empty() => {
+                Some((seq, id, delivery)) = flight.acks.next(), if !flight.acks.is_empty() => {
                     let durable = delivery.is_durable();
-                    let at = checkpoint.resolve(seq, durable);
+                    let at = flight.checkpoint.resolve(seq, durable);
                     if !durable {
                         return Err(SourceError::NotDurable(id));
                     }
-                    confirm_durable_commits(&repl, &mut commits, at, &self.counters, &self.fence);
+                    confirm_durable_commits(&repl, &mut flight.commits, at, &self.counters, &self.fence);
                     end_spans(&mut delivering, at);
                 }
                 Ok(()) = selection.changed() => {
@@ -567,13 +589,13 @@ impl PostgresSource {
                             if span.is_on() {
                                 delivering.push_back((end_lsn.0, span));
                             }
-                            let seq = checkpoint.track(end_lsn.0);
-                            commits.push_back(end_lsn.0);
-                            let at = checkpoint.resolve(seq, true);
-                            confirm_durable_commits(&repl, &mut commits, at, &self.counters, &self.fence);
+                            let seq = flight.checkpoint.track(end_lsn.0);
+                            flight.commits.push_back(end_lsn.0);
+                            let at = flight.checkpoint.resolve(seq, true);
+                            confirm_durable_commits(&repl, &mut flight.commits, at, &self.counters, &self.fence);
                             end_spans(&mut delivering, at);
                             if let Some(deadline) = stopping {
-                                self.finish(&mut repl, &mut checkpoint, &mut commits, &mut acks, deadline).await;
+                                self.finish(&mut repl, &mut flight, deadline).await;
                                 return Ok(());
                             }
                         }
@@ -585,20 +607,20 @@ impl PostgresSource {
                                     && txn.is_none()
                                     && let Some(events) = windows.on_mark(&content, lsn.0, &self.name, &self.database)
                                 {
-                                    commits.push_back(lsn.0);
+                                    flight.commits.push_back(lsn.0);
                                     for event in events {
-                                        let at = self.send(lane, event, lsn.0, &mut checkpoint, &mut acks, None).await;
-                                        confirm_durable_commits(&repl, &mut commits, at, &self.counters, &self.fence);
+                                        let at = self.send(lane, event, lsn.0, &mut flight, None).await;
+                                        confirm_durable_commits(&repl, &mut flight.commits, at, &self.counters, &self.fence);
                                     }
-                                    let seq = checkpoint.track(lsn.0);
-                                    let at = checkpoint.resolve(seq, true);
-                                    confirm_durable_commits(&repl, &mut commits, at, &self.counters, &self.fence);
+                                    let seq = flight.checkpoint.track(lsn.0);
+                                    let at = flight.checkpoint.resolve(seq, true);
+                                    confirm_durable_commits(&repl, &mut flight.commits, at, &self.counters, &self.fence);
                                 }
                                 continue;
                             }
                             if prefix == HEARTBEAT_PREFIX {
                                 // With nothing in flight, everything before it is durable.
-                                if !transactional && txn.is_none() && checkpoint.in_flight() == 0 && self.fence.holds() {
+                                if !transactional && txn.is_none() && flight.checkpoint.in_flight() == 0 && self.fence.holds() {
                                     repl.update_applied_lsn(lsn);
                                     self.counters.confirmed(lsn.0);
                                 }
@@ -638,7 +660,7 @@ impl PostgresSource {
                             };
                             if !transactional {
                                 // Outside a transaction the message is its own unit of progress.
-                                commits.push_back(position);
+                                flight.commits.push_back(position);
                             }
                             let trace = if transactional {
                                 txn_span.context()
@@ -649,8 +671,8 @@ impl PostgresSource {
                                 }
                                 cx
                             };
-                            let at = self.send(lane, event, position, &mut checkpoint, &mut acks, trace).await;
-                            confirm_durable_commits(&repl, &mut commits, at, &self.counters, &self.fence);
+                            let at = self.send(lane, event, position, &mut flight, trace).await;
+                            confirm_durable_commits(&repl, &mut flight.commits, at, &self.counters, &self.fence);
                             end_spans(&mut delivering, at);
                         }
                         ReplicationEvent::XLogData { data, wal_start, .. } => {
@@ -707,7 +729,7 @@ impl PostgresSource {
                                 };
                                 t.ordinal += 1;
                                 let final_lsn = t.final_lsn;
-                                self.send(lane, event, final_lsn, &mut checkpoint, &mut acks, txn_span.context()).await;
+                                self.send(lane, event, final_lsn, &mut flight, txn_span.context()).await;
                             }
                         }
                         ReplicationEvent::KeepAlive { .. } => {}
