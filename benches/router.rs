@@ -109,7 +109,7 @@ fn route_one(table: &RouteTable, e: &Event) -> usize {
     for m in table.route(e).into_iter().flatten() {
         n += 1;
         if let (Some(t), Payload::Change(c)) = (m.transform.as_deref(), &e.payload) {
-            black_box(transform::change(c, t));
+            black_box(transform::change(c, t, &m.columns));
         }
     }
     n
@@ -169,7 +169,7 @@ fn main() {
         {
             let t = Instant::now();
             for _ in 0..events {
-                black_box(transform::change(black_box(c), tr));
+                black_box(transform::change(black_box(c), tr, &m.columns));
             }
             println!(
                 "transform: {:.0} ns",

@@ -325,6 +325,7 @@ async fn postgres_subjects(
                 key: Arc::from(route.key.clone()),
                 key_pointer: None,
                 transform: route.transform.clone(),
+                columns: Default::default(),
                 on_error: route.on_error,
                 value_schema: None,
             };

@@ -103,7 +103,7 @@ pub fn record_parts(
             &transformed
         }
         (Some(t), Payload::Change(c)) => {
-            transformed = Payload::Change(tf::change(c, t));
+            transformed = Payload::Change(tf::change(c, t, &route.columns));
             &transformed
         }
         (_, p) => p,

@@ -37,6 +37,8 @@ struct CompiledRoute {
     /// The filter in the subset [`fast`] evaluates directly, when it is in it.
     fast: Option<Arc<fast::Fast>>,
     transform: Option<Arc<crate::config::Transform>>,
+    /// The transform's column lists, made once per table shape (this route's own).
+    columns: Arc<transform::ColumnsCache>,
     on_error: crate::config::OnError,
     value_schema: Option<Arc<crate::avro::typed::ValueSchema>>,
     /// `max_topics`: the topics this route has named so far (shared by its copies).
@@ -152,6 +154,7 @@ impl CompiledRoute {
             key: Arc::clone(&self.key),
             key_pointer: self.key_pointer.clone(),
             transform: self.transform.clone(),
+            columns: Arc::clone(&self.columns),
             on_error: self.on_error,
             value_schema: self.value_schema.clone(),
         })
@@ -228,6 +231,8 @@ pub struct RouteMatch {
     pub key_pointer: Option<Arc<str>>,
     /// Field transforms of this route.
     pub transform: Option<Arc<crate::config::Transform>>,
+    /// The route's transformed column lists (see [`transform::ColumnsCache`]).
+    pub columns: Arc<transform::ColumnsCache>,
     /// What a definite failure on this route does.
     pub on_error: crate::config::OnError,
     /// Webhooks: the typed record of `data` (`value_schema`).
@@ -303,6 +308,7 @@ impl RouteTable {
                     filter_text: r.filter.as_deref().map(Arc::from),
                     fast: None,
                     transform: r.transform.clone(),
+                    columns: Arc::default(),
                     on_error: r.on_error,
                     value_schema: r.value_schema.clone(),
                     topics: r.max_topics.map(|max| {

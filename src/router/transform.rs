@@ -5,7 +5,7 @@
 
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 
 use hmac::{Hmac, Mac};
 use serde_json::Value as Json;
@@ -96,21 +96,29 @@ pub fn mask_event(
             crate::event::Payload::Webhook(w) => {
                 crate::event::Payload::Webhook(webhook_with(w, &only, at_rest))
             }
-            crate::event::Payload::Change(c) => {
-                crate::event::Payload::Change(change_with(c, &only, at_rest))
-            }
+            crate::event::Payload::Change(c) => crate::event::Payload::Change(change_with(
+                c,
+                &only,
+                at_rest,
+                &ColumnsCache::default(),
+            )),
             other => other.clone(),
         };
     }
     out
 }
 
-/// A change as route `t` writes it.
-pub fn change(c: &ChangePayload, t: &Transform) -> ChangePayload {
-    change_with(c, t, false)
+/// A change as route `t` writes it (`cache`: the route's, see [`ColumnsCache`]).
+pub fn change(c: &ChangePayload, t: &Transform, cache: &ColumnsCache) -> ChangePayload {
+    change_with(c, t, false, cache)
 }
 
-fn change_with(c: &ChangePayload, t: &Transform, at_rest: bool) -> ChangePayload {
+fn change_with(
+    c: &ChangePayload,
+    t: &Transform,
+    at_rest: bool,
+    cache: &ColumnsCache,
+) -> ChangePayload {
     let keep: Vec<bool> = c
         .columns
         .iter()
@@ -123,7 +131,7 @@ fn change_with(c: &ChangePayload, t: &Transform, at_rest: bool) -> ChangePayload
             .find(|(f, _)| f == name)
             .map_or_else(|| name.to_string(), |(_, to)| to.clone())
     };
-    let columns = shared_columns(&c.columns, t, || {
+    let columns = shared_columns(cache, &c.columns, t, || {
         c.columns
             .iter()
             .zip(&keep)
@@ -189,17 +197,35 @@ struct ColumnsEntry {
 /// Entries kept at most before the cache starts again (inputs × transforms are few).
 const MAX_SHARED: usize = 4096;
 
+/// The transformed column lists of one route, by the address of the input columns: owned by
+/// the route (in its route table), so a reload, which builds a new table, starts afresh.
+#[derive(Default)]
 #[allow(clippy::type_complexity)]
-static SHARED: LazyLock<Mutex<(usize, HashMap<usize, Vec<ColumnsEntry>>)>> =
-    LazyLock::new(|| Mutex::new((0, HashMap::new())));
+pub struct ColumnsCache(Mutex<(usize, HashMap<usize, Vec<ColumnsEntry>>)>);
+
+impl std::fmt::Debug for ColumnsCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ColumnsCache")
+    }
+}
+
+/// A cache is not part of what a route is: any two compare equal.
+impl PartialEq for ColumnsCache {
+    fn eq(&self, _: &ColumnsCache) -> bool {
+        true
+    }
+}
+
+impl Eq for ColumnsCache {}
 
 fn shared_columns(
+    cache: &ColumnsCache,
     input: &Arc<[ChangeColumn]>,
     t: &Transform,
     build: impl FnOnce() -> Vec<ChangeColumn>,
 ) -> Arc<[ChangeColumn]> {
     let address = Arc::as_ptr(input).cast::<u8>() as usize;
-    let Ok(mut cache) = SHARED.lock() else {
+    let Ok(mut cache) = cache.0.lock() else {
         return build().into();
     };
     let (len, map) = &mut *cache;
@@ -399,7 +425,7 @@ mod tests {
             before_key_only: false,
             position: Default::default(),
         };
-        let out = change(&c, &t());
+        let out = change(&c, &t(), &ColumnsCache::default());
         let names: Vec<&str> = out.columns.iter().map(|c| c.name.as_str()).collect();
         assert_eq!(names, ["id", "email", "phone", "customer_id"]);
         assert_eq!(out.columns[2].type_oid, 25, "a masked bigint is text");
