@@ -55,19 +55,11 @@ pub(super) fn validate_server(raw: RawServer, diag: &mut Diagnostics) -> Option<
     };
     let max_body_bytes = match &raw.max_body_size {
         None => Some(1024 * 1024),
-        Some(v) => match parse_size(v.get_ref()) {
-            Some(n) if n > 0 => Some(n),
-            _ => {
-                diag.at(
-                    v.span(),
-                    "invalid size",
-                    Some(
-                        "write bytes (1048576) or a size with a unit: \"512KiB\", \"1MiB\"".into(),
-                    ),
-                );
-                None
-            }
-        },
+        Some(v) => size(
+            v,
+            "write bytes (1048576) or a size with a unit: \"512KiB\", \"1MiB\"",
+            diag,
+        ),
     };
     let ack_timeout = match &raw.ack_timeout {
         None => Some(Duration::from_secs(10)),
@@ -118,17 +110,7 @@ pub(super) fn validate_server(raw: RawServer, diag: &mut Diagnostics) -> Option<
     };
     let max_buffered_bytes = match &raw.max_buffered_bytes {
         None => Some(super::DEFAULT_MAX_BUFFERED_BYTES),
-        Some(v) => match parse_size(v.get_ref()) {
-            Some(n) if n > 0 => Some(n),
-            _ => {
-                diag.at(
-                    v.span(),
-                    "invalid size",
-                    Some("write bytes or a size with a unit, e.g. \"64MiB\"".into()),
-                );
-                None
-            }
-        },
+        Some(v) => size(v, "write bytes or a size with a unit, e.g. \"64MiB\"", diag),
     };
     Some(ServerConfig {
         listen: listen?,
@@ -141,6 +123,17 @@ pub(super) fn validate_server(raw: RawServer, diag: &mut Diagnostics) -> Option<
         max_connections: max_connections?,
         max_buffered_bytes: max_buffered_bytes?,
     })
+}
+
+/// A positive size (`parse_size`), or an error at its span with `help`.
+pub(super) fn size(v: &Spanned<SizeValue>, help: &str, diag: &mut Diagnostics) -> Option<usize> {
+    match parse_size(v.get_ref()) {
+        Some(n) if n > 0 => Some(n),
+        _ => {
+            diag.at(v.span(), "invalid size", Some(help.to_string()));
+            None
+        }
+    }
 }
 
 /// Parses `1048576`, "512KiB", "1MiB", "2MB", "100B".

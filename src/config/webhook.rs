@@ -8,7 +8,7 @@ use serde_spanned::Spanned;
 
 use super::diagnostic::Diagnostics;
 use super::raw::RawWebhookSource;
-use super::sections::parse_size;
+use super::sections::size;
 use super::validate::parse_duration;
 use super::{
     HmacAlgorithm, HmacSpec, Secret, SignatureEncoding, WebhookProvider, WebhookSourceConfig,
@@ -211,19 +211,11 @@ pub(super) fn validate(
     };
     let max_body_bytes = match &src.max_body_size {
         None => Some(default_max_body),
-        Some(v) => match parse_size(v.get_ref()) {
-            Some(n) if n > 0 => Some(n),
-            _ => {
-                diag.at(
-                    v.span(),
-                    "invalid size",
-                    Some(
-                        "write bytes (1048576) or a size with a unit: \"512KiB\", \"1MiB\"".into(),
-                    ),
-                );
-                None
-            }
-        },
+        Some(v) => size(
+            v,
+            "write bytes (1048576) or a size with a unit: \"512KiB\", \"1MiB\"",
+            diag,
+        ),
     };
     let rate_limit = match &src.rate_limit {
         None => Some(None),
