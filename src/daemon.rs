@@ -30,13 +30,13 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, SourceKind};
-use crate::dlq::{DlqError, DlqStore};
 use crate::pipeline::health::SourceHealth;
 use crate::pipeline::{Pipeline, PipelineError};
 use crate::source::postgres::publication::Selections;
 use crate::source::postgres::stream::PostgresSource;
 use crate::source::webhook::dedupe::Dedupe;
 use crate::source::webhook::{WebhookSource, error};
+use crate::store::{Store, StoreError};
 use crate::telemetry::traces::{Traces, TracesError};
 use readiness::Readiness;
 
@@ -48,7 +48,7 @@ pub enum StartError {
     Pipeline(#[from] PipelineError),
     /// The dead-letter store could not be opened.
     #[error(transparent)]
-    Dlq(#[from] DlqError),
+    Dlq(#[from] StoreError),
     /// The OTLP trace exporter could not be set up.
     #[error(transparent)]
     Traces(#[from] TracesError),
@@ -103,7 +103,7 @@ impl Daemon {
 
     /// [`Daemon::start`] with spans going to `traces` (tests: an in-memory exporter).
     pub async fn start_with_traces(config: Config, traces: Traces) -> Result<Daemon, StartError> {
-        let dlq = Arc::new(DlqStore::open(&config.dlq.store).await?);
+        let dlq = Arc::new(Store::open(&config.dlq.store).await?);
         let pipeline = Arc::new(
             Pipeline::new(&config)?
                 .with_dlq(Arc::clone(&dlq))
@@ -472,20 +472,20 @@ async fn reload_on_signal_or_change(
 
 /// Purges replayed and discarded dead letters older than `retain` (pending ones stay) and
 /// webhook deduplication ids older than `window`, hourly.
-async fn purge_periodically(dlq: Arc<DlqStore>, retain: Duration, window: Duration) {
+async fn purge_periodically(dlq: Arc<Store>, retain: Duration, window: Duration) {
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tick.tick().await;
         let before =
             crate::event::now_micros() - i64::try_from(retain.as_micros()).unwrap_or(i64::MAX / 2);
-        match dlq.purge(before).await {
+        match dlq.dead_letters().purge(before).await {
             Ok(0) => {}
             Ok(n) => info!(purged = n, "purged old replayed/discarded dead letters"),
             Err(e) => warn!(error = %e, "dead-letter retention purge failed"),
         }
         let before =
             crate::event::now_micros() - i64::try_from(window.as_micros()).unwrap_or(i64::MAX / 2);
-        if let Err(e) = dlq.purge_seen(before).await {
+        if let Err(e) = dlq.seen_ids().purge(before).await {
             warn!(error = %e, "purging old webhook deduplication ids failed");
         }
     }

@@ -13,7 +13,8 @@
 //! - leaves: [`error`], [`json`], [`avro`] (the schema model), [`event`], [`ack`];
 //! - configuration: [`config`], [`pg_tls`], [`debezium`] (the Debezium mapping); then
 //!   [`telemetry`];
-//! - the state store: [`dlq`] (dead letters, seen webhook ids, source state, the audit trail);
+//! - the state store: [`store`], seen through views (dead letters, seen webhook ids, source
+//!   state, the audit trail);
 //! - stages: [`router`], [`encode`] (with the Debezium mapping), [`sink`];
 //! - [`pipeline`]: route → encode → deliver, ordered lanes, queues, the leadership fence;
 //! - sources and replay: [`source`], [`replay`], [`tail`], [`serve`];
@@ -41,7 +42,6 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod debezium;
-pub mod dlq;
 pub mod encode;
 pub mod error;
 pub mod event;
@@ -54,5 +54,6 @@ pub mod router;
 pub mod serve;
 pub mod sink;
 pub mod source;
+pub mod store;
 pub mod tail;
 pub mod telemetry;

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::dlq::select::format_time;
 use crate::event::now_micros;
+use crate::store::dead_letters::select::format_time;
 
 /// Jobs running at once (a replay shares the producer with the daemon's own deliveries).
 pub const MAX_RUNNING: usize = 2;
@@ -51,7 +51,7 @@ pub struct Job {
     pub by: String,
     pub selector: String,
     /// What it selected (the console confirms a dry run with the same selection).
-    pub selection: crate::dlq::select::Selection,
+    pub selection: crate::store::dead_letters::select::Selection,
     pub dry_run: bool,
     pub rate: Option<f64>,
     pub started_at: i64,
@@ -183,7 +183,7 @@ impl Jobs {
     pub fn start(
         &self,
         by: String,
-        selection: crate::dlq::select::Selection,
+        selection: crate::store::dead_letters::select::Selection,
         dry_run: bool,
         rate: Option<f64>,
     ) -> Option<Arc<Job>> {

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //!  request ──► request id ──► token → principal (401 / 429) ──► role ≥ needed? (403)
-//!        ──► the same code as `switchyard dlq …` (crate::dlq) ──► audit row (chained) ──► answer
+//!        ──► the same code as `switchyard dlq …` (crate::store) ──► audit row (chained) ──► answer
 //! ```
 //!
 //! Invariants (tests: `tests/it/admin_api.rs`):
@@ -14,7 +14,7 @@
 //! - viewers see payloads with the masks of their source's routes applied; the raw payload is
 //!   for `admin` only, and each view of it is audited;
 //! - replay and discard mean what they mean in the CLI: the same selection
-//!   ([`crate::dlq::select::Selection`]) and the same replay ([`crate::replay::replay`]).
+//!   ([`crate::store::dead_letters::select::Selection`]) and the same replay ([`crate::replay::replay`]).
 
 pub(crate) mod api;
 pub(crate) mod auth;
@@ -34,10 +34,10 @@ use axum::response::Response;
 
 use crate::config::Config;
 use crate::config::admin::Role;
-use crate::dlq::{AuditEntry, DlqStore};
 use crate::event::now_micros;
 use crate::pipeline::Pipeline;
 use crate::source::webhook::error;
+use crate::store::{AuditEntry, Store};
 use auth::{Failures, Principal, Tokens};
 
 /// What the admin API and console work with.
@@ -49,7 +49,7 @@ pub struct AdminState {
     clients: Vec<crate::config::admin::AdminClient>,
     failures: Failures,
     /// The dead-letter store.
-    pub store: Arc<DlqStore>,
+    pub store: Arc<Store>,
     /// The daemon's pipeline (replays go through it).
     pub pipeline: Arc<Pipeline>,
     /// Replay jobs.
@@ -66,7 +66,7 @@ impl AdminState {
     /// For `config` (its `[admin]` tokens), on the current runtime.
     pub fn new(
         config: &Config,
-        store: Arc<DlqStore>,
+        store: Arc<Store>,
         pipeline: Arc<Pipeline>,
         selections: crate::source::postgres::publication::Selections,
     ) -> AdminState {
@@ -308,7 +308,7 @@ impl Call {
             peer: self.peer.clone(),
             request_id: self.request_id.clone(),
         };
-        match state.store.audit(&entry).await {
+        match state.store.audit_trail().append(&entry).await {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(error = %e, actor, action, "could not write the audit log");

@@ -45,7 +45,7 @@ pub fn document() -> Value {
         "properties": {
             "ids": {"type": "array", "items": {"type": "integer"}},
             "route": {"type": "string"},
-            "class": {"type": "string", "enum": crate::dlq::select::CLASSES},
+            "class": {"type": "string", "enum": crate::store::dead_letters::select::CLASSES},
             "all": {"type": "boolean"},
             "source": {"type": "string"},
             "since": {"type": "string", "description": "a duration ago (1h, 2d) or an RFC 3339 time"},

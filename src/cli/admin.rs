@@ -8,7 +8,7 @@ use clap::Subcommand;
 use sha2::Digest;
 
 use crate::config::Config;
-use crate::dlq::DlqStore;
+use crate::store::Store;
 
 /// The `token` subcommands.
 #[derive(Debug, Subcommand)]
@@ -95,8 +95,8 @@ pub fn token(command: &TokenCommand) -> ExitCode {
 
 /// `audit verify` straight on the store.
 pub async fn verify(config: &Config) -> anyhow::Result<ExitCode> {
-    let store = DlqStore::open(&config.dlq.store).await?;
-    let v = store.verify_audit().await?;
+    let store = Store::open(&config.dlq.store).await?;
+    let v = store.audit_trail().verify().await?;
     Ok(report(&serde_json::to_value(&v)?))
 }
 

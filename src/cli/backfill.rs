@@ -9,10 +9,10 @@ use clap::Subcommand;
 
 use super::dlq::{actor, usage_error};
 use crate::config::{Config, SourceKind};
-use crate::dlq::select::parse_rate;
-use crate::dlq::{AuditEntry, DlqStore};
 use crate::event::now_micros;
 use crate::source::postgres::backfill::{self, DEFAULT_CHUNK_ROWS, Request, RequestError};
+use crate::store::dead_letters::select::parse_rate;
+use crate::store::{AuditEntry, Store};
 
 /// The `snapshot` subcommands.
 #[derive(Debug, Subcommand)]
@@ -73,7 +73,7 @@ pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<E
             config.path.display()
         )));
     }
-    let store = DlqStore::open(&config.dlq.store)
+    let store = Store::open(&config.dlq.store)
         .await
         .context("opening the state store")?;
     match command {
@@ -93,7 +93,8 @@ pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<E
                 |b| (format!("{}.{}", b.schema, b.table), b.rows),
             );
             store
-                .audit(&AuditEntry {
+                .audit_trail()
+                .append(&AuditEntry {
                     at: now_micros(),
                     actor: actor(who),
                     action: "backfill cancel".into(),
@@ -134,7 +135,8 @@ pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<E
                 Err(e) => return Ok(usage_error(&e.to_string())),
             };
             store
-                .audit(&AuditEntry {
+                .audit_trail()
+                .append(&AuditEntry {
                     at: now_micros(),
                     actor: b.requested_by.clone(),
                     action: "backfill start".into(),

@@ -9,11 +9,11 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 
 use crate::config::Config;
-use crate::dlq::select::{Selection, parse_class, parse_rate, parse_time};
-use crate::dlq::{AuditEntry, DeadLetter, DlqStore, Selector, Status};
 use crate::event::now_micros;
 use crate::pipeline::Pipeline;
 use crate::replay::{ReplayOptions, replay};
+use crate::store::dead_letters::select::{Selection, parse_class, parse_rate, parse_time};
+use crate::store::{AuditEntry, DeadLetter, Selector, Status, Store};
 
 /// The `dlq` subcommands.
 #[derive(Debug, Subcommand)]
@@ -259,7 +259,7 @@ pub(super) fn usage_error(message: &str) -> ExitCode {
 
 /// Runs a `dlq` subcommand.
 pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCode> {
-    let store = DlqStore::open(&config.dlq.store)
+    let store = Store::open(&config.dlq.store)
         .await
         .context("opening the dead-letter store")?;
     let mut out = std::io::stdout();
@@ -272,7 +272,7 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
         } => {
             let mut sel = filter.selector(status);
             sel.limit = Some(*limit);
-            let letters = store.list(&sel).await?;
+            let letters = store.dead_letters().list(&sel).await?;
             match format {
                 Format::Json => writeln!(
                     out,
@@ -283,10 +283,10 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
             }
         }
         DlqCommand::Show { id, .. } => {
-            let Some(dl) = store.get(*id).await? else {
+            let Some(dl) = store.dead_letters().get(*id).await? else {
                 return Ok(usage_error(&format!("no dead letter with id {id}")));
             };
-            let v = crate::dlq::view::detail(&dl, dl.event.as_ref());
+            let v = crate::store::dead_letters::view::detail(&dl, dl.event.as_ref());
             writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         }
         DlqCommand::Replay {
@@ -307,7 +307,7 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
                     "no dead letter with id {missing}; nothing was replayed"
                 )));
             }
-            let count = store.list(&sel).await?.len();
+            let count = store.dead_letters().list(&sel).await?.len();
             if !dry_run
                 && count > 0
                 && !confirm(&format!("Replay {count} dead letter(s) to Kafka?"), *yes)?
@@ -331,7 +331,8 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
             let who = actor(who);
             if !dry_run {
                 store
-                    .audit(&AuditEntry {
+                    .audit_trail()
+                    .append(&AuditEntry {
                         at: now_micros(),
                         actor: who.clone(),
                         action: "replay started".into(),
@@ -363,7 +364,8 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
                 pipeline.sink().flush(Duration::from_secs(10));
                 pipeline.traces().shutdown();
                 store
-                    .audit(&AuditEntry {
+                    .audit_trail()
+                    .append(&AuditEntry {
                         at: now_micros(),
                         actor: who,
                         action: action.into(),
@@ -394,13 +396,14 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
                     "no dead letter with id {missing}; nothing was discarded"
                 )));
             }
-            let count = store.list(&sel).await?.len();
+            let count = store.dead_letters().list(&sel).await?.len();
             if count > 0 && !confirm(&format!("Discard {count} dead letter(s)?"), *yes)? {
                 bail!("cancelled; nothing was discarded");
             }
-            let n = store.discard(&sel, reason).await?;
+            let n = store.dead_letters().discard(&sel, reason).await?;
             store
-                .audit(&AuditEntry {
+                .audit_trail()
+                .append(&AuditEntry {
                     at: now_micros(),
                     actor: actor(who),
                     action: "discard".into(),
@@ -413,7 +416,7 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
             eprintln!("discarded {n}");
         }
         DlqCommand::Stats { format } => {
-            let rows = store.stats().await?;
+            let rows = store.dead_letters().stats().await?;
             match format {
                 Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
                 Format::Table => {
@@ -433,14 +436,14 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
             }
         }
         DlqCommand::Export { filter, status } => {
-            for dl in store.list(&filter.selector(status)).await? {
+            for dl in store.dead_letters().list(&filter.selector(status)).await? {
                 let mut v = summary(&dl);
                 v["event"] = serde_json::to_value(&dl.event)?;
                 writeln!(out, "{v}")?;
             }
         }
         DlqCommand::Audit { limit, format } => {
-            let rows = store.audit_log(*limit).await?;
+            let rows = store.audit_trail().newest(*limit).await?;
             match format {
                 Format::Json => writeln!(out, "{}", serde_json::to_string_pretty(&rows)?)?,
                 Format::Table => {
@@ -465,11 +468,12 @@ pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCo
 }
 
 /// The first of `ids` that names no dead letter, if any.
-async fn first_unknown_id(store: &DlqStore, ids: &[i64]) -> anyhow::Result<Option<i64>> {
+async fn first_unknown_id(store: &Store, ids: &[i64]) -> anyhow::Result<Option<i64>> {
     if ids.is_empty() {
         return Ok(None);
     }
     let found = store
+        .dead_letters()
         .list(&Selector {
             ids: ids.to_vec(),
             ..Selector::default()
@@ -482,7 +486,7 @@ async fn first_unknown_id(store: &DlqStore, ids: &[i64]) -> anyhow::Result<Optio
 }
 
 fn summary(dl: &DeadLetter) -> serde_json::Value {
-    crate::dlq::view::summary(dl)
+    crate::store::dead_letters::view::summary(dl)
 }
 
 fn print_table(out: &mut dyn Write, letters: &[DeadLetter]) -> std::io::Result<()> {

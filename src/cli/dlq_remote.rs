@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use super::dlq::{DlqCommand, Format, Select, confirm, time, usage_error};
-use crate::dlq::select::format_time;
+use crate::store::dead_letters::select::format_time;
 
 /// Where the API is and the token to call it with.
 pub struct Remote {

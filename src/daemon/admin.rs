@@ -24,10 +24,10 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::readiness::Readiness;
-use crate::dlq::DlqStore;
 use crate::pipeline::Pipeline;
 use crate::pipeline::health::SourceHealth;
 use crate::source::webhook::error;
+use crate::store::Store;
 
 /// Connections the admin listener keeps open at once (probes and scrapers need a handful).
 pub(crate) const MAX_CONNECTIONS: usize = 64;
@@ -36,7 +36,7 @@ pub(crate) const MAX_CONNECTIONS: usize = 64;
 /// its own).
 pub(crate) fn routes(
     pipeline: Arc<Pipeline>,
-    dlq: Arc<DlqStore>,
+    dlq: Arc<Store>,
     health: Arc<SourceHealth>,
     draining: Arc<AtomicBool>,
     readiness: Readiness,
@@ -103,17 +103,20 @@ pub(crate) fn serve(
 }
 
 /// Prometheus metrics; the DLQ depth and the events in flight are read at each scrape.
-async fn metrics(dlq: &DlqStore, pipeline: &Pipeline) -> Response {
+async fn metrics(dlq: &Store, pipeline: &Pipeline) -> Response {
     if let Some(m) = crate::telemetry::metrics::metrics() {
         m.in_flight
             .set(i64::try_from(pipeline.in_flight()).unwrap_or(i64::MAX));
     }
-    if let (Some(m), Ok(rows)) = (crate::telemetry::metrics::metrics(), dlq.stats().await) {
+    if let (Some(m), Ok(rows)) = (
+        crate::telemetry::metrics::metrics(),
+        dlq.dead_letters().stats().await,
+    ) {
         m.dlq_depth.reset();
         for status in [
-            crate::dlq::Status::Pending,
-            crate::dlq::Status::Replayed,
-            crate::dlq::Status::Discarded,
+            crate::store::Status::Pending,
+            crate::store::Status::Replayed,
+            crate::store::Status::Discarded,
         ] {
             let n: i64 = rows
                 .iter()
@@ -124,7 +127,7 @@ async fn metrics(dlq: &DlqStore, pipeline: &Pipeline) -> Response {
         }
         for r in rows
             .iter()
-            .filter(|r| r.status == crate::dlq::Status::Pending)
+            .filter(|r| r.status == crate::store::Status::Pending)
         {
             m.dlq_depth
                 .with_label_values(&[r.route.as_str(), r.class.as_str()])

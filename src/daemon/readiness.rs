@@ -18,9 +18,9 @@ use serde_json::json;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::dlq::DlqStore;
 use crate::pipeline::Pipeline;
 use crate::pipeline::health::SourceHealth;
+use crate::store::Store;
 
 /// How often Kafka and the store are checked.
 pub(crate) const PERIOD: Duration = Duration::from_secs(1);
@@ -55,10 +55,7 @@ pub(crate) struct Readiness {
 impl Readiness {
     /// Starts checking `pipeline`'s Kafka and `dlq` in the background; the task runs until
     /// aborted.
-    pub(crate) fn start(
-        pipeline: Arc<Pipeline>,
-        dlq: Arc<DlqStore>,
-    ) -> (Readiness, JoinHandle<()>) {
+    pub(crate) fn start(pipeline: Arc<Pipeline>, dlq: Arc<Store>) -> (Readiness, JoinHandle<()>) {
         let (tx, rx) = watch::channel(Checked {
             kafka: Err("not checked yet".into()),
             dlq: Err("not checked yet".into()),
@@ -158,7 +155,7 @@ impl Readiness {
 
 /// One round: Kafka answers a metadata request and the store takes a write, each within
 /// [`CHECK_TIMEOUT`].
-async fn check(pipeline: &Pipeline, dlq: &DlqStore) -> Checked {
+async fn check(pipeline: &Pipeline, dlq: &Store) -> Checked {
     // The metadata request has its own timeout; the outer one is a guard against a blocking
     // pool too busy to run it.
     let (kafka, dlq) = tokio::join!(

@@ -24,7 +24,6 @@ use tracing::{debug, warn};
 
 use crate::ack::{Delivery, Failure, Waiter};
 use crate::config::{Config, OnError, Unmatched};
-use crate::dlq::{DlqStore, EncodedRecord, NewDeadLetter};
 use crate::encode::{
     AvroSchema, EncodeError, Encoder, Part, RecordParts, cloudevent, datum, plain_webhook,
     record_parts,
@@ -34,6 +33,7 @@ use crate::event::Event;
 use crate::pipeline::fence::Fence;
 use crate::pipeline::health::SourceHealth;
 use crate::router::{RouteError, RouteMatch, RouteTable};
+use crate::store::{EncodedRecord, NewDeadLetter, Store};
 
 pub mod fence;
 pub mod health;
@@ -74,7 +74,7 @@ pub struct Pipeline {
     draining: std::sync::atomic::AtomicBool,
     drain_started: tokio::sync::Notify,
     retry_max_elapsed: Duration,
-    dlq: Option<Arc<DlqStore>>,
+    dlq: Option<Arc<Store>>,
     /// `[dlq] mask_payloads`.
     mask_payloads: bool,
     traces: Traces,
@@ -117,7 +117,7 @@ impl Pipeline {
     }
 
     /// Sends events that fail for good to `dlq` instead of failing them back to the source.
-    pub fn with_dlq(mut self, dlq: Arc<DlqStore>) -> Pipeline {
+    pub fn with_dlq(mut self, dlq: Arc<Store>) -> Pipeline {
         self.dlq = Some(dlq);
         self
     }
@@ -450,7 +450,7 @@ impl Pipeline {
             attempts: 1,
             failed_at: crate::event::now_micros(),
         };
-        match dlq.put(&letter).await {
+        match dlq.dead_letters().put(&letter).await {
             Ok(id) => {
                 if let Some(m) = crate::telemetry::metrics::metrics() {
                     m.dead_letters

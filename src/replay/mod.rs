@@ -32,12 +32,12 @@ use serde_json::json;
 use tracing::warn;
 
 use crate::ack::{Failure, Waiter};
-use crate::dlq::{DeadLetter, DlqError, DlqStore, Selector, Status};
 use crate::encode::record_parts;
 use crate::error::ErrorClass;
 use crate::event::{Event, now_micros};
 use crate::pipeline::Pipeline;
 use crate::router::RouteMatch;
+use crate::store::{DeadLetter, Selector, Status, Store, StoreError};
 use crate::telemetry::traces::{TRACEPARENT, Traced};
 
 /// How a replay runs.
@@ -108,7 +108,7 @@ pub struct ReplayReport {
 pub enum ReplayError {
     /// The store failed.
     #[error(transparent)]
-    Store(#[from] DlqError),
+    Store(#[from] StoreError),
     /// Output could not be written.
     #[error("output: {0}")]
     Io(#[from] std::io::Error),
@@ -119,19 +119,19 @@ pub fn owner_id() -> String {
     format!("{}:{}", hostname(), std::process::id())
 }
 
-use crate::dlq::hostname;
+use crate::store::hostname;
 
 /// Releases claims held by replays on this host whose process is gone.
-pub async fn take_over_dead_claims(store: &DlqStore) -> Result<u64, DlqError> {
+pub async fn take_over_dead_claims(store: &Store) -> Result<u64, StoreError> {
     let host = hostname();
     let mut released = 0;
-    for owner in store.claim_owners(now_micros()).await? {
+    for owner in store.dead_letters().claim_owners(now_micros()).await? {
         let Some((h, pid)) = owner.rsplit_once(':') else {
             continue;
         };
         let alive = std::path::Path::new(&format!("/proc/{pid}")).exists();
         if h == host && pid != std::process::id().to_string() && !alive {
-            released += store.release_owner(&owner).await?;
+            released += store.dead_letters().release_owner(&owner).await?;
         }
     }
     Ok(released)
@@ -139,7 +139,7 @@ pub async fn take_over_dead_claims(store: &DlqStore) -> Result<u64, DlqError> {
 
 /// Runs a replay, writing one JSON line per entry to `out`.
 pub async fn replay(
-    store: &DlqStore,
+    store: &Store,
     pipeline: &Arc<Pipeline>,
     opts: &ReplayOptions,
     out: &mut (dyn Write + Send),
@@ -169,6 +169,7 @@ pub async fn replay(
         claim_sel.limit = None;
         let claimed_at = Instant::now();
         let claimed = store
+            .dead_letters()
             .claim(&claim_sel, &owner, lease.until(), batch)
             .await?;
         if claimed.is_empty() {
@@ -219,7 +220,7 @@ pub async fn replay(
         if let Some(why) = held.lost() {
             // What this replay still holds goes back at once, for the replay that took the
             // rest (or a rerun).
-            store.release_owner(&owner).await?;
+            store.dead_letters().release_owner(&owner).await?;
             report.stopped = Some(why);
             break;
         }
@@ -297,7 +298,7 @@ impl Held {
 /// claimed by `owner` (another replay took it over), or no renewal for a whole lease (the
 /// store unreachable), means the claims are lost: the replay starts no more deliveries.
 async fn keep_leases(
-    store: &DlqStore,
+    store: &Store,
     owner: &str,
     lease: Lease,
     held: &Held,
@@ -313,7 +314,11 @@ async fn keep_leases(
         if open.is_empty() {
             continue;
         }
-        match store.renew_claims(owner, lease.until()).await {
+        match store
+            .dead_letters()
+            .renew_claims(owner, lease.until())
+            .await
+        {
             Ok(renewed) => {
                 renewed_at = Instant::now();
                 let renewed: BTreeSet<i64> = renewed.into_iter().collect();
@@ -356,17 +361,21 @@ enum EntryOutcome {
 /// Delivers one claimed entry if this replay still holds its claim (checked, and extended,
 /// atomically right before the delivery), then marks it (only if still its owner).
 async fn replay_entry(
-    store: &DlqStore,
+    store: &Store,
     pipeline: &Pipeline,
     dl: &DeadLetter,
     owner: &str,
     lease: Lease,
     held: &Held,
-) -> Result<EntryOutcome, DlqError> {
+) -> Result<EntryOutcome, StoreError> {
     if let Some(why) = held.lost() {
         return Ok(EntryOutcome::NotDelivered(why));
     }
-    if !store.confirm_claim(dl.id, owner, lease.until()).await? {
+    if !store
+        .dead_letters()
+        .confirm_claim(dl.id, owner, lease.until())
+        .await?
+    {
         held.close(dl.id);
         let why = format!(
             "entry {} is no longer claimed by this replay: its lease ({}) expired and another \
@@ -384,6 +393,7 @@ async fn replay_entry(
     Ok(match delivered {
         Ok(topic) => {
             let marked = store
+                .dead_letters()
                 .mark_replayed(dl.id, owner, &format!("replayed by {owner}"))
                 .await?;
             if !marked {
@@ -396,6 +406,7 @@ async fn replay_entry(
         }
         Err(f) => {
             store
+                .dead_letters()
                 .mark_failed(dl.id, owner, f.class.as_str(), &f.message, now_micros())
                 .await?;
             EntryOutcome::Failed(f)
@@ -540,13 +551,13 @@ async fn deliver_entry_traced(
 }
 
 async fn dry_run(
-    store: &DlqStore,
+    store: &Store,
     pipeline: &Pipeline,
     selector: &Selector,
     out: &mut (dyn Write + Send),
 ) -> Result<ReplayReport, ReplayError> {
     let mut report = ReplayReport::default();
-    for dl in store.list(selector).await? {
+    for dl in store.dead_letters().list(selector).await? {
         let Some(event) = dl.event.as_ref() else {
             continue;
         };

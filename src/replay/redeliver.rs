@@ -52,13 +52,13 @@ use futures::stream::FuturesOrdered;
 use super::{owner_id, routes_for};
 use crate::ack::Failure;
 use crate::config::{Config, SourceKind, WhenUnavailable};
-use crate::dlq::{AuditEntry, DeadLetter, DlqError, DlqStore, Selector, Status};
 use crate::encode::EncodeError;
 use crate::error::ErrorClass;
 use crate::event::now_micros;
 use crate::pipeline::{Pipeline, parts_of, route_failure};
 use crate::sink::context::KafkaLog;
 use crate::sink::kafka::{Attempt, KafkaSink, Queued, Refused, SinkError};
+use crate::store::{AuditEntry, DeadLetter, Selector, Status, Store, StoreError};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 
@@ -85,7 +85,7 @@ enum Round {
 
 /// The re-delivery task of a daemon.
 struct Redeliverer {
-    store: Arc<DlqStore>,
+    store: Arc<Store>,
     pipeline: Arc<Pipeline>,
     sources: Vec<String>,
     owner: String,
@@ -95,7 +95,7 @@ struct Redeliverer {
 /// "dead_letter"` (`None` if there are none). Before it returns, sources that have entries
 /// pending from before (a restart) are marked queued.
 pub async fn start(
-    store: Arc<DlqStore>,
+    store: Arc<Store>,
     pipeline: Arc<Pipeline>,
     config: &Config,
 ) -> Option<JoinHandle<()>> {
@@ -180,9 +180,10 @@ impl Redeliverer {
     }
 
     /// The oldest pending `unavailable` entry of `source`.
-    async fn oldest(&self, source: &str) -> Result<Option<DeadLetter>, DlqError> {
+    async fn oldest(&self, source: &str) -> Result<Option<DeadLetter>, StoreError> {
         Ok(self
             .store
+            .dead_letters()
             .list(&Self::selector(source, Some(1)))
             .await?
             .into_iter()
@@ -196,7 +197,7 @@ impl Redeliverer {
     /// batch comes back short (the backlog is gone), the rest is delivered under the gate:
     /// new events of the source wait for it (one batch, milliseconds) instead of being stored
     /// behind, and then go to Kafka directly.
-    async fn round(&self, source: &str) -> Result<Round, DlqError> {
+    async fn round(&self, source: &str) -> Result<Round, StoreError> {
         let queue = self.pipeline.queues().get(source);
         let (mut delivered, mut failed) = (0usize, 0usize);
         let mut round = Round::More;
@@ -262,7 +263,8 @@ impl Redeliverer {
                 "automatic re-delivery of events stored while Kafka was unavailable"
             );
             self.store
-                .audit(&AuditEntry {
+                .audit_trail()
+                .append(&AuditEntry {
                     at: now_micros(),
                     actor: "switchyard".into(),
                     action: "replay (automatic)".into(),
@@ -283,10 +285,11 @@ impl Redeliverer {
     /// acknowledged before the first transient failure replayed, in one transaction. An entry
     /// after a transient failure stays pending behind it (its records may have landed: they
     /// land again after the failed one, a re-sent suffix in order).
-    async fn deliver_batch(&self, source: &str, oldest: i64) -> Result<Batch, DlqError> {
+    async fn deliver_batch(&self, source: &str, oldest: i64) -> Result<Batch, StoreError> {
         let until = now_micros().saturating_add(i64::try_from(LEASE.as_micros()).unwrap_or(0));
         let claimed = self
             .store
+            .dead_letters()
             .claim(&Self::selector(source, None), &self.owner, until, BATCH)
             .await?;
         let mut out = Batch {
@@ -294,10 +297,14 @@ impl Redeliverer {
             ..Batch::default()
         };
         if claimed.first().map(|d| d.id) != Some(oldest)
-            || !self.store.confirm_claim(oldest, &self.owner, until).await?
+            || !self
+                .store
+                .dead_letters()
+                .confirm_claim(oldest, &self.owner, until)
+                .await?
         {
             // Another replica claimed the oldest (or it was replayed) meanwhile.
-            self.store.release_owner(&self.owner).await?;
+            self.store.dead_letters().release_owner(&self.owner).await?;
             out.stop = Some(Round::Busy);
             return Ok(out);
         }
@@ -346,6 +353,7 @@ impl Redeliverer {
                 Fate::Definite(f) => {
                     warn!(id = dl.id, source, class = %f.class, error = %f.message, "a stored event cannot be delivered; left in the DLQ for on-call, its source goes on");
                     self.store
+                        .dead_letters()
                         .mark_failed(dl.id, &self.owner, f.class.as_str(), &f.message, now)
                         .await?;
                     out.failed += 1;
@@ -355,6 +363,7 @@ impl Redeliverer {
                     // …): parked for on-call, so it does not hold its source's queue for ever.
                     warn!(id = dl.id, source, attempts = dl.attempts, error = %message, "a stored event keeps failing while Kafka is reachable; left in the DLQ as retries_exhausted for on-call, its source goes on");
                     self.store
+                        .dead_letters()
                         .mark_failed(
                             dl.id,
                             &self.owner,
@@ -368,6 +377,7 @@ impl Redeliverer {
                 Fate::Transient(message) => {
                     // Still `unavailable`: it stays first in its source's queue.
                     self.store
+                        .dead_letters()
                         .mark_failed(
                             dl.id,
                             &self.owner,
@@ -385,6 +395,7 @@ impl Redeliverer {
             let asked = replayed.len();
             let marked = self
                 .store
+                .dead_letters()
                 .mark_replayed_all(replayed, &self.owner, &note)
                 .await?;
             if marked < asked as u64 {
@@ -398,7 +409,7 @@ impl Redeliverer {
             out.delivered += asked;
         }
         // Entries behind a transient failure (not handed over, or handed over again later).
-        self.store.release_owner(&self.owner).await?;
+        self.store.dead_letters().release_owner(&self.owner).await?;
         Ok(out)
     }
 

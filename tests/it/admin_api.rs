@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sha2::Digest;
 use switchyard::config::{Config, DlqStoreConfig};
-use switchyard::dlq::{DlqStore, NewDeadLetter};
 use switchyard::error::ErrorClass;
 use switchyard::event::now_micros;
+use switchyard::store::{NewDeadLetter, Store};
 
 use crate::dlq_store::webhook_event_from;
 use crate::support::consume::{decode, decoder, read_topic};
@@ -89,7 +89,7 @@ pub async fn dead_letters(config: &Config, ids: &[&str]) -> Vec<i64> {
     let DlqStoreConfig::Sqlite(file) = &config.dlq.store else {
         panic!("the test uses the embedded store");
     };
-    let store = DlqStore::open(&DlqStoreConfig::Sqlite(file.clone()))
+    let store = Store::open(&DlqStoreConfig::Sqlite(file.clone()))
         .await
         .expect("store");
     let mut out = Vec::new();
@@ -97,6 +97,7 @@ pub async fn dead_letters(config: &Config, ids: &[&str]) -> Vec<i64> {
         let body = format!(r#"{{"id":"{id}","email":"{id}@example.com","total":5}}"#);
         out.push(
             store
+                .dead_letters()
                 .put(&NewDeadLetter {
                     event: webhook_event_from("shop", id, &body),
                     route: Some("orders".into()),
@@ -789,9 +790,10 @@ mask = {{ email = "sha256" }}
     );
 
     // In the store: masked, not raw.
-    let store = DlqStore::open(&config.dlq.store).await.expect("store");
+    let store = Store::open(&config.dlq.store).await.expect("store");
     let stored = store
-        .list(&switchyard::dlq::Selector::default())
+        .dead_letters()
+        .list(&switchyard::store::Selector::default())
         .await
         .expect("list");
     let event = stored[0].event.as_ref().expect("the stored event");

@@ -340,9 +340,10 @@ async fn a_schema_change_the_registry_rejects_dead_letters_those_rows_and_the_st
         1,
         "only the row of the first schema is in Kafka"
     );
-    let dlq = switchyard::dlq::DlqStore::open(&store).await.expect("dlq");
+    let dlq = switchyard::store::Store::open(&store).await.expect("dlq");
     let letters = dlq
-        .list(&switchyard::dlq::Selector::default())
+        .dead_letters()
+        .list(&switchyard::store::Selector::default())
         .await
         .expect("list");
     assert_eq!(letters.len(), 1, "{letters:?}");

@@ -626,9 +626,10 @@ pub(crate) fn assert_final_state_after_resent_suffixes(
 
 /// The dead-letter store at `store` holds nothing (`what` dead-lettered nothing).
 pub(crate) async fn assert_dlq_empty(store: &switchyard::config::DlqStoreConfig, what: &str) {
-    let dlq = switchyard::dlq::DlqStore::open(store).await.expect("dlq");
+    let dlq = switchyard::store::Store::open(store).await.expect("dlq");
     let letters = dlq
-        .list(&switchyard::dlq::Selector::default())
+        .dead_letters()
+        .list(&switchyard::store::Selector::default())
         .await
         .expect("list");
     assert!(

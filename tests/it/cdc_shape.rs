@@ -104,12 +104,13 @@ async fn wait_until_confirmed(client: &tokio_postgres::Client, end: u64) {
 }
 
 /// The dead letters of the configuration at `path`.
-async fn dead_letters(path: &Path) -> Vec<switchyard::dlq::DeadLetter> {
+async fn dead_letters(path: &Path) -> Vec<switchyard::store::DeadLetter> {
     let config = Config::load(path).expect("config");
-    let dlq = switchyard::dlq::DlqStore::open(&config.dlq.store)
+    let dlq = switchyard::store::Store::open(&config.dlq.store)
         .await
         .expect("dlq");
-    dlq.list(&switchyard::dlq::Selector::default())
+    dlq.dead_letters()
+        .list(&switchyard::store::Selector::default())
         .await
         .expect("list")
 }

@@ -5,8 +5,8 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use switchyard::config::Config;
-use switchyard::dlq::{DlqStore, Selector, Status};
 use switchyard::error::ErrorClass;
+use switchyard::store::{Selector, Status, Store};
 
 use crate::dlq_store::letter;
 use crate::support::Stack;
@@ -434,11 +434,12 @@ async fn two_sources_dead_lettering_the_same_event_id_keep_two_entries_and_both_
     );
 }
 
-async fn fill(path: &Path, n: usize) -> DlqStore {
+async fn fill(path: &Path, n: usize) -> Store {
     let config = Config::load(path).expect("config");
-    let store = DlqStore::open(&config.dlq.store).await.expect("store");
+    let store = Store::open(&config.dlq.store).await.expect("store");
     for i in 0..n {
         store
+            .dead_letters()
             .put(&letter(
                 &format!("ev-{i:05}"),
                 "orders-to-kafka",
@@ -450,8 +451,9 @@ async fn fill(path: &Path, n: usize) -> DlqStore {
     store
 }
 
-async fn count(store: &DlqStore, status: Status) -> i64 {
+async fn count(store: &Store, status: Status) -> i64 {
     store
+        .dead_letters()
         .stats()
         .await
         .expect("stats")
@@ -534,7 +536,7 @@ fn slow_replay(path: &Path, log: std::path::PathBuf) -> crate::support::ChildGua
 }
 
 /// Waits (up to 60 s) until at least `n` entries are replayed.
-async fn wait_replayed(store: &DlqStore, n: i64) {
+async fn wait_replayed(store: &Store, n: i64) {
     crate::support::wait_for_async(
         &format!("{n} entries replayed"),
         Duration::from_secs(60),
@@ -607,6 +609,7 @@ async fn a_replay_frozen_past_its_lease_stops_before_delivering_what_another_rep
         Duration::from_secs(30),
         || async {
             let owners = store
+                .dead_letters()
                 .claim_owners(switchyard::event::now_micros())
                 .await
                 .expect("owners");
@@ -622,6 +625,7 @@ async fn a_replay_frozen_past_its_lease_stops_before_delivering_what_another_rep
         Duration::from_secs(30),
         || async {
             let owners = store
+                .dead_letters()
                 .claim_owners(switchyard::event::now_micros())
                 .await
                 .expect("owners");
@@ -725,6 +729,7 @@ async fn a_replay_killed_midway_is_completed_by_a_rerun_without_loss() {
     );
     assert!(
         store
+            .dead_letters()
             .list(&Selector::default())
             .await
             .expect("list")
@@ -919,8 +924,9 @@ async fn killing_the_daemon_while_it_dead_letters_loses_no_acknowledged_event_an
         .expect("integrity check");
     assert_eq!(check, "ok");
     drop(conn);
-    let store = DlqStore::open(&config.dlq.store).await.expect("store");
+    let store = Store::open(&config.dlq.store).await.expect("store");
     let stored = store
+        .dead_letters()
         .list(&Selector::default())
         .await
         .expect("every row reads back");

@@ -1,11 +1,12 @@
 //! One conformance suite for both dead-letter stores: what on-call relies on, whichever backend.
 
 use switchyard::config::DlqStoreConfig;
-use switchyard::dlq::{
-    AuditEntry, DeadLetter, DlqStore, EncodedRecord, NewDeadLetter, Selector, Status,
-};
 use switchyard::error::ErrorClass;
 use switchyard::event::{Event, EventId, Payload, WebhookPayload, now_micros};
+use switchyard::store::{
+    AuditEntry, DeadLetter, EncodedRecord, LocalIds, NewDeadLetter, SeenIds, Selector, SharedIds,
+    Status, Store,
+};
 
 use crate::support::postgres::PgCluster;
 use crate::support::scratch;
@@ -53,24 +54,26 @@ fn pending() -> Selector {
     }
 }
 
-async fn conformance(store: DlqStore) {
+async fn conformance(store: Store) {
     conformance_interrupted(store, async {}).await;
 }
 
 /// The suite, with `interrupt` awaited once four dead letters are stored and before they are
 /// read back (e.g. a restart of the store's database).
-async fn conformance_interrupted(
-    store: DlqStore,
-    interrupt: impl std::future::Future<Output = ()>,
-) {
+async fn conformance_interrupted(store: Store, interrupt: impl std::future::Future<Output = ()>) {
     // A dead letter keeps everything needed to route it again.
     let mut first = letter("e1", "r1", ErrorClass::Oversize);
     first.record = Some(EncodedRecord {
         key: Some(vec![0, 0, 0, 0, 1, 2]),
         value: vec![0, 0, 0, 0, 2, 9, 9],
     });
-    let id1 = store.put(&first).await.expect("put");
-    let got = store.get(id1).await.expect("get").expect("exists");
+    let id1 = store.dead_letters().put(&first).await.expect("put");
+    let got = store
+        .dead_letters()
+        .get(id1)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(got.event.as_ref(), Some(&first.event));
     assert_eq!(got.record, first.record);
     assert_eq!(
@@ -78,31 +81,52 @@ async fn conformance_interrupted(
         ("oversize", Status::Pending, 1)
     );
     assert_eq!(got.route.as_deref(), Some("r1"));
-    assert!(store.get(id1 + 1000).await.expect("get").is_none());
+    assert!(
+        store
+            .dead_letters()
+            .get(id1 + 1000)
+            .await
+            .expect("get")
+            .is_none()
+    );
 
     // The same event failing again on the same route is one entry with more attempts.
     let again = store
+        .dead_letters()
         .put(&letter("e1", "r1", ErrorClass::Produce))
         .await
         .expect("put");
     assert_eq!(again, id1);
-    let got = store.get(id1).await.expect("get").expect("exists");
+    let got = store
+        .dead_letters()
+        .get(id1)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!((got.attempts, got.class.as_str()), (2, "produce"));
     assert_eq!(got.record, first.record, "the encoded record is kept");
 
     let id2 = store
+        .dead_letters()
         .put(&letter("e2", "r2", ErrorClass::Schema))
         .await
         .expect("put");
     let id3 = store
+        .dead_letters()
         .put(&letter("e3", "r1", ErrorClass::Schema))
         .await
         .expect("put");
     let mut unroutable = letter("e4", "x", ErrorClass::Unroutable);
     unroutable.route = None;
-    let id4 = store.put(&unroutable).await.expect("put");
+    let id4 = store.dead_letters().put(&unroutable).await.expect("put");
     assert_eq!(
-        store.get(id4).await.expect("get").expect("exists").route,
+        store
+            .dead_letters()
+            .get(id4)
+            .await
+            .expect("get")
+            .expect("exists")
+            .route,
         None
     );
 
@@ -110,6 +134,7 @@ async fn conformance_interrupted(
 
     // Filters.
     let by_route = store
+        .dead_letters()
         .list(&Selector {
             route: Some("r1".into()),
             ..pending()
@@ -121,6 +146,7 @@ async fn conformance_interrupted(
         vec![id1, id3]
     );
     let by_class = store
+        .dead_letters()
         .list(&Selector {
             class: Some("schema".into()),
             ..pending()
@@ -132,6 +158,7 @@ async fn conformance_interrupted(
         vec![id2, id3]
     );
     let future = store
+        .dead_letters()
         .list(&Selector {
             since: Some(now_micros() + 60_000_000),
             ..pending()
@@ -140,6 +167,7 @@ async fn conformance_interrupted(
         .expect("list");
     assert!(future.is_empty());
     let limited = store
+        .dead_letters()
         .list(&Selector {
             limit: Some(2),
             ..pending()
@@ -151,6 +179,7 @@ async fn conformance_interrupted(
     // Claims are exclusive until released or expired.
     let lease = now_micros() + 60_000_000;
     let a = store
+        .dead_letters()
         .claim(
             &Selector {
                 class: Some("schema".into()),
@@ -164,6 +193,7 @@ async fn conformance_interrupted(
         .expect("claim");
     assert_eq!(a.iter().map(|d| d.id).collect::<Vec<_>>(), vec![id2, id3]);
     let b = store
+        .dead_letters()
         .claim(&pending(), "host:2", lease, 10)
         .await
         .expect("claim");
@@ -174,6 +204,7 @@ async fn conformance_interrupted(
     );
     assert!(
         store
+            .dead_letters()
             .claim(&pending(), "host:3", lease, 10)
             .await
             .expect("claim")
@@ -181,6 +212,7 @@ async fn conformance_interrupted(
     );
     // A replay renews what it still holds and confirms each claim before delivering.
     let mut renewed = store
+        .dead_letters()
         .renew_claims("host:1", lease + 1)
         .await
         .expect("renew");
@@ -188,6 +220,7 @@ async fn conformance_interrupted(
     assert_eq!(renewed, vec![id2, id3]);
     assert!(
         !store
+            .dead_letters()
             .confirm_claim(id2, "host:2", lease + 2)
             .await
             .expect("confirm"),
@@ -195,12 +228,14 @@ async fn conformance_interrupted(
     );
     assert!(
         store
+            .dead_letters()
             .confirm_claim(id2, "host:1", lease + 2)
             .await
             .expect("confirm")
     );
     assert!(
         !store
+            .dead_letters()
             .mark_replayed(id2, "host:2", "not mine")
             .await
             .expect("mark"),
@@ -208,43 +243,73 @@ async fn conformance_interrupted(
     );
     assert!(
         store
+            .dead_letters()
             .mark_replayed(id2, "host:1", "replayed by host:1")
             .await
             .expect("mark")
     );
     store
+        .dead_letters()
         .mark_failed(id3, "host:1", "schema", "still incompatible", now_micros())
         .await
         .expect("mark failed");
-    let failed = store.get(id3).await.expect("get").expect("exists");
+    let failed = store
+        .dead_letters()
+        .get(id3)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(
         (failed.status, failed.attempts, failed.message.as_str()),
         (Status::Pending, 2, "still incompatible")
     );
-    let mut owners = store.claim_owners(now_micros()).await.expect("owners");
+    let mut owners = store
+        .dead_letters()
+        .claim_owners(now_micros())
+        .await
+        .expect("owners");
     owners.sort();
     assert_eq!(owners, vec!["host:2".to_string()]);
-    assert_eq!(store.release_owner("host:2").await.expect("release"), 2);
+    assert_eq!(
+        store
+            .dead_letters()
+            .release_owner("host:2")
+            .await
+            .expect("release"),
+        2
+    );
     let expired = store
+        .dead_letters()
         .claim(&pending(), "host:4", now_micros() - 1, 10)
         .await
         .expect("claim");
     assert_eq!(expired.len(), 3, "a released claim can be taken");
     let retaken = store
+        .dead_letters()
         .claim(&pending(), "host:5", lease, 10)
         .await
         .expect("claim");
     assert_eq!(retaken.len(), 3, "an expired lease can be taken over");
-    store.release_owner("host:5").await.expect("release");
+    store
+        .dead_letters()
+        .release_owner("host:5")
+        .await
+        .expect("release");
 
     // Replayed entries leave the pending view and are not claimed again unless asked.
-    let replayed = store.get(id2).await.expect("get").expect("exists");
+    let replayed = store
+        .dead_letters()
+        .get(id2)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(
         (replayed.status, replayed.replay_count),
         (Status::Replayed, 1)
     );
     assert!(
         !store
+            .dead_letters()
             .list(&pending())
             .await
             .expect("list")
@@ -258,16 +323,22 @@ async fn conformance_interrupted(
     };
     assert_eq!(
         store
+            .dead_letters()
             .claim(&forced, "host:6", lease, 10)
             .await
             .expect("claim")
             .len(),
         1
     );
-    store.release_owner("host:6").await.expect("release");
+    store
+        .dead_letters()
+        .release_owner("host:6")
+        .await
+        .expect("release");
 
     // Discard takes a reason and only pending entries.
     let n = store
+        .dead_letters()
         .discard(
             &Selector {
                 ids: vec![id4, id2],
@@ -278,14 +349,19 @@ async fn conformance_interrupted(
         .await
         .expect("discard");
     assert_eq!(n, 1, "the replayed entry is not discarded");
-    let d = store.get(id4).await.expect("get").expect("exists");
+    let d = store
+        .dead_letters()
+        .get(id4)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!(
         (d.status, d.resolution.as_deref()),
         (Status::Discarded, Some("test data"))
     );
 
     // Stats by route × class × status.
-    let stats = store.stats().await.expect("stats");
+    let stats = store.dead_letters().stats().await.expect("stats");
     let count = |route: &str, class: &str, status: Status| {
         stats
             .iter()
@@ -300,7 +376,8 @@ async fn conformance_interrupted(
     // Audit log, newest first.
     for (i, action) in ["replay", "discard"].iter().enumerate() {
         store
-            .audit(&AuditEntry {
+            .audit_trail()
+            .append(&AuditEntry {
                 at: now_micros() + i as i64,
                 actor: "oncall".into(),
                 action: action.to_string(),
@@ -314,7 +391,7 @@ async fn conformance_interrupted(
             .await
             .expect("audit");
     }
-    let log = store.audit_log(10).await.expect("audit log");
+    let log = store.audit_trail().newest(10).await.expect("audit log");
     assert_eq!(
         log.iter()
             .map(|e| e.entry.action.as_str())
@@ -324,14 +401,22 @@ async fn conformance_interrupted(
     assert_eq!(log[0].entry.request_id, "req-1");
     // Each row is chained to the one before it, and the chain verifies.
     assert_eq!(log[0].prev_hash, log[1].hash);
-    let v = store.verify_audit().await.expect("verify");
+    let v = store.audit_trail().verify().await.expect("verify");
     assert_eq!((v.verified, v.unchained, v.broken), (2, 0, None));
     assert_eq!(v.last_hash, log[0].hash);
 
     // Retention purges old replayed/discarded entries, never pending ones.
-    let purged = store.purge(now_micros() + 1).await.expect("purge");
+    let purged = store
+        .dead_letters()
+        .purge(now_micros() + 1)
+        .await
+        .expect("purge");
     assert_eq!(purged, 2);
-    let left = store.list(&Selector::default()).await.expect("list");
+    let left = store
+        .dead_letters()
+        .list(&Selector::default())
+        .await
+        .expect("list");
     assert_eq!(
         left.iter().map(|d| d.id).collect::<Vec<_>>(),
         vec![id1, id3]
@@ -340,12 +425,14 @@ async fn conformance_interrupted(
 
     // Marking a batch replayed (automatic re-delivery): only what the owner still holds.
     let held = store
+        .dead_letters()
         .claim(&pending(), "host:7", lease, 10)
         .await
         .expect("claim");
     assert_eq!(held.len(), 2);
     assert_eq!(
         store
+            .dead_letters()
             .mark_replayed_all(vec![id1, id3], "host:8", "not mine")
             .await
             .expect("mark all"),
@@ -354,35 +441,64 @@ async fn conformance_interrupted(
     );
     assert_eq!(
         store
+            .dead_letters()
             .mark_replayed_all(vec![id1], "host:7", "replayed by host:7")
             .await
             .expect("mark all"),
         1
     );
     let (one, three) = (
-        store.get(id1).await.expect("get").expect("exists"),
-        store.get(id3).await.expect("get").expect("exists"),
+        store
+            .dead_letters()
+            .get(id1)
+            .await
+            .expect("get")
+            .expect("exists"),
+        store
+            .dead_letters()
+            .get(id3)
+            .await
+            .expect("get")
+            .expect("exists"),
     );
     assert_eq!(
         (one.status, one.replay_count, three.status),
         (Status::Replayed, 1, Status::Pending)
     );
-    store.release_owner("host:7").await.expect("release");
+    store
+        .dead_letters()
+        .release_owner("host:7")
+        .await
+        .expect("release");
 
     // Source state (snapshot progress) is kept by key, last write wins.
-    assert_eq!(store.get_state("snapshot/appdb").await.expect("get"), None);
-    store
-        .put_state("snapshot/appdb", "{\"rows\":1}")
-        .await
-        .expect("put");
-    store
-        .put_state("snapshot/appdb", "{\"rows\":2}")
-        .await
-        .expect("put");
-    store.put_state("snapshot/other", "x").await.expect("put");
     assert_eq!(
         store
-            .get_state("snapshot/appdb")
+            .source_state()
+            .get("snapshot/appdb")
+            .await
+            .expect("get"),
+        None
+    );
+    store
+        .source_state()
+        .put("snapshot/appdb", "{\"rows\":1}")
+        .await
+        .expect("put");
+    store
+        .source_state()
+        .put("snapshot/appdb", "{\"rows\":2}")
+        .await
+        .expect("put");
+    store
+        .source_state()
+        .put("snapshot/other", "x")
+        .await
+        .expect("put");
+    assert_eq!(
+        store
+            .source_state()
+            .get("snapshot/appdb")
             .await
             .expect("get")
             .as_deref(),
@@ -395,15 +511,20 @@ async fn conformance_interrupted(
     from_billing.event = webhook_event_from("billing", "e9", r#"{"from":"billing"}"#);
     let mut from_orders = letter("e9", "r9", ErrorClass::Produce);
     from_orders.event = webhook_event_from("orders", "e9", r#"{"from":"orders"}"#);
-    let billing_id = store.put(&from_billing).await.expect("put");
-    let orders_id = store.put(&from_orders).await.expect("put");
+    let billing_id = store.dead_letters().put(&from_billing).await.expect("put");
+    let orders_id = store.dead_letters().put(&from_orders).await.expect("put");
     assert_ne!(billing_id, orders_id, "one entry per source");
     assert_eq!(
-        store.put(&from_orders).await.expect("put again"),
+        store
+            .dead_letters()
+            .put(&from_orders)
+            .await
+            .expect("put again"),
         orders_id,
         "the same source's event failing again is still one entry"
     );
     let both = store
+        .dead_letters()
         .list(&Selector {
             route: Some("r9".into()),
             ..pending()
@@ -423,6 +544,7 @@ async fn conformance_interrupted(
     );
     // Both replayable: claimed, each with its own event, and marked replayed.
     let claimed = store
+        .dead_letters()
         .claim(
             &Selector {
                 route: Some("r9".into()),
@@ -441,6 +563,7 @@ async fn conformance_interrupted(
     for d in &claimed {
         assert!(
             store
+                .dead_letters()
                 .mark_replayed(d.id, "host:9", "replayed")
                 .await
                 .expect("mark")
@@ -450,25 +573,45 @@ async fn conformance_interrupted(
     // Webhook deduplication ids: remembered, indexed, found, listed newest first, purged.
     let t = now_micros();
     store
-        .remember_seen(vec![("s\u{1f}a".into(), t), ("s\u{1f}b".into(), t + 1)])
+        .seen_ids()
+        .remember(vec![("s\u{1f}a".into(), t), ("s\u{1f}b".into(), t + 1)])
         .await
         .expect("remember");
     store
-        .remember_seen(vec![("s\u{1f}c".into(), t + 2)])
+        .seen_ids()
+        .remember(vec![("s\u{1f}c".into(), t + 2)])
         .await
         .expect("remember");
-    assert_eq!(store.index_seen(0).await.expect("index"), 0);
-    assert_eq!(store.unindexed_seen(), 0);
-    assert!(store.seen_since("s\u{1f}a", t).await.expect("lookup"));
+    if let SeenIds::Local(ids) = store.seen_ids() {
+        // The embedded store's log is moved into its index on demand (the deduplication's
+        // writer thread does it); a shared store indexes every id as it commits.
+        assert_eq!(ids.index_seen(0).await.expect("index"), 0);
+        assert_eq!(ids.unindexed_seen(), 0);
+    }
     assert!(
-        !store.seen_since("s\u{1f}a", t + 1).await.expect("lookup"),
+        store
+            .seen_ids()
+            .seen_since("s\u{1f}a", t)
+            .await
+            .expect("lookup")
+    );
+    assert!(
+        !store
+            .seen_ids()
+            .seen_since("s\u{1f}a", t + 1)
+            .await
+            .expect("lookup"),
         "older than asked"
     );
     assert!(
-        !store.seen_since("s\u{1f}z", 0).await.expect("lookup"),
+        !store
+            .seen_ids()
+            .seen_since("s\u{1f}z", 0)
+            .await
+            .expect("lookup"),
         "never seen"
     );
-    let recent = store.recent_seen(t + 1, 10).await.expect("recent");
+    let recent = store.seen_ids().recent(t + 1, 10).await.expect("recent");
     assert_eq!(
         recent,
         vec![
@@ -476,15 +619,43 @@ async fn conformance_interrupted(
             ("s\u{1f}b".to_string(), t + 1)
         ]
     );
-    assert_eq!(store.purge_seen(t + 2).await.expect("purge"), 2);
-    assert!(!store.seen_since("s\u{1f}b", 0).await.expect("lookup"));
-    assert!(store.seen_since("s\u{1f}c", 0).await.expect("lookup"));
+    assert_eq!(store.seen_ids().purge(t + 2).await.expect("purge"), 2);
+    assert!(
+        !store
+            .seen_ids()
+            .seen_since("s\u{1f}b", 0)
+            .await
+            .expect("lookup")
+    );
+    assert!(
+        store
+            .seen_ids()
+            .seen_since("s\u{1f}c", 0)
+            .await
+            .expect("lookup")
+    );
+}
+
+/// The embedded store's seen ids.
+fn local(store: &Store) -> &LocalIds {
+    match store.seen_ids() {
+        SeenIds::Local(ids) => ids,
+        SeenIds::Shared(_) => panic!("not the embedded store"),
+    }
+}
+
+/// A shared store's seen ids.
+fn shared(store: &Store) -> SharedIds<'_> {
+    match store.seen_ids() {
+        SeenIds::Shared(ids) => ids,
+        SeenIds::Local(_) => panic!("not a shared store"),
+    }
 }
 
 #[tokio::test]
 async fn the_sqlite_store_passes_the_conformance_suite() {
     let dir = scratch();
-    let store = DlqStore::open(&DlqStoreConfig::Sqlite(
+    let store = Store::open(&DlqStoreConfig::Sqlite(
         dir.path().join("dlq/switchyard.db"),
     ))
     .await
@@ -498,27 +669,34 @@ async fn the_sqlite_store_passes_the_conformance_suite() {
 async fn sqlite_dedupe_ids_are_logged_then_indexed_oldest_first_and_survive_reopening() {
     let dir = scratch();
     let config = DlqStoreConfig::Sqlite(dir.path().join("dlq.db"));
-    let store = DlqStore::open(&config).await.expect("open");
+    let store = Store::open(&config).await.expect("open");
     let t = now_micros();
     let ids: Vec<(String, i64)> = (0..10).map(|i| (format!("s\u{1f}{i}"), t + i)).collect();
     store
-        .remember_seen(ids[..6].to_vec())
+        .seen_ids()
+        .remember(ids[..6].to_vec())
         .await
         .expect("remember");
     store
-        .remember_seen(ids[6..].to_vec())
+        .seen_ids()
+        .remember(ids[6..].to_vec())
         .await
         .expect("remember");
-    assert_eq!(store.unindexed_seen(), 10);
+    assert_eq!(local(&store).unindexed_seen(), 10);
     assert!(
-        !store.seen_since("s\u{1f}0", t).await.expect("lookup"),
+        !store
+            .seen_ids()
+            .seen_since("s\u{1f}0", t)
+            .await
+            .expect("lookup"),
         "lookups read the index only"
     );
-    assert_eq!(store.index_seen(4).await.expect("index"), 4);
-    assert_eq!(store.unindexed_seen(), 4);
+    assert_eq!(local(&store).index_seen(4).await.expect("index"), 4);
+    assert_eq!(local(&store).unindexed_seen(), 4);
     for i in 0..6 {
         assert!(
             store
+                .seen_ids()
                 .seen_since(&format!("s\u{1f}{i}"), t)
                 .await
                 .expect("lookup"),
@@ -526,33 +704,37 @@ async fn sqlite_dedupe_ids_are_logged_then_indexed_oldest_first_and_survive_reop
         );
     }
     assert!(
-        !store.seen_since("s\u{1f}6", t).await.expect("lookup"),
+        !store
+            .seen_ids()
+            .seen_since("s\u{1f}6", t)
+            .await
+            .expect("lookup"),
         "the newest stay in the log"
     );
     drop(store);
 
-    let store = DlqStore::open(&config).await.expect("reopen");
+    let store = Store::open(&config).await.expect("reopen");
     assert_eq!(
-        store.unindexed_seen(),
+        local(&store).unindexed_seen(),
         4,
         "the log's length is known after a restart"
     );
-    let mut recent = store.recent_seen(t, 100).await.expect("recent");
+    let mut recent = store.seen_ids().recent(t, 100).await.expect("recent");
     assert_eq!(recent.len(), 10, "log and index are both read at start");
     assert_eq!(recent[0], ids[9]);
     recent.sort();
     let mut want = ids.clone();
     want.sort();
     assert_eq!(recent, want);
-    assert_eq!(store.purge_seen(t + 8).await.expect("purge"), 8);
-    assert_eq!(store.unindexed_seen(), 2);
+    assert_eq!(store.seen_ids().purge(t + 8).await.expect("purge"), 8);
+    assert_eq!(local(&store).unindexed_seen(), 2);
 }
 
 #[tokio::test]
 async fn the_postgres_store_passes_the_conformance_suite() {
     let pg = PgCluster::start();
     let db = pg.fresh_database("dlq_conformance").await;
-    let store = DlqStore::open(&DlqStoreConfig::Postgres(pg.url(&db)))
+    let store = Store::open(&DlqStoreConfig::Postgres(pg.url(&db)))
         .await
         .expect("open postgres store");
     conformance(store).await;
@@ -589,7 +771,7 @@ async fn the_postgres_store_over_verify_full_tls_survives_a_restart_of_its_datab
         pg.port(),
         pg.ca_cert().display()
     );
-    let store = DlqStore::open(&DlqStoreConfig::Postgres(url))
+    let store = Store::open(&DlqStoreConfig::Postgres(url))
         .await
         .expect("open the postgres store over TLS");
     let restarted = std::sync::Arc::clone(&pg);
@@ -614,11 +796,12 @@ async fn the_postgres_store_over_verify_full_tls_survives_a_restart_of_its_datab
 async fn the_postgres_store_is_unwritable_while_its_database_is_down_and_recovers_by_itself() {
     let pg = std::sync::Arc::new(PgCluster::start());
     let db = pg.fresh_database("dlq_down").await;
-    let store = DlqStore::open(&DlqStoreConfig::Postgres(pg.url(&db)))
+    let store = Store::open(&DlqStoreConfig::Postgres(pg.url(&db)))
         .await
         .expect("open");
     store.check_writable().await.expect("writable at first");
     let id = store
+        .dead_letters()
         .put(&letter("kept", "r1", ErrorClass::Produce))
         .await
         .expect("put");
@@ -644,7 +827,12 @@ async fn the_postgres_store_is_unwritable_while_its_database_is_down_and_recover
         || async { store.check_writable().await.ok() },
     )
     .await;
-    let kept = store.get(id).await.expect("get").expect("kept");
+    let kept = store
+        .dead_letters()
+        .get(id)
+        .await
+        .expect("get")
+        .expect("kept");
     assert_eq!(kept.event_id, "kept");
 }
 
@@ -666,7 +854,7 @@ async fn the_postgres_store_refuses_an_unverified_server_and_calls_an_unreachabl
         pg.port(),
         wrong.display()
     );
-    let Err(e) = DlqStore::open(&DlqStoreConfig::Postgres(url)).await else {
+    let Err(e) = Store::open(&DlqStoreConfig::Postgres(url)).await else {
         panic!("a server certificate from another CA was accepted");
     };
     assert!(!e.is_transient(), "{e}");
@@ -676,7 +864,7 @@ async fn the_postgres_store_refuses_an_unverified_server_and_calls_an_unreachabl
         l.local_addr().expect("addr").port()
     };
     let url = format!("postgres://postgres@127.0.0.1:{port}/nothing?sslmode=disable");
-    let Err(e) = DlqStore::open(&DlqStoreConfig::Postgres(url)).await else {
+    let Err(e) = Store::open(&DlqStoreConfig::Postgres(url)).await else {
         panic!("connected to a closed port");
     };
     assert!(e.is_transient(), "{e}");
@@ -735,11 +923,15 @@ fn old_rows() -> Vec<DeadLetter> {
 /// would) and checks that every row kept its id and data and that pending dead letters are now
 /// keyed by (source, event id, route); then reopens it (the upgrade is done once).
 async fn check_upgraded(config: &DlqStoreConfig, old: &[DeadLetter]) {
-    let (a, b) = tokio::join!(DlqStore::open(config), DlqStore::open(config));
+    let (a, b) = tokio::join!(Store::open(config), Store::open(config));
     let store = a.expect("the old store opens");
     drop(b.expect("the old store opens in a second instance at the same moment"));
     assert_eq!(
-        store.list(&Selector::default()).await.expect("list"),
+        store
+            .dead_letters()
+            .list(&Selector::default())
+            .await
+            .expect("list"),
         old,
         "every row keeps its id and data"
     );
@@ -748,19 +940,29 @@ async fn check_upgraded(config: &DlqStoreConfig, old: &[DeadLetter]) {
     // of its own, and the old source's event failing again still updates the old entry.
     let mut billing = letter("m1", "r1", ErrorClass::Produce);
     billing.event = webhook_event_from("billing", "m1", r#"{"from":"billing"}"#);
-    let billing_id = store.put(&billing).await.expect("put");
+    let billing_id = store.dead_letters().put(&billing).await.expect("put");
     assert!(old.iter().all(|d| d.id != billing_id), "a new entry");
     let again = store
+        .dead_letters()
         .put(&letter("m1", "r1", ErrorClass::Produce))
         .await
         .expect("put");
     assert_eq!(again, old[0].id, "the pending entry of the same source");
-    let updated = store.get(again).await.expect("get").expect("exists");
+    let updated = store
+        .dead_letters()
+        .get(again)
+        .await
+        .expect("get")
+        .expect("exists");
     assert_eq!((updated.attempts, updated.event), (4, old[0].event.clone()));
     drop(store);
 
-    let store = DlqStore::open(config).await.expect("reopen");
-    let rows = store.list(&Selector::default()).await.expect("list");
+    let store = Store::open(config).await.expect("reopen");
+    let rows = store
+        .dead_letters()
+        .list(&Selector::default())
+        .await
+        .expect("list");
     assert_eq!(
         rows.iter().map(|d| d.id).collect::<Vec<_>>(),
         vec![old[0].id, old[1].id, old[2].id, billing_id]
@@ -771,7 +973,8 @@ async fn check_upgraded(config: &DlqStoreConfig, old: &[DeadLetter]) {
 
     // The old audit row is kept, before the chain; new rows are chained after it.
     store
-        .audit(&AuditEntry {
+        .audit_trail()
+        .append(&AuditEntry {
             at: 2,
             actor: "local:oncall".into(),
             action: "discard".into(),
@@ -779,14 +982,14 @@ async fn check_upgraded(config: &DlqStoreConfig, old: &[DeadLetter]) {
         })
         .await
         .expect("audit");
-    let log = store.audit_log(10).await.expect("audit log");
+    let log = store.audit_trail().newest(10).await.expect("audit log");
     assert_eq!(
         log.iter()
             .map(|r| r.entry.actor.as_str())
             .collect::<Vec<_>>(),
         vec!["local:oncall", "oncall"]
     );
-    let v = store.verify_audit().await.expect("verify");
+    let v = store.audit_trail().verify().await.expect("verify");
     assert_eq!((v.unchained, v.verified, v.broken), (1, 1, None));
 }
 
@@ -976,84 +1179,86 @@ async fn a_postgres_store_of_the_previous_version_is_upgraded_in_place_and_keys_
 /// delivery's claim is released, an abandoned one expires; either way the id is free again.
 #[tokio::test]
 async fn only_one_of_two_instances_sharing_a_postgres_store_wins_a_webhook_id() {
-    use switchyard::dlq::{WebhookIdClaim, WebhookIdState};
+    use switchyard::store::{WebhookIdClaim, WebhookIdState};
     let pg = PgCluster::start();
     let db = pg.fresh_database("dlq_claims").await;
     let config = DlqStoreConfig::Postgres(pg.url(&db));
-    let a = DlqStore::open(&config).await.expect("open a");
-    let b = DlqStore::open(&config).await.expect("open b");
+    let a = Store::open(&config).await.expect("open a");
+    let b = Store::open(&config).await.expect("open b");
     let t = now_micros();
     let hold = t + 60_000_000;
     let key = "orders\u{1f}evt_1";
     assert_eq!(
-        a.claim_webhook_id(key, 0, hold).await.expect("claim"),
+        shared(&a).claim(key, 0, hold).await.expect("claim"),
         WebhookIdClaim::Won
     );
     assert_eq!(
-        b.claim_webhook_id(key, 0, hold).await.expect("claim"),
+        shared(&b).claim(key, 0, hold).await.expect("claim"),
         WebhookIdClaim::ClaimedElsewhere
     );
     assert_eq!(
-        b.webhook_id_state(key, 0).await.expect("state"),
+        shared(&b).state(key, 0).await.expect("state"),
         WebhookIdState::Claimed
     );
-    a.remember_seen(vec![(key.into(), t)])
+    a.seen_ids()
+        .remember(vec![(key.into(), t)])
         .await
         .expect("accept");
     assert_eq!(
-        b.webhook_id_state(key, 0).await.expect("state"),
+        shared(&b).state(key, 0).await.expect("state"),
         WebhookIdState::Accepted(t)
     );
     assert_eq!(
-        b.claim_webhook_id(key, 0, hold).await.expect("claim"),
+        shared(&b).claim(key, 0, hold).await.expect("claim"),
         WebhookIdClaim::Accepted(t)
     );
     assert_eq!(
-        a.claim_webhook_id(key, t + 1, hold).await.expect("claim"),
+        shared(&a).claim(key, t + 1, hold).await.expect("claim"),
         WebhookIdClaim::Won,
         "outside the window the id is new again"
     );
-    a.release_webhook_id(key).await.expect("release");
+    shared(&a).release(key).await.expect("release");
 
     // A failed delivery releases its claim: the other instance may take the id at once.
     let failed = "orders\u{1f}evt_2";
     assert_eq!(
-        a.claim_webhook_id(failed, 0, hold).await.expect("claim"),
+        shared(&a).claim(failed, 0, hold).await.expect("claim"),
         WebhookIdClaim::Won
     );
     assert_eq!(
-        b.release_webhook_id(failed).await.ok(),
+        shared(&b).release(failed).await.ok(),
         Some(()),
         "releasing another's claim changes nothing"
     );
     assert_eq!(
-        b.webhook_id_state(failed, 0).await.expect("state"),
+        shared(&b).state(failed, 0).await.expect("state"),
         WebhookIdState::Claimed
     );
-    a.release_webhook_id(failed).await.expect("release");
+    shared(&a).release(failed).await.expect("release");
     assert_eq!(
-        b.webhook_id_state(failed, 0).await.expect("state"),
+        shared(&b).state(failed, 0).await.expect("state"),
         WebhookIdState::Free
     );
     assert_eq!(
-        b.claim_webhook_id(failed, 0, hold).await.expect("claim"),
+        shared(&b).claim(failed, 0, hold).await.expect("claim"),
         WebhookIdClaim::Won
     );
 
     // An instance that died holding a claim: it expires, then the id may be claimed again.
     let abandoned = "orders\u{1f}evt_3";
     assert_eq!(
-        a.claim_webhook_id(abandoned, 0, now_micros() - 1)
+        shared(&a)
+            .claim(abandoned, 0, now_micros() - 1)
             .await
             .expect("claim"),
         WebhookIdClaim::Won
     );
     assert_eq!(
-        b.webhook_id_state(abandoned, 0).await.expect("state"),
+        shared(&b).state(abandoned, 0).await.expect("state"),
         WebhookIdState::Free
     );
     assert_eq!(
-        b.claim_webhook_id(abandoned, 0, hold).await.expect("claim"),
+        shared(&b).claim(abandoned, 0, hold).await.expect("claim"),
         WebhookIdClaim::Won
     );
 }
@@ -1150,10 +1355,11 @@ async fn the_daemon_on_a_tls_store_reports_it_down_answers_503_and_recovers_with
 /// at that row, and `verify_audit` names it (both stores).
 #[tokio::test]
 async fn an_audit_row_changed_in_the_store_is_named_by_verify() {
-    async fn three_rows(store: &DlqStore) {
+    async fn three_rows(store: &Store) {
         for n in 0..3 {
             store
-                .audit(&AuditEntry {
+                .audit_trail()
+                .append(&AuditEntry {
                     at: now_micros(),
                     actor: format!("token:t{n}"),
                     role: "operator".into(),
@@ -1166,16 +1372,16 @@ async fn an_audit_row_changed_in_the_store_is_named_by_verify() {
                 .await
                 .expect("audit");
         }
-        let v = store.verify_audit().await.expect("verify");
+        let v = store.audit_trail().verify().await.expect("verify");
         assert_eq!((v.verified, v.broken), (3, None));
     }
     let dir = scratch();
     let path = dir.path().join("dlq.db");
-    let store = DlqStore::open(&DlqStoreConfig::Sqlite(path.clone()))
+    let store = Store::open(&DlqStoreConfig::Sqlite(path.clone()))
         .await
         .expect("open");
     three_rows(&store).await;
-    let second = store.audit_log(3).await.expect("log")[1].id;
+    let second = store.audit_trail().newest(3).await.expect("log")[1].id;
     rusqlite::Connection::open(&path)
         .expect("open the file")
         .execute(
@@ -1183,17 +1389,17 @@ async fn an_audit_row_changed_in_the_store_is_named_by_verify() {
             [second],
         )
         .expect("tamper");
-    let v = store.verify_audit().await.expect("verify");
+    let v = store.audit_trail().verify().await.expect("verify");
     assert_eq!(v.verified, 1, "{v:?}");
     assert_eq!(v.broken.as_ref().map(|b| b.id), Some(second), "{v:?}");
 
     let pg = PgCluster::start();
     let db = pg.fresh_database("audit_tamper").await;
-    let store = DlqStore::open(&DlqStoreConfig::Postgres(pg.url(&db)))
+    let store = Store::open(&DlqStoreConfig::Postgres(pg.url(&db)))
         .await
         .expect("open");
     three_rows(&store).await;
-    let last = store.audit_log(1).await.expect("log")[0].id;
+    let last = store.audit_trail().newest(1).await.expect("log")[0].id;
     let (client, conn) = tokio_postgres::connect(&pg.libpq(&db), tokio_postgres::NoTls)
         .await
         .expect("connect");
@@ -1207,6 +1413,6 @@ async fn an_audit_row_changed_in_the_store_is_named_by_verify() {
         .expect("tamper");
     drop(client);
     let _ = task.await;
-    let v = store.verify_audit().await.expect("verify");
+    let v = store.audit_trail().verify().await.expect("verify");
     assert_eq!(v.broken.as_ref().map(|b| b.id), Some(last), "{v:?}");
 }

@@ -779,9 +779,10 @@ async fn a_halting_route_stops_at_a_failing_event_instead_of_dead_lettering_it()
         (status, reply["status"].as_str()),
         (200, Some("dead_lettered"))
     );
-    let dlq = switchyard::dlq::DlqStore::open(&store).await.expect("dlq");
+    let dlq = switchyard::store::Store::open(&store).await.expect("dlq");
     let letters = dlq
-        .list(&switchyard::dlq::Selector::default())
+        .dead_letters()
+        .list(&switchyard::store::Selector::default())
         .await
         .expect("list");
     assert_eq!(letters.len(), 1, "only the lenient route dead-letters");
@@ -929,15 +930,19 @@ async fn the_same_webhook_sent_to_two_replicas_at_once_is_accepted_once() {
     // answered 503 (no second record while the claim might still be delivered), and the
     // provider's retry after the claim expired is accepted.
     let dead =
-        switchyard::dlq::DlqStore::open(&switchyard::config::DlqStoreConfig::Postgres(pg.url(&db)))
+        switchyard::store::Store::open(&switchyard::config::DlqStoreConfig::Postgres(pg.url(&db)))
             .await
             .expect("open the store as a third instance");
     let expires = switchyard::event::now_micros() + 2_000_000;
     assert_eq!(
-        dead.claim_webhook_id("orders\u{1f}orphan", 0, expires)
-            .await
-            .expect("claim"),
-        switchyard::dlq::WebhookIdClaim::Won
+        match dead.seen_ids() {
+            switchyard::store::SeenIds::Shared(ids) => ids,
+            switchyard::store::SeenIds::Local(_) => panic!("a shared store"),
+        }
+        .claim("orders\u{1f}orphan", 0, expires)
+        .await
+        .expect("claim"),
+        switchyard::store::WebhookIdClaim::Won
     );
     drop(dead);
     let post_orphan = || async {

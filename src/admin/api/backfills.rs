@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use super::{S, bad_request, ok, reader, store_error};
 use crate::admin::Call;
 use crate::config::admin::Role;
-use crate::dlq::select::parse_rate;
 use crate::source::webhook::error;
+use crate::store::dead_letters::select::parse_rate;
 
 /// `POST /api/v1/backfills` body: `switchyard snapshot start`'s flags.
 #[derive(Debug, Deserialize)]

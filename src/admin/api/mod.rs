@@ -20,10 +20,10 @@ pub use replays::replay_selected;
 
 use super::{AdminState, Call};
 use crate::config::admin::Role;
-use crate::dlq::select::{Selection, parse_class, parse_rate, parse_time};
-use crate::dlq::{DeadLetter, Selector, Status};
 use crate::event::Event;
 use crate::source::webhook::error;
+use crate::store::dead_letters::select::{Selection, parse_class, parse_rate, parse_time};
+use crate::store::{DeadLetter, Selector, Status};
 
 type S = State<Arc<AdminState>>;
 
@@ -197,12 +197,17 @@ impl ListQuery {
 
 /// One page of dead letters and the cursor of the next.
 pub async fn page(state: &AdminState, selector: &Selector) -> Result<Value, Response> {
-    let items = state.store.list(selector).await.map_err(store_error)?;
+    let items = state
+        .store
+        .dead_letters()
+        .list(selector)
+        .await
+        .map_err(store_error)?;
     let next = (Some(items.len()) == selector.limit)
         .then(|| items.last().map(|d| d.id))
         .flatten();
     Ok(json!({
-        "items": items.iter().map(crate::dlq::view::summary).collect::<Vec<_>>(),
+        "items": items.iter().map(crate::store::dead_letters::view::summary).collect::<Vec<_>>(),
         "next_after_id": next,
     }))
 }
@@ -234,7 +239,7 @@ async fn stats(State(state): S, call: Call) -> Response {
     if let Err(r) = reader(&state, &call, Role::Viewer).await {
         return r;
     }
-    match state.store.stats().await {
+    match state.store.dead_letters().stats().await {
         Ok(rows) => ok(json!(rows)),
         Err(e) => store_error(e),
     }
@@ -271,7 +276,12 @@ pub async fn entry(state: &AdminState, call: &Call, id: i64, raw: bool) -> Resul
         .require(state, needed)
         .await
         .map_err(|r| r.response())?;
-    let dl = state.store.get(id).await.map_err(store_error)?;
+    let dl = state
+        .store
+        .dead_letters()
+        .get(id)
+        .await
+        .map_err(store_error)?;
     let Some(dl) = dl else {
         let _ = call.audit(state, &who, "read", 0, "404").await;
         return Err(error(
@@ -289,10 +299,13 @@ pub async fn entry(state: &AdminState, call: &Call, id: i64, raw: bool) -> Resul
             &format!("dead letter {id}"),
         )
         .await?;
-        return Ok(crate::dlq::view::detail(&dl, dl.event.as_ref()));
+        return Ok(crate::store::dead_letters::view::detail(
+            &dl,
+            dl.event.as_ref(),
+        ));
     }
     let _ = call.audit(state, &who, "read", 1, "200 masked").await;
-    let mut v = crate::dlq::view::detail(&dl, masked(state, &dl).as_ref());
+    let mut v = crate::store::dead_letters::view::detail(&dl, masked(state, &dl).as_ref());
     v["masked"] = json!(true);
     Ok(v)
 }
@@ -433,6 +446,7 @@ async fn first_unknown(state: &AdminState, ids: &[i64]) -> Result<Option<i64>, R
     }
     let found = state
         .store
+        .dead_letters()
         .list(&Selector {
             ids: ids.to_vec(),
             ..Selector::default()
@@ -464,6 +478,7 @@ pub async fn discard_selected(
         .await?;
     let n = state
         .store
+        .dead_letters()
         .discard(&sel.selector(), &reason)
         .await
         .map_err(store_error)?;
@@ -515,7 +530,7 @@ async fn audit_log(
         .and_then(|Query(q)| q.limit)
         .unwrap_or(50)
         .clamp(1, 1000);
-    match state.store.audit_log(limit).await {
+    match state.store.audit_trail().newest(limit).await {
         Ok(rows) => ok(json!(rows)),
         Err(e) => store_error(e),
     }
@@ -525,7 +540,7 @@ async fn audit_verify(State(state): S, call: Call) -> Response {
     if let Err(r) = reader(&state, &call, Role::Viewer).await {
         return r;
     }
-    match state.store.verify_audit().await {
+    match state.store.audit_trail().verify().await {
         Ok(v) => ok(json!(v)),
         Err(e) => store_error(e),
     }

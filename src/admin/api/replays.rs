@@ -14,9 +14,9 @@ use super::{S, SelectionBody, bad_request, body, known_ids, ok, reader, refused_
 use crate::admin::jobs::State as JobState;
 use crate::admin::{AdminState, Call};
 use crate::config::admin::Role;
-use crate::dlq::Status;
 use crate::replay::{ReplayOptions, replay};
 use crate::source::webhook::error;
+use crate::store::Status;
 
 /// Starts a replay job (`operator`): the CLI's replay, run by the daemon.
 pub async fn replay_selected(

@@ -29,9 +29,9 @@ use super::api::{self, ListQuery, SelectionBody};
 use super::auth::{COOKIE, Principal};
 use super::{AdminState, Call, Refusal};
 use crate::config::admin::Role;
-use crate::dlq::select::{CLASSES, format_time};
-use crate::dlq::{Selector, Status};
 use crate::event::now_micros;
+use crate::store::dead_letters::select::{CLASSES, format_time};
+use crate::store::{Selector, Status};
 use page::{Section, esc, hidden, html, input, layout, notice, select, status};
 
 type S = State<Arc<AdminState>>;
@@ -269,7 +269,7 @@ async fn overview(State(state): S, call: Call) -> Response {
     };
     let _ = call.audit(&state, &p, "read", 0, "200").await;
     let mut body = String::from("<h1>Overview</h1>");
-    let stats = state.store.stats().await.unwrap_or_default();
+    let stats = state.store.dead_letters().stats().await.unwrap_or_default();
     let count = |s: Status| {
         stats
             .iter()
@@ -290,6 +290,7 @@ async fn overview(State(state): S, call: Call) -> Response {
     let day = now_micros() - 24 * 3_600_000_000;
     let recent = state
         .store
+        .dead_letters()
         .list(&Selector {
             since: Some(day),
             limit: Some(OVERVIEW_COUNTED),
@@ -618,7 +619,7 @@ async fn audit(State(state): S, call: Call) -> Response {
     };
     let _ = call.audit(&state, &p, "read", 0, "200").await;
     let mut body = String::from("<h1>Audit trail</h1>");
-    match state.store.verify_audit().await {
+    match state.store.audit_trail().verify().await {
         Ok(v) if v.broken.is_none() => body.push_str(&notice(
             "ok",
             &format!(
@@ -627,7 +628,7 @@ async fn audit(State(state): S, call: Call) -> Response {
             ),
         )),
         Ok(v) => {
-            let b = v.broken.unwrap_or(crate::dlq::audit::BrokenLink {
+            let b = v.broken.unwrap_or(crate::store::audit::BrokenLink {
                 id: 0,
                 reason: String::new(),
             });
@@ -638,7 +639,12 @@ async fn audit(State(state): S, call: Call) -> Response {
         }
         Err(e) => body.push_str(&notice("bad", &format!("The trail could not be read: {e}"))),
     }
-    let rows = state.store.audit_log(200).await.unwrap_or_default();
+    let rows = state
+        .store
+        .audit_trail()
+        .newest(200)
+        .await
+        .unwrap_or_default();
     body.push_str("<table><thead><tr><th scope=\"col\" class=\"num\">Row</th><th scope=\"col\">When</th><th scope=\"col\">Who</th><th scope=\"col\">Role</th><th scope=\"col\">Action</th><th scope=\"col\">On</th><th scope=\"col\" class=\"num\">Count</th><th scope=\"col\">Result</th><th scope=\"col\">From</th></tr></thead><tbody>");
     for r in &rows {
         let e = &r.entry;

@@ -15,7 +15,7 @@ use super::{Fields, S, as_page, caller, cross_site, same_origin, who};
 use crate::admin::Call;
 use crate::admin::api::{self, SelectionBody};
 use crate::config::admin::Role;
-use crate::dlq::select::format_time;
+use crate::store::dead_letters::select::format_time;
 
 /// The selection of a posted form.
 fn selection(f: &HashMap<String, String>) -> SelectionBody {
@@ -181,7 +181,7 @@ pub(super) async fn show(State(state): S, call: Call, Path(id): Path<u64>) -> Re
 }
 
 /// Hidden fields that select again what a dry run selected.
-fn confirm_fields(sel: &crate::dlq::select::Selection) -> String {
+fn confirm_fields(sel: &crate::store::dead_letters::select::Selection) -> String {
     let mut fields = String::new();
     if !sel.ids.is_empty() {
         let ids: Vec<String> = sel.ids.iter().map(i64::to_string).collect();

@@ -68,7 +68,6 @@ use super::{
 };
 use crate::ack::{AckToken, Delivery, Failure};
 use crate::config::{OnError, Unmatched};
-use crate::dlq::EncodedRecord;
 use crate::encode::EncodeError;
 use crate::error::ErrorClass;
 use crate::event::Event;
@@ -77,6 +76,7 @@ use crate::pipeline::health::SourceHealth;
 use crate::router::RouteMatch;
 use crate::sink::context::KafkaLog;
 use crate::sink::kafka::{Attempt, KafkaSink, Placement, Record, Refused};
+use crate::store::EncodedRecord;
 use crate::telemetry::traces::Traced;
 
 /// One event for the lane, as the source submitted it.

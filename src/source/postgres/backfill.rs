@@ -319,7 +319,8 @@ impl PostgresSource {
     async fn load_backfill(&self) -> Result<Option<Backfill>, SourceError> {
         let v = self
             .state
-            .get_state(&state_key(&self.name))
+            .source_state()
+            .get(&state_key(&self.name))
             .await
             .map_err(SourceError::State)?;
         Ok(v.and_then(|v| serde_json::from_str(&v).ok()))
@@ -328,7 +329,8 @@ impl PostgresSource {
     async fn save_backfill(&self, b: &Backfill) -> Result<(), SourceError> {
         let json = serde_json::to_string(b).map_err(SourceError::StateJson)?;
         self.state
-            .put_state(&state_key(&self.name), &json)
+            .source_state()
+            .put(&state_key(&self.name), &json)
             .await
             .map_err(SourceError::State)
     }
@@ -336,7 +338,8 @@ impl PostgresSource {
     async fn load_queue(&self) -> Result<Vec<Queued>, SourceError> {
         let v = self
             .state
-            .get_state(&queue_key(&self.name))
+            .source_state()
+            .get(&queue_key(&self.name))
             .await
             .map_err(SourceError::State)?;
         Ok(v.and_then(|v| serde_json::from_str(&v).ok())
@@ -346,7 +349,8 @@ impl PostgresSource {
     async fn save_queue(&self, queue: &[Queued]) -> Result<(), SourceError> {
         let json = serde_json::to_string(queue).map_err(SourceError::StateJson)?;
         self.state
-            .put_state(&queue_key(&self.name), &json)
+            .source_state()
+            .put(&queue_key(&self.name), &json)
             .await
             .map_err(SourceError::State)
     }

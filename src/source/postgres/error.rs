@@ -26,7 +26,7 @@ pub enum SourceError {
     Decode(#[from] super::pgoutput::DecodeError),
     /// The state store (snapshot and backfill progress) failed.
     #[error("state store: {0}")]
-    State(#[source] crate::dlq::DlqError),
+    State(#[source] crate::store::StoreError),
     /// Progress could not be written as JSON.
     #[error("state store: {0}")]
     StateJson(#[source] serde_json::Error),

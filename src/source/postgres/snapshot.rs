@@ -144,7 +144,7 @@ impl PostgresSource {
         stop: &watch::Receiver<bool>,
     ) -> Result<Option<u64>, SourceError> {
         let key = state_key(&self.name);
-        let saved: Option<Progress> = match self.state.get_state(&key).await {
+        let saved: Option<Progress> = match self.state.source_state().get(&key).await {
             Ok(v) => v.and_then(|v| serde_json::from_str(&v).ok()),
             Err(e) => return Err(SourceError::State(e)),
         };
@@ -217,7 +217,8 @@ impl PostgresSource {
     async fn save(&self, key: &str, progress: &Progress) -> Result<(), SourceError> {
         let json = serde_json::to_string(progress).map_err(SourceError::StateJson)?;
         self.state
-            .put_state(key, &json)
+            .source_state()
+            .put(key, &json)
             .await
             .map_err(SourceError::State)
     }

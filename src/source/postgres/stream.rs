@@ -32,12 +32,12 @@ use super::pgoutput::{self, Message, Relation};
 use super::rows::{changes, fill_toast, text_row, unfilled};
 use crate::ack::{AckToken, Checkpoint, Delivery, Seq};
 use crate::config::{PostgresSourceConfig, SnapshotMode, Unmatched};
-use crate::dlq::DlqStore;
 use crate::event::{
     ChangeColumn, ChangePayload, Event, EventId, MessagePayload, Payload, now_micros,
 };
 use crate::pipeline::health::SourceHealth;
 use crate::pipeline::{OrderedLane, Pipeline};
+use crate::store::Store;
 use crate::telemetry::traces::Traced;
 
 pub use super::connect::connect_sql;
@@ -66,7 +66,7 @@ pub struct PostgresSource {
     pub(super) cfg: PostgresSourceConfig,
     pub(super) pipeline: Arc<Pipeline>,
     /// Where snapshot progress is kept (the dead-letter store's state table).
-    pub(super) state: Arc<DlqStore>,
+    pub(super) state: Arc<Store>,
     /// The database name, from the URL.
     pub(super) database: String,
     /// Where the source reports what it is doing.
@@ -111,7 +111,7 @@ impl PostgresSource {
         name: &str,
         cfg: PostgresSourceConfig,
         pipeline: Arc<Pipeline>,
-        state: Arc<DlqStore>,
+        state: Arc<Store>,
         health: Arc<SourceHealth>,
     ) -> Self {
         let database = target(&cfg.url).map(|t| t.database).unwrap_or_default();

@@ -58,7 +58,7 @@ use tracing::{info, warn};
 
 use self::memory::{Memory, Older, Print, Printer};
 use self::writes::Writes;
-use crate::dlq::{DlqStore, SqliteStore, WebhookIdClaim, WebhookIdState};
+use crate::store::{LocalIds, SeenIds, SharedIds, Store, WebhookIdClaim, WebhookIdState};
 
 /// Ids kept in memory at most.
 pub const MEMORY_CAP: usize = 200_000;
@@ -194,7 +194,7 @@ impl Drop for Lead {
 
 /// The deduplication memory of a daemon (all webhook sources; ids are prefixed by source).
 pub struct Dedupe {
-    store: Arc<DlqStore>,
+    store: Arc<Store>,
     printer: Printer,
     memory: Mutex<Memory>,
     writes: Writes,
@@ -202,12 +202,12 @@ pub struct Dedupe {
 
 impl Dedupe {
     /// Loads the ids of the last `window` (micros) and starts the group-commit writer.
-    pub async fn start(store: Arc<DlqStore>, window_micros: i64) -> Arc<Dedupe> {
+    pub async fn start(store: Arc<Store>, window_micros: i64) -> Arc<Dedupe> {
         let now = crate::event::now_micros();
         let since = now - window_micros;
         let printer = Printer::new();
         let mut recent = Memory::new(since, window_micros);
-        match store.recent_seen(since, MEMORY_CAP + 1).await {
+        match store.seen_ids().recent(since, MEMORY_CAP + 1).await {
             Ok(mut rows) => {
                 if rows.len() > MEMORY_CAP {
                     rows.truncate(MEMORY_CAP);
@@ -232,9 +232,9 @@ impl Dedupe {
         // new id needs no store read after a restart either. That reads up to
         // `memory::OLDER_CAP` ids (seconds for a busy source), so it runs once the daemon
         // serves: until it is done, an id memory does not hold is looked up in the store.
-        let fingerprint_older = match store.as_sqlite() {
-            Some(sqlite) if recent.complete_since > since => {
-                Some((sqlite.clone(), recent.complete_since))
+        let fingerprint_older = match store.seen_ids() {
+            SeenIds::Local(ids) if recent.complete_since > since => {
+                Some((ids.clone(), recent.complete_since))
             }
             _ => None,
         };
@@ -250,7 +250,7 @@ impl Dedupe {
             memory: Mutex::new(recent),
             writes,
         });
-        if let Some((sqlite, before)) = fingerprint_older {
+        if let Some((ids, before)) = fingerprint_older {
             let weak = Arc::downgrade(&dedupe);
             let printer = dedupe.printer.clone();
             tokio::spawn(async move {
@@ -259,7 +259,7 @@ impl Dedupe {
                     // Stops early once the daemon has let go of the deduplication (it is
                     // stopping): the process need not wait for the read to finish.
                     let wanted = || reading.strong_count() > 0;
-                    fingerprint_stored(&sqlite, &printer, since, before, window_micros, wanted)
+                    fingerprint_stored(&ids, &printer, since, before, window_micros, wanted)
                 })
                 .await
                 .map_err(|e| e.to_string())
@@ -290,8 +290,8 @@ impl Dedupe {
     /// or this request's to deliver. `ack_timeout` is how long the request may deliver (a
     /// claim in a shared store holds [`CLAIM_MARGIN`] longer if its instance never ends it).
     pub async fn claim(self: &Arc<Self>, key: String, since: i64, ack_timeout: Duration) -> Claim {
-        if self.store.is_shared() {
-            return self.claim_shared(key, since, ack_timeout).await;
+        if let Some(ids) = self.shared() {
+            return self.claim_shared(ids, key, since, ack_timeout).await;
         }
         let p = self.printer.print(&key);
         let mut asked = false;
@@ -316,7 +316,7 @@ impl Dedupe {
             }
             // Memory cannot tell: the store decides (then memory is checked again, as a copy
             // may have started or finished meanwhile).
-            match self.store.seen_since(&key, since).await {
+            match self.store.seen_ids().seen_since(&key, since).await {
                 Ok(true) => return Claim::Seen,
                 Ok(false) => {}
                 Err(e) => warn!(error = %e, "webhook deduplication lookup failed; delivering"),
@@ -332,6 +332,7 @@ impl Dedupe {
     /// copies here follow that instance's outcome ([`Dedupe::follow_elsewhere`]).
     async fn claim_shared(
         self: &Arc<Self>,
+        ids: SharedIds<'_>,
         key: String,
         since: i64,
         ack_timeout: Duration,
@@ -359,7 +360,7 @@ impl Dedupe {
         let hold = ack_timeout.saturating_add(CLAIM_MARGIN);
         let until = crate::event::now_micros()
             .saturating_add(i64::try_from(hold.as_micros()).unwrap_or(i64::MAX / 2));
-        let claim = self.store.claim_webhook_id(&key, since, until).await;
+        let claim = ids.claim(&key, since, until).await;
         unclaimed.armed = false;
         match claim {
             Ok(WebhookIdClaim::Won) => {
@@ -397,13 +398,17 @@ impl Dedupe {
     /// without an acceptance, expired, or outlasted `hold` (they answer 503; the provider
     /// retries). Polls the store, more slowly as it waits.
     async fn follow_elsewhere(&self, p: Print, key: String, since: i64, hold: Duration) {
+        let Some(ids) = self.shared() else {
+            // Only a shared store has claims another instance holds.
+            return self.end(p, None, Outcome::Failed);
+        };
         let deadline = tokio::time::Instant::now() + hold;
         let mut pause = FOLLOW_POLL_FIRST;
         let outcome = loop {
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(FOLLOW_POLL_MAX);
             let out_of_time = tokio::time::Instant::now() >= deadline;
-            match self.store.webhook_id_state(&key, since).await {
+            match ids.state(&key, since).await {
                 Ok(WebhookIdState::Accepted(at)) => break (Some(at), Outcome::Accepted),
                 Ok(WebhookIdState::Free) => break (None, Outcome::Failed),
                 Ok(WebhookIdState::Claimed) if out_of_time => break (None, Outcome::Failed),
@@ -421,8 +426,18 @@ impl Dedupe {
     /// Releases this instance's claim on `key` in a shared store (a failed delivery): a retry
     /// may then land on any instance. If it cannot, the claim expires by itself.
     async fn release(&self, key: &str) {
-        if let Err(e) = self.store.release_webhook_id(key).await {
+        if let Some(ids) = self.shared()
+            && let Err(e) = ids.release(key).await
+        {
             warn!(error = %e, "could not release a webhook deduplication claim; it expires by itself");
+        }
+    }
+
+    /// The store's ids when other instances share them (and claims decide who delivers).
+    fn shared(&self) -> Option<SharedIds<'_>> {
+        match self.store.seen_ids() {
+            SeenIds::Shared(ids) => Some(ids),
+            SeenIds::Local(_) => None,
         }
     }
 
@@ -461,18 +476,18 @@ impl Dedupe {
 /// `None` if `wanted` said no more (asked every [`CHECK_WANTED_EVERY`] ids): what was read
 /// so far would not cover the range, so it is not returned.
 fn fingerprint_stored(
-    sqlite: &SqliteStore,
+    ids: &LocalIds,
     printer: &Printer,
     since: i64,
     before: i64,
     window: i64,
     wanted: impl Fn() -> bool,
-) -> Result<Option<(Older, usize)>, crate::dlq::DlqError> {
+) -> Result<Option<(Older, usize)>, crate::store::StoreError> {
     let mut older = Older::new(since, window);
     let mut oldest = before;
     let mut read = 0usize;
     let mut stopped = false;
-    let n = sqlite.each_seen_blocking(since, before, memory::OLDER_CAP, |k, at| {
+    let n = ids.each_seen_blocking(since, before, memory::OLDER_CAP, |k, at| {
         read += 1;
         if read.is_multiple_of(CHECK_WANTED_EVERY) && !wanted() {
             stopped = true;
@@ -506,10 +521,18 @@ mod tests {
     /// The requests' `ack_timeout`.
     const ACK: Duration = Duration::from_secs(10);
 
+    /// The embedded store's ids.
+    fn local(store: &Store) -> &LocalIds {
+        match store.seen_ids() {
+            SeenIds::Local(ids) => ids,
+            SeenIds::Shared(_) => panic!("not the embedded store"),
+        }
+    }
+
     /// An embedded store in a fresh directory, with a runtime to drive it.
-    fn scratch_store() -> (tempfile::TempDir, tokio::runtime::Runtime, Arc<DlqStore>) {
-        let (dir, rt, sqlite) = SqliteStore::scratch();
-        (dir, rt, Arc::new(DlqStore::Sqlite(sqlite)))
+    fn scratch_store() -> (tempfile::TempDir, tokio::runtime::Runtime, Arc<Store>) {
+        let (dir, rt, sqlite) = crate::store::SqliteStore::scratch();
+        (dir, rt, Arc::new(Store::Sqlite(sqlite)))
     }
 
     /// Claims `key` and finishes it as accepted; true if this call led (a new id).
@@ -570,7 +593,7 @@ mod tests {
         });
         // Each accepted id is in the store the moment its request was answered.
         let stored = main
-            .block_on(store.recent_seen(0, 1_000))
+            .block_on(store.seen_ids().recent(0, 1_000))
             .expect("read ids");
         let mut keys: Vec<String> = stored.into_iter().map(|(k, _)| k).collect();
         keys.sort();
@@ -607,7 +630,8 @@ mod tests {
                 );
             }
             let mut stored: Vec<String> = store
-                .recent_seen(0, 10)
+                .seen_ids()
+                .recent(0, 10)
                 .await
                 .expect("read ids")
                 .into_iter()
@@ -711,9 +735,7 @@ mod tests {
             let keys: Vec<String> = (0..MEMORY_CAP + 500)
                 .map(|i| format!("s\u{1f}evt_{i}"))
                 .collect();
-            store
-                .as_sqlite()
-                .expect("sqlite")
+            local(&store)
                 .remember_seen_blocking(
                     keys.iter()
                         .enumerate()
@@ -721,7 +743,7 @@ mod tests {
                 )
                 .expect("ids of a previous run");
             // As the previous run's writer thread left them: all but the newest indexed.
-            store.index_seen(1_000).await.expect("indexed");
+            local(&store).index_seen(1_000).await.expect("indexed");
             let window = 3_600_000_000;
             let d = Dedupe::start(Arc::clone(&store), window).await;
             // A request's window starts later than the one at start-up.
@@ -764,7 +786,7 @@ mod tests {
     #[test]
     fn start_up_fingerprinting_stops_when_no_longer_wanted_and_returns_nothing_partial() {
         let (_dir, _rt, store) = scratch_store();
-        let sqlite = store.as_sqlite().expect("sqlite");
+        let sqlite = local(&store);
         let keys: Vec<String> = (0..3 * CHECK_WANTED_EVERY)
             .map(|i| format!("s\u{1f}evt_{i}"))
             .collect();

@@ -83,7 +83,7 @@ impl Request {
 /// /api/v1/backfills`.
 pub async fn request(
     config: &crate::config::Config,
-    store: &crate::dlq::DlqStore,
+    store: &crate::store::Store,
     req: &Request,
 ) -> Result<Backfill, RequestError> {
     let Some(crate::config::SourceKind::Postgres(pg)) =
@@ -94,7 +94,8 @@ pub async fn request(
     let key = state_key(&req.source);
     let unavailable = |e: &dyn std::fmt::Display| RequestError::Unavailable(e.to_string());
     let current: Option<Backfill> = store
-        .get_state(&key)
+        .source_state()
+        .get(&key)
         .await
         .map_err(|e| unavailable(&e))?
         .and_then(|v| serde_json::from_str(&v).ok());
@@ -153,7 +154,8 @@ pub async fn request(
     );
     let json = serde_json::to_string(&b).map_err(|e| unavailable(&e))?;
     store
-        .put_state(&key, &json)
+        .source_state()
+        .put(&key, &json)
         .await
         .map_err(|e| unavailable(&e))?;
     Ok(b)
@@ -161,11 +163,12 @@ pub async fn request(
 
 /// The tables waiting for their backfill (`snapshot_new_tables`), next first.
 pub async fn queued(
-    store: &crate::dlq::DlqStore,
+    store: &crate::store::Store,
     source: &str,
-) -> Result<Vec<Queued>, crate::dlq::DlqError> {
+) -> Result<Vec<Queued>, crate::store::StoreError> {
     Ok(store
-        .get_state(&queue_key(source))
+        .source_state()
+        .get(&queue_key(source))
         .await?
         .and_then(|v| serde_json::from_str(&v).ok())
         .unwrap_or_default())
@@ -173,11 +176,12 @@ pub async fn queued(
 
 /// The source's backfill, if it ever had one.
 pub async fn current(
-    store: &crate::dlq::DlqStore,
+    store: &crate::store::Store,
     source: &str,
-) -> Result<Option<Backfill>, crate::dlq::DlqError> {
+) -> Result<Option<Backfill>, crate::store::StoreError> {
     Ok(store
-        .get_state(&state_key(source))
+        .source_state()
+        .get(&state_key(source))
         .await?
         .and_then(|v| serde_json::from_str(&v).ok()))
 }
@@ -217,21 +221,21 @@ impl Cancelled {
 
 /// Cancels the source's running backfill and empties its queue.
 pub async fn cancel(
-    store: &crate::dlq::DlqStore,
+    store: &crate::store::Store,
     source: &str,
-) -> Result<Cancelled, crate::dlq::DlqError> {
+) -> Result<Cancelled, crate::store::StoreError> {
     let mut out = Cancelled {
         queued: queued(store, source).await?,
         ..Cancelled::default()
     };
     if !out.queued.is_empty() {
-        store.put_state(&queue_key(source), "[]").await?;
+        store.source_state().put(&queue_key(source), "[]").await?;
     }
     if let Some(mut b) = current(store, source).await?.filter(Backfill::is_active) {
         b.state = State::Cancelled;
         b.finished_at = Some(now_micros());
         let json = serde_json::to_string(&b).unwrap_or_default();
-        store.put_state(&state_key(source), &json).await?;
+        store.source_state().put(&state_key(source), &json).await?;
         out.running = Some(b);
     }
     Ok(out)
@@ -240,9 +244,9 @@ pub async fn cancel(
 /// `snapshot status` and `GET /api/v1/backfills/{source}`: the last backfill's fields (or
 /// `"state": "none"`) and `queued`, the tables waiting.
 pub async fn status(
-    store: &crate::dlq::DlqStore,
+    store: &crate::store::Store,
     source: &str,
-) -> Result<serde_json::Value, crate::dlq::DlqError> {
+) -> Result<serde_json::Value, crate::store::StoreError> {
     let mut v = match current(store, source).await? {
         Some(b) => serde_json::to_value(&b).unwrap_or_default(),
         None => serde_json::json!({"state": "none"}),

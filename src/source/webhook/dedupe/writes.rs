@@ -11,7 +11,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tracing::warn;
 
 use super::MEMORY_CAP;
-use crate::dlq::{DlqStore, SqliteStore};
+use crate::store::{LocalIds, SeenIds, Store};
 
 /// Largest batch written in one transaction.
 const BATCH: usize = 1024;
@@ -51,7 +51,7 @@ pub(super) enum Writes {
 
 /// The embedded store and its writer thread's queue.
 pub(super) struct Embedded {
-    store: SqliteStore,
+    store: LocalIds,
     queue: std::sync::mpsc::SyncSender<WriteRequest>,
 }
 
@@ -131,7 +131,7 @@ fn queue_on_this_thread(
 }
 
 /// Tells each waiter of `batch` whether its id is stored.
-fn tell(batch: Vec<WriteRequest>, done: Result<(), crate::dlq::DlqError>) {
+fn tell(batch: Vec<WriteRequest>, done: Result<(), crate::store::StoreError>) {
     let ok = match done {
         Ok(()) => true,
         Err(e) => {
@@ -209,12 +209,13 @@ fn commit_this_threads_ids() {
 
 impl Writes {
     /// Starts the writer for `store`: the embedded store's writer thread, or a writer task.
-    pub(super) fn start(store: &Arc<DlqStore>) -> Writes {
-        if let Some(sqlite) = store.as_sqlite().cloned() {
+    pub(super) fn start(store: &Arc<Store>) -> Writes {
+        if let SeenIds::Local(ids) = store.seen_ids() {
+            let ids = ids.clone();
             // The embedded store's writer thread: ids handed over by requests off the HTTP
             // threads or while the connection was busy, checkpoints and indexing.
             let (queue, rx) = std::sync::mpsc::sync_channel(BATCH * 4);
-            let writer = sqlite.clone();
+            let writer = ids.clone();
             if let Err(e) = std::thread::Builder::new()
                 .name("switchyard-dedupe".into())
                 .spawn(move || {
@@ -225,10 +226,7 @@ impl Writes {
             {
                 warn!(error = %e, "could not start the deduplication writer thread; ids are committed by the HTTP threads only");
             }
-            Writes::Embedded(Arc::new(Embedded {
-                store: sqlite,
-                queue,
-            }))
+            Writes::Embedded(Arc::new(Embedded { store: ids, queue }))
         } else {
             let (queue, rx) = mpsc::channel(BATCH * 4);
             tokio::spawn(write_batches(Arc::clone(store), rx));
@@ -255,7 +253,7 @@ impl Writes {
 /// The embedded store's writer thread: commits the ids queued for it, checkpoints the WALs and
 /// moves ids into the keyed index one transaction at a time (on the index connection: the HTTP
 /// threads go on committing new ids to the log meanwhile).
-fn write_batches_blocking(store: &SqliteStore, rx: &std::sync::mpsc::Receiver<WriteRequest>) {
+fn write_batches_blocking(store: &LocalIds, rx: &std::sync::mpsc::Receiver<WriteRequest>) {
     use std::sync::mpsc::RecvTimeoutError;
     let mut indexing = false;
     let mut last_checkpoint = Instant::now();
@@ -324,7 +322,7 @@ fn supervised(what: &str, pause: Duration, mut body: impl FnMut()) {
 const RESTART_AFTER: Duration = Duration::from_secs(1);
 
 /// Writes queued ids in batches: each batch one transaction, then every waiter is told.
-async fn write_batches(store: Arc<DlqStore>, mut rx: mpsc::Receiver<WriteRequest>) {
+async fn write_batches(store: Arc<Store>, mut rx: mpsc::Receiver<WriteRequest>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < BATCH {
@@ -334,7 +332,7 @@ async fn write_batches(store: Arc<DlqStore>, mut rx: mpsc::Receiver<WriteRequest
             }
         }
         let entries = batch.iter().map(|(k, at, _)| (k.clone(), *at)).collect();
-        let done = store.remember_seen(entries).await;
+        let done = store.seen_ids().remember(entries).await;
         tell(batch, done);
     }
 }

@@ -9,11 +9,12 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Row, ToStatement};
 
-use super::sql::{COLUMNS, Param, limit_clause, where_clause};
-use super::{
-    DeadLetter, DlqError, EncodedRecord, NewDeadLetter, Selector, StatsRow, Status, decode_event,
+use super::StoreError;
+use super::dead_letters::{
+    DeadLetter, EncodedRecord, NewDeadLetter, Selector, StatsRow, Status, decode_event,
     encode_event, stats_row,
 };
+use super::sql::{COLUMNS, Param, limit_clause, where_clause};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS switchyard_dead_letters (
@@ -107,7 +108,7 @@ fn claim_owner() -> String {
     static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     format!(
         "{}:{}:{}",
-        super::hostname(),
+        crate::store::hostname(),
         std::process::id(),
         NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     )
@@ -187,15 +188,15 @@ impl Conns {
     }
 }
 
-fn pg(e: CallError) -> DlqError {
+fn pg(e: CallError) -> StoreError {
     match e {
         CallError::Sql(e) => sql_error(&e, ""),
         CallError::Pool(PoolError::Backend(e)) => sql_error(&e, "connecting: "),
-        CallError::Pool(PoolError::Timeout(_)) => DlqError::PostgresUnavailable(format!(
+        CallError::Pool(PoolError::Timeout(_)) => StoreError::PostgresUnavailable(format!(
             "no connection to the store's database within {}s (all {POOL_SIZE} busy, or the database does not answer)",
             WAIT_TIMEOUT.as_secs()
         )),
-        CallError::Pool(e) => DlqError::Postgres(e.to_string()),
+        CallError::Pool(e) => StoreError::Postgres(e.to_string()),
     }
 }
 
@@ -203,12 +204,12 @@ fn pg(e: CallError) -> DlqError {
 /// restarting or unreachable, the connection was lost, a serialization failure or deadlock:
 /// the same call may succeed later) or definite (bad SQL, a constraint, authentication, TLS
 /// verification). `context` prefixes the message.
-fn sql_error(e: &tokio_postgres::Error, context: &str) -> DlqError {
+fn sql_error(e: &tokio_postgres::Error, context: &str) -> StoreError {
     let message = format!("{context}{}", pg_message(e));
     if is_transient(e) {
-        DlqError::PostgresUnavailable(message)
+        StoreError::PostgresUnavailable(message)
     } else {
-        DlqError::Postgres(message)
+        StoreError::Postgres(message)
     }
 }
 
@@ -265,12 +266,12 @@ fn refs(b: &[Box<dyn ToSql + Sync + Send>]) -> Vec<&(dyn ToSql + Sync)> {
 impl PostgresStore {
     /// Connects (TLS as `sslmode`/`sslrootcert` in `url` say, as for postgres sources) and
     /// creates the tables on first use.
-    pub async fn connect(url: &str) -> Result<PostgresStore, DlqError> {
+    pub async fn connect(url: &str) -> Result<PostgresStore, StoreError> {
         // Relative sslrootcert paths were made absolute when the config was loaded.
         let (url, tls) = crate::config::url_tls(url, std::path::Path::new(""))
-            .map_err(|e| DlqError::Postgres(format!("{} ({})", e.message, e.help)))?;
+            .map_err(|e| StoreError::Postgres(format!("{} ({})", e.message, e.help)))?;
         let mut cfg = tokio_postgres::Config::from_str(&url)
-            .map_err(|e| DlqError::Postgres(format!("invalid url: {e}")))?;
+            .map_err(|e| StoreError::Postgres(format!("invalid url: {e}")))?;
         cfg.ssl_mode(crate::pg_tls::sql_mode(&tls));
         if cfg.get_connect_timeout().is_none() {
             cfg.connect_timeout(CONNECT_TIMEOUT);
@@ -289,7 +290,7 @@ impl PostgresStore {
             .unwrap_or(CONNECT_TIMEOUT)
             + CONNECT_TIMEOUT;
         // With sslmode=disable tokio-postgres never starts TLS: the connector goes unused.
-        let connector = crate::pg_tls::sql_connector(&tls).map_err(DlqError::Postgres)?;
+        let connector = crate::pg_tls::sql_connector(&tls).map_err(StoreError::Postgres)?;
         let manager = Manager::from_config(
             cfg,
             connector,
@@ -304,7 +305,7 @@ impl PostgresStore {
             .wait_timeout(Some(WAIT_TIMEOUT))
             .recycle_timeout(Some(CONNECT_TIMEOUT))
             .build()
-            .map_err(|e| DlqError::Postgres(format!("connection pool: {e}")))?;
+            .map_err(|e| StoreError::Postgres(format!("connection pool: {e}")))?;
         let client = Conns { pool };
         // Concurrent first starts (and upgrades) race on CREATE … IF NOT EXISTS and the
         // migrations; serialise them: one transaction under a transaction-level advisory lock,
@@ -322,7 +323,7 @@ impl PostgresStore {
         })
     }
 
-    pub(super) async fn put(&self, l: &NewDeadLetter) -> Result<i64, DlqError> {
+    pub(super) async fn put(&self, l: &NewDeadLetter) -> Result<i64, StoreError> {
         let row = self
             .client
             .query_one(
@@ -361,7 +362,7 @@ impl PostgresStore {
         Ok(row.get(0))
     }
 
-    pub(super) async fn list(&self, sel: &Selector) -> Result<Vec<DeadLetter>, DlqError> {
+    pub(super) async fn list(&self, sel: &Selector) -> Result<Vec<DeadLetter>, StoreError> {
         let mut params = Vec::new();
         let w = where_clause(sel, '$', &mut params);
         let sql = format!(
@@ -373,7 +374,7 @@ impl PostgresStore {
         rows.iter().map(read_row).collect()
     }
 
-    pub(super) async fn get(&self, id: i64) -> Result<Option<DeadLetter>, DlqError> {
+    pub(super) async fn get(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM {TABLE} WHERE id = $1");
         let row = self.client.query_opt(&sql, &[&id]).await.map_err(pg)?;
         row.as_ref().map(read_row).transpose()
@@ -385,7 +386,7 @@ impl PostgresStore {
         owner: &str,
         lease_until: i64,
         batch: usize,
-    ) -> Result<Vec<DeadLetter>, DlqError> {
+    ) -> Result<Vec<DeadLetter>, StoreError> {
         let now = crate::event::now_micros();
         let mut params = vec![
             Param::Text(owner.to_string()),
@@ -412,7 +413,7 @@ impl PostgresStore {
         &self,
         owner: &str,
         lease_until: i64,
-    ) -> Result<Vec<i64>, DlqError> {
+    ) -> Result<Vec<i64>, StoreError> {
         let rows = self
             .client
             .query(
@@ -433,7 +434,7 @@ impl PostgresStore {
         id: i64,
         owner: &str,
         lease_until: i64,
-    ) -> Result<bool, DlqError> {
+    ) -> Result<bool, StoreError> {
         let n = self
             .client
             .execute(
@@ -448,7 +449,7 @@ impl PostgresStore {
         Ok(n == 1)
     }
 
-    pub(super) async fn claim_owners(&self, now: i64) -> Result<Vec<String>, DlqError> {
+    pub(super) async fn claim_owners(&self, now: i64) -> Result<Vec<String>, StoreError> {
         let rows = self
             .client
             .query(
@@ -460,7 +461,7 @@ impl PostgresStore {
         Ok(rows.iter().map(|r| r.get(0)).collect())
     }
 
-    pub(super) async fn release_owner(&self, owner: &str) -> Result<u64, DlqError> {
+    pub(super) async fn release_owner(&self, owner: &str) -> Result<u64, StoreError> {
         self.client
             .execute(
                 &format!("UPDATE {TABLE} SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = $1"),
@@ -475,7 +476,7 @@ impl PostgresStore {
         id: i64,
         owner: &str,
         note: &str,
-    ) -> Result<bool, DlqError> {
+    ) -> Result<bool, StoreError> {
         let now = crate::event::now_micros();
         let n = self
             .client
@@ -497,7 +498,7 @@ impl PostgresStore {
         ids: Vec<i64>,
         owner: &str,
         note: &str,
-    ) -> Result<u64, DlqError> {
+    ) -> Result<u64, StoreError> {
         let now = crate::event::now_micros();
         self.client
             .execute(
@@ -519,7 +520,7 @@ impl PostgresStore {
         class: &str,
         message: &str,
         at: i64,
-    ) -> Result<(), DlqError> {
+    ) -> Result<(), StoreError> {
         self.client
             .execute(
                 &format!(
@@ -534,7 +535,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(super) async fn discard(&self, sel: &Selector, reason: &str) -> Result<u64, DlqError> {
+    pub(super) async fn discard(&self, sel: &Selector, reason: &str) -> Result<u64, StoreError> {
         let now = crate::event::now_micros();
         let mut params = vec![Param::Text(reason.to_string()), Param::Int(now)];
         let w = where_clause(sel, '$', &mut params);
@@ -548,7 +549,7 @@ impl PostgresStore {
         self.client.execute(&sql, &refs(&b)).await.map_err(pg)
     }
 
-    pub(super) async fn stats(&self) -> Result<Vec<StatsRow>, DlqError> {
+    pub(super) async fn stats(&self) -> Result<Vec<StatsRow>, StoreError> {
         let rows = self
             .client
             .query(
@@ -569,7 +570,7 @@ impl PostgresStore {
             .collect()
     }
 
-    pub(super) async fn purge(&self, before: i64) -> Result<u64, DlqError> {
+    pub(super) async fn purge(&self, before: i64) -> Result<u64, StoreError> {
         self.client
             .execute(
                 &format!("DELETE FROM {TABLE} WHERE status IN ('replayed', 'discarded') AND updated_at < $1"),
@@ -580,7 +581,7 @@ impl PostgresStore {
     }
 }
 
-fn read_row(r: &Row) -> Result<DeadLetter, DlqError> {
+fn read_row(r: &Row) -> Result<DeadLetter, StoreError> {
     let id: i64 = r.get(0);
     let route: String = r.get(3);
     let status: String = r.get(11);
@@ -601,7 +602,7 @@ fn read_row(r: &Row) -> Result<DeadLetter, DlqError> {
         last_failed_at: r.get(10),
         status: status
             .parse::<Status>()
-            .map_err(|message| DlqError::Corrupt { id, message })?,
+            .map_err(|message| StoreError::Corrupt { id, message })?,
         replay_count: r.get(12),
         resolution: r.get(13),
         event: Some(decode_event(id, &event_json)?),

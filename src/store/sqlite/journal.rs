@@ -4,11 +4,14 @@
 use rusqlite::{OptionalExtension, params};
 
 use super::*;
-use crate::dlq::audit::AuditRecord;
-use crate::dlq::{AuditEntry, DlqError};
+use crate::store::audit::AuditRecord;
+use crate::store::{AuditEntry, StoreError};
 
 impl SqliteStore {
-    pub(in crate::dlq) async fn get_state(&self, key: &str) -> Result<Option<String>, DlqError> {
+    pub(in crate::store) async fn get_state(
+        &self,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
         let key = key.to_string();
         let err = self.err();
         self.with(move |c| {
@@ -23,7 +26,11 @@ impl SqliteStore {
         .await
     }
 
-    pub(in crate::dlq) async fn put_state(&self, key: &str, value: &str) -> Result<(), DlqError> {
+    pub(in crate::store) async fn put_state(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
         let (key, value) = (key.to_string(), value.to_string());
         let err = self.err();
         self.with(move |c| {
@@ -38,7 +45,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(in crate::dlq) async fn audit(&self, e: &AuditEntry) -> Result<(), DlqError> {
+    pub(in crate::store) async fn audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
         let e = e.clone();
         let err = self.err();
         self.with(move |c| {
@@ -56,7 +63,7 @@ impl SqliteStore {
                 .optional()
                 .map_err(&err)?
                 .unwrap_or_default();
-            let hash = crate::dlq::audit::link(&prev, &e);
+            let hash = crate::store::audit::link(&prev, &e);
             tx.execute(
                 "INSERT INTO audit_log (at, actor, action, selector, count, result, role, peer,
                      request_id, prev_hash, hash)
@@ -81,24 +88,28 @@ impl SqliteStore {
         .await
     }
 
-    pub(in crate::dlq) async fn audit_log(
+    pub(in crate::store) async fn audit_log(
         &self,
         limit: usize,
-    ) -> Result<Vec<AuditRecord>, DlqError> {
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         self.audit_rows(format!("ORDER BY id DESC LIMIT {limit}"), 0)
             .await
     }
 
-    pub(in crate::dlq) async fn audit_page(
+    pub(in crate::store) async fn audit_page(
         &self,
         after_id: i64,
         limit: usize,
-    ) -> Result<Vec<AuditRecord>, DlqError> {
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         self.audit_rows(format!("WHERE id > ?1 ORDER BY id LIMIT {limit}"), after_id)
             .await
     }
 
-    async fn audit_rows(&self, tail: String, after_id: i64) -> Result<Vec<AuditRecord>, DlqError> {
+    async fn audit_rows(
+        &self,
+        tail: String,
+        after_id: i64,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         let err = self.err();
         self.with(move |c| {
             let mut stmt = c

@@ -2,11 +2,14 @@
 //! and its hash-chained audit trail.
 
 use super::{AUDIT_LOCK, CallError, PostgresStore, pg};
-use crate::dlq::audit::AuditRecord;
-use crate::dlq::{AuditEntry, DlqError};
+use crate::store::audit::AuditRecord;
+use crate::store::{AuditEntry, StoreError};
 
 impl PostgresStore {
-    pub(in crate::dlq) async fn get_state(&self, key: &str) -> Result<Option<String>, DlqError> {
+    pub(in crate::store) async fn get_state(
+        &self,
+        key: &str,
+    ) -> Result<Option<String>, StoreError> {
         let row = self
             .client
             .query_opt("SELECT value FROM switchyard_state WHERE key = $1", &[&key])
@@ -15,7 +18,11 @@ impl PostgresStore {
         Ok(row.map(|r| r.get(0)))
     }
 
-    pub(in crate::dlq) async fn put_state(&self, key: &str, value: &str) -> Result<(), DlqError> {
+    pub(in crate::store) async fn put_state(
+        &self,
+        key: &str,
+        value: &str,
+    ) -> Result<(), StoreError> {
         self.client
             .execute(
                 "INSERT INTO switchyard_state (key, value, updated_at) VALUES ($1, $2, $3)
@@ -27,7 +34,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(in crate::dlq) async fn audit(&self, e: &AuditEntry) -> Result<(), DlqError> {
+    pub(in crate::store) async fn audit(&self, e: &AuditEntry) -> Result<(), StoreError> {
         let sqlerr = |e: tokio_postgres::Error| pg(CallError::Sql(e));
         let mut conn = self.client.get().await.map_err(pg)?;
         let tx = conn.transaction().await.map_err(sqlerr)?;
@@ -43,7 +50,7 @@ impl PostgresStore {
             .map_err(sqlerr)?
             .map(|r| r.get(0))
             .unwrap_or_default();
-        let hash = crate::dlq::audit::link(&prev, e);
+        let hash = crate::store::audit::link(&prev, e);
         tx.execute(
             "INSERT INTO switchyard_dlq_audit (at, actor, action, selector, count, result, role,
                  peer, request_id, prev_hash, hash)
@@ -67,19 +74,19 @@ impl PostgresStore {
         tx.commit().await.map_err(sqlerr)
     }
 
-    pub(in crate::dlq) async fn audit_log(
+    pub(in crate::store) async fn audit_log(
         &self,
         limit: usize,
-    ) -> Result<Vec<AuditRecord>, DlqError> {
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         self.audit_rows(&format!("WHERE id > $1 ORDER BY id DESC LIMIT {limit}"), -1)
             .await
     }
 
-    pub(in crate::dlq) async fn audit_page(
+    pub(in crate::store) async fn audit_page(
         &self,
         after_id: i64,
         limit: usize,
-    ) -> Result<Vec<AuditRecord>, DlqError> {
+    ) -> Result<Vec<AuditRecord>, StoreError> {
         self.audit_rows(
             &format!("WHERE id > $1 ORDER BY id LIMIT {limit}"),
             after_id,
@@ -87,7 +94,7 @@ impl PostgresStore {
         .await
     }
 
-    async fn audit_rows(&self, tail: &str, after_id: i64) -> Result<Vec<AuditRecord>, DlqError> {
+    async fn audit_rows(&self, tail: &str, after_id: i64) -> Result<Vec<AuditRecord>, StoreError> {
         let rows = self
             .client
             .query(

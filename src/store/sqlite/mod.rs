@@ -1,4 +1,4 @@
-//! The embedded dead-letter store: one SQLite file (WAL mode, `synchronous=FULL`), so a
+//! The embedded store: one SQLite file (WAL mode, `synchronous=FULL`), so a
 //! dead letter is on disk before the event is acknowledged, and a kill -9 loses nothing that
 //! was committed; the newest webhook deduplication ids are appended to a second file beside it
 //! ([`ids_file`]). Every call runs on the blocking pool; the daemon and the CLI may use the
@@ -14,11 +14,14 @@ use std::sync::{Arc, Mutex};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
 
-use super::sql::{COLUMNS, Param, limit_clause, where_clause};
-use super::{
-    DeadLetter, DlqError, EncodedRecord, NewDeadLetter, Selector, StatsRow, Status, decode_event,
+use super::StoreError;
+use super::dead_letters::{
+    DeadLetter, EncodedRecord, NewDeadLetter, Selector, StatsRow, Status, decode_event,
     encode_event, stats_row,
 };
+use super::sql::{COLUMNS, Param, limit_clause, where_clause};
+
+pub use seen::LocalIds;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS dead_letters (
@@ -147,24 +150,13 @@ struct Opened {
 pub struct SqliteStore {
     path: PathBuf,
     conn: Arc<Mutex<Connection>>,
-    /// Webhook deduplication ids' own connection (`synchronous=NORMAL`, see
-    /// [`SqliteStore::remember_seen`]), with the ids' log file attached as `ids`: appending ids
-    /// takes only that file's write lock, never waiting behind a dead letter's fsync or an index
-    /// move.
-    seen: Arc<Mutex<Connection>>,
-    /// The deduplication writer thread's connection (also with `ids` attached): moves ids from
-    /// the log into the keyed index (the store file's write lock only) and purges the index.
-    index: Arc<Mutex<Connection>>,
-    /// A read-only connection for deduplication lookups: in WAL mode it never waits for the
-    /// ids' commits or index moves, nor they for it.
-    lookups: Arc<Mutex<Connection>>,
-    /// Rows of the ids' log not yet moved into the `webhook_seen` index.
-    unindexed: Arc<AtomicUsize>,
+    /// The webhook ids accepted, on connections of their own.
+    ids: LocalIds,
 }
 
 impl SqliteStore {
     /// Opens or creates the file (and its directory).
-    pub async fn open(path: &Path) -> Result<SqliteStore, DlqError> {
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
         let path = path.to_path_buf();
         let p = path.clone();
         let opened = tokio::task::spawn_blocking(move || -> Result<Opened, String> {
@@ -240,65 +232,54 @@ impl SqliteStore {
             })
         })
         .await
-        .map_err(|e| DlqError::Sqlite {
+        .map_err(|e| StoreError::Sqlite {
             path: path.clone(),
             message: e.to_string(),
         })?
-        .map_err(|message| DlqError::Sqlite {
+        .map_err(|message| StoreError::Sqlite {
             path: path.clone(),
             message,
         })?;
+        let conn = Arc::new(Mutex::new(opened.conn));
         Ok(SqliteStore {
+            ids: LocalIds {
+                path: path.clone(),
+                store: Arc::clone(&conn),
+                seen: Arc::new(Mutex::new(opened.seen)),
+                index: Arc::new(Mutex::new(opened.index)),
+                lookups: Arc::new(Mutex::new(opened.lookups)),
+                unindexed: Arc::new(AtomicUsize::new(opened.unindexed)),
+            },
             path,
-            conn: Arc::new(Mutex::new(opened.conn)),
-            seen: Arc::new(Mutex::new(opened.seen)),
-            index: Arc::new(Mutex::new(opened.index)),
-            lookups: Arc::new(Mutex::new(opened.lookups)),
-            unindexed: Arc::new(AtomicUsize::new(opened.unindexed)),
+            conn,
         })
     }
 
     async fn with<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, DlqError> + Send + 'static,
-    ) -> Result<T, DlqError> {
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
         self.on(&self.conn, f).await
-    }
-
-    /// Runs `f` on the deduplication ids' connection.
-    async fn with_seen<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, DlqError> + Send + 'static,
-    ) -> Result<T, DlqError> {
-        self.on(&self.seen, f).await
     }
 
     async fn on<T: Send + 'static>(
         &self,
         conn: &Arc<Mutex<Connection>>,
-        f: impl FnOnce(&mut Connection) -> Result<T, DlqError> + Send + 'static,
-    ) -> Result<T, DlqError> {
-        let conn = Arc::clone(conn);
-        tokio::task::spawn_blocking(move || {
-            let mut guard = lock(&conn);
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| DlqError::Sqlite {
-            path: self.path.clone(),
-            message: e.to_string(),
-        })?
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        run_on(&self.path, conn, f).await
     }
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> DlqError + Send + 'static {
-        let path = self.path.clone();
-        move |e| DlqError::Sqlite {
-            path: path.clone(),
-            message: e.to_string(),
-        }
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + Send + 'static {
+        sqlite_err(&self.path)
     }
 
-    pub(super) async fn put(&self, l: &NewDeadLetter) -> Result<i64, DlqError> {
+    /// The webhook ids this store's instance accepted.
+    pub fn ids(&self) -> &LocalIds {
+        &self.ids
+    }
+
+    pub(super) async fn put(&self, l: &NewDeadLetter) -> Result<i64, StoreError> {
         let l = l.clone();
         let err = self.err();
         self.with(move |c| {
@@ -337,7 +318,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn list(&self, sel: &Selector) -> Result<Vec<DeadLetter>, DlqError> {
+    pub(super) async fn list(&self, sel: &Selector) -> Result<Vec<DeadLetter>, StoreError> {
         let sel = sel.clone();
         let err = self.err();
         self.with(move |c| {
@@ -356,7 +337,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn get(&self, id: i64) -> Result<Option<DeadLetter>, DlqError> {
+    pub(super) async fn get(&self, id: i64) -> Result<Option<DeadLetter>, StoreError> {
         let err = self.err();
         self.with(move |c| {
             let sql = format!("SELECT {COLUMNS} FROM dead_letters WHERE id = ?1");
@@ -372,7 +353,7 @@ impl SqliteStore {
         owner: &str,
         lease_until: i64,
         batch: usize,
-    ) -> Result<Vec<DeadLetter>, DlqError> {
+    ) -> Result<Vec<DeadLetter>, StoreError> {
         let sel = sel.clone();
         let owner = owner.to_string();
         let err = self.err();
@@ -410,7 +391,7 @@ impl SqliteStore {
         &self,
         owner: &str,
         lease_until: i64,
-    ) -> Result<Vec<i64>, DlqError> {
+    ) -> Result<Vec<i64>, StoreError> {
         let owner = owner.to_string();
         let err = self.err();
         self.with(move |c| {
@@ -434,7 +415,7 @@ impl SqliteStore {
         id: i64,
         owner: &str,
         lease_until: i64,
-    ) -> Result<bool, DlqError> {
+    ) -> Result<bool, StoreError> {
         let owner = owner.to_string();
         let err = self.err();
         self.with(move |c| {
@@ -449,7 +430,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn claim_owners(&self, now: i64) -> Result<Vec<String>, DlqError> {
+    pub(super) async fn claim_owners(&self, now: i64) -> Result<Vec<String>, StoreError> {
         let err = self.err();
         self.with(move |c| {
             let mut stmt = c
@@ -461,7 +442,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn release_owner(&self, owner: &str) -> Result<u64, DlqError> {
+    pub(super) async fn release_owner(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_string();
         let err = self.err();
         self.with(move |c| {
@@ -480,7 +461,7 @@ impl SqliteStore {
         id: i64,
         owner: &str,
         note: &str,
-    ) -> Result<bool, DlqError> {
+    ) -> Result<bool, StoreError> {
         let (owner, note) = (owner.to_string(), note.to_string());
         let err = self.err();
         self.with(move |c| {
@@ -502,7 +483,7 @@ impl SqliteStore {
         ids: Vec<i64>,
         owner: &str,
         note: &str,
-    ) -> Result<u64, DlqError> {
+    ) -> Result<u64, StoreError> {
         let (owner, note) = (owner.to_string(), note.to_string());
         let err = self.err();
         self.with(move |c| {
@@ -534,7 +515,7 @@ impl SqliteStore {
         class: &str,
         message: &str,
         at: i64,
-    ) -> Result<(), DlqError> {
+    ) -> Result<(), StoreError> {
         let (owner, class, message) = (owner.to_string(), class.to_string(), message.to_string());
         let err = self.err();
         self.with(move |c| {
@@ -550,7 +531,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn discard(&self, sel: &Selector, reason: &str) -> Result<u64, DlqError> {
+    pub(super) async fn discard(&self, sel: &Selector, reason: &str) -> Result<u64, StoreError> {
         let sel = sel.clone();
         let reason = reason.to_string();
         let err = self.err();
@@ -571,7 +552,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn stats(&self) -> Result<Vec<StatsRow>, DlqError> {
+    pub(super) async fn stats(&self) -> Result<Vec<StatsRow>, StoreError> {
         let err = self.err();
         self.with(move |c| {
             let mut stmt = c
@@ -600,7 +581,7 @@ impl SqliteStore {
         .await
     }
 
-    pub(super) async fn purge(&self, before: i64) -> Result<u64, DlqError> {
+    pub(super) async fn purge(&self, before: i64) -> Result<u64, StoreError> {
         let err = self.err();
         self.with(move |c| {
             c.execute(
@@ -617,6 +598,33 @@ impl SqliteStore {
 /// Locks a connection. A thread that panicked while holding it left it usable (SQLite itself
 /// is consistent: an open transaction is rolled back here), so the lock's poisoning is cleared
 /// rather than failing every later write.
+/// Runs `f` on `conn` on the blocking pool (the file at `path`, for errors).
+async fn run_on<T: Send + 'static>(
+    path: &Path,
+    conn: &Arc<Mutex<Connection>>,
+    f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, StoreError> {
+    let conn = Arc::clone(conn);
+    tokio::task::spawn_blocking(move || {
+        let mut guard = lock(&conn);
+        f(&mut guard)
+    })
+    .await
+    .map_err(|e| StoreError::Sqlite {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?
+}
+
+/// Turns a SQLite error on the file at `path` into the store's.
+fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Send + 'static {
+    let path = path.to_path_buf();
+    move |e| StoreError::Sqlite {
+        path: path.clone(),
+        message: e.to_string(),
+    }
+}
+
 fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
     match conn.lock() {
         Ok(c) => c,
@@ -648,7 +656,7 @@ fn to_sql(params: &[Param]) -> Vec<SqlValue> {
         .collect()
 }
 
-type RowResult = Result<DeadLetter, DlqError>;
+type RowResult = Result<DeadLetter, StoreError>;
 
 fn read_row(r: &Row<'_>) -> rusqlite::Result<RowResult> {
     let id: i64 = r.get(0)?;
@@ -659,7 +667,7 @@ fn read_row(r: &Row<'_>) -> rusqlite::Result<RowResult> {
     let record_value: Option<Vec<u8>> = r.get(16)?;
     let status = match status.parse::<Status>() {
         Ok(s) => s,
-        Err(message) => return Ok(Err(DlqError::Corrupt { id, message })),
+        Err(message) => return Ok(Err(StoreError::Corrupt { id, message })),
     };
     let event = match decode_event(id, &event_json) {
         Ok(e) => e,
@@ -690,8 +698,8 @@ fn read_row(r: &Row<'_>) -> rusqlite::Result<RowResult> {
 
 fn collect(
     rows: impl Iterator<Item = rusqlite::Result<RowResult>>,
-    err: &impl Fn(rusqlite::Error) -> DlqError,
-) -> Result<Vec<DeadLetter>, DlqError> {
+    err: &impl Fn(rusqlite::Error) -> StoreError,
+) -> Result<Vec<DeadLetter>, StoreError> {
     let mut out = Vec::new();
     for row in rows {
         out.push(row.map_err(err)??);
@@ -720,6 +728,7 @@ mod tests {
     #[test]
     fn a_connection_left_by_a_panicking_thread_is_usable_again() {
         let (_dir, rt, store) = SqliteStore::scratch();
+        let store = store.ids().clone();
         let seen = Arc::clone(&store.seen);
         let failed = std::thread::spawn(move || {
             let c = seen.lock().expect("lock");

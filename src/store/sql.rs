@@ -79,7 +79,7 @@ pub(crate) fn limit_clause(sel: &Selector) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dlq::Status;
+    use crate::store::Status;
 
     #[test]
     fn selectors_become_numbered_parameters() {

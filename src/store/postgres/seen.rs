@@ -1,10 +1,14 @@
 //! The PostgreSQL store's seen webhook ids (deduplication and delivery claims).
 
 use super::{PostgresStore, pg};
-use crate::dlq::{DlqError, WebhookIdClaim, WebhookIdState};
+use crate::store::{StoreError, WebhookIdClaim, WebhookIdState};
 
 impl PostgresStore {
-    pub(in crate::dlq) async fn seen_since(&self, key: &str, since: i64) -> Result<bool, DlqError> {
+    pub(in crate::store) async fn seen_since(
+        &self,
+        key: &str,
+        since: i64,
+    ) -> Result<bool, StoreError> {
         let row = self
             .client
             .query_opt(
@@ -18,10 +22,10 @@ impl PostgresStore {
 
     /// Remembers accepted ids and, in the same statement (one commit), ends this store's
     /// claims on them: another instance sees an id claimed or accepted, never neither.
-    pub(in crate::dlq) async fn remember_seen(
+    pub(in crate::store) async fn remember_seen(
         &self,
         entries: Vec<(String, i64)>,
-    ) -> Result<(), DlqError> {
+    ) -> Result<(), StoreError> {
         let keys: Vec<&str> = entries.iter().map(|(k, _)| k.as_str()).collect();
         let ats: Vec<i64> = entries.iter().map(|(_, a)| *a).collect();
         self.client
@@ -44,12 +48,12 @@ impl PostgresStore {
     /// written first and the accepted ids read after it (a statement of its own, so it sees
     /// every acceptance committed before the claim): an instance that accepts an id ends its
     /// claim in the commit that records the id (see [`PostgresStore::remember_seen`]).
-    pub(in crate::dlq) async fn claim_webhook_id(
+    pub(in crate::store) async fn claim_webhook_id(
         &self,
         key: &str,
         since: i64,
         until: i64,
-    ) -> Result<WebhookIdClaim, DlqError> {
+    ) -> Result<WebhookIdClaim, StoreError> {
         let now = crate::event::now_micros();
         let won = self
             .client
@@ -90,11 +94,11 @@ impl PostgresStore {
 
     /// Whether `key` was accepted since `since`, is claimed (live), or neither: one statement,
     /// so an acceptance and the end of its claim are seen together.
-    pub(in crate::dlq) async fn webhook_id_state(
+    pub(in crate::store) async fn webhook_id_state(
         &self,
         key: &str,
         since: i64,
-    ) -> Result<WebhookIdState, DlqError> {
+    ) -> Result<WebhookIdState, StoreError> {
         let now = crate::event::now_micros();
         let row = self
             .client
@@ -116,7 +120,7 @@ impl PostgresStore {
     }
 
     /// Ends this instance's claim on `key` (its delivery failed: the id is free again).
-    pub(in crate::dlq) async fn release_webhook_id(&self, key: &str) -> Result<(), DlqError> {
+    pub(in crate::store) async fn release_webhook_id(&self, key: &str) -> Result<(), StoreError> {
         self.client
             .execute(
                 "DELETE FROM switchyard_webhook_claims WHERE key = $1 AND owner = $2",
@@ -127,11 +131,11 @@ impl PostgresStore {
         Ok(())
     }
 
-    pub(in crate::dlq) async fn recent_seen(
+    pub(in crate::store) async fn recent_seen(
         &self,
         since: i64,
         limit: usize,
-    ) -> Result<Vec<(String, i64)>, DlqError> {
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         let rows = self
             .client
             .query(
@@ -145,7 +149,7 @@ impl PostgresStore {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
-    pub(in crate::dlq) async fn purge_seen(&self, before: i64) -> Result<u64, DlqError> {
+    pub(in crate::store) async fn purge_seen(&self, before: i64) -> Result<u64, StoreError> {
         // Claims whose instance never ended them (it died) and that have expired.
         self.client
             .execute(

@@ -17,7 +17,70 @@
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::AuditEntry;
+use super::{Store, StoreError};
+
+/// One line of the audit log.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    /// When, micros since the epoch.
+    pub at: i64,
+    /// Who: `token:<name>` (the admin API, authenticated), `local:<user>` (the CLI straight on
+    /// the store: break-glass), `switchyard` (the daemon itself).
+    pub actor: String,
+    /// The role the actor acted with (`viewer`, `operator`, `admin`; empty when not through
+    /// the admin API).
+    pub role: String,
+    /// `replay`, `replay --dry-run`, `discard`, `view raw payload`, `denied`, …
+    pub action: String,
+    /// The selector as typed (or the request's method and path).
+    pub selector: String,
+    /// How many entries it applied to.
+    pub count: i64,
+    /// What happened.
+    pub result: String,
+    /// The peer address of the request (admin API), empty otherwise.
+    pub peer: String,
+    /// The request's id (admin API: also in its `x-request-id` answer header).
+    pub request_id: String,
+}
+
+/// The audit-trail view of a [`Store`] ([`Store::audit_trail`]).
+#[derive(Clone, Copy)]
+pub struct AuditTrail<'a>(pub(super) &'a Store);
+
+impl AuditTrail<'_> {
+    /// Appends to the audit log, chained to the row before ([`link`]).
+    pub async fn append(&self, entry: &AuditEntry) -> Result<(), StoreError> {
+        dispatch!(self.0, s => s.audit(entry).await)
+    }
+
+    /// Audit rows after `after_id`, oldest first, at most `limit`.
+    pub async fn page(&self, after_id: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        dispatch!(self.0, s => s.audit_page(after_id, limit).await)
+    }
+
+    /// Walks the whole audit log and checks its chain ([`Verifier`]).
+    pub async fn verify(&self) -> Result<Verification, StoreError> {
+        let mut v = Verifier::default();
+        let mut after = 0;
+        'pages: loop {
+            let page = self.page(after, 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            for r in &page {
+                if !v.push(r) {
+                    break 'pages;
+                }
+            }
+        }
+        Ok(v.finish())
+    }
+
+    /// The audit log, newest first.
+    pub async fn newest(&self, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        dispatch!(self.0, s => s.audit_log(limit).await)
+    }
+}
 
 /// One stored row of the audit log, with its place in the chain.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

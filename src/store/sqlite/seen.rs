@@ -6,13 +6,14 @@
 //! id) without holding them up.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
-use super::{SqliteStore, lock, recovered};
-use crate::dlq::DlqError;
+use super::{lock, recovered, run_on, sqlite_err};
+use crate::store::StoreError;
 
 /// About how many logged ids (whole batches) move into the index in one transaction. A move
 /// writes every index page its ids land on (a random position each): the more ids per
@@ -131,13 +132,52 @@ fn each_in_batch(ids: &[u8], mut each: impl FnMut(&str, i64)) -> Result<(), Stri
     Ok(())
 }
 
-impl SqliteStore {
+/// The embedded store's webhook ids ([`crate::store::SeenIds::Local`]): a log the HTTP threads
+/// append to and a keyed index the deduplication writer thread moves them into, each on
+/// connections of its own.
+#[derive(Clone)]
+pub struct LocalIds {
+    pub(super) path: PathBuf,
+    /// The store file's own connection (for its WAL checkpoints).
+    pub(super) store: Arc<Mutex<Connection>>,
+    /// Webhook deduplication ids' own connection (`synchronous=NORMAL`, see
+    /// [`LocalIds::remember_seen`]), with the ids' log file attached as `ids`: appending ids
+    /// takes only that file's write lock, never waiting behind a dead letter's fsync or an index
+    /// move.
+    pub(super) seen: Arc<Mutex<Connection>>,
+    /// The deduplication writer thread's connection (also with `ids` attached): moves ids from
+    /// the log into the keyed index (the store file's write lock only) and purges the index.
+    pub(super) index: Arc<Mutex<Connection>>,
+    /// A read-only connection for deduplication lookups: in WAL mode it never waits for the
+    /// ids' commits or index moves, nor they for it.
+    pub(super) lookups: Arc<Mutex<Connection>>,
+    /// Rows of the ids' log not yet moved into the `webhook_seen` index.
+    pub(super) unindexed: Arc<AtomicUsize>,
+}
+
+impl LocalIds {
+    async fn on<T: Send + 'static>(
+        &self,
+        conn: &Arc<Mutex<Connection>>,
+        f: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        run_on(&self.path, conn, f).await
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + Send + 'static {
+        sqlite_err(&self.path)
+    }
+
     /// Looks in the index only: the ids still in the log are the newest ones, which the
-    /// deduplication memory always holds (see [`SqliteStore::remember_seen`]). Through the
+    /// deduplication memory always holds (see [`LocalIds::remember_seen`]). Through the
     /// read-only lookup connection, so a lookup never waits behind a commit of new ids or an
     /// index move (a source with more ids in its window than memory and its fingerprints
     /// hold looks up every new id).
-    pub(in crate::dlq) async fn seen_since(&self, key: &str, since: i64) -> Result<bool, DlqError> {
+    pub(in crate::store) async fn seen_since(
+        &self,
+        key: &str,
+        since: i64,
+    ) -> Result<bool, StoreError> {
         let key = key.to_string();
         let err = self.err();
         self.on(&self.lookups, move |c| {
@@ -154,41 +194,41 @@ impl SqliteStore {
     /// Appending costs a page or two per batch; inserting into the keyed index costs a page per
     /// id (a random B-tree position each), several times the rest of a webhook request. So the
     /// log is the durable record, and ids move into the index only once the log holds more than
-    /// the deduplication memory would keep ([`SqliteStore::index_seen`]): every id not in memory
+    /// the deduplication memory would keep ([`LocalIds::index_seen`]): every id not in memory
     /// is then in the index, and a store lookup never needs the (unindexed) log.
     ///
     /// The ids are committed without an fsync (WAL, `synchronous=NORMAL`, this connection only):
     /// the commit survives the process dying, kill -9 included; only an OS crash or a power loss
     /// can drop the last few, which would let a provider's retry of one of them through a second
     /// time (at-least-once). Dead letters keep `synchronous=FULL` on their own connection.
-    pub(in crate::dlq) async fn remember_seen(
+    pub(in crate::store) async fn remember_seen(
         &self,
         entries: Vec<(String, i64)>,
-    ) -> Result<(), DlqError> {
+    ) -> Result<(), StoreError> {
         let this = self.clone();
-        self.with_seen(move |c| {
+        self.on(&self.seen, move |c| {
             this.append_seen(c, entries.iter().map(|(k, at)| (k.as_str(), *at)))
         })
         .await
     }
 
-    /// [`SqliteStore::remember_seen`] on the calling thread, which it blocks for the commit: for
+    /// [`LocalIds::remember_seen`] on the calling thread, which it blocks for the commit: for
     /// a thread of its own (the deduplication writer), never for an async task.
     pub fn remember_seen_blocking<'a>(
         &self,
         entries: impl IntoIterator<Item = (&'a str, i64)>,
-    ) -> Result<(), DlqError> {
+    ) -> Result<(), StoreError> {
         let mut c = lock(&self.seen);
         self.append_seen(&mut c, entries)
     }
 
-    /// [`SqliteStore::remember_seen_blocking`] if nothing else holds the ids' connection at
+    /// [`LocalIds::remember_seen_blocking`] if nothing else holds the ids' connection at
     /// this moment (`None` otherwise): for an event loop, which must not wait behind an index
     /// or purge transaction. The commit itself writes a page or two into the WAL, no fsync.
     pub fn try_remember_seen_now<'a>(
         &self,
         entries: impl IntoIterator<Item = (&'a str, i64)>,
-    ) -> Option<Result<(), DlqError>> {
+    ) -> Option<Result<(), StoreError>> {
         match self.seen.try_lock() {
             Ok(mut c) => Some(self.append_seen(&mut c, entries)),
             Err(std::sync::TryLockError::WouldBlock) => None,
@@ -203,8 +243,8 @@ impl SqliteStore {
     /// database files when no reader needs them (`wal_checkpoint(PASSIVE)`: it never waits for,
     /// nor blocks, a writer), on the dead-letter and index connections, so the ids' connection
     /// stays free.
-    pub fn checkpoint_blocking(&self) -> Result<(), DlqError> {
-        lock(&self.conn)
+    pub fn checkpoint_blocking(&self) -> Result<(), StoreError> {
+        lock(&self.store)
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
             .map_err(self.err())?;
         lock(&self.index)
@@ -216,7 +256,7 @@ impl SqliteStore {
         &self,
         c: &mut Connection,
         entries: impl IntoIterator<Item = (&'a str, i64)>,
-    ) -> Result<(), DlqError> {
+    ) -> Result<(), StoreError> {
         // One row for the whole batch (its own transaction): a row per id cost about 4,000
         // instructions each, most of a commit.
         let n = BLOB
@@ -233,7 +273,7 @@ impl SqliteStore {
 
     /// Moves the oldest logged ids into the index until at most `keep` remain in the log (about
     /// [`INDEX_CHUNK`] per transaction); returns how many remain.
-    pub(in crate::dlq) async fn index_seen(&self, keep: usize) -> Result<usize, DlqError> {
+    pub async fn index_seen(&self, keep: usize) -> Result<usize, StoreError> {
         let this = self.clone();
         self.on(&self.index, move |c| {
             // A full pass starts from the log's true size (the counter only tracks this
@@ -257,11 +297,11 @@ impl SqliteStore {
         .await
     }
 
-    /// One transaction of [`SqliteStore::index_seen`] (at most [`INDEX_CHUNK`] ids) on the
+    /// One transaction of [`LocalIds::index_seen`] (at most [`INDEX_CHUNK`] ids) on the
     /// calling thread, which it blocks; returns how many remain in the log. New ids' commits
     /// (the log file) do not wait for it; the ids' connection is held only to delete the moved
     /// rows from the log afterwards.
-    pub fn index_seen_chunk_blocking(&self, keep: usize) -> Result<usize, DlqError> {
+    pub fn index_seen_chunk_blocking(&self, keep: usize) -> Result<usize, StoreError> {
         let mut c = lock(&self.index);
         self.index_chunk(&mut c, keep)
     }
@@ -271,7 +311,7 @@ impl SqliteStore {
     /// lock), then deletes them from the log on the ids' connection (the log file's, briefly).
     /// Between the two, and if the process dies there, the ids are in both: a lookup finds them
     /// either way, and moving them again keeps the later time.
-    fn index_chunk(&self, c: &mut Connection, keep: usize) -> Result<usize, DlqError> {
+    fn index_chunk(&self, c: &mut Connection, keep: usize) -> Result<usize, StoreError> {
         let err = self.err();
         let remaining = self.unindexed.load(Ordering::Relaxed);
         if remaining <= keep {
@@ -292,7 +332,7 @@ impl SqliteStore {
                 };
                 let blob = r.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(&err)?;
                 each_in_batch(blob, |k, at| ids.push((k.to_string(), at))).map_err(|why| {
-                    DlqError::Sqlite {
+                    StoreError::Sqlite {
                         path: self.path.clone(),
                         message: format!("a batch of the deduplication ids' log holds {why}"),
                     }
@@ -335,13 +375,13 @@ impl SqliteStore {
         Ok(before.saturating_sub(moved))
     }
 
-    pub(in crate::dlq) async fn recent_seen(
+    pub(in crate::store) async fn recent_seen(
         &self,
         since: i64,
         limit: usize,
-    ) -> Result<Vec<(String, i64)>, DlqError> {
+    ) -> Result<Vec<(String, i64)>, StoreError> {
         let this = self.clone();
-        self.with_seen(move |c| {
+        self.on(&self.seen, move |c| {
             let mut out = Vec::new();
             this.each_seen(c, since, i64::MAX, limit, |k, at| {
                 out.push((k.to_string(), at));
@@ -363,7 +403,7 @@ impl SqliteStore {
         before: i64,
         limit: usize,
         each: impl FnMut(&str, i64) -> ControlFlow<()>,
-    ) -> Result<usize, DlqError> {
+    ) -> Result<usize, StoreError> {
         let err = self.err();
         let reader = Connection::open_with_flags(
             &self.path,
@@ -383,7 +423,7 @@ impl SqliteStore {
         self.each_seen(&reader, since, before, limit, each)
     }
 
-    /// [`SqliteStore::each_seen_blocking`] on a connection already held: the log's ids (at
+    /// [`LocalIds::each_seen_blocking`] on a connection already held: the log's ids (at
     /// most a few hundred thousand, read whole) merged, newest first, with the index's.
     fn each_seen(
         &self,
@@ -392,7 +432,7 @@ impl SqliteStore {
         before: i64,
         limit: usize,
         mut each: impl FnMut(&str, i64) -> ControlFlow<()>,
-    ) -> Result<usize, DlqError> {
+    ) -> Result<usize, StoreError> {
         let err = self.err();
         let mut logged: Vec<(String, i64)> = Vec::new();
         {
@@ -409,7 +449,7 @@ impl SqliteStore {
                         logged.push((k.to_string(), at));
                     }
                 })
-                .map_err(|why| DlqError::Sqlite {
+                .map_err(|why| StoreError::Sqlite {
                     path: self.path.clone(),
                     message: format!("a batch of the deduplication ids' log holds {why}"),
                 })?;
@@ -460,7 +500,7 @@ impl SqliteStore {
         Ok(n)
     }
 
-    pub(in crate::dlq) async fn purge_seen(&self, before: i64) -> Result<u64, DlqError> {
+    pub(in crate::store) async fn purge_seen(&self, before: i64) -> Result<u64, StoreError> {
         // The index, a chunk per transaction (oldest first, through its `at` index).
         let mut purged = 0;
         loop {
@@ -484,7 +524,7 @@ impl SqliteStore {
         let err = self.err();
         let path = self.path.clone();
         let unindexed = Arc::clone(&self.unindexed);
-        self.with_seen(move |c| {
+        self.on(&self.seen, move |c| {
             let tx = c.transaction().map_err(&err)?;
             let mut n = purged;
             // Whole batches whose newest id expired (a batch spans a few milliseconds).
@@ -519,7 +559,7 @@ impl SqliteStore {
                         kept.push((k.to_string(), at));
                     }
                 })
-                .map_err(|why| DlqError::Sqlite {
+                .map_err(|why| StoreError::Sqlite {
                     path: path.clone(),
                     message: format!("a batch of the deduplication ids' log holds {why}"),
                 })?;
@@ -551,11 +591,18 @@ impl SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::SqliteStore;
     use super::*;
+
+    /// The ids of an embedded store in a fresh directory, with a runtime to drive them.
+    fn scratch() -> (tempfile::TempDir, tokio::runtime::Runtime, LocalIds) {
+        let (dir, rt, store) = SqliteStore::scratch();
+        (dir, rt, store.ids().clone())
+    }
 
     #[test]
     fn expired_ids_are_purged_in_chunks_and_newer_ones_stay() {
-        let (_dir, rt, store) = SqliteStore::scratch();
+        let (_dir, rt, store) = scratch();
         let n = PURGE_CHUNK * 2 + 17;
         let keys: Vec<String> = (0..n).map(|i| format!("s\u{1f}old_{i}")).collect();
         store
@@ -574,7 +621,7 @@ mod tests {
 
     #[test]
     fn a_lookup_does_not_wait_for_the_ids_connection() {
-        let (_dir, rt, store) = SqliteStore::scratch();
+        let (_dir, rt, store) = scratch();
         store
             .remember_seen_blocking([("s\u{1f}old", 10)])
             .expect("id");
@@ -594,7 +641,7 @@ mod tests {
 
     #[test]
     fn reading_ids_by_age_never_holds_up_commits_of_new_ids() {
-        let (_dir, _rt, store) = SqliteStore::scratch();
+        let (_dir, _rt, store) = scratch();
         let keys: Vec<String> = (0..100).map(|i| format!("s\u{1f}old_{i}")).collect();
         store
             .remember_seen_blocking(keys.iter().enumerate().map(|(i, k)| (k.as_str(), i as i64)))
@@ -626,13 +673,13 @@ mod tests {
 
     #[test]
     fn new_ids_commit_while_the_store_file_is_locked_by_a_dead_letter_or_a_move() {
-        let (_dir, rt, store) = SqliteStore::scratch();
+        let (_dir, rt, store) = scratch();
         store
             .remember_seen_blocking([("s\u{1f}first", 1)])
             .expect("first id");
         // Another writer holds the store file's write lock (a dead letter's transaction, an
         // index move): appending ids, in their own file, neither waits for it nor fails.
-        let dead_letter = lock(&store.conn);
+        let dead_letter = lock(&store.store);
         dead_letter
             .execute_batch(
                 "BEGIN IMMEDIATE; INSERT INTO state (key, value, updated_at) VALUES ('x', 'y', 1);",
@@ -681,7 +728,11 @@ mod tests {
             .expect("old tables");
         }
         let rt = tokio::runtime::Runtime::new().expect("runtime");
-        let store = rt.block_on(SqliteStore::open(&path)).expect("open");
+        let store = rt
+            .block_on(SqliteStore::open(&path))
+            .expect("open")
+            .ids()
+            .clone();
         assert_eq!(store.unindexed_seen(), 2);
         let ids = rt.block_on(store.recent_seen(0, 10)).expect("read");
         assert_eq!(
@@ -692,7 +743,7 @@ mod tests {
                 ("s\u{1f}indexed".to_string(), 10),
             ]
         );
-        let old_table: i64 = lock(&store.conn)
+        let old_table: i64 = lock(&store.store)
             .query_row(
                 "SELECT count(*) FROM sqlite_master WHERE name = 'webhook_seen_log'",
                 [],
@@ -703,7 +754,11 @@ mod tests {
         assert!(super::super::ids_file(&path).exists());
         // Opened again: nothing moved twice.
         drop(store);
-        let store = rt.block_on(SqliteStore::open(&path)).expect("reopen");
+        let store = rt
+            .block_on(SqliteStore::open(&path))
+            .expect("reopen")
+            .ids()
+            .clone();
         assert_eq!(store.unindexed_seen(), 2);
         assert_eq!(rt.block_on(store.index_seen(0)).expect("moved"), 0);
         assert!(
@@ -714,7 +769,7 @@ mod tests {
 
     #[test]
     fn ids_are_read_newest_first_across_the_log_and_the_index() {
-        let (_dir, rt, store) = SqliteStore::scratch();
+        let (_dir, rt, store) = scratch();
         // Indexed: 10, 30, 50; then logged (in two batches): 20, 40, 60.
         store
             .remember_seen_blocking([("s\u{1f}i10", 10), ("s\u{1f}i30", 30), ("s\u{1f}i50", 50)])
