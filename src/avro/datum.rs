@@ -258,9 +258,11 @@ mod tests {
                     payload: Payload::Change(c.clone()),
                 };
                 let (value_schema, value, key_schema, key) =
-                    crate::encode::change::parts(&event, &c, &[]).expect("parts");
+                    crate::encode::change::parts(&event, &c, &[], &Default::default())
+                        .expect("parts");
                 // Written straight from the rows, without the tree: the same bytes.
-                let written = crate::encode::change::written(&event, &c, &[]).expect("written");
+                let written = crate::encode::change::written(&event, &c, &[], &Default::default())
+                    .expect("written");
                 for (schema, v, direct) in [
                     (value_schema, value, written.value),
                     (key_schema, key, written.key),

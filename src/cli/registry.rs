@@ -326,6 +326,7 @@ async fn postgres_subjects(
                 key_pointer: None,
                 transform: route.transform.clone(),
                 columns: Default::default(),
+                shapes: Default::default(),
                 on_error: route.on_error,
                 value_schema: None,
             };

@@ -1,145 +1,13 @@
 //! Change events → Debezium envelope records (see `source::postgres::envelope`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::LazyLock;
 
 use apache_avro::types::Value;
 
 use super::AvroSchema;
-use crate::debezium::envelope::{
-    self, RowError, SourceInfo, TableColumn, TableSchema, TransactionBlock,
-};
-use crate::debezium::types::column_type;
+use crate::debezium::envelope::{self, RowError, SourceInfo, TransactionBlock};
+use crate::debezium::shapes::ShapeCache;
 use crate::event::{ChangePayload, Event, MessagePayload};
-
-/// The table shape of a change; `key_columns`, when given, replace the primary key.
-pub fn table_schema(source: &str, c: &ChangePayload, key_columns: &[String]) -> TableSchema {
-    TableSchema {
-        source: source.to_string(),
-        database: c.database.clone(),
-        schema: c.schema.clone(),
-        table: c.table.clone(),
-        doc: c.table_doc.clone(),
-        columns: c
-            .columns
-            .iter()
-            .map(|col| TableColumn {
-                name: col.name.clone(),
-                ty: column_type(col.type_oid, col.type_modifier),
-                nullable: col.nullable,
-                is_key: if key_columns.is_empty() {
-                    col.is_key
-                } else {
-                    key_columns.contains(&col.name)
-                },
-                doc: col.doc.clone(),
-            })
-            .collect(),
-    }
-}
-
-/// Value and key schemas per table shape: built when a shape is first seen (a new table or a
-/// DDL change), not for every event.
-type Schemas = Arc<(AvroSchema, AvroSchema)>;
-static SCHEMAS: LazyLock<Mutex<HashMap<TableSchema, Schemas>>> =
-    LazyLock::new(|| Mutex::new(HashMap::new()));
-
-/// Shapes kept at most; past it the cache starts again (shapes are few: tables × versions).
-const MAX_SHAPES: usize = 4096;
-
-fn schemas(t: &TableSchema) -> Schemas {
-    let build = || {
-        Arc::new((
-            AvroSchema::from_json(&t.value_schema().to_string()),
-            AvroSchema::from_json(&t.key_schema().to_string()),
-        ))
-    };
-    let Ok(mut cache) = SCHEMAS.lock() else {
-        return build();
-    };
-    if let Some(s) = cache.get(t) {
-        return Arc::clone(s);
-    }
-    if cache.len() >= MAX_SHAPES {
-        cache.clear();
-    }
-    let s = build();
-    cache.insert(t.clone(), Arc::clone(&s));
-    s
-}
-
-/// Everything about a change's shape that does not depend on its row: the table schema with
-/// its column types, and the value and key schemas.
-struct Prepared {
-    table: TableSchema,
-    schemas: Schemas,
-}
-
-/// One cached shape. It holds the columns it was made for, so their address (the cache key)
-/// cannot be reused by other columns while it is cached.
-struct ShapeEntry {
-    columns: Arc<[crate::event::ChangeColumn]>,
-    source: String,
-    database: String,
-    schema: String,
-    table: String,
-    doc: Option<String>,
-    key_columns: Vec<String>,
-    prepared: Arc<Prepared>,
-}
-
-/// Shapes by the address of the events' shared columns: every change of one relation version
-/// shares them, so the lookup is a pointer hash and a few short compares, not a rebuild of the
-/// table schema (its types and names) for every row. Changes that do not share columns (read
-/// back from the DLQ) still find the schemas through the structural cache behind it.
-#[allow(clippy::type_complexity)]
-static PREPARED: LazyLock<Mutex<(usize, HashMap<usize, Vec<ShapeEntry>>)>> =
-    LazyLock::new(|| Mutex::new((0, HashMap::new())));
-
-fn prepared(source: &str, c: &ChangePayload, key_columns: &[String]) -> Arc<Prepared> {
-    let address = Arc::as_ptr(&c.columns).cast::<u8>() as usize;
-    let matches = |e: &ShapeEntry| {
-        Arc::ptr_eq(&e.columns, &c.columns)
-            && e.key_columns == key_columns
-            && e.source == source
-            && e.table == c.table
-            && e.schema == c.schema
-            && e.database == c.database
-            && e.doc == c.table_doc
-    };
-    if let Ok(cache) = PREPARED.lock()
-        && let Some(e) = cache
-            .1
-            .get(&address)
-            .and_then(|v| v.iter().find(|e| matches(e)))
-    {
-        return Arc::clone(&e.prepared);
-    }
-    let table = table_schema(source, c, key_columns);
-    let prepared = Arc::new(Prepared {
-        schemas: schemas(&table),
-        table,
-    });
-    if let Ok(mut cache) = PREPARED.lock() {
-        let (len, map) = &mut *cache;
-        if *len >= MAX_SHAPES {
-            map.clear();
-            *len = 0;
-        }
-        *len += 1;
-        map.entry(address).or_default().push(ShapeEntry {
-            columns: Arc::clone(&c.columns),
-            source: source.to_string(),
-            database: c.database.clone(),
-            schema: c.schema.clone(),
-            table: c.table.clone(),
-            doc: c.table_doc.clone(),
-            key_columns: key_columns.to_vec(),
-            prepared: Arc::clone(&prepared),
-        });
-    }
-    prepared
-}
 
 /// Value schema, value, key schema and key of a logical decoding message.
 pub fn message_parts(
@@ -205,13 +73,14 @@ pub fn source_info(c: &ChangePayload) -> SourceInfo {
 }
 
 /// Value schema, envelope, key schema and key of a change. A `tombstone` has no value; a
-/// truncate (`t`) has no key.
+/// truncate (`t`) has no key. `shapes`: the route's (see [`ShapeCache`]).
 pub fn parts(
     event: &Event,
     c: &ChangePayload,
     key_columns: &[String],
+    shapes: &ShapeCache,
 ) -> Result<(AvroSchema, Option<Value>, AvroSchema, Option<Value>), RowError> {
-    let shape = prepared(&event.source, c, key_columns);
+    let shape = shapes.prepared(&event.source, c, key_columns);
     let t = &shape.table;
     let before = match c.before.as_deref() {
         Some(r) if c.before_key_only => Some(t.key_only_row(r)?),
@@ -255,8 +124,13 @@ pub struct Written {
 /// [`parts`], written without a `Value` tree: the same bytes. `None` when a row does not fit
 /// its schema or holds a value kind the direct writer does not cover: [`parts`] then says why
 /// (or builds it).
-pub fn written(event: &Event, c: &ChangePayload, key_columns: &[String]) -> Option<Written> {
-    let shape = prepared(&event.source, c, key_columns);
+pub fn written(
+    event: &Event,
+    c: &ChangePayload,
+    key_columns: &[String],
+    shapes: &ShapeCache,
+) -> Option<Written> {
+    let shape = shapes.prepared(&event.source, c, key_columns);
     let t = &shape.table;
     let key = match c.after.as_deref().or(c.before.as_deref()) {
         Some(row) => {
@@ -334,14 +208,16 @@ mod tests {
     #[test]
     fn the_key_is_the_primary_key_unless_the_route_names_columns() {
         let (e, c) = event();
-        let (_, value, key_schema, key) = parts(&e, &c, &[]).expect("parts");
+        let (_, value, key_schema, key) =
+            parts(&e, &c, &[], &ShapeCache::default()).expect("parts");
         assert_eq!(
             key,
             Some(Value::Record(vec![("id".into(), Value::Long(7))]))
         );
         assert!(value.is_some());
         assert!(key_schema.json().contains("\"id\""));
-        let (_, _, key_schema, key) = parts(&e, &c, &["email".to_string()]).expect("parts");
+        let (_, _, key_schema, key) =
+            parts(&e, &c, &["email".to_string()], &ShapeCache::default()).expect("parts");
         assert_eq!(
             key,
             Some(Value::Record(vec![(
@@ -384,7 +260,7 @@ mod tests {
             incremental: false,
         };
         e.payload = Payload::Change(c.clone());
-        let (schema, value, _, _) = parts(&e, &c, &[]).expect("parts");
+        let (schema, value, _, _) = parts(&e, &c, &[], &ShapeCache::default()).expect("parts");
         let value = value.expect("a value");
         let (source, transaction) = source_and_transaction(&value);
         let some = |v: Value| Value::Union(1, Box::new(v));
@@ -424,7 +300,7 @@ mod tests {
     #[test]
     fn without_a_position_the_commit_stands_in_and_there_is_no_transaction_block() {
         let (e, c) = event();
-        let (_, value, _, _) = parts(&e, &c, &[]).expect("parts");
+        let (_, value, _, _) = parts(&e, &c, &[], &ShapeCache::default()).expect("parts");
         let (source, transaction) = source_and_transaction(&value.expect("a value"));
         let some = |v: Value| Value::Union(1, Box::new(v));
         assert_eq!(
@@ -440,7 +316,7 @@ mod tests {
         c.position.total_order = 1;
         c.position.data_collection_order = 1;
         e.payload = Payload::Change(c.clone());
-        let (_, value, _, _) = parts(&e, &c, &[]).expect("parts");
+        let (_, value, _, _) = parts(&e, &c, &[], &ShapeCache::default()).expect("parts");
         let (source, transaction) = source_and_transaction(&value.expect("a value"));
         assert_eq!(field(&source, "snapshot"), &Value::String("true".into()));
         assert_eq!(transaction, Value::Union(0, Box::new(Value::Null)));
@@ -464,7 +340,7 @@ mod tests {
         let (e, mut c) = event();
         c.op = crate::event::ChangeOp::Tombstone;
         c.before = c.after.take();
-        let (_, value, _, key) = parts(&e, &c, &[]).expect("parts");
+        let (_, value, _, key) = parts(&e, &c, &[], &ShapeCache::default()).expect("parts");
         assert!(value.is_none());
         assert!(key.is_some());
     }

@@ -159,8 +159,9 @@ pub fn record_parts(
             })
         }
         Payload::Change(c) => {
-            let (value_schema, value, key_schema, key) = change::parts(event, c, key_columns)
-                .map_err(|e| EncodeError::Encode(e.to_string()))?;
+            let (value_schema, value, key_schema, key) =
+                change::parts(event, c, key_columns, &route.shapes)
+                    .map_err(|e| EncodeError::Encode(e.to_string()))?;
             Ok(RecordParts {
                 value_schema,
                 value,

@@ -43,7 +43,7 @@ pub use ordered::OrderedLane;
 
 /// What the route table made of an event: one entry per route that takes it.
 pub type Matches = Vec<Result<RouteMatch, RouteError>>;
-use crate::sink::kafka::{KafkaSink, Record, SinkError};
+use crate::sink::kafka::{KafkaSink, Placement, Record, SinkError};
 use crate::telemetry::traces::{TRACEPARENT, Traced, Traces};
 
 /// Header names switchyard sets on every record.
@@ -323,87 +323,89 @@ impl Pipeline {
                 metrics.events_routed.with(&m.route, |c| c.inc());
             }
             let route_span = route_span(parent, &self.traces, event, &m);
-            let encode_span = route_span.child("encode", Vec::new());
-            let encoded = self.encode(event, &m, waiter).await;
-            if let Err(f) = &encoded {
-                encode_span.fail(&f.message);
-                route_span.fail(&f.message);
-            }
-            drop(encode_span);
-            let mut record = match encoded {
-                Ok(r) => r,
-                Err(f) if f.class.is_dead_letter() => {
-                    if m.on_error == OnError::Halt {
-                        return Delivery::Failed(halted(&m.route, f));
-                    }
-                    if let Err(f) =
-                        Box::pin(self.dead_letter(event, Some(&m.route), Some(&m.topic), None, f))
-                            .await
-                    {
-                        return Delivery::Failed(f);
-                    }
-                    dead_lettered = true;
-                    continue;
-                }
-                Err(f) => return Delivery::Failed(f),
-            };
-            let produce_span = produce_span(&route_span, &mut record);
             let abandoned = || waiter.is_abandoned();
-            let produced = self.sink.deliver(&record, &abandoned).await;
-            match &produced {
-                Ok(p) => {
-                    produce_span.set(KeyValue::new(
-                        "messaging.destination.partition.id",
-                        p.partition.to_string(),
-                    ));
-                    produce_span.set(KeyValue::new("messaging.kafka.offset", p.offset));
-                }
-                Err(e) => {
-                    produce_span.fail(&e.to_string());
-                    route_span.fail(&e.to_string());
-                }
-            }
-            drop(produce_span);
+            let delivered = self
+                .deliver_route(event, &m, waiter, &abandoned, &route_span)
+                .await;
             drop(route_span);
-            match produced {
-                Ok(p) => {
-                    debug!(event_id = %event.id, route = %m.route, topic = %m.topic, partition = p.partition, offset = p.offset, "delivered")
-                }
-                Err(e) => {
-                    let f = Failure {
-                        class: e.class(),
-                        message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
-                    };
-                    if !f.class.is_dead_letter() {
-                        return Delivery::Failed(f);
-                    }
-                    if m.on_error == OnError::Halt {
-                        return Delivery::Failed(halted(&m.route, f));
-                    }
-                    let encoded = EncodedRecord {
-                        key: record.key.clone(),
-                        value: record.value.clone().unwrap_or_default(),
-                    };
-                    if let Err(f) = Box::pin(self.dead_letter(
-                        event,
-                        Some(&m.route),
-                        Some(&m.topic),
-                        Some(encoded),
-                        f,
-                    ))
-                    .await
-                    {
-                        return Delivery::Failed(f);
-                    }
-                    dead_lettered = true;
-                }
+            let RouteFailed { failure: f, record } = match delivered {
+                Ok(_) => continue,
+                Err(failed) => failed,
+            };
+            if !f.class.is_dead_letter() {
+                return Delivery::Failed(f);
             }
+            if m.on_error == OnError::Halt {
+                return Delivery::Failed(halted(&m.route, f));
+            }
+            if let Err(f) =
+                Box::pin(self.dead_letter(event, Some(&m.route), Some(&m.topic), record, f)).await
+            {
+                return Delivery::Failed(f);
+            }
+            dead_lettered = true;
         }
         if dead_lettered {
             Delivery::DeadLettered
         } else {
             Delivery::Delivered
         }
+    }
+
+    /// Encodes `event` for route `m` and hands the record to Kafka, waiting for its delivery
+    /// report: the deliver-and-wait path of a record to Kafka, the same for live webhook
+    /// deliveries ([`Pipeline::deliver_waited`]) and for replays of dead letters
+    /// (`replay::deliver_entry`), which differ only in what they do with a failure (a live
+    /// event's becomes a dead letter, a replay's stays on its entry). The ordered lanes
+    /// (CDC, snapshots) submit records without waiting for each: `ordered`. The
+    /// `encode` and `produce` spans are children of `span` (the event's `route` span, or a
+    /// replay's own), and the record's `traceparent` names its `produce` span. `waiter` ends
+    /// the registry's retries once the caller stopped waiting; `abandoned` the producer's.
+    pub(crate) async fn deliver_route(
+        &self,
+        event: &Event,
+        m: &RouteMatch,
+        waiter: &Waiter,
+        abandoned: &(dyn Fn() -> bool + Send + Sync),
+        span: &Traced,
+    ) -> Result<Placement, RouteFailed> {
+        let encode_span = span.child("encode", Vec::new());
+        let encoded = self.encode(event, m, waiter).await;
+        if let Err(f) = &encoded {
+            encode_span.fail(&f.message);
+            span.fail(&f.message);
+        }
+        drop(encode_span);
+        let mut record = encoded.map_err(|failure| RouteFailed {
+            failure,
+            record: None,
+        })?;
+        let produce_span = produce_span(span, &mut record);
+        let produced = self.sink.deliver(&record, abandoned).await;
+        match &produced {
+            Ok(p) => {
+                produce_span.set(KeyValue::new(
+                    "messaging.destination.partition.id",
+                    p.partition.to_string(),
+                ));
+                produce_span.set(KeyValue::new("messaging.kafka.offset", p.offset));
+                debug!(event_id = %event.id, route = %m.route, topic = %m.topic, partition = p.partition, offset = p.offset, "delivered");
+            }
+            Err(e) => {
+                produce_span.fail(&e.to_string());
+                span.fail(&e.to_string());
+            }
+        }
+        produced.map_err(|e| RouteFailed {
+            failure: Failure {
+                class: e.class(),
+                message: format!("route `{}`, topic `{}`: {e}", m.route, m.topic),
+            },
+            record: Some(EncodedRecord {
+                key: record.key.clone(),
+                value: record.value.clone().unwrap_or_default(),
+            }),
+        })
     }
 
     /// Stores an event Kafka could not take in time (class `unavailable`), for a source that
@@ -637,7 +639,7 @@ pub(crate) fn parts_of<'e>(event: &'e Event, m: &RouteMatch) -> Result<Parts<'e>
     // A change on a route without transforms: written straight from its rows.
     if m.transform.is_none()
         && let crate::event::Payload::Change(c) = &event.payload
-        && let Some(w) = crate::encode::change::written(event, c, &m.key)
+        && let Some(w) = crate::encode::change::written(event, c, &m.key, &m.shapes)
     {
         return Ok(Parts::Change(w));
     }
@@ -688,6 +690,16 @@ pub(crate) enum Parts<'e> {
     Written(String, std::borrow::Cow<'e, crate::event::WebhookPayload>),
 }
 
+/// Why an event did not reach Kafka on one route ([`Pipeline::deliver_route`]), with the
+/// record that was built, if one was (kept with a dead letter).
+#[derive(Debug)]
+pub(crate) struct RouteFailed {
+    /// The failure, classified.
+    pub failure: Failure,
+    /// The record Kafka refused.
+    pub record: Option<EncodedRecord>,
+}
+
 /// The `route` span of one event on one route (none without a parent).
 fn route_span(
     parent: Option<&opentelemetry::Context>,
@@ -725,6 +737,8 @@ fn produce_span(route_span: &Traced, record: &mut Record) -> Traced {
         ],
     );
     if let Some(tp) = span.traceparent() {
+        // One traceparent: the record names this delivery (a replayed record, the replay).
+        record.headers.retain(|(k, _)| k != TRACEPARENT);
         record.headers.push((TRACEPARENT.into(), tp.into_bytes()));
     }
     span

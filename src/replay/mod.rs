@@ -38,7 +38,7 @@ use crate::event::{Event, now_micros};
 use crate::pipeline::Pipeline;
 use crate::router::RouteMatch;
 use crate::store::{DeadLetter, Selector, Status, Store, StoreError};
-use crate::telemetry::traces::{TRACEPARENT, Traced};
+use crate::telemetry::traces::Traced;
 
 /// How a replay runs.
 #[derive(Debug, Clone)]
@@ -516,35 +516,12 @@ async fn deliver_entry_traced(
     })?;
     let mut topics = Vec::new();
     for m in routes_for(pipeline, dl, event)? {
-        let mut record = pipeline.encode(event, &m, &Waiter::forever()).await?;
-        let produce = if span.is_on() {
-            span.child(
-                "produce",
-                vec![
-                    KeyValue::new("switchyard.route", m.route.to_string()),
-                    KeyValue::new("messaging.system", "kafka"),
-                    KeyValue::new("messaging.destination.name", m.topic.clone()),
-                ],
-            )
-        } else {
-            Traced::none()
-        };
-        if let Some(tp) = produce.traceparent() {
-            // The record names the replay, not the original delivery attempt.
-            record.headers.retain(|(k, _)| k != TRACEPARENT);
-            record.headers.push((TRACEPARENT.into(), tp.into_bytes()));
-        }
+        // The live path's delivery of one route (encode, produce, wait for the report); a
+        // failure is the entry's to record, never a new dead letter.
         pipeline
-            .sink()
-            .deliver(&record, abandoned)
+            .deliver_route(event, &m, &Waiter::forever(), abandoned, span)
             .await
-            .map_err(|e| {
-                produce.fail(&e.to_string());
-                Failure {
-                    class: e.class(),
-                    message: e.to_string(),
-                }
-            })?;
+            .map_err(|failed| failed.failure)?;
         topics.push(m.topic);
     }
     Ok(topics.join(","))

@@ -39,6 +39,8 @@ struct CompiledRoute {
     transform: Option<Arc<crate::config::Transform>>,
     /// The transform's column lists, made once per table shape (this route's own).
     columns: Arc<transform::ColumnsCache>,
+    /// The schemas of the change shapes this route encoded (its own: a reload starts anew).
+    shapes: Arc<crate::debezium::shapes::ShapeCache>,
     on_error: crate::config::OnError,
     value_schema: Option<Arc<crate::avro::typed::ValueSchema>>,
     /// `max_topics`: the topics this route has named so far (shared by its copies).
@@ -155,6 +157,7 @@ impl CompiledRoute {
             key_pointer: self.key_pointer.clone(),
             transform: self.transform.clone(),
             columns: Arc::clone(&self.columns),
+            shapes: Arc::clone(&self.shapes),
             on_error: self.on_error,
             value_schema: self.value_schema.clone(),
         })
@@ -233,6 +236,8 @@ pub struct RouteMatch {
     pub transform: Option<Arc<crate::config::Transform>>,
     /// The route's transformed column lists (see [`transform::ColumnsCache`]).
     pub columns: Arc<transform::ColumnsCache>,
+    /// The route's change shapes (see [`crate::debezium::shapes::ShapeCache`]).
+    pub shapes: Arc<crate::debezium::shapes::ShapeCache>,
     /// What a definite failure on this route does.
     pub on_error: crate::config::OnError,
     /// Webhooks: the typed record of `data` (`value_schema`).
@@ -309,6 +314,7 @@ impl RouteTable {
                     fast: None,
                     transform: r.transform.clone(),
                     columns: Arc::default(),
+                    shapes: Arc::default(),
                     on_error: r.on_error,
                     value_schema: r.value_schema.clone(),
                     topics: r.max_topics.map(|max| {
@@ -531,6 +537,55 @@ mod tests {
                 before_key_only: false,
                 position: Default::default(),
             }),
+        }
+    }
+
+    /// The schemas a route built for a table shape are its own and a reload's table starts
+    /// without them: nothing a reload replaces outlives it in a process-wide cache.
+    #[test]
+    fn change_shapes_are_cached_per_route_and_a_reload_starts_anew() {
+        let text = "[kafka]\nbootstrap_servers = \"x:1\"\n[schema_registry]\nurl = \"http://x\"\n\
+                    [sources.db]\ntype = \"postgres\"\nurl = \"postgres://u@h/app\"\ntables = [\"public.*\"]\n\
+                    [[routes]]\nname = \"all\"\nsource = \"db\"\n\
+                    [[routes]]\nname = \"by_email\"\nsource = \"db\"\ntopic = \"by-email\"\nkey = [\"email\"]\n";
+        let cfg = Config::from_str_with_env(Path::new("t.toml"), text, |_| None).expect("valid");
+        let t = RouteTable::compile(&cfg);
+        let mut e = change("users", "c");
+        if let Payload::Change(c) = &mut e.payload {
+            let col = |name: &str, oid: u32, is_key: bool| crate::event::ChangeColumn {
+                name: name.into(),
+                type_oid: oid,
+                type_modifier: -1,
+                nullable: !is_key,
+                is_key,
+                doc: None,
+            };
+            c.columns = vec![col("id", 20, true), col("email", 25, false)].into();
+            c.after = Some(vec![Some("7".into()), Some("a@example.com".into())]);
+        }
+        let Payload::Change(c) = &e.payload else {
+            unreachable!("a change")
+        };
+        let matches: Vec<RouteMatch> = t.route(&e).into_iter().map(|m| m.expect("ok")).collect();
+        assert_eq!(matches.len(), 2);
+        for m in &matches {
+            crate::encode::change::parts(&e, c, &m.key, &m.shapes).expect("parts");
+        }
+        // Each route holds the shape it encoded, with its own key: not one shared entry.
+        assert_eq!((matches[0].shapes.len(), matches[1].shapes.len()), (1, 1));
+        assert!(!Arc::ptr_eq(&matches[0].shapes, &matches[1].shapes));
+        // A later match of the same route shares its cache.
+        let again = t
+            .route(&e)
+            .into_iter()
+            .next()
+            .expect("a match")
+            .expect("ok");
+        assert!(Arc::ptr_eq(&again.shapes, &matches[0].shapes));
+        // The table a reload compiles starts without any.
+        let reloaded = RouteTable::recompile(&cfg, &t);
+        for m in reloaded.route(&e) {
+            assert!(m.expect("ok").shapes.is_empty());
         }
     }
 

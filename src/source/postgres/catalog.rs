@@ -65,7 +65,7 @@ impl ReplicaIdentity {
 /// - without a primary key, the replica identity: the `USING INDEX` columns, every column of
 ///   `columns` under `FULL`, none under `DEFAULT` or `NOTHING` (no key).
 ///
-/// A route's `key = [...]` replaces this (see `encode::change::table_schema`).
+/// A route's `key = [...]` replaces this (see `debezium::shapes::table_schema`).
 pub fn key_columns(
     identity: ReplicaIdentity,
     primary_key: &[String],
