@@ -88,10 +88,10 @@ pub struct Waiter(Option<std::sync::Weak<()>>);
 
 /// Held by the caller while it waits; dropping it tells the [`Waiter`].
 #[derive(Debug)]
-pub struct StillWaiting(#[allow(dead_code)] std::sync::Arc<()>);
+pub(crate) struct StillWaiting(#[allow(dead_code)] std::sync::Arc<()>);
 
 /// A waiter and the guard whose drop abandons it.
-pub fn waiter() -> (Waiter, StillWaiting) {
+pub(crate) fn waiter() -> (Waiter, StillWaiting) {
     let guard = std::sync::Arc::new(());
     (
         Waiter(Some(std::sync::Arc::downgrade(&guard))),
@@ -125,7 +125,7 @@ impl AckReceiver {
 
 /// Ordered positions (e.g. LSNs) whose events are acknowledged out of order.
 #[derive(Debug)]
-pub struct Checkpoint<P> {
+pub(crate) struct Checkpoint<P> {
     /// Tracked positions from oldest to newest, with their state.
     pending: VecDeque<(P, SlotState)>,
     /// Sequence number of `pending[0]`.
@@ -143,11 +143,11 @@ enum SlotState {
 
 /// A handle for one tracked position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Seq(u64);
+pub(crate) struct Seq(u64);
 
 impl<P: Copy + Ord> Checkpoint<P> {
     /// A checkpoint that starts at `confirmed`.
-    pub fn new(confirmed: Option<P>) -> Self {
+    pub(crate) fn new(confirmed: Option<P>) -> Self {
         Self {
             pending: VecDeque::new(),
             base_seq: 0,
@@ -156,14 +156,14 @@ impl<P: Copy + Ord> Checkpoint<P> {
     }
 
     /// Starts tracking `position`; positions must be tracked in non-decreasing order.
-    pub fn track(&mut self, position: P) -> Seq {
+    pub(crate) fn track(&mut self, position: P) -> Seq {
         debug_assert!(self.pending.back().is_none_or(|(p, _)| *p <= position));
         self.pending.push_back((position, SlotState::InFlight));
         Seq(self.base_seq + self.pending.len() as u64 - 1)
     }
 
     /// Records the outcome of a tracked position and returns the new confirmed position.
-    pub fn resolve(&mut self, seq: Seq, durable: bool) -> Option<P> {
+    pub(crate) fn resolve(&mut self, seq: Seq, durable: bool) -> Option<P> {
         if let Some(idx) = seq.0.checked_sub(self.base_seq)
             && let Some(slot) = usize::try_from(idx)
                 .ok()
@@ -189,20 +189,16 @@ impl<P: Copy + Ord> Checkpoint<P> {
         self.confirmed
     }
 
-    /// Highest position whose events, and all before it, are durable.
-    pub fn confirmed(&self) -> Option<P> {
-        self.confirmed
-    }
-
     /// True when a failed event blocks the checkpoint (the source must restart from it).
-    pub fn is_blocked(&self) -> bool {
+    #[cfg(test)]
+    fn is_blocked(&self) -> bool {
         self.pending
             .front()
             .is_some_and(|(_, s)| *s == SlotState::Failed)
     }
 
     /// Positions still tracked.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.pending.len()
     }
 }

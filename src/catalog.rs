@@ -10,10 +10,10 @@ use serde_json::{Value as Json, json};
 use crate::config::{Config, RouteConfig, SourceKind, TopicField};
 
 /// The tables each postgres source streams, read from its database (`lineage --live`).
-pub type LiveTables = HashMap<String, Vec<(String, String)>>;
+pub(crate) type LiveTables = HashMap<String, Vec<(String, String)>>;
 
 /// What one route publishes on one topic (pattern).
-pub struct Entry<'a> {
+pub(crate) struct Entry<'a> {
     /// The topic, or its template where a part is only known at run time.
     pub topic: String,
     /// The route.
@@ -39,7 +39,7 @@ fn render(route: &RouteConfig, source: &str, schema: &str, table: &str) -> Strin
 /// Every topic each route can produce: templates are expanded over the tables a postgres route
 /// takes; a `*` stays where the tables are only known at run time, unless `live` lists the
 /// source's real tables.
-pub fn entries<'a>(config: &'a Config, live: Option<&LiveTables>) -> Vec<Entry<'a>> {
+pub(crate) fn entries<'a>(config: &'a Config, live: Option<&LiveTables>) -> Vec<Entry<'a>> {
     let mut out = Vec::new();
     for route in &config.routes {
         let Some(source) = config.sources.get(&route.source) else {
@@ -165,7 +165,7 @@ fn describe(config: &Config, e: &Entry) -> Json {
 
 /// Every topic the configuration can produce, as `switchyard topics --format json` prints it
 /// (and `GET /api/v1/routes` answers).
-pub fn topics_json(config: &Config) -> Vec<Json> {
+pub(crate) fn topics_json(config: &Config) -> Vec<Json> {
     entries(config, None)
         .iter()
         .map(|e| describe(config, e))
@@ -174,7 +174,7 @@ pub fn topics_json(config: &Config) -> Vec<Json> {
 
 /// The tables each postgres source streams, read-only from its database: the publication's
 /// tables, or the tables its `tables` select when the publication does not exist yet.
-pub async fn live_tables(config: &Config) -> Result<LiveTables, String> {
+pub(crate) async fn live_tables(config: &Config) -> Result<LiveTables, String> {
     use crate::source::postgres::{catalog, stream};
     let mut out = LiveTables::new();
     for (name, source) in &config.sources {
@@ -202,7 +202,7 @@ pub async fn live_tables(config: &Config) -> Result<LiveTables, String> {
 
 /// The data flow as nodes and edges (`switchyard lineage --format json`, `GET
 /// /api/v1/lineage`, the console's graph).
-pub fn lineage_json(config: &Config, live: Option<&LiveTables>) -> Json {
+pub(crate) fn lineage_json(config: &Config, live: Option<&LiveTables>) -> Json {
     let mut nodes: Vec<Json> = Vec::new();
     let mut edges: Vec<Json> = Vec::new();
     let mut add_node = |id: String, kind: &str, label: &str| {

@@ -4,5 +4,5 @@
 //! (`event::{Datum, Tuple}`) and writes Avro with `avro::datum`.
 
 pub mod envelope;
-pub mod shapes;
+pub(crate) mod shapes;
 pub mod types;

@@ -25,6 +25,10 @@
 //! where each is acknowledged; the invariants are written at the top of the modules that keep
 //! them: nothing is acknowledged to a source before it is durable.
 
+// Items are `pub(crate)` unless the crate's callers (the binary, tests, benches) use them, so the
+// compiler finds dead code: `pub` where nothing outside can reach it is a warning.
+#![warn(unreachable_pub)]
+
 /// A hash map for the hot path's lookups by name (webhook paths, routes by source, schema
 /// subjects, metric labels): foldhash, seeded per process, instead of the standard SipHash
 /// (about 150 instructions per lookup of a short name against 30). Its keys come from the
@@ -34,10 +38,10 @@ pub type FastMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomS
 /// The set of [`FastMap`] (the Kafka sink's topics known to exist, looked up per record).
 pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
-pub mod ack;
-pub mod admin;
+pub(crate) mod ack;
+pub(crate) mod admin;
 pub mod avro;
-pub mod catalog;
+pub(crate) mod catalog;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -46,12 +50,12 @@ pub mod encode;
 pub mod error;
 pub mod event;
 pub mod json;
-pub mod pg_tls;
-pub mod pipeline;
-pub mod reload;
-pub mod replay;
+pub(crate) mod pg_tls;
+pub(crate) mod pipeline;
+pub(crate) mod reload;
+pub(crate) mod replay;
 pub mod router;
-pub mod serve;
+pub(crate) mod serve;
 pub mod sink;
 pub mod source;
 pub mod store;

@@ -9,7 +9,7 @@ use pgwire_replication::config::{SslMode, TlsConfig};
 use crate::config::{PgSslMode, PgTls};
 
 /// A tokio-postgres connector for `tls`.
-pub fn sql_connector(tls: &PgTls) -> Result<postgres_native_tls::MakeTlsConnector, String> {
+pub(crate) fn sql_connector(tls: &PgTls) -> Result<postgres_native_tls::MakeTlsConnector, String> {
     let mut builder = native_tls::TlsConnector::builder();
     match tls.mode {
         PgSslMode::Disable | PgSslMode::Prefer | PgSslMode::Require => {
@@ -35,7 +35,7 @@ pub fn sql_connector(tls: &PgTls) -> Result<postgres_native_tls::MakeTlsConnecto
 
 /// The SQL connection's `ssl_mode` (tokio-postgres knows disable, prefer and require; the
 /// verification modes are enforced by the connector).
-pub fn sql_mode(tls: &PgTls) -> tokio_postgres::config::SslMode {
+pub(crate) fn sql_mode(tls: &PgTls) -> tokio_postgres::config::SslMode {
     match tls.mode {
         PgSslMode::Disable => tokio_postgres::config::SslMode::Disable,
         PgSslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
@@ -44,7 +44,7 @@ pub fn sql_mode(tls: &PgTls) -> tokio_postgres::config::SslMode {
 }
 
 /// The replication connection's TLS settings.
-pub fn replication(tls: &PgTls) -> TlsConfig {
+pub(crate) fn replication(tls: &PgTls) -> TlsConfig {
     TlsConfig {
         mode: match tls.mode {
             PgSslMode::Disable => SslMode::Disable,

@@ -14,7 +14,7 @@ use crate::source::postgres::publication::Selections;
 /// `tables`, `exclude_tables` and `snapshot_new_tables` go to the running source, whose
 /// publication follows them. Every other change to `[sources]`, and to `[schema_registry]`,
 /// is reported and needs a restart.
-pub fn reload(
+pub(crate) fn reload(
     pipeline: &Pipeline,
     running: &Config,
     selections: &Selections,
@@ -23,7 +23,7 @@ pub fn reload(
 }
 
 /// [`reload`], returning the configuration now in force (its routes).
-pub fn reload_to(
+pub(crate) fn reload_to(
     pipeline: &Pipeline,
     running: &Config,
     selections: &Selections,

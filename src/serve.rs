@@ -48,7 +48,7 @@ use crate::source::webhook::{WebhookSource, dedupe};
 /// webhook request about a tenth of its CPU (route matching, extensions, boxed services and
 /// nested futures, the body extractor).
 #[derive(Clone)]
-pub struct Front {
+pub(crate) struct Front {
     webhooks: Arc<crate::FastMap<String, WebhookSource>>,
     router: Router,
     ingress: Arc<Ingress>,
@@ -56,7 +56,7 @@ pub struct Front {
 
 impl Front {
     /// `router`, with POSTs to the `webhooks` sources' paths taken before it.
-    pub fn new(router: Router, webhooks: impl IntoIterator<Item = WebhookSource>) -> Front {
+    pub(crate) fn new(router: Router, webhooks: impl IntoIterator<Item = WebhookSource>) -> Front {
         let webhooks = webhooks
             .into_iter()
             .map(|w| (w.path().to_string(), w))
@@ -71,7 +71,7 @@ impl Front {
 
 /// The bounds of the HTTP front, from `[server]`.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     /// Threads serving HTTP.
     pub threads: usize,
     /// Connections open at once; the acceptor waits beyond it (see [`start_bounded`]).
@@ -87,7 +87,7 @@ pub struct Limits {
 
 impl Limits {
     /// The bounds `server` sets.
-    pub fn of(server: &ServerConfig) -> Limits {
+    pub(crate) fn of(server: &ServerConfig) -> Limits {
         Limits {
             threads: server.http_threads,
             max_connections: server.max_connections,
@@ -99,7 +99,7 @@ impl Limits {
 }
 
 /// Largest request head (request line and headers); hyper answers 431 beyond it.
-pub const MAX_HEADER_BYTES: usize = 32 << 10;
+pub(crate) const MAX_HEADER_BYTES: usize = 32 << 10;
 /// Largest read buffer of one connection (hyper's default is ~400 KiB): with
 /// `max_connections` this bounds what open connections hold besides the bodies.
 const MAX_CONNECTION_BUFFER: usize = 64 << 10;
@@ -147,7 +147,7 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Served {
 /// The subject common name of the verified client certificate a request came with (in the
 /// extensions of requests the router serves over TLS with client CAs).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClientCertificate(pub Arc<str>);
+pub(crate) struct ClientCertificate(pub Arc<str>);
 
 /// The subject common name of a DER certificate.
 fn common_name(der: &[u8]) -> Option<String> {
@@ -236,7 +236,7 @@ impl tokio::io::AsyncWrite for Io {
 /// The address of the peer a request came from (in the extensions of requests the router
 /// serves).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer(pub std::net::IpAddr);
+pub(crate) struct Peer(pub std::net::IpAddr);
 
 /// Connections waiting for their thread, per thread; the acceptor waits beyond that.
 const DEAL_QUEUE: usize = 256;
@@ -247,24 +247,6 @@ const TIMER_TICK: Duration = Duration::from_millis(250);
 /// A connection dealt to a thread, with its place among the open connections.
 type Dealt = (std::net::TcpStream, SocketAddr, OwnedSemaphorePermit);
 
-/// Serves `app` on `listener` with `threads` threads and the default bounds of `[server]`
-/// until `stop` fires.
-pub fn start(
-    listener: TcpListener,
-    app: Front,
-    threads: usize,
-    stop: oneshot::Receiver<()>,
-) -> io::Result<JoinHandle<io::Result<()>>> {
-    let limits = Limits {
-        threads,
-        max_connections: crate::config::DEFAULT_MAX_CONNECTIONS,
-        body_timeout: crate::config::DEFAULT_BODY_TIMEOUT,
-        max_buffered_bytes: crate::config::DEFAULT_MAX_BUFFERED_BYTES,
-        tls: None,
-    };
-    start_bounded(listener, app, limits, stop)
-}
-
 /// Serves `app` on `listener` within `limits` until `stop` fires (or its sender is dropped).
 /// The task's result is the first thread's error, if any.
 ///
@@ -273,7 +255,7 @@ pub fn start(
 /// within `body_timeout` unless it keeps sending requests, so a slow sender holds its place for
 /// seconds only). Waiting rather than refusing absorbs a burst without an error, and a refusal
 /// would cost as much as an answer.
-pub fn start_bounded(
+pub(crate) fn start_bounded(
     listener: TcpListener,
     mut app: Front,
     limits: Limits,

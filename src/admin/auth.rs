@@ -16,16 +16,16 @@ use subtle::ConstantTimeEq;
 use crate::config::admin::{AdminToken, Role};
 
 /// The console keeps the token in this cookie (`HttpOnly`, `SameSite=Strict`).
-pub const COOKIE: &str = "switchyard_admin";
+pub(crate) const COOKIE: &str = "switchyard_admin";
 
 /// Failed authentications per address and minute before it is answered 429.
-pub const FAILURES_PER_MINUTE: u32 = 10;
+pub(crate) const FAILURES_PER_MINUTE: u32 = 10;
 /// Addresses whose failures are remembered at once (the oldest window is dropped beyond).
 const MAX_ADDRESSES: usize = 4096;
 
 /// An authenticated caller.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
+pub(crate) struct Principal {
     /// `token:<name>`.
     pub name: String,
     /// What it may do.
@@ -33,19 +33,19 @@ pub struct Principal {
 }
 
 /// The configured tokens.
-pub struct Tokens {
+pub(crate) struct Tokens {
     tokens: Vec<AdminToken>,
 }
 
 impl Tokens {
     /// From `[admin.tokens]`.
-    pub fn new(tokens: Vec<AdminToken>) -> Tokens {
+    pub(crate) fn new(tokens: Vec<AdminToken>) -> Tokens {
         Tokens { tokens }
     }
 
     /// The principal `presented` stands for, if any. Every configured digest is compared, in
     /// constant time, whatever matches: the time taken says nothing about which token is close.
-    pub fn authenticate(&self, presented: &str) -> Option<Principal> {
+    pub(crate) fn authenticate(&self, presented: &str) -> Option<Principal> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found: Option<&AdminToken> = None;
         for t in &self.tokens {
@@ -61,7 +61,7 @@ impl Tokens {
 }
 
 /// The token a request presents: `Authorization: Bearer …`, else the console's cookie.
-pub fn presented(headers: &axum::http::HeaderMap) -> Option<String> {
+pub(crate) fn presented(headers: &axum::http::HeaderMap) -> Option<String> {
     if let Some(v) = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -85,11 +85,11 @@ pub fn presented(headers: &axum::http::HeaderMap) -> Option<String> {
 
 /// Failed authentications audited per minute from all addresses together (a flood from many
 /// addresses cannot fill the audit trail either).
-pub const FAILURES_PER_MINUTE_IN_ALL: u32 = 600;
+pub(crate) const FAILURES_PER_MINUTE_IN_ALL: u32 = 600;
 
 /// Failed authentications per address (IPv6: per /64, which one sender holds), by the minute.
 #[derive(Default)]
-pub struct Failures {
+pub(crate) struct Failures {
     by_peer: Mutex<HashMap<IpAddr, (Instant, u32)>>,
     all: Mutex<Option<(Instant, u32)>>,
 }
@@ -108,7 +108,7 @@ fn budget_key(peer: IpAddr) -> IpAddr {
 impl Failures {
     /// True while `peer` is over its budget for this minute: it is refused before its token is
     /// even looked at, so guessing cannot go on at any speed.
-    pub fn exhausted(&self, peer: IpAddr) -> bool {
+    pub(crate) fn exhausted(&self, peer: IpAddr) -> bool {
         let map = self
             .by_peer
             .lock()
@@ -120,7 +120,7 @@ impl Failures {
 
     /// Counts a failure of `peer`; false once it (or all addresses together) is over its
     /// budget for this minute.
-    pub fn charge(&self, peer: IpAddr) -> bool {
+    pub(crate) fn charge(&self, peer: IpAddr) -> bool {
         let peer = budget_key(peer);
         {
             let mut all = self

@@ -14,7 +14,7 @@ use crate::event::now_micros;
 use crate::store::dead_letters::select::format_time;
 
 /// Jobs running at once (a replay shares the producer with the daemon's own deliveries).
-pub const MAX_RUNNING: usize = 2;
+pub(crate) const MAX_RUNNING: usize = 2;
 /// Jobs kept (finished ones are dropped oldest first beyond it).
 const KEPT: usize = 50;
 /// Lines of a job's output kept (the newest).
@@ -23,7 +23,7 @@ const LINES: usize = 500;
 /// A replay job's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum State {
+pub(crate) enum State {
     Running,
     Done,
     Cancelled,
@@ -32,7 +32,7 @@ pub enum State {
 
 /// What a job did so far.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// Entries delivered (dry run: that would be produced).
     pub delivered: u64,
     /// Entries that failed again (dry run: that would fail).
@@ -46,7 +46,7 @@ pub struct Progress {
 }
 
 /// One replay job.
-pub struct Job {
+pub(crate) struct Job {
     pub id: u64,
     pub by: String,
     pub selector: String,
@@ -68,7 +68,7 @@ impl Job {
     }
 
     /// The job's state.
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         self.state
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -76,7 +76,7 @@ impl Job {
     }
 
     /// Ends the job.
-    pub fn finish(&self, state: State, message: Option<String>) {
+    pub(crate) fn finish(&self, state: State, message: Option<String>) {
         *self
             .state
             .lock()
@@ -87,7 +87,7 @@ impl Job {
     }
 
     /// The job as the API answers it (`lines`: with its output).
-    pub fn to_json(&self, lines: bool) -> Value {
+    pub(crate) fn to_json(&self, lines: bool) -> Value {
         let (state, finished) = *self
             .state
             .lock()
@@ -114,7 +114,7 @@ impl Job {
     }
 
     /// A writer for the replay's output: each JSON line is counted and kept.
-    pub fn output(self: &Arc<Self>) -> Output {
+    pub(crate) fn output(self: &Arc<Self>) -> Output {
         Output {
             job: Arc::clone(self),
             partial: Vec::new(),
@@ -123,7 +123,7 @@ impl Job {
 }
 
 /// The output of a job's replay ([`Job::output`]).
-pub struct Output {
+pub(crate) struct Output {
     job: Arc<Job>,
     partial: Vec<u8>,
 }
@@ -167,7 +167,7 @@ impl Write for Output {
 
 /// The daemon's jobs.
 #[derive(Default)]
-pub struct Jobs {
+pub(crate) struct Jobs {
     next: AtomicU64,
     jobs: Mutex<BTreeMap<u64, Arc<Job>>>,
 }
@@ -180,7 +180,7 @@ impl Jobs {
     }
 
     /// A new running job, unless [`MAX_RUNNING`] already run (`None`).
-    pub fn start(
+    pub(crate) fn start(
         &self,
         by: String,
         selection: crate::store::dead_letters::select::Selection,
@@ -219,12 +219,12 @@ impl Jobs {
     }
 
     /// Job `id`, if kept.
-    pub fn get(&self, id: u64) -> Option<Arc<Job>> {
+    pub(crate) fn get(&self, id: u64) -> Option<Arc<Job>> {
         self.map().get(&id).cloned()
     }
 
     /// Every kept job, newest first.
-    pub fn list(&self) -> Vec<Arc<Job>> {
+    pub(crate) fn list(&self) -> Vec<Arc<Job>> {
         self.map().values().rev().cloned().collect()
     }
 }

@@ -41,7 +41,7 @@ use crate::store::{AuditEntry, Store};
 use auth::{Failures, Principal, Tokens};
 
 /// What the admin API and console work with.
-pub struct AdminState {
+pub(crate) struct AdminState {
     /// The configuration in force (routes, lineage, slots); replaced by a reload through the API.
     pub config: RwLock<Arc<Config>>,
     tokens: Tokens,
@@ -64,7 +64,7 @@ pub struct AdminState {
 
 impl AdminState {
     /// For `config` (its `[admin]` tokens), on the current runtime.
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         store: Arc<Store>,
         pipeline: Arc<Pipeline>,
@@ -85,7 +85,7 @@ impl AdminState {
     }
 
     /// The configuration in force.
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         match self.config.read() {
             Ok(c) => Arc::clone(&c),
             Err(p) => Arc::clone(&p.into_inner()),
@@ -102,7 +102,7 @@ pub(crate) fn routes(state: Arc<AdminState>) -> Router {
 
 /// A request's id: in its audit rows and in the `x-request-id` header of its answer.
 #[derive(Debug, Clone)]
-pub struct RequestId(pub String);
+pub(crate) struct RequestId(pub String);
 
 fn next_request_id() -> String {
     static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
@@ -127,7 +127,7 @@ async fn request_id(mut request: Request, next: Next) -> Response {
 }
 
 /// One call to the API or console: who may be calling, from where, and what.
-pub struct Call {
+pub(crate) struct Call {
     token: Option<String>,
     /// The subject CN of the verified client certificate of the connection, if any.
     client: Option<Arc<str>>,
@@ -171,7 +171,7 @@ impl<S: Send + Sync> FromRequestParts<S> for Call {
 
 /// Why a call was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// No token, or not one of ours (401).
     Unauthenticated,
     /// Too many failures from this address (429).
@@ -182,7 +182,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// The JSON answer of the API.
-    pub fn response(self) -> Response {
+    pub(crate) fn response(self) -> Response {
         match self {
             Refusal::Unauthenticated => error(
                 StatusCode::UNAUTHORIZED,
@@ -214,7 +214,7 @@ impl Refusal {
 impl Call {
     /// The caller, if it may act with `needed`; a refusal is audited (within the address's
     /// failure budget).
-    pub async fn require(&self, state: &AdminState, needed: Role) -> Result<Principal, Refusal> {
+    pub(crate) async fn require(&self, state: &AdminState, needed: Role) -> Result<Principal, Refusal> {
         let peer = self
             .peer
             .parse()
@@ -265,7 +265,7 @@ impl Call {
 
     /// Records what `who` did in this call; `Err` (a 503 to answer) if the audit log cannot be
     /// written: callers record an action before they take it, and take none unrecorded.
-    pub async fn audit(
+    pub(crate) async fn audit(
         &self,
         state: &AdminState,
         who: &Principal,
@@ -315,15 +315,5 @@ impl Call {
                 false
             }
         }
-    }
-
-    /// The request's id.
-    pub fn request_id(&self) -> &str {
-        &self.request_id
-    }
-
-    /// The peer address.
-    pub fn peer(&self) -> &str {
-        &self.peer
     }
 }

@@ -37,7 +37,7 @@ fn path(name: &str, kind: &str) -> Value {
 }
 
 /// The document.
-pub fn document() -> Value {
+pub(super) fn document() -> Value {
     let selection = json!({
         "type": "object",
         "additionalProperties": false,

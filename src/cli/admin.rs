@@ -53,7 +53,7 @@ fn new_token() -> anyhow::Result<String> {
 }
 
 /// Runs a `token` subcommand.
-pub fn token(command: &TokenCommand) -> ExitCode {
+pub(super) fn token(command: &TokenCommand) -> ExitCode {
     match command {
         TokenCommand::New { name, role } => {
             if !matches!(role.as_str(), "viewer" | "operator" | "admin") {
@@ -94,14 +94,14 @@ pub fn token(command: &TokenCommand) -> ExitCode {
 }
 
 /// `audit verify` straight on the store.
-pub async fn verify(config: &Config) -> anyhow::Result<ExitCode> {
+pub(super) async fn verify(config: &Config) -> anyhow::Result<ExitCode> {
     let store = Store::open(&config.dlq.store).await?;
     let v = store.audit_trail().verify().await?;
     Ok(report(&serde_json::to_value(&v)?))
 }
 
 /// `audit verify --admin-url`.
-pub async fn verify_remote(
+pub(super) async fn verify_remote(
     url: &str,
     token_file: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {

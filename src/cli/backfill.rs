@@ -58,7 +58,7 @@ pub enum SnapshotCommand {
 }
 
 /// Runs a `snapshot` subcommand.
-pub async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(config: &Config, command: &SnapshotCommand) -> anyhow::Result<ExitCode> {
     let source = match command {
         SnapshotCommand::Start { source, .. }
         | SnapshotCommand::Status { source }

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use serde_json::Value as Json;
 
-pub use crate::catalog::{LiveTables, lineage_json, live_tables, topics_json};
+pub(crate) use crate::catalog::{LiveTables, lineage_json, live_tables, topics_json};
 use crate::config::Config;
 
 /// Output formats of `topics`.
@@ -29,7 +29,7 @@ pub enum LineageFormat {
 }
 
 /// `switchyard topics`.
-pub fn topics(config: &Config, format: TopicsFormat) -> ExitCode {
+pub(crate) fn topics(config: &Config, format: TopicsFormat) -> ExitCode {
     let list = topics_json(config);
     match format {
         TopicsFormat::Json => println!(
@@ -66,7 +66,7 @@ pub fn topics(config: &Config, format: TopicsFormat) -> ExitCode {
 }
 
 /// `switchyard lineage`; with `live`, postgres sources list the tables their database streams.
-pub fn lineage(config: &Config, format: LineageFormat, live: Option<&LiveTables>) -> ExitCode {
+pub(crate) fn lineage(config: &Config, format: LineageFormat, live: Option<&LiveTables>) -> ExitCode {
     if format == LineageFormat::Openlineage {
         let events = super::openlineage::job_events(config, live, std::time::SystemTime::now());
         println!(

@@ -258,7 +258,7 @@ pub(super) fn usage_error(message: &str) -> ExitCode {
 }
 
 /// Runs a `dlq` subcommand.
-pub async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(config: &Config, command: &DlqCommand) -> anyhow::Result<ExitCode> {
     let store = Store::open(&config.dlq.store)
         .await
         .context("opening the dead-letter store")?;

@@ -12,7 +12,7 @@ use super::dlq::{DlqCommand, Format, Select, confirm, time, usage_error};
 use crate::store::dead_letters::select::format_time;
 
 /// Where the API is and the token to call it with.
-pub struct Remote {
+pub(super) struct Remote {
     base: String,
     token: String,
     client: reqwest::Client,
@@ -21,7 +21,7 @@ pub struct Remote {
 impl Remote {
     /// `url` (the admin listener) with the token of `token_file`, else of
     /// `$SWITCHYARD_ADMIN_TOKEN`.
-    pub fn new(url: &str, token_file: Option<&std::path::Path>) -> anyhow::Result<Remote> {
+    pub(super) fn new(url: &str, token_file: Option<&std::path::Path>) -> anyhow::Result<Remote> {
         let token = match token_file {
             Some(f) => std::fs::read_to_string(f)
                 .with_context(|| format!("reading the token from {}", f.display()))?,
@@ -71,7 +71,7 @@ impl Remote {
     }
 
     /// `GET path`: the answer's JSON if 2xx.
-    pub async fn get(&self, path: &str) -> anyhow::Result<Value> {
+    pub(super) async fn get(&self, path: &str) -> anyhow::Result<Value> {
         self.ok(reqwest::Method::GET, path, None).await
     }
 
@@ -159,7 +159,7 @@ fn print_rows(out: &mut dyn Write, rows: &[Value]) -> std::io::Result<()> {
 }
 
 /// Runs a `dlq` subcommand through the admin API.
-pub async fn run(remote: &Remote, command: &DlqCommand) -> anyhow::Result<ExitCode> {
+pub(super) async fn run(remote: &Remote, command: &DlqCommand) -> anyhow::Result<ExitCode> {
     use reqwest::Method;
     let mut out = std::io::stdout();
     match command {

@@ -14,7 +14,7 @@ use crate::catalog::{LiveTables, entries};
 use crate::config::{Config, SourceKind};
 
 /// Schema URL of the events printed.
-pub const JOB_EVENT_SCHEMA_URL: &str =
+pub(super) const JOB_EVENT_SCHEMA_URL: &str =
     "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/JobEvent";
 
 /// Schema URL of the job type facet.
@@ -22,12 +22,12 @@ const JOB_TYPE_SCHEMA_URL: &str =
     "https://openlineage.io/spec/facets/2-0-3/JobTypeJobFacet.json#/$defs/JobTypeJobFacet";
 
 /// The `producer` of the events: this build of switchyard.
-pub fn producer() -> String {
+pub(super) fn producer() -> String {
     format!("urn:switchyard:{}", env!("CARGO_PKG_VERSION"))
 }
 
 /// `postgres://host:port/db` of a source URL, without user or password.
-pub fn postgres_namespace(url: &str) -> String {
+pub(super) fn postgres_namespace(url: &str) -> String {
     match url.parse::<tokio_postgres::Config>() {
         Ok(cfg) => {
             let host = match cfg.get_hosts().first() {
@@ -49,7 +49,7 @@ pub fn postgres_namespace(url: &str) -> String {
 }
 
 /// `kafka://<first bootstrap server>`.
-pub fn kafka_namespace(bootstrap: &str) -> String {
+pub(super) fn kafka_namespace(bootstrap: &str) -> String {
     let first = bootstrap.split(',').next().unwrap_or("").trim();
     format!("kafka://{first}")
 }
@@ -61,7 +61,7 @@ fn push_unique(list: &mut Vec<Json>, dataset: Json) {
 }
 
 /// One JobEvent per route, in configuration order.
-pub fn job_events(config: &Config, live: Option<&LiveTables>, now: SystemTime) -> Vec<Json> {
+pub(super) fn job_events(config: &Config, live: Option<&LiveTables>, now: SystemTime) -> Vec<Json> {
     let event_time = humantime::format_rfc3339_millis(now).to_string();
     let kafka = kafka_namespace(&config.kafka.bootstrap_servers);
     let all = entries(config, live);

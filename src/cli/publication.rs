@@ -10,7 +10,7 @@ use crate::source::postgres::{publication, stream};
 /// Prints, per postgres source, what its publication would change to follow the configuration
 /// (as the leader does at start and on reload). Exit 1 when a selector matches no table, 2
 /// when a database cannot be reached or read.
-pub fn check_live(config: &Config) -> ExitCode {
+pub(super) fn check_live(config: &Config) -> ExitCode {
     super::on_runtime(check(config))
 }
 

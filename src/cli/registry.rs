@@ -27,7 +27,7 @@ use crate::source::postgres::{catalog, envelope, stream};
 
 /// One schema a subject would receive.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Planned {
+pub(super) struct Planned {
     /// `<topic>-value` or `<topic>-key`.
     pub subject: String,
     /// The schema's JSON text, as the encoder would register it.
@@ -38,7 +38,7 @@ pub struct Planned {
 
 /// The registry's answer for one subject.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub(super) enum Verdict {
     /// The latest version accepts the schema.
     Compatible,
     /// The schema is the subject's latest version already (nothing would change).
@@ -53,7 +53,7 @@ pub enum Verdict {
 
 /// What `check --registry` found before asking the registry.
 #[derive(Debug, Default)]
-pub struct Plan {
+pub(super) struct Plan {
     /// Subjects and schemas, in a stable order.
     pub subjects: Vec<Planned>,
     /// Routes or sources whose schemas could not be built (database unreachable).
@@ -63,7 +63,7 @@ pub struct Plan {
 }
 
 /// Runs the registry check after the offline checks passed.
-pub fn run(config: &Config) -> ExitCode {
+pub(super) fn run(config: &Config) -> ExitCode {
     super::on_runtime(check(config))
 }
 
@@ -178,7 +178,7 @@ fn add(plan: &mut Plan, subject: String, schema: &AvroSchema, writer: String) {
 }
 
 /// The subjects and schemas every route would register.
-pub async fn plan(config: &Config) -> Plan {
+pub(super) async fn plan(config: &Config) -> Plan {
     let mut plan = Plan::default();
     let mut by_source: BTreeMap<&str, Vec<&RouteConfig>> = BTreeMap::new();
     for route in &config.routes {
@@ -389,7 +389,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 ///
 /// A subject without versions is new (Confluent answers 404 40401; rivven-schema answers `[]`
 /// and would call anything compatible), so the versions are listed first.
-pub async fn compatibility(client: &reqwest::Client, base: &str, p: &Planned) -> Verdict {
+pub(super) async fn compatibility(client: &reqwest::Client, base: &str, p: &Planned) -> Verdict {
     let versions = match client
         .get(format!("{base}/subjects/{}/versions", p.subject))
         .send()

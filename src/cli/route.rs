@@ -24,7 +24,7 @@ use crate::tail::avro_to_json_typed;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
+pub(super) enum Format {
     /// For people.
     Text,
     /// For scripts.
@@ -46,7 +46,7 @@ pub struct RouteArgs {
 }
 
 /// Runs the dry run: 0 when it ran, 2 when the sample cannot be used.
-pub fn run(config: &Config, args: &RouteArgs) -> ExitCode {
+pub(super) fn run(config: &Config, args: &RouteArgs) -> ExitCode {
     match dry_run(config, args) {
         Ok(out) => {
             match args.format {

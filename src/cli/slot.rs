@@ -28,7 +28,7 @@ pub enum SlotCommand {
 }
 
 /// Runs a `slot` subcommand.
-pub async fn run(config: &Config, command: &SlotCommand) -> anyhow::Result<ExitCode> {
+pub(crate) async fn run(config: &Config, command: &SlotCommand) -> anyhow::Result<ExitCode> {
     match command {
         SlotCommand::Status => {
             println!(

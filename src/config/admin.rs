@@ -31,7 +31,7 @@ use super::diagnostic::Diagnostics;
 /// `[admin]` as written.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAdmin {
+pub(crate) struct RawAdmin {
     /// `[admin.tokens.<name>]`
     #[serde(default)]
     pub tokens: BTreeMap<String, Spanned<RawAdminToken>>,
@@ -45,7 +45,7 @@ pub struct RawAdmin {
 /// `[admin.tls]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAdminTls {
+pub(crate) struct RawAdminTls {
     /// The listener's certificate chain (PEM), relative to the configuration file.
     pub cert: Spanned<String>,
     /// Its private key (PEM).
@@ -57,7 +57,7 @@ pub struct RawAdminTls {
 /// `[admin.clients.<name>]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAdminClient {
+pub(crate) struct RawAdminClient {
     /// The client certificate's subject common name.
     pub common_name: Spanned<String>,
     /// `viewer`, `operator` or `admin`.
@@ -141,7 +141,7 @@ pub struct AdminClient {
 /// `[admin.tokens.<name>]` as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawAdminToken {
+pub(crate) struct RawAdminToken {
     /// `viewer`, `operator` or `admin`.
     pub role: Spanned<String>,
     /// The token's SHA-256, hex (64 characters), optionally prefixed `sha256:`.

@@ -20,7 +20,7 @@ struct Segment {
 
 /// A variable reference that could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MissingVar {
+pub(crate) struct MissingVar {
     /// Variable name as written.
     pub name: String,
     /// Byte range of the whole `${…}` in the original text.
@@ -31,7 +31,7 @@ pub struct MissingVar {
 
 /// What was wrong with a `${…}` reference.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VarProblem {
+pub(crate) enum VarProblem {
     /// The variable is not set and no default was given.
     Unset,
     /// `${` without a closing `}` on the same line.
@@ -42,7 +42,7 @@ pub enum VarProblem {
 
 /// Text after substitution plus a map back to the original offsets.
 #[derive(Debug, Clone)]
-pub struct Interpolated {
+pub(crate) struct Interpolated {
     /// The text to parse.
     pub text: String,
     segments: Vec<Segment>,
@@ -50,7 +50,7 @@ pub struct Interpolated {
 
 impl Interpolated {
     /// Maps a byte offset of the interpolated text back to the original text.
-    pub fn original_offset(&self, offset: usize) -> usize {
+    pub(crate) fn original_offset(&self, offset: usize) -> usize {
         let idx = self.segments.partition_point(|s| s.out.end <= offset);
         match self.segments.get(idx) {
             Some(seg) if seg.substituted => seg.src_start,
@@ -71,7 +71,7 @@ impl Interpolated {
 }
 
 /// Substitutes environment variables using `lookup`; returns the text and every problem found.
-pub fn interpolate(
+pub(crate) fn interpolate(
     input: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> (Interpolated, Vec<MissingVar>) {

@@ -5,12 +5,12 @@
 //! types below ([`validate`]). Every step collects all of its errors, each naming
 //! `file:line:column`, so a user fixes a file in one pass. Later code never re-checks.
 
-pub mod admin;
-pub mod diagnostic;
-pub mod filter;
-pub mod interpolate;
+pub(crate) mod admin;
+pub(crate) mod diagnostic;
+pub(crate) mod filter;
+pub(crate) mod interpolate;
 mod postgres;
-pub mod raw;
+pub(crate) mod raw;
 mod route;
 mod sections;
 mod validate;

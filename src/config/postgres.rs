@@ -7,7 +7,7 @@ use super::raw::RawPostgresSource;
 use super::{PgSslMode, PgTls, PostgresSourceConfig, SnapshotMode, TableSelection, TableSelector};
 
 /// `leader_timeout` unless configured.
-pub const DEFAULT_LEADER_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const DEFAULT_LEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Below this a leader that is slow for a moment would lose the slot: it checks its lock every
 /// second, and may send or confirm only for half of this after a check.
 const MIN_LEADER_TIMEOUT: Duration = Duration::from_secs(4);

@@ -9,7 +9,7 @@ use serde_spanned::Spanned;
 /// `[server]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawServer {
+pub(crate) struct RawServer {
     /// Address for webhooks (and `/metrics`, `/healthz`, `/readyz` without `admin_listen`).
     pub listen: Option<Spanned<String>>,
     /// Address for `/metrics`, `/healthz` and `/readyz`, apart from the webhooks.
@@ -33,7 +33,7 @@ pub struct RawServer {
 /// A size written as a number of bytes or a string with a unit.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum SizeValue {
+pub(crate) enum SizeValue {
     /// Plain bytes.
     Bytes(u64),
     /// "512KiB", "1MiB", "1MB".
@@ -43,7 +43,7 @@ pub enum SizeValue {
 /// `[kafka]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawKafka {
+pub(crate) struct RawKafka {
     /// Comma-separated `host:port` list.
     pub bootstrap_servers: Spanned<String>,
     /// Partitions of topics switchyard creates.
@@ -64,7 +64,7 @@ pub struct RawKafka {
 /// A librdkafka property value: strings, integers and booleans are accepted.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum PropertyValue {
+pub(crate) enum PropertyValue {
     /// `"zstd"`
     Text(String),
     /// `1048576`
@@ -76,7 +76,7 @@ pub enum PropertyValue {
 /// `[schema_registry]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSchemaRegistry {
+pub(crate) struct RawSchemaRegistry {
     /// Base URL of a Confluent-compatible registry.
     pub url: Spanned<String>,
     /// Per-request timeout ("10s").
@@ -92,7 +92,7 @@ pub struct RawSchemaRegistry {
 /// `[dlq]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawDlq {
+pub(crate) struct RawDlq {
     /// `sqlite://path` (relative to the config file) or `postgres://…`.
     pub url: Spanned<String>,
     /// Purge replayed and discarded entries older than this ("14d").
@@ -104,7 +104,7 @@ pub struct RawDlq {
 /// `[telemetry]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTelemetry {
+pub(crate) struct RawTelemetry {
     /// OTLP/HTTP collector for traces, e.g. "http://otel-collector:4318"; no traces without it.
     pub otlp_endpoint: Option<Spanned<String>>,
     /// Share of new traces kept, 0 to 1 (default 1); a sampled incoming `traceparent` is kept.
@@ -116,7 +116,7 @@ pub struct RawTelemetry {
 /// `[router]`
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRouter {
+pub(crate) struct RawRouter {
     /// What happens to an event no route takes: "drop" (default) or "dlq".
     pub unmatched: Option<Spanned<String>>,
     /// Reload the routes when the file changes (checked every 2 s); SIGHUP always reloads.
@@ -128,7 +128,7 @@ pub struct RawRouter {
 /// `[sources.<name>]` with `type = "webhook"`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawWebhookSource {
+pub(crate) struct RawWebhookSource {
     /// Always "webhook" here.
     #[serde(rename = "type")]
     pub kind: Spanned<String>,
@@ -178,7 +178,7 @@ pub struct RawWebhookSource {
 /// `[sources.<name>]` with `type = "postgres"`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawPostgresSource {
+pub(crate) struct RawPostgresSource {
     /// Always "postgres" here.
     #[serde(rename = "type")]
     pub kind: Spanned<String>,
@@ -212,7 +212,7 @@ pub struct RawPostgresSource {
 
 /// Either kind of source.
 #[derive(Debug)]
-pub enum RawSource {
+pub(crate) enum RawSource {
     /// `type = "webhook"`
     Webhook(Box<RawWebhookSource>),
     /// `type = "postgres"`
@@ -222,7 +222,7 @@ pub enum RawSource {
 /// `[[routes]]`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawRoute {
+pub(crate) struct RawRoute {
     /// Unique route name.
     pub name: Spanned<String>,
     /// Name of a `[sources.<name>]` table.
@@ -256,7 +256,7 @@ pub struct RawRoute {
 /// `[routes.transform]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawTransform {
+pub(crate) struct RawTransform {
     /// Field → "sha256" (keyed hash) or "redact".
     #[serde(default)]
     pub mask: BTreeMap<String, Spanned<String>>,
@@ -271,7 +271,7 @@ pub struct RawTransform {
 /// A route's `key`: columns (postgres) or a JSON Pointer (webhooks).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
-pub enum RouteKey {
+pub(crate) enum RouteKey {
     /// `"/data/object/id"`
     Pointer(String),
     /// `["email"]`

@@ -14,10 +14,10 @@ use crate::event::{ChangeColumn, ChangePayload};
 
 /// Shapes a cache keeps at most; past it, it starts again (shapes are few: tables × versions
 /// × the key columns a route names).
-pub const MAX_SHAPES: usize = 4096;
+pub(crate) const MAX_SHAPES: usize = 4096;
 
 /// The table shape of a change; `key_columns`, when given, replace the primary key.
-pub fn table_schema(source: &str, c: &ChangePayload, key_columns: &[String]) -> TableSchema {
+pub(crate) fn table_schema(source: &str, c: &ChangePayload, key_columns: &[String]) -> TableSchema {
     TableSchema {
         source: source.to_string(),
         database: c.database.clone(),
@@ -43,7 +43,7 @@ pub fn table_schema(source: &str, c: &ChangePayload, key_columns: &[String]) -> 
 }
 
 /// The value and key schemas of a table shape.
-pub type Schemas = Arc<(AvroSchema, AvroSchema)>;
+pub(crate) type Schemas = Arc<(AvroSchema, AvroSchema)>;
 
 /// Everything about a change's shape that does not depend on its row: the table schema with
 /// its column types, and the value and key schemas.

@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 /// Topics whose schemas the encoder holds at once.
-pub const MAX_TOPICS: usize = 4_096;
+pub(super) const MAX_TOPICS: usize = 4_096;
 /// Schema versions held per topic (a table that changed shape many times).
-pub const MAX_VERSIONS: usize = 16;
+pub(super) const MAX_VERSIONS: usize = 16;
 
 /// Registered schemas of one part (keys or values) by topic.
 pub(crate) struct TopicCache<V> {

@@ -10,7 +10,7 @@ use crate::debezium::shapes::ShapeCache;
 use crate::event::{ChangePayload, Event, MessagePayload};
 
 /// Value schema, value, key schema and key of a logical decoding message.
-pub fn message_parts(
+pub(crate) fn message_parts(
     event: &Event,
     m: &MessagePayload,
 ) -> (AvroSchema, Option<Value>, AvroSchema, Option<Value>) {
@@ -49,7 +49,7 @@ pub fn message_parts(
 /// [`crate::event::ChangePosition`]), the change's LSN is its commit LSN, the commit time in
 /// microseconds its milliseconds × 1000, and there is no transaction block. Snapshot reads have
 /// none either (as in Debezium).
-pub fn source_info(c: &ChangePayload) -> SourceInfo {
+pub(crate) fn source_info(c: &ChangePayload) -> SourceInfo {
     let p = &c.position;
     let lsn = if p.lsn == 0 { c.commit_lsn } else { p.lsn };
     let tx_id = i64::from(c.tx_id);
@@ -74,7 +74,7 @@ pub fn source_info(c: &ChangePayload) -> SourceInfo {
 
 /// Value schema, envelope, key schema and key of a change. A `tombstone` has no value; a
 /// truncate (`t`) has no key. `shapes`: the route's (see [`ShapeCache`]).
-pub fn parts(
+pub(crate) fn parts(
     event: &Event,
     c: &ChangePayload,
     key_columns: &[String],
@@ -110,7 +110,7 @@ pub fn parts(
 /// [`TableSchema::write_envelope`](envelope::TableSchema::write_envelope)), with their schemas.
 /// Each datum starts after [`super::FRAME`] bytes left for the Confluent header
 /// ([`super::Encoder::frame_in_place`]).
-pub struct Written {
+pub(crate) struct Written {
     /// Value schema.
     pub value_schema: AvroSchema,
     /// The envelope; `None` for a tombstone.
@@ -124,7 +124,7 @@ pub struct Written {
 /// [`parts`], written without a `Value` tree: the same bytes. `None` when a row does not fit
 /// its schema or holds a value kind the direct writer does not cover: [`parts`] then says why
 /// (or builds it).
-pub fn written(
+pub(crate) fn written(
     event: &Event,
     c: &ChangePayload,
     key_columns: &[String],

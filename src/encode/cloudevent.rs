@@ -8,18 +8,18 @@ use super::AvroSchema;
 use crate::event::{Event, WebhookPayload};
 
 /// The value schema of webhook topics.
-pub use crate::avro::CLOUDEVENT_SCHEMA_JSON as SCHEMA_JSON;
+pub(crate) use crate::avro::CLOUDEVENT_SCHEMA_JSON as SCHEMA_JSON;
 
 static SCHEMA: LazyLock<AvroSchema> = LazyLock::new(|| AvroSchema::from_json(SCHEMA_JSON));
 
 /// The value schema of webhook topics.
-pub fn schema() -> &'static AvroSchema {
+pub(crate) fn schema() -> &'static AvroSchema {
     &SCHEMA
 }
 
 /// A webhook's body as JSON (or a form's `payload` field, as Slack sends); `None` when it is
 /// neither.
-pub fn body_json(webhook: &WebhookPayload) -> Option<serde_json::Value> {
+pub(crate) fn body_json(webhook: &WebhookPayload) -> Option<serde_json::Value> {
     match serde_json::from_str(&webhook.body) {
         Ok(v) => Some(v),
         Err(_) => {
@@ -33,7 +33,7 @@ pub fn body_json(webhook: &WebhookPayload) -> Option<serde_json::Value> {
 
 /// The value at JSON Pointer `pointer` in a webhook's body (or in a form's `payload`), as text;
 /// `None` when the body has nothing there (the key is then the event id).
-pub fn body_pointer(webhook: &WebhookPayload, pointer: &str) -> Option<String> {
+pub(crate) fn body_pointer(webhook: &WebhookPayload, pointer: &str) -> Option<String> {
     // Read from the text in one pass (no tree of the body); a form's payload is parsed.
     let found = match crate::json::pointer::read(webhook.body.as_bytes(), pointer) {
         Ok(v) => v?,
@@ -47,14 +47,14 @@ pub fn body_pointer(webhook: &WebhookPayload, pointer: &str) -> Option<String> {
 }
 
 /// The record for a webhook event (`data` is the body as text).
-pub fn record(event: &Event, webhook: &WebhookPayload) -> Value {
+pub(crate) fn record(event: &Event, webhook: &WebhookPayload) -> Value {
     record_with_data(event, webhook, Value::String(webhook.body.clone()))
 }
 
 /// Appends the record of a webhook event (`data`: the body as text) in Avro binary, field by
 /// field in the schema's order, without building it: the bytes
 /// `datum::write_ordered(&record(event, webhook), out)` appends.
-pub fn write(event: &Event, webhook: &WebhookPayload, out: &mut Vec<u8>) {
+pub(crate) fn write(event: &Event, webhook: &WebhookPayload, out: &mut Vec<u8>) {
     use super::datum::{bytes, zigzag};
     const PREFIX: &str = "switchyard/";
     out.reserve(64 + webhook.body.len() + event.id.as_str().len() + event.event_type.len());
@@ -93,7 +93,7 @@ pub fn write(event: &Event, webhook: &WebhookPayload, out: &mut Vec<u8>) {
 
 /// The record for a webhook event with `data` already built (a string, or the record of a
 /// route's `value_schema`).
-pub fn record_with_data(event: &Event, webhook: &WebhookPayload, data: Value) -> Value {
+pub(crate) fn record_with_data(event: &Event, webhook: &WebhookPayload, data: Value) -> Value {
     let content_type = webhook
         .content_type
         .clone()

@@ -6,8 +6,8 @@
 //! `<topic>-key`.
 
 mod cache;
-pub mod change;
-pub mod cloudevent;
+pub(crate) mod change;
+pub(crate) mod cloudevent;
 
 use std::sync::Arc;
 

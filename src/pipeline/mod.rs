@@ -35,29 +35,29 @@ use crate::pipeline::health::SourceHealth;
 use crate::router::{RouteError, RouteMatch, RouteTable};
 use crate::store::{EncodedRecord, NewDeadLetter, Store};
 
-pub mod fence;
-pub mod health;
-pub mod ordered;
-pub mod queues;
-pub use ordered::OrderedLane;
+pub(crate) mod fence;
+pub(crate) mod health;
+pub(crate) mod ordered;
+pub(crate) mod queues;
+pub(crate) use ordered::OrderedLane;
 
 /// What the route table made of an event: one entry per route that takes it.
-pub type Matches = Vec<Result<RouteMatch, RouteError>>;
+pub(crate) type Matches = Vec<Result<RouteMatch, RouteError>>;
 use crate::sink::kafka::{KafkaSink, Placement, Record, SinkError};
 use crate::telemetry::traces::{TRACEPARENT, Traced, Traces};
 
 /// Header names switchyard sets on every record.
-pub mod headers {
+pub(crate) mod headers {
     /// The event's stable id.
-    pub const EVENT_ID: &str = "switchyard.event_id";
+    pub(crate) const EVENT_ID: &str = "switchyard.event_id";
     /// The source name.
-    pub const SOURCE: &str = "switchyard.source";
+    pub(crate) const SOURCE: &str = "switchyard.source";
     /// The route name.
-    pub const ROUTE: &str = "switchyard.route";
+    pub(crate) const ROUTE: &str = "switchyard.route";
     /// `key_only` when `before` holds only the key columns (REPLICA IDENTITY DEFAULT).
-    pub const BEFORE: &str = "switchyard.before";
+    pub(crate) const BEFORE: &str = "switchyard.before";
     /// Columns sent as null because they were unchanged TOASTed values nobody could fill in.
-    pub const UNCHANGED_TOAST: &str = "switchyard.unchanged_toast";
+    pub(crate) const UNCHANGED_TOAST: &str = "switchyard.unchanged_toast";
 }
 
 /// Route, encode and deliver events.

@@ -18,7 +18,7 @@
 //! dead owner on this host are taken over at once, others when their lease expires. Dry runs
 //! touch neither the store, the registry nor Kafka.
 
-pub mod redeliver;
+pub(crate) mod redeliver;
 
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -42,7 +42,7 @@ use crate::telemetry::traces::Traced;
 
 /// How a replay runs.
 #[derive(Debug, Clone)]
-pub struct ReplayOptions {
+pub(crate) struct ReplayOptions {
     /// Which entries.
     pub selector: Selector,
     /// Print what would happen; change nothing.
@@ -72,7 +72,7 @@ impl ReplayOptions {
 }
 
 /// Why entries of a cancelled replay were not delivered.
-pub const CANCELLED: &str = "the replay was cancelled";
+pub(crate) const CANCELLED: &str = "the replay was cancelled";
 
 impl Default for ReplayOptions {
     fn default() -> Self {
@@ -91,7 +91,7 @@ impl Default for ReplayOptions {
 
 /// What a replay did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ReplayReport {
+pub(crate) struct ReplayReport {
     /// Entries delivered and marked replayed (or, dry run: that would be produced).
     pub delivered: usize,
     /// Entries that failed again (still pending, attempts + 1).
@@ -105,7 +105,7 @@ pub struct ReplayReport {
 
 /// Why a replay stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
+pub(crate) enum ReplayError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -115,14 +115,14 @@ pub enum ReplayError {
 }
 
 /// This process's claim owner: `host:pid`.
-pub fn owner_id() -> String {
+pub(crate) fn owner_id() -> String {
     format!("{}:{}", hostname(), std::process::id())
 }
 
 use crate::store::hostname;
 
 /// Releases claims held by replays on this host whose process is gone.
-pub async fn take_over_dead_claims(store: &Store) -> Result<u64, StoreError> {
+pub(crate) async fn take_over_dead_claims(store: &Store) -> Result<u64, StoreError> {
     let host = hostname();
     let mut released = 0;
     for owner in store.dead_letters().claim_owners(now_micros()).await? {
@@ -138,7 +138,7 @@ pub async fn take_over_dead_claims(store: &Store) -> Result<u64, StoreError> {
 }
 
 /// Runs a replay, writing one JSON line per entry to `out`.
-pub async fn replay(
+pub(crate) async fn replay(
     store: &Store,
     pipeline: &Arc<Pipeline>,
     opts: &ReplayOptions,
@@ -244,7 +244,7 @@ impl Lease {
 }
 
 /// The shortest lease a replay takes (renewed every third of it).
-pub const MIN_LEASE: Duration = Duration::from_secs(1);
+pub(crate) const MIN_LEASE: Duration = Duration::from_secs(1);
 
 /// The claims of the batch a replay works on, shared by its deliveries and the renewal of
 /// their lease ([`keep_leases`]).

@@ -94,7 +94,7 @@ struct Redeliverer {
 /// Starts the re-delivery task for the webhook sources with `when_unavailable =
 /// "dead_letter"` (`None` if there are none). Before it returns, sources that have entries
 /// pending from before (a restart) are marked queued.
-pub async fn start(
+pub(crate) async fn start(
     store: Arc<Store>,
     pipeline: Arc<Pipeline>,
     config: &Config,

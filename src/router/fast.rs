@@ -21,7 +21,7 @@ use super::filter::Vars;
 
 /// A compiled filter in the subset.
 #[derive(Debug)]
-pub enum Fast {
+pub(crate) enum Fast {
     /// `a && b`.
     And(Box<Fast>, Box<Fast>),
     /// `a || b`.
@@ -34,7 +34,7 @@ pub enum Fast {
 
 /// A comparison operator.
 #[derive(Debug, Clone, Copy)]
-pub enum Op {
+pub(crate) enum Op {
     /// `==`.
     Eq,
     /// `!=`.
@@ -51,7 +51,7 @@ pub enum Op {
 
 /// A comparison operand.
 #[derive(Debug)]
-pub enum Operand {
+pub(crate) enum Operand {
     /// A literal of the expression.
     Literal(LiteralValue),
     /// A variable and the fields selected on it (`after.amount`: `after`, `[amount]`).
@@ -59,7 +59,7 @@ pub enum Operand {
 }
 
 /// The subset form of `expr`, if it is in the subset.
-pub fn compile(expr: &cel::IdedExpr) -> Option<Fast> {
+pub(crate) fn compile(expr: &cel::IdedExpr) -> Option<Fast> {
     let Expr::Call(call) = &expr.expr else {
         return None;
     };
@@ -120,11 +120,11 @@ fn operand(expr: &cel::IdedExpr) -> Option<Operand> {
 
 /// Why an evaluation has no value (the interpreter's error, whatever it says).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Error;
+pub(crate) struct Error;
 
 impl Fast {
     /// True when the filter holds for the event of `vars`.
-    pub fn holds(&self, vars: &Vars<'_>) -> bool {
+    pub(crate) fn holds(&self, vars: &Vars<'_>) -> bool {
         self.eval(vars) == Ok(true)
     }
 

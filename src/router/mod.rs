@@ -8,7 +8,7 @@
 //! `tests::a_route_names_at_most_max_topics_topics_and_keeps_them`, and
 //! `tests/it/dynamic_topics.rs`.
 
-pub mod fast;
+pub(crate) mod fast;
 pub mod filter;
 pub mod transform;
 

@@ -8,7 +8,7 @@ use tracing::warn;
 /// A client context that logs librdkafka's client-wide errors once, as warnings (they are
 /// transient by nature: switchyard retries), and ignores end-of-partition notices.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct KafkaLog;
+pub(crate) struct KafkaLog;
 
 impl ClientContext for KafkaLog {
     fn error(&self, error: KafkaError, reason: &str) {

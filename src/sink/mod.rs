@@ -1,4 +1,4 @@
 //! Sinks: where events become durable. Only Kafka for now.
 
-pub mod context;
+pub(crate) mod context;
 pub mod kafka;

@@ -97,7 +97,7 @@ pub struct AuditRecord {
 }
 
 /// The hash of a row holding `entry` after a row whose hash is `prev` (hex).
-pub fn link(prev: &str, e: &AuditEntry) -> String {
+pub(crate) fn link(prev: &str, e: &AuditEntry) -> String {
     let fields = serde_json::json!([
         prev,
         e.at,
@@ -137,14 +137,14 @@ pub struct BrokenLink {
 
 /// Checks rows (in id order, in pages) as they come; call [`Verifier::finish`] at the end.
 #[derive(Debug, Default)]
-pub struct Verifier {
+pub(crate) struct Verifier {
     found: Verification,
     chained: bool,
 }
 
 impl Verifier {
     /// Checks the next row; false once the chain is broken (no need to read further).
-    pub fn push(&mut self, r: &AuditRecord) -> bool {
+    pub(crate) fn push(&mut self, r: &AuditRecord) -> bool {
         if self.found.broken.is_some() {
             return false;
         }
@@ -183,7 +183,7 @@ impl Verifier {
     }
 
     /// What was found.
-    pub fn finish(self) -> Verification {
+    pub(crate) fn finish(self) -> Verification {
         self.found
     }
 }

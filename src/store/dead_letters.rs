@@ -17,8 +17,8 @@
 //! letters are unique per (source, event id, route).
 //! Pending entries are never purged automatically.
 
-pub mod select;
-pub mod view;
+pub(crate) mod select;
+pub(crate) mod view;
 
 use std::fmt;
 use std::str::FromStr;

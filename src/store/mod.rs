@@ -31,11 +31,11 @@ macro_rules! dispatch {
     };
 }
 
-pub mod audit;
-pub mod dead_letters;
+pub(crate) mod audit;
+pub(crate) mod dead_letters;
 mod postgres;
-pub mod seen_ids;
-pub mod source_state;
+pub(crate) mod seen_ids;
+pub(crate) mod source_state;
 mod sql;
 mod sqlite;
 

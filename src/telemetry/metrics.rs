@@ -9,72 +9,75 @@ use prometheus::{
 };
 
 /// Dead letters waiting (status pending), by route and error class.
-pub const DLQ_DEPTH: &str = "switchyard_dlq_depth";
+pub(crate) const DLQ_DEPTH: &str = "switchyard_dlq_depth";
 /// WAL bytes the replication slot holds back (server WAL end − confirmed position), by source.
-pub const SLOT_LAG_BYTES: &str = "switchyard_slot_lag_bytes";
+pub(crate) const SLOT_LAG_BYTES: &str = "switchyard_slot_lag_bytes";
 /// Rows copied by the initial snapshot since start, by source and table.
-pub const SNAPSHOT_ROWS_TOTAL: &str = "switchyard_snapshot_rows_total";
+pub(crate) const SNAPSHOT_ROWS_TOTAL: &str = "switchyard_snapshot_rows_total";
 /// How far the initial snapshot is (0 to 1, from the tables' estimated sizes), by source.
-pub const SNAPSHOT_PROGRESS: &str = "switchyard_snapshot_progress_ratio";
+pub(crate) const SNAPSHOT_PROGRESS: &str = "switchyard_snapshot_progress_ratio";
 /// Rows an initial snapshot or a backfill still has to copy (from the table's estimate).
-pub const SNAPSHOT_REMAINING: &str = "switchyard_snapshot_remaining_rows";
+pub(crate) const SNAPSHOT_REMAINING: &str = "switchyard_snapshot_remaining_rows";
 /// 1 while a source works (connecting, snapshotting, streaming), 0 while it fails.
-pub const SOURCE_UP: &str = "switchyard_source_up";
+pub(crate) const SOURCE_UP: &str = "switchyard_source_up";
 /// How long a postgres source has been held by a transient failure (Kafka or the schema
 /// registry unavailable), by source; 0 while its changes flow. Its changes wait, the slot
 /// holds, nothing is dead-lettered.
-pub const SOURCE_BLOCKED_SECONDS: &str = "switchyard_source_blocked_seconds";
+pub(crate) const SOURCE_BLOCKED_SECONDS: &str = "switchyard_source_blocked_seconds";
 /// Webhook requests answered, by source and HTTP status.
-pub const WEBHOOK_REQUESTS_TOTAL: &str = "switchyard_webhook_requests_total";
+pub(crate) const WEBHOOK_REQUESTS_TOTAL: &str = "switchyard_webhook_requests_total";
 /// Webhook requests refused before they reached Kafka, by source and reason: the signature
 /// check's reasons (`missing_header`, `malformed`, `stale`, `mismatch`, `token`; 401),
 /// `failure_budget` (the sender's address failed too often, 429), `rate_limited` (429),
 /// `too_large` (413), `body_timeout` (408), `overloaded` (`max_buffered_bytes`, 503).
-pub const WEBHOOK_REJECTED_TOTAL: &str = "switchyard_webhook_rejected_total";
+pub(crate) const WEBHOOK_REJECTED_TOTAL: &str = "switchyard_webhook_rejected_total";
 /// HTTP connections the server closed before a request reached a handler, by reason
 /// (`head_timeout`, `head_too_large`, `bad_request`).
-pub const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "switchyard_http_connections_closed_total";
+pub(crate) const HTTP_CONNECTIONS_CLOSED_TOTAL: &str = "switchyard_http_connections_closed_total";
 /// Provider retries answered without a second record, by source.
-pub const WEBHOOK_DUPLICATES_TOTAL: &str = "switchyard_webhook_duplicates_total";
+pub(crate) const WEBHOOK_DUPLICATES_TOTAL: &str = "switchyard_webhook_duplicates_total";
 /// Events no route took, dropped by `[router] unmatched = "drop"`, by source.
-pub const UNMATCHED_TOTAL: &str = "switchyard_unmatched_total";
+pub(crate) const UNMATCHED_TOTAL: &str = "switchyard_unmatched_total";
 /// Configuration reloads, by result (`ok`, `error`).
-pub const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
+pub(crate) const CONFIG_RELOADS_TOTAL: &str = "switchyard_config_reloads_total";
 /// Dead letters written since start, by route and error class.
-pub const DEAD_LETTERS_TOTAL: &str = "switchyard_dead_letters_total";
+pub(crate) const DEAD_LETTERS_TOTAL: &str = "switchyard_dead_letters_total";
 /// Entries stored while Kafka was unavailable that the daemon sent again by itself, by source
 /// and result (`delivered`, `failed`: failed for a reason of the entry, left for on-call).
-pub const DLQ_REDELIVERED_TOTAL: &str = "switchyard_dlq_redelivered_total";
+pub(crate) const DLQ_REDELIVERED_TOTAL: &str = "switchyard_dlq_redelivered_total";
 /// Events a source handed to the pipeline (CDC changes and messages, snapshot reads, accepted
 /// webhooks), by source.
-pub const EVENTS_RECEIVED_TOTAL: &str = "switchyard_events_received_total";
+pub(crate) const EVENTS_RECEIVED_TOTAL: &str = "switchyard_events_received_total";
 /// Events a route took (matched and named a topic), by route.
-pub const EVENTS_ROUTED_TOTAL: &str = "switchyard_events_routed_total";
+pub(crate) const EVENTS_ROUTED_TOTAL: &str = "switchyard_events_routed_total";
 /// Records Kafka acknowledged, by topic.
-pub const RECORDS_PRODUCED_TOTAL: &str = "switchyard_records_produced_total";
+pub(crate) const RECORDS_PRODUCED_TOTAL: &str = "switchyard_records_produced_total";
 /// Seconds from handing a record to the producer to its delivery report (acks=all).
-pub const PRODUCE_LATENCY_SECONDS: &str = "switchyard_produce_latency_seconds";
+pub(crate) const PRODUCE_LATENCY_SECONDS: &str = "switchyard_produce_latency_seconds";
 /// Seconds from the source's commit (CDC) or the request's receipt (webhooks) to the last
 /// Kafka acknowledgement of the event, by source.
-pub const END_TO_END_LATENCY_SECONDS: &str = "switchyard_end_to_end_latency_seconds";
+pub(crate) const END_TO_END_LATENCY_SECONDS: &str = "switchyard_end_to_end_latency_seconds";
 /// Events taken by the pipeline and not yet delivered, dead-lettered or failed.
-pub const EVENTS_IN_FLIGHT: &str = "switchyard_events_in_flight";
+pub(crate) const EVENTS_IN_FLIGHT: &str = "switchyard_events_in_flight";
 /// Dead letters in the store, by status (`pending`, `replayed`, `discarded`).
-pub const DLQ_ENTRIES: &str = "switchyard_dlq_entries";
+pub(crate) const DLQ_ENTRIES: &str = "switchyard_dlq_entries";
 /// The last LSN the source confirmed to its replication slot, by source.
-pub const CONFIRMED_LSN: &str = "switchyard_confirmed_lsn";
+pub(crate) const CONFIRMED_LSN: &str = "switchyard_confirmed_lsn";
 /// Schema registry requests (schema registrations), by result (`ok`, `error`).
-pub const REGISTRY_REQUESTS_TOTAL: &str = "switchyard_registry_requests_total";
+pub(crate) const REGISTRY_REQUESTS_TOTAL: &str = "switchyard_registry_requests_total";
 /// Keys and values encoded with a schema id already in the cache (no registry request).
-pub const SCHEMA_CACHE_HITS_TOTAL: &str = "switchyard_schema_cache_hits_total";
+pub(crate) const SCHEMA_CACHE_HITS_TOTAL: &str = "switchyard_schema_cache_hits_total";
 /// Always 1, labelled with the version and git commit of the running binary.
-pub const BUILD_INFO: &str = "switchyard_build_info";
+pub(crate) const BUILD_INFO: &str = "switchyard_build_info";
 
-/// Every metric name above (the dashboard and alert rules in `deploy/` use only these).
-pub const ALL: &[&str] = &[
+/// Every metric name above (the dashboard and alert rules in `deploy/` use only these: a test
+/// checks it).
+#[cfg(test)]
+const ALL: &[&str] = &[
     DLQ_DEPTH,
     SLOT_LAG_BYTES,
     SNAPSHOT_ROWS_TOTAL,
+    SNAPSHOT_REMAINING,
     SNAPSHOT_PROGRESS,
     SOURCE_UP,
     SOURCE_BLOCKED_SECONDS,
@@ -100,10 +103,10 @@ pub const ALL: &[&str] = &[
 ];
 
 /// The git commit the binary was built from (`unknown` outside a git checkout).
-pub const GIT_SHA: &str = env!("SWITCHYARD_GIT_SHA");
+pub(crate) const GIT_SHA: &str = env!("SWITCHYARD_GIT_SHA");
 
 /// The process's metrics.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// See [`DLQ_DEPTH`].
     pub dlq_depth: IntGaugeVec,
@@ -158,20 +161,20 @@ pub struct Metrics {
 }
 
 /// Distinct label values one [`ByLabel`] family keeps at most (see [`ByLabel::with`]).
-pub const MAX_LABEL_VALUES: usize = 1000;
+pub(crate) const MAX_LABEL_VALUES: usize = 1000;
 /// The label value that counts everything past [`MAX_LABEL_VALUES`].
-pub const OTHER_LABEL: &str = "_other";
+pub(crate) const OTHER_LABEL: &str = "_other";
 
 /// A labelled metric family whose children are resolved once per label value and kept, so the
 /// hot path pays a read lock and a string hash, never a label formatting or vector search.
 /// Label values must be bounded by the configuration (routes, topics, sources).
-pub struct ByLabel<V: Family> {
+pub(crate) struct ByLabel<V: Family> {
     vec: V,
     children: RwLock<crate::FastMap<Arc<str>, <V as Family>::Child>>,
 }
 
 /// A metric vector with one label (the shape [`ByLabel`] caches).
-pub trait Family {
+pub(crate) trait Family {
     /// The metric of one label value.
     type Child: Clone;
     /// The child for `value`.
@@ -196,7 +199,7 @@ impl<V: Family> ByLabel<V> {
     /// Runs `f` on the child for `value`, creating it the first time. Past
     /// [`MAX_LABEL_VALUES`] distinct values, new ones are counted under [`OTHER_LABEL`], so a
     /// topic template fed by unsigned input (`{event_type}`) cannot grow the series without end.
-    pub fn with(&self, value: &str, f: impl FnOnce(&V::Child)) {
+    pub(crate) fn with(&self, value: &str, f: impl FnOnce(&V::Child)) {
         let mut value = value;
         if let Ok(children) = self.children.read() {
             if let Some(c) = children.get(value) {
@@ -454,12 +457,12 @@ static METRICS: LazyLock<Option<Metrics>> = LazyLock::new(|| match build() {
 });
 
 /// The process's metrics, if they could be registered.
-pub fn metrics() -> Option<&'static Metrics> {
+pub(crate) fn metrics() -> Option<&'static Metrics> {
     METRICS.as_ref()
 }
 
 /// All metrics in the Prometheus text format.
-pub fn render() -> String {
+pub(crate) fn render() -> String {
     let Some(m) = metrics() else {
         return String::new();
     };

@@ -1,6 +1,6 @@
 //! Logging setup, metric names defined once ([`metrics`]), and OpenTelemetry traces ([`traces`]).
 
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod traces;
 
 use std::io::IsTerminal;

@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 mod backfills;
 mod replays;
 
-pub use replays::replay_selected;
+pub(crate) use replays::replay_selected;
 
 use super::{AdminState, Call};
 use crate::config::admin::Role;
@@ -143,7 +143,7 @@ async fn whoami(State(state): S, call: Call) -> Response {
 /// Query of `GET /api/v1/dead-letters`: the CLI's `dlq list` filters, and a page.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     pub source: Option<String>,
     pub route: Option<String>,
     pub class: Option<String>,
@@ -159,7 +159,7 @@ pub struct ListQuery {
 
 impl ListQuery {
     /// The store's selector, or what is wrong with the query.
-    pub fn selector(&self) -> Result<Selector, String> {
+    pub(crate) fn selector(&self) -> Result<Selector, String> {
         let statuses = match self.status.as_deref().unwrap_or("pending") {
             "all" => Vec::new(),
             s => vec![s.parse::<Status>().map_err(|e| e.to_string())?],
@@ -196,7 +196,7 @@ impl ListQuery {
 }
 
 /// One page of dead letters and the cursor of the next.
-pub async fn page(state: &AdminState, selector: &Selector) -> Result<Value, Response> {
+pub(crate) async fn page(state: &AdminState, selector: &Selector) -> Result<Value, Response> {
     let items = state
         .store
         .dead_letters()
@@ -247,7 +247,7 @@ async fn stats(State(state): S, call: Call) -> Response {
 
 /// The masks of every route of the entry's source applied to its event (drops and renames
 /// are not: a viewer sees every field, masked where any route masks it).
-pub fn masked(state: &AdminState, dl: &DeadLetter) -> Option<Event> {
+pub(crate) fn masked(state: &AdminState, dl: &DeadLetter) -> Option<Event> {
     let event = dl.event.as_ref()?;
     let masks = state.pipeline.routes().masks(&dl.source, None);
     let mut out = crate::router::transform::mask_event(event, &masks, false);
@@ -270,7 +270,7 @@ struct ShowQuery {
 }
 
 /// One dead letter: masked for viewers and operators; raw for admins who ask (audited first).
-pub async fn entry(state: &AdminState, call: &Call, id: i64, raw: bool) -> Result<Value, Response> {
+pub(crate) async fn entry(state: &AdminState, call: &Call, id: i64, raw: bool) -> Result<Value, Response> {
     let needed = if raw { Role::Admin } else { Role::Viewer };
     let who = call
         .require(state, needed)
@@ -330,7 +330,7 @@ const MAX_IDS: usize = 1000;
 /// durations ago or RFC 3339.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SelectionBody {
+pub(crate) struct SelectionBody {
     #[serde(default)]
     pub ids: Vec<i64>,
     pub route: Option<String>,
@@ -458,7 +458,7 @@ async fn first_unknown(state: &AdminState, ids: &[i64]) -> Result<Option<i64>, R
 }
 
 /// Discards the selected entries with a reason (`operator`).
-pub async fn discard_selected(
+pub(crate) async fn discard_selected(
     state: &AdminState,
     call: &Call,
     b: &SelectionBody,

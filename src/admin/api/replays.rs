@@ -19,7 +19,7 @@ use crate::source::webhook::error;
 use crate::store::Status;
 
 /// Starts a replay job (`operator`): the CLI's replay, run by the daemon.
-pub async fn replay_selected(
+pub(crate) async fn replay_selected(
     state: &Arc<AdminState>,
     call: &Call,
     b: &SelectionBody,

@@ -32,7 +32,7 @@ fn short(label: &str) -> String {
 }
 
 /// The SVG of `graph` (`{nodes: [{id, kind, label}], edges: [{from, to}]}`).
-pub fn svg(graph: &Value) -> String {
+pub(super) fn svg(graph: &Value) -> String {
     let empty = Vec::new();
     let nodes = graph["nodes"].as_array().unwrap_or(&empty);
     let edges = graph["edges"].as_array().unwrap_or(&empty);
@@ -95,7 +95,7 @@ pub fn svg(graph: &Value) -> String {
 }
 
 /// A bar chart of `counts` (oldest first) labelled by `labels`, with a caption.
-pub fn bars(caption: &str, labels: &[String], counts: &[u64]) -> String {
+pub(super) fn bars(caption: &str, labels: &[String], counts: &[u64]) -> String {
     let max = counts.iter().copied().max().unwrap_or(0).max(1) as f64;
     let (w, h) = (12.0, 60.0);
     let mut out = format!(

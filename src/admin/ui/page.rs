@@ -7,7 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 /// `s` safe inside HTML text and attribute values.
-pub fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -23,7 +23,7 @@ pub fn esc(s: &str) -> String {
 }
 
 /// The stylesheet, served at `/ui/style.css` (no external fonts: the system's).
-pub const STYLE: &str = r#"
+pub(crate) const STYLE: &str = r#"
 :root { color-scheme: light dark; --fg: #1b1f24; --muted: #57606a; --line: #d0d7de; --bg: #fff;
   --accent: #0b5cad; --bad: #b42318; --ok: #1a7f37; --warn: #9a6700; --code: #f6f8fa; }
 @media (prefers-color-scheme: dark) { :root { --fg: #e6edf3; --muted: #9da7b3; --line: #30363d;
@@ -66,7 +66,7 @@ dl.kv { display: grid; grid-template-columns: max-content 1fr; gap: .25rem 1rem;
 
 /// Where the pages link to, for the navigation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Section {
+pub(crate) enum Section {
     Overview,
     DeadLetters,
     Audit,
@@ -75,7 +75,7 @@ pub enum Section {
 }
 
 /// A whole page: `who` (name and role) is shown with a sign-out button when signed in.
-pub fn layout(title: &str, section: Section, who: Option<(&str, &str)>, body: &str) -> String {
+pub(crate) fn layout(title: &str, section: Section, who: Option<(&str, &str)>, body: &str) -> String {
     let mut nav = String::new();
     if who.is_some() {
         nav.push_str("<nav aria-label=\"Sections\"><ul>");
@@ -113,7 +113,7 @@ pub fn layout(title: &str, section: Section, who: Option<(&str, &str)>, body: &s
 
 /// An HTML answer with the console's security headers (no script, no framing, no outside
 /// resources, no caching of pages that may hold payloads).
-pub fn html(status: StatusCode, page: String) -> Response {
+pub(crate) fn html(status: StatusCode, page: String) -> Response {
     let mut r = (status, page).into_response();
     let h = r.headers_mut();
     h.insert(
@@ -138,7 +138,7 @@ pub fn html(status: StatusCode, page: String) -> Response {
 }
 
 /// A `<select>` of `options` with `selected` chosen (`""`: any).
-pub fn select(name: &str, label: &str, options: &[&str], selected: &str) -> String {
+pub(crate) fn select(name: &str, label: &str, options: &[&str], selected: &str) -> String {
     let mut s = format!(
         "<label>{}<select name=\"{name}\"><option value=\"\">any</option>",
         esc(label)
@@ -152,7 +152,7 @@ pub fn select(name: &str, label: &str, options: &[&str], selected: &str) -> Stri
 }
 
 /// A text `<input>`.
-pub fn input(name: &str, label: &str, value: &str) -> String {
+pub(crate) fn input(name: &str, label: &str, value: &str) -> String {
     format!(
         "<label>{}<input name=\"{name}\" value=\"{}\"></label>",
         esc(label),
@@ -161,7 +161,7 @@ pub fn input(name: &str, label: &str, value: &str) -> String {
 }
 
 /// A hidden form field.
-pub fn hidden(name: &str, value: &str) -> String {
+pub(crate) fn hidden(name: &str, value: &str) -> String {
     format!(
         "<input type=\"hidden\" name=\"{name}\" value=\"{}\">",
         esc(value)
@@ -169,7 +169,7 @@ pub fn hidden(name: &str, value: &str) -> String {
 }
 
 /// A notice paragraph (`kind`: `ok` or `bad`), announced to screen readers.
-pub fn notice(kind: &str, text: &str) -> String {
+pub(crate) fn notice(kind: &str, text: &str) -> String {
     format!(
         "<p class=\"notice {kind}\" role=\"status\">{}</p>",
         esc(text)
@@ -177,6 +177,6 @@ pub fn notice(kind: &str, text: &str) -> String {
 }
 
 /// A status word, styled.
-pub fn status(s: &str) -> String {
+pub(crate) fn status(s: &str) -> String {
     format!("<span class=\"status {0}\">{0}</span>", esc(s))
 }

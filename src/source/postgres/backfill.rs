@@ -34,7 +34,7 @@ use tracing::{error, info, warn};
 
 mod control;
 
-pub use control::*;
+pub(crate) use control::*;
 
 use super::snapshot::{SESSION, Shape, key_of, select_rows};
 use super::stream::{PostgresSource, SourceError, connect_sql, sql};
@@ -43,24 +43,24 @@ use crate::event::{
 };
 
 /// The prefix of the watermarks' logical decoding messages (never forwarded).
-pub const PREFIX: &str = "switchyard.backfill";
+pub(crate) const PREFIX: &str = "switchyard.backfill";
 
 /// Rows read per chunk unless the request says.
-pub const DEFAULT_CHUNK_ROWS: usize = 1024;
+pub(crate) const DEFAULT_CHUNK_ROWS: usize = 1024;
 
 /// The state-store key of a source's backfill.
-pub fn state_key(source: &str) -> String {
+pub(crate) fn state_key(source: &str) -> String {
     format!("backfill/{source}")
 }
 
 /// The state-store key of a source's queue of tables to backfill next (`snapshot_new_tables`).
-pub fn queue_key(source: &str) -> String {
+pub(crate) fn queue_key(source: &str) -> String {
     format!("backfill-queue/{source}")
 }
 
 /// A table waiting for its backfill (`snapshot_new_tables`), as the state store keeps it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Queued {
+pub(crate) struct Queued {
     pub schema: String,
     pub table: String,
     /// Who asked (`config:snapshot_new_tables`).
@@ -70,7 +70,7 @@ pub struct Queued {
 /// Where a backfill is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum State {
+pub(crate) enum State {
     /// Asked for; the leader starts it within a second or two.
     Requested,
     /// Copying.
@@ -85,7 +85,7 @@ pub enum State {
 
 /// A backfill of one table, as the state store keeps it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Backfill {
+pub(crate) struct Backfill {
     /// Its id (in the watermarks and the audit trail).
     pub id: String,
     pub schema: String,
@@ -113,7 +113,7 @@ pub struct Backfill {
 
 impl Backfill {
     /// A backfill of `schema.table` as requested, not started yet.
-    pub fn requested(
+    pub(crate) fn requested(
         schema: &str,
         table: &str,
         filter: Option<String>,
@@ -141,7 +141,7 @@ impl Backfill {
     }
 
     /// True while it is to run (or runs).
-    pub fn is_active(&self) -> bool {
+    pub(crate) fn is_active(&self) -> bool {
         matches!(self.state, State::Requested | State::Running)
     }
 }

@@ -39,7 +39,7 @@ pub(super) fn target(url: &str) -> Result<Target, SourceError> {
 }
 
 /// Opens the SQL connection of a source (TLS as configured).
-pub async fn connect_sql(source: &PostgresSourceConfig) -> Result<Client, SourceError> {
+pub(crate) async fn connect_sql(source: &PostgresSourceConfig) -> Result<Client, SourceError> {
     let mut cfg = tokio_postgres::Config::from_str(&source.url)
         .map_err(|e| SourceError::Preflight(format!("invalid postgres url: {e}")))?;
     cfg.ssl_mode(crate::pg_tls::sql_mode(&source.tls));

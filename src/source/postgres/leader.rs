@@ -50,28 +50,28 @@ use crate::config::PostgresSourceConfig;
 use crate::pipeline::health::SourceHealth;
 
 /// How often a standby tries the lock, and a leader checks its lock connection.
-pub const RETRY: Duration = Duration::from_secs(1);
+pub(crate) const RETRY: Duration = Duration::from_secs(1);
 
 /// How long a successful check of the lock lets the leader send and confirm: half of
 /// `leader_timeout`, at most 3 s (checks come every [`RETRY`]).
-pub fn validity(leader_timeout: Duration) -> Duration {
+pub(crate) fn validity(leader_timeout: Duration) -> Duration {
     (leader_timeout / 2).min(Duration::from_secs(3))
 }
 
 /// The advisory lock key of a slot: stable across versions and instances (the first 8 bytes of
 /// SHA-256 of `switchyard.slot:<slot>`).
-pub fn lock_key(slot: &str) -> i64 {
+pub(crate) fn lock_key(slot: &str) -> i64 {
     let digest = sha2::Sha256::digest(format!("switchyard.slot:{slot}").as_bytes());
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(first)
 }
 
-pub use crate::pipeline::fence::Fence;
+pub(crate) use crate::pipeline::fence::Fence;
 use crate::pipeline::fence::millis;
 
 /// Leadership of one slot: the connection that holds its lock.
-pub struct Lease {
+pub(crate) struct Lease {
     client: Client,
     fence: Fence,
     validity: Duration,
@@ -82,7 +82,7 @@ pub struct Lease {
 
 impl Lease {
     /// True while the lock connection answers (and so still holds the lock); renews the fence.
-    pub async fn alive(&self) -> bool {
+    pub(crate) async fn alive(&self) -> bool {
         let sent = Instant::now();
         // Within the fence's validity: a check that takes longer has lapsed it anyway, and a
         // partition would otherwise hold it until TCP gives up.
@@ -101,7 +101,7 @@ impl Lease {
 
     /// Resolves when the lock may be someone else's: the lock connection is gone, does not
     /// answer within the fence's validity, or the fence lapsed (this process was stopped).
-    pub async fn lost(&self) {
+    pub(crate) async fn lost(&self) {
         loop {
             tokio::time::sleep(RETRY).await;
             if !self.fence.holds() {
@@ -118,7 +118,7 @@ impl Lease {
 /// Meanwhile the source's state is `standby`. Once it holds the lock, a walsender still
 /// attached to the slot (a previous leader that stopped answering) is ended, and the lease says
 /// how long to wait before streaming (`delivery_timeout`: the Kafka client's message timeout).
-pub async fn acquire(
+pub(crate) async fn acquire(
     name: &str,
     cfg: &PostgresSourceConfig,
     health: &SourceHealth,

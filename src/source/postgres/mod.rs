@@ -1,20 +1,20 @@
 //! The PostgreSQL CDC source: pgoutput decoding, Debezium envelopes, the replication stream and
 //! the initial snapshot.
 
-pub mod backfill;
+pub(crate) mod backfill;
 pub mod catalog;
 mod connect;
 mod counters;
-pub mod error;
-pub mod leader;
+pub(crate) mod error;
+pub(crate) mod leader;
 pub mod lsn;
 pub mod pgoutput;
 mod preflight;
-pub mod publication;
+pub(crate) mod publication;
 mod rows;
-pub mod slot;
-pub mod snapshot;
-pub mod stream;
+pub(crate) mod slot;
+pub(crate) mod snapshot;
+pub(crate) mod stream;
 mod txn;
 
 // The Debezium mapping lives in `encode::debezium`; these paths stay for callers of the crate.

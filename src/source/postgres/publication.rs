@@ -30,13 +30,13 @@ use crate::router::glob;
 /// Each postgres source's table selection, where a reload sends a changed one (the source
 /// holds the receiving side: see `PostgresSource::with_selection`).
 #[derive(Debug, Clone, Default)]
-pub struct Selections(
+pub(crate) struct Selections(
     std::collections::BTreeMap<String, std::sync::Arc<tokio::sync::watch::Sender<TableSelection>>>,
 );
 
 impl Selections {
     /// One per postgres source of `config`, holding its selection.
-    pub fn for_config(config: &crate::config::Config) -> Selections {
+    pub(crate) fn for_config(config: &crate::config::Config) -> Selections {
         Selections(
             config
                 .sources
@@ -53,7 +53,7 @@ impl Selections {
     }
 
     /// Source `name`'s.
-    pub fn get(
+    pub(crate) fn get(
         &self,
         name: &str,
     ) -> Option<std::sync::Arc<tokio::sync::watch::Sender<TableSelection>>> {
@@ -62,7 +62,7 @@ impl Selections {
 
     /// Sends each running postgres source its selection in `new`, when it differs from the
     /// one it has; returns the names of the sources that got a new one.
-    pub fn apply(&self, new: &crate::config::Config) -> Vec<String> {
+    pub(crate) fn apply(&self, new: &crate::config::Config) -> Vec<String> {
         let mut changed = Vec::new();
         for (name, tx) in &self.0 {
             let Some(crate::config::SourceKind::Postgres(pg)) =
@@ -85,11 +85,11 @@ impl Selections {
 }
 
 /// A table, `(schema, name)`.
-pub type Table = (String, String);
+pub(crate) type Table = (String, String);
 
 /// What the configuration asks the publication to hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Desired {
+pub(crate) struct Desired {
     /// Whole schemas (`TABLES IN SCHEMA`).
     pub schemas: BTreeSet<String>,
     /// Single tables (`TABLE`).
@@ -100,7 +100,7 @@ pub struct Desired {
 
 /// What the publication holds now.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Current {
+pub(crate) struct Current {
     /// `FOR ALL TABLES`: left alone.
     pub all_tables: bool,
     pub schemas: BTreeSet<String>,
@@ -109,7 +109,7 @@ pub struct Current {
 
 /// The changes that bring a publication to what is desired.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// The publication does not exist yet: it is created.
     pub create: bool,
     pub add_schemas: Vec<String>,
@@ -120,7 +120,7 @@ pub struct Plan {
 
 impl Plan {
     /// Nothing to change.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         !self.create
             && self.add_schemas.is_empty()
             && self.drop_schemas.is_empty()
@@ -129,7 +129,7 @@ impl Plan {
     }
 
     /// The SQL statements, in the order they run (one transaction).
-    pub fn statements(&self, publication: &str, desired: &Desired) -> Vec<String> {
+    pub(crate) fn statements(&self, publication: &str, desired: &Desired) -> Vec<String> {
         let p = quote_ident(publication);
         if self.create {
             let mut parts = Vec::new();
@@ -175,7 +175,7 @@ impl Plan {
     }
 
     /// One line for logs and `check --live`: `add public.a, schema b; drop public.c`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts = Vec::new();
         let list = |tables: &[Table], schemas: &[String]| {
             let mut names: Vec<String> = tables.iter().map(|(s, t)| format!("{s}.{t}")).collect();
@@ -220,7 +220,7 @@ fn has_glob(sel: &TableSelector) -> bool {
 
 /// A table of the catalog a selector may match.
 #[derive(Debug, Clone)]
-pub struct Candidate {
+pub(crate) struct Candidate {
     pub schema: String,
     pub table: String,
     /// A partition: matched by exact names only.
@@ -228,7 +228,7 @@ pub struct Candidate {
 }
 
 /// Resolves `selection` against the catalog's `schemas` and tables.
-pub fn resolve(
+pub(crate) fn resolve(
     selection: &TableSelection,
     schemas: &BTreeSet<String>,
     candidates: &[Candidate],
@@ -272,7 +272,7 @@ pub fn resolve(
 }
 
 /// The changes from `current` (`None`: no publication yet) to `desired`.
-pub fn plan(current: Option<&Current>, desired: &Desired) -> Plan {
+pub(crate) fn plan(current: Option<&Current>, desired: &Desired) -> Plan {
     let Some(current) = current else {
         return Plan {
             create: true,
@@ -308,7 +308,7 @@ pub fn plan(current: Option<&Current>, desired: &Desired) -> Plan {
 }
 
 /// Reads the catalog's schemas and tables, and resolves `selection` against them.
-pub async fn desired(client: &Client, selection: &TableSelection) -> Result<Desired, SourceError> {
+pub(crate) async fn desired(client: &Client, selection: &TableSelection) -> Result<Desired, SourceError> {
     let system = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
     let schemas = client
         .query(
@@ -342,7 +342,7 @@ pub async fn desired(client: &Client, selection: &TableSelection) -> Result<Desi
 }
 
 /// What the publication holds, `None` when it does not exist.
-pub async fn current(client: &Client, publication: &str) -> Result<Option<Current>, SourceError> {
+pub(crate) async fn current(client: &Client, publication: &str) -> Result<Option<Current>, SourceError> {
     let Some(row) = client
         .query_opt(
             "SELECT puballtables, current_setting('server_version_num')::int FROM pg_publication WHERE pubname = $1",
@@ -394,7 +394,7 @@ pub async fn current(client: &Client, publication: &str) -> Result<Option<Curren
 }
 
 /// The tables the publication publishes (whole schemas expanded).
-pub async fn published(client: &Client, publication: &str) -> Result<BTreeSet<Table>, SourceError> {
+pub(crate) async fn published(client: &Client, publication: &str) -> Result<BTreeSet<Table>, SourceError> {
     Ok(client
         .query(
             "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",
@@ -409,7 +409,7 @@ pub async fn published(client: &Client, publication: &str) -> Result<BTreeSet<Ta
 
 /// What [`sync`] found and did.
 #[derive(Debug, Clone, Default)]
-pub struct Synced {
+pub(crate) struct Synced {
     pub desired: Desired,
     pub plan: Plan,
     /// The plan could not be applied: why, and the SQL the publication's owner can run.
@@ -426,7 +426,7 @@ pub struct Synced {
 /// (one transaction). A refusal to alter is returned in [`Synced::refused`], not as an
 /// error: the stream goes on with what is published. Creating it is required, so a refusal
 /// to create is an error.
-pub async fn sync(
+pub(crate) async fn sync(
     client: &Client,
     publication: &str,
     selection: &TableSelection,

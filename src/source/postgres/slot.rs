@@ -19,7 +19,7 @@ fn postgres_sources(config: &Config) -> Vec<(&str, &PostgresSourceConfig)> {
 
 /// One postgres source's slot, as `slot status` shows it.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct SlotStatus {
+pub(crate) struct SlotStatus {
     pub source: String,
     pub slot: String,
     /// `None`: the slot does not exist (the next start creates it).
@@ -30,7 +30,7 @@ pub struct SlotStatus {
 }
 
 /// The slot of every postgres source (each database asked, read-only).
-pub async fn status(config: &Config) -> anyhow::Result<Vec<SlotStatus>> {
+pub(crate) async fn status(config: &Config) -> anyhow::Result<Vec<SlotStatus>> {
     let mut out = Vec::new();
     for (name, source) in postgres_sources(config) {
         let client = connect_sql(source).await?;
@@ -57,7 +57,7 @@ pub async fn status(config: &Config) -> anyhow::Result<Vec<SlotStatus>> {
 
 /// What resetting a slot came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reset {
+pub(crate) enum Reset {
     /// Not a postgres source of the configuration.
     UnknownSource,
     /// There was no slot (the next start creates it).
@@ -69,7 +69,7 @@ pub enum Reset {
 }
 
 /// Drops `source`'s slot unless it is in use (`confirm` is asked first, with the question).
-pub async fn reset(
+pub(crate) async fn reset(
     config: &Config,
     source: &str,
     confirm: impl FnOnce(&str) -> anyhow::Result<bool>,

@@ -39,7 +39,7 @@ use crate::telemetry::traces::Traced;
 
 /// What the state store remembers of a source's snapshot.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Progress {
+pub(crate) struct Progress {
     /// The slot the snapshot belongs to.
     pub slot: String,
     /// The slot's consistent point, once the slot exists.
@@ -54,7 +54,7 @@ pub struct Progress {
 
 /// One table's copy.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TableProgress {
+pub(crate) struct TableProgress {
     /// Schema.
     pub schema: String,
     /// Table.
@@ -87,7 +87,7 @@ pub(super) fn quote_literal(s: &str) -> String {
 }
 
 /// The state-store key of a source's snapshot.
-pub fn state_key(source: &str) -> String {
+pub(crate) fn state_key(source: &str) -> String {
     format!("snapshot/{source}")
 }
 

@@ -40,9 +40,9 @@ use crate::pipeline::{OrderedLane, Pipeline};
 use crate::store::Store;
 use crate::telemetry::traces::Traced;
 
-pub use super::connect::connect_sql;
+pub(crate) use super::connect::connect_sql;
 use super::connect::target;
-pub use super::error::SourceError;
+pub(crate) use super::error::SourceError;
 pub(super) use super::error::sql;
 
 /// A relation as the source knows it: pgoutput's shape plus the catalog's nullability and
@@ -61,7 +61,7 @@ pub struct KnownRelation {
 }
 
 /// One Postgres source.
-pub struct PostgresSource {
+pub(crate) struct PostgresSource {
     pub(super) name: String,
     pub(super) cfg: PostgresSourceConfig,
     pub(super) pipeline: Arc<Pipeline>,
@@ -107,7 +107,7 @@ impl InFlight {
 
 impl PostgresSource {
     /// A source named `name`; `state` keeps its snapshot progress.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         cfg: PostgresSourceConfig,
         pipeline: Arc<Pipeline>,
@@ -133,7 +133,7 @@ impl PostgresSource {
     /// Takes its `tables`, `exclude_tables` and `snapshot_new_tables` from `selection`, where a
     /// reload sends new ones: the leader brings the publication in step at once, a standby
     /// when it takes over.
-    pub fn with_selection(
+    pub(crate) fn with_selection(
         mut self,
         selection: Arc<watch::Sender<crate::config::TableSelection>>,
     ) -> Self {
@@ -143,7 +143,7 @@ impl PostgresSource {
 
     /// How long a stop waits for events in flight (default 20 s); keep it below the daemon's
     /// `shutdown_timeout` so the final status update fits in.
-    pub fn with_stop_bound(mut self, bound: Duration) -> Self {
+    pub(crate) fn with_stop_bound(mut self, bound: Duration) -> Self {
         self.stop_bound = bound;
         self
     }
@@ -172,7 +172,7 @@ impl PostgresSource {
     /// Streams until `stop` turns true; reconnects with backoff after any error. Streams only
     /// while this instance holds the slot's leadership lock (see [`super::leader`]); otherwise
     /// it stands by.
-    pub async fn run(self, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
         let mut wait = Duration::from_millis(500);
         let mut lease: Option<super::leader::Lease> = None;
         // Set by a takeover from a leader that stopped answering: no record is sent before it,
@@ -742,7 +742,7 @@ impl PostgresSource {
 }
 
 /// The prefix of switchyard's own heartbeat messages (never forwarded).
-pub const HEARTBEAT_PREFIX: &str = "switchyard.heartbeat";
+pub(crate) const HEARTBEAT_PREFIX: &str = "switchyard.heartbeat";
 
 /// Ends the spans of the transactions (and messages) confirmed at or before `confirmed`.
 fn end_spans(delivering: &mut VecDeque<(u64, Traced)>, confirmed: Option<u64>) {

@@ -48,7 +48,7 @@
 mod memory;
 mod writes;
 
-pub use self::writes::{FLUSH_AFTER, FLUSH_AT, http_thread_runtime};
+pub(crate) use self::writes::http_thread_runtime;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,12 +61,12 @@ use self::writes::Writes;
 use crate::store::{LocalIds, SeenIds, SharedIds, Store, WebhookIdClaim, WebhookIdState};
 
 /// Ids kept in memory at most.
-pub const MEMORY_CAP: usize = 200_000;
+pub(crate) const MEMORY_CAP: usize = 200_000;
 
 /// With a shared store, how much longer than its request's `ack_timeout` the claim on an id
 /// holds if its instance never ends it (it died): until then copies on other instances answer
 /// 503, after it the id may be claimed again.
-pub const CLAIM_MARGIN: Duration = Duration::from_secs(30);
+pub(crate) const CLAIM_MARGIN: Duration = Duration::from_secs(30);
 
 /// How soon, then at most how often, a copy whose id another instance is delivering asks the
 /// shared store how that delivery ended.

@@ -15,9 +15,9 @@
 //! `when_unavailable = "dead_letter"` the event is stored in the DLQ and answered 200. Every
 //! error answer is a precise status code with a JSON body `{"error", "detail", "message"}`.
 
-pub mod dedupe;
+pub(crate) mod dedupe;
 pub mod identity;
-pub mod ingress;
+pub(crate) mod ingress;
 pub mod limit;
 pub mod verify;
 

@@ -7,7 +7,7 @@ use super::{Selector, Status};
 use crate::event::now_micros;
 
 /// The error classes a dead letter can have.
-pub const CLASSES: &[&str] = &[
+pub(crate) const CLASSES: &[&str] = &[
     "decode",
     "verify",
     "schema",
@@ -20,7 +20,7 @@ pub const CLASSES: &[&str] = &[
 ];
 
 /// `s` if it is an error class.
-pub fn parse_class(s: &str) -> Result<String, String> {
+pub(crate) fn parse_class(s: &str) -> Result<String, String> {
     if CLASSES.contains(&s) {
         Ok(s.to_string())
     } else {
@@ -32,7 +32,7 @@ pub fn parse_class(s: &str) -> Result<String, String> {
 }
 
 /// A rate of entries per second: `50/s` or `50`.
-pub fn parse_rate(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
     let n = s.strip_suffix("/s").unwrap_or(s);
     match n.parse::<f64>() {
         Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
@@ -42,7 +42,7 @@ pub fn parse_rate(s: &str) -> Result<f64, String> {
 
 /// A point in time (micros since the epoch): a duration ago (`1h`, `2d`) or a time
 /// (`2026-11-21T10:00:00Z`).
-pub fn parse_time(s: &str) -> Result<i64, String> {
+pub(crate) fn parse_time(s: &str) -> Result<i64, String> {
     let now = now_micros();
     if let Ok(d) = humantime::parse_duration(s) {
         return Ok(now - i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2));
@@ -58,7 +58,7 @@ pub fn parse_time(s: &str) -> Result<i64, String> {
 }
 
 /// Micros since the epoch as RFC 3339 (seconds).
-pub fn format_time(micros: i64) -> String {
+pub(crate) fn format_time(micros: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -66,7 +66,7 @@ pub fn format_time(micros: i64) -> String {
 /// The entries replay and discard act on. At least one of `ids`, `route`, `class` or `all`
 /// must be given (nothing is "everything" by accident).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Selection {
+pub(crate) struct Selection {
     /// These ids.
     pub ids: Vec<i64>,
     /// Every entry of this route.
@@ -87,7 +87,7 @@ pub struct Selection {
 
 impl Selection {
     /// Why it selects nothing on purpose, if it does not name what it acts on.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if self.ids.is_empty() && self.route.is_none() && self.class.is_none() && !self.all {
             return Err(
                 "say which entries: ids, a route, a class, or all (with source, since, until and limit to narrow it)".into(),
@@ -100,7 +100,7 @@ impl Selection {
     }
 
     /// The store's selector: pending entries matching this.
-    pub fn selector(&self) -> Selector {
+    pub(crate) fn selector(&self) -> Selector {
         Selector {
             ids: self.ids.clone(),
             route: self.route.clone(),
@@ -115,7 +115,7 @@ impl Selection {
     }
 
     /// As the CLI's flags, for the audit log.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts = Vec::new();
         if !self.ids.is_empty() {
             let ids: Vec<String> = self.ids.iter().map(i64::to_string).collect();

@@ -8,7 +8,7 @@ use super::select::format_time;
 use crate::event::{Event, Payload};
 
 /// The entry without its event: what a list shows.
-pub fn summary(dl: &DeadLetter) -> Value {
+pub(crate) fn summary(dl: &DeadLetter) -> Value {
     json!({
         "id": dl.id,
         "event_id": dl.event_id,
@@ -29,7 +29,7 @@ pub fn summary(dl: &DeadLetter) -> Value {
 
 /// The entry with `event` (its own, or a masked copy), a webhook's JSON body parsed so it
 /// prints as JSON, and the size of the stored record.
-pub fn detail(dl: &DeadLetter, event: Option<&Event>) -> Value {
+pub(crate) fn detail(dl: &DeadLetter, event: Option<&Event>) -> Value {
     let mut v = summary(dl);
     if let Some(e) = event {
         v["event"] = serde_json::to_value(e).unwrap_or(Value::Null);

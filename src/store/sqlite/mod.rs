@@ -130,7 +130,7 @@ CREATE TABLE IF NOT EXISTS ids.webhook_seen_batches (
 /// `-shm`), so that appending ids never waits for the store file's write lock, which dead
 /// letters and the moves of ids into the keyed index (long transactions) hold. Losing it loses
 /// only the newest ids (a provider retry of one is then delivered again), not dead letters.
-pub fn ids_file(store: &Path) -> PathBuf {
+pub(super) fn ids_file(store: &Path) -> PathBuf {
     let mut name = store.as_os_str().to_os_string();
     name.push("-ids");
     PathBuf::from(name)

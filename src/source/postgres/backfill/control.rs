@@ -8,7 +8,7 @@ use crate::source::postgres::stream::connect_sql;
 
 /// Checks `filter` against `schema.table` on `conn` without reading a row: the database's
 /// message if it is not a valid condition.
-pub async fn check_filter(
+pub(crate) async fn check_filter(
     conn: &tokio_postgres::Client,
     schema: &str,
     table: &str,
@@ -32,7 +32,7 @@ pub async fn check_filter(
 
 /// Why a backfill request was refused (nothing was stored).
 #[derive(Debug, thiserror::Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     /// Not a postgres source of the configuration.
     #[error("`{0}` is not a postgres source")]
     UnknownSource(String),
@@ -53,7 +53,7 @@ pub enum RequestError {
 
 /// What a backfill request asks for.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub(crate) struct Request {
     pub source: String,
     /// `schema.table`, or `table` in `public`.
     pub table: String,
@@ -66,7 +66,7 @@ pub struct Request {
 
 impl Request {
     /// A request as the CLI's flags, for the audit log.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut s = format!("--source {} --table {}", self.source, self.table);
         if let Some(f) = &self.filter {
             s.push_str(&format!(" --where {f}"));
@@ -81,7 +81,7 @@ impl Request {
 /// Checks `req` against the source's database (table, primary key, condition) and stores it
 /// for the leader to run: the CLI's `snapshot start` and the admin API's `POST
 /// /api/v1/backfills`.
-pub async fn request(
+pub(crate) async fn request(
     config: &crate::config::Config,
     store: &crate::store::Store,
     req: &Request,
@@ -162,7 +162,7 @@ pub async fn request(
 }
 
 /// The tables waiting for their backfill (`snapshot_new_tables`), next first.
-pub async fn queued(
+pub(crate) async fn queued(
     store: &crate::store::Store,
     source: &str,
 ) -> Result<Vec<Queued>, crate::store::StoreError> {
@@ -175,7 +175,7 @@ pub async fn queued(
 }
 
 /// The source's backfill, if it ever had one.
-pub async fn current(
+pub(crate) async fn current(
     store: &crate::store::Store,
     source: &str,
 ) -> Result<Option<Backfill>, crate::store::StoreError> {
@@ -188,7 +188,7 @@ pub async fn current(
 
 /// What [`cancel`] stopped.
 #[derive(Debug, Clone, Default)]
-pub struct Cancelled {
+pub(crate) struct Cancelled {
     /// The backfill that ran, as it stands.
     pub running: Option<Backfill>,
     /// Tables that were waiting (`snapshot_new_tables`): taken off the queue.
@@ -197,12 +197,12 @@ pub struct Cancelled {
 
 impl Cancelled {
     /// Nothing ran or waited.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.running.is_none() && self.queued.is_empty()
     }
 
     /// For the audit trail and the CLI: `cancelled bf-1 after 10 rows; 2 queued tables dropped`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts = Vec::new();
         if let Some(b) = &self.running {
             parts.push(format!("cancelled {} after {} rows", b.id, b.rows));
@@ -220,7 +220,7 @@ impl Cancelled {
 }
 
 /// Cancels the source's running backfill and empties its queue.
-pub async fn cancel(
+pub(crate) async fn cancel(
     store: &crate::store::Store,
     source: &str,
 ) -> Result<Cancelled, crate::store::StoreError> {
@@ -243,7 +243,7 @@ pub async fn cancel(
 
 /// `snapshot status` and `GET /api/v1/backfills/{source}`: the last backfill's fields (or
 /// `"state": "none"`) and `queued`, the tables waiting.
-pub async fn status(
+pub(crate) async fn status(
     store: &crate::store::Store,
     source: &str,
 ) -> Result<serde_json::Value, crate::store::StoreError> {

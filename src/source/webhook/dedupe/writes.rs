@@ -16,9 +16,9 @@ use crate::store::{LocalIds, SeenIds, Store};
 /// Largest batch written in one transaction.
 const BATCH: usize = 1024;
 /// An HTTP thread commits its waiting ids once this many wait, even if it has more to run.
-pub const FLUSH_AT: usize = 256;
+pub(crate) const FLUSH_AT: usize = 256;
 /// … or once the oldest has waited this long.
-pub const FLUSH_AFTER: Duration = Duration::from_millis(2);
+pub(crate) const FLUSH_AFTER: Duration = Duration::from_millis(2);
 /// An HTTP thread's ids wait for more to join them (see [`http_thread_runtime`]) until this
 /// many wait, or the thread has looked for new requests [`GATHER_TURNS`] times. A commit
 /// writes a WAL page whether it holds 2 ids or 50: committing whatever waited each time the
@@ -169,7 +169,7 @@ thread_local! {
 /// runs the requests that arrived, whose ids join the batch) or until [`GATHER`] wait, and
 /// commits. The thread never sleeps with ids waiting: a thread with no task to run commits
 /// them first (`on_thread_park`).
-pub fn http_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub(crate) fn http_thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     let gatherer = Arc::new(Notify::new());
     LOCAL.with(|l| {
         l.borrow_mut().gatherer = Some(Arc::clone(&gatherer));
