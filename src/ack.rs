@@ -24,7 +24,7 @@ use crate::error::ErrorClass;
 
 /// What became of an event.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Delivery {
+pub(crate) enum Delivery {
     /// Acknowledged by Kafka (every matched route).
     Delivered,
     /// Stored in the dead-letter queue.
@@ -38,14 +38,14 @@ pub enum Delivery {
 impl Delivery {
     /// True when the source may acknowledge the event: it is in Kafka, in the DLQ, or was
     /// dropped by policy.
-    pub fn is_durable(&self) -> bool {
+    pub(crate) fn is_durable(&self) -> bool {
         !matches!(self, Delivery::Failed(_))
     }
 }
 
 /// Why an event was not made durable.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// The error class.
     pub class: ErrorClass,
     /// A message for the operator (never contains secrets).
@@ -55,25 +55,25 @@ pub struct Failure {
 /// Completion only: resolved once with the event's [`Delivery`] by the ordered lane the event
 /// was submitted to; see the module invariant.
 #[derive(Debug)]
-pub struct AckToken {
+pub(crate) struct AckToken {
     tx: Option<oneshot::Sender<Delivery>>,
 }
 
 /// The source's side of an [`AckToken`].
 #[derive(Debug)]
-pub struct AckReceiver {
+pub(crate) struct AckReceiver {
     rx: oneshot::Receiver<Delivery>,
 }
 
 impl AckToken {
     /// A token and the receiver its resolution arrives on.
-    pub fn new() -> (AckToken, AckReceiver) {
+    pub(crate) fn new() -> (AckToken, AckReceiver) {
         let (tx, rx) = oneshot::channel();
         (AckToken { tx: Some(tx) }, AckReceiver { rx })
     }
 
     /// Resolves the token; consumes it so it cannot be resolved twice.
-    pub fn resolve(mut self, delivery: Delivery) {
+    pub(crate) fn resolve(mut self, delivery: Delivery) {
         if let Some(tx) = self.tx.take() {
             let _ = tx.send(delivery);
         }
@@ -84,7 +84,7 @@ impl AckToken {
 /// that timed out or hung up does not): retrying past that point is pointless, the sender will
 /// deliver the event again. Made by [`waiter`]; [`Waiter::forever`] never gives up.
 #[derive(Debug, Clone)]
-pub struct Waiter(Option<std::sync::Weak<()>>);
+pub(crate) struct Waiter(Option<std::sync::Weak<()>>);
 
 /// Held by the caller while it waits; dropping it tells the [`Waiter`].
 #[derive(Debug)]
@@ -101,19 +101,19 @@ pub(crate) fn waiter() -> (Waiter, StillWaiting) {
 
 impl Waiter {
     /// A waiter that never gives up (replay, dry runs: the caller waits to the end).
-    pub fn forever() -> Waiter {
+    pub(crate) fn forever() -> Waiter {
         Waiter(None)
     }
 
     /// True once the caller stopped waiting.
-    pub fn is_abandoned(&self) -> bool {
+    pub(crate) fn is_abandoned(&self) -> bool {
         self.0.as_ref().is_some_and(|w| w.strong_count() == 0)
     }
 }
 
 impl AckReceiver {
     /// Waits for the resolution; a dropped token reads as a failure.
-    pub async fn wait(self) -> Delivery {
+    pub(crate) async fn wait(self) -> Delivery {
         self.rx.await.unwrap_or_else(|_| {
             Delivery::Failed(Failure {
                 class: ErrorClass::Internal,

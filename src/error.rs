@@ -75,7 +75,7 @@ impl fmt::Display for ErrorClass {
 }
 
 /// The backoff for transient failures: 100 ms doubling to 5 s, for at most `max_elapsed`.
-pub fn retry_policy(max_elapsed: Duration) -> ExponentialBackoff {
+pub(crate) fn retry_policy(max_elapsed: Duration) -> ExponentialBackoff {
     ExponentialBackoff {
         initial_interval: Duration::from_millis(100),
         max_interval: Duration::from_secs(5),

@@ -219,7 +219,7 @@ pub struct WebhookPayload {
 /// Headers that carry the sender's credentials or a provider's signature: never kept with an
 /// event (nor stored in the DLQ, nor shown to a filter, nor copied into the envelope). A
 /// (body, signature) pair is a capture anyone could send again. See [`is_secret_header`].
-pub const CREDENTIAL_HEADERS: &[&str] = &[
+pub(crate) const CREDENTIAL_HEADERS: &[&str] = &[
     "authorization",
     "proxy-authorization",
     "cookie",
@@ -239,7 +239,7 @@ pub const CREDENTIAL_HEADERS: &[&str] = &[
 /// [`CREDENTIAL_HEADERS`], or a name that holds `signature`, `hmac`, `secret` or `password`,
 /// or ends in `-token` (`x-gitlab-token`, `x-auth-token`). An `hmac` source's own
 /// `signature_header` is removed by the source as well.
-pub fn is_secret_header(name: &str) -> bool {
+pub(crate) fn is_secret_header(name: &str) -> bool {
     CREDENTIAL_HEADERS.contains(&name)
         || name.ends_with("-token")
         || ["signature", "hmac", "secret", "password"]

@@ -251,7 +251,7 @@ fn decimal_text(d: &apache_avro::Decimal, scale: usize) -> serde_json::Value {
 }
 
 /// An Avro value as JSON; byte arrays as hex strings, unions as their branch.
-pub fn avro_to_json(value: Value) -> serde_json::Value {
+pub(crate) fn avro_to_json(value: Value) -> serde_json::Value {
     match value {
         Value::Null => serde_json::Value::Null,
         Value::Boolean(b) => json!(b),

@@ -214,7 +214,11 @@ impl Refusal {
 impl Call {
     /// The caller, if it may act with `needed`; a refusal is audited (within the address's
     /// failure budget).
-    pub(crate) async fn require(&self, state: &AdminState, needed: Role) -> Result<Principal, Refusal> {
+    pub(crate) async fn require(
+        &self,
+        state: &AdminState,
+        needed: Role,
+    ) -> Result<Principal, Refusal> {
         let peer = self
             .peer
             .parse()

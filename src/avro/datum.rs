@@ -17,7 +17,7 @@ use apache_avro::types::Value;
 
 /// Appends the Avro binary encoding of `value` to `out`, taking record fields in order.
 /// Returns false (with `out` possibly partly written) for a value kind it does not cover.
-pub fn write_ordered(value: &Value, out: &mut Vec<u8>) -> bool {
+pub(crate) fn write_ordered(value: &Value, out: &mut Vec<u8>) -> bool {
     match value {
         Value::Null => true,
         Value::Boolean(b) => {
@@ -90,7 +90,7 @@ pub fn write_ordered(value: &Value, out: &mut Vec<u8>) -> bool {
 }
 
 /// An Avro `long`/`int`: zigzag varint.
-pub fn zigzag(n: i64, out: &mut Vec<u8>) {
+pub(crate) fn zigzag(n: i64, out: &mut Vec<u8>) {
     let mut z = ((n << 1) ^ (n >> 63)) as u64;
     while z >= 0x80 {
         out.push((z as u8) | 0x80);

@@ -12,7 +12,7 @@ use apache_avro::types::Value;
 use schema_registry_converter::schema_registry_common::{SchemaType, SuppliedSchema};
 
 /// The value schema of webhook topics.
-pub const CLOUDEVENT_SCHEMA_JSON: &str = r#"{
+pub(crate) const CLOUDEVENT_SCHEMA_JSON: &str = r#"{
   "type": "record",
   "name": "CloudEvent",
   "namespace": "io.switchyard.webhook",

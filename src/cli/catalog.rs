@@ -66,7 +66,11 @@ pub(crate) fn topics(config: &Config, format: TopicsFormat) -> ExitCode {
 }
 
 /// `switchyard lineage`; with `live`, postgres sources list the tables their database streams.
-pub(crate) fn lineage(config: &Config, format: LineageFormat, live: Option<&LiveTables>) -> ExitCode {
+pub(crate) fn lineage(
+    config: &Config,
+    format: LineageFormat,
+    live: Option<&LiveTables>,
+) -> ExitCode {
     if format == LineageFormat::Openlineage {
         let events = super::openlineage::job_events(config, live, std::time::SystemTime::now());
         println!(

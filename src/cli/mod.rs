@@ -33,7 +33,7 @@ use crate::telemetry::{LogFormat, init_logging};
     after_help = "Start with `switchyard check` to validate routes.toml, then `switchyard run`.\n\
 Log level: SWITCHYARD_LOG (e.g. info, switchyard=debug)."
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Configuration file; relative paths inside it are relative to its directory.
     #[arg(
         short,

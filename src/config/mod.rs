@@ -93,11 +93,11 @@ pub enum Unmatched {
 }
 
 /// Default of `[server] body_timeout`.
-pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default of `[server] max_connections`.
-pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Default of `[server] max_buffered_bytes`.
-pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
+pub(crate) const DEFAULT_MAX_BUFFERED_BYTES: usize = 64 << 20;
 
 /// `[server]`: the HTTP listener.
 #[derive(Debug, Clone)]
@@ -270,7 +270,7 @@ pub struct PostgresSourceConfig {
 }
 
 /// Debezium's default `unavailable.value.placeholder`.
-pub const DEFAULT_UNAVAILABLE_VALUE_PLACEHOLDER: &str = "__debezium_unavailable_value";
+pub(crate) const DEFAULT_UNAVAILABLE_VALUE_PLACEHOLDER: &str = "__debezium_unavailable_value";
 
 /// `snapshot = "never" | "initial"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -591,7 +591,7 @@ impl TopicTemplate {
 }
 
 /// Characters Kafka allows in a topic name.
-pub fn is_legal_topic(name: &str) -> bool {
+pub(crate) fn is_legal_topic(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 249
         && name != "."

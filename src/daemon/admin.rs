@@ -34,7 +34,7 @@ pub(crate) const MAX_CONNECTIONS: usize = 64;
 
 /// `/healthz`, `/metrics` and `/readyz`, without fallbacks (the listener that serves them adds
 /// its own).
-pub(crate) fn routes(
+pub(super) fn routes(
     pipeline: Arc<Pipeline>,
     dlq: Arc<Store>,
     health: Arc<SourceHealth>,

@@ -181,7 +181,7 @@ impl Cell for Option<String> {
 }
 
 /// An Avro name: letters, digits and `_`, not starting with a digit (Debezium's rule).
-pub fn avro_name(name: &str) -> String {
+pub(crate) fn avro_name(name: &str) -> String {
     let valid = !name.is_empty()
         && !name.starts_with(|c: char| c.is_ascii_digit())
         && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -574,7 +574,7 @@ impl TableSchema {
 /// The value schema of logical decoding messages: Debezium's
 /// `io.debezium.connector.postgresql.MessageValue` (`op` "m", `source`, and `message` with the
 /// prefix and the content as bytes).
-pub fn message_value_schema() -> Json {
+pub(crate) fn message_value_schema() -> Json {
     json!({
         "type": "record",
         "name": "MessageValue",
@@ -599,7 +599,7 @@ pub fn message_value_schema() -> Json {
 }
 
 /// The key schema of logical decoding messages: `MessageKey` with the prefix.
-pub fn message_key_schema() -> Json {
+pub(crate) fn message_key_schema() -> Json {
     json!({
         "type": "record",
         "name": "MessageKey",
@@ -611,7 +611,7 @@ pub fn message_key_schema() -> Json {
 
 /// The value of one logical decoding message. `schema` and `table` of the source block are
 /// empty: a message belongs to no table.
-pub fn message_value(
+pub(crate) fn message_value(
     source_name: &str,
     database: &str,
     prefix: &str,
@@ -638,7 +638,7 @@ pub fn message_value(
 }
 
 /// The key of one logical decoding message.
-pub fn message_key(prefix: &str) -> Value {
+pub(crate) fn message_key(prefix: &str) -> Value {
     Value::Record(vec![(
         "prefix".into(),
         Value::Union(1, Box::new(Value::String(prefix.into()))),

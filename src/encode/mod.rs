@@ -69,7 +69,7 @@ impl EncodeError {
 }
 
 /// What one event becomes: value and key, each with its schema.
-pub struct RecordParts {
+pub(crate) struct RecordParts {
     /// Value schema.
     pub value_schema: AvroSchema,
     /// Value; `None` for a tombstone.
@@ -87,7 +87,7 @@ pub struct RecordParts {
 /// (keyed by event id, or the route's JSON Pointer into the body; `data` typed when the route
 /// has a `value_schema`), Debezium envelopes for changes (keyed by the key columns). The
 /// route's transforms apply first, so a typed `data` is built from the transformed body.
-pub fn record_parts(
+pub(crate) fn record_parts(
     event: &crate::event::Event,
     route: &crate::router::RouteMatch,
 ) -> Result<RecordParts, EncodeError> {
@@ -176,11 +176,11 @@ pub fn record_parts(
 /// A buffer holding the Confluent framing of `r` (magic byte, schema id), for the datum to
 /// follow: one buffer, no copy.
 /// The Confluent wire format's header: the magic byte 0 and the schema id (big endian).
-pub const FRAME: usize = 5;
+pub(crate) const FRAME: usize = 5;
 
 /// Writes the Confluent header of schema `id` into the first [`FRAME`] bytes of `datum`, left
 /// for it: the datum itself is neither copied nor moved.
-pub fn frame_in_place(id: u32, datum: &mut [u8]) {
+pub(crate) fn frame_in_place(id: u32, datum: &mut [u8]) {
     if let Some(header) = datum.get_mut(..FRAME) {
         header[0] = 0;
         header[1..].copy_from_slice(&id.to_be_bytes());
@@ -198,7 +198,7 @@ fn framed(r: &Registered) -> Vec<u8> {
 /// ([`cloudevent::write`]) instead of through a record tree ([`record_parts`]): its key (the
 /// event id, or the route's JSON Pointer into the body) and its payload after the route's
 /// transforms. `None` for any other event or route.
-pub fn plain_webhook<'e>(
+pub(crate) fn plain_webhook<'e>(
     event: &'e crate::event::Event,
     route: &crate::router::RouteMatch,
 ) -> Option<(String, std::borrow::Cow<'e, crate::event::WebhookPayload>)> {
@@ -236,7 +236,7 @@ struct Registered {
 
 /// Settings for talking to the registry of `[schema_registry]`: its URL, timeout and
 /// credentials (sent with every request).
-pub fn registry_settings(registry: &RegistryConfig) -> Result<SrSettings, SRCError> {
+pub(crate) fn registry_settings(registry: &RegistryConfig) -> Result<SrSettings, SRCError> {
     let mut builder = SrSettings::new_builder(registry.url.clone());
     builder.set_timeout(registry.timeout);
     match &registry.auth {
@@ -256,7 +256,7 @@ pub fn registry_settings(registry: &RegistryConfig) -> Result<SrSettings, SRCErr
 /// Each (subject, schema) is registered once and cached with its id; a changed schema for a
 /// subject (a table that gained a column) is registered as a new version before the first
 /// record that needs it. The per-record work is encoding only.
-pub struct Encoder {
+pub(crate) struct Encoder {
     settings: SrSettings,
     /// Registered schemas by topic, of record values and of keys (looked up by topic: no
     /// subject name is built per record).
@@ -268,7 +268,7 @@ pub struct Encoder {
 
 /// Which part of a record a schema is for: subjects `<topic>-value` and `<topic>-key`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Part {
+pub(crate) enum Part {
     /// The record's value.
     Value,
     /// The record's key.
@@ -286,7 +286,7 @@ impl Part {
 
 impl Encoder {
     /// An encoder talking to the registry of `[schema_registry]`.
-    pub fn new(registry: &RegistryConfig) -> Result<Encoder, EncodeError> {
+    pub(crate) fn new(registry: &RegistryConfig) -> Result<Encoder, EncodeError> {
         let settings = registry_settings(registry)
             .map_err(|e| EncodeError::Schema(format!("registry settings: {e}")))?;
         Ok(Encoder {
@@ -298,7 +298,7 @@ impl Encoder {
     }
 
     /// Encodes a record value for `topic` (subject `<topic>-value`).
-    pub async fn value(
+    pub(crate) async fn value(
         &self,
         topic: &str,
         schema: &AvroSchema,
@@ -310,7 +310,7 @@ impl Encoder {
     }
 
     /// Encodes a record key for `topic` (subject `<topic>-key`).
-    pub async fn key(
+    pub(crate) async fn key(
         &self,
         topic: &str,
         schema: &AvroSchema,
@@ -322,7 +322,7 @@ impl Encoder {
 
     /// The registry's id of `schema` as the `part` of `topic`'s records (registered once, then
     /// cached), for [`frame_in_place`].
-    pub async fn schema_id(
+    pub(crate) async fn schema_id(
         &self,
         topic: &str,
         part: Part,
@@ -334,7 +334,7 @@ impl Encoder {
     /// Encodes the `part` of a record for `topic` whose Avro binary datum `write` appends
     /// (a value built straight from the event, in `schema`'s layout; see
     /// [`cloudevent::write`]).
-    pub async fn encode_written(
+    pub(crate) async fn encode_written(
         &self,
         topic: &str,
         part: Part,

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// good once that session is over ([`Fence::end_session`]), even if a later session of the
 /// same source renews the fence: a lane left behind by an abandoned session sends nothing.
 #[derive(Clone, Debug)]
-pub struct Fence {
+pub(crate) struct Fence {
     state: Arc<FenceState>,
     /// The session this copy belongs to (`None`: whichever is current).
     session: Option<u64>,
@@ -42,7 +42,7 @@ impl Default for Fence {
 impl Fence {
     /// True while this instance may send and confirm (and, for a pinned copy, while its
     /// session is the current one).
-    pub fn holds(&self) -> bool {
+    pub(crate) fn holds(&self) -> bool {
         let current = self
             .session
             .is_none_or(|s| s == self.state.session.load(Ordering::Acquire));
@@ -50,7 +50,7 @@ impl Fence {
     }
 
     /// A copy for the session starting now: it holds only until [`Fence::end_session`].
-    pub fn pinned(&self) -> Fence {
+    pub(crate) fn pinned(&self) -> Fence {
         Fence {
             state: Arc::clone(&self.state),
             session: Some(self.state.session.load(Ordering::Acquire)),
@@ -58,7 +58,7 @@ impl Fence {
     }
 
     /// Ends the current session: its pinned copies never hold again.
-    pub fn end_session(&self) {
+    pub(crate) fn end_session(&self) {
         self.state.session.fetch_add(1, Ordering::AcqRel);
     }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 
 /// One source's state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Health {
+pub(crate) struct Health {
     /// `connecting`, `standby` (another instance streams the slot), `snapshotting`, `streaming`,
     /// `blocked` (Kafka or the schema registry is unavailable: changes wait, the slot holds,
     /// nothing is dead-lettered) or `failing`.
@@ -22,11 +22,11 @@ pub struct Health {
 
 /// The states of a daemon's sources.
 #[derive(Debug, Default)]
-pub struct SourceHealth(Mutex<BTreeMap<String, Health>>);
+pub(crate) struct SourceHealth(Mutex<BTreeMap<String, Health>>);
 
 impl SourceHealth {
     /// Records that `source` is now in `state`.
-    pub fn set(&self, source: &str, state: &'static str, error: Option<String>) {
+    pub(crate) fn set(&self, source: &str, state: &'static str, error: Option<String>) {
         if let Ok(mut map) = self.0.lock() {
             let changed = map
                 .get(source)
@@ -50,12 +50,12 @@ impl SourceHealth {
     }
 
     /// The state `source` is in now.
-    pub fn state_of(&self, source: &str) -> Option<&'static str> {
+    pub(crate) fn state_of(&self, source: &str) -> Option<&'static str> {
         self.0.lock().ok()?.get(source).map(|h| h.state)
     }
 
     /// Every source's state.
-    pub fn all(&self) -> BTreeMap<String, Health> {
+    pub(crate) fn all(&self) -> BTreeMap<String, Health> {
         self.0.lock().map(|m| m.clone()).unwrap_or_default()
     }
 }

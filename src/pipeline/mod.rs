@@ -61,7 +61,7 @@ pub(crate) mod headers {
 }
 
 /// Route, encode and deliver events.
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     /// Replaced whole on reload; each event is routed by one table.
     routes: std::sync::RwLock<(Arc<RouteTable>, Unmatched)>,
     encoder: Encoder,
@@ -95,7 +95,7 @@ pub enum PipelineError {
 
 impl Pipeline {
     /// Builds the route table, registry client and Kafka producer from a configuration.
-    pub fn new(config: &Config) -> Result<Pipeline, PipelineError> {
+    pub(crate) fn new(config: &Config) -> Result<Pipeline, PipelineError> {
         Ok(Pipeline {
             routes: std::sync::RwLock::new((
                 Arc::new(RouteTable::compile(config)),
@@ -117,39 +117,39 @@ impl Pipeline {
     }
 
     /// Sends events that fail for good to `dlq` instead of failing them back to the source.
-    pub fn with_dlq(mut self, dlq: Arc<Store>) -> Pipeline {
+    pub(crate) fn with_dlq(mut self, dlq: Arc<Store>) -> Pipeline {
         self.dlq = Some(dlq);
         self
     }
 
     /// Records spans of the events that come with a trace context (a webhook request's, a CDC transaction's).
-    pub fn with_traces(mut self, traces: Traces) -> Pipeline {
+    pub(crate) fn with_traces(mut self, traces: Traces) -> Pipeline {
         self.traces = traces;
         self
     }
 
     /// Where spans go (off unless `[telemetry] otlp_endpoint` is set).
-    pub fn traces(&self) -> &Traces {
+    pub(crate) fn traces(&self) -> &Traces {
         &self.traces
     }
 
     /// True once [`Pipeline::drain`] started (the daemon is stopping).
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Which webhook sources have events waiting in the DLQ for Kafka, in order.
-    pub fn queues(&self) -> &queues::Queues {
+    pub(crate) fn queues(&self) -> &queues::Queues {
         &self.queues
     }
 
     /// The Kafka sink (readiness checks, topic creation, flush).
-    pub fn sink(&self) -> &KafkaSink {
+    pub(crate) fn sink(&self) -> &KafkaSink {
         &self.sink
     }
 
     /// The compiled routes in force now.
-    pub fn routes(&self) -> Arc<RouteTable> {
+    pub(crate) fn routes(&self) -> Arc<RouteTable> {
         match self.routes.read() {
             Ok(r) => Arc::clone(&r.0),
             Err(poisoned) => Arc::clone(&poisoned.into_inner().0),
@@ -158,7 +158,7 @@ impl Pipeline {
 
     /// The route table and the policy for events it does not route, read together (a reload
     /// replaces both at once).
-    pub fn routing(&self) -> (Arc<RouteTable>, Unmatched) {
+    pub(crate) fn routing(&self) -> (Arc<RouteTable>, Unmatched) {
         match self.routes.read() {
             Ok(r) => (Arc::clone(&r.0), r.1),
             Err(poisoned) => {
@@ -169,7 +169,7 @@ impl Pipeline {
     }
 
     /// What happens to events no route takes.
-    pub fn unmatched(&self) -> Unmatched {
+    pub(crate) fn unmatched(&self) -> Unmatched {
         match self.routes.read() {
             Ok(r) => r.1,
             Err(poisoned) => poisoned.into_inner().1,
@@ -178,7 +178,7 @@ impl Pipeline {
 
     /// Replaces the route table and unmatched policy at once (a configuration reload): events
     /// routed from now on use the new table; events already routed keep theirs.
-    pub fn replace_routes(&self, config: &Config) {
+    pub(crate) fn replace_routes(&self, config: &Config) {
         // Routes keep the topics they have named (their `max_topics` bound holds across reloads).
         let new = (
             Arc::new(RouteTable::recompile(config, &self.routes())),
@@ -191,7 +191,7 @@ impl Pipeline {
     }
 
     /// Events taken and not yet resolved (for `switchyard_events_in_flight`).
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.max_in_flight
             .saturating_sub(self.in_flight.available_permits())
             + self
@@ -202,7 +202,7 @@ impl Pipeline {
     /// An ordered lane for one session of postgres source `source`: its events reach Kafka in
     /// the order submitted (see [`ordered`]).
     /// It hands records to the producer only while `fence` holds (the source leads its slot).
-    pub fn lane(
+    pub(crate) fn lane(
         self: &Arc<Self>,
         source: &str,
         health: Arc<SourceHealth>,
@@ -212,7 +212,7 @@ impl Pipeline {
     }
 
     /// Counts an event dropped because no route takes it.
-    pub fn count_unmatched(&self, source: &str) {
+    pub(crate) fn count_unmatched(&self, source: &str) {
         if let Some(m) = crate::telemetry::metrics::metrics() {
             m.unmatched.with_label_values(&[source]).inc();
         }
@@ -226,7 +226,7 @@ impl Pipeline {
     /// no task per event, whose creation, scheduling and wake-up of the waiting request cost
     /// about as much as routing and encoding it. (The other entry point, submit, is
     /// [`Pipeline::lane`]'s `OrderedLane::submit`.)
-    pub async fn deliver_waited(
+    pub(crate) async fn deliver_waited(
         self: Arc<Self>,
         event: Event,
         waiter: Waiter,
@@ -410,7 +410,7 @@ impl Pipeline {
 
     /// Stores an event Kafka could not take in time (class `unavailable`), for a source that
     /// prefers the DLQ to a 503; `dlq replay` delivers it later.
-    pub async fn dead_letter_unavailable(
+    pub(crate) async fn dead_letter_unavailable(
         &self,
         event: &Event,
         message: &str,
@@ -474,7 +474,7 @@ impl Pipeline {
 
     /// Builds the Kafka record for one route, retrying while the registry is unavailable (until
     /// `retry_max_elapsed`, or until the caller stops waiting).
-    pub async fn encode(
+    pub(crate) async fn encode(
         &self,
         event: &Event,
         m: &RouteMatch,
@@ -617,7 +617,7 @@ impl Pipeline {
     }
 
     /// Waits until no event is in flight, up to `timeout`; true when all finished.
-    pub async fn drain(&self, timeout: Duration, max_in_flight: usize) -> bool {
+    pub(crate) async fn drain(&self, timeout: Duration, max_in_flight: usize) -> bool {
         self.draining
             .store(true, std::sync::atomic::Ordering::Relaxed);
         self.drain_started.notify_waiters();

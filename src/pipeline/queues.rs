@@ -9,13 +9,13 @@ use std::sync::{Arc, Mutex};
 /// Whether each webhook source has events waiting in the DLQ for Kafka (shared by the
 /// sources' request handlers and the re-delivery task).
 #[derive(Default)]
-pub struct Queues {
+pub(crate) struct Queues {
     by_source: Mutex<HashMap<String, Arc<SourceQueue>>>,
 }
 
 impl Queues {
     /// The queue state of `source` (created on first use; one per configured source).
-    pub fn get(&self, source: &str) -> Arc<SourceQueue> {
+    pub(crate) fn get(&self, source: &str) -> Arc<SourceQueue> {
         let mut map = self
             .by_source
             .lock()
@@ -29,20 +29,20 @@ impl Queues {
 /// it (they run at once), the task's check takes it alone (tokio's lock is fair: it waits only
 /// for the stores already under way, and new ones wait for it).
 #[derive(Default)]
-pub struct SourceQueue {
+pub(crate) struct SourceQueue {
     pub(crate) queued: AtomicBool,
     pub(crate) gate: tokio::sync::RwLock<()>,
 }
 
 impl SourceQueue {
     /// True while the source has events waiting in the DLQ for Kafka.
-    pub fn is_queued(&self) -> bool {
+    pub(crate) fn is_queued(&self) -> bool {
         self.queued.load(Ordering::Acquire)
     }
 
     /// Stores an event with `store` (a DLQ write) while no un-queueing can happen, and marks
     /// the source queued if it succeeded.
-    pub async fn store_behind<T, E>(
+    pub(crate) async fn store_behind<T, E>(
         &self,
         store: impl std::future::Future<Output = Result<T, E>>,
     ) -> Result<T, E> {
@@ -56,7 +56,7 @@ impl SourceQueue {
 
     /// Like [`SourceQueue::store_behind`], but only if the source is (still) queued; `None`
     /// if it is not, and the event should be delivered to Kafka directly.
-    pub async fn store_if_queued<T, E>(
+    pub(crate) async fn store_if_queued<T, E>(
         &self,
         store: impl std::future::Future<Output = Result<T, E>>,
     ) -> Option<Result<T, E>> {

@@ -437,7 +437,7 @@ pub fn holds(program: &Program, vars: &Vars<'_>) -> bool {
 
 /// Runs `f` with a test of "this filter holds for the event of `vars`", all filters sharing
 /// one scope (the variables are looked up in `vars`, not copied into the scope).
-pub fn with_scope<R>(vars: &Vars<'_>, f: impl FnOnce(&dyn Fn(&Program) -> bool) -> R) -> R {
+pub(crate) fn with_scope<R>(vars: &Vars<'_>, f: impl FnOnce(&dyn Fn(&Program) -> bool) -> R) -> R {
     ROOT.with(|root| {
         let mut scope = root.new_inner_scope();
         scope.set_variable_resolver(vars);

@@ -14,7 +14,7 @@ use crate::config::{MaskKind, Transform};
 use crate::event::{ChangeColumn, ChangePayload, WebhookPayload};
 
 /// Text of a redacted value.
-pub const REDACTED: &str = "[redacted]";
+pub(crate) const REDACTED: &str = "[redacted]";
 
 type HmacSha256 = Hmac<sha2::Sha256>;
 
@@ -59,7 +59,7 @@ fn lower_hex(bytes: &[u8]) -> String {
 /// Prefix of a value hashed at rest (`[dlq] mask_payloads`): a route's `sha256` mask writes
 /// what follows it as it is, so a replayed entry carries the same hash a direct delivery would
 /// (not a hash of the hash).
-pub const HASHED_AT_REST: &str = "switchyard:masked:sha256:";
+pub(crate) const HASHED_AT_REST: &str = "switchyard:masked:sha256:";
 
 fn masked(kind: MaskKind, key: &[u8], value: &str, at_rest: bool) -> String {
     match kind {
@@ -76,7 +76,7 @@ fn masked(kind: MaskKind, key: &[u8], value: &str, at_rest: bool) -> String {
 /// `event` with the masks (only: no drops, no renames) of `transforms` applied, hashes marked
 /// [`HASHED_AT_REST`]: what `[dlq] mask_payloads = true` stores, and what the admin API shows
 /// viewers.
-pub fn mask_event(
+pub(crate) fn mask_event(
     event: &crate::event::Event,
     transforms: &[Arc<Transform>],
     at_rest: bool,
@@ -250,7 +250,7 @@ fn shared_columns(
 }
 
 /// Route key columns named as the route wrote them (after renames).
-pub fn key_columns(key: &[String], t: &Transform) -> Vec<String> {
+pub(crate) fn key_columns(key: &[String], t: &Transform) -> Vec<String> {
     key.iter()
         .map(|k| {
             t.rename

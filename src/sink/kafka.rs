@@ -26,7 +26,7 @@ use crate::error::{ErrorClass, retry_policy};
 
 /// A record ready for Kafka.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Record {
+pub(crate) struct Record {
     /// Topic name (legal, already rendered).
     pub topic: String,
     /// Encoded key.
@@ -39,7 +39,7 @@ pub struct Record {
 
 /// Where a record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Placement {
+pub(crate) struct Placement {
     /// Partition.
     pub partition: i32,
     /// Offset.
@@ -135,7 +135,7 @@ pub(crate) enum Refused {
 }
 
 /// The Kafka sink.
-pub struct KafkaSink {
+pub(crate) struct KafkaSink {
     cfg: KafkaConfig,
     client_config: ClientConfig,
     producer: RwLock<Arc<FutureProducer<KafkaLog>>>,
@@ -178,7 +178,7 @@ const REBUILD_INTERVAL: Duration = Duration::from_secs(10);
 impl KafkaSink {
     /// Checks the producer properties (names and values) without creating a client, so
     /// nothing connects: for `switchyard check`.
-    pub fn validate(cfg: &KafkaConfig) -> Result<(), SinkError> {
+    pub(crate) fn validate(cfg: &KafkaConfig) -> Result<(), SinkError> {
         client_config(cfg)
             .create_native_config()
             .map(|_| ())
@@ -186,7 +186,7 @@ impl KafkaSink {
     }
 
     /// Builds the producer and admin client; no connection is made yet.
-    pub fn new(cfg: &KafkaConfig) -> Result<KafkaSink, SinkError> {
+    pub(crate) fn new(cfg: &KafkaConfig) -> Result<KafkaSink, SinkError> {
         let client_config = client_config(cfg);
         let producer: FutureProducer<KafkaLog> = client_config
             .create_with_context(KafkaLog)
@@ -272,7 +272,7 @@ impl KafkaSink {
     /// Creates `topic` unless it exists; remembered, so each topic costs one call per process.
     /// A broker that refuses to create it (no `CREATE` permission for this principal, or no
     /// CreateTopics at all) is fine when it has the topic already.
-    pub async fn ensure_topic(&self, topic: &str) -> Result<(), SinkError> {
+    pub(crate) async fn ensure_topic(&self, topic: &str) -> Result<(), SinkError> {
         if self.topic_known(topic) {
             return Ok(());
         }
@@ -351,7 +351,7 @@ impl KafkaSink {
     }
 
     /// Produces `record` and waits for its delivery report; see the module invariant.
-    pub async fn deliver(
+    pub(crate) async fn deliver(
         &self,
         record: &Record,
         abandoned: &(dyn Fn() -> bool + Send + Sync),
@@ -536,12 +536,12 @@ impl KafkaSink {
 
     /// How long one record may take from hand-over to its delivery report
     /// (`message.timeout.ms`): every report arrives within it.
-    pub fn delivery_timeout(&self) -> Duration {
+    pub(crate) fn delivery_timeout(&self) -> Duration {
         self.cfg.delivery_timeout
     }
 
     /// The largest record librdkafka accepts (`message.max.bytes`, default 1,000,000).
-    pub fn max_message_bytes(&self) -> usize {
+    pub(crate) fn max_message_bytes(&self) -> usize {
         self.cfg
             .properties
             .get("message.max.bytes")
@@ -550,7 +550,7 @@ impl KafkaSink {
     }
 
     /// True when a broker answers a metadata request within `timeout`.
-    pub async fn is_reachable(&self, timeout: Duration) -> Result<(), String> {
+    pub(crate) async fn is_reachable(&self, timeout: Duration) -> Result<(), String> {
         let producer = self.producer();
         tokio::task::spawn_blocking(move || {
             producer
@@ -564,7 +564,7 @@ impl KafkaSink {
     }
 
     /// Waits up to `timeout` for records still queued in the producer.
-    pub fn flush(&self, timeout: Duration) {
+    pub(crate) fn flush(&self, timeout: Duration) {
         if let Err(e) = self.producer().flush(timeout) {
             warn!(error = %e, "records were still queued at shutdown");
         }
@@ -606,7 +606,7 @@ fn base_config(cfg: &KafkaConfig) -> ClientConfig {
 /// every webhook's answer; 2 ms measured 12.1k acknowledged webhooks/s against 8.4k with 5 ms
 /// (64 connections, `benches/webhooks.sh`), with less CPU per request, while batches stay large
 /// under load (records wait for each other while a request is in flight).
-pub const DEFAULT_LINGER_MS: &str = "2";
+pub(crate) const DEFAULT_LINGER_MS: &str = "2";
 
 /// Producer settings: idempotent, acks=all, one delivery attempt bounded by `delivery_timeout`.
 pub fn client_config(cfg: &KafkaConfig) -> ClientConfig {

@@ -25,7 +25,7 @@ use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExport
 use crate::config::TelemetryConfig;
 
 /// The W3C header that carries a trace context.
-pub const TRACEPARENT: &str = "traceparent";
+pub(crate) const TRACEPARENT: &str = "traceparent";
 
 /// Why traces could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -270,7 +270,12 @@ struct ShowQuery {
 }
 
 /// One dead letter: masked for viewers and operators; raw for admins who ask (audited first).
-pub(crate) async fn entry(state: &AdminState, call: &Call, id: i64, raw: bool) -> Result<Value, Response> {
+pub(crate) async fn entry(
+    state: &AdminState,
+    call: &Call,
+    id: i64,
+    raw: bool,
+) -> Result<Value, Response> {
     let needed = if raw { Role::Admin } else { Role::Viewer };
     let who = call
         .require(state, needed)

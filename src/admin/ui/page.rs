@@ -75,7 +75,12 @@ pub(crate) enum Section {
 }
 
 /// A whole page: `who` (name and role) is shown with a sign-out button when signed in.
-pub(crate) fn layout(title: &str, section: Section, who: Option<(&str, &str)>, body: &str) -> String {
+pub(crate) fn layout(
+    title: &str,
+    section: Section,
+    who: Option<(&str, &str)>,
+    body: &str,
+) -> String {
     let mut nav = String::new();
     if who.is_some() {
         nav.push_str("<nav aria-label=\"Sections\"><ul>");

@@ -88,7 +88,7 @@ struct Job {
 }
 
 /// The ordered lane of one source session (see the module doc).
-pub struct OrderedLane {
+pub(crate) struct OrderedLane {
     tx: mpsc::Sender<Job>,
     /// Set by [`OrderedLane::close`]: until when the worker may wait for reports.
     closing: watch::Sender<Option<tokio::time::Instant>>,
@@ -98,7 +98,7 @@ pub struct OrderedLane {
 impl OrderedLane {
     /// Starts the lane's worker for source `source` (which reports `blocked` through `health`);
     /// it hands records over only while `fence` holds.
-    pub fn start(
+    pub(crate) fn start(
         pipeline: Arc<Pipeline>,
         source: &str,
         health: Arc<SourceHealth>,
@@ -138,7 +138,7 @@ impl OrderedLane {
     /// Hands `event` to the lane once there is room (so a fast source is slowed, never buffered
     /// without bound); `matches`: its routes, already evaluated (`None`: route it here). `ack`
     /// resolves once the event is durable or has failed.
-    pub async fn submit(
+    pub(crate) async fn submit(
         &self,
         event: Event,
         matches: Option<Matches>,
@@ -163,7 +163,7 @@ impl OrderedLane {
     /// the producer are waited for up to `wait` (a session that restarts waits for all of them,
     /// so none of its records can land after the next session's), and every event not durable
     /// by then is resolved as failed.
-    pub async fn close(self, wait: Duration) {
+    pub(crate) async fn close(self, wait: Duration) {
         let deadline = tokio::time::Instant::now() + wait;
         let _ = self.closing.send(Some(deadline));
         drop(self.tx);

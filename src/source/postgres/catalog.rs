@@ -18,7 +18,7 @@ use crate::config::PostgresSourceConfig;
 use crate::event::ChangeColumn;
 
 /// A table as the catalog describes it.
-pub struct DescribedTable {
+pub(crate) struct DescribedTable {
     /// The table's oid.
     pub oid: u32,
     /// `pg_class.reltuples` (-1 when never analysed).
@@ -66,7 +66,7 @@ impl ReplicaIdentity {
 ///   `columns` under `FULL`, none under `DEFAULT` or `NOTHING` (no key).
 ///
 /// A route's `key = [...]` replaces this (see `debezium::shapes::table_schema`).
-pub fn key_columns(
+pub(crate) fn key_columns(
     identity: ReplicaIdentity,
     primary_key: &[String],
     identity_index: &[String],
@@ -241,7 +241,7 @@ pub async fn relation(conn: &Client, rel: &Relation) -> Result<KnownRelation, So
 
 /// The table's columns as pgoutput describes them: the publication's column list (PostgreSQL
 /// 15+), generated columns left out; key flags and nullability as in [`relation`].
-pub async fn describe(
+pub(crate) async fn describe(
     conn: &Client,
     publication: &str,
     schema: &str,
@@ -355,7 +355,7 @@ pub async fn toast_risks(conn: &Client, publication: &str) -> Result<Vec<ToastRi
 
 /// Where a source's table list came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TablesFrom {
+pub(crate) enum TablesFrom {
     /// The source's publication (`pg_publication_tables`): what it streams.
     Publication,
     /// The publication does not exist yet: the tables the configured `tables` select today
@@ -366,7 +366,7 @@ pub enum TablesFrom {
 /// The tables a source streams, as `(schema, table)`, sorted: the publication's tables, or,
 /// before the source has created its publication, the existing tables its `tables` and
 /// `exclude_tables` select.
-pub async fn live_tables(
+pub(crate) async fn live_tables(
     conn: &Client,
     cfg: &PostgresSourceConfig,
 ) -> Result<(TablesFrom, Vec<(String, String)>), SourceError> {

@@ -308,7 +308,10 @@ pub(crate) fn plan(current: Option<&Current>, desired: &Desired) -> Plan {
 }
 
 /// Reads the catalog's schemas and tables, and resolves `selection` against them.
-pub(crate) async fn desired(client: &Client, selection: &TableSelection) -> Result<Desired, SourceError> {
+pub(crate) async fn desired(
+    client: &Client,
+    selection: &TableSelection,
+) -> Result<Desired, SourceError> {
     let system = "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp\\_%'";
     let schemas = client
         .query(
@@ -342,7 +345,10 @@ pub(crate) async fn desired(client: &Client, selection: &TableSelection) -> Resu
 }
 
 /// What the publication holds, `None` when it does not exist.
-pub(crate) async fn current(client: &Client, publication: &str) -> Result<Option<Current>, SourceError> {
+pub(crate) async fn current(
+    client: &Client,
+    publication: &str,
+) -> Result<Option<Current>, SourceError> {
     let Some(row) = client
         .query_opt(
             "SELECT puballtables, current_setting('server_version_num')::int FROM pg_publication WHERE pubname = $1",
@@ -394,7 +400,10 @@ pub(crate) async fn current(client: &Client, publication: &str) -> Result<Option
 }
 
 /// The tables the publication publishes (whole schemas expanded).
-pub(crate) async fn published(client: &Client, publication: &str) -> Result<BTreeSet<Table>, SourceError> {
+pub(crate) async fn published(
+    client: &Client,
+    publication: &str,
+) -> Result<BTreeSet<Table>, SourceError> {
     Ok(client
         .query(
             "SELECT schemaname::text, tablename::text FROM pg_publication_tables WHERE pubname = $1",

@@ -75,7 +75,7 @@ const FOLLOW_POLL_MAX: Duration = Duration::from_millis(100);
 
 /// How the leading request for an id ended, as followers answer it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     /// Durable (in Kafka or the DLQ): followers answer 200 "duplicate".
     Accepted,
     /// Not durable: followers answer 503 too (the provider retries).
@@ -83,7 +83,7 @@ pub enum Outcome {
 }
 
 /// The claim on an id.
-pub enum Claim {
+pub(crate) enum Claim {
     /// Accepted before, within the window.
     Seen,
     /// Another request is delivering it: wait for its outcome (an error: it ended without one).
@@ -113,7 +113,7 @@ impl Drop for Unclaimed<'_> {
 }
 
 /// The leading request for an id.
-pub struct Lead {
+pub(crate) struct Lead {
     p: Print,
     /// The id's key for the store (`None` when memory was unusable: nothing to store).
     key: Option<String>,
@@ -141,7 +141,7 @@ impl Lead {
     }
 
     /// This lead, also ending `other` (a second key of the same request) as it ends.
-    pub fn with(mut self, other: Option<Lead>) -> Lead {
+    pub(crate) fn with(mut self, other: Option<Lead>) -> Lead {
         self.also = other.map(Box::new);
         self
     }
@@ -149,7 +149,7 @@ impl Lead {
     /// Records the outcome: an accepted id is stored (durably) before this returns; then
     /// memory knows it and the copies waiting for it are told. A failed one's claim in a shared
     /// store is released, so that the provider's retry may land on any instance.
-    pub async fn finish(mut self, outcome: Outcome) {
+    pub(crate) async fn finish(mut self, outcome: Outcome) {
         // A second key is stored at the same time (one group commit), not after.
         let also = self.also.take();
         let second = async {
@@ -193,7 +193,7 @@ impl Drop for Lead {
 }
 
 /// The deduplication memory of a daemon (all webhook sources; ids are prefixed by source).
-pub struct Dedupe {
+pub(crate) struct Dedupe {
     store: Arc<Store>,
     printer: Printer,
     memory: Mutex<Memory>,
@@ -202,7 +202,7 @@ pub struct Dedupe {
 
 impl Dedupe {
     /// Loads the ids of the last `window` (micros) and starts the group-commit writer.
-    pub async fn start(store: Arc<Store>, window_micros: i64) -> Arc<Dedupe> {
+    pub(crate) async fn start(store: Arc<Store>, window_micros: i64) -> Arc<Dedupe> {
         let now = crate::event::now_micros();
         let since = now - window_micros;
         let printer = Printer::new();
@@ -289,7 +289,12 @@ impl Dedupe {
     /// Claims `key` for a request: seen within the window since `since` (micros), in flight,
     /// or this request's to deliver. `ack_timeout` is how long the request may deliver (a
     /// claim in a shared store holds [`CLAIM_MARGIN`] longer if its instance never ends it).
-    pub async fn claim(self: &Arc<Self>, key: String, since: i64, ack_timeout: Duration) -> Claim {
+    pub(crate) async fn claim(
+        self: &Arc<Self>,
+        key: String,
+        since: i64,
+        ack_timeout: Duration,
+    ) -> Claim {
         if let Some(ids) = self.shared() {
             return self.claim_shared(ids, key, since, ack_timeout).await;
         }

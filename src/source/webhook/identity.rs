@@ -46,7 +46,7 @@ fn media_type(content_type: Option<&HeaderValue>) -> Option<&str> {
 const FORM: &str = "application/x-www-form-urlencoded";
 
 /// True when the content type is form-encoded.
-pub fn is_form(content_type: Option<&HeaderValue>) -> bool {
+pub(crate) fn is_form(content_type: Option<&HeaderValue>) -> bool {
     media_type(content_type).is_some_and(|t| t.eq_ignore_ascii_case(FORM))
 }
 
@@ -119,7 +119,7 @@ impl Fields {
 
 /// True when `provider` takes form-encoded bodies (Slack slash commands and interactivity;
 /// GitHub's form content type).
-pub fn accepts_form(provider: &WebhookProvider) -> bool {
+pub(crate) fn accepts_form(provider: &WebhookProvider) -> bool {
     matches!(provider, WebhookProvider::Slack | WebhookProvider::Github)
 }
 
@@ -314,7 +314,7 @@ pub fn identify(
 /// their ids (Stripe, Slack, Standard Webhooks: the id is in the signed body or signed
 /// content; `hmac`: the id is read from the body, or is the body's digest already) and for
 /// `none`, which signs nothing.
-pub fn replay_digest(
+pub(crate) fn replay_digest(
     provider: &WebhookProvider,
     headers: &HeaderMap,
     body: &[u8],

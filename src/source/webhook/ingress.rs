@@ -28,7 +28,7 @@ pub enum BodyUnread {
 
 /// The HTTP front's bounds, shared by every HTTP thread.
 #[derive(Debug, Clone)]
-pub struct Ingress {
+pub(crate) struct Ingress {
     /// How long a request's body may take to arrive.
     pub body_timeout: Duration,
     buffered: Arc<BufferBudget>,
@@ -46,7 +46,7 @@ const UPFRONT: usize = 64 << 10;
 
 impl Ingress {
     /// Bodies within `body_timeout`, at most `max_buffered_bytes` of them held at once.
-    pub fn new(body_timeout: Duration, max_buffered_bytes: usize) -> Ingress {
+    pub(crate) fn new(body_timeout: Duration, max_buffered_bytes: usize) -> Ingress {
         Ingress {
             body_timeout,
             buffered: Arc::new(BufferBudget {
@@ -57,13 +57,14 @@ impl Ingress {
     }
 
     /// Bytes the bodies of requests in flight hold now.
-    pub fn buffered_bytes(&self) -> usize {
+    #[cfg(test)]
+    fn buffered_bytes(&self) -> usize {
         self.buffered.held.load(Ordering::Relaxed)
     }
 
     /// Reads `body` (at most `max` bytes, declared and sent) within the body timeout; the
     /// returned share of the buffer budget is held until the request is answered.
-    pub async fn read_body(
+    pub(crate) async fn read_body(
         &self,
         headers: &HeaderMap,
         mut body: Body,
@@ -144,7 +145,7 @@ struct BufferBudget {
 
 /// One request's share of the buffer budget, given back when dropped.
 #[derive(Debug)]
-pub struct Share {
+pub(crate) struct Share {
     budget: Arc<BufferBudget>,
     held: usize,
 }

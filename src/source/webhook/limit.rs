@@ -51,15 +51,15 @@ impl RateLimit {
 }
 
 /// Failed signature checks a sender may make per second, and at once.
-pub const FAILURES_PER_SEC: f64 = 10.0;
+pub(crate) const FAILURES_PER_SEC: f64 = 10.0;
 /// See [`FAILURES_PER_SEC`].
-pub const FAILURES_BURST: f64 = 20.0;
+pub(crate) const FAILURES_BURST: f64 = 20.0;
 /// Addresses with a bucket of their own; beyond it they share one.
-pub const MAX_PEERS: usize = 4096;
+pub(crate) const MAX_PEERS: usize = 4096;
 
 /// Failed signature checks per sender address (see the module doc).
 #[derive(Debug, Default)]
-pub struct PeerFailures {
+pub(crate) struct PeerFailures {
     peers: Mutex<Peers>,
 }
 
@@ -72,7 +72,7 @@ struct Peers {
 
 impl PeerFailures {
     /// Charges one failed check to `peer`: false when its budget is spent.
-    pub fn take(&self, peer: Option<IpAddr>) -> bool {
+    pub(crate) fn take(&self, peer: Option<IpAddr>) -> bool {
         self.take_at(peer, Instant::now())
     }
 
@@ -103,7 +103,8 @@ impl PeerFailures {
     }
 
     /// Addresses with a bucket of their own now.
-    pub fn peers(&self) -> usize {
+    #[cfg(test)]
+    fn peers(&self) -> usize {
         self.peers.lock().map(|p| p.buckets.len()).unwrap_or(0)
     }
 }

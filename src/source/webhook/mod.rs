@@ -50,7 +50,7 @@ use crate::telemetry::traces::{self, Traced};
 
 /// One webhook source's request handler state.
 #[derive(Clone)]
-pub struct WebhookSource {
+pub(crate) struct WebhookSource {
     name: Arc<str>,
     config: Arc<WebhookSourceConfig>,
     pipeline: Arc<Pipeline>,
@@ -74,7 +74,7 @@ pub struct WebhookSource {
 impl WebhookSource {
     /// A handler for the source `name`; `dedupe` remembers accepted ids (when the source's
     /// window is not zero); once `draining` is true every request is answered 503.
-    pub fn new(
+    pub(crate) fn new(
         name: &str,
         config: WebhookSourceConfig,
         pipeline: Arc<Pipeline>,
@@ -117,20 +117,20 @@ impl WebhookSource {
     }
 
     /// The path it listens on.
-    pub fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         &self.config.path
     }
 
     /// Reads the body of `request` (at most the source's `max_body_size`) within the default
     /// `[server]` bounds and answers it (the HTTP front calls [`Self::receive_from`]).
-    pub async fn receive_request(&self, request: axum::extract::Request) -> Response {
+    pub(crate) async fn receive_request(&self, request: axum::extract::Request) -> Response {
         static DEFAULT: LazyLock<Ingress> = LazyLock::new(Ingress::default);
         self.receive_from(request, None, &DEFAULT).await
     }
 
     /// Reads the body of `request`, sent from `peer`, within `ingress`'s bounds (at most the
     /// source's `max_body_size`) and answers it.
-    pub async fn receive_from(
+    pub(crate) async fn receive_from(
         &self,
         request: axum::extract::Request,
         peer: Option<IpAddr>,
@@ -146,11 +146,6 @@ impl WebhookSource {
             Err(e) => (Err(e), None),
         };
         self.answer_from(parts.headers, body, peer).await
-    }
-
-    /// Handles one POST whose body was read (by a caller without the HTTP front's bounds).
-    pub async fn receive(&self, headers: HeaderMap, body: Result<Bytes, BodyUnread>) -> Response {
-        self.answer_from(headers, body, None).await
     }
 
     async fn answer_from(
@@ -553,7 +548,7 @@ const QUEUED_BEHIND: &str = "stored behind earlier events of this source that wa
 
 /// The event of a verified request with `parsed` body, as source `name` makes it (also used
 /// by `switchyard route` dry runs).
-pub fn event_from_request(
+pub(crate) fn event_from_request(
     name: &str,
     config: &WebhookSourceConfig,
     headers: HeaderMap,
