@@ -102,7 +102,10 @@ impl Daemon {
     }
 
     /// [`Daemon::start`] with spans going to `traces` (tests: an in-memory exporter).
-    pub async fn start_with_traces(config: Config, traces: Traces) -> Result<Daemon, StartError> {
+    pub(crate) async fn start_with_traces(
+        config: Config,
+        traces: Traces,
+    ) -> Result<Daemon, StartError> {
         let dlq = Arc::new(Store::open(&config.dlq.store).await?);
         let pipeline = Arc::new(
             Pipeline::new(&config)?

@@ -55,7 +55,7 @@ impl ErrorClass {
 
     /// True for the classes that go to the dead-letter queue: the event, not the world, is
     /// at fault, or the world stayed broken past the retry limit.
-    pub fn is_dead_letter(self) -> bool {
+    pub(crate) fn is_dead_letter(self) -> bool {
         !matches!(self, ErrorClass::Unavailable | ErrorClass::Internal)
     }
 

@@ -23,12 +23,12 @@ impl EventId {
     }
 
     /// [`EventId::from_provider`] of an id already copied out of the request.
-    pub fn from_provider_owned(id: String) -> EventId {
+    pub(crate) fn from_provider_owned(id: String) -> EventId {
         EventId(id)
     }
 
     /// An id derived from the content when the provider gives none: `sha256:<hex>`.
-    pub fn from_content(body: &[u8]) -> EventId {
+    pub(crate) fn from_content(body: &[u8]) -> EventId {
         let digest = Sha256::digest(body);
         EventId(format!("sha256:{}", hex::encode(digest)))
     }
@@ -43,7 +43,7 @@ impl EventId {
     }
 
     /// A snapshot read's id: `<consistent point>:r:<schema>.<table>:<ordinal>`.
-    pub fn from_snapshot(point: u64, schema: &str, table: &str, ordinal: u64) -> EventId {
+    pub(crate) fn from_snapshot(point: u64, schema: &str, table: &str, ordinal: u64) -> EventId {
         EventId(format!(
             "{:X}/{:X}:r:{schema}.{table}:{ordinal}",
             point >> 32,
@@ -270,7 +270,7 @@ impl Default for HeadersRepr {
 
 impl RequestHeaders {
     /// The headers of a request.
-    pub fn from_request(map: axum::http::HeaderMap) -> RequestHeaders {
+    pub(crate) fn from_request(map: axum::http::HeaderMap) -> RequestHeaders {
         RequestHeaders(HeadersRepr::Request(map))
     }
 
@@ -328,7 +328,7 @@ impl Event {
     /// When the event happened at its source, microseconds since the epoch, for the end-to-end
     /// latency: the commit time of a change or transactional message, the receipt of a webhook.
     /// `None` for snapshot reads and non-transactional messages (no commit to measure from).
-    pub fn origin_micros(&self) -> Option<i64> {
+    pub(crate) fn origin_micros(&self) -> Option<i64> {
         match &self.payload {
             Payload::Webhook(_) => Some(self.received_at_micros),
             Payload::Change(c) if c.op != ChangeOp::Read => {
@@ -340,7 +340,7 @@ impl Event {
     }
 
     /// The value a `{field}` of a topic template takes for this event.
-    pub fn topic_field(&self, field: TopicField) -> Option<String> {
+    pub(crate) fn topic_field(&self, field: TopicField) -> Option<String> {
         match field {
             TopicField::Source => Some(self.source.clone()),
             TopicField::EventType => Some(self.event_type.clone()),
@@ -396,7 +396,7 @@ impl ChangeOp {
     }
 
     /// The op of a [`ChangeOp::code`].
-    pub fn from_code(code: &str) -> Option<ChangeOp> {
+    pub(crate) fn from_code(code: &str) -> Option<ChangeOp> {
         Some(match code {
             "c" => ChangeOp::Create,
             "u" => ChangeOp::Update,

@@ -56,7 +56,7 @@ impl AvroSchema {
 
     /// The Avro binary encoding of `value` (without the Confluent framing), for checks that
     /// must not touch the registry, such as a replay dry run.
-    pub fn encode_locally(&self, value: Value) -> Result<Vec<u8>, String> {
+    pub(crate) fn encode_locally(&self, value: Value) -> Result<Vec<u8>, String> {
         let schema = apache_avro::Schema::parse_str(self.json()).map_err(|e| e.to_string())?;
         let writer = apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
             .build()

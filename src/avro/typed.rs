@@ -131,7 +131,7 @@ impl ValueSchema {
     }
 
     /// Converts a JSON document into the user's record, exactly (see the module doc).
-    pub fn convert(&self, json: &Json) -> Result<Value, String> {
+    pub(crate) fn convert(&self, json: &Json) -> Result<Value, String> {
         Converter { names: &self.names }.value(json, &self.data, &Loc::Root)
     }
 }

@@ -88,7 +88,7 @@ impl AdminTls {
     /// The TLS server configuration: this chain and key; client certificates signed by the
     /// client CAs verified when presented (a client without one may still use a token, and
     /// probes need none).
-    pub fn server_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, String> {
+    pub(crate) fn server_config(&self) -> Result<std::sync::Arc<rustls::ServerConfig>, String> {
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
         let chain: Vec<CertificateDer<'static>> = self
@@ -212,7 +212,7 @@ pub struct AdminConfig {
 
 impl AdminConfig {
     /// True when the admin API and console are on (a token or a client certificate).
-    pub fn is_on(&self) -> bool {
+    pub(crate) fn is_on(&self) -> bool {
         !self.tokens.is_empty() || !self.clients.is_empty()
     }
 }

@@ -393,7 +393,7 @@ impl WhenUnavailable {
     /// The default of a provider: `dead_letter` for senders that do not retry or retry
     /// briefly (GitHub, Slack, Shopify), `reject` for those that retry for hours or days
     /// (Stripe, Standard Webhooks) and for unknown senders (`hmac`, `none`).
-    pub fn default_for(provider: &WebhookProvider) -> WhenUnavailable {
+    pub(crate) fn default_for(provider: &WebhookProvider) -> WhenUnavailable {
         match provider {
             WebhookProvider::Github | WebhookProvider::Slack | WebhookProvider::Shopify => {
                 WhenUnavailable::DeadLetter
@@ -568,7 +568,7 @@ impl TopicTemplate {
     }
 
     /// The topic when it has no placeholders.
-    pub fn as_literal(&self) -> Option<&str> {
+    pub(crate) fn as_literal(&self) -> Option<&str> {
         match self.parts.as_slice() {
             [TopicPart::Literal(s)] => Some(s),
             _ => None,
@@ -578,7 +578,10 @@ impl TopicTemplate {
     /// Fills the placeholders; `None` when the event lacks a field the template names.
     /// The one topic renderer: the router (per event), `check --registry`, `topics` and
     /// `lineage` all fill templates here.
-    pub fn render<S: AsRef<str>>(&self, field: impl Fn(TopicField) -> Option<S>) -> Option<String> {
+    pub(crate) fn render<S: AsRef<str>>(
+        &self,
+        field: impl Fn(TopicField) -> Option<S>,
+    ) -> Option<String> {
         let mut out = String::with_capacity(64);
         for part in &self.parts {
             match part {
@@ -627,7 +630,7 @@ impl Config {
     }
 
     /// The directory relative paths in the file are resolved against.
-    pub fn base_dir(path: &Path) -> PathBuf {
+    pub(crate) fn base_dir(path: &Path) -> PathBuf {
         match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),

@@ -325,13 +325,13 @@ impl TableSchema {
     }
 
     /// The `Value` record of a row given as cells (datums or stored text values).
-    pub fn row_of<C: Cell>(&self, cells: &[C]) -> Result<Value, RowError> {
+    pub(crate) fn row_of<C: Cell>(&self, cells: &[C]) -> Result<Value, RowError> {
         self.record(cells, |_| true, |c, d| Self::cell(c, d, false))
     }
 
     /// The `Value` record of a key-only old row: non-key NOT NULL columns get their type's zero
     /// value (their real value is not in the WAL), nullable ones null.
-    pub fn key_only_row<C: Cell>(&self, cells: &[C]) -> Result<Value, RowError> {
+    pub(crate) fn key_only_row<C: Cell>(&self, cells: &[C]) -> Result<Value, RowError> {
         self.record(
             cells,
             |_| true,
@@ -348,7 +348,7 @@ impl TableSchema {
     }
 
     /// The `Key` record of a row given as cells.
-    pub fn key_of<C: Cell>(&self, cells: &[C]) -> Result<Value, RowError> {
+    pub(crate) fn key_of<C: Cell>(&self, cells: &[C]) -> Result<Value, RowError> {
         self.record(cells, |c| c.is_key, |c, d| Self::cell(c, d, true))
     }
 
@@ -453,7 +453,11 @@ impl TableSchema {
     }
 
     /// [`TableSchema::row_of`], written.
-    pub fn write_row<C: Cell>(&self, cells: &[C], out: &mut Vec<u8>) -> Result<(), RowError> {
+    pub(crate) fn write_row<C: Cell>(
+        &self,
+        cells: &[C],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RowError> {
         self.write_record(
             cells,
             |_| true,
@@ -463,7 +467,7 @@ impl TableSchema {
     }
 
     /// [`TableSchema::key_only_row`], written.
-    pub fn write_key_only_row<C: Cell>(
+    pub(crate) fn write_key_only_row<C: Cell>(
         &self,
         cells: &[C],
         out: &mut Vec<u8>,
@@ -486,7 +490,11 @@ impl TableSchema {
     }
 
     /// [`TableSchema::key_of`], written.
-    pub fn write_key<C: Cell>(&self, cells: &[C], out: &mut Vec<u8>) -> Result<(), RowError> {
+    pub(crate) fn write_key<C: Cell>(
+        &self,
+        cells: &[C],
+        out: &mut Vec<u8>,
+    ) -> Result<(), RowError> {
         self.write_record(
             cells,
             |c| c.is_key,
@@ -496,7 +504,7 @@ impl TableSchema {
     }
 
     /// [`TableSchema::envelope`], written: `before` with whether it holds only the key.
-    pub fn write_envelope<C: Cell>(
+    pub(crate) fn write_envelope<C: Cell>(
         &self,
         before: Option<(&[C], bool)>,
         after: Option<&[C]>,

@@ -48,7 +48,7 @@ pub(crate) type Schemas = Arc<(AvroSchema, AvroSchema)>;
 /// Everything about a change's shape that does not depend on its row: the table schema with
 /// its column types, and the value and key schemas.
 #[derive(Debug)]
-pub struct Prepared {
+pub(crate) struct Prepared {
     /// The table schema.
     pub table: TableSchema,
     /// Its value and key schemas.
@@ -100,7 +100,7 @@ impl Eq for ShapeCache {}
 impl ShapeCache {
     /// The prepared shape of change `c` of `source`, with `key_columns` (empty: the primary
     /// key).
-    pub fn prepared(
+    pub(crate) fn prepared(
         &self,
         source: &str,
         c: &ChangePayload,

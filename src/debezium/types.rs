@@ -111,7 +111,7 @@ pub fn column_type(oid: u32, typmod: i32) -> ColumnType {
 
 impl ColumnType {
     /// The Avro schema of a non-null value of this type.
-    pub fn avro_schema(&self) -> Json {
+    pub(crate) fn avro_schema(&self) -> Json {
         match self {
             ColumnType::Int => json!("int"),
             ColumnType::Long => json!("long"),

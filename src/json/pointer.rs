@@ -114,7 +114,7 @@ impl JsonDoc {
     }
 
     /// A document from a value (tests, dry runs).
-    pub fn from_value(v: &Value) -> JsonDoc {
+    pub(crate) fn from_value(v: &Value) -> JsonDoc {
         JsonDoc {
             text: Text::Utf8(v.to_string().into()),
             read: None,

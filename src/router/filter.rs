@@ -86,7 +86,7 @@ impl Needs {
     }
 
     /// Both sets together.
-    pub fn merge(&mut self, other: &Needs) {
+    pub(crate) fn merge(&mut self, other: &Needs) {
         self.vars.extend(other.vars.iter().copied());
         self.columns = match (self.columns.take(), &other.columns) {
             (Some(mut a), Some(b)) => {

@@ -335,7 +335,7 @@ impl RouteTable {
 
     /// Compiles `config`'s routes for a reload of `old`: a route with the same name and topic
     /// keeps the topics it has named, so a reload does not reset its `max_topics` bound.
-    pub fn recompile(config: &Config, old: &RouteTable) -> RouteTable {
+    pub(crate) fn recompile(config: &Config, old: &RouteTable) -> RouteTable {
         let mut new = RouteTable::compile(config);
         for (source, routes) in new.by_source.iter_mut() {
             let Some(before) = old.by_source.get(source) else {
@@ -404,7 +404,7 @@ impl RouteTable {
 
     /// Every route of `event`'s source, in configuration order, with where it would send the
     /// event or why it does not take it (for `switchyard route`).
-    pub fn explain(&self, event: &Event) -> Vec<(Arc<str>, Result<RouteMatch, String>)> {
+    pub(crate) fn explain(&self, event: &Event) -> Vec<(Arc<str>, Result<RouteMatch, String>)> {
         let Some(routes) = self.by_source.get(&event.source) else {
             return Vec::new();
         };
@@ -443,7 +443,7 @@ impl RouteTable {
     }
 
     /// Topics known without seeing an event (templates without placeholders).
-    pub fn static_topics(&self) -> Vec<String> {
+    pub(crate) fn static_topics(&self) -> Vec<String> {
         let mut topics: Vec<String> = self
             .by_source
             .values()

@@ -105,7 +105,7 @@ impl Store {
     }
 
     /// True when other switchyard instances may use the same store (PostgreSQL).
-    pub fn is_shared(&self) -> bool {
+    pub(crate) fn is_shared(&self) -> bool {
         matches!(self, Store::Postgres(_))
     }
 

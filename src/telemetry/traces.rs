@@ -20,7 +20,7 @@ use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, SpanExporter};
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider};
 
 use crate::config::TelemetryConfig;
 
@@ -50,7 +50,7 @@ impl Traces {
     }
 
     /// Spans batched to the OTLP endpoint of `cfg`; off when it has none.
-    pub fn from_config(cfg: &TelemetryConfig) -> Result<Traces, TracesError> {
+    pub(crate) fn from_config(cfg: &TelemetryConfig) -> Result<Traces, TracesError> {
         let Some(endpoint) = &cfg.otlp_endpoint else {
             return Ok(Traces::off());
         };
@@ -69,7 +69,8 @@ impl Traces {
     }
 
     /// Spans handed to `exporter` as each ends (tests: the SDK's in-memory exporter).
-    pub fn with_exporter(exporter: impl SpanExporter + 'static) -> Traces {
+    #[cfg(test)]
+    fn with_exporter(exporter: impl opentelemetry_sdk::trace::SpanExporter + 'static) -> Traces {
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter)
             .with_resource(resource("switchyard"))
@@ -85,7 +86,7 @@ impl Traces {
     }
 
     /// True when spans are recorded.
-    pub fn is_on(&self) -> bool {
+    pub(crate) fn is_on(&self) -> bool {
         self.inner.is_some()
     }
 
@@ -166,7 +167,7 @@ impl Traced {
     }
 
     /// A child span of `parent` (none when `parent` is none).
-    pub fn child_of(
+    pub(crate) fn child_of(
         parent: Option<&Context>,
         traces: &Traces,
         name: &'static str,
@@ -193,7 +194,7 @@ impl Traced {
     }
 
     /// True when this span records (tracing is on and the event has a parent span).
-    pub fn is_on(&self) -> bool {
+    pub(crate) fn is_on(&self) -> bool {
         self.0.is_some()
     }
 

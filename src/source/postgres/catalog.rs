@@ -45,7 +45,7 @@ pub enum ReplicaIdentity {
 
 impl ReplicaIdentity {
     /// From `pg_class.relreplident`.
-    pub fn from_relreplident(code: &str) -> ReplicaIdentity {
+    pub(crate) fn from_relreplident(code: &str) -> ReplicaIdentity {
         match code {
             "i" => ReplicaIdentity::Index,
             "f" => ReplicaIdentity::Full,

@@ -214,7 +214,7 @@ impl LocalIds {
 
     /// [`LocalIds::remember_seen`] on the calling thread, which it blocks for the commit: for
     /// a thread of its own (the deduplication writer), never for an async task.
-    pub fn remember_seen_blocking<'a>(
+    pub(crate) fn remember_seen_blocking<'a>(
         &self,
         entries: impl IntoIterator<Item = (&'a str, i64)>,
     ) -> Result<(), StoreError> {
@@ -225,7 +225,7 @@ impl LocalIds {
     /// [`LocalIds::remember_seen_blocking`] if nothing else holds the ids' connection at
     /// this moment (`None` otherwise): for an event loop, which must not wait behind an index
     /// or purge transaction. The commit itself writes a page or two into the WAL, no fsync.
-    pub fn try_remember_seen_now<'a>(
+    pub(crate) fn try_remember_seen_now<'a>(
         &self,
         entries: impl IntoIterator<Item = (&'a str, i64)>,
     ) -> Option<Result<(), StoreError>> {
@@ -243,7 +243,7 @@ impl LocalIds {
     /// database files when no reader needs them (`wal_checkpoint(PASSIVE)`: it never waits for,
     /// nor blocks, a writer), on the dead-letter and index connections, so the ids' connection
     /// stays free.
-    pub fn checkpoint_blocking(&self) -> Result<(), StoreError> {
+    pub(crate) fn checkpoint_blocking(&self) -> Result<(), StoreError> {
         lock(&self.store)
             .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
             .map_err(self.err())?;
@@ -301,7 +301,7 @@ impl LocalIds {
     /// calling thread, which it blocks; returns how many remain in the log. New ids' commits
     /// (the log file) do not wait for it; the ids' connection is held only to delete the moved
     /// rows from the log afterwards.
-    pub fn index_seen_chunk_blocking(&self, keep: usize) -> Result<usize, StoreError> {
+    pub(crate) fn index_seen_chunk_blocking(&self, keep: usize) -> Result<usize, StoreError> {
         let mut c = lock(&self.index);
         self.index_chunk(&mut c, keep)
     }
@@ -397,7 +397,7 @@ impl LocalIds {
     /// blocks); returns how many it was given. It reads through a read-only connection of its own, so a long read (millions of
     /// ids, while the daemon serves) never holds up the commits of new ids: in WAL mode a
     /// reader and the writer do not wait for each other.
-    pub fn each_seen_blocking(
+    pub(crate) fn each_seen_blocking(
         &self,
         since: i64,
         before: i64,
