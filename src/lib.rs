@@ -17,7 +17,7 @@
 //!   state, the audit trail);
 //! - stages: [`router`], [`encode`] (with the Debezium mapping), [`sink`];
 //! - [`pipeline`]: route → encode → deliver, ordered lanes, queues, the leadership fence;
-//! - sources and replay: [`source`], [`replay`], [`tail`], [`serve`];
+//! - sources and replay: [`source`], [`replay`], [`serve`];
 //! - what a configuration does: [`catalog`] (topics, lineage), [`reload`];
 //! - the process: [`daemon`], [`admin`], [`cli`].
 //!
@@ -59,5 +59,4 @@ pub(crate) mod serve;
 pub mod sink;
 pub mod source;
 pub mod store;
-pub mod tail;
 pub mod telemetry;

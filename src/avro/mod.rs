@@ -4,6 +4,7 @@
 //! used by the encoder). It imports nothing of the crate.
 
 pub mod datum;
+pub mod json;
 pub mod typed;
 
 use std::sync::{Arc, LazyLock};

@@ -11,6 +11,7 @@ mod publication;
 mod registry;
 mod route;
 pub(crate) mod slot;
+mod tail;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -20,9 +21,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use self::tail::{TailOptions, tail};
 use crate::config::{Config, SourceKind};
 use crate::daemon::Daemon;
-use crate::tail::{TailOptions, tail};
 use crate::telemetry::{LogFormat, init_logging};
 
 /// Switchyard routes PostgreSQL change events and SaaS webhooks into Kafka as Avro,

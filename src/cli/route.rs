@@ -15,12 +15,12 @@ use apache_avro::Schema;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value as Json, json};
 
+use crate::avro::json::avro_to_json_typed;
 use crate::config::{Config, SourceKind};
 use crate::encode::record_parts;
 use crate::event::{ChangeColumn, ChangeOp, ChangePayload, Event, EventId, Payload, now_micros};
 use crate::router::RouteTable;
 use crate::source::webhook::{event_from_request, identity};
-use crate::tail::avro_to_json_typed;
 
 /// Output formats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -106,7 +106,7 @@ fn dry_run(config: &Config, args: &RouteArgs) -> Result<Json, String> {
             None => Json::Null,
             Some(v) => match Schema::parse_str(schema) {
                 Ok(s) => avro_to_json_typed(v, &s),
-                Err(_) => crate::tail::avro_to_json(v),
+                Err(_) => crate::avro::json::avro_to_json(v),
             },
         };
         let mut headers = vec![

@@ -562,7 +562,7 @@ async fn dry_run(
                             continue;
                         }
                     };
-                    let key_json = parts.key.clone().map(crate::tail::avro_to_json);
+                    let key_json = parts.key.clone().map(crate::avro::json::avro_to_json);
                     let Some(value) = parts.value else {
                         writeln!(
                             out,
@@ -601,7 +601,7 @@ async fn dry_run(
                                 "topic": m.topic,
                                 "route": &*m.route,
                                 "key": key_json,
-                                "value": crate::tail::avro_to_json(value),
+                                "value": crate::avro::json::avro_to_json(value),
                             }
                         })
                     )?;

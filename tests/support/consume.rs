@@ -115,6 +115,6 @@ pub async fn decode(decoder: &AvroDecoder, bytes: &[u8]) -> (u32, serde_json::Va
         .expect("a value");
     (
         id,
-        switchyard::tail::avro_to_json_typed(decoded.value, &decoded.schema.parsed),
+        switchyard::avro::json::avro_to_json_typed(decoded.value, &decoded.schema.parsed),
     )
 }

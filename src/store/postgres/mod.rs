@@ -93,8 +93,9 @@ const SCHEMA_LOCK: i64 = 7406230;
 
 const TABLE: &str = "switchyard_dead_letters";
 
-mod journal;
+mod audit;
 mod seen;
+mod state;
 
 /// The PostgreSQL store.
 pub struct PostgresStore {

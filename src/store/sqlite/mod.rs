@@ -4,8 +4,9 @@
 //! ([`ids_file`]). Every call runs on the blocking pool; the daemon and the CLI may use the
 //! file at the same time (SQLite serialises writers; `busy_timeout` waits for the lock).
 
-mod journal;
+mod audit;
 mod seen;
+mod state;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
