@@ -1,8 +1,10 @@
 //! What a change's shape makes, once per shape rather than per row: the table schema with its
 //! column types, and the value and key schemas of its envelope.
 //!
-//! A [`ShapeCache`] belongs to one route (the route table holds it, so a reload that replaces
-//! the table starts with empty caches): nothing here is process-wide.
+//! A [`ShapeCache`] belongs to one route: the route table holds it, a reload hands it to the
+//! route of the same name (its entries are a function of their keys, so they cannot go stale,
+//! and the same schema objects keep matching the encoder's registered ids by address), and it
+//! goes when its route does. Nothing here is process-wide.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

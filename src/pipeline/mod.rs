@@ -380,7 +380,7 @@ impl Pipeline {
             failure,
             record: None,
         })?;
-        let produce_span = produce_span(span, &mut record);
+        let produce_span = produce_span(span, &m.route, &mut record);
         let produced = self.sink.deliver(&record, abandoned).await;
         match &produced {
             Ok(p) => {
@@ -725,13 +725,14 @@ fn route_span(
 
 /// The `produce` span of `record` under `route_span`, named in the record's `traceparent`
 /// header. Attributes only for a recording span: no allocations per event with tracing off.
-fn produce_span(route_span: &Traced, record: &mut Record) -> Traced {
+fn produce_span(route_span: &Traced, route: &str, record: &mut Record) -> Traced {
     if !route_span.is_on() {
         return Traced::none();
     }
     let span = route_span.child(
         "produce",
         vec![
+            KeyValue::new("switchyard.route", route.to_string()),
             KeyValue::new("messaging.system", "kafka"),
             KeyValue::new("messaging.destination.name", record.topic.clone()),
         ],

@@ -39,7 +39,8 @@ struct CompiledRoute {
     transform: Option<Arc<crate::config::Transform>>,
     /// The transform's column lists, made once per table shape (this route's own).
     columns: Arc<transform::ColumnsCache>,
-    /// The schemas of the change shapes this route encoded (its own: a reload starts anew).
+    /// The schemas of the change shapes this route encoded (its own; a reload hands them to the
+    /// route of the same name: [`RouteTable::recompile`]).
     shapes: Arc<crate::debezium::shapes::ShapeCache>,
     on_error: crate::config::OnError,
     value_schema: Option<Arc<crate::avro::typed::ValueSchema>>,
@@ -334,7 +335,11 @@ impl RouteTable {
     }
 
     /// Compiles `config`'s routes for a reload of `old`: a route with the same name and topic
-    /// keeps the topics it has named, so a reload does not reset its `max_topics` bound.
+    /// keeps the topics it has named, so a reload does not reset its `max_topics` bound; a
+    /// route with the same name and source keeps the change shapes it encoded (a
+    /// [`crate::debezium::shapes::ShapeCache`] entry is a function of the change's shape and
+    /// key columns alone, so it cannot go stale, and the same schema objects keep matching the
+    /// encoder's registered ids by address). A route that is gone takes its caches with it.
     pub(crate) fn recompile(config: &Config, old: &RouteTable) -> RouteTable {
         let mut new = RouteTable::compile(config);
         for (source, routes) in new.by_source.iter_mut() {
@@ -342,6 +347,9 @@ impl RouteTable {
                 continue;
             };
             for r in routes.iter_mut() {
+                if let Some(p) = before.iter().find(|p| p.name == r.name) {
+                    r.shapes = Arc::clone(&p.shapes);
+                }
                 let Some(bound) = &r.topics else {
                     continue;
                 };
@@ -540,10 +548,11 @@ mod tests {
         }
     }
 
-    /// The schemas a route built for a table shape are its own and a reload's table starts
-    /// without them: nothing a reload replaces outlives it in a process-wide cache.
+    /// The schemas a route built for a table shape are its own, live as long as the route
+    /// and no longer: a reload hands them to the route of the same name, a new route starts
+    /// without any, and nothing is process-wide.
     #[test]
-    fn change_shapes_are_cached_per_route_and_a_reload_starts_anew() {
+    fn change_shapes_are_cached_per_route_and_follow_the_route_through_a_reload() {
         let text = "[kafka]\nbootstrap_servers = \"x:1\"\n[schema_registry]\nurl = \"http://x\"\n\
                     [sources.db]\ntype = \"postgres\"\nurl = \"postgres://u@h/app\"\ntables = [\"public.*\"]\n\
                     [[routes]]\nname = \"all\"\nsource = \"db\"\n\
@@ -582,9 +591,23 @@ mod tests {
             .expect("a match")
             .expect("ok");
         assert!(Arc::ptr_eq(&again.shapes, &matches[0].shapes));
-        // The table a reload compiles starts without any.
+        // A reload that keeps `all`, drops `by_email` and adds `renamed`: `all` keeps its
+        // shapes (the same schema objects), the new route starts without any.
+        let text = text.replace("name = \"by_email\"", "name = \"renamed\"");
+        let cfg = Config::from_str_with_env(Path::new("t.toml"), &text, |_| None).expect("valid");
         let reloaded = RouteTable::recompile(&cfg, &t);
-        for m in reloaded.route(&e) {
+        let after: Vec<RouteMatch> = reloaded
+            .route(&e)
+            .into_iter()
+            .map(|m| m.expect("ok"))
+            .collect();
+        assert_eq!(&*after[0].route, "all");
+        assert!(Arc::ptr_eq(&after[0].shapes, &matches[0].shapes));
+        assert_eq!(&*after[1].route, "renamed");
+        assert!(after[1].shapes.is_empty());
+        // A table compiled afresh (a restart) shares nothing with the running one.
+        let fresh = RouteTable::compile(&cfg);
+        for m in fresh.route(&e) {
             assert!(m.expect("ok").shapes.is_empty());
         }
     }

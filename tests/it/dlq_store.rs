@@ -1352,7 +1352,7 @@ async fn the_daemon_on_a_tls_store_reports_it_down_answers_503_and_recovers_with
 }
 
 /// Whoever can write to the store can change an audit row, but not quietly: the chain breaks
-/// at that row, and `verify_audit` names it (both stores).
+/// at that row, and `audit_trail().verify()` names it (both stores).
 #[tokio::test]
 async fn an_audit_row_changed_in_the_store_is_named_by_verify() {
     async fn three_rows(store: &Store) {

@@ -394,4 +394,12 @@ topic = "traced-invoices""#,
         .expect("the produce span is exported");
     assert_eq!(produce.name, "produce");
     assert_eq!(produce.parent, replay.id);
+    // It names the route the entry went to, as a live delivery's does.
+    assert!(
+        produce
+            .attributes
+            .get("switchyard.route")
+            .is_some_and(|v| v.contains("invoices")),
+        "{produce:?}"
+    );
 }

@@ -421,7 +421,7 @@ impl Worker {
                     continue;
                 }
             };
-            let produce_span = produce_span(&route_span, &mut record);
+            let produce_span = produce_span(&route_span, &m.route, &mut record);
             pending.outs.push(Out {
                 route: m,
                 record,

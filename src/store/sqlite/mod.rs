@@ -184,7 +184,7 @@ impl SqliteStore {
             };
             // A connection for the ids: the store and the ids' log, both without fsync on
             // commit; checkpoints (which fsync) only where asked for
-            // ([`SqliteStore::checkpoint_blocking`], on the deduplication writer thread): the
+            // ([`LocalIds::checkpoint_blocking`], on the deduplication writer thread): the
             // HTTP threads commit ids themselves (see `source::webhook::dedupe`).
             let open_ids = || -> Result<Connection, String> {
                 let conn = open("NORMAL")?;
@@ -596,9 +596,6 @@ impl SqliteStore {
     }
 }
 
-/// Locks a connection. A thread that panicked while holding it left it usable (SQLite itself
-/// is consistent: an open transaction is rolled back here), so the lock's poisoning is cleared
-/// rather than failing every later write.
 /// Runs `f` on `conn` on the blocking pool (the file at `path`, for errors).
 async fn run_on<T: Send + 'static>(
     path: &Path,
@@ -626,6 +623,9 @@ fn sqlite_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Send + 's
     }
 }
 
+/// Locks a connection. A thread that panicked while holding it left it usable (SQLite itself
+/// is consistent: an open transaction is rolled back here), so the lock's poisoning is cleared
+/// rather than failing every later write.
 fn lock(conn: &Mutex<Connection>) -> std::sync::MutexGuard<'_, Connection> {
     match conn.lock() {
         Ok(c) => c,

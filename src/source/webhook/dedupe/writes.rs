@@ -32,7 +32,7 @@ const GATHER_TURNS: usize = 4;
 /// How often the writer thread checkpoints the WAL and checks whether to index.
 const MAINTENANCE_EVERY: Duration = Duration::from_millis(250);
 /// The embedded store appends ids to a log and indexes them later (see
-/// `SqliteStore::remember_seen`): once more than this many are unindexed, the oldest are
+/// `LocalIds::remember_seen`): once more than this many are unindexed, the oldest are
 /// indexed down to [`INDEX_KEEP`]. Below [`MEMORY_CAP`] with room for a batch, so every id the
 /// memory has dropped is in the index, where lookups find it.
 const INDEX_ABOVE: usize = MEMORY_CAP * 3 / 4;
