@@ -241,6 +241,44 @@ impl Browser {
             .await;
     }
 
+    /// Clicks the element matching `selector` (a link, a form's button) and waits (up to 20 s)
+    /// until the page it was on is gone. WebDriver's click returns before the next page is
+    /// there: text read at once may still be the old page's.
+    pub async fn click_away(&self, selector: &str) {
+        let old = self.find("html").await;
+        self.click(selector).await;
+        super::wait_for_async(
+            "the page to be replaced",
+            Duration::from_secs(20),
+            || async { self.is_stale(&old).await.then_some(()) },
+        )
+        .await;
+    }
+
+    /// Whether the element `e` is no longer in the page (its document was replaced). A
+    /// request that fails is not an answer: the caller asks again.
+    async fn is_stale(&self, e: &str) -> bool {
+        let Ok(r) = self
+            .http
+            .get(format!(
+                "{}{}",
+                self.base,
+                self.at(&format!("/element/{e}/name"))
+            ))
+            .send()
+            .await
+        else {
+            return false;
+        };
+        let Ok(v) = r.json::<Value>().await else {
+            return false;
+        };
+        matches!(
+            v["value"]["error"].as_str(),
+            Some("stale element reference" | "no such element")
+        )
+    }
+
     /// Chooses the option `value` of the `<select>` matching `selector` (by keyboard, as a user
     /// without a mouse would).
     pub async fn choose(&self, selector: &str, value: &str) {
