@@ -552,6 +552,12 @@ async fn connections_past_max_connections_wait_for_a_place_and_oversized_heads_g
                 .unwrap_or(0)
         }
     };
+    // Warm (schema registered, producer connected) on a client of its own, dropped after, so
+    // that the wait measured below is for a place and not for a first delivery.
+    {
+        let warm = daemon::client(Duration::from_secs(30));
+        assert_eq!(send(&warm, &url, 0, SECRET).await, 200, "a first delivery");
+    }
     let (too_large_before, timeouts_before) =
         (closed("head_too_large").await, closed("head_timeout").await);
 

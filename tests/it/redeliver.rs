@@ -96,13 +96,13 @@ async fn github_delivery_while_kafka_is_down_reaches_kafka_once_in_order_without
     let registry = Registry::start(dir.path());
     let path = dir.path().join("routes.toml");
     // No when_unavailable: GitHub's default is dead_letter. The server waits 30 s for Kafka,
-    // the source 2 s (its own ack_timeout).
+    // the source 5 s (its own ack_timeout; room for a first delivery on a busy machine).
     std::fs::write(
         &path,
         format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nack_timeout = \"30s\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
              delivery_timeout = \"1s\"\npartitions = 1\n[schema_registry]\nurl = \"{}\"\n\
-             [sources.gh]\ntype = \"webhook\"\nprovider = \"github\"\nsecrets = [\"{SECRET}\"]\nack_timeout = \"2s\"\n\
+             [sources.gh]\ntype = \"webhook\"\nprovider = \"github\"\nsecrets = [\"{SECRET}\"]\nack_timeout = \"5s\"\n\
              [[routes]]\nname = \"gh\"\nsource = \"gh\"\ntopic = \"gh\"\n",
             broker.bootstrap(),
             registry.url()
@@ -128,7 +128,7 @@ async fn github_delivery_while_kafka_is_down_reaches_kafka_once_in_order_without
     );
     assert!(
         took < Duration::from_secs(10),
-        "answered after the source's ack_timeout (2 s), not the server's (30 s): {took:?}"
+        "answered after the source's ack_timeout (5 s), not the server's (30 s): {took:?}"
     );
     // A later delivery of the same source goes behind it, also answered from the DLQ store.
     let (status, reply, _) = github(&client, &at, "g-2").await;
@@ -207,7 +207,7 @@ async fn two_replicas_sharing_a_store_redeliver_each_stored_event_once_in_order(
                 "[server]\nlisten = \"127.0.0.1:{port}\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
                  delivery_timeout = \"1s\"\npartitions = 1\n[schema_registry]\nurl = \"{}\"\n\
                  [dlq]\nurl = \"{}\"\n\
-                 [sources.gh]\ntype = \"webhook\"\nprovider = \"github\"\nsecrets = [\"{SECRET}\"]\nack_timeout = \"2s\"\n\
+                 [sources.gh]\ntype = \"webhook\"\nprovider = \"github\"\nsecrets = [\"{SECRET}\"]\nack_timeout = \"5s\"\n\
                  [[routes]]\nname = \"gh\"\nsource = \"gh\"\ntopic = \"gh\"\n",
                 broker.bootstrap(),
                 registry.url(),

@@ -52,7 +52,7 @@ fn config_with(dir: &Path, bootstrap: &str, registry: &str, name: &str, auth: &s
         r#"
 [server]
 listen = "127.0.0.1:0"
-ack_timeout = "3s"
+ack_timeout = "10s"
 
 [kafka]
 bootstrap_servers = "{bootstrap}"
@@ -148,7 +148,7 @@ async fn wrong_credentials_are_retried_as_the_registry_s_fault_and_the_event_rep
         running(&basic(), "bad", &password_lines("wrong-password-77")).await;
     let (status, body) = post(&url, "w-1").await;
     // Retried as a registry problem (not the event's) until retry_max_elapsed (2 s here, under
-    // the 3 s ack_timeout), then kept in the DLQ, so the answer is 200.
+    // the 10 s ack_timeout), then kept in the DLQ, so the answer is 200.
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("dead_lettered"), "{body}");
     daemon::stop(sy).await;

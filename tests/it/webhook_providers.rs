@@ -505,7 +505,7 @@ async fn with_dead_letter_on_unavailable_a_broker_outage_is_answered_200_and_rep
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nack_timeout = \"2s\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
+            "[server]\nlisten = \"127.0.0.1:0\"\nack_timeout = \"5s\"\n[kafka]\nbootstrap_servers = \"{}\"\n\
              delivery_timeout = \"1s\"\n[schema_registry]\nurl = \"{}\"\n\
              [sources.hooks]\ntype = \"webhook\"\nprovider = \"none\"\nallow_unauthenticated = true\nwhen_unavailable = \"dead_letter\"\n\
              [[routes]]\nname = \"hooks\"\nsource = \"hooks\"\ntopic = \"hooks\"\n",
@@ -532,7 +532,9 @@ async fn with_dead_letter_on_unavailable_a_broker_outage_is_answered_200_and_rep
             .await
         }
     };
-    assert_eq!(send("h-0").await.0, 200, "warm");
+    // 5 s of ack budget: this first delivery (schema registered, producer connected) must be
+    // accepted, not dead-lettered, on a busy machine too.
+    assert_eq!(send("h-0").await.1["status"], "accepted", "warm");
     broker.stop();
     let started = std::time::Instant::now();
     let (status, reply) = send("h-1").await;
@@ -933,7 +935,8 @@ async fn the_same_webhook_sent_to_two_replicas_at_once_is_accepted_once() {
         switchyard::store::Store::open(&switchyard::config::DlqStoreConfig::Postgres(pg.url(&db)))
             .await
             .expect("open the store as a third instance");
-    let expires = switchyard::event::now_micros() + 2_000_000;
+    // 10 s: the first post below must land before the claim expires, on a loaded machine too.
+    let expires = switchyard::event::now_micros() + 10_000_000;
     assert_eq!(
         match dead.seen_ids() {
             switchyard::store::SeenIds::Shared(ids) => ids,

@@ -35,8 +35,12 @@ pub fn topic_exists(bootstrap: &str, topic: &str) -> bool {
         .any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty())
 }
 
-/// Reads `topic` from the earliest offset until `want` records arrived or `timeout` passed.
-/// Tansu's latest-offset answer is wrong, so this never relies on watermarks.
+/// Reads `topic` from the earliest offset until `want` records arrived or `timeout` passed,
+/// then on while records keep coming: a read of everything (`want = usize::MAX`) stops only
+/// at a pause (one empty poll of 200 ms), so a topic larger than one `timeout` can fetch is
+/// still read whole on a slow machine. Bounded all the same, at 4 × `timeout`, for a topic
+/// that a running producer keeps filling. Tansu's latest-offset answer is wrong, so this
+/// never relies on watermarks.
 pub fn read_topic(bootstrap: &str, topic: &str, want: usize, timeout: Duration) -> Vec<Consumed> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -65,10 +69,16 @@ pub fn read_topic(bootstrap: &str, topic: &str, want: usize, timeout: Duration) 
             .expect("tpl");
     }
     consumer.assign(&tpl).expect("assign");
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
+    let cap = started + timeout * 4;
     let mut out = Vec::new();
-    while out.len() < want && Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(200)) {
+    while out.len() < want && Instant::now() < cap {
+        let polled = consumer.poll(Duration::from_millis(200));
+        if polled.is_none() && Instant::now() >= deadline {
+            break;
+        }
+        match polled {
             Some(Ok(m)) => out.push(Consumed {
                 partition: m.partition(),
                 offset: m.offset(),
