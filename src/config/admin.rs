@@ -296,52 +296,75 @@ pub(super) fn validate(
     diag: &mut Diagnostics,
 ) -> Option<AdminConfig> {
     let mut ok = true;
-    let tls = match raw.tls {
-        None => None,
-        Some(t) => {
-            let t = t.into_inner();
-            let chain = read_pem(&t.cert, base, &["CERTIFICATE"], "certificate", diag);
-            let key = read_pem(
-                &t.key,
-                base,
-                &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"],
-                "private key",
-                diag,
-            );
-            let cas = match &t.client_ca {
-                None => Some(Vec::new()),
-                Some(p) => read_pem(p, base, &["CERTIFICATE"], "CA certificate", diag),
+    let tls = raw.tls.and_then(|t| tls(t, base, &mut ok, diag));
+    let clients = clients(raw.clients, tls.as_ref(), &mut ok, diag);
+    let tokens = tokens(raw.tokens, &mut ok, diag);
+    ok.then_some(AdminConfig {
+        tokens,
+        tls,
+        clients,
+    })
+}
+
+/// `[admin.tls]`: its files read and parsed, and checked to fit together (a key of another
+/// certificate is reported here, not at the first connection).
+fn tls(
+    t: Spanned<RawAdminTls>,
+    base: &std::path::Path,
+    ok: &mut bool,
+    diag: &mut Diagnostics,
+) -> Option<AdminTls> {
+    let t = t.into_inner();
+    let chain = read_pem(&t.cert, base, &["CERTIFICATE"], "certificate", diag);
+    let key = read_pem(
+        &t.key,
+        base,
+        &["PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY"],
+        "private key",
+        diag,
+    );
+    let cas = match &t.client_ca {
+        None => Some(Vec::new()),
+        Some(p) => read_pem(p, base, &["CERTIFICATE"], "CA certificate", diag),
+    };
+    match (chain, key, cas) {
+        (Some(chain), Some(mut key), Some(client_cas)) => {
+            let tls = AdminTls {
+                chain,
+                key: crate::config::Secret(key.swap_remove(0)),
+                client_cas,
             };
-            match (chain, key, cas) {
-                (Some(chain), Some(mut key), Some(client_cas)) => {
-                    let tls = AdminTls {
-                        chain,
-                        key: crate::config::Secret(key.swap_remove(0)),
-                        client_cas,
-                    };
-                    // The pieces must fit together (a key of another certificate, …).
-                    match tls.server_config() {
-                        Ok(_) => Some(tls),
-                        Err(e) => {
-                            diag.at(
-                                t.cert.span(),
-                                format!("[admin.tls] cannot be used: {e}"),
-                                Some("give the certificate chain (leaf first), its own private key, and CA certificates as PEM".into()),
-                            );
-                            ok = false;
-                            None
-                        }
-                    }
-                }
-                _ => {
-                    ok = false;
+            // The pieces must fit together (a key of another certificate, …).
+            match tls.server_config() {
+                Ok(_) => Some(tls),
+                Err(e) => {
+                    diag.at(
+                        t.cert.span(),
+                        format!("[admin.tls] cannot be used: {e}"),
+                        Some("give the certificate chain (leaf first), its own private key, and CA certificates as PEM".into()),
+                    );
+                    *ok = false;
                     None
                 }
             }
         }
-    };
+        _ => {
+            *ok = false;
+            None
+        }
+    }
+}
+
+/// `[admin.clients]`: each client certificate's common name and role. Clients need
+/// `[admin.tls]` with `client_ca`, which verifies their certificates.
+fn clients(
+    raw: BTreeMap<String, Spanned<RawAdminClient>>,
+    tls: Option<&AdminTls>,
+    ok: &mut bool,
+    diag: &mut Diagnostics,
+) -> Vec<AdminClient> {
     let mut clients: Vec<AdminClient> = Vec::new();
-    for (name, c) in raw.clients {
+    for (name, c) in raw {
         let span = c.span();
         let c = c.into_inner();
         if !valid_name(&name) {
@@ -350,15 +373,15 @@ pub(super) fn validate(
                 format!("`{name}` is not a usable client name"),
                 Some("use letters, digits, -, _, . and @ (at most 64)".into()),
             );
-            ok = false;
+            *ok = false;
         }
-        if tls.as_ref().is_none_or(|t| t.client_cas.is_empty()) {
+        if tls.is_none_or(|t| t.client_cas.is_empty()) {
             diag.at(
                 span,
                 format!("[admin.clients.{name}] needs client certificates verified: [admin.tls] with client_ca"),
                 Some("add [admin.tls] cert, key and client_ca (the CA that signs your operators' certificates)".into()),
             );
-            ok = false;
+            *ok = false;
             continue;
         }
         let Some(role) = Role::parse(c.role.get_ref()) else {
@@ -367,7 +390,7 @@ pub(super) fn validate(
                 format!("unknown role \"{}\"", c.role.get_ref()),
                 Some("write role = \"viewer\", \"operator\" or \"admin\"".into()),
             );
-            ok = false;
+            *ok = false;
             continue;
         };
         let cn = c.common_name.get_ref().trim().to_string();
@@ -377,7 +400,7 @@ pub(super) fn validate(
                 format!("client `{name}`: common_name is empty or another client's"),
                 Some("each client certificate's subject CN names one client".into()),
             );
-            ok = false;
+            *ok = false;
             continue;
         }
         clients.push(AdminClient {
@@ -386,8 +409,18 @@ pub(super) fn validate(
             role,
         });
     }
+    clients
+}
+
+/// `[admin.tokens]`: each token's role and SHA-256 (the token itself is never written down);
+/// two tokens with one digest are refused.
+fn tokens(
+    raw: BTreeMap<String, Spanned<RawAdminToken>>,
+    ok: &mut bool,
+    diag: &mut Diagnostics,
+) -> Vec<AdminToken> {
     let mut tokens: Vec<AdminToken> = Vec::new();
-    for (name, t) in raw.tokens {
+    for (name, t) in raw {
         let span: Range<usize> = t.span();
         let t = t.into_inner();
         if !valid_name(&name) {
@@ -399,7 +432,7 @@ pub(super) fn validate(
                         .into(),
                 ),
             );
-            ok = false;
+            *ok = false;
         }
         let role = match Role::parse(t.role.get_ref()) {
             Some(r) => Some(r),
@@ -428,7 +461,7 @@ pub(super) fn validate(
             );
         }
         let (Some(role), Some(sha256)) = (role, digest) else {
-            ok = false;
+            *ok = false;
             continue;
         };
         if let Some(same) = tokens.iter().find(|o| o.sha256 == sha256) {
@@ -437,14 +470,10 @@ pub(super) fn validate(
                 format!("tokens `{}` and `{name}` have the same digest", same.name),
                 Some("give each person or system a token of its own".into()),
             );
-            ok = false;
+            *ok = false;
             continue;
         }
         tokens.push(AdminToken { name, role, sha256 });
     }
-    ok.then_some(AdminConfig {
-        tokens,
-        tls,
-        clients,
-    })
+    tokens
 }

@@ -129,29 +129,7 @@ pub(super) fn validate(
 ) -> Option<PostgresSourceConfig> {
     let mut ok = true;
     let base_dir = super::Config::base_dir(config_path);
-    let (url, tls) = match url_tls(raw.url.get_ref(), &base_dir) {
-        Ok(v) => v,
-        Err(e) => {
-            diag.at(raw.url.span(), e.message, Some(e.help));
-            ok = false;
-            let tls = PgTls {
-                mode: PgSslMode::Prefer,
-                root_cert: None,
-            };
-            (split_tls(raw.url.get_ref()).0, tls)
-        }
-    };
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-        diag.at(
-            raw.url.span(),
-            "the postgres source url must start with postgres://",
-            Some(
-                "write url = \"postgres://user@host:5432/db\"; give the password as ${PGPASSWORD}"
-                    .into(),
-            ),
-        );
-        ok = false;
-    }
+    let (url, tls) = connection(&raw, &base_dir, &mut ok, diag);
     let default_name = format!("switchyard_{}", name.replace('-', "_"));
     let mut ident = |v: &Option<serde_spanned::Spanned<String>>, what: &str| -> String {
         match v {
@@ -170,43 +148,7 @@ pub(super) fn validate(
     };
     let slot = ident(&raw.slot, "replication slot");
     let publication = ident(&raw.publication, "publication");
-    if raw.tables.get_ref().is_empty() {
-        diag.at(
-            raw.tables.span(),
-            "`tables` is empty",
-            Some(
-                "list the tables to capture, e.g. tables = [\"public.orders\"] or [\"public.*\"]"
-                    .into(),
-            ),
-        );
-        ok = false;
-    }
-    let mut selectors = |list: &[serde_spanned::Spanned<String>], key: &str| {
-        let mut out = Vec::new();
-        for t in list {
-            match table_selector(t.get_ref()) {
-                Some(sel) => out.push(sel),
-                None => {
-                    diag.at(
-                        t.span(),
-                        format!("`{}` in `{key}` is not schema.table", t.get_ref()),
-                        Some(
-                            "write \"public.orders\", \"public.order_*\" (`*` matches any run of characters), or \"public.*\" for every table of a schema"
-                                .into(),
-                        ),
-                    );
-                    ok = false;
-                }
-            }
-        }
-        out
-    };
-    let tables = selectors(raw.tables.get_ref(), "tables");
-    let exclude = raw
-        .exclude_tables
-        .as_ref()
-        .map(|e| selectors(e.get_ref(), "exclude_tables"))
-        .unwrap_or_default();
+    let (tables, exclude) = selectors(&raw, &mut ok, diag);
     let snapshot = match &raw.snapshot {
         None => SnapshotMode::Never,
         Some(s) => diag
@@ -273,29 +215,7 @@ pub(super) fn validate(
             }
         },
     };
-    let unavailable_value_placeholder = match &raw.unavailable_value_placeholder {
-        None => super::DEFAULT_UNAVAILABLE_VALUE_PLACEHOLDER
-            .as_bytes()
-            .to_vec(),
-        Some(v) => match v.get_ref().strip_prefix("hex:") {
-            None => v.get_ref().as_bytes().to_vec(),
-            Some(digits) => match hex::decode(digits) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    diag.at(
-                        v.span(),
-                        format!("unavailable_value_placeholder `{}`: {e}", v.get_ref()),
-                        Some(
-                            "after `hex:` write an even number of hex digits, e.g. \"hex:deadbeef\"; or a plain string without the `hex:` prefix"
-                                .into(),
-                        ),
-                    );
-                    ok = false;
-                    Vec::new()
-                }
-            },
-        },
-    };
+    let unavailable_value_placeholder = placeholder(&raw, &mut ok, diag);
     let _ = raw.kind;
     ok.then_some(PostgresSourceConfig {
         url,
@@ -314,6 +234,114 @@ pub(super) fn validate(
         snapshot_chunk_rows,
         unavailable_value_placeholder,
     })
+}
+
+/// The source's connection: its URL without the TLS parameters, and those. A URL that is not
+/// a postgres:// one, or TLS settings that do not parse, are reported and clear `ok`.
+fn connection(
+    raw: &RawPostgresSource,
+    base_dir: &std::path::Path,
+    ok: &mut bool,
+    diag: &mut Diagnostics,
+) -> (String, PgTls) {
+    let (url, tls) = match url_tls(raw.url.get_ref(), base_dir) {
+        Ok(v) => v,
+        Err(e) => {
+            diag.at(raw.url.span(), e.message, Some(e.help));
+            *ok = false;
+            let tls = PgTls {
+                mode: PgSslMode::Prefer,
+                root_cert: None,
+            };
+            (split_tls(raw.url.get_ref()).0, tls)
+        }
+    };
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        diag.at(
+            raw.url.span(),
+            "the postgres source url must start with postgres://",
+            Some(
+                "write url = \"postgres://user@host:5432/db\"; give the password as ${PGPASSWORD}"
+                    .into(),
+            ),
+        );
+        *ok = false;
+    }
+    (url, tls)
+}
+
+/// The tables to capture and the ones to leave out, as selectors (`schema.table`, with `*`
+/// globs); an empty `tables` or an entry that is no selector is reported and clears `ok`.
+fn selectors(
+    raw: &RawPostgresSource,
+    ok: &mut bool,
+    diag: &mut Diagnostics,
+) -> (Vec<TableSelector>, Vec<TableSelector>) {
+    if raw.tables.get_ref().is_empty() {
+        diag.at(
+            raw.tables.span(),
+            "`tables` is empty",
+            Some(
+                "list the tables to capture, e.g. tables = [\"public.orders\"] or [\"public.*\"]"
+                    .into(),
+            ),
+        );
+        *ok = false;
+    }
+    let mut parse = |list: &[serde_spanned::Spanned<String>], key: &str| {
+        let mut out = Vec::new();
+        for t in list {
+            match table_selector(t.get_ref()) {
+                Some(sel) => out.push(sel),
+                None => {
+                    diag.at(
+                        t.span(),
+                        format!("`{}` in `{key}` is not schema.table", t.get_ref()),
+                        Some(
+                            "write \"public.orders\", \"public.order_*\" (`*` matches any run of characters), or \"public.*\" for every table of a schema"
+                                .into(),
+                        ),
+                    );
+                    *ok = false;
+                }
+            }
+        }
+        out
+    };
+    let tables = parse(raw.tables.get_ref(), "tables");
+    let exclude = raw
+        .exclude_tables
+        .as_ref()
+        .map(|e| parse(e.get_ref(), "exclude_tables"))
+        .unwrap_or_default();
+    (tables, exclude)
+}
+
+/// What stands in for an unchanged TOASTed value: the key's text, or bytes after `hex:`.
+fn placeholder(raw: &RawPostgresSource, ok: &mut bool, diag: &mut Diagnostics) -> Vec<u8> {
+    match &raw.unavailable_value_placeholder {
+        None => super::DEFAULT_UNAVAILABLE_VALUE_PLACEHOLDER
+            .as_bytes()
+            .to_vec(),
+        Some(v) => match v.get_ref().strip_prefix("hex:") {
+            None => v.get_ref().as_bytes().to_vec(),
+            Some(digits) => match hex::decode(digits) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    diag.at(
+                        v.span(),
+                        format!("unavailable_value_placeholder `{}`: {e}", v.get_ref()),
+                        Some(
+                            "after `hex:` write an even number of hex digits, e.g. \"hex:deadbeef\"; or a plain string without the `hex:` prefix"
+                                .into(),
+                        ),
+                    );
+                    *ok = false;
+                    Vec::new()
+                }
+            },
+        },
+    }
 }
 
 #[cfg(test)]

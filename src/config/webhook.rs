@@ -92,7 +92,6 @@ pub(super) fn validate(
     default_max_body: usize,
     diag: &mut Diagnostics,
 ) -> Option<WebhookSourceConfig> {
-    let mut ok = true;
     // Fail closed: a source names how its requests are authenticated (before 0.x a source
     // without `provider` took requests from anyone).
     let Some(provider_name) = src.provider.as_ref().map(|p| p.get_ref().as_str()) else {
@@ -107,79 +106,7 @@ pub(super) fn validate(
         return None;
     };
     let provider_span = src.provider.as_ref().map(Spanned::span);
-    let open = src.allow_unauthenticated.as_ref();
-    if let Some(a) = open
-        && provider_name != "none"
-    {
-        diag.at(
-            a.span(),
-            format!("`allow_unauthenticated` applies to provider = \"none\", and source `{name}` uses \"{provider_name}\""),
-            Some("remove `allow_unauthenticated`: this provider's signature authenticates requests".into()),
-        );
-        ok = false;
-    }
-    if provider_name == "none" {
-        match (&src.token, open) {
-            (Some(_), Some(a)) if *a.get_ref() => {
-                diag.at(
-                    a.span(),
-                    format!("source `{name}` sets both `token` and allow_unauthenticated = true"),
-                    Some("remove allow_unauthenticated (the token authenticates requests), or remove `token`".into()),
-                );
-                ok = false;
-            }
-            (None, None) => {
-                diag.at(
-                    provider_span.clone().unwrap_or(0..0),
-                    format!("provider = \"none\" on source `{name}` has no `token`: it would accept requests from anyone"),
-                    Some("add token = \"${WEBHOOK_TOKEN}\" (senders send Authorization: Bearer <token>), or allow_unauthenticated = true to take unauthenticated requests knowingly".into()),
-                );
-                ok = false;
-            }
-            (None, Some(a)) if !*a.get_ref() => {
-                diag.at(
-                    a.span(),
-                    format!("provider = \"none\" on source `{name}` has no `token` and allow_unauthenticated = false: nothing could authenticate a request"),
-                    Some("add token = \"${WEBHOOK_TOKEN}\", or write allow_unauthenticated = true".into()),
-                );
-                ok = false;
-            }
-            _ => {}
-        }
-    }
-    let secrets_raw: Vec<&Spanned<String>> = src
-        .secrets
-        .as_ref()
-        .map(|s| s.get_ref().iter().collect())
-        .unwrap_or_default();
-    // Keys that only one provider reads.
-    let hmac_only = [
-        ("signature_header", &src.signature_header),
-        ("algorithm", &src.algorithm),
-        ("encoding", &src.encoding),
-        ("prefix", &src.prefix),
-        ("timestamp_header", &src.timestamp_header),
-    ];
-    if provider_name != "hmac" {
-        for (key, v) in &hmac_only {
-            if let Some(v) = v {
-                diag.at(
-                    v.span(),
-                    format!("`{key}` applies to provider = \"hmac\", and source `{name}` uses \"{provider_name}\""),
-                    Some(format!("remove `{key}`, or set provider = \"hmac\"")),
-                );
-                ok = false;
-            }
-        }
-    }
-    if let (Some(t), false) = (&src.token, provider_name == "none") {
-        diag.at(
-            t.span(),
-            format!("`token` applies to provider = \"none\", and source `{name}` uses \"{provider_name}\""),
-            Some("signed providers authenticate with `secrets`; remove `token`".into()),
-        );
-        ok = false;
-    }
+    let mut ok = check_authentication_keys(name, provider_name, provider_span.clone(), src, diag);
     let provider = provider_of(
         name,
         provider_name,
@@ -189,6 +116,11 @@ pub(super) fn validate(
         diag,
     )?;
     let signed = !matches!(provider, WebhookProvider::None { .. });
+    let secrets_raw: Vec<&Spanned<String>> = src
+        .secrets
+        .as_ref()
+        .map(|s| s.get_ref().iter().collect())
+        .unwrap_or_default();
     if signed && secrets_raw.is_empty() {
         diag.at(
             src.secrets
@@ -256,7 +188,118 @@ pub(super) fn validate(
     };
     let id_pointer = pointer(&src.id_pointer, diag);
     let type_pointer = pointer(&src.type_pointer, diag);
-    // Credential and signature headers are never copied into Kafka (nor kept in the DLQ).
+    let headers = copied_headers(name, src, &mut ok, diag);
+    let _ = &src.kind;
+    if !ok {
+        return None;
+    }
+    Some(WebhookSourceConfig {
+        path,
+        provider,
+        secrets,
+        tolerance: tolerance?,
+        max_body_bytes: max_body_bytes?,
+        rate_limit: rate_limit?,
+        dedupe_window: dedupe_window?,
+        headers,
+        when_unavailable: when_unavailable?,
+        ack_timeout: ack_timeout?,
+        id_pointer: id_pointer?,
+        type_pointer: type_pointer?,
+    })
+}
+
+/// The keys that say how a request is authenticated agree with the provider: `token` and
+/// `allow_unauthenticated` only with provider = "none", and one of them there (fail closed);
+/// the generic HMAC keys only with provider = "hmac". False once something was reported.
+fn check_authentication_keys(
+    name: &str,
+    provider_name: &str,
+    provider_span: Option<std::ops::Range<usize>>,
+    src: &RawWebhookSource,
+    diag: &mut Diagnostics,
+) -> bool {
+    let mut ok = true;
+    let open = src.allow_unauthenticated.as_ref();
+    if let Some(a) = open
+        && provider_name != "none"
+    {
+        diag.at(
+            a.span(),
+            format!("`allow_unauthenticated` applies to provider = \"none\", and source `{name}` uses \"{provider_name}\""),
+            Some("remove `allow_unauthenticated`: this provider's signature authenticates requests".into()),
+        );
+        ok = false;
+    }
+    if provider_name == "none" {
+        match (&src.token, open) {
+            (Some(_), Some(a)) if *a.get_ref() => {
+                diag.at(
+                    a.span(),
+                    format!("source `{name}` sets both `token` and allow_unauthenticated = true"),
+                    Some("remove allow_unauthenticated (the token authenticates requests), or remove `token`".into()),
+                );
+                ok = false;
+            }
+            (None, None) => {
+                diag.at(
+                    provider_span.clone().unwrap_or(0..0),
+                    format!("provider = \"none\" on source `{name}` has no `token`: it would accept requests from anyone"),
+                    Some("add token = \"${WEBHOOK_TOKEN}\" (senders send Authorization: Bearer <token>), or allow_unauthenticated = true to take unauthenticated requests knowingly".into()),
+                );
+                ok = false;
+            }
+            (None, Some(a)) if !*a.get_ref() => {
+                diag.at(
+                    a.span(),
+                    format!("provider = \"none\" on source `{name}` has no `token` and allow_unauthenticated = false: nothing could authenticate a request"),
+                    Some("add token = \"${WEBHOOK_TOKEN}\", or write allow_unauthenticated = true".into()),
+                );
+                ok = false;
+            }
+            _ => {}
+        }
+    }
+    // Keys that only one provider reads.
+    let hmac_only = [
+        ("signature_header", &src.signature_header),
+        ("algorithm", &src.algorithm),
+        ("encoding", &src.encoding),
+        ("prefix", &src.prefix),
+        ("timestamp_header", &src.timestamp_header),
+    ];
+    if provider_name != "hmac" {
+        for (key, v) in &hmac_only {
+            if let Some(v) = v {
+                diag.at(
+                    v.span(),
+                    format!("`{key}` applies to provider = \"hmac\", and source `{name}` uses \"{provider_name}\""),
+                    Some(format!("remove `{key}`, or set provider = \"hmac\"")),
+                );
+                ok = false;
+            }
+        }
+    }
+    if let (Some(t), false) = (&src.token, provider_name == "none") {
+        diag.at(
+            t.span(),
+            format!("`token` applies to provider = \"none\", and source `{name}` uses \"{provider_name}\""),
+            Some("signed providers authenticate with `secrets`; remove `token`".into()),
+        );
+        ok = false;
+    }
+    ok
+}
+
+/// The request headers `headers` names, lowercase, to copy into each event. Credential and
+/// signature headers are never copied into Kafka (nor kept in the DLQ): naming one is reported
+/// and clears `ok`.
+fn copied_headers(
+    name: &str,
+    src: &RawWebhookSource,
+    ok: &mut bool,
+    diag: &mut Diagnostics,
+) -> Vec<String> {
     let own_signature = src
         .signature_header
         .as_ref()
@@ -277,29 +320,12 @@ pub(super) fn validate(
                 format!("`{}` carries a credential or a signature: source `{name}` never copies it into Kafka or the DLQ", h.get_ref()),
                 Some(format!("remove \"{}\" from `headers`; switchyard checks the request's signature or token itself", h.get_ref())),
             );
-            ok = false;
+            *ok = false;
         } else {
             headers.push(lower);
         }
     }
-    let _ = &src.kind;
-    if !ok {
-        return None;
-    }
-    Some(WebhookSourceConfig {
-        path,
-        provider,
-        secrets,
-        tolerance: tolerance?,
-        max_body_bytes: max_body_bytes?,
-        rate_limit: rate_limit?,
-        dedupe_window: dedupe_window?,
-        headers,
-        when_unavailable: when_unavailable?,
-        ack_timeout: ack_timeout?,
-        id_pointer: id_pointer?,
-        type_pointer: type_pointer?,
-    })
+    headers
 }
 
 /// The secrets' key bytes (Standard Webhooks' `whsec_` base64 decoded); an empty or undecodable
