@@ -119,40 +119,10 @@ pub(super) fn validate_routes(
     let mut out = Vec::new();
     for r in raw {
         let name = r.name.get_ref().clone();
-        let mut ok = true;
-        if !is_identifier(&name) {
-            diag.at(
-                r.name.span(),
-                format!("route name `{name}` is not allowed"),
-                Some("use lowercase letters, digits, `_` and `-`".into()),
-            );
-            ok = false;
-        }
-        if seen.contains_key(&name) {
-            diag.at(
-                r.name.span(),
-                format!("duplicate route name `{name}`"),
-                Some("route names must be unique: rename one of them".into()),
-            );
-            ok = false;
-        } else {
-            seen.insert(name.clone(), r.name.span());
-        }
+        let mut ok = check_name(&r, &name, &mut seen, diag);
         let source = r.source.get_ref();
-        let source_cfg = sources.get(source);
-        if source_cfg.is_none() {
-            let known: Vec<&str> = sources.keys().map(String::as_str).collect();
-            diag.at(
-                r.source.span(),
-                format!("route `{name}` names source `{source}`, which is not defined"),
-                Some(if known.is_empty() {
-                    "define it as a [sources.<name>] table".to_string()
-                } else {
-                    format!("the defined sources are: {}", known.join(", "))
-                }),
-            );
-            ok = false;
-        }
+        let source_cfg = source_of(&r, &name, sources, diag);
+        ok &= source_cfg.is_some();
         let is_postgres = matches!(
             source_cfg,
             Some(SourceConfig {
@@ -188,31 +158,7 @@ pub(super) fn validate_routes(
         if max_topics.is_err() {
             filter_ok_early = false;
         }
-        if let Some(v) = &r.event_types
-            && is_postgres
-        {
-            diag.at(
-                v.span(),
-                format!("`event_types` filters apply to webhook sources, and `{source}` is a postgres source"),
-                Some("filter changes with `tables` and `ops`".into()),
-            );
-            filter_ok_early = false;
-        }
-        for (what, given) in [("tables", &r.tables), ("ops", &r.ops)] {
-            if let Some(v) = given
-                && !is_postgres
-                && source_cfg.is_some()
-            {
-                diag.at(
-                    v.span(),
-                    format!(
-                        "`{what}` filters apply to postgres sources, and `{source}` is not one"
-                    ),
-                    Some(format!("remove `{what}` from route `{name}`")),
-                );
-                filter_ok_early = false;
-            }
-        }
+        filter_ok_early &= filters_fit_source(&r, &name, is_postgres, source_cfg.is_some(), diag);
         let filter = route_filter(&r, &name, is_postgres, diag);
         filter_ok_early &= r.filter.is_none() || filter.is_some();
         let transform = match &r.transform {
@@ -243,19 +189,7 @@ pub(super) fn validate_routes(
         filter_ok_early &= r.value_schema.is_none() || value_schema.is_some();
         let mut filter_ok = filter_ok_early;
         let ops = route_ops(&r, &mut filter_ok, diag);
-        if let (Some(t), Some(v)) = (&topic, &r.ops)
-            && v.get_ref().iter().any(|o| o == "message")
-            && t.parts()
-                .iter()
-                .any(|p| matches!(p, TopicPart::Field(TopicField::Schema | TopicField::Table)))
-        {
-            diag.at(
-                topic_span.clone(),
-                format!("route `{name}` takes messages, which belong to no table, but its topic names {{schema}} or {{table}}"),
-                Some("send messages through their own route, e.g. ops = [\"message\"] and topic = \"{source}.message\"".into()),
-            );
-            filter_ok = false;
-        }
+        filter_ok &= messages_fit_topic(&r, &name, topic.as_ref(), topic_span, diag);
         let tables = r
             .tables
             .as_ref()
@@ -284,6 +218,121 @@ pub(super) fn validate_routes(
         }
     }
     out
+}
+
+/// The route's name is an identifier and no earlier route's; reported if not.
+fn check_name(
+    r: &RawRoute,
+    name: &str,
+    seen: &mut HashMap<String, Range<usize>>,
+    diag: &mut Diagnostics,
+) -> bool {
+    let mut ok = true;
+    if !is_identifier(name) {
+        diag.at(
+            r.name.span(),
+            format!("route name `{name}` is not allowed"),
+            Some("use lowercase letters, digits, `_` and `-`".into()),
+        );
+        ok = false;
+    }
+    if seen.contains_key(name) {
+        diag.at(
+            r.name.span(),
+            format!("duplicate route name `{name}`"),
+            Some("route names must be unique: rename one of them".into()),
+        );
+        ok = false;
+    } else {
+        seen.insert(name.to_string(), r.name.span());
+    }
+    ok
+}
+
+/// The source the route names, or `None` (reported, with the sources there are).
+fn source_of<'a>(
+    r: &RawRoute,
+    name: &str,
+    sources: &'a BTreeMap<String, SourceConfig>,
+    diag: &mut Diagnostics,
+) -> Option<&'a SourceConfig> {
+    let source = r.source.get_ref();
+    let source_cfg = sources.get(source);
+    if source_cfg.is_none() {
+        let known: Vec<&str> = sources.keys().map(String::as_str).collect();
+        diag.at(
+            r.source.span(),
+            format!("route `{name}` names source `{source}`, which is not defined"),
+            Some(if known.is_empty() {
+                "define it as a [sources.<name>] table".to_string()
+            } else {
+                format!("the defined sources are: {}", known.join(", "))
+            }),
+        );
+    }
+    source_cfg
+}
+
+/// The route's filters are of its source's kind: `event_types` for webhooks, `tables` and
+/// `ops` for postgres; reported if not.
+fn filters_fit_source(
+    r: &RawRoute,
+    name: &str,
+    is_postgres: bool,
+    source_known: bool,
+    diag: &mut Diagnostics,
+) -> bool {
+    let source = r.source.get_ref();
+    let mut ok = true;
+    if let Some(v) = &r.event_types
+        && is_postgres
+    {
+        diag.at(
+            v.span(),
+            format!("`event_types` filters apply to webhook sources, and `{source}` is a postgres source"),
+            Some("filter changes with `tables` and `ops`".into()),
+        );
+        ok = false;
+    }
+    for (what, given) in [("tables", &r.tables), ("ops", &r.ops)] {
+        if let Some(v) = given
+            && !is_postgres
+            && source_known
+        {
+            diag.at(
+                v.span(),
+                format!("`{what}` filters apply to postgres sources, and `{source}` is not one"),
+                Some(format!("remove `{what}` from route `{name}`")),
+            );
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// A route that takes messages (which belong to no table) has a topic without `{schema}` or
+/// `{table}`; reported if not.
+fn messages_fit_topic(
+    r: &RawRoute,
+    name: &str,
+    topic: Option<&TopicTemplate>,
+    topic_span: Range<usize>,
+    diag: &mut Diagnostics,
+) -> bool {
+    if let (Some(t), Some(v)) = (topic, &r.ops)
+        && v.get_ref().iter().any(|o| o == "message")
+        && t.parts()
+            .iter()
+            .any(|p| matches!(p, TopicPart::Field(TopicField::Schema | TopicField::Table)))
+    {
+        diag.at(
+            topic_span,
+            format!("route `{name}` takes messages, which belong to no table, but its topic names {{schema}} or {{table}}"),
+            Some("send messages through their own route, e.g. ops = [\"message\"] and topic = \"{source}.message\"".into()),
+        );
+        return false;
+    }
+    true
 }
 
 /// The route's topic: as written, or the postgres default; its placeholders checked against the

@@ -631,3 +631,104 @@ fn credential_and_signature_headers_cannot_be_copied_into_kafka() {
     };
     assert_eq!(w.headers, vec!["x-github-hook-id".to_string()]);
 }
+
+/// `file:line:column` of the first `needle` in `text` (1-based, as the errors print it).
+fn at(text: &str, needle: &str) -> String {
+    let offset = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle} in the text"));
+    let line = text[..offset].matches('\n').count() + 1;
+    let column = offset - text[..offset].rfind('\n').map_or(0, |n| n + 1) + 1;
+    format!("conf/routes.toml:{line}:{column}: ")
+}
+
+/// Asserts that one error starts at `needle`'s position with `message`, and gives help.
+fn reported(errs: &[String], text: &str, needle: &str, message: &str) {
+    let want = format!("{}{message}", at(text, needle));
+    assert!(
+        errs.iter()
+            .any(|e| e.starts_with(&want) && e.contains("help:")),
+        "no error starting {want:?} with help in {errs:#?}"
+    );
+}
+
+#[test]
+fn admin_tokens_and_clients_are_checked_where_they_are_written() {
+    let digest = "a".repeat(64);
+    let text = format!(
+        "{BASE}\n[admin.tokens.\"bad name!\"]\nrole = \"viewer\"\nsha256 = \"{digest}\"\n\
+         [admin.tokens.alice]\nrole = \"owner\"\nsha256 = \"b{digest}\"\n\
+         [admin.tokens.bob]\nrole = \"operator\"\nsha256 = \"sha256:{digest}\"\n\
+         [admin.clients.carol]\ncommon_name = \"carol\"\nrole = \"admin\"\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 5, "{errs:#?}");
+    reported(
+        &errs,
+        &text,
+        "[admin.tokens.\"bad name!\"]",
+        "`bad name!` is not a usable token name",
+    );
+    reported(&errs, &text, "\"owner\"", "unknown role \"owner\"");
+    reported(
+        &errs,
+        &text,
+        &format!("\"b{digest}\""),
+        "token `alice`: sha256 is not 64 hexadecimal digits",
+    );
+    reported(
+        &errs,
+        &text,
+        &format!("\"sha256:{digest}\""),
+        "tokens `bad name!` and `bob` have the same digest",
+    );
+    reported(
+        &errs,
+        &text,
+        "[admin.clients.carol]",
+        "[admin.clients.carol] needs client certificates verified",
+    );
+}
+
+#[test]
+fn postgres_table_selectors_placeholders_and_webhook_filters_are_checked_where_they_are_written() {
+    let text = format!(
+        "{BASE}\n[sources.db]\ntype = \"postgres\"\nurl = \"postgres://u@h/app\"\n\
+         tables = [\"public.orders\", \"orders\"]\nexclude_tables = [\"public.\"]\n\
+         unavailable_value_placeholder = \"hex:abc\"\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 3, "{errs:#?}");
+    reported(
+        &errs,
+        &text,
+        "\"orders\"]",
+        "`orders` in `tables` is not schema.table",
+    );
+    reported(
+        &errs,
+        &text,
+        "\"public.\"",
+        "`public.` in `exclude_tables` is not schema.table",
+    );
+    reported(
+        &errs,
+        &text,
+        "\"hex:abc\"",
+        "unavailable_value_placeholder `hex:abc`: Odd number of digits",
+    );
+    // A webhook filter on a route of a (valid) postgres source.
+    let text = format!(
+        "{BASE}\n[sources.db]\ntype = \"postgres\"\nurl = \"postgres://u@h/app\"\n\
+         tables = [\"public.orders\"]\n\
+         [[routes]]\nname = \"changes\"\nsource = \"db\"\nevent_types = [\"order.*\"]\n"
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    reported(
+        &errs,
+        &text,
+        "[\"order.*\"]",
+        "`event_types` filters apply to webhook sources, and `db` is a postgres source",
+    );
+}
