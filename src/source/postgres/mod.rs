@@ -12,6 +12,7 @@ pub mod pgoutput;
 mod preflight;
 pub(crate) mod publication;
 mod rows;
+mod session;
 pub(crate) mod slot;
 pub(crate) mod snapshot;
 pub(crate) mod stream;

@@ -11,16 +11,11 @@
 //! `<commit LSN>:<ordinal>`. After any error the session restarts from the slot's confirmed
 //! position: what was not confirmed is delivered again (at-least-once), nothing is skipped.
 
-use super::counters::SourceCounters;
-use super::txn::Txn;
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
-use std::pin::Pin;
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use pgwire_replication::{Lsn as WireLsn, ReplicationClient, ReplicationConfig, ReplicationEvent};
@@ -28,13 +23,10 @@ use tokio::sync::watch;
 use tokio_postgres::Client;
 use tracing::{error, info, warn};
 
-use super::pgoutput::{self, Message, Relation};
-use super::rows::{changes, fill_toast, text_row, unfilled};
-use crate::ack::{AckToken, Checkpoint, Delivery, Seq};
-use crate::config::{PostgresSourceConfig, SnapshotMode, Unmatched};
-use crate::event::{
-    ChangeColumn, ChangePayload, Event, EventId, MessagePayload, Payload, now_micros,
-};
+use super::counters::SourceCounters;
+use super::session::{InFlight, Session};
+use crate::config::{PostgresSourceConfig, SnapshotMode};
+use crate::event::ChangeColumn;
 use crate::pipeline::health::SourceHealth;
 use crate::pipeline::{OrderedLane, Pipeline};
 use crate::store::Store;
@@ -81,28 +73,6 @@ pub(crate) struct PostgresSource {
     pub(super) fence: super::leader::Fence,
     /// The tables to capture: a reload sends new ones (see [`PostgresSource::selection`]).
     pub(super) selection: Arc<watch::Sender<crate::config::TableSelection>>,
-}
-
-type AckFuture = Pin<Box<dyn Future<Output = (Seq, String, Delivery)> + Send>>;
-
-/// What a session has handed to the pipeline and not yet confirmed: the positions tracked
-/// (`checkpoint`), the commit ends waiting to be confirmed (`commits`), and the outcomes still
-/// to come (`acks`). The slot is confirmed from it in [`confirm_durable_commits`].
-struct InFlight {
-    checkpoint: Checkpoint<u64>,
-    commits: VecDeque<u64>,
-    acks: FuturesUnordered<AckFuture>,
-}
-
-impl InFlight {
-    /// Nothing in flight, the slot confirmed at `confirmed`.
-    fn new(confirmed: u64) -> InFlight {
-        InFlight {
-            checkpoint: Checkpoint::new(Some(confirmed)),
-            commits: VecDeque::new(),
-            acks: FuturesUnordered::new(),
-        }
-    }
 }
 
 impl PostgresSource {
@@ -290,15 +260,6 @@ impl PostgresSource {
         connect_sql(&self.cfg).await
     }
 
-    async fn describe(
-        &self,
-        client: &Client,
-        rel: &Relation,
-    ) -> Result<KnownRelation, SourceError> {
-        // One rule for the stream, the snapshot and `check --registry`: see `catalog`.
-        super::catalog::relation(client, rel).await
-    }
-
     /// Publishes how much WAL the slot holds back.
     async fn report_lag(&self, client: &Client) {
         let lag = client
@@ -314,35 +275,6 @@ impl PostgresSource {
                 .with_label_values(&[self.name.as_str()])
                 .set(bytes.unwrap_or(0));
         }
-    }
-
-    /// Tracks `event` at `position` and hands it to the pipeline; an event no route takes is
-    /// durable at once (returns the checkpoint's new position then).
-    async fn send(
-        &self,
-        lane: &OrderedLane,
-        event: Event,
-        position: u64,
-        flight: &mut InFlight,
-        trace: Option<opentelemetry::Context>,
-    ) -> Option<u64> {
-        let seq = flight.checkpoint.track(position);
-        self.counters.receive();
-        // Routed once, here: the pipeline takes the matches as they are. Table and policy are
-        // read together, so a reload in between cannot pair the old table with the new policy.
-        let (routes, unmatched) = self.pipeline.routing();
-        let matches = routes.route(&event);
-        if matches.is_empty() && unmatched == Unmatched::Drop {
-            // Unrouted tables and operations are the common case for CDC: not counted.
-            return flight.checkpoint.resolve(seq, true);
-        }
-        let (ack, rx) = AckToken::new();
-        let id = event.id.to_string();
-        lane.submit(event, Some(matches), ack, trace).await;
-        flight
-            .acks
-            .push(Box::pin(async move { (seq, id, rx.wait().await) }));
-        None
     }
 
     /// An orderly stop: waits (until `deadline`, the stop's `stop_bound`) for the events in
@@ -414,30 +346,6 @@ impl PostgresSource {
         traces.root(name, SpanKind::Consumer, None, all)
     }
 
-    /// The span of one transaction (Begin to Commit), parent of its events' spans.
-    fn transaction_span(&self, commit_lsn: u64, xid: u32) -> Traced {
-        self.root_span("cdc.transaction", || {
-            vec![
-                KeyValue::new("switchyard.xid", i64::from(xid)),
-                KeyValue::new(
-                    "switchyard.commit_lsn",
-                    super::lsn::Lsn(commit_lsn).to_string(),
-                ),
-            ]
-        })
-    }
-
-    /// The span of a logical decoding message written outside a transaction: its own trace,
-    /// ended once the message is durable.
-    fn message_span(&self, lsn: u64, prefix: &str) -> Traced {
-        self.root_span("cdc.message", || {
-            vec![
-                KeyValue::new("switchyard.message.prefix", prefix.to_string()),
-                KeyValue::new("switchyard.lsn", super::lsn::Lsn(lsn).to_string()),
-            ]
-        })
-    }
-
     /// One session: snapshot (if due) and stream, every event through one ordered lane.
     async fn session(&self, stop: &mut watch::Receiver<bool>) -> Result<(), SourceError> {
         let lane = self
@@ -464,7 +372,7 @@ impl PostgresSource {
         &self,
         lane: &OrderedLane,
         stop: &mut watch::Receiver<bool>,
-        mut windows: super::backfill::Windows,
+        windows: super::backfill::Windows,
     ) -> Result<(), SourceError> {
         let client = self.connect_sql().await?;
         let (slot, joined) = self.preflight(&client).await?;
@@ -494,51 +402,32 @@ impl PostgresSource {
         self.health.set(&self.name, "streaming", None);
         self.counters.confirmed(confirmed);
 
-        let mut relations: HashMap<u32, KnownRelation> = HashMap::new();
-        let mut flight = InFlight::new(confirmed);
-        let mut txn: Option<Txn> = None;
-        // The end of the last commit (or non-transactional message) read: `source.sequence`.
-        let mut last_commit: Option<u64> = None;
-        let mut txn_span = Traced::none();
-        // Spans of committed transactions whose events are not all durable yet, by commit
-        // end position: each ends once the slot may be confirmed past its commit, so it covers
-        // its events' deliveries (its children).
-        let mut delivering: VecDeque<(u64, Traced)> = VecDeque::new();
+        let mut s = Session::new(confirmed, windows);
         let mut heartbeat = tokio::time::interval(self.cfg.heartbeat_interval);
         heartbeat.tick().await;
-        // Set when a stop arrives inside a transaction: its changes already went to the
-        // pipeline, so it is read on to its commit (until the stop's bound) and then confirmed
-        // with the rest, rather than redelivered after the restart.
-        let mut stopping: Option<tokio::time::Instant> = None;
 
         loop {
             tokio::select! {
-                _ = stop.changed(), if stopping.is_none() => {
+                _ = stop.changed(), if s.stopping.is_none() => {
                     if *stop.borrow() {
                         let deadline = tokio::time::Instant::now() + self.stop_bound;
-                        if txn.is_some() {
-                            stopping = Some(deadline);
+                        if s.txn.is_some() {
+                            s.stopping = Some(deadline);
                             continue;
                         }
-                        self.finish(&mut repl, &mut flight, deadline).await;
+                        self.finish(&mut repl, &mut s.flight, deadline).await;
                         return Ok(());
                     }
                 }
-                () = tokio::time::sleep_until(stopping.unwrap_or_else(tokio::time::Instant::now)), if stopping.is_some() => {
+                () = tokio::time::sleep_until(s.stopping.unwrap_or_else(tokio::time::Instant::now)), if s.stopping.is_some() => {
                     // The transaction did not end within the bound: what is durable is confirmed.
-                    if let Some(deadline) = stopping {
-                        self.finish(&mut repl, &mut flight, deadline).await;
+                    if let Some(deadline) = s.stopping {
+                        self.finish(&mut repl, &mut s.flight, deadline).await;
                     }
                     return Ok(());
                 }
-                Some((seq, id, delivery)) = flight.acks.next(), if !flight.acks.is_empty() => {
-                    let durable = delivery.is_durable();
-                    let at = flight.checkpoint.resolve(seq, durable);
-                    if !durable {
-                        return Err(SourceError::NotDurable(id));
-                    }
-                    confirm_durable_commits(&repl, &mut flight.commits, at, &self.counters, &self.fence);
-                    end_spans(&mut delivering, at);
+                Some(outcome) = s.flight.acks.next(), if !s.flight.acks.is_empty() => {
+                    self.on_ack(&repl, &mut s, outcome)?;
                 }
                 Ok(()) = selection.changed() => {
                     // A reload changed `tables`: the publication follows at once; changes of
@@ -576,161 +465,27 @@ impl PostgresSource {
                     }
                     match event {
                         ReplicationEvent::Begin { final_lsn, xid, commit_time_micros } => {
-                            txn = Some(Txn::new(final_lsn.0, xid, commit_time_micros + pgoutput::PG_EPOCH_OFFSET_MICROS));
-                            txn_span = self.transaction_span(final_lsn.0, xid);
+                            self.on_begin(&mut s, final_lsn.0, xid, commit_time_micros);
                         }
                         ReplicationEvent::Commit { end_lsn, .. } => {
-                            if let Some(t) = &txn {
-                                txn_span.set(KeyValue::new("switchyard.events", i64::from(t.ordinal)));
-                            }
-                            txn = None;
-                            last_commit = Some(end_lsn.0);
-                            let span = std::mem::take(&mut txn_span);
-                            if span.is_on() {
-                                delivering.push_back((end_lsn.0, span));
-                            }
-                            let seq = flight.checkpoint.track(end_lsn.0);
-                            flight.commits.push_back(end_lsn.0);
-                            let at = flight.checkpoint.resolve(seq, true);
-                            confirm_durable_commits(&repl, &mut flight.commits, at, &self.counters, &self.fence);
-                            end_spans(&mut delivering, at);
-                            if let Some(deadline) = stopping {
-                                self.finish(&mut repl, &mut flight, deadline).await;
+                            self.on_commit(&repl, &mut s, end_lsn.0);
+                            if let Some(deadline) = s.stopping {
+                                self.finish(&mut repl, &mut s.flight, deadline).await;
                                 return Ok(());
                             }
                         }
                         ReplicationEvent::Message { lsn, transactional, prefix, content } => {
                             if prefix == super::backfill::PREFIX {
-                                // A backfill's watermark: at a HIGH, its chunk's rows go out here,
-                                // in stream order (see `backfill`).
-                                if !transactional
-                                    && txn.is_none()
-                                    && let Some(events) = windows.on_mark(&content, lsn.0, &self.name, &self.database)
-                                {
-                                    flight.commits.push_back(lsn.0);
-                                    for event in events {
-                                        let at = self.send(lane, event, lsn.0, &mut flight, None).await;
-                                        confirm_durable_commits(&repl, &mut flight.commits, at, &self.counters, &self.fence);
-                                    }
-                                    let seq = flight.checkpoint.track(lsn.0);
-                                    let at = flight.checkpoint.resolve(seq, true);
-                                    confirm_durable_commits(&repl, &mut flight.commits, at, &self.counters, &self.fence);
-                                }
-                                continue;
-                            }
-                            if prefix == HEARTBEAT_PREFIX {
-                                // With nothing in flight, everything before it is durable.
-                                if !transactional && txn.is_none() && flight.checkpoint.in_flight() == 0 && self.fence.holds() {
-                                    repl.update_applied_lsn(lsn);
-                                    self.counters.confirmed(lsn.0);
-                                }
-                                continue;
-                            }
-                            let (position, tx_id, ts_ms, ordinal) = match (transactional, txn.as_mut()) {
-                                (true, Some(t)) => {
-                                    t.ordinal += 1;
-                                    (t.final_lsn, Some(t.xid), t.commit_us / 1000, t.ordinal - 1)
-                                }
-                                _ => {
-                                    last_commit = Some(lsn.0);
-                                    (lsn.0, None, now_micros() / 1000, 0)
-                                }
-                            };
-                            // Outside a transaction the message is its own trace, ended once
-                            // the message is durable.
-                            let own = if transactional {
-                                Traced::none()
+                                self.on_backfill_mark(&repl, lane, &mut s, lsn.0, transactional, &content).await;
+                            } else if prefix == HEARTBEAT_PREFIX {
+                                self.on_heartbeat(&repl, &s, lsn, transactional);
                             } else {
-                                self.message_span(position, &prefix)
-                            };
-                            let event = Event {
-                                id: EventId::from_lsn(position, ordinal),
-                                source: self.name.clone(),
-                                event_type: "m".into(),
-                                received_at_micros: now_micros(),
-                                payload: Payload::Message(MessagePayload {
-                                    database: self.database.clone(),
-                                    prefix,
-                                    content: content.to_vec(),
-                                    transactional,
-                                    lsn: lsn.0,
-                                    tx_id,
-                                    ts_ms,
-                                }),
-                            };
-                            if !transactional {
-                                // Outside a transaction the message is its own unit of progress.
-                                flight.commits.push_back(position);
+                                let at = self.on_message(lane, &mut s, lsn.0, transactional, prefix, &content).await;
+                                self.confirm(&repl, &mut s, at);
                             }
-                            let trace = if transactional {
-                                txn_span.context()
-                            } else {
-                                let cx = own.context();
-                                if own.is_on() {
-                                    delivering.push_back((position, own));
-                                }
-                                cx
-                            };
-                            let at = self.send(lane, event, position, &mut flight, trace).await;
-                            confirm_durable_commits(&repl, &mut flight.commits, at, &self.counters, &self.fence);
-                            end_spans(&mut delivering, at);
                         }
                         ReplicationEvent::XLogData { data, wal_start, .. } => {
-                            let msg = pgoutput::decode(&data)?;
-                            if let Message::Relation(rel) = &msg {
-                                let known = self.describe(&client, rel).await?;
-                                relations.insert(rel.oid, known);
-                                continue;
-                            }
-                            let Some(t) = txn.as_mut() else {
-                                continue;
-                            };
-                            for change in changes(msg, self.cfg.tombstones) {
-                                let Some(rel) = relations.get(&change.relation) else {
-                                    return Err(SourceError::Stream(format!("change for unknown relation {}", change.relation)));
-                                };
-                                let mut unchanged_toast = change
-                                    .after
-                                    .as_ref()
-                                    .map(|a| unfilled(a, change.old_full(), &rel.columns))
-                                    .unwrap_or_default();
-                                let old_full = if change.before_key_only { None } else { change.before.as_ref() };
-                                let mut after = change.after.map(|a| text_row(a, old_full));
-                                if let Some(row) = after.as_mut()
-                                    && !unchanged_toast.is_empty()
-                                {
-                                    unchanged_toast = fill_toast(&client, rel, row, unchanged_toast).await?;
-                                    super::rows::placeholders(&rel.columns, row, &unchanged_toast, &self.cfg.unavailable_value_placeholder);
-                                }
-                                let position = t.position(wal_start.0, last_commit, change.relation, change.op);
-                                let before = change.before.map(|b| text_row(b, None));
-                                windows.on_change(&rel.schema, &rel.table, &rel.columns, [after.as_ref(), before.as_ref()]);
-                                let event = Event {
-                                    id: EventId::from_lsn(t.final_lsn, t.ordinal),
-                                    source: self.name.clone(),
-                                    event_type: change.op.code().to_string(),
-                                    received_at_micros: now_micros(),
-                                    payload: Payload::Change(ChangePayload {
-                                        database: self.database.clone(),
-                                        schema: rel.schema.clone(),
-                                        table: rel.table.clone(),
-                                        table_doc: rel.table_doc.clone(),
-                                        op: change.op,
-                                        columns: rel.columns.clone(),
-                                        before,
-                                        before_key_only: change.before_key_only,
-                                        position,
-                                        unchanged_toast,
-                                        after,
-                                        commit_lsn: t.final_lsn,
-                                        tx_id: t.xid,
-                                        commit_time_ms: t.commit_us / 1000,
-                                    }),
-                                };
-                                t.ordinal += 1;
-                                let final_lsn = t.final_lsn;
-                                self.send(lane, event, final_lsn, &mut flight, txn_span.context()).await;
-                            }
+                            self.on_data(&client, lane, &mut s, &data, wal_start.0).await?;
                         }
                         ReplicationEvent::KeepAlive { .. } => {}
                         ReplicationEvent::StoppedAt { .. } => return Ok(()),
@@ -744,14 +499,6 @@ impl PostgresSource {
 /// The prefix of switchyard's own heartbeat messages (never forwarded).
 pub(crate) const HEARTBEAT_PREFIX: &str = "switchyard.heartbeat";
 
-/// Ends the spans of the transactions (and messages) confirmed at or before `confirmed`.
-fn end_spans(delivering: &mut VecDeque<(u64, Traced)>, confirmed: Option<u64>) {
-    let Some(confirmed) = confirmed else { return };
-    while delivering.front().is_some_and(|(end, _)| *end <= confirmed) {
-        delivering.pop_front();
-    }
-}
-
 /// The error of a session whose leadership fence lapsed.
 fn lapsed() -> SourceError {
     SourceError::Stream(
@@ -763,7 +510,7 @@ fn lapsed() -> SourceError {
 /// place a commit's durability reaches the server; a heartbeat with nothing in flight is the
 /// other way the position moves); nothing once `fence` lapsed (the events stay durable, the
 /// next leader sends them again).
-fn confirm_durable_commits(
+pub(super) fn confirm_durable_commits(
     repl: &ReplicationClient,
     commits: &mut VecDeque<u64>,
     confirmed: Option<u64>,
