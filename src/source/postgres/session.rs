@@ -1,24 +1,30 @@
 //! One streaming session's state, and what each replication event does to it.
 //!
-//! [`PostgresSource::stream`](super::stream) opens the replication connection and waits on
-//! it, on the acknowledgements of the events in flight, on the heartbeat and on a stop; every
-//! event read goes to one method here. All of them run on the session's one task, in the
-//! order the server sent the events: that is what keeps the events of one source in commit
-//! order on their way to the pipeline's ordered lane.
+//! [`PostgresSource::stream`] opens the replication connection and waits on it, on the
+//! acknowledgements of the events in flight, on the heartbeat, on a reload and on a stop. The
+//! events it reads go to the `on_*` methods here (a keepalive needs nothing); the
+//! acknowledgements to [`PostgresSource::on_ack`]; a stop ends in [`PostgresSource::finish`].
+//! All of them run on the session's one task, in the order the server sent the events: that
+//! is what keeps the events of one source in commit order on their way to the pipeline's
+//! ordered lane. The slot is confirmed in one place, [`confirm_durable_commits`].
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
 
+use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 use opentelemetry::KeyValue;
 use pgwire_replication::{Lsn as WireLsn, ReplicationClient};
 use tokio_postgres::Client;
+use tracing::{info, warn};
 
 use super::backfill::Windows;
+use super::counters::SourceCounters;
 use super::pgoutput::{self, Message, Relation};
 use super::rows::{changes, fill_toast, text_row, unfilled};
-use super::stream::{KnownRelation, PostgresSource, SourceError, confirm_durable_commits};
+use super::stream::{KnownRelation, PostgresSource, SourceError};
 use super::txn::Txn;
 use crate::ack::{AckToken, Checkpoint, Delivery, Seq};
 use crate::config::Unmatched;
@@ -32,8 +38,8 @@ type AckFuture = Pin<Box<dyn Future<Output = (Seq, String, Delivery)> + Send>>;
 /// (`checkpoint`), the commit ends waiting to be confirmed (`commits`), and the outcomes still
 /// to come (`acks`). The slot is confirmed from it in [`confirm_durable_commits`].
 pub(super) struct InFlight {
-    pub(super) checkpoint: Checkpoint<u64>,
-    pub(super) commits: VecDeque<u64>,
+    checkpoint: Checkpoint<u64>,
+    commits: VecDeque<u64>,
     pub(super) acks: FuturesUnordered<AckFuture>,
 }
 
@@ -104,7 +110,7 @@ impl Session {
 
 impl PostgresSource {
     /// Confirms what became durable up to the checkpoint's position `at` (if it moved), and
-    /// ends the spans of the commits that closes.
+    /// ends the spans of the commits it closes.
     pub(super) fn confirm(&self, repl: &ReplicationClient, s: &mut Session, at: Option<u64>) {
         confirm_durable_commits(repl, &mut s.flight.commits, at, &self.counters, &self.fence);
         s.end_spans(at);
@@ -127,12 +133,68 @@ impl PostgresSource {
         Ok(())
     }
 
+    /// An orderly stop: waits (until `deadline`, the stop's `stop_bound`) for the events in
+    /// flight, confirms the commits that became durable, waits until the status update
+    /// carrying that position was sent to the server, then ends the stream. Events still in
+    /// flight are not confirmed and are delivered again after the restart.
+    pub(super) async fn finish(
+        &self,
+        repl: &mut ReplicationClient,
+        s: &mut Session,
+        deadline: tokio::time::Instant,
+    ) {
+        let InFlight {
+            checkpoint,
+            commits,
+            acks,
+        } = &mut s.flight;
+        let waiting = acks.len();
+        while !acks.is_empty() {
+            match tokio::time::timeout_at(deadline, acks.next()).await {
+                Ok(Some((seq, id, delivery))) => {
+                    let durable = delivery.is_durable();
+                    let at = checkpoint.resolve(seq, durable);
+                    if !durable {
+                        warn!(source = %self.name, event_id = %id, "an event in flight at stop was not made durable; it is delivered again after the restart");
+                        break;
+                    }
+                    confirm_durable_commits(repl, commits, at, &self.counters, &self.fence);
+                }
+                Ok(None) => break,
+                Err(_) => {
+                    warn!(source = %self.name, left = acks.len(), "events still in flight at the stop bound; they are delivered again after the restart");
+                    break;
+                }
+            }
+        }
+        let target = self.counters.applied();
+        // The worker sends a raised position once per status interval (1 s).
+        let sent = tokio::time::Instant::now() + Duration::from_secs(3);
+        while repl.metrics().last_applied_lsn().0 < target && tokio::time::Instant::now() < sent {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let reported = repl.metrics().last_applied_lsn().0;
+        info!(source = %self.name, drained = waiting, confirmed = %super::lsn::Lsn(reported), "stopped streaming; final position sent to the slot");
+        if tokio::time::timeout(Duration::from_secs(2), repl.shutdown())
+            .await
+            .is_err()
+        {
+            repl.abort();
+        }
+    }
+
     /// A transaction begins: its commit position and time are every change's.
-    pub(super) fn on_begin(&self, s: &mut Session, final_lsn: u64, xid: u32, commit_time: i64) {
+    pub(super) fn on_begin(
+        &self,
+        s: &mut Session,
+        final_lsn: u64,
+        xid: u32,
+        commit_time_micros: i64,
+    ) {
         s.txn = Some(Txn::new(
             final_lsn,
             xid,
-            commit_time + pgoutput::PG_EPOCH_OFFSET_MICROS,
+            commit_time_micros + pgoutput::PG_EPOCH_OFFSET_MICROS,
         ));
         s.txn_span = self.transaction_span(final_lsn, xid);
     }
@@ -189,7 +251,7 @@ impl PostgresSource {
         &self,
         repl: &ReplicationClient,
         s: &Session,
-        lsn: WireLsn,
+        lsn: u64,
         transactional: bool,
     ) {
         if !transactional
@@ -197,14 +259,14 @@ impl PostgresSource {
             && s.flight.checkpoint.in_flight() == 0
             && self.fence.holds()
         {
-            repl.update_applied_lsn(lsn);
-            self.counters.confirmed(lsn.0);
+            repl.update_applied_lsn(WireLsn(lsn));
+            self.counters.confirmed(lsn);
         }
     }
 
     /// A logical decoding message of the application's: an event of its own (`op` "m"), in
     /// its transaction or, outside one, its own unit of progress. Returns the checkpoint's new
-    /// position when it was durable at once (no route took it).
+    /// position when it was durable at once (no route took it), for the caller to confirm.
     pub(super) async fn on_message(
         &self,
         lane: &OrderedLane,
@@ -409,5 +471,30 @@ impl PostgresSource {
                 KeyValue::new("switchyard.lsn", super::lsn::Lsn(lsn).to_string()),
             ]
         })
+    }
+}
+
+/// Confirms the slot up to the end of the newest commit whose events are all durable (the one
+/// place a commit's durability reaches the server; a heartbeat with nothing in flight is the
+/// other way the position moves); nothing once `fence` lapsed (the events stay durable, the
+/// next leader sends them again).
+fn confirm_durable_commits(
+    repl: &ReplicationClient,
+    commits: &mut VecDeque<u64>,
+    confirmed: Option<u64>,
+    counters: &SourceCounters,
+    fence: &super::leader::Fence,
+) {
+    let Some(confirmed) = confirmed else { return };
+    if !fence.holds() {
+        return;
+    }
+    let mut last = None;
+    while commits.front().is_some_and(|c| *c <= confirmed) {
+        last = commits.pop_front();
+    }
+    if let Some(end) = last {
+        repl.update_applied_lsn(WireLsn(end));
+        counters.confirmed(end);
     }
 }

@@ -11,7 +11,6 @@
 //! `<commit LSN>:<ordinal>`. After any error the session restarts from the slot's confirmed
 //! position: what was not confirmed is delivered again (at-least-once), nothing is skipped.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +23,7 @@ use tokio_postgres::Client;
 use tracing::{error, info, warn};
 
 use super::counters::SourceCounters;
-use super::session::{InFlight, Session};
+use super::session::Session;
 use crate::config::{PostgresSourceConfig, SnapshotMode};
 use crate::event::ChangeColumn;
 use crate::pipeline::health::SourceHealth;
@@ -277,56 +276,6 @@ impl PostgresSource {
         }
     }
 
-    /// An orderly stop: waits (until `deadline`, the stop's `stop_bound`) for the events in
-    /// flight, confirms the commits that became durable, waits until the status update
-    /// carrying that position was sent to the server, then ends the stream. Events still in
-    /// flight are not confirmed and are delivered again after the restart.
-    async fn finish(
-        &self,
-        repl: &mut ReplicationClient,
-        flight: &mut InFlight,
-        deadline: tokio::time::Instant,
-    ) {
-        let InFlight {
-            checkpoint,
-            commits,
-            acks,
-        } = flight;
-        let waiting = acks.len();
-        while !acks.is_empty() {
-            match tokio::time::timeout_at(deadline, acks.next()).await {
-                Ok(Some((seq, id, delivery))) => {
-                    let durable = delivery.is_durable();
-                    let at = checkpoint.resolve(seq, durable);
-                    if !durable {
-                        warn!(source = %self.name, event_id = %id, "an event in flight at stop was not made durable; it is delivered again after the restart");
-                        break;
-                    }
-                    confirm_durable_commits(repl, commits, at, &self.counters, &self.fence);
-                }
-                Ok(None) => break,
-                Err(_) => {
-                    warn!(source = %self.name, left = acks.len(), "events still in flight at the stop bound; they are delivered again after the restart");
-                    break;
-                }
-            }
-        }
-        let target = self.counters.applied();
-        // The worker sends a raised position once per status interval (1 s).
-        let sent = tokio::time::Instant::now() + Duration::from_secs(3);
-        while repl.metrics().last_applied_lsn().0 < target && tokio::time::Instant::now() < sent {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let reported = repl.metrics().last_applied_lsn().0;
-        info!(source = %self.name, drained = waiting, confirmed = %super::lsn::Lsn(reported), "stopped streaming; final position sent to the slot");
-        if tokio::time::timeout(Duration::from_secs(2), repl.shutdown())
-            .await
-            .is_err()
-        {
-            repl.abort();
-        }
-    }
-
     /// A root span of this source (`switchyard.source`, `db.system.name` and `attributes`,
     /// built only when traces are on).
     pub(super) fn root_span(
@@ -415,14 +364,14 @@ impl PostgresSource {
                             s.stopping = Some(deadline);
                             continue;
                         }
-                        self.finish(&mut repl, &mut s.flight, deadline).await;
+                        self.finish(&mut repl, &mut s, deadline).await;
                         return Ok(());
                     }
                 }
                 () = tokio::time::sleep_until(s.stopping.unwrap_or_else(tokio::time::Instant::now)), if s.stopping.is_some() => {
                     // The transaction did not end within the bound: what is durable is confirmed.
                     if let Some(deadline) = s.stopping {
-                        self.finish(&mut repl, &mut s.flight, deadline).await;
+                        self.finish(&mut repl, &mut s, deadline).await;
                     }
                     return Ok(());
                 }
@@ -470,7 +419,7 @@ impl PostgresSource {
                         ReplicationEvent::Commit { end_lsn, .. } => {
                             self.on_commit(&repl, &mut s, end_lsn.0);
                             if let Some(deadline) = s.stopping {
-                                self.finish(&mut repl, &mut s.flight, deadline).await;
+                                self.finish(&mut repl, &mut s, deadline).await;
                                 return Ok(());
                             }
                         }
@@ -478,7 +427,7 @@ impl PostgresSource {
                             if prefix == super::backfill::PREFIX {
                                 self.on_backfill_mark(&repl, lane, &mut s, lsn.0, transactional, &content).await;
                             } else if prefix == HEARTBEAT_PREFIX {
-                                self.on_heartbeat(&repl, &s, lsn, transactional);
+                                self.on_heartbeat(&repl, &s, lsn.0, transactional);
                             } else {
                                 let at = self.on_message(lane, &mut s, lsn.0, transactional, prefix, &content).await;
                                 self.confirm(&repl, &mut s, at);
@@ -504,29 +453,4 @@ fn lapsed() -> SourceError {
     SourceError::Stream(
         "this instance's hold on the slot's leadership lock lapsed (it did not answer for a while): stopped before sending or confirming anything more, so that another instance can take over".into(),
     )
-}
-
-/// Confirms the slot up to the end of the newest commit whose events are all durable (the one
-/// place a commit's durability reaches the server; a heartbeat with nothing in flight is the
-/// other way the position moves); nothing once `fence` lapsed (the events stay durable, the
-/// next leader sends them again).
-pub(super) fn confirm_durable_commits(
-    repl: &ReplicationClient,
-    commits: &mut VecDeque<u64>,
-    confirmed: Option<u64>,
-    counters: &SourceCounters,
-    fence: &super::leader::Fence,
-) {
-    let Some(confirmed) = confirmed else { return };
-    if !fence.holds() {
-        return;
-    }
-    let mut last = None;
-    while commits.front().is_some_and(|c| *c <= confirmed) {
-        last = commits.pop_front();
-    }
-    if let Some(end) = last {
-        repl.update_applied_lsn(WireLsn(end));
-        counters.confirmed(end);
-    }
 }
