@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
-use super::dlq::{DlqCommand, Format, Select, confirm, time, usage_error};
+use super::dlq::{DlqCommand, Filter, Format, Select, StatusFilter, confirm, time, usage_error};
 use crate::store::dead_letters::select::format_time;
 
 /// Where the API is and the token to call it with.
@@ -86,10 +86,7 @@ impl Remote {
         if (200..300).contains(&status) {
             return Ok(v);
         }
-        bail!(
-            "the admin API answered {status}: {}",
-            v["message"].as_str().unwrap_or(&v.to_string())
-        )
+        Err(unexpected(status, &v))
     }
 }
 
@@ -158,6 +155,67 @@ fn print_rows(out: &mut dyn Write, rows: &[Value]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The path of one page of dead letters through the API: `filter`, `status` (one, or `all`),
+/// at most `limit`, after the id `after`.
+fn page_path(filter: &Filter, status: &str, limit: usize, after: Option<i64>) -> String {
+    let q = query(&[
+        ("source", filter.source.clone()),
+        ("route", filter.route.clone()),
+        ("class", filter.class.clone()),
+        ("status", Some(status.to_string())),
+        ("since", filter.since.map(format_time)),
+        ("until", filter.until.map(format_time)),
+        ("limit", Some(limit.to_string())),
+        ("after_id", after.map(|a| a.to_string())),
+    ]);
+    format!("/api/v1/dead-letters{q}")
+}
+
+/// The API's `status` parameter for `--status`: the one given, or `all`.
+fn status_param(status: &StatusFilter) -> String {
+    match status.0.as_slice() {
+        [s] => s.as_str().to_string(),
+        _ => "all".to_string(),
+    }
+}
+
+/// An answer the command did not expect: its status and the API's message (else the body).
+fn unexpected(status: u16, answer: &Value) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the admin API answered {status}: {}",
+        answer["message"]
+            .as_str()
+            .map_or_else(|| answer.to_string(), str::to_string)
+    )
+}
+
+/// Follows replay job `id` until it ends, printing each of its lines once; its last state.
+async fn follow_job(remote: &Remote, out: &mut impl Write, id: u64) -> anyhow::Result<Value> {
+    use reqwest::Method;
+    let mut printed = 0usize;
+    loop {
+        let j = remote
+            .ok(Method::GET, &format!("/api/v1/replays/{id}"), None)
+            .await?;
+        let lines = j["lines"].as_array().cloned().unwrap_or_default();
+        let done = j["delivered"].as_u64().unwrap_or(0)
+            + j["failed"].as_u64().unwrap_or(0)
+            + j["not_delivered"].as_u64().unwrap_or(0);
+        // The job keeps its newest lines: print those not printed yet.
+        let skip = lines
+            .len()
+            .saturating_sub((done as usize).saturating_sub(printed));
+        for l in &lines[skip.min(lines.len())..] {
+            writeln!(out, "{l}")?;
+        }
+        printed = done as usize;
+        if j["state"] != "running" {
+            return Ok(j);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Runs a `dlq` subcommand through the admin API.
 pub(super) async fn run(remote: &Remote, command: &DlqCommand) -> anyhow::Result<ExitCode> {
     use reqwest::Method;
@@ -169,27 +227,13 @@ pub(super) async fn run(remote: &Remote, command: &DlqCommand) -> anyhow::Result
             limit,
             format,
         } => {
-            let status = match status.0.as_slice() {
-                [] => "all".to_string(),
-                [s] => s.as_str().to_string(),
-                _ => "all".to_string(),
-            };
+            let status = status_param(status);
             let mut rows: Vec<Value> = Vec::new();
             let mut after: Option<i64> = None;
             while rows.len() < *limit {
                 let page = (*limit - rows.len()).min(1000);
-                let q = query(&[
-                    ("source", filter.source.clone()),
-                    ("route", filter.route.clone()),
-                    ("class", filter.class.clone()),
-                    ("status", Some(status.clone())),
-                    ("since", filter.since.map(format_time)),
-                    ("until", filter.until.map(format_time)),
-                    ("limit", Some(page.to_string())),
-                    ("after_id", after.map(|a| a.to_string())),
-                ]);
                 let v = remote
-                    .ok(Method::GET, &format!("/api/v1/dead-letters{q}"), None)
+                    .ok(Method::GET, &page_path(filter, &status, page, after), None)
                     .await?;
                 rows.extend(v["items"].as_array().cloned().unwrap_or_default());
                 match v["next_after_id"].as_i64() {
@@ -215,10 +259,7 @@ pub(super) async fn run(remote: &Remote, command: &DlqCommand) -> anyhow::Result
                 return Ok(usage_error(&format!("no dead letter with id {id}")));
             }
             if status != 200 {
-                bail!(
-                    "the admin API answered {status}: {}",
-                    v["message"].as_str().unwrap_or("")
-                );
+                return Err(unexpected(status, &v));
             }
             writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
         }
@@ -255,35 +296,10 @@ pub(super) async fn run(remote: &Remote, command: &DlqCommand) -> anyhow::Result
                 return Ok(usage_error(job["message"].as_str().unwrap_or("refused")));
             }
             if status != 202 {
-                bail!(
-                    "the admin API answered {status}: {}",
-                    job["message"].as_str().unwrap_or("")
-                );
+                return Err(unexpected(status, &job));
             }
             let id = job["id"].as_u64().context("the job has no id")?;
-            // Follows the job: each of its lines once, then its outcome.
-            let mut printed = 0usize;
-            let job = loop {
-                let j = remote
-                    .ok(Method::GET, &format!("/api/v1/replays/{id}"), None)
-                    .await?;
-                let lines = j["lines"].as_array().cloned().unwrap_or_default();
-                let done = j["delivered"].as_u64().unwrap_or(0)
-                    + j["failed"].as_u64().unwrap_or(0)
-                    + j["not_delivered"].as_u64().unwrap_or(0);
-                // The job keeps its newest lines: print those not printed yet.
-                let skip = lines
-                    .len()
-                    .saturating_sub((done as usize).saturating_sub(printed));
-                for l in &lines[skip.min(lines.len())..] {
-                    writeln!(out, "{l}")?;
-                }
-                printed = done as usize;
-                if j["state"] != "running" {
-                    break j;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            };
+            let job = follow_job(remote, &mut out, id).await?;
             let action = if *dry_run {
                 "replay --dry-run"
             } else {
@@ -330,10 +346,7 @@ pub(super) async fn run(remote: &Remote, command: &DlqCommand) -> anyhow::Result
                 return Ok(usage_error(v["message"].as_str().unwrap_or("refused")));
             }
             if status != 200 {
-                bail!(
-                    "the admin API answered {status}: {}",
-                    v["message"].as_str().unwrap_or("")
-                );
+                return Err(unexpected(status, &v));
             }
             eprintln!("discarded {}", v["discarded"]);
         }
@@ -363,24 +376,11 @@ pub(super) async fn run(remote: &Remote, command: &DlqCommand) -> anyhow::Result
             }
         }
         DlqCommand::Export { filter, status } => {
-            let status = match status.0.as_slice() {
-                [s] => s.as_str().to_string(),
-                _ => "all".to_string(),
-            };
+            let status = status_param(status);
             let mut after: Option<i64> = None;
             loop {
-                let q = query(&[
-                    ("source", filter.source.clone()),
-                    ("route", filter.route.clone()),
-                    ("class", filter.class.clone()),
-                    ("status", Some(status.clone())),
-                    ("since", filter.since.map(format_time)),
-                    ("until", filter.until.map(format_time)),
-                    ("limit", Some("1000".into())),
-                    ("after_id", after.map(|a| a.to_string())),
-                ]);
                 let page = remote
-                    .ok(Method::GET, &format!("/api/v1/dead-letters{q}"), None)
+                    .ok(Method::GET, &page_path(filter, &status, 1000, after), None)
                     .await?;
                 for item in page["items"].as_array().into_iter().flatten() {
                     // Each entry with its event, as the API shows it to this token's role.

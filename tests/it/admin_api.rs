@@ -652,6 +652,35 @@ async fn the_cli_through_the_admin_api_acts_as_the_tokens_principal() {
     let mut got = ids_on(&stack, topic, 2).await;
     got.sort();
     assert_eq!(got, ["c-1", "c-2"], "each once");
+    // Filters go through the API's query; export walks its pages; stats count by status.
+    let remote = |args: &[&str]| {
+        let mut all = vec!["dlq"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--admin-url", &admin, "--token-file", viewer]);
+        let (code, out, err) = cli(&all);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        out
+    };
+    let out = remote(&["list", "--format", "json"]);
+    assert_eq!(out.lines().count(), 0, "none pending: {out}");
+    let out = remote(&["list", "--status", "replayed", "--format", "json"]);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    let out = remote(&["export", "--status", "all"]);
+    let exported: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    assert_eq!(exported.len(), 2, "{out}");
+    assert!(exported.iter().all(|e| e["status"] == "replayed"), "{out}");
+    let stats: Value = serde_json::from_str(&remote(&["stats", "--format", "json"])).expect("json");
+    assert!(
+        stats
+            .as_array()
+            .expect("rows")
+            .iter()
+            .any(|r| r["status"] == "replayed" && r["count"] == 2),
+        "{stats}"
+    );
     let (code, out, err) = cli(&[
         "dlq",
         "audit",
