@@ -556,7 +556,21 @@ async fn connections_past_max_connections_wait_for_a_place_and_oversized_heads_g
     // that the wait measured below is for a place and not for a first delivery.
     {
         let warm = daemon::client(Duration::from_secs(30));
-        assert_eq!(send(&warm, &url, 0, SECRET).await, 200, "a first delivery");
+        let body = r#"{"action":"opened","number":0}"#;
+        let answer: serde_json::Value = warm
+            .post(format!("{url}{PATH}"))
+            .header("content-type", "application/json")
+            .header("x-github-delivery", "delivery-0")
+            .header("x-github-event", "pull_request")
+            .header("x-hub-signature-256", sign::github(SECRET, body.as_bytes()))
+            .body(body)
+            .send()
+            .await
+            .expect("a first delivery")
+            .json()
+            .await
+            .expect("a JSON answer");
+        assert_eq!(answer["status"], "accepted", "a first delivery: {answer}");
     }
     let (too_large_before, timeouts_before) =
         (closed("head_too_large").await, closed("head_timeout").await);

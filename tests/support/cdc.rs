@@ -117,18 +117,6 @@ pub(crate) fn cdc_config(
     Config::load(&path).expect("config")
 }
 
-pub(crate) async fn slot_lag(client: &tokio_postgres::Client) -> Option<i64> {
-    let row = client
-        .query_one(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), confirmed_flush_lsn)::bigint
-             FROM pg_replication_slots WHERE slot_name = 'switchyard_appdb'",
-            &[],
-        )
-        .await
-        .ok()?;
-    row.get::<_, Option<i64>>(0)
-}
-
 /// Each inserted row's id and the end LSN of its commit, from a `test_decoding` slot.
 pub(crate) async fn commit_ends(client: &tokio_postgres::Client, slot: &str) -> Vec<(i64, u64)> {
     let rows = client

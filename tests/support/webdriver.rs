@@ -243,7 +243,8 @@ impl Browser {
 
     /// Clicks the element matching `selector` (a link, a form's button) and waits (up to 20 s)
     /// until the page it was on is gone. WebDriver's click returns before the next page is
-    /// there: text read at once may still be the old page's.
+    /// there: text read at once may still be the old page's. Not for a page that refreshes
+    /// itself (a running job's): its own refresh would pass for the click's navigation.
     pub async fn click_away(&self, selector: &str) {
         let old = self.find("html").await;
         self.click(selector).await;
